@@ -1,0 +1,312 @@
+//! The extractor's handler: one [`ExtractTask`] → Parquet files on the stage → [`ExtractResult`].
+//!
+//! The COPY runs inside a `REPEATABLE READ READ ONLY` transaction with `statement_timeout`. Decoding (binary COPY →
+//! Arrow) runs on the async task that reads the stream; Parquet encoding runs on a blocking thread, fed through a
+//! bounded channel, so reading, decoding and encoding overlap and memory stays bounded by
+//! `2 × batch_bytes + row_group_bytes` plus one stage chunk.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use futures_util::{pin_mut, StreamExt};
+use tokio::sync::mpsc;
+use tokio_postgres::IsolationLevel;
+use tracing::Instrument;
+
+use crate::decode::{CopyDecoder, DecodeError};
+use crate::error::ExtractError;
+use crate::model::{display_key, Bounds, ExtractResult, ExtractTask, KeyType, StagedFile};
+use crate::parquet_out::{RollingWriter, WriteError};
+use crate::source::{check_columns, describe_table, SourceConnector, SESSION_SETTINGS};
+use crate::stage::{key_segment, Stage};
+use crate::{sql, types};
+
+/// Opens the stage a task names. A port, so the Lambda gets exactly the stages its role may write.
+pub trait StageOpener: Send + Sync {
+    fn open(&self, url: &str) -> Result<Arc<dyn Stage>, ExtractError>;
+}
+
+/// Opens stages by URL scheme with [`crate::stage::open`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UrlStages;
+
+impl StageOpener for UrlStages {
+    fn open(&self, url: &str) -> Result<Arc<dyn Stage>, ExtractError> {
+        Ok(Arc::from(crate::stage::open(url)?))
+    }
+}
+
+/// The ports an extractor uses.
+pub struct ExtractContext {
+    pub source: Arc<dyn SourceConnector>,
+    pub stages: Arc<dyn StageOpener>,
+}
+
+/// The object key prefix of a task's files: `<run>/<schema>/<table>/part-<range>`; files append `-<n>.parquet`.
+/// Deterministic, so a retried task overwrites its own files instead of adding new ones.
+pub fn file_key_prefix(task: &ExtractTask) -> String {
+    format!(
+        "{}/{}/{}/part-{:05}",
+        key_segment(&task.run_id),
+        key_segment(&task.table.schema),
+        key_segment(&task.table.name),
+        task.range_index
+    )
+}
+
+fn validate(task: &ExtractTask) -> Result<(), ExtractError> {
+    let bad = |m: String| Err(ExtractError::InvalidTask(m));
+    if task.run_id.is_empty() {
+        return bad("run_id is empty".into());
+    }
+    if task.columns.is_empty() {
+        return bad(format!("no columns to extract from {}", task.table));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in &task.columns {
+        if !seen.insert(&c.name) {
+            return bad(format!("column {:?} is listed twice", c.name));
+        }
+    }
+    if let Bounds::Key { lower, upper } = &task.bounds {
+        if task.key.is_empty() && (lower.is_some() || upper.is_some()) {
+            return bad("a bounded key range needs key columns".into());
+        }
+    }
+    if task.writer.row_group_bytes == 0 || task.writer.target_file_bytes == 0 || task.writer.batch_bytes == 0 {
+        return bad("writer byte budgets must be positive".into());
+    }
+    Ok(())
+}
+
+/// Runs one extraction task.
+pub async fn extract(ctx: &ExtractContext, task: ExtractTask) -> Result<ExtractResult, ExtractError> {
+    let span = tracing::info_span!(
+        "extract",
+        run = %task.run_id,
+        table = %task.table,
+        range = task.range_index,
+        rows = tracing::field::Empty,
+        bytes = tracing::field::Empty,
+        files = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let result = run(ctx, &task, started).instrument(span.clone()).await;
+    match &result {
+        Ok(r) => {
+            span.record("rows", r.rows);
+            span.record("bytes", r.files.iter().map(|f| f.bytes).sum::<u64>());
+            span.record("files", r.files.len());
+            span.in_scope(|| tracing::info!(seconds = r.seconds, source_bytes = r.source_bytes, "range extracted"));
+        }
+        Err(e) => span.in_scope(|| tracing::error!(error = %e, name = e.name(), "extraction failed")),
+    }
+    result
+}
+
+async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Result<ExtractResult, ExtractError> {
+    validate(task)?;
+    let stage = ctx.stages.open(&task.stage)?;
+    let table = &task.table;
+    let pg = |e| ExtractError::from_pg(table, task.statement_timeout_secs, e);
+
+    let mut client = ctx.source.connect().await?;
+    client.batch_execute(SESSION_SETTINGS).await.map_err(pg)?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg)?;
+    // An integer we format ourselves: no user text reaches this statement.
+    tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", task.statement_timeout_secs.saturating_mul(1000)))
+        .await
+        .map_err(pg)?;
+
+    // Same snapshot as the COPY: the columns read are the columns planned.
+    let catalog = describe_table(&tx, table).await?;
+    check_columns(&catalog, &task.columns)?;
+    check_key(task, &catalog)?;
+
+    let query = sql::copy_out(&sql::select(table, &task.columns, &task.key, &task.bounds).map_err(ExtractError::InvalidTask)?);
+    tracing::debug!(%query, "copy");
+    let stream = tx.copy_out(&query).await.map_err(pg)?;
+    pin_mut!(stream);
+
+    let schema = Arc::new(types::arrow_schema(&task.columns));
+    let mut decoder = CopyDecoder::new(schema.clone(), &task.columns, &task.key, task.writer.batch_bytes as usize);
+
+    // The encoder thread: batches in, files out. `Done` is sent only after a clean end of stream, so an error on
+    // this side (or a panic) makes the thread discard the file in progress instead of finishing it.
+    let (tx_batches, rx_batches) = mpsc::channel::<Msg>(2);
+    let writer = RollingWriter::new(
+        stage,
+        tokio::runtime::Handle::current(),
+        schema,
+        &task.writer,
+        file_key_prefix(task),
+    )
+    .map_err(|e| write_error(table, e))?;
+    let encoder = tokio::task::spawn_blocking(move || encode(writer, rx_batches));
+
+    let mut source_bytes = 0u64;
+    let read = async {
+        let mut pending = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(pg)?;
+            source_bytes += chunk.len() as u64;
+            decoder
+                .feed(&chunk, &mut |b| {
+                    pending.push(b);
+                    Ok(())
+                })
+                .map_err(|e| decode_error(task, e))?;
+            for b in pending.drain(..) {
+                if tx_batches.send(Msg::Batch(b)).await.is_err() {
+                    return Ok(None); // the encoder stopped: its error is the one to report
+                }
+            }
+        }
+        let (last, summary) = decoder.finish().map_err(|e| decode_error(task, e))?;
+        if let Some(b) = last {
+            if tx_batches.send(Msg::Batch(b)).await.is_err() {
+                return Ok(None);
+            }
+        }
+        Ok::<_, ExtractError>(Some(summary))
+    };
+    let summary = read.await;
+    let summary = match summary {
+        Ok(Some(s)) => {
+            let _ = tx_batches.send(Msg::Done).await;
+            Some(s)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            drop(tx_batches);
+            let _ = encoder.await;
+            return Err(e);
+        }
+    };
+    drop(tx_batches);
+    let files = encoder
+        .await
+        .map_err(|e| ExtractError::Parquet { table: table.clone(), detail: format!("encoder thread: {e}") })?
+        .map_err(|e| write_error(table, e))?;
+    let summary = summary.ok_or_else(|| ExtractError::Parquet {
+        table: table.clone(),
+        detail: "the encoder stopped before the end of the stream".into(),
+    })?;
+    tx.commit().await.map_err(pg)?;
+
+    let rows_in_files: u64 = files.iter().map(|f: &StagedFile| f.rows).sum();
+    if rows_in_files != summary.rows {
+        return Err(ExtractError::Parquet {
+            table: table.clone(),
+            detail: format!("decoded {} rows but the files hold {rows_in_files}", summary.rows),
+        });
+    }
+    let max_value_bytes: BTreeMap<String, u64> = task
+        .columns
+        .iter()
+        .zip(&summary.max_value_bytes)
+        .filter(|(c, _)| c.mapping.is_variable_length())
+        .map(|(c, &n)| (c.name.clone(), n))
+        .collect();
+    Ok(ExtractResult {
+        run_id: task.run_id.clone(),
+        table: table.clone(),
+        range_index: task.range_index,
+        files,
+        rows: summary.rows,
+        source_bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        first_key: summary.first_key,
+        last_key: summary.last_key,
+        max_value_bytes,
+        peak_memory_bytes: peak_memory_bytes(),
+    })
+}
+
+enum Msg {
+    Batch(RecordBatch),
+    Done,
+}
+
+fn encode(mut writer: RollingWriter, mut rx: mpsc::Receiver<Msg>) -> Result<Vec<StagedFile>, WriteError> {
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Batch(batch) => {
+                if let Err(e) = writer.write(&batch) {
+                    writer.abort();
+                    return Err(e);
+                }
+            }
+            Msg::Done => return writer.finish(),
+        }
+    }
+    // The reader gave up: nothing it sent is to be published.
+    writer.abort();
+    Ok(Vec::new())
+}
+
+/// Key columns exist, have a key type, and bounds carry values of those types.
+fn check_key(task: &ExtractTask, catalog: &crate::source::CatalogTable) -> Result<(), ExtractError> {
+    let mut types = Vec::new();
+    for k in &task.key {
+        let c = catalog
+            .columns
+            .iter()
+            .find(|c| &c.name == k)
+            .ok_or_else(|| ExtractError::ColumnNotFound { table: task.table.clone(), column: k.clone() })?;
+        let ty = KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| ExtractError::UnsupportedKeyType {
+            table: task.table.clone(),
+            column: k.clone(),
+            ty: c.ty.pg.name.clone(),
+        })?;
+        types.push(ty);
+    }
+    if let Bounds::Key { lower, upper } = &task.bounds {
+        for bound in [lower, upper].into_iter().flatten() {
+            if bound.len() != types.len() || bound.iter().zip(&types).any(|(v, t)| v.ty != *t) {
+                return Err(ExtractError::InvalidTask(format!(
+                    "bound {} does not match the key ({}) of types ({})",
+                    display_key(bound),
+                    task.key.join(", "),
+                    types.iter().map(|t| t.sql_name()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode_error(task: &ExtractTask, e: DecodeError) -> ExtractError {
+    match e {
+        DecodeError::Protocol(detail) => ExtractError::Protocol { table: task.table.clone(), detail },
+        DecodeError::Value { column, reason, key } => ExtractError::Value {
+            table: task.table.clone(),
+            column: task.columns.get(column).map(|c| c.name.clone()).unwrap_or_default(),
+            key: key.map(|k| display_key(&k)).unwrap_or_else(|| "(key not extracted)".into()),
+            reason,
+        },
+    }
+}
+
+fn write_error(table: &crate::model::TableRef, e: WriteError) -> ExtractError {
+    match e {
+        WriteError::Stage(s) => ExtractError::Stage(s),
+        WriteError::Parquet(detail) => ExtractError::Parquet { table: table.clone(), detail },
+    }
+}
+
+/// Peak resident set size (`VmHWM`) of this process, on Linux (Lambda included).
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

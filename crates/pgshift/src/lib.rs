@@ -1,0 +1,25 @@
+//! pgshift core: move PostgreSQL tables into Amazon Redshift through Parquet on a stage.
+//!
+//! This crate has no Lambda dependency: the `functions/*` binaries and the `pgshift` CLI are thin shells around the
+//! handlers here. Modules, in data-flow order:
+//! - [`model`]: the JSON contract between the pipeline's states;
+//! - [`types`]: the Postgres → Arrow → Redshift type table;
+//! - [`source`], [`sql`]: the source database and the SQL sent to it;
+//! - [`decode`], [`pgtext`]: binary COPY → Arrow;
+//! - [`parquet_out`], [`stage`]: Arrow → Parquet files on the stage;
+//! - [`extract`]: the extractor's handler; [`error`]: its error boundary.
+
+pub mod decode;
+pub mod error;
+pub mod extract;
+pub mod model;
+pub mod parquet_out;
+pub mod pgtext;
+pub mod source;
+pub mod sql;
+pub mod stage;
+pub mod types;
+
+pub use error::ExtractError;
+pub use extract::{extract, ExtractContext, UrlStages};
+pub use model::{ExtractResult, ExtractTask};

@@ -1,0 +1,225 @@
+//! The source database: the connector port, its Postgres adapter, the session settings every extraction runs with,
+//! and catalog introspection of one table (the planner extends this to many tables at once).
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio_postgres::{Client, GenericClient, NoTls};
+
+use crate::error::ExtractError;
+use crate::model::{ColumnSpec, PgType, TableRef};
+use crate::types::{default_mapping, mapping_for_cast, CatalogType, Cast, TypePolicies};
+
+/// Opens sessions on the source.
+pub trait SourceConnector: Send + Sync {
+    fn connect(&self) -> BoxFuture<'_, Result<Client, ExtractError>>;
+}
+
+/// A Postgres connection string (`postgres://user:pass@host:port/db` or `host=… dbname=…`).
+#[derive(Clone)]
+pub struct PgConnector {
+    config: tokio_postgres::Config,
+}
+
+impl std::fmt::Debug for PgConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("PgConnector")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("user", &self.config.get_user())
+            .finish()
+    }
+}
+
+impl PgConnector {
+    pub fn new(url: &str) -> Result<Self, ExtractError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| ExtractError::InvalidTask(format!("source connection string: {e}")))?;
+        if config.get_application_name().is_none() {
+            config.application_name("pgshift");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.keepalives_idle(Duration::from_secs(30));
+        Ok(Self { config })
+    }
+}
+
+impl SourceConnector for PgConnector {
+    fn connect(&self) -> BoxFuture<'_, Result<Client, ExtractError>> {
+        Box::pin(async move {
+            let (client, connection) = self
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| ExtractError::SourceUnavailable(format!("connecting to the source: {e}")))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "source connection ended");
+                }
+            });
+            Ok(client)
+        })
+    }
+}
+
+/// Settings that make every value's wire and text form independent of the server's and the role's defaults.
+pub const SESSION_SETTINGS: &str = "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; \
+     SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; \
+     SET extra_float_digits = 3; SET bytea_output = 'hex'";
+
+/// A column as the catalog describes it.
+#[derive(Debug, Clone)]
+pub struct CatalogColumn {
+    pub name: String,
+    pub not_null: bool,
+    pub ty: CatalogType,
+    pub can_select: bool,
+}
+
+/// A table as the catalog describes it.
+#[derive(Debug, Clone)]
+pub struct CatalogTable {
+    pub table: TableRef,
+    pub oid: u32,
+    /// `pg_class.relkind`: r(table), p(artitioned), v(iew), m(aterialized view), f(oreign).
+    pub kind: char,
+    pub columns: Vec<CatalogColumn>,
+    /// Primary key, else the narrowest unique, non-partial index over NOT NULL plain columns; empty when none.
+    pub key: Vec<String>,
+}
+
+const COLUMNS_SQL: &str = "
+WITH RECURSIVE t(attnum, attname, attnotnull, decl_oid, oid, typmod, depth) AS (
+    SELECT a.attnum, a.attname::text, a.attnotnull, a.atttypid, a.atttypid, a.atttypmod, 0
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+    SELECT t.attnum, t.attname, t.attnotnull, t.decl_oid, ty.typbasetype,
+           CASE WHEN t.typmod = -1 THEN ty.typtypmod ELSE t.typmod END, t.depth + 1
+    FROM t JOIN pg_catalog.pg_type ty ON ty.oid = t.oid
+    WHERE ty.typtype = 'd'
+)
+SELECT DISTINCT ON (t.attnum)
+       t.attname, t.attnotnull, t.oid, t.typmod,
+       pg_catalog.format_type(t.oid, t.typmod),
+       ty.typtype::text, ty.typcategory::text, ty.typname::text,
+       CASE WHEN t.decl_oid <> t.oid THEN pg_catalog.format_type(t.decl_oid, NULL) END,
+       pg_catalog.has_column_privilege($1, t.attnum, 'SELECT')
+FROM t JOIN pg_catalog.pg_type ty ON ty.oid = t.oid
+ORDER BY t.attnum, t.depth DESC";
+
+const KEY_SQL: &str = "
+SELECT array_agg(a.attname::text ORDER BY k.ord)
+FROM pg_catalog.pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = $1 AND (i.indisprimary OR i.indisunique) AND i.indisvalid AND i.indpred IS NULL
+  AND k.ord <= i.indnkeyatts
+GROUP BY i.indexrelid, i.indisprimary, i.indnkeyatts
+HAVING bool_and(a.attnotnull) AND count(*) = i.indnkeyatts
+ORDER BY i.indisprimary DESC, i.indnkeyatts, i.indexrelid
+LIMIT 1";
+
+/// Reads one table's columns and key from the catalog.
+pub async fn describe_table(db: &impl GenericClient, table: &TableRef) -> Result<CatalogTable, ExtractError> {
+    let pg = |e| ExtractError::from_pg(table, 0, e);
+    let row = db
+        .query_opt(
+            "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+            &[&table.schema, &table.name],
+        )
+        .await
+        .map_err(pg)?
+        .ok_or_else(|| ExtractError::TableNotFound(table.clone()))?;
+    let oid: u32 = row.get(0);
+    let kind: String = row.get(1);
+    let columns = db
+        .query(COLUMNS_SQL, &[&oid])
+        .await
+        .map_err(pg)?
+        .into_iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            let typtype: String = r.get(5);
+            let category: String = r.get(6);
+            CatalogColumn {
+                name,
+                not_null: r.get(1),
+                ty: CatalogType {
+                    pg: PgType { name: r.get(4), oid: r.get(2), typmod: r.get(3), declared: r.get(8) },
+                    typtype: typtype.chars().next().unwrap_or('b'),
+                    category: category.chars().next().unwrap_or('X'),
+                    base_name: r.get(7),
+                },
+                can_select: r.get(9),
+            }
+        })
+        .collect();
+    let key: Option<Vec<String>> = db.query_opt(KEY_SQL, &[&oid]).await.map_err(pg)?.map(|r| r.get(0));
+    Ok(CatalogTable {
+        table: table.clone(),
+        oid,
+        kind: kind.chars().next().unwrap_or('r'),
+        columns,
+        key: key.unwrap_or_default(),
+    })
+}
+
+/// The default column specs of a table: every column, in table order, through the type table, with per-column cast
+/// overrides. An unmapped type without an override is an error naming the column.
+pub fn column_specs(
+    t: &CatalogTable,
+    policies: &TypePolicies,
+    casts: &[(String, Cast)],
+) -> Result<Vec<ColumnSpec>, ExtractError> {
+    for (name, _) in casts {
+        if !t.columns.iter().any(|c| &c.name == name) {
+            return Err(ExtractError::ColumnNotFound { table: t.table.clone(), column: name.clone() });
+        }
+    }
+    t.columns
+        .iter()
+        .map(|c| {
+            let (cast, mapping) = match casts.iter().find(|(n, _)| n == &c.name) {
+                Some((_, cast)) => (Some(*cast), mapping_for_cast(*cast)),
+                None => default_mapping(&c.ty, policies).ok_or_else(|| ExtractError::UnsupportedType {
+                    table: t.table.clone(),
+                    column: c.name.clone(),
+                    ty: c.ty.pg.declared.clone().unwrap_or_else(|| c.ty.pg.name.clone()),
+                })?,
+            };
+            Ok(ColumnSpec { name: c.name.clone(), pg_type: c.ty.pg.clone(), nullable: !c.not_null, cast, mapping })
+        })
+        .collect()
+}
+
+/// Checks a task's columns against the catalog: each exists, is readable, and has the type the task was planned
+/// with.
+pub fn check_columns(t: &CatalogTable, columns: &[ColumnSpec]) -> Result<(), ExtractError> {
+    for spec in columns {
+        let Some(c) = t.columns.iter().find(|c| c.name == spec.name) else {
+            return Err(ExtractError::ColumnNotFound { table: t.table.clone(), column: spec.name.clone() });
+        };
+        if !c.can_select {
+            return Err(ExtractError::PermissionDenied {
+                table: t.table.clone(),
+                detail: format!("no SELECT privilege on column {:?}", c.name),
+            });
+        }
+        if c.ty.pg.oid != spec.pg_type.oid || c.ty.pg.typmod != spec.pg_type.typmod {
+            return Err(ExtractError::SchemaChanged {
+                table: t.table.clone(),
+                column: spec.name.clone(),
+                expected: spec.pg_type.name.clone(),
+                actual: c.ty.pg.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! SQL text that pgshift sends. Identifiers are always double-quoted; values that cannot be bind parameters (COPY
+//! takes none) go through [`literal`], the one audited function that renders a typed literal.
+
+use std::fmt::Write;
+
+use crate::model::{Bounds, ColumnSpec, KeyValue, TableRef};
+use crate::types::Cast;
+
+/// `"name"`, with embedded quotes doubled. A NUL cannot be part of a Postgres identifier.
+pub fn ident(name: &str) -> Result<String, String> {
+    if name.contains('\0') {
+        return Err(format!("identifier {name:?} contains a NUL character"));
+    }
+    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
+}
+
+/// `"schema"."table"`.
+pub fn table(t: &TableRef) -> Result<String, String> {
+    Ok(format!("{}.{}", ident(&t.schema)?, ident(&t.name)?))
+}
+
+/// A typed literal: `'text'::type`. The text is a standard-conforming string (the session pins
+/// `standard_conforming_strings = on`, so a backslash is an ordinary character) with single quotes doubled; the type
+/// is one of a fixed set of names. Nothing in `value` can end the literal early.
+pub fn literal(v: &KeyValue) -> Result<String, String> {
+    if v.value.contains('\0') {
+        return Err(format!("key value {:?} contains a NUL character", v.value));
+    }
+    Ok(format!("'{}'::{}", v.value.replace('\'', "''"), v.ty.sql_name()))
+}
+
+/// The SELECT-list expression of a column.
+pub fn select_expr(c: &ColumnSpec) -> Result<String, String> {
+    let col = ident(&c.name)?;
+    Ok(match c.cast {
+        None => col,
+        Some(Cast::Text) => format!("{col}::text"),
+        Some(Cast::Json) => format!("to_json({col})::text"),
+        Some(Cast::Numeric) => format!("{col}::numeric"),
+    })
+}
+
+/// The range predicate: a plain comparison of the key columns against literals (row-value comparison for composite
+/// keys), which the primary-key btree serves as an index range. No function is ever applied to the key.
+pub fn predicate(key: &[String], bounds: &Bounds) -> Result<Option<String>, String> {
+    match bounds {
+        Bounds::Key { lower, upper } => {
+            let mut parts = Vec::new();
+            for (op, bound) in [(">=", lower), ("<", upper)] {
+                let Some(values) = bound else { continue };
+                if values.len() != key.len() {
+                    return Err(format!(
+                        "a bound has {} value(s) for a key of {} column(s) ({})",
+                        values.len(),
+                        key.len(),
+                        key.join(", ")
+                    ));
+                }
+                parts.push(compare(key, op, values)?);
+            }
+            Ok((!parts.is_empty()).then(|| parts.join(" AND ")))
+        }
+        Bounds::Ctid { first_page, end_page } => {
+            let mut p = format!("ctid >= '({first_page},0)'::tid");
+            if let Some(end) = end_page {
+                write!(p, " AND ctid < '({end},0)'::tid").map_err(|e| e.to_string())?;
+            }
+            Ok(Some(p))
+        }
+    }
+}
+
+fn compare(key: &[String], op: &str, values: &[KeyValue]) -> Result<String, String> {
+    let cols = key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?;
+    let lits = values.iter().map(literal).collect::<Result<Vec<_>, _>>()?;
+    Ok(if cols.len() == 1 {
+        format!("{} {op} {}", cols[0], lits[0])
+    } else {
+        format!("({}) {op} ({})", cols.join(", "), lits.join(", "))
+    })
+}
+
+/// The SELECT of a task.
+pub fn select(table_ref: &TableRef, columns: &[ColumnSpec], key: &[String], bounds: &Bounds) -> Result<String, String> {
+    let list = columns.iter().map(select_expr).collect::<Result<Vec<_>, _>>()?.join(", ");
+    let mut q = format!("SELECT {list} FROM {}", table(table_ref)?);
+    if let Some(p) = predicate(key, bounds)? {
+        q.push_str(" WHERE ");
+        q.push_str(&p);
+    }
+    Ok(q)
+}
+
+/// `COPY (<select>) TO STDOUT (FORMAT binary)`.
+pub fn copy_out(select: &str) -> String {
+    format!("COPY ({select}) TO STDOUT (FORMAT binary)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeyType;
+
+    #[test]
+    fn identifiers_are_quoted_and_escaped() {
+        assert_eq!(ident("a\"b").unwrap(), "\"a\"\"b\"");
+        assert!(ident("a\0b").is_err());
+    }
+
+    #[test]
+    fn literals_double_quotes_only() {
+        let v = KeyValue::new(KeyType::Text, "it's a \\ 'test' ünï😀");
+        assert_eq!(literal(&v).unwrap(), "'it''s a \\ ''test'' ünï😀'::text");
+    }
+
+    #[test]
+    fn composite_predicate_is_a_row_comparison() {
+        let key = vec!["a".to_string(), "b".to_string()];
+        let b = Bounds::Key {
+            lower: Some(vec![KeyValue::new(KeyType::Int8, "1"), KeyValue::new(KeyType::Int2, "2")]),
+            upper: None,
+        };
+        assert_eq!(predicate(&key, &b).unwrap().unwrap(), "(\"a\", \"b\") >= ('1'::int8, '2'::int2)");
+        assert_eq!(predicate(&key, &Bounds::ALL).unwrap(), None);
+        let bad = Bounds::Key { lower: Some(vec![KeyValue::new(KeyType::Int8, "1")]), upper: None };
+        assert!(predicate(&key, &bad).is_err());
+    }
+}

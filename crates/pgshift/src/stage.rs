@@ -1,0 +1,189 @@
+//! The stage: where Parquet parts land between extraction and load. A narrow port ([`Stage`], [`ObjectWriter`]) with
+//! one adapter per URL scheme. Every adapter makes an object visible under its final name only once it is complete,
+//! and [`ObjectWriter::abort`] leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("stage URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("stage I/O on {location}: {source}")]
+    Io { location: String, source: std::io::Error },
+}
+
+impl StageError {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StageError::BadUrl { .. } => "Pipeline.Fatal.Stage",
+            StageError::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => "Pipeline.Fatal.Stage",
+                _ => "Pipeline.Retryable.Stage",
+            },
+        }
+    }
+}
+
+/// What a completed object is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedObject {
+    pub url: String,
+    pub bytes: u64,
+}
+
+/// A place to stream objects to.
+pub trait Stage: Send + Sync {
+    /// The stage's URL prefix (no trailing slash).
+    fn url(&self) -> &str;
+
+    /// Starts an object at `key` (relative to the prefix, `/`-separated). Nothing is visible until `finish`.
+    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>>;
+}
+
+/// One object being written.
+pub trait ObjectWriter: Send {
+    fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StageError>>;
+    /// Makes the object visible under its final name, replacing any earlier object there.
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StagedObject, StageError>>;
+    /// Discards the object; an earlier complete object at the same key is left as it was.
+    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StageError>>;
+}
+
+/// Opens the stage named by a URL: `file:///absolute/dir` (S3 comes with the loader).
+pub fn open(url: &str) -> Result<Box<dyn Stage>, StageError> {
+    let url = url.trim_end_matches('/');
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(StageError::BadUrl {
+                url: url.into(),
+                reason: "a file:// stage needs an absolute path (file:///dir)".into(),
+            });
+        }
+        return Ok(Box::new(LocalStage { url: url.to_string(), root: PathBuf::from(path) }));
+    }
+    Err(StageError::BadUrl { url: url.into(), reason: "unsupported scheme; use file:///dir".into() })
+}
+
+/// Makes a name safe as one object-key segment: `[A-Za-z0-9_.-]` kept, every other byte `%XX`-encoded. Injective, so
+/// distinct tables never share a prefix.
+pub fn key_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-') || (b == b'.' && !out.is_empty()) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A directory on the local file system.
+pub struct LocalStage {
+    url: String,
+    root: PathBuf,
+}
+
+impl LocalStage {
+    fn path(&self, key: &str) -> Result<PathBuf, StageError> {
+        if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+            return Err(StageError::BadUrl { url: format!("{}/{key}", self.url), reason: "bad object key".into() });
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn io(location: &Path, source: std::io::Error) -> StageError {
+    StageError::Io { location: location.display().to_string(), source }
+}
+
+impl Stage for LocalStage {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
+        Box::pin(async move {
+            let path = self.path(key)?;
+            let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| io(&dir, e))?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+            let file = tokio::fs::File::create(&tmp).await.map_err(|e| io(&tmp, e))?;
+            Ok(Box::new(LocalObject { url: format!("{}/{key}", self.url), path, tmp, file, bytes: 0 })
+                as Box<dyn ObjectWriter>)
+        })
+    }
+}
+
+struct LocalObject {
+    url: String,
+    path: PathBuf,
+    tmp: PathBuf,
+    file: tokio::fs::File,
+    bytes: u64,
+}
+
+impl ObjectWriter for LocalObject {
+    fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StageError>> {
+        Box::pin(async move {
+            self.file.write_all(&chunk).await.map_err(|e| io(&self.tmp, e))?;
+            self.bytes += chunk.len() as u64;
+            Ok(())
+        })
+    }
+
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StagedObject, StageError>> {
+        Box::pin(async move {
+            let LocalObject { url, path, tmp, mut file, bytes } = *self;
+            let done = async {
+                file.flush().await?;
+                file.sync_all().await?;
+                drop(file);
+                tokio::fs::rename(&tmp, &path).await
+            };
+            if let Err(e) = done.await {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(io(&path, e));
+            }
+            Ok(StagedObject { url, bytes })
+        })
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StageError>> {
+        Box::pin(async move {
+            let LocalObject { tmp, file, .. } = *self;
+            drop(file);
+            match tokio::fs::remove_file(&tmp).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io(&tmp, e)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_segments_are_safe_and_distinct() {
+        assert_eq!(key_segment("public"), "public");
+        assert_eq!(key_segment("a/b"), "a%2Fb");
+        assert_eq!(key_segment(".."), "%2E.");
+        assert_ne!(key_segment("a.b"), key_segment("a%2Eb"));
+        assert_eq!(key_segment("ü"), "%C3%BC");
+    }
+
+    #[test]
+    fn only_absolute_file_urls_open() {
+        assert!(open("file:///tmp/x").is_ok());
+        assert!(open("file://relative").is_err());
+        assert!(open("gs://bucket").is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! Test harness: throwaway PostgreSQL clusters started from the installed binaries, one per test binary, a database
+//! per test. No mock of Postgres anywhere.
+//!
+//! - The binaries: `$PGSHIFT_PG_BIN`, else `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
+//! - `initdb` runs once per machine and PostgreSQL version into a cached template; each cluster is a copy of it.
+//! - The server listens on a random free loopback port; the harness checks that the server it reaches is the one it
+//!   started (its `data_directory`).
+//! - As root, the server runs as the `postgres` user (initdb refuses root). It gets a parent-death signal, so it
+//!   never outlives the test process.
+
+use std::net::TcpListener;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio_postgres::NoTls;
+
+pub mod parquet_text;
+
+/// A running throwaway cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub bin: PathBuf,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+/// The cluster of this test binary, started on first use.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| Cluster::start().expect("starting a throwaway PostgreSQL cluster"))
+}
+
+/// The uid/gid to run the server as: `postgres` when we are root, ourselves otherwise.
+fn server_user() -> Option<(u32, u32)> {
+    if !is_root() {
+        return None;
+    }
+    let out = Command::new("id").args(["-u", "postgres"]).output().ok()?;
+    let uid = String::from_utf8(out.stdout).ok()?.trim().parse().ok()?;
+    let out = Command::new("id").args(["-g", "postgres"]).output().ok()?;
+    let gid = String::from_utf8(out.stdout).ok()?.trim().parse().ok()?;
+    Some((uid, gid))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+pub fn pg_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("PGSHIFT_PG_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if p.join("initdb").exists() {
+            return Ok(p);
+        }
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, p)) => Ok(p),
+        None => bail!("no PostgreSQL server binaries found: run scripts/setup.sh (or set PGSHIFT_PG_BIN)"),
+    }
+}
+
+fn as_server_user(cmd: &mut Command, user: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+}
+
+/// A directory the server user can own and traverse.
+fn server_dir(path: &Path, user: Option<(u32, u32)>) -> Result<()> {
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    if let Some((uid, gid)) = user {
+        chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+fn template(bin: &Path, user: Option<(u32, u32)>) -> Result<PathBuf> {
+    let version = Command::new(bin.join("postgres")).arg("--version").output()?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    let tag: String = version.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let root = std::env::temp_dir().join("pgshift-test");
+    std::fs::create_dir_all(&root)?;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+    let tpl = root.join(format!("template-{tag}"));
+    if tpl.join("PG_VERSION").exists() {
+        return Ok(tpl);
+    }
+    let tmp = root.join(format!("template-{tag}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    server_dir(&tmp, user)?;
+    let mut cmd = Command::new(bin.join("initdb"));
+    cmd.args(["-D"])
+        .arg(&tmp)
+        .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"])
+        .stdout(Stdio::null());
+    as_server_user(&mut cmd, user);
+    let out = cmd.output().context("running initdb")?;
+    if !out.status.success() {
+        bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Another test process may have won the race; either template is good.
+    if std::fs::rename(&tmp, &tpl).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(tpl)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Cluster {
+    fn start() -> Result<Cluster> {
+        let bin = pg_bin()?;
+        let user = server_user();
+        let tpl = template(&bin, user)?;
+        let root = std::env::temp_dir().join("pgshift-test");
+        let data_dir = root.join(format!("cluster-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+        let status = Command::new("cp").arg("-a").arg(&tpl).arg(&data_dir).status()?;
+        if !status.success() {
+            bail!("copying the cluster template failed");
+        }
+        for attempt in 0..5 {
+            let port = free_port()?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (b, d) = (bin.clone(), data_dir.clone());
+            // The server's parent-death signal fires when the spawning *thread* exits: spawn from a thread that
+            // lives as long as the process.
+            std::thread::spawn(move || {
+                let child = spawn_server(&b, &d, port, user);
+                let ok = child.is_ok();
+                let _ = tx.send(child.map(|_| ()));
+                if ok {
+                    loop {
+                        std::thread::park();
+                    }
+                }
+            });
+            rx.recv()??;
+            match wait_ready(port, &data_dir) {
+                Ok(()) => return Ok(Cluster { port, data_dir, bin }),
+                Err(e) if attempt < 4 => eprintln!("cluster on port {port} did not come up ({e}); retrying"),
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!()
+    }
+
+    /// A connection string for `db` as the superuser.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A fresh database for one test; returns its connection string.
+    pub async fn create_db(&self, prefix: &str) -> Result<String> {
+        let name = format!("{prefix}_{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));
+        let admin = connect(&self.url("postgres")).await?;
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
+        Ok(self.url(&name))
+    }
+}
+
+fn spawn_server(bin: &Path, data_dir: &Path, port: u16, user: Option<(u32, u32)>) -> Result<std::process::Child> {
+    let log = std::fs::File::create(data_dir.with_extension("log"))?;
+    if let Some((uid, gid)) = user {
+        chown(data_dir.with_extension("log"), Some(uid), Some(gid))?;
+    }
+    let mut cmd = Command::new(bin.join("postgres"));
+    cmd.arg("-D").arg(data_dir).args(["-p", &port.to_string()]);
+    for setting in [
+        "listen_addresses=127.0.0.1",
+        "fsync=off",
+        "full_page_writes=off",
+        "synchronous_commit=off",
+        "max_connections=200",
+        "shared_buffers=256MB",
+        "max_wal_size=4GB",
+        "wal_level=minimal",
+        "max_wal_senders=0",
+        "lc_messages=C",
+    ] {
+        cmd.args(["-c", setting]);
+    }
+    cmd.arg("-c").arg(format!("unix_socket_directories={}", data_dir.display()));
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    as_server_user(&mut cmd, user);
+    #[allow(unsafe_code)]
+    // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd.spawn()?)
+}
+
+fn wait_ready(port: u16, data_dir: &Path) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    rt.block_on(async {
+        loop {
+            match connect(&url).await {
+                Ok(c) => {
+                    let dir: String = c.query_one("SHOW data_directory", &[]).await?.get(0);
+                    if Path::new(&dir) != data_dir {
+                        bail!("port {port} is served by another server ({dir})");
+                    }
+                    return Ok(());
+                }
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => bail!("server did not accept connections: {e}"),
+            }
+        }
+    })
+}
+
+/// Connects and drives the connection in the background.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// A fresh empty directory for a test's stage.
+pub fn stage_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("pgshift-test").join(format!("stage-{name}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("creating a stage directory");
+    dir
+}
+
+/// Every file below `dir`, relative, sorted.
+pub fn list_files(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if let Ok(rel) = p.strip_prefix(root) {
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
