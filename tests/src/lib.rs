@@ -35,7 +35,13 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
 /// The cluster of this test binary, started on first use.
 pub fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(|| Cluster::start().expect("starting a throwaway PostgreSQL cluster"))
+    CLUSTER.get_or_init(|| {
+        // Started on a plain thread: the caller may be inside an async runtime.
+        std::thread::spawn(Cluster::start)
+            .join()
+            .expect("cluster start thread")
+            .expect("starting a throwaway PostgreSQL cluster")
+    })
 }
 
 /// The uid/gid to run the server as: `postgres` when we are root, ourselves otherwise.
@@ -142,6 +148,7 @@ impl Cluster {
         let user = server_user();
         let tpl = template(&bin, user)?;
         let root = std::env::temp_dir().join("pgshift-test");
+        remove_stale(&root);
         let data_dir = root.join(format!("cluster-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
         let status = Command::new("cp").arg("-a").arg(&tpl).arg(&data_dir).status()?;
         if !status.success() {
@@ -184,6 +191,19 @@ impl Cluster {
         let admin = connect(&self.url("postgres")).await?;
         admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
         Ok(self.url(&name))
+    }
+}
+
+/// Removes what earlier test processes left: clusters and stages of processes that are gone.
+fn remove_stale(root: &Path) {
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("cluster-") else { continue };
+        let pid = rest.split(['-', '.']).next().unwrap_or_default();
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            let p = e.path();
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
     }
 }
 
@@ -256,7 +276,10 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
 
 /// A fresh empty directory for a test's stage.
 pub fn stage_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join("pgshift-test").join(format!("stage-{name}-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir()
+        .join("pgshift-test")
+        .join(format!("cluster-{}-stages", std::process::id()))
+        .join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("creating a stage directory");
     dir
 }

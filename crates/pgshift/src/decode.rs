@@ -31,10 +31,10 @@ fn clamp_days() -> (i32, i32) {
     (days_from_civil(-4712, 1, 1) as i32, days_from_civil(294_276, 12, 31) as i32)
 }
 
-/// Redshift's timestamp range as microseconds since 1970-01-01.
+/// The timestamp clamp range as microseconds since 1970-01-01: Redshift's earliest (4713-01-01 BC) and the latest a
+/// Parquet INT64 microsecond value holds (294247-01-10 04:00:54.775807; Postgres and Redshift go on to 294276 AD).
 fn clamp_micros() -> (i64, i64) {
-    let (lo, hi) = clamp_days();
-    (lo as i64 * 86_400_000_000, hi as i64 * 86_400_000_000 + 86_399_999_999)
+    (clamp_days().0 as i64 * 86_400_000_000, i64::MAX)
 }
 
 enum Col {
@@ -177,8 +177,13 @@ impl Column {
                     _ => None,
                 };
                 match (special, *inf) {
-                    // Postgres' timestamp range (4713 BC .. 294276 AD) cannot overflow i64 after the epoch shift.
-                    (None, _) => b.append_value(t + PG_EPOCH_MICROS),
+                    // Postgres' last 29 millennia (after 294247-01-10) do not fit INT64 microseconds since 1970.
+                    (None, _) => b.append_value(t.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
+                        format!(
+                            "{} is after 294247-01-10 04:00:54.775807, the latest timestamp Parquet holds",
+                            pgtext::timestamp(t, false)
+                        )
+                    })?),
                     (Some(_), InfinityPolicy::Null) => b.append_null(),
                     (Some(pos), InfinityPolicy::Clamp) => {
                         let (lo, hi) = clamp_micros();

@@ -156,32 +156,46 @@ impl<'a> NumericWire<'a> {
         if let Some(s) = self.special() {
             return Err(format!("{s} has no decimal representation"));
         }
-        let n = self.digits.len() as i32 / 2;
-        let mut acc: i128 = 0;
-        for d in self.digits() {
-            acc = acc
-                .checked_mul(10_000)
-                .and_then(|a| a.checked_add(d))
-                .ok_or_else(|| format!("does not fit decimal({precision},{scale})"))?;
+        // Integer digits first, for a message that says what does not fit.
+        let int_digits = match self.digits().next() {
+            Some(first) if self.weight >= 0 => 4 * self.weight as i32 + first.to_string().len() as i32,
+            _ => 0,
+        };
+        if int_digits > precision as i32 - scale as i32 {
+            return Err(format!(
+                "has {int_digits} integer digits, more than the {} of decimal({precision},{scale})",
+                precision as i32 - scale as i32
+            ));
         }
-        // acc * 10000^(weight - n + 1) * 10^scale
-        let pow = 4 * (self.weight as i32 - n + 1) + scale as i32;
-        if acc != 0 {
-            if pow >= 0 {
-                let m = 10i128
-                    .checked_pow(pow as u32)
-                    .ok_or_else(|| format!("does not fit decimal({precision},{scale})"))?;
-                acc = acc.checked_mul(m).ok_or_else(|| format!("does not fit decimal({precision},{scale})"))?;
-            } else {
-                let div = 10i128.checked_pow((-pow) as u32);
-                match div {
-                    Some(div) if acc % div == 0 => acc /= div,
-                    _ => return Err(format!("has more than {scale} fractional digits (no rounding is done)")),
+        // Horner over base-10000 groups. A group's unit digit sits at 10^e of the scaled integer; the group that
+        // straddles the scale keeps only its digits above it (the rest must be zero: no rounding), and groups wholly
+        // below the scale must be zero.
+        let overflow = || format!("does not fit decimal({precision},{scale})");
+        let frac_error = || format!("has more than {scale} fractional digits (no rounding is done)");
+        let mut acc: i128 = 0;
+        let mut last_e: Option<i32> = None;
+        for (i, d) in self.digits().enumerate() {
+            let e = 4 * (self.weight as i32 - i as i32) + scale as i32;
+            if e >= 0 {
+                acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(d)).ok_or_else(overflow)?;
+                last_e = Some(e);
+            } else if e > -4 {
+                let cut = 10i128.pow((-e) as u32);
+                if d % cut != 0 {
+                    return Err(frac_error());
                 }
+                let keep = 10i128.pow((4 + e) as u32);
+                acc = acc.checked_mul(keep).and_then(|a| a.checked_add(d / cut)).ok_or_else(overflow)?;
+                last_e = Some(0);
+            } else if d != 0 {
+                return Err(frac_error());
             }
         }
+        if let Some(e) = last_e.filter(|e| *e > 0) {
+            acc = 10i128.checked_pow(e as u32).and_then(|m| acc.checked_mul(m)).ok_or_else(overflow)?;
+        }
         if acc >= 10i128.pow(precision as u32) {
-            return Err(format!("has more than {} integer digits for decimal({precision},{scale})", precision as i32 - scale as i32));
+            return Err(format!("has more integer digits than decimal({precision},{scale}) holds"));
         }
         Ok(if self.sign == NUMERIC_NEG { -acc } else { acc })
     }
@@ -299,6 +313,13 @@ mod tests {
         // 1e20 = digits [1], weight 5, dscale 0
         let n = numeric(&[1], 5, NUMERIC_POS, 0);
         assert_eq!(NumericWire::parse(&n).unwrap().to_text(), "100000000000000000000");
+        // 38 nines as decimal(38,10): 28 integer digits and a fraction group that straddles the scale.
+        let mut groups = vec![9999i16; 7];
+        groups.extend([9999, 9999, 9900]);
+        let b = numeric(&groups, 6, NUMERIC_NEG, 10);
+        let n = NumericWire::parse(&b).unwrap();
+        assert_eq!(n.to_scaled_i128(38, 10).unwrap(), -(10i128.pow(38) - 1));
+        assert!(n.to_scaled_i128(38, 9).is_err());
         let nan = numeric(&[], 0, NUMERIC_NAN, 0);
         assert!(NumericWire::parse(&nan).unwrap().to_scaled_i128(38, 0).is_err());
     }
