@@ -87,7 +87,9 @@ pub fn pg_bin() -> Result<PathBuf> {
     found.sort();
     match found.pop() {
         Some((_, p)) => Ok(p),
-        None => bail!("no PostgreSQL server binaries found: run scripts/setup.sh (or set PGSHIFT_PG_BIN)"),
+        None => bail!(
+            "no PostgreSQL server binaries found: run scripts/setup.sh (or set PGSHIFT_PG_BIN)"
+        ),
     }
 }
 
@@ -108,9 +110,14 @@ fn server_dir(path: &Path, user: Option<(u32, u32)>) -> Result<()> {
 }
 
 fn template(bin: &Path, user: Option<(u32, u32)>) -> Result<PathBuf> {
-    let version = Command::new(bin.join("postgres")).arg("--version").output()?;
+    let version = Command::new(bin.join("postgres"))
+        .arg("--version")
+        .output()?;
     let version = String::from_utf8_lossy(&version.stdout);
-    let tag: String = version.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let tag: String = version
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
     let root = std::env::temp_dir().join("pgshift-test");
     std::fs::create_dir_all(&root)?;
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
@@ -124,7 +131,14 @@ fn template(bin: &Path, user: Option<(u32, u32)>) -> Result<PathBuf> {
     let mut cmd = Command::new(bin.join("initdb"));
     cmd.args(["-D"])
         .arg(&tmp)
-        .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"])
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ])
         .stdout(Stdio::null());
     as_server_user(&mut cmd, user);
     let out = cmd.output().context("running initdb")?;
@@ -149,8 +163,16 @@ impl Cluster {
         let tpl = template(&bin, user)?;
         let root = std::env::temp_dir().join("pgshift-test");
         remove_stale(&root);
-        let data_dir = root.join(format!("cluster-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
-        let status = Command::new("cp").arg("-a").arg(&tpl).arg(&data_dir).status()?;
+        let data_dir = root.join(format!(
+            "cluster-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(&tpl)
+            .arg(&data_dir)
+            .status()?;
         if !status.success() {
             bail!("copying the cluster template failed");
         }
@@ -172,8 +194,16 @@ impl Cluster {
             });
             rx.recv()??;
             match wait_ready(port, &data_dir) {
-                Ok(()) => return Ok(Cluster { port, data_dir, bin }),
-                Err(e) if attempt < 4 => eprintln!("cluster on port {port} did not come up ({e}); retrying"),
+                Ok(()) => {
+                    return Ok(Cluster {
+                        port,
+                        data_dir,
+                        bin,
+                    })
+                }
+                Err(e) if attempt < 4 => {
+                    eprintln!("cluster on port {port} did not come up ({e}); retrying")
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -189,7 +219,9 @@ impl Cluster {
     pub async fn create_db(&self, prefix: &str) -> Result<String> {
         let name = format!("{prefix}_{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));
         let admin = connect(&self.url("postgres")).await?;
-        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await?;
         Ok(self.url(&name))
     }
 }
@@ -198,16 +230,27 @@ impl Cluster {
 fn remove_stale(root: &Path) {
     for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("cluster-") else { continue };
+        let Some(rest) = name.strip_prefix("cluster-") else {
+            continue;
+        };
         let pid = rest.split(['-', '.']).next().unwrap_or_default();
         if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
             let p = e.path();
-            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
         }
     }
 }
 
-fn spawn_server(bin: &Path, data_dir: &Path, port: u16, user: Option<(u32, u32)>) -> Result<std::process::Child> {
+fn spawn_server(
+    bin: &Path,
+    data_dir: &Path,
+    port: u16,
+    user: Option<(u32, u32)>,
+) -> Result<std::process::Child> {
     let log = std::fs::File::create(data_dir.with_extension("log"))?;
     if let Some((uid, gid)) = user {
         chown(data_dir.with_extension("log"), Some(uid), Some(gid))?;
@@ -228,8 +271,11 @@ fn spawn_server(bin: &Path, data_dir: &Path, port: u16, user: Option<(u32, u32)>
     ] {
         cmd.args(["-c", setting]);
     }
-    cmd.arg("-c").arg(format!("unix_socket_directories={}", data_dir.display()));
-    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.arg("-c")
+        .arg(format!("unix_socket_directories={}", data_dir.display()));
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     as_server_user(&mut cmd, user);
     #[allow(unsafe_code)]
     // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal before exec.
@@ -245,7 +291,9 @@ fn spawn_server(bin: &Path, data_dir: &Path, port: u16, user: Option<(u32, u32)>
 }
 
 fn wait_ready(port: u16, data_dir: &Path) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     rt.block_on(async {
@@ -258,7 +306,9 @@ fn wait_ready(port: u16, data_dir: &Path) -> Result<()> {
                     }
                     return Ok(());
                 }
-                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
                 Err(e) => bail!("server did not accept connections: {e}"),
             }
         }

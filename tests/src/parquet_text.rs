@@ -9,7 +9,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    TimestampMicrosecondType,
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
@@ -23,7 +24,8 @@ pub fn read_rust(files: &[impl AsRef<Path>]) -> Result<(Columns, Vec<(String, Da
     let mut cols: Columns = Vec::new();
     let mut types = Vec::new();
     for f in files {
-        let file = std::fs::File::open(f.as_ref()).with_context(|| format!("open {}", f.as_ref().display()))?;
+        let file = std::fs::File::open(f.as_ref())
+            .with_context(|| format!("open {}", f.as_ref().display()))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
         for batch in reader {
             let batch: RecordBatch = batch?;
@@ -35,7 +37,11 @@ pub fn read_rust(files: &[impl AsRef<Path>]) -> Result<(Columns, Vec<(String, Da
             }
             for (i, array) in batch.columns().iter().enumerate() {
                 for row in 0..array.len() {
-                    cols[i].1.push(if array.is_null(row) { None } else { Some(value(array.as_ref(), row)?) });
+                    cols[i].1.push(if array.is_null(row) {
+                        None
+                    } else {
+                        Some(value(array.as_ref(), row)?)
+                    });
                 }
             }
         }
@@ -50,12 +56,20 @@ fn value(a: &dyn Array, i: usize) -> Result<String> {
         DataType::Int32 => a.as_primitive::<Int32Type>().value(i).to_string(),
         DataType::Int64 => a.as_primitive::<Int64Type>().value(i).to_string(),
         DataType::Float32 => format!("{:08x}", a.as_primitive::<Float32Type>().value(i).to_bits()),
-        DataType::Float64 => format!("{:016x}", a.as_primitive::<Float64Type>().value(i).to_bits()),
-        DataType::Decimal128(_, scale) => decimal(a.as_primitive::<Decimal128Type>().value(i), *scale),
+        DataType::Float64 => format!(
+            "{:016x}",
+            a.as_primitive::<Float64Type>().value(i).to_bits()
+        ),
+        DataType::Decimal128(_, scale) => {
+            decimal(a.as_primitive::<Decimal128Type>().value(i), *scale)
+        }
         DataType::Utf8 => a.as_string::<i32>().value(i).to_string(),
         DataType::Binary => hex(a.as_binary::<i32>().value(i)),
         DataType::Date32 => a.as_primitive::<Date32Type>().value(i).to_string(),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => a.as_primitive::<TimestampMicrosecondType>().value(i).to_string(),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => a
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(i)
+            .to_string(),
         other => bail!("no canonical text for {other}"),
     })
 }
@@ -71,7 +85,11 @@ pub fn decimal(v: i128, scale: i8) -> String {
         let (int, frac) = padded.split_at(padded.len() - scale);
         format!("{int}.{frac}")
     };
-    if neg { format!("-{s}") } else { s }
+    if neg {
+        format!("-{s}")
+    } else {
+        s
+    }
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -86,9 +104,16 @@ pub fn read_pyarrow(files: &[impl AsRef<Path>]) -> Result<Columns> {
         .arg(&script)
         .args(files.iter().map(|f| f.as_ref().as_os_str()))
         .output()
-        .with_context(|| format!("running {python} (the second Parquet reader; scripts/setup.sh installs pyarrow)"))?;
+        .with_context(|| {
+            format!(
+                "running {python} (the second Parquet reader; scripts/setup.sh installs pyarrow)"
+            )
+        })?;
     if !out.status.success() {
-        bail!("pyarrow reader failed (scripts/setup.sh installs pyarrow): {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "pyarrow reader failed (scripts/setup.sh installs pyarrow): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let v: Vec<(String, Vec<Option<String>>)> = serde_json::from_slice(&out.stdout)?;
     Ok(v)

@@ -32,10 +32,16 @@ async fn unknown_tables_and_columns_are_named() -> Result<()> {
     let mut col = task.clone();
     col.columns[1].name = "ghost".into();
     let e = err_of(pgshift::extract(&ctx(&url), col).await);
-    assert!(e.to_string().contains("\"ghost\"") && e.to_string().contains("public.t"), "{e}");
+    assert!(
+        e.to_string().contains("\"ghost\"") && e.to_string().contains("public.t"),
+        "{e}"
+    );
 
     // The table changed since planning: v is now an int.
-    connect(&url).await?.batch_execute("ALTER TABLE t ALTER COLUMN v TYPE int4 USING 0").await?;
+    connect(&url)
+        .await?
+        .batch_execute("ALTER TABLE t ALTER COLUMN v TYPE int4 USING 0")
+        .await?;
     let e = err_of(pgshift::extract(&ctx(&url), task).await);
     assert!(matches!(e, ExtractError::SchemaChanged { .. }), "{e}");
     assert_eq!(e.name(), "Pipeline.Fatal.SchemaChanged");
@@ -44,11 +50,20 @@ async fn unknown_tables_and_columns_are_named() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_types_are_refused_until_cast() -> Result<()> {
-    let url = db("unsupported", "CREATE TABLE g (id int8 PRIMARY KEY, p point, r int4range);
-        INSERT INTO g VALUES (1, '(1,2)', '[1,5)');").await?;
-    let e = task_for(&url, "g", &TypePolicies::default(), &[]).await.expect_err("point has no mapping");
+    let url = db(
+        "unsupported",
+        "CREATE TABLE g (id int8 PRIMARY KEY, p point, r int4range);
+        INSERT INTO g VALUES (1, '(1,2)', '[1,5)');",
+    )
+    .await?;
+    let e = task_for(&url, "g", &TypePolicies::default(), &[])
+        .await
+        .expect_err("point has no mapping");
     let msg = e.to_string();
-    assert!(msg.contains("\"p\"") && msg.contains("point") && msg.contains("cast"), "{msg}");
+    assert!(
+        msg.contains("\"p\"") && msg.contains("point") && msg.contains("cast"),
+        "{msg}"
+    );
 
     let casts = [("p".to_string(), Cast::Text), ("r".to_string(), Cast::Text)];
     let task = task_for(&url, "g", &TypePolicies::default(), &casts).await?;
@@ -58,9 +73,16 @@ async fn unsupported_types_are_refused_until_cast() -> Result<()> {
     assert_eq!(cols[2].1, vec![Some("[1,5)".to_string())]);
 
     // A key of a type pgshift cannot range on.
-    let url = db("badkey", "CREATE TABLE bk (id float8 PRIMARY KEY); INSERT INTO bk VALUES (1.5);").await?;
+    let url = db(
+        "badkey",
+        "CREATE TABLE bk (id float8 PRIMARY KEY); INSERT INTO bk VALUES (1.5);",
+    )
+    .await?;
     let mut t = task_for(&url, "bk", &TypePolicies::default(), &[]).await?;
-    t.bounds = Bounds::Key { lower: Some(vec![KeyValue::new(KeyType::Int8, "1")]), upper: None };
+    t.bounds = Bounds::Key {
+        lower: Some(vec![KeyValue::new(KeyType::Int8, "1")]),
+        upper: None,
+    };
     let e = err_of(pgshift::extract(&ctx(&url), t).await);
     assert!(matches!(e, ExtractError::UnsupportedKeyType { .. }), "{e}");
     Ok(())
@@ -73,43 +95,83 @@ async fn values_that_do_not_fit_name_table_column_and_key() -> Result<()> {
     let task = task_for(&url, "v", &TypePolicies::default(), &[]).await?;
     let e = err_of(pgshift::extract(&ctx(&url), task.clone()).await);
     let msg = e.to_string();
-    assert!(msg.contains("public.v.n") && msg.contains("\"2\"::int8") && msg.contains("integer digits"), "{msg}");
+    assert!(
+        msg.contains("public.v.n") && msg.contains("\"2\"::int8") && msg.contains("integer digits"),
+        "{msg}"
+    );
     assert_eq!(e.name(), "Pipeline.Fatal.BadValue");
-    assert!(list_files(&stage_path(&task)).is_empty(), "no file appears for a failed range");
+    assert!(
+        list_files(&stage_path(&task)).is_empty(),
+        "no file appears for a failed range"
+    );
 
     let client = connect(&url).await?;
-    client.batch_execute("UPDATE v SET n = 1.0000000000000000001 WHERE id = 2").await?;
+    client
+        .batch_execute("UPDATE v SET n = 1.0000000000000000001 WHERE id = 2")
+        .await?;
     let msg = err_of(pgshift::extract(&ctx(&url), task.clone()).await).to_string();
-    assert!(msg.contains("fractional digits") && msg.contains("no rounding"), "{msg}");
-    client.batch_execute("UPDATE v SET n = 'NaN' WHERE id = 2").await?;
+    assert!(
+        msg.contains("fractional digits") && msg.contains("no rounding"),
+        "{msg}"
+    );
+    client
+        .batch_execute("UPDATE v SET n = 'NaN' WHERE id = 2")
+        .await?;
     let msg = err_of(pgshift::extract(&ctx(&url), task.clone()).await).to_string();
     assert!(msg.contains("NaN"), "{msg}");
 
     // As text, any numeric passes exactly.
-    let text = TypePolicies { unconstrained_numeric_as_text: true, ..Default::default() };
-    client.batch_execute("UPDATE v SET n = 123456789012345678901234567890.123456789 WHERE id = 2").await?;
+    let text = TypePolicies {
+        unconstrained_numeric_as_text: true,
+        ..Default::default()
+    };
+    client
+        .batch_execute("UPDATE v SET n = 123456789012345678901234567890.123456789 WHERE id = 2")
+        .await?;
     let t = task_for(&url, "v", &text, &[]).await?;
     let r = pgshift::extract(&ctx(&url), t).await?;
     let (cols, _) = pgshift_tests::parquet_text::read_rust(&super::paths(&r))?;
-    assert!(cols[1].1.contains(&Some("123456789012345678901234567890.123456789".to_string())));
+    assert!(cols[1].1.contains(&Some(
+        "123456789012345678901234567890.123456789".to_string()
+    )));
 
     // Postgres' last millennia of timestamps do not fit Parquet's INT64 microseconds: an error, not a wrap.
     client.batch_execute("ALTER TABLE v ADD COLUMN ts timestamp; UPDATE v SET n = 1, ts = '294276-12-31 23:59:59.999999' WHERE id = 2").await?;
     let t = task_for(&url, "v", &TypePolicies::default(), &[]).await?;
     let msg = err_of(pgshift::extract(&ctx(&url), t).await).to_string();
-    assert!(msg.contains("public.v.ts") && msg.contains("294276-12-31 23:59:59.999999") && msg.contains("Parquet"), "{msg}");
+    assert!(
+        msg.contains("public.v.ts")
+            && msg.contains("294276-12-31 23:59:59.999999")
+            && msg.contains("Parquet"),
+        "{msg}"
+    );
     client.batch_execute("ALTER TABLE v DROP COLUMN ts").await?;
 
     // ±infinity: an error by default, NULL or clamped on request.
-    client.batch_execute("UPDATE v SET n = 1, d = 'infinity' WHERE id = 2").await?;
+    client
+        .batch_execute("UPDATE v SET n = 1, d = 'infinity' WHERE id = 2")
+        .await?;
     let msg = err_of(pgshift::extract(&ctx(&url), task.clone()).await).to_string();
-    assert!(msg.contains("public.v.d") && msg.contains("infinity") && msg.contains("\"2\"::int8"), "{msg}");
-    for (policy, want) in [(InfinityPolicy::Null, None), (InfinityPolicy::Clamp, Some("106762939".to_string()))] {
-        let p = TypePolicies { infinity: policy, ..Default::default() };
+    assert!(
+        msg.contains("public.v.d") && msg.contains("infinity") && msg.contains("\"2\"::int8"),
+        "{msg}"
+    );
+    for (policy, want) in [
+        (InfinityPolicy::Null, None),
+        (InfinityPolicy::Clamp, Some("106762939".to_string())),
+    ] {
+        let p = TypePolicies {
+            infinity: policy,
+            ..Default::default()
+        };
         let t = task_for(&url, "v", &p, &[]).await?;
         let r = pgshift::extract(&ctx(&url), t).await?;
         let (cols, _) = pgshift_tests::parquet_text::read_rust(&super::paths(&r))?;
-        let row2 = cols[0].1.iter().position(|v| v.as_deref() == Some("2")).expect("row 2");
+        let row2 = cols[0]
+            .1
+            .iter()
+            .position(|v| v.as_deref() == Some("2"))
+            .expect("row 2");
         assert_eq!(cols[2].1[row2], want, "{policy:?}");
     }
     Ok(())
@@ -147,7 +209,10 @@ impl Stage for KillOnCreate {
     fn url(&self) -> &str {
         self.inner.url()
     }
-    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
+    fn create<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
         Box::pin(async move {
             let admin = connect(&self.admin_url).await.expect("admin connection");
             let killed: i64 = admin
@@ -173,21 +238,42 @@ impl StageOpener for Opener {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_dropped_mid_stream_leaves_no_file() -> Result<()> {
-    let url = db("drop", "CREATE TABLE d (id int8 PRIMARY KEY, payload text NOT NULL);
-        INSERT INTO d SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 300000) g;").await?;
+    let url = db(
+        "drop",
+        "CREATE TABLE d (id int8 PRIMARY KEY, payload text NOT NULL);
+        INSERT INTO d SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 300000) g;",
+    )
+    .await?;
     let mut task = task_for(&url, "d", &TypePolicies::default(), &[]).await?;
-    task.writer = WriterSettings { batch_bytes: 64 * 1024, ..WriterSettings::default() };
+    task.writer = WriterSettings {
+        batch_bytes: 64 * 1024,
+        ..WriterSettings::default()
+    };
     let app = "pgshift-drop-test";
     let source_url = format!("{url}?application_name={app}");
     let stage: Arc<dyn Stage> = Arc::from(pgshift::stage::open(&task.stage)?);
     let ctx = ExtractContext {
         source: Arc::new(pgshift::source::PgConnector::new(&source_url)?),
-        stages: Arc::new(Opener(Arc::new(KillOnCreate { inner: stage, admin_url: url.clone(), app: app.into() }))),
+        stages: Arc::new(Opener(Arc::new(KillOnCreate {
+            inner: stage,
+            admin_url: url.clone(),
+            app: app.into(),
+        }))),
     };
     let e = err_of(pgshift::extract(&ctx, task.clone()).await);
-    assert!(e.is_retryable(), "a dropped connection is worth a retry: {e} ({})", e.name());
+    assert!(
+        e.is_retryable(),
+        "a dropped connection is worth a retry: {e} ({})",
+        e.name()
+    );
     let msg = e.to_string();
-    assert!(msg.contains("terminating connection") || msg.contains("closed"), "says what happened: {msg}");
-    assert!(list_files(&stage_path(&task)).is_empty(), "no partial or temporary file remains");
+    assert!(
+        msg.contains("terminating connection") || msg.contains("closed"),
+        "says what happened: {msg}"
+    );
+    assert!(
+        list_files(&stage_path(&task)).is_empty(),
+        "no partial or temporary file remains"
+    );
     Ok(())
 }

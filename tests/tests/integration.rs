@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use pgshift::model::{Bounds, ColumnSpec, ExtractResult, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
+use pgshift::model::{
+    Bounds, ColumnSpec, ExtractResult, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings,
+};
 use pgshift::source::{column_specs, describe_table, PgConnector, SESSION_SETTINGS};
 use pgshift::types::{Cast, InfinityPolicy, Mapping, TypePolicies};
 use pgshift::{ExtractContext, UrlStages};
@@ -22,11 +24,19 @@ async fn db(prefix: &str, setup: &str) -> Result<String> {
 }
 
 fn ctx(url: &str) -> ExtractContext {
-    ExtractContext { source: Arc::new(PgConnector::new(url).expect("connection string")), stages: Arc::new(UrlStages) }
+    ExtractContext {
+        source: Arc::new(PgConnector::new(url).expect("connection string")),
+        stages: Arc::new(UrlStages),
+    }
 }
 
 /// The task for a whole table, as `pgshift extract` builds it.
-async fn task_for(url: &str, table: &str, policies: &TypePolicies, casts: &[(String, Cast)]) -> Result<ExtractTask> {
+async fn task_for(
+    url: &str,
+    table: &str,
+    policies: &TypePolicies,
+    casts: &[(String, Cast)],
+) -> Result<ExtractTask> {
     let table = TableRef::parse(table).map_err(anyhow::Error::msg)?;
     let client = connect(url).await?;
     let catalog = describe_table(&client, &table).await?;
@@ -46,7 +56,10 @@ async fn task_for(url: &str, table: &str, policies: &TypePolicies, casts: &[(Str
 }
 
 fn paths(r: &ExtractResult) -> Vec<PathBuf> {
-    r.files.iter().map(|f| PathBuf::from(f.url.strip_prefix("file://").expect("file url"))).collect()
+    r.files
+        .iter()
+        .map(|f| PathBuf::from(f.url.strip_prefix("file://").expect("file url")))
+        .collect()
 }
 
 fn stage_path(task: &ExtractTask) -> PathBuf {
@@ -86,17 +99,35 @@ fn expected_expr(c: &ColumnSpec) -> String {
 /// Postgres' float text (shortest exact, with extra_float_digits > 0) → the hex of the IEEE bits.
 fn float_bits(mapping: &Mapping, text: &str) -> String {
     match mapping {
-        Mapping::Float32 => format!("{:08x}", text.parse::<f32>().expect("float4 text").to_bits()),
-        _ => format!("{:016x}", text.parse::<f64>().expect("float8 text").to_bits()),
+        Mapping::Float32 => format!(
+            "{:08x}",
+            text.parse::<f32>().expect("float4 text").to_bits()
+        ),
+        _ => format!(
+            "{:016x}",
+            text.parse::<f64>().expect("float8 text").to_bits()
+        ),
     }
 }
 
 /// Rows of the table ordered by `order_by`, one canonical text per column.
-async fn expected_rows(url: &str, task: &ExtractTask, order_by: &str) -> Result<Vec<Vec<Option<String>>>> {
+async fn expected_rows(
+    url: &str,
+    task: &ExtractTask,
+    order_by: &str,
+) -> Result<Vec<Vec<Option<String>>>> {
     let client = connect(url).await?;
     client.batch_execute(SESSION_SETTINGS).await?;
-    let list = task.columns.iter().map(expected_expr).collect::<Vec<_>>().join(", ");
-    let q = format!("SELECT {list} FROM {} ORDER BY {order_by}", pgshift::sql::table(&task.table).expect("table"));
+    let list = task
+        .columns
+        .iter()
+        .map(expected_expr)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let q = format!(
+        "SELECT {list} FROM {} ORDER BY {order_by}",
+        pgshift::sql::table(&task.table).expect("table")
+    );
     let rows = client.query(&q, &[]).await?;
     Ok(rows
         .iter()
@@ -107,7 +138,9 @@ async fn expected_rows(url: &str, task: &ExtractTask, order_by: &str) -> Result<
                 .map(|(i, c)| {
                     let v: Option<String> = r.get(i);
                     match c.mapping {
-                        Mapping::Float32 | Mapping::Float64 => v.map(|t| float_bits(&c.mapping, &t)),
+                        Mapping::Float32 | Mapping::Float64 => {
+                            v.map(|t| float_bits(&c.mapping, &t))
+                        }
                         _ => v,
                     }
                 })
@@ -118,19 +151,44 @@ async fn expected_rows(url: &str, task: &ExtractTask, order_by: &str) -> Result<
 
 /// Columns → rows, sorted by the integer column `id`.
 fn rows_by_id(cols: &Columns) -> Vec<Vec<Option<String>>> {
-    let id = cols.iter().position(|(n, _)| n == "id").expect("an id column");
+    let id = cols
+        .iter()
+        .position(|(n, _)| n == "id")
+        .expect("an id column");
     let n = cols.first().map(|c| c.1.len()).unwrap_or(0);
-    let mut rows: Vec<Vec<Option<String>>> = (0..n).map(|r| cols.iter().map(|c| c.1[r].clone()).collect()).collect();
+    let mut rows: Vec<Vec<Option<String>>> = (0..n)
+        .map(|r| cols.iter().map(|c| c.1[r].clone()).collect())
+        .collect();
     rows.sort_by_key(|r| r[id].as_deref().and_then(|v| v.parse::<i64>().ok()));
     rows
 }
 
-fn assert_same(what: &str, task: &ExtractTask, got: &[Vec<Option<String>>], want: &[Vec<Option<String>>]) {
+fn assert_same(
+    what: &str,
+    task: &ExtractTask,
+    got: &[Vec<Option<String>>],
+    want: &[Vec<Option<String>>],
+) {
     assert_eq!(got.len(), want.len(), "{what}: row count");
     for (r, (g, w)) in got.iter().zip(want).enumerate() {
         for (i, c) in task.columns.iter().enumerate() {
-            let short = |v: &Option<String>| v.as_ref().map(|s| if s.len() > 200 { format!("{}…({} bytes)", &s[..s.floor_char_boundary(200)], s.len()) } else { s.clone() });
-            assert!(g[i] == w[i], "{what}: row {r} column {} ({:?}): got {:?}, Postgres says {:?}", c.name, c.mapping, short(&g[i]), short(&w[i]));
+            let short = |v: &Option<String>| {
+                v.as_ref().map(|s| {
+                    if s.len() > 200 {
+                        format!("{}…({} bytes)", &s[..s.floor_char_boundary(200)], s.len())
+                    } else {
+                        s.clone()
+                    }
+                })
+            };
+            assert!(
+                g[i] == w[i],
+                "{what}: row {r} column {} ({:?}): got {:?}, Postgres says {:?}",
+                c.name,
+                c.mapping,
+                short(&g[i]),
+                short(&w[i])
+            );
         }
     }
 }
@@ -188,11 +246,47 @@ async fn every_type_round_trips_through_both_readers() -> Result<()> {
     let table = r#""Odd ""Schema""".all_types"#;
     let task = task_for(&url, table, &TypePolicies::default(), &[]).await?;
     // Every default mapping is what the type table documents.
-    let mapping = |name: &str| task.columns.iter().find(|c| c.name == name).map(|c| (c.cast, c.mapping));
-    assert_eq!(mapping("dom_int"), Some((None, Mapping::Int32)), "domains resolve to their base type");
-    assert_eq!(mapping("dom_price"), Some((None, Mapping::Decimal { precision: 10, scale: 3 })));
-    assert_eq!(mapping("nu"), Some((None, Mapping::Decimal { precision: 38, scale: 18 })));
-    assert_eq!(mapping("mny"), Some((Some(Cast::Numeric), Mapping::Decimal { precision: 19, scale: 2 })));
+    let mapping = |name: &str| {
+        task.columns
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| (c.cast, c.mapping))
+    };
+    assert_eq!(
+        mapping("dom_int"),
+        Some((None, Mapping::Int32)),
+        "domains resolve to their base type"
+    );
+    assert_eq!(
+        mapping("dom_price"),
+        Some((
+            None,
+            Mapping::Decimal {
+                precision: 10,
+                scale: 3
+            }
+        ))
+    );
+    assert_eq!(
+        mapping("nu"),
+        Some((
+            None,
+            Mapping::Decimal {
+                precision: 38,
+                scale: 18
+            }
+        ))
+    );
+    assert_eq!(
+        mapping("mny"),
+        Some((
+            Some(Cast::Numeric),
+            Mapping::Decimal {
+                precision: 19,
+                scale: 2
+            }
+        ))
+    );
     assert_eq!(mapping("arr_i"), Some((Some(Cast::Json), Mapping::Text)));
     assert_eq!(mapping("iv"), Some((Some(Cast::Text), Mapping::Text)));
     assert_eq!(mapping("ci"), Some((None, Mapping::Text)));
@@ -202,12 +296,24 @@ async fn every_type_round_trips_through_both_readers() -> Result<()> {
     assert_eq!(result.rows, 5);
     assert_eq!(result.files.len(), 1);
     let files = paths(&result);
-    assert_eq!(std::fs::metadata(&files[0])?.len(), result.files[0].bytes, "recorded size is the content length");
-    assert!(result.files[0].url.ends_with("/test-run/Odd%20%22Schema%22/all_types/part-00000-000.parquet"));
+    assert_eq!(
+        std::fs::metadata(&files[0])?.len(),
+        result.files[0].bytes,
+        "recorded size is the content length"
+    );
+    assert!(result.files[0]
+        .url
+        .ends_with("/test-run/Odd%20%22Schema%22/all_types/part-00000-000.parquet"));
 
     let want = expected_rows(&url, &task, "id").await?;
     let (rust_cols, types) = read_rust(&files)?;
-    assert_eq!(types.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(), task.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>());
+    assert_eq!(
+        types.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+        task.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+    );
     assert_same("parquet crate", &task, &rows_by_id(&rust_cols), &want);
     assert_same("pyarrow", &task, &rows_by_id(&read_pyarrow(&files)?), &want);
 
@@ -240,23 +346,37 @@ async fn ranges_are_lower_inclusive_upper_exclusive() -> Result<()> {
     };
     let ids = |r: &ExtractResult| -> Result<Vec<i64>> {
         let (cols, _) = read_rust(&paths(r))?;
-        let mut v: Vec<i64> = cols[0].1.iter().map(|x| x.as_deref().unwrap_or_default().parse().unwrap_or(-1)).collect();
+        let mut v: Vec<i64> = cols[0]
+            .1
+            .iter()
+            .map(|x| x.as_deref().unwrap_or_default().parse().unwrap_or(-1))
+            .collect();
         v.sort();
         Ok(v)
     };
 
     let mid = run(Some("100"), Some("200"), 1).await?;
     assert_eq!(ids(&mid)?, (100..200).collect::<Vec<_>>());
-    assert_eq!(mid.first_key.as_ref().map(|k| k[0].clone()), key_bound(KeyType::Int8, "100").map(|k| k[0].clone()));
+    assert_eq!(
+        mid.first_key.as_ref().map(|k| k[0].clone()),
+        key_bound(KeyType::Int8, "100").map(|k| k[0].clone())
+    );
     let low = run(None, Some("100"), 0).await?;
     assert_eq!(ids(&low)?, (1..100).collect::<Vec<_>>());
     let high = run(Some("200"), None, 2).await?;
     assert_eq!(ids(&high)?, (200..=1000).collect::<Vec<_>>());
-    assert_eq!(low.rows + mid.rows + high.rows, 1000, "adjacent ranges cover every row once");
+    assert_eq!(
+        low.rows + mid.rows + high.rows,
+        1000,
+        "adjacent ranges cover every row once"
+    );
 
     // An empty range writes no file, and says so.
     let empty = run(Some("5000"), None, 3).await?;
-    assert_eq!((empty.rows, empty.files.len(), empty.first_key.clone()), (0, 0, None));
+    assert_eq!(
+        (empty.rows, empty.files.len(), empty.first_key.clone()),
+        (0, 0, None)
+    );
     let also_empty = run(Some("7"), Some("7"), 4).await?;
     assert_eq!(also_empty.rows, 0);
     let written = list_files(&stage_path(&base));
@@ -274,13 +394,25 @@ async fn composite_keys_use_row_value_bounds() -> Result<()> {
     .await?;
     let mut task = task_for(&url, "c", &TypePolicies::default(), &[]).await?;
     assert_eq!(task.key, vec!["a", "b"]);
-    let k = |a: &str, b: &str| Some(vec![KeyValue::new(KeyType::Int8, a), KeyValue::new(KeyType::Int2, b)]);
-    task.bounds = Bounds::Key { lower: k("3", "4"), upper: k("5", "2") };
+    let k = |a: &str, b: &str| {
+        Some(vec![
+            KeyValue::new(KeyType::Int8, a),
+            KeyValue::new(KeyType::Int2, b),
+        ])
+    };
+    task.bounds = Bounds::Key {
+        lower: k("3", "4"),
+        upper: k("5", "2"),
+    };
     let r = pgshift::extract(&ctx(&url), task).await?;
     // (3,4) (3,5) (4,1..5) (5,1)
     assert_eq!(r.rows, 8);
     let (cols, _) = read_rust(&paths(&r))?;
-    let mut v: Vec<i64> = cols[2].1.iter().map(|x| x.as_deref().unwrap_or_default().parse().unwrap_or(-1)).collect();
+    let mut v: Vec<i64> = cols[2]
+        .1
+        .iter()
+        .map(|x| x.as_deref().unwrap_or_default().parse().unwrap_or(-1))
+        .collect();
     v.sort();
     assert_eq!(v, vec![34, 35, 41, 42, 43, 44, 45, 51]);
     let first = r.first_key.expect("first key");
@@ -290,7 +422,11 @@ async fn composite_keys_use_row_value_bounds() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_key_literals_cannot_break_out() -> Result<()> {
-    let url = db("textkeys", "CREATE TABLE k (id text COLLATE \"C\" PRIMARY KEY, n int4 NOT NULL);").await?;
+    let url = db(
+        "textkeys",
+        "CREATE TABLE k (id text COLLATE \"C\" PRIMARY KEY, n int4 NOT NULL);",
+    )
+    .await?;
     let nasty = [
         "O'Brien",
         "'; DROP TABLE k; --",
@@ -307,19 +443,30 @@ async fn text_key_literals_cannot_break_out() -> Result<()> {
     ];
     let client = connect(&url).await?;
     for (i, k) in nasty.iter().enumerate() {
-        client.execute("INSERT INTO k VALUES ($1, $2)", &[k, &(i as i32)]).await?;
+        client
+            .execute("INSERT INTO k VALUES ($1, $2)", &[k, &(i as i32)])
+            .await?;
     }
     let base = task_for(&url, "k", &TypePolicies::default(), &[]).await?;
     for (i, k) in nasty.iter().enumerate() {
         // The same range predicate, with the value as a bind parameter, counted by Postgres itself.
-        let want: i64 = client.query_one("SELECT count(*) FROM k WHERE id >= $1", &[k]).await?.get(0);
+        let want: i64 = client
+            .query_one("SELECT count(*) FROM k WHERE id >= $1", &[k])
+            .await?
+            .get(0);
         let mut t = base.clone();
         t.range_index = i as u32;
-        t.bounds = Bounds::Key { lower: key_bound(KeyType::Text, k), upper: None };
+        t.bounds = Bounds::Key {
+            lower: key_bound(KeyType::Text, k),
+            upper: None,
+        };
         let r = pgshift::extract(&ctx(&url), t).await?;
         assert_eq!(r.rows as i64, want, "rows >= {k:?}");
     }
-    let still: i64 = client.query_one("SELECT count(*) FROM k", &[]).await?.get(0);
+    let still: i64 = client
+        .query_one("SELECT count(*) FROM k", &[])
+        .await?
+        .get(0);
     assert_eq!(still, nasty.len() as i64, "the table is intact");
     Ok(())
 }
@@ -340,23 +487,47 @@ async fn files_roll_by_size_and_a_retry_overwrites() -> Result<()> {
         ..WriterSettings::default()
     };
     let first = pgshift::extract(&ctx(&url), task.clone()).await?;
-    assert!(first.files.len() >= 3, "expected several files, got {}", first.files.len());
+    assert!(
+        first.files.len() >= 3,
+        "expected several files, got {}",
+        first.files.len()
+    );
     assert_eq!(first.files.iter().map(|f| f.rows).sum::<u64>(), 200_000);
     for f in &first.files {
-        let meta = parquet::file::reader::FileReader::metadata(&parquet::file::serialized_reader::SerializedFileReader::new(
-            std::fs::File::open(f.url.strip_prefix("file://").unwrap_or_default())?,
-        )?)
+        let meta = parquet::file::reader::FileReader::metadata(
+            &parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(
+                f.url.strip_prefix("file://").unwrap_or_default(),
+            )?)?,
+        )
         .clone();
-        assert!(meta.num_row_groups() >= 2, "row groups are bounded by bytes");
-        assert!(meta.file_metadata().created_by().unwrap_or_default().starts_with("pgshift"));
+        assert!(
+            meta.num_row_groups() >= 2,
+            "row groups are bounded by bytes"
+        );
+        assert!(meta
+            .file_metadata()
+            .created_by()
+            .unwrap_or_default()
+            .starts_with("pgshift"));
         assert_eq!(meta.file_metadata().num_rows() as u64, f.rows);
     }
     let before = list_files(&stage_path(&task));
     let again = pgshift::extract(&ctx(&url), task.clone()).await?;
-    assert_eq!(again.files.iter().map(|f| &f.url).collect::<Vec<_>>(), first.files.iter().map(|f| &f.url).collect::<Vec<_>>());
-    assert_eq!(list_files(&stage_path(&task)), before, "a retry overwrites, never adds");
+    assert_eq!(
+        again.files.iter().map(|f| &f.url).collect::<Vec<_>>(),
+        first.files.iter().map(|f| &f.url).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        list_files(&stage_path(&task)),
+        before,
+        "a retry overwrites, never adds"
+    );
     let (cols, _) = read_rust(&paths(&again))?;
-    let mut ids: Vec<i64> = cols[0].1.iter().map(|x| x.as_deref().unwrap_or_default().parse().unwrap_or(-1)).collect();
+    let mut ids: Vec<i64> = cols[0]
+        .1
+        .iter()
+        .map(|x| x.as_deref().unwrap_or_default().parse().unwrap_or(-1))
+        .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 200_000);
@@ -367,10 +538,19 @@ async fn files_roll_by_size_and_a_retry_overwrites() -> Result<()> {
 fn fixtures_round_trip() -> Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     for (name, check) in [
-        ("extract_task.json", (|v: &serde_json::Value| -> Result<serde_json::Value> {
-            Ok(serde_json::to_value(serde_json::from_value::<ExtractTask>(v.clone())?)?)
-        }) as fn(&serde_json::Value) -> Result<serde_json::Value>),
-        ("extract_result.json", |v| Ok(serde_json::to_value(serde_json::from_value::<ExtractResult>(v.clone())?)?)),
+        (
+            "extract_task.json",
+            (|v: &serde_json::Value| -> Result<serde_json::Value> {
+                Ok(serde_json::to_value(
+                    serde_json::from_value::<ExtractTask>(v.clone())?,
+                )?)
+            }) as fn(&serde_json::Value) -> Result<serde_json::Value>,
+        ),
+        ("extract_result.json", |v| {
+            Ok(serde_json::to_value(serde_json::from_value::<
+                ExtractResult,
+            >(v.clone())?)?)
+        }),
     ] {
         let text = std::fs::read_to_string(dir.join(name))?;
         let v: serde_json::Value = serde_json::from_str(&text)?;
@@ -382,10 +562,13 @@ fn fixtures_round_trip() -> Result<()> {
 #[test]
 fn infinity_policies_are_named() {
     // Referenced by the failures module; keeps the policy names in the public contract stable.
-    let names: Vec<String> = [InfinityPolicy::Error, InfinityPolicy::Null, InfinityPolicy::Clamp]
-        .iter()
-        .map(|p| serde_json::to_string(p).unwrap_or_default())
-        .collect();
+    let names: Vec<String> = [
+        InfinityPolicy::Error,
+        InfinityPolicy::Null,
+        InfinityPolicy::Clamp,
+    ]
+    .iter()
+    .map(|p| serde_json::to_string(p).unwrap_or_default())
+    .collect();
     assert_eq!(names, ["\"error\"", "\"null\"", "\"clamp\""]);
 }
-

@@ -102,7 +102,10 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
 
 async fn extract_bench(args: BenchArgs) -> Result<()> {
     ensure_table(&args).await?;
-    let stage_dir = args.stage_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("pgshift-bench-stage"));
+    let stage_dir = args
+        .stage_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("pgshift-bench-stage"));
     let exe = std::env::current_exe()?;
     println!(
         "pgshift bench extract: orders, {} rows; writer {:?}; {} alternating rounds per size; medians\n",
@@ -112,10 +115,23 @@ async fn extract_bench(args: BenchArgs) -> Result<()> {
     );
     println!(
         "{:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>10} {:>9}",
-        "rows", "mode", "wall s", "client s", "server s", "Mrows/s", "COPY MB/s", "peak MiB", "parquet MB", "wall/raw"
+        "rows",
+        "mode",
+        "wall s",
+        "client s",
+        "server s",
+        "Mrows/s",
+        "COPY MB/s",
+        "peak MiB",
+        "parquet MB",
+        "wall/raw"
     );
     for size in &args.sizes {
-        let n = if size == "all" { args.rows } else { size.parse::<u64>().context("--sizes")?.min(args.rows) };
+        let n = if size == "all" {
+            args.rows
+        } else {
+            size.parse::<u64>().context("--sizes")?.min(args.rows)
+        };
         let (lower, upper) = (1i64, 1 + n as i64);
         let mut samples: Vec<Sample> = Vec::new();
         for _ in 0..args.rounds {
@@ -123,12 +139,27 @@ async fn extract_bench(args: BenchArgs) -> Result<()> {
                 let _ = std::fs::remove_dir_all(&stage_dir);
                 let w = &args.writer;
                 let out = Proc::new(&exe)
-                    .args(["bench", "once", "--mode", if mode == Mode::Raw { "raw" } else { "extract" }])
+                    .args([
+                        "bench",
+                        "once",
+                        "--mode",
+                        if mode == Mode::Raw { "raw" } else { "extract" },
+                    ])
                     .args(["--lower", &lower.to_string(), "--upper", &upper.to_string()])
                     .arg("--stage-dir")
                     .arg(&stage_dir)
-                    .args(["--compression", w.compression_name(), "--zstd-level", &w.zstd_level.to_string()])
-                    .args(["--row-group-mib", &w.row_group_mib.to_string(), "--file-mib", &w.file_mib.to_string()])
+                    .args([
+                        "--compression",
+                        w.compression_name(),
+                        "--zstd-level",
+                        &w.zstd_level.to_string(),
+                    ])
+                    .args([
+                        "--row-group-mib",
+                        &w.row_group_mib.to_string(),
+                        "--file-mib",
+                        &w.file_mib.to_string(),
+                    ])
                     .env("PGSHIFT_SOURCE", &args.source)
                     .output()?;
                 if !out.status.success() {
@@ -147,7 +178,9 @@ async fn extract_bench(args: BenchArgs) -> Result<()> {
                 format!("{:?}", s.mode).to_lowercase(),
                 s.wall,
                 s.client_cpu,
-                s.server_cpu.map(|c| format!("{c:.2}")).unwrap_or("n/a".into()),
+                s.server_cpu
+                    .map(|c| format!("{c:.2}"))
+                    .unwrap_or("n/a".into()),
                 s.rows as f64 / s.wall / 1e6,
                 s.source_bytes as f64 / s.wall / 1e6,
                 s.peak_rss as f64 / 1048576.0,
@@ -161,7 +194,8 @@ async fn extract_bench(args: BenchArgs) -> Result<()> {
             ext.wall / raw.wall,
             ext.client_cpu / raw.client_cpu.max(0.01),
             match ext.server_cpu {
-                Some(sc) if sc > 0.0 => format!("; extractor CPU {:.2}x the server's", ext.client_cpu / sc),
+                Some(sc) if sc > 0.0 =>
+                    format!("; extractor CPU {:.2}x the server's", ext.client_cpu / sc),
                 _ => String::new(),
             }
         );
@@ -176,7 +210,10 @@ fn median_sample(samples: &[Sample], mode: Mode) -> Sample {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let first = samples.iter().find(|s| s.mode == mode).expect("one sample per mode per round");
+    let first = samples
+        .iter()
+        .find(|s| s.mode == mode)
+        .expect("one sample per mode per round");
     Sample {
         mode,
         rows: first.rows,
@@ -184,7 +221,9 @@ fn median_sample(samples: &[Sample], mode: Mode) -> Sample {
         parquet_bytes: first.parquet_bytes,
         wall: of(&|s| s.wall),
         client_cpu: of(&|s| s.client_cpu),
-        server_cpu: first.server_cpu.map(|_| of(&|s| s.server_cpu.unwrap_or(0.0))),
+        server_cpu: first
+            .server_cpu
+            .map(|_| of(&|s| s.server_cpu.unwrap_or(0.0))),
         peak_rss: of(&|s| s.peak_rss as f64) as u64,
     }
 }
@@ -192,16 +231,31 @@ fn median_sample(samples: &[Sample], mode: Mode) -> Sample {
 async fn ensure_table(args: &BenchArgs) -> Result<()> {
     let connector = PgConnector::new(&args.source)?;
     let client = connector.connect().await?;
-    let have: Option<i64> = match client.query_one("SELECT count(*) FROM public.orders", &[]).await {
+    let have: Option<i64> = match client
+        .query_one("SELECT count(*) FROM public.orders", &[])
+        .await
+    {
         Ok(row) => Some(row.get(0)),
         Err(_) => None,
     };
     if have == Some(args.rows as i64) && !args.rebuild {
         return Ok(());
     }
-    eprintln!("building orders with {} rows from {} ...", args.rows, args.orders_sql.display());
+    eprintln!(
+        "building orders with {} rows from {} ...",
+        args.rows,
+        args.orders_sql.display()
+    );
     let status = Proc::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", &format!("rows={}", args.rows), "-f"])
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            &format!("rows={}", args.rows),
+            "-f",
+        ])
         .arg(&args.orders_sql)
         .arg(&args.source)
         .stdout(std::process::Stdio::null())
@@ -216,10 +270,15 @@ async fn ensure_table(args: &BenchArgs) -> Result<()> {
 async fn once(args: OnceArgs) -> Result<Sample> {
     let connector = Arc::new(PgConnector::new(&args.source)?);
     let control = connector.connect().await?;
-    let backend: i32 = control.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+    let backend: i32 = control
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await?
+        .get(0);
     let postmaster = proc_stat(backend as u32).map(|s| s.ppid);
     let server_before = postmaster.and_then(|p| proc_stat(p).map(|s| s.children_cpu));
-    let cpu_before = proc_stat(std::process::id()).map(|s| s.self_cpu).unwrap_or(0.0);
+    let cpu_before = proc_stat(std::process::id())
+        .map(|s| s.self_cpu)
+        .unwrap_or(0.0);
     let started = Instant::now();
     let (rows, source_bytes, parquet_bytes) = match args.mode {
         Mode::Raw => {
@@ -254,13 +313,25 @@ async fn once(args: OnceArgs) -> Result<Sample> {
                 writer: args.writer.settings(),
                 statement_timeout_secs: 0,
             };
-            let ctx = ExtractContext { source: connector.clone(), stages: Arc::new(UrlStages) };
-            let r = pgshift::extract(&ctx, task).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            (r.rows, r.source_bytes, r.files.iter().map(|f| f.bytes).sum())
+            let ctx = ExtractContext {
+                source: connector.clone(),
+                stages: Arc::new(UrlStages),
+            };
+            let r = pgshift::extract(&ctx, task)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            (
+                r.rows,
+                r.source_bytes,
+                r.files.iter().map(|f| f.bytes).sum(),
+            )
         }
     };
     let wall = started.elapsed().as_secs_f64();
-    let client_cpu = proc_stat(std::process::id()).map(|s| s.self_cpu).unwrap_or(0.0) - cpu_before;
+    let client_cpu = proc_stat(std::process::id())
+        .map(|s| s.self_cpu)
+        .unwrap_or(0.0)
+        - cpu_before;
     // The serving backend has exited; wait for the postmaster to reap it into its children's accounting.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let server_cpu = match (postmaster, server_before) {

@@ -6,13 +6,19 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pgshift::model::{Bounds, Compression, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
+use pgshift::model::{
+    Bounds, Compression, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings,
+};
 use pgshift::source::{column_specs, describe_table, PgConnector, SourceConnector};
 use pgshift::types::{Cast, InfinityPolicy, TypePolicies};
 use pgshift::{ExtractContext, UrlStages};
 
 #[derive(Parser)]
-#[command(name = "pgshift", version, about = "Move PostgreSQL tables into Amazon Redshift through Parquet")]
+#[command(
+    name = "pgshift",
+    version,
+    about = "Move PostgreSQL tables into Amazon Redshift through Parquet"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,7 +83,7 @@ pub(crate) struct WriterArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) zstd_level: i32,
     /// Row-group budget in MiB of encoded data (bounds memory).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     pub(crate) row_group_mib: u64,
     /// Start a new file once a file reaches this many MiB.
     #[arg(long, default_value_t = 256)]
@@ -96,7 +102,9 @@ impl WriterArgs {
     pub(crate) fn settings(&self) -> WriterSettings {
         WriterSettings {
             compression: match self.compression {
-                Codec::Zstd => Compression::Zstd { level: self.zstd_level },
+                Codec::Zstd => Compression::Zstd {
+                    level: self.zstd_level,
+                },
                 Codec::Snappy => Compression::Snappy,
                 Codec::None => Compression::None,
             },
@@ -122,8 +130,11 @@ enum Infinity {
 }
 
 fn parse_cast(s: &str) -> Result<(String, Cast), String> {
-    let (col, cast) = s.split_once('=').ok_or("expected column=cast, e.g. location=text")?;
-    let cast = Cast::parse(cast).ok_or_else(|| format!("unknown cast {cast:?}: use text, json or numeric"))?;
+    let (col, cast) = s
+        .split_once('=')
+        .ok_or("expected column=cast, e.g. location=text")?;
+    let cast = Cast::parse(cast)
+        .ok_or_else(|| format!("unknown cast {cast:?}: use text, json or numeric"))?;
     Ok((col.to_string(), cast))
 }
 
@@ -136,7 +147,9 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         match cli.command {
             Command::Extract(args) => extract(args).await,
@@ -149,15 +162,19 @@ async fn extract(args: ExtractArgs) -> Result<()> {
     let source = Arc::new(PgConnector::new(&args.source)?);
     let task = match &args.task {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let mut task: ExtractTask =
-                serde_json::from_str(&text).with_context(|| format!("parsing task {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut task: ExtractTask = serde_json::from_str(&text)
+                .with_context(|| format!("parsing task {}", path.display()))?;
             task.stage = args.stage.clone();
             task
         }
         None => build_task(source.as_ref(), &args).await?,
     };
-    let ctx = ExtractContext { source, stages: Arc::new(UrlStages) };
+    let ctx = ExtractContext {
+        source,
+        stages: Arc::new(UrlStages),
+    };
     match pgshift::extract(&ctx, task).await {
         Ok(result) => {
             println!("{}", serde_json::to_string_pretty(&result)?);
@@ -168,8 +185,12 @@ async fn extract(args: ExtractArgs) -> Result<()> {
 }
 
 /// A task for one range of a table, from the catalog and the flags.
-pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs) -> Result<ExtractTask> {
-    let table = TableRef::parse(args.table.as_deref().unwrap_or_default()).map_err(anyhow::Error::msg)?;
+pub(crate) async fn build_task(
+    source: &dyn SourceConnector,
+    args: &ExtractArgs,
+) -> Result<ExtractTask> {
+    let table =
+        TableRef::parse(args.table.as_deref().unwrap_or_default()).map_err(anyhow::Error::msg)?;
     let client = source.connect().await?;
     let catalog = describe_table(&client, &table).await?;
     let policies = TypePolicies {
@@ -182,17 +203,23 @@ pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs)
         unconstrained_numeric_as_text: args.numeric_as_text,
     };
     let columns = column_specs(&catalog, &policies, &args.cast)?;
-    let key = if args.key.is_empty() { catalog.key.clone() } else { args.key.clone() };
+    let key = if args.key.is_empty() {
+        catalog.key.clone()
+    } else {
+        args.key.clone()
+    };
     let mut key_types = Vec::new();
     for k in &key {
         let c = columns
             .iter()
             .find(|c| &c.name == k)
             .with_context(|| format!("key column {k:?} not found in {table}"))?;
-        key_types.push(
-            KeyType::from_oid(c.pg_type.oid)
-                .with_context(|| format!("key column {k:?} has type {}, which is not a key type", c.pg_type.name))?,
-        );
+        key_types.push(KeyType::from_oid(c.pg_type.oid).with_context(|| {
+            format!(
+                "key column {k:?} has type {}, which is not a key type",
+                c.pg_type.name
+            )
+        })?);
     }
     let bound = |values: &[String], which: &str| -> Result<Option<Vec<KeyValue>>> {
         if values.is_empty() {
@@ -202,11 +229,25 @@ pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs)
             bail!("--{which} needs a key: {table} has no primary key or unique NOT NULL index; pass --key");
         }
         if values.len() != key.len() {
-            bail!("--{which} has {} value(s) for the {} key column(s) ({})", values.len(), key.len(), key.join(", "));
+            bail!(
+                "--{which} has {} value(s) for the {} key column(s) ({})",
+                values.len(),
+                key.len(),
+                key.join(", ")
+            );
         }
-        Ok(Some(values.iter().zip(&key_types).map(|(v, t)| KeyValue::new(*t, v.clone())).collect()))
+        Ok(Some(
+            values
+                .iter()
+                .zip(&key_types)
+                .map(|(v, t)| KeyValue::new(*t, v.clone()))
+                .collect(),
+        ))
     };
-    let bounds = Bounds::Key { lower: bound(&args.lower, "lower")?, upper: bound(&args.upper, "upper")? };
+    let bounds = Bounds::Key {
+        lower: bound(&args.lower, "lower")?,
+        upper: bound(&args.upper, "upper")?,
+    };
     Ok(ExtractTask {
         run_id: args.run_id.clone(),
         table,

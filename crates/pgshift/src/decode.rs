@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder, Int16Builder,
-    Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
@@ -23,12 +24,19 @@ pub enum DecodeError {
     /// The stream does not follow the binary COPY format.
     Protocol(String),
     /// A value cannot be represented under its column's mapping.
-    Value { column: usize, reason: String, key: Option<Vec<KeyValue>> },
+    Value {
+        column: usize,
+        reason: String,
+        key: Option<Vec<KeyValue>>,
+    },
 }
 
 /// 4713-01-01 BC and 294276-12-31, Redshift's date range, as days since 1970-01-01 (the `clamp` policy).
 fn clamp_days() -> (i32, i32) {
-    (days_from_civil(-4712, 1, 1) as i32, days_from_civil(294_276, 12, 31) as i32)
+    (
+        days_from_civil(-4712, 1, 1) as i32,
+        days_from_civil(294_276, 12, 31) as i32,
+    )
 }
 
 /// The timestamp clamp range as microseconds since 1970-01-01: Redshift's earliest (4713-01-01 BC) and the latest a
@@ -49,7 +57,11 @@ enum Col {
     Text(StringBuilder, TextKind),
     Binary(BinaryBuilder),
     Date(Date32Builder, InfinityPolicy),
-    Ts(TimestampMicrosecondBuilder, InfinityPolicy, Option<Arc<str>>),
+    Ts(
+        TimestampMicrosecondBuilder,
+        InfinityPolicy,
+        Option<Arc<str>>,
+    ),
 }
 
 #[derive(Clone, Copy)]
@@ -61,39 +73,61 @@ enum TextKind {
 
 struct Column {
     col: Col,
+    mapping: Mapping,
     max_len: u64,
 }
 
 fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N], String> {
-    b.try_into().map_err(|_| format!("expected {N} bytes on the wire, got {}", b.len()))
+    b.try_into()
+        .map_err(|_| format!("expected {N} bytes on the wire, got {}", b.len()))
+}
+
+/// A fresh builder for `m`, sized for `rows` values and `bytes` of variable-length data, so that a batch's builders
+/// do not regrow (and copy) from empty every time.
+fn new_col(m: &Mapping, rows: usize, bytes: usize) -> Col {
+    match *m {
+        Mapping::Bool => Col::Bool(BooleanBuilder::with_capacity(rows)),
+        Mapping::Int16 => Col::I16(Int16Builder::with_capacity(rows)),
+        Mapping::Int32 => Col::I32(Int32Builder::with_capacity(rows)),
+        Mapping::Int64 => Col::I64(Int64Builder::with_capacity(rows)),
+        Mapping::Oid => Col::Oid(Int64Builder::with_capacity(rows)),
+        Mapping::Float32 => Col::F32(Float32Builder::with_capacity(rows)),
+        Mapping::Float64 => Col::F64(Float64Builder::with_capacity(rows)),
+        Mapping::Decimal { precision, scale } => Col::Decimal(
+            Decimal128Builder::with_capacity(rows).with_data_type(m.arrow_type()),
+            precision,
+            scale,
+        ),
+        Mapping::Text | Mapping::Json => {
+            Col::Text(StringBuilder::with_capacity(rows, bytes), TextKind::Plain)
+        }
+        Mapping::Jsonb => Col::Text(StringBuilder::with_capacity(rows, bytes), TextKind::Jsonb),
+        Mapping::Uuid => Col::Text(
+            StringBuilder::with_capacity(rows, rows * 36),
+            TextKind::Uuid,
+        ),
+        Mapping::Binary => Col::Binary(BinaryBuilder::with_capacity(rows, bytes)),
+        Mapping::Date { infinity } => Col::Date(Date32Builder::with_capacity(rows), infinity),
+        Mapping::Timestamp { infinity } => Col::Ts(
+            TimestampMicrosecondBuilder::with_capacity(rows),
+            infinity,
+            None,
+        ),
+        Mapping::TimestampTz { infinity } => Col::Ts(
+            TimestampMicrosecondBuilder::with_capacity(rows),
+            infinity,
+            Some(Arc::from("UTC")),
+        ),
+    }
 }
 
 impl Column {
     fn new(m: &Mapping) -> Self {
-        let col = match *m {
-            Mapping::Bool => Col::Bool(BooleanBuilder::new()),
-            Mapping::Int16 => Col::I16(Int16Builder::new()),
-            Mapping::Int32 => Col::I32(Int32Builder::new()),
-            Mapping::Int64 => Col::I64(Int64Builder::new()),
-            Mapping::Oid => Col::Oid(Int64Builder::new()),
-            Mapping::Float32 => Col::F32(Float32Builder::new()),
-            Mapping::Float64 => Col::F64(Float64Builder::new()),
-            Mapping::Decimal { precision, scale } => Col::Decimal(
-                Decimal128Builder::new().with_data_type(m.arrow_type()),
-                precision,
-                scale,
-            ),
-            Mapping::Text | Mapping::Json => Col::Text(StringBuilder::new(), TextKind::Plain),
-            Mapping::Jsonb => Col::Text(StringBuilder::new(), TextKind::Jsonb),
-            Mapping::Uuid => Col::Text(StringBuilder::new(), TextKind::Uuid),
-            Mapping::Binary => Col::Binary(BinaryBuilder::new()),
-            Mapping::Date { infinity } => Col::Date(Date32Builder::new(), infinity),
-            Mapping::Timestamp { infinity } => Col::Ts(TimestampMicrosecondBuilder::new(), infinity, None),
-            Mapping::TimestampTz { infinity } => {
-                Col::Ts(TimestampMicrosecondBuilder::new(), infinity, Some(Arc::from("UTC")))
-            }
-        };
-        Column { col, max_len: 0 }
+        Column {
+            col: new_col(m, 1024, 0),
+            mapping: *m,
+            max_len: 0,
+        }
     }
 
     fn append_null(&mut self) {
@@ -127,14 +161,19 @@ impl Column {
             Col::F64(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
             Col::Decimal(b, p, s) => {
                 let n = NumericWire::parse(v)?;
-                b.append_value(n.to_scaled_i128(*p, *s).map_err(|e| format!("{} {e}", n.to_text()))?);
+                b.append_value(
+                    n.to_scaled_i128(*p, *s)
+                        .map_err(|e| format!("{} {e}", n.to_text()))?,
+                );
             }
             Col::Text(b, kind) => {
                 let s = match kind {
                     TextKind::Plain => utf8(v)?,
                     TextKind::Jsonb => match v.split_first() {
                         Some((1, rest)) => utf8(rest)?,
-                        Some((ver, _)) => return Err(format!("unknown jsonb format version {ver}")),
+                        Some((ver, _)) => {
+                            return Err(format!("unknown jsonb format version {ver}"))
+                        }
                         None => return Err("empty jsonb value".into()),
                     },
                     TextKind::Uuid => {
@@ -196,31 +235,57 @@ impl Column {
         Ok(())
     }
 
+    /// Values and variable-length bytes in the builder.
+    fn size(&self) -> (usize, usize) {
+        match &self.col {
+            Col::Bool(b) => (b.len(), 0),
+            Col::I16(b) => (b.len(), 0),
+            Col::I32(b) => (b.len(), 0),
+            Col::I64(b) | Col::Oid(b) => (b.len(), 0),
+            Col::F32(b) => (b.len(), 0),
+            Col::F64(b) => (b.len(), 0),
+            Col::Decimal(b, ..) => (b.len(), 0),
+            Col::Text(b, _) => (b.len(), b.values_slice().len()),
+            Col::Binary(b) => (b.len(), b.values_slice().len()),
+            Col::Date(b, _) => (b.len(), 0),
+            Col::Ts(b, ..) => (b.len(), 0),
+        }
+    }
+
+    /// The built array; the builder starts over sized like this batch plus an eighth.
     fn finish(&mut self) -> ArrayRef {
-        match &mut self.col {
-            Col::Bool(b) => Arc::new(b.finish()),
-            Col::I16(b) => Arc::new(b.finish()),
-            Col::I32(b) => Arc::new(b.finish()),
-            Col::I64(b) | Col::Oid(b) => Arc::new(b.finish()),
-            Col::F32(b) => Arc::new(b.finish()),
-            Col::F64(b) => Arc::new(b.finish()),
-            Col::Decimal(b, ..) => Arc::new(b.finish()),
-            Col::Text(b, _) => Arc::new(b.finish()),
-            Col::Binary(b) => Arc::new(b.finish()),
-            Col::Date(b, _) => Arc::new(b.finish()),
-            Col::Ts(b, _, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
+        let (rows, bytes) = self.size();
+        let fresh = new_col(&self.mapping, rows + rows / 8, bytes + bytes / 8);
+        match std::mem::replace(&mut self.col, fresh) {
+            Col::Bool(mut b) => Arc::new(b.finish()),
+            Col::I16(mut b) => Arc::new(b.finish()),
+            Col::I32(mut b) => Arc::new(b.finish()),
+            Col::I64(mut b) | Col::Oid(mut b) => Arc::new(b.finish()),
+            Col::F32(mut b) => Arc::new(b.finish()),
+            Col::F64(mut b) => Arc::new(b.finish()),
+            Col::Decimal(mut b, ..) => Arc::new(b.finish()),
+            Col::Text(mut b, _) => Arc::new(b.finish()),
+            Col::Binary(mut b) => Arc::new(b.finish()),
+            Col::Date(mut b, _) => Arc::new(b.finish()),
+            Col::Ts(mut b, _, tz) => Arc::new(b.finish().with_timezone_opt(tz)),
         }
     }
 }
 
 fn infinity_message(positive: bool) -> String {
     let v = if positive { "infinity" } else { "-infinity" };
-    format!("{v} is not a date Redshift can hold; set the infinity policy to null or clamp to load it")
+    format!(
+        "{v} is not a date Redshift can hold; set the infinity policy to null or clamp to load it"
+    )
 }
 
 #[inline]
 fn utf8(v: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(v).map_err(|e| format!("invalid UTF-8 in text value: {e}"))
+    // SIMD validation; on failure the std error says where.
+    simdutf8::basic::from_utf8(v).map_err(|_| match std::str::from_utf8(v) {
+        Err(e) => format!("invalid UTF-8 in text value: {e}"),
+        Ok(_) => "invalid UTF-8 in text value".to_string(),
+    })
 }
 
 /// Decodes a binary COPY stream, chunk by chunk, into record batches of about `batch_bytes` decoded bytes.
@@ -245,7 +310,12 @@ pub struct CopyDecoder {
 }
 
 impl CopyDecoder {
-    pub fn new(schema: SchemaRef, columns: &[ColumnSpec], key: &[String], batch_bytes: usize) -> Self {
+    pub fn new(
+        schema: SchemaRef,
+        columns: &[ColumnSpec],
+        key: &[String],
+        batch_bytes: usize,
+    ) -> Self {
         let key_fields = key
             .iter()
             .map_while(|k| {
@@ -254,9 +324,13 @@ impl CopyDecoder {
             })
             .collect::<Vec<_>>();
         // Track the key only when every key column is extracted in its wire form.
-        let key_fields = if key_fields.len() == key.len() && key.iter().all(|k| {
-            columns.iter().find(|c| &c.name == k).is_some_and(|c| c.cast.is_none())
-        }) {
+        let key_fields = if key_fields.len() == key.len()
+            && key.iter().all(|k| {
+                columns
+                    .iter()
+                    .find(|c| &c.name == k)
+                    .is_some_and(|c| c.cast.is_none())
+            }) {
             key_fields
         } else {
             Vec::new()
@@ -301,26 +375,48 @@ impl CopyDecoder {
     /// Ends the stream: checks the trailer arrived and nothing follows it, and returns the last partial batch.
     pub fn finish(mut self) -> Result<(Option<RecordBatch>, DecoderSummary), DecodeError> {
         if !self.trailer_seen {
-            return Err(DecodeError::Protocol("the stream ended before the COPY trailer".into()));
+            return Err(DecodeError::Protocol(
+                "the stream ended before the COPY trailer".into(),
+            ));
         }
         if !self.carry.is_empty() {
-            return Err(DecodeError::Protocol(format!("{} bytes follow the COPY trailer", self.carry.len())));
+            return Err(DecodeError::Protocol(format!(
+                "{} bytes follow the COPY trailer",
+                self.carry.len()
+            )));
         }
-        let batch = if self.rows_in_batch > 0 { Some(self.take_batch()?) } else { None };
+        let batch = if self.rows_in_batch > 0 {
+            Some(self.take_batch()?)
+        } else {
+            None
+        };
         let last_key = if self.key_fields.is_empty() || self.rows == 0 {
             None
         } else {
             Some(self.render_saved_key().map_err(DecodeError::Protocol)?)
         };
         let max_value_bytes = self.columns.iter().map(|c| c.max_len).collect();
-        Ok((batch, DecoderSummary { rows: self.rows, first_key: self.first_key, last_key, max_value_bytes }))
+        Ok((
+            batch,
+            DecoderSummary {
+                rows: self.rows,
+                first_key: self.first_key,
+                last_key,
+                max_value_bytes,
+            },
+        ))
     }
 
     fn take_batch(&mut self) -> Result<RecordBatch, DecodeError> {
-        let arrays = self.columns.iter_mut().map(Column::finish).collect::<Vec<_>>();
+        let arrays = self
+            .columns
+            .iter_mut()
+            .map(Column::finish)
+            .collect::<Vec<_>>();
         self.rows_in_batch = 0;
         self.bytes_in_batch = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| DecodeError::Protocol(e.to_string()))
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| DecodeError::Protocol(e.to_string()))
     }
 
     /// Parses as many whole tuples from `buf` as it holds; returns the bytes consumed.
@@ -335,7 +431,9 @@ impl CopyDecoder {
                 return Ok(0);
             }
             if &buf[..11] != SIGNATURE {
-                return Err(DecodeError::Protocol("missing binary COPY signature".into()));
+                return Err(DecodeError::Protocol(
+                    "missing binary COPY signature".into(),
+                ));
             }
             let flags = u32::from_be_bytes([buf[11], buf[12], buf[13], buf[14]]);
             if flags & (1 << 16) != 0 {
@@ -360,7 +458,9 @@ impl CopyDecoder {
                 continue;
             }
             if count as usize != ncols {
-                return Err(DecodeError::Protocol(format!("tuple has {count} fields, expected {ncols}")));
+                return Err(DecodeError::Protocol(format!(
+                    "tuple has {count} fields, expected {ncols}"
+                )));
             }
             // Walk the tuple: is it complete in this buffer?
             self.fields.clear();
@@ -381,7 +481,9 @@ impl CopyDecoder {
                         break;
                     }
                 } else if len < -1 {
-                    return Err(DecodeError::Protocol(format!("negative field length {len}")));
+                    return Err(DecodeError::Protocol(format!(
+                        "negative field length {len}"
+                    )));
                 }
             }
             if !complete {
@@ -393,12 +495,19 @@ impl CopyDecoder {
                     col.append_null();
                 } else if let Err(reason) = col.append(&buf[start..start + len as usize]) {
                     let key = self.render_key(buf, &self.fields).ok();
-                    return Err(DecodeError::Value { column: i, reason, key });
+                    return Err(DecodeError::Value {
+                        column: i,
+                        reason,
+                        key,
+                    });
                 }
             }
             if !self.key_fields.is_empty() {
                 if self.rows == 0 {
-                    self.first_key = Some(self.render_key(buf, &self.fields).map_err(DecodeError::Protocol)?);
+                    self.first_key = Some(
+                        self.render_key(buf, &self.fields)
+                            .map_err(DecodeError::Protocol)?,
+                    );
                 }
                 self.remember_last_key(buf);
             }
@@ -422,7 +531,8 @@ impl CopyDecoder {
             let (start, len) = self.fields[i];
             let at = self.last_key_raw.len();
             if len > 0 {
-                self.last_key_raw.extend_from_slice(&buf[start..start + len as usize]);
+                self.last_key_raw
+                    .extend_from_slice(&buf[start..start + len as usize]);
             }
             self.last_key_bounds.push((at, len));
         }
@@ -430,13 +540,22 @@ impl CopyDecoder {
 
     /// The key of the row whose fields are `fields` (offsets into `buf`, indexed by output column).
     fn render_key(&self, buf: &[u8], fields: &[(usize, i32)]) -> Result<Vec<KeyValue>, String> {
-        render_key(self.key_fields.iter().map(|&(i, ty)| (ty, slice(buf, fields[i]))))
+        render_key(
+            self.key_fields
+                .iter()
+                .map(|&(i, ty)| (ty, slice(buf, fields[i]))),
+        )
     }
 
     /// The key saved by [`Self::remember_last_key`].
     fn render_saved_key(&self) -> Result<Vec<KeyValue>, String> {
         let raw = &self.last_key_raw;
-        render_key(self.key_fields.iter().zip(&self.last_key_bounds).map(|(&(_, ty), &f)| (ty, slice(raw, f))))
+        render_key(
+            self.key_fields
+                .iter()
+                .zip(&self.last_key_bounds)
+                .map(|(&(_, ty), &f)| (ty, slice(raw, f))),
+        )
     }
 }
 
@@ -444,7 +563,9 @@ fn slice(buf: &[u8], (start, len): (usize, i32)) -> Option<&[u8]> {
     (len >= 0).then(|| &buf[start..start + len as usize])
 }
 
-fn render_key<'a>(parts: impl Iterator<Item = (KeyType, Option<&'a [u8]>)>) -> Result<Vec<KeyValue>, String> {
+fn render_key<'a>(
+    parts: impl Iterator<Item = (KeyType, Option<&'a [u8]>)>,
+) -> Result<Vec<KeyValue>, String> {
     parts
         .map(|(ty, v)| match v {
             Some(v) => pgtext::key_value(ty, v),

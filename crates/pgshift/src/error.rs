@@ -19,19 +19,39 @@ pub enum ExtractError {
         "column {column:?} of {table} has type {ty}, which pgshift does not map; override it with a per-column cast: \
          \"cast\": \"text\" (or \"json\") in the task, or --cast {column}=text on the command line"
     )]
-    UnsupportedType { table: TableRef, column: String, ty: String },
+    UnsupportedType {
+        table: TableRef,
+        column: String,
+        ty: String,
+    },
 
-    #[error("key column {column:?} of {table} has type {ty}, which pgshift cannot range-partition on")]
-    UnsupportedKeyType { table: TableRef, column: String, ty: String },
+    #[error(
+        "key column {column:?} of {table} has type {ty}, which pgshift cannot range-partition on"
+    )]
+    UnsupportedKeyType {
+        table: TableRef,
+        column: String,
+        ty: String,
+    },
 
     #[error("column {column:?} of {table} changed since planning: the task says {expected}, the source has {actual}")]
-    SchemaChanged { table: TableRef, column: String, expected: String, actual: String },
+    SchemaChanged {
+        table: TableRef,
+        column: String,
+        expected: String,
+        actual: String,
+    },
 
     #[error("permission denied reading {table}: {detail}")]
     PermissionDenied { table: TableRef, detail: String },
 
     #[error("value of {table}.{column} at key {key}: {reason}")]
-    Value { table: TableRef, column: String, key: String, reason: String },
+    Value {
+        table: TableRef,
+        column: String,
+        key: String,
+        reason: String,
+    },
 
     #[error("source unavailable: {0}")]
     SourceUnavailable(String),
@@ -40,7 +60,11 @@ pub enum ExtractError {
     Timeout { table: TableRef, secs: u64 },
 
     #[error("source error extracting {table}: {detail}")]
-    Source { table: TableRef, detail: String, retryable: bool },
+    Source {
+        table: TableRef,
+        detail: String,
+        retryable: bool,
+    },
 
     #[error("malformed COPY stream from {table}: {detail}")]
     Protocol { table: TableRef, detail: String },
@@ -57,7 +81,9 @@ impl ExtractError {
     pub fn name(&self) -> &'static str {
         match self {
             ExtractError::InvalidTask(_) => "Pipeline.Fatal.InvalidInput",
-            ExtractError::TableNotFound(_) | ExtractError::ColumnNotFound { .. } => "Pipeline.Fatal.NotFound",
+            ExtractError::TableNotFound(_) | ExtractError::ColumnNotFound { .. } => {
+                "Pipeline.Fatal.NotFound"
+            }
             ExtractError::UnsupportedType { .. } | ExtractError::UnsupportedKeyType { .. } => {
                 "Pipeline.Fatal.UnsupportedType"
             }
@@ -66,8 +92,12 @@ impl ExtractError {
             ExtractError::Value { .. } => "Pipeline.Fatal.BadValue",
             ExtractError::SourceUnavailable(_) => "Pipeline.Retryable.SourceUnavailable",
             ExtractError::Timeout { .. } => "Pipeline.Retryable.Timeout",
-            ExtractError::Source { retryable: true, .. } => "Pipeline.Retryable.Source",
-            ExtractError::Source { retryable: false, .. } => "Pipeline.Fatal.Source",
+            ExtractError::Source {
+                retryable: true, ..
+            } => "Pipeline.Retryable.Source",
+            ExtractError::Source {
+                retryable: false, ..
+            } => "Pipeline.Fatal.Source",
             ExtractError::Protocol { .. } => "Pipeline.Retryable.Protocol",
             ExtractError::Parquet { .. } => "Pipeline.Fatal.Internal",
             ExtractError::Stage(e) => e.name(),
@@ -79,7 +109,11 @@ impl ExtractError {
     }
 
     /// Classifies a driver error met while extracting `table`.
-    pub fn from_pg(table: &TableRef, statement_timeout_secs: u64, e: tokio_postgres::Error) -> Self {
+    pub fn from_pg(
+        table: &TableRef,
+        statement_timeout_secs: u64,
+        e: tokio_postgres::Error,
+    ) -> Self {
         use tokio_postgres::error::SqlState;
         let Some(db) = e.as_db_error() else {
             // No server error: the connection broke (closed, reset, timed out).
@@ -88,9 +122,15 @@ impl ExtractError {
         let code = db.code();
         let detail = format!("{} (SQLSTATE {})", db.message(), code.code());
         if *code == SqlState::INSUFFICIENT_PRIVILEGE {
-            ExtractError::PermissionDenied { table: table.clone(), detail }
+            ExtractError::PermissionDenied {
+                table: table.clone(),
+                detail,
+            }
         } else if *code == SqlState::QUERY_CANCELED {
-            ExtractError::Timeout { table: table.clone(), secs: statement_timeout_secs }
+            ExtractError::Timeout {
+                table: table.clone(),
+                secs: statement_timeout_secs,
+            }
         } else if *code == SqlState::UNDEFINED_TABLE {
             ExtractError::TableNotFound(table.clone())
         } else {
@@ -98,7 +138,11 @@ impl ExtractError {
             // shutdown, admin cancel) and 58 (system I/O) may pass on a retry; everything else will fail again.
             let class = &code.code()[..2];
             let retryable = matches!(class, "08" | "40" | "53" | "57" | "58");
-            ExtractError::Source { table: table.clone(), detail, retryable }
+            ExtractError::Source {
+                table: table.clone(),
+                detail,
+                retryable,
+            }
         }
     }
 }

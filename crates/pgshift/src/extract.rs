@@ -75,14 +75,20 @@ fn validate(task: &ExtractTask) -> Result<(), ExtractError> {
             return bad("a bounded key range needs key columns".into());
         }
     }
-    if task.writer.row_group_bytes == 0 || task.writer.target_file_bytes == 0 || task.writer.batch_bytes == 0 {
+    if task.writer.row_group_bytes == 0
+        || task.writer.target_file_bytes == 0
+        || task.writer.batch_bytes == 0
+    {
         return bad("writer byte budgets must be positive".into());
     }
     Ok(())
 }
 
 /// Runs one extraction task.
-pub async fn extract(ctx: &ExtractContext, task: ExtractTask) -> Result<ExtractResult, ExtractError> {
+pub async fn extract(
+    ctx: &ExtractContext,
+    task: ExtractTask,
+) -> Result<ExtractResult, ExtractError> {
     let span = tracing::info_span!(
         "extract",
         run = %task.run_id,
@@ -99,14 +105,26 @@ pub async fn extract(ctx: &ExtractContext, task: ExtractTask) -> Result<ExtractR
             span.record("rows", r.rows);
             span.record("bytes", r.files.iter().map(|f| f.bytes).sum::<u64>());
             span.record("files", r.files.len());
-            span.in_scope(|| tracing::info!(seconds = r.seconds, source_bytes = r.source_bytes, "range extracted"));
+            span.in_scope(|| {
+                tracing::info!(
+                    seconds = r.seconds,
+                    source_bytes = r.source_bytes,
+                    "range extracted"
+                )
+            });
         }
-        Err(e) => span.in_scope(|| tracing::error!(error = %e, name = e.name(), "extraction failed")),
+        Err(e) => {
+            span.in_scope(|| tracing::error!(error = %e, name = e.name(), "extraction failed"))
+        }
     }
     result
 }
 
-async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Result<ExtractResult, ExtractError> {
+async fn run(
+    ctx: &ExtractContext,
+    task: &ExtractTask,
+    started: Instant,
+) -> Result<ExtractResult, ExtractError> {
     validate(task)?;
     let stage = ctx.stages.open(&task.stage)?;
     let table = &task.table;
@@ -122,22 +140,33 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
         .await
         .map_err(pg)?;
     // An integer we format ourselves: no user text reaches this statement.
-    tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", task.statement_timeout_secs.saturating_mul(1000)))
-        .await
-        .map_err(pg)?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}",
+        task.statement_timeout_secs.saturating_mul(1000)
+    ))
+    .await
+    .map_err(pg)?;
 
     // Same snapshot as the COPY: the columns read are the columns planned.
     let catalog = describe_table(&tx, table).await?;
     check_columns(&catalog, &task.columns)?;
     check_key(task, &catalog)?;
 
-    let query = sql::copy_out(&sql::select(table, &task.columns, &task.key, &task.bounds).map_err(ExtractError::InvalidTask)?);
+    let query = sql::copy_out(
+        &sql::select(table, &task.columns, &task.key, &task.bounds)
+            .map_err(ExtractError::InvalidTask)?,
+    );
     tracing::debug!(%query, "copy");
     let stream = tx.copy_out(&query).await.map_err(pg)?;
     pin_mut!(stream);
 
     let schema = Arc::new(types::arrow_schema(&task.columns));
-    let mut decoder = CopyDecoder::new(schema.clone(), &task.columns, &task.key, task.writer.batch_bytes as usize);
+    let mut decoder = CopyDecoder::new(
+        schema.clone(),
+        &task.columns,
+        &task.key,
+        task.writer.batch_bytes as usize,
+    );
 
     // The encoder thread: batches in, files out. `Done` is sent only after a clean end of stream, so an error on
     // this side (or a panic) makes the thread discard the file in progress instead of finishing it.
@@ -194,7 +223,10 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
     drop(tx_batches);
     let files = encoder
         .await
-        .map_err(|e| ExtractError::Parquet { table: table.clone(), detail: format!("encoder thread: {e}") })?
+        .map_err(|e| ExtractError::Parquet {
+            table: table.clone(),
+            detail: format!("encoder thread: {e}"),
+        })?
         .map_err(|e| write_error(table, e))?;
     let summary = summary.ok_or_else(|| ExtractError::Parquet {
         table: table.clone(),
@@ -206,7 +238,10 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
     if rows_in_files != summary.rows {
         return Err(ExtractError::Parquet {
             table: table.clone(),
-            detail: format!("decoded {} rows but the files hold {rows_in_files}", summary.rows),
+            detail: format!(
+                "decoded {} rows but the files hold {rows_in_files}",
+                summary.rows
+            ),
         });
     }
     let max_value_bytes: BTreeMap<String, u64> = task
@@ -236,7 +271,10 @@ enum Msg {
     Done,
 }
 
-fn encode(mut writer: RollingWriter, mut rx: mpsc::Receiver<Msg>) -> Result<Vec<StagedFile>, WriteError> {
+fn encode(
+    mut writer: RollingWriter,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<Vec<StagedFile>, WriteError> {
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             Msg::Batch(batch) => {
@@ -254,19 +292,26 @@ fn encode(mut writer: RollingWriter, mut rx: mpsc::Receiver<Msg>) -> Result<Vec<
 }
 
 /// Key columns exist, have a key type, and bounds carry values of those types.
-fn check_key(task: &ExtractTask, catalog: &crate::source::CatalogTable) -> Result<(), ExtractError> {
+fn check_key(
+    task: &ExtractTask,
+    catalog: &crate::source::CatalogTable,
+) -> Result<(), ExtractError> {
     let mut types = Vec::new();
     for k in &task.key {
         let c = catalog
             .columns
             .iter()
             .find(|c| &c.name == k)
-            .ok_or_else(|| ExtractError::ColumnNotFound { table: task.table.clone(), column: k.clone() })?;
-        let ty = KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| ExtractError::UnsupportedKeyType {
-            table: task.table.clone(),
-            column: k.clone(),
-            ty: c.ty.pg.name.clone(),
-        })?;
+            .ok_or_else(|| ExtractError::ColumnNotFound {
+                table: task.table.clone(),
+                column: k.clone(),
+            })?;
+        let ty =
+            KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| ExtractError::UnsupportedKeyType {
+                table: task.table.clone(),
+                column: k.clone(),
+                ty: c.ty.pg.name.clone(),
+            })?;
         types.push(ty);
     }
     if let Bounds::Key { lower, upper } = &task.bounds {
@@ -276,7 +321,11 @@ fn check_key(task: &ExtractTask, catalog: &crate::source::CatalogTable) -> Resul
                     "bound {} does not match the key ({}) of types ({})",
                     display_key(bound),
                     task.key.join(", "),
-                    types.iter().map(|t| t.sql_name()).collect::<Vec<_>>().join(", ")
+                    types
+                        .iter()
+                        .map(|t| t.sql_name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
@@ -286,11 +335,24 @@ fn check_key(task: &ExtractTask, catalog: &crate::source::CatalogTable) -> Resul
 
 fn decode_error(task: &ExtractTask, e: DecodeError) -> ExtractError {
     match e {
-        DecodeError::Protocol(detail) => ExtractError::Protocol { table: task.table.clone(), detail },
-        DecodeError::Value { column, reason, key } => ExtractError::Value {
+        DecodeError::Protocol(detail) => ExtractError::Protocol {
             table: task.table.clone(),
-            column: task.columns.get(column).map(|c| c.name.clone()).unwrap_or_default(),
-            key: key.map(|k| display_key(&k)).unwrap_or_else(|| "(key not extracted)".into()),
+            detail,
+        },
+        DecodeError::Value {
+            column,
+            reason,
+            key,
+        } => ExtractError::Value {
+            table: task.table.clone(),
+            column: task
+                .columns
+                .get(column)
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
+            key: key
+                .map(|k| display_key(&k))
+                .unwrap_or_else(|| "(key not extracted)".into()),
             reason,
         },
     }
@@ -299,7 +361,10 @@ fn decode_error(task: &ExtractTask, e: DecodeError) -> ExtractError {
 fn write_error(table: &crate::model::TableRef, e: WriteError) -> ExtractError {
     match e {
         WriteError::Stage(s) => ExtractError::Stage(s),
-        WriteError::Parquet(detail) => ExtractError::Parquet { table: table.clone(), detail },
+        WriteError::Parquet(detail) => ExtractError::Parquet {
+            table: table.clone(),
+            detail,
+        },
     }
 }
 

@@ -18,7 +18,10 @@ pub struct TableRef {
 
 impl TableRef {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { schema: schema.into(), name: name.into() }
+        Self {
+            schema: schema.into(),
+            name: name.into(),
+        }
     }
 
     /// Parses `schema.name` (or `name`, meaning `public.name`). Double quotes allow dots inside a part:
@@ -28,7 +31,9 @@ impl TableRef {
         match parts.as_slice() {
             [name] => Ok(Self::new("public", name.clone())),
             [schema, name] => Ok(Self::new(schema.clone(), name.clone())),
-            _ => Err(format!("table name {s:?} has more than two parts; use schema.table")),
+            _ => Err(format!(
+                "table name {s:?} has more than two parts; use schema.table"
+            )),
         }
     }
 }
@@ -61,7 +66,9 @@ fn split_qualified(s: &str) -> Result<Vec<String>, String> {
                 was_quoted = false;
             }
             (false, c) if was_quoted => {
-                return Err(format!("table name {s:?}: unexpected {c:?} after a quoted part"));
+                return Err(format!(
+                    "table name {s:?}: unexpected {c:?} after a quoted part"
+                ));
             }
             (_, c) => cur.push(c),
         }
@@ -182,7 +189,10 @@ pub struct KeyValue {
 
 impl KeyValue {
     pub fn new(ty: KeyType, value: impl Into<String>) -> Self {
-        Self { ty, value: value.into() }
+        Self {
+            ty,
+            value: value.into(),
+        }
     }
 }
 
@@ -196,7 +206,13 @@ impl fmt::Display for KeyValue {
 pub fn display_key(key: &[KeyValue]) -> String {
     match key {
         [one] => one.to_string(),
-        many => format!("({})", many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+        many => format!(
+            "({})",
+            many.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -222,7 +238,10 @@ pub enum Bounds {
 }
 
 impl Bounds {
-    pub const ALL: Bounds = Bounds::Key { lower: None, upper: None };
+    pub const ALL: Bounds = Bounds::Key {
+        lower: None,
+        upper: None,
+    };
 }
 
 /// Parquet compression codec of the staged files.
@@ -251,7 +270,7 @@ impl Default for WriterSettings {
     fn default() -> Self {
         Self {
             compression: Compression::Zstd { level: 1 },
-            row_group_bytes: 32 * 1024 * 1024,
+            row_group_bytes: 16 * 1024 * 1024,
             target_file_bytes: 256 * 1024 * 1024,
             batch_bytes: 4 * 1024 * 1024,
         }

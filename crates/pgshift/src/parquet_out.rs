@@ -25,9 +25,9 @@ pub const STAGE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 /// The writer properties of every Parquet file pgshift writes.
 pub fn writer_properties(settings: &WriterSettings) -> Result<WriterProperties, String> {
     let compression = match settings.compression {
-        Compression::Zstd { level } => {
-            PqCompression::ZSTD(ZstdLevel::try_new(level).map_err(|e| format!("zstd level {level}: {e}"))?)
-        }
+        Compression::Zstd { level } => PqCompression::ZSTD(
+            ZstdLevel::try_new(level).map_err(|e| format!("zstd level {level}: {e}"))?,
+        ),
         Compression::Snappy => PqCompression::SNAPPY,
         Compression::None => PqCompression::UNCOMPRESSED,
     };
@@ -59,8 +59,14 @@ impl StageSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(STAGE_CHUNK_BYTES)));
-        let object = self.object.as_mut().ok_or_else(|| std::io::Error::other("object already closed"))?;
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(STAGE_CHUNK_BYTES),
+        ));
+        let object = self
+            .object
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("object already closed"))?;
         self.handle.block_on(object.write(chunk)).map_err(|e| {
             let io = std::io::Error::other(e.to_string());
             self.failed = Some(e);
@@ -143,19 +149,25 @@ impl RollingWriter {
                 .map_err(|e| WriteError::Parquet(e.to_string()))?;
             self.current = Some((writer, 0));
         }
-        let Some((writer, rows)) = self.current.as_mut() else { unreachable!("opened above") };
+        let Some((writer, rows)) = self.current.as_mut() else {
+            unreachable!("opened above")
+        };
         if let Err(e) = writer.write(batch) {
             return Err(classify(writer.inner_mut(), e));
         }
         *rows += batch.num_rows() as u64;
-        if writer.bytes_written() as u64 + writer.in_progress_size() as u64 >= self.settings.target_file_bytes {
+        if writer.bytes_written() as u64 + writer.in_progress_size() as u64
+            >= self.settings.target_file_bytes
+        {
             self.close_current()?;
         }
         Ok(())
     }
 
     fn close_current(&mut self) -> Result<(), WriteError> {
-        let Some((mut writer, rows)) = self.current.take() else { return Ok(()) };
+        let Some((mut writer, rows)) = self.current.take() else {
+            return Ok(());
+        };
         if let Err(e) = writer.flush() {
             return Err(classify(writer.inner_mut(), e));
         }
@@ -165,13 +177,23 @@ impl RollingWriter {
             Err(e) => return Err(WriteError::Parquet(e.to_string())),
         };
         if let Err(e) = sink.push() {
-            return Err(sink.failed.take().map(WriteError::Stage).unwrap_or(WriteError::Parquet(e.to_string())));
+            return Err(sink
+                .failed
+                .take()
+                .map(WriteError::Stage)
+                .unwrap_or(WriteError::Parquet(e.to_string())));
         }
-        let Some(object) = sink.object.take() else { return Err(WriteError::Parquet("object already closed".into())) };
+        let Some(object) = sink.object.take() else {
+            return Err(WriteError::Parquet("object already closed".into()));
+        };
         let done = self.handle.block_on(object.finish())?;
         debug_assert_eq!(done.bytes, sink.written);
         tracing::debug!(url = %done.url, rows, bytes = done.bytes, "file staged");
-        self.files.push(StagedFile { url: done.url, rows, bytes: done.bytes });
+        self.files.push(StagedFile {
+            url: done.url,
+            rows,
+            bytes: done.bytes,
+        });
         Ok(())
     }
 

@@ -125,21 +125,34 @@ pub const NUMERIC_NINF: u16 = 0xF000;
 impl<'a> NumericWire<'a> {
     pub fn parse(b: &'a [u8]) -> Result<Self, String> {
         if b.len() < 8 {
-            return Err(format!("numeric value of {} bytes is shorter than its header", b.len()));
+            return Err(format!(
+                "numeric value of {} bytes is shorter than its header",
+                b.len()
+            ));
         }
         let ndigits = i16::from_be_bytes([b[0], b[1]]);
         let weight = i16::from_be_bytes([b[2], b[3]]);
         let sign = u16::from_be_bytes([b[4], b[5]]);
         let dscale = u16::from_be_bytes([b[6], b[7]]);
         if ndigits < 0 || b.len() != 8 + 2 * ndigits as usize {
-            return Err(format!("numeric value with {ndigits} digits has {} bytes", b.len()));
+            return Err(format!(
+                "numeric value with {ndigits} digits has {} bytes",
+                b.len()
+            ));
         }
-        Ok(Self { weight, sign, dscale, digits: &b[8..] })
+        Ok(Self {
+            weight,
+            sign,
+            dscale,
+            digits: &b[8..],
+        })
     }
 
     /// Base-10000 digits, most significant first.
     pub fn digits(&self) -> impl Iterator<Item = i128> + '_ {
-        self.digits.chunks_exact(2).map(|c| i16::from_be_bytes([c[0], c[1]]) as i128)
+        self.digits
+            .chunks_exact(2)
+            .map(|c| i16::from_be_bytes([c[0], c[1]]) as i128)
     }
 
     pub fn special(&self) -> Option<&'static str> {
@@ -158,7 +171,9 @@ impl<'a> NumericWire<'a> {
         }
         // Integer digits first, for a message that says what does not fit.
         let int_digits = match self.digits().next() {
-            Some(first) if self.weight >= 0 => 4 * self.weight as i32 + first.to_string().len() as i32,
+            Some(first) if self.weight >= 0 => {
+                4 * self.weight as i32 + first.to_string().len() as i32
+            }
             _ => 0,
         };
         if int_digits > precision as i32 - scale as i32 {
@@ -171,13 +186,17 @@ impl<'a> NumericWire<'a> {
         // straddles the scale keeps only its digits above it (the rest must be zero: no rounding), and groups wholly
         // below the scale must be zero.
         let overflow = || format!("does not fit decimal({precision},{scale})");
-        let frac_error = || format!("has more than {scale} fractional digits (no rounding is done)");
+        let frac_error =
+            || format!("has more than {scale} fractional digits (no rounding is done)");
         let mut acc: i128 = 0;
         let mut last_e: Option<i32> = None;
         for (i, d) in self.digits().enumerate() {
             let e = 4 * (self.weight as i32 - i as i32) + scale as i32;
             if e >= 0 {
-                acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(d)).ok_or_else(overflow)?;
+                acc = acc
+                    .checked_mul(10_000)
+                    .and_then(|a| a.checked_add(d))
+                    .ok_or_else(overflow)?;
                 last_e = Some(e);
             } else if e > -4 {
                 let cut = 10i128.pow((-e) as u32);
@@ -185,17 +204,25 @@ impl<'a> NumericWire<'a> {
                     return Err(frac_error());
                 }
                 let keep = 10i128.pow((4 + e) as u32);
-                acc = acc.checked_mul(keep).and_then(|a| a.checked_add(d / cut)).ok_or_else(overflow)?;
+                acc = acc
+                    .checked_mul(keep)
+                    .and_then(|a| a.checked_add(d / cut))
+                    .ok_or_else(overflow)?;
                 last_e = Some(0);
             } else if d != 0 {
                 return Err(frac_error());
             }
         }
         if let Some(e) = last_e.filter(|e| *e > 0) {
-            acc = 10i128.checked_pow(e as u32).and_then(|m| acc.checked_mul(m)).ok_or_else(overflow)?;
+            acc = 10i128
+                .checked_pow(e as u32)
+                .and_then(|m| acc.checked_mul(m))
+                .ok_or_else(overflow)?;
         }
         if acc >= 10i128.pow(precision as u32) {
-            return Err(format!("has more integer digits than decimal({precision},{scale}) holds"));
+            return Err(format!(
+                "has more integer digits than decimal({precision},{scale}) holds"
+            ));
         }
         Ok(if self.sign == NUMERIC_NEG { -acc } else { acc })
     }
@@ -228,7 +255,11 @@ impl<'a> NumericWire<'a> {
             let mut frac = String::new();
             let mut i = weight + 1;
             while (frac.len() as u16) < self.dscale {
-                let d = if i >= 0 { digits.get(i as usize).copied().unwrap_or(0) } else { 0 };
+                let d = if i >= 0 {
+                    digits.get(i as usize).copied().unwrap_or(0)
+                } else {
+                    0
+                };
                 let _ = write!(frac, "{d:04}");
                 i += 1;
             }
@@ -242,16 +273,17 @@ impl<'a> NumericWire<'a> {
 /// A key field's wire bytes rendered as a [`KeyValue`].
 pub fn key_value(ty: KeyType, b: &[u8]) -> Result<KeyValue, String> {
     fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N], String> {
-        b.try_into().map_err(|_| format!("expected {N} bytes, got {}", b.len()))
+        b.try_into()
+            .map_err(|_| format!("expected {N} bytes, got {}", b.len()))
     }
     let value = match ty {
         KeyType::Int2 => i16::from_be_bytes(fixed(b)?).to_string(),
         KeyType::Int4 => i32::from_be_bytes(fixed(b)?).to_string(),
         KeyType::Int8 => i64::from_be_bytes(fixed(b)?).to_string(),
         KeyType::Numeric => NumericWire::parse(b)?.to_text(),
-        KeyType::Text | KeyType::Varchar | KeyType::Bpchar => {
-            std::str::from_utf8(b).map_err(|e| format!("invalid UTF-8: {e}"))?.to_string()
-        }
+        KeyType::Text | KeyType::Varchar | KeyType::Bpchar => std::str::from_utf8(b)
+            .map_err(|e| format!("invalid UTF-8: {e}"))?
+            .to_string(),
         KeyType::Uuid => String::from_utf8_lossy(&uuid(&fixed(b)?)).into_owned(),
         KeyType::Date => date(i32::from_be_bytes(fixed(b)?)),
         KeyType::Timestamp => timestamp(i64::from_be_bytes(fixed(b)?), false),
@@ -290,7 +322,10 @@ mod tests {
         assert_eq!(date(0), "2000-01-01");
         assert_eq!(date(-1), "1999-12-31");
         // 4713-11-24 BC is Julian day 0, Postgres' earliest date.
-        assert_eq!(date((days_from_civil(-4712, 11, 24) - PG_EPOCH_DAYS as i64) as i32), "4713-11-24 BC");
+        assert_eq!(
+            date((days_from_civil(-4712, 11, 24) - PG_EPOCH_DAYS as i64) as i32),
+            "4713-11-24 BC"
+        );
         assert_eq!(timestamp(1_500_000, false), "2000-01-01 00:00:01.5");
         assert_eq!(timestamp(-1, true), "1999-12-31 23:59:59.999999+00");
     }
@@ -312,7 +347,10 @@ mod tests {
         assert_eq!(n.to_text(), "-0.0005");
         // 1e20 = digits [1], weight 5, dscale 0
         let n = numeric(&[1], 5, NUMERIC_POS, 0);
-        assert_eq!(NumericWire::parse(&n).unwrap().to_text(), "100000000000000000000");
+        assert_eq!(
+            NumericWire::parse(&n).unwrap().to_text(),
+            "100000000000000000000"
+        );
         // 38 nines as decimal(38,10): 28 integer digits and a fraction group that straddles the scale.
         let mut groups = vec![9999i16; 7];
         groups.extend([9999, 9999, 9900]);
@@ -321,12 +359,17 @@ mod tests {
         assert_eq!(n.to_scaled_i128(38, 10).unwrap(), -(10i128.pow(38) - 1));
         assert!(n.to_scaled_i128(38, 9).is_err());
         let nan = numeric(&[], 0, NUMERIC_NAN, 0);
-        assert!(NumericWire::parse(&nan).unwrap().to_scaled_i128(38, 0).is_err());
+        assert!(NumericWire::parse(&nan)
+            .unwrap()
+            .to_scaled_i128(38, 0)
+            .is_err());
     }
 
     #[test]
     fn uuid_text_is_canonical() {
-        let b = [0x0b, 0x7e, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xa, 0xb, 0xc, 0xff];
+        let b = [
+            0x0b, 0x7e, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xa, 0xb, 0xc, 0xff,
+        ];
         assert_eq!(&uuid(&b), b"0b7e0001-0203-0405-0607-08090a0b0cff");
     }
 }

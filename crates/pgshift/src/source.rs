@@ -8,7 +8,7 @@ use tokio_postgres::{Client, GenericClient, NoTls};
 
 use crate::error::ExtractError;
 use crate::model::{ColumnSpec, PgType, TableRef};
-use crate::types::{default_mapping, mapping_for_cast, CatalogType, Cast, TypePolicies};
+use crate::types::{default_mapping, mapping_for_cast, Cast, CatalogType, TypePolicies};
 
 /// Opens sessions on the source.
 pub trait SourceConnector: Send + Sync {
@@ -51,11 +51,9 @@ impl PgConnector {
 impl SourceConnector for PgConnector {
     fn connect(&self) -> BoxFuture<'_, Result<Client, ExtractError>> {
         Box::pin(async move {
-            let (client, connection) = self
-                .config
-                .connect(NoTls)
-                .await
-                .map_err(|e| ExtractError::SourceUnavailable(format!("connecting to the source: {e}")))?;
+            let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
+                ExtractError::SourceUnavailable(format!("connecting to the source: {e}"))
+            })?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "source connection ended");
@@ -67,7 +65,8 @@ impl SourceConnector for PgConnector {
 }
 
 /// Settings that make every value's wire and text form independent of the server's and the role's defaults.
-pub const SESSION_SETTINGS: &str = "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; \
+pub const SESSION_SETTINGS: &str =
+    "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; \
      SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; \
      SET extra_float_digits = 3; SET bytea_output = 'hex'";
 
@@ -125,7 +124,10 @@ ORDER BY i.indisprimary DESC, i.indnkeyatts, i.indexrelid
 LIMIT 1";
 
 /// Reads one table's columns and key from the catalog.
-pub async fn describe_table(db: &impl GenericClient, table: &TableRef) -> Result<CatalogTable, ExtractError> {
+pub async fn describe_table(
+    db: &impl GenericClient,
+    table: &TableRef,
+) -> Result<CatalogTable, ExtractError> {
     let pg = |e| ExtractError::from_pg(table, 0, e);
     let row = db
         .query_opt(
@@ -152,7 +154,12 @@ pub async fn describe_table(db: &impl GenericClient, table: &TableRef) -> Result
                 name,
                 not_null: r.get(1),
                 ty: CatalogType {
-                    pg: PgType { name: r.get(4), oid: r.get(2), typmod: r.get(3), declared: r.get(8) },
+                    pg: PgType {
+                        name: r.get(4),
+                        oid: r.get(2),
+                        typmod: r.get(3),
+                        declared: r.get(8),
+                    },
                     typtype: typtype.chars().next().unwrap_or('b'),
                     category: category.chars().next().unwrap_or('X'),
                     base_name: r.get(7),
@@ -161,7 +168,11 @@ pub async fn describe_table(db: &impl GenericClient, table: &TableRef) -> Result
             }
         })
         .collect();
-    let key: Option<Vec<String>> = db.query_opt(KEY_SQL, &[&oid]).await.map_err(pg)?.map(|r| r.get(0));
+    let key: Option<Vec<String>> = db
+        .query_opt(KEY_SQL, &[&oid])
+        .await
+        .map_err(pg)?
+        .map(|r| r.get(0));
     Ok(CatalogTable {
         table: table.clone(),
         oid,
@@ -180,7 +191,10 @@ pub fn column_specs(
 ) -> Result<Vec<ColumnSpec>, ExtractError> {
     for (name, _) in casts {
         if !t.columns.iter().any(|c| &c.name == name) {
-            return Err(ExtractError::ColumnNotFound { table: t.table.clone(), column: name.clone() });
+            return Err(ExtractError::ColumnNotFound {
+                table: t.table.clone(),
+                column: name.clone(),
+            });
         }
     }
     t.columns
@@ -188,13 +202,26 @@ pub fn column_specs(
         .map(|c| {
             let (cast, mapping) = match casts.iter().find(|(n, _)| n == &c.name) {
                 Some((_, cast)) => (Some(*cast), mapping_for_cast(*cast)),
-                None => default_mapping(&c.ty, policies).ok_or_else(|| ExtractError::UnsupportedType {
-                    table: t.table.clone(),
-                    column: c.name.clone(),
-                    ty: c.ty.pg.declared.clone().unwrap_or_else(|| c.ty.pg.name.clone()),
+                None => default_mapping(&c.ty, policies).ok_or_else(|| {
+                    ExtractError::UnsupportedType {
+                        table: t.table.clone(),
+                        column: c.name.clone(),
+                        ty: c
+                            .ty
+                            .pg
+                            .declared
+                            .clone()
+                            .unwrap_or_else(|| c.ty.pg.name.clone()),
+                    }
                 })?,
             };
-            Ok(ColumnSpec { name: c.name.clone(), pg_type: c.ty.pg.clone(), nullable: !c.not_null, cast, mapping })
+            Ok(ColumnSpec {
+                name: c.name.clone(),
+                pg_type: c.ty.pg.clone(),
+                nullable: !c.not_null,
+                cast,
+                mapping,
+            })
         })
         .collect()
 }
@@ -204,7 +231,10 @@ pub fn column_specs(
 pub fn check_columns(t: &CatalogTable, columns: &[ColumnSpec]) -> Result<(), ExtractError> {
     for spec in columns {
         let Some(c) = t.columns.iter().find(|c| c.name == spec.name) else {
-            return Err(ExtractError::ColumnNotFound { table: t.table.clone(), column: spec.name.clone() });
+            return Err(ExtractError::ColumnNotFound {
+                table: t.table.clone(),
+                column: spec.name.clone(),
+            });
         };
         if !c.can_select {
             return Err(ExtractError::PermissionDenied {

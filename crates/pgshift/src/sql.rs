@@ -26,7 +26,11 @@ pub fn literal(v: &KeyValue) -> Result<String, String> {
     if v.value.contains('\0') {
         return Err(format!("key value {:?} contains a NUL character", v.value));
     }
-    Ok(format!("'{}'::{}", v.value.replace('\'', "''"), v.ty.sql_name()))
+    Ok(format!(
+        "'{}'::{}",
+        v.value.replace('\'', "''"),
+        v.ty.sql_name()
+    ))
 }
 
 /// The SELECT-list expression of a column.
@@ -60,7 +64,10 @@ pub fn predicate(key: &[String], bounds: &Bounds) -> Result<Option<String>, Stri
             }
             Ok((!parts.is_empty()).then(|| parts.join(" AND ")))
         }
-        Bounds::Ctid { first_page, end_page } => {
+        Bounds::Ctid {
+            first_page,
+            end_page,
+        } => {
             let mut p = format!("ctid >= '({first_page},0)'::tid");
             if let Some(end) = end_page {
                 write!(p, " AND ctid < '({end},0)'::tid").map_err(|e| e.to_string())?;
@@ -71,7 +78,10 @@ pub fn predicate(key: &[String], bounds: &Bounds) -> Result<Option<String>, Stri
 }
 
 fn compare(key: &[String], op: &str, values: &[KeyValue]) -> Result<String, String> {
-    let cols = key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?;
+    let cols = key
+        .iter()
+        .map(|k| ident(k))
+        .collect::<Result<Vec<_>, _>>()?;
     let lits = values.iter().map(literal).collect::<Result<Vec<_>, _>>()?;
     Ok(if cols.len() == 1 {
         format!("{} {op} {}", cols[0], lits[0])
@@ -81,8 +91,17 @@ fn compare(key: &[String], op: &str, values: &[KeyValue]) -> Result<String, Stri
 }
 
 /// The SELECT of a task.
-pub fn select(table_ref: &TableRef, columns: &[ColumnSpec], key: &[String], bounds: &Bounds) -> Result<String, String> {
-    let list = columns.iter().map(select_expr).collect::<Result<Vec<_>, _>>()?.join(", ");
+pub fn select(
+    table_ref: &TableRef,
+    columns: &[ColumnSpec],
+    key: &[String],
+    bounds: &Bounds,
+) -> Result<String, String> {
+    let list = columns
+        .iter()
+        .map(select_expr)
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", ");
     let mut q = format!("SELECT {list} FROM {}", table(table_ref)?);
     if let Some(p) = predicate(key, bounds)? {
         q.push_str(" WHERE ");
@@ -117,12 +136,21 @@ mod tests {
     fn composite_predicate_is_a_row_comparison() {
         let key = vec!["a".to_string(), "b".to_string()];
         let b = Bounds::Key {
-            lower: Some(vec![KeyValue::new(KeyType::Int8, "1"), KeyValue::new(KeyType::Int2, "2")]),
+            lower: Some(vec![
+                KeyValue::new(KeyType::Int8, "1"),
+                KeyValue::new(KeyType::Int2, "2"),
+            ]),
             upper: None,
         };
-        assert_eq!(predicate(&key, &b).unwrap().unwrap(), "(\"a\", \"b\") >= ('1'::int8, '2'::int2)");
+        assert_eq!(
+            predicate(&key, &b).unwrap().unwrap(),
+            "(\"a\", \"b\") >= ('1'::int8, '2'::int2)"
+        );
         assert_eq!(predicate(&key, &Bounds::ALL).unwrap(), None);
-        let bad = Bounds::Key { lower: Some(vec![KeyValue::new(KeyType::Int8, "1")]), upper: None };
+        let bad = Bounds::Key {
+            lower: Some(vec![KeyValue::new(KeyType::Int8, "1")]),
+            upper: None,
+        };
         assert!(predicate(&key, &bad).is_err());
     }
 }

@@ -13,7 +13,10 @@ pub enum StageError {
     #[error("stage URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("stage I/O on {location}: {source}")]
-    Io { location: String, source: std::io::Error },
+    Io {
+        location: String,
+        source: std::io::Error,
+    },
 }
 
 impl StageError {
@@ -21,7 +24,9 @@ impl StageError {
         match self {
             StageError::BadUrl { .. } => "Pipeline.Fatal.Stage",
             StageError::Io { source, .. } => match source.kind() {
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => "Pipeline.Fatal.Stage",
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => {
+                    "Pipeline.Fatal.Stage"
+                }
                 _ => "Pipeline.Retryable.Stage",
             },
         }
@@ -41,7 +46,10 @@ pub trait Stage: Send + Sync {
     fn url(&self) -> &str;
 
     /// Starts an object at `key` (relative to the prefix, `/`-separated). Nothing is visible until `finish`.
-    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>>;
+    fn create<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>>;
 }
 
 /// One object being written.
@@ -63,9 +71,15 @@ pub fn open(url: &str) -> Result<Box<dyn Stage>, StageError> {
                 reason: "a file:// stage needs an absolute path (file:///dir)".into(),
             });
         }
-        return Ok(Box::new(LocalStage { url: url.to_string(), root: PathBuf::from(path) }));
+        return Ok(Box::new(LocalStage {
+            url: url.to_string(),
+            root: PathBuf::from(path),
+        }));
     }
-    Err(StageError::BadUrl { url: url.into(), reason: "unsupported scheme; use file:///dir".into() })
+    Err(StageError::BadUrl {
+        url: url.into(),
+        reason: "unsupported scheme; use file:///dir".into(),
+    })
 }
 
 /// Makes a name safe as one object-key segment: `[A-Za-z0-9_.-]` kept, every other byte `%XX`-encoded. Injective, so
@@ -90,15 +104,24 @@ pub struct LocalStage {
 
 impl LocalStage {
     fn path(&self, key: &str) -> Result<PathBuf, StageError> {
-        if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-            return Err(StageError::BadUrl { url: format!("{}/{key}", self.url), reason: "bad object key".into() });
+        if key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(StageError::BadUrl {
+                url: format!("{}/{key}", self.url),
+                reason: "bad object key".into(),
+            });
         }
         Ok(self.root.join(key))
     }
 }
 
 fn io(location: &Path, source: std::io::Error) -> StageError {
-    StageError::Io { location: location.display().to_string(), source }
+    StageError::Io {
+        location: location.display().to_string(),
+        source,
+    }
 }
 
 impl Stage for LocalStage {
@@ -106,16 +129,31 @@ impl Stage for LocalStage {
         &self.url
     }
 
-    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
+    fn create<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
         Box::pin(async move {
             let path = self.path(key)?;
             let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-            tokio::fs::create_dir_all(&dir).await.map_err(|e| io(&dir, e))?;
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| io(&dir, e))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-            let file = tokio::fs::File::create(&tmp).await.map_err(|e| io(&tmp, e))?;
-            Ok(Box::new(LocalObject { url: format!("{}/{key}", self.url), path, tmp, file, bytes: 0 })
-                as Box<dyn ObjectWriter>)
+            let file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| io(&tmp, e))?;
+            Ok(Box::new(LocalObject {
+                url: format!("{}/{key}", self.url),
+                path,
+                tmp,
+                file,
+                bytes: 0,
+            }) as Box<dyn ObjectWriter>)
         })
     }
 }
@@ -131,7 +169,10 @@ struct LocalObject {
 impl ObjectWriter for LocalObject {
     fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StageError>> {
         Box::pin(async move {
-            self.file.write_all(&chunk).await.map_err(|e| io(&self.tmp, e))?;
+            self.file
+                .write_all(&chunk)
+                .await
+                .map_err(|e| io(&self.tmp, e))?;
             self.bytes += chunk.len() as u64;
             Ok(())
         })
@@ -139,7 +180,13 @@ impl ObjectWriter for LocalObject {
 
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StagedObject, StageError>> {
         Box::pin(async move {
-            let LocalObject { url, path, tmp, mut file, bytes } = *self;
+            let LocalObject {
+                url,
+                path,
+                tmp,
+                mut file,
+                bytes,
+            } = *self;
             let done = async {
                 file.flush().await?;
                 file.sync_all().await?;

@@ -149,7 +149,10 @@ pub struct CatalogType {
 }
 
 /// The type table. Returns the cast and mapping for a column's type, or `None` when pgshift has no policy for it.
-pub fn default_mapping(t: &CatalogType, policies: &TypePolicies) -> Option<(Option<Cast>, Mapping)> {
+pub fn default_mapping(
+    t: &CatalogType,
+    policies: &TypePolicies,
+) -> Option<(Option<Cast>, Mapping)> {
     let infinity = policies.infinity;
     let plain = |m| Some((None, m));
     match t.pg.oid {
@@ -161,18 +164,29 @@ pub fn default_mapping(t: &CatalogType, policies: &TypePolicies) -> Option<(Opti
         oid::FLOAT4 => plain(Mapping::Float32),
         oid::FLOAT8 => plain(Mapping::Float64),
         oid::NUMERIC => match numeric_typmod(t.pg.typmod) {
-            Some((p, s)) if (1..=38).contains(&p) && (0..=p as i32).contains(&s) => {
-                plain(Mapping::Decimal { precision: p as u8, scale: s as i8 })
+            Some((p, s)) if (1..=38).contains(&p) && (0..=p).contains(&s) => {
+                plain(Mapping::Decimal {
+                    precision: p as u8,
+                    scale: s as i8,
+                })
             }
             _ if policies.unconstrained_numeric_as_text => Some((Some(Cast::Text), Mapping::Text)),
             _ => {
-                let (precision, scale) = policies.unconstrained_numeric.unwrap_or(UNCONSTRAINED_NUMERIC);
+                let (precision, scale) = policies
+                    .unconstrained_numeric
+                    .unwrap_or(UNCONSTRAINED_NUMERIC);
                 plain(Mapping::Decimal { precision, scale })
             }
         },
         // money: int64 of the currency's minor unit; as numeric it is exact (scale 2 in every common locale; another
         // scale fails loudly in the decimal decoder).
-        oid::MONEY => Some((Some(Cast::Numeric), Mapping::Decimal { precision: 19, scale: 2 })),
+        oid::MONEY => Some((
+            Some(Cast::Numeric),
+            Mapping::Decimal {
+                precision: 19,
+                scale: 2,
+            },
+        )),
         oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME => plain(Mapping::Text),
         oid::JSON => plain(Mapping::Json),
         oid::JSONB => plain(Mapping::Jsonb),
@@ -183,9 +197,14 @@ pub fn default_mapping(t: &CatalogType, policies: &TypePolicies) -> Option<(Opti
         oid::TIMESTAMPTZ => plain(Mapping::TimestampTz { infinity }),
         // Redshift's TIME/TIMETZ and INTERVAL types do not load from Parquet; ISO text loads into VARCHAR and casts
         // back in SQL. Network, xml types: text is their only faithful form.
-        oid::TIME | oid::TIMETZ | oid::INTERVAL | oid::INET | oid::CIDR | oid::MACADDR | oid::MACADDR8 | oid::XML => {
-            Some((Some(Cast::Text), Mapping::Text))
-        }
+        oid::TIME
+        | oid::TIMETZ
+        | oid::INTERVAL
+        | oid::INET
+        | oid::CIDR
+        | oid::MACADDR
+        | oid::MACADDR8
+        | oid::XML => Some((Some(Cast::Text), Mapping::Text)),
         _ if t.category == 'A' => Some((Some(Cast::Json), Mapping::Text)),
         _ if t.typtype == 'e' => plain(Mapping::Text),
         _ if t.base_name == "citext" => plain(Mapping::Text),
@@ -235,13 +254,18 @@ impl Mapping {
             Mapping::Binary => DataType::Binary,
             Mapping::Date { .. } => DataType::Date32,
             Mapping::Timestamp { .. } => DataType::Timestamp(TimeUnit::Microsecond, None),
-            Mapping::TimestampTz { .. } => DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC"))),
+            Mapping::TimestampTz { .. } => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+            }
         }
     }
 
     /// Whether the column's max value length is tracked (text and binary columns).
     pub fn is_variable_length(&self) -> bool {
-        matches!(self, Mapping::Text | Mapping::Json | Mapping::Jsonb | Mapping::Uuid | Mapping::Binary)
+        matches!(
+            self,
+            Mapping::Text | Mapping::Json | Mapping::Jsonb | Mapping::Uuid | Mapping::Binary
+        )
     }
 
     /// The Redshift column type that loads this Parquet column (the loader refines VARCHAR widths from observed
@@ -256,7 +280,9 @@ impl Mapping {
             Mapping::Float64 => "DOUBLE PRECISION".into(),
             Mapping::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
             Mapping::Uuid => "CHAR(36)".into(),
-            Mapping::Text | Mapping::Json | Mapping::Jsonb => format!("VARCHAR({})", varchar_bytes.clamp(1, 65_535)),
+            Mapping::Text | Mapping::Json | Mapping::Jsonb => {
+                format!("VARCHAR({})", varchar_bytes.clamp(1, 65_535))
+            }
             Mapping::Binary => format!("VARBYTE({})", varchar_bytes.clamp(1, 1_024_000)),
             Mapping::Date { .. } => "DATE".into(),
             Mapping::Timestamp { .. } => "TIMESTAMP".into(),
@@ -281,7 +307,12 @@ mod tests {
 
     fn cat(oid: u32, typmod: i32) -> CatalogType {
         CatalogType {
-            pg: PgType { name: String::new(), oid, typmod, declared: None },
+            pg: PgType {
+                name: String::new(),
+                oid,
+                typmod,
+                declared: None,
+            },
             typtype: 'b',
             category: 'N',
             base_name: String::new(),
@@ -294,18 +325,45 @@ mod tests {
         assert_eq!(numeric_typmod((12 << 16 | 2) + 4), Some((12, 2)));
         assert_eq!(numeric_typmod(-1), None);
         // numeric(3,-2) (PostgreSQL 15): scale stored as 11-bit two's complement
-        assert_eq!(numeric_typmod((3 << 16 | (0x7ff & -2i32)) + 4), Some((3, -2)));
+        assert_eq!(
+            numeric_typmod((3 << 16 | (0x7ff & -2i32)) + 4),
+            Some((3, -2))
+        );
     }
 
     #[test]
     fn numeric_policy_depends_on_redshift_limits() {
         let p = TypePolicies::default();
         let m = |typmod| default_mapping(&cat(oid::NUMERIC, typmod), &p).map(|x| x.1);
-        assert_eq!(m((12 << 16 | 2) + 4), Some(Mapping::Decimal { precision: 12, scale: 2 }));
-        assert_eq!(m(-1), Some(Mapping::Decimal { precision: 38, scale: 18 }));
-        assert_eq!(m((60 << 16 | 2) + 4), Some(Mapping::Decimal { precision: 38, scale: 18 }));
-        let text = TypePolicies { unconstrained_numeric_as_text: true, ..Default::default() };
-        assert_eq!(default_mapping(&cat(oid::NUMERIC, -1), &text), Some((Some(Cast::Text), Mapping::Text)));
+        assert_eq!(
+            m((12 << 16 | 2) + 4),
+            Some(Mapping::Decimal {
+                precision: 12,
+                scale: 2
+            })
+        );
+        assert_eq!(
+            m(-1),
+            Some(Mapping::Decimal {
+                precision: 38,
+                scale: 18
+            })
+        );
+        assert_eq!(
+            m((60 << 16 | 2) + 4),
+            Some(Mapping::Decimal {
+                precision: 38,
+                scale: 18
+            })
+        );
+        let text = TypePolicies {
+            unconstrained_numeric_as_text: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            default_mapping(&cat(oid::NUMERIC, -1), &text),
+            Some((Some(Cast::Text), Mapping::Text))
+        );
     }
 
     #[test]

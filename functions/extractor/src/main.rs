@@ -10,19 +10,32 @@ use pgshift::{ExtractContext, ExtractError, ExtractResult, ExtractTask, UrlStage
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let source = std::env::var("PGSHIFT_SOURCE").map_err(|_| "PGSHIFT_SOURCE is not set")?;
-    let ctx = Arc::new(ExtractContext { source: Arc::new(PgConnector::new(&source)?), stages: Arc::new(UrlStages) });
+    let ctx = Arc::new(ExtractContext {
+        source: Arc::new(PgConnector::new(&source)?),
+        stages: Arc::new(UrlStages),
+    });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<ExtractTask>| {
         let ctx = ctx.clone();
-        async move { pgshift::extract(&ctx, event.payload).await.map_err(diagnostic) }
+        async move {
+            pgshift::extract(&ctx, event.payload)
+                .await
+                .map_err(diagnostic)
+        }
     }))
     .await
 }
 
 /// The error name is what the state machine's Retry/Catch match on.
 fn diagnostic(e: ExtractError) -> Diagnostic {
-    Diagnostic { error_type: e.name().to_string(), error_message: e.to_string() }
+    Diagnostic {
+        error_type: e.name().to_string(),
+        error_message: e.to_string(),
+    }
 }
 
 #[allow(dead_code)]
