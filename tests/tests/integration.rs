@@ -62,6 +62,17 @@ fn paths(r: &ExtractResult) -> Vec<PathBuf> {
         .collect()
 }
 
+/// An integer column's values, sorted (NULL or non-integers as -1, which no test expects).
+fn sorted_ints(cols: &Columns, index: usize) -> Vec<i64> {
+    let mut v: Vec<i64> = cols[index]
+        .1
+        .iter()
+        .map(|x| x.as_deref().unwrap_or_default().parse().unwrap_or(-1))
+        .collect();
+    v.sort();
+    v
+}
+
 fn stage_path(task: &ExtractTask) -> PathBuf {
     PathBuf::from(task.stage.strip_prefix("file://").expect("file stage"))
 }
@@ -346,13 +357,7 @@ async fn ranges_are_lower_inclusive_upper_exclusive() -> Result<()> {
     };
     let ids = |r: &ExtractResult| -> Result<Vec<i64>> {
         let (cols, _) = read_rust(&paths(r))?;
-        let mut v: Vec<i64> = cols[0]
-            .1
-            .iter()
-            .map(|x| x.as_deref().unwrap_or_default().parse().unwrap_or(-1))
-            .collect();
-        v.sort();
-        Ok(v)
+        Ok(sorted_ints(&cols, 0))
     };
 
     let mid = run(Some("100"), Some("200"), 1).await?;
@@ -408,13 +413,7 @@ async fn composite_keys_use_row_value_bounds() -> Result<()> {
     // (3,4) (3,5) (4,1..5) (5,1)
     assert_eq!(r.rows, 8);
     let (cols, _) = read_rust(&paths(&r))?;
-    let mut v: Vec<i64> = cols[2]
-        .1
-        .iter()
-        .map(|x| x.as_deref().unwrap_or_default().parse().unwrap_or(-1))
-        .collect();
-    v.sort();
-    assert_eq!(v, vec![34, 35, 41, 42, 43, 44, 45, 51]);
+    assert_eq!(sorted_ints(&cols, 2), vec![34, 35, 41, 42, 43, 44, 45, 51]);
     let first = r.first_key.expect("first key");
     assert_eq!(first.len(), 2);
     Ok(())
@@ -523,12 +522,7 @@ async fn files_roll_by_size_and_a_retry_overwrites() -> Result<()> {
         "a retry overwrites, never adds"
     );
     let (cols, _) = read_rust(&paths(&again))?;
-    let mut ids: Vec<i64> = cols[0]
-        .1
-        .iter()
-        .map(|x| x.as_deref().unwrap_or_default().parse().unwrap_or(-1))
-        .collect();
-    ids.sort();
+    let mut ids = sorted_ints(&cols, 0);
     ids.dedup();
     assert_eq!(ids.len(), 200_000);
     Ok(())

@@ -1,12 +1,13 @@
-//! Lambda `extractor`: one `ExtractTask` in, one `ExtractResult` out. The handler lives in the core crate.
+//! Lambda `extractor`: one `ExtractTask` in, one `ExtractResult` out. The handler lives in the core crate
+//! (`pgshift::extract`); this binary only wires configuration and clients, once per cold start.
 //!
-//! Configuration (read once at cold start): `PGSHIFT_SOURCE`, the source connection string.
+//! Configuration: `PGSHIFT_SOURCE`, the source connection string.
 
 use std::sync::Arc;
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use pgshift::source::PgConnector;
-use pgshift::{ExtractContext, ExtractError, ExtractResult, ExtractTask, UrlStages};
+use pgshift::{ExtractContext, ExtractError, ExtractTask, UrlStages};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -30,13 +31,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// The error name is what the state machine's Retry/Catch match on.
+/// The error name is what the state machine's Retry/Catch lists match on.
 fn diagnostic(e: ExtractError) -> Diagnostic {
     Diagnostic {
         error_type: e.name().to_string(),
         error_message: e.to_string(),
     }
 }
-
-#[allow(dead_code)]
-fn _types(_: ExtractResult) {}
