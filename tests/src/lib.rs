@@ -87,9 +87,7 @@ pub fn pg_bin() -> Result<PathBuf> {
     found.sort();
     match found.pop() {
         Some((_, p)) => Ok(p),
-        None => bail!(
-            "no PostgreSQL server binaries found: run scripts/setup.sh (or set PGSHIFT_PG_BIN)"
-        ),
+        None => bail!("no PostgreSQL server binaries found: run scripts/setup.sh (or set PGSHIFT_PG_BIN)"),
     }
 }
 
@@ -110,14 +108,9 @@ fn server_dir(path: &Path, user: Option<(u32, u32)>) -> Result<()> {
 }
 
 fn template(bin: &Path, user: Option<(u32, u32)>) -> Result<PathBuf> {
-    let version = Command::new(bin.join("postgres"))
-        .arg("--version")
-        .output()?;
+    let version = Command::new(bin.join("postgres")).arg("--version").output()?;
     let version = String::from_utf8_lossy(&version.stdout);
-    let tag: String = version
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect();
+    let tag: String = version.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     let root = std::env::temp_dir().join("pgshift-test");
     std::fs::create_dir_all(&root)?;
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
@@ -168,11 +161,7 @@ impl Cluster {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(&tpl)
-            .arg(&data_dir)
-            .status()?;
+        let status = Command::new("cp").arg("-a").arg(&tpl).arg(&data_dir).status()?;
         if !status.success() {
             bail!("copying the cluster template failed");
         }
@@ -194,13 +183,7 @@ impl Cluster {
             });
             rx.recv()??;
             match wait_ready(port, &data_dir) {
-                Ok(()) => {
-                    return Ok(Cluster {
-                        port,
-                        data_dir,
-                        bin,
-                    })
-                }
+                Ok(()) => return Ok(Cluster { port, data_dir, bin }),
                 Err(e) if attempt < 4 => {
                     eprintln!("cluster on port {port} did not come up ({e}); retrying")
                 }
@@ -219,9 +202,7 @@ impl Cluster {
     pub async fn create_db(&self, prefix: &str) -> Result<String> {
         let name = format!("{prefix}_{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));
         let admin = connect(&self.url("postgres")).await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await?;
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
         Ok(self.url(&name))
     }
 }
@@ -245,12 +226,7 @@ fn remove_stale(root: &Path) {
     }
 }
 
-fn spawn_server(
-    bin: &Path,
-    data_dir: &Path,
-    port: u16,
-    user: Option<(u32, u32)>,
-) -> Result<std::process::Child> {
+fn spawn_server(bin: &Path, data_dir: &Path, port: u16, user: Option<(u32, u32)>) -> Result<std::process::Child> {
     let log = std::fs::File::create(data_dir.with_extension("log"))?;
     if let Some((uid, gid)) = user {
         chown(data_dir.with_extension("log"), Some(uid), Some(gid))?;
@@ -273,9 +249,7 @@ fn spawn_server(
     }
     cmd.arg("-c")
         .arg(format!("unix_socket_directories={}", data_dir.display()));
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     as_server_user(&mut cmd, user);
     #[allow(unsafe_code)]
     // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal before exec.
@@ -291,9 +265,7 @@ fn spawn_server(
 }
 
 fn wait_ready(port: u16, data_dir: &Path) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     rt.block_on(async {
@@ -306,9 +278,7 @@ fn wait_ready(port: u16, data_dir: &Path) -> Result<()> {
                     }
                     return Ok(());
                 }
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(e) => bail!("server did not accept connections: {e}"),
             }
         }

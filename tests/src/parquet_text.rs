@@ -9,8 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
-    TimestampMicrosecondType,
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
@@ -24,8 +23,7 @@ pub fn read_rust(files: &[impl AsRef<Path>]) -> Result<(Columns, Vec<(String, Da
     let mut cols: Columns = Vec::new();
     let mut types = Vec::new();
     for f in files {
-        let file = std::fs::File::open(f.as_ref())
-            .with_context(|| format!("open {}", f.as_ref().display()))?;
+        let file = std::fs::File::open(f.as_ref()).with_context(|| format!("open {}", f.as_ref().display()))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
         for batch in reader {
             let batch: RecordBatch = batch?;
@@ -56,20 +54,14 @@ fn value(a: &dyn Array, i: usize) -> Result<String> {
         DataType::Int32 => a.as_primitive::<Int32Type>().value(i).to_string(),
         DataType::Int64 => a.as_primitive::<Int64Type>().value(i).to_string(),
         DataType::Float32 => format!("{:08x}", a.as_primitive::<Float32Type>().value(i).to_bits()),
-        DataType::Float64 => format!(
-            "{:016x}",
-            a.as_primitive::<Float64Type>().value(i).to_bits()
-        ),
-        DataType::Decimal128(_, scale) => {
-            decimal(a.as_primitive::<Decimal128Type>().value(i), *scale)
-        }
+        DataType::Float64 => format!("{:016x}", a.as_primitive::<Float64Type>().value(i).to_bits()),
+        DataType::Decimal128(_, scale) => decimal(a.as_primitive::<Decimal128Type>().value(i), *scale),
         DataType::Utf8 => a.as_string::<i32>().value(i).to_string(),
         DataType::Binary => hex(a.as_binary::<i32>().value(i)),
         DataType::Date32 => a.as_primitive::<Date32Type>().value(i).to_string(),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => a
-            .as_primitive::<TimestampMicrosecondType>()
-            .value(i)
-            .to_string(),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            a.as_primitive::<TimestampMicrosecondType>().value(i).to_string()
+        }
         other => bail!("no canonical text for {other}"),
     })
 }
@@ -104,11 +96,7 @@ pub fn read_pyarrow(files: &[impl AsRef<Path>]) -> Result<Columns> {
         .arg(&script)
         .args(files.iter().map(|f| f.as_ref().as_os_str()))
         .output()
-        .with_context(|| {
-            format!(
-                "running {python} (the second Parquet reader; scripts/setup.sh installs pyarrow)"
-            )
-        })?;
+        .with_context(|| format!("running {python} (the second Parquet reader; scripts/setup.sh installs pyarrow)"))?;
     if !out.status.success() {
         bail!(
             "pyarrow reader failed (scripts/setup.sh installs pyarrow): {}",

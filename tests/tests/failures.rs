@@ -90,8 +90,12 @@ async fn unsupported_types_are_refused_until_cast() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_that_do_not_fit_name_table_column_and_key() -> Result<()> {
-    let url = db("values", "CREATE TABLE v (id int8 PRIMARY KEY, n numeric, d date);
-        INSERT INTO v VALUES (1, 1.5, '2020-01-01'), (2, 123456789012345678901234.5, '2020-01-01');").await?;
+    let url = db(
+        "values",
+        "CREATE TABLE v (id int8 PRIMARY KEY, n numeric, d date);
+        INSERT INTO v VALUES (1, 1.5, '2020-01-01'), (2, 123456789012345678901234.5, '2020-01-01');",
+    )
+    .await?;
     let task = task_for(&url, "v", &TypePolicies::default(), &[]).await?;
     let e = err_of(pgshift::extract(&ctx(&url), task.clone()).await);
     let msg = e.to_string();
@@ -114,9 +118,7 @@ async fn values_that_do_not_fit_name_table_column_and_key() -> Result<()> {
         msg.contains("fractional digits") && msg.contains("no rounding"),
         "{msg}"
     );
-    client
-        .batch_execute("UPDATE v SET n = 'NaN' WHERE id = 2")
-        .await?;
+    client.batch_execute("UPDATE v SET n = 'NaN' WHERE id = 2").await?;
     let msg = err_of(pgshift::extract(&ctx(&url), task.clone()).await).to_string();
     assert!(msg.contains("NaN"), "{msg}");
 
@@ -131,18 +133,16 @@ async fn values_that_do_not_fit_name_table_column_and_key() -> Result<()> {
     let t = task_for(&url, "v", &text, &[]).await?;
     let r = pgshift::extract(&ctx(&url), t).await?;
     let (cols, _) = pgshift_tests::parquet_text::read_rust(&super::paths(&r))?;
-    assert!(cols[1].1.contains(&Some(
-        "123456789012345678901234567890.123456789".to_string()
-    )));
+    assert!(cols[1]
+        .1
+        .contains(&Some("123456789012345678901234567890.123456789".to_string())));
 
     // Postgres' last millennia of timestamps do not fit Parquet's INT64 microseconds: an error, not a wrap.
     client.batch_execute("ALTER TABLE v ADD COLUMN ts timestamp; UPDATE v SET n = 1, ts = '294276-12-31 23:59:59.999999' WHERE id = 2").await?;
     let t = task_for(&url, "v", &TypePolicies::default(), &[]).await?;
     let msg = err_of(pgshift::extract(&ctx(&url), t).await).to_string();
     assert!(
-        msg.contains("public.v.ts")
-            && msg.contains("294276-12-31 23:59:59.999999")
-            && msg.contains("Parquet"),
+        msg.contains("public.v.ts") && msg.contains("294276-12-31 23:59:59.999999") && msg.contains("Parquet"),
         "{msg}"
     );
     client.batch_execute("ALTER TABLE v DROP COLUMN ts").await?;
@@ -167,11 +167,7 @@ async fn values_that_do_not_fit_name_table_column_and_key() -> Result<()> {
         let t = task_for(&url, "v", &p, &[]).await?;
         let r = pgshift::extract(&ctx(&url), t).await?;
         let (cols, _) = pgshift_tests::parquet_text::read_rust(&super::paths(&r))?;
-        let row2 = cols[0]
-            .1
-            .iter()
-            .position(|v| v.as_deref() == Some("2"))
-            .expect("row 2");
+        let row2 = cols[0].1.iter().position(|v| v.as_deref() == Some("2")).expect("row 2");
         assert_eq!(cols[2].1[row2], want, "{policy:?}");
     }
     Ok(())
@@ -209,10 +205,7 @@ impl Stage for KillOnCreate {
     fn url(&self) -> &str {
         self.inner.url()
     }
-    fn create<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
+    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
         Box::pin(async move {
             let admin = connect(&self.admin_url).await.expect("admin connection");
             let killed: i64 = admin

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use pgshift::model::{
-    Bounds, ColumnSpec, ExtractResult, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings,
-};
+use pgshift::model::{Bounds, ColumnSpec, ExtractResult, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
 use pgshift::source::{column_specs, describe_table, PgConnector, SESSION_SETTINGS};
 use pgshift::types::{Cast, InfinityPolicy, Mapping, TypePolicies};
 use pgshift::{ExtractContext, UrlStages};
@@ -15,6 +13,7 @@ use pgshift_tests::parquet_text::{read_pyarrow, read_rust, Columns};
 use pgshift_tests::{cluster, connect, list_files, stage_dir};
 
 mod failures;
+mod planner;
 
 /// A database with `setup` run in it.
 async fn db(prefix: &str, setup: &str) -> Result<String> {
@@ -31,12 +30,7 @@ fn ctx(url: &str) -> ExtractContext {
 }
 
 /// The task for a whole table, as `pgshift extract` builds it.
-async fn task_for(
-    url: &str,
-    table: &str,
-    policies: &TypePolicies,
-    casts: &[(String, Cast)],
-) -> Result<ExtractTask> {
+async fn task_for(url: &str, table: &str, policies: &TypePolicies, casts: &[(String, Cast)]) -> Result<ExtractTask> {
     let table = TableRef::parse(table).map_err(anyhow::Error::msg)?;
     let client = connect(url).await?;
     let catalog = describe_table(&client, &table).await?;
@@ -110,31 +104,16 @@ fn expected_expr(c: &ColumnSpec) -> String {
 /// Postgres' float text (shortest exact, with extra_float_digits > 0) → the hex of the IEEE bits.
 fn float_bits(mapping: &Mapping, text: &str) -> String {
     match mapping {
-        Mapping::Float32 => format!(
-            "{:08x}",
-            text.parse::<f32>().expect("float4 text").to_bits()
-        ),
-        _ => format!(
-            "{:016x}",
-            text.parse::<f64>().expect("float8 text").to_bits()
-        ),
+        Mapping::Float32 => format!("{:08x}", text.parse::<f32>().expect("float4 text").to_bits()),
+        _ => format!("{:016x}", text.parse::<f64>().expect("float8 text").to_bits()),
     }
 }
 
 /// Rows of the table ordered by `order_by`, one canonical text per column.
-async fn expected_rows(
-    url: &str,
-    task: &ExtractTask,
-    order_by: &str,
-) -> Result<Vec<Vec<Option<String>>>> {
+async fn expected_rows(url: &str, task: &ExtractTask, order_by: &str) -> Result<Vec<Vec<Option<String>>>> {
     let client = connect(url).await?;
     client.batch_execute(SESSION_SETTINGS).await?;
-    let list = task
-        .columns
-        .iter()
-        .map(expected_expr)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = task.columns.iter().map(expected_expr).collect::<Vec<_>>().join(", ");
     let q = format!(
         "SELECT {list} FROM {} ORDER BY {order_by}",
         pgshift::sql::table(&task.table).expect("table")
@@ -149,9 +128,7 @@ async fn expected_rows(
                 .map(|(i, c)| {
                     let v: Option<String> = r.get(i);
                     match c.mapping {
-                        Mapping::Float32 | Mapping::Float64 => {
-                            v.map(|t| float_bits(&c.mapping, &t))
-                        }
+                        Mapping::Float32 | Mapping::Float64 => v.map(|t| float_bits(&c.mapping, &t)),
                         _ => v,
                     }
                 })
@@ -162,24 +139,14 @@ async fn expected_rows(
 
 /// Columns → rows, sorted by the integer column `id`.
 fn rows_by_id(cols: &Columns) -> Vec<Vec<Option<String>>> {
-    let id = cols
-        .iter()
-        .position(|(n, _)| n == "id")
-        .expect("an id column");
+    let id = cols.iter().position(|(n, _)| n == "id").expect("an id column");
     let n = cols.first().map(|c| c.1.len()).unwrap_or(0);
-    let mut rows: Vec<Vec<Option<String>>> = (0..n)
-        .map(|r| cols.iter().map(|c| c.1[r].clone()).collect())
-        .collect();
+    let mut rows: Vec<Vec<Option<String>>> = (0..n).map(|r| cols.iter().map(|c| c.1[r].clone()).collect()).collect();
     rows.sort_by_key(|r| r[id].as_deref().and_then(|v| v.parse::<i64>().ok()));
     rows
 }
 
-fn assert_same(
-    what: &str,
-    task: &ExtractTask,
-    got: &[Vec<Option<String>>],
-    want: &[Vec<Option<String>>],
-) {
+fn assert_same(what: &str, task: &ExtractTask, got: &[Vec<Option<String>>], want: &[Vec<Option<String>>]) {
     assert_eq!(got.len(), want.len(), "{what}: row count");
     for (r, (g, w)) in got.iter().zip(want).enumerate() {
         for (i, c) in task.columns.iter().enumerate() {
@@ -320,10 +287,7 @@ async fn every_type_round_trips_through_both_readers() -> Result<()> {
     let (rust_cols, types) = read_rust(&files)?;
     assert_eq!(
         types.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
-        task.columns
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect::<Vec<_>>()
+        task.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>()
     );
     assert_same("parquet crate", &task, &rows_by_id(&rust_cols), &want);
     assert_same("pyarrow", &task, &rows_by_id(&read_pyarrow(&files)?), &want);
@@ -378,10 +342,7 @@ async fn ranges_are_lower_inclusive_upper_exclusive() -> Result<()> {
 
     // An empty range writes no file, and says so.
     let empty = run(Some("5000"), None, 3).await?;
-    assert_eq!(
-        (empty.rows, empty.files.len(), empty.first_key.clone()),
-        (0, 0, None)
-    );
+    assert_eq!((empty.rows, empty.files.len(), empty.first_key.clone()), (0, 0, None));
     let also_empty = run(Some("7"), Some("7"), 4).await?;
     assert_eq!(also_empty.rows, 0);
     let written = list_files(&stage_path(&base));
@@ -399,12 +360,7 @@ async fn composite_keys_use_row_value_bounds() -> Result<()> {
     .await?;
     let mut task = task_for(&url, "c", &TypePolicies::default(), &[]).await?;
     assert_eq!(task.key, vec!["a", "b"]);
-    let k = |a: &str, b: &str| {
-        Some(vec![
-            KeyValue::new(KeyType::Int8, a),
-            KeyValue::new(KeyType::Int2, b),
-        ])
-    };
+    let k = |a: &str, b: &str| Some(vec![KeyValue::new(KeyType::Int8, a), KeyValue::new(KeyType::Int2, b)]);
     task.bounds = Bounds::Key {
         lower: k("3", "4"),
         upper: k("5", "2"),
@@ -462,10 +418,7 @@ async fn text_key_literals_cannot_break_out() -> Result<()> {
         let r = pgshift::extract(&ctx(&url), t).await?;
         assert_eq!(r.rows as i64, want, "rows >= {k:?}");
     }
-    let still: i64 = client
-        .query_one("SELECT count(*) FROM k", &[])
-        .await?
-        .get(0);
+    let still: i64 = client.query_one("SELECT count(*) FROM k", &[]).await?.get(0);
     assert_eq!(still, nasty.len() as i64, "the table is intact");
     Ok(())
 }
@@ -493,16 +446,12 @@ async fn files_roll_by_size_and_a_retry_overwrites() -> Result<()> {
     );
     assert_eq!(first.files.iter().map(|f| f.rows).sum::<u64>(), 200_000);
     for f in &first.files {
-        let meta = parquet::file::reader::FileReader::metadata(
-            &parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(
-                f.url.strip_prefix("file://").unwrap_or_default(),
-            )?)?,
-        )
-        .clone();
-        assert!(
-            meta.num_row_groups() >= 2,
-            "row groups are bounded by bytes"
-        );
+        let meta =
+            parquet::file::reader::FileReader::metadata(&parquet::file::serialized_reader::SerializedFileReader::new(
+                std::fs::File::open(f.url.strip_prefix("file://").unwrap_or_default())?,
+            )?)
+            .clone();
+        assert!(meta.num_row_groups() >= 2, "row groups are bounded by bytes");
         assert!(meta
             .file_metadata()
             .created_by()
@@ -516,11 +465,7 @@ async fn files_roll_by_size_and_a_retry_overwrites() -> Result<()> {
         again.files.iter().map(|f| &f.url).collect::<Vec<_>>(),
         first.files.iter().map(|f| &f.url).collect::<Vec<_>>()
     );
-    assert_eq!(
-        list_files(&stage_path(&task)),
-        before,
-        "a retry overwrites, never adds"
-    );
+    assert_eq!(list_files(&stage_path(&task)), before, "a retry overwrites, never adds");
     let (cols, _) = read_rust(&paths(&again))?;
     let mut ids = sorted_ints(&cols, 0);
     ids.dedup();
@@ -535,15 +480,13 @@ fn fixtures_round_trip() -> Result<()> {
         (
             "extract_task.json",
             (|v: &serde_json::Value| -> Result<serde_json::Value> {
-                Ok(serde_json::to_value(
-                    serde_json::from_value::<ExtractTask>(v.clone())?,
-                )?)
+                Ok(serde_json::to_value(serde_json::from_value::<ExtractTask>(v.clone())?)?)
             }) as fn(&serde_json::Value) -> Result<serde_json::Value>,
         ),
         ("extract_result.json", |v| {
-            Ok(serde_json::to_value(serde_json::from_value::<
-                ExtractResult,
-            >(v.clone())?)?)
+            Ok(serde_json::to_value(serde_json::from_value::<ExtractResult>(
+                v.clone(),
+            )?)?)
         }),
     ] {
         let text = std::fs::read_to_string(dir.join(name))?;
@@ -556,13 +499,9 @@ fn fixtures_round_trip() -> Result<()> {
 #[test]
 fn infinity_policies_are_named() {
     // Referenced by the failures module; keeps the policy names in the public contract stable.
-    let names: Vec<String> = [
-        InfinityPolicy::Error,
-        InfinityPolicy::Null,
-        InfinityPolicy::Clamp,
-    ]
-    .iter()
-    .map(|p| serde_json::to_string(p).unwrap_or_default())
-    .collect();
+    let names: Vec<String> = [InfinityPolicy::Error, InfinityPolicy::Null, InfinityPolicy::Clamp]
+        .iter()
+        .map(|p| serde_json::to_string(p).unwrap_or_default())
+        .collect();
     assert_eq!(names, ["\"error\"", "\"null\"", "\"clamp\""]);
 }

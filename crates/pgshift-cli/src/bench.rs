@@ -115,16 +115,7 @@ async fn extract_bench(args: BenchArgs) -> Result<()> {
     );
     println!(
         "{:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>10} {:>9}",
-        "rows",
-        "mode",
-        "wall s",
-        "client s",
-        "server s",
-        "Mrows/s",
-        "COPY MB/s",
-        "peak MiB",
-        "parquet MB",
-        "wall/raw"
+        "rows", "mode", "wall s", "client s", "server s", "Mrows/s", "COPY MB/s", "peak MiB", "parquet MB", "wall/raw"
     );
     for size in &args.sizes {
         let n = if size == "all" {
@@ -178,9 +169,7 @@ async fn extract_bench(args: BenchArgs) -> Result<()> {
                 format!("{:?}", s.mode).to_lowercase(),
                 s.wall,
                 s.client_cpu,
-                s.server_cpu
-                    .map(|c| format!("{c:.2}"))
-                    .unwrap_or("n/a".into()),
+                s.server_cpu.map(|c| format!("{c:.2}")).unwrap_or("n/a".into()),
                 s.rows as f64 / s.wall / 1e6,
                 s.source_bytes as f64 / s.wall / 1e6,
                 s.peak_rss as f64 / 1048576.0,
@@ -194,8 +183,7 @@ async fn extract_bench(args: BenchArgs) -> Result<()> {
             ext.wall / raw.wall,
             ext.client_cpu / raw.client_cpu.max(0.01),
             match ext.server_cpu {
-                Some(sc) if sc > 0.0 =>
-                    format!("; extractor CPU {:.2}x the server's", ext.client_cpu / sc),
+                Some(sc) if sc > 0.0 => format!("; extractor CPU {:.2}x the server's", ext.client_cpu / sc),
                 _ => String::new(),
             }
         );
@@ -221,9 +209,7 @@ fn median_sample(samples: &[Sample], mode: Mode) -> Sample {
         parquet_bytes: first.parquet_bytes,
         wall: of(&|s| s.wall),
         client_cpu: of(&|s| s.client_cpu),
-        server_cpu: first
-            .server_cpu
-            .map(|_| of(&|s| s.server_cpu.unwrap_or(0.0))),
+        server_cpu: first.server_cpu.map(|_| of(&|s| s.server_cpu.unwrap_or(0.0))),
         peak_rss: of(&|s| s.peak_rss as f64) as u64,
     }
 }
@@ -231,10 +217,7 @@ fn median_sample(samples: &[Sample], mode: Mode) -> Sample {
 async fn ensure_table(args: &BenchArgs) -> Result<()> {
     let connector = PgConnector::new(&args.source)?;
     let client = connector.connect().await?;
-    let have: Option<i64> = match client
-        .query_one("SELECT count(*) FROM public.orders", &[])
-        .await
-    {
+    let have: Option<i64> = match client.query_one("SELECT count(*) FROM public.orders", &[]).await {
         Ok(row) => Some(row.get(0)),
         Err(_) => None,
     };
@@ -270,15 +253,10 @@ async fn ensure_table(args: &BenchArgs) -> Result<()> {
 async fn once(args: OnceArgs) -> Result<Sample> {
     let connector = Arc::new(PgConnector::new(&args.source)?);
     let control = connector.connect().await?;
-    let backend: i32 = control
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await?
-        .get(0);
+    let backend: i32 = control.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
     let postmaster = proc_stat(backend as u32).map(|s| s.ppid);
     let server_before = postmaster.and_then(|p| proc_stat(p).map(|s| s.children_cpu));
-    let cpu_before = proc_stat(std::process::id())
-        .map(|s| s.self_cpu)
-        .unwrap_or(0.0);
+    let cpu_before = proc_stat(std::process::id()).map(|s| s.self_cpu).unwrap_or(0.0);
     let started = Instant::now();
     let (rows, source_bytes, parquet_bytes) = match args.mode {
         Mode::Raw => {
@@ -317,21 +295,12 @@ async fn once(args: OnceArgs) -> Result<Sample> {
                 source: connector.clone(),
                 stages: Arc::new(UrlStages),
             };
-            let r = pgshift::extract(&ctx, task)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            (
-                r.rows,
-                r.source_bytes,
-                r.files.iter().map(|f| f.bytes).sum(),
-            )
+            let r = pgshift::extract(&ctx, task).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            (r.rows, r.source_bytes, r.files.iter().map(|f| f.bytes).sum())
         }
     };
     let wall = started.elapsed().as_secs_f64();
-    let client_cpu = proc_stat(std::process::id())
-        .map(|s| s.self_cpu)
-        .unwrap_or(0.0)
-        - cpu_before;
+    let client_cpu = proc_stat(std::process::id()).map(|s| s.self_cpu).unwrap_or(0.0) - cpu_before;
     // The serving backend has exited; wait for the postmaster to reap it into its children's accounting.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let server_cpu = match (postmaster, server_before) {

@@ -1,14 +1,13 @@
 //! `pgshift`: the command line.
 
 mod bench;
+mod plan_cmd;
 
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pgshift::model::{
-    Bounds, Compression, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings,
-};
+use pgshift::model::{Bounds, Compression, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
 use pgshift::source::{column_specs, describe_table, PgConnector, SourceConnector};
 use pgshift::types::{Cast, InfinityPolicy, TypePolicies};
 use pgshift::{ExtractContext, UrlStages};
@@ -28,6 +27,8 @@ struct Cli {
 enum Command {
     /// Extract one key range of one table into Parquet files on the stage; prints the ExtractResult as JSON.
     Extract(ExtractArgs),
+    /// Plan a run: balanced key ranges for every selected table, written to the stage.
+    Plan(plan_cmd::PlanArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -102,9 +103,7 @@ impl WriterArgs {
     pub(crate) fn settings(&self) -> WriterSettings {
         WriterSettings {
             compression: match self.compression {
-                Codec::Zstd => Compression::Zstd {
-                    level: self.zstd_level,
-                },
+                Codec::Zstd => Compression::Zstd { level: self.zstd_level },
                 Codec::Snappy => Compression::Snappy,
                 Codec::None => Compression::None,
             },
@@ -130,11 +129,8 @@ enum Infinity {
 }
 
 fn parse_cast(s: &str) -> Result<(String, Cast), String> {
-    let (col, cast) = s
-        .split_once('=')
-        .ok_or("expected column=cast, e.g. location=text")?;
-    let cast = Cast::parse(cast)
-        .ok_or_else(|| format!("unknown cast {cast:?}: use text, json or numeric"))?;
+    let (col, cast) = s.split_once('=').ok_or("expected column=cast, e.g. location=text")?;
+    let cast = Cast::parse(cast).ok_or_else(|| format!("unknown cast {cast:?}: use text, json or numeric"))?;
     Ok((col.to_string(), cast))
 }
 
@@ -158,12 +154,11 @@ fn run() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         match cli.command {
             Command::Extract(args) => extract(args).await,
+            Command::Plan(args) => plan_cmd::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     })
@@ -173,10 +168,9 @@ async fn extract(args: ExtractArgs) -> Result<()> {
     let source = Arc::new(PgConnector::new(&args.source)?);
     let task = match &args.task {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let mut task: ExtractTask = serde_json::from_str(&text)
-                .with_context(|| format!("parsing task {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let mut task: ExtractTask =
+                serde_json::from_str(&text).with_context(|| format!("parsing task {}", path.display()))?;
             task.stage = args.stage.clone();
             task
         }
@@ -196,12 +190,8 @@ async fn extract(args: ExtractArgs) -> Result<()> {
 }
 
 /// A task for one range of a table, from the catalog and the flags.
-pub(crate) async fn build_task(
-    source: &dyn SourceConnector,
-    args: &ExtractArgs,
-) -> Result<ExtractTask> {
-    let table =
-        TableRef::parse(args.table.as_deref().unwrap_or_default()).map_err(anyhow::Error::msg)?;
+pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs) -> Result<ExtractTask> {
+    let table = TableRef::parse(args.table.as_deref().unwrap_or_default()).map_err(anyhow::Error::msg)?;
     let client = source.connect().await?;
     let catalog = describe_table(&client, &table).await?;
     let policies = TypePolicies {
@@ -225,12 +215,10 @@ pub(crate) async fn build_task(
             .iter()
             .find(|c| &c.name == k)
             .with_context(|| format!("key column {k:?} not found in {table}"))?;
-        key_types.push(KeyType::from_oid(c.pg_type.oid).with_context(|| {
-            format!(
-                "key column {k:?} has type {}, which is not a key type",
-                c.pg_type.name
-            )
-        })?);
+        key_types.push(
+            KeyType::from_oid(c.pg_type.oid)
+                .with_context(|| format!("key column {k:?} has type {}, which is not a key type", c.pg_type.name))?,
+        );
     }
     let bound = |values: &[String], which: &str| -> Result<Option<Vec<KeyValue>>> {
         if values.is_empty() {

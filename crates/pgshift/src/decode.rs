@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
+    Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
@@ -57,11 +56,7 @@ enum Col {
     Text(StringBuilder, TextKind),
     Binary(BinaryBuilder),
     Date(Date32Builder, InfinityPolicy),
-    Ts(
-        TimestampMicrosecondBuilder,
-        InfinityPolicy,
-        Option<Arc<str>>,
-    ),
+    Ts(TimestampMicrosecondBuilder, InfinityPolicy, Option<Arc<str>>),
 }
 
 #[derive(Clone, Copy)]
@@ -98,21 +93,12 @@ fn new_col(m: &Mapping, rows: usize, bytes: usize) -> Col {
             precision,
             scale,
         ),
-        Mapping::Text | Mapping::Json => {
-            Col::Text(StringBuilder::with_capacity(rows, bytes), TextKind::Plain)
-        }
+        Mapping::Text | Mapping::Json => Col::Text(StringBuilder::with_capacity(rows, bytes), TextKind::Plain),
         Mapping::Jsonb => Col::Text(StringBuilder::with_capacity(rows, bytes), TextKind::Jsonb),
-        Mapping::Uuid => Col::Text(
-            StringBuilder::with_capacity(rows, rows * 36),
-            TextKind::Uuid,
-        ),
+        Mapping::Uuid => Col::Text(StringBuilder::with_capacity(rows, rows * 36), TextKind::Uuid),
         Mapping::Binary => Col::Binary(BinaryBuilder::with_capacity(rows, bytes)),
         Mapping::Date { infinity } => Col::Date(Date32Builder::with_capacity(rows), infinity),
-        Mapping::Timestamp { infinity } => Col::Ts(
-            TimestampMicrosecondBuilder::with_capacity(rows),
-            infinity,
-            None,
-        ),
+        Mapping::Timestamp { infinity } => Col::Ts(TimestampMicrosecondBuilder::with_capacity(rows), infinity, None),
         Mapping::TimestampTz { infinity } => Col::Ts(
             TimestampMicrosecondBuilder::with_capacity(rows),
             infinity,
@@ -161,19 +147,14 @@ impl Column {
             Col::F64(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
             Col::Decimal(b, p, s) => {
                 let n = NumericWire::parse(v)?;
-                b.append_value(
-                    n.to_scaled_i128(*p, *s)
-                        .map_err(|e| format!("{} {e}", n.to_text()))?,
-                );
+                b.append_value(n.to_scaled_i128(*p, *s).map_err(|e| format!("{} {e}", n.to_text()))?);
             }
             Col::Text(b, kind) => {
                 let s = match kind {
                     TextKind::Plain => utf8(v)?,
                     TextKind::Jsonb => match v.split_first() {
                         Some((1, rest)) => utf8(rest)?,
-                        Some((ver, _)) => {
-                            return Err(format!("unknown jsonb format version {ver}"))
-                        }
+                        Some((ver, _)) => return Err(format!("unknown jsonb format version {ver}")),
                         None => return Err("empty jsonb value".into()),
                     },
                     TextKind::Uuid => {
@@ -274,9 +255,7 @@ impl Column {
 
 fn infinity_message(positive: bool) -> String {
     let v = if positive { "infinity" } else { "-infinity" };
-    format!(
-        "{v} is not a date Redshift can hold; set the infinity policy to null or clamp to load it"
-    )
+    format!("{v} is not a date Redshift can hold; set the infinity policy to null or clamp to load it")
 }
 
 #[inline]
@@ -310,12 +289,7 @@ pub struct CopyDecoder {
 }
 
 impl CopyDecoder {
-    pub fn new(
-        schema: SchemaRef,
-        columns: &[ColumnSpec],
-        key: &[String],
-        batch_bytes: usize,
-    ) -> Self {
+    pub fn new(schema: SchemaRef, columns: &[ColumnSpec], key: &[String], batch_bytes: usize) -> Self {
         let key_fields = key
             .iter()
             .map_while(|k| {
@@ -325,12 +299,10 @@ impl CopyDecoder {
             .collect::<Vec<_>>();
         // Track the key only when every key column is extracted in its wire form.
         let key_fields = if key_fields.len() == key.len()
-            && key.iter().all(|k| {
-                columns
-                    .iter()
-                    .find(|c| &c.name == k)
-                    .is_some_and(|c| c.cast.is_none())
-            }) {
+            && key
+                .iter()
+                .all(|k| columns.iter().find(|c| &c.name == k).is_some_and(|c| c.cast.is_none()))
+        {
             key_fields
         } else {
             Vec::new()
@@ -375,9 +347,7 @@ impl CopyDecoder {
     /// Ends the stream: checks the trailer arrived and nothing follows it, and returns the last partial batch.
     pub fn finish(mut self) -> Result<(Option<RecordBatch>, DecoderSummary), DecodeError> {
         if !self.trailer_seen {
-            return Err(DecodeError::Protocol(
-                "the stream ended before the COPY trailer".into(),
-            ));
+            return Err(DecodeError::Protocol("the stream ended before the COPY trailer".into()));
         }
         if !self.carry.is_empty() {
             return Err(DecodeError::Protocol(format!(
@@ -408,15 +378,10 @@ impl CopyDecoder {
     }
 
     fn take_batch(&mut self) -> Result<RecordBatch, DecodeError> {
-        let arrays = self
-            .columns
-            .iter_mut()
-            .map(Column::finish)
-            .collect::<Vec<_>>();
+        let arrays = self.columns.iter_mut().map(Column::finish).collect::<Vec<_>>();
         self.rows_in_batch = 0;
         self.bytes_in_batch = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays)
-            .map_err(|e| DecodeError::Protocol(e.to_string()))
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| DecodeError::Protocol(e.to_string()))
     }
 
     /// Parses as many whole tuples from `buf` as it holds; returns the bytes consumed.
@@ -431,9 +396,7 @@ impl CopyDecoder {
                 return Ok(0);
             }
             if &buf[..11] != SIGNATURE {
-                return Err(DecodeError::Protocol(
-                    "missing binary COPY signature".into(),
-                ));
+                return Err(DecodeError::Protocol("missing binary COPY signature".into()));
             }
             let flags = u32::from_be_bytes([buf[11], buf[12], buf[13], buf[14]]);
             if flags & (1 << 16) != 0 {
@@ -481,9 +444,7 @@ impl CopyDecoder {
                         break;
                     }
                 } else if len < -1 {
-                    return Err(DecodeError::Protocol(format!(
-                        "negative field length {len}"
-                    )));
+                    return Err(DecodeError::Protocol(format!("negative field length {len}")));
                 }
             }
             if !complete {
@@ -495,19 +456,12 @@ impl CopyDecoder {
                     col.append_null();
                 } else if let Err(reason) = col.append(&buf[start..start + len as usize]) {
                     let key = self.render_key(buf, &self.fields).ok();
-                    return Err(DecodeError::Value {
-                        column: i,
-                        reason,
-                        key,
-                    });
+                    return Err(DecodeError::Value { column: i, reason, key });
                 }
             }
             if !self.key_fields.is_empty() {
                 if self.rows == 0 {
-                    self.first_key = Some(
-                        self.render_key(buf, &self.fields)
-                            .map_err(DecodeError::Protocol)?,
-                    );
+                    self.first_key = Some(self.render_key(buf, &self.fields).map_err(DecodeError::Protocol)?);
                 }
                 self.remember_last_key(buf);
             }
@@ -531,8 +485,7 @@ impl CopyDecoder {
             let (start, len) = self.fields[i];
             let at = self.last_key_raw.len();
             if len > 0 {
-                self.last_key_raw
-                    .extend_from_slice(&buf[start..start + len as usize]);
+                self.last_key_raw.extend_from_slice(&buf[start..start + len as usize]);
             }
             self.last_key_bounds.push((at, len));
         }
@@ -540,11 +493,7 @@ impl CopyDecoder {
 
     /// The key of the row whose fields are `fields` (offsets into `buf`, indexed by output column).
     fn render_key(&self, buf: &[u8], fields: &[(usize, i32)]) -> Result<Vec<KeyValue>, String> {
-        render_key(
-            self.key_fields
-                .iter()
-                .map(|&(i, ty)| (ty, slice(buf, fields[i]))),
-        )
+        render_key(self.key_fields.iter().map(|&(i, ty)| (ty, slice(buf, fields[i]))))
     }
 
     /// The key saved by [`Self::remember_last_key`].
@@ -563,9 +512,7 @@ fn slice(buf: &[u8], (start, len): (usize, i32)) -> Option<&[u8]> {
     (len >= 0).then(|| &buf[start..start + len as usize])
 }
 
-fn render_key<'a>(
-    parts: impl Iterator<Item = (KeyType, Option<&'a [u8]>)>,
-) -> Result<Vec<KeyValue>, String> {
+fn render_key<'a>(parts: impl Iterator<Item = (KeyType, Option<&'a [u8]>)>) -> Result<Vec<KeyValue>, String> {
     parts
         .map(|(ty, v)| match v {
             Some(v) => pgtext::key_value(ty, v),

@@ -25,9 +25,7 @@ pub enum ExtractError {
         ty: String,
     },
 
-    #[error(
-        "key column {column:?} of {table} has type {ty}, which pgshift cannot range-partition on"
-    )]
+    #[error("key column {column:?} of {table} has type {ty}, which pgshift cannot range-partition on")]
     UnsupportedKeyType {
         table: TableRef,
         column: String,
@@ -81,9 +79,7 @@ impl ExtractError {
     pub fn name(&self) -> &'static str {
         match self {
             ExtractError::InvalidTask(_) => "Pipeline.Fatal.InvalidInput",
-            ExtractError::TableNotFound(_) | ExtractError::ColumnNotFound { .. } => {
-                "Pipeline.Fatal.NotFound"
-            }
+            ExtractError::TableNotFound(_) | ExtractError::ColumnNotFound { .. } => "Pipeline.Fatal.NotFound",
             ExtractError::UnsupportedType { .. } | ExtractError::UnsupportedKeyType { .. } => {
                 "Pipeline.Fatal.UnsupportedType"
             }
@@ -92,12 +88,8 @@ impl ExtractError {
             ExtractError::Value { .. } => "Pipeline.Fatal.BadValue",
             ExtractError::SourceUnavailable(_) => "Pipeline.Retryable.SourceUnavailable",
             ExtractError::Timeout { .. } => "Pipeline.Retryable.Timeout",
-            ExtractError::Source {
-                retryable: true, ..
-            } => "Pipeline.Retryable.Source",
-            ExtractError::Source {
-                retryable: false, ..
-            } => "Pipeline.Fatal.Source",
+            ExtractError::Source { retryable: true, .. } => "Pipeline.Retryable.Source",
+            ExtractError::Source { retryable: false, .. } => "Pipeline.Fatal.Source",
             ExtractError::Protocol { .. } => "Pipeline.Retryable.Protocol",
             ExtractError::Parquet { .. } => "Pipeline.Fatal.Internal",
             ExtractError::Stage(e) => e.name(),
@@ -109,11 +101,7 @@ impl ExtractError {
     }
 
     /// Classifies a driver error met while extracting `table`.
-    pub fn from_pg(
-        table: &TableRef,
-        statement_timeout_secs: u64,
-        e: tokio_postgres::Error,
-    ) -> Self {
+    pub fn from_pg(table: &TableRef, statement_timeout_secs: u64, e: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
         let Some(db) = e.as_db_error() else {
             // No server error: the connection broke (closed, reset, timed out).

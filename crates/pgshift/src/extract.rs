@@ -75,20 +75,14 @@ fn validate(task: &ExtractTask) -> Result<(), ExtractError> {
             return bad("a bounded key range needs key columns".into());
         }
     }
-    if task.writer.row_group_bytes == 0
-        || task.writer.target_file_bytes == 0
-        || task.writer.batch_bytes == 0
-    {
+    if task.writer.row_group_bytes == 0 || task.writer.target_file_bytes == 0 || task.writer.batch_bytes == 0 {
         return bad("writer byte budgets must be positive".into());
     }
     Ok(())
 }
 
 /// Runs one extraction task.
-pub async fn extract(
-    ctx: &ExtractContext,
-    task: ExtractTask,
-) -> Result<ExtractResult, ExtractError> {
+pub async fn extract(ctx: &ExtractContext, task: ExtractTask) -> Result<ExtractResult, ExtractError> {
     let span = tracing::info_span!(
         "extract",
         run = %task.run_id,
@@ -105,26 +99,14 @@ pub async fn extract(
             span.record("rows", r.rows);
             span.record("bytes", r.files.iter().map(|f| f.bytes).sum::<u64>());
             span.record("files", r.files.len());
-            span.in_scope(|| {
-                tracing::info!(
-                    seconds = r.seconds,
-                    source_bytes = r.source_bytes,
-                    "range extracted"
-                )
-            });
+            span.in_scope(|| tracing::info!(seconds = r.seconds, source_bytes = r.source_bytes, "range extracted"));
         }
-        Err(e) => {
-            span.in_scope(|| tracing::error!(error = %e, name = e.name(), "extraction failed"))
-        }
+        Err(e) => span.in_scope(|| tracing::error!(error = %e, name = e.name(), "extraction failed")),
     }
     result
 }
 
-async fn run(
-    ctx: &ExtractContext,
-    task: &ExtractTask,
-    started: Instant,
-) -> Result<ExtractResult, ExtractError> {
+async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Result<ExtractResult, ExtractError> {
     validate(task)?;
     let stage = ctx.stages.open(&task.stage)?;
     let table = &task.table;
@@ -152,10 +134,8 @@ async fn run(
     check_columns(&catalog, &task.columns)?;
     check_key(task, &catalog)?;
 
-    let query = sql::copy_out(
-        &sql::select(table, &task.columns, &task.key, &task.bounds)
-            .map_err(ExtractError::InvalidTask)?,
-    );
+    let query =
+        sql::copy_out(&sql::select(table, &task.columns, &task.key, &task.bounds).map_err(ExtractError::InvalidTask)?);
     tracing::debug!(%query, "copy");
     let stream = tx.copy_out(&query).await.map_err(pg)?;
     pin_mut!(stream);
@@ -238,10 +218,7 @@ async fn run(
     if rows_in_files != summary.rows {
         return Err(ExtractError::Parquet {
             table: table.clone(),
-            detail: format!(
-                "decoded {} rows but the files hold {rows_in_files}",
-                summary.rows
-            ),
+            detail: format!("decoded {} rows but the files hold {rows_in_files}", summary.rows),
         });
     }
     let max_value_bytes: BTreeMap<String, u64> = task
@@ -271,10 +248,7 @@ enum Msg {
     Done,
 }
 
-fn encode(
-    mut writer: RollingWriter,
-    mut rx: mpsc::Receiver<Msg>,
-) -> Result<Vec<StagedFile>, WriteError> {
+fn encode(mut writer: RollingWriter, mut rx: mpsc::Receiver<Msg>) -> Result<Vec<StagedFile>, WriteError> {
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             Msg::Batch(batch) => {
@@ -292,10 +266,7 @@ fn encode(
 }
 
 /// Key columns exist, have a key type, and bounds carry values of those types.
-fn check_key(
-    task: &ExtractTask,
-    catalog: &crate::source::CatalogTable,
-) -> Result<(), ExtractError> {
+fn check_key(task: &ExtractTask, catalog: &crate::source::CatalogTable) -> Result<(), ExtractError> {
     let mut types = Vec::new();
     for k in &task.key {
         let c = catalog
@@ -306,12 +277,11 @@ fn check_key(
                 table: task.table.clone(),
                 column: k.clone(),
             })?;
-        let ty =
-            KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| ExtractError::UnsupportedKeyType {
-                table: task.table.clone(),
-                column: k.clone(),
-                ty: c.ty.pg.name.clone(),
-            })?;
+        let ty = KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| ExtractError::UnsupportedKeyType {
+            table: task.table.clone(),
+            column: k.clone(),
+            ty: c.ty.pg.name.clone(),
+        })?;
         types.push(ty);
     }
     if let Bounds::Key { lower, upper } = &task.bounds {
@@ -321,11 +291,7 @@ fn check_key(
                     "bound {} does not match the key ({}) of types ({})",
                     display_key(bound),
                     task.key.join(", "),
-                    types
-                        .iter()
-                        .map(|t| t.sql_name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    types.iter().map(|t| t.sql_name()).collect::<Vec<_>>().join(", ")
                 )));
             }
         }
@@ -339,17 +305,9 @@ fn decode_error(task: &ExtractTask, e: DecodeError) -> ExtractError {
             table: task.table.clone(),
             detail,
         },
-        DecodeError::Value {
-            column,
-            reason,
-            key,
-        } => ExtractError::Value {
+        DecodeError::Value { column, reason, key } => ExtractError::Value {
             table: task.table.clone(),
-            column: task
-                .columns
-                .get(column)
-                .map(|c| c.name.clone())
-                .unwrap_or_default(),
+            column: task.columns.get(column).map(|c| c.name.clone()).unwrap_or_default(),
             key: key
                 .map(|k| display_key(&k))
                 .unwrap_or_else(|| "(key not extracted)".into()),

@@ -7,7 +7,7 @@
 //! - [`source`], [`sql`]: the source database and the SQL sent to it;
 //! - [`decode`], [`pgtext`]: binary COPY → Arrow;
 //! - [`parquet_out`], [`stage`]: Arrow → Parquet files on the stage;
-//! - [`extract`]: the extractor's handler; [`error`]: its error boundary.
+//! - [`plan`]: the planner (balanced key ranges); [`extract`]: the extractor's handler; [`error`]: its error boundary.
 
 pub mod decode;
 pub mod error;
@@ -15,6 +15,7 @@ pub mod extract;
 pub mod model;
 pub mod parquet_out;
 pub mod pgtext;
+pub mod plan;
 pub mod source;
 pub mod sql;
 pub mod stage;

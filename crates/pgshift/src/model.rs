@@ -31,9 +31,7 @@ impl TableRef {
         match parts.as_slice() {
             [name] => Ok(Self::new("public", name.clone())),
             [schema, name] => Ok(Self::new(schema.clone(), name.clone())),
-            _ => Err(format!(
-                "table name {s:?} has more than two parts; use schema.table"
-            )),
+            _ => Err(format!("table name {s:?} has more than two parts; use schema.table")),
         }
     }
 }
@@ -66,9 +64,7 @@ fn split_qualified(s: &str) -> Result<Vec<String>, String> {
                 was_quoted = false;
             }
             (false, c) if was_quoted => {
-                return Err(format!(
-                    "table name {s:?}: unexpected {c:?} after a quoted part"
-                ));
+                return Err(format!("table name {s:?}: unexpected {c:?} after a quoted part"));
             }
             (_, c) => cur.push(c),
         }
@@ -208,10 +204,7 @@ pub fn display_key(key: &[KeyValue]) -> String {
         [one] => one.to_string(),
         many => format!(
             "({})",
-            many.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         ),
     }
 }

@@ -25,9 +25,9 @@ pub const STAGE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 /// The writer properties of every Parquet file pgshift writes.
 pub fn writer_properties(settings: &WriterSettings) -> Result<WriterProperties, String> {
     let compression = match settings.compression {
-        Compression::Zstd { level } => PqCompression::ZSTD(
-            ZstdLevel::try_new(level).map_err(|e| format!("zstd level {level}: {e}"))?,
-        ),
+        Compression::Zstd { level } => {
+            PqCompression::ZSTD(ZstdLevel::try_new(level).map_err(|e| format!("zstd level {level}: {e}"))?)
+        }
         Compression::Snappy => PqCompression::SNAPPY,
         Compression::None => PqCompression::UNCOMPRESSED,
     };
@@ -59,10 +59,7 @@ impl StageSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(STAGE_CHUNK_BYTES),
-        ));
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(STAGE_CHUNK_BYTES)));
         let object = self
             .object
             .as_mut()
@@ -156,9 +153,7 @@ impl RollingWriter {
             return Err(classify(writer.inner_mut(), e));
         }
         *rows += batch.num_rows() as u64;
-        if writer.bytes_written() as u64 + writer.in_progress_size() as u64
-            >= self.settings.target_file_bytes
-        {
+        if writer.bytes_written() as u64 + writer.in_progress_size() as u64 >= self.settings.target_file_bytes {
             self.close_current()?;
         }
         Ok(())

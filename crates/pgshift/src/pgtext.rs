@@ -125,20 +125,14 @@ pub const NUMERIC_NINF: u16 = 0xF000;
 impl<'a> NumericWire<'a> {
     pub fn parse(b: &'a [u8]) -> Result<Self, String> {
         if b.len() < 8 {
-            return Err(format!(
-                "numeric value of {} bytes is shorter than its header",
-                b.len()
-            ));
+            return Err(format!("numeric value of {} bytes is shorter than its header", b.len()));
         }
         let ndigits = i16::from_be_bytes([b[0], b[1]]);
         let weight = i16::from_be_bytes([b[2], b[3]]);
         let sign = u16::from_be_bytes([b[4], b[5]]);
         let dscale = u16::from_be_bytes([b[6], b[7]]);
         if ndigits < 0 || b.len() != 8 + 2 * ndigits as usize {
-            return Err(format!(
-                "numeric value with {ndigits} digits has {} bytes",
-                b.len()
-            ));
+            return Err(format!("numeric value with {ndigits} digits has {} bytes", b.len()));
         }
         Ok(Self {
             weight,
@@ -171,9 +165,7 @@ impl<'a> NumericWire<'a> {
         }
         // Integer digits first, for a message that says what does not fit.
         let int_digits = match self.digits().next() {
-            Some(first) if self.weight >= 0 => {
-                4 * self.weight as i32 + first.to_string().len() as i32
-            }
+            Some(first) if self.weight >= 0 => 4 * self.weight as i32 + first.to_string().len() as i32,
             _ => 0,
         };
         if int_digits > precision as i32 - scale as i32 {
@@ -186,8 +178,7 @@ impl<'a> NumericWire<'a> {
         // straddles the scale keeps only its digits above it (the rest must be zero: no rounding), and groups wholly
         // below the scale must be zero.
         let overflow = || format!("does not fit decimal({precision},{scale})");
-        let frac_error =
-            || format!("has more than {scale} fractional digits (no rounding is done)");
+        let frac_error = || format!("has more than {scale} fractional digits (no rounding is done)");
         let mut acc: i128 = 0;
         let mut last_e: Option<i32> = None;
         for (i, d) in self.digits().enumerate() {
@@ -273,8 +264,7 @@ impl<'a> NumericWire<'a> {
 /// A key field's wire bytes rendered as a [`KeyValue`].
 pub fn key_value(ty: KeyType, b: &[u8]) -> Result<KeyValue, String> {
     fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N], String> {
-        b.try_into()
-            .map_err(|_| format!("expected {N} bytes, got {}", b.len()))
+        b.try_into().map_err(|_| format!("expected {N} bytes, got {}", b.len()))
     }
     let value = match ty {
         KeyType::Int2 => i16::from_be_bytes(fixed(b)?).to_string(),
@@ -347,10 +337,7 @@ mod tests {
         assert_eq!(n.to_text(), "-0.0005");
         // 1e20 = digits [1], weight 5, dscale 0
         let n = numeric(&[1], 5, NUMERIC_POS, 0);
-        assert_eq!(
-            NumericWire::parse(&n).unwrap().to_text(),
-            "100000000000000000000"
-        );
+        assert_eq!(NumericWire::parse(&n).unwrap().to_text(), "100000000000000000000");
         // 38 nines as decimal(38,10): 28 integer digits and a fraction group that straddles the scale.
         let mut groups = vec![9999i16; 7];
         groups.extend([9999, 9999, 9900]);
@@ -359,17 +346,12 @@ mod tests {
         assert_eq!(n.to_scaled_i128(38, 10).unwrap(), -(10i128.pow(38) - 1));
         assert!(n.to_scaled_i128(38, 9).is_err());
         let nan = numeric(&[], 0, NUMERIC_NAN, 0);
-        assert!(NumericWire::parse(&nan)
-            .unwrap()
-            .to_scaled_i128(38, 0)
-            .is_err());
+        assert!(NumericWire::parse(&nan).unwrap().to_scaled_i128(38, 0).is_err());
     }
 
     #[test]
     fn uuid_text_is_canonical() {
-        let b = [
-            0x0b, 0x7e, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xa, 0xb, 0xc, 0xff,
-        ];
+        let b = [0x0b, 0x7e, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xa, 0xb, 0xc, 0xff];
         assert_eq!(&uuid(&b), b"0b7e0001-0203-0405-0607-08090a0b0cff");
     }
 }

@@ -51,9 +51,11 @@ impl PgConnector {
 impl SourceConnector for PgConnector {
     fn connect(&self) -> BoxFuture<'_, Result<Client, ExtractError>> {
         Box::pin(async move {
-            let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
-                ExtractError::SourceUnavailable(format!("connecting to the source: {e}"))
-            })?;
+            let (client, connection) = self
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| ExtractError::SourceUnavailable(format!("connecting to the source: {e}")))?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "source connection ended");
@@ -65,8 +67,7 @@ impl SourceConnector for PgConnector {
 }
 
 /// Settings that make every value's wire and text form independent of the server's and the role's defaults.
-pub const SESSION_SETTINGS: &str =
-    "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; \
+pub const SESSION_SETTINGS: &str = "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; \
      SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; \
      SET extra_float_digits = 3; SET bytea_output = 'hex'";
 
@@ -92,42 +93,42 @@ pub struct CatalogTable {
 }
 
 const COLUMNS_SQL: &str = "
-WITH RECURSIVE t(attnum, attname, attnotnull, decl_oid, oid, typmod, depth) AS (
-    SELECT a.attnum, a.attname::text, a.attnotnull, a.atttypid, a.atttypid, a.atttypmod, 0
+WITH RECURSIVE t(attrelid, attnum, attname, attnotnull, decl_oid, oid, typmod, depth) AS (
+    SELECT a.attrelid, a.attnum, a.attname::text, a.attnotnull, a.atttypid, a.atttypid, a.atttypmod, 0
     FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
   UNION ALL
-    SELECT t.attnum, t.attname, t.attnotnull, t.decl_oid, ty.typbasetype,
+    SELECT t.attrelid, t.attnum, t.attname, t.attnotnull, t.decl_oid, ty.typbasetype,
            CASE WHEN t.typmod = -1 THEN ty.typtypmod ELSE t.typmod END, t.depth + 1
     FROM t JOIN pg_catalog.pg_type ty ON ty.oid = t.oid
     WHERE ty.typtype = 'd'
 )
-SELECT DISTINCT ON (t.attnum)
-       t.attname, t.attnotnull, t.oid, t.typmod,
+SELECT DISTINCT ON (t.attrelid, t.attnum)
+       t.attrelid, t.attname, t.attnotnull, t.oid, t.typmod,
        pg_catalog.format_type(t.oid, t.typmod),
        ty.typtype::text, ty.typcategory::text, ty.typname::text,
        CASE WHEN t.decl_oid <> t.oid THEN pg_catalog.format_type(t.decl_oid, NULL) END,
-       pg_catalog.has_column_privilege($1, t.attnum, 'SELECT')
+       pg_catalog.has_column_privilege(t.attrelid, t.attnum, 'SELECT')
 FROM t JOIN pg_catalog.pg_type ty ON ty.oid = t.oid
-ORDER BY t.attnum, t.depth DESC";
+ORDER BY t.attrelid, t.attnum, t.depth DESC";
 
+/// Per table: the primary key, else the narrowest valid, non-partial unique index over NOT NULL plain columns.
 const KEY_SQL: &str = "
-SELECT array_agg(a.attname::text ORDER BY k.ord)
-FROM pg_catalog.pg_index i
-CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indrelid = $1 AND (i.indisprimary OR i.indisunique) AND i.indisvalid AND i.indpred IS NULL
-  AND k.ord <= i.indnkeyatts
-GROUP BY i.indexrelid, i.indisprimary, i.indnkeyatts
-HAVING bool_and(a.attnotnull) AND count(*) = i.indnkeyatts
-ORDER BY i.indisprimary DESC, i.indnkeyatts, i.indexrelid
-LIMIT 1";
+SELECT DISTINCT ON (indrelid) indrelid, cols FROM (
+    SELECT i.indrelid, i.indexrelid, i.indisprimary, i.indnkeyatts,
+           array_agg(a.attname::text ORDER BY k.ord) AS cols, bool_and(a.attnotnull) AS not_null, count(*) AS n
+    FROM pg_catalog.pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = ANY($1) AND (i.indisprimary OR i.indisunique) AND i.indisvalid AND i.indpred IS NULL
+      AND k.ord <= i.indnkeyatts
+    GROUP BY i.indrelid, i.indexrelid, i.indisprimary, i.indnkeyatts
+) x
+WHERE not_null AND n = indnkeyatts
+ORDER BY indrelid, indisprimary DESC, indnkeyatts, indexrelid";
 
 /// Reads one table's columns and key from the catalog.
-pub async fn describe_table(
-    db: &impl GenericClient,
-    table: &TableRef,
-) -> Result<CatalogTable, ExtractError> {
+pub async fn describe_table(db: &impl GenericClient, table: &TableRef) -> Result<CatalogTable, ExtractError> {
     let pg = |e| ExtractError::from_pg(table, 0, e);
     let row = db
         .query_opt(
@@ -139,47 +140,59 @@ pub async fn describe_table(
         .await
         .map_err(pg)?
         .ok_or_else(|| ExtractError::TableNotFound(table.clone()))?;
-    let oid: u32 = row.get(0);
     let kind: String = row.get(1);
-    let columns = db
-        .query(COLUMNS_SQL, &[&oid])
+    let mut all = describe_tables(db, &[(row.get(0), table.clone(), kind.chars().next().unwrap_or('r'))])
         .await
-        .map_err(pg)?
-        .into_iter()
-        .map(|r| {
-            let name: String = r.get(0);
-            let typtype: String = r.get(5);
-            let category: String = r.get(6);
-            CatalogColumn {
-                name,
-                not_null: r.get(1),
-                ty: CatalogType {
-                    pg: PgType {
-                        name: r.get(4),
-                        oid: r.get(2),
-                        typmod: r.get(3),
-                        declared: r.get(8),
-                    },
-                    typtype: typtype.chars().next().unwrap_or('b'),
-                    category: category.chars().next().unwrap_or('X'),
-                    base_name: r.get(7),
-                },
-                can_select: r.get(9),
-            }
+        .map_err(pg)?;
+    all.pop().ok_or_else(|| ExtractError::TableNotFound(table.clone()))
+}
+
+/// Reads the columns and keys of many tables (oid, name, relkind) in two catalog queries, whatever their number.
+pub async fn describe_tables(
+    db: &impl GenericClient,
+    tables: &[(u32, TableRef, char)],
+) -> Result<Vec<CatalogTable>, tokio_postgres::Error> {
+    let oids: Vec<u32> = tables.iter().map(|t| t.0).collect();
+    let mut out: Vec<CatalogTable> = tables
+        .iter()
+        .map(|(oid, table, kind)| CatalogTable {
+            table: table.clone(),
+            oid: *oid,
+            kind: *kind,
+            columns: Vec::new(),
+            key: Vec::new(),
         })
         .collect();
-    let key: Option<Vec<String>> = db
-        .query_opt(KEY_SQL, &[&oid])
-        .await
-        .map_err(pg)?
-        .map(|r| r.get(0));
-    Ok(CatalogTable {
-        table: table.clone(),
-        oid,
-        kind: kind.chars().next().unwrap_or('r'),
-        columns,
-        key: key.unwrap_or_default(),
-    })
+    let index: std::collections::HashMap<u32, usize> = oids.iter().enumerate().map(|(i, o)| (*o, i)).collect();
+    for r in db.query(COLUMNS_SQL, &[&oids]).await? {
+        let rel: u32 = r.get(0);
+        let Some(&i) = index.get(&rel) else { continue };
+        let typtype: String = r.get(6);
+        let category: String = r.get(7);
+        out[i].columns.push(CatalogColumn {
+            name: r.get(1),
+            not_null: r.get(2),
+            ty: CatalogType {
+                pg: PgType {
+                    name: r.get(5),
+                    oid: r.get(3),
+                    typmod: r.get(4),
+                    declared: r.get(9),
+                },
+                typtype: typtype.chars().next().unwrap_or('b'),
+                category: category.chars().next().unwrap_or('X'),
+                base_name: r.get(8),
+            },
+            can_select: r.get(10),
+        });
+    }
+    for r in db.query(KEY_SQL, &[&oids]).await? {
+        let rel: u32 = r.get(0);
+        if let Some(&i) = index.get(&rel) {
+            out[i].key = r.get(1);
+        }
+    }
+    Ok(out)
 }
 
 /// The default column specs of a table: every column, in table order, through the type table, with per-column cast
@@ -202,17 +215,10 @@ pub fn column_specs(
         .map(|c| {
             let (cast, mapping) = match casts.iter().find(|(n, _)| n == &c.name) {
                 Some((_, cast)) => (Some(*cast), mapping_for_cast(*cast)),
-                None => default_mapping(&c.ty, policies).ok_or_else(|| {
-                    ExtractError::UnsupportedType {
-                        table: t.table.clone(),
-                        column: c.name.clone(),
-                        ty: c
-                            .ty
-                            .pg
-                            .declared
-                            .clone()
-                            .unwrap_or_else(|| c.ty.pg.name.clone()),
-                    }
+                None => default_mapping(&c.ty, policies).ok_or_else(|| ExtractError::UnsupportedType {
+                    table: t.table.clone(),
+                    column: c.name.clone(),
+                    ty: c.ty.pg.declared.clone().unwrap_or_else(|| c.ty.pg.name.clone()),
                 })?,
             };
             Ok(ColumnSpec {

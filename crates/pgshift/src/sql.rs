@@ -26,11 +26,7 @@ pub fn literal(v: &KeyValue) -> Result<String, String> {
     if v.value.contains('\0') {
         return Err(format!("key value {:?} contains a NUL character", v.value));
     }
-    Ok(format!(
-        "'{}'::{}",
-        v.value.replace('\'', "''"),
-        v.ty.sql_name()
-    ))
+    Ok(format!("'{}'::{}", v.value.replace('\'', "''"), v.ty.sql_name()))
 }
 
 /// The SELECT-list expression of a column.
@@ -64,10 +60,7 @@ pub fn predicate(key: &[String], bounds: &Bounds) -> Result<Option<String>, Stri
             }
             Ok((!parts.is_empty()).then(|| parts.join(" AND ")))
         }
-        Bounds::Ctid {
-            first_page,
-            end_page,
-        } => {
+        Bounds::Ctid { first_page, end_page } => {
             let mut p = format!("ctid >= '({first_page},0)'::tid");
             if let Some(end) = end_page {
                 write!(p, " AND ctid < '({end},0)'::tid").map_err(|e| e.to_string())?;
@@ -78,10 +71,7 @@ pub fn predicate(key: &[String], bounds: &Bounds) -> Result<Option<String>, Stri
 }
 
 fn compare(key: &[String], op: &str, values: &[KeyValue]) -> Result<String, String> {
-    let cols = key
-        .iter()
-        .map(|k| ident(k))
-        .collect::<Result<Vec<_>, _>>()?;
+    let cols = key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?;
     let lits = values.iter().map(literal).collect::<Result<Vec<_>, _>>()?;
     Ok(if cols.len() == 1 {
         format!("{} {op} {}", cols[0], lits[0])
@@ -91,12 +81,7 @@ fn compare(key: &[String], op: &str, values: &[KeyValue]) -> Result<String, Stri
 }
 
 /// The SELECT of a task.
-pub fn select(
-    table_ref: &TableRef,
-    columns: &[ColumnSpec],
-    key: &[String],
-    bounds: &Bounds,
-) -> Result<String, String> {
+pub fn select(table_ref: &TableRef, columns: &[ColumnSpec], key: &[String], bounds: &Bounds) -> Result<String, String> {
     let list = columns
         .iter()
         .map(select_expr)

@@ -13,10 +13,7 @@ pub enum StageError {
     #[error("stage URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("stage I/O on {location}: {source}")]
-    Io {
-        location: String,
-        source: std::io::Error,
-    },
+    Io { location: String, source: std::io::Error },
 }
 
 impl StageError {
@@ -24,9 +21,7 @@ impl StageError {
         match self {
             StageError::BadUrl { .. } => "Pipeline.Fatal.Stage",
             StageError::Io { source, .. } => match source.kind() {
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => {
-                    "Pipeline.Fatal.Stage"
-                }
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => "Pipeline.Fatal.Stage",
                 _ => "Pipeline.Retryable.Stage",
             },
         }
@@ -46,10 +41,7 @@ pub trait Stage: Send + Sync {
     fn url(&self) -> &str;
 
     /// Starts an object at `key` (relative to the prefix, `/`-separated). Nothing is visible until `finish`.
-    fn create<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>>;
+    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>>;
 }
 
 /// One object being written.
@@ -104,10 +96,7 @@ pub struct LocalStage {
 
 impl LocalStage {
     fn path(&self, key: &str) -> Result<PathBuf, StageError> {
-        if key
-            .split('/')
-            .any(|s| s.is_empty() || s == "." || s == "..")
-        {
+        if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
             return Err(StageError::BadUrl {
                 url: format!("{}/{key}", self.url),
                 reason: "bad object key".into(),
@@ -129,24 +118,17 @@ impl Stage for LocalStage {
         &self.url
     }
 
-    fn create<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
+    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
         Box::pin(async move {
             let path = self.path(key)?;
             let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|e| io(&dir, e))?;
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| io(&dir, e))?;
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-            let file = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| io(&tmp, e))?;
+            let file = tokio::fs::File::create(&tmp).await.map_err(|e| io(&tmp, e))?;
             Ok(Box::new(LocalObject {
                 url: format!("{}/{key}", self.url),
                 path,
@@ -169,10 +151,7 @@ struct LocalObject {
 impl ObjectWriter for LocalObject {
     fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StageError>> {
         Box::pin(async move {
-            self.file
-                .write_all(&chunk)
-                .await
-                .map_err(|e| io(&self.tmp, e))?;
+            self.file.write_all(&chunk).await.map_err(|e| io(&self.tmp, e))?;
             self.bytes += chunk.len() as u64;
             Ok(())
         })

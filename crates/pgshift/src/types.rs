@@ -149,10 +149,7 @@ pub struct CatalogType {
 }
 
 /// The type table. Returns the cast and mapping for a column's type, or `None` when pgshift has no policy for it.
-pub fn default_mapping(
-    t: &CatalogType,
-    policies: &TypePolicies,
-) -> Option<(Option<Cast>, Mapping)> {
+pub fn default_mapping(t: &CatalogType, policies: &TypePolicies) -> Option<(Option<Cast>, Mapping)> {
     let infinity = policies.infinity;
     let plain = |m| Some((None, m));
     match t.pg.oid {
@@ -164,17 +161,13 @@ pub fn default_mapping(
         oid::FLOAT4 => plain(Mapping::Float32),
         oid::FLOAT8 => plain(Mapping::Float64),
         oid::NUMERIC => match numeric_typmod(t.pg.typmod) {
-            Some((p, s)) if (1..=38).contains(&p) && (0..=p).contains(&s) => {
-                plain(Mapping::Decimal {
-                    precision: p as u8,
-                    scale: s as i8,
-                })
-            }
+            Some((p, s)) if (1..=38).contains(&p) && (0..=p).contains(&s) => plain(Mapping::Decimal {
+                precision: p as u8,
+                scale: s as i8,
+            }),
             _ if policies.unconstrained_numeric_as_text => Some((Some(Cast::Text), Mapping::Text)),
             _ => {
-                let (precision, scale) = policies
-                    .unconstrained_numeric
-                    .unwrap_or(UNCONSTRAINED_NUMERIC);
+                let (precision, scale) = policies.unconstrained_numeric.unwrap_or(UNCONSTRAINED_NUMERIC);
                 plain(Mapping::Decimal { precision, scale })
             }
         },
@@ -197,14 +190,9 @@ pub fn default_mapping(
         oid::TIMESTAMPTZ => plain(Mapping::TimestampTz { infinity }),
         // Redshift's TIME/TIMETZ and INTERVAL types do not load from Parquet; ISO text loads into VARCHAR and casts
         // back in SQL. Network, xml types: text is their only faithful form.
-        oid::TIME
-        | oid::TIMETZ
-        | oid::INTERVAL
-        | oid::INET
-        | oid::CIDR
-        | oid::MACADDR
-        | oid::MACADDR8
-        | oid::XML => Some((Some(Cast::Text), Mapping::Text)),
+        oid::TIME | oid::TIMETZ | oid::INTERVAL | oid::INET | oid::CIDR | oid::MACADDR | oid::MACADDR8 | oid::XML => {
+            Some((Some(Cast::Text), Mapping::Text))
+        }
         _ if t.category == 'A' => Some((Some(Cast::Json), Mapping::Text)),
         _ if t.typtype == 'e' => plain(Mapping::Text),
         _ if t.base_name == "citext" => plain(Mapping::Text),
@@ -254,9 +242,7 @@ impl Mapping {
             Mapping::Binary => DataType::Binary,
             Mapping::Date { .. } => DataType::Date32,
             Mapping::Timestamp { .. } => DataType::Timestamp(TimeUnit::Microsecond, None),
-            Mapping::TimestampTz { .. } => {
-                DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
-            }
+            Mapping::TimestampTz { .. } => DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC"))),
         }
     }
 
@@ -325,10 +311,7 @@ mod tests {
         assert_eq!(numeric_typmod((12 << 16 | 2) + 4), Some((12, 2)));
         assert_eq!(numeric_typmod(-1), None);
         // numeric(3,-2) (PostgreSQL 15): scale stored as 11-bit two's complement
-        assert_eq!(
-            numeric_typmod((3 << 16 | (0x7ff & -2i32)) + 4),
-            Some((3, -2))
-        );
+        assert_eq!(numeric_typmod((3 << 16 | (0x7ff & -2i32)) + 4), Some((3, -2)));
     }
 
     #[test]

@@ -22,11 +22,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<ExtractTask>| {
         let ctx = ctx.clone();
-        async move {
-            pgshift::extract(&ctx, event.payload)
-                .await
-                .map_err(diagnostic)
-        }
+        async move { pgshift::extract(&ctx, event.payload).await.map_err(diagnostic) }
     }))
     .await
 }

@@ -1,0 +1,153 @@
+//! `pgshift plan`: plan a run, write it to the stage, and show it.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use pgshift::plan::{count_rows, PlanContext, PlanRequest, PlanSettings, TablePlan};
+use pgshift::source::{PgConnector, SourceConnector};
+use pgshift::UrlStages;
+
+use crate::WriterArgs;
+
+#[derive(Args)]
+pub struct PlanArgs {
+    #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
+    source: String,
+    /// Table patterns: schema.table with * and ? (sales.* public.orders).
+    #[arg(long, num_args = 1.., required = true)]
+    tables: Vec<String>,
+    /// Patterns to leave out.
+    #[arg(long, num_args = 1..)]
+    exclude: Vec<String>,
+    /// Stage URL prefix where plan.json and tasks.json are written.
+    #[arg(long)]
+    stage: String,
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Print per table: strategy, parts with predicted rows and bytes, a histogram of rows per part and the skew.
+    #[arg(long)]
+    explain: bool,
+    /// With --explain: count the actual rows of every range (one index range scan per part).
+    #[arg(long)]
+    verify: bool,
+    /// Parts per table, fixed (default: from the data).
+    #[arg(long)]
+    parts: Option<u32>,
+    /// Source MiB per part.
+    #[arg(long, default_value_t = 512)]
+    target_part_mib: u64,
+    /// Redshift slices (part counts above it are rounded to a multiple).
+    #[arg(long, default_value_t = 1)]
+    slices: u32,
+    #[arg(long, default_value_t = 256)]
+    max_parts_per_table: u32,
+    #[arg(long, default_value_t = 16)]
+    max_concurrency: u32,
+    #[command(flatten)]
+    writer: WriterArgs,
+}
+
+pub async fn run(args: PlanArgs) -> Result<()> {
+    let source = Arc::new(PgConnector::new(&args.source)?);
+    let settings = PlanSettings {
+        target_part_bytes: args.target_part_mib * 1024 * 1024,
+        slices: args.slices,
+        max_parts_per_table: args
+            .parts
+            .map_or(args.max_parts_per_table, |p| p.max(args.max_parts_per_table)),
+        max_concurrency: args.max_concurrency,
+        parts: args.parts,
+        ..PlanSettings::default()
+    };
+    let req = PlanRequest {
+        run_id: args.run_id.clone(),
+        tables: args.tables.clone(),
+        exclude: args.exclude.clone(),
+        settings,
+        stage: args.stage.clone(),
+        writer: args.writer.settings(),
+        ..PlanRequest::default()
+    };
+    let ctx = PlanContext {
+        source: source.clone(),
+        stages: Arc::new(UrlStages),
+    };
+    let (plan, summary) = match pgshift::plan::handle(&ctx, req).await {
+        Ok(p) => p,
+        Err(e) => bail!("{e} [{}]", e.name()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(());
+    }
+    if args.explain {
+        let client = if args.verify {
+            Some(source.connect().await?)
+        } else {
+            None
+        };
+        for t in &plan.tables {
+            let actual = match &client {
+                Some(c) => {
+                    let mut v = Vec::new();
+                    for task in plan.tasks.iter().filter(|x| x.table == t.table) {
+                        v.push(count_rows(c, task).await?);
+                    }
+                    Some(v)
+                }
+                None => None,
+            };
+            explain(t, actual.as_deref());
+        }
+        for n in &plan.notes {
+            println!("note: {n}");
+        }
+        println!("planned in {:.2} s", plan.planning_seconds);
+    }
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+fn explain(t: &TablePlan, actual: Option<&[u64]>) {
+    println!(
+        "\n{}  ({}{})  key ({})",
+        t.table,
+        t.kind,
+        if t.unlogged { ", unlogged" } else { "" },
+        t.key.join(", ")
+    );
+    println!("  strategy: {}", serde_json::to_string(&t.strategy).unwrap_or_default());
+    println!("  {}", t.reason);
+    println!(
+        "  estimated {} rows, {:.1} MB ({} B/row) in {} parts of ~{} rows / {:.1} MB",
+        t.estimates.rows,
+        t.estimates.bytes as f64 / 1e6,
+        t.estimates.avg_row_bytes,
+        t.parts.len(),
+        t.parts.first().map_or(0, |p| p.rows),
+        t.parts.first().map_or(0.0, |p| p.bytes as f64 / 1e6),
+    );
+    for n in &t.notes {
+        println!("  note: {n}");
+    }
+    let (label, rows): (&str, Vec<u64>) = match actual {
+        Some(a) => ("actual rows", a.to_vec()),
+        None => ("predicted rows", t.parts.iter().map(|p| p.rows).collect()),
+    };
+    let max = rows.iter().copied().max().unwrap_or(0).max(1);
+    let mean = rows.iter().sum::<u64>() as f64 / rows.len().max(1) as f64;
+    println!("  {label} per part:");
+    for (i, r) in rows.iter().enumerate() {
+        let width = (*r as f64 / max as f64 * 50.0).round() as usize;
+        println!("  {i:>5} {:<50} {r}", "█".repeat(width));
+    }
+    let min = rows.iter().copied().min().unwrap_or(0);
+    println!(
+        "  skew max/mean {:.3}, emptiest part {min} rows",
+        max as f64 / mean.max(1.0)
+    );
+}

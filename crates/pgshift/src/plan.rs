@@ -1,0 +1,838 @@
+//! The planner: selects tables, introspects them in a handful of catalog queries, and splits each into key ranges of
+//! equal row count (quantiles of the key, never an even stride, never a hash), with the number of parts tuned from
+//! the data, the worker's limits and Redshift's slices. It writes the full plan and the task list to the stage and
+//! returns a small summary (Step Functions payloads stay far below 256 KiB).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use crate::error::ExtractError;
+use crate::extract::StageOpener;
+use crate::model::{Bounds, ColumnSpec, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
+use crate::source::{column_specs, describe_tables, CatalogTable, SourceConnector, SESSION_SETTINGS};
+use crate::stage::{key_segment, Stage};
+use crate::types::{Cast, TypePolicies};
+use crate::{pgtext, sql};
+
+/// What to plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanRequest {
+    /// Run id; generated from the time when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Table patterns, `schema.table` with `*` and `?` wildcards (`sales.*`, `public.orders`); a bare name means
+    /// `public.name`. System schemas are never selected.
+    pub tables: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Per-table overrides, keyed by `schema.table`.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, TableOverride>,
+    #[serde(default)]
+    pub policies: TypePolicies,
+    #[serde(default)]
+    pub settings: PlanSettings,
+    /// Stage URL prefix where the plan, the task list and the parts go.
+    pub stage: String,
+    #[serde(default)]
+    pub writer: WriterSettings,
+    /// Hints passed through to the loader (e.g. `{"mode": "replace"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TableOverride {
+    /// Key columns to range on instead of the primary key.
+    pub key: Option<Vec<String>>,
+    pub casts: BTreeMap<String, Cast>,
+    pub policies: Option<TypePolicies>,
+    /// A fixed number of parts (still capped by the maxima).
+    pub parts: Option<u32>,
+}
+
+/// The knobs of the partition count. Defaults: Lambda's 15 minutes with a 2× margin, a conservative extractor
+/// throughput, parts of 512 MiB of source data (≈ 150–250 MB of zstd Parquet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlanSettings {
+    /// Source bytes (heap + TOAST) per part.
+    pub target_part_bytes: u64,
+    pub max_parts_per_table: u32,
+    pub max_parts_per_run: u32,
+    /// Redshift slices: with more parts than slices, the part count is rounded up to a multiple of them.
+    pub slices: u32,
+    /// Extractors running at once (the Map state's MaxConcurrency), to protect the source.
+    pub max_concurrency: u32,
+    /// Expected extractor throughput in source bytes per second.
+    pub throughput_bytes_per_sec: u64,
+    /// Seconds one part may take (Lambda's limit is 900; the default leaves a 2× margin).
+    pub part_seconds_budget: u64,
+    pub statement_timeout_secs: u64,
+    /// Sampled keys per part; the relative error of a part's size is about sqrt(1 / samples_per_part).
+    pub samples_per_part: u32,
+    /// Plan the leaf partitions of partitioned tables themselves instead of their parent.
+    pub include_partitions: bool,
+    /// A fixed number of parts for every non-empty table, instead of the count from the data (still capped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
+}
+
+impl Default for PlanSettings {
+    fn default() -> Self {
+        Self {
+            target_part_bytes: 512 * 1024 * 1024,
+            max_parts_per_table: 256,
+            max_parts_per_run: 4096,
+            slices: 1,
+            max_concurrency: 16,
+            throughput_bytes_per_sec: 40 * 1000 * 1000,
+            part_seconds_budget: 450,
+            statement_timeout_secs: 840,
+            samples_per_part: 2000,
+            include_partitions: false,
+            parts: None,
+        }
+    }
+}
+
+/// How a table was split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Strategy {
+    /// Boundaries at quantiles of the key, from a sample of `sampled_rows` rows (`sample_percent` of the pages).
+    KeyQuantiles { sampled_rows: u64, sample_percent: f64 },
+    /// Equal heap-page ranges by `ctid` (no usable key, PostgreSQL 14+); the last range is open.
+    CtidPages { pages: u64 },
+    /// One task for the whole table.
+    Single,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimates {
+    pub rows: u64,
+    /// Heap + TOAST bytes (`pg_table_size`).
+    pub bytes: u64,
+    pub avg_row_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartEstimate {
+    pub range_index: u32,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TablePlan {
+    pub table: TableRef,
+    /// table, partitioned table, view, materialized view, foreign table.
+    pub kind: String,
+    pub unlogged: bool,
+    pub key: Vec<String>,
+    pub strategy: Strategy,
+    /// Why this strategy and part count, in words.
+    pub reason: String,
+    pub columns: Vec<ColumnSpec>,
+    pub estimates: Estimates,
+    pub parts: Vec<PartEstimate>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub server_version: String,
+    pub server_version_num: i32,
+    pub database: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+}
+
+/// The full plan, written to `<stage>/<run>/plan.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub run_id: String,
+    pub created_at: String,
+    pub source: SourceInfo,
+    pub stage: String,
+    pub settings: PlanSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<serde_json::Value>,
+    pub tables: Vec<TablePlan>,
+    /// Every extraction task, in table order (also written alone to `<stage>/<run>/tasks.json`).
+    pub tasks: Vec<ExtractTask>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    pub planning_seconds: f64,
+}
+
+/// What the planner returns to the state machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    pub run_id: String,
+    pub plan_url: String,
+    /// A JSON array of `ExtractTask`s: the Distributed Map's item source.
+    pub tasks_url: String,
+    pub tables: usize,
+    pub tasks: usize,
+    pub estimated_rows: u64,
+    pub estimated_bytes: u64,
+    pub max_concurrency: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("invalid plan request: {0}")]
+    InvalidRequest(String),
+    #[error("table pattern {0:?} matches no table (system schemas are never matched)")]
+    NoMatch(String),
+    #[error("key column {column:?} of {table} holds NULLs; choose a NOT NULL key")]
+    NullKey { table: TableRef, column: String },
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+}
+
+impl PlanError {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PlanError::InvalidRequest(_) => "Pipeline.Fatal.InvalidInput",
+            PlanError::NoMatch(_) => "Pipeline.Fatal.NotFound",
+            PlanError::NullKey { .. } => "Pipeline.Fatal.InvalidInput",
+            PlanError::Extract(e) => e.name(),
+        }
+    }
+}
+
+/// The ports the planner uses.
+pub struct PlanContext {
+    pub source: Arc<dyn SourceConnector>,
+    pub stages: Arc<dyn StageOpener>,
+}
+
+/// The number of parts for a table of `bytes`: by size, raised so a part finishes inside the time budget at the
+/// expected throughput, rounded up to a multiple of the slices when there are more parts than slices, capped.
+pub fn part_count(bytes: u64, s: &PlanSettings) -> (u32, Option<String>) {
+    if bytes == 0 {
+        return (1, None);
+    }
+    if let Some(p) = s.parts {
+        return (p.clamp(1, s.max_parts_per_table.max(1)), None);
+    }
+    let by_size = bytes.div_ceil(s.target_part_bytes.max(1));
+    let by_time = bytes.div_ceil((s.throughput_bytes_per_sec.max(1)).saturating_mul(s.part_seconds_budget.max(1)));
+    let mut p = by_size.max(by_time).max(1);
+    let slices = s.slices.max(1) as u64;
+    if p > slices && slices > 1 {
+        p = p.div_ceil(slices) * slices;
+    }
+    let max = s.max_parts_per_table.max(1) as u64;
+    if p > max {
+        let capped = if max > slices && slices > 1 {
+            max / slices * slices
+        } else {
+            max
+        };
+        let note = format!(
+            "{p} parts wanted (size {by_size}, time budget {by_time}) but clamped to max_parts_per_table = {capped}"
+        );
+        return (capped as u32, Some(note));
+    }
+    (p as u32, None)
+}
+
+/// `*` and `?` glob over one name.
+fn glob(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(&pattern.chars().collect::<Vec<_>>(), &name.chars().collect::<Vec<_>>())
+}
+
+fn matches(pattern: &TableRef, t: &TableRef) -> bool {
+    glob(&pattern.schema, &t.schema) && glob(&pattern.name, &t.name)
+}
+
+struct Relation {
+    oid: u32,
+    table: TableRef,
+    kind: char,
+    unlogged: bool,
+    is_partition: bool,
+    rows: f64,
+    bytes: u64,
+    pages: u64,
+    can_select: bool,
+}
+
+/// Every user relation that could be extracted, with its size (partitioned parents sum their leaves).
+const RELATIONS_SQL: &str = "
+SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence = 'u', c.relispartition,
+       CASE WHEN c.relkind = 'p' THEN
+            (SELECT coalesce(sum(greatest(l.reltuples, 0)), 0)::float8 FROM pg_catalog.pg_partition_tree(c.oid) t
+             JOIN pg_catalog.pg_class l ON l.oid = t.relid WHERE t.isleaf)
+            ELSE c.reltuples::float8 END,
+       CASE WHEN c.relkind = 'p' THEN
+            (SELECT coalesce(sum(pg_catalog.pg_table_size(t.relid)), 0)::int8 FROM pg_catalog.pg_partition_tree(c.oid) t
+             WHERE t.isleaf)
+            WHEN c.relkind IN ('r', 'm', 't') THEN pg_catalog.pg_table_size(c.oid) ELSE 0 END,
+       CASE WHEN c.relkind IN ('r', 'm') THEN
+            pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8 ELSE 0 END,
+       pg_catalog.has_table_privilege(c.oid, 'SELECT')
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+ORDER BY n.nspname, c.relname";
+
+fn now_rfc3339() -> (String, String) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (y, m, d) = pgtext::civil_from_days(secs.div_euclid(86_400));
+    let t = secs.rem_euclid(86_400);
+    let (hh, mm, ss) = (t / 3600, t / 60 % 60, t % 60);
+    (
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+        format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z"),
+    )
+}
+
+/// Plans a run: reads the catalog, computes boundaries, and returns the plan (nothing is written).
+pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError> {
+    let started = Instant::now();
+    if req.tables.is_empty() {
+        return Err(PlanError::InvalidRequest("no table patterns".into()));
+    }
+    let settings = &req.settings;
+    let src = |e| PlanError::Extract(ExtractError::SourceUnavailable(format!("planning: {e}")));
+    client.batch_execute(SESSION_SETTINGS).await.map_err(src)?;
+    let (created_at, compact) = now_rfc3339();
+    let run_id = req
+        .run_id
+        .clone()
+        .unwrap_or_else(|| format!("{compact}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let info = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, current_database()::text",
+            &[],
+        )
+        .await
+        .map_err(src)?;
+    let system_identifier = match client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_catalog.pg_control_system()",
+            &[],
+        )
+        .await
+    {
+        Ok(r) => Some(r.get::<_, String>(0)),
+        Err(_) => None,
+    };
+    let source = SourceInfo {
+        server_version: info.get(0),
+        server_version_num: info.get(1),
+        database: info.get(2),
+        system_identifier,
+    };
+
+    // Select.
+    let parse = |p: &String| TableRef::parse(p).map_err(PlanError::InvalidRequest);
+    let includes = req.tables.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+    let excludes = req.exclude.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+    let relations: Vec<Relation> = client
+        .query(RELATIONS_SQL, &[])
+        .await
+        .map_err(src)?
+        .into_iter()
+        .map(|r| {
+            let kind: String = r.get(3);
+            Relation {
+                oid: r.get(0),
+                table: TableRef::new(r.get::<_, String>(1), r.get::<_, String>(2)),
+                kind: kind.chars().next().unwrap_or('r'),
+                unlogged: r.get(4),
+                is_partition: r.get(5),
+                rows: r.get(6),
+                bytes: r.get::<_, i64>(7).max(0) as u64,
+                pages: r.get::<_, i64>(8).max(0) as u64,
+                can_select: r.get(9),
+            }
+        })
+        .collect();
+    let mut selected: Vec<&Relation> = Vec::new();
+    for (pattern, raw) in includes.iter().zip(&req.tables) {
+        let hits: Vec<&Relation> = relations
+            .iter()
+            .filter(|r| matches(pattern, &r.table))
+            .filter(|r| settings.include_partitions || !r.is_partition || !raw.contains(['*', '?']))
+            .filter(|r| !excludes.iter().any(|x| matches(x, &r.table)))
+            .collect();
+        if hits.is_empty() {
+            return Err(if raw.contains(['*', '?']) {
+                PlanError::NoMatch(raw.clone())
+            } else {
+                PlanError::Extract(ExtractError::TableNotFound(pattern.clone()))
+            });
+        }
+        for h in hits {
+            if !selected.iter().any(|s| s.oid == h.oid) {
+                selected.push(h);
+            }
+        }
+    }
+    for r in &selected {
+        if !r.can_select {
+            return Err(ExtractError::PermissionDenied {
+                table: r.table.clone(),
+                detail: "no SELECT privilege".into(),
+            }
+            .into());
+        }
+    }
+
+    // Introspect all at once.
+    let ids: Vec<(u32, TableRef, char)> = selected.iter().map(|r| (r.oid, r.table.clone(), r.kind)).collect();
+    let catalogs = describe_tables(client, &ids).await.map_err(src)?;
+
+    // Parts per table, then the run-level cap.
+    let mut wanted: Vec<(u32, Option<String>)> = selected
+        .iter()
+        .map(
+            |r| match req.overrides.get(&r.table.to_string()).and_then(|o| o.parts) {
+                Some(p) => (p.clamp(1, settings.max_parts_per_table.max(1)), None),
+                None => part_count(r.bytes, settings),
+            },
+        )
+        .collect();
+    let mut notes = Vec::new();
+    let total: u64 = wanted.iter().map(|w| w.0 as u64).sum();
+    if total > settings.max_parts_per_run as u64 {
+        let scale = settings.max_parts_per_run as f64 / total as f64;
+        for w in &mut wanted {
+            w.0 = ((w.0 as f64 * scale).floor() as u32).max(1);
+        }
+        notes.push(format!(
+            "{total} parts wanted in all, clamped to max_parts_per_run = {} by scaling every table down",
+            settings.max_parts_per_run
+        ));
+    }
+
+    let mut tables = Vec::new();
+    let mut tasks = Vec::new();
+    for ((rel, catalog), (parts, clamp_note)) in selected.iter().zip(catalogs).zip(wanted) {
+        let table_plan = plan_table(client, req, &run_id, rel, &catalog, parts, clamp_note, &source).await?;
+        tasks.extend(table_plan.1);
+        tables.push(table_plan.0);
+    }
+    Ok(Plan {
+        run_id,
+        created_at,
+        source,
+        stage: req.stage.trim_end_matches('/').to_string(),
+        settings: settings.clone(),
+        load: req.load.clone(),
+        tables,
+        tasks,
+        notes,
+        planning_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn plan_table(
+    client: &Client,
+    req: &PlanRequest,
+    run_id: &str,
+    rel: &Relation,
+    catalog: &CatalogTable,
+    parts: u32,
+    clamp_note: Option<String>,
+    source: &SourceInfo,
+) -> Result<(TablePlan, Vec<ExtractTask>), PlanError> {
+    let table = &rel.table;
+    let over = req.overrides.get(&table.to_string()).cloned().unwrap_or_default();
+    let policies = over.policies.clone().unwrap_or_else(|| req.policies.clone());
+    let casts: Vec<(String, Cast)> = over.casts.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let columns = column_specs(catalog, &policies, &casts)?;
+    let mut notes: Vec<String> = clamp_note.into_iter().collect();
+    let kind = match rel.kind {
+        'p' => "partitioned table",
+        'v' => "view",
+        'm' => "materialized view",
+        'f' => "foreign table",
+        _ => "table",
+    };
+    if rel.kind == 'p' {
+        notes.push(
+            "partitioned: planned as its parent (the key range prunes partitions); leaves not planned separately"
+                .into(),
+        );
+    }
+
+    let key = match &over.key {
+        Some(k) => k.clone(),
+        None => catalog.key.clone(),
+    };
+    let mut key_types = Vec::new();
+    for k in &key {
+        let c = catalog
+            .columns
+            .iter()
+            .find(|c| &c.name == k)
+            .ok_or_else(|| ExtractError::ColumnNotFound {
+                table: table.clone(),
+                column: k.clone(),
+            })?;
+        let ty = KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| ExtractError::UnsupportedKeyType {
+            table: table.clone(),
+            column: k.clone(),
+            ty: c.ty.pg.name.clone(),
+        })?;
+        if !c.not_null {
+            let q = format!(
+                "SELECT EXISTS (SELECT 1 FROM {} WHERE {} IS NULL)",
+                sql::table(table).map_err(PlanError::InvalidRequest)?,
+                sql::ident(k).map_err(PlanError::InvalidRequest)?
+            );
+            let has_null: bool = client
+                .query_one(&q, &[])
+                .await
+                .map_err(|e| ExtractError::from_pg(table, 0, e))?
+                .get(0);
+            if has_null {
+                return Err(PlanError::NullKey {
+                    table: table.clone(),
+                    column: k.clone(),
+                });
+            }
+        }
+        key_types.push(ty);
+    }
+
+    let heap = matches!(rel.kind, 'r' | 'm');
+    let rows_est = rel.rows.max(0.0) as u64;
+    let (strategy, bounds, reason, rows_total): (Strategy, Vec<Bounds>, String, u64) = if parts <= 1 {
+        let why = if rel.bytes <= req.settings.target_part_bytes && req.settings.parts.is_none() {
+            "fits in one part"
+        } else {
+            "one part wanted"
+        };
+        (
+            Strategy::Single,
+            vec![Bounds::ALL],
+            format!("{} bytes: {why}", rel.bytes),
+            rows_est,
+        )
+    } else if !key.is_empty() && rel.kind != 'f' && rel.kind != 'v' {
+        let sample_pages_wanted = req.settings.samples_per_part as u64 * parts as u64;
+        let total_pages = if rel.kind == 'p' { rel.bytes / 8192 } else { rel.pages };
+        let percent = if total_pages == 0 {
+            100.0
+        } else {
+            (100.0 * sample_pages_wanted as f64 / total_pages as f64).min(100.0)
+        };
+        let (boundaries, sampled) = key_quantiles(client, table, &key, &key_types, parts, percent).await?;
+        let rows_total = if percent < 100.0 {
+            rows_est.max(sampled)
+        } else {
+            sampled
+        };
+        let got = boundaries.len() as u32 + 1;
+        if got < parts {
+            notes.push(format!(
+                "{parts} parts wanted; the key has {got} distinct quantiles in the sample"
+            ));
+        }
+        let mut b = Vec::new();
+        let mut lower: Option<Vec<KeyValue>> = None;
+        for upper in boundaries.into_iter().map(Some).chain(std::iter::once(None)) {
+            b.push(Bounds::Key {
+                lower: lower.clone(),
+                upper: upper.clone(),
+            });
+            lower = upper;
+        }
+        let reason = format!(
+            "{} bytes ⇒ {parts} parts; boundaries at key quantiles of a {percent:.2}% page sample ({sampled} keys)",
+            rel.bytes
+        );
+        (
+            Strategy::KeyQuantiles {
+                sampled_rows: sampled,
+                sample_percent: percent,
+            },
+            b,
+            reason,
+            rows_total,
+        )
+    } else if heap && source.server_version_num >= 140_000 && rel.pages > 0 {
+        let pages = rel.pages;
+        let n = (parts as u64).min(pages).max(1);
+        let b = (0..n)
+            .map(|i| Bounds::Ctid {
+                first_page: (pages * i / n) as u32,
+                end_page: (i + 1 < n).then(|| (pages * (i + 1) / n) as u32),
+            })
+            .collect();
+        let reason = format!("no primary key or unique NOT NULL index: {n} equal ranges of {pages} heap pages by ctid");
+        (Strategy::CtidPages { pages }, b, reason, rows_est)
+    } else {
+        let why = if key.is_empty() && heap {
+            "no usable key and PostgreSQL < 14 (no TID range scans)"
+        } else if key.is_empty() {
+            "no usable key and not a heap table"
+        } else {
+            "views and foreign tables are read whole"
+        };
+        (
+            Strategy::Single,
+            vec![Bounds::ALL],
+            format!("one part: {why}"),
+            rows_est,
+        )
+    };
+
+    let n = bounds.len() as u64;
+    let parts_est: Vec<PartEstimate> = (0..n)
+        .map(|i| PartEstimate {
+            range_index: i as u32,
+            rows: rows_total / n,
+            bytes: rel.bytes / n,
+        })
+        .collect();
+    let tasks: Vec<ExtractTask> = bounds
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| ExtractTask {
+            run_id: run_id.to_string(),
+            table: table.clone(),
+            columns: columns.clone(),
+            key: if matches!(b, Bounds::Ctid { .. }) {
+                Vec::new()
+            } else {
+                key.clone()
+            },
+            range_index: i as u32,
+            bounds: b,
+            stage: req.stage.trim_end_matches('/').to_string(),
+            writer: req.writer.clone(),
+            statement_timeout_secs: req.settings.statement_timeout_secs,
+        })
+        .collect();
+    let plan = TablePlan {
+        table: table.clone(),
+        kind: kind.into(),
+        unlogged: rel.unlogged,
+        key,
+        strategy,
+        reason,
+        columns,
+        estimates: Estimates {
+            rows: rows_total,
+            bytes: rel.bytes,
+            avg_row_bytes: rel.bytes / rows_total.max(1),
+        },
+        parts: parts_est,
+        notes,
+    };
+    Ok((plan, tasks))
+}
+
+/// `parts - 1` boundary keys: the first key of every `ntile` bucket but the first, over a page sample ordered by the
+/// key (its own collation and type ordering), rendered as the key types' text input form.
+async fn key_quantiles(
+    client: &Client,
+    table: &TableRef,
+    key: &[String],
+    types: &[KeyType],
+    parts: u32,
+    percent: f64,
+) -> Result<(Vec<Vec<KeyValue>>, u64), PlanError> {
+    let bad = PlanError::InvalidRequest;
+    let cols = key
+        .iter()
+        .map(|k| sql::ident(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?
+        .join(", ");
+    // Aliased, so that the outer ORDER BY binds to the typed key columns, not to their text.
+    let texts = key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| sql::ident(k).map(|c| format!("{c}::text AS pgshift_k{i}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?
+        .join(", ");
+    // Numbers we format ourselves: no user text in the statement but quoted identifiers.
+    let sample = if percent >= 100.0 {
+        String::new()
+    } else {
+        format!(" TABLESAMPLE SYSTEM ({percent:.6}) REPEATABLE (7)")
+    };
+    let q = format!(
+        "SELECT {texts}, pgshift_n FROM (
+           SELECT {cols}, pgshift_bucket, pgshift_n,
+                  lag(pgshift_bucket) OVER (ORDER BY {cols}) AS pgshift_prev FROM (
+             SELECT {cols}, ntile({parts}) OVER (ORDER BY {cols}) AS pgshift_bucket, count(*) OVER () AS pgshift_n
+             FROM {}{sample}
+           ) pgshift_s
+         ) pgshift_q
+         WHERE pgshift_prev IS NOT NULL AND pgshift_prev <> pgshift_bucket
+         ORDER BY {cols}",
+        sql::table(table).map_err(bad)?
+    );
+    let rows = client
+        .query(&q, &[])
+        .await
+        .map_err(|e| ExtractError::from_pg(table, 0, e))?;
+    let mut sampled = 0u64;
+    let mut out: Vec<Vec<KeyValue>> = Vec::new();
+    for r in rows {
+        let kv: Vec<KeyValue> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| KeyValue::new(*t, r.get::<_, String>(i)))
+            .collect();
+        sampled = r.get::<_, i64>(types.len()) as u64;
+        if out.last() != Some(&kv) {
+            out.push(kv);
+        }
+    }
+    if out.is_empty() && sampled == 0 {
+        // The sample found nothing (or the boundaries collapsed): count what a full read of the key would see.
+        let n: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {}", sql::table(table).map_err(bad)?),
+                &[],
+            )
+            .await
+            .map_err(|e| ExtractError::from_pg(table, 0, e))?
+            .get(0);
+        sampled = n as u64;
+    }
+    Ok((out, sampled))
+}
+
+async fn put(stage: &dyn Stage, key: &str, body: Vec<u8>) -> Result<String, PlanError> {
+    let mut w = stage.create(key).await.map_err(ExtractError::from)?;
+    w.write(Bytes::from(body)).await.map_err(ExtractError::from)?;
+    Ok(w.finish().await.map_err(ExtractError::from)?.url)
+}
+
+/// The planner's handler: plan, write `plan.json` and `tasks.json` to the stage, return the summary.
+pub async fn handle(ctx: &PlanContext, req: PlanRequest) -> Result<(Plan, PlanSummary), PlanError> {
+    let span = tracing::info_span!("plan", tables = tracing::field::Empty, tasks = tracing::field::Empty);
+    let _e = span.enter();
+    let stage = ctx.stages.open(&req.stage)?;
+    let client = ctx.source.connect().await?;
+    let plan = plan(&client, &req).await?;
+    let run = key_segment(&plan.run_id);
+    let tasks_json = serde_json::to_vec(&plan.tasks).map_err(|e| PlanError::InvalidRequest(e.to_string()))?;
+    let plan_json = serde_json::to_vec_pretty(&plan).map_err(|e| PlanError::InvalidRequest(e.to_string()))?;
+    let tasks_url = put(stage.as_ref(), &format!("{run}/tasks.json"), tasks_json).await?;
+    let plan_url = put(stage.as_ref(), &format!("{run}/plan.json"), plan_json).await?;
+    span.record("tables", plan.tables.len());
+    span.record("tasks", plan.tasks.len());
+    let summary = PlanSummary {
+        run_id: plan.run_id.clone(),
+        plan_url,
+        tasks_url,
+        tables: plan.tables.len(),
+        tasks: plan.tasks.len(),
+        estimated_rows: plan.tables.iter().map(|t| t.estimates.rows).sum(),
+        estimated_bytes: plan.tables.iter().map(|t| t.estimates.bytes).sum(),
+        max_concurrency: req.settings.max_concurrency,
+    };
+    tracing::info!(seconds = plan.planning_seconds, "planned");
+    Ok((plan, summary))
+}
+
+/// Counts the rows a task's range holds, with the extractor's own predicate (for `--verify` and the balance bench).
+pub async fn count_rows(client: &Client, task: &ExtractTask) -> Result<u64, PlanError> {
+    let mut q = format!(
+        "SELECT count(*) FROM {}",
+        sql::table(&task.table).map_err(PlanError::InvalidRequest)?
+    );
+    if let Some(p) = sql::predicate(&task.key, &task.bounds).map_err(PlanError::InvalidRequest)? {
+        q.push_str(" WHERE ");
+        q.push_str(&p);
+    }
+    let n: i64 = client
+        .query_one(&q, &[])
+        .await
+        .map_err(|e| ExtractError::from_pg(&task.table, 0, e))?
+        .get(0);
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_count_follows_size_time_and_slices() {
+        let s = PlanSettings {
+            target_part_bytes: 100,
+            throughput_bytes_per_sec: 1,
+            part_seconds_budget: 1000,
+            ..Default::default()
+        };
+        assert_eq!(part_count(0, &s).0, 1, "an empty table is one part");
+        assert_eq!(part_count(50, &s).0, 1, "a tiny table is one part");
+        assert_eq!(part_count(1000, &s).0, 10);
+        let slow = PlanSettings {
+            throughput_bytes_per_sec: 1,
+            part_seconds_budget: 50,
+            ..s.clone()
+        };
+        assert_eq!(part_count(1000, &slow).0, 20, "raised to finish inside the time budget");
+        let sliced = PlanSettings { slices: 4, ..s.clone() };
+        assert_eq!(
+            part_count(1000, &sliced).0,
+            12,
+            "rounded up to a multiple of the slices"
+        );
+        assert_eq!(
+            part_count(300, &sliced).0,
+            3,
+            "fewer parts than slices stay as they are"
+        );
+        let capped = PlanSettings {
+            slices: 4,
+            max_parts_per_table: 10,
+            ..s
+        };
+        let (p, note) = part_count(5000, &capped);
+        assert_eq!(p, 8);
+        assert!(note.is_some_and(|n| n.contains("clamped")));
+        let fixed = PlanSettings {
+            parts: Some(6),
+            ..Default::default()
+        };
+        assert_eq!(part_count(10, &fixed), (6, None));
+    }
+
+    #[test]
+    fn globs_match_names() {
+        assert!(glob("*", "orders"));
+        assert!(glob("ord*", "orders"));
+        assert!(glob("o?ders", "orders"));
+        assert!(!glob("order", "orders"));
+        assert!(glob("*s", "orders"));
+    }
+}

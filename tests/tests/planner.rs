@@ -1,0 +1,309 @@
+//! The planner against real tables: every row in exactly one range, balanced parts for every key shape, the plan on
+//! the stage, and bad input named.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use pgshift::model::{Bounds, ExtractTask};
+use pgshift::plan::{count_rows, Plan, PlanContext, PlanError, PlanRequest, PlanSettings, Strategy, TableOverride};
+use pgshift::source::PgConnector;
+use pgshift::UrlStages;
+use pgshift_tests::{connect, stage_dir};
+
+use super::{ctx, db};
+
+fn request(tables: &[&str], parts: u32) -> PlanRequest {
+    PlanRequest {
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        settings: PlanSettings {
+            parts: Some(parts),
+            ..PlanSettings::default()
+        },
+        stage: format!("file://{}", stage_dir("plan").display()),
+        ..PlanRequest::default()
+    }
+}
+
+async fn plan(url: &str, req: PlanRequest) -> Result<Plan, PlanError> {
+    let ctx = PlanContext {
+        source: Arc::new(PgConnector::new(url)?),
+        stages: Arc::new(UrlStages),
+    };
+    pgshift::plan::handle(&ctx, req).await.map(|(p, _)| p)
+}
+
+/// Every row is in exactly one range: the counts add up to the table, and no row is outside all ranges.
+async fn assert_cover_exactly_once(url: &str, plan: &Plan, table: &str) -> Result<Vec<u64>> {
+    let client = connect(url).await?;
+    let tasks: Vec<&ExtractTask> = plan.tasks.iter().filter(|t| t.table.to_string() == table).collect();
+    let mut counts = Vec::new();
+    for t in &tasks {
+        counts.push(count_rows(&client, t).await?);
+    }
+    let total: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await?
+        .get(0);
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        total as u64,
+        "{table}: the ranges' rows add up to the table"
+    );
+    let preds: Vec<String> = tasks
+        .iter()
+        .filter_map(|t| {
+            pgshift::sql::predicate(&t.key, &t.bounds)
+                .ok()
+                .flatten()
+                .map(|p| format!("({p})"))
+        })
+        .collect();
+    if preds.len() == tasks.len() {
+        let q = format!("SELECT count(*) FROM {table} WHERE NOT ({})", preds.join(" OR "));
+        let outside: i64 = client.query_one(&q, &[]).await?.get(0);
+        assert_eq!(outside, 0, "{table}: no row outside every range");
+    }
+    Ok(counts)
+}
+
+fn skew(counts: &[u64]) -> f64 {
+    let mean = counts.iter().sum::<u64>() as f64 / counts.len() as f64;
+    *counts.iter().max().unwrap_or(&0) as f64 / mean
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_is_in_exactly_one_range_for_random_keys() -> Result<()> {
+    // Random key distributions, deterministic per seed: uniform, a narrow dense band plus a sparse tail, clustered
+    // runs. Part counts vary with the seed.
+    let url = db("cover", "").await?;
+    let client = connect(&url).await?;
+    for seed in 1..=6i64 {
+        let table = format!("k{seed}");
+        let expr = match seed % 3 {
+            0 => "hashint8extended(g, $S)",
+            1 => "CASE WHEN g % 10 < 9 THEN g ELSE abs(hashint8extended(g, $S)) % 1000000000000000 END",
+            _ => "(g / 50) * 1000000 + g % 50 + abs(hashint8extended(g / 50, $S)) % 1000",
+        }
+        .replace("$S", &seed.to_string());
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {table} (id int8 PRIMARY KEY, v int4);
+                 INSERT INTO {table} SELECT DISTINCT ON (k) k, 0 FROM (SELECT {expr} AS k FROM generate_series(1, 20000) g) s;
+                 ANALYZE {table};"
+            ))
+            .await?;
+        let parts = 2 + (seed as u32 * 7) % 15;
+        let mut req = request(&[&table], parts);
+        req.settings.samples_per_part = 40; // a real sample, not the whole table
+        let p = plan(&url, req).await?;
+        assert!(matches!(p.tables[0].strategy, Strategy::KeyQuantiles { .. }));
+        assert_cover_exactly_once(&url, &p, &format!("public.{table}")).await?;
+        // Rows added after planning, below and above every boundary, still land in exactly one range.
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {table} VALUES (-9223372036854775808, 1), (9223372036854775807, 1) ON CONFLICT DO NOTHING"
+            ))
+            .await?;
+        assert_cover_exactly_once(&url, &p, &format!("public.{table}")).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_are_balanced_for_every_key_shape() -> Result<()> {
+    let url = db(
+        "shapes",
+        "CREATE TABLE dense (id int8 PRIMARY KEY, pad text);
+         INSERT INTO dense SELECT g, repeat('x', 40) FROM generate_series(1, 100000) g;
+         CREATE TABLE sparse (id int8 PRIMARY KEY, pad text);
+         INSERT INTO sparse SELECT DISTINCT ON (k) k, repeat('x', 40) FROM (SELECT CASE WHEN g % 10 < 9 THEN 1000000 + g
+              ELSE abs(hashint8extended(g, 1)) % 1000000000000000 END AS k FROM generate_series(1, 100000) g) s;
+         CREATE TABLE uuids (id uuid PRIMARY KEY, pad text);
+         INSERT INTO uuids SELECT md5('u' || g)::uuid, repeat('x', 40) FROM generate_series(1, 100000) g;
+         CREATE TABLE texts (id text PRIMARY KEY, pad text);
+         INSERT INTO texts SELECT 'customer/eu-west/2024/account-' || lpad(g::text, 9, '0'), 'x' FROM generate_series(1, 100000) g;
+         CREATE TABLE comp (a int8, b int2, pad text, PRIMARY KEY (a, b));
+         INSERT INTO comp SELECT g / 4, (g % 4)::int2, repeat('x', 40) FROM generate_series(1, 100000) g;
+         CREATE TABLE heap (v int8, pad text);
+         INSERT INTO heap SELECT g, repeat('x', 40) FROM generate_series(1, 100000) g;
+         ANALYZE;",
+    )
+    .await?;
+    // At this size the default sample is the whole key: exact quantiles. Then small samples (deterministic:
+    // TABLESAMPLE ... REPEATABLE) with a looser bound; the bench measures sampling at scale.
+    for (samples_per_part, bound) in [(2000, 1.02), (60, 1.25)] {
+        for (table, want) in [
+            ("dense", "key"),
+            ("sparse", "key"),
+            ("uuids", "key"),
+            ("texts", "key"),
+            ("comp", "key"),
+            ("heap", "ctid"),
+        ] {
+            let mut req = request(&[table], 8);
+            req.settings.samples_per_part = samples_per_part;
+            let p = plan(&url, req).await?;
+            match (&p.tables[0].strategy, want) {
+                (Strategy::KeyQuantiles { sample_percent, .. }, "key") => {
+                    assert_eq!(
+                        *sample_percent < 100.0,
+                        samples_per_part < 2000,
+                        "{table}: {sample_percent}% sampled"
+                    )
+                }
+                (Strategy::CtidPages { .. }, "ctid") => {}
+                (s, _) => panic!("{table}: unexpected strategy {s:?}"),
+            }
+            let counts = assert_cover_exactly_once(&url, &p, &format!("public.{table}")).await?;
+            assert_eq!(counts.len(), 8, "{table}");
+            let sk = skew(&counts);
+            assert!(
+                sk <= bound,
+                "{table} ({samples_per_part} samples/part): max/mean {sk:.3} over {counts:?}"
+            );
+            assert!(counts.iter().all(|c| *c > 0), "{table}: no empty part: {counts:?}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_on_the_stage_extracts_every_row_once() -> Result<()> {
+    let url = db(
+        "planrun",
+        "CREATE SCHEMA sales;
+         CREATE TABLE sales.orders (id int8 PRIMARY KEY, amount numeric(12,2) NOT NULL, note text);
+         INSERT INTO sales.orders SELECT g, g / 100.0, CASE WHEN g % 3 = 0 THEN 'n' || g END FROM generate_series(1, 30000) g;
+         CREATE TABLE sales.customers (id uuid PRIMARY KEY, name text NOT NULL);
+         INSERT INTO sales.customers SELECT md5('c' || g)::uuid, 'c' || g FROM generate_series(1, 5000) g;
+         CREATE TABLE sales.empty (id int4 PRIMARY KEY);
+         CREATE TABLE sales.events (at timestamptz NOT NULL, kind text) PARTITION BY RANGE (at);
+         CREATE TABLE sales.events_2024 PARTITION OF sales.events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+         CREATE TABLE sales.events_2025 PARTITION OF sales.events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+         INSERT INTO sales.events SELECT TIMESTAMPTZ '2024-01-01' + g * INTERVAL '1 hour', 'k' FROM generate_series(0, 9000) g;
+         ANALYZE;",
+    )
+    .await?;
+    let mut req = request(&["sales.*"], 4);
+    req.exclude = vec!["sales.customers".into()];
+    let ctx_plan = PlanContext {
+        source: Arc::new(PgConnector::new(&url)?),
+        stages: Arc::new(UrlStages),
+    };
+    let (p, summary) = pgshift::plan::handle(&ctx_plan, req).await?;
+    let names: Vec<String> = p.tables.iter().map(|t| t.table.to_string()).collect();
+    assert_eq!(
+        names,
+        ["sales.empty", "sales.events", "sales.orders"],
+        "leaves and excluded tables are not planned"
+    );
+    let empty = &p.tables[0];
+    assert_eq!(
+        (empty.parts.len(), &empty.strategy),
+        (1, &Strategy::Single),
+        "an empty table is one part"
+    );
+    assert!(
+        p.tables[1].notes.iter().any(|n| n.contains("partitioned")),
+        "the plan says how it planned a parent"
+    );
+
+    // The task list on the stage is what the Map state reads.
+    let tasks_path = summary.tasks_url.strip_prefix("file://").expect("file url");
+    let tasks: Vec<ExtractTask> = serde_json::from_slice(&std::fs::read(tasks_path)?)?;
+    assert_eq!(tasks, p.tasks);
+    assert!(
+        serde_json::to_vec(&summary)?.len() < 1024,
+        "the state payload stays small"
+    );
+
+    let client = connect(&url).await?;
+    for table in ["sales.orders", "sales.events"] {
+        let mut extracted = 0;
+        for t in tasks.iter().filter(|t| t.table.to_string() == table) {
+            extracted += pgshift::extract(&ctx(&url), t.clone()).await?.rows;
+        }
+        let total: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await?
+            .get(0);
+        assert_eq!(extracted, total as u64, "{table}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_plan_input_is_named() -> Result<()> {
+    let url = db(
+        "badplan",
+        "CREATE TABLE n (id int8, v text);
+         INSERT INTO n VALUES (1, 'a'), (NULL, 'b');
+         CREATE TABLE f (id float8 PRIMARY KEY);",
+    )
+    .await?;
+    let e = plan(&url, request(&["nosuch.*"], 2)).await.expect_err("no match");
+    assert!(
+        matches!(e, PlanError::NoMatch(_)) && e.to_string().contains("nosuch.*"),
+        "{e}"
+    );
+    let e = plan(&url, request(&["public.missing"], 2))
+        .await
+        .expect_err("not found");
+    assert!(
+        e.to_string().contains("public.missing") && e.name() == "Pipeline.Fatal.NotFound",
+        "{e}"
+    );
+    assert!(
+        plan(&url, request(&["pg_catalog.*"], 2)).await.is_err(),
+        "system schemas are never matched"
+    );
+
+    let mut req = request(&["n"], 2);
+    req.overrides.insert(
+        "public.n".into(),
+        TableOverride {
+            key: Some(vec!["id".into()]),
+            ..Default::default()
+        },
+    );
+    let e = plan(&url, req).await.expect_err("nulls in the key");
+    assert!(
+        matches!(e, PlanError::NullKey { .. }) && e.to_string().contains("\"id\""),
+        "{e}"
+    );
+
+    let mut req = request(&["f"], 2);
+    req.settings.parts = Some(2);
+    let e = plan(&url, req).await.expect_err("float key");
+    assert_eq!(e.name(), "Pipeline.Fatal.UnsupportedType", "{e}");
+
+    // Past the maxima: clamped, and the plan says so.
+    let client = connect(&url).await?;
+    client
+        .batch_execute(
+            "CREATE TABLE big (id int8 PRIMARY KEY); INSERT INTO big SELECT generate_series(1, 5000); ANALYZE big;",
+        )
+        .await?;
+    let mut req = request(&["big"], 1);
+    req.settings = PlanSettings {
+        target_part_bytes: 1024,
+        max_parts_per_table: 5,
+        ..PlanSettings::default()
+    };
+    let p = plan(&url, req).await?;
+    assert_eq!(p.tasks.len(), 5);
+    assert!(
+        p.tables[0].notes.iter().any(|n| n.contains("clamped")),
+        "{:?}",
+        p.tables[0].notes
+    );
+    assert!(
+        matches!(p.tasks[0].bounds, Bounds::Key { lower: None, .. }),
+        "the first range is open below"
+    );
+    assert!(
+        matches!(p.tasks[4].bounds, Bounds::Key { upper: None, .. }),
+        "the last range is open above"
+    );
+    Ok(())
+}
