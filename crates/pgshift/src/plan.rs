@@ -196,7 +196,19 @@ pub enum PlanError {
     #[error("key column {column:?} of {table} holds NULLs; choose a NOT NULL key")]
     NullKey { table: TableRef, column: String },
     #[error(transparent)]
-    Extract(#[from] ExtractError),
+    Extract(Box<ExtractError>),
+}
+
+impl From<ExtractError> for PlanError {
+    fn from(e: ExtractError) -> Self {
+        PlanError::Extract(Box::new(e))
+    }
+}
+
+impl From<crate::stage::StageError> for PlanError {
+    fn from(e: crate::stage::StageError) -> Self {
+        ExtractError::from(e).into()
+    }
 }
 
 impl PlanError {
@@ -319,7 +331,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
         return Err(PlanError::InvalidRequest("no table patterns".into()));
     }
     let settings = &req.settings;
-    let src = |e| PlanError::Extract(ExtractError::SourceUnavailable(format!("planning: {e}")));
+    let src = |e| PlanError::from(ExtractError::SourceUnavailable(format!("planning: {e}")));
     client.batch_execute(SESSION_SETTINGS).await.map_err(src)?;
     let (created_at, compact) = now_rfc3339();
     let run_id = req
@@ -386,7 +398,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
             return Err(if raw.contains(['*', '?']) {
                 PlanError::NoMatch(raw.clone())
             } else {
-                PlanError::Extract(ExtractError::TableNotFound(pattern.clone()))
+                ExtractError::TableNotFound(pattern.clone()).into()
             });
         }
         for h in hits {
