@@ -24,6 +24,8 @@ use crate::WriterArgs;
 pub enum BenchCommand {
     /// Build the orders table, then time raw binary COPY and the extractor over the same ranges, alternating.
     Extract(BenchArgs),
+    /// Balance of the planner's ranges on every key shape, against an even stride; planning time.
+    Plan(crate::bench_plan::BenchPlanArgs),
     /// One measured run (used by `bench extract`).
     #[command(hide = true)]
     Once(OnceArgs),
@@ -92,6 +94,7 @@ struct Sample {
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Extract(args) => extract_bench(args).await,
+        BenchCommand::Plan(args) => crate::bench_plan::run(args).await,
         BenchCommand::Once(args) => {
             let s = once(args).await?;
             println!("{}", serde_json::to_string(&s)?);

@@ -1,6 +1,7 @@
 //! `pgshift`: the command line.
 
 mod bench;
+mod bench_plan;
 mod plan_cmd;
 
 use std::sync::Arc;

@@ -108,6 +108,9 @@ impl Default for PlanSettings {
 pub enum Strategy {
     /// Boundaries at quantiles of the key, from a sample of `sampled_rows` rows (`sample_percent` of the pages).
     KeyQuantiles { sampled_rows: u64, sample_percent: f64 },
+    /// A physically ordered key (|correlation| ≥ 0.99, PostgreSQL 14+): boundaries are the first keys on evenly
+    /// spaced heap pages (`parts - 1` one-page reads, no sort).
+    KeyPageProbes { pages: u64, correlation: f64 },
     /// Equal heap-page ranges by `ctid` (no usable key, PostgreSQL 14+); the last range is open.
     CtidPages { pages: u64 },
     /// One task for the whole table.
@@ -551,19 +554,75 @@ async fn plan_table(
             rows_est,
         )
     } else if !key.is_empty() && rel.kind != 'f' && rel.kind != 'v' {
-        let sample_pages_wanted = req.settings.samples_per_part as u64 * parts as u64;
+        // How independent are the rows of one page? A physically ordered key (correlation ±1) makes a sampled page
+        // worth one key; a scattered key makes every row of it an independent sample.
+        let corr = key_correlation(client, table, &key[0])
+            .await
+            .unwrap_or(1.0)
+            .abs()
+            .min(1.0);
         let total_pages = if rel.kind == 'p' { rel.bytes / 8192 } else { rel.pages };
-        let percent = if total_pages == 0 {
-            100.0
+        let rows_per_page = (rel.rows.max(1.0) / total_pages.max(1) as f64).max(1.0);
+        let probeable = key_types
+            .iter()
+            .all(|t| !matches!(t, KeyType::Text | KeyType::Varchar | KeyType::Bpchar));
+        let probes = if heap
+            && corr >= 0.99
+            && probeable
+            && source.server_version_num >= 140_000
+            && rel.pages >= 2 * parts as u64
+        {
+            page_probes(client, table, &key, &key_types, parts, rel.pages).await?
         } else {
-            (100.0 * sample_pages_wanted as f64 / total_pages as f64).min(100.0)
+            None
         };
-        let (boundaries, sampled) = key_quantiles(client, table, &key, &key_types, parts, percent).await?;
-        let rows_total = if percent < 100.0 {
-            rows_est.max(sampled)
-        } else {
-            sampled
+        let (boundaries, sampled, strategy, how) = match probes {
+            Some(b) => {
+                let how = format!(
+                    "the first key on {} evenly spaced heap pages (key correlation {corr:.3})",
+                    parts - 1
+                );
+                (
+                    b,
+                    rows_est,
+                    Strategy::KeyPageProbes {
+                        pages: rel.pages,
+                        correlation: corr,
+                    },
+                    how,
+                )
+            }
+            None => {
+                // Rows written together often share a key prefix (clustering that the correlation statistic does
+                // not see), so a page's rows are less independent than |correlation| says: count a quarter of them.
+                let keys_per_page = (1.0 + (rows_per_page - 1.0) * (1.0 - corr)) / 4.0;
+                let keys_per_page = keys_per_page.max(1.0);
+                let pages_wanted = req.settings.samples_per_part as f64 * parts as f64 / keys_per_page;
+                let percent = if total_pages == 0 {
+                    100.0
+                } else {
+                    (100.0 * pages_wanted / total_pages as f64).min(100.0)
+                };
+                let (b, sampled) = key_quantiles(client, table, &key, &key_types, parts, percent).await?;
+                let how =
+                    format!("key quantiles of a {percent:.2}% page sample ({sampled} keys, key correlation {corr:.3})");
+                let total = if percent < 100.0 {
+                    rows_est.max(sampled)
+                } else {
+                    sampled
+                };
+                (
+                    b,
+                    total,
+                    Strategy::KeyQuantiles {
+                        sampled_rows: sampled,
+                        sample_percent: percent,
+                    },
+                    how,
+                )
+            }
         };
+        let rows_total = sampled;
         let got = boundaries.len() as u32 + 1;
         if got < parts {
             notes.push(format!(
@@ -579,19 +638,8 @@ async fn plan_table(
             });
             lower = upper;
         }
-        let reason = format!(
-            "{} bytes ⇒ {parts} parts; boundaries at key quantiles of a {percent:.2}% page sample ({sampled} keys)",
-            rel.bytes
-        );
-        (
-            Strategy::KeyQuantiles {
-                sampled_rows: sampled,
-                sample_percent: percent,
-            },
-            b,
-            reason,
-            rows_total,
-        )
+        let reason = format!("{} bytes ⇒ {parts} parts; boundaries at {how}", rel.bytes);
+        (strategy, b, reason, rows_total)
     } else if heap && source.server_version_num >= 140_000 && rel.pages > 0 {
         let pages = rel.pages;
         let n = (parts as u64).min(pages).max(1);
@@ -738,6 +786,97 @@ async fn key_quantiles(
         sampled = n as u64;
     }
     Ok((out, sampled))
+}
+
+/// `pg_stats.correlation` of a column: how closely the physical row order follows the column's order.
+async fn key_correlation(client: &Client, table: &TableRef, column: &str) -> Option<f64> {
+    let row = client
+        .query_opt(
+            "SELECT correlation::float8 FROM pg_catalog.pg_stats WHERE schemaname = $1 AND tablename = $2 AND attname = $3",
+            &[&table.schema, &table.name, &column],
+        )
+        .await
+        .ok()??;
+    row.get::<_, Option<f64>>(0)
+}
+
+/// For a physically ordered key: the smallest key on each of `parts - 1` evenly spaced heap pages (a TID range scan
+/// over a few pages each). `None` when the probes are not strictly increasing (the table is not as ordered as its
+/// statistics say), so the caller samples instead. Ranges built from sorted boundaries cover every row exactly once
+/// whatever the physical order; ordering only matters for balance.
+async fn page_probes(
+    client: &Client,
+    table: &TableRef,
+    key: &[String],
+    types: &[KeyType],
+    parts: u32,
+    pages: u64,
+) -> Result<Option<Vec<Vec<KeyValue>>>, PlanError> {
+    let bad = PlanError::InvalidRequest;
+    let cols = key
+        .iter()
+        .map(|k| sql::ident(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?
+        .join(", ");
+    let texts = key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| sql::ident(k).map(|c| format!("{c}::text AS pgshift_k{i}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?
+        .join(", ");
+    let from = sql::table(table).map_err(bad)?;
+    let mut out: Vec<Vec<KeyValue>> = Vec::new();
+    for i in 1..parts as u64 {
+        let page = pages * i / parts as u64;
+        // Page numbers we compute: no user text in the statement but quoted identifiers.
+        let q = format!(
+            "SELECT {texts} FROM {from} WHERE ctid >= '({page},0)'::tid AND ctid < '({},0)'::tid ORDER BY {cols} LIMIT 1",
+            page + 8
+        );
+        let Some(r) = client
+            .query_opt(&q, &[])
+            .await
+            .map_err(|e| ExtractError::from_pg(table, 0, e))?
+        else {
+            continue;
+        };
+        let kv: Vec<KeyValue> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| KeyValue::new(*t, r.get::<_, String>(i)))
+            .collect();
+        if out.last() != Some(&kv) {
+            out.push(kv);
+        }
+    }
+    // Strictly increasing, as Postgres compares the typed values (no text key types here: no collation involved).
+    let row = |k: &[KeyValue]| -> Result<String, PlanError> {
+        Ok(format!(
+            "ROW({})",
+            k.iter()
+                .map(sql::literal)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad)?
+                .join(", ")
+        ))
+    };
+    if out.len() >= 2 {
+        let mut checks = Vec::new();
+        for w in out.windows(2) {
+            checks.push(format!("{} < {}", row(&w[0])?, row(&w[1])?));
+        }
+        let ok: bool = client
+            .query_one(&format!("SELECT {}", checks.join(" AND ")), &[])
+            .await
+            .map_err(|e| ExtractError::from_pg(table, 0, e))?
+            .get(0);
+        if !ok {
+            return Ok(None);
+        }
+    }
+    Ok(Some(out))
 }
 
 async fn put(stage: &dyn Stage, key: &str, body: Vec<u8>) -> Result<String, PlanError> {
