@@ -274,6 +274,18 @@ async fn bad_plan_input_is_named() -> Result<()> {
     let e = plan(&url, req).await.expect_err("float key");
     assert_eq!(e.name(), "Pipeline.Fatal.UnsupportedType", "{e}");
 
+    // No SELECT privilege: named before anything is sampled.
+    connect(&url)
+        .await?
+        .batch_execute(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'planner_nopriv') THEN
+                CREATE ROLE planner_nopriv LOGIN; END IF; END $$;",
+        )
+        .await?;
+    let nopriv = url.replace("postgres://postgres@", "postgres://planner_nopriv@");
+    let e = plan(&nopriv, request(&["f"], 2)).await.expect_err("no privilege");
+    assert!(e.name() == "Pipeline.Fatal.PermissionDenied" && e.to_string().contains("public.f"), "{e}");
+
     // Past the maxima: clamped, and the plan says so.
     let client = connect(&url).await?;
     client
