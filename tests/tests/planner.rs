@@ -284,7 +284,10 @@ async fn bad_plan_input_is_named() -> Result<()> {
         .await?;
     let nopriv = url.replace("postgres://postgres@", "postgres://planner_nopriv@");
     let e = plan(&nopriv, request(&["f"], 2)).await.expect_err("no privilege");
-    assert!(e.name() == "Pipeline.Fatal.PermissionDenied" && e.to_string().contains("public.f"), "{e}");
+    assert!(
+        e.name() == "Pipeline.Fatal.PermissionDenied" && e.to_string().contains("public.f"),
+        "{e}"
+    );
 
     // Past the maxima: clamped, and the plan says so.
     let client = connect(&url).await?;

@@ -120,8 +120,12 @@ pub enum Strategy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Estimates {
     pub rows: u64,
-    /// Heap + TOAST bytes (`pg_table_size`).
+    /// Heap + TOAST bytes (`pg_table_size`): what the extraction reads.
     pub bytes: u64,
+    /// Main-fork heap bytes alone.
+    pub heap_bytes: u64,
+    /// Heap, TOAST and indexes (`pg_total_relation_size`).
+    pub total_bytes: u64,
     pub avg_row_bytes: u64,
 }
 
@@ -290,6 +294,8 @@ struct Relation {
     bytes: u64,
     pages: u64,
     can_select: bool,
+    heap_bytes: u64,
+    total_bytes: u64,
 }
 
 /// Every user relation that could be extracted, with its size (partitioned parents sum their leaves).
@@ -305,7 +311,13 @@ SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.relpersistenc
             WHEN c.relkind IN ('r', 'm', 't') THEN pg_catalog.pg_table_size(c.oid) ELSE 0 END,
        CASE WHEN c.relkind IN ('r', 'm') THEN
             pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8 ELSE 0 END,
-       pg_catalog.has_table_privilege(c.oid, 'SELECT')
+       pg_catalog.has_table_privilege(c.oid, 'SELECT'),
+       CASE WHEN c.relkind = 'p' THEN
+            (SELECT coalesce(sum(pg_catalog.pg_relation_size(t.relid)), 0)::int8 FROM pg_catalog.pg_partition_tree(c.oid) t)
+            ELSE pg_catalog.pg_relation_size(c.oid) END,
+       CASE WHEN c.relkind = 'p' THEN
+            (SELECT coalesce(sum(pg_catalog.pg_total_relation_size(t.relid)), 0)::int8 FROM pg_catalog.pg_partition_tree(c.oid) t)
+            ELSE pg_catalog.pg_total_relation_size(c.oid) END
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
@@ -386,6 +398,8 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
                 bytes: r.get::<_, i64>(7).max(0) as u64,
                 pages: r.get::<_, i64>(8).max(0) as u64,
                 can_select: r.get(9),
+                heap_bytes: r.get::<_, i64>(10).max(0) as u64,
+                total_bytes: r.get::<_, i64>(11).max(0) as u64,
             }
         })
         .collect();
@@ -705,6 +719,8 @@ async fn plan_table(
         estimates: Estimates {
             rows: rows_total,
             bytes: rel.bytes,
+            heap_bytes: rel.heap_bytes,
+            total_bytes: rel.total_bytes,
             avg_row_bytes: rel.bytes / rows_total.max(1),
         },
         parts: parts_est,
