@@ -127,21 +127,12 @@ pub async fn run(args: BenchPlanArgs) -> Result<()> {
         .await?
         .get(0);
     if orders {
-        let req = PlanRequest {
-            tables: vec!["public.orders".into()],
-            stage: stage.clone(),
-            ..PlanRequest::default()
-        };
-        let started = Instant::now();
-        let (plan, _) = pgshift::plan::handle(&ctx, req)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (plan, secs) = timed_plan(&ctx, "public.orders", &stage).await?;
         println!(
-            "\nplanning public.orders ({} rows, {:.1} GB, {} parts by default settings): {:.3} s",
+            "\nplanning public.orders ({} rows, {:.1} GB, {} parts by default settings): {secs:.3} s",
             plan.tables[0].estimates.rows,
             plan.tables[0].estimates.bytes as f64 / 1e9,
             plan.tasks.len(),
-            started.elapsed().as_secs_f64()
         );
     }
     let many: i64 = client
@@ -158,22 +149,27 @@ pub async fn run(args: BenchPlanArgs) -> Result<()> {
         }
         client.batch_execute(&ddl).await?;
     }
-    let req = PlanRequest {
-        tables: vec!["pgshift_bench_many.*".into()],
-        stage,
-        ..PlanRequest::default()
-    };
-    let started = Instant::now();
-    let (plan, _) = pgshift::plan::handle(&ctx, req)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (plan, secs) = timed_plan(&ctx, "pgshift_bench_many.*", &stage).await?;
     println!(
-        "planning {} small tables in one run: {:.3} s ({} tasks)",
+        "planning {} small tables in one run: {secs:.3} s ({} tasks)",
         plan.tables.len(),
-        started.elapsed().as_secs_f64(),
         plan.tasks.len()
     );
     Ok(())
+}
+
+/// Plans one pattern with the default settings; returns the plan and the seconds it took.
+async fn timed_plan(ctx: &PlanContext, pattern: &str, stage: &str) -> Result<(pgshift::plan::Plan, f64)> {
+    let req = PlanRequest {
+        tables: vec![pattern.into()],
+        stage: stage.into(),
+        ..PlanRequest::default()
+    };
+    let started = Instant::now();
+    let (plan, _) = pgshift::plan::handle(ctx, req)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((plan, started.elapsed().as_secs_f64()))
 }
 
 fn skew(c: &[u64]) -> f64 {

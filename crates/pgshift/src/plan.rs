@@ -729,6 +729,22 @@ async fn plan_table(
     Ok((plan, tasks))
 }
 
+/// The key columns as an ORDER BY list, and as a SELECT list of their text forms. The text columns are aliased, so
+/// that an outer ORDER BY binds to the typed key columns, not to their text.
+fn key_lists(key: &[String]) -> Result<(String, String), PlanError> {
+    let idents = key
+        .iter()
+        .map(|k| sql::ident(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(PlanError::InvalidRequest)?;
+    let texts = idents
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c}::text AS pgshift_k{i}"))
+        .collect::<Vec<_>>();
+    Ok((idents.join(", "), texts.join(", ")))
+}
+
 /// `parts - 1` boundary keys: the first key of every `ntile` bucket but the first, over a page sample ordered by the
 /// key (its own collation and type ordering), rendered as the key types' text input form.
 async fn key_quantiles(
@@ -740,20 +756,7 @@ async fn key_quantiles(
     percent: f64,
 ) -> Result<(Vec<Vec<KeyValue>>, u64), PlanError> {
     let bad = PlanError::InvalidRequest;
-    let cols = key
-        .iter()
-        .map(|k| sql::ident(k))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(bad)?
-        .join(", ");
-    // Aliased, so that the outer ORDER BY binds to the typed key columns, not to their text.
-    let texts = key
-        .iter()
-        .enumerate()
-        .map(|(i, k)| sql::ident(k).map(|c| format!("{c}::text AS pgshift_k{i}")))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(bad)?
-        .join(", ");
+    let (cols, texts) = key_lists(key)?;
     // Numbers we format ourselves: no user text in the statement but quoted identifiers.
     let sample = if percent >= 100.0 {
         String::new()
@@ -829,19 +832,7 @@ async fn page_probes(
     pages: u64,
 ) -> Result<Option<Vec<Vec<KeyValue>>>, PlanError> {
     let bad = PlanError::InvalidRequest;
-    let cols = key
-        .iter()
-        .map(|k| sql::ident(k))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(bad)?
-        .join(", ");
-    let texts = key
-        .iter()
-        .enumerate()
-        .map(|(i, k)| sql::ident(k).map(|c| format!("{c}::text AS pgshift_k{i}")))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(bad)?
-        .join(", ");
+    let (cols, texts) = key_lists(key)?;
     let from = sql::table(table).map_err(bad)?;
     let mut out: Vec<Vec<KeyValue>> = Vec::new();
     for i in 1..parts as u64 {
