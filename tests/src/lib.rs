@@ -321,3 +321,103 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Credentials the test S3 server accepts (requests are signed and checked: SigV4 for real).
+pub const S3_ACCESS_KEY: &str = "pgshift-test-access";
+pub const S3_SECRET_KEY: &str = "pgshift-test-secret";
+
+/// A real S3-compatible HTTP server on loopback: `s3s` over `s3s-fs`, served by hyper on its own thread and runtime
+/// (it outlives every test's runtime). Buckets are directories under `root`.
+#[derive(Debug)]
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: PathBuf,
+}
+
+static S3: OnceLock<S3Server> = OnceLock::new();
+
+/// The S3 server of this test binary, started on first use.
+pub fn s3_server() -> &'static S3Server {
+    S3.get_or_init(|| S3Server::start().expect("starting the test S3 server"))
+}
+
+impl S3Server {
+    fn start() -> Result<S3Server> {
+        let root = std::env::temp_dir()
+            .join("pgshift-test")
+            .join(format!("cluster-{}-s3", std::process::id()));
+        std::fs::create_dir_all(&root)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Result<u16>>();
+        let fs_root = root.clone();
+        std::thread::spawn(move || {
+            let serve = || -> Result<()> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let fs = s3s_fs::FileSystem::new(&fs_root).map_err(|e| anyhow::anyhow!("s3s-fs: {e:?}"))?;
+                    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+                    builder.set_auth(s3s::auth::SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
+                    let service = builder.build();
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                    let _ = tx.send(Ok(listener.local_addr()?.port()));
+                    let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    loop {
+                        let Ok((socket, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone());
+                        let conn = conn.into_owned();
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                })
+            };
+            if let Err(e) = serve() {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let port = rx.recv()??;
+        Ok(S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+        })
+    }
+
+    /// An SDK client for this server, with the given secret (a wrong one makes every request fail its signature).
+    pub fn client_with_secret(&self, secret: &str) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new(S3_ACCESS_KEY, secret, None, None, "pgshift-tests");
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(creds)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        self.client_with_secret(S3_SECRET_KEY)
+    }
+
+    /// A fresh bucket (a directory of the server's root).
+    pub fn bucket(&self, prefix: &str) -> String {
+        let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        std::fs::create_dir_all(self.root.join(&name)).expect("creating a bucket directory");
+        name
+    }
+
+    /// Multipart uploads the server still holds (started and neither completed nor aborted).
+    pub fn uploads_in_progress(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".upload"))
+            .collect()
+    }
+}

@@ -220,12 +220,22 @@ impl Stage for KillOnCreate {
             self.inner.create(key).await
         })
     }
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StageError>> {
+        self.inner.head(key)
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, StageError>> {
+        self.inner.list(prefix)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bytes::Bytes, StageError>> {
+        self.inner.get(key)
+    }
 }
 
-struct Opener(Arc<dyn Stage>);
+pub(crate) struct Opener(pub(crate) Arc<dyn Stage>);
 impl StageOpener for Opener {
-    fn open(&self, _url: &str) -> Result<Arc<dyn Stage>, ExtractError> {
-        Ok(self.0.clone())
+    fn open<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, ExtractError>> {
+        let stage = self.0.clone();
+        Box::pin(async move { Ok(stage) })
     }
 }
 

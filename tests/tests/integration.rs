@@ -14,6 +14,7 @@ use pgshift_tests::{cluster, connect, list_files, stage_dir};
 
 mod failures;
 mod planner;
+mod s3;
 
 /// A database with `setup` run in it.
 async fn db(prefix: &str, setup: &str) -> Result<String> {
@@ -25,7 +26,7 @@ async fn db(prefix: &str, setup: &str) -> Result<String> {
 fn ctx(url: &str) -> ExtractContext {
     ExtractContext {
         source: Arc::new(PgConnector::new(url).expect("connection string")),
-        stages: Arc::new(UrlStages),
+        stages: Arc::new(UrlStages::default()),
     }
 }
 

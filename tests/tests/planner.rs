@@ -27,7 +27,7 @@ fn request(tables: &[&str], parts: u32) -> PlanRequest {
 async fn plan(url: &str, req: PlanRequest) -> Result<Plan, PlanError> {
     let ctx = PlanContext {
         source: Arc::new(PgConnector::new(url)?),
-        stages: Arc::new(UrlStages),
+        stages: Arc::new(UrlStages::default()),
     };
     pgshift::plan::handle(&ctx, req).await.map(|(p, _)| p)
 }
@@ -185,7 +185,7 @@ async fn a_plan_on_the_stage_extracts_every_row_once() -> Result<()> {
     req.exclude = vec!["sales.customers".into()];
     let ctx_plan = PlanContext {
         source: Arc::new(PgConnector::new(&url)?),
-        stages: Arc::new(UrlStages),
+        stages: Arc::new(UrlStages::default()),
     };
     let (p, summary) = pgshift::plan::handle(&ctx_plan, req).await?;
     let names: Vec<String> = p.tables.iter().map(|t| t.table.to_string()).collect();

@@ -296,7 +296,7 @@ async fn once(args: OnceArgs) -> Result<Sample> {
             };
             let ctx = ExtractContext {
                 source: connector.clone(),
-                stages: Arc::new(UrlStages),
+                stages: Arc::new(UrlStages::default()),
             };
             let r = pgshift::extract(&ctx, task).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             (r.rows, r.source_bytes, r.files.iter().map(|f| f.bytes).sum())

@@ -64,7 +64,7 @@ pub async fn run(args: BenchPlanArgs) -> Result<()> {
     }
     let ctx = PlanContext {
         source: connector.clone(),
-        stages: Arc::new(UrlStages),
+        stages: Arc::new(UrlStages::default()),
     };
     let stage = format!("file://{}", std::env::temp_dir().join("pgshift-bench-plan").display());
     println!(

@@ -179,7 +179,7 @@ async fn extract(args: ExtractArgs) -> Result<()> {
     };
     let ctx = ExtractContext {
         source,
-        stages: Arc::new(UrlStages),
+        stages: Arc::new(UrlStages::default()),
     };
     match pgshift::extract(&ctx, task).await {
         Ok(result) => {

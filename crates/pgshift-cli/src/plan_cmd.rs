@@ -74,7 +74,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
     };
     let ctx = PlanContext {
         source: source.clone(),
-        stages: Arc::new(UrlStages),
+        stages: Arc::new(UrlStages::default()),
     };
     let (plan, summary) = match pgshift::plan::handle(&ctx, req).await {
         Ok(p) => p,

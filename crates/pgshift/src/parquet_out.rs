@@ -163,26 +163,28 @@ impl RollingWriter {
         let Some((mut writer, rows)) = self.current.take() else {
             return Ok(());
         };
-        if let Err(e) = writer.flush() {
-            return Err(classify(writer.inner_mut(), e));
-        }
-        // Writes the footer; `into_inner` errors only from I/O on the sink, whose stage error it keeps.
-        let mut sink = match writer.into_inner() {
-            Ok(sink) => sink,
-            Err(e) => return Err(WriteError::Parquet(e.to_string())),
+        // The footer goes into the sink, then the last bytes to the stage. `finish` keeps the writer in hand, so
+        // every failure below discards the object here, synchronously, before the error is returned.
+        let written = match writer.finish() {
+            Ok(_) => writer
+                .inner_mut()
+                .push()
+                .map_err(|e| failure(writer.inner_mut(), e.to_string())),
+            Err(e) => Err(failure(writer.inner_mut(), e.to_string())),
         };
-        if let Err(e) = sink.push() {
-            return Err(sink
-                .failed
-                .take()
-                .map(WriteError::Stage)
-                .unwrap_or(WriteError::Parquet(e.to_string())));
-        }
+        let sink = writer.inner_mut();
         let Some(object) = sink.object.take() else {
             return Err(WriteError::Parquet("object already closed".into()));
         };
+        if let Err(e) = written {
+            if let Err(abort) = self.handle.block_on(object.abort()) {
+                tracing::warn!(error = %abort, "could not discard a partial file");
+            }
+            return Err(e);
+        }
+        let written = sink.written;
         let done = self.handle.block_on(object.finish())?;
-        debug_assert_eq!(done.bytes, sink.written);
+        debug_assert_eq!(done.bytes, written);
         tracing::debug!(url = %done.url, rows, bytes = done.bytes, "file staged");
         self.files.push(StagedFile {
             url: done.url,
@@ -213,9 +215,14 @@ impl RollingWriter {
 
 /// A Parquet error from writing into `sink`: the stage error behind it when there is one.
 fn classify(sink: &mut StageSink, e: parquet::errors::ParquetError) -> WriteError {
+    failure(sink, e.to_string())
+}
+
+/// The stage error behind a failed write into `sink`, else `detail` as a Parquet error.
+fn failure(sink: &mut StageSink, detail: String) -> WriteError {
     match sink.failed.take() {
         Some(stage) => WriteError::Stage(stage),
-        None => WriteError::Parquet(e.to_string()),
+        None => WriteError::Parquet(detail),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::error::ExtractError;
 use crate::extract::StageOpener;
 use crate::model::{Bounds, ColumnSpec, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
 use crate::source::{column_specs, describe_tables, CatalogTable, SourceConnector, SESSION_SETTINGS};
-use crate::stage::{key_segment, Stage};
+use crate::stage::key_segment;
 use crate::types::{Cast, TypePolicies};
 use crate::{pgtext, sql};
 
@@ -886,24 +886,22 @@ async fn page_probes(
     Ok(Some(out))
 }
 
-async fn put(stage: &dyn Stage, key: &str, body: Vec<u8>) -> Result<String, PlanError> {
-    let mut w = stage.create(key).await.map_err(ExtractError::from)?;
-    w.write(Bytes::from(body)).await.map_err(ExtractError::from)?;
-    Ok(w.finish().await.map_err(ExtractError::from)?.url)
-}
-
 /// The planner's handler: plan, write `plan.json` and `tasks.json` to the stage, return the summary.
 pub async fn handle(ctx: &PlanContext, req: PlanRequest) -> Result<(Plan, PlanSummary), PlanError> {
     let span = tracing::info_span!("plan", tables = tracing::field::Empty, tasks = tracing::field::Empty);
     let _e = span.enter();
-    let stage = ctx.stages.open(&req.stage)?;
+    let stage = ctx.stages.open(&req.stage).await?;
     let client = ctx.source.connect().await?;
     let plan = plan(&client, &req).await?;
     let run = key_segment(&plan.run_id);
     let tasks_json = serde_json::to_vec(&plan.tasks).map_err(|e| PlanError::InvalidRequest(e.to_string()))?;
     let plan_json = serde_json::to_vec_pretty(&plan).map_err(|e| PlanError::InvalidRequest(e.to_string()))?;
-    let tasks_url = put(stage.as_ref(), &format!("{run}/tasks.json"), tasks_json).await?;
-    let plan_url = put(stage.as_ref(), &format!("{run}/plan.json"), plan_json).await?;
+    let tasks_url = crate::stage::put(stage.as_ref(), &format!("{run}/tasks.json"), Bytes::from(tasks_json))
+        .await?
+        .url;
+    let plan_url = crate::stage::put(stage.as_ref(), &format!("{run}/plan.json"), Bytes::from(plan_json))
+        .await?
+        .url;
     span.record("tables", plan.tables.len());
     span.record("tasks", plan.tasks.len());
     let summary = PlanSummary {

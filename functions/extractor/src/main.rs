@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let source = std::env::var("PGSHIFT_SOURCE").map_err(|_| "PGSHIFT_SOURCE is not set")?;
     let ctx = Arc::new(ExtractContext {
         source: Arc::new(PgConnector::new(&source)?),
-        stages: Arc::new(UrlStages),
+        stages: Arc::new(UrlStages::default()),
     });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<ExtractTask>| {
         let ctx = ctx.clone();

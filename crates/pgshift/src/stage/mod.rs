@@ -8,18 +8,30 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 
+pub mod s3;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error("stage URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("stage I/O on {location}: {source}")]
     Io { location: String, source: std::io::Error },
+    #[error("{location} does not exist on the stage")]
+    Missing { location: String },
+    #[error("stage request on {location} failed: {detail}")]
+    Remote {
+        location: String,
+        detail: String,
+        retryable: bool,
+    },
 }
 
 impl StageError {
     pub fn name(&self) -> &'static str {
         match self {
-            StageError::BadUrl { .. } => "Pipeline.Fatal.Stage",
+            StageError::BadUrl { .. } | StageError::Missing { .. } => "Pipeline.Fatal.Stage",
+            StageError::Remote { retryable: true, .. } => "Pipeline.Retryable.Stage",
+            StageError::Remote { retryable: false, .. } => "Pipeline.Fatal.Stage",
             StageError::Io { source, .. } => match source.kind() {
                 std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => "Pipeline.Fatal.Stage",
                 _ => "Pipeline.Retryable.Stage",
@@ -42,6 +54,30 @@ pub trait Stage: Send + Sync {
 
     /// Starts an object at `key` (relative to the prefix, `/`-separated). Nothing is visible until `finish`.
     fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>>;
+
+    /// The size of the complete object at `key`, or `None` when there is none.
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StageError>>;
+
+    /// Every complete object whose key starts with `prefix`: (key relative to the stage, size), sorted by key.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, StageError>>;
+
+    /// The whole object at `key` (small objects: plans, manifests, task lists, Parquet parts for a local load).
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, StageError>>;
+
+    /// The key of a URL under this stage, if it is one.
+    fn key_of<'a>(&self, url: &'a str) -> Option<&'a str> {
+        url.strip_prefix(self.url())?.strip_prefix('/')
+    }
+}
+
+/// Writes a small object whole.
+pub async fn put(stage: &dyn Stage, key: &str, body: Bytes) -> Result<StagedObject, StageError> {
+    let mut w = stage.create(key).await?;
+    if let Err(e) = w.write(body).await {
+        let _ = w.abort().await;
+        return Err(e);
+    }
+    w.finish().await
 }
 
 /// One object being written.
@@ -53,7 +89,7 @@ pub trait ObjectWriter: Send {
     fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StageError>>;
 }
 
-/// Opens the stage named by a URL: `file:///absolute/dir` (S3 comes with the loader).
+/// Opens a `file://` stage by URL (`s3://` stages need a client: see [`s3::S3Stage`] and `extract::UrlStages`).
 pub fn open(url: &str) -> Result<Box<dyn Stage>, StageError> {
     let url = url.trim_end_matches('/');
     if let Some(path) = url.strip_prefix("file://") {
@@ -136,6 +172,72 @@ impl Stage for LocalStage {
                 file,
                 bytes: 0,
             }) as Box<dyn ObjectWriter>)
+        })
+    }
+
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StageError>> {
+        Box::pin(async move {
+            let path = self.path(key)?;
+            match tokio::fs::metadata(&path).await {
+                Ok(m) if m.is_file() => Ok(Some(m.len())),
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io(&path, e)),
+            }
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, StageError>> {
+        Box::pin(async move {
+            let root = self.root.clone();
+            let prefix = prefix.to_string();
+            let walk = move || -> Result<Vec<(String, u64)>, StageError> {
+                let mut out = Vec::new();
+                let mut dirs = vec![root.clone()];
+                while let Some(dir) = dirs.pop() {
+                    let entries = match std::fs::read_dir(&dir) {
+                        Ok(e) => e,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(io(&dir, e)),
+                    };
+                    for entry in entries {
+                        let entry = entry.map_err(|e| io(&dir, e))?;
+                        let path = entry.path();
+                        let meta = entry.metadata().map_err(|e| io(&path, e))?;
+                        if meta.is_dir() {
+                            dirs.push(path);
+                            continue;
+                        }
+                        // Temporaries of writes in progress are not objects.
+                        if entry.file_name().to_string_lossy().starts_with('.') {
+                            continue;
+                        }
+                        let Ok(rel) = path.strip_prefix(&root) else { continue };
+                        let key = rel.to_string_lossy().into_owned();
+                        if key.starts_with(&prefix) {
+                            out.push((key, meta.len()));
+                        }
+                    }
+                }
+                out.sort();
+                Ok(out)
+            };
+            tokio::task::spawn_blocking(walk)
+                .await
+                .map_err(|e| io(&self.root, std::io::Error::other(e)))?
+        })
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, StageError>> {
+        Box::pin(async move {
+            let path = self.path(key)?;
+            match tokio::fs::read(&path).await {
+                Ok(b) => Ok(Bytes::from(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StageError::Missing {
+                    location: format!("{}/{key}", self.url),
+                }),
+                Err(e) => Err(io(&path, e)),
+            }
         })
     }
 }

@@ -1,0 +1,296 @@
+//! The S3 stage against a real S3-compatible HTTP server on loopback (s3s + s3s-fs, SigV4 checked).
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use pgshift::model::{Compression, WriterSettings};
+use pgshift::stage::s3::{S3Options, S3Stage};
+use pgshift::stage::{ObjectWriter, Stage, StageError, StagedObject};
+use pgshift::types::TypePolicies;
+use pgshift::{ExtractContext, ExtractError, UrlStages};
+use pgshift_tests::s3_server;
+
+use super::failures::Opener;
+use super::{db, task_for};
+
+fn s3_ctx(url: &str) -> ExtractContext {
+    ExtractContext {
+        source: Arc::new(pgshift::source::PgConnector::new(url).expect("connection string")),
+        stages: Arc::new(UrlStages::with_s3_client(s3_server().client(), S3Options::default())),
+    }
+}
+
+/// A table whose Parquet (uncompressed) is a few S3 parts.
+const WIDE: &str = "CREATE TABLE wide (id int8 PRIMARY KEY, a text NOT NULL, b text NOT NULL);
+    INSERT INTO wide SELECT g, md5(g::text) || md5((g + 1)::text), md5((g * 3)::text) FROM generate_series(1, 250000) g;";
+
+/// The tests that start multipart uploads run one at a time: they check that the server holds no upload in progress.
+static MULTIPART: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn uncompressed() -> WriterSettings {
+    WriterSettings {
+        compression: Compression::None,
+        row_group_bytes: 4 * 1024 * 1024,
+        ..WriterSettings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_file_lands_whole_and_a_retry_overwrites_it() -> Result<()> {
+    let _serial = MULTIPART.lock().await;
+    let server = s3_server();
+    let bucket = server.bucket("multipart");
+    let url = db("s3multi", WIDE).await?;
+    let mut task = task_for(&url, "wide", &TypePolicies::default(), &[]).await?;
+    task.stage = format!("s3://{bucket}/runs");
+    task.writer = uncompressed();
+
+    let first = pgshift::extract(&s3_ctx(&url), task.clone()).await?;
+    assert_eq!(first.files.len(), 1);
+    let file = &first.files[0];
+    assert!(
+        file.bytes > 2 * pgshift::stage::s3::PART_BYTES as u64,
+        "several parts: {} bytes",
+        file.bytes
+    );
+    assert_eq!(
+        file.url,
+        format!("s3://{bucket}/runs/test-run/public/wide/part-00000-000.parquet")
+    );
+
+    let client = server.client();
+    let key = "runs/test-run/public/wide/part-00000-000.parquet";
+    let head = client.head_object().bucket(&bucket).key(key).send().await?;
+    assert_eq!(
+        head.content_length(),
+        Some(file.bytes as i64),
+        "the recorded size is the content length"
+    );
+    let etag = head.e_tag().unwrap_or_default().trim_matches('"').to_string();
+    let parts: u64 = etag.rsplit_once('-').and_then(|(_, n)| n.parse().ok()).unwrap_or(1);
+    assert!(parts >= 3, "a multipart object's ETag ends in -<parts>: {etag}");
+
+    // An independent read of the object: every row, once.
+    let body = client
+        .get_object()
+        .bucket(&bucket)
+        .key(key)
+        .send()
+        .await?
+        .body
+        .collect()
+        .await?
+        .into_bytes();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(body)?.build()?;
+    let rows: usize = reader.map(|b| b.map(|b| b.num_rows())).sum::<Result<usize, _>>()?;
+    assert_eq!(rows, 250_000);
+
+    // A retry writes the same key: the run prefix holds the same object, nothing more, no upload left behind.
+    let stage = S3Stage::new(server.client(), &format!("s3://{bucket}/runs"), S3Options::default())?;
+    let before = stage.list("test-run/").await?;
+    let again = pgshift::extract(&s3_ctx(&url), task).await?;
+    assert_eq!(again.files, first.files);
+    assert_eq!(stage.list("test-run/").await?, before);
+    assert_eq!(
+        before,
+        vec![("test-run/public/wide/part-00000-000.parquet".to_string(), file.bytes)]
+    );
+    assert!(
+        server.uploads_in_progress().is_empty(),
+        "{:?}",
+        server.uploads_in_progress()
+    );
+    Ok(())
+}
+
+/// A stage whose objects fail on their n-th write: an upload that breaks between parts.
+struct FailOnWrite {
+    inner: Arc<dyn Stage>,
+    fail_at: usize,
+}
+
+struct FailingObject {
+    inner: Box<dyn ObjectWriter>,
+    writes: usize,
+    fail_at: usize,
+}
+
+impl Stage for FailOnWrite {
+    fn url(&self) -> &str {
+        self.inner.url()
+    }
+    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
+        Box::pin(async move {
+            let inner = self.inner.create(key).await?;
+            Ok(Box::new(FailingObject {
+                inner,
+                writes: 0,
+                fail_at: self.fail_at,
+            }) as Box<dyn ObjectWriter>)
+        })
+    }
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StageError>> {
+        self.inner.head(key)
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, StageError>> {
+        self.inner.list(prefix)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, StageError>> {
+        self.inner.get(key)
+    }
+}
+
+impl ObjectWriter for FailingObject {
+    fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StageError>> {
+        self.writes += 1;
+        if self.writes == self.fail_at {
+            return Box::pin(async {
+                Err(StageError::Remote {
+                    location: "test".into(),
+                    detail: "connection reset".into(),
+                    retryable: true,
+                })
+            });
+        }
+        self.inner.write(chunk)
+    }
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StagedObject, StageError>> {
+        self.inner.finish()
+    }
+    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StageError>> {
+        self.inner.abort()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_between_parts_aborts_the_upload() -> Result<()> {
+    let _serial = MULTIPART.lock().await;
+    let server = s3_server();
+    let bucket = server.bucket("abort");
+    let url = db("s3abort", WIDE).await?;
+    let mut task = task_for(&url, "wide", &TypePolicies::default(), &[]).await?;
+    task.stage = format!("s3://{bucket}/runs");
+    task.writer = uncompressed();
+    let s3 = Arc::new(S3Stage::new(server.client(), &task.stage, S3Options::default())?);
+    let ctx = ExtractContext {
+        source: Arc::new(pgshift::source::PgConnector::new(&url)?),
+        stages: Arc::new(Opener(Arc::new(FailOnWrite {
+            inner: s3.clone(),
+            fail_at: 3,
+        }))),
+    };
+    let e = pgshift::extract(&ctx, task).await.expect_err("the third part fails");
+    assert!(matches!(e, ExtractError::Stage(StageError::Remote { .. })), "{e}");
+    assert!(e.is_retryable(), "{}", e.name());
+    assert_eq!(
+        s3.head("test-run/public/wide/part-00000-000.parquet").await?,
+        None,
+        "no object appears"
+    );
+    assert!(s3.list("").await?.is_empty());
+    assert!(
+        server.uploads_in_progress().is_empty(),
+        "the upload was aborted: {:?}",
+        server.uploads_in_progress()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_a_run_prefix_pages_through_every_object() -> Result<()> {
+    let server = s3_server();
+    let bucket = server.bucket("listing");
+    let stage = S3Stage::new(server.client(), &format!("s3://{bucket}/stage"), S3Options::default())?;
+    let mut want = Vec::new();
+    for i in 0..1005 {
+        let key = format!("run-1/t/part-{i:05}.parquet");
+        let body = Bytes::from(vec![b'x'; i % 7 + 1]);
+        pgshift::stage::put(&stage, &key, body).await?;
+        want.push((key, (i % 7 + 1) as u64));
+    }
+    pgshift::stage::put(&stage, "run-10/other.json", Bytes::from_static(b"{}")).await?;
+    pgshift::stage::put(&stage, "run-2/other.json", Bytes::from_static(b"{}")).await?;
+    assert_eq!(
+        stage.list("run-1/").await?,
+        want,
+        "more than one page (1,000 keys) of the run prefix, nothing else"
+    );
+    assert_eq!(stage.get("run-10/other.json").await?, Bytes::from_static(b"{}"));
+    assert!(matches!(
+        stage.get("run-3/none.json").await,
+        Err(StageError::Missing { .. })
+    ));
+    assert_eq!(stage.head("run-3/none.json").await?, None);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planner_writes_its_plan_to_s3() -> Result<()> {
+    let server = s3_server();
+    let bucket = server.bucket("plan");
+    let url = db(
+        "s3plan",
+        "CREATE TABLE p (id int8 PRIMARY KEY); INSERT INTO p SELECT generate_series(1, 1000);",
+    )
+    .await?;
+    let ctx = pgshift::plan::PlanContext {
+        source: Arc::new(pgshift::source::PgConnector::new(&url)?),
+        stages: Arc::new(UrlStages::with_s3_client(server.client(), S3Options::default())),
+    };
+    let req = pgshift::plan::PlanRequest {
+        tables: vec!["p".into()],
+        stage: format!("s3://{bucket}/stage"),
+        ..Default::default()
+    };
+    let (plan, summary) = pgshift::plan::handle(&ctx, req).await?;
+    assert_eq!(
+        summary.tasks_url,
+        format!("s3://{bucket}/stage/{}/tasks.json", plan.run_id)
+    );
+    let stage = S3Stage::new(server.client(), &format!("s3://{bucket}/stage"), S3Options::default())?;
+    let tasks: Vec<pgshift::ExtractTask> =
+        serde_json::from_slice(&stage.get(&format!("{}/tasks.json", plan.run_id)).await?)?;
+    assert_eq!(tasks, plan.tasks);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_buckets_and_credentials_are_named() -> Result<()> {
+    let server = s3_server();
+    assert!(matches!(
+        S3Stage::new(server.client(), "s3://", S3Options::default()),
+        Err(StageError::BadUrl { .. })
+    ));
+    let url = db(
+        "s3bad",
+        "CREATE TABLE t (id int8 PRIMARY KEY); INSERT INTO t VALUES (1);",
+    )
+    .await?;
+    let mut task = task_for(&url, "t", &TypePolicies::default(), &[]).await?;
+    // (s3s-fs accepts a PutObject into a missing bucket, unlike S3; its listing refuses one, as S3 does.)
+    let missing = S3Stage::new(server.client(), "s3://no-such-bucket/x", S3Options::default())?;
+    let e = ExtractError::from(missing.list("").await.expect_err("no bucket"));
+    assert!(
+        e.to_string().contains("NoSuchBucket") && e.name() == "Pipeline.Fatal.Stage",
+        "{e} ({})",
+        e.name()
+    );
+
+    task.stage = format!("s3://{}/x", server.bucket("creds"));
+    let wrong = ExtractContext {
+        source: Arc::new(pgshift::source::PgConnector::new(&url)?),
+        stages: Arc::new(UrlStages::with_s3_client(
+            server.client_with_secret("wrong"),
+            S3Options::default(),
+        )),
+    };
+    let e = pgshift::extract(&wrong, task).await.expect_err("bad signature");
+    assert!(
+        e.to_string().contains("SignatureDoesNotMatch") && e.name() == "Pipeline.Fatal.Stage",
+        "{e}"
+    );
+    Ok(())
+}
