@@ -319,3 +319,29 @@ async fn bad_plan_input_is_named() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_low_cardinality_columns_are_dictionary_encoded() -> Result<()> {
+    let url = db(
+        "dictionary",
+        "CREATE TABLE d (id int8 PRIMARY KEY, status text NOT NULL, note text NOT NULL);
+         INSERT INTO d SELECT g, (ARRAY['new', 'paid', 'shipped'])[g % 3 + 1], md5(g::text) FROM generate_series(1, 20000) g;
+         ANALYZE d;",
+    )
+    .await?;
+    let p = plan(&url, request(&["d"], 1)).await?;
+    let task = p.tasks[0].clone();
+    assert_eq!(task.writer.dictionary_columns, ["status"], "from pg_stats.n_distinct");
+    let r = pgshift::extract(&ctx(&url), task).await?;
+    let path = r.files[0].url.strip_prefix("file://").unwrap_or_default().to_string();
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(path)?)?;
+    let meta = parquet::file::reader::FileReader::metadata(&reader);
+    let dictionary: Vec<bool> = meta
+        .row_group(0)
+        .columns()
+        .iter()
+        .map(|c| c.dictionary_page_offset().is_some())
+        .collect();
+    assert_eq!(dictionary, [false, true, false], "id, status, note");
+    Ok(())
+}

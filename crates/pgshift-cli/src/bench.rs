@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::{pin_mut, StreamExt};
-use pgshift::model::{Bounds, KeyType, KeyValue, TableRef};
-use pgshift::source::{column_specs, describe_table, PgConnector, SourceConnector};
-use pgshift::types::TypePolicies;
+use pgshift::model::{Bounds, KeyType, KeyValue};
+use pgshift::plan::{PlanRequest, PlanSettings};
+use pgshift::source::{PgConnector, SourceConnector};
 use pgshift::{ExtractContext, UrlStages};
 use serde::{Deserialize, Serialize};
 
@@ -259,6 +259,37 @@ async fn once(args: OnceArgs) -> Result<Sample> {
     let backend: i32 = control.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
     let postmaster = proc_stat(backend as u32).map(|s| s.ppid);
     let server_before = postmaster.and_then(|p| proc_stat(p).map(|s| s.children_cpu));
+    // Exactly what a planned run extracts: the planner's task for the table (its type mapping and its choice of
+    // dictionary columns), with the bench's range and writer settings. Planned before the clock starts.
+    let mut task = match args.mode {
+        Mode::Raw => None,
+        Mode::Extract => {
+            let req = PlanRequest {
+                tables: vec!["public.orders".into()],
+                settings: PlanSettings {
+                    parts: Some(1),
+                    ..PlanSettings::default()
+                },
+                stage: format!("file://{}", std::path::absolute(&args.stage_dir)?.display()),
+                ..PlanRequest::default()
+            };
+            let mut task = pgshift::plan::plan(&control, &req)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .tasks
+                .remove(0);
+            let dictionary = std::mem::take(&mut task.writer.dictionary_columns);
+            task.writer = args.writer.settings();
+            task.writer.dictionary_columns.extend(dictionary);
+            task.bounds = Bounds::Key {
+                lower: Some(vec![KeyValue::new(KeyType::Int8, args.lower.to_string())]),
+                upper: Some(vec![KeyValue::new(KeyType::Int8, args.upper.to_string())]),
+            };
+            task.statement_timeout_secs = 0;
+            eprintln!("dictionary columns: {:?}", task.writer.dictionary_columns);
+            Some(task)
+        }
+    };
     let cpu_before = proc_stat(std::process::id()).map(|s| s.self_cpu).unwrap_or(0.0);
     let started = Instant::now();
     let (rows, source_bytes, parquet_bytes) = match args.mode {
@@ -277,23 +308,7 @@ async fn once(args: OnceArgs) -> Result<Sample> {
             ((args.upper - args.lower) as u64, bytes, 0)
         }
         Mode::Extract => {
-            let table = TableRef::new("public", "orders");
-            let catalog = describe_table(&control, &table).await?;
-            let columns = column_specs(&catalog, &TypePolicies::default(), &[])?;
-            let task = pgshift::ExtractTask {
-                run_id: "bench".into(),
-                table,
-                columns,
-                key: vec!["id".into()],
-                range_index: 0,
-                bounds: Bounds::Key {
-                    lower: Some(vec![KeyValue::new(KeyType::Int8, args.lower.to_string())]),
-                    upper: Some(vec![KeyValue::new(KeyType::Int8, args.upper.to_string())]),
-                },
-                stage: format!("file://{}", std::path::absolute(&args.stage_dir)?.display()),
-                writer: args.writer.settings(),
-                statement_timeout_secs: 0,
-            };
+            let task = task.take().context("an extraction task")?;
             let ctx = ExtractContext {
                 source: connector.clone(),
                 stages: Arc::new(UrlStages::default()),

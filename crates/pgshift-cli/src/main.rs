@@ -90,6 +90,9 @@ pub(crate) struct WriterArgs {
     /// Start a new file once a file reaches this many MiB.
     #[arg(long, default_value_t = 256)]
     pub(crate) file_mib: u64,
+    /// Columns to dictionary-encode (the planner picks low-cardinality ones itself); the rest are plain.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) dictionary: Vec<String>,
 }
 
 impl WriterArgs {
@@ -110,6 +113,7 @@ impl WriterArgs {
             },
             row_group_bytes: self.row_group_mib * 1024 * 1024,
             target_file_bytes: self.file_mib * 1024 * 1024,
+            dictionary_columns: self.dictionary.clone(),
             ..WriterSettings::default()
         }
     }

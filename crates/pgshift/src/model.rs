@@ -257,6 +257,9 @@ pub struct WriterSettings {
     pub target_file_bytes: u64,
     /// Decoded bytes per Arrow record batch handed to the Parquet writer.
     pub batch_bytes: u64,
+    /// Columns to dictionary-encode (the planner picks those with few distinct values); every other column is plain.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dictionary_columns: Vec<String>,
 }
 
 impl Default for WriterSettings {
@@ -266,6 +269,7 @@ impl Default for WriterSettings {
             row_group_bytes: 16 * 1024 * 1024,
             target_file_bytes: 256 * 1024 * 1024,
             batch_bytes: 4 * 1024 * 1024,
+            dictionary_columns: Vec::new(),
         }
     }
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
 use tokio::runtime::Handle;
 
 use crate::model::{Compression, StagedFile, WriterSettings};
@@ -31,10 +32,15 @@ pub fn writer_properties(settings: &WriterSettings) -> Result<WriterProperties, 
         Compression::Snappy => PqCompression::SNAPPY,
         Compression::None => PqCompression::UNCOMPRESSED,
     };
-    Ok(WriterProperties::builder()
+    // Dictionary encoding only where the planner saw few distinct values: on high-cardinality columns it costs CPU
+    // and memory and makes zstd'd files larger (measured: docs/bench-extract-*.txt).
+    let mut builder = WriterProperties::builder().set_dictionary_enabled(false);
+    for column in &settings.dictionary_columns {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), true);
+    }
+    Ok(builder
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(compression)
-        .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         // Row groups are bounded by their estimated encoded bytes, not by rows: memory stays flat whatever the width.
         .set_max_row_group_row_count(None)

@@ -82,6 +82,8 @@ pub struct PlanSettings {
     /// A fixed number of parts for every non-empty table, instead of the count from the data (still capped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+    /// Columns with at most this many distinct values (`pg_stats.n_distinct`) are dictionary-encoded in Parquet.
+    pub dictionary_max_distinct: u32,
 }
 
 impl Default for PlanSettings {
@@ -98,6 +100,7 @@ impl Default for PlanSettings {
             samples_per_part: 2000,
             include_partitions: false,
             parts: None,
+            dictionary_max_distinct: 1000,
         }
     }
 }
@@ -325,6 +328,16 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
 ORDER BY n.nspname, c.relname";
 
+/// Columns whose `pg_stats.n_distinct` is at most $2 (a negative n_distinct is a fraction of the rows).
+const LOW_CARDINALITY_SQL: &str = "
+SELECT c.oid, s.attname::text
+FROM pg_catalog.pg_stats s
+JOIN pg_catalog.pg_namespace n ON n.nspname = s.schemaname
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
+WHERE c.oid = ANY($1)
+  AND CASE WHEN s.n_distinct >= 0 THEN s.n_distinct ELSE -s.n_distinct * greatest(c.reltuples, 0) END BETWEEN 1 AND $2
+ORDER BY c.oid, s.attname";
+
 fn now_rfc3339() -> (String, String) {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -437,6 +450,18 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     // Introspect all at once.
     let ids: Vec<(u32, TableRef, char)> = selected.iter().map(|r| (r.oid, r.table.clone(), r.kind)).collect();
     let catalogs = describe_tables(client, &ids).await.map_err(src)?;
+    let oids: Vec<u32> = selected.iter().map(|r| r.oid).collect();
+    let mut low_cardinality: std::collections::HashMap<u32, Vec<String>> = std::collections::HashMap::new();
+    for r in client
+        .query(
+            LOW_CARDINALITY_SQL,
+            &[&oids, &(settings.dictionary_max_distinct as f32)],
+        )
+        .await
+        .map_err(src)?
+    {
+        low_cardinality.entry(r.get(0)).or_default().push(r.get(1));
+    }
 
     // Parts per table, then the run-level cap.
     let mut wanted: Vec<(u32, Option<String>)> = selected
@@ -464,7 +489,11 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     let mut tables = Vec::new();
     let mut tasks = Vec::new();
     for ((rel, catalog), (parts, clamp_note)) in selected.iter().zip(catalogs).zip(wanted) {
-        let table_plan = plan_table(client, req, &run_id, rel, &catalog, parts, clamp_note, &source).await?;
+        let dictionary = low_cardinality.remove(&rel.oid).unwrap_or_default();
+        let table_plan = plan_table(
+            client, req, &run_id, rel, &catalog, parts, clamp_note, &source, dictionary,
+        )
+        .await?;
         tasks.extend(table_plan.1);
         tables.push(table_plan.0);
     }
@@ -492,6 +521,7 @@ async fn plan_table(
     parts: u32,
     clamp_note: Option<String>,
     source: &SourceInfo,
+    low_cardinality: Vec<String>,
 ) -> Result<(TablePlan, Vec<ExtractTask>), PlanError> {
     let table = &rel.table;
     let over = req.overrides.get(&table.to_string()).cloned().unwrap_or_default();
@@ -689,6 +719,13 @@ async fn plan_table(
             bytes: rel.bytes / n,
         })
         .collect();
+    // Dictionary encoding for the columns with few distinct values (and whatever the request names).
+    let mut writer = req.writer.clone();
+    for c in &columns {
+        if low_cardinality.contains(&c.name) && !writer.dictionary_columns.contains(&c.name) {
+            writer.dictionary_columns.push(c.name.clone());
+        }
+    }
     let tasks: Vec<ExtractTask> = bounds
         .into_iter()
         .enumerate()
@@ -704,7 +741,7 @@ async fn plan_table(
             range_index: i as u32,
             bounds: b,
             stage: req.stage.trim_end_matches('/').to_string(),
-            writer: req.writer.clone(),
+            writer: writer.clone(),
             statement_timeout_secs: req.settings.statement_timeout_secs,
         })
         .collect();
