@@ -347,7 +347,13 @@ async fn ranges_are_lower_inclusive_upper_exclusive() -> Result<()> {
     let also_empty = run(Some("7"), Some("7"), 4).await?;
     assert_eq!(also_empty.rows, 0);
     let written = list_files(&stage_path(&base));
-    assert_eq!(written.len(), 3, "three files, no temporaries: {written:?}");
+    let parquet = written.iter().filter(|f| f.ends_with(".parquet")).count();
+    let results = written.iter().filter(|f| f.ends_with(".result.json")).count();
+    assert_eq!(
+        (parquet, results, written.len()),
+        (3, 5, 8),
+        "3 files, 5 results, no temporaries: {written:?}"
+    );
     Ok(())
 }
 

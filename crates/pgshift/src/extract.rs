@@ -198,7 +198,7 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
     // this side (or a panic) makes the thread discard the file in progress instead of finishing it.
     let (tx_batches, rx_batches) = mpsc::channel::<Msg>(2);
     let writer = RollingWriter::new(
-        stage,
+        stage.clone(),
         tokio::runtime::Handle::current(),
         schema,
         &task.writer,
@@ -274,7 +274,7 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
         .filter(|(c, _)| c.mapping.is_variable_length())
         .map(|(c, &n)| (c.name.clone(), n))
         .collect();
-    Ok(ExtractResult {
+    let result = ExtractResult {
         run_id: task.run_id.clone(),
         table: table.clone(),
         range_index: task.range_index,
@@ -286,7 +286,19 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
         last_key: summary.last_key,
         max_value_bytes,
         peak_memory_bytes: peak_memory_bytes(),
-    })
+    };
+    // The result lands beside the files, last: the loader reads it back from the stage (or takes it from the Map).
+    let json = serde_json::to_vec(&result).map_err(|e| ExtractError::Parquet {
+        table: table.clone(),
+        detail: format!("result JSON: {e}"),
+    })?;
+    crate::stage::put(stage.as_ref(), &result_key(task), bytes::Bytes::from(json)).await?;
+    Ok(result)
+}
+
+/// Where a task's `ExtractResult` lands on the stage: `<run>/<schema>/<table>/part-<range>.result.json`.
+pub fn result_key(task: &ExtractTask) -> String {
+    format!("{}.result.json", file_key_prefix(task))
 }
 
 enum Msg {
