@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_plan;
+mod load_cmd;
 mod plan_cmd;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ enum Command {
     Extract(ExtractArgs),
     /// Plan a run: balanced key ranges for every selected table, written to the stage.
     Plan(plan_cmd::PlanArgs),
+    /// Load a planned and extracted run into the warehouse (verified parts, one COPY per table, atomic swap).
+    Load(load_cmd::LoadArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -164,6 +167,7 @@ fn run() -> Result<()> {
         match cli.command {
             Command::Extract(args) => extract(args).await,
             Command::Plan(args) => plan_cmd::run(args).await,
+            Command::Load(args) => load_cmd::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     })

@@ -12,6 +12,7 @@
 pub mod decode;
 pub mod error;
 pub mod extract;
+pub mod load;
 pub mod model;
 pub mod parquet_out;
 pub mod pgtext;

@@ -1,0 +1,82 @@
+//! `pgshift load`: load a planned and extracted run into the warehouse.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use pgshift::load::postgres::PgWarehouse;
+use pgshift::load::{Atomicity, LoadContext, LoadMode, LoadRequest, LongText, Warehouse};
+use pgshift::UrlStages;
+
+#[derive(Args)]
+pub struct LoadArgs {
+    /// The run's plan: <stage>/<run>/plan.json (the planner prints it as plan_url).
+    #[arg(long)]
+    plan: String,
+    /// Warehouse: postgres://user@host:port/db (the Redshift Data API form comes with the Redshift runner).
+    #[arg(long, env = "PGSHIFT_WAREHOUSE", hide_env_values = true)]
+    warehouse: String,
+    #[arg(long, value_enum, default_value_t = Mode::Replace)]
+    mode: Mode,
+    /// Swap tables one by one, or all of the run in one transaction.
+    #[arg(long, value_enum, default_value_t = Atomic::Table)]
+    atomic: Atomic,
+    /// Cut text longer than Redshift's VARCHAR(65535) instead of failing.
+    #[arg(long)]
+    truncate_long_text: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Replace,
+    Append,
+    Merge,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Atomic {
+    Table,
+    Run,
+}
+
+pub async fn run(args: LoadArgs) -> Result<()> {
+    let warehouse: Arc<dyn Warehouse> = if args.warehouse.starts_with("postgres://")
+        || args.warehouse.starts_with("postgresql://")
+    {
+        Arc::new(PgWarehouse::new(&args.warehouse)?)
+    } else {
+        bail!(
+            "warehouse {:?}: only postgres:// warehouses are supported so far (the Redshift Data API runner is not built yet)",
+            args.warehouse
+        );
+    };
+    let req = LoadRequest {
+        plan_url: args.plan,
+        results: None,
+        mode: match args.mode {
+            Mode::Replace => LoadMode::Replace,
+            Mode::Append => LoadMode::Append,
+            Mode::Merge => LoadMode::Merge,
+        },
+        atomic: match args.atomic {
+            Atomic::Table => Atomicity::Table,
+            Atomic::Run => Atomicity::Run,
+        },
+        long_text: if args.truncate_long_text {
+            LongText::Truncate
+        } else {
+            LongText::Fail
+        },
+    };
+    let ctx = LoadContext {
+        stages: Arc::new(UrlStages::default()),
+        warehouse,
+    };
+    match pgshift::load::load(&ctx, req).await {
+        Ok(r) => {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        Err(e) => bail!("{e} [{}]", e.name()),
+    }
+}

@@ -1,0 +1,517 @@
+//! The loader: every part verified landed, one manifest and one COPY per table into a staging table, the row count
+//! reconciled, then the target changed in one transaction, so a failure at any point leaves the target as it was.
+//!
+//! Modes: `replace` (the target's rows become the run's), `append`, `merge` (rows with the same key replaced). Each
+//! ends in a single transaction: `DELETE`/`INSERT … SELECT` from staging, a row in `pgshift.load_log`, and the
+//! staging table dropped; no `TRUNCATE` (it commits in Redshift). The log makes a rerun of the same run id a no-op,
+//! so nothing is loaded twice. `atomic: run` swaps every table in one transaction.
+//!
+//! The warehouse is a port ([`Warehouse`]); `postgres` streams the Parquet parts into staging with binary COPY.
+
+pub mod postgres;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ExtractError;
+use crate::extract::{result_key, StageOpener};
+use crate::model::{ColumnSpec, ExtractResult, StagedFile, TableRef};
+use crate::plan::{Plan, TablePlan};
+use crate::sql;
+use crate::stage::{Stage, StageError};
+use crate::types::{char_length, oid, Mapping};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMode {
+    #[default]
+    Replace,
+    Append,
+    Merge,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Atomicity {
+    /// Each table is swapped in its own transaction.
+    #[default]
+    Table,
+    /// Every table of the run in one transaction.
+    Run,
+}
+
+/// What to do with text longer than Redshift's 65,535-byte VARCHAR.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongText {
+    #[default]
+    Fail,
+    /// `TRUNCATECOLUMNS` in the Redshift COPY.
+    Truncate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadRequest {
+    /// `<stage>/<run>/plan.json`, as the planner's summary names it.
+    pub plan_url: String,
+    /// The extractors' results as the Map state hands them over; read back from the stage when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<ExtractResult>>,
+    #[serde(default)]
+    pub mode: LoadMode,
+    #[serde(default)]
+    pub atomic: Atomicity,
+    #[serde(default)]
+    pub long_text: LongText,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableLoad {
+    pub table: TableRef,
+    pub rows: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub manifest_url: String,
+    /// `false` when the log says this run already loaded the table (a rerun).
+    pub loaded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadResult {
+    pub run_id: String,
+    pub mode: LoadMode,
+    pub tables: Vec<TableLoad>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("invalid load request: {0}")]
+    InvalidRequest(String),
+    #[error("parts missing or incomplete on the stage, nothing loaded: {}", .0.join("; "))]
+    PartsMissing(Vec<String>),
+    #[error("{table}: staging holds {staged} rows but the parts hold {expected}; rolled back")]
+    Reconcile {
+        table: TableRef,
+        staged: i64,
+        expected: u64,
+    },
+    #[error("{table}.{column}: values of {bytes} bytes exceed Redshift's VARCHAR(65535); set long_text: truncate to cut them")]
+    TooLong {
+        table: TableRef,
+        column: String,
+        bytes: u64,
+    },
+    #[error("warehouse: {detail}")]
+    Warehouse { detail: String, retryable: bool },
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error(transparent)]
+    Extract(Box<ExtractError>),
+}
+
+impl From<ExtractError> for LoadError {
+    fn from(e: ExtractError) -> Self {
+        LoadError::Extract(Box::new(e))
+    }
+}
+
+impl LoadError {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LoadError::InvalidRequest(_) => "Pipeline.Fatal.InvalidInput",
+            LoadError::PartsMissing(_) => "Pipeline.Fatal.PartsMissing",
+            LoadError::Reconcile { .. } => "Pipeline.Fatal.Reconcile",
+            LoadError::TooLong { .. } => "Pipeline.Fatal.BadValue",
+            LoadError::Warehouse { retryable: true, .. } => "Pipeline.Retryable.Warehouse",
+            LoadError::Warehouse { retryable: false, .. } => "Pipeline.Fatal.Warehouse",
+            LoadError::Stage(e) => e.name(),
+            LoadError::Extract(e) => e.name(),
+        }
+    }
+}
+
+/// SQL dialect of a warehouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Redshift,
+    Postgres,
+}
+
+/// One staging table to fill.
+pub struct CopyJob<'a> {
+    pub staging: &'a TableRef,
+    pub columns: &'a [ColumnSpec],
+    pub manifest_url: &'a str,
+    pub files: &'a [StagedFile],
+    pub stage: &'a dyn Stage,
+    pub truncate_long_text: bool,
+}
+
+/// A warehouse: the loader's only effects on it.
+pub trait Warehouse: Send + Sync {
+    fn dialect(&self) -> Dialect;
+    /// Runs the statements in order in one transaction: all or nothing.
+    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>>;
+    /// Runs a query returning one integer.
+    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>>;
+    /// Fills the staging table with the job's parts.
+    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>>;
+}
+
+/// The loader's ports.
+pub struct LoadContext {
+    pub stages: Arc<dyn StageOpener>,
+    pub warehouse: Arc<dyn Warehouse>,
+}
+
+/// The warehouse column type of a mapping. Redshift VARCHAR widths are bytes.
+pub fn column_type(dialect: Dialect, c: &ColumnSpec, varchar_bytes: u32) -> String {
+    match dialect {
+        Dialect::Redshift => c.mapping.redshift_type(varchar_bytes),
+        Dialect::Postgres => match c.mapping {
+            Mapping::Bool => "BOOLEAN".into(),
+            Mapping::Int16 => "SMALLINT".into(),
+            Mapping::Int32 => "INTEGER".into(),
+            Mapping::Int64 | Mapping::Oid => "BIGINT".into(),
+            Mapping::Float32 => "REAL".into(),
+            Mapping::Float64 => "DOUBLE PRECISION".into(),
+            Mapping::Decimal { precision, scale } => format!("NUMERIC({precision},{scale})"),
+            Mapping::Text | Mapping::Json | Mapping::Jsonb | Mapping::Uuid => "TEXT".into(),
+            Mapping::Binary => "BYTEA".into(),
+            Mapping::Date { .. } => "DATE".into(),
+            Mapping::Timestamp { .. } => "TIMESTAMP".into(),
+            Mapping::TimestampTz { .. } => "TIMESTAMPTZ".into(),
+        },
+    }
+}
+
+/// The byte width of a Redshift VARCHAR for a column: room for the declared length in UTF-8 (4 bytes a character),
+/// else twice the longest value seen (at least 256), never less than the longest value, at most 65,535.
+pub fn varchar_bytes(c: &ColumnSpec, observed: u64) -> u64 {
+    let declared = match c.pg_type.oid {
+        oid::VARCHAR | oid::BPCHAR => char_length(c.pg_type.typmod).map(|n| n as u64 * 4),
+        _ => None,
+    };
+    declared
+        .unwrap_or((observed * 2).max(256))
+        .max(observed)
+        .clamp(1, 65_535)
+}
+
+/// A string literal both dialects read the same way: quotes doubled, and no backslash or NUL (values pgshift renders
+/// here are run ids and catalog names, checked).
+fn text_literal(s: &str) -> Result<String, LoadError> {
+    if s.contains(['\\', '\0']) {
+        return Err(LoadError::InvalidRequest(format!(
+            "{s:?}: backslashes and NULs are not allowed here"
+        )));
+    }
+    Ok(format!("'{}'", s.replace('\'', "''")))
+}
+
+fn ident(s: &str) -> Result<String, LoadError> {
+    sql::ident(s).map_err(LoadError::InvalidRequest)
+}
+
+fn qualified(t: &TableRef) -> Result<String, LoadError> {
+    sql::table(t).map_err(LoadError::InvalidRequest)
+}
+
+/// The staging table of a run: beside the target, named after it and the run (identifiers stay under 63 bytes).
+pub fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
+    let run: String = run_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let run = &run[run.len().saturating_sub(12)..];
+    let mut name: String = target.name.chars().take(40).collect();
+    while name.len() > 40 {
+        name.pop();
+    }
+    TableRef::new(target.schema.clone(), format!("{name}__pgshift_{run}"))
+}
+
+const LOG: &str = "\"pgshift\".\"load_log\"";
+
+struct Prepared<'a> {
+    plan: &'a TablePlan,
+    staging: TableRef,
+    load: TableLoad,
+}
+
+/// Loads a planned and extracted run.
+pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, LoadError> {
+    let started = Instant::now();
+    let run_dir = req
+        .plan_url
+        .strip_suffix("/plan.json")
+        .ok_or_else(|| LoadError::InvalidRequest(format!("{:?} is not a plan.json URL", req.plan_url)))?;
+    let (stage_url, _) = run_dir
+        .rsplit_once('/')
+        .ok_or_else(|| LoadError::InvalidRequest(format!("{:?} has no run directory", req.plan_url)))?;
+    let stage = ctx.stages.open(stage_url).await?;
+    let plan_key = stage.key_of(&req.plan_url).unwrap_or("plan.json").to_string();
+    let plan: Plan = serde_json::from_slice(&stage.get(&plan_key).await?)
+        .map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", req.plan_url)))?;
+    let span = tracing::info_span!("load", run = %plan.run_id, tables = plan.tables.len());
+    let _entered = span.enter();
+
+    // Every part of every task, landed whole.
+    let results = match req.results {
+        Some(r) => r,
+        None => {
+            let mut out = Vec::new();
+            for task in &plan.tasks {
+                match stage.get(&result_key(task)).await {
+                    Ok(b) => out.push(serde_json::from_slice::<ExtractResult>(&b).map_err(|e| {
+                        LoadError::InvalidRequest(format!("result of {} range {}: {e}", task.table, task.range_index))
+                    })?),
+                    Err(StageError::Missing { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            out
+        }
+    };
+    let mut by_part: BTreeMap<(TableRef, u32), &ExtractResult> = BTreeMap::new();
+    for r in results.iter().filter(|r| r.run_id == plan.run_id) {
+        by_part.insert((r.table.clone(), r.range_index), r);
+    }
+    let mut problems = Vec::new();
+    for task in &plan.tasks {
+        let Some(r) = by_part.get(&(task.table.clone(), task.range_index)) else {
+            problems.push(format!("{} range {}: no result", task.table, task.range_index));
+            continue;
+        };
+        for f in &r.files {
+            let Some(key) = stage.key_of(&f.url) else {
+                problems.push(format!("{} is not on the stage {}", f.url, stage.url()));
+                continue;
+            };
+            match stage.head(key).await? {
+                Some(n) if n == f.bytes => {}
+                Some(n) => problems.push(format!("{}: {n} bytes, the extractor wrote {}", f.url, f.bytes)),
+                None => problems.push(format!("{}: missing", f.url)),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(LoadError::PartsMissing(problems));
+    }
+
+    let wh = ctx.warehouse.as_ref();
+    let dialect = wh.dialect();
+    let mut prepared = Vec::new();
+    for t in &plan.tables {
+        let parts: Vec<&ExtractResult> = by_part
+            .iter()
+            .filter(|((tb, _), _)| tb == &t.table)
+            .map(|(_, r)| *r)
+            .collect();
+        let files: Vec<StagedFile> = parts.iter().flat_map(|r| r.files.iter().cloned()).collect();
+        let rows: u64 = parts.iter().map(|r| r.rows).sum();
+        let mut observed: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in &parts {
+            for (c, n) in &r.max_value_bytes {
+                let e = observed.entry(c.as_str()).or_default();
+                *e = (*e).max(*n);
+            }
+        }
+        if dialect == Dialect::Redshift && req.long_text == LongText::Fail {
+            if let Some((c, n)) = observed.iter().find(|(_, n)| **n > 65_535) {
+                return Err(LoadError::TooLong {
+                    table: t.table.clone(),
+                    column: c.to_string(),
+                    bytes: *n,
+                });
+            }
+        }
+
+        // The manifest: exactly the files the extractors recorded, never a prefix listing.
+        let manifest = serde_json::json!({
+            "entries": files.iter().map(|f| serde_json::json!({
+                "url": f.url, "mandatory": true, "meta": {"content_length": f.bytes}
+            })).collect::<Vec<_>>()
+        });
+        let run = crate::stage::key_segment(&plan.run_id);
+        let manifest_key = format!(
+            "{run}/{}/{}/manifest.json",
+            crate::stage::key_segment(&t.table.schema),
+            crate::stage::key_segment(&t.table.name)
+        );
+        let manifest_url = crate::stage::put(stage.as_ref(), &manifest_key, Bytes::from(manifest.to_string()))
+            .await?
+            .url;
+
+        let staging = staging_table(&t.table, &plan.run_id);
+        let mut load = TableLoad {
+            table: t.table.clone(),
+            rows,
+            files: files.len(),
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            manifest_url: manifest_url.clone(),
+            loaded: false,
+        };
+        wh.transaction(setup_sql(dialect, t, &staging, &observed)?).await?;
+        let q = format!(
+            "SELECT count(*) FROM {LOG} WHERE run_id = {} AND schema_name = {} AND table_name = {}",
+            text_literal(&plan.run_id)?,
+            text_literal(&t.table.schema)?,
+            text_literal(&t.table.name)?
+        );
+        if wh.count(q).await? > 0 {
+            tracing::info!(table = %t.table, "already loaded by this run");
+            wh.transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
+                .await?;
+            prepared.push(Prepared { plan: t, staging, load });
+            continue;
+        }
+        wh.copy(CopyJob {
+            staging: &staging,
+            columns: &t.columns,
+            manifest_url: &manifest_url,
+            files: &files,
+            stage: stage.as_ref(),
+            truncate_long_text: req.long_text == LongText::Truncate,
+        })
+        .await?;
+        let staged = wh
+            .count(format!("SELECT count(*) FROM {}", qualified(&staging)?))
+            .await?;
+        if staged != rows as i64 {
+            wh.transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
+                .await?;
+            return Err(LoadError::Reconcile {
+                table: t.table.clone(),
+                staged,
+                expected: rows,
+            });
+        }
+        load.loaded = true;
+        prepared.push(Prepared { plan: t, staging, load });
+        if req.atomic == Atomicity::Table {
+            let last = prepared
+                .last()
+                .map(|p| swap_sql(req.mode, &plan.run_id, p))
+                .transpose()?;
+            wh.transaction(last.unwrap_or_default()).await?;
+        }
+    }
+    if req.atomic == Atomicity::Run {
+        let mut all = Vec::new();
+        for p in prepared.iter().filter(|p| p.load.loaded) {
+            all.extend(swap_sql(req.mode, &plan.run_id, p)?);
+        }
+        if !all.is_empty() {
+            wh.transaction(all).await?;
+        }
+    }
+    Ok(LoadResult {
+        run_id: plan.run_id.clone(),
+        mode: req.mode,
+        tables: prepared.into_iter().map(|p| p.load).collect(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Target (if missing), load log, and a fresh staging table in the Parquet column order.
+fn setup_sql(
+    dialect: Dialect,
+    t: &TablePlan,
+    staging: &TableRef,
+    observed: &BTreeMap<&str, u64>,
+) -> Result<Vec<String>, LoadError> {
+    let mut cols = Vec::new();
+    for c in &t.columns {
+        let bytes = varchar_bytes(c, observed.get(c.name.as_str()).copied().unwrap_or(0)) as u32;
+        let not_null = if c.nullable { "" } else { " NOT NULL" };
+        cols.push(format!(
+            "{} {}{not_null}",
+            ident(&c.name)?,
+            column_type(dialect, c, bytes)
+        ));
+    }
+    let key = t
+        .key
+        .iter()
+        .map(|k| ident(k))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", ");
+    let target_extra = match (dialect, key.is_empty()) {
+        (Dialect::Postgres, false) => format!(", PRIMARY KEY ({key})"),
+        _ => String::new(),
+    };
+    let table_extra = match (dialect, key.is_empty()) {
+        (Dialect::Redshift, false) => format!(" DISTSTYLE AUTO SORTKEY ({key})"),
+        (Dialect::Redshift, true) => " DISTSTYLE AUTO".to_string(),
+        _ => String::new(),
+    };
+    let schema = ident(&t.table.schema)?;
+    let target = qualified(&t.table)?;
+    let staging = qualified(staging)?;
+    let list = cols.join(", ");
+    Ok(vec![
+        format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+        format!("CREATE TABLE IF NOT EXISTS {target} ({list}{target_extra}){table_extra}"),
+        "CREATE SCHEMA IF NOT EXISTS \"pgshift\"".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {LOG} (run_id VARCHAR(256) NOT NULL, schema_name VARCHAR(256) NOT NULL, \
+             table_name VARCHAR(256) NOT NULL, mode VARCHAR(16) NOT NULL, rows BIGINT NOT NULL, \
+             loaded_at TIMESTAMP NOT NULL)"
+        ),
+        format!("DROP TABLE IF EXISTS {staging}"),
+        format!("CREATE TABLE {staging} ({list}){table_extra}"),
+    ])
+}
+
+/// The one transaction that changes the target.
+fn swap_sql(mode: LoadMode, run_id: &str, p: &Prepared) -> Result<Vec<String>, LoadError> {
+    let target = qualified(&p.plan.table)?;
+    let staging = qualified(&p.staging)?;
+    let cols = p
+        .plan
+        .columns
+        .iter()
+        .map(|c| ident(&c.name))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", ");
+    let mut out = Vec::new();
+    match mode {
+        LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
+        LoadMode::Append => {}
+        LoadMode::Merge => {
+            if p.plan.key.is_empty() {
+                return Err(LoadError::InvalidRequest(format!(
+                    "merge needs a key; {} has none",
+                    p.plan.table
+                )));
+            }
+            let on = p
+                .plan
+                .key
+                .iter()
+                .map(|k| ident(k).map(|k| format!("{target}.{k} = {staging}.{k}")))
+                .collect::<Result<Vec<_>, _>>()?
+                .join(" AND ");
+            out.push(format!("DELETE FROM {target} USING {staging} WHERE {on}"));
+        }
+    }
+    out.push(format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {staging}"));
+    let mode_name = match mode {
+        LoadMode::Replace => "replace",
+        LoadMode::Append => "append",
+        LoadMode::Merge => "merge",
+    };
+    out.push(format!(
+        "INSERT INTO {LOG} VALUES ({}, {}, {}, '{mode_name}', {}, CURRENT_TIMESTAMP)",
+        text_literal(run_id)?,
+        text_literal(&p.plan.table.schema)?,
+        text_literal(&p.plan.table.name)?,
+        p.load.rows
+    ));
+    out.push(format!("DROP TABLE {staging}"));
+    Ok(out)
+}

@@ -1,0 +1,292 @@
+//! PostgreSQL as the warehouse: the local stand-in for Redshift (same modes, same SQL shape), useful on its own.
+//! The COPY step reads the manifest's Parquet parts from the stage and streams them into the staging table with
+//! binary `COPY FROM STDIN`, encoding Arrow values straight into Postgres' binary format.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use bytes::{BufMut, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::{pin_mut, SinkExt};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tokio_postgres::{Client, NoTls};
+
+use super::{CopyJob, Dialect, LoadError, Warehouse};
+use crate::pgtext::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
+
+/// A PostgreSQL database reached by a connection string.
+pub struct PgWarehouse {
+    config: tokio_postgres::Config,
+}
+
+impl PgWarehouse {
+    pub fn new(url: &str) -> Result<Self, LoadError> {
+        let config = url
+            .parse()
+            .map_err(|e| LoadError::InvalidRequest(format!("warehouse connection string: {e}")))?;
+        Ok(Self { config })
+    }
+
+    async fn connect(&self) -> Result<Client, LoadError> {
+        let (client, conn) = self.config.connect(NoTls).await.map_err(pg)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+}
+
+/// A driver error: retryable when the connection failed or the server may answer differently next time.
+fn pg(e: tokio_postgres::Error) -> LoadError {
+    let retryable = match e.code() {
+        None => true,
+        Some(code) => matches!(&code.code()[..2], "08" | "40" | "53" | "57" | "58"),
+    };
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    LoadError::Warehouse { detail, retryable }
+}
+
+impl Warehouse for PgWarehouse {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
+        Box::pin(async move {
+            let mut client = self.connect().await?;
+            let tx = client.transaction().await.map_err(pg)?;
+            for s in &statements {
+                tracing::debug!(sql = %s, "warehouse");
+                tx.batch_execute(s).await.map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)
+        })
+    }
+
+    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
+        Box::pin(async move {
+            let client = self.connect().await?;
+            Ok(client.query_one(&query, &[]).await.map_err(pg)?.get(0))
+        })
+    }
+
+    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
+        Box::pin(async move {
+            let client = self.connect().await?;
+            let cols = job
+                .columns
+                .iter()
+                .map(|c| crate::sql::ident(&c.name))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(LoadError::InvalidRequest)?
+                .join(", ");
+            let staging = crate::sql::table(job.staging).map_err(LoadError::InvalidRequest)?;
+            let sink = client
+                .copy_in::<_, bytes::Bytes>(&format!("COPY {staging} ({cols}) FROM STDIN (FORMAT binary)"))
+                .await
+                .map_err(pg)?;
+            pin_mut!(sink);
+            let mut buf = BytesMut::with_capacity(1 << 20);
+            buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+            buf.put_i32(0);
+            buf.put_i32(0);
+            for f in job.files {
+                let key = job
+                    .stage
+                    .key_of(&f.url)
+                    .ok_or_else(|| LoadError::InvalidRequest(format!("{} is not on the stage", f.url)))?;
+                let body = job.stage.get(key).await?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(body)
+                    .and_then(|b| b.build())
+                    .map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
+                for batch in reader {
+                    let batch = batch.map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
+                    encode_batch(&batch, &mut buf).map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
+                    if buf.len() >= 1 << 20 {
+                        sink.send(buf.split().freeze()).await.map_err(pg)?;
+                    }
+                }
+            }
+            buf.put_i16(-1);
+            sink.send(buf.split().freeze()).await.map_err(pg)?;
+            sink.finish().await.map_err(pg)?;
+            Ok(())
+        })
+    }
+}
+
+/// Arrow arrays, downcast once per batch.
+enum Col<'a> {
+    Bool(&'a arrow_array::BooleanArray),
+    I16(&'a arrow_array::Int16Array),
+    I32(&'a arrow_array::Int32Array),
+    I64(&'a arrow_array::Int64Array),
+    F32(&'a arrow_array::Float32Array),
+    F64(&'a arrow_array::Float64Array),
+    Decimal(&'a arrow_array::Decimal128Array, i8),
+    Text(&'a arrow_array::StringArray),
+    Binary(&'a arrow_array::BinaryArray),
+    Date(&'a arrow_array::Date32Array),
+    Ts(&'a arrow_array::TimestampMicrosecondArray),
+}
+
+fn col(a: &ArrayRef) -> Result<Col<'_>, String> {
+    Ok(match a.data_type() {
+        DataType::Boolean => Col::Bool(a.as_boolean()),
+        DataType::Int16 => Col::I16(a.as_primitive::<Int16Type>()),
+        DataType::Int32 => Col::I32(a.as_primitive::<Int32Type>()),
+        DataType::Int64 => Col::I64(a.as_primitive::<Int64Type>()),
+        DataType::Float32 => Col::F32(a.as_primitive::<Float32Type>()),
+        DataType::Float64 => Col::F64(a.as_primitive::<Float64Type>()),
+        DataType::Decimal128(_, s) => Col::Decimal(a.as_primitive::<Decimal128Type>(), *s),
+        DataType::Utf8 => Col::Text(a.as_string::<i32>()),
+        DataType::Binary => Col::Binary(a.as_binary::<i32>()),
+        DataType::Date32 => Col::Date(a.as_primitive::<Date32Type>()),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => Col::Ts(a.as_primitive::<TimestampMicrosecondType>()),
+        other => return Err(format!("no binary COPY encoding for Arrow {other}")),
+    })
+}
+
+/// Appends the batch's rows in Postgres' binary COPY format.
+pub fn encode_batch(batch: &RecordBatch, buf: &mut BytesMut) -> Result<(), String> {
+    let cols = batch.columns().iter().map(col).collect::<Result<Vec<_>, _>>()?;
+    let arrays: &[Arc<dyn Array>] = batch.columns();
+    for row in 0..batch.num_rows() {
+        buf.put_i16(cols.len() as i16);
+        for (c, a) in cols.iter().zip(arrays) {
+            if a.is_null(row) {
+                buf.put_i32(-1);
+                continue;
+            }
+            match c {
+                Col::Bool(x) => {
+                    buf.put_i32(1);
+                    buf.put_u8(x.value(row) as u8);
+                }
+                Col::I16(x) => {
+                    buf.put_i32(2);
+                    buf.put_i16(x.value(row));
+                }
+                Col::I32(x) => {
+                    buf.put_i32(4);
+                    buf.put_i32(x.value(row));
+                }
+                Col::I64(x) => {
+                    buf.put_i32(8);
+                    buf.put_i64(x.value(row));
+                }
+                Col::F32(x) => {
+                    buf.put_i32(4);
+                    buf.put_f32(x.value(row));
+                }
+                Col::F64(x) => {
+                    buf.put_i32(8);
+                    buf.put_f64(x.value(row));
+                }
+                Col::Decimal(x, scale) => {
+                    let n = numeric_binary(x.value(row), *scale);
+                    buf.put_i32(n.len() as i32);
+                    buf.put_slice(&n);
+                }
+                Col::Text(x) => {
+                    let v = x.value(row).as_bytes();
+                    buf.put_i32(v.len() as i32);
+                    buf.put_slice(v);
+                }
+                Col::Binary(x) => {
+                    let v = x.value(row);
+                    buf.put_i32(v.len() as i32);
+                    buf.put_slice(v);
+                }
+                Col::Date(x) => {
+                    buf.put_i32(4);
+                    buf.put_i32(x.value(row) - PG_EPOCH_DAYS);
+                }
+                Col::Ts(x) => {
+                    buf.put_i32(8);
+                    buf.put_i64(x.value(row) - PG_EPOCH_MICROS);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Postgres' binary numeric for `v × 10^-scale`: base-10000 digit groups around the decimal point, leading and
+/// trailing zero groups dropped, `dscale = scale`.
+pub fn numeric_binary(v: i128, scale: i8) -> Vec<u8> {
+    let scale = scale.max(0) as usize;
+    let digits = v.unsigned_abs().to_string();
+    let (int, frac) = if digits.len() > scale {
+        let (i, f) = digits.split_at(digits.len() - scale);
+        (i.to_string(), f.to_string())
+    } else {
+        (String::new(), format!("{digits:0>scale$}"))
+    };
+    let int = format!("{}{int}", "0".repeat((4 - int.len() % 4) % 4));
+    let frac = format!("{frac}{}", "0".repeat((4 - frac.len() % 4) % 4));
+    let group = |s: &str| -> Vec<i16> {
+        s.as_bytes()
+            .chunks(4)
+            .map(|c| c.iter().fold(0i16, |a, d| a * 10 + (d - b'0') as i16))
+            .collect()
+    };
+    let int_groups = group(&int);
+    let mut groups = int_groups.clone();
+    groups.extend(group(&frac));
+    let mut weight = int_groups.len() as i16 - 1;
+    let mut start = 0;
+    while start < groups.len() && groups[start] == 0 {
+        start += 1;
+        weight -= 1;
+    }
+    let mut end = groups.len();
+    while end > start && groups[end - 1] == 0 {
+        end -= 1;
+    }
+    let digits = &groups[start..end];
+    if digits.is_empty() {
+        weight = 0;
+    }
+    let mut out = Vec::with_capacity(8 + 2 * digits.len());
+    out.extend((digits.len() as i16).to_be_bytes());
+    out.extend(weight.to_be_bytes());
+    out.extend((if v < 0 && !digits.is_empty() { 0x4000u16 } else { 0 }).to_be_bytes());
+    out.extend((scale as u16).to_be_bytes());
+    for d in digits {
+        out.extend(d.to_be_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pgtext::NumericWire;
+
+    #[test]
+    fn numerics_encode_like_postgres_and_decode_back() {
+        for (v, scale, text) in [
+            (12345i128, 2i8, "123.45"),
+            (5, 2, "0.05"),
+            (-5, 4, "-0.0005"),
+            (0, 3, "0.000"),
+            (100000000, 0, "100000000"),
+            (-(10i128.pow(38) - 1), 10, "-9999999999999999999999999999.9999999999"),
+            (1, 18, "0.000000000000000001"),
+        ] {
+            let b = numeric_binary(v, scale);
+            let n = NumericWire::parse(&b).unwrap();
+            assert_eq!(n.to_text(), text);
+            assert_eq!(n.to_scaled_i128(38, scale).unwrap(), v);
+        }
+    }
+}

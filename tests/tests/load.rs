@@ -1,0 +1,295 @@
+//! The loader into the PostgreSQL warehouse: source → plan → extract → load, target equal to source in every mode,
+//! failures leaving the target as it was, reruns adding nothing.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use futures_util::future::BoxFuture;
+use pgshift::load::postgres::PgWarehouse;
+use pgshift::load::{Atomicity, CopyJob, Dialect, LoadContext, LoadError, LoadMode, LoadRequest, Warehouse};
+use pgshift::model::{ColumnSpec, ExtractTask};
+use pgshift::plan::{Plan, PlanContext, PlanRequest, PlanSettings};
+use pgshift::source::{PgConnector, SESSION_SETTINGS};
+use pgshift::stage::s3::S3Options;
+use pgshift::types::Mapping;
+use pgshift::UrlStages;
+use pgshift_tests::{cluster, connect, s3_server, stage_dir};
+
+use super::{db, ALL_TYPES};
+
+const SALES: &str = "
+CREATE SCHEMA sales;
+CREATE TABLE sales.orders (id int8 PRIMARY KEY, amount numeric(12,2) NOT NULL, note text, placed timestamptz NOT NULL);
+INSERT INTO sales.orders SELECT g, (g % 100000) / 100.0, CASE WHEN g % 3 = 0 THEN 'n' || g END,
+    TIMESTAMPTZ '2024-01-01' + g * INTERVAL '1 minute' FROM generate_series(1, 20000) g;
+CREATE TABLE sales.items (order_id int8, line int2, qty int4 NOT NULL, sku uuid NOT NULL, PRIMARY KEY (order_id, line));
+INSERT INTO sales.items SELECT g / 3, (g % 3)::int2, g % 7, md5('s' || g)::uuid FROM generate_series(3, 30002) g;
+ANALYZE;";
+
+/// The same aggregate over source (through the extraction's select expression) and target (the plain column).
+fn aggregates(c: &ColumnSpec, source: bool) -> String {
+    let col = pgshift::sql::ident(&c.name).expect("column name");
+    let e = if source {
+        pgshift::sql::select_expr(c).expect("column")
+    } else {
+        col
+    };
+    let agg = match c.mapping {
+        Mapping::Bool => format!("count(*) FILTER (WHERE {e})"),
+        // Through text: exact for every numeric type (oid has no cast to numeric; float text is shortest-exact).
+        Mapping::Int16
+        | Mapping::Int32
+        | Mapping::Int64
+        | Mapping::Oid
+        | Mapping::Decimal { .. }
+        | Mapping::Float32
+        | Mapping::Float64 => format!("sum(({e})::text::numeric)"),
+        Mapping::Text | Mapping::Json | Mapping::Jsonb | Mapping::Uuid => {
+            format!("sum(octet_length(CASE WHEN {e} IS NULL THEN NULL ELSE format('%s', {e}) END))")
+        }
+        Mapping::Binary => format!("sum(octet_length({e}))"),
+        Mapping::Date { .. } => format!("sum({e} - DATE '1970-01-01')"),
+        Mapping::Timestamp { .. } | Mapping::TimestampTz { .. } => format!("sum(extract(epoch FROM {e}))"),
+    };
+    format!("count({e})::text || '/' || coalesce(({agg})::text, 'null')")
+}
+
+/// Row count and per-column aggregates of a table, as text.
+async fn fingerprint(url: &str, plan: &Plan, table: &str, source: bool) -> Result<Vec<String>> {
+    let t = plan
+        .tables
+        .iter()
+        .find(|t| t.table.to_string() == table)
+        .expect("planned table");
+    let client = connect(url).await?;
+    client.batch_execute(SESSION_SETTINGS).await?;
+    let list = t
+        .columns
+        .iter()
+        .map(|c| aggregates(c, source))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let q = format!(
+        "SELECT count(*)::text, {list} FROM {}",
+        pgshift::sql::table(&t.table).expect("table")
+    );
+    let row = client.query_one(&q, &[]).await?;
+    Ok((0..=t.columns.len()).map(|i| row.get::<_, String>(i)).collect())
+}
+
+async fn plan_and_extract(source: &str, tables: &[&str], stage: &str, stages: Arc<UrlStages>) -> Result<Plan> {
+    let pctx = PlanContext {
+        source: Arc::new(PgConnector::new(source)?),
+        stages: stages.clone(),
+    };
+    let req = PlanRequest {
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        settings: PlanSettings {
+            parts: Some(3),
+            ..PlanSettings::default()
+        },
+        stage: stage.to_string(),
+        ..PlanRequest::default()
+    };
+    let (plan, _) = pgshift::plan::handle(&pctx, req).await?;
+    let ectx = pgshift::ExtractContext {
+        source: Arc::new(PgConnector::new(source)?),
+        stages,
+    };
+    for t in &plan.tasks {
+        pgshift::extract(&ectx, t.clone()).await?;
+    }
+    Ok(plan)
+}
+
+fn plan_url(plan: &Plan) -> String {
+    format!("{}/{}/plan.json", plan.stage, plan.run_id)
+}
+
+async fn load(
+    wh: Arc<dyn Warehouse>,
+    plan: &Plan,
+    mode: LoadMode,
+    atomic: Atomicity,
+) -> Result<pgshift::load::LoadResult, LoadError> {
+    let lctx = LoadContext {
+        stages: Arc::new(UrlStages::default()),
+        warehouse: wh,
+    };
+    let req = LoadRequest {
+        plan_url: plan_url(plan),
+        mode,
+        atomic,
+        ..LoadRequest::default()
+    };
+    pgshift::load::load(&lctx, req).await
+}
+
+/// A warehouse that makes the swap transaction fail after its statements ran: a real rollback in Postgres.
+struct FailSwap(PgWarehouse);
+
+impl Warehouse for FailSwap {
+    fn dialect(&self) -> Dialect {
+        self.0.dialect()
+    }
+    fn transaction(&self, mut statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
+        if statements
+            .iter()
+            .any(|s| s.contains("INSERT INTO \"pgshift\".\"load_log\""))
+        {
+            statements.push("SELECT 1 / 0".into());
+        }
+        self.0.transaction(statements)
+    }
+    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
+        self.0.count(query)
+    }
+    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
+        self.0.copy(job)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mode_leaves_the_target_equal_to_the_source() -> Result<()> {
+    let source = db("loadsrc", &format!("{ALL_TYPES}{SALES}")).await?;
+    let target = cluster().create_db("warehouse").await?;
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+    let stage = format!("file://{}", stage_dir("load").display());
+    let tables = [r#""Odd ""Schema""".all_types"#, "sales.*"];
+    let names = [r#"Odd "Schema".all_types"#, "sales.orders", "sales.items"];
+
+    let plan = plan_and_extract(&source, &tables, &stage, Arc::new(UrlStages::default())).await?;
+    let r = load(wh.clone(), &plan, LoadMode::Replace, Atomicity::Table).await?;
+    assert!(r.tables.iter().all(|t| t.loaded));
+    for t in names {
+        assert_eq!(
+            fingerprint(&target, &plan, t, false).await?,
+            fingerprint(&source, &plan, t, true).await?,
+            "{t}"
+        );
+    }
+
+    // A rerun of the same run adds nothing, even in append mode.
+    let again = load(wh.clone(), &plan, LoadMode::Append, Atomicity::Table).await?;
+    assert!(again.tables.iter().all(|t| !t.loaded));
+    assert_eq!(
+        fingerprint(&target, &plan, "sales.orders", false).await?,
+        fingerprint(&source, &plan, "sales.orders", true).await?
+    );
+
+    // Appending the same rows again: the target's primary key refuses them, and the target is unchanged.
+    let run2 = plan_and_extract(&source, &["sales.orders"], &stage, Arc::new(UrlStages::default())).await?;
+    let e = load(wh.clone(), &run2, LoadMode::Append, Atomicity::Table)
+        .await
+        .expect_err("duplicate keys");
+    assert!(e.to_string().contains("duplicate key"), "{e}");
+    assert_eq!(
+        fingerprint(&target, &run2, "sales.orders", false).await?,
+        fingerprint(&source, &run2, "sales.orders", true).await?
+    );
+    // Merge of the next run, after changes at the source, equals the source.
+    let src = connect(&source).await?;
+    src.batch_execute("UPDATE sales.orders SET note = 'changed' WHERE id % 10 = 0; INSERT INTO sales.orders VALUES (99999, 1.5, 'new', now());").await?;
+    let run3 = plan_and_extract(&source, &["sales.orders"], &stage, Arc::new(UrlStages::default())).await?;
+    load(wh.clone(), &run3, LoadMode::Merge, Atomicity::Table).await?;
+    assert_eq!(
+        fingerprint(&target, &run3, "sales.orders", false).await?,
+        fingerprint(&source, &run3, "sales.orders", true).await?
+    );
+
+    // A failure after the swap's statements ran, with every table in one transaction: nothing changes.
+    src.batch_execute("DELETE FROM sales.orders WHERE id <= 100; DELETE FROM sales.items WHERE order_id <= 100;")
+        .await?;
+    let before: Vec<Vec<String>> = vec![
+        fingerprint(&target, &run3, "sales.orders", false).await?,
+        fingerprint(&target, &plan, "sales.items", false).await?,
+    ];
+    let run4 = plan_and_extract(&source, &["sales.*"], &stage, Arc::new(UrlStages::default())).await?;
+    let failing: Arc<dyn Warehouse> = Arc::new(FailSwap(PgWarehouse::new(&target)?));
+    let e = load(failing, &run4, LoadMode::Replace, Atomicity::Run)
+        .await
+        .expect_err("the swap fails");
+    assert_eq!(e.name(), "Pipeline.Fatal.Warehouse", "{e}");
+    let after = vec![
+        fingerprint(&target, &run3, "sales.orders", false).await?,
+        fingerprint(&target, &plan, "sales.items", false).await?,
+    ];
+    assert_eq!(after, before, "the target is exactly as it was");
+    // The same run, retried without the fault, lands.
+    load(wh.clone(), &run4, LoadMode::Replace, Atomicity::Run).await?;
+    for t in ["sales.orders", "sales.items"] {
+        assert_eq!(
+            fingerprint(&target, &run4, t, false).await?,
+            fingerprint(&source, &run4, t, true).await?,
+            "{t}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_are_verified_before_anything_loads_and_s3_stages_load_too() -> Result<()> {
+    let source = db("loadparts", SALES).await?;
+    let target = cluster().create_db("warehouse").await?;
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+
+    // From the S3-compatible server.
+    let server = s3_server();
+    let s3 = Arc::new(UrlStages::with_s3_client(server.client(), S3Options::default()));
+    let plan = plan_and_extract(
+        &source,
+        &["sales.*"],
+        &format!("s3://{}/stage", server.bucket("load")),
+        s3.clone(),
+    )
+    .await?;
+    let lctx = LoadContext {
+        stages: s3,
+        warehouse: wh.clone(),
+    };
+    pgshift::load::load(
+        &lctx,
+        LoadRequest {
+            plan_url: plan_url(&plan),
+            ..LoadRequest::default()
+        },
+    )
+    .await?;
+    for t in ["sales.orders", "sales.items"] {
+        assert_eq!(
+            fingerprint(&target, &plan, t, false).await?,
+            fingerprint(&source, &plan, t, true).await?,
+            "{t}"
+        );
+    }
+
+    // A part gone from the stage: named, and nothing loads.
+    let dir = stage_dir("loadmissing");
+    let plan = plan_and_extract(
+        &source,
+        &["sales.orders"],
+        &format!("file://{}", dir.display()),
+        Arc::new(UrlStages::default()),
+    )
+    .await?;
+    let victim: &ExtractTask = &plan.tasks[1];
+    let file = dir
+        .join(&plan.run_id)
+        .join("sales/orders")
+        .join(format!("part-{:05}-000.parquet", victim.range_index));
+    std::fs::remove_file(&file)?;
+    connect(&target)
+        .await?
+        .batch_execute("DELETE FROM sales.orders WHERE id > 10000")
+        .await?;
+    let before = fingerprint(&target, &plan, "sales.orders", false).await?;
+    let e = load(wh, &plan, LoadMode::Replace, Atomicity::Table)
+        .await
+        .expect_err("a part is missing");
+    assert!(
+        matches!(e, LoadError::PartsMissing(_)) && e.to_string().contains("part-00001-000.parquet"),
+        "{e}"
+    );
+    assert_eq!(fingerprint(&target, &plan, "sales.orders", false).await?, before);
+    Ok(())
+}
