@@ -15,6 +15,7 @@ use pgshift_tests::{cluster, connect, list_files, stage_dir};
 mod failures;
 mod load;
 mod planner;
+mod redshift;
 mod s3;
 
 /// A database with `setup` run in it.

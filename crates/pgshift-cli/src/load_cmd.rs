@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use pgshift::load::postgres::PgWarehouse;
 use pgshift::load::{Atomicity, LoadContext, LoadMode, LoadRequest, LongText, Warehouse};
 use pgshift::UrlStages;
 
@@ -13,7 +12,8 @@ pub struct LoadArgs {
     /// The run's plan: <stage>/<run>/plan.json (the planner prints it as plan_url).
     #[arg(long)]
     plan: String,
-    /// Warehouse: postgres://user@host:port/db (the Redshift Data API form comes with the Redshift runner).
+    /// Warehouse: postgres://user@host:port/db, redshift://<cluster>/<db>?db_user=<user>&iam_role=<arn> (or
+    /// secret_arn=<arn>), redshift-serverless://<workgroup>/<db>?iam_role=<arn>[&secret_arn=<arn>].
     #[arg(long, env = "PGSHIFT_WAREHOUSE", hide_env_values = true)]
     warehouse: String,
     #[arg(long, value_enum, default_value_t = Mode::Replace)]
@@ -40,16 +40,7 @@ enum Atomic {
 }
 
 pub async fn run(args: LoadArgs) -> Result<()> {
-    let warehouse: Arc<dyn Warehouse> = if args.warehouse.starts_with("postgres://")
-        || args.warehouse.starts_with("postgresql://")
-    {
-        Arc::new(PgWarehouse::new(&args.warehouse)?)
-    } else {
-        bail!(
-            "warehouse {:?}: only postgres:// warehouses are supported so far (the Redshift Data API runner is not built yet)",
-            args.warehouse
-        );
-    };
+    let warehouse: Arc<dyn Warehouse> = pgshift::load::warehouse(&args.warehouse).await?;
     let req = LoadRequest {
         plan_url: args.plan,
         results: None,

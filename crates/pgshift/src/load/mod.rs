@@ -9,6 +9,7 @@
 //! The warehouse is a port ([`Warehouse`]); `postgres` streams the Parquet parts into staging with binary COPY.
 
 pub mod postgres;
+pub mod redshift;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -162,6 +163,20 @@ pub trait Warehouse: Send + Sync {
     fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>>;
     /// Fills the staging table with the job's parts.
     fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>>;
+}
+
+/// The warehouse a URL names: `postgres://…` or `redshift://…` / `redshift-serverless://…`.
+pub async fn warehouse(url: &str) -> Result<Arc<dyn Warehouse>, LoadError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgWarehouse::new(url)?))
+    } else if url.starts_with("redshift://") || url.starts_with("redshift-serverless://") {
+        Ok(Arc::new(redshift::RedshiftWarehouse::from_url(url).await?))
+    } else {
+        Err(LoadError::InvalidRequest(format!(
+            "warehouse {url:?}: use postgres://… or redshift://<cluster>/<db>?db_user=…&iam_role=… or \
+             redshift-serverless://<workgroup>/<db>?iam_role=…"
+        )))
+    }
 }
 
 /// The loader's ports.

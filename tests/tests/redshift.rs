@@ -1,0 +1,267 @@
+//! The Redshift Data API runner at the SDK boundary: the exact requests sent and every status path, with recorded
+//! responses (aws-smithy-mocks; no local Redshift exists). The SQL shape it shares with the PostgreSQL warehouse runs
+//! for real in the load tests.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use aws_sdk_redshiftdata::operation::batch_execute_statement::BatchExecuteStatementOutput;
+use aws_sdk_redshiftdata::operation::cancel_statement::CancelStatementOutput;
+use aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput;
+use aws_sdk_redshiftdata::operation::execute_statement::ExecuteStatementOutput;
+use aws_sdk_redshiftdata::operation::get_statement_result::GetStatementResultOutput;
+use aws_sdk_redshiftdata::types::{Field, StatusString};
+use aws_sdk_redshiftdata::Client;
+use aws_smithy_mocks::{mock, mock_client, RuleMode};
+use pgshift::load::redshift::{Polling, RedshiftTarget, RedshiftWarehouse};
+use pgshift::load::{CopyJob, LoadError, Warehouse};
+use pgshift::model::{ColumnSpec, PgType, TableRef};
+use pgshift::types::Mapping;
+
+fn fast() -> Polling {
+    Polling {
+        first: Duration::from_millis(1),
+        max: Duration::from_millis(2),
+        deadline: Duration::from_secs(10),
+    }
+}
+
+fn cluster() -> RedshiftTarget {
+    RedshiftTarget::parse(
+        "redshift://analytics-1/dw?db_user=loader&iam_role=arn:aws:iam::123456789012:role/pgshift-copy",
+    )
+    .expect("a valid URL")
+}
+
+fn described(status: StatusString) -> DescribeStatementOutput {
+    DescribeStatementOutput::builder()
+        .id("s-1")
+        .status(status)
+        .build()
+        .expect("id is set")
+}
+
+/// What a BatchExecuteStatement carried: statements, cluster, database, database user.
+type SentBatch = (Vec<String>, Option<String>, Option<String>, Option<String>);
+
+#[tokio::test]
+async fn a_transaction_is_one_batch_and_is_waited_on() -> Result<()> {
+    let sent: Arc<Mutex<Vec<SentBatch>>> = Arc::default();
+    let record = sent.clone();
+    let batch = mock!(Client::batch_execute_statement)
+        .match_requests(move |r| {
+            let mut s = record.lock().expect("lock");
+            s.push((
+                r.sqls().to_vec(),
+                r.cluster_identifier().map(str::to_string),
+                r.database().map(str::to_string),
+                r.db_user().map(str::to_string),
+            ));
+            true
+        })
+        .then_output(|| BatchExecuteStatementOutput::builder().id("s-1").build());
+    let describe = mock!(Client::describe_statement)
+        .sequence()
+        .output(|| described(StatusString::Started))
+        .times(2)
+        .output(|| described(StatusString::Finished))
+        .build();
+    let client = mock_client!(aws_sdk_redshiftdata, RuleMode::MatchAny, [&batch, &describe]);
+    let wh = RedshiftWarehouse::new(client, cluster(), fast());
+    wh.transaction(vec![
+        "DELETE FROM \"s\".\"t\"".into(),
+        "INSERT INTO \"s\".\"t\" SELECT 1".into(),
+    ])
+    .await?;
+    let sent = sent.lock().expect("lock").clone();
+    assert_eq!(
+        sent,
+        vec![(
+            vec![
+                "DELETE FROM \"s\".\"t\"".to_string(),
+                "INSERT INTO \"s\".\"t\" SELECT 1".to_string()
+            ],
+            Some("analytics-1".to_string()),
+            Some("dw".to_string()),
+            Some("loader".to_string())
+        )]
+    );
+    assert_eq!(describe.num_calls(), 3, "STARTED, STARTED, FINISHED");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_count_reads_the_statement_result() -> Result<()> {
+    let exec = mock!(Client::execute_statement)
+        .match_requests(|r| r.sql() == Some("SELECT count(*) FROM \"s\".\"t\""))
+        .then_output(|| ExecuteStatementOutput::builder().id("s-1").build());
+    let describe = mock!(Client::describe_statement).then_output(|| described(StatusString::Finished));
+    let result = mock!(Client::get_statement_result).then_output(|| {
+        GetStatementResultOutput::builder()
+            .records(vec![Field::LongValue(42)])
+            .build()
+            .expect("records set")
+    });
+    let client = mock_client!(aws_sdk_redshiftdata, RuleMode::MatchAny, [&exec, &describe, &result]);
+    let wh = RedshiftWarehouse::new(client, cluster(), fast());
+    assert_eq!(wh.count("SELECT count(*) FROM \"s\".\"t\"".into()).await?, 42);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_copy_reports_file_column_and_error() -> Result<()> {
+    let sqls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = sqls.clone();
+    let exec = mock!(Client::execute_statement)
+        .match_requests(move |r| {
+            record
+                .lock()
+                .expect("lock")
+                .push(r.sql().unwrap_or_default().to_string());
+            true
+        })
+        .then_output(|| ExecuteStatementOutput::builder().id("s-1").build());
+    let describe = mock!(Client::describe_statement)
+        .sequence()
+        .output(|| {
+            DescribeStatementOutput::builder()
+                .id("s-1")
+                .status(StatusString::Failed)
+                .error("ERROR: Spectrum Scan Error")
+                .redshift_query_id(777)
+                .build()
+                .expect("id is set")
+        })
+        .output(|| described(StatusString::Finished))
+        .build();
+    let detail = mock!(Client::get_statement_result).then_output(|| {
+        GetStatementResultOutput::builder()
+            .records(vec![
+                Field::StringValue("s3://stage/run/sales/orders/part-00000-000.parquet".into()),
+                Field::StringValue("amount".into()),
+                Field::StringValue("numeric overflow".into()),
+            ])
+            .build()
+            .expect("records set")
+    });
+    let client = mock_client!(aws_sdk_redshiftdata, RuleMode::MatchAny, [&exec, &describe, &detail]);
+    let wh = RedshiftWarehouse::new(client, cluster(), fast());
+    let stage = pgshift::stage::open("file:///tmp")?;
+    let columns = vec![
+        ColumnSpec {
+            name: "id".into(),
+            pg_type: PgType {
+                name: "bigint".into(),
+                oid: 20,
+                typmod: -1,
+                declared: None,
+            },
+            nullable: false,
+            cast: None,
+            mapping: Mapping::Int64,
+        },
+        ColumnSpec {
+            name: "amount".into(),
+            pg_type: PgType {
+                name: "numeric(12,2)".into(),
+                oid: 1700,
+                typmod: (12 << 16 | 2) + 4,
+                declared: None,
+            },
+            nullable: false,
+            cast: None,
+            mapping: Mapping::Decimal {
+                precision: 12,
+                scale: 2,
+            },
+        },
+    ];
+    let staging = TableRef::new("sales", "orders__pgshift_run1");
+    let job = CopyJob {
+        staging: &staging,
+        columns: &columns,
+        manifest_url: "s3://stage/run/sales/orders/manifest.json",
+        files: &[],
+        stage: stage.as_ref(),
+        truncate_long_text: false,
+    };
+    let e = wh.copy(job).await.expect_err("the COPY fails");
+    let msg = e.to_string();
+    assert!(msg.contains("Spectrum Scan Error"), "{msg}");
+    assert!(
+        msg.contains("part-00000-000.parquet column amount: numeric overflow"),
+        "{msg}"
+    );
+    assert_eq!(e.name(), "Pipeline.Fatal.Warehouse");
+    let sqls = sqls.lock().expect("lock").clone();
+    assert_eq!(
+        sqls[0],
+        "COPY \"sales\".\"orders__pgshift_run1\" (\"id\", \"amount\") FROM 's3://stage/run/sales/orders/manifest.json' \
+         IAM_ROLE 'arn:aws:iam::123456789012:role/pgshift-copy' FORMAT AS PARQUET MANIFEST"
+    );
+    assert!(
+        sqls[1].contains("sys_load_error_detail") && sqls[1].contains("query_id = 777"),
+        "{}",
+        sqls[1]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_statement_past_its_deadline_is_cancelled() -> Result<()> {
+    let exec = mock!(Client::execute_statement).then_output(|| ExecuteStatementOutput::builder().id("s-1").build());
+    let describe = mock!(Client::describe_statement)
+        .sequence()
+        .output(|| described(StatusString::Started))
+        .repeatedly()
+        .build();
+    let cancel = mock!(Client::cancel_statement)
+        .match_requests(|r| r.id() == Some("s-1"))
+        .then_output(|| CancelStatementOutput::builder().status(true).build());
+    let client = mock_client!(aws_sdk_redshiftdata, RuleMode::MatchAny, [&exec, &describe, &cancel]);
+    let polling = Polling {
+        deadline: Duration::from_millis(20),
+        ..fast()
+    };
+    let wh = RedshiftWarehouse::new(client, cluster(), polling);
+    let e = wh.transaction(vec!["VACUUM".into()]).await.expect_err("deadline");
+    assert!(matches!(e, LoadError::Warehouse { retryable: true, .. }), "{e}");
+    assert!(e.to_string().contains("cancel requested"), "{e}");
+    assert_eq!(cancel.num_calls(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn serverless_workgroups_and_urls() -> Result<()> {
+    let t = RedshiftTarget::parse(
+        "redshift-serverless://etl/dev?iam_role=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fcopy&secret_arn=arn:aws:secretsmanager:eu-west-1:1:secret:rs",
+    )?;
+    assert_eq!(t.workgroup_name.as_deref(), Some("etl"));
+    assert_eq!(t.cluster_identifier, None);
+    assert_eq!(t.iam_role, "arn:aws:iam::1:role/copy");
+    for bad in [
+        "redshift://c/db?iam_role=r",               // no db_user or secret
+        "redshift://c/db?db_user=u",                // no iam_role
+        "redshift://c?db_user=u&iam_role=r",        // no database
+        "postgres://c/db",                          // another scheme
+        "redshift://c/db?db_user=u&iam_role=r&x=1", // unknown parameter
+    ] {
+        assert!(RedshiftTarget::parse(bad).is_err(), "{bad}");
+    }
+    let workgroup: Arc<Mutex<Option<String>>> = Arc::default();
+    let record = workgroup.clone();
+    let exec = mock!(Client::execute_statement)
+        .match_requests(move |r| {
+            *record.lock().expect("lock") = r.workgroup_name().map(str::to_string);
+            r.cluster_identifier().is_none() && r.secret_arn().is_some()
+        })
+        .then_output(|| ExecuteStatementOutput::builder().id("s-1").build());
+    let describe = mock!(Client::describe_statement).then_output(|| described(StatusString::Finished));
+    let client = mock_client!(aws_sdk_redshiftdata, RuleMode::MatchAny, [&exec, &describe]);
+    RedshiftWarehouse::new(client, t, fast())
+        .transaction(vec!["SELECT 1".into()])
+        .await?;
+    assert_eq!(workgroup.lock().expect("lock").as_deref(), Some("etl"));
+    Ok(())
+}
