@@ -169,6 +169,23 @@ async fn every_mode_leaves_the_target_equal_to_the_source() -> Result<()> {
         );
     }
 
+    // Append into an empty warehouse gives the source too.
+    let empty = cluster().create_db("warehouse").await?;
+    load(
+        Arc::new(PgWarehouse::new(&empty)?),
+        &plan,
+        LoadMode::Append,
+        Atomicity::Run,
+    )
+    .await?;
+    for t in names {
+        assert_eq!(
+            fingerprint(&empty, &plan, t, false).await?,
+            fingerprint(&source, &plan, t, true).await?,
+            "{t}"
+        );
+    }
+
     // A rerun of the same run adds nothing, even in append mode.
     let again = load(wh.clone(), &plan, LoadMode::Append, Atomicity::Table).await?;
     assert!(again.tables.iter().all(|t| !t.loaded));

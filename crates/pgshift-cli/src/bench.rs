@@ -26,6 +26,8 @@ pub enum BenchCommand {
     Extract(BenchArgs),
     /// Balance of the planner's ranges on every key shape, against an even stride; planning time.
     Plan(crate::bench_plan::BenchPlanArgs),
+    /// The PostgreSQL warehouse load path against a plain binary COPY FROM STDIN of the same rows.
+    Load(crate::bench_load::BenchLoadArgs),
     /// One measured run (used by `bench extract`).
     #[command(hide = true)]
     Once(OnceArgs),
@@ -95,6 +97,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Extract(args) => extract_bench(args).await,
         BenchCommand::Plan(args) => crate::bench_plan::run(args).await,
+        BenchCommand::Load(args) => crate::bench_load::run(args).await,
         BenchCommand::Once(args) => {
             let s = once(args).await?;
             println!("{}", serde_json::to_string(&s)?);

@@ -1,6 +1,7 @@
 //! `pgshift`: the command line.
 
 mod bench;
+mod bench_load;
 mod bench_plan;
 mod load_cmd;
 mod plan_cmd;

@@ -335,6 +335,12 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
                 *e = (*e).max(*n);
             }
         }
+        if dialect == Dialect::Redshift && req.long_text == LongText::Truncate {
+            // Whether Parquet COPY takes TRUNCATECOLUMNS is not verified; refuse rather than fail inside the COPY.
+            return Err(LoadError::InvalidRequest(
+                "long_text: truncate is not supported for Redshift yet (Parquet COPY cannot cut values)".into(),
+            ));
+        }
         if dialect == Dialect::Redshift && req.long_text == LongText::Fail {
             if let Some((c, n)) = observed.iter().find(|(_, n)| **n > 65_535) {
                 return Err(LoadError::TooLong {
