@@ -11,6 +11,7 @@ use pgshift::model::{ColumnSpec, ExtractTask};
 use pgshift::plan::{Plan, PlanContext, PlanRequest, PlanSettings};
 use pgshift::source::{PgConnector, SESSION_SETTINGS};
 use pgshift::stage::s3::S3Options;
+use pgshift::stage::Stage;
 use pgshift::types::Mapping;
 use pgshift::UrlStages;
 use pgshift_tests::{cluster, connect, s3_server, stage_dir};
@@ -100,6 +101,10 @@ async fn plan_and_extract(source: &str, tables: &[&str], stage: &str, stages: Ar
         pgshift::extract(&ectx, t.clone()).await?;
     }
     Ok(plan)
+}
+
+fn stage_key<'a>(stage: &str, url: &'a str) -> &'a str {
+    url.strip_prefix(stage).and_then(|k| k.strip_prefix('/')).unwrap_or(url)
 }
 
 fn plan_url(plan: &Plan) -> String {
@@ -278,6 +283,28 @@ async fn parts_are_verified_before_anything_loads_and_s3_stages_load_too() -> Re
             fingerprint(&source, &plan, t, true).await?,
             "{t}"
         );
+    }
+
+    // The manifest lists exactly the parts, mandatory, with their content lengths.
+    let stage = pgshift::stage::s3::S3Stage::new(server.client(), &plan.stage, S3Options::default())?;
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &stage
+            .get(&format!("{}/sales/orders/manifest.json", plan.run_id))
+            .await?,
+    )?;
+    let entries = manifest["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        entries.len(),
+        plan.tasks
+            .iter()
+            .filter(|t| t.table.to_string() == "sales.orders")
+            .count()
+    );
+    for e in entries {
+        let url = e["url"].as_str().unwrap_or_default();
+        assert_eq!(e["mandatory"], serde_json::json!(true));
+        let size = stage.head(stage_key(&plan.stage, url)).await?;
+        assert_eq!(size, e["meta"]["content_length"].as_u64(), "{url}");
     }
 
     // A part gone from the stage: named, and nothing loads.

@@ -185,6 +185,7 @@ async fn a_failed_copy_reports_file_column_and_error() -> Result<()> {
         files: &[],
         stage: stage.as_ref(),
         truncate_long_text: false,
+        super_columns: false,
     };
     let e = wh.copy(job).await.expect_err("the COPY fails");
     let msg = e.to_string();
@@ -263,5 +264,38 @@ async fn serverless_workgroups_and_urls() -> Result<()> {
         .transaction(vec!["SELECT 1".into()])
         .await?;
     assert_eq!(workgroup.lock().expect("lock").as_deref(), Some("etl"));
+    Ok(())
+}
+
+#[test]
+fn super_columns_copy_with_serializetojson() -> Result<()> {
+    let stage = pgshift::stage::open("file:///tmp")?;
+    let columns = vec![ColumnSpec {
+        name: "attrs".into(),
+        pg_type: PgType {
+            name: "jsonb".into(),
+            oid: 3802,
+            typmod: -1,
+            declared: None,
+        },
+        nullable: true,
+        cast: None,
+        mapping: Mapping::Jsonb,
+    }];
+    let staging = TableRef::new("s", "t__pgshift_r");
+    let job = |super_columns| CopyJob {
+        staging: &staging,
+        columns: &columns,
+        manifest_url: "s3://b/m.json",
+        files: &[],
+        stage: stage.as_ref(),
+        truncate_long_text: false,
+        super_columns,
+    };
+    let sql = pgshift::load::redshift::copy_sql(&job(true), "arn:aws:iam::1:role/r")?;
+    assert!(sql.ends_with("FORMAT AS PARQUET MANIFEST SERIALIZETOJSON"), "{sql}");
+    let sql = pgshift::load::redshift::copy_sql(&job(false), "arn:aws:iam::1:role/r")?;
+    assert!(sql.ends_with("FORMAT AS PARQUET MANIFEST"), "{sql}");
+    assert!(!sql.contains("REGION") && !sql.contains("MAXERROR"));
     Ok(())
 }

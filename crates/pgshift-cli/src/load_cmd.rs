@@ -24,6 +24,9 @@ pub struct LoadArgs {
     /// Cut text longer than Redshift's VARCHAR(65535) instead of failing.
     #[arg(long)]
     truncate_long_text: bool,
+    /// Redshift: load json and jsonb columns into SUPER instead of VARCHAR.
+    #[arg(long)]
+    json_as_super: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -58,6 +61,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
         } else {
             LongText::Fail
         },
+        json_as_super: args.json_as_super,
     };
     let ctx = LoadContext {
         stages: Arc::new(UrlStages::default()),

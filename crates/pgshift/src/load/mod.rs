@@ -69,6 +69,9 @@ pub struct LoadRequest {
     pub atomic: Atomicity,
     #[serde(default)]
     pub long_text: LongText,
+    /// Redshift: load json and jsonb columns into SUPER (COPY … SERIALIZETOJSON) instead of VARCHAR.
+    #[serde(default)]
+    pub json_as_super: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +155,8 @@ pub struct CopyJob<'a> {
     pub files: &'a [StagedFile],
     pub stage: &'a dyn Stage,
     pub truncate_long_text: bool,
+    /// Some column is SUPER (Redshift: the COPY needs SERIALIZETOJSON).
+    pub super_columns: bool,
 }
 
 /// A warehouse: the loader's only effects on it.
@@ -186,8 +191,9 @@ pub struct LoadContext {
 }
 
 /// The warehouse column type of a mapping. Redshift VARCHAR widths are bytes.
-pub fn column_type(dialect: Dialect, c: &ColumnSpec, varchar_bytes: u32) -> String {
+pub fn column_type(dialect: Dialect, c: &ColumnSpec, varchar_bytes: u32, json_as_super: bool) -> String {
     match dialect {
+        Dialect::Redshift if json_as_super && is_json(c) => "SUPER".into(),
         Dialect::Redshift => c.mapping.redshift_type(varchar_bytes),
         Dialect::Postgres => match c.mapping {
             Mapping::Bool => "BOOLEAN".into(),
@@ -204,6 +210,11 @@ pub fn column_type(dialect: Dialect, c: &ColumnSpec, varchar_bytes: u32) -> Stri
             Mapping::TimestampTz { .. } => "TIMESTAMPTZ".into(),
         },
     }
+}
+
+/// json and jsonb columns (not arrays cast to JSON text: those load as text).
+fn is_json(c: &ColumnSpec) -> bool {
+    matches!(c.mapping, Mapping::Json | Mapping::Jsonb)
 }
 
 /// The byte width of a Redshift VARCHAR for a column: room for the declared length in UTF-8 (4 bytes a character),
@@ -376,7 +387,9 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
             manifest_url: manifest_url.clone(),
             loaded: false,
         };
-        wh.transaction(setup_sql(dialect, t, &staging, &observed)?).await?;
+        let json_as_super = req.json_as_super && dialect == Dialect::Redshift;
+        wh.transaction(setup_sql(dialect, t, &staging, &observed, json_as_super)?)
+            .await?;
         let q = format!(
             "SELECT count(*) FROM {LOG} WHERE run_id = {} AND schema_name = {} AND table_name = {}",
             text_literal(&plan.run_id)?,
@@ -397,6 +410,7 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
             files: &files,
             stage: stage.as_ref(),
             truncate_long_text: req.long_text == LongText::Truncate,
+            super_columns: json_as_super && t.columns.iter().any(is_json),
         })
         .await?;
         let staged = wh
@@ -444,6 +458,7 @@ fn setup_sql(
     t: &TablePlan,
     staging: &TableRef,
     observed: &BTreeMap<&str, u64>,
+    json_as_super: bool,
 ) -> Result<Vec<String>, LoadError> {
     let mut cols = Vec::new();
     for c in &t.columns {
@@ -452,7 +467,7 @@ fn setup_sql(
         cols.push(format!(
             "{} {}{not_null}",
             ident(&c.name)?,
-            column_type(dialect, c, bytes)
+            column_type(dialect, c, bytes, json_as_super)
         ));
     }
     let key = t

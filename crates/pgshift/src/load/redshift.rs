@@ -306,12 +306,12 @@ pub fn copy_sql(job: &CopyJob<'_>, iam_role: &str) -> Result<String, LoadError> 
         }
         Ok(format!("'{s}'"))
     };
-    // No REGION and no MAXERROR: Parquet COPY rejects both. pgshift's JSON mappings load into VARCHAR, not SUPER,
-    // so SERIALIZETOJSON is never needed.
+    // No REGION and no MAXERROR: Parquet COPY rejects both. SUPER columns take SERIALIZETOJSON.
     Ok(format!(
-        "COPY {staging} ({cols}) FROM {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST",
+        "COPY {staging} ({cols}) FROM {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST{}",
         lit(job.manifest_url)?,
-        lit(iam_role)?
+        lit(iam_role)?,
+        if job.super_columns { " SERIALIZETOJSON" } else { "" }
     ))
 }
 
