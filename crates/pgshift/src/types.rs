@@ -254,6 +254,24 @@ impl Mapping {
         )
     }
 
+    /// The PostgreSQL column type of a warehouse table (the local stand-in for Redshift): text is unbounded there.
+    pub fn postgres_type(&self) -> String {
+        match *self {
+            Mapping::Bool => "BOOLEAN".into(),
+            Mapping::Int16 => "SMALLINT".into(),
+            Mapping::Int32 => "INTEGER".into(),
+            Mapping::Int64 | Mapping::Oid => "BIGINT".into(),
+            Mapping::Float32 => "REAL".into(),
+            Mapping::Float64 => "DOUBLE PRECISION".into(),
+            Mapping::Decimal { precision, scale } => format!("NUMERIC({precision},{scale})"),
+            Mapping::Text | Mapping::Json | Mapping::Jsonb | Mapping::Uuid => "TEXT".into(),
+            Mapping::Binary => "BYTEA".into(),
+            Mapping::Date { .. } => "DATE".into(),
+            Mapping::Timestamp { .. } => "TIMESTAMP".into(),
+            Mapping::TimestampTz { .. } => "TIMESTAMPTZ".into(),
+        }
+    }
+
     /// The Redshift column type that loads this Parquet column (the loader refines VARCHAR widths from observed
     /// byte lengths). `varchar_bytes` is the width to use for text.
     pub fn redshift_type(&self, varchar_bytes: u32) -> String {

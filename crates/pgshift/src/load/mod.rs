@@ -159,6 +159,19 @@ pub struct CopyJob<'a> {
     pub super_columns: bool,
 }
 
+impl CopyJob<'_> {
+    /// The staging table and its column list, quoted, as a COPY names them.
+    pub fn target(&self) -> Result<(String, String), LoadError> {
+        let cols = self
+            .columns
+            .iter()
+            .map(|c| ident(&c.name))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(", ");
+        Ok((qualified(self.staging)?, cols))
+    }
+}
+
 /// A warehouse: the loader's only effects on it.
 pub trait Warehouse: Send + Sync {
     fn dialect(&self) -> Dialect;
@@ -195,20 +208,7 @@ pub fn column_type(dialect: Dialect, c: &ColumnSpec, varchar_bytes: u32, json_as
     match dialect {
         Dialect::Redshift if json_as_super && is_json(c) => "SUPER".into(),
         Dialect::Redshift => c.mapping.redshift_type(varchar_bytes),
-        Dialect::Postgres => match c.mapping {
-            Mapping::Bool => "BOOLEAN".into(),
-            Mapping::Int16 => "SMALLINT".into(),
-            Mapping::Int32 => "INTEGER".into(),
-            Mapping::Int64 | Mapping::Oid => "BIGINT".into(),
-            Mapping::Float32 => "REAL".into(),
-            Mapping::Float64 => "DOUBLE PRECISION".into(),
-            Mapping::Decimal { precision, scale } => format!("NUMERIC({precision},{scale})"),
-            Mapping::Text | Mapping::Json | Mapping::Jsonb | Mapping::Uuid => "TEXT".into(),
-            Mapping::Binary => "BYTEA".into(),
-            Mapping::Date { .. } => "DATE".into(),
-            Mapping::Timestamp { .. } => "TIMESTAMP".into(),
-            Mapping::TimestampTz { .. } => "TIMESTAMPTZ".into(),
-        },
+        Dialect::Postgres => c.mapping.postgres_type(),
     }
 }
 

@@ -81,14 +81,7 @@ impl Warehouse for PgWarehouse {
     fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
         Box::pin(async move {
             let client = self.connect().await?;
-            let cols = job
-                .columns
-                .iter()
-                .map(|c| crate::sql::ident(&c.name))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(LoadError::InvalidRequest)?
-                .join(", ");
-            let staging = crate::sql::table(job.staging).map_err(LoadError::InvalidRequest)?;
+            let (staging, cols) = job.target()?;
             let sink = client
                 .copy_in::<_, bytes::Bytes>(&format!("COPY {staging} ({cols}) FROM STDIN (FORMAT binary)"))
                 .await

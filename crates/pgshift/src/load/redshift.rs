@@ -290,14 +290,7 @@ impl RedshiftWarehouse {
 
 /// The COPY of a staging table from its manifest.
 pub fn copy_sql(job: &CopyJob<'_>, iam_role: &str) -> Result<String, LoadError> {
-    let cols = job
-        .columns
-        .iter()
-        .map(|c| crate::sql::ident(&c.name))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(LoadError::InvalidRequest)?
-        .join(", ");
-    let staging = crate::sql::table(job.staging).map_err(LoadError::InvalidRequest)?;
+    let (staging, cols) = job.target()?;
     let lit = |s: &str| -> Result<String, LoadError> {
         if s.contains(['\'', '\\', '\0']) {
             return Err(LoadError::InvalidRequest(format!(
