@@ -135,8 +135,9 @@ impl ExtractError {
     }
 }
 
-/// Every error name the extractor can report, for the test that checks them against the state machine.
-pub const EXTRACT_ERROR_NAMES: &[&str] = &[
+/// Every error name a pgshift handler (planner, extractor, loader) can report: what the state machine's Retry and
+/// Catch lists may name. A test checks each error enum's names against it.
+pub const ERROR_NAMES: &[&str] = &[
     "Pipeline.Fatal.InvalidInput",
     "Pipeline.Fatal.NotFound",
     "Pipeline.Fatal.UnsupportedType",
@@ -151,4 +152,138 @@ pub const EXTRACT_ERROR_NAMES: &[&str] = &[
     "Pipeline.Fatal.Internal",
     "Pipeline.Retryable.Stage",
     "Pipeline.Fatal.Stage",
+    "Pipeline.Fatal.PartsMissing",
+    "Pipeline.Fatal.Reconcile",
+    "Pipeline.Retryable.Warehouse",
+    "Pipeline.Fatal.Warehouse",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::LoadError;
+    use crate::plan::PlanError;
+    use crate::stage::StageError;
+
+    #[test]
+    fn every_reported_name_is_listed_and_retryability_follows_the_name() {
+        let t = || TableRef::new("s", "t");
+        let io = |kind| StageError::Io {
+            location: "x".into(),
+            source: std::io::Error::from(kind),
+        };
+        let extract = vec![
+            ExtractError::InvalidTask(String::new()),
+            ExtractError::TableNotFound(t()),
+            ExtractError::ColumnNotFound {
+                table: t(),
+                column: String::new(),
+            },
+            ExtractError::UnsupportedType {
+                table: t(),
+                column: String::new(),
+                ty: String::new(),
+            },
+            ExtractError::UnsupportedKeyType {
+                table: t(),
+                column: String::new(),
+                ty: String::new(),
+            },
+            ExtractError::SchemaChanged {
+                table: t(),
+                column: String::new(),
+                expected: String::new(),
+                actual: String::new(),
+            },
+            ExtractError::PermissionDenied {
+                table: t(),
+                detail: String::new(),
+            },
+            ExtractError::Value {
+                table: t(),
+                column: String::new(),
+                key: String::new(),
+                reason: String::new(),
+            },
+            ExtractError::SourceUnavailable(String::new()),
+            ExtractError::Timeout { table: t(), secs: 1 },
+            ExtractError::Source {
+                table: t(),
+                detail: String::new(),
+                retryable: true,
+            },
+            ExtractError::Source {
+                table: t(),
+                detail: String::new(),
+                retryable: false,
+            },
+            ExtractError::Protocol {
+                table: t(),
+                detail: String::new(),
+            },
+            ExtractError::Parquet {
+                table: t(),
+                detail: String::new(),
+            },
+            ExtractError::Stage(io(std::io::ErrorKind::ConnectionReset)),
+            ExtractError::Stage(io(std::io::ErrorKind::PermissionDenied)),
+            ExtractError::Stage(StageError::Missing {
+                location: String::new(),
+            }),
+            ExtractError::Stage(StageError::Remote {
+                location: String::new(),
+                detail: String::new(),
+                retryable: true,
+            }),
+            ExtractError::Stage(StageError::BadUrl {
+                url: String::new(),
+                reason: String::new(),
+            }),
+        ];
+        let plan = [
+            PlanError::InvalidRequest(String::new()),
+            PlanError::NoMatch(String::new()),
+            PlanError::NullKey {
+                table: t(),
+                column: String::new(),
+            },
+        ];
+        let load = [
+            LoadError::InvalidRequest(String::new()),
+            LoadError::PartsMissing(Vec::new()),
+            LoadError::Reconcile {
+                table: t(),
+                staged: 0,
+                expected: 1,
+            },
+            LoadError::TooLong {
+                table: t(),
+                column: String::new(),
+                bytes: 1,
+            },
+            LoadError::Warehouse {
+                detail: String::new(),
+                retryable: true,
+            },
+            LoadError::Warehouse {
+                detail: String::new(),
+                retryable: false,
+            },
+        ];
+        let names: Vec<&str> = extract
+            .iter()
+            .map(ExtractError::name)
+            .chain(plan.iter().map(PlanError::name))
+            .chain(load.iter().map(LoadError::name))
+            .collect();
+        for n in &names {
+            assert!(ERROR_NAMES.contains(n), "{n} is reported but not listed");
+        }
+        for listed in ERROR_NAMES {
+            assert!(names.contains(listed), "{listed} is listed but never reported");
+        }
+        for e in &extract {
+            assert_eq!(e.is_retryable(), e.name().starts_with("Pipeline.Retryable."));
+        }
+    }
+}

@@ -159,36 +159,35 @@ impl RedshiftWarehouse {
     /// Submits statements (one: ExecuteStatement; several: BatchExecuteStatement, one transaction); returns the id.
     async fn submit(&self, statements: &[String]) -> Result<String, LoadError> {
         let t = &self.target;
+        // The same target on either request type (their builders are distinct SDK types).
+        macro_rules! to_target {
+            ($builder:expr) => {
+                $builder
+                    .database(&t.database)
+                    .set_cluster_identifier(t.cluster_identifier.clone())
+                    .set_workgroup_name(t.workgroup_name.clone())
+                    .set_db_user(t.db_user.clone())
+                    .set_secret_arn(t.secret_arn.clone())
+                    .with_event(false)
+            };
+        }
         let id = if let [one] = statements {
-            self.client
-                .execute_statement()
-                .sql(one)
-                .database(&t.database)
-                .set_cluster_identifier(t.cluster_identifier.clone())
-                .set_workgroup_name(t.workgroup_name.clone())
-                .set_db_user(t.db_user.clone())
-                .set_secret_arn(t.secret_arn.clone())
-                .with_event(false)
+            to_target!(self.client.execute_statement().sql(one))
                 .send()
                 .await
                 .map_err(|e| sdk("ExecuteStatement", e))?
                 .id()
                 .map(str::to_string)
         } else {
-            self.client
+            to_target!(self
+                .client
                 .batch_execute_statement()
-                .set_sqls(Some(statements.to_vec()))
-                .database(&t.database)
-                .set_cluster_identifier(t.cluster_identifier.clone())
-                .set_workgroup_name(t.workgroup_name.clone())
-                .set_db_user(t.db_user.clone())
-                .set_secret_arn(t.secret_arn.clone())
-                .with_event(false)
-                .send()
-                .await
-                .map_err(|e| sdk("BatchExecuteStatement", e))?
-                .id()
-                .map(str::to_string)
+                .set_sqls(Some(statements.to_vec())))
+            .send()
+            .await
+            .map_err(|e| sdk("BatchExecuteStatement", e))?
+            .id()
+            .map(str::to_string)
         };
         id.ok_or_else(|| LoadError::Warehouse {
             detail: "the Data API returned no statement id".into(),
