@@ -9,6 +9,7 @@
 //! - [`parquet_out`], [`stage`]: Arrow → Parquet files on the stage;
 //! - [`plan`]: the planner (balanced key ranges); [`extract`]: the extractor's handler; [`error`]: its error boundary.
 
+pub mod asl;
 pub mod decode;
 pub mod error;
 pub mod extract;
