@@ -6,7 +6,9 @@ use std::sync::Arc;
 use anyhow::Result;
 use futures_util::future::BoxFuture;
 use pgshift::load::postgres::PgWarehouse;
-use pgshift::load::{Atomicity, CopyJob, Dialect, LoadContext, LoadError, LoadMode, LoadRequest, Warehouse};
+use pgshift::load::{
+    Atomicity, CopyJob, Dialect, LoadContext, LoadError, LoadMode, LoadRequest, Step, Submission, Warehouse,
+};
 use pgshift::model::{ColumnSpec, ExtractTask};
 use pgshift::plan::{Plan, PlanContext, PlanRequest, PlanSettings};
 use pgshift::source::{PgConnector, SESSION_SETTINGS};
@@ -130,20 +132,15 @@ async fn load(
     pgshift::load::load(&lctx, req).await
 }
 
-/// A warehouse that makes the swap transaction fail after its statements ran: a real rollback in Postgres.
+/// A warehouse that makes the load transaction fail after its COPY, reconcile and swap statements ran: a real
+/// rollback in Postgres.
 struct FailSwap(PgWarehouse);
 
 impl Warehouse for FailSwap {
     fn dialect(&self) -> Dialect {
         self.0.dialect()
     }
-    fn transaction(&self, mut statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
-        if statements
-            .iter()
-            .any(|s| s.contains("INSERT INTO \"pgshift\".\"load_log\""))
-        {
-            statements.push("SELECT 1 / 0".into());
-        }
+    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
         self.0.transaction(statements)
     }
     fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
@@ -151,6 +148,15 @@ impl Warehouse for FailSwap {
     }
     fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
         self.0.copy(job)
+    }
+    fn submit<'a>(&'a self, mut steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
+        if steps
+            .iter()
+            .any(|s| matches!(s, Step::Sql(q) if q.contains("INSERT INTO \"pgshift\".\"load_log\"")))
+        {
+            steps.push(Step::Sql("SELECT 1 / 0".into()));
+        }
+        self.0.submit(steps)
     }
 }
 

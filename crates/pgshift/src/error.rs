@@ -253,7 +253,7 @@ mod tests {
             LoadError::PartsMissing(Vec::new()),
             LoadError::Reconcile {
                 table: t(),
-                staged: 0,
+                staged: Some(0),
                 expected: 1,
             },
             LoadError::TooLong {

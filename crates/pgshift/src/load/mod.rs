@@ -99,10 +99,11 @@ pub enum LoadError {
     InvalidRequest(String),
     #[error("parts missing or incomplete on the stage, nothing loaded: {}", .0.join("; "))]
     PartsMissing(Vec<String>),
-    #[error("{table}: staging holds {staged} rows but the parts hold {expected}; rolled back")]
+    #[error("{table}: staging holds {} rows but the parts hold {expected}; rolled back", staged.map_or("a different number of".to_string(), |n| n.to_string()))]
     Reconcile {
         table: TableRef,
-        staged: i64,
+        /// `None` when the check ran inside a warehouse batch that reports only that it failed.
+        staged: Option<i64>,
         expected: u64,
     },
     #[error("{table}.{column}: values of {bytes} bytes exceed Redshift's VARCHAR(65535); set long_text: truncate to cut them")]
@@ -181,6 +182,27 @@ pub trait Warehouse: Send + Sync {
     fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>>;
     /// Fills the staging table with the job's parts.
     fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>>;
+    /// Runs the steps as one transaction, all or nothing. A warehouse that can be polled returns at once with
+    /// [`Submission::Pending`]; others run to the end.
+    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>>;
+    /// The state of a pending transaction.
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<TxStatus, LoadError>> {
+        Box::pin(async move {
+            Err(LoadError::InvalidRequest(format!(
+                "statement {id}: this warehouse runs loads to the end and has nothing pending"
+            )))
+        })
+    }
+    /// Cancels a pending transaction.
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), LoadError>> {
+        let _ = id;
+        Box::pin(async { Ok(()) })
+    }
+    /// Why a load query failed, file by file, when the warehouse keeps such a log.
+    fn load_errors(&self, query_id: i64) -> BoxFuture<'_, String> {
+        let _ = query_id;
+        Box::pin(async { String::new() })
+    }
 }
 
 /// The warehouse a URL names: `postgres://…` or `redshift://…` / `redshift-serverless://…`.
@@ -262,15 +284,140 @@ pub fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
 
 const LOG: &str = "\"pgshift\".\"load_log\"";
 
+/// One table ready for its load transaction.
 struct Prepared<'a> {
     plan: &'a TablePlan,
     staging: TableRef,
     load: TableLoad,
+    files: Vec<StagedFile>,
+    super_columns: bool,
 }
 
-/// Loads a planned and extracted run.
+/// One step of a load transaction.
+pub enum Step<'a> {
+    /// Fill a staging table from the parts of its manifest.
+    Copy(CopyJob<'a>),
+    /// The staging table must hold exactly `expected` rows, or the whole transaction fails.
+    Reconcile {
+        table: TableRef,
+        staging: TableRef,
+        expected: u64,
+    },
+    Sql(String),
+}
+
+/// What a step of a submitted transaction was: lets a later status check name the table and the kind of failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLabel {
+    pub table: TableRef,
+    pub kind: StepKind,
+    /// For a reconcile step: the rows the parts hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Copy,
+    Reconcile,
+    Swap,
+}
+
+impl Step<'_> {
+    fn label(&self, table: &TableRef) -> StepLabel {
+        let (kind, expected) = match self {
+            Step::Copy(_) => (StepKind::Copy, None),
+            Step::Reconcile { expected, .. } => (StepKind::Reconcile, Some(*expected)),
+            Step::Sql(_) => (StepKind::Swap, None),
+        };
+        StepLabel {
+            table: table.clone(),
+            kind,
+            expected,
+        }
+    }
+}
+
+/// The statement that fails a transaction unless `staging` holds `expected` rows (a division by zero otherwise): the
+/// same text in Redshift and PostgreSQL, so a batch that cannot be watched still never swaps in a short load.
+pub fn reconcile_sql(staging: &TableRef, expected: u64) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT 1 / CASE WHEN count(*) = {expected} THEN 1 ELSE 0 END FROM {}",
+        qualified(staging)?
+    ))
+}
+
+/// How a warehouse took a load transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submission {
+    /// It ran to its end (committed).
+    Done,
+    /// It runs on; poll [`Warehouse::status`] with this id.
+    Pending(String),
+}
+
+/// The state of a submitted transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxStatus {
+    Running,
+    Finished,
+    /// Rolled back. `step` is the index of the failing step when the warehouse says which.
+    Failed {
+        step: Option<usize>,
+        detail: String,
+        query_id: Option<i64>,
+    },
+}
+
+/// A transaction still running in the warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLoad {
+    pub statement_id: String,
+    pub tables: Vec<TableRef>,
+    pub steps: Vec<StepLabel>,
+}
+
+/// Where a load stands: what the state machine carries between the loader's `start` and its `check`s, waiting in a
+/// Wait state instead of a Lambda while the warehouse works.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadProgress {
+    pub done: bool,
+    pub plan_url: String,
+    /// Seconds the state machine should wait before the next check.
+    pub wait_seconds: u64,
+    pub checks: u32,
+    /// Unix time the load started, for the result's duration.
+    pub started_at: f64,
+    #[serde(default)]
+    pub pending: Vec<PendingLoad>,
+    pub result: LoadResult,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Loads a planned and extracted run to the end: [`start`], then [`check`] until done (for the command line and the
+/// tests; the state machine waits between checks itself).
 pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, LoadError> {
+    let mut p = start(ctx, req).await?;
+    while !p.done {
+        tokio::time::sleep(std::time::Duration::from_secs(p.wait_seconds.min(5))).await;
+        p = check(ctx, p).await?;
+    }
+    Ok(p.result)
+}
+
+/// Starts loading a run: every part verified landed, a manifest per table, target and staging tables set up, then one
+/// transaction per table (or one for the run) of COPY, reconcile and swap. PostgreSQL runs it to the end; Redshift
+/// takes it as a Data API batch and the returned progress is pending.
+pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, LoadError> {
     let started = Instant::now();
+    let started_at = unix_now();
     let run_dir = req
         .plan_url
         .strip_suffix("/plan.json")
@@ -279,9 +426,7 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
         .rsplit_once('/')
         .ok_or_else(|| LoadError::InvalidRequest(format!("{:?} has no run directory", req.plan_url)))?;
     let stage = ctx.stages.open(stage_url).await?;
-    let plan_key = stage.key_of(&req.plan_url).unwrap_or("plan.json").to_string();
-    let plan: Plan = serde_json::from_slice(&stage.get(&plan_key).await?)
-        .map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", req.plan_url)))?;
+    let plan = read_plan(stage.as_ref(), &req.plan_url).await?;
     let span = tracing::info_span!("load", run = %plan.run_id, tables = plan.tables.len());
     let _entered = span.enter();
 
@@ -330,6 +475,13 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
 
     let wh = ctx.warehouse.as_ref();
     let dialect = wh.dialect();
+    if dialect == Dialect::Redshift && req.long_text == LongText::Truncate {
+        // Whether Parquet COPY takes TRUNCATECOLUMNS is not verified; refuse rather than fail inside the COPY.
+        return Err(LoadError::InvalidRequest(
+            "long_text: truncate is not supported for Redshift yet (Parquet COPY cannot cut values)".into(),
+        ));
+    }
+    let json_as_super = req.json_as_super && dialect == Dialect::Redshift;
     let mut prepared = Vec::new();
     for t in &plan.tables {
         let parts: Vec<&ExtractResult> = by_part
@@ -345,12 +497,6 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
                 let e = observed.entry(c.as_str()).or_default();
                 *e = (*e).max(*n);
             }
-        }
-        if dialect == Dialect::Redshift && req.long_text == LongText::Truncate {
-            // Whether Parquet COPY takes TRUNCATECOLUMNS is not verified; refuse rather than fail inside the COPY.
-            return Err(LoadError::InvalidRequest(
-                "long_text: truncate is not supported for Redshift yet (Parquet COPY cannot cut values)".into(),
-            ));
         }
         if dialect == Dialect::Redshift && req.long_text == LongText::Fail {
             if let Some((c, n)) = observed.iter().find(|(_, n)| **n > 65_535) {
@@ -368,12 +514,7 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
                 "url": f.url, "mandatory": true, "meta": {"content_length": f.bytes}
             })).collect::<Vec<_>>()
         });
-        let run = crate::stage::key_segment(&plan.run_id);
-        let manifest_key = format!(
-            "{run}/{}/{}/manifest.json",
-            crate::stage::key_segment(&t.table.schema),
-            crate::stage::key_segment(&t.table.name)
-        );
+        let manifest_key = format!("{}/manifest.json", table_dir(&plan.run_id, &t.table));
         let manifest_url = crate::stage::put(stage.as_ref(), &manifest_key, Bytes::from(manifest.to_string()))
             .await?
             .url;
@@ -384,10 +525,9 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
             rows,
             files: files.len(),
             bytes: files.iter().map(|f| f.bytes).sum(),
-            manifest_url: manifest_url.clone(),
+            manifest_url,
             loaded: false,
         };
-        let json_as_super = req.json_as_super && dialect == Dialect::Redshift;
         wh.transaction(setup_sql(dialect, t, &staging, &observed, json_as_super)?)
             .await?;
         let q = format!(
@@ -400,56 +540,276 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
             tracing::info!(table = %t.table, "already loaded by this run");
             wh.transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
                 .await?;
-            prepared.push(Prepared { plan: t, staging, load });
-            continue;
+        } else {
+            load.loaded = true;
         }
-        wh.copy(CopyJob {
-            staging: &staging,
-            columns: &t.columns,
-            manifest_url: &manifest_url,
-            files: &files,
-            stage: stage.as_ref(),
-            truncate_long_text: req.long_text == LongText::Truncate,
+        prepared.push(Prepared {
+            plan: t,
+            staging,
+            load,
+            files,
             super_columns: json_as_super && t.columns.iter().any(is_json),
-        })
-        .await?;
-        let staged = wh
-            .count(format!("SELECT count(*) FROM {}", qualified(&staging)?))
-            .await?;
-        if staged != rows as i64 {
-            wh.transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
-                .await?;
-            return Err(LoadError::Reconcile {
-                table: t.table.clone(),
-                staged,
-                expected: rows,
-            });
+        });
+    }
+
+    // The load transactions: COPY, reconcile and swap of a table (or of every table) all or nothing.
+    let mut groups: Vec<Vec<&Prepared>> = Vec::new();
+    let todo: Vec<&Prepared> = prepared.iter().filter(|p| p.load.loaded).collect();
+    match req.atomic {
+        Atomicity::Table => groups.extend(todo.into_iter().map(|p| vec![p])),
+        Atomicity::Run if todo.is_empty() => {}
+        Atomicity::Run => groups.push(todo),
+    }
+    let mut pending = Vec::new();
+    for group in groups {
+        let mut steps = Vec::new();
+        let mut labels = Vec::new();
+        for p in &group {
+            let table_steps = vec![
+                Step::Copy(CopyJob {
+                    staging: &p.staging,
+                    columns: &p.plan.columns,
+                    manifest_url: &p.load.manifest_url,
+                    files: &p.files,
+                    stage: stage.as_ref(),
+                    truncate_long_text: req.long_text == LongText::Truncate,
+                    super_columns: p.super_columns,
+                }),
+                Step::Reconcile {
+                    table: p.plan.table.clone(),
+                    staging: p.staging.clone(),
+                    expected: p.load.rows,
+                },
+            ];
+            for s in table_steps {
+                labels.push(s.label(&p.plan.table));
+                steps.push(s);
+            }
         }
-        load.loaded = true;
-        prepared.push(Prepared { plan: t, staging, load });
-        if req.atomic == Atomicity::Table {
-            let last = prepared
-                .last()
-                .map(|p| swap_sql(req.mode, &plan.run_id, p))
-                .transpose()?;
-            wh.transaction(last.unwrap_or_default()).await?;
+        for p in &group {
+            for sql in swap_sql(req.mode, &plan.run_id, p)? {
+                let s = Step::Sql(sql);
+                labels.push(s.label(&p.plan.table));
+                steps.push(s);
+            }
+        }
+        match wh.submit(steps).await? {
+            Submission::Done => {}
+            Submission::Pending(statement_id) => pending.push(PendingLoad {
+                statement_id,
+                tables: group.iter().map(|p| p.plan.table.clone()).collect(),
+                steps: labels,
+            }),
         }
     }
-    if req.atomic == Atomicity::Run {
-        let mut all = Vec::new();
-        for p in prepared.iter().filter(|p| p.load.loaded) {
-            all.extend(swap_sql(req.mode, &plan.run_id, p)?);
-        }
-        if !all.is_empty() {
-            wh.transaction(all).await?;
-        }
-    }
-    Ok(LoadResult {
+    let result = LoadResult {
         run_id: plan.run_id.clone(),
         mode: req.mode,
         tables: prepared.into_iter().map(|p| p.load).collect(),
         seconds: started.elapsed().as_secs_f64(),
+    };
+    tracing::info!(pending = pending.len(), "load started");
+    Ok(LoadProgress {
+        done: pending.is_empty(),
+        plan_url: req.plan_url,
+        wait_seconds: wait_seconds(0),
+        checks: 0,
+        started_at,
+        pending,
+        result,
     })
+}
+
+/// Seconds to wait before check number `checks + 1`: 5, 10, 20, 40, then every 60.
+fn wait_seconds(checks: u32) -> u64 {
+    (5u64 << checks.min(4)).min(60)
+}
+
+async fn read_plan(stage: &dyn Stage, plan_url: &str) -> Result<Plan, LoadError> {
+    let plan_key = stage.key_of(plan_url).unwrap_or("plan.json").to_string();
+    serde_json::from_slice(&stage.get(&plan_key).await?)
+        .map_err(|e| LoadError::InvalidRequest(format!("{plan_url}: {e}")))
+}
+
+/// `<run>/<schema>/<table>`: where a table's parts and manifest live on the stage.
+fn table_dir(run_id: &str, t: &TableRef) -> String {
+    format!(
+        "{}/{}/{}",
+        crate::stage::key_segment(run_id),
+        crate::stage::key_segment(&t.schema),
+        crate::stage::key_segment(&t.name)
+    )
+}
+
+/// Checks the pending transactions of a load once: done when none runs any more; an error naming the table and the
+/// failing step when one failed.
+pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<LoadProgress, LoadError> {
+    let wh = ctx.warehouse.as_ref();
+    let mut still = Vec::new();
+    for p in std::mem::take(&mut progress.pending) {
+        match wh.status(&p.statement_id).await? {
+            TxStatus::Running => still.push(p),
+            TxStatus::Finished => tracing::info!(statement = %p.statement_id, "load transaction committed"),
+            TxStatus::Failed { step, detail, query_id } => {
+                let label = step.and_then(|i| p.steps.get(i));
+                let tables = p.tables.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                return Err(match label {
+                    Some(StepLabel {
+                        table,
+                        kind: StepKind::Reconcile,
+                        expected,
+                    }) => LoadError::Reconcile {
+                        table: table.clone(),
+                        staged: None,
+                        expected: expected.unwrap_or_default(),
+                    },
+                    Some(StepLabel {
+                        table,
+                        kind: StepKind::Copy,
+                        ..
+                    }) => {
+                        let why = match query_id {
+                            Some(q) => wh.load_errors(q).await,
+                            None => "no query id to look up load errors".into(),
+                        };
+                        LoadError::Warehouse {
+                            detail: format!(
+                                "COPY into {table} failed, nothing swapped ({tables}): {detail}; load errors: {why}"
+                            ),
+                            retryable: false,
+                        }
+                    }
+                    _ => LoadError::Warehouse {
+                        detail: format!("load transaction of {tables} failed and rolled back: {detail}"),
+                        retryable: false,
+                    },
+                });
+            }
+        }
+    }
+    progress.checks += 1;
+    progress.wait_seconds = wait_seconds(progress.checks);
+    progress.done = still.is_empty();
+    progress.pending = still;
+    progress.result.seconds = (unix_now() - progress.started_at).max(0.0);
+    Ok(progress)
+}
+
+/// What the state machine's cleanup step hands the loader: the whole state at the failure (the plan, a load in
+/// progress and the error, as far as the run got).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CleanupRequest {
+    #[serde(default)]
+    pub state: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanupResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Staging tables dropped.
+    pub dropped: Vec<String>,
+    /// Warehouse statements cancelled.
+    pub cancelled: Vec<String>,
+    /// `<stage>/<run>/status.json`, marking the run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
+    /// What could not be cleaned (cleanup never fails on them: the run has failed already).
+    pub notes: Vec<String>,
+}
+
+/// After a failure: cancels the load transactions still running, drops the run's staging tables, and marks the run
+/// failed on the stage. Best effort: what it cannot do is reported in `notes`.
+pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupResult, LoadError> {
+    let state = &req.state;
+    let mut out = CleanupResult {
+        run_id: None,
+        dropped: Vec::new(),
+        cancelled: Vec::new(),
+        status_url: None,
+        notes: Vec::new(),
+    };
+    let wh = ctx.warehouse.as_ref();
+    let pending: Vec<PendingLoad> = state
+        .pointer("/load/progress/pending")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| LoadError::InvalidRequest(format!("cleanup: load.progress.pending: {e}")))?
+        .unwrap_or_default();
+    for p in pending {
+        match wh.cancel(&p.statement_id).await {
+            Ok(()) => out.cancelled.push(p.statement_id),
+            Err(e) => out.notes.push(format!("cancel {}: {e}", p.statement_id)),
+        }
+    }
+    let Some(plan_url) = state.pointer("/plan/plan_url").and_then(|v| v.as_str()) else {
+        out.notes
+            .push("no plan: the run failed before planning finished".into());
+        return Ok(out);
+    };
+    let (stage_url, _) = plan_url
+        .strip_suffix("/plan.json")
+        .and_then(|d| d.rsplit_once('/'))
+        .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url:?} is not a plan.json URL")))?;
+    let stage = ctx.stages.open(stage_url).await?;
+    let plan = read_plan(stage.as_ref(), plan_url).await?;
+    out.run_id = Some(plan.run_id.clone());
+    for t in &plan.tables {
+        let staging = staging_table(&t.table, &plan.run_id);
+        match wh
+            .transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
+            .await
+        {
+            Ok(()) => out.dropped.push(staging.to_string()),
+            Err(e) => out.notes.push(format!("dropping {staging}: {e}")),
+        }
+    }
+    let error = state.get("error").cloned().unwrap_or(serde_json::Value::Null);
+    let status = serde_json::json!({
+        "run_id": plan.run_id,
+        "status": "FAILED",
+        "error": error.get("Error"),
+        "cause": error.get("Cause"),
+        "at": unix_now(),
+        "dropped_staging": out.dropped,
+        "cancelled": out.cancelled,
+    });
+    let key = format!("{}/status.json", crate::stage::key_segment(&plan.run_id));
+    match crate::stage::put(stage.as_ref(), &key, Bytes::from(status.to_string())).await {
+        Ok(o) => out.status_url = Some(o.url),
+        Err(e) => out.notes.push(format!("marking the run failed: {e}")),
+    }
+    tracing::warn!(run = %plan.run_id, dropped = out.dropped.len(), "run cleaned up after a failure");
+    Ok(out)
+}
+
+/// The loader Lambda's handler: `{"action": "start", …LoadRequest}` (the default), `{"action": "check", "progress":
+/// …}` or `{"action": "cleanup", "state": …}`.
+pub async fn handle(ctx: &LoadContext, input: serde_json::Value) -> Result<serde_json::Value, LoadError> {
+    let bad = |e: serde_json::Error| LoadError::InvalidRequest(format!("loader input: {e}"));
+    let action = input
+        .get("action")
+        .and_then(|a| a.as_str())
+        .unwrap_or("start")
+        .to_string();
+    let out = match action.as_str() {
+        "start" => serde_json::to_value(start(ctx, serde_json::from_value(input).map_err(bad)?).await?),
+        "check" => {
+            let progress = input
+                .get("progress")
+                .cloned()
+                .ok_or_else(|| LoadError::InvalidRequest("check needs progress".into()))?;
+            serde_json::to_value(check(ctx, serde_json::from_value(progress).map_err(bad)?).await?)
+        }
+        "cleanup" => serde_json::to_value(cleanup(ctx, serde_json::from_value(input).map_err(bad)?).await?),
+        other => {
+            return Err(LoadError::InvalidRequest(format!(
+                "unknown loader action {other:?}: start, check or cleanup"
+            )))
+        }
+    };
+    out.map_err(bad)
 }
 
 /// Target (if missing), load log, and a fresh staging table in the Parquet column order.
@@ -503,7 +863,7 @@ fn setup_sql(
     ])
 }
 
-/// The one transaction that changes the target.
+/// The statements that change the target, after COPY and reconcile in the same transaction.
 fn swap_sql(mode: LoadMode, run_id: &str, p: &Prepared) -> Result<Vec<String>, LoadError> {
     let target = qualified(&p.plan.table)?;
     let staging = qualified(&p.staging)?;

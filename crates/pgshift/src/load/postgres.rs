@@ -14,10 +14,11 @@ use bytes::{BufMut, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{pin_mut, SinkExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Transaction};
 
-use super::{CopyJob, Dialect, LoadError, Warehouse};
+use super::{CopyJob, Dialect, LoadError, Step, Submission, Warehouse};
 use crate::pgtext::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
+use crate::sql;
 
 /// A PostgreSQL database reached by a connection string.
 pub struct PgWarehouse {
@@ -80,40 +81,83 @@ impl Warehouse for PgWarehouse {
 
     fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
         Box::pin(async move {
-            let client = self.connect().await?;
-            let (staging, cols) = job.target()?;
-            let sink = client
-                .copy_in::<_, bytes::Bytes>(&format!("COPY {staging} ({cols}) FROM STDIN (FORMAT binary)"))
-                .await
-                .map_err(pg)?;
-            pin_mut!(sink);
-            let mut buf = BytesMut::with_capacity(1 << 20);
-            buf.put_slice(b"PGCOPY\n\xff\r\n\0");
-            buf.put_i32(0);
-            buf.put_i32(0);
-            for f in job.files {
-                let key = job
-                    .stage
-                    .key_of(&f.url)
-                    .ok_or_else(|| LoadError::InvalidRequest(format!("{} is not on the stage", f.url)))?;
-                let body = job.stage.get(key).await?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(body)
-                    .and_then(|b| b.build())
-                    .map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
-                for batch in reader {
-                    let batch = batch.map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
-                    encode_batch(&batch, &mut buf).map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
-                    if buf.len() >= 1 << 20 {
-                        sink.send(buf.split().freeze()).await.map_err(pg)?;
+            let mut client = self.connect().await?;
+            let tx = client.transaction().await.map_err(pg)?;
+            copy_into(&tx, &job).await?;
+            tx.commit().await.map_err(pg)
+        })
+    }
+
+    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
+        Box::pin(async move {
+            let mut client = self.connect().await?;
+            let tx = client.transaction().await.map_err(pg)?;
+            for step in steps {
+                match step {
+                    Step::Copy(job) => copy_into(&tx, &job).await?,
+                    Step::Reconcile {
+                        table,
+                        staging,
+                        expected,
+                    } => {
+                        let q = format!(
+                            "SELECT count(*) FROM {}",
+                            sql::table(&staging).map_err(LoadError::InvalidRequest)?
+                        );
+                        let staged: i64 = tx.query_one(&q, &[]).await.map_err(pg)?.get(0);
+                        if staged != expected as i64 {
+                            return Err(LoadError::Reconcile {
+                                table,
+                                staged: Some(staged),
+                                expected,
+                            });
+                        }
+                    }
+                    Step::Sql(s) => {
+                        tracing::debug!(sql = %s, "warehouse");
+                        tx.batch_execute(&s).await.map_err(pg)?;
                     }
                 }
             }
-            buf.put_i16(-1);
-            sink.send(buf.split().freeze()).await.map_err(pg)?;
-            sink.finish().await.map_err(pg)?;
-            Ok(())
+            tx.commit().await.map_err(pg)?;
+            Ok(Submission::Done)
         })
     }
+}
+
+/// Streams the job's Parquet parts into its staging table by binary `COPY FROM STDIN`, inside `tx`.
+async fn copy_into(tx: &Transaction<'_>, job: &CopyJob<'_>) -> Result<(), LoadError> {
+    let (staging, cols) = job.target()?;
+    let sink = tx
+        .copy_in::<_, bytes::Bytes>(&format!("COPY {staging} ({cols}) FROM STDIN (FORMAT binary)"))
+        .await
+        .map_err(pg)?;
+    pin_mut!(sink);
+    let mut buf = BytesMut::with_capacity(1 << 20);
+    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.put_i32(0);
+    buf.put_i32(0);
+    for f in job.files {
+        let key = job
+            .stage
+            .key_of(&f.url)
+            .ok_or_else(|| LoadError::InvalidRequest(format!("{} is not on the stage", f.url)))?;
+        let body = job.stage.get(key).await?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(body)
+            .and_then(|b| b.build())
+            .map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
+            encode_batch(&batch, &mut buf).map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
+            if buf.len() >= 1 << 20 {
+                sink.send(buf.split().freeze()).await.map_err(pg)?;
+            }
+        }
+    }
+    buf.put_i16(-1);
+    sink.send(buf.split().freeze()).await.map_err(pg)?;
+    sink.finish().await.map_err(pg)?;
+    Ok(())
 }
 
 /// Arrow arrays, downcast once per batch.

@@ -12,11 +12,14 @@
 use std::time::Duration;
 
 use aws_sdk_redshiftdata::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_redshiftdata::types::{Field, StatusString};
+use aws_sdk_redshiftdata::types::{Field, StatementStatusString, StatusString};
 use aws_sdk_redshiftdata::Client;
 use futures_util::future::BoxFuture;
 
-use super::{CopyJob, Dialect, LoadError, Warehouse};
+use super::{reconcile_sql, CopyJob, Dialect, LoadError, Step, Submission, TxStatus, Warehouse};
+
+/// Statements per `BatchExecuteStatement`: the Data API's limit.
+const MAX_BATCH: usize = 40;
 
 /// Where the statements go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +160,7 @@ impl RedshiftWarehouse {
     }
 
     /// Submits statements (one: ExecuteStatement; several: BatchExecuteStatement, one transaction); returns the id.
-    async fn submit(&self, statements: &[String]) -> Result<String, LoadError> {
+    async fn send(&self, statements: &[String]) -> Result<String, LoadError> {
         let t = &self.target;
         // The same target on either request type (their builders are distinct SDK types).
         macro_rules! to_target {
@@ -246,12 +249,12 @@ impl RedshiftWarehouse {
     }
 
     async fn run(&self, statements: &[String]) -> Result<(), LoadError> {
-        let id = self.submit(statements).await?;
+        let id = self.send(statements).await?;
         self.wait(&id).await.map_err(|(e, _)| e)
     }
 
     async fn rows(&self, query: &str) -> Result<Vec<Vec<Field>>, LoadError> {
-        let id = self.submit(&[query.to_string()]).await?;
+        let id = self.send(&[query.to_string()]).await?;
         self.wait(&id).await.map_err(|(e, _)| e)?;
         let out = self
             .client
@@ -264,7 +267,7 @@ impl RedshiftWarehouse {
     }
 
     /// File, column and error text of a failed load, from `SYS_LOAD_ERROR_DETAIL`.
-    async fn load_errors(&self, query_id: i64) -> String {
+    async fn describe_load_errors(&self, query_id: i64) -> String {
         let q = format!(
             "SELECT file_name, column_name, error_message FROM sys_load_error_detail WHERE query_id = {query_id} \
              ORDER BY start_time LIMIT 10"
@@ -332,11 +335,11 @@ impl Warehouse for RedshiftWarehouse {
     fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
         Box::pin(async move {
             let sql = copy_sql(&job, &self.target.iam_role)?;
-            let id = self.submit(&[sql]).await?;
+            let id = self.send(&[sql]).await?;
             match self.wait(&id).await {
                 Ok(()) => Ok(()),
                 Err((LoadError::Warehouse { detail, retryable }, Some(query_id))) => {
-                    let why = self.load_errors(query_id).await;
+                    let why = self.describe_load_errors(query_id).await;
                     Err(LoadError::Warehouse {
                         detail: format!("{detail}; load errors: {why}"),
                         retryable,
@@ -345,5 +348,83 @@ impl Warehouse for RedshiftWarehouse {
                 Err((e, _)) => Err(e),
             }
         })
+    }
+
+    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
+        Box::pin(async move {
+            let mut sqls = Vec::with_capacity(steps.len());
+            for s in &steps {
+                sqls.push(match s {
+                    Step::Copy(job) => copy_sql(job, &self.target.iam_role)?,
+                    Step::Reconcile { staging, expected, .. } => reconcile_sql(staging, *expected)?,
+                    Step::Sql(sql) => sql.clone(),
+                });
+            }
+            if sqls.len() > MAX_BATCH {
+                return Err(LoadError::InvalidRequest(format!(
+                    "one load transaction needs {} statements, more than the Data API's {MAX_BATCH} per batch: load \
+                     with atomic: table, or fewer tables per run",
+                    sqls.len()
+                )));
+            }
+            Ok(Submission::Pending(self.send(&sqls).await?))
+        })
+    }
+
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<TxStatus, LoadError>> {
+        Box::pin(async move {
+            let d = self
+                .client
+                .describe_statement()
+                .id(id)
+                .send()
+                .await
+                .map_err(|e| sdk("DescribeStatement", e))?;
+            Ok(match d.status() {
+                Some(StatusString::Finished) => TxStatus::Finished,
+                Some(StatusString::Failed) | Some(StatusString::Aborted) => {
+                    let failed = d.sub_statements().iter().position(|s| {
+                        matches!(
+                            s.status(),
+                            Some(StatementStatusString::Failed) | Some(StatementStatusString::Aborted)
+                        )
+                    });
+                    let sub = failed.and_then(|i| d.sub_statements().get(i));
+                    let detail = sub
+                        .and_then(|s| s.error())
+                        .or(d.error())
+                        .unwrap_or("no error text")
+                        .to_string();
+                    let query_id = sub
+                        .map(|s| s.redshift_query_id())
+                        .or(Some(d.redshift_query_id()))
+                        .filter(|q| *q > 0);
+                    // A single statement (no batch) fails as step 0.
+                    let step = failed.or_else(|| d.sub_statements().is_empty().then_some(0));
+                    TxStatus::Failed {
+                        step,
+                        detail: format!("statement {id}: {detail}"),
+                        query_id,
+                    }
+                }
+                _ => TxStatus::Running,
+            })
+        })
+    }
+
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), LoadError>> {
+        Box::pin(async move {
+            self.client
+                .cancel_statement()
+                .id(id)
+                .send()
+                .await
+                .map_err(|e| sdk("CancelStatement", e))?;
+            Ok(())
+        })
+    }
+
+    fn load_errors(&self, query_id: i64) -> BoxFuture<'_, String> {
+        Box::pin(async move { self.describe_load_errors(query_id).await })
     }
 }
