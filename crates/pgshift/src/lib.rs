@@ -17,10 +17,12 @@ pub mod load;
 pub mod model;
 pub mod parquet_out;
 pub mod pgtext;
+pub mod pipeline;
 pub mod plan;
 pub mod source;
 pub mod sql;
 pub mod stage;
+pub mod trigger;
 pub mod types;
 
 pub use error::ExtractError;

@@ -13,14 +13,17 @@ use tokio_postgres::Client;
 
 use crate::error::ExtractError;
 use crate::extract::StageOpener;
+use crate::load::LoadOptions;
 use crate::model::{Bounds, ColumnSpec, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
 use crate::source::{column_specs, describe_tables, CatalogTable, SourceConnector, SESSION_SETTINGS};
 use crate::stage::key_segment;
+use crate::trigger::Snapshot;
 use crate::types::{Cast, TypePolicies};
 use crate::{pgtext, sql};
 
 /// What to plan.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlanRequest {
     /// Run id; generated from the time when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,9 +44,12 @@ pub struct PlanRequest {
     pub stage: String,
     #[serde(default)]
     pub writer: WriterSettings,
-    /// Hints passed through to the loader (e.g. `{"mode": "replace"}`).
+    /// How the loader is to load this run (`{"mode": "merge"}`); passed through the summary to the Load state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load: Option<serde_json::Value>,
+    pub load: Option<LoadOptions>,
+    /// The RDS snapshot the run was started for (set from the trigger event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -60,7 +66,7 @@ pub struct TableOverride {
 /// The knobs of the partition count. Defaults: Lambda's 15 minutes with a 2× margin, a conservative extractor
 /// throughput, parts of 512 MiB of source data (≈ 150–250 MB of zstd Parquet).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PlanSettings {
     /// Source bytes (heap + TOAST) per part.
     pub target_part_bytes: u64,
@@ -174,7 +180,9 @@ pub struct Plan {
     pub stage: String,
     pub settings: PlanSettings,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load: Option<serde_json::Value>,
+    pub load: Option<LoadOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
     pub tables: Vec<TablePlan>,
     /// Every extraction task, in table order (also written alone to `<stage>/<run>/tasks.json`).
     pub tasks: Vec<ExtractTask>,
@@ -195,6 +203,26 @@ pub struct PlanSummary {
     pub estimated_rows: u64,
     pub estimated_bytes: u64,
     pub max_concurrency: u32,
+    /// `tasks_url` as an S3 bucket and key: the Distributed Map's ItemReader (a `file://` stage is its own "bucket").
+    pub task_list: ObjectLocation,
+    /// Where the Map's ResultWriter puts the extractors' results.
+    pub results: ResultsLocation,
+    /// How the Load state loads the run.
+    pub load: LoadOptions,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLocation {
+    pub bucket: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultsLocation {
+    pub bucket: String,
+    pub prefix: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -504,6 +532,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
         stage: req.stage.trim_end_matches('/').to_string(),
         settings: settings.clone(),
         load: req.load.clone(),
+        snapshot: req.snapshot.clone(),
         tables,
         tasks,
         notes,
@@ -925,6 +954,11 @@ async fn page_probes(
 
 /// The planner's handler: plan, write `plan.json` and `tasks.json` to the stage, return the summary.
 pub async fn handle(ctx: &PlanContext, req: PlanRequest) -> Result<(Plan, PlanSummary), PlanError> {
+    if req.stage.is_empty() {
+        return Err(PlanError::InvalidRequest(
+            "no stage: give \"stage\" in the input or set PGSHIFT_STAGE".into(),
+        ));
+    }
     let span = tracing::info_span!("plan", tables = tracing::field::Empty, tasks = tracing::field::Empty);
     let _e = span.enter();
     let stage = ctx.stages.open(&req.stage).await?;
@@ -950,9 +984,30 @@ pub async fn handle(ctx: &PlanContext, req: PlanRequest) -> Result<(Plan, PlanSu
         estimated_rows: plan.tables.iter().map(|t| t.estimates.rows).sum(),
         estimated_bytes: plan.tables.iter().map(|t| t.estimates.bytes).sum(),
         max_concurrency: req.settings.max_concurrency,
+        task_list: {
+            let (bucket, key) = crate::stage::object_location(stage.url(), &format!("{run}/tasks.json"));
+            ObjectLocation { bucket, key }
+        },
+        results: {
+            let (bucket, prefix) = crate::stage::object_location(stage.url(), &format!("{run}/map-results"));
+            ResultsLocation { bucket, prefix }
+        },
+        load: req.load.clone().unwrap_or_default(),
+        snapshot: plan.snapshot.clone(),
     };
     tracing::info!(seconds = plan.planning_seconds, "planned");
     Ok((plan, summary))
+}
+
+/// The planner Lambda's handler: a trigger input (an RDS snapshot event or a manual input) over the configured
+/// defaults, planned and written to the stage; the summary is the state machine's `$.plan`.
+pub async fn handle_event(
+    ctx: &PlanContext,
+    defaults: &PlanRequest,
+    input: serde_json::Value,
+) -> Result<PlanSummary, PlanError> {
+    let req = crate::trigger::plan_request(&input, defaults)?;
+    Ok(handle(ctx, req).await?.1)
 }
 
 /// Counts the rows a task's range holds, with the extractor's own predicate (for `--verify` and the balance bench).

@@ -443,6 +443,8 @@ enum Kind {
     Fail {
         error: Option<String>,
         cause: Option<String>,
+        error_path: Option<Path>,
+        cause_path: Option<Path>,
     },
 }
 
@@ -649,7 +651,7 @@ fn parse_state(name: &str, v: &Value) -> Result<State, AslError> {
         "Wait" => &["Seconds", "SecondsPath"],
         "Pass" => &["Result", "ResultPath", "Parameters"],
         "Succeed" => &[],
-        "Fail" => &["Error", "Cause"],
+        "Fail" => &["Error", "Cause", "ErrorPath", "CausePath"],
         other => {
             return Err(AslError::Unsupported {
                 state: name.into(),
@@ -764,10 +766,21 @@ fn parse_state(name: &str, v: &Value) -> Result<State, AslError> {
             result: m.get("Result").cloned(),
         },
         "Succeed" => Kind::Succeed,
-        "Fail" => Kind::Fail {
-            error: m.get("Error").and_then(Value::as_str).map(str::to_string),
-            cause: m.get("Cause").and_then(Value::as_str).map(str::to_string),
-        },
+        "Fail" => {
+            let path = |k: &str| {
+                m.get(k)
+                    .map(|v| v.as_str().ok_or_else(|| bad(format!("{k} must be a path"))))
+                    .transpose()?
+                    .map(|p| Path::parse(p).map_err(bad))
+                    .transpose()
+            };
+            Kind::Fail {
+                error: m.get("Error").and_then(Value::as_str).map(str::to_string),
+                cause: m.get("Cause").and_then(Value::as_str).map(str::to_string),
+                error_path: path("ErrorPath")?,
+                cause_path: path("CausePath")?,
+            }
+        }
         _ => unreachable!("checked above"),
     };
     Ok(State {
@@ -1140,10 +1153,27 @@ impl Interpreter {
                 let effective = input_of(s, &raw, &c)?;
                 Ok(Step::End(output_of(s, effective)?))
             }
-            Kind::Fail { error, cause } => Err(Failure::new(
-                error.clone().unwrap_or_else(|| "States.Fail".into()),
-                cause.clone().unwrap_or_default(),
-            )),
+            Kind::Fail {
+                error,
+                cause,
+                error_path,
+                cause_path,
+            } => {
+                let c = ctx.object(&s.name, 0);
+                let read = |p: &Option<Path>| -> Result<Option<String>, Failure> {
+                    let Some(p) = p else { return Ok(None) };
+                    match p.get(&raw, &c) {
+                        Some(Value::String(v)) => Ok(Some(v.clone())),
+                        _ => Err(Failure::runtime(&s.name, format!("{} is not a string", p.text))),
+                    }
+                };
+                Err(Failure::new(
+                    read(error_path)?
+                        .or_else(|| error.clone())
+                        .unwrap_or_else(|| "States.Fail".into()),
+                    read(cause_path)?.or_else(|| cause.clone()).unwrap_or_default(),
+                ))
+            }
         }
     }
 

@@ -320,6 +320,18 @@ async fn fail_ends_the_execution_with_its_error_and_cause() {
         run(states, Fake::echo(), json!({})).await,
         Err(Failure::new("Pipeline.Failed", "why"))
     );
+    let states = json!({"Start": {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}});
+    assert_eq!(
+        run(
+            states.clone(),
+            Fake::echo(),
+            json!({"error": {"Error": "E.X", "Cause": "c"}})
+        )
+        .await,
+        Err(Failure::new("E.X", "c"))
+    );
+    let e = run(states, Fake::echo(), json!({})).await.expect_err("no error");
+    assert_eq!(e.error, "States.Runtime");
 }
 
 #[tokio::test(start_paused = true)]

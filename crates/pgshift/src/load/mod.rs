@@ -56,6 +56,16 @@ pub enum LongText {
     Truncate,
 }
 
+/// How to load a run, as a plan request carries it to the Load state (every field has its default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadOptions {
+    pub mode: LoadMode,
+    pub atomic: Atomicity,
+    pub long_text: LongText,
+    pub json_as_super: bool,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadRequest {
     /// `<stage>/<run>/plan.json`, as the planner's summary names it.

@@ -110,6 +110,33 @@ pub fn open(url: &str) -> Result<Box<dyn Stage>, StageError> {
     })
 }
 
+/// An object of a stage as (bucket, key): `s3://bucket/prefix` + `k` is (`bucket`, `prefix/k`); a `file://` stage is
+/// its own "bucket" (what the local state machine's item reader and result writer open).
+pub fn object_location(stage_url: &str, key: &str) -> (String, String) {
+    let url = stage_url.trim_end_matches('/');
+    match url.strip_prefix("s3://") {
+        Some(rest) => {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let key = if prefix.is_empty() {
+                key.to_string()
+            } else {
+                format!("{prefix}/{key}")
+            };
+            (bucket.to_string(), key)
+        }
+        None => (url.to_string(), key.to_string()),
+    }
+}
+
+/// The stage URL that holds a (bucket, key) of [`object_location`]: `s3://bucket`, or the `file://` stage itself.
+pub fn bucket_url(bucket: &str) -> String {
+    if bucket.contains("://") {
+        bucket.to_string()
+    } else {
+        format!("s3://{bucket}")
+    }
+}
+
 /// Makes a name safe as one object-key segment: `[A-Za-z0-9_.-]` kept, every other byte `%XX`-encoded. Injective, so
 /// distinct tables never share a prefix.
 pub fn key_segment(s: &str) -> String {

@@ -1,0 +1,379 @@
+//! The pipeline as one state machine: the definition AWS runs (`statemachine/pipeline.asl.json`, embedded here) and
+//! its binding to the in-process handlers, so `pgshift run` executes the same definition on one machine.
+//!
+//! The binding emulates what the definition asks of AWS: Lambda functions (the same handlers the Lambda binaries
+//! call, errors reported by their stable names as `errorType`), the Distributed Map's S3 item reader (`tasks.json` on
+//! the stage) and its result writer (`manifest.json` and `SUCCEEDED_0.json` under the results prefix).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+
+use crate::asl::{AslError, Failure, Machine, Resources, TaskCall};
+use crate::extract::{ExtractContext, StageOpener};
+use crate::load::LoadContext;
+use crate::model::{ExtractResult, ExtractTask, TableRef};
+use crate::plan::{PlanContext, PlanRequest};
+use crate::stage::bucket_url;
+
+/// The state machine definition, as deployed.
+pub const DEFINITION: &str = include_str!("../../../statemachine/pipeline.asl.json");
+
+/// The placeholders of the definition: the function each stands for. The infrastructure substitutes the deployed
+/// ARNs; `pgshift run` substitutes local names.
+pub const FUNCTIONS: &[(&str, &str)] = &[
+    ("PlannerFunctionArn", "planner"),
+    ("ExtractorFunctionArn", "extractor"),
+    ("LoaderFunctionArn", "loader"),
+];
+
+const LOCAL_ARN: &str = "arn:aws:lambda:local:000000000000:function:pgshift-";
+
+/// Substitutes `${Name}` placeholders; a placeholder without a value is an error naming it.
+pub fn substitute(definition: &str, values: &BTreeMap<&str, String>) -> Result<String, AslError> {
+    let mut out = String::with_capacity(definition.len());
+    let mut rest = definition;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let end = rest[i..]
+            .find('}')
+            .ok_or_else(|| AslError::Invalid("an unterminated ${ placeholder".into()))?;
+        let name = &rest[i + 2..i + end];
+        let v = values
+            .get(name)
+            .ok_or_else(|| AslError::Invalid(format!("placeholder ${{{name}}} has no value")))?;
+        out.push_str(v);
+        rest = &rest[i + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The definition with local function names, parsed.
+pub fn local_machine(definition: &str) -> Result<Arc<Machine>, AslError> {
+    let values = FUNCTIONS.iter().map(|(k, f)| (*k, format!("{LOCAL_ARN}{f}"))).collect();
+    Machine::from_json(&substitute(definition, &values)?)
+}
+
+/// One extraction attempt as the run saw it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub table: TableRef,
+    pub range_index: u32,
+    pub attempt: u32,
+    /// Seconds since the run started.
+    pub started: f64,
+    pub ended: Option<f64>,
+    /// The error name of a failed attempt.
+    pub error: Option<String>,
+}
+
+/// What the run has done so far, for a live display and the final summary.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub phase: &'static str,
+    pub parts: usize,
+    pub attempts: Vec<Attempt>,
+    pub results: Vec<ExtractResult>,
+}
+
+impl Snapshot {
+    pub fn running(&self) -> usize {
+        self.attempts.iter().filter(|a| a.ended.is_none()).count()
+    }
+
+    pub fn failed_attempts(&self) -> usize {
+        self.attempts.iter().filter(|a| a.error.is_some()).count()
+    }
+
+    /// The most extractions that ran at once.
+    pub fn peak_concurrency(&self) -> usize {
+        let mut edges: Vec<(f64, i32)> = Vec::new();
+        for a in &self.attempts {
+            edges.push((a.started, 1));
+            edges.push((a.ended.unwrap_or(f64::INFINITY), -1));
+        }
+        edges.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+        let (mut now, mut peak) = (0i32, 0i32);
+        for (_, d) in edges {
+            now += d;
+            peak = peak.max(now);
+        }
+        peak as usize
+    }
+}
+
+/// Progress of a run, updated by the bound handlers.
+pub struct Progress {
+    started: Instant,
+    state: Mutex<Snapshot>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            state: Mutex::new(Snapshot {
+                phase: "starting",
+                ..Snapshot::default()
+            }),
+        }
+    }
+}
+
+impl Progress {
+    pub fn snapshot(&self) -> Snapshot {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        if let Ok(mut s) = self.state.lock() {
+            f(&mut s);
+        }
+    }
+}
+
+/// The local binding: every effect of the definition, in process.
+pub struct LocalPipeline {
+    pub planner: PlanContext,
+    /// What the planner Lambda reads from its environment; the run input overrides it.
+    pub plan_defaults: PlanRequest,
+    pub extractor: ExtractContext,
+    pub loader: LoadContext,
+    pub stages: Arc<dyn StageOpener>,
+    pub progress: Arc<Progress>,
+}
+
+/// A handler error as Step Functions reports a Lambda function error: the `errorType` is the error name.
+fn lambda_failure(name: &str, message: String) -> Failure {
+    Failure::new(name, json!({"errorMessage": message, "errorType": name}).to_string())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, Failure> {
+    serde_json::to_value(v).map_err(|e| lambda_failure("Pipeline.Fatal.Internal", e.to_string()))
+}
+
+impl LocalPipeline {
+    async fn extract(&self, call: TaskCall) -> Result<Value, Failure> {
+        let task: ExtractTask = serde_json::from_value(call.input)
+            .map_err(|e| lambda_failure("Pipeline.Fatal.InvalidInput", format!("extract task: {e}")))?;
+        let t0 = self.progress.elapsed();
+        let slot = {
+            let mut slot = 0;
+            self.progress.update(|s| {
+                s.phase = "extracting";
+                slot = s.attempts.len();
+                s.attempts.push(Attempt {
+                    table: task.table.clone(),
+                    range_index: task.range_index,
+                    attempt: call.attempt,
+                    started: t0,
+                    ended: None,
+                    error: None,
+                });
+            });
+            slot
+        };
+        let r = crate::extract::extract(&self.extractor, task).await;
+        let now = self.progress.elapsed();
+        match r {
+            Ok(result) => {
+                let v = to_json(&result)?;
+                self.progress.update(|s| {
+                    s.attempts[slot].ended = Some(now);
+                    s.results.push(result);
+                });
+                Ok(v)
+            }
+            Err(e) => {
+                self.progress.update(|s| {
+                    s.attempts[slot].ended = Some(now);
+                    s.attempts[slot].error = Some(e.name().to_string());
+                });
+                Err(lambda_failure(e.name(), e.to_string()))
+            }
+        }
+    }
+}
+
+impl Resources for LocalPipeline {
+    fn invoke(&self, call: TaskCall) -> BoxFuture<'_, Result<Value, Failure>> {
+        Box::pin(async move {
+            let Some(function) = call.resource.strip_prefix(LOCAL_ARN) else {
+                return Err(Failure::new(
+                    "States.Runtime",
+                    format!(
+                        "state {:?}: resource {} is not bound locally",
+                        call.state, call.resource
+                    ),
+                ));
+            };
+            match function {
+                "planner" => {
+                    self.progress.update(|s| s.phase = "planning");
+                    let summary = crate::plan::handle_event(&self.planner, &self.plan_defaults, call.input)
+                        .await
+                        .map_err(|e| lambda_failure(e.name(), e.to_string()))?;
+                    to_json(&summary)
+                }
+                "extractor" => self.extract(call).await,
+                "loader" => {
+                    let action = call.input.get("action").and_then(Value::as_str).unwrap_or("start");
+                    let phase = if action == "cleanup" { "cleaning up" } else { "loading" };
+                    self.progress.update(|s| s.phase = phase);
+                    crate::load::handle(&self.loader, call.input)
+                        .await
+                        .map_err(|e| lambda_failure(e.name(), e.to_string()))
+                }
+                other => Err(Failure::new(
+                    "States.Runtime",
+                    format!("state {:?}: no local function {other:?}", call.state),
+                )),
+            }
+        })
+    }
+
+    fn read_items<'a>(
+        &'a self,
+        state: &'a str,
+        resource: &'a str,
+        parameters: Value,
+        reader_config: Option<&'a Value>,
+    ) -> BoxFuture<'a, Result<Vec<Value>, Failure>> {
+        Box::pin(async move {
+            let input_type = reader_config.and_then(|c| c.get("InputType")).and_then(Value::as_str);
+            if resource != "arn:aws:states:::s3:getObject" || input_type != Some("JSON") {
+                return Err(Failure::new(
+                    "States.Runtime",
+                    format!("state {state:?}: only an s3:getObject item reader of a JSON array is bound locally"),
+                ));
+            }
+            let (bucket, key) = bucket_key(&parameters, "Key", state)?;
+            let stage = self
+                .stages
+                .open(&bucket_url(&bucket))
+                .await
+                .map_err(|e| Failure::new("States.ItemReaderFailed", e.to_string()))?;
+            let body = stage
+                .get(&key)
+                .await
+                .map_err(|e| Failure::new("States.ItemReaderFailed", e.to_string()))?;
+            let items: Vec<Value> = serde_json::from_slice(&body).map_err(|e| {
+                Failure::new(
+                    "States.ItemReaderFailed",
+                    format!("{bucket}/{key} is not a JSON array: {e}"),
+                )
+            })?;
+            self.progress.update(|s| s.parts = items.len());
+            Ok(items)
+        })
+    }
+
+    fn write_results<'a>(
+        &'a self,
+        state: &'a str,
+        resource: &'a str,
+        parameters: Value,
+        results: Vec<Value>,
+    ) -> BoxFuture<'a, Result<Value, Failure>> {
+        Box::pin(async move {
+            if resource != "arn:aws:states:::s3:putObject" {
+                return Err(Failure::new(
+                    "States.Runtime",
+                    format!("state {state:?}: only an s3:putObject result writer is bound locally"),
+                ));
+            }
+            let (bucket, prefix) = bucket_key(&parameters, "Prefix", state)?;
+            let failed = |e: crate::error::ExtractError| Failure::new("States.ResultWriterFailed", e.to_string());
+            let stage = self.stages.open(&bucket_url(&bucket)).await.map_err(failed)?;
+            let dir = format!("{}/{}", prefix.trim_end_matches('/'), uuid::Uuid::new_v4());
+            let succeeded: Vec<Value> = results
+                .iter()
+                .map(|r| json!({"Status": "SUCCEEDED", "Output": r.to_string()}))
+                .collect();
+            let body = Bytes::from(Value::Array(succeeded).to_string());
+            let size = body.len();
+            let file = format!("{dir}/SUCCEEDED_0.json");
+            crate::stage::put(stage.as_ref(), &file, body)
+                .await
+                .map_err(|e| failed(e.into()))?;
+            let manifest = json!({
+                "DestinationBucket": bucket,
+                "MapRunArn": format!("arn:aws:states:local:000000000000:mapRun:pgshift/{state}"),
+                "ResultFiles": {"FAILED": [], "PENDING": [], "SUCCEEDED": [{"Key": file, "Size": size}]},
+            });
+            let key = format!("{dir}/manifest.json");
+            crate::stage::put(stage.as_ref(), &key, Bytes::from(manifest.to_string()))
+                .await
+                .map_err(|e| failed(e.into()))?;
+            Ok(json!({"Bucket": bucket, "Key": key}))
+        })
+    }
+}
+
+fn bucket_key(p: &Value, second: &str, state: &str) -> Result<(String, String), Failure> {
+    let get = |k: &str| {
+        p.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| Failure::new("States.Runtime", format!("state {state:?}: Parameters need {k}")))
+    };
+    Ok((get("Bucket")?, get(second)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_definition_parses_with_every_placeholder_bound() {
+        let m = local_machine(DEFINITION).expect("the pipeline definition runs locally");
+        let tasks = m.tasks();
+        for (_, f) in FUNCTIONS {
+            assert!(
+                tasks.iter().any(|(_, r)| r.ends_with(&format!("pgshift-{f}"))),
+                "{f} is used"
+            );
+        }
+        let mut none = BTreeMap::new();
+        none.insert("PlannerFunctionArn", "x".to_string());
+        let e = substitute(DEFINITION, &none).expect_err("unbound");
+        assert!(e.to_string().contains("FunctionArn"), "{e}");
+    }
+
+    #[test]
+    fn every_error_name_of_the_definition_exists_and_every_retryable_one_is_retried() {
+        let m = local_machine(DEFINITION).expect("definition");
+        for (state, name, _) in m.error_names() {
+            let known = crate::error::ERROR_NAMES.contains(&name.as_str())
+                || name.starts_with("States.")
+                || name.starts_with("Lambda.");
+            assert!(known, "state {state} names {name}, which no handler reports");
+        }
+        for (state, resource) in m.tasks() {
+            for name in crate::error::ERROR_NAMES
+                .iter()
+                .filter(|n| n.starts_with("Pipeline.Retryable."))
+            {
+                assert!(m.retries(&state, name), "{state} ({resource}) does not retry {name}");
+            }
+            for name in ["Lambda.ServiceException", "Lambda.TooManyRequestsException"] {
+                assert!(m.retries(&state, name), "{state} does not retry {name}");
+            }
+            for name in crate::error::ERROR_NAMES
+                .iter()
+                .filter(|n| n.starts_with("Pipeline.Fatal."))
+            {
+                assert!(!m.retries(&state, name), "{state} retries the fatal {name}");
+            }
+        }
+    }
+}

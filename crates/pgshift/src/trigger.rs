@@ -1,0 +1,232 @@
+//! What starts a run: an EventBridge event of a finished RDS snapshot (DB instance snapshot, automated or manual;
+//! Aurora cluster snapshot, automated or manual), or a manual input. Either becomes a [`PlanRequest`] over the
+//! planner's configured defaults; a snapshot's identity is recorded in the run.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::plan::{PlanError, PlanRequest};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotKind {
+    /// A DB instance snapshot (`RDS DB Snapshot Event`).
+    Instance,
+    /// An Aurora DB cluster snapshot (`RDS DB Cluster Snapshot Event`).
+    Cluster,
+}
+
+/// The snapshot a run was started for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub kind: SnapshotKind,
+    pub automated: bool,
+    /// `SourceIdentifier`: the snapshot's name (`rds:` prefixed when automated).
+    pub identifier: String,
+    pub arn: String,
+    /// The EventBridge event: its id, RDS event id and message, time, account and region.
+    pub event_id: String,
+    pub rds_event_id: String,
+    pub message: String,
+    pub time: String,
+    pub account: String,
+    pub region: String,
+}
+
+/// The RDS events that mean "a snapshot is complete": (RDS event id, detail-type, kind, automated).
+const SNAPSHOT_CREATED: &[(&str, &str, SnapshotKind, bool)] = &[
+    ("RDS-EVENT-0042", "RDS DB Snapshot Event", SnapshotKind::Instance, false),
+    ("RDS-EVENT-0091", "RDS DB Snapshot Event", SnapshotKind::Instance, true),
+    (
+        "RDS-EVENT-0075",
+        "RDS DB Cluster Snapshot Event",
+        SnapshotKind::Cluster,
+        false,
+    ),
+    (
+        "RDS-EVENT-0169",
+        "RDS DB Cluster Snapshot Event",
+        SnapshotKind::Cluster,
+        true,
+    ),
+];
+
+fn bad(m: String) -> PlanError {
+    PlanError::InvalidRequest(m)
+}
+
+/// Whether the input is an EventBridge event (rather than a manual input).
+fn is_event(input: &Value) -> bool {
+    input.get("detail-type").is_some() && input.get("source").is_some()
+}
+
+/// The snapshot of an EventBridge RDS event, or an error naming what the event is instead.
+pub fn snapshot_of(event: &Value) -> Result<Snapshot, PlanError> {
+    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let source = s("source");
+    let detail_type = s("detail-type");
+    if source != "aws.rds" {
+        return Err(bad(format!(
+            "event from {source:?} ({detail_type:?}) is not an RDS snapshot event"
+        )));
+    }
+    let detail = event
+        .get("detail")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad(format!("{detail_type} event {:?} has no detail", s("id"))))?;
+    let d = |k: &str| detail.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    // EventBridge gives "RDS-EVENT-0042"; SNS-shaped messages give the documentation URL ending in "#RDS-EVENT-0042".
+    let rds_event_id = d("EventID").rsplit('#').next().unwrap_or_default().to_string();
+    let Some((_, _, kind, automated)) = SNAPSHOT_CREATED
+        .iter()
+        .find(|(id, dt, _, _)| *id == rds_event_id && *dt == detail_type)
+    else {
+        return Err(bad(format!(
+            "{detail_type} {rds_event_id:?} ({:?}) is not a snapshot-created event; pgshift starts on {}",
+            d("Message"),
+            SNAPSHOT_CREATED
+                .iter()
+                .map(|(id, _, _, _)| *id)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let identifier = d("SourceIdentifier");
+    if identifier.is_empty() {
+        return Err(bad(format!("{detail_type} {rds_event_id}: no SourceIdentifier")));
+    }
+    let arn = match d("SourceArn") {
+        a if !a.is_empty() => a,
+        _ => event
+            .pointer("/resources/0")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    };
+    Ok(Snapshot {
+        kind: *kind,
+        automated: *automated,
+        identifier,
+        arn,
+        event_id: s("id"),
+        rds_event_id,
+        message: d("Message"),
+        time: s("time"),
+        account: s("account"),
+        region: s("region"),
+    })
+}
+
+/// A run id for a snapshot: deterministic, so a redelivered event (EventBridge delivers at least once) makes the same
+/// run, whose load is then a no-op.
+fn run_id_for(s: &Snapshot) -> String {
+    let time: String = s.time.chars().filter(char::is_ascii_alphanumeric).collect();
+    let id: String = s
+        .identifier
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("{time}-{}", id.trim_matches('-'))
+}
+
+/// The plan request for a trigger input over the planner's defaults: an RDS snapshot event takes the defaults as they
+/// are (and records the snapshot); a manual input overrides any of their fields (`settings` and `writer` field by
+/// field). Unknown fields are an error naming them.
+pub fn plan_request(input: &Value, defaults: &PlanRequest) -> Result<PlanRequest, PlanError> {
+    if is_event(input) {
+        let snapshot = snapshot_of(input)?;
+        let mut req = defaults.clone();
+        req.run_id = Some(run_id_for(&snapshot));
+        req.snapshot = Some(snapshot);
+        return Ok(req);
+    }
+    let Value::Object(fields) = input else {
+        return Err(bad(format!(
+            "the run input must be a JSON object (a manual input or an RDS snapshot event), not {input}"
+        )));
+    };
+    let mut merged = serde_json::to_value(defaults).map_err(|e| bad(e.to_string()))?;
+    for (k, v) in fields {
+        match (merged.get_mut(k), v) {
+            (Some(Value::Object(base)), Value::Object(over)) if k == "settings" || k == "writer" => {
+                for (kk, vv) in over {
+                    base.insert(kk.clone(), vv.clone());
+                }
+            }
+            _ => {
+                merged[k] = v.clone();
+            }
+        }
+    }
+    serde_json::from_value(merged).map_err(|e| bad(format!("run input: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(detail_type: &str, event_id: &str, message: &str) -> Value {
+        json!({
+            "version": "0", "id": "e-1", "detail-type": detail_type, "source": "aws.rds",
+            "account": "123456789012", "time": "2026-11-24T03:10:00Z", "region": "eu-west-1",
+            "resources": ["arn:aws:rds:eu-west-1:123456789012:snapshot:rds:orders-2026-11-24-03-05"],
+            "detail": {"EventCategories": ["creation"], "SourceType": "SNAPSHOT",
+                       "SourceArn": "arn:aws:rds:eu-west-1:123456789012:snapshot:rds:orders-2026-11-24-03-05",
+                       "Date": "2026-11-24T03:10:00.123Z", "Message": message,
+                       "SourceIdentifier": "rds:orders-2026-11-24-03-05", "EventID": event_id}
+        })
+    }
+
+    #[test]
+    fn manual_input_overrides_the_defaults_field_by_field() {
+        let defaults = PlanRequest {
+            tables: vec!["sales.*".into()],
+            stage: "s3://b/p".into(),
+            ..PlanRequest::default()
+        };
+        let req = plan_request(&json!({"tables": ["public.t"], "settings": {"parts": 4}}), &defaults).expect("ok");
+        assert_eq!(req.tables, vec!["public.t".to_string()]);
+        assert_eq!(req.stage, "s3://b/p");
+        assert_eq!(req.settings.parts, Some(4));
+        assert_eq!(
+            req.settings.max_parts_per_table, 256,
+            "other settings keep their defaults"
+        );
+        let e = plan_request(&json!({"table": ["x"]}), &defaults).expect_err("typo");
+        assert!(e.to_string().contains("table"), "{e}");
+        assert!(plan_request(&json!(["x"]), &defaults).is_err());
+    }
+
+    #[test]
+    fn only_snapshot_created_events_start_a_run() {
+        let defaults = PlanRequest::default();
+        let req = plan_request(
+            &event("RDS DB Snapshot Event", "RDS-EVENT-0091", "Automated snapshot created"),
+            &defaults,
+        )
+        .expect("automated snapshot");
+        let s = req.snapshot.expect("snapshot recorded");
+        assert!(s.automated && s.kind == SnapshotKind::Instance);
+        assert_eq!(
+            req.run_id.as_deref(),
+            Some("20261124T031000Z-rds-orders-2026-11-24-03-05")
+        );
+        let e = plan_request(
+            &event("RDS DB Snapshot Event", "RDS-EVENT-0040", "Creating manual snapshot"),
+            &defaults,
+        )
+        .expect_err("not a created event");
+        assert!(e.to_string().contains("RDS-EVENT-0040"), "{e}");
+        // The right id under the wrong detail-type is refused too.
+        assert!(plan_request(
+            &event("RDS DB Cluster Snapshot Event", "RDS-EVENT-0091", "x"),
+            &defaults
+        )
+        .is_err());
+        let mut other = event("EC2 Instance State-change Notification", "x", "");
+        other["source"] = json!("aws.ec2");
+        let e = plan_request(&other, &defaults).expect_err("not RDS");
+        assert!(e.to_string().contains("aws.ec2"), "{e}");
+    }
+}
