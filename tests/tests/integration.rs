@@ -14,6 +14,7 @@ use pgshift_tests::{cluster, connect, list_files, stage_dir};
 
 mod failures;
 mod load;
+mod pipeline;
 mod planner;
 mod redshift;
 mod s3;
@@ -174,7 +175,7 @@ fn assert_same(what: &str, task: &ExtractTask, got: &[Vec<Option<String>>], want
     }
 }
 
-const ALL_TYPES: &str = r#"
+pub(crate) const ALL_TYPES: &str = r#"
 CREATE EXTENSION IF NOT EXISTS citext;
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN posint AS int4 CHECK (VALUE > 0);

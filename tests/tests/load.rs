@@ -20,7 +20,7 @@ use pgshift_tests::{cluster, connect, s3_server, stage_dir};
 
 use super::{db, ALL_TYPES};
 
-const SALES: &str = "
+pub(crate) const SALES: &str = "
 CREATE SCHEMA sales;
 CREATE TABLE sales.orders (id int8 PRIMARY KEY, amount numeric(12,2) NOT NULL, note text, placed timestamptz NOT NULL);
 INSERT INTO sales.orders SELECT g, (g % 100000) / 100.0, CASE WHEN g % 3 = 0 THEN 'n' || g END,
@@ -58,7 +58,7 @@ fn aggregates(c: &ColumnSpec, source: bool) -> String {
 }
 
 /// Row count and per-column aggregates of a table, as text.
-async fn fingerprint(url: &str, plan: &Plan, table: &str, source: bool) -> Result<Vec<String>> {
+pub(crate) async fn fingerprint(url: &str, plan: &Plan, table: &str, source: bool) -> Result<Vec<String>> {
     let t = plan
         .tables
         .iter()

@@ -30,14 +30,14 @@ pub struct LoadArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Mode {
+pub(crate) enum Mode {
     Replace,
     Append,
     Merge,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Atomic {
+pub(crate) enum Atomic {
     Table,
     Run,
 }

@@ -5,6 +5,7 @@ mod bench_load;
 mod bench_plan;
 mod load_cmd;
 mod plan_cmd;
+mod run_cmd;
 
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ enum Command {
     Plan(plan_cmd::PlanArgs),
     /// Load a planned and extracted run into the warehouse (verified parts, one COPY per table, atomic swap).
     Load(load_cmd::LoadArgs),
+    /// Run the whole pipeline on this machine through the state machine definition (plan, extract in parallel, load).
+    Run(run_cmd::RunArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -169,6 +172,7 @@ fn run() -> Result<()> {
             Command::Extract(args) => extract(args).await,
             Command::Plan(args) => plan_cmd::run(args).await,
             Command::Load(args) => load_cmd::run(args).await,
+            Command::Run(args) => run_cmd::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     })

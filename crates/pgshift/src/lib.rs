@@ -19,6 +19,7 @@ pub mod parquet_out;
 pub mod pgtext;
 pub mod pipeline;
 pub mod plan;
+pub mod report;
 pub mod source;
 pub mod sql;
 pub mod stage;

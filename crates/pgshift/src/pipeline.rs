@@ -18,6 +18,7 @@ use crate::extract::{ExtractContext, StageOpener};
 use crate::load::LoadContext;
 use crate::model::{ExtractResult, ExtractTask, TableRef};
 use crate::plan::{PlanContext, PlanRequest};
+use crate::report::{Prices, RunFacts, RunReport};
 use crate::stage::bucket_url;
 
 /// The state machine definition, as deployed.
@@ -79,6 +80,8 @@ pub struct Snapshot {
     pub parts: usize,
     pub attempts: Vec<Attempt>,
     pub results: Vec<ExtractResult>,
+    /// Every function invocation: (function, seconds), for the cost estimate.
+    pub invocations: Vec<(&'static str, f64)>,
 }
 
 impl Snapshot {
@@ -216,7 +219,13 @@ impl Resources for LocalPipeline {
                     ),
                 ));
             };
-            match function {
+            let t0 = Instant::now();
+            let name: &'static str = match function {
+                "planner" => "planner",
+                "extractor" => "extractor",
+                _ => "loader",
+            };
+            let out = match function {
                 "planner" => {
                     self.progress.update(|s| s.phase = "planning");
                     let summary = crate::plan::handle_event(&self.planner, &self.plan_defaults, call.input)
@@ -237,7 +246,10 @@ impl Resources for LocalPipeline {
                     "States.Runtime",
                     format!("state {:?}: no local function {other:?}", call.state),
                 )),
-            }
+            };
+            let secs = t0.elapsed().as_secs_f64();
+            self.progress.update(|s| s.invocations.push((name, secs)));
+            out
         })
     }
 
@@ -327,6 +339,110 @@ fn bucket_key(p: &Value, second: &str, state: &str) -> Result<(String, String), 
             .ok_or_else(|| Failure::new("States.Runtime", format!("state {state:?}: Parameters need {k}")))
     };
     Ok((get("Bucket")?, get(second)?))
+}
+
+/// A run of the pipeline on this machine: the definition, the run's request, and the ports.
+pub struct LocalRun {
+    /// The state machine definition (with its placeholders): [`DEFINITION`] unless given.
+    pub definition: String,
+    pub request: PlanRequest,
+    pub source: Arc<dyn crate::source::SourceConnector>,
+    pub stages: Arc<dyn StageOpener>,
+    pub warehouse: Arc<dyn crate::load::Warehouse>,
+    /// Lambda memory the cost estimate assumes.
+    pub memory_mb: u32,
+}
+
+/// How a local run ended.
+pub struct RunOutcome {
+    /// The execution's output, or the failure that ended it (after the Cleanup state ran).
+    pub output: Result<Value, Failure>,
+    pub report: RunReport,
+}
+
+/// A run under way: its live progress, and its end.
+pub struct RunHandle {
+    pub progress: Arc<Progress>,
+    pub outcome: tokio::task::JoinHandle<RunOutcome>,
+}
+
+impl LocalRun {
+    /// Parses the definition and starts the execution on the current runtime.
+    pub fn start(self, execution_name: &str) -> Result<RunHandle, AslError> {
+        let machine = local_machine(&self.definition)?;
+        let progress = Arc::new(Progress::default());
+        let pipeline = LocalPipeline {
+            planner: PlanContext {
+                source: self.source.clone(),
+                stages: self.stages.clone(),
+            },
+            plan_defaults: PlanRequest::default(),
+            extractor: ExtractContext {
+                source: self.source,
+                stages: self.stages.clone(),
+            },
+            loader: LoadContext {
+                stages: self.stages.clone(),
+                warehouse: self.warehouse,
+            },
+            stages: self.stages,
+            progress: progress.clone(),
+        };
+        let interpreter = crate::asl::Interpreter::new(machine, Arc::new(pipeline));
+        let input = serde_json::to_value(&self.request).map_err(|e| AslError::Invalid(format!("run input: {e}")))?;
+        let name = execution_name.to_string();
+        let p = progress.clone();
+        let memory_mb = self.memory_mb;
+        let max_concurrency = self.request.settings.max_concurrency;
+        let outcome = tokio::spawn(async move {
+            let output = interpreter.execute(&name, input).await;
+            p.update(|s| {
+                s.phase = if output.is_ok() { "succeeded" } else { "failed" };
+            });
+            let snap = p.snapshot();
+            let load: Option<crate::load::LoadResult> = output
+                .as_ref()
+                .ok()
+                .and_then(|o| o.pointer("/load/progress/result"))
+                .and_then(|v| serde_json::from_value(v.clone()).ok());
+            let run_id = output
+                .as_ref()
+                .ok()
+                .and_then(|o| o.pointer("/plan/run_id"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| snap.results.first().map(|r| r.run_id.clone()))
+                .unwrap_or_default();
+            let done: std::collections::BTreeSet<(TableRef, u32)> =
+                snap.results.iter().map(|r| (r.table.clone(), r.range_index)).collect();
+            let retried = snap
+                .attempts
+                .iter()
+                .filter_map(|a| {
+                    let e = a.error.clone()?;
+                    done.contains(&(a.table.clone(), a.range_index))
+                        .then(|| (a.table.clone(), a.range_index, e))
+                })
+                .collect();
+            let report = RunReport::new(
+                RunFacts {
+                    run_id: &run_id,
+                    seconds: p.elapsed(),
+                    results: &snap.results,
+                    load: load.as_ref(),
+                    peak_concurrency: snap.peak_concurrency(),
+                    max_concurrency,
+                    retried,
+                    invocations: &snap.invocations,
+                    memory_mb,
+                    transitions: interpreter.transitions(),
+                },
+                Prices::default(),
+            );
+            RunOutcome { output, report }
+        });
+        Ok(RunHandle { progress, outcome })
+    }
 }
 
 #[cfg(test)]

@@ -1003,6 +1003,7 @@ fn unit_random() -> f64 {
 pub struct Interpreter {
     machine: Arc<Machine>,
     resources: Arc<dyn Resources>,
+    transitions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 enum Step {
@@ -1012,7 +1013,16 @@ enum Step {
 
 impl Interpreter {
     pub fn new(machine: Arc<Machine>, resources: Arc<dyn Resources>) -> Self {
-        Self { machine, resources }
+        Self {
+            machine,
+            resources,
+            transitions: Arc::default(),
+        }
+    }
+
+    /// States entered so far, Map iterations included (what a Standard workflow bills as state transitions).
+    pub fn transitions(&self) -> u64 {
+        self.transitions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs one execution to its end: the output, or the failure that ended it.
@@ -1050,6 +1060,7 @@ impl Interpreter {
                     .states
                     .get(&current)
                     .ok_or_else(|| Failure::new("States.Runtime", format!("no state {current:?}")))?;
+                this.transitions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let span = tracing::debug_span!("state", name = %state.name, item = ?ctx.item.as_ref().map(|i| i.0));
                 let step = tracing::Instrument::instrument(this.run_state(state, data, &ctx), span).await?;
                 match step {

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExtractError;
@@ -294,6 +295,9 @@ pub fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
 
 const LOG: &str = "\"pgshift\".\"load_log\"";
 
+/// Load transactions submitted at once (each holds a warehouse connection or a Data API statement).
+const LOADS_AT_ONCE: usize = 8;
+
 /// One table ready for its load transaction.
 struct Prepared<'a> {
     plan: &'a TablePlan,
@@ -570,7 +574,7 @@ pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, 
         Atomicity::Run if todo.is_empty() => {}
         Atomicity::Run => groups.push(todo),
     }
-    let mut pending = Vec::new();
+    let mut jobs = Vec::new();
     for group in groups {
         let mut steps = Vec::new();
         let mut labels = Vec::new();
@@ -603,13 +607,30 @@ pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, 
                 steps.push(s);
             }
         }
-        match wh.submit(steps).await? {
-            Submission::Done => {}
-            Submission::Pending(statement_id) => pending.push(PendingLoad {
+        let tables: Vec<TableRef> = group.iter().map(|p| p.plan.table.clone()).collect();
+        jobs.push((tables, labels, steps));
+    }
+    // Tables load side by side, a bounded number of transactions at a time.
+    type Submitted = (Vec<TableRef>, Vec<StepLabel>, Submission);
+    let submits: Vec<BoxFuture<'_, Result<Submitted, LoadError>>> = jobs
+        .into_iter()
+        .map(|(tables, labels, steps)| {
+            let submit = wh.submit(steps);
+            Box::pin(async move { submit.await.map(|s| (tables, labels, s)) }) as BoxFuture<'_, _>
+        })
+        .collect();
+    let submitted: Vec<_> = futures_util::stream::iter(submits)
+        .buffered(LOADS_AT_ONCE)
+        .collect()
+        .await;
+    let mut pending = Vec::new();
+    for s in submitted {
+        if let (tables, steps, Submission::Pending(statement_id)) = s? {
+            pending.push(PendingLoad {
                 statement_id,
-                tables: group.iter().map(|p| p.plan.table.clone()).collect(),
-                steps: labels,
-            }),
+                tables,
+                steps,
+            });
         }
     }
     let result = LoadResult {

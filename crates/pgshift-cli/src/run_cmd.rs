@@ -1,0 +1,273 @@
+//! `pgshift run`: the whole pipeline on this machine, through the same state machine definition AWS runs.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use pgshift::load::{Atomicity, LoadMode, LoadOptions};
+use pgshift::model::WriterSettings;
+use pgshift::pipeline::{LocalRun, Progress, DEFINITION};
+use pgshift::plan::{PlanRequest, PlanSettings};
+use pgshift::source::PgConnector;
+use pgshift::UrlStages;
+use serde::Deserialize;
+
+use crate::load_cmd::{Atomic, Mode};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// A config file with the same settings (flags override it); ./pgshift.toml is read when present.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Source connection string (postgres://user:pass@host:port/db). Also PGSHIFT_SOURCE.
+    #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
+    source: Option<String>,
+    /// Table patterns: schema.table with * and ? (sales.* public.orders).
+    #[arg(long, num_args = 1..)]
+    tables: Vec<String>,
+    #[arg(long, num_args = 1..)]
+    exclude: Vec<String>,
+    /// Stage URL prefix: file:///dir or s3://bucket/prefix.
+    #[arg(long)]
+    stage: Option<String>,
+    /// Warehouse: postgres://…, redshift://<cluster>/<db>?…, redshift-serverless://<workgroup>/<db>?…
+    #[arg(long, env = "PGSHIFT_WAREHOUSE", hide_env_values = true)]
+    warehouse: Option<String>,
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    #[arg(long, value_enum)]
+    atomic: Option<Atomic>,
+    /// Extractors at once (the Map's MaxConcurrency): protects the source.
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// Parts per table, fixed (default: from the data).
+    #[arg(long)]
+    parts: Option<u32>,
+    /// Source MiB per part.
+    #[arg(long)]
+    target_part_mib: Option<u64>,
+    /// Redshift slices (part counts above it are rounded to a multiple).
+    #[arg(long)]
+    slices: Option<u32>,
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Run this state machine definition instead of the embedded statemachine/pipeline.asl.json.
+    #[arg(long)]
+    definition: Option<PathBuf>,
+    /// Live progress: a redrawn line on a terminal, log lines otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+    /// Print the execution's output as JSON after the summary.
+    #[arg(long)]
+    json: bool,
+    /// Lambda memory (MB) the cost estimate assumes.
+    #[arg(long, default_value_t = 2048)]
+    lambda_memory_mb: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ProgressMode {
+    Auto,
+    Line,
+    Log,
+    None,
+}
+
+/// `pgshift.toml`: the run's settings; `settings` and `writer` are the planner's tables of the same name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunConfig {
+    source: Option<String>,
+    #[serde(default)]
+    tables: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    stage: Option<String>,
+    warehouse: Option<String>,
+    run_id: Option<String>,
+    concurrency: Option<u32>,
+    load: Option<LoadOptions>,
+    settings: Option<PlanSettings>,
+    writer: Option<WriterSettings>,
+}
+
+fn read_config(args: &RunArgs) -> Result<RunConfig> {
+    let path = match &args.config {
+        Some(p) => p.clone(),
+        None if std::path::Path::new("pgshift.toml").exists() => PathBuf::from("pgshift.toml"),
+        None => return Ok(RunConfig::default()),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}", path.display()))
+}
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let config = read_config(&args)?;
+    let need = |flag: Option<String>, conf: Option<String>, what: &str| -> Result<String> {
+        match flag.or(conf) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => bail!("no {what}: pass --{what} or set {what} in pgshift.toml"),
+        }
+    };
+    let source = need(args.source.clone(), config.source.clone(), "source")?;
+    let stage = need(args.stage.clone(), config.stage.clone(), "stage")?;
+    let warehouse = need(args.warehouse.clone(), config.warehouse.clone(), "warehouse")?;
+    let tables = if args.tables.is_empty() {
+        config.tables.clone()
+    } else {
+        args.tables.clone()
+    };
+    if tables.is_empty() {
+        bail!("no tables: pass --tables or set tables in pgshift.toml");
+    }
+    let mut settings = config.settings.clone().unwrap_or_default();
+    if let Some(c) = args.concurrency.or(config.concurrency) {
+        settings.max_concurrency = c;
+    }
+    if let Some(p) = args.parts {
+        settings.parts = Some(p);
+        settings.max_parts_per_table = settings.max_parts_per_table.max(p);
+    }
+    if let Some(m) = args.target_part_mib {
+        settings.target_part_bytes = m * 1024 * 1024;
+    }
+    if let Some(s) = args.slices {
+        settings.slices = s;
+    }
+    let mut load = config.load.clone().unwrap_or_default();
+    if let Some(m) = args.mode {
+        load.mode = match m {
+            Mode::Replace => LoadMode::Replace,
+            Mode::Append => LoadMode::Append,
+            Mode::Merge => LoadMode::Merge,
+        };
+    }
+    if let Some(a) = args.atomic {
+        load.atomic = match a {
+            Atomic::Table => Atomicity::Table,
+            Atomic::Run => Atomicity::Run,
+        };
+    }
+    let request = PlanRequest {
+        run_id: args.run_id.clone().or(config.run_id.clone()),
+        tables,
+        exclude: if args.exclude.is_empty() {
+            config.exclude.clone()
+        } else {
+            args.exclude.clone()
+        },
+        settings,
+        stage: stage.clone(),
+        writer: config.writer.clone().unwrap_or_default(),
+        load: Some(load),
+        ..PlanRequest::default()
+    };
+    let definition = match &args.definition {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => DEFINITION.to_string(),
+    };
+    let run = LocalRun {
+        definition,
+        request,
+        source: Arc::new(PgConnector::new(&source)?),
+        stages: Arc::new(UrlStages::default()),
+        warehouse: pgshift::load::warehouse(&warehouse).await?,
+        memory_mb: args.lambda_memory_mb,
+    };
+    let name = format!("local-{}", &uuid_like());
+    let handle = run.start(&name)?;
+    let mode = match args.progress {
+        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Line,
+        ProgressMode::Auto => ProgressMode::Log,
+        m => m,
+    };
+    let mut outcome = handle.outcome;
+    let mut last = String::new();
+    let out = loop {
+        tokio::select! {
+            r = &mut outcome => break r?,
+            _ = tokio::time::sleep(Duration::from_millis(if mode == ProgressMode::Line { 200 } else { 1000 })) => {
+                let line = status_line(&handle.progress);
+                match mode {
+                    ProgressMode::Line => {
+                        eprint!("\r\x1b[2K{line}");
+                        let _ = std::io::stderr().flush();
+                    }
+                    // Log lines only when something moved (the elapsed time aside).
+                    ProgressMode::Log if line.split_once(' ').map(|x| x.1) != last.split_once(' ').map(|x| x.1) => {
+                        eprintln!("{line}");
+                    }
+                    _ => {}
+                }
+                last = line;
+            }
+        }
+    };
+    if mode == ProgressMode::Line {
+        eprintln!("\r\x1b[2K{}", status_line(&handle.progress));
+    }
+    println!("{}", out.report.render());
+    println!("stage: {stage}   warehouse: {}", redact(&warehouse));
+    if args.json {
+        match &out.output {
+            Ok(v) => println!("{}", serde_json::to_string_pretty(v)?),
+            Err(f) => println!("{}", serde_json::to_string_pretty(f)?),
+        }
+    }
+    match out.output {
+        Ok(_) if out.report.reconciled() => Ok(()),
+        Ok(_) => bail!("the run succeeded but did not reconcile"),
+        Err(f) => bail!(
+            "the run failed: {} [{}] (the Cleanup state dropped its staging tables)",
+            f.cause,
+            f.error
+        ),
+    }
+}
+
+/// One line of progress: phase, parts, rows and bytes moved, throughput.
+fn status_line(p: &Progress) -> String {
+    let s = p.snapshot();
+    let t = p.elapsed();
+    let rows: u64 = s.results.iter().map(|r| r.rows).sum();
+    let src: u64 = s.results.iter().map(|r| r.source_bytes).sum();
+    let parquet: u64 = s.results.iter().flat_map(|r| &r.files).map(|f| f.bytes).sum();
+    format!(
+        "[{t:6.1}s] {:<11} parts {}/{} done, {} running, {} failed attempts | {rows} rows, {:.1} MB read, {:.1} MB \
+         Parquet | {:.0} rows/s, {:.1} MB/s",
+        s.phase,
+        s.results.len(),
+        s.parts,
+        s.running(),
+        s.failed_attempts(),
+        src as f64 / 1e6,
+        parquet as f64 / 1e6,
+        rows as f64 / t.max(1e-3),
+        src as f64 / 1e6 / t.max(1e-3),
+    )
+}
+
+/// A connection string without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{t:x}")
+}

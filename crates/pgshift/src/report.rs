@@ -1,0 +1,252 @@
+//! How the data moved in a run: per table and per part rows, bytes and seconds, the skew of the parts, the peak
+//! concurrency, the reconciliation of extracted and loaded rows, and what the run would cost on AWS.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::load::LoadResult;
+use crate::model::{ExtractResult, TableRef};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartReport {
+    pub range_index: u32,
+    pub rows: u64,
+    pub files: usize,
+    pub parquet_bytes: u64,
+    pub source_bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TableReport {
+    pub table: TableRef,
+    pub parts: Vec<PartReport>,
+    pub rows: u64,
+    pub parquet_bytes: u64,
+    pub source_bytes: u64,
+    /// Rows of the largest part over the mean (1.0 is perfect balance).
+    pub skew: f64,
+    /// Rows the loader swapped in (reconciled in the load transaction with the parts' rows).
+    pub loaded_rows: Option<u64>,
+    pub reconciled: bool,
+}
+
+/// List prices used for the cost estimate (us-east-1, arm64 Lambda, Standard workflows), in dollars.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Prices {
+    pub lambda_gb_second: f64,
+    pub lambda_request: f64,
+    pub transition: f64,
+    pub s3_put: f64,
+}
+
+impl Default for Prices {
+    fn default() -> Self {
+        Self {
+            lambda_gb_second: 0.000_013_333_4,
+            lambda_request: 0.000_000_2,
+            transition: 0.000_025,
+            s3_put: 0.000_005,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cost {
+    pub lambda_gb_seconds: f64,
+    pub lambda_invocations: usize,
+    pub transitions: u64,
+    pub s3_puts: usize,
+    pub dollars: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub seconds: f64,
+    pub tables: Vec<TableReport>,
+    pub peak_concurrency: usize,
+    pub max_concurrency: u32,
+    /// Failed extraction attempts that a retry then completed: (table, range, error name).
+    pub retried: Vec<(TableRef, u32, String)>,
+    pub cost: Cost,
+}
+
+/// Inputs of a report.
+pub struct RunFacts<'a> {
+    pub run_id: &'a str,
+    pub seconds: f64,
+    pub results: &'a [ExtractResult],
+    pub load: Option<&'a LoadResult>,
+    pub peak_concurrency: usize,
+    pub max_concurrency: u32,
+    pub retried: Vec<(TableRef, u32, String)>,
+    /// (function, seconds) of every invocation, and the memory each function is deployed with.
+    pub invocations: &'a [(&'static str, f64)],
+    pub memory_mb: u32,
+    pub transitions: u64,
+}
+
+impl RunReport {
+    pub fn new(f: RunFacts<'_>, prices: Prices) -> Self {
+        let mut by_table: BTreeMap<&TableRef, Vec<&ExtractResult>> = BTreeMap::new();
+        for r in f.results {
+            by_table.entry(&r.table).or_default().push(r);
+        }
+        let mut tables = Vec::new();
+        for (table, mut rs) in by_table {
+            rs.sort_by_key(|r| r.range_index);
+            // A retried range reports once: its last successful result.
+            rs.dedup_by_key(|r| r.range_index);
+            let parts: Vec<PartReport> = rs
+                .iter()
+                .map(|r| PartReport {
+                    range_index: r.range_index,
+                    rows: r.rows,
+                    files: r.files.len(),
+                    parquet_bytes: r.files.iter().map(|x| x.bytes).sum(),
+                    source_bytes: r.source_bytes,
+                    seconds: r.seconds,
+                })
+                .collect();
+            let rows: u64 = parts.iter().map(|p| p.rows).sum();
+            let max = parts.iter().map(|p| p.rows).max().unwrap_or(0);
+            let mean = rows as f64 / parts.len().max(1) as f64;
+            let loaded = f
+                .load
+                .and_then(|l| l.tables.iter().find(|t| &t.table == table))
+                .map(|t| t.rows);
+            tables.push(TableReport {
+                table: table.clone(),
+                rows,
+                parquet_bytes: parts.iter().map(|p| p.parquet_bytes).sum(),
+                source_bytes: parts.iter().map(|p| p.source_bytes).sum(),
+                skew: if mean > 0.0 { max as f64 / mean } else { 1.0 },
+                loaded_rows: loaded,
+                reconciled: loaded == Some(rows),
+                parts,
+            });
+        }
+        let gb = f.memory_mb as f64 / 1024.0;
+        let lambda_gb_seconds: f64 = f.invocations.iter().map(|(_, s)| s * gb).sum();
+        let s3_puts = f.results.iter().map(|r| r.files.len() + 1).sum::<usize>() + 2 + 2 * tables.len();
+        let dollars = lambda_gb_seconds * prices.lambda_gb_second
+            + f.invocations.len() as f64 * prices.lambda_request
+            + f.transitions as f64 * prices.transition
+            + s3_puts as f64 * prices.s3_put;
+        RunReport {
+            run_id: f.run_id.to_string(),
+            seconds: f.seconds,
+            tables,
+            peak_concurrency: f.peak_concurrency,
+            max_concurrency: f.max_concurrency,
+            retried: f.retried,
+            cost: Cost {
+                lambda_gb_seconds,
+                lambda_invocations: f.invocations.len(),
+                transitions: f.transitions,
+                s3_puts,
+                dollars,
+            },
+        }
+    }
+
+    pub fn reconciled(&self) -> bool {
+        self.tables.iter().all(|t| t.reconciled)
+    }
+
+    /// The report as text tables for a terminal.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let mb = |b: u64| b as f64 / 1e6;
+        let _ = writeln!(
+            o,
+            "\n{:<40} {:>5} {:>12} {:>10} {:>10} {:>8} {:>6}  loaded",
+            "table", "parts", "rows", "source MB", "parquet MB", "max s", "skew"
+        );
+        for t in &self.tables {
+            let max_s = t.parts.iter().map(|p| p.seconds).fold(0.0, f64::max);
+            let _ = writeln!(
+                o,
+                "{:<40} {:>5} {:>12} {:>10.1} {:>10.1} {:>8.2} {:>6.3}  {}",
+                truncate(&t.table.to_string(), 40),
+                t.parts.len(),
+                t.rows,
+                mb(t.source_bytes),
+                mb(t.parquet_bytes),
+                max_s,
+                t.skew,
+                match t.loaded_rows {
+                    Some(n) => n.to_string(),
+                    None => "-".into(),
+                }
+            );
+        }
+        for t in self.tables.iter().filter(|t| t.parts.len() > 1) {
+            let _ = writeln!(o, "\nparts of {}:", t.table);
+            let _ = writeln!(
+                o,
+                "  {:>5} {:>10} {:>9} {:>7} {:>8}  rows",
+                "range", "rows", "MB", "s", "MB/s"
+            );
+            let max = t.parts.iter().map(|p| p.rows).max().unwrap_or(0).max(1);
+            for p in &t.parts {
+                let bar = "█".repeat((p.rows as f64 / max as f64 * 30.0).round() as usize);
+                let _ = writeln!(
+                    o,
+                    "  {:>5} {:>10} {:>9.2} {:>7.2} {:>8.1}  {bar}",
+                    p.range_index,
+                    p.rows,
+                    mb(p.parquet_bytes),
+                    p.seconds,
+                    mb(p.source_bytes) / p.seconds.max(1e-9),
+                );
+            }
+        }
+        let rows: u64 = self.tables.iter().map(|t| t.rows).sum();
+        let src: u64 = self.tables.iter().map(|t| t.source_bytes).sum();
+        let _ = writeln!(
+            o,
+            "\n{rows} rows, {:.1} MB read from the source in {:.1} s ({:.0} rows/s); peak {} extractors at once \
+             (limit {})",
+            mb(src),
+            self.seconds,
+            rows as f64 / self.seconds.max(1e-9),
+            self.peak_concurrency,
+            self.max_concurrency
+        );
+        for (t, r, e) in &self.retried {
+            let _ = writeln!(o, "retried: {t} range {r} after {e}");
+        }
+        let ok = self.tables.iter().filter(|t| t.reconciled).count();
+        let _ = writeln!(
+            o,
+            "reconciliation: {ok} of {} tables loaded exactly the rows extracted{}",
+            self.tables.len(),
+            if self.reconciled() { " ✓" } else { " ✗" }
+        );
+        for t in self.tables.iter().filter(|t| !t.reconciled) {
+            let _ = writeln!(o, "  {}: extracted {} loaded {:?}", t.table, t.rows, t.loaded_rows);
+        }
+        let c = &self.cost;
+        let _ = writeln!(
+            o,
+            "cost on AWS at list prices (estimate): ${:.4} = {:.1} Lambda GB-s in {} invocations, {} state \
+             transitions, {} S3 PUTs",
+            c.dollars, c.lambda_gb_seconds, c.lambda_invocations, c.transitions, c.s3_puts
+        );
+        o
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}

@@ -1,0 +1,336 @@
+//! The whole pipeline through the state machine, run locally: statemachine/pipeline.asl.json executed by the
+//! interpreter against the in-process handlers, a real source, a real stage and a PostgreSQL warehouse.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use futures_util::future::BoxFuture;
+use pgshift::extract::StageOpener;
+use pgshift::load::postgres::PgWarehouse;
+use pgshift::load::{CopyJob, Dialect, LoadError, Step, Submission, Warehouse};
+use pgshift::pipeline::{LocalRun, RunOutcome, DEFINITION};
+use pgshift::plan::{Plan, PlanRequest, PlanSettings};
+use pgshift::source::PgConnector;
+use pgshift::stage::{ObjectWriter, Stage, StageError};
+use pgshift::{ExtractError, UrlStages};
+use pgshift_tests::{cluster, connect, list_files, stage_dir};
+
+use super::load::{fingerprint, SALES};
+use super::{db, ALL_TYPES};
+
+/// A table without a key, planned by ctid pages.
+const HEAP: &str = "
+CREATE TABLE public.events (at timestamptz NOT NULL, kind text, payload jsonb);
+INSERT INTO public.events SELECT TIMESTAMPTZ '2025-01-01' + g * INTERVAL '1 second', 'k' || g % 5,
+    jsonb_build_object('g', g) FROM generate_series(1, 5000) g;
+ANALYZE;";
+
+fn request(stage: &str, tables: &[&str], parts: u32) -> PlanRequest {
+    PlanRequest {
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        settings: PlanSettings {
+            parts: Some(parts),
+            max_concurrency: 3,
+            ..PlanSettings::default()
+        },
+        stage: stage.to_string(),
+        ..PlanRequest::default()
+    }
+}
+
+async fn run_local(
+    source: &str,
+    request: PlanRequest,
+    stages: Arc<dyn StageOpener>,
+    warehouse: Arc<dyn Warehouse>,
+) -> Result<RunOutcome> {
+    let run = LocalRun {
+        definition: DEFINITION.to_string(),
+        request,
+        source: Arc::new(PgConnector::new(source)?),
+        stages: stages.clone(),
+        warehouse,
+        memory_mb: 1024,
+    };
+    let handle = run.start("test")?;
+    Ok(handle.outcome.await?)
+}
+
+async fn plan_of(out: &serde_json::Value) -> Result<Plan> {
+    let url = out["plan"]["plan_url"].as_str().expect("plan_url");
+    let path = url.strip_prefix("file://").expect("a file stage");
+    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_machine_moves_a_multi_table_schema_with_every_type() -> Result<()> {
+    let source = db("pipesrc", &format!("{ALL_TYPES}{SALES}{HEAP}")).await?;
+    let target = cluster().create_db("pipewh").await?;
+    let stage = format!("file://{}", stage_dir("pipeline").display());
+    let tables = [r#""Odd ""Schema""".all_types"#, "sales.*", "public.events"];
+    let out = run_local(
+        &source,
+        request(&stage, &tables, 3),
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(&target)?),
+    )
+    .await?;
+    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let plan = plan_of(&output).await?;
+    assert_eq!(plan.tables.len(), 4);
+    for t in [
+        r#"Odd "Schema".all_types"#,
+        "sales.orders",
+        "sales.items",
+        "public.events",
+    ] {
+        assert_eq!(
+            fingerprint(&target, &plan, t, false).await?,
+            fingerprint(&source, &plan, t, true).await?,
+            "{t}"
+        );
+    }
+    // The report: every table, every part, reconciled; the Map ran parts side by side within its limit.
+    let r = &out.report;
+    assert!(r.reconciled(), "{}", r.render());
+    assert_eq!(r.tables.len(), 4);
+    let orders = r
+        .tables
+        .iter()
+        .find(|t| t.table.to_string() == "sales.orders")
+        .expect("orders");
+    assert_eq!((orders.parts.len(), orders.rows), (3, 20_000));
+    assert!(orders.skew < 1.2, "{}", orders.skew);
+    assert!(
+        r.peak_concurrency >= 2 && r.peak_concurrency <= 3,
+        "{}",
+        r.peak_concurrency
+    );
+    assert!(r.retried.is_empty());
+    // The Map's ResultWriter wrote a manifest and the results where the planner said.
+    let manifest = output["extract"]["ResultWriterDetails"]["Key"]
+        .as_str()
+        .expect("manifest key");
+    let root = stage.strip_prefix("file://").expect("file stage");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{root}/{manifest}"))?)?;
+    let results_key = m["ResultFiles"]["SUCCEEDED"][0]["Key"].as_str().expect("results file");
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(format!("{root}/{results_key}"))?)?;
+    assert_eq!(results.len(), plan.tasks.len());
+    assert_eq!(output["load"]["progress"]["done"], true);
+    Ok(())
+}
+
+/// A stage that fails creating one file once, with a retryable error: after the same part already completed a file.
+struct FlakyStages {
+    inner: UrlStages,
+    failed: Arc<AtomicBool>,
+    victim: &'static str,
+}
+
+struct FlakyStage {
+    inner: Arc<dyn Stage>,
+    failed: Arc<AtomicBool>,
+    victim: &'static str,
+}
+
+impl StageOpener for FlakyStages {
+    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, ExtractError>> {
+        Box::pin(async move {
+            Ok(Arc::new(FlakyStage {
+                inner: self.inner.open(url).await?,
+                failed: self.failed.clone(),
+                victim: self.victim,
+            }) as Arc<dyn Stage>)
+        })
+    }
+}
+
+impl Stage for FlakyStage {
+    fn url(&self) -> &str {
+        self.inner.url()
+    }
+    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
+        if key.ends_with(self.victim) && !self.failed.swap(true, Ordering::SeqCst) {
+            return Box::pin(async move {
+                Err(StageError::Remote {
+                    location: key.to_string(),
+                    detail: "injected: connection reset".into(),
+                    retryable: true,
+                })
+            });
+        }
+        self.inner.create(key)
+    }
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StageError>> {
+        self.inner.head(key)
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, StageError>> {
+        self.inner.list(prefix)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bytes::Bytes, StageError>> {
+        self.inner.get(key)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extractor_that_fails_once_is_retried_and_nothing_is_duplicated() -> Result<()> {
+    let source = db("retrysrc", SALES).await?;
+    let target = cluster().create_db("retrywh").await?;
+    let dir = stage_dir("retry");
+    let stage = format!("file://{}", dir.display());
+    let failed = Arc::new(AtomicBool::new(false));
+    let stages = Arc::new(FlakyStages {
+        inner: UrlStages::default(),
+        failed: failed.clone(),
+        // The second file of range 1: its first file is complete when the attempt fails.
+        victim: "orders/part-00001-001.parquet",
+    });
+    let mut req = request(&stage, &["sales.orders"], 3);
+    // Small batches and files: every range writes several files.
+    req.writer.batch_bytes = 8 * 1024;
+    req.writer.target_file_bytes = 16 * 1024;
+    req.writer.row_group_bytes = 16 * 1024;
+    let out = run_local(&source, req, stages, Arc::new(PgWarehouse::new(&target)?)).await?;
+    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    assert!(failed.load(Ordering::SeqCst), "the failure was injected");
+    let plan = plan_of(&output).await?;
+    assert_eq!(
+        fingerprint(&target, &plan, "sales.orders", false).await?,
+        fingerprint(&source, &plan, "sales.orders", true).await?
+    );
+    let wh = connect(&target).await?;
+    let row = wh
+        .query_one("SELECT count(*), count(DISTINCT id) FROM sales.orders", &[])
+        .await?;
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (20_000, 20_000));
+    let r = &out.report;
+    assert_eq!(r.retried.len(), 1, "{:?}", r.retried);
+    assert_eq!(
+        (r.retried[0].1, r.retried[0].2.as_str()),
+        (1, "Pipeline.Retryable.Stage")
+    );
+    assert!(r.reconciled());
+    // The retry overwrote the same names: the stage holds exactly the files the results list.
+    let listed: Vec<String> = list_files(&dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .collect();
+    let recorded: usize = r.tables.iter().flat_map(|t| &t.parts).map(|p| p.files).sum();
+    assert_eq!(listed.len(), recorded, "{listed:?}");
+    assert!(listed.iter().filter(|f| f.contains("part-00001-")).count() >= 2);
+    Ok(())
+}
+
+/// A warehouse whose load transactions fail (after the staging tables were created).
+struct FailingLoads(PgWarehouse);
+
+impl Warehouse for FailingLoads {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
+        self.0.transaction(statements)
+    }
+    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
+        self.0.count(query)
+    }
+    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
+        self.0.copy(job)
+    }
+    fn submit<'a>(&'a self, _steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
+        Box::pin(async {
+            Err(LoadError::Warehouse {
+                detail: "injected: disk full".into(),
+                retryable: false,
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_load_runs_cleanup_and_leaves_the_target_as_it_was() -> Result<()> {
+    let source = db("failsrc", SALES).await?;
+    let target = cluster().create_db("failwh").await?;
+    connect(&target)
+        .await?
+        .batch_execute(
+            "CREATE SCHEMA sales; CREATE TABLE sales.orders (id int8 PRIMARY KEY, amount numeric(12,2) NOT NULL, \
+             note text, placed timestamptz NOT NULL); INSERT INTO sales.orders VALUES (1, 1.00, 'before', now());",
+        )
+        .await?;
+    let dir = stage_dir("fail");
+    let stage = format!("file://{}", dir.display());
+    let out = run_local(
+        &source,
+        request(&stage, &["sales.*"], 2),
+        Arc::new(UrlStages::default()),
+        Arc::new(FailingLoads(PgWarehouse::new(&target)?)),
+    )
+    .await?;
+    let failure = out.output.expect_err("the run fails");
+    // The Fail state ends the execution with the error that started the cleanup.
+    assert_eq!(failure.error, "Pipeline.Fatal.Warehouse");
+    assert!(failure.cause.contains("disk full"), "{}", failure.cause);
+    let wh = connect(&target).await?;
+    let n: i64 = wh.query_one("SELECT count(*) FROM sales.orders", &[]).await?.get(0);
+    assert_eq!(n, 1, "the target is as it was");
+    let staging: i64 = wh
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_\\_pgshift\\_%'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(staging, 0, "cleanup dropped the staging tables");
+    let status = list_files(&dir)
+        .into_iter()
+        .find(|f| f.ends_with("status.json"))
+        .expect("the run is marked failed on the stage");
+    let status: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(status))?)?;
+    assert_eq!(status["status"], "FAILED");
+    assert_eq!(status["error"], "Pipeline.Fatal.Warehouse");
+    assert!(!out.report.reconciled());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_value_fails_the_map_and_the_planner_refuses_bad_input_by_name() -> Result<()> {
+    let source = db(
+        "badsrc",
+        "CREATE TABLE t (id int8 PRIMARY KEY, at timestamp); INSERT INTO t SELECT g, '2024-01-01' FROM \
+         generate_series(1, 100) g; UPDATE t SET at = 'infinity' WHERE id = 77; ANALYZE;",
+    )
+    .await?;
+    let target = cluster().create_db("badwh").await?;
+    let stage = format!("file://{}", stage_dir("bad").display());
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+    let out = run_local(
+        &source,
+        request(&stage, &["public.t"], 2),
+        Arc::new(UrlStages::default()),
+        wh.clone(),
+    )
+    .await?;
+    let f = out.output.expect_err("infinity is an error by default");
+    assert_eq!(f.error, "States.ExceedToleratedFailureThreshold");
+    assert!(
+        f.cause.contains("Pipeline.Fatal.BadValue") && f.cause.contains("public.t.at"),
+        "{}",
+        f.cause
+    );
+    let exists: bool = connect(&target)
+        .await?
+        .query_one("SELECT to_regclass('public.t') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    assert!(!exists, "nothing was loaded");
+
+    // A typo in the run input: the planner names the field, the cleanup has no plan, the run fails.
+    let mut req = request(&stage, &["public.t"], 2);
+    req.tables.clear();
+    let out = run_local(&source, req, Arc::new(UrlStages::default()), wh).await?;
+    let f = out.output.expect_err("no tables");
+    assert_eq!(f.error, "Pipeline.Fatal.InvalidInput");
+    Ok(())
+}
