@@ -127,6 +127,13 @@ fn validate(task: &ExtractTask) -> Result<(), ExtractError> {
     Ok(())
 }
 
+/// The extractor Lambda's handler: a task as the Map hands it over (JSON), checked, then run.
+pub async fn handle_event(ctx: &ExtractContext, input: serde_json::Value) -> Result<ExtractResult, ExtractError> {
+    let task: ExtractTask =
+        serde_json::from_value(input).map_err(|e| ExtractError::InvalidTask(format!("extract task: {e}")))?;
+    extract(ctx, task).await
+}
+
 /// Runs one extraction task.
 pub async fn extract(ctx: &ExtractContext, task: ExtractTask) -> Result<ExtractResult, ExtractError> {
     let span = tracing::info_span!(

@@ -10,6 +10,7 @@
 //! - [`plan`]: the planner (balanced key ranges); [`extract`]: the extractor's handler; [`error`]: its error boundary.
 
 pub mod asl;
+pub mod config;
 pub mod decode;
 pub mod error;
 pub mod extract;

@@ -26,6 +26,7 @@ impl std::fmt::Debug for PgConnector {
         // Never print the password.
         f.debug_struct("PgConnector")
             .field("hosts", &self.config.get_hosts())
+            .field("ports", &self.config.get_ports())
             .field("dbname", &self.config.get_dbname())
             .field("user", &self.config.get_user())
             .finish()
@@ -34,9 +35,14 @@ impl std::fmt::Debug for PgConnector {
 
 impl PgConnector {
     pub fn new(url: &str) -> Result<Self, ExtractError> {
-        let mut config: tokio_postgres::Config = url
+        let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| ExtractError::InvalidTask(format!("source connection string: {e}")))?;
+        Ok(Self::from_config(config))
+    }
+
+    /// A connector for a ready config (the password may come from a secret: it is never printed).
+    pub fn from_config(mut config: tokio_postgres::Config) -> Self {
         if config.get_application_name().is_none() {
             config.application_name("pgshift");
         }
@@ -44,7 +50,7 @@ impl PgConnector {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.keepalives_idle(Duration::from_secs(30));
-        Ok(Self { config })
+        Self { config }
     }
 }
 

@@ -33,6 +33,10 @@ impl PgWarehouse {
         Ok(Self { config })
     }
 
+    pub fn from_config(config: tokio_postgres::Config) -> Self {
+        Self { config }
+    }
+
     async fn connect(&self) -> Result<Client, LoadError> {
         let (client, conn) = self.config.connect(NoTls).await.map_err(pg)?;
         tokio::spawn(async move {

@@ -1,0 +1,365 @@
+//! The Lambdas' configuration: read from the environment once, at cold start, and validated there, so a bad setting
+//! fails the first invocation with its name rather than a run halfway through. Database passwords come from Secrets
+//! Manager by ARN and are never logged (connectors print no password).
+//!
+//! | variable | used by | meaning |
+//! |---|---|---|
+//! | `PGSHIFT_SOURCE` | planner, extractor | source connection string (`postgres://user@host:5432/db`) |
+//! | `PGSHIFT_SOURCE_SECRET_ARN` | planner, extractor | a Secrets Manager secret with `username`, `password` and optionally `host`, `port`, `dbname` (the RDS secret shape); overrides those parts of `PGSHIFT_SOURCE` |
+//! | `PGSHIFT_STAGE` | planner | default stage URL (`s3://bucket/prefix`) |
+//! | `PGSHIFT_TABLES`, `PGSHIFT_EXCLUDE` | planner | default table patterns, separated by spaces or commas |
+//! | `PGSHIFT_MAX_CONCURRENCY`, `PGSHIFT_SLICES` | planner | extractors at once; Redshift slices |
+//! | `PGSHIFT_PLAN_DEFAULTS` | planner | a JSON plan request the variables above then override (settings, writer, load options) |
+//! | `PGSHIFT_WAREHOUSE` | loader | warehouse URL (`redshift://…`, `redshift-serverless://…`, `postgres://…`) |
+//! | `PGSHIFT_WAREHOUSE_SECRET_ARN` | loader | for a `postgres://` warehouse: its credentials, as for the source |
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+
+use crate::load::Warehouse;
+use crate::plan::PlanRequest;
+use crate::source::PgConnector;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is not set: {hint}")]
+    Missing { var: &'static str, hint: &'static str },
+    #[error("{var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("secret {arn} ({var}): {reason}")]
+    Secret {
+        var: &'static str,
+        arn: String,
+        reason: String,
+    },
+}
+
+/// Where settings come from: the process environment, or a map in tests.
+pub trait Env {
+    fn get(&self, var: &str) -> Option<String>;
+}
+
+/// The process environment; empty values count as unset.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, var: &str) -> Option<String> {
+        std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Env for std::collections::BTreeMap<&str, &str> {
+    fn get(&self, var: &str) -> Option<String> {
+        std::collections::BTreeMap::get(self, var).map(|v| v.to_string())
+    }
+}
+
+/// Reads a secret's string value by ARN.
+pub trait SecretReader: Send + Sync {
+    fn secret_string<'a>(&'a self, arn: &'a str) -> BoxFuture<'a, Result<String, String>>;
+}
+
+/// AWS Secrets Manager. The client is built on first use, from the standard AWS environment (the Lambda's role):
+/// a function configured without a secret never builds it.
+#[derive(Default)]
+pub struct SecretsManager(tokio::sync::OnceCell<aws_sdk_secretsmanager::Client>);
+
+impl SecretsManager {
+    pub fn new(client: aws_sdk_secretsmanager::Client) -> Self {
+        Self(tokio::sync::OnceCell::new_with(Some(client)))
+    }
+}
+
+impl SecretReader for SecretsManager {
+    fn secret_string<'a>(&'a self, arn: &'a str) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let client = self
+                .0
+                .get_or_init(|| async {
+                    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                    aws_sdk_secretsmanager::Client::new(&conf)
+                })
+                .await;
+            let out = client
+                .get_secret_value()
+                .secret_id(arn)
+                .send()
+                .await
+                .map_err(|e| aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string())?;
+            out.secret_string()
+                .map(str::to_string)
+                .ok_or_else(|| "the secret has no string value".to_string())
+        })
+    }
+}
+
+/// The RDS secret shape (what RDS-managed and rotation-template secrets hold).
+#[derive(Deserialize)]
+struct DbSecret {
+    username: String,
+    password: String,
+    host: Option<String>,
+    port: Option<serde_json::Value>,
+    dbname: Option<String>,
+}
+
+/// A connection config from a URL variable and an optional secret variable (the secret's parts win).
+async fn pg_config(
+    env: &dyn Env,
+    secrets: &dyn SecretReader,
+    url_var: &'static str,
+    secret_var: &'static str,
+) -> Result<tokio_postgres::Config, ConfigError> {
+    let mut config: tokio_postgres::Config = match env.get(url_var) {
+        Some(url) => url.parse().map_err(|e| ConfigError::Invalid {
+            var: url_var,
+            reason: format!("not a connection string: {e}"),
+        })?,
+        None => tokio_postgres::Config::new(),
+    };
+    let Some(arn) = env.get(secret_var) else {
+        if env.get(url_var).is_none() {
+            return Err(ConfigError::Missing {
+                var: url_var,
+                hint: "a connection string, or its secret's ARN in the _SECRET_ARN variable",
+            });
+        }
+        return Ok(config);
+    };
+    let bad = |reason: String| ConfigError::Secret {
+        var: secret_var,
+        arn: arn.clone(),
+        reason,
+    };
+    let text = secrets.secret_string(&arn).await.map_err(bad)?;
+    let s: DbSecret = serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "expected JSON with username and password ({})",
+            e.classify_name()
+        ))
+    })?;
+    config.user(&s.username).password(s.password);
+    if let Some(h) = s.host {
+        config.host(&h);
+    }
+    if let Some(p) = s.port {
+        let port = match &p {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| bad(format!("port {p} is not a port number")))?;
+        config.port(port);
+    }
+    if let Some(d) = s.dbname {
+        config.dbname(&d);
+    }
+    if config.get_hosts().is_empty() {
+        return Err(bad(format!("no host: set it in {url_var} or in the secret")));
+    }
+    Ok(config)
+}
+
+/// serde_json's error category, without the input it quotes (which could hold the password).
+trait Classify {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl Classify for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "missing or mistyped field",
+            serde_json::error::Category::Eof => "truncated JSON",
+        }
+    }
+}
+
+/// The source database of the planner and the extractor.
+pub async fn source(env: &dyn Env, secrets: &dyn SecretReader) -> Result<PgConnector, ConfigError> {
+    let config = pg_config(env, secrets, "PGSHIFT_SOURCE", "PGSHIFT_SOURCE_SECRET_ARN").await?;
+    Ok(PgConnector::from_config(config))
+}
+
+fn list(v: &str) -> Vec<String> {
+    v.split([' ', ',', '\n', '\t'])
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn number<T: std::str::FromStr>(env: &dyn Env, var: &'static str) -> Result<Option<T>, ConfigError> {
+    env.get(var)
+        .map(|v| {
+            v.trim().parse().map_err(|_| ConfigError::Invalid {
+                var,
+                reason: format!("{v:?} is not a positive whole number"),
+            })
+        })
+        .transpose()
+}
+
+/// The planner's defaults: what a run started by an RDS event plans, and what a manual input overrides.
+pub fn plan_defaults(env: &dyn Env) -> Result<PlanRequest, ConfigError> {
+    let mut req: PlanRequest = match env.get("PGSHIFT_PLAN_DEFAULTS") {
+        Some(json) => serde_json::from_str(&json).map_err(|e| ConfigError::Invalid {
+            var: "PGSHIFT_PLAN_DEFAULTS",
+            reason: e.to_string(),
+        })?,
+        None => PlanRequest::default(),
+    };
+    if let Some(s) = env.get("PGSHIFT_STAGE") {
+        if !(s.starts_with("s3://") || s.starts_with("file:///")) {
+            return Err(ConfigError::Invalid {
+                var: "PGSHIFT_STAGE",
+                reason: format!("{s:?}: use s3://bucket/prefix (or file:///dir)"),
+            });
+        }
+        req.stage = s;
+    }
+    if let Some(t) = env.get("PGSHIFT_TABLES") {
+        req.tables = list(&t);
+    }
+    if let Some(t) = env.get("PGSHIFT_EXCLUDE") {
+        req.exclude = list(&t);
+    }
+    for p in req.tables.iter().chain(&req.exclude) {
+        crate::model::TableRef::parse(p).map_err(|reason| ConfigError::Invalid {
+            var: "PGSHIFT_TABLES",
+            reason,
+        })?;
+    }
+    if let Some(n) = number::<u32>(env, "PGSHIFT_MAX_CONCURRENCY")? {
+        req.settings.max_concurrency = n;
+    }
+    if let Some(n) = number::<u32>(env, "PGSHIFT_SLICES")? {
+        req.settings.slices = n;
+    }
+    Ok(req)
+}
+
+/// The loader's warehouse.
+pub async fn warehouse(env: &dyn Env, secrets: &dyn SecretReader) -> Result<Arc<dyn Warehouse>, ConfigError> {
+    let url = env.get("PGSHIFT_WAREHOUSE").ok_or(ConfigError::Missing {
+        var: "PGSHIFT_WAREHOUSE",
+        hint: "redshift://<cluster>/<db>?…, redshift-serverless://<workgroup>/<db>?… or postgres://…",
+    })?;
+    let invalid = |e: crate::load::LoadError| ConfigError::Invalid {
+        var: "PGSHIFT_WAREHOUSE",
+        reason: e.to_string(),
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let config = pg_config(env, secrets, "PGSHIFT_WAREHOUSE", "PGSHIFT_WAREHOUSE_SECRET_ARN").await?;
+        return Ok(Arc::new(crate::load::postgres::PgWarehouse::from_config(config)));
+    }
+    crate::load::warehouse(&url).await.map_err(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    struct Fake(&'static str);
+
+    impl SecretReader for Fake {
+        fn secret_string<'a>(&'a self, arn: &'a str) -> BoxFuture<'a, Result<String, String>> {
+            Box::pin(async move {
+                if arn.ends_with(":missing") {
+                    Err("ResourceNotFoundException".into())
+                } else {
+                    Ok(self.0.to_string())
+                }
+            })
+        }
+    }
+
+    const RDS_SECRET: &str = r#"{"username":"shift","password":"s3cr3t!","engine":"postgres",
+        "host":"db.example.internal","port":5433,"dbname":"sales"}"#;
+
+    #[tokio::test]
+    async fn a_secret_supplies_the_credentials_and_is_never_printed() {
+        let env = BTreeMap::from([
+            ("PGSHIFT_SOURCE", "postgres://ignored@placeholder/x?sslmode=disable"),
+            (
+                "PGSHIFT_SOURCE_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:src",
+            ),
+        ]);
+        let c = source(&env, &Fake(RDS_SECRET)).await.expect("config");
+        let shown = format!("{c:?}");
+        assert!(shown.contains("db.example.internal") && shown.contains("5433") && shown.contains("shift"));
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn bad_settings_are_named() {
+        let none: BTreeMap<&str, &str> = BTreeMap::new();
+        let e = source(&none, &Fake(RDS_SECRET)).await.expect_err("missing");
+        assert!(e.to_string().contains("PGSHIFT_SOURCE"), "{e}");
+        let env = BTreeMap::from([(
+            "PGSHIFT_SOURCE_SECRET_ARN",
+            "arn:aws:secretsmanager:eu-west-1:1:secret:missing",
+        )]);
+        let e = source(&env, &Fake(RDS_SECRET)).await.expect_err("missing secret");
+        assert!(
+            e.to_string().contains("ResourceNotFoundException") && e.to_string().contains(":missing"),
+            "{e}"
+        );
+        let e = source(&env_with_secret(), &Fake(r#"{"username": "u", "password": "leak-me" "#))
+            .await
+            .expect_err("bad JSON");
+        assert!(!e.to_string().contains("leak-me"), "{e}");
+        let e = source(&env_with_secret(), &Fake(r#"{"username": "u", "password": "p"}"#))
+            .await
+            .expect_err("no host anywhere");
+        assert!(e.to_string().contains("no host"), "{e}");
+        let e = plan_defaults(&BTreeMap::from([("PGSHIFT_STAGE", "bucket/prefix")])).expect_err("stage");
+        assert!(e.to_string().contains("PGSHIFT_STAGE"), "{e}");
+        let e = plan_defaults(&BTreeMap::from([("PGSHIFT_MAX_CONCURRENCY", "lots")])).expect_err("number");
+        assert!(e.to_string().contains("PGSHIFT_MAX_CONCURRENCY"), "{e}");
+        let e = warehouse(&none, &Fake(RDS_SECRET))
+            .await
+            .err()
+            .expect("missing warehouse");
+        assert!(e.to_string().contains("PGSHIFT_WAREHOUSE"), "{e}");
+        let e = warehouse(
+            &BTreeMap::from([("PGSHIFT_WAREHOUSE", "redshift://c/db")]),
+            &Fake(RDS_SECRET),
+        )
+        .await
+        .err()
+        .expect("no iam_role");
+        assert!(e.to_string().contains("iam_role"), "{e}");
+    }
+
+    fn env_with_secret() -> BTreeMap<&'static str, &'static str> {
+        BTreeMap::from([(
+            "PGSHIFT_SOURCE_SECRET_ARN",
+            "arn:aws:secretsmanager:eu-west-1:1:secret:src",
+        )])
+    }
+
+    #[test]
+    fn plan_defaults_come_from_the_environment() {
+        let env = BTreeMap::from([
+            (
+                "PGSHIFT_PLAN_DEFAULTS",
+                r#"{"tables": ["x.*"], "stage": "s3://a/b", "settings": {"parts": 4}}"#,
+            ),
+            ("PGSHIFT_TABLES", "sales.*, public.orders"),
+            ("PGSHIFT_MAX_CONCURRENCY", "8"),
+        ]);
+        let d = plan_defaults(&env).expect("defaults");
+        assert_eq!(d.tables, vec!["sales.*".to_string(), "public.orders".to_string()]);
+        assert_eq!(
+            (d.stage.as_str(), d.settings.parts, d.settings.max_concurrency),
+            ("s3://a/b", Some(4), 8)
+        );
+    }
+}
