@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pgshift's tests and demo need on a fresh Debian/Ubuntu machine with Rust:
-# PostgreSQL server binaries (initdb, postgres, psql) and pyarrow (the tests' second Parquet reader).
+# PostgreSQL server binaries (initdb, postgres, psql), pyarrow (the tests' second Parquet reader), and the
+# asl-validator npm package (an independent check of statemachine/pipeline.asl.json) under .tools/.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -21,4 +22,17 @@ if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
   echo "setup: installing pyarrow" >&2
   python3 -m pip install -q --disable-pip-version-check pyarrow \
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages pyarrow
+fi
+
+ASL_VALIDATOR_VERSION=4.0.0
+TOOLS="$(cd "$(dirname "$0")/.." && pwd)/.tools"
+if [ ! -x "$TOOLS/node_modules/.bin/asl-validator" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing Node.js and npm" >&2
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  echo "setup: installing asl-validator $ASL_VALIDATOR_VERSION into .tools" >&2
+  mkdir -p "$TOOLS"
+  npm install --silent --no-audit --no-fund --prefix "$TOOLS" "asl-validator@$ASL_VALIDATOR_VERSION" >/dev/null
 fi

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, formatting, lints, and every test (unit and integration, against throwaway
-# PostgreSQL clusters started from the installed binaries). Ends with one tally line over every test binary.
+# The whole test suite: set-up, formatting, lints, the state machine definition checked by an independent ASL
+# validator, and every test (unit and integration, against throwaway PostgreSQL clusters started from the installed
+# binaries). Ends with one tally line over every test binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+.tools/node_modules/.bin/asl-validator --json-path statemachine/pipeline.asl.json
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

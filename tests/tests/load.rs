@@ -343,3 +343,29 @@ async fn parts_are_verified_before_anything_loads_and_s3_stages_load_too() -> Re
     assert_eq!(fingerprint(&target, &plan, "sales.orders", false).await?, before);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconcile_guard_fails_the_transaction_unless_the_count_matches() -> Result<()> {
+    // The statement Redshift runs inside its load batch, run for real: the dialects agree on it.
+    let url = db(
+        "guard",
+        "CREATE SCHEMA s; CREATE TABLE s.t (id int); INSERT INTO s.t SELECT generate_series(1, 7);",
+    )
+    .await?;
+    let client = connect(&url).await?;
+    let staging = pgshift::model::TableRef::new("s", "t");
+    client
+        .batch_execute(&pgshift::load::reconcile_sql(&staging, 7)?)
+        .await?;
+    let e = client
+        .batch_execute(&pgshift::load::reconcile_sql(&staging, 8)?)
+        .await
+        .expect_err("a short staging table fails the guard");
+    assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO));
+    // Empty staging, expected 0: passes (an empty range loads nothing, and that is right).
+    client.batch_execute("TRUNCATE s.t").await?;
+    client
+        .batch_execute(&pgshift::load::reconcile_sql(&staging, 0)?)
+        .await?;
+    Ok(())
+}

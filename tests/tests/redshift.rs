@@ -11,13 +11,19 @@ use aws_sdk_redshiftdata::operation::cancel_statement::CancelStatementOutput;
 use aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput;
 use aws_sdk_redshiftdata::operation::execute_statement::ExecuteStatementOutput;
 use aws_sdk_redshiftdata::operation::get_statement_result::GetStatementResultOutput;
-use aws_sdk_redshiftdata::types::{Field, StatusString};
+use aws_sdk_redshiftdata::types::{Field, StatementStatusString, StatusString, SubStatementData};
 use aws_sdk_redshiftdata::Client;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use pgshift::load::redshift::{Polling, RedshiftTarget, RedshiftWarehouse};
-use pgshift::load::{CopyJob, LoadError, Warehouse};
+use pgshift::load::{
+    CopyJob, LoadContext, LoadError, LoadMode, LoadProgress, LoadResult, PendingLoad, StepKind, StepLabel, Warehouse,
+};
 use pgshift::model::{ColumnSpec, PgType, TableRef};
+use pgshift::pipeline::{LocalRun, DEFINITION};
+use pgshift::plan::{PlanRequest, PlanSettings};
+use pgshift::source::PgConnector;
 use pgshift::types::Mapping;
+use pgshift::UrlStages;
 
 fn fast() -> Polling {
     Polling {
@@ -297,5 +303,194 @@ fn super_columns_copy_with_serializetojson() -> Result<()> {
     let sql = pgshift::load::redshift::copy_sql(&job(false), "arn:aws:iam::1:role/r")?;
     assert!(sql.ends_with("FORMAT AS PARQUET MANIFEST"), "{sql}");
     assert!(!sql.contains("REGION") && !sql.contains("MAXERROR"));
+    Ok(())
+}
+
+/// Every statement the mocked Data API received, in order, one entry per request.
+type Sent = Arc<Mutex<Vec<Vec<String>>>>;
+
+/// A Data API that finishes set-up statements at once, answers the load log's count with 0, and reports the load
+/// batch as running for `running_checks` status checks before it finishes.
+fn data_api(sent: &Sent, running_checks: usize, fail: Option<(usize, &'static str)>) -> Client {
+    let (b, e) = (sent.clone(), sent.clone());
+    let batch = mock!(Client::batch_execute_statement)
+        .match_requests(move |r| {
+            b.lock().expect("lock").push(r.sqls().to_vec());
+            true
+        })
+        .then_output(|| BatchExecuteStatementOutput::builder().id("s-1").build());
+    let exec = mock!(Client::execute_statement)
+        .match_requests(move |r| {
+            e.lock()
+                .expect("lock")
+                .push(vec![r.sql().unwrap_or_default().to_string()]);
+            true
+        })
+        .then_output(|| ExecuteStatementOutput::builder().id("s-1").build());
+    let zero = mock!(Client::get_statement_result).then_output(|| {
+        GetStatementResultOutput::builder()
+            .records(vec![Field::LongValue(0)])
+            .build()
+            .expect("records set")
+    });
+    // Set-up batch and log count finish; then the load batch runs, then ends.
+    let mut seq = mock!(Client::describe_statement)
+        .sequence()
+        .output(|| described(StatusString::Finished))
+        .output(|| described(StatusString::Finished));
+    for _ in 0..running_checks {
+        seq = seq.output(|| described(StatusString::Started));
+    }
+    let seq = match fail {
+        None => seq.output(|| described(StatusString::Finished)),
+        Some((step, error)) => seq.output(move || {
+            let subs = (0..6)
+                .map(|i| {
+                    let status = match i.cmp(&step) {
+                        std::cmp::Ordering::Less => StatementStatusString::Finished,
+                        std::cmp::Ordering::Equal => StatementStatusString::Failed,
+                        std::cmp::Ordering::Greater => StatementStatusString::Aborted,
+                    };
+                    let mut s = SubStatementData::builder().id(format!("s-1:{}", i + 1)).status(status);
+                    if i == step {
+                        s = s.error(error).redshift_query_id(4242);
+                    }
+                    s.build().expect("id is set")
+                })
+                .collect();
+            DescribeStatementOutput::builder()
+                .id("s-1")
+                .status(StatusString::Failed)
+                .error(error)
+                .set_sub_statements(Some(subs))
+                .build()
+                .expect("id is set")
+        }),
+    };
+    let describe = seq.repeatedly().build();
+    mock_client!(
+        aws_sdk_redshiftdata,
+        RuleMode::MatchAny,
+        [&batch, &exec, &zero, &describe]
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()> {
+    let source = super::db("rswait", super::load::SALES).await?;
+    let stage = format!("file://{}", pgshift_tests::stage_dir("rswait").display());
+    let sent: Sent = Arc::default();
+    let wh = RedshiftWarehouse::new(data_api(&sent, 1, None), cluster(), fast());
+    let run = LocalRun {
+        definition: DEFINITION.to_string(),
+        request: PlanRequest {
+            tables: vec!["sales.orders".into()],
+            settings: PlanSettings {
+                parts: Some(2),
+                ..PlanSettings::default()
+            },
+            stage,
+            ..PlanRequest::default()
+        },
+        source: Arc::new(PgConnector::new(&source)?),
+        stages: Arc::new(UrlStages::default()),
+        warehouse: Arc::new(wh),
+        memory_mb: 1024,
+    };
+    let out = run.start("rs")?.outcome.await?;
+    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    // Started, still running at the first check, finished at the second: the Wait state did the waiting.
+    assert_eq!(output["load"]["progress"]["done"], true);
+    assert_eq!(output["load"]["progress"]["checks"], 2);
+    assert!(out.report.reconciled(), "{}", out.report.render());
+    let sent = sent.lock().expect("lock").clone();
+    let load = sent
+        .iter()
+        .find(|b| b.iter().any(|s| s.starts_with("COPY ")))
+        .expect("the load batch");
+    // COPY, reconcile and swap are one batch: one transaction.
+    assert_eq!(load.len(), 6, "{load:#?}");
+    assert!(load[0].contains("FORMAT AS PARQUET MANIFEST") && load[0].contains("/manifest.json'"));
+    assert!(load[1].starts_with("SELECT 1 / CASE WHEN count(*) = 20000 THEN 1 ELSE 0 END FROM"));
+    assert_eq!(load[2], "DELETE FROM \"sales\".\"orders\"");
+    assert!(load[3].starts_with("INSERT INTO \"sales\".\"orders\" (\"id\", \"amount\", \"note\", \"placed\") SELECT"));
+    assert!(load[4].starts_with("INSERT INTO \"pgshift\".\"load_log\""));
+    assert!(load[5].starts_with("DROP TABLE \"sales\".\"orders__pgshift_"));
+    Ok(())
+}
+
+fn progress(steps: Vec<StepLabel>) -> LoadProgress {
+    LoadProgress {
+        done: false,
+        plan_url: "file:///x/run/plan.json".into(),
+        wait_seconds: 2,
+        checks: 0,
+        started_at: 0.0,
+        pending: vec![PendingLoad {
+            statement_id: "s-1".into(),
+            tables: vec![TableRef::new("sales", "orders")],
+            steps,
+        }],
+        result: LoadResult {
+            run_id: "run".into(),
+            mode: LoadMode::Replace,
+            tables: vec![],
+            seconds: 0.0,
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_failed_load_batch_names_the_table_and_the_failing_step() -> Result<()> {
+    let t = TableRef::new("sales", "orders");
+    let label = |kind, expected| StepLabel {
+        table: t.clone(),
+        kind,
+        expected,
+    };
+    let steps = vec![
+        label(StepKind::Copy, None),
+        label(StepKind::Reconcile, Some(20_000)),
+        label(StepKind::Swap, None),
+        label(StepKind::Swap, None),
+        label(StepKind::Swap, None),
+        label(StepKind::Swap, None),
+    ];
+    let ctx = |client| LoadContext {
+        stages: Arc::new(UrlStages::default()),
+        warehouse: Arc::new(RedshiftWarehouse::new(client, cluster(), fast())),
+    };
+    // The reconcile guard divided by zero: the staging table did not hold the parts' rows.
+    let sent: Sent = Arc::default();
+    let c = ctx(data_api(&sent, 0, Some((1, "ERROR: division by zero"))));
+    // The first two describes of the helper are for set-up; skip them as `start` would have used them.
+    for _ in 0..2 {
+        let _ = c.warehouse.status("s-1").await?;
+    }
+    let e = pgshift::load::check(&c, progress(steps.clone()))
+        .await
+        .expect_err("fails");
+    assert!(matches!(e, LoadError::Reconcile { expected: 20_000, .. }), "{e}");
+    assert!(e.to_string().contains("sales.orders"), "{e}");
+    assert_eq!(e.name(), "Pipeline.Fatal.Reconcile");
+
+    // The COPY failed: the error names the table and asks SYS_LOAD_ERROR_DETAIL by the sub-statement's query id.
+    let sent: Sent = Arc::default();
+    let c = ctx(data_api(&sent, 0, Some((0, "ERROR: Spectrum Scan Error"))));
+    for _ in 0..2 {
+        let _ = c.warehouse.status("s-1").await?;
+    }
+    let e = pgshift::load::check(&c, progress(steps)).await.expect_err("fails");
+    assert!(
+        e.to_string().contains("COPY into sales.orders failed") && e.to_string().contains("Spectrum Scan Error"),
+        "{e}"
+    );
+    let sent = sent.lock().expect("lock").clone();
+    assert!(
+        sent.iter()
+            .flatten()
+            .any(|s| s.contains("sys_load_error_detail") && s.contains("query_id = 4242")),
+        "{sent:?}"
+    );
     Ok(())
 }

@@ -95,9 +95,9 @@ impl Parser<'_> {
 
     fn arg(&mut self) -> Result<Arg, String> {
         let r = self.rest().to_string();
-        if r.starts_with('\'') {
+        if let Some(quoted) = r.strip_prefix('\'') {
             let mut out = String::new();
-            let mut chars = r[1..].char_indices();
+            let mut chars = quoted.char_indices();
             while let Some((k, c)) = chars.next() {
                 match c {
                     '\\' => match chars.next() {

@@ -651,9 +651,9 @@ pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, 
     })
 }
 
-/// Seconds to wait before check number `checks + 1`: 5, 10, 20, 40, then every 60.
+/// Seconds to wait before check number `checks + 1`: 2, 4, 8, 16, 32, then every 60.
 fn wait_seconds(checks: u32) -> u64 {
-    (5u64 << checks.min(4)).min(60)
+    (2u64 << checks.min(5)).min(60)
 }
 
 async fn read_plan(stage: &dyn Stage, plan_url: &str) -> Result<Plan, LoadError> {
