@@ -104,26 +104,33 @@ fn read_config(args: &RunArgs) -> Result<RunConfig> {
     toml::from_str(&text).with_context(|| format!("{}", path.display()))
 }
 
-pub async fn run(args: RunArgs) -> Result<()> {
-    let config = read_config(&args)?;
-    let need = |flag: Option<String>, conf: Option<String>, what: &str| -> Result<String> {
-        match flag.or(conf) {
+/// What a run needs, from the flags over the config file.
+#[derive(Debug)]
+struct Resolved {
+    source: String,
+    warehouse: String,
+    request: PlanRequest,
+}
+
+fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
+    let need = |flag: &Option<String>, conf: Option<String>, what: &str| -> Result<String> {
+        match flag.clone().or(conf) {
             Some(v) if !v.is_empty() => Ok(v),
             _ => bail!("no {what}: pass --{what} or set {what} in pgshift.toml"),
         }
     };
-    let source = need(args.source.clone(), config.source.clone(), "source")?;
-    let stage = need(args.stage.clone(), config.stage.clone(), "stage")?;
-    let warehouse = need(args.warehouse.clone(), config.warehouse.clone(), "warehouse")?;
+    let source = need(&args.source, config.source, "source")?;
+    let stage = need(&args.stage, config.stage, "stage")?;
+    let warehouse = need(&args.warehouse, config.warehouse, "warehouse")?;
     let tables = if args.tables.is_empty() {
-        config.tables.clone()
+        config.tables
     } else {
         args.tables.clone()
     };
     if tables.is_empty() {
         bail!("no tables: pass --tables or set tables in pgshift.toml");
     }
-    let mut settings = config.settings.clone().unwrap_or_default();
+    let mut settings = config.settings.unwrap_or_default();
     if let Some(c) = args.concurrency.or(config.concurrency) {
         settings.max_concurrency = c;
     }
@@ -137,7 +144,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if let Some(s) = args.slices {
         settings.slices = s;
     }
-    let mut load = config.load.clone().unwrap_or_default();
+    let mut load = config.load.unwrap_or_default();
     if let Some(m) = args.mode {
         load.mode = match m {
             Mode::Replace => LoadMode::Replace,
@@ -152,19 +159,33 @@ pub async fn run(args: RunArgs) -> Result<()> {
         };
     }
     let request = PlanRequest {
-        run_id: args.run_id.clone().or(config.run_id.clone()),
+        run_id: args.run_id.clone().or(config.run_id),
         tables,
         exclude: if args.exclude.is_empty() {
-            config.exclude.clone()
+            config.exclude
         } else {
             args.exclude.clone()
         },
         settings,
-        stage: stage.clone(),
-        writer: config.writer.clone().unwrap_or_default(),
+        stage,
+        writer: config.writer.unwrap_or_default(),
         load: Some(load),
         ..PlanRequest::default()
     };
+    Ok(Resolved {
+        source,
+        warehouse,
+        request,
+    })
+}
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let Resolved {
+        source,
+        warehouse,
+        request,
+    } = resolve(&args, read_config(&args)?)?;
+    let stage = request.stage.clone();
     let definition = match &args.definition {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => DEFINITION.to_string(),
@@ -270,4 +291,66 @@ fn uuid_like() -> String {
         .map(|d| d.as_millis())
         .unwrap_or(0);
     format!("{t:x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(flags: &[&str]) -> RunArgs {
+        let mut argv = vec!["pgshift"];
+        argv.extend(flags);
+        Cli::try_parse_from(argv).expect("flags").run
+    }
+
+    const CONFIG: &str = r#"
+source = "postgres://u@db:5432/src"
+tables = ["sales.*"]
+stage = "s3://bucket/stage"
+warehouse = "redshift://c/dw?db_user=u&iam_role=arn:aws:iam::1:role/r"
+concurrency = 6
+
+[load]
+mode = "merge"
+
+[settings]
+slices = 4
+target_part_bytes = 1048576
+"#;
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let config: RunConfig = toml::from_str(CONFIG).expect("config");
+        let r = resolve(
+            &args(&["--tables", "public.t", "--concurrency", "2", "--atomic", "run"]),
+            config,
+        )
+        .expect("resolved");
+        assert_eq!(r.source, "postgres://u@db:5432/src");
+        assert_eq!(r.request.tables, vec!["public.t".to_string()]);
+        assert_eq!(r.request.stage, "s3://bucket/stage");
+        assert_eq!(r.request.settings.max_concurrency, 2);
+        assert_eq!(r.request.settings.slices, 4);
+        assert_eq!(r.request.settings.target_part_bytes, 1 << 20);
+        let load = r.request.load.expect("load");
+        assert_eq!((load.mode, load.atomic), (LoadMode::Merge, Atomicity::Run));
+    }
+
+    #[test]
+    fn missing_and_unknown_settings_are_named() {
+        let e = resolve(&args(&["--tables", "t"]), RunConfig::default()).expect_err("no source");
+        assert!(e.to_string().contains("--source"), "{e}");
+        let e = toml::from_str::<RunConfig>("sauce = \"x\"").expect_err("typo");
+        assert!(e.to_string().contains("sauce"), "{e}");
+        let e = toml::from_str::<RunConfig>("[settings]\nslice = 4").expect_err("typo");
+        assert!(e.to_string().contains("slice"), "{e}");
+    }
 }
