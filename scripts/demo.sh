@@ -65,6 +65,13 @@ echo "== pgshift run: the state machine of statemachine/pipeline.asl.json, local
 "$PGSHIFT" run --source "$SOURCE" --tables 'sales.*' --stage "file://$WORK/stage" --warehouse "$WAREHOUSE" \
   --target-part-mib 32 --concurrency 4
 
+echo "== for scale, in the same run: the raw binary COPY of the same tables to /dev/null, one after another"
+t0=$(date +%s.%N)
+for t in sales.customers sales.products sales.stores sales.days sales.orders; do
+  psql -X -q "$SOURCE" -c "\\copy (SELECT * FROM $t) TO '/dev/null' (FORMAT binary)"
+done
+python3 -c "import sys; print('  raw COPY out: %.1f s (pgshift run above: plan, extract to Parquet and load)' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t0" "$(date +%s.%N)"
+
 echo "== a second look, straight from the warehouse: rows per table in source and target"
 for t in sales.customers sales.products sales.stores sales.days sales.orders; do
   s=$(psql -X -At "$SOURCE" -c "SELECT count(*) FROM $t"); w=$(psql -X -At "$WAREHOUSE" -c "SELECT count(*) FROM $t")

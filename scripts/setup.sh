@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pgshift's tests and demo need on a fresh Debian/Ubuntu machine with Rust:
 # PostgreSQL server binaries (initdb, postgres, psql), pyarrow (the tests' second Parquet reader), and the
-# asl-validator npm package (an independent check of statemachine/pipeline.asl.json) under .tools/.
+# asl-validator npm package (an independent check of statemachine/pipeline.asl.json) under .tools/, and cfn-lint
+# (the check of infra/template.yaml).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -22,6 +23,12 @@ if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
   echo "setup: installing pyarrow" >&2
   python3 -m pip install -q --disable-pip-version-check pyarrow \
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages pyarrow
+fi
+
+if ! command -v cfn-lint >/dev/null 2>&1; then
+  echo "setup: installing cfn-lint" >&2
+  python3 -m pip install -q --disable-pip-version-check cfn-lint \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages cfn-lint
 fi
 
 ASL_VALIDATOR_VERSION=4.0.0

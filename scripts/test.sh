@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, formatting, lints, the state machine definition checked by an independent ASL
-# validator, and every test (unit and integration, against throwaway PostgreSQL clusters started from the installed
+# The whole test suite: set-up, formatting, lints, the state machine definition and the infrastructure template checked
+# by independent validators (asl-validator, cfn-lint), and every test (unit and integration, against throwaway PostgreSQL clusters started from the installed
 # binaries). Ends with one tally line over every test binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,7 @@ scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 .tools/node_modules/.bin/asl-validator --json-path statemachine/pipeline.asl.json
+cfn-lint infra/template.yaml
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

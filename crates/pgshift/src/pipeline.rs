@@ -466,6 +466,34 @@ mod tests {
     }
 
     #[test]
+    fn the_infrastructure_deploys_this_definition_with_every_placeholder_and_trigger() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+        let template = std::fs::read_to_string(path).expect("infra/template.yaml");
+        assert!(template.contains("DefinitionUri: ../statemachine/pipeline.asl.json"));
+        let subs = template
+            .split("DefinitionSubstitutions:")
+            .nth(1)
+            .expect("DefinitionSubstitutions");
+        for (name, _) in FUNCTIONS {
+            assert!(DEFINITION.contains(&format!("${{{name}}}")), "{name} is used");
+            assert!(
+                subs.contains(&format!("{name}: !GetAtt")),
+                "the template substitutes {name}"
+            );
+        }
+        let rule = template.split("EventID: [").nth(1).expect("the EventBridge rule");
+        let ids: Vec<&str> = rule[..rule.find(']').unwrap_or(0)].split(", ").collect();
+        let mut want: Vec<&str> = crate::trigger::SNAPSHOT_CREATED.iter().map(|e| e.0).collect();
+        let mut got = ids.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(
+            got, want,
+            "the rule starts runs on exactly the events the planner accepts"
+        );
+    }
+
+    #[test]
     fn every_error_name_of_the_definition_exists_and_every_retryable_one_is_retried() {
         let m = local_machine(DEFINITION).expect("definition");
         for (state, name, _) in m.error_names() {

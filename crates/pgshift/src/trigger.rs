@@ -34,7 +34,7 @@ pub struct Snapshot {
 }
 
 /// The RDS events that mean "a snapshot is complete": (RDS event id, detail-type, kind, automated).
-const SNAPSHOT_CREATED: &[(&str, &str, SnapshotKind, bool)] = &[
+pub const SNAPSHOT_CREATED: &[(&str, &str, SnapshotKind, bool)] = &[
     ("RDS-EVENT-0042", "RDS DB Snapshot Event", SnapshotKind::Instance, false),
     ("RDS-EVENT-0091", "RDS DB Snapshot Event", SnapshotKind::Instance, true),
     (
