@@ -203,31 +203,18 @@ impl RedshiftWarehouse {
         let started = tokio::time::Instant::now();
         let mut delay = self.polling.first;
         loop {
-            let d = self
-                .client
-                .describe_statement()
-                .id(id)
-                .send()
-                .await
-                .map_err(|e| (sdk("DescribeStatement", e), None))?;
-            match d.status() {
-                Some(StatusString::Finished) => return Ok(()),
-                Some(StatusString::Failed) | Some(StatusString::Aborted) => {
-                    let detail = format!(
-                        "statement {id} {}: {}",
-                        d.status().map(|s| s.as_str()).unwrap_or("failed"),
-                        d.error().unwrap_or("no error text")
-                    );
-                    let query_id = Some(d.redshift_query_id()).filter(|q| *q > 0);
+            match self.status(id).await.map_err(|e| (e, None))? {
+                TxStatus::Finished => return Ok(()),
+                TxStatus::Failed { detail, query_id, .. } => {
                     return Err((
                         LoadError::Warehouse {
                             detail,
                             retryable: false,
                         },
                         query_id,
-                    ));
+                    ))
                 }
-                _ => {}
+                TxStatus::Running => {}
             }
             if started.elapsed() >= self.polling.deadline {
                 let cancelled = self.client.cancel_statement().id(id).send().await.is_ok();
