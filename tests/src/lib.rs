@@ -146,6 +146,50 @@ fn template(bin: &Path, user: Option<(u32, u32)>) -> Result<PathBuf> {
     Ok(tpl)
 }
 
+/// Writes a test CA (`<name>-ca.crt`) and a certificate it signed for localhost and 127.0.0.1 (`<name>.crt`,
+/// `<name>.key`) into `dir`; returns the CA's path. P-256 keys, so it takes milliseconds.
+pub fn test_certificates(dir: &Path, name: &str) -> Result<PathBuf> {
+    let file = |suffix: &str| dir.join(format!("{name}{suffix}"));
+    let openssl = |args: &[&str], files: &[(&str, &str)]| -> Result<()> {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args);
+        for (flag, suffix) in files {
+            cmd.arg(flag).arg(file(suffix));
+        }
+        let out = cmd.output().context("running openssl (scripts/setup.sh installs it)")?;
+        if !out.status.success() {
+            bail!("openssl {}: {}", args[0], String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    std::fs::write(
+        file(".ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )?;
+    let ec_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let ca = format!("req -x509 -days 3650 -subj /CN=pgshift-test-CA {ec_key}");
+    openssl(
+        &ca.split(' ').collect::<Vec<_>>(),
+        &[("-keyout", "-ca.key"), ("-out", "-ca.crt")],
+    )?;
+    let csr = format!("req -subj /CN=localhost {ec_key}");
+    openssl(
+        &csr.split(' ').collect::<Vec<_>>(),
+        &[("-keyout", ".key"), ("-out", ".csr")],
+    )?;
+    openssl(
+        &["x509", "-req", "-days", "3650", "-set_serial", "1"],
+        &[
+            ("-in", ".csr"),
+            ("-CA", "-ca.crt"),
+            ("-CAkey", "-ca.key"),
+            ("-extfile", ".ext"),
+            ("-out", ".crt"),
+        ],
+    )?;
+    Ok(file("-ca.crt"))
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -166,6 +210,14 @@ impl Cluster {
         if !status.success() {
             bail!("copying the cluster template failed");
         }
+        // TLS on (plain connections stay allowed): a certificate for localhost and 127.0.0.1 from a test CA.
+        test_certificates(&data_dir, "server")?;
+        for f in ["server.crt", "server.key"] {
+            if let Some((uid, gid)) = user {
+                chown(data_dir.join(f), Some(uid), Some(gid))?;
+            }
+        }
+        std::fs::set_permissions(data_dir.join("server.key"), std::fs::Permissions::from_mode(0o600))?;
         for attempt in 0..5 {
             let port = free_port()?;
             let (tx, rx) = std::sync::mpsc::channel();
@@ -192,6 +244,11 @@ impl Cluster {
             }
         }
         unreachable!()
+    }
+
+    /// The root the server's certificate chains to.
+    pub fn certificate_authority(&self) -> PathBuf {
+        self.data_dir.join("server-ca.crt")
     }
 
     /// A connection string for `db` as the superuser.
@@ -245,6 +302,7 @@ fn spawn_server(bin: &Path, data_dir: &Path, port: u16, user: Option<(u32, u32)>
         "wal_level=minimal",
         "max_wal_senders=0",
         "lc_messages=C",
+        "ssl=on",
     ] {
         cmd.args(["-c", setting]);
     }

@@ -18,6 +18,7 @@ mod pipeline;
 mod planner;
 mod redshift;
 mod s3;
+mod tls;
 
 /// A database with `setup` run in it.
 async fn db(prefix: &str, setup: &str) -> Result<String> {

@@ -4,7 +4,7 @@
 //!
 //! | variable | used by | meaning |
 //! |---|---|---|
-//! | `PGSHIFT_SOURCE` | planner, extractor | source connection string (`postgres://user@host:5432/db`) |
+//! | `PGSHIFT_SOURCE` | planner, extractor | source connection string (`postgres://user@host:5432/db?sslmode=verify-full&sslrootcert=/opt/rds-global-bundle.pem`; see [`crate::tls`]) |
 //! | `PGSHIFT_SOURCE_SECRET_ARN` | planner, extractor | a Secrets Manager secret with `username`, `password` and optionally `host`, `port`, `dbname` (the RDS secret shape); overrides those parts of `PGSHIFT_SOURCE` |
 //! | `PGSHIFT_STAGE` | planner | default stage URL (`s3://bucket/prefix`) |
 //! | `PGSHIFT_TABLES`, `PGSHIFT_EXCLUDE` | planner | default table patterns, separated by spaces or commas |
@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::load::Warehouse;
 use crate::plan::PlanRequest;
 use crate::source::PgConnector;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -111,13 +112,14 @@ async fn pg_config(
     secrets: &dyn SecretReader,
     url_var: &'static str,
     secret_var: &'static str,
-) -> Result<tokio_postgres::Config, ConfigError> {
-    let mut config: tokio_postgres::Config = match env.get(url_var) {
-        Some(url) => url.parse().map_err(|e| ConfigError::Invalid {
-            var: url_var,
-            reason: format!("not a connection string: {e}"),
-        })?,
-        None => tokio_postgres::Config::new(),
+) -> Result<(tokio_postgres::Config, MakeRustlsConnect), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { var: url_var, reason };
+    let (mut config, tls) = match env.get(url_var) {
+        Some(url) => crate::tls::config(&url).map_err(invalid)?,
+        None => (
+            tokio_postgres::Config::new(),
+            crate::tls::unverified().map_err(invalid)?,
+        ),
     };
     let Some(arn) = env.get(secret_var) else {
         if env.get(url_var).is_none() {
@@ -126,7 +128,7 @@ async fn pg_config(
                 hint: "a connection string, or its secret's ARN in the _SECRET_ARN variable",
             });
         }
-        return Ok(config);
+        return Ok((config, tls));
     };
     let bad = |reason: String| ConfigError::Secret {
         var: secret_var,
@@ -160,7 +162,7 @@ async fn pg_config(
     if config.get_hosts().is_empty() {
         return Err(bad(format!("no host: set it in {url_var} or in the secret")));
     }
-    Ok(config)
+    Ok((config, tls))
 }
 
 /// serde_json's error category, without the input it quotes (which could hold the password).
@@ -181,8 +183,8 @@ impl Classify for serde_json::Error {
 
 /// The source database of the planner and the extractor.
 pub async fn source(env: &dyn Env, secrets: &dyn SecretReader) -> Result<PgConnector, ConfigError> {
-    let config = pg_config(env, secrets, "PGSHIFT_SOURCE", "PGSHIFT_SOURCE_SECRET_ARN").await?;
-    Ok(PgConnector::from_config(config))
+    let (config, tls) = pg_config(env, secrets, "PGSHIFT_SOURCE", "PGSHIFT_SOURCE_SECRET_ARN").await?;
+    Ok(PgConnector::from_parts(config, tls))
 }
 
 fn list(v: &str) -> Vec<String> {
@@ -253,8 +255,8 @@ pub async fn warehouse(env: &dyn Env, secrets: &dyn SecretReader) -> Result<Arc<
         reason: e.to_string(),
     };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let config = pg_config(env, secrets, "PGSHIFT_WAREHOUSE", "PGSHIFT_WAREHOUSE_SECRET_ARN").await?;
-        return Ok(Arc::new(crate::load::postgres::PgWarehouse::from_config(config)));
+        let (config, tls) = pg_config(env, secrets, "PGSHIFT_WAREHOUSE", "PGSHIFT_WAREHOUSE_SECRET_ARN").await?;
+        return Ok(Arc::new(crate::load::postgres::PgWarehouse::from_parts(config, tls)));
     }
     crate::load::warehouse(&url).await.map_err(invalid)
 }

@@ -24,6 +24,7 @@ pub mod report;
 pub mod source;
 pub mod sql;
 pub mod stage;
+pub mod tls;
 pub mod trigger;
 pub mod types;
 

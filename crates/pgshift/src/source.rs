@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio_postgres::{Client, GenericClient, NoTls};
+use tokio_postgres::{Client, GenericClient};
 
 use crate::error::ExtractError;
 use crate::model::{ColumnSpec, PgType, TableRef};
@@ -19,6 +19,7 @@ pub trait SourceConnector: Send + Sync {
 #[derive(Clone)]
 pub struct PgConnector {
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for PgConnector {
@@ -35,14 +36,13 @@ impl std::fmt::Debug for PgConnector {
 
 impl PgConnector {
     pub fn new(url: &str) -> Result<Self, ExtractError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| ExtractError::InvalidTask(format!("source connection string: {e}")))?;
-        Ok(Self::from_config(config))
+        let (config, tls) = crate::tls::config(url).map_err(|e| ExtractError::InvalidTask(format!("source {e}")))?;
+        Ok(Self::from_parts(config, tls))
     }
 
-    /// A connector for a ready config (the password may come from a secret: it is never printed).
-    pub fn from_config(mut config: tokio_postgres::Config) -> Self {
+    /// A connector for a ready config and TLS connector (see [`crate::tls`]; the password may come from a secret:
+    /// it is never printed).
+    pub fn from_parts(mut config: tokio_postgres::Config, tls: tokio_postgres_rustls::MakeRustlsConnect) -> Self {
         if config.get_application_name().is_none() {
             config.application_name("pgshift");
         }
@@ -50,7 +50,7 @@ impl PgConnector {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.keepalives_idle(Duration::from_secs(30));
-        Self { config }
+        Self { config, tls }
     }
 }
 
@@ -59,9 +59,9 @@ impl SourceConnector for PgConnector {
         Box::pin(async move {
             let (client, connection) = self
                 .config
-                .connect(NoTls)
+                .connect(self.tls.clone())
                 .await
-                .map_err(|e| ExtractError::SourceUnavailable(format!("connecting to the source: {e}")))?;
+                .map_err(|e| ExtractError::SourceUnavailable(format!("connecting to the source: {}", chain(&e))))?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "source connection ended");
@@ -70,6 +70,21 @@ impl SourceConnector for PgConnector {
             Ok(client)
         })
     }
+}
+
+/// An error and its causes, `a: b: c` (a TLS failure's reason is in the cause).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// Settings that make every value's wire and text form independent of the server's and the role's defaults.

@@ -14,7 +14,7 @@ use bytes::{BufMut, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{pin_mut, SinkExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, Transaction};
 
 use super::{CopyJob, Dialect, LoadError, Step, Submission, Warehouse};
 use crate::pgtext::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
@@ -23,22 +23,21 @@ use crate::sql;
 /// A PostgreSQL database reached by a connection string.
 pub struct PgWarehouse {
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl PgWarehouse {
     pub fn new(url: &str) -> Result<Self, LoadError> {
-        let config = url
-            .parse()
-            .map_err(|e| LoadError::InvalidRequest(format!("warehouse connection string: {e}")))?;
-        Ok(Self { config })
+        let (config, tls) = crate::tls::config(url).map_err(|e| LoadError::InvalidRequest(format!("warehouse {e}")))?;
+        Ok(Self { config, tls })
     }
 
-    pub fn from_config(config: tokio_postgres::Config) -> Self {
-        Self { config }
+    pub fn from_parts(config: tokio_postgres::Config, tls: tokio_postgres_rustls::MakeRustlsConnect) -> Self {
+        Self { config, tls }
     }
 
     async fn connect(&self) -> Result<Client, LoadError> {
-        let (client, conn) = self.config.connect(NoTls).await.map_err(pg)?;
+        let (client, conn) = self.config.connect(self.tls.clone()).await.map_err(pg)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

@@ -33,24 +33,6 @@ pub struct RedshiftTarget {
     pub iam_role: String,
 }
 
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl RedshiftTarget {
     /// Parses a `redshift://` or `redshift-serverless://` warehouse URL.
     pub fn parse(url: &str) -> Result<Self, LoadError> {
@@ -72,7 +54,7 @@ impl RedshiftTarget {
         let mut t = RedshiftTarget {
             cluster_identifier: (!serverless).then(|| host.to_string()),
             workgroup_name: serverless.then(|| host.to_string()),
-            database: decode(database),
+            database: crate::stage::percent_decode(database),
             db_user: None,
             secret_arn: None,
             iam_role: String::new(),
@@ -82,9 +64,9 @@ impl RedshiftTarget {
                 .split_once('=')
                 .ok_or_else(|| bad("query parameters are key=value"))?;
             match k {
-                "db_user" => t.db_user = Some(decode(v)),
-                "secret_arn" => t.secret_arn = Some(decode(v)),
-                "iam_role" => t.iam_role = decode(v),
+                "db_user" => t.db_user = Some(crate::stage::percent_decode(v)),
+                "secret_arn" => t.secret_arn = Some(crate::stage::percent_decode(v)),
+                "iam_role" => t.iam_role = crate::stage::percent_decode(v),
                 other => return Err(bad(&format!("unknown parameter {other:?}"))),
             }
         }
