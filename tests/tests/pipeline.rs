@@ -334,3 +334,45 @@ async fn a_bad_value_fails_the_map_and_the_planner_refuses_bad_input_by_name() -
     assert_eq!(f.error, "Pipeline.Fatal.InvalidInput");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_machine_runs_on_an_s3_stage() -> Result<()> {
+    let source = db("s3pipe", SALES).await?;
+    let target = cluster().create_db("s3pipewh").await?;
+    let server = pgshift_tests::s3_server();
+    let bucket = server.bucket("pipeline");
+    let stages = Arc::new(UrlStages::with_s3_client(
+        server.client(),
+        pgshift::stage::s3::S3Options::default(),
+    ));
+    let stage = format!("s3://{bucket}/deep/prefix");
+    let out = run_local(
+        &source,
+        request(&stage, &["sales.*"], 2),
+        stages.clone(),
+        Arc::new(PgWarehouse::new(&target)?),
+    )
+    .await?;
+    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    // The Map read its items from, and wrote its results to, the bucket and keys the planner named.
+    assert_eq!(output["plan"]["task_list"]["bucket"], bucket.as_str());
+    let key = output["plan"]["task_list"]["key"].as_str().expect("key");
+    assert!(key.starts_with("deep/prefix/") && key.ends_with("/tasks.json"), "{key}");
+    let manifest = output["extract"]["ResultWriterDetails"]["Key"]
+        .as_str()
+        .expect("manifest");
+    assert!(manifest.starts_with("deep/prefix/"), "{manifest}");
+    let root = stages.open(&format!("s3://{bucket}")).await?;
+    assert!(
+        root.head(manifest).await?.is_some(),
+        "the Map's manifest is in the bucket"
+    );
+    assert!(out.report.reconciled(), "{}", out.report.render());
+    let n: i64 = connect(&target)
+        .await?
+        .query_one("SELECT count(*) FROM sales.items", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 30_000);
+    Ok(())
+}
