@@ -198,7 +198,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         warehouse: pgshift::load::warehouse(&warehouse).await?,
         memory_mb: args.lambda_memory_mb,
     };
-    let name = format!("local-{}", &uuid_like());
+    let name = execution_name();
     let handle = run.start(&name)?;
     let mode = match args.progress {
         ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Line,
@@ -285,12 +285,13 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn uuid_like() -> String {
+/// A unique execution name, as Step Functions would generate one.
+fn execution_name() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    format!("{t:x}")
+    format!("local-{t:x}")
 }
 
 #[cfg(test)]

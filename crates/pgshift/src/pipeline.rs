@@ -75,7 +75,7 @@ pub struct Attempt {
 
 /// What the run has done so far, for a live display and the final summary.
 #[derive(Debug, Default, Clone)]
-pub struct Snapshot {
+pub struct RunState {
     pub phase: &'static str,
     pub parts: usize,
     pub attempts: Vec<Attempt>,
@@ -84,7 +84,7 @@ pub struct Snapshot {
     pub invocations: Vec<(&'static str, f64)>,
 }
 
-impl Snapshot {
+impl RunState {
     pub fn running(&self) -> usize {
         self.attempts.iter().filter(|a| a.ended.is_none()).count()
     }
@@ -113,23 +113,23 @@ impl Snapshot {
 /// Progress of a run, updated by the bound handlers.
 pub struct Progress {
     started: Instant,
-    state: Mutex<Snapshot>,
+    state: Mutex<RunState>,
 }
 
 impl Default for Progress {
     fn default() -> Self {
         Self {
             started: Instant::now(),
-            state: Mutex::new(Snapshot {
+            state: Mutex::new(RunState {
                 phase: "starting",
-                ..Snapshot::default()
+                ..RunState::default()
             }),
         }
     }
 }
 
 impl Progress {
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> RunState {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
@@ -137,7 +137,7 @@ impl Progress {
         self.started.elapsed().as_secs_f64()
     }
 
-    fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+    fn update(&self, f: impl FnOnce(&mut RunState)) {
         if let Ok(mut s) = self.state.lock() {
             f(&mut s);
         }
