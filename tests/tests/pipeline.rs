@@ -118,6 +118,12 @@ async fn the_state_machine_moves_a_multi_table_schema_with_every_type() -> Resul
     let results: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(format!("{root}/{results_key}"))?)?;
     assert_eq!(results.len(), plan.tasks.len());
     assert_eq!(output["load"]["progress"]["done"], true);
+    // The same report, read back from the stage alone (as for a run on AWS).
+    let plan_url = output["plan"]["plan_url"].as_str().expect("plan_url");
+    let (again, notes) = pgshift::report::from_stage(&UrlStages::default(), plan_url, 1024).await?;
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(again.tables, r.tables);
+    assert!(again.reconciled());
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod bench_load;
 mod bench_plan;
 mod load_cmd;
 mod plan_cmd;
+mod report_cmd;
 mod run_cmd;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ enum Command {
     Load(load_cmd::LoadArgs),
     /// Run the whole pipeline on this machine through the state machine definition (plan, extract in parallel, load).
     Run(run_cmd::RunArgs),
+    /// How a run's data moved and what it cost, read back from its stage.
+    Report(report_cmd::ReportArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -173,6 +176,7 @@ fn run() -> Result<()> {
             Command::Plan(args) => plan_cmd::run(args).await,
             Command::Load(args) => load_cmd::run(args).await,
             Command::Run(args) => run_cmd::run(args).await,
+            Command::Report(args) => report_cmd::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     })

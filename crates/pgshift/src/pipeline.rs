@@ -427,7 +427,7 @@ impl LocalRun {
             let report = RunReport::new(
                 RunFacts {
                     run_id: &run_id,
-                    seconds: p.elapsed(),
+                    seconds: Some(p.elapsed()),
                     results: &snap.results,
                     load: load.as_ref(),
                     peak_concurrency: snap.peak_concurrency(),

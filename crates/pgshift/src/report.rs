@@ -65,7 +65,8 @@ pub struct Cost {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunReport {
     pub run_id: String,
-    pub seconds: f64,
+    /// Wall time of the run, when it was watched (a local run); `None` for a report read back from the stage.
+    pub seconds: Option<f64>,
     pub tables: Vec<TableReport>,
     pub peak_concurrency: usize,
     pub max_concurrency: u32,
@@ -77,7 +78,7 @@ pub struct RunReport {
 /// Inputs of a report.
 pub struct RunFacts<'a> {
     pub run_id: &'a str,
-    pub seconds: f64,
+    pub seconds: Option<f64>,
     pub results: &'a [ExtractResult],
     pub load: Option<&'a LoadResult>,
     pub peak_concurrency: usize,
@@ -207,16 +208,14 @@ impl RunReport {
         }
         let rows: u64 = self.tables.iter().map(|t| t.rows).sum();
         let src: u64 = self.tables.iter().map(|t| t.source_bytes).sum();
-        let _ = writeln!(
-            o,
-            "\n{rows} rows, {:.1} MB read from the source in {:.1} s ({:.0} rows/s); peak {} extractors at once \
-             (limit {})",
-            mb(src),
-            self.seconds,
-            rows as f64 / self.seconds.max(1e-9),
-            self.peak_concurrency,
-            self.max_concurrency
-        );
+        let _ = write!(o, "\n{rows} rows, {:.1} MB read from the source", mb(src));
+        if let Some(s) = self.seconds {
+            let _ = write!(o, " in {s:.1} s ({:.0} rows/s)", rows as f64 / s.max(1e-9));
+        }
+        if self.peak_concurrency > 0 {
+            let _ = write!(o, "; peak {} extractors at once", self.peak_concurrency);
+        }
+        let _ = writeln!(o, " (limit {})", self.max_concurrency);
         for (t, r, e) in &self.retried {
             let _ = writeln!(o, "retried: {t} range {r} after {e}");
         }
@@ -239,6 +238,65 @@ impl RunReport {
         );
         o
     }
+}
+
+/// The report of a run read back from its stage: the plan, every part's result, and the load's result when the run
+/// was loaded. Lambda time is the extractors' own seconds (at `memory_mb`); transitions are those of a run that
+/// loaded at once (a Redshift load adds three per check).
+pub async fn from_stage(
+    stages: &dyn crate::extract::StageOpener,
+    plan_url: &str,
+    memory_mb: u32,
+) -> Result<(RunReport, Vec<String>), crate::load::LoadError> {
+    use crate::load::LoadError;
+    let (stage_url, _) = plan_url
+        .strip_suffix("/plan.json")
+        .and_then(|d| d.rsplit_once('/'))
+        .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url:?} is not a plan.json URL")))?;
+    let stage = stages.open(stage_url).await?;
+    let plan = crate::load::read_plan(stage.as_ref(), plan_url).await?;
+    let mut notes = Vec::new();
+    let mut results = Vec::new();
+    for task in &plan.tasks {
+        match stage.get(&crate::extract::result_key(task)).await {
+            Ok(b) => results.push(serde_json::from_slice::<ExtractResult>(&b).map_err(|e| {
+                LoadError::InvalidRequest(format!("result of {} range {}: {e}", task.table, task.range_index))
+            })?),
+            Err(crate::stage::StageError::Missing { .. }) => {
+                notes.push(format!("{} range {}: not extracted", task.table, task.range_index))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let load: Option<LoadResult> = match stage.get(&crate::load::load_result_key(&plan.run_id)).await {
+        Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| LoadError::InvalidRequest(format!("load.json: {e}")))?),
+        Err(crate::stage::StageError::Missing { .. }) => {
+            notes.push("not loaded (no load.json)".into());
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut invocations: Vec<(&'static str, f64)> = results.iter().map(|r| ("extractor", r.seconds)).collect();
+    invocations.push(("planner", plan.planning_seconds));
+    if let Some(l) = &load {
+        invocations.push(("loader", l.seconds));
+    }
+    let report = RunReport::new(
+        RunFacts {
+            run_id: &plan.run_id,
+            seconds: None,
+            results: &results,
+            load: load.as_ref(),
+            peak_concurrency: 0,
+            max_concurrency: plan.settings.max_concurrency,
+            retried: Vec::new(),
+            invocations: &invocations,
+            memory_mb,
+            transitions: 5 + plan.tasks.len() as u64,
+        },
+        Prices::default(),
+    );
+    Ok((report, notes))
 }
 
 fn truncate(s: &str, n: usize) -> String {

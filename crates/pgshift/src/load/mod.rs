@@ -432,14 +432,7 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
 pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, LoadError> {
     let started = Instant::now();
     let started_at = unix_now();
-    let run_dir = req
-        .plan_url
-        .strip_suffix("/plan.json")
-        .ok_or_else(|| LoadError::InvalidRequest(format!("{:?} is not a plan.json URL", req.plan_url)))?;
-    let (stage_url, _) = run_dir
-        .rsplit_once('/')
-        .ok_or_else(|| LoadError::InvalidRequest(format!("{:?} has no run directory", req.plan_url)))?;
-    let stage = ctx.stages.open(stage_url).await?;
+    let stage = stage_of(ctx, &req.plan_url).await?;
     let plan = read_plan(stage.as_ref(), &req.plan_url).await?;
     let span = tracing::info_span!("load", run = %plan.run_id, tables = plan.tables.len());
     let _entered = span.enter();
@@ -640,7 +633,7 @@ pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, 
         seconds: started.elapsed().as_secs_f64(),
     };
     tracing::info!(pending = pending.len(), "load started");
-    Ok(LoadProgress {
+    let progress = LoadProgress {
         done: pending.is_empty(),
         plan_url: req.plan_url,
         wait_seconds: wait_seconds(0),
@@ -648,7 +641,31 @@ pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, 
         started_at,
         pending,
         result,
-    })
+    };
+    if progress.done {
+        record(stage.as_ref(), &progress.result).await?;
+    }
+    Ok(progress)
+}
+
+/// `<run>/load.json`: the loaded run's result, beside its plan (what `pgshift report` reads).
+pub fn load_result_key(run_id: &str) -> String {
+    format!("{}/load.json", crate::stage::key_segment(run_id))
+}
+
+async fn record(stage: &dyn Stage, result: &LoadResult) -> Result<(), LoadError> {
+    let json = serde_json::to_vec(result).map_err(|e| LoadError::InvalidRequest(e.to_string()))?;
+    crate::stage::put(stage, &load_result_key(&result.run_id), Bytes::from(json)).await?;
+    Ok(())
+}
+
+/// The stage of a `<stage>/<run>/plan.json` URL.
+async fn stage_of(ctx: &LoadContext, plan_url: &str) -> Result<Arc<dyn Stage>, LoadError> {
+    let (stage_url, _) = plan_url
+        .strip_suffix("/plan.json")
+        .and_then(|d| d.rsplit_once('/'))
+        .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url:?} is not a plan.json URL")))?;
+    Ok(ctx.stages.open(stage_url).await?)
 }
 
 /// Seconds to wait before check number `checks + 1`: 2, 4, 8, 16, 32, then every 60.
@@ -656,7 +673,8 @@ fn wait_seconds(checks: u32) -> u64 {
     (2u64 << checks.min(5)).min(60)
 }
 
-async fn read_plan(stage: &dyn Stage, plan_url: &str) -> Result<Plan, LoadError> {
+/// The plan a `<stage>/<run>/plan.json` URL names.
+pub async fn read_plan(stage: &dyn Stage, plan_url: &str) -> Result<Plan, LoadError> {
     let plan_key = stage.key_of(plan_url).unwrap_or("plan.json").to_string();
     serde_json::from_slice(&stage.get(&plan_key).await?)
         .map_err(|e| LoadError::InvalidRequest(format!("{plan_url}: {e}")))
@@ -723,6 +741,9 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
     progress.done = still.is_empty();
     progress.pending = still;
     progress.result.seconds = (unix_now() - progress.started_at).max(0.0);
+    if progress.done {
+        record(stage_of(ctx, &progress.plan_url).await?.as_ref(), &progress.result).await?;
+    }
     Ok(progress)
 }
 
@@ -779,11 +800,7 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
             .push("no plan: the run failed before planning finished".into());
         return Ok(out);
     };
-    let (stage_url, _) = plan_url
-        .strip_suffix("/plan.json")
-        .and_then(|d| d.rsplit_once('/'))
-        .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url:?} is not a plan.json URL")))?;
-    let stage = ctx.stages.open(stage_url).await?;
+    let stage = stage_of(ctx, plan_url).await?;
     let plan = read_plan(stage.as_ref(), plan_url).await?;
     out.run_id = Some(plan.run_id.clone());
     for t in &plan.tables {
