@@ -960,7 +960,14 @@ pub async fn handle(ctx: &PlanContext, req: PlanRequest) -> Result<(Plan, PlanSu
         ));
     }
     let span = tracing::info_span!("plan", tables = tracing::field::Empty, tasks = tracing::field::Empty);
-    let _e = span.enter();
+    tracing::Instrument::instrument(write_plan(ctx, req, span.clone()), span).await
+}
+
+async fn write_plan(
+    ctx: &PlanContext,
+    req: PlanRequest,
+    span: tracing::Span,
+) -> Result<(Plan, PlanSummary), PlanError> {
     let stage = ctx.stages.open(&req.stage).await?;
     let client = ctx.source.connect().await?;
     let plan = plan(&client, &req).await?;

@@ -430,12 +430,23 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
 /// transaction per table (or one for the run) of COPY, reconcile and swap. PostgreSQL runs it to the end; Redshift
 /// takes it as a Data API batch and the returned progress is pending.
 pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, LoadError> {
+    let span = tracing::info_span!(
+        "load",
+        run = tracing::field::Empty,
+        tables = tracing::field::Empty,
+        rows = tracing::field::Empty,
+        bytes = tracing::field::Empty
+    );
+    tracing::Instrument::instrument(start_load(ctx, req, span.clone()), span).await
+}
+
+async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) -> Result<LoadProgress, LoadError> {
     let started = Instant::now();
     let started_at = unix_now();
     let stage = stage_of(ctx, &req.plan_url).await?;
     let plan = read_plan(stage.as_ref(), &req.plan_url).await?;
-    let span = tracing::info_span!("load", run = %plan.run_id, tables = plan.tables.len());
-    let _entered = span.enter();
+    span.record("run", plan.run_id.as_str());
+    span.record("tables", plan.tables.len());
 
     // Every part of every task, landed whole.
     let results = match req.results {
@@ -632,6 +643,8 @@ pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, 
         tables: prepared.into_iter().map(|p| p.load).collect(),
         seconds: started.elapsed().as_secs_f64(),
     };
+    span.record("rows", result.tables.iter().map(|t| t.rows).sum::<u64>());
+    span.record("bytes", result.tables.iter().map(|t| t.bytes).sum::<u64>());
     tracing::info!(pending = pending.len(), "load started");
     let progress = LoadProgress {
         done: pending.is_empty(),
