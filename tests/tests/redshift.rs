@@ -15,9 +15,7 @@ use aws_sdk_redshiftdata::types::{Field, StatementStatusString, StatusString, Su
 use aws_sdk_redshiftdata::Client;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use pgshift::load::redshift::{Polling, RedshiftTarget, RedshiftWarehouse};
-use pgshift::load::{
-    CopyJob, LoadContext, LoadError, LoadMode, LoadProgress, LoadResult, PendingLoad, StepKind, StepLabel, Warehouse,
-};
+use pgshift::load::{CopyJob, LoadContext, LoadError, LoadProgress, LoadSummary, PendingLoad, StepKind, Warehouse};
 use pgshift::model::{ColumnSpec, PgType, TableRef};
 use pgshift::pipeline::{LocalRun, DEFINITION};
 use pgshift::plan::{PlanRequest, PlanSettings};
@@ -419,7 +417,7 @@ async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()
     Ok(())
 }
 
-fn progress(steps: Vec<StepLabel>) -> LoadProgress {
+fn progress() -> LoadProgress {
     LoadProgress {
         done: false,
         plan_url: "file:///x/run/plan.json".into(),
@@ -429,33 +427,21 @@ fn progress(steps: Vec<StepLabel>) -> LoadProgress {
         pending: vec![PendingLoad {
             statement_id: "s-1".into(),
             tables: vec![TableRef::new("sales", "orders")],
-            steps,
+            rows: vec![20_000],
         }],
-        result: LoadResult {
-            run_id: "run".into(),
-            mode: LoadMode::Replace,
-            tables: vec![],
-            seconds: 0.0,
-        },
+        summary: LoadSummary::default(),
     }
 }
 
 #[tokio::test]
 async fn a_failed_load_batch_names_the_table_and_the_failing_step() -> Result<()> {
-    let t = TableRef::new("sales", "orders");
-    let label = |kind, expected| StepLabel {
-        table: t.clone(),
-        kind,
-        expected,
-    };
-    let steps = vec![
-        label(StepKind::Copy, None),
-        label(StepKind::Reconcile, Some(20_000)),
-        label(StepKind::Swap, None),
-        label(StepKind::Swap, None),
-        label(StepKind::Swap, None),
-        label(StepKind::Swap, None),
-    ];
+    // The steps of a one-table load read back from the pending load: COPY, reconcile, then the swap.
+    let p = progress().pending[0].clone();
+    assert_eq!(
+        (p.label(0).kind, p.label(1).kind, p.label(5).kind),
+        (StepKind::Copy, StepKind::Reconcile, StepKind::Swap)
+    );
+    assert_eq!(p.label(1).expected, Some(20_000));
     let ctx = |client| LoadContext {
         stages: Arc::new(UrlStages::default()),
         warehouse: Arc::new(RedshiftWarehouse::new(client, cluster(), fast())),
@@ -467,9 +453,7 @@ async fn a_failed_load_batch_names_the_table_and_the_failing_step() -> Result<()
     for _ in 0..2 {
         let _ = c.warehouse.status("s-1").await?;
     }
-    let e = pgshift::load::check(&c, progress(steps.clone()))
-        .await
-        .expect_err("fails");
+    let e = pgshift::load::check(&c, progress()).await.expect_err("fails");
     assert!(matches!(e, LoadError::Reconcile { expected: 20_000, .. }), "{e}");
     assert!(e.to_string().contains("sales.orders"), "{e}");
     assert_eq!(e.name(), "Pipeline.Fatal.Reconcile");
@@ -480,7 +464,7 @@ async fn a_failed_load_batch_names_the_table_and_the_failing_step() -> Result<()
     for _ in 0..2 {
         let _ = c.warehouse.status("s-1").await?;
     }
-    let e = pgshift::load::check(&c, progress(steps)).await.expect_err("fails");
+    let e = pgshift::load::check(&c, progress()).await.expect_err("fails");
     assert!(
         e.to_string().contains("COPY into sales.orders failed") && e.to_string().contains("Spectrum Scan Error"),
         "{e}"

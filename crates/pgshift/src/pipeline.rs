@@ -371,6 +371,7 @@ impl LocalRun {
     pub fn start(self, execution_name: &str) -> Result<RunHandle, AslError> {
         let machine = local_machine(&self.definition)?;
         let progress = Arc::new(Progress::default());
+        let stages = self.stages.clone();
         let pipeline = LocalPipeline {
             planner: PlanContext {
                 source: self.source.clone(),
@@ -400,11 +401,19 @@ impl LocalRun {
                 s.phase = if output.is_ok() { "succeeded" } else { "failed" };
             });
             let snap = p.snapshot();
-            let load: Option<crate::load::LoadResult> = output
+            let plan_url = output
                 .as_ref()
                 .ok()
-                .and_then(|o| o.pointer("/load/progress/result"))
-                .and_then(|v| serde_json::from_value(v.clone()).ok());
+                .and_then(|o| o.pointer("/plan/plan_url"))
+                .and_then(Value::as_str);
+            let load = match plan_url {
+                Some(url) => crate::load::read_result(stages.as_ref(), url)
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|r| r.done),
+                None => None,
+            };
             let run_id = output
                 .as_ref()
                 .ok()

@@ -249,9 +249,10 @@ pub async fn from_stage(
     memory_mb: u32,
 ) -> Result<(RunReport, Vec<String>), crate::load::LoadError> {
     use crate::load::LoadError;
-    let (stage_url, _) = plan_url
+    let stage_url = plan_url
         .strip_suffix("/plan.json")
         .and_then(|d| d.rsplit_once('/'))
+        .map(|(s, _)| s)
         .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url:?} is not a plan.json URL")))?;
     let stage = stages.open(stage_url).await?;
     let plan = crate::load::read_plan(stage.as_ref(), plan_url).await?;
@@ -268,14 +269,10 @@ pub async fn from_stage(
             Err(e) => return Err(e.into()),
         }
     }
-    let load: Option<LoadResult> = match stage.get(&crate::load::load_result_key(&plan.run_id)).await {
-        Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| LoadError::InvalidRequest(format!("load.json: {e}")))?),
-        Err(crate::stage::StageError::Missing { .. }) => {
-            notes.push("not loaded (no load.json)".into());
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let load = crate::load::read_result(stages, plan_url).await?.filter(|l| l.done);
+    if load.is_none() {
+        notes.push("not loaded (no finished load.json)".into());
+    }
     let mut invocations: Vec<(&'static str, f64)> = results.iter().map(|r| ("extractor", r.seconds)).collect();
     invocations.push(("planner", plan.planning_seconds));
     if let Some(l) = &load {

@@ -102,6 +102,9 @@ pub struct LoadResult {
     pub mode: LoadMode,
     pub tables: Vec<TableLoad>,
     pub seconds: f64,
+    /// False while the warehouse still runs the load transactions.
+    #[serde(default)]
+    pub done: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -338,21 +341,6 @@ pub enum StepKind {
     Swap,
 }
 
-impl Step<'_> {
-    fn label(&self, table: &TableRef) -> StepLabel {
-        let (kind, expected) = match self {
-            Step::Copy(_) => (StepKind::Copy, None),
-            Step::Reconcile { expected, .. } => (StepKind::Reconcile, Some(*expected)),
-            Step::Sql(_) => (StepKind::Swap, None),
-        };
-        StepLabel {
-            table: table.clone(),
-            kind,
-            expected,
-        }
-    }
-}
-
 /// The statement that fails a transaction unless `staging` holds `expected` rows (a division by zero otherwise): the
 /// same text in Redshift and PostgreSQL, so a batch that cannot be watched still never swaps in a short load.
 pub fn reconcile_sql(staging: &TableRef, expected: u64) -> Result<String, LoadError> {
@@ -384,12 +372,52 @@ pub enum TxStatus {
     },
 }
 
-/// A transaction still running in the warehouse.
+/// A transaction still running in the warehouse. Its steps are, in order, COPY and reconcile of each table, then
+/// the swap statements: what [`PendingLoad::label`] reads back from the tables alone (the state stays small).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingLoad {
     pub statement_id: String,
     pub tables: Vec<TableRef>,
-    pub steps: Vec<StepLabel>,
+    /// The rows the parts of each table hold.
+    pub rows: Vec<u64>,
+}
+
+impl PendingLoad {
+    /// What step `i` of the transaction was.
+    pub fn label(&self, i: usize) -> StepLabel {
+        let n = self.tables.len();
+        let table = self.tables.get((i / 2).min(n.saturating_sub(1))).cloned();
+        let table = table.unwrap_or_else(|| TableRef::new("", ""));
+        match (i < 2 * n, i % 2) {
+            (true, 0) => StepLabel {
+                table,
+                kind: StepKind::Copy,
+                expected: None,
+            },
+            (true, _) => StepLabel {
+                table,
+                kind: StepKind::Reconcile,
+                expected: self.rows.get(i / 2).copied(),
+            },
+            (false, _) => StepLabel {
+                table: self.tables.first().cloned().unwrap_or(table),
+                kind: StepKind::Swap,
+                expected: None,
+            },
+        }
+    }
+}
+
+/// A load in a few numbers (the per-table detail is in `<run>/load.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadSummary {
+    pub run_id: String,
+    pub tables: usize,
+    /// Tables this run changed (the others were loaded by an earlier attempt of the same run).
+    pub loaded: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub seconds: f64,
 }
 
 /// Where a load stands: what the state machine carries between the loader's `start` and its `check`s, waiting in a
@@ -405,7 +433,7 @@ pub struct LoadProgress {
     pub started_at: f64,
     #[serde(default)]
     pub pending: Vec<PendingLoad>,
-    pub result: LoadResult,
+    pub summary: LoadSummary,
 }
 
 fn unix_now() -> f64 {
@@ -418,12 +446,36 @@ fn unix_now() -> f64 {
 /// Loads a planned and extracted run to the end: [`start`], then [`check`] until done (for the command line and the
 /// tests; the state machine waits between checks itself).
 pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, LoadError> {
+    let plan_url = req.plan_url.clone();
     let mut p = start(ctx, req).await?;
     while !p.done {
         tokio::time::sleep(std::time::Duration::from_secs(p.wait_seconds.min(5))).await;
         p = check(ctx, p).await?;
     }
-    Ok(p.result)
+    read_result(ctx.stages.as_ref(), &plan_url)
+        .await?
+        .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url}: the load left no load.json")))
+}
+
+/// `<run>/load.json` of a run, when it was loaded (or started loading).
+pub async fn read_result(stages: &dyn StageOpener, plan_url: &str) -> Result<Option<LoadResult>, LoadError> {
+    let (stage_url, run) = split_plan_url(plan_url)?;
+    let stage = stages.open(stage_url).await?;
+    match stage.get(&format!("{run}/load.json")).await {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
+            LoadError::InvalidRequest(format!("{plan_url}: load.json: {e}"))
+        })?)),
+        Err(StageError::Missing { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `<stage>/<run>/plan.json` → (stage URL, run directory).
+fn split_plan_url(plan_url: &str) -> Result<(&str, &str), LoadError> {
+    plan_url
+        .strip_suffix("/plan.json")
+        .and_then(|d| d.rsplit_once('/'))
+        .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url:?} is not a plan.json URL")))
 }
 
 /// Starts loading a run: every part verified landed, a manifest per table, target and staging tables set up, then one
@@ -580,10 +632,10 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     }
     let mut jobs = Vec::new();
     for group in groups {
+        // The order PendingLoad::label reads back: COPY and reconcile of each table, then the swaps.
         let mut steps = Vec::new();
-        let mut labels = Vec::new();
         for p in &group {
-            let table_steps = vec![
+            steps.extend([
                 Step::Copy(CopyJob {
                     staging: &p.staging,
                     columns: &p.plan.columns,
@@ -598,29 +650,22 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
                     staging: p.staging.clone(),
                     expected: p.load.rows,
                 },
-            ];
-            for s in table_steps {
-                labels.push(s.label(&p.plan.table));
-                steps.push(s);
-            }
+            ]);
         }
         for p in &group {
-            for sql in swap_sql(req.mode, &plan.run_id, p)? {
-                let s = Step::Sql(sql);
-                labels.push(s.label(&p.plan.table));
-                steps.push(s);
-            }
+            steps.extend(swap_sql(req.mode, &plan.run_id, p)?.into_iter().map(Step::Sql));
         }
         let tables: Vec<TableRef> = group.iter().map(|p| p.plan.table.clone()).collect();
-        jobs.push((tables, labels, steps));
+        let rows: Vec<u64> = group.iter().map(|p| p.load.rows).collect();
+        jobs.push((tables, rows, steps));
     }
     // Tables load side by side, a bounded number of transactions at a time.
-    type Submitted = (Vec<TableRef>, Vec<StepLabel>, Submission);
+    type Submitted = (Vec<TableRef>, Vec<u64>, Submission);
     let submits: Vec<BoxFuture<'_, Result<Submitted, LoadError>>> = jobs
         .into_iter()
-        .map(|(tables, labels, steps)| {
+        .map(|(tables, rows, steps)| {
             let submit = wh.submit(steps);
-            Box::pin(async move { submit.await.map(|s| (tables, labels, s)) }) as BoxFuture<'_, _>
+            Box::pin(async move { submit.await.map(|s| (tables, rows, s)) }) as BoxFuture<'_, _>
         })
         .collect();
     let submitted: Vec<_> = futures_util::stream::iter(submits)
@@ -629,11 +674,11 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
         .await;
     let mut pending = Vec::new();
     for s in submitted {
-        if let (tables, steps, Submission::Pending(statement_id)) = s? {
+        if let (tables, rows, Submission::Pending(statement_id)) = s? {
             pending.push(PendingLoad {
                 statement_id,
                 tables,
-                steps,
+                rows,
             });
         }
     }
@@ -642,27 +687,37 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
         mode: req.mode,
         tables: prepared.into_iter().map(|p| p.load).collect(),
         seconds: started.elapsed().as_secs_f64(),
-    };
-    span.record("rows", result.tables.iter().map(|t| t.rows).sum::<u64>());
-    span.record("bytes", result.tables.iter().map(|t| t.bytes).sum::<u64>());
-    tracing::info!(pending = pending.len(), "load started");
-    let progress = LoadProgress {
         done: pending.is_empty(),
+    };
+    let summary = summarize(&result);
+    span.record("rows", summary.rows);
+    span.record("bytes", summary.bytes);
+    tracing::info!(pending = pending.len(), "load started");
+    record(stage.as_ref(), &result).await?;
+    Ok(LoadProgress {
+        done: result.done,
         plan_url: req.plan_url,
         wait_seconds: wait_seconds(0),
         checks: 0,
         started_at,
         pending,
-        result,
-    };
-    if progress.done {
-        record(stage.as_ref(), &progress.result).await?;
+        summary,
+    })
+}
+
+fn summarize(r: &LoadResult) -> LoadSummary {
+    LoadSummary {
+        run_id: r.run_id.clone(),
+        tables: r.tables.len(),
+        loaded: r.tables.iter().filter(|t| t.loaded).count(),
+        rows: r.tables.iter().map(|t| t.rows).sum(),
+        bytes: r.tables.iter().map(|t| t.bytes).sum(),
+        seconds: r.seconds,
     }
-    Ok(progress)
 }
 
 /// `<run>/load.json`: the loaded run's result, beside its plan (what `pgshift report` reads).
-pub fn load_result_key(run_id: &str) -> String {
+fn load_result_key(run_id: &str) -> String {
     format!("{}/load.json", crate::stage::key_segment(run_id))
 }
 
@@ -674,11 +729,7 @@ async fn record(stage: &dyn Stage, result: &LoadResult) -> Result<(), LoadError>
 
 /// The stage of a `<stage>/<run>/plan.json` URL.
 async fn stage_of(ctx: &LoadContext, plan_url: &str) -> Result<Arc<dyn Stage>, LoadError> {
-    let (stage_url, _) = plan_url
-        .strip_suffix("/plan.json")
-        .and_then(|d| d.rsplit_once('/'))
-        .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url:?} is not a plan.json URL")))?;
-    Ok(ctx.stages.open(stage_url).await?)
+    Ok(ctx.stages.open(split_plan_url(plan_url)?.0).await?)
 }
 
 /// Seconds to wait before check number `checks + 1`: 2, 4, 8, 16, 32, then every 60.
@@ -713,9 +764,9 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
             TxStatus::Running => still.push(p),
             TxStatus::Finished => tracing::info!(statement = %p.statement_id, "load transaction committed"),
             TxStatus::Failed { step, detail, query_id } => {
-                let label = step.and_then(|i| p.steps.get(i));
+                let label = step.map(|i| p.label(i));
                 let tables = p.tables.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-                return Err(match label {
+                return Err(match &label {
                     Some(StepLabel {
                         table,
                         kind: StepKind::Reconcile,
@@ -753,9 +804,14 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
     progress.wait_seconds = wait_seconds(progress.checks);
     progress.done = still.is_empty();
     progress.pending = still;
-    progress.result.seconds = (unix_now() - progress.started_at).max(0.0);
+    progress.summary.seconds = (unix_now() - progress.started_at).max(0.0);
     if progress.done {
-        record(stage_of(ctx, &progress.plan_url).await?.as_ref(), &progress.result).await?;
+        let mut result = read_result(ctx.stages.as_ref(), &progress.plan_url)
+            .await?
+            .ok_or_else(|| LoadError::InvalidRequest(format!("{}: no load.json", progress.plan_url)))?;
+        result.done = true;
+        result.seconds = progress.summary.seconds;
+        record(stage_of(ctx, &progress.plan_url).await?.as_ref(), &result).await?;
     }
     Ok(progress)
 }
@@ -971,4 +1027,39 @@ fn swap_sql(mode: LoadMode, run_id: &str, p: &Prepared) -> Result<Vec<String>, L
     ));
     out.push(format!("DROP TABLE {staging}"));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Step Functions caps a state at 256 KiB: a load of many tables, all pending at once, must stay well inside it.
+    #[test]
+    fn the_state_of_a_thousand_pending_tables_stays_small() {
+        let pending = (0..1000)
+            .map(|i| PendingLoad {
+                statement_id: uuid::Uuid::new_v4().to_string(),
+                tables: vec![TableRef::new(
+                    "sales_mart",
+                    format!("fact_table_with_a_long_name_{i:04}"),
+                )],
+                rows: vec![123_456_789],
+            })
+            .collect();
+        let p = LoadProgress {
+            done: false,
+            plan_url: "s3://a-stage-bucket/pgshift/runs/20261124T031245Z-rds-orders-db-2026-11-24-03-05/plan.json"
+                .into(),
+            wait_seconds: 60,
+            checks: 12,
+            started_at: 1.0,
+            pending,
+            summary: LoadSummary::default(),
+        };
+        let bytes = serde_json::to_vec(&p).expect("json").len();
+        assert!(bytes < 160 * 1024, "{bytes} bytes for 1000 pending tables");
+        eprintln!("state of 1000 pending tables: {bytes} bytes");
+        let back: LoadProgress = serde_json::from_slice(&serde_json::to_vec(&p).expect("json")).expect("round trip");
+        assert_eq!(back.pending[999].label(1).expected, Some(123_456_789));
+    }
 }
