@@ -704,14 +704,7 @@ fn parse_state(name: &str, v: &Value) -> Result<State, AslError> {
             .and_then(Value::as_str)
             .ok_or_else(|| bad("a catcher needs Next".into()))?
             .to_string();
-        for k in c.as_object().into_iter().flat_map(|o| o.keys()) {
-            if !matches!(k.as_str(), "ErrorEquals" | "ResultPath" | "Next" | "Comment") {
-                return Err(AslError::Unsupported {
-                    state: name.into(),
-                    what: format!("catcher field {k:?}"),
-                });
-            }
-        }
+        only_fields(name, "catcher", c, &["ErrorEquals", "ResultPath", "Next", "Comment"])?;
         catch.push(Catcher {
             errors,
             result_path,
@@ -797,6 +790,22 @@ fn parse_state(name: &str, v: &Value) -> Result<State, AslError> {
     })
 }
 
+/// Refuses any field of `v` (a `what` of `state`) outside `allowed`.
+fn only_fields(state: &str, what: &str, v: &Value, allowed: &[&str]) -> Result<(), AslError> {
+    match v
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys())
+        .find(|k| !allowed.contains(&k.as_str()))
+    {
+        Some(k) => Err(AslError::Unsupported {
+            state: state.into(),
+            what: format!("{what} field {k:?}"),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn error_list(v: &Value, state: &str) -> Result<Vec<String>, AslError> {
     let list: Vec<String> = v
         .get("ErrorEquals")
@@ -824,23 +833,20 @@ fn error_list(v: &Value, state: &str) -> Result<Vec<String>, AslError> {
 }
 
 fn parse_retrier(r: &Value, state: &str) -> Result<Retrier, AslError> {
-    for k in r.as_object().into_iter().flat_map(|o| o.keys()) {
-        if !matches!(
-            k.as_str(),
-            "ErrorEquals"
-                | "IntervalSeconds"
-                | "MaxAttempts"
-                | "BackoffRate"
-                | "MaxDelaySeconds"
-                | "JitterStrategy"
-                | "Comment"
-        ) {
-            return Err(AslError::Unsupported {
-                state: state.into(),
-                what: format!("retrier field {k:?}"),
-            });
-        }
-    }
+    only_fields(
+        state,
+        "retrier",
+        r,
+        &[
+            "ErrorEquals",
+            "IntervalSeconds",
+            "MaxAttempts",
+            "BackoffRate",
+            "MaxDelaySeconds",
+            "JitterStrategy",
+            "Comment",
+        ],
+    )?;
     let num = |k: &str, default: f64| r.get(k).and_then(Value::as_f64).unwrap_or(default);
     let full_jitter = match r.get("JitterStrategy").and_then(Value::as_str) {
         None | Some("NONE") => false,
@@ -888,46 +894,29 @@ fn parse_map(name: &str, m: &JsonMap<String, Value>) -> Result<MapSpec, AslError
         }
     }
     let processor = Machine::parse_at(processor_json, &format!("{name} (ItemProcessor)"), false)?;
+    // ItemReader and ResultWriter: a Resource and its Parameters (and the reader's ReaderConfig).
+    let resource_of = |what: &str, v: &Value, allowed: &[&str]| -> Result<(String, Template), AslError> {
+        only_fields(name, what, v, allowed)?;
+        let resource = v
+            .get("Resource")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("{what} needs a Resource")))?;
+        Ok((
+            resource.to_string(),
+            Template::parse(v.get("Parameters").unwrap_or(&Value::Null), name)?,
+        ))
+    };
     let reader = match m.get("ItemReader") {
-        None => None,
         Some(r) => {
-            for k in r.as_object().into_iter().flat_map(|o| o.keys()) {
-                if !matches!(k.as_str(), "Resource" | "Parameters" | "ReaderConfig") {
-                    return Err(AslError::Unsupported {
-                        state: name.into(),
-                        what: format!("ItemReader field {k:?}"),
-                    });
-                }
-            }
-            let resource = r
-                .get("Resource")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("ItemReader needs a Resource".into()))?;
-            let params = Template::parse(r.get("Parameters").unwrap_or(&Value::Null), name)?;
-            Some((resource.to_string(), params, r.get("ReaderConfig").cloned()))
+            let (resource, params) = resource_of("ItemReader", r, &["Resource", "Parameters", "ReaderConfig"])?;
+            Some((resource, params, r.get("ReaderConfig").cloned()))
         }
-    };
-    let writer = match m.get("ResultWriter") {
         None => None,
-        Some(w) => {
-            for k in w.as_object().into_iter().flat_map(|o| o.keys()) {
-                if !matches!(k.as_str(), "Resource" | "Parameters") {
-                    return Err(AslError::Unsupported {
-                        state: name.into(),
-                        what: format!("ResultWriter field {k:?}"),
-                    });
-                }
-            }
-            let resource = w
-                .get("Resource")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("ResultWriter needs a Resource".into()))?;
-            Some((
-                resource.to_string(),
-                Template::parse(w.get("Parameters").unwrap_or(&Value::Null), name)?,
-            ))
-        }
     };
+    let writer = m
+        .get("ResultWriter")
+        .map(|w| resource_of("ResultWriter", w, &["Resource", "Parameters"]))
+        .transpose()?;
     let path = |k: &str| {
         m.get(k)
             .map(|v| v.as_str().ok_or_else(|| bad(format!("{k} must be a path"))))
