@@ -401,10 +401,15 @@ pub fn s3_server() -> &'static S3Server {
 }
 
 impl S3Server {
-    fn start() -> Result<S3Server> {
-        let root = std::env::temp_dir()
-            .join("pgshift-test")
-            .join(format!("cluster-{}-s3", std::process::id()));
+    /// A server of its own, for a test that checks what the whole server holds (multipart uploads in progress live
+    /// at the root, shared by every bucket, so a shared server would show other tests' uploads).
+    pub fn start() -> Result<S3Server> {
+        static SERVERS: AtomicU32 = AtomicU32::new(0);
+        let root = std::env::temp_dir().join("pgshift-test").join(format!(
+            "cluster-{}-s3-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&root)?;
         let (tx, rx) = std::sync::mpsc::channel::<Result<u16>>();
         let fs_root = root.clone();

@@ -11,24 +11,21 @@ use pgshift::stage::s3::{S3Options, S3Stage};
 use pgshift::stage::{ObjectWriter, Stage, StageError, StagedObject};
 use pgshift::types::TypePolicies;
 use pgshift::{ExtractContext, ExtractError, UrlStages};
-use pgshift_tests::s3_server;
+use pgshift_tests::{s3_server, S3Server};
 
 use super::failures::Opener;
 use super::{db, task_for};
 
-fn s3_ctx(url: &str) -> ExtractContext {
+fn s3_ctx(url: &str, server: &S3Server) -> ExtractContext {
     ExtractContext {
         source: Arc::new(pgshift::source::PgConnector::new(url).expect("connection string")),
-        stages: Arc::new(UrlStages::with_s3_client(s3_server().client(), S3Options::default())),
+        stages: Arc::new(UrlStages::with_s3_client(server.client(), S3Options::default())),
     }
 }
 
 /// A table whose Parquet (uncompressed) is a few S3 parts.
 const WIDE: &str = "CREATE TABLE wide (id int8 PRIMARY KEY, a text NOT NULL, b text NOT NULL);
     INSERT INTO wide SELECT g, md5(g::text) || md5((g + 1)::text), md5((g * 3)::text) FROM generate_series(1, 250000) g;";
-
-/// The tests that start multipart uploads run one at a time: they check that the server holds no upload in progress.
-static MULTIPART: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn uncompressed() -> WriterSettings {
     WriterSettings {
@@ -40,15 +37,15 @@ fn uncompressed() -> WriterSettings {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multipart_file_lands_whole_and_a_retry_overwrites_it() -> Result<()> {
-    let _serial = MULTIPART.lock().await;
-    let server = s3_server();
+    // A server of its own: the check below sees every upload the server holds.
+    let server = S3Server::start()?;
     let bucket = server.bucket("multipart");
     let url = db("s3multi", WIDE).await?;
     let mut task = task_for(&url, "wide", &TypePolicies::default(), &[]).await?;
     task.stage = format!("s3://{bucket}/runs");
     task.writer = uncompressed();
 
-    let first = pgshift::extract(&s3_ctx(&url), task.clone()).await?;
+    let first = pgshift::extract(&s3_ctx(&url, &server), task.clone()).await?;
     assert_eq!(first.files.len(), 1);
     let file = &first.files[0];
     assert!(
@@ -91,7 +88,7 @@ async fn a_multipart_file_lands_whole_and_a_retry_overwrites_it() -> Result<()> 
     // A retry writes the same key: the run prefix holds the same object, nothing more, no upload left behind.
     let stage = S3Stage::new(server.client(), &format!("s3://{bucket}/runs"), S3Options::default())?;
     let before = stage.list("test-run/").await?;
-    let again = pgshift::extract(&s3_ctx(&url), task).await?;
+    let again = pgshift::extract(&s3_ctx(&url, &server), task).await?;
     assert_eq!(again.files, first.files);
     let keys = |l: Vec<(String, u64)>| l.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
     let after = stage.list("test-run/").await?;
@@ -177,8 +174,8 @@ impl ObjectWriter for FailingObject {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_between_parts_aborts_the_upload() -> Result<()> {
-    let _serial = MULTIPART.lock().await;
-    let server = s3_server();
+    // A server of its own: the check below sees every upload the server holds.
+    let server = S3Server::start()?;
     let bucket = server.bucket("abort");
     let url = db("s3abort", WIDE).await?;
     let mut task = task_for(&url, "wide", &TypePolicies::default(), &[]).await?;

@@ -2,9 +2,9 @@
 //!
 //! An object streams out as a multipart upload: parts of at least [`PART_BYTES`] are uploaded while the extractor
 //! keeps reading, at most [`MAX_PARTS_IN_FLIGHT`] at a time (bounded memory), each with a CRC32 checksum. The object
-//! appears under its key only when `CompleteMultipartUpload` succeeds; any error aborts the upload so no orphan parts
-//! are left. An object smaller than one part is a single `PutObject`. Keys are deterministic, so a retried task
-//! overwrites its files. Optional SSE-KMS.
+//! appears under its key only when `CompleteMultipartUpload` succeeds; any error aborts the upload, once the parts
+//! in flight have answered, so no orphan parts are left. An object smaller than one part is a single `PutObject`.
+//! Keys are deterministic, so a retried task overwrites its files. Optional SSE-KMS.
 
 use std::sync::Arc;
 
@@ -323,8 +323,10 @@ impl S3Object {
         Ok(())
     }
 
+    /// Aborts the upload once no part of it is on the wire. A part request cancelled mid-flight may still land on
+    /// the server after the abort and stay there as an orphan (S3 documents this), so the parts in flight are waited
+    /// for, whatever their outcome, rather than cancelled.
     async fn abort_upload(&mut self) -> Result<(), StageError> {
-        self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
         if let Some(upload_id) = self.upload_id.take() {
             let s = &self.shared;
