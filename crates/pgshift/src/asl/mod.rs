@@ -129,10 +129,7 @@ enum Template {
 
 impl Template {
     fn parse(v: &Value, state: &str) -> Result<Template, AslError> {
-        let bad = |what: String| AslError::State {
-            state: state.into(),
-            what,
-        };
+        let bad = invalid(state);
         Ok(match v {
             Value::Object(m) => {
                 let mut out = Vec::new();
@@ -242,10 +239,7 @@ const COMPARISONS: &[&str] = &[
 
 impl Rule {
     fn parse(v: &Value, state: &str, top: bool) -> Result<Rule, AslError> {
-        let bad = |what: String| AslError::State {
-            state: state.into(),
-            what,
-        };
+        let bad = invalid(state);
         let m = v
             .as_object()
             .ok_or_else(|| bad("a choice rule must be an object".into()))?;
@@ -609,11 +603,26 @@ impl Machine {
     }
 }
 
-fn parse_state(name: &str, v: &Value) -> Result<State, AslError> {
-    let bad = |what: String| AslError::State {
-        state: name.into(),
+/// The error of a state's definition, naming the state.
+fn invalid(state: &str) -> impl Fn(String) -> AslError + Copy + '_ {
+    move |what| AslError::State {
+        state: state.into(),
         what,
-    };
+    }
+}
+
+/// An optional field holding a path (`ErrorPath`, `ItemsPath`, …): absent is `None`, anything but a path an error.
+fn optional_path(m: &JsonMap<String, Value>, k: &str, state: &str) -> Result<Option<Path>, AslError> {
+    let bad = invalid(state);
+    m.get(k)
+        .map(|v| v.as_str().ok_or_else(|| bad(format!("{k} must be a path"))))
+        .transpose()?
+        .map(|p| Path::parse(p).map_err(bad))
+        .transpose()
+}
+
+fn parse_state(name: &str, v: &Value) -> Result<State, AslError> {
+    let bad = invalid(name);
     let m = v.as_object().ok_or_else(|| bad("a state must be an object".into()))?;
     let ty = m
         .get("Type")
@@ -760,13 +769,7 @@ fn parse_state(name: &str, v: &Value) -> Result<State, AslError> {
         },
         "Succeed" => Kind::Succeed,
         "Fail" => {
-            let path = |k: &str| {
-                m.get(k)
-                    .map(|v| v.as_str().ok_or_else(|| bad(format!("{k} must be a path"))))
-                    .transpose()?
-                    .map(|p| Path::parse(p).map_err(bad))
-                    .transpose()
-            };
+            let path = |k: &str| optional_path(m, k, name);
             Kind::Fail {
                 error: m.get("Error").and_then(Value::as_str).map(str::to_string),
                 cause: m.get("Cause").and_then(Value::as_str).map(str::to_string),
@@ -869,10 +872,7 @@ fn parse_retrier(r: &Value, state: &str) -> Result<Retrier, AslError> {
 }
 
 fn parse_map(name: &str, m: &JsonMap<String, Value>) -> Result<MapSpec, AslError> {
-    let bad = |what: String| AslError::State {
-        state: name.into(),
-        what,
-    };
+    let bad = invalid(name);
     let processor_json = m
         .get("ItemProcessor")
         .or_else(|| m.get("Iterator"))
@@ -917,13 +917,7 @@ fn parse_map(name: &str, m: &JsonMap<String, Value>) -> Result<MapSpec, AslError
         .get("ResultWriter")
         .map(|w| resource_of("ResultWriter", w, &["Resource", "Parameters"]))
         .transpose()?;
-    let path = |k: &str| {
-        m.get(k)
-            .map(|v| v.as_str().ok_or_else(|| bad(format!("{k} must be a path"))))
-            .transpose()?
-            .map(|s| Path::parse(s).map_err(bad))
-            .transpose()
-    };
+    let path = |k: &str| optional_path(m, k, name);
     if m.contains_key("ItemReader") && m.contains_key("ItemsPath") {
         return Err(bad("ItemReader and ItemsPath exclude each other".into()));
     }
