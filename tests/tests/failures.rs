@@ -229,6 +229,12 @@ impl Stage for KillOnCreate {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bytes::Bytes, StageError>> {
         self.inner.get(key)
     }
+    fn checksum<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<pgshift::stage::ObjectSum>, StageError>> {
+        self.inner.checksum(key)
+    }
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>> {
+        self.inner.delete_prefix(prefix)
+    }
 }
 
 pub(crate) struct Opener(pub(crate) Arc<dyn Stage>);

@@ -146,6 +146,12 @@ impl Warehouse for FailSwap {
     fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
         self.0.count(query)
     }
+    fn columns<'a>(
+        &'a self,
+        table: &'a pgshift::model::TableRef,
+    ) -> BoxFuture<'a, Result<Vec<pgshift::load::WarehouseColumn>, LoadError>> {
+        self.0.columns(table)
+    }
     fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
         self.0.copy(job)
     }

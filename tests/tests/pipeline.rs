@@ -177,6 +177,12 @@ impl Stage for FlakyStage {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bytes::Bytes, StageError>> {
         self.inner.get(key)
     }
+    fn checksum<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<pgshift::stage::ObjectSum>, StageError>> {
+        self.inner.checksum(key)
+    }
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>> {
+        self.inner.delete_prefix(prefix)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,6 +246,12 @@ impl Warehouse for FailingLoads {
     }
     fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
         self.0.count(query)
+    }
+    fn columns<'a>(
+        &'a self,
+        table: &'a pgshift::model::TableRef,
+    ) -> BoxFuture<'a, Result<Vec<pgshift::load::WarehouseColumn>, LoadError>> {
+        self.0.columns(table)
     }
     fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
         self.0.copy(job)

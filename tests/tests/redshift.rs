@@ -304,6 +304,9 @@ fn super_columns_copy_with_serializetojson() -> Result<()> {
     Ok(())
 }
 
+/// Statements a one-table `start` waits on before its load batch: the target's columns, the set-up batch, the log.
+const SETUP_DESCRIBES: usize = 3;
+
 /// Every statement the mocked Data API received, in order, one entry per request.
 type Sent = Arc<Mutex<Vec<Vec<String>>>>;
 
@@ -331,18 +334,18 @@ fn data_api(sent: &Sent, running_checks: usize, fail: Option<(usize, &'static st
             .build()
             .expect("records set")
     });
-    // Set-up batch and log count finish; then the load batch runs, then ends.
-    let mut seq = mock!(Client::describe_statement)
-        .sequence()
-        .output(|| described(StatusString::Finished))
-        .output(|| described(StatusString::Finished));
+    // The target's columns, the set-up batch and the log count finish; then the load batch runs, then ends.
+    let mut seq = mock!(Client::describe_statement).sequence();
+    for _ in 0..SETUP_DESCRIBES {
+        seq = seq.output(|| described(StatusString::Finished));
+    }
     for _ in 0..running_checks {
         seq = seq.output(|| described(StatusString::Started));
     }
     let seq = match fail {
         None => seq.output(|| described(StatusString::Finished)),
         Some((step, error)) => seq.output(move || {
-            let subs = (0..6)
+            let subs = (0..7)
                 .map(|i| {
                     let status = match i.cmp(&step) {
                         std::cmp::Ordering::Less => StatementStatusString::Finished,
@@ -406,14 +409,16 @@ async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()
         .iter()
         .find(|b| b.iter().any(|s| s.starts_with("COPY ")))
         .expect("the load batch");
-    // COPY, reconcile and swap are one batch: one transaction.
-    assert_eq!(load.len(), 6, "{load:#?}");
+    // COPY, reconcile and swap are one batch: one transaction. The target is locked after the COPY, before the
+    // swap, so a second run loading it waits instead of doubling it.
+    assert_eq!(load.len(), 7, "{load:#?}");
     assert!(load[0].contains("FORMAT AS PARQUET MANIFEST") && load[0].contains("/manifest.json'"));
     assert!(load[1].starts_with("SELECT 1 / CASE WHEN count(*) = 20000 THEN 1 ELSE 0 END FROM"));
-    assert_eq!(load[2], "DELETE FROM \"sales\".\"orders\"");
-    assert!(load[3].starts_with("INSERT INTO \"sales\".\"orders\" (\"id\", \"amount\", \"note\", \"placed\") SELECT"));
-    assert!(load[4].starts_with("INSERT INTO \"pgshift\".\"load_log\""));
-    assert!(load[5].starts_with("DROP TABLE \"sales\".\"orders__pgshift_"));
+    assert_eq!(load[2], "LOCK \"sales\".\"orders\"");
+    assert_eq!(load[3], "DELETE FROM \"sales\".\"orders\"");
+    assert!(load[4].starts_with("INSERT INTO \"sales\".\"orders\" (\"id\", \"amount\", \"note\", \"placed\") SELECT"));
+    assert!(load[5].starts_with("INSERT INTO \"pgshift\".\"load_log\""));
+    assert!(load[6].starts_with("DROP TABLE \"sales\".\"orders__pgshift_"));
     Ok(())
 }
 
@@ -449,8 +454,8 @@ async fn a_failed_load_batch_names_the_table_and_the_failing_step() -> Result<()
     // The reconcile guard divided by zero: the staging table did not hold the parts' rows.
     let sent: Sent = Arc::default();
     let c = ctx(data_api(&sent, 0, Some((1, "ERROR: division by zero"))));
-    // The first two describes of the helper are for set-up; skip them as `start` would have used them.
-    for _ in 0..2 {
+    // The first describes of the helper are for set-up; skip them as `start` would have used them.
+    for _ in 0..SETUP_DESCRIBES {
         let _ = c.warehouse.status("s-1").await?;
     }
     let e = pgshift::load::check(&c, progress()).await.expect_err("fails");
@@ -461,7 +466,7 @@ async fn a_failed_load_batch_names_the_table_and_the_failing_step() -> Result<()
     // The COPY failed: the error names the table and asks SYS_LOAD_ERROR_DETAIL by the sub-statement's query id.
     let sent: Sent = Arc::default();
     let c = ctx(data_api(&sent, 0, Some((0, "ERROR: Spectrum Scan Error"))));
-    for _ in 0..2 {
+    for _ in 0..SETUP_DESCRIBES {
         let _ = c.warehouse.status("s-1").await?;
     }
     let e = pgshift::load::check(&c, progress()).await.expect_err("fails");

@@ -148,6 +148,12 @@ impl Stage for FailOnWrite {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, StageError>> {
         self.inner.get(key)
     }
+    fn checksum<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<pgshift::stage::ObjectSum>, StageError>> {
+        self.inner.checksum(key)
+    }
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>> {
+        self.inner.delete_prefix(prefix)
+    }
 }
 
 impl ObjectWriter for FailingObject {

@@ -81,6 +81,8 @@ pub async fn run(args: BenchPlanArgs) -> Result<()> {
             tables: vec![table.clone()],
             settings: PlanSettings {
                 parts: Some(args.parts),
+                // The bench tables are not written to while it runs: the keyless one is split by ctid too.
+                static_source: true,
                 ..PlanSettings::default()
             },
             stage: stage.clone(),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use pgshift::load::{Atomicity, LoadContext, LoadMode, LoadRequest, LongText, Warehouse};
+use pgshift::load::{Atomicity, LoadContext, LoadMode, LoadRequest, LongText, SchemaEvolution, Warehouse};
 use pgshift::UrlStages;
 
 #[derive(Args)]
@@ -27,6 +27,25 @@ pub struct LoadArgs {
     /// Redshift: load json and jsonb columns into SUPER instead of VARCHAR.
     #[arg(long)]
     json_as_super: bool,
+    /// What the load may change in an existing target whose columns differ from the source's.
+    #[arg(long, value_enum, default_value_t = Evolution::Refuse)]
+    schema_evolution: Evolution,
+}
+
+/// `--schema-evolution`: refuse any difference (default), or add new columns and widen types losslessly.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Evolution {
+    Refuse,
+    AddAndWiden,
+}
+
+impl From<Evolution> for SchemaEvolution {
+    fn from(e: Evolution) -> Self {
+        match e {
+            Evolution::Refuse => SchemaEvolution::Refuse,
+            Evolution::AddAndWiden => SchemaEvolution::AddAndWiden,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,6 +81,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
             LongText::Fail
         },
         json_as_super: args.json_as_super,
+        schema_evolution: args.schema_evolution.into(),
     };
     let ctx = LoadContext {
         stages: Arc::new(UrlStages::default()),

@@ -266,6 +266,7 @@ pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs)
         upper: bound(&args.upper, "upper")?,
     };
     Ok(ExtractTask {
+        plan_id: String::new(),
         run_id: args.run_id.clone(),
         table,
         columns,

@@ -45,8 +45,15 @@ pub struct PlanArgs {
     slices: u32,
     #[arg(long, default_value_t = 256)]
     max_parts_per_table: u32,
-    #[arg(long, default_value_t = 16)]
+    /// Extractors at once (the Map's MaxConcurrency), 1 or more.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrency: u32,
+    /// Delete what the run id left on the stage and plan it anew.
+    #[arg(long)]
+    restart: bool,
+    /// The source does not change during the run: tables without a key may be split into ctid ranges.
+    #[arg(long)]
+    static_source: bool,
     #[command(flatten)]
     writer: WriterArgs,
 }
@@ -61,6 +68,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
             .map_or(args.max_parts_per_table, |p| p.max(args.max_parts_per_table)),
         max_concurrency: args.max_concurrency,
         parts: args.parts,
+        static_source: args.static_source,
         ..PlanSettings::default()
     };
     let req = PlanRequest {
@@ -70,6 +78,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         settings,
         stage: args.stage.clone(),
         writer: args.writer.settings(),
+        restart: args.restart,
         ..PlanRequest::default()
     };
     let ctx = PlanContext {

@@ -15,7 +15,7 @@ use pgshift::source::PgConnector;
 use pgshift::UrlStages;
 use serde::Deserialize;
 
-use crate::load_cmd::{Atomic, Mode};
+use crate::load_cmd::{Atomic, Evolution, Mode};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -40,8 +40,8 @@ pub struct RunArgs {
     mode: Option<Mode>,
     #[arg(long, value_enum)]
     atomic: Option<Atomic>,
-    /// Extractors at once (the Map's MaxConcurrency): protects the source.
-    #[arg(long)]
+    /// Extractors at once (the Map's MaxConcurrency, 1 or more): protects the source.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: Option<u32>,
     /// Parts per table, fixed (default: from the data).
     #[arg(long)]
@@ -52,8 +52,20 @@ pub struct RunArgs {
     /// Redshift slices (part counts above it are rounded to a multiple).
     #[arg(long)]
     slices: Option<u32>,
+    /// The run's id (default: from the time). A run id is loaded once: running it again with the same settings
+    /// before its load goes on with its plan; after, or with other settings, it is refused.
     #[arg(long)]
     run_id: Option<String>,
+    /// Start the run over: delete what it left on the stage (plan, parts, results) and plan it anew.
+    #[arg(long)]
+    restart: bool,
+    /// What a load may change in an existing target whose columns differ from the source's.
+    #[arg(long, value_enum)]
+    schema_evolution: Option<Evolution>,
+    /// The source does not change during the run (a restored snapshot, a paused replica): tables without a key
+    /// may then be read in parallel ctid ranges.
+    #[arg(long)]
+    static_source: bool,
     /// Run this state machine definition instead of the embedded statemachine/pipeline.asl.json.
     #[arg(long)]
     definition: Option<PathBuf>,
@@ -144,6 +156,9 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
     if let Some(s) = args.slices {
         settings.slices = s;
     }
+    if args.static_source {
+        settings.static_source = true;
+    }
     let mut load = config.load.unwrap_or_default();
     if let Some(m) = args.mode {
         load.mode = match m {
@@ -151,6 +166,9 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
             Mode::Append => LoadMode::Append,
             Mode::Merge => LoadMode::Merge,
         };
+    }
+    if let Some(e) = args.schema_evolution {
+        load.schema_evolution = e.into();
     }
     if let Some(a) = args.atomic {
         load.atomic = match a {
@@ -170,6 +188,7 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
         stage,
         writer: config.writer.unwrap_or_default(),
         load: Some(load),
+        restart: args.restart,
         ..PlanRequest::default()
     };
     Ok(Resolved {

@@ -156,6 +156,10 @@ pub const ERROR_NAMES: &[&str] = &[
     "Pipeline.Fatal.Reconcile",
     "Pipeline.Retryable.Warehouse",
     "Pipeline.Fatal.Warehouse",
+    "Pipeline.Fatal.RunExists",
+    "Pipeline.Fatal.PlanMismatch",
+    "Pipeline.Fatal.PartCorrupt",
+    "Pipeline.Fatal.SchemaDrift",
 ];
 
 #[cfg(test)]
@@ -247,6 +251,10 @@ mod tests {
                 table: t(),
                 column: String::new(),
             },
+            PlanError::RunExists {
+                run_id: String::new(),
+                detail: String::new(),
+            },
         ];
         let load = [
             LoadError::InvalidRequest(String::new()),
@@ -269,6 +277,12 @@ mod tests {
                 detail: String::new(),
                 retryable: false,
             },
+            LoadError::PartCorrupt(Vec::new()),
+            LoadError::PlanMismatch {
+                plan_url: String::new(),
+                problems: Vec::new(),
+            },
+            LoadError::SchemaDrift(Vec::new()),
         ];
         let names: Vec<&str> = extract
             .iter()

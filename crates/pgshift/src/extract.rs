@@ -283,6 +283,7 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
         .collect();
     let result = ExtractResult {
         run_id: task.run_id.clone(),
+        plan_id: task.plan_id.clone(),
         table: table.clone(),
         range_index: task.range_index,
         files,

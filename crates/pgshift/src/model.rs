@@ -278,6 +278,10 @@ impl Default for WriterSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExtractTask {
     pub run_id: String,
+    /// The identity of the plan this task belongs to ([`plan_id`](crate::plan::Plan::plan_id)): the extractor echoes
+    /// it in its result, and the loader accepts only results of the plan it loads.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan_id: String,
     pub table: TableRef,
     /// Output columns in order (this is the Parquet and the warehouse staging-table column order).
     pub columns: Vec<ColumnSpec>,
@@ -308,12 +312,19 @@ pub struct StagedFile {
     pub rows: u64,
     /// Content length in bytes, as the Redshift manifest's `meta.content_length` needs it.
     pub bytes: u64,
+    /// Full-object CRC32 (base64 of the big-endian value, as S3 reports `ChecksumCRC32`), computed while writing: the
+    /// loader checks it against the stage before anything loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<String>,
 }
 
 /// What an extractor did with its task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExtractResult {
     pub run_id: String,
+    /// The plan the task came from (its `plan_id`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan_id: String,
     pub table: TableRef,
     pub range_index: u32,
     /// Files written, in order. An empty range writes no file: `files` is empty and `rows` is 0.

@@ -196,6 +196,7 @@ impl RollingWriter {
             url: done.url,
             rows,
             bytes: done.bytes,
+            crc32: Some(done.crc32),
         });
         Ok(())
     }

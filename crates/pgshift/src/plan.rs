@@ -16,7 +16,7 @@ use crate::extract::StageOpener;
 use crate::load::LoadOptions;
 use crate::model::{Bounds, ColumnSpec, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
 use crate::source::{column_specs, describe_tables, CatalogTable, SourceConnector, SESSION_SETTINGS};
-use crate::stage::key_segment;
+use crate::stage::{key_segment, Stage};
 use crate::trigger::Snapshot;
 use crate::types::{Cast, TypePolicies};
 use crate::{pgtext, sql};
@@ -50,6 +50,25 @@ pub struct PlanRequest {
     /// The RDS snapshot the run was started for (set from the trigger event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Snapshot>,
+    /// Start the run over: everything under `<stage>/<run>/` is deleted before planning. Without it, a run id that
+    /// already has a plan is planned again only by the same request, before its load started (a retried Plan state,
+    /// an interrupted local run); anything else is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart: bool,
+}
+
+impl PlanRequest {
+    /// A hash of the request as it bears on the plan (`restart` aside): equal requests make the same run.
+    pub fn identity(&self) -> String {
+        use sha2::Digest;
+        let mut bare = self.clone();
+        bare.restart = false;
+        let json = serde_json::to_vec(&bare).unwrap_or_default();
+        sha2::Sha256::digest(&json)[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -90,6 +109,10 @@ pub struct PlanSettings {
     pub parts: Option<u32>,
     /// Columns with at most this many distinct values (`pg_stats.n_distinct`) are dictionary-encoded in Parquet.
     pub dictionary_max_distinct: u32,
+    /// The source does not change while the run reads it (a restored snapshot, a paused replica). Only then is a
+    /// table without a key split into ctid ranges: on a live source, ranges read in separate snapshots duplicate a
+    /// row that an UPDATE moves to another page, or lose it, so such a table is read in one range.
+    pub static_source: bool,
 }
 
 impl Default for PlanSettings {
@@ -107,6 +130,7 @@ impl Default for PlanSettings {
             include_partitions: false,
             parts: None,
             dictionary_max_distinct: 1000,
+            static_source: false,
         }
     }
 }
@@ -175,6 +199,13 @@ pub struct SourceInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub run_id: String,
+    /// The plan's identity: a hash of everything else in it ([`Plan::identity`]). Every task carries it, every
+    /// result echoes it, and the loader loads only results of this plan, from a plan.json that still hashes to it.
+    #[serde(default)]
+    pub plan_id: String,
+    /// [`PlanRequest::identity`] of the request that made the plan.
+    #[serde(default)]
+    pub request_id: String,
     pub created_at: String,
     pub source: SourceInfo,
     pub stage: String,
@@ -189,6 +220,34 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     pub planning_seconds: f64,
+}
+
+impl Plan {
+    /// The hash of the plan with its identity fields blank: SHA-256 of its JSON, 32 hex digits. A plan.json edited
+    /// after planning (a task removed, a bound moved) no longer hashes to its `plan_id`.
+    pub fn identity(&self) -> String {
+        use sha2::Digest;
+        let mut bare = self.clone();
+        bare.plan_id.clear();
+        for t in &mut bare.tasks {
+            t.plan_id.clear();
+        }
+        let json = serde_json::to_vec(&bare).unwrap_or_default();
+        let digest = sha2::Sha256::digest(&json);
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Sets the identity on the plan and on every task. The plan goes through JSON first, so the hash is the one a
+    /// reader of plan.json computes.
+    fn seal(self) -> Result<Self, PlanError> {
+        let bad = |e: serde_json::Error| PlanError::InvalidRequest(format!("plan JSON: {e}"));
+        let mut plan: Plan = serde_json::from_slice(&serde_json::to_vec(&self).map_err(bad)?).map_err(bad)?;
+        plan.plan_id = plan.identity();
+        for t in &mut plan.tasks {
+            t.plan_id = plan.plan_id.clone();
+        }
+        Ok(plan)
+    }
 }
 
 /// What the planner returns to the state machine.
@@ -233,6 +292,8 @@ pub enum PlanError {
     NoMatch(String),
     #[error("key column {column:?} of {table} holds NULLs; choose a NOT NULL key")]
     NullKey { table: TableRef, column: String },
+    #[error("run {run_id:?} exists on the stage already: {detail}")]
+    RunExists { run_id: String, detail: String },
     #[error(transparent)]
     Extract(Box<ExtractError>),
 }
@@ -255,6 +316,7 @@ impl PlanError {
             PlanError::InvalidRequest(_) => "Pipeline.Fatal.InvalidInput",
             PlanError::NoMatch(_) => "Pipeline.Fatal.NotFound",
             PlanError::NullKey { .. } => "Pipeline.Fatal.InvalidInput",
+            PlanError::RunExists { .. } => "Pipeline.Fatal.RunExists",
             PlanError::Extract(e) => e.name(),
         }
     }
@@ -387,6 +449,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
         return Err(PlanError::InvalidRequest("no table patterns".into()));
     }
     let settings = &req.settings;
+    check_settings(settings)?;
     let src = |e| PlanError::from(ExtractError::SourceUnavailable(format!("planning: {e}")));
     client.batch_execute(SESSION_SETTINGS).await.map_err(src)?;
     let (created_at, compact) = now_rfc3339();
@@ -501,7 +564,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
             },
         )
         .collect();
-    let mut notes = Vec::new();
+    let mut notes = vec![consistency(settings).to_string()];
     let total: u64 = wanted.iter().map(|w| w.0 as u64).sum();
     if total > settings.max_parts_per_run as u64 {
         let scale = settings.max_parts_per_run as f64 / total as f64;
@@ -525,8 +588,10 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
         tasks.extend(table_plan.1);
         tables.push(table_plan.0);
     }
-    Ok(Plan {
+    Plan {
         run_id,
+        plan_id: String::new(),
+        request_id: req.identity(),
         created_at,
         source,
         stage: req.stage.trim_end_matches('/').to_string(),
@@ -537,7 +602,35 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
         tasks,
         notes,
         planning_seconds: started.elapsed().as_secs_f64(),
-    })
+    }
+    .seal()
+}
+
+/// What the warehouse will reflect of the source, in words (`plan --explain` prints it; docs/planner.md).
+pub fn consistency(settings: &PlanSettings) -> &'static str {
+    if settings.static_source {
+        "consistency: static source (a restored snapshot or a source nothing writes to during the run): every range \
+         reads the same data, so the warehouse holds the source as it is"
+    } else {
+        "consistency: live source. Each range is read in its own REPEATABLE READ snapshot, taken when its extractor \
+         starts, so a table is consistent within a range, not across ranges or tables: a row updated in place is read \
+         as of its range's moment; a row whose key moves from a range not yet read into one already read is missed, \
+         and one moving the other way is read twice; rows inserted or deleted during the run are in or out by range. \
+         Tables without a key are read in one range. For one instant, run from a snapshot"
+    }
+}
+
+/// Settings that would make a run misbehave are refused before anything is read.
+fn check_settings(s: &PlanSettings) -> Result<(), PlanError> {
+    if s.max_concurrency == 0 {
+        // Step Functions reads MaxConcurrency 0 as "no limit": every range at once against the source.
+        return Err(PlanError::InvalidRequest(
+            "max_concurrency (--concurrency) is 0, which Step Functions reads as unlimited: give the number of \
+             extractors the source may serve at once, 1 or more"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -713,6 +806,17 @@ async fn plan_table(
         }
         let reason = format!("{} bytes ⇒ {parts} parts; boundaries at {how}", rel.bytes);
         (strategy, b, reason, rows_total)
+    } else if key.is_empty() && heap && !req.settings.static_source {
+        (
+            Strategy::Single,
+            vec![Bounds::ALL],
+            format!(
+                "one part: no primary key or unique NOT NULL index on a live source ({parts} wanted). Ranges by ctid \
+                 are read in separate snapshots, and a row an UPDATE moves between them is read twice or not at all; \
+                 add a key, or run from a snapshot (settings.static_source) to split it"
+            ),
+            rows_est,
+        )
     } else if heap && source.server_version_num >= 140_000 && rel.pages > 0 {
         let pages = rel.pages;
         let n = (parts as u64).min(pages).max(1);
@@ -760,6 +864,7 @@ async fn plan_table(
         .enumerate()
         .map(|(i, b)| ExtractTask {
             run_id: run_id.to_string(),
+            plan_id: String::new(),
             table: table.clone(),
             columns: columns.clone(),
             key: if matches!(b, Bounds::Ctid { .. }) {
@@ -969,8 +1074,20 @@ async fn write_plan(
     span: tracing::Span,
 ) -> Result<(Plan, PlanSummary), PlanError> {
     let stage = ctx.stages.open(&req.stage).await?;
-    let client = ctx.source.connect().await?;
-    let plan = plan(&client, &req).await?;
+    let existing = match &req.run_id {
+        Some(id) => existing_run(stage.as_ref(), id, &req).await?,
+        None => None,
+    };
+    let plan = match existing {
+        Some(plan) => {
+            tracing::info!(run = %plan.run_id, plan = %plan.plan_id, "the same request planned this run: plan kept");
+            plan
+        }
+        None => {
+            let client = ctx.source.connect().await?;
+            plan(&client, &req).await?
+        }
+    };
     let run = key_segment(&plan.run_id);
     let tasks_json = serde_json::to_vec(&plan.tasks).map_err(|e| PlanError::InvalidRequest(e.to_string()))?;
     let plan_json = serde_json::to_vec_pretty(&plan).map_err(|e| PlanError::InvalidRequest(e.to_string()))?;
@@ -1004,6 +1121,58 @@ async fn write_plan(
     };
     tracing::info!(seconds = plan.planning_seconds, "planned");
     Ok((plan, summary))
+}
+
+/// What is on the stage under a run id that is planned again. `--restart` clears it; the same request before any
+/// load keeps its plan (a retried Plan state, an interrupted run); anything else is refused, so a run id is loaded
+/// once, from one plan.
+async fn existing_run(stage: &dyn Stage, run_id: &str, req: &PlanRequest) -> Result<Option<Plan>, PlanError> {
+    let run = key_segment(run_id);
+    if req.restart {
+        let n = stage.delete_prefix(&format!("{run}/")).await?;
+        tracing::warn!(run = %run_id, objects = n, "restart: the run's objects on the stage deleted");
+        return Ok(None);
+    }
+    let bytes = match stage.get(&format!("{run}/plan.json")).await {
+        Ok(b) => b,
+        Err(crate::stage::StageError::Missing { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let plan: Plan = match serde_json::from_slice(&bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            let why = format!("its plan.json does not parse ({e}); start it over with --restart");
+            return Err(run_exists(run_id, why));
+        }
+    };
+    if stage.head(&format!("{run}/load.json")).await?.is_some() {
+        return Err(run_exists(
+            run_id,
+            format!(
+            "it was loaded (or is loading) from plan {} of {}; a run id loads once: use a new --run-id, or --restart \
+             to extract and load it again",
+            plan.plan_id, plan.created_at
+        ),
+        ));
+    }
+    if plan.request_id != req.identity() || plan.plan_id != plan.identity() {
+        return Err(run_exists(
+            run_id,
+            format!(
+                "it was planned at {} with other settings (plan {}); use a new --run-id, or --restart to plan it anew \
+             (its extracted parts are deleted)",
+                plan.created_at, plan.plan_id
+            ),
+        ));
+    }
+    Ok(Some(plan))
+}
+
+fn run_exists(run_id: &str, detail: String) -> PlanError {
+    PlanError::RunExists {
+        run_id: run_id.to_string(),
+        detail,
+    }
 }
 
 /// The planner Lambda's handler: a trigger input (an RDS snapshot event or a manual input) over the configured

@@ -8,8 +8,12 @@
 //!
 //! The warehouse is a port ([`Warehouse`]); `postgres` streams the Parquet parts into staging with binary COPY.
 
+mod drift;
 pub mod postgres;
 pub mod redshift;
+mod verify;
+
+pub use drift::{SchemaEvolution, WarehouseColumn};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,6 +69,8 @@ pub struct LoadOptions {
     pub atomic: Atomicity,
     pub long_text: LongText,
     pub json_as_super: bool,
+    /// What a load may change in an existing target whose columns differ from the run's (default: nothing).
+    pub schema_evolution: SchemaEvolution,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -83,17 +89,51 @@ pub struct LoadRequest {
     /// Redshift: load json and jsonb columns into SUPER (COPY … SERIALIZETOJSON) instead of VARCHAR.
     #[serde(default)]
     pub json_as_super: bool,
+    #[serde(default)]
+    pub schema_evolution: SchemaEvolution,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableLoad {
     pub table: TableRef,
+    /// Rows the run's parts hold.
     pub rows: u64,
     pub files: usize,
     pub bytes: u64,
     pub manifest_url: String,
-    /// `false` when the log says this run already loaded the table (a rerun).
+    /// `false` when the log says this plan already loaded the table (a retried load).
     pub loaded: bool,
+    /// What the warehouse holds of this table's load: only `committed` and `already_loaded` changed the target.
+    #[serde(default)]
+    pub status: TableStatus,
+    /// Rows the warehouse committed for this table (from the load log for an earlier attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_rows: Option<u64>,
+    /// Why the table's load failed (`status: failed`), with the error's stable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where one table's load stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableStatus {
+    /// Submitted, or waiting for its transaction.
+    #[default]
+    Pending,
+    /// This load's transaction committed.
+    Committed,
+    /// An earlier attempt of the same plan committed it (the load log says so); nothing was changed now.
+    AlreadyLoaded,
+    /// Its transaction failed and rolled back: the target is as it was.
+    Failed,
+}
+
+impl TableStatus {
+    /// The warehouse holds this plan's rows for the table.
+    pub fn is_committed(self) -> bool {
+        matches!(self, TableStatus::Committed | TableStatus::AlreadyLoaded)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +153,12 @@ pub enum LoadError {
     InvalidRequest(String),
     #[error("parts missing or incomplete on the stage, nothing loaded: {}", .0.join("; "))]
     PartsMissing(Vec<String>),
+    #[error("parts on the stage differ from what their extractors wrote, nothing loaded: {}", .0.join("; "))]
+    PartCorrupt(Vec<String>),
+    #[error("{plan_url}: the plan and its results do not hold together, nothing loaded: {}", .problems.join("; "))]
+    PlanMismatch { plan_url: String, problems: Vec<String> },
+    #[error("the source's columns differ from the existing target's, nothing loaded: {}", .0.join("; "))]
+    SchemaDrift(Vec<String>),
     #[error("{table}: staging holds {} rows but the parts hold {expected}; rolled back", staged.map_or("a different number of".to_string(), |n| n.to_string()))]
     Reconcile {
         table: TableRef,
@@ -145,6 +191,9 @@ impl LoadError {
         match self {
             LoadError::InvalidRequest(_) => "Pipeline.Fatal.InvalidInput",
             LoadError::PartsMissing(_) => "Pipeline.Fatal.PartsMissing",
+            LoadError::PartCorrupt(_) => "Pipeline.Fatal.PartCorrupt",
+            LoadError::PlanMismatch { .. } => "Pipeline.Fatal.PlanMismatch",
+            LoadError::SchemaDrift(_) => "Pipeline.Fatal.SchemaDrift",
             LoadError::Reconcile { .. } => "Pipeline.Fatal.Reconcile",
             LoadError::TooLong { .. } => "Pipeline.Fatal.BadValue",
             LoadError::Warehouse { retryable: true, .. } => "Pipeline.Retryable.Warehouse",
@@ -194,6 +243,8 @@ pub trait Warehouse: Send + Sync {
     fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>>;
     /// Runs a query returning one integer.
     fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>>;
+    /// The columns of a table, in order, as [`columns_sql`] reads them; empty when there is no such table.
+    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, LoadError>>;
     /// Fills the staging table with the job's parts.
     fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>>;
     /// Runs the steps as one transaction, all or nothing. A warehouse that can be polled returns at once with
@@ -217,6 +268,19 @@ pub trait Warehouse: Send + Sync {
         let _ = query_id;
         Box::pin(async { String::new() })
     }
+}
+
+/// The query behind [`Warehouse::columns`]: `information_schema.columns` has the same shape in PostgreSQL and
+/// Redshift (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQLreference.html>; Redshift's `information_schema`
+/// follows PostgreSQL's). Columns: name, data_type, character_maximum_length, numeric_precision, numeric_scale.
+pub fn columns_sql(table: &TableRef) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT column_name::text, data_type::text, character_maximum_length::int8, numeric_precision::int8, \
+         numeric_scale::int8 FROM information_schema.columns WHERE table_schema = {} AND table_name = {} \
+         ORDER BY ordinal_position",
+        text_literal(&table.schema)?,
+        text_literal(&table.name)?
+    ))
 }
 
 /// The warehouse a URL names: `postgres://…` or `redshift://…` / `redshift-serverless://…`.
@@ -500,200 +564,51 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     span.record("run", plan.run_id.as_str());
     span.record("tables", plan.tables.len());
 
-    // Every part of every task, landed whole.
-    let results = match req.results {
+    // Nothing reaches the warehouse unless the plan is intact, covers every table whole, and every part of every
+    // range is on the stage exactly as its extractor of this plan wrote it.
+    verify::check_plan(&plan, &req.plan_url)?;
+    let results = match req.results.clone() {
         Some(r) => r,
-        None => {
-            let mut out = Vec::new();
-            for task in &plan.tasks {
-                match stage.get(&result_key(task)).await {
-                    Ok(b) => out.push(serde_json::from_slice::<ExtractResult>(&b).map_err(|e| {
-                        LoadError::InvalidRequest(format!("result of {} range {}: {e}", task.table, task.range_index))
-                    })?),
-                    Err(StageError::Missing { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            out
-        }
+        None => read_results(stage.as_ref(), &plan).await?,
     };
-    let mut by_part: BTreeMap<(TableRef, u32), &ExtractResult> = BTreeMap::new();
-    for r in results.iter().filter(|r| r.run_id == plan.run_id) {
-        by_part.insert((r.table.clone(), r.range_index), r);
-    }
-    let mut problems = Vec::new();
-    for task in &plan.tasks {
-        let Some(r) = by_part.get(&(task.table.clone(), task.range_index)) else {
-            problems.push(format!("{} range {}: no result", task.table, task.range_index));
-            continue;
-        };
-        for f in &r.files {
-            let Some(key) = stage.key_of(&f.url) else {
-                problems.push(format!("{} is not on the stage {}", f.url, stage.url()));
-                continue;
-            };
-            match stage.head(key).await? {
-                Some(n) if n == f.bytes => {}
-                Some(n) => problems.push(format!("{}: {n} bytes, the extractor wrote {}", f.url, f.bytes)),
-                None => problems.push(format!("{}: missing", f.url)),
-            }
-        }
-    }
-    if !problems.is_empty() {
-        return Err(LoadError::PartsMissing(problems));
-    }
+    let by_part = verify::match_results(&plan, &results)?;
+    verify::verify_parts(stage.as_ref(), &by_part).await?;
 
     let wh = ctx.warehouse.as_ref();
-    let dialect = wh.dialect();
-    if dialect == Dialect::Redshift && req.long_text == LongText::Truncate {
+    if wh.dialect() == Dialect::Redshift && req.long_text == LongText::Truncate {
         // Whether Parquet COPY takes TRUNCATECOLUMNS is not verified; refuse rather than fail inside the COPY.
         return Err(LoadError::InvalidRequest(
             "long_text: truncate is not supported for Redshift yet (Parquet COPY cannot cut values)".into(),
         ));
     }
-    let json_as_super = req.json_as_super && dialect == Dialect::Redshift;
+    let pctx = PrepareContext {
+        wh,
+        stage: stage.as_ref(),
+        plan: &plan,
+        req: &req,
+        by_part: &by_part,
+    };
     let mut prepared = Vec::new();
     for t in &plan.tables {
-        let parts: Vec<&ExtractResult> = by_part
-            .iter()
-            .filter(|((tb, _), _)| tb == &t.table)
-            .map(|(_, r)| *r)
-            .collect();
-        let files: Vec<StagedFile> = parts.iter().flat_map(|r| r.files.iter().cloned()).collect();
-        let rows: u64 = parts.iter().map(|r| r.rows).sum();
-        let mut observed: BTreeMap<&str, u64> = BTreeMap::new();
-        for r in &parts {
-            for (c, n) in &r.max_value_bytes {
-                let e = observed.entry(c.as_str()).or_default();
-                *e = (*e).max(*n);
-            }
-        }
-        if dialect == Dialect::Redshift && req.long_text == LongText::Fail {
-            if let Some((c, n)) = observed.iter().find(|(_, n)| **n > 65_535) {
-                return Err(LoadError::TooLong {
-                    table: t.table.clone(),
-                    column: c.to_string(),
-                    bytes: *n,
-                });
-            }
-        }
-
-        // The manifest: exactly the files the extractors recorded, never a prefix listing.
-        let manifest = serde_json::json!({
-            "entries": files.iter().map(|f| serde_json::json!({
-                "url": f.url, "mandatory": true, "meta": {"content_length": f.bytes}
-            })).collect::<Vec<_>>()
-        });
-        let manifest_key = format!("{}/manifest.json", table_dir(&plan.run_id, &t.table));
-        let manifest_url = crate::stage::put(stage.as_ref(), &manifest_key, Bytes::from(manifest.to_string()))
-            .await?
-            .url;
-
-        let staging = staging_table(&t.table, &plan.run_id);
-        let mut load = TableLoad {
-            table: t.table.clone(),
-            rows,
-            files: files.len(),
-            bytes: files.iter().map(|f| f.bytes).sum(),
-            manifest_url,
-            loaded: false,
-        };
-        wh.transaction(setup_sql(dialect, t, &staging, &observed, json_as_super)?)
-            .await?;
-        let q = format!(
-            "SELECT count(*) FROM {LOG} WHERE run_id = {} AND schema_name = {} AND table_name = {}",
-            text_literal(&plan.run_id)?,
-            text_literal(&t.table.schema)?,
-            text_literal(&t.table.name)?
-        );
-        if wh.count(q).await? > 0 {
-            tracing::info!(table = %t.table, "already loaded by this run");
-            wh.transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
-                .await?;
-        } else {
-            load.loaded = true;
-        }
-        prepared.push(Prepared {
-            plan: t,
-            staging,
-            load,
-            files,
-            super_columns: json_as_super && t.columns.iter().any(is_json),
-        });
+        prepared.push(prepare_table(&pctx, t).await?);
     }
-
-    // The load transactions: COPY, reconcile and swap of a table (or of every table) all or nothing.
-    let mut groups: Vec<Vec<&Prepared>> = Vec::new();
-    let todo: Vec<&Prepared> = prepared.iter().filter(|p| p.load.loaded).collect();
-    match req.atomic {
-        Atomicity::Table => groups.extend(todo.into_iter().map(|p| vec![p])),
-        Atomicity::Run if todo.is_empty() => {}
-        Atomicity::Run => groups.push(todo),
-    }
-    let mut jobs = Vec::new();
-    for group in groups {
-        // The order PendingLoad::label reads back: COPY and reconcile of each table, then the swaps.
-        let mut steps = Vec::new();
-        for p in &group {
-            steps.extend([
-                Step::Copy(CopyJob {
-                    staging: &p.staging,
-                    columns: &p.plan.columns,
-                    manifest_url: &p.load.manifest_url,
-                    files: &p.files,
-                    stage: stage.as_ref(),
-                    truncate_long_text: req.long_text == LongText::Truncate,
-                    super_columns: p.super_columns,
-                }),
-                Step::Reconcile {
-                    table: p.plan.table.clone(),
-                    staging: p.staging.clone(),
-                    expected: p.load.rows,
-                },
-            ]);
-        }
-        for p in &group {
-            steps.extend(swap_sql(req.mode, &plan.run_id, p)?.into_iter().map(Step::Sql));
-        }
-        let tables: Vec<TableRef> = group.iter().map(|p| p.plan.table.clone()).collect();
-        let rows: Vec<u64> = group.iter().map(|p| p.load.rows).collect();
-        jobs.push((tables, rows, steps));
-    }
-    // Tables load side by side, a bounded number of transactions at a time.
-    type Submitted = (Vec<TableRef>, Vec<u64>, Submission);
-    let submits: Vec<BoxFuture<'_, Result<Submitted, LoadError>>> = jobs
-        .into_iter()
-        .map(|(tables, rows, steps)| {
-            let submit = wh.submit(steps);
-            Box::pin(async move { submit.await.map(|s| (tables, rows, s)) }) as BoxFuture<'_, _>
-        })
-        .collect();
-    let submitted: Vec<_> = futures_util::stream::iter(submits)
-        .buffered(LOADS_AT_ONCE)
-        .collect()
-        .await;
-    let mut pending = Vec::new();
-    for s in submitted {
-        if let (tables, rows, Submission::Pending(statement_id)) = s? {
-            pending.push(PendingLoad {
-                statement_id,
-                tables,
-                rows,
-            });
-        }
-    }
+    let (pending, failure) = submit_all(&pctx, &mut prepared).await?;
     let result = LoadResult {
         run_id: plan.run_id.clone(),
         mode: req.mode,
         tables: prepared.into_iter().map(|p| p.load).collect(),
         seconds: started.elapsed().as_secs_f64(),
-        done: pending.is_empty(),
+        done: pending.is_empty() && failure.is_none(),
     };
     let summary = summarize(&result);
     span.record("rows", summary.rows);
     span.record("bytes", summary.bytes);
-    tracing::info!(pending = pending.len(), "load started");
+    // The record says what the warehouse committed, failed tables included, before any error is reported.
     record(stage.as_ref(), &result).await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    tracing::info!(pending = pending.len(), "load started");
     Ok(LoadProgress {
         done: result.done,
         plan_url: req.plan_url,
@@ -703,6 +618,232 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
         pending,
         summary,
     })
+}
+
+/// Every task's result as the extractors left it beside their files.
+async fn read_results(stage: &dyn Stage, plan: &Plan) -> Result<Vec<ExtractResult>, LoadError> {
+    let mut out = Vec::new();
+    for task in &plan.tasks {
+        match stage.get(&result_key(task)).await {
+            Ok(b) => out.push(serde_json::from_slice::<ExtractResult>(&b).map_err(|e| {
+                LoadError::InvalidRequest(format!("result of {} range {}: {e}", task.table, task.range_index))
+            })?),
+            Err(StageError::Missing { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// What preparing and submitting a run's tables needs.
+struct PrepareContext<'a> {
+    wh: &'a dyn Warehouse,
+    stage: &'a dyn Stage,
+    plan: &'a Plan,
+    req: &'a LoadRequest,
+    by_part: &'a BTreeMap<(TableRef, u32), &'a ExtractResult>,
+}
+
+/// One table made ready: its manifest written, target and staging set up, the target's columns checked against the
+/// run's, and the load log asked whether this plan already loaded it.
+async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Prepared<'a>, LoadError> {
+    let dialect = c.wh.dialect();
+    let parts: Vec<&ExtractResult> = c
+        .by_part
+        .iter()
+        .filter(|((tb, _), _)| tb == &t.table)
+        .map(|(_, r)| *r)
+        .collect();
+    let files: Vec<StagedFile> = parts.iter().flat_map(|r| r.files.iter().cloned()).collect();
+    let rows: u64 = parts.iter().map(|r| r.rows).sum();
+    let mut observed: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in &parts {
+        for (col, n) in &r.max_value_bytes {
+            let e = observed.entry(col.as_str()).or_default();
+            *e = (*e).max(*n);
+        }
+    }
+    if dialect == Dialect::Redshift && c.req.long_text == LongText::Fail {
+        if let Some((col, n)) = observed.iter().find(|(_, n)| **n > 65_535) {
+            return Err(LoadError::TooLong {
+                table: t.table.clone(),
+                column: col.to_string(),
+                bytes: *n,
+            });
+        }
+    }
+    // The manifest: exactly the files the extractors recorded, never a prefix listing.
+    let manifest = serde_json::json!({
+        "entries": files.iter().map(|f| serde_json::json!({
+            "url": f.url, "mandatory": true, "meta": {"content_length": f.bytes}
+        })).collect::<Vec<_>>()
+    });
+    let manifest_key = format!("{}/manifest.json", table_dir(&c.plan.run_id, &t.table));
+    let manifest_url = crate::stage::put(c.stage, &manifest_key, Bytes::from(manifest.to_string()))
+        .await?
+        .url;
+    let staging = staging_table(&t.table, &c.plan.run_id);
+    let json_as_super = c.req.json_as_super && dialect == Dialect::Redshift;
+    let existed = !c.wh.columns(&t.table).await?.is_empty();
+    c.wh.transaction(setup_sql(dialect, t, &staging, &observed, json_as_super)?)
+        .await?;
+    if existed {
+        evolve_target(c, t, &staging, &observed).await?;
+    }
+    let already = match c.wh.count(logged_sql(c.plan, &t.table, "count(*)")?).await? {
+        0 => -1,
+        _ => c.wh.count(logged_sql(c.plan, &t.table, "max(rows)")?).await?,
+    };
+    let mut load = TableLoad {
+        table: t.table.clone(),
+        rows,
+        files: files.len(),
+        bytes: files.iter().map(|f| f.bytes).sum(),
+        manifest_url,
+        loaded: already < 0,
+        status: TableStatus::Pending,
+        committed_rows: None,
+        error: None,
+    };
+    if already >= 0 {
+        tracing::info!(table = %t.table, rows = already, "already loaded by this plan");
+        load.status = TableStatus::AlreadyLoaded;
+        load.committed_rows = Some(already as u64);
+        c.wh.transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
+            .await?;
+    }
+    Ok(Prepared {
+        plan: t,
+        staging,
+        load,
+        files,
+        super_columns: json_as_super && t.columns.iter().any(is_json),
+    })
+}
+
+/// `what` (an aggregate) over the load log's rows for this plan's load of `table`.
+fn logged_sql(plan: &Plan, table: &TableRef, what: &str) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT {what} FROM {LOG} WHERE run_id = {} AND plan_id = {} AND schema_name = {} AND table_name = {}",
+        text_literal(&plan.run_id)?,
+        text_literal(&plan.plan_id)?,
+        text_literal(&table.schema)?,
+        text_literal(&table.name)?
+    ))
+}
+
+/// An existing target against the run's columns (the staging table made from them): the changes the schema-evolution
+/// setting allows are made now, before the load transaction; any other difference fails the load by column.
+async fn evolve_target(
+    c: &PrepareContext<'_>,
+    t: &TablePlan,
+    staging: &TableRef,
+    observed: &BTreeMap<&str, u64>,
+) -> Result<(), LoadError> {
+    let target = c.wh.columns(&t.table).await?;
+    let run = c.wh.columns(staging).await?;
+    let run_columns: Vec<drift::RunColumn<'_>> = run
+        .iter()
+        .map(|col| drift::RunColumn {
+            column: col,
+            observed_bytes: observed.get(col.name.as_str()).copied(),
+        })
+        .collect();
+    let changes =
+        drift::compare(&t.table, &target, &run_columns, c.req.schema_evolution).map_err(LoadError::SchemaDrift)?;
+    let dialect = c.wh.dialect();
+    let json_as_super = c.req.json_as_super && dialect == Dialect::Redshift;
+    for change in changes {
+        let name = match &change {
+            drift::Change::Add(n) | drift::Change::Widen(n) => n,
+        };
+        let Some(spec) = t.columns.iter().find(|col| &col.name == name) else {
+            continue;
+        };
+        let bytes = varchar_bytes(spec, observed.get(name.as_str()).copied().unwrap_or(0)) as u32;
+        let ty = column_type(dialect, spec, bytes, json_as_super);
+        let sql = match change {
+            drift::Change::Add(_) => format!("ALTER TABLE {} ADD COLUMN {} {ty}", qualified(&t.table)?, ident(name)?),
+            drift::Change::Widen(_) => format!(
+                "ALTER TABLE {} ALTER COLUMN {} TYPE {ty}",
+                qualified(&t.table)?,
+                ident(name)?
+            ),
+        };
+        tracing::warn!(table = %t.table, sql = %sql, "schema evolution");
+        // One statement at a time: Redshift runs ALTER COLUMN … TYPE outside a transaction block only.
+        c.wh.transaction(vec![sql]).await?;
+    }
+    Ok(())
+}
+
+/// The load transactions: COPY, reconcile and swap of a table (or of every table) all or nothing, side by side, a
+/// bounded number at a time. Each table's outcome is set on it; the first failure is returned after the others ran.
+async fn submit_all(
+    c: &PrepareContext<'_>,
+    prepared: &mut [Prepared<'_>],
+) -> Result<(Vec<PendingLoad>, Option<LoadError>), LoadError> {
+    let todo: Vec<usize> = (0..prepared.len()).filter(|&i| prepared[i].load.loaded).collect();
+    let groups: Vec<Vec<usize>> = match c.req.atomic {
+        Atomicity::Table => todo.into_iter().map(|i| vec![i]).collect(),
+        Atomicity::Run if todo.is_empty() => Vec::new(),
+        Atomicity::Run => vec![todo],
+    };
+    let mut jobs = Vec::new();
+    for group in &groups {
+        // The order PendingLoad::label reads back: COPY and reconcile of each table, then the swaps.
+        let mut steps = Vec::new();
+        for &i in group {
+            let p = &prepared[i];
+            steps.extend([
+                Step::Copy(CopyJob {
+                    staging: &p.staging,
+                    columns: &p.plan.columns,
+                    manifest_url: &p.load.manifest_url,
+                    files: &p.files,
+                    stage: c.stage,
+                    truncate_long_text: c.req.long_text == LongText::Truncate,
+                    super_columns: p.super_columns,
+                }),
+                Step::Reconcile {
+                    table: p.plan.table.clone(),
+                    staging: p.staging.clone(),
+                    expected: p.load.rows,
+                },
+            ]);
+        }
+        for &i in group {
+            let swap = swap_sql(c.wh.dialect(), c.req.mode, c.plan, &prepared[i])?;
+            steps.extend(swap.into_iter().map(Step::Sql));
+        }
+        jobs.push(c.wh.submit(steps));
+    }
+    let submitted: Vec<_> = futures_util::stream::iter(jobs).buffered(LOADS_AT_ONCE).collect().await;
+    let mut pending = Vec::new();
+    let mut failure = None;
+    for (group, outcome) in groups.iter().zip(submitted) {
+        match outcome {
+            Ok(Submission::Done) => {
+                for &i in group {
+                    prepared[i].load.status = TableStatus::Committed;
+                    prepared[i].load.committed_rows = Some(prepared[i].load.rows);
+                }
+            }
+            Ok(Submission::Pending(statement_id)) => pending.push(PendingLoad {
+                statement_id,
+                tables: group.iter().map(|&i| prepared[i].plan.table.clone()).collect(),
+                rows: group.iter().map(|&i| prepared[i].load.rows).collect(),
+            }),
+            Err(e) => {
+                for &i in group {
+                    prepared[i].load.status = TableStatus::Failed;
+                    prepared[i].load.error = Some(format!("{}: {e}", e.name()));
+                }
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    Ok((pending, failure))
 }
 
 fn summarize(r: &LoadResult) -> LoadSummary {
@@ -759,61 +900,111 @@ fn table_dir(run_id: &str, t: &TableRef) -> String {
 pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<LoadProgress, LoadError> {
     let wh = ctx.warehouse.as_ref();
     let mut still = Vec::new();
+    let mut committed: Vec<TableRef> = Vec::new();
+    let mut failure: Option<(Vec<TableRef>, LoadError)> = None;
     for p in std::mem::take(&mut progress.pending) {
+        if failure.is_some() {
+            still.push(p);
+            continue;
+        }
         match wh.status(&p.statement_id).await? {
             TxStatus::Running => still.push(p),
-            TxStatus::Finished => tracing::info!(statement = %p.statement_id, "load transaction committed"),
+            TxStatus::Finished => {
+                tracing::info!(statement = %p.statement_id, "load transaction committed");
+                committed.extend(p.tables.iter().cloned());
+            }
             TxStatus::Failed { step, detail, query_id } => {
-                let label = step.map(|i| p.label(i));
-                let tables = p.tables.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-                return Err(match &label {
-                    Some(StepLabel {
-                        table,
-                        kind: StepKind::Reconcile,
-                        expected,
-                    }) => LoadError::Reconcile {
-                        table: table.clone(),
-                        staged: None,
-                        expected: expected.unwrap_or_default(),
-                    },
-                    Some(StepLabel {
-                        table,
-                        kind: StepKind::Copy,
-                        ..
-                    }) => {
-                        let why = match query_id {
-                            Some(q) => wh.load_errors(q).await,
-                            None => "no query id to look up load errors".into(),
-                        };
-                        LoadError::Warehouse {
-                            detail: format!(
-                                "COPY into {table} failed, nothing swapped ({tables}): {detail}; load errors: {why}"
-                            ),
-                            retryable: false,
-                        }
-                    }
-                    _ => LoadError::Warehouse {
-                        detail: format!("load transaction of {tables} failed and rolled back: {detail}"),
-                        retryable: false,
-                    },
-                });
+                let e = failed_step(wh, &p, step, detail, query_id).await;
+                failure = Some((p.tables.clone(), e));
             }
         }
     }
     progress.checks += 1;
     progress.wait_seconds = wait_seconds(progress.checks);
-    progress.done = still.is_empty();
+    progress.done = still.is_empty() && failure.is_none();
     progress.pending = still;
     progress.summary.seconds = (unix_now() - progress.started_at).max(0.0);
-    if progress.done {
+    if progress.done || !committed.is_empty() || failure.is_some() {
+        let recorded = record_outcomes(ctx, &progress, &committed, failure.as_ref()).await;
+        match (&failure, recorded) {
+            // The load's own error is the one to report; the record is best effort then.
+            (Some(_), Err(e)) => tracing::warn!(error = %e, "could not record the tables' outcomes"),
+            (_, r) => r?,
+        }
+    }
+    match failure {
+        Some((_, e)) => Err(e),
+        None => Ok(progress),
+    }
+}
+
+/// Sets the outcome of the tables whose transactions ended on `<run>/load.json`.
+async fn record_outcomes(
+    ctx: &LoadContext,
+    progress: &LoadProgress,
+    committed: &[TableRef],
+    failure: Option<&(Vec<TableRef>, LoadError)>,
+) -> Result<(), LoadError> {
+    {
         let mut result = read_result(ctx.stages.as_ref(), &progress.plan_url)
             .await?
             .ok_or_else(|| LoadError::InvalidRequest(format!("{}: no load.json", progress.plan_url)))?;
-        result.done = true;
+        for t in result.tables.iter_mut() {
+            if committed.contains(&t.table) {
+                t.status = TableStatus::Committed;
+                t.committed_rows = Some(t.rows);
+            }
+            if let Some((tables, e)) = failure {
+                if tables.contains(&t.table) {
+                    t.status = TableStatus::Failed;
+                    t.error = Some(format!("{}: {e}", e.name()));
+                }
+            }
+        }
+        result.done = progress.done;
         result.seconds = progress.summary.seconds;
-        record(stage_of(ctx, &progress.plan_url).await?.as_ref(), &result).await?;
+        record(stage_of(ctx, &progress.plan_url).await?.as_ref(), &result).await
     }
-    Ok(progress)
+}
+
+/// The error of a failed load transaction, named from the step that failed.
+async fn failed_step(
+    wh: &dyn Warehouse,
+    p: &PendingLoad,
+    step: Option<usize>,
+    detail: String,
+    query_id: Option<i64>,
+) -> LoadError {
+    let tables = p.tables.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    match step.map(|i| p.label(i)) {
+        Some(StepLabel {
+            table,
+            kind: StepKind::Reconcile,
+            expected,
+        }) => LoadError::Reconcile {
+            table,
+            staged: None,
+            expected: expected.unwrap_or_default(),
+        },
+        Some(StepLabel {
+            table,
+            kind: StepKind::Copy,
+            ..
+        }) => {
+            let why = match query_id {
+                Some(q) => wh.load_errors(q).await,
+                None => "no query id to look up load errors".into(),
+            };
+            LoadError::Warehouse {
+                detail: format!("COPY into {table} failed, nothing swapped ({tables}): {detail}; load errors: {why}"),
+                retryable: false,
+            }
+        }
+        _ => LoadError::Warehouse {
+            detail: format!("load transaction of {tables} failed and rolled back: {detail}"),
+            retryable: false,
+        },
+    }
 }
 
 /// What the state machine's cleanup step hands the loader: the whole state at the failure (the plan, a load in
@@ -874,6 +1065,15 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
     out.run_id = Some(plan.run_id.clone());
     for t in &plan.tables {
         let staging = staging_table(&t.table, &plan.run_id);
+        // Only what exists is dropped, and only that is reported dropped.
+        match wh.columns(&staging).await {
+            Ok(cols) if cols.is_empty() => continue,
+            Ok(_) => {}
+            Err(e) => {
+                out.notes.push(format!("looking for {staging}: {e}"));
+                continue;
+            }
+        }
         match wh
             .transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
             .await
@@ -882,13 +1082,32 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
             Err(e) => out.notes.push(format!("dropping {staging}: {e}")),
         }
     }
+    // Every table's outcome as the load recorded it: tables committed before the failure stay committed.
+    let tables = match read_result(ctx.stages.as_ref(), plan_url).await {
+        Ok(Some(r)) => r.tables,
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            out.notes.push(format!("reading load.json: {e}"));
+            Vec::new()
+        }
+    };
     let error = state.get("error").cloned().unwrap_or(serde_json::Value::Null);
     let status = serde_json::json!({
         "run_id": plan.run_id,
+        "plan_id": plan.plan_id,
         "status": "FAILED",
         "error": error.get("Error"),
         "cause": error.get("Cause"),
         "at": unix_now(),
+        "tables": plan.tables.iter().map(|t| {
+            let load = tables.iter().find(|l| l.table == t.table);
+            serde_json::json!({
+                "table": t.table,
+                "status": load.map_or(TableStatus::Pending, |l| l.status),
+                "committed_rows": load.and_then(|l| l.committed_rows),
+                "error": load.and_then(|l| l.error.clone()),
+            })
+        }).collect::<Vec<_>>(),
         "dropped_staging": out.dropped,
         "cancelled": out.cancelled,
     });
@@ -966,22 +1185,36 @@ fn setup_sql(
     let target = qualified(&t.table)?;
     let staging = qualified(staging)?;
     let list = cols.join(", ");
-    Ok(vec![
+    let mut out = Vec::new();
+    if dialect == Dialect::Postgres {
+        // Concurrent CREATE … IF NOT EXISTS of the same name races in the catalog (a duplicate-key error on
+        // pg_type): set-ups of every run on this warehouse take turns.
+        out.push(format!("SELECT pg_advisory_xact_lock({SETUP_LOCK})"));
+    }
+    out.extend([
         format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
         format!("CREATE TABLE IF NOT EXISTS {target} ({list}{target_extra}){table_extra}"),
         "CREATE SCHEMA IF NOT EXISTS \"pgshift\"".to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS {LOG} (run_id VARCHAR(256) NOT NULL, schema_name VARCHAR(256) NOT NULL, \
              table_name VARCHAR(256) NOT NULL, mode VARCHAR(16) NOT NULL, rows BIGINT NOT NULL, \
-             loaded_at TIMESTAMP NOT NULL)"
+             loaded_at TIMESTAMP NOT NULL, plan_id VARCHAR(64) NOT NULL)"
         ),
         format!("DROP TABLE IF EXISTS {staging}"),
         format!("CREATE TABLE {staging} ({list}){table_extra}"),
-    ])
+    ]);
+    Ok(out)
 }
 
-/// The statements that change the target, after COPY and reconcile in the same transaction.
-fn swap_sql(mode: LoadMode, run_id: &str, p: &Prepared) -> Result<Vec<String>, LoadError> {
+/// The advisory lock key of warehouse set-up ("pgsh").
+const SETUP_LOCK: i64 = 0x7067_7368;
+
+/// The statements that change the target, after COPY and reconcile in the same transaction. The first locks the
+/// target, so that two runs loading it serialize: the second waits, then its DELETE sees the first one's rows
+/// (PostgreSQL: EXCLUSIVE mode still lets readers read; Redshift's LOCK is ACCESS EXCLUSIVE,
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_LOCK.html>, so it is taken after the COPY, not before).
+fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<Vec<String>, LoadError> {
+    let run_id = plan.run_id.as_str();
     let target = qualified(&p.plan.table)?;
     let staging = qualified(&p.staging)?;
     let cols = p
@@ -991,7 +1224,10 @@ fn swap_sql(mode: LoadMode, run_id: &str, p: &Prepared) -> Result<Vec<String>, L
         .map(|c| ident(&c.name))
         .collect::<Result<Vec<_>, _>>()?
         .join(", ");
-    let mut out = Vec::new();
+    let mut out = vec![match dialect {
+        Dialect::Postgres => format!("LOCK TABLE {target} IN EXCLUSIVE MODE"),
+        Dialect::Redshift => format!("LOCK {target}"),
+    }];
     match mode {
         LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
         LoadMode::Append => {}
@@ -1019,11 +1255,13 @@ fn swap_sql(mode: LoadMode, run_id: &str, p: &Prepared) -> Result<Vec<String>, L
         LoadMode::Merge => "merge",
     };
     out.push(format!(
-        "INSERT INTO {LOG} VALUES ({}, {}, {}, '{mode_name}', {}, CURRENT_TIMESTAMP)",
+        "INSERT INTO {LOG} (run_id, schema_name, table_name, mode, rows, loaded_at, plan_id) VALUES ({}, {}, {}, \
+         '{mode_name}', {}, CURRENT_TIMESTAMP, {})",
         text_literal(run_id)?,
         text_literal(&p.plan.table.schema)?,
         text_literal(&p.plan.table.name)?,
-        p.load.rows
+        p.load.rows,
+        text_literal(&plan.plan_id)?
     ));
     out.push(format!("DROP TABLE {staging}"));
     Ok(out)

@@ -16,7 +16,8 @@ use futures_util::{pin_mut, SinkExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_postgres::{Client, Transaction};
 
-use super::{CopyJob, Dialect, LoadError, Step, Submission, Warehouse};
+use super::{columns_sql, CopyJob, Dialect, LoadError, Step, Submission, Warehouse, WarehouseColumn};
+use crate::model::TableRef;
 use crate::pgtext::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
 use crate::sql;
 
@@ -79,6 +80,23 @@ impl Warehouse for PgWarehouse {
         Box::pin(async move {
             let client = self.connect().await?;
             Ok(client.query_one(&query, &[]).await.map_err(pg)?.get(0))
+        })
+    }
+
+    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, LoadError>> {
+        Box::pin(async move {
+            let client = self.connect().await?;
+            let rows = client.query(&columns_sql(table)?, &[]).await.map_err(pg)?;
+            Ok(rows
+                .iter()
+                .map(|r| WarehouseColumn {
+                    name: r.get(0),
+                    data_type: r.get(1),
+                    char_length: r.get(2),
+                    precision: r.get(3),
+                    scale: r.get(4),
+                })
+                .collect())
         })
     }
 

@@ -16,7 +16,10 @@ use aws_sdk_redshiftdata::types::{Field, StatementStatusString, StatusString};
 use aws_sdk_redshiftdata::Client;
 use futures_util::future::BoxFuture;
 
-use super::{reconcile_sql, CopyJob, Dialect, LoadError, Step, Submission, TxStatus, Warehouse};
+use super::{
+    columns_sql, reconcile_sql, CopyJob, Dialect, LoadError, Step, Submission, TxStatus, Warehouse, WarehouseColumn,
+};
+use crate::model::TableRef;
 
 /// Statements per `BatchExecuteStatement`: the Data API's limit.
 const MAX_BATCH: usize = 40;
@@ -298,6 +301,32 @@ impl Warehouse for RedshiftWarehouse {
                     retryable: false,
                 }),
             }
+        })
+    }
+
+    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, LoadError>> {
+        Box::pin(async move {
+            let rows = self.rows(&columns_sql(table)?).await?;
+            let text = |f: Option<&Field>| match f {
+                Some(Field::StringValue(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let int = |f: Option<&Field>| match f {
+                Some(Field::LongValue(n)) => Some(*n),
+                _ => None,
+            };
+            Ok(rows
+                .iter()
+                // A row without a name is not a column (the result is not of this query).
+                .filter(|r| matches!(r.first(), Some(Field::StringValue(_))))
+                .map(|r| WarehouseColumn {
+                    name: text(r.first()),
+                    data_type: text(r.get(1)),
+                    char_length: int(r.get(2)),
+                    precision: int(r.get(3)),
+                    scale: int(r.get(4)),
+                })
+                .collect())
         })
     }
 

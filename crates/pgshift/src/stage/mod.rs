@@ -45,6 +45,38 @@ impl StageError {
 pub struct StagedObject {
     pub url: String,
     pub bytes: u64,
+    /// The full-object CRC32 of its bytes, base64 of the big-endian value: the form S3 reports as `ChecksumCRC32`.
+    pub crc32: String,
+}
+
+/// What a complete object on the stage is, as the stage reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectSum {
+    pub bytes: u64,
+    /// Its full-object CRC32 (see [`StagedObject::crc32`]).
+    pub crc32: String,
+}
+
+/// The running full-object CRC32 of an object being written.
+#[derive(Debug, Clone, Default)]
+pub struct Crc32(crc32fast::Hasher);
+
+impl Crc32 {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// Base64 of the big-endian CRC32, as S3 writes `x-amz-checksum-crc32`.
+    pub fn encoded(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(self.0.clone().finalize().to_be_bytes())
+    }
+
+    pub fn of(bytes: &[u8]) -> String {
+        let mut c = Self::default();
+        c.update(bytes);
+        c.encoded()
+    }
 }
 
 /// A place to stream objects to.
@@ -63,6 +95,13 @@ pub trait Stage: Send + Sync {
 
     /// The whole object at `key` (small objects: plans, manifests, task lists, Parquet parts for a local load).
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, StageError>>;
+
+    /// The size and full-object CRC32 of the complete object at `key`, or `None` when there is none: what the
+    /// loader checks every part against before anything loads. S3 answers from `HeadObject` (no download).
+    fn checksum<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectSum>, StageError>>;
+
+    /// Deletes every object whose key starts with `prefix` (a run restarted from scratch); returns how many.
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>>;
 
     /// The key of a URL under this stage, if it is one.
     fn key_of<'a>(&self, url: &'a str) -> Option<&'a str> {
@@ -217,6 +256,7 @@ impl Stage for LocalStage {
                 tmp,
                 file,
                 bytes: 0,
+                crc: Crc32::default(),
             }) as Box<dyn ObjectWriter>)
         })
     }
@@ -286,6 +326,25 @@ impl Stage for LocalStage {
             }
         })
     }
+
+    fn checksum<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectSum>, StageError>> {
+        Box::pin(async move { file_sum(&self.path(key)?).await })
+    }
+
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>> {
+        Box::pin(async move {
+            let mut n = 0;
+            for (key, _) in self.list(prefix).await? {
+                let path = self.path(&key)?;
+                match tokio::fs::remove_file(&path).await {
+                    Ok(()) => n += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(&path, e)),
+                }
+            }
+            Ok(n)
+        })
+    }
 }
 
 struct LocalObject {
@@ -294,6 +353,35 @@ struct LocalObject {
     tmp: PathBuf,
     file: tokio::fs::File,
     bytes: u64,
+    crc: Crc32,
+}
+
+/// Size and CRC32 of a local file, read in bounded chunks.
+async fn file_sum(path: &Path) -> Result<Option<ObjectSum>, StageError> {
+    use tokio::io::AsyncReadExt;
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path, e)),
+    };
+    if !file.metadata().await.map_err(|e| io(path, e))?.is_file() {
+        return Ok(None);
+    }
+    let mut crc = Crc32::default();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf).await.map_err(|e| io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        crc.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok(Some(ObjectSum {
+        bytes,
+        crc32: crc.encoded(),
+    }))
 }
 
 impl ObjectWriter for LocalObject {
@@ -301,6 +389,7 @@ impl ObjectWriter for LocalObject {
         Box::pin(async move {
             self.file.write_all(&chunk).await.map_err(|e| io(&self.tmp, e))?;
             self.bytes += chunk.len() as u64;
+            self.crc.update(&chunk);
             Ok(())
         })
     }
@@ -313,6 +402,7 @@ impl ObjectWriter for LocalObject {
                 tmp,
                 mut file,
                 bytes,
+                crc,
             } = *self;
             let done = async {
                 file.flush().await?;
@@ -324,7 +414,11 @@ impl ObjectWriter for LocalObject {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(io(&path, e));
             }
-            Ok(StagedObject { url, bytes })
+            Ok(StagedObject {
+                url,
+                bytes,
+                crc32: crc.encoded(),
+            })
         })
     }
 

@@ -5,18 +5,28 @@
 //! appears under its key only when `CompleteMultipartUpload` succeeds; any error aborts the upload, once the parts
 //! in flight have answered, so no orphan parts are left. An object smaller than one part is a single `PutObject`.
 //! Keys are deterministic, so a retried task overwrites its files. Optional SSE-KMS.
+//!
+//! Every object carries a full-object CRC32 that the writer computes as the bytes pass: a single `PutObject` sends
+//! it, a multipart upload is created with `ChecksumType=FULL_OBJECT` and completed with it, so S3 validates the whole
+//! object on arrival and reports the same value on `HeadObject` with `ChecksumMode=ENABLED`; the loader compares it
+//! with the extractor's record without downloading anything ("Checking object integrity in Amazon S3",
+//! <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html>: precalculated values for
+//! multipart uploads use the full object checksum type).
 
 use std::sync::Arc;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier,
+    ServerSideEncryption,
+};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::task::JoinSet;
 
-use super::{ObjectWriter, Stage, StageError, StagedObject};
+use super::{Crc32, ObjectSum, ObjectWriter, Stage, StageError, StagedObject};
 
 /// Size of the parts of a multipart upload (S3's minimum is 5 MiB, except for the last part).
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
@@ -123,6 +133,7 @@ impl Stage for S3Stage {
                 in_flight: JoinSet::new(),
                 done: Vec::new(),
                 bytes: 0,
+                crc: Crc32::default(),
             }) as Box<dyn ObjectWriter>)
         })
     }
@@ -193,6 +204,115 @@ impl Stage for S3Stage {
             Ok(body.into_bytes())
         })
     }
+
+    fn checksum<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectSum>, StageError>> {
+        Box::pin(async move {
+            let object_key = self.object_key(key)?;
+            let s = &self.inner;
+            let location = format!("{}/{key}", self.url);
+            let head = s
+                .client
+                .head_object()
+                .bucket(&s.bucket)
+                .key(&object_key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await;
+            let head = match head {
+                Ok(o) => o,
+                Err(SdkError::ServiceError(e)) if e.err().is_not_found() => return Ok(None),
+                Err(e) => return Err(remote(&location, e)),
+            };
+            let bytes = head.content_length().unwrap_or(0).max(0) as u64;
+            // A full-object CRC32 as S3 keeps it; a composite one ("…-N") or none (an object written by another
+            // tool, or a stand-in that keeps no checksums) is computed by reading the object once.
+            let full = head.checksum_type() != Some(&ChecksumType::Composite);
+            match head.checksum_crc32().filter(|c| full && !c.contains('-')) {
+                Some(crc) => Ok(Some(ObjectSum {
+                    bytes,
+                    crc32: crc.to_string(),
+                })),
+                None => self.read_sum(&object_key, &location).await.map(Some),
+            }
+        })
+    }
+
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>> {
+        Box::pin(async move {
+            let keys = self.list(prefix).await?;
+            let s = &self.inner;
+            let location = format!("{}/{prefix}", self.url);
+            // DeleteObjects takes at most 1,000 keys a request.
+            for batch in keys.chunks(1000) {
+                let objects = batch
+                    .iter()
+                    .map(|(k, _)| {
+                        ObjectIdentifier::builder()
+                            .key(self.object_key(k)?)
+                            .build()
+                            .map_err(|e| StageError::BadUrl {
+                                url: location.clone(),
+                                reason: e.to_string(),
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let delete = Delete::builder()
+                    .set_objects(Some(objects))
+                    .quiet(true)
+                    .build()
+                    .map_err(|e| StageError::BadUrl {
+                        url: location.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let out = s
+                    .client
+                    .delete_objects()
+                    .bucket(&s.bucket)
+                    .delete(delete)
+                    .send()
+                    .await
+                    .map_err(|e| remote(&location, e))?;
+                if let Some(err) = out.errors().first() {
+                    return Err(StageError::Remote {
+                        location: format!("{}/{}", self.url, err.key().unwrap_or("?")),
+                        detail: format!("DeleteObjects: {}", err.message().unwrap_or("failed")),
+                        retryable: false,
+                    });
+                }
+            }
+            Ok(keys.len())
+        })
+    }
+}
+
+impl S3Stage {
+    /// Size and CRC32 of an object, read once in stream.
+    async fn read_sum(&self, object_key: &str, location: &str) -> Result<ObjectSum, StageError> {
+        let s = &self.inner;
+        let mut o = s
+            .client
+            .get_object()
+            .bucket(&s.bucket)
+            .key(object_key)
+            .send()
+            .await
+            .map_err(|e| remote(location, e))?;
+        let mut crc = Crc32::default();
+        let mut bytes = 0u64;
+        while let Some(chunk) = o.body.next().await {
+            let chunk = chunk.map_err(|e| StageError::Remote {
+                location: location.to_string(),
+                detail: e.to_string(),
+                retryable: true,
+            })?;
+            crc.update(&chunk);
+            bytes += chunk.len() as u64;
+        }
+        Ok(ObjectSum {
+            bytes,
+            crc32: crc.encoded(),
+        })
+    }
 }
 
 struct S3Object {
@@ -205,6 +325,7 @@ struct S3Object {
     in_flight: JoinSet<Result<CompletedPart, StageError>>,
     done: Vec<CompletedPart>,
     bytes: u64,
+    crc: Crc32,
 }
 
 impl S3Object {
@@ -218,7 +339,8 @@ impl S3Object {
             .create_multipart_upload()
             .bucket(&s.bucket)
             .key(&self.key)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32);
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .checksum_type(ChecksumType::FullObject);
         if let Some(kms) = &s.options.sse_kms_key_id {
             req = req
                 .server_side_encryption(ServerSideEncryption::AwsKms)
@@ -289,7 +411,7 @@ impl S3Object {
                 .put_object()
                 .bucket(&s.bucket)
                 .key(&self.key)
-                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .checksum_crc32(self.crc.encoded())
                 .body(ByteStream::from(std::mem::take(&mut self.buf)));
             if let Some(kms) = &s.options.sse_kms_key_id {
                 req = req
@@ -312,6 +434,8 @@ impl S3Object {
             .bucket(&s.bucket)
             .key(&self.key)
             .upload_id(&upload_id)
+            .checksum_type(ChecksumType::FullObject)
+            .checksum_crc32(self.crc.encoded())
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(std::mem::take(&mut self.done)))
@@ -347,6 +471,7 @@ impl ObjectWriter for S3Object {
     fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StageError>> {
         Box::pin(async move {
             self.bytes += chunk.len() as u64;
+            self.crc.update(&chunk);
             if self.buf.is_empty() && chunk.len() >= PART_BYTES {
                 // The usual case: the Parquet writer hands over whole part-sized chunks; no copy.
                 return self.send_part(chunk).await;
@@ -372,6 +497,7 @@ impl ObjectWriter for S3Object {
             Ok(StagedObject {
                 url: self.url.clone(),
                 bytes: self.bytes,
+                crc32: self.crc.encoded(),
             })
         })
     }

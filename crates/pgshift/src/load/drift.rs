@@ -1,0 +1,274 @@
+//! Source schema drift against an existing target, checked before the load transaction: the run's columns (as the
+//! staging table made from them has them) against the target's. Nothing is ever cast silently: a type that would
+//! lose values, a column the target has but the source no longer does, or one the source has and the target lacks,
+//! is an error naming the column, unless the schema-evolution setting allows the change (added columns and widening
+//! types only), which is then made by explicit `ALTER TABLE` statements before the load.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::TableRef;
+
+/// What a load may change in an existing target's columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaEvolution {
+    /// Any difference between the run's columns and the target's fails the load, naming the columns.
+    #[default]
+    Refuse,
+    /// Columns new in the source are added to the target (NULL in its existing rows) and types that widen losslessly
+    /// (int2 → int4 → int8 → numeric wide enough, numeric to more digits on both sides of the point, real → double,
+    /// longer varchar) are altered. Dropped columns and narrowing or incompatible types still fail.
+    AddAndWiden,
+}
+
+/// A column as `information_schema.columns` describes it (the same view in PostgreSQL and Redshift).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarehouseColumn {
+    pub name: String,
+    pub data_type: String,
+    pub char_length: Option<i64>,
+    pub precision: Option<i64>,
+    pub scale: Option<i64>,
+}
+
+impl WarehouseColumn {
+    fn render(&self) -> String {
+        match (self.char_length, self.precision, self.scale) {
+            (Some(n), _, _) => format!("{}({n})", self.data_type),
+            (None, Some(p), Some(s)) if self.data_type == "numeric" => format!("numeric({p},{s})"),
+            _ => self.data_type.clone(),
+        }
+    }
+}
+
+/// The changes a load makes to the target first, when the policy allows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The column (by name) is new: add it with the run's type.
+    Add(String),
+    /// The column's type widens to the run's.
+    Widen(String),
+}
+
+/// One column of the run, as the staging table has it, with the longest value the extractors saw.
+pub struct RunColumn<'a> {
+    pub column: &'a WarehouseColumn,
+    pub observed_bytes: Option<u64>,
+}
+
+/// Compares the run's columns with the target's: the changes to make, or the problems that fail the load.
+pub fn compare(
+    table: &TableRef,
+    target: &[WarehouseColumn],
+    run: &[RunColumn<'_>],
+    policy: SchemaEvolution,
+) -> Result<Vec<Change>, Vec<String>> {
+    let evolve = policy == SchemaEvolution::AddAndWiden;
+    let mut changes = Vec::new();
+    let mut problems = Vec::new();
+    for t in target {
+        if !run.iter().any(|r| r.column.name == t.name) {
+            problems.push(format!(
+                "{table}.{}: the target has this column but the source no longer does; loading would leave it NULL \
+                 in every row: drop it from the target or recreate the target",
+                t.name
+            ));
+        }
+    }
+    for r in run {
+        let c = r.column;
+        let Some(t) = target.iter().find(|t| t.name == c.name) else {
+            if evolve {
+                changes.push(Change::Add(c.name.clone()));
+            } else {
+                problems.push(format!(
+                    "{table}.{}: new in the source ({}) and missing from the target; pass --schema-evolution \
+                     add-and-widen to add it",
+                    c.name,
+                    c.render()
+                ));
+            }
+            continue;
+        };
+        match fit(t, c, r.observed_bytes) {
+            Fit::Same => {}
+            Fit::Widens if evolve => changes.push(Change::Widen(c.name.clone())),
+            Fit::Widens => problems.push(format!(
+                "{table}.{}: the source has {}, the target {}; loading would cast every value into the narrower \
+                 type; pass --schema-evolution add-and-widen to widen the target",
+                c.name,
+                c.render(),
+                t.render()
+            )),
+            Fit::Loses => problems.push(format!(
+                "{table}.{}: the source has {}, the target {}, which cannot hold every value; recreate the target, \
+                 or cast the column in the source (--cast)",
+                c.name,
+                c.render(),
+                t.render()
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(changes)
+    } else {
+        Err(problems)
+    }
+}
+
+enum Fit {
+    Same,
+    Widens,
+    Loses,
+}
+
+/// Decimal digits left of the point: what a type needs to hold every value of it (`need`), and how many it holds
+/// whatever they are (`safe`: int4's 2,147,483,647 needs 10 digits but holds every 9-digit number, not every 10-digit
+/// one). `None` for an unconstrained numeric (it holds anything).
+fn digits(c: &WarehouseColumn) -> Option<(Option<i64>, Option<i64>, i64)> {
+    let (need, safe) = match c.data_type.as_str() {
+        "smallint" => (5, 4),
+        "integer" => (10, 9),
+        "bigint" => (19, 18),
+        "numeric" => match c.precision {
+            Some(p) => {
+                let d = p - c.scale.unwrap_or(0);
+                (d, d)
+            }
+            None => return Some((None, None, i64::MAX)),
+        },
+        _ => return None,
+    };
+    let scale = if c.data_type == "numeric" {
+        c.scale.unwrap_or(0)
+    } else {
+        0
+    };
+    Some((Some(need), Some(safe), scale))
+}
+
+fn is_text(t: &str) -> bool {
+    matches!(t, "character varying" | "text" | "character")
+}
+
+/// Whether every value of type `b` fits type `a` exactly.
+fn holds(a: &WarehouseColumn, b: &WarehouseColumn) -> bool {
+    if a.data_type == b.data_type && a.precision == b.precision && a.scale == b.scale {
+        return true;
+    }
+    match (digits(a), digits(b)) {
+        (Some((_, a_safe, a_scale)), Some((b_need, _, b_scale))) => {
+            let int_ok = match (a_safe, b_need) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(a), Some(b)) => a >= b,
+            };
+            int_ok && (a_scale == i64::MAX || a_scale >= b_scale)
+        }
+        _ => a.data_type == "double precision" && b.data_type == "real",
+    }
+}
+
+/// Whether the run's column `run` fits the target's column `target` as it is.
+fn fit(target: &WarehouseColumn, run: &WarehouseColumn, observed_bytes: Option<u64>) -> Fit {
+    if is_text(&target.data_type) && is_text(&run.data_type) {
+        // Redshift sizes VARCHAR from the data (bytes): what matters is whether this run's values fit.
+        return match (target.char_length, observed_bytes) {
+            (Some(n), Some(seen)) if seen as i64 > n => Fit::Widens,
+            _ if target.data_type == "character" && run.data_type != "character" => Fit::Loses,
+            _ => Fit::Same,
+        };
+    }
+    if holds(target, run) {
+        Fit::Same
+    } else if holds(run, target) {
+        Fit::Widens
+    } else {
+        Fit::Loses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, ty: &str, p: Option<i64>, s: Option<i64>, len: Option<i64>) -> WarehouseColumn {
+        WarehouseColumn {
+            name: name.into(),
+            data_type: ty.into(),
+            char_length: len,
+            precision: p,
+            scale: s,
+        }
+    }
+
+    fn check(
+        target: &[WarehouseColumn],
+        run: &[WarehouseColumn],
+        policy: SchemaEvolution,
+    ) -> Result<Vec<Change>, Vec<String>> {
+        let run: Vec<RunColumn<'_>> = run
+            .iter()
+            .map(|c| RunColumn {
+                column: c,
+                observed_bytes: Some(10),
+            })
+            .collect();
+        compare(&TableRef::new("s", "t"), target, &run, policy)
+    }
+
+    #[test]
+    fn drift_is_refused_by_name_and_widening_follows_the_policy() {
+        let int = col("amount", "integer", Some(32), Some(0), None);
+        let num = col("amount", "numeric", Some(20), Some(3), None);
+        let id = col("id", "bigint", Some(64), Some(0), None);
+        // integer → numeric(20,3): 1.235 would be stored as 1.
+        let e = check(
+            &[id.clone(), int.clone()],
+            &[id.clone(), num.clone()],
+            SchemaEvolution::Refuse,
+        )
+        .expect_err("drift");
+        assert!(e[0].contains("s.t.amount") && e[0].contains("numeric(20,3)"), "{e:?}");
+        assert_eq!(
+            check(
+                &[id.clone(), int.clone()],
+                &[id.clone(), num.clone()],
+                SchemaEvolution::AddAndWiden
+            ),
+            Ok(vec![Change::Widen("amount".into())])
+        );
+        // integer into numeric(20,3) fits; bigint and numeric(5,2) hold each other's values neither way.
+        assert_eq!(
+            check(&[num.clone()], &[int.clone()], SchemaEvolution::Refuse),
+            Ok(vec![])
+        );
+        let n52 = col("amount", "numeric", Some(5), Some(2), None);
+        let big = col("amount", "bigint", Some(64), Some(0), None);
+        let e = check(&[n52], &[big], SchemaEvolution::AddAndWiden).expect_err("lossy");
+        assert!(e[0].contains("cannot hold"), "{e:?}");
+        // A column dropped in the source is refused whatever the policy; an added one only by default.
+        let e = check(&[id.clone(), int.clone()], &[id.clone()], SchemaEvolution::AddAndWiden).expect_err("dropped");
+        assert!(e[0].contains("no longer"), "{e:?}");
+        let e = check(&[id.clone()], &[id.clone(), int.clone()], SchemaEvolution::Refuse).expect_err("added");
+        assert!(e[0].contains("--schema-evolution"), "{e:?}");
+        assert_eq!(
+            check(&[id.clone()], &[id.clone(), int.clone()], SchemaEvolution::AddAndWiden),
+            Ok(vec![Change::Add("amount".into())])
+        );
+        // Narrower integers and unchanged columns fit as they are.
+        let small = col("amount", "smallint", Some(16), Some(0), None);
+        assert_eq!(check(&[int.clone()], &[small], SchemaEvolution::Refuse), Ok(vec![]));
+        assert_eq!(
+            check(&[num.clone()], &[num.clone()], SchemaEvolution::Refuse),
+            Ok(vec![])
+        );
+        // Text: only values longer than the target's width need widening.
+        let v4 = col("note", "character varying", None, None, Some(4));
+        let v64 = col("note", "character varying", None, None, Some(64));
+        assert!(check(&[v4], &[v64.clone()], SchemaEvolution::Refuse).is_err());
+        assert_eq!(check(&[v64.clone()], &[v64], SchemaEvolution::Refuse), Ok(vec![]));
+        let ts = col("amount", "timestamp without time zone", None, None, None);
+        assert!(check(&[ts], &[int], SchemaEvolution::AddAndWiden).is_err());
+    }
+}

@@ -1,0 +1,283 @@
+//! What the loader checks before anything reaches the warehouse: the plan is the one that was planned (it still
+//! hashes to its identity), each table's ranges cover its whole key space, every result is of this plan, and every
+//! part on the stage is the one its extractor wrote (size and full-object CRC32). Any failure names what is wrong
+//! and nothing loads.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+
+use super::LoadError;
+use crate::model::{display_key, Bounds, ExtractResult, ExtractTask, StagedFile, TableRef};
+use crate::plan::Plan;
+use crate::stage::Stage;
+
+/// Parts checked on the stage at once (each a `HeadObject` on S3).
+const CHECKS_AT_ONCE: usize = 16;
+
+/// The plan is intact and covers every table whole.
+pub(crate) fn check_plan(plan: &Plan, plan_url: &str) -> Result<(), LoadError> {
+    let mut problems = Vec::new();
+    let identity = plan.identity();
+    if plan.plan_id != identity {
+        problems.push(format!(
+            "plan.json hashes to {identity}, not to its plan_id {:?}: it was changed after planning; plan the run \
+             again (pgshift run … --restart)",
+            plan.plan_id
+        ));
+    }
+    for t in plan.tasks.iter().filter(|t| t.plan_id != plan.plan_id) {
+        problems.push(format!(
+            "{} range {}: the task names plan {:?}, not {:?}",
+            t.table, t.range_index, t.plan_id, plan.plan_id
+        ));
+    }
+    problems.extend(coverage(plan));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::PlanMismatch {
+            plan_url: plan_url.to_string(),
+            problems,
+        })
+    }
+}
+
+/// Gaps and overlaps in each table's ranges: indices 0..n, the first range open below, the last open above, each
+/// upper bound the next one's lower bound (ctid ranges: pages from 0, contiguous, the last open).
+pub(crate) fn coverage(plan: &Plan) -> Vec<String> {
+    let mut by_table: BTreeMap<&TableRef, Vec<&ExtractTask>> = BTreeMap::new();
+    for t in &plan.tasks {
+        by_table.entry(&t.table).or_default().push(t);
+    }
+    let mut problems = Vec::new();
+    for t in &plan.tables {
+        if !by_table.contains_key(&t.table) {
+            problems.push(format!("{}: the plan has no task for it", t.table));
+        }
+    }
+    for (table, mut tasks) in by_table {
+        if !plan.tables.iter().any(|t| &t.table == table) {
+            problems.push(format!("{table}: tasks for a table the plan does not describe"));
+        }
+        tasks.sort_by_key(|t| t.range_index);
+        problems.extend(table_coverage(table, &tasks));
+    }
+    problems
+}
+
+fn table_coverage(table: &TableRef, tasks: &[&ExtractTask]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        if t.range_index as usize != i {
+            problems.push(format!(
+                "{table}: range {} where range {i} belongs (a range is missing or listed twice)",
+                t.range_index
+            ));
+            return problems;
+        }
+    }
+    let (Some(first), Some(last)) = (tasks.first(), tasks.last()) else {
+        return problems;
+    };
+    match (&first.bounds, &last.bounds) {
+        (Bounds::Key { lower: Some(l), .. }, _) => {
+            problems.push(format!("{table}: range 0 starts at {}, not open below", display_key(l)))
+        }
+        (Bounds::Ctid { first_page, .. }, _) if *first_page != 0 => {
+            problems.push(format!("{table}: range 0 starts at page {first_page}, not page 0"))
+        }
+        _ => {}
+    }
+    match &last.bounds {
+        Bounds::Key { upper: Some(u), .. } => problems.push(format!(
+            "{table}: range {} ends at {}, not open above",
+            last.range_index,
+            display_key(u)
+        )),
+        Bounds::Ctid { end_page: Some(p), .. } => problems.push(format!(
+            "{table}: range {} ends at page {p}, not open above",
+            last.range_index
+        )),
+        _ => {}
+    }
+    for w in tasks.windows(2) {
+        let joined = match (&w[0].bounds, &w[1].bounds) {
+            (Bounds::Key { upper: Some(u), .. }, Bounds::Key { lower: Some(l), .. }) => u == l,
+            (Bounds::Ctid { end_page: Some(e), .. }, Bounds::Ctid { first_page, .. }) => e == first_page,
+            _ => false,
+        };
+        if !joined {
+            problems.push(format!(
+                "{table}: range {} does not end where range {} starts",
+                w[0].range_index, w[1].range_index
+            ));
+        }
+    }
+    problems
+}
+
+/// The result of every task, of this plan only. A result of another plan under the same run id (an earlier plan
+/// whose files are still on the stage) is refused by name, never loaded.
+pub(crate) fn match_results<'a>(
+    plan: &Plan,
+    results: &'a [ExtractResult],
+) -> Result<BTreeMap<(TableRef, u32), &'a ExtractResult>, LoadError> {
+    let mut by_part: BTreeMap<(TableRef, u32), &ExtractResult> = BTreeMap::new();
+    let mut stale = BTreeMap::new();
+    for r in results.iter().filter(|r| r.run_id == plan.run_id) {
+        let key = (r.table.clone(), r.range_index);
+        if r.plan_id == plan.plan_id {
+            by_part.insert(key, r);
+        } else {
+            stale.insert(key, r.plan_id.as_str());
+        }
+    }
+    let mut missing = Vec::new();
+    let mut wrong = Vec::new();
+    for task in &plan.tasks {
+        let key = (task.table.clone(), task.range_index);
+        if by_part.contains_key(&key) {
+            continue;
+        }
+        match stale.get(&key) {
+            Some(other) => wrong.push(format!(
+                "{} range {}: the result on the stage is of plan {other:?}, not of this plan {:?}; extract the range \
+                 again",
+                task.table, task.range_index, plan.plan_id
+            )),
+            None => missing.push(format!("{} range {}: no result", task.table, task.range_index)),
+        }
+    }
+    if !wrong.is_empty() {
+        return Err(LoadError::PlanMismatch {
+            plan_url: format!("{}/{}/plan.json", plan.stage, plan.run_id),
+            problems: wrong,
+        });
+    }
+    if !missing.is_empty() {
+        return Err(LoadError::PartsMissing(missing));
+    }
+    Ok(by_part)
+}
+
+/// Every file of every result is on the stage with the size and CRC32 its extractor recorded.
+pub(crate) async fn verify_parts(
+    stage: &dyn Stage,
+    by_part: &BTreeMap<(TableRef, u32), &ExtractResult>,
+) -> Result<(), LoadError> {
+    let files: Vec<_> = by_part.values().flat_map(|r| r.files.iter()).collect();
+    let checks: Vec<BoxFuture<'_, _>> = files.into_iter().map(|f| check_file(stage, f)).collect();
+    let checks = futures_util::stream::iter(checks)
+        .buffered(CHECKS_AT_ONCE)
+        .collect::<Vec<_>>()
+        .await;
+    let (mut missing, mut corrupt) = (Vec::new(), Vec::new());
+    for c in checks {
+        match c? {
+            Some(Problem::Missing(m)) => missing.push(m),
+            Some(Problem::Corrupt(m)) => corrupt.push(m),
+            None => {}
+        }
+    }
+    if !corrupt.is_empty() {
+        return Err(LoadError::PartCorrupt(corrupt));
+    }
+    if !missing.is_empty() {
+        return Err(LoadError::PartsMissing(missing));
+    }
+    Ok(())
+}
+
+/// One part against the stage. Boxed with a named lifetime: a stream of closures' async blocks borrowing the stage
+/// is not provably `Send` across the handler's await points.
+fn check_file<'a>(stage: &'a dyn Stage, f: &'a StagedFile) -> BoxFuture<'a, Result<Option<Problem>, LoadError>> {
+    Box::pin(async move {
+        let Some(key) = stage.key_of(&f.url) else {
+            return Ok(Some(Problem::Missing(format!(
+                "{} is not on the stage {}",
+                f.url,
+                stage.url()
+            ))));
+        };
+        Ok(match stage.checksum(key).await? {
+            None => Some(Problem::Missing(format!("{}: missing", f.url))),
+            Some(s) if s.bytes != f.bytes => Some(Problem::Missing(format!(
+                "{}: {} bytes, the extractor wrote {}",
+                f.url, s.bytes, f.bytes
+            ))),
+            Some(s) => match &f.crc32 {
+                None => Some(Problem::Corrupt(format!(
+                    "{}: its result records no checksum (an older extractor); extract it again",
+                    f.url
+                ))),
+                Some(c) if *c != s.crc32 => Some(Problem::Corrupt(format!(
+                    "{}: CRC32 {} on the stage, the extractor wrote {c}",
+                    f.url, s.crc32
+                ))),
+                Some(_) => None,
+            },
+        })
+    })
+}
+
+enum Problem {
+    Missing(String),
+    Corrupt(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{KeyType, KeyValue};
+
+    fn task(i: u32, bounds: Bounds) -> ExtractTask {
+        serde_json::from_value(serde_json::json!({
+            "run_id": "r", "table": {"schema": "s", "name": "t"}, "columns": [], "range_index": i,
+            "bounds": bounds, "stage": "file:///x"
+        }))
+        .expect("task")
+    }
+
+    fn key(v: &str) -> Option<Vec<KeyValue>> {
+        Some(vec![KeyValue::new(KeyType::Int8, v)])
+    }
+
+    fn problems(tasks: &[ExtractTask]) -> Vec<String> {
+        let refs: Vec<&ExtractTask> = tasks.iter().collect();
+        table_coverage(&TableRef::new("s", "t"), &refs)
+    }
+
+    #[test]
+    fn ranges_must_tile_the_key_space() {
+        let k = |i, lo: &str, hi: &str| {
+            task(
+                i,
+                Bounds::Key {
+                    lower: (!lo.is_empty()).then(|| key(lo)).flatten(),
+                    upper: (!hi.is_empty()).then(|| key(hi)).flatten(),
+                },
+            )
+        };
+        assert!(problems(&[k(0, "", "10"), k(1, "10", "20"), k(2, "20", "")]).is_empty());
+        assert!(problems(&[k(0, "", "")]).is_empty());
+        // A task removed from the middle, the end, the start; a bound moved.
+        assert_eq!(problems(&[k(0, "", "10"), k(2, "20", "")]).len(), 1);
+        assert!(problems(&[k(0, "", "10"), k(1, "10", "20")])[0].contains("not open above"));
+        assert!(problems(&[k(1, "10", "20"), k(2, "20", "")])[0].contains("range 1 where range 0"));
+        assert!(problems(&[k(0, "", "10"), k(1, "11", "")])[0].contains("does not end where"));
+        let c = |i, first, end| {
+            task(
+                i,
+                Bounds::Ctid {
+                    first_page: first,
+                    end_page: end,
+                },
+            )
+        };
+        assert!(problems(&[c(0, 0, Some(5)), c(1, 5, None)]).is_empty());
+        assert!(!problems(&[c(0, 0, Some(5)), c(1, 6, None)]).is_empty());
+        assert!(!problems(&[c(0, 1, None)]).is_empty());
+    }
+}
