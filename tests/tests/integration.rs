@@ -19,6 +19,7 @@ mod planner;
 mod redshift;
 mod s3;
 mod tls;
+mod wrong_data;
 
 /// A database with `setup` run in it.
 async fn db(prefix: &str, setup: &str) -> Result<String> {

@@ -80,7 +80,12 @@ pub(crate) async fn fingerprint(url: &str, plan: &Plan, table: &str, source: boo
     Ok((0..=t.columns.len()).map(|i| row.get::<_, String>(i)).collect())
 }
 
-async fn plan_and_extract(source: &str, tables: &[&str], stage: &str, stages: Arc<UrlStages>) -> Result<Plan> {
+pub(crate) async fn plan_and_extract(
+    source: &str,
+    tables: &[&str],
+    stage: &str,
+    stages: Arc<UrlStages>,
+) -> Result<Plan> {
     let pctx = PlanContext {
         source: Arc::new(PgConnector::new(source)?),
         stages: stages.clone(),
@@ -109,11 +114,11 @@ fn stage_key<'a>(stage: &str, url: &'a str) -> &'a str {
     url.strip_prefix(stage).and_then(|k| k.strip_prefix('/')).unwrap_or(url)
 }
 
-fn plan_url(plan: &Plan) -> String {
+pub(crate) fn plan_url(plan: &Plan) -> String {
     format!("{}/{}/plan.json", plan.stage, plan.run_id)
 }
 
-async fn load(
+pub(crate) async fn load(
     wh: Arc<dyn Warehouse>,
     plan: &Plan,
     mode: LoadMode,

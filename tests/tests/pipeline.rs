@@ -26,7 +26,7 @@ INSERT INTO public.events SELECT TIMESTAMPTZ '2025-01-01' + g * INTERVAL '1 seco
     jsonb_build_object('g', g) FROM generate_series(1, 5000) g;
 ANALYZE;";
 
-fn request(stage: &str, tables: &[&str], parts: u32) -> PlanRequest {
+pub(crate) fn request(stage: &str, tables: &[&str], parts: u32) -> PlanRequest {
     PlanRequest {
         tables: tables.iter().map(|t| t.to_string()).collect(),
         settings: PlanSettings {
@@ -39,7 +39,7 @@ fn request(stage: &str, tables: &[&str], parts: u32) -> PlanRequest {
     }
 }
 
-async fn run_local(
+pub(crate) async fn run_local(
     source: &str,
     request: PlanRequest,
     stages: Arc<dyn StageOpener>,
@@ -57,7 +57,7 @@ async fn run_local(
     Ok(handle.outcome.await?)
 }
 
-async fn plan_of(out: &serde_json::Value) -> Result<Plan> {
+pub(crate) async fn plan_of(out: &serde_json::Value) -> Result<Plan> {
     let url = out["plan"]["plan_url"].as_str().expect("plan_url");
     let path = url.strip_prefix("file://").expect("a file stage");
     Ok(serde_json::from_slice(&std::fs::read(path)?)?)

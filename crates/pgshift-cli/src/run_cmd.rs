@@ -261,11 +261,30 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Ok(_) if out.report.reconciled() => Ok(()),
         Ok(_) => bail!("the run succeeded but did not reconcile"),
         Err(f) => bail!(
-            "the run failed: {} [{}] (the Cleanup state dropped its staging tables)",
+            "the run failed: {} [{}] ({})",
             f.cause,
-            f.error
+            f.error,
+            cleanup_said(out.cleanup.as_ref())
         ),
     }
+}
+
+/// What the Cleanup state did, as it reported it: nothing is claimed that it did not do.
+fn cleanup_said(c: Option<&pgshift::load::CleanupResult>) -> String {
+    let Some(c) = c else {
+        return "the Cleanup state did not run".into();
+    };
+    let mut said = match c.dropped.as_slice() {
+        [] => "the Cleanup state ran; no staging table was left to drop".to_string(),
+        d => format!("the Cleanup state dropped the staging tables {}", d.join(", ")),
+    };
+    if let Some(url) = &c.status_url {
+        said.push_str(&format!("; the run's outcome per table is in {url}"));
+    }
+    for n in &c.notes {
+        said.push_str(&format!("; {n}"));
+    }
+    said
 }
 
 /// One line of progress: phase, parts, rows and bytes moved, throughput.
@@ -362,6 +381,15 @@ target_part_bytes = 1048576
         assert_eq!(r.request.settings.target_part_bytes, 1 << 20);
         let load = r.request.load.expect("load");
         assert_eq!((load.mode, load.atomic), (LoadMode::Merge, Atomicity::Run));
+    }
+
+    #[test]
+    fn zero_extractors_at_once_is_refused_by_the_flag() {
+        let mut argv = vec!["pgshift", "--concurrency", "0"];
+        let e = Cli::try_parse_from(argv.clone()).err().expect("0 is refused");
+        assert!(e.to_string().contains("--concurrency"), "{e}");
+        argv[2] = "1";
+        assert!(Cli::try_parse_from(argv).is_ok());
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub struct RunState {
     pub results: Vec<ExtractResult>,
     /// Every function invocation: (function, seconds), for the cost estimate.
     pub invocations: Vec<(&'static str, f64)>,
+    /// `<stage>/<run>/plan.json`, once the planner returned.
+    pub plan_url: Option<String>,
+    /// What the Cleanup state did, when it ran.
+    pub cleanup: Option<crate::load::CleanupResult>,
 }
 
 impl RunState {
@@ -231,16 +235,23 @@ impl Resources for LocalPipeline {
                     let summary = crate::plan::handle_event(&self.planner, &self.plan_defaults, call.input)
                         .await
                         .map_err(|e| lambda_failure(e.name(), e.to_string()))?;
+                    self.progress.update(|s| s.plan_url = Some(summary.plan_url.clone()));
                     to_json(&summary)
                 }
                 "extractor" => self.extract(call).await,
                 "loader" => {
                     let action = call.input.get("action").and_then(Value::as_str).unwrap_or("start");
-                    let phase = if action == "cleanup" { "cleaning up" } else { "loading" };
+                    let cleanup = action == "cleanup";
+                    let phase = if cleanup { "cleaning up" } else { "loading" };
                     self.progress.update(|s| s.phase = phase);
-                    crate::load::handle(&self.loader, call.input)
+                    let out = crate::load::handle(&self.loader, call.input)
                         .await
-                        .map_err(|e| lambda_failure(e.name(), e.to_string()))
+                        .map_err(|e| lambda_failure(e.name(), e.to_string()));
+                    if let (Ok(v), true) = (&out, cleanup) {
+                        let done = serde_json::from_value(v.clone()).ok();
+                        self.progress.update(|s| s.cleanup = done);
+                    }
+                    out
                 }
                 other => Err(Failure::new(
                     "States.Runtime",
@@ -358,6 +369,8 @@ pub struct RunOutcome {
     /// The execution's output, or the failure that ended it (after the Cleanup state ran).
     pub output: Result<Value, Failure>,
     pub report: RunReport,
+    /// What the Cleanup state did, when the run failed and it ran.
+    pub cleanup: Option<crate::load::CleanupResult>,
 }
 
 /// A run under way: its live progress, and its end.
@@ -401,17 +414,9 @@ impl LocalRun {
                 s.phase = if output.is_ok() { "succeeded" } else { "failed" };
             });
             let snap = p.snapshot();
-            let plan_url = output
-                .as_ref()
-                .ok()
-                .and_then(|o| o.pointer("/plan/plan_url"))
-                .and_then(Value::as_str);
-            let load = match plan_url {
-                Some(url) => crate::load::read_result(stages.as_ref(), url)
-                    .await
-                    .ok()
-                    .flatten()
-                    .filter(|r| r.done),
+            // The load's record, finished or not: the tables it committed are in the warehouse either way.
+            let load = match &snap.plan_url {
+                Some(url) => crate::load::read_result(stages.as_ref(), url).await.ok().flatten(),
                 None => None,
             };
             let run_id = output
@@ -445,10 +450,15 @@ impl LocalRun {
                     invocations: &snap.invocations,
                     memory_mb,
                     transitions: interpreter.transitions(),
+                    failure: output.as_ref().err().map(|f| (f.error.clone(), f.cause.clone())),
                 },
                 Prices::default(),
             );
-            RunOutcome { output, report }
+            RunOutcome {
+                output,
+                report,
+                cleanup: snap.cleanup,
+            }
         });
         Ok(RunHandle { progress, outcome })
     }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::load::LoadResult;
+use crate::load::{LoadResult, TableStatus};
 use crate::model::{ExtractResult, TableRef};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -28,8 +28,11 @@ pub struct TableReport {
     pub source_bytes: u64,
     /// Rows of the largest part over the mean (1.0 is perfect balance).
     pub skew: f64,
-    /// Rows the loader swapped in (reconciled in the load transaction with the parts' rows).
+    /// Rows the warehouse committed for the table (reconciled in the load transaction with the parts' rows); `None`
+    /// unless its load committed.
     pub loaded_rows: Option<u64>,
+    /// Where the table's load stands, when it was loaded at all.
+    pub status: Option<TableStatus>,
     pub reconciled: bool,
 }
 
@@ -73,6 +76,8 @@ pub struct RunReport {
     /// Failed extraction attempts that a retry then completed: (table, range, error name).
     pub retried: Vec<(TableRef, u32, String)>,
     pub cost: Cost,
+    /// The error name and message that ended a failed run.
+    pub failure: Option<(String, String)>,
 }
 
 /// Inputs of a report.
@@ -88,6 +93,8 @@ pub struct RunFacts<'a> {
     pub invocations: &'a [(&'static str, f64)],
     pub memory_mb: u32,
     pub transitions: u64,
+    /// The error name and message, when the run failed.
+    pub failure: Option<(String, String)>,
 }
 
 impl RunReport {
@@ -115,10 +122,10 @@ impl RunReport {
             let rows: u64 = parts.iter().map(|p| p.rows).sum();
             let max = parts.iter().map(|p| p.rows).max().unwrap_or(0);
             let mean = rows as f64 / parts.len().max(1) as f64;
-            let loaded = f
-                .load
-                .and_then(|l| l.tables.iter().find(|t| &t.table == table))
-                .map(|t| t.rows);
+            let load = f.load.and_then(|l| l.tables.iter().find(|t| &t.table == table));
+            let status = load.map(|t| t.status);
+            // Only what the warehouse committed counts as loaded.
+            let loaded = load.filter(|t| t.status.is_committed()).and_then(|t| t.committed_rows);
             tables.push(TableReport {
                 table: table.clone(),
                 rows,
@@ -126,6 +133,7 @@ impl RunReport {
                 source_bytes: parts.iter().map(|p| p.source_bytes).sum(),
                 skew: if mean > 0.0 { max as f64 / mean } else { 1.0 },
                 loaded_rows: loaded,
+                status,
                 reconciled: loaded == Some(rows),
                 parts,
             });
@@ -151,11 +159,55 @@ impl RunReport {
                 s3_puts,
                 dollars,
             },
+            failure: f.failure,
         }
     }
 
+    /// The run succeeded and every table holds exactly the rows extracted.
     pub fn reconciled(&self) -> bool {
-        self.tables.iter().all(|t| t.reconciled)
+        self.failure.is_none() && !self.tables.is_empty() && self.tables.iter().all(|t| t.reconciled)
+    }
+
+    /// What the warehouse holds now: the reconciliation of a run that succeeded, or, of a failed one, which tables
+    /// its load committed before the failure and that the others are as they were.
+    fn render_outcome(&self, o: &mut String) {
+        let committed: Vec<&TableReport> = self.tables.iter().filter(|t| t.loaded_rows.is_some()).collect();
+        if let Some((name, cause)) = &self.failure {
+            let _ = writeln!(o, "run FAILED [{name}]: {}", truncate(cause, 400));
+            match committed.as_slice() {
+                [] => {
+                    let _ = writeln!(o, "the warehouse is as it was: no table of this run was committed");
+                }
+                c => {
+                    let _ = writeln!(
+                        o,
+                        "committed before the failure: {} of {} tables",
+                        c.len(),
+                        self.tables.len()
+                    );
+                    for t in c {
+                        let _ = writeln!(o, "  {}: {} rows", t.table, t.loaded_rows.unwrap_or(0));
+                    }
+                    let _ = writeln!(o, "every other table is as it was");
+                }
+            }
+            return;
+        }
+        let ok = self.tables.iter().filter(|t| t.reconciled).count();
+        let _ = writeln!(
+            o,
+            "reconciliation: {ok} of {} tables loaded exactly the rows extracted{}",
+            self.tables.len(),
+            if self.reconciled() { " ✓" } else { " ✗" }
+        );
+        for t in self.tables.iter().filter(|t| !t.reconciled) {
+            let loaded = match (t.loaded_rows, t.status) {
+                (Some(n), Some(TableStatus::AlreadyLoaded)) => format!("{n} (committed by an earlier attempt)"),
+                (Some(n), _) => n.to_string(),
+                (None, s) => format!("nothing ({})", s.map_or("not loaded".into(), |s| format!("{s:?}"))),
+            };
+            let _ = writeln!(o, "  {}: extracted {} loaded {loaded}", t.table, t.rows);
+        }
     }
 
     /// The report as text tables for a terminal.
@@ -219,16 +271,7 @@ impl RunReport {
         for (t, r, e) in &self.retried {
             let _ = writeln!(o, "retried: {t} range {r} after {e}");
         }
-        let ok = self.tables.iter().filter(|t| t.reconciled).count();
-        let _ = writeln!(
-            o,
-            "reconciliation: {ok} of {} tables loaded exactly the rows extracted{}",
-            self.tables.len(),
-            if self.reconciled() { " ✓" } else { " ✗" }
-        );
-        for t in self.tables.iter().filter(|t| !t.reconciled) {
-            let _ = writeln!(o, "  {}: extracted {} loaded {:?}", t.table, t.rows, t.loaded_rows);
-        }
+        self.render_outcome(&mut o);
         let c = &self.cost;
         let _ = writeln!(
             o,
@@ -269,10 +312,20 @@ pub async fn from_stage(
             Err(e) => return Err(e.into()),
         }
     }
-    let load = crate::load::read_result(stages, plan_url).await?.filter(|l| l.done);
-    if load.is_none() {
-        notes.push("not loaded (no finished load.json)".into());
+    let load = crate::load::read_result(stages, plan_url).await?;
+    match &load {
+        None => notes.push("not loaded (no load.json)".into()),
+        Some(l) if !l.done => notes.push("the load has not finished (or failed): only committed tables count".into()),
+        Some(_) => {}
     }
+    let run = crate::stage::key_segment(&plan.run_id);
+    let failure = match stage.get(&format!("{run}/status.json")).await {
+        Ok(b) => serde_json::from_slice::<serde_json::Value>(&b).ok().map(|v| {
+            let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+            (text("error"), text("cause"))
+        }),
+        Err(_) => None,
+    };
     let mut invocations: Vec<(&'static str, f64)> = results.iter().map(|r| ("extractor", r.seconds)).collect();
     invocations.push(("planner", plan.planning_seconds));
     if let Some(l) = &load {
@@ -290,6 +343,7 @@ pub async fn from_stage(
             invocations: &invocations,
             memory_mb,
             transitions: 5 + plan.tasks.len() as u64,
+            failure,
         },
         Prices::default(),
     );

@@ -203,8 +203,8 @@ mod tests {
     }
 
     fn check(
-        target: &[WarehouseColumn],
-        run: &[WarehouseColumn],
+        target: Vec<WarehouseColumn>,
+        run: Vec<WarehouseColumn>,
         policy: SchemaEvolution,
     ) -> Result<Vec<Change>, Vec<String>> {
         let run: Vec<RunColumn<'_>> = run
@@ -214,7 +214,7 @@ mod tests {
                 observed_bytes: Some(10),
             })
             .collect();
-        compare(&TableRef::new("s", "t"), target, &run, policy)
+        compare(&TableRef::new("s", "t"), &target, &run, policy)
     }
 
     #[test]
@@ -224,51 +224,63 @@ mod tests {
         let id = col("id", "bigint", Some(64), Some(0), None);
         // integer → numeric(20,3): 1.235 would be stored as 1.
         let e = check(
-            &[id.clone(), int.clone()],
-            &[id.clone(), num.clone()],
+            vec![id.clone(), int.clone()],
+            vec![id.clone(), num.clone()],
             SchemaEvolution::Refuse,
         )
         .expect_err("drift");
         assert!(e[0].contains("s.t.amount") && e[0].contains("numeric(20,3)"), "{e:?}");
         assert_eq!(
             check(
-                &[id.clone(), int.clone()],
-                &[id.clone(), num.clone()],
+                vec![id.clone(), int.clone()],
+                vec![id.clone(), num.clone()],
                 SchemaEvolution::AddAndWiden
             ),
             Ok(vec![Change::Widen("amount".into())])
         );
         // integer into numeric(20,3) fits; bigint and numeric(5,2) hold each other's values neither way.
         assert_eq!(
-            check(&[num.clone()], &[int.clone()], SchemaEvolution::Refuse),
+            check(vec![num.clone()], vec![int.clone()], SchemaEvolution::Refuse),
             Ok(vec![])
         );
         let n52 = col("amount", "numeric", Some(5), Some(2), None);
         let big = col("amount", "bigint", Some(64), Some(0), None);
-        let e = check(&[n52], &[big], SchemaEvolution::AddAndWiden).expect_err("lossy");
+        let e = check(vec![n52], vec![big], SchemaEvolution::AddAndWiden).expect_err("lossy");
         assert!(e[0].contains("cannot hold"), "{e:?}");
         // A column dropped in the source is refused whatever the policy; an added one only by default.
-        let e = check(&[id.clone(), int.clone()], &[id.clone()], SchemaEvolution::AddAndWiden).expect_err("dropped");
+        let e = check(
+            vec![id.clone(), int.clone()],
+            vec![id.clone()],
+            SchemaEvolution::AddAndWiden,
+        )
+        .expect_err("dropped");
         assert!(e[0].contains("no longer"), "{e:?}");
-        let e = check(&[id.clone()], &[id.clone(), int.clone()], SchemaEvolution::Refuse).expect_err("added");
+        let e = check(vec![id.clone()], vec![id.clone(), int.clone()], SchemaEvolution::Refuse).expect_err("added");
         assert!(e[0].contains("--schema-evolution"), "{e:?}");
         assert_eq!(
-            check(&[id.clone()], &[id.clone(), int.clone()], SchemaEvolution::AddAndWiden),
+            check(
+                vec![id.clone()],
+                vec![id.clone(), int.clone()],
+                SchemaEvolution::AddAndWiden
+            ),
             Ok(vec![Change::Add("amount".into())])
         );
         // Narrower integers and unchanged columns fit as they are.
         let small = col("amount", "smallint", Some(16), Some(0), None);
-        assert_eq!(check(&[int.clone()], &[small], SchemaEvolution::Refuse), Ok(vec![]));
         assert_eq!(
-            check(&[num.clone()], &[num.clone()], SchemaEvolution::Refuse),
+            check(vec![int.clone()], vec![small], SchemaEvolution::Refuse),
+            Ok(vec![])
+        );
+        assert_eq!(
+            check(vec![num.clone()], vec![num.clone()], SchemaEvolution::Refuse),
             Ok(vec![])
         );
         // Text: only values longer than the target's width need widening.
         let v4 = col("note", "character varying", None, None, Some(4));
         let v64 = col("note", "character varying", None, None, Some(64));
-        assert!(check(&[v4], &[v64.clone()], SchemaEvolution::Refuse).is_err());
-        assert_eq!(check(&[v64.clone()], &[v64], SchemaEvolution::Refuse), Ok(vec![]));
+        assert!(check(vec![v4], vec![v64.clone()], SchemaEvolution::Refuse).is_err());
+        assert_eq!(check(vec![v64.clone()], vec![v64], SchemaEvolution::Refuse), Ok(vec![]));
         let ts = col("amount", "timestamp without time zone", None, None, None);
-        assert!(check(&[ts], &[int], SchemaEvolution::AddAndWiden).is_err());
+        assert!(check(vec![ts], vec![int], SchemaEvolution::AddAndWiden).is_err());
     }
 }
