@@ -510,6 +510,16 @@ mod tests {
             got, want,
             "the rule starts runs on exactly the events the planner accepts"
         );
+        // The planner reads an existing plan of the run id (a missing one must be 404: ListBucket) and deletes a
+        // restarted run's objects.
+        let planner = template
+            .split("PlannerFunction:")
+            .nth(1)
+            .and_then(|t| t.split("ExtractorFunction:").next())
+            .expect("the planner");
+        for action in ["s3:GetObject", "s3:DeleteObject", "s3:ListBucket", "s3:PutObject"] {
+            assert!(planner.contains(action), "the planner's role allows {action}");
+        }
     }
 
     #[test]
