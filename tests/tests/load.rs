@@ -4,11 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use futures_util::future::BoxFuture;
 use pgshift::load::postgres::PgWarehouse;
-use pgshift::load::{
-    Atomicity, CopyJob, Dialect, LoadContext, LoadError, LoadMode, LoadRequest, Step, Submission, Warehouse,
-};
+use pgshift::load::{Atomicity, LoadContext, LoadError, LoadMode, LoadRequest, Step, Warehouse};
 use pgshift::model::{ColumnSpec, ExtractTask};
 use pgshift::plan::{Plan, PlanContext, PlanRequest, PlanSettings};
 use pgshift::source::{PgConnector, SESSION_SETTINGS};
@@ -18,6 +15,7 @@ use pgshift::types::Mapping;
 use pgshift::UrlStages;
 use pgshift_tests::{cluster, connect, s3_server, stage_dir};
 
+use super::hooked::{is_sql, Edit, Hooked};
 use super::{db, ALL_TYPES};
 
 pub(crate) const SALES: &str = "
@@ -139,36 +137,16 @@ pub(crate) async fn load(
 
 /// A warehouse that makes the load transaction fail after its COPY, reconcile and swap statements ran: a real
 /// rollback in Postgres.
-struct FailSwap(PgWarehouse);
-
-impl Warehouse for FailSwap {
-    fn dialect(&self) -> Dialect {
-        self.0.dialect()
-    }
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
-        self.0.transaction(statements)
-    }
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
-        self.0.count(query)
-    }
-    fn columns<'a>(
-        &'a self,
-        table: &'a pgshift::model::TableRef,
-    ) -> BoxFuture<'a, Result<Vec<pgshift::load::WarehouseColumn>, LoadError>> {
-        self.0.columns(table)
-    }
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
-        self.0.copy(job)
-    }
-    fn submit<'a>(&'a self, mut steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
+fn fail_swap(url: &str) -> Result<Hooked> {
+    let edit: Edit = Box::new(|steps| {
         if steps
             .iter()
-            .any(|s| matches!(s, Step::Sql(q) if q.contains("INSERT INTO \"pgshift\".\"load_log\"")))
+            .any(|s| is_sql(s, "INSERT INTO \"pgshift\".\"load_log\"", ""))
         {
             steps.push(Step::Sql("SELECT 1 / 0".into()));
         }
-        self.0.submit(steps)
-    }
+    });
+    Ok(Hooked::new(PgWarehouse::new(url)?, edit))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +222,7 @@ async fn every_mode_leaves_the_target_equal_to_the_source() -> Result<()> {
         fingerprint(&target, &plan, "sales.items", false).await?,
     ];
     let run4 = plan_and_extract(&source, &["sales.*"], &stage, Arc::new(UrlStages::default())).await?;
-    let failing: Arc<dyn Warehouse> = Arc::new(FailSwap(PgWarehouse::new(&target)?));
+    let failing: Arc<dyn Warehouse> = Arc::new(fail_swap(&target)?);
     let e = load(failing, &run4, LoadMode::Replace, Atomicity::Run)
         .await
         .expect_err("the swap fails");

@@ -8,7 +8,7 @@ use anyhow::Result;
 use futures_util::future::BoxFuture;
 use pgshift::extract::StageOpener;
 use pgshift::load::postgres::PgWarehouse;
-use pgshift::load::{CopyJob, Dialect, LoadError, Step, Submission, Warehouse};
+use pgshift::load::{Step, Warehouse};
 use pgshift::pipeline::{LocalRun, RunOutcome, DEFINITION};
 use pgshift::plan::{Plan, PlanRequest, PlanSettings};
 use pgshift::source::PgConnector;
@@ -16,6 +16,7 @@ use pgshift::stage::{ObjectWriter, Stage, StageError};
 use pgshift::{ExtractError, UrlStages};
 use pgshift_tests::{cluster, connect, list_files, stage_dir};
 
+use super::hooked::{Edit, Hooked};
 use super::load::{fingerprint, SALES};
 use super::{db, ALL_TYPES};
 
@@ -234,36 +235,15 @@ async fn an_extractor_that_fails_once_is_retried_and_nothing_is_duplicated() -> 
     Ok(())
 }
 
-/// A warehouse whose load transactions fail (after the staging tables were created).
-struct FailingLoads(PgWarehouse);
-
-impl Warehouse for FailingLoads {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
-        self.0.transaction(statements)
-    }
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
-        self.0.count(query)
-    }
-    fn columns<'a>(
-        &'a self,
-        table: &'a pgshift::model::TableRef,
-    ) -> BoxFuture<'a, Result<Vec<pgshift::load::WarehouseColumn>, LoadError>> {
-        self.0.columns(table)
-    }
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
-        self.0.copy(job)
-    }
-    fn submit<'a>(&'a self, _steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
-        Box::pin(async {
-            Err(LoadError::Warehouse {
-                detail: "injected: disk full".into(),
-                retryable: false,
-            })
-        })
-    }
+/// A warehouse whose load transactions fail first thing (after the staging tables were created): a real error.
+fn failing_loads(url: &str) -> Result<Hooked> {
+    let edit: Edit = Box::new(|steps| {
+        steps.insert(
+            0,
+            Step::Sql("DO $$ BEGIN RAISE EXCEPTION 'injected: disk full'; END $$".into()),
+        )
+    });
+    Ok(Hooked::new(PgWarehouse::new(url)?, edit))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +263,7 @@ async fn a_failed_load_runs_cleanup_and_leaves_the_target_as_it_was() -> Result<
         &source,
         request(&stage, &["sales.*"], 2),
         Arc::new(UrlStages::default()),
-        Arc::new(FailingLoads(PgWarehouse::new(&target)?)),
+        Arc::new(failing_loads(&target)?),
     )
     .await?;
     let failure = out.output.expect_err("the run fails");

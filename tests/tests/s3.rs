@@ -237,6 +237,36 @@ async fn listing_a_run_prefix_pages_through_every_object() -> Result<()> {
         Err(StageError::Missing { .. })
     ));
     assert_eq!(stage.head("run-3/none.json").await?, None);
+
+    // A restarted run's prefix goes, in batches of at most 1,000 keys; its neighbours stay.
+    assert_eq!(stage.delete_prefix("run-1/").await?, 1005);
+    assert!(stage.list("run-1/").await?.is_empty());
+    assert_eq!(stage.list("run-").await?.len(), 2, "run-10 and run-2 are untouched");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_reports_the_crc32_its_writer_computed() -> Result<()> {
+    let server = s3_server();
+    let bucket = server.bucket("crc");
+    let stage = S3Stage::new(server.client(), &format!("s3://{bucket}/stage"), S3Options::default())?;
+    // One PutObject, and a multipart upload of three parts (FULL_OBJECT checksum type).
+    let small = pgshift::stage::put(&stage, "r/small.bin", Bytes::from_static(b"pgshift")).await?;
+    assert_eq!(small.crc32, pgshift::stage::Crc32::of(b"pgshift"));
+    let big: Vec<u8> = (0..(2 * pgshift::stage::s3::PART_BYTES + 12_345))
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    let mut w = stage.create("r/big.bin").await?;
+    for chunk in big.chunks(3 * 1024 * 1024) {
+        w.write(Bytes::copy_from_slice(chunk)).await?;
+    }
+    let done = w.finish().await?;
+    assert_eq!(done.crc32, pgshift::stage::Crc32::of(&big));
+    for (key, obj, len) in [("r/small.bin", &small, 7u64), ("r/big.bin", &done, big.len() as u64)] {
+        let sum = stage.checksum(key).await?.expect("the object");
+        assert_eq!((sum.bytes, &sum.crc32), (len, &obj.crc32), "{key}");
+    }
+    assert_eq!(stage.checksum("r/none.bin").await?, None);
     Ok(())
 }
 

@@ -2,17 +2,13 @@
 //! Every test asserts what the warehouse holds (row count and a per-column fingerprint), not only an outcome.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use pgshift::load::postgres::PgWarehouse;
 use pgshift::load::{
-    Atomicity, CopyJob, Dialect, LoadContext, LoadError, LoadMode, LoadRequest, SchemaEvolution, Step, Submission,
-    TableStatus, Warehouse, WarehouseColumn,
+    Atomicity, LoadContext, LoadError, LoadMode, LoadRequest, SchemaEvolution, Step, TableStatus, Warehouse,
 };
-use pgshift::model::TableRef;
 use pgshift::plan::{Plan, PlanContext, PlanError, PlanRequest, Strategy};
 use pgshift::source::PgConnector;
 use pgshift::stage::s3::S3Options;
@@ -20,6 +16,7 @@ use pgshift::UrlStages;
 use pgshift_tests::{cluster, connect, s3_server, stage_dir};
 
 use super::db;
+use super::hooked::{is_sql, Edit, Hooked};
 use super::load::{fingerprint, plan_and_extract, plan_url, SALES};
 use super::pipeline::{plan_of, request, run_local};
 
@@ -80,39 +77,15 @@ async fn load_with(
 
 /// A warehouse whose replace swaps hold the window between their DELETE and their commit open, and whose two load
 /// transactions start together: what two runs of a large table look like.
-struct Overlapping {
-    inner: PgWarehouse,
-    together: tokio::sync::Barrier,
-}
-
-impl Warehouse for Overlapping {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
-        self.inner.transaction(statements)
-    }
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
-        self.inner.count(query)
-    }
-    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, LoadError>> {
-        self.inner.columns(table)
-    }
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
-        self.inner.copy(job)
-    }
-    fn submit<'a>(&'a self, mut steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
-        if let Some(i) = steps
-            .iter()
-            .position(|s| matches!(s, Step::Sql(q) if q.starts_with("DELETE FROM")))
-        {
+fn overlapping(url: &str) -> Result<Hooked> {
+    let edit: Edit = Box::new(|steps| {
+        if let Some(i) = steps.iter().position(|s| is_sql(s, "DELETE FROM", "")) {
             steps.insert(i + 1, Step::Sql("SELECT pg_sleep(0.5)".into()));
         }
-        Box::pin(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(30), self.together.wait()).await;
-            self.inner.submit(steps).await
-        })
-    }
+    });
+    let mut wh = Hooked::new(PgWarehouse::new(url)?, edit);
+    wh.together = Some(tokio::sync::Barrier::new(2));
+    Ok(wh)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,10 +95,7 @@ async fn two_concurrent_replace_runs_of_a_keyless_table_leave_it_once() -> Resul
     let stage = format!("file://{}", stage_dir("two").display());
     // One warehouse port for both runs, so their load transactions meet; an empty warehouse, so both create the
     // target at once too.
-    let wh: Arc<dyn Warehouse> = Arc::new(Overlapping {
-        inner: PgWarehouse::new(&target)?,
-        together: tokio::sync::Barrier::new(2),
-    });
+    let wh: Arc<dyn Warehouse> = Arc::new(overlapping(&target)?);
     let run = |id: &str| {
         let mut req = request(&stage, &["public.heap2"], 2);
         req.run_id = Some(id.to_string());
@@ -501,34 +471,14 @@ async fn concurrency_zero_is_refused_before_anything_runs() -> Result<()> {
     Ok(())
 }
 
-/// A warehouse whose load transaction of one table fails (after the others may have committed).
-struct FailOne(PgWarehouse, &'static str);
-
-impl Warehouse for FailOne {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
-        self.0.transaction(statements)
-    }
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
-        self.0.count(query)
-    }
-    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, LoadError>> {
-        self.0.columns(table)
-    }
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
-        self.0.copy(job)
-    }
-    fn submit<'a>(&'a self, mut steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
-        if steps
-            .iter()
-            .any(|s| matches!(s, Step::Sql(q) if q.starts_with("DELETE FROM") && q.contains(self.1)))
-        {
+/// A warehouse whose load transaction of the table named `table` fails after its swap ran (others may commit).
+fn fail_one(url: &str, table: &'static str) -> Result<Hooked> {
+    let edit: Edit = Box::new(move |steps| {
+        if steps.iter().any(|s| is_sql(s, "DELETE FROM", table)) {
             steps.push(Step::Sql("SELECT 1 / 0".into()));
         }
-        self.0.submit(steps)
-    }
+    });
+    Ok(Hooked::new(PgWarehouse::new(url)?, edit))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,7 +497,7 @@ async fn a_failed_run_reports_exactly_what_the_warehouse_committed() -> Result<(
         &source,
         req,
         Arc::new(UrlStages::default()),
-        Arc::new(FailOne(PgWarehouse::new(&target)?, "\"items\"")),
+        Arc::new(fail_one(&target, "\"items\"")?),
     )
     .await?;
     let failure = out.output.as_ref().expect_err("items fails");

@@ -448,6 +448,31 @@ mod tests {
         assert_eq!(key_segment("ü"), "%C3%BC");
     }
 
+    #[tokio::test]
+    async fn a_local_object_reports_the_crc32_it_was_written_with_and_a_prefix_goes_whole() {
+        let dir = std::env::temp_dir().join(format!("pgshift-stage-{}", uuid::Uuid::new_v4().simple()));
+        let stage = open(&format!("file://{}", dir.display())).expect("stage");
+        let mut w = stage.create("run/t/a.bin").await.expect("create");
+        w.write(Bytes::from_static(b"pg")).await.expect("write");
+        w.write(Bytes::from_static(b"shift")).await.expect("write");
+        let done = w.finish().await.expect("finish");
+        // The standard check value of CRC-32 ("123456789" → 0xCBF43926), in S3's base64 form.
+        assert_eq!(Crc32::of(b"123456789"), "y/Q5Jg==");
+        assert_eq!(done.crc32, Crc32::of(b"pgshift"));
+        let sum = stage.checksum("run/t/a.bin").await.expect("sum").expect("object");
+        assert_eq!((sum.bytes, sum.crc32), (7, done.crc32.clone()));
+        std::fs::write(dir.join("run/t/a.bin"), b"pgshifT").expect("corrupt");
+        let sum = stage.checksum("run/t/a.bin").await.expect("sum").expect("object");
+        assert_ne!(sum.crc32, done.crc32);
+        put(stage.as_ref(), "other/b.bin", Bytes::from_static(b"x"))
+            .await
+            .expect("put");
+        assert_eq!(stage.delete_prefix("run/").await.expect("delete"), 1);
+        assert_eq!(stage.checksum("run/t/a.bin").await.expect("sum"), None);
+        assert!(stage.head("other/b.bin").await.expect("head").is_some());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn only_absolute_file_urls_open() {
         assert!(open("file:///tmp/x").is_ok());

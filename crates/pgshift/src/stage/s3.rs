@@ -244,26 +244,24 @@ impl Stage for S3Stage {
             let location = format!("{}/{prefix}", self.url);
             // DeleteObjects takes at most 1,000 keys a request.
             for batch in keys.chunks(1000) {
+                let bad = |e: aws_sdk_s3::error::BuildError| StageError::BadUrl {
+                    url: location.clone(),
+                    reason: e.to_string(),
+                };
                 let objects = batch
                     .iter()
                     .map(|(k, _)| {
                         ObjectIdentifier::builder()
                             .key(self.object_key(k)?)
                             .build()
-                            .map_err(|e| StageError::BadUrl {
-                                url: location.clone(),
-                                reason: e.to_string(),
-                            })
+                            .map_err(bad)
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let delete = Delete::builder()
                     .set_objects(Some(objects))
                     .quiet(true)
                     .build()
-                    .map_err(|e| StageError::BadUrl {
-                        url: location.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(bad)?;
                 let out = s
                     .client
                     .delete_objects()

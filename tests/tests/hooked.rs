@@ -1,0 +1,59 @@
+//! One PostgreSQL warehouse whose load transactions a test can change: a real warehouse underneath, so a fault a test
+//! injects is a real failure and rollback in PostgreSQL.
+
+use futures_util::future::BoxFuture;
+use pgshift::load::postgres::PgWarehouse;
+use pgshift::load::{CopyJob, Dialect, LoadError, Step, Submission, Warehouse, WarehouseColumn};
+use pgshift::model::TableRef;
+
+/// Rewrites the steps of a load transaction before it runs (to inject a failure, or a pause).
+pub(crate) type Edit = Box<dyn for<'a> Fn(&mut Vec<Step<'a>>) + Send + Sync>;
+
+pub(crate) struct Hooked {
+    pub(crate) inner: PgWarehouse,
+    pub(crate) edit: Edit,
+    /// When set, that many load transactions are held until they can all start together.
+    pub(crate) together: Option<tokio::sync::Barrier>,
+}
+
+impl Hooked {
+    pub(crate) fn new(inner: PgWarehouse, edit: Edit) -> Self {
+        Self {
+            inner,
+            edit,
+            together: None,
+        }
+    }
+}
+
+/// Whether a step is an SQL statement that starts with `prefix` and contains `part`.
+pub(crate) fn is_sql(step: &Step<'_>, prefix: &str, part: &str) -> bool {
+    matches!(step, Step::Sql(q) if q.starts_with(prefix) && q.contains(part))
+}
+
+impl Warehouse for Hooked {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
+        self.inner.transaction(statements)
+    }
+    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
+        self.inner.count(query)
+    }
+    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, LoadError>> {
+        self.inner.columns(table)
+    }
+    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
+        self.inner.copy(job)
+    }
+    fn submit<'a>(&'a self, mut steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
+        (self.edit)(&mut steps);
+        Box::pin(async move {
+            if let Some(b) = &self.together {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), b.wait()).await;
+            }
+            self.inner.submit(steps).await
+        })
+    }
+}
