@@ -262,7 +262,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Ok(_) => bail!("the run succeeded but did not reconcile"),
         Err(f) => bail!(
             "the run failed: {} [{}] ({})",
-            f.cause,
+            pgshift::pipeline::failure_message(&f),
             f.error,
             cleanup_said(out.cleanup.as_ref())
         ),

@@ -159,6 +159,14 @@ pub struct LocalPipeline {
     pub progress: Arc<Progress>,
 }
 
+/// The message of a failure: a Lambda function error's `errorMessage` (its cause is that JSON), else the cause.
+pub fn failure_message(f: &Failure) -> String {
+    serde_json::from_str::<Value>(&f.cause)
+        .ok()
+        .and_then(|v| v.get("errorMessage").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| f.cause.clone())
+}
+
 /// A handler error as Step Functions reports a Lambda function error: the `errorType` is the error name.
 fn lambda_failure(name: &str, message: String) -> Failure {
     Failure::new(name, json!({"errorMessage": message, "errorType": name}).to_string())
@@ -450,7 +458,7 @@ impl LocalRun {
                     invocations: &snap.invocations,
                     memory_mb,
                     transitions: interpreter.transitions(),
-                    failure: output.as_ref().err().map(|f| (f.error.clone(), f.cause.clone())),
+                    failure: output.as_ref().err().map(|f| (f.error.clone(), failure_message(f))),
                 },
                 Prices::default(),
             );
