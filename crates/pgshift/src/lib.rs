@@ -9,7 +9,6 @@
 //! - [`parquet_out`], [`stage`]: Arrow → Parquet files on the stage;
 //! - [`plan`]: the planner (balanced key ranges); [`extract`]: the extractor's handler; [`error`]: its error boundary.
 
-pub mod asl;
 pub mod config;
 pub mod decode;
 pub mod error;

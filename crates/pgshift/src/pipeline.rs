@@ -13,13 +13,13 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
-use crate::asl::{AslError, Failure, Machine, Resources, TaskCall};
 use crate::extract::{ExtractContext, StageOpener};
 use crate::load::LoadContext;
 use crate::model::{ExtractResult, ExtractTask, TableRef};
 use crate::plan::{PlanContext, PlanRequest};
 use crate::report::{Prices, RunFacts, RunReport};
 use crate::stage::bucket_url;
+use asl::{AslError, Failure, Machine, Resources, TaskCall};
 
 /// The state machine definition, as deployed.
 pub const DEFINITION: &str = include_str!("../../../statemachine/pipeline.asl.json");
@@ -410,7 +410,7 @@ impl LocalRun {
             stages: self.stages,
             progress: progress.clone(),
         };
-        let interpreter = crate::asl::Interpreter::new(machine, Arc::new(pipeline));
+        let interpreter = asl::Interpreter::new(machine, Arc::new(pipeline)).named("pgshift");
         let input = serde_json::to_value(&self.request).map_err(|e| AslError::Invalid(format!("run input: {e}")))?;
         let name = execution_name.to_string();
         let p = progress.clone();

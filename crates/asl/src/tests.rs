@@ -4,6 +4,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+
 use super::*;
 
 type Handler = dyn Fn(TaskCall) -> BoxFuture<'static, Result<Value, Failure>> + Send + Sync;
@@ -477,4 +483,30 @@ fn constructs_outside_the_subset_are_refused_naming_the_state() {
     refused(json!({"S": {"Type": "Pass"}}), "Next");
     let e = Machine::parse(&json!({"StartAt": "S", "QueryLanguage": "JSONata", "States": {}})).expect_err("refused");
     assert!(e.to_string().contains("JSONata"), "{e}");
+}
+
+/// The interpreter is a crate of its own: it depends on no crate of this workspace (pgshift least of all); what it
+/// runs is bound through [`Resources`].
+#[test]
+fn the_interpreter_depends_on_no_part_of_pgshift() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meta: Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let packages = meta["packages"].as_array().expect("packages");
+    let members: Vec<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert!(members.contains(&"pgshift"), "the workspace was read: {members:?}");
+    let asl = packages.iter().find(|p| p["name"] == "asl").expect("the asl package");
+    let deps = asl["dependencies"].as_array().expect("dependencies");
+    assert!(!deps.is_empty());
+    for d in deps {
+        let name = d["name"].as_str().unwrap_or_default();
+        assert!(
+            d.get("path").is_none() && !members.contains(&name),
+            "asl depends on the workspace crate {name}"
+        );
+    }
 }
