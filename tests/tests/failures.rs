@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use futures_util::future::BoxFuture;
+use pgshift::contract::model::{Bounds, KeyType, KeyValue, WriterSettings};
+use pgshift::contract::types::{Cast, InfinityPolicy, TypePolicies};
 use pgshift::extract::StageOpener;
-use pgshift::model::{Bounds, KeyType, KeyValue, WriterSettings};
 use pgshift::stage::{ObjectWriter, Stage, StageError};
-use pgshift::types::{Cast, InfinityPolicy, TypePolicies};
 use pgshift::{ExtractContext, ExtractError};
 use pgshift_tests::{connect, list_files};
 

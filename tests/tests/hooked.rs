@@ -2,9 +2,9 @@
 //! injects is a real failure and rollback in PostgreSQL.
 
 use futures_util::future::BoxFuture;
+use pgshift::contract::model::TableRef;
 use pgshift::load::postgres::PgWarehouse;
 use pgshift::load::{CopyJob, Dialect, LoadError, Step, Submission, Warehouse, WarehouseColumn};
-use pgshift::model::TableRef;
 
 /// Rewrites the steps of a load transaction before it runs (to inject a failure, or a pause).
 pub(crate) type Edit = Box<dyn for<'a> Fn(&mut Vec<Step<'a>>) + Send + Sync>;

@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use pgshift::model::{Bounds, ColumnSpec, ExtractResult, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
+use pgshift::contract::model::{
+    Bounds, ColumnSpec, ExtractResult, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings,
+};
+use pgshift::contract::types::{Cast, InfinityPolicy, Mapping, TypePolicies};
 use pgshift::source::{column_specs, describe_table, PgConnector, SESSION_SETTINGS};
-use pgshift::types::{Cast, InfinityPolicy, Mapping, TypePolicies};
 use pgshift::{ExtractContext, UrlStages};
 use pgshift_tests::parquet_text::{read_pyarrow, read_rust, Columns};
 use pgshift_tests::{cluster, connect, list_files, stage_dir};
@@ -85,7 +87,7 @@ fn key_bound(ty: KeyType, v: &str) -> Option<Vec<KeyValue>> {
 
 /// What Postgres itself says each column's value is, in the canonical text of `parquet_text`.
 fn expected_expr(c: &ColumnSpec) -> String {
-    let col = pgshift::sql::select_expr(c).expect("column name");
+    let col = pgshift::contract::sql::select_expr(c).expect("column name");
     match c.mapping {
         Mapping::Bool | Mapping::Int16 | Mapping::Int32 | Mapping::Int64 | Mapping::Oid => format!("({col})::text"),
         Mapping::Float32 | Mapping::Float64 => format!("({col})::text"),
@@ -124,7 +126,7 @@ async fn expected_rows(url: &str, task: &ExtractTask, order_by: &str) -> Result<
     let list = task.columns.iter().map(expected_expr).collect::<Vec<_>>().join(", ");
     let q = format!(
         "SELECT {list} FROM {} ORDER BY {order_by}",
-        pgshift::sql::table(&task.table).expect("table")
+        pgshift::contract::sql::table(&task.table).expect("table")
     );
     let rows = client.query(&q, &[]).await?;
     Ok(rows

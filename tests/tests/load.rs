@@ -4,14 +4,16 @@
 use std::sync::Arc;
 
 use anyhow::Result;
+use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest};
+use pgshift::contract::model::{ColumnSpec, ExtractTask};
+use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings};
+use pgshift::contract::types::Mapping;
 use pgshift::load::postgres::PgWarehouse;
-use pgshift::load::{Atomicity, LoadContext, LoadError, LoadMode, LoadRequest, Step, Warehouse};
-use pgshift::model::{ColumnSpec, ExtractTask};
-use pgshift::plan::{Plan, PlanContext, PlanRequest, PlanSettings};
+use pgshift::load::{LoadContext, LoadError, Step, Warehouse};
+use pgshift::plan::PlanContext;
 use pgshift::source::{PgConnector, SESSION_SETTINGS};
 use pgshift::stage::s3::S3Options;
 use pgshift::stage::Stage;
-use pgshift::types::Mapping;
 use pgshift::UrlStages;
 use pgshift_tests::{cluster, connect, s3_server, stage_dir};
 
@@ -29,9 +31,9 @@ ANALYZE;";
 
 /// The same aggregate over source (through the extraction's select expression) and target (the plain column).
 fn aggregates(c: &ColumnSpec, source: bool) -> String {
-    let col = pgshift::sql::ident(&c.name).expect("column name");
+    let col = pgshift::contract::sql::ident(&c.name).expect("column name");
     let e = if source {
-        pgshift::sql::select_expr(c).expect("column")
+        pgshift::contract::sql::select_expr(c).expect("column")
     } else {
         col
     };
@@ -72,7 +74,7 @@ pub(crate) async fn fingerprint(url: &str, plan: &Plan, table: &str, source: boo
         .join(", ");
     let q = format!(
         "SELECT count(*)::text, {list} FROM {}",
-        pgshift::sql::table(&t.table).expect("table")
+        pgshift::contract::sql::table(&t.table).expect("table")
     );
     let row = client.query_one(&q, &[]).await?;
     Ok((0..=t.columns.len()).map(|i| row.get::<_, String>(i)).collect())
@@ -121,7 +123,7 @@ pub(crate) async fn load(
     plan: &Plan,
     mode: LoadMode,
     atomic: Atomicity,
-) -> Result<pgshift::load::LoadResult, LoadError> {
+) -> Result<pgshift::contract::load::LoadResult, LoadError> {
     let lctx = LoadContext {
         stages: Arc::new(UrlStages::default()),
         warehouse: wh,
@@ -342,7 +344,7 @@ async fn the_reconcile_guard_fails_the_transaction_unless_the_count_matches() ->
     )
     .await?;
     let client = connect(&url).await?;
-    let staging = pgshift::model::TableRef::new("s", "t");
+    let staging = pgshift::contract::model::TableRef::new("s", "t");
     client
         .batch_execute(&pgshift::load::reconcile_sql(&staging, 7)?)
         .await?;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use futures_util::future::BoxFuture;
+use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings};
 use pgshift::extract::StageOpener;
 use pgshift::load::postgres::PgWarehouse;
 use pgshift::load::{Step, Warehouse};
 use pgshift::pipeline::{LocalRun, RunOutcome, DEFINITION};
-use pgshift::plan::{Plan, PlanRequest, PlanSettings};
 use pgshift::source::PgConnector;
 use pgshift::stage::{ObjectWriter, Stage, StageError};
 use pgshift::{ExtractError, UrlStages};

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use pgshift::model::{Bounds, ExtractTask};
-use pgshift::plan::{count_rows, Plan, PlanContext, PlanError, PlanRequest, PlanSettings, Strategy, TableOverride};
+use pgshift::contract::model::{Bounds, ExtractTask};
+use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings, Strategy, TableOverride};
+use pgshift::plan::{count_rows, PlanContext, PlanError};
 use pgshift::source::PgConnector;
 use pgshift::UrlStages;
 use pgshift_tests::{connect, stage_dir};
@@ -52,7 +53,7 @@ async fn assert_cover_exactly_once(url: &str, plan: &Plan, table: &str) -> Resul
     let preds: Vec<String> = tasks
         .iter()
         .filter_map(|t| {
-            pgshift::sql::predicate(&t.key, &t.bounds)
+            pgshift::contract::sql::predicate(&t.key, &t.bounds)
                 .ok()
                 .flatten()
                 .map(|p| format!("({p})"))

@@ -14,13 +14,14 @@ use aws_sdk_redshiftdata::operation::get_statement_result::GetStatementResultOut
 use aws_sdk_redshiftdata::types::{Field, StatementStatusString, StatusString, SubStatementData};
 use aws_sdk_redshiftdata::Client;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
+use pgshift::contract::load::{LoadProgress, LoadSummary, PendingLoad, StepKind};
+use pgshift::contract::model::{ColumnSpec, PgType, TableRef};
+use pgshift::contract::plan::{PlanRequest, PlanSettings};
+use pgshift::contract::types::Mapping;
 use pgshift::load::redshift::{Polling, RedshiftTarget, RedshiftWarehouse};
-use pgshift::load::{CopyJob, LoadContext, LoadError, LoadProgress, LoadSummary, PendingLoad, StepKind, Warehouse};
-use pgshift::model::{ColumnSpec, PgType, TableRef};
+use pgshift::load::{CopyJob, LoadContext, LoadError, Warehouse};
 use pgshift::pipeline::{LocalRun, DEFINITION};
-use pgshift::plan::{PlanRequest, PlanSettings};
 use pgshift::source::PgConnector;
-use pgshift::types::Mapping;
 use pgshift::UrlStages;
 
 fn fast() -> Polling {

@@ -6,10 +6,10 @@ use anyhow::Result;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use pgshift::model::{Compression, WriterSettings};
+use pgshift::contract::model::{Compression, WriterSettings};
+use pgshift::contract::types::TypePolicies;
 use pgshift::stage::s3::{S3Options, S3Stage};
 use pgshift::stage::{ObjectWriter, Stage, StageError, StagedObject};
-use pgshift::types::TypePolicies;
 use pgshift::{ExtractContext, ExtractError, UrlStages};
 use pgshift_tests::{s3_server, S3Server};
 
@@ -283,7 +283,7 @@ async fn the_planner_writes_its_plan_to_s3() -> Result<()> {
         source: Arc::new(pgshift::source::PgConnector::new(&url)?),
         stages: Arc::new(UrlStages::with_s3_client(server.client(), S3Options::default())),
     };
-    let req = pgshift::plan::PlanRequest {
+    let req = pgshift::contract::plan::PlanRequest {
         tables: vec!["p".into()],
         stage: format!("s3://{bucket}/stage"),
         ..Default::default()

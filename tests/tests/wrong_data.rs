@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use bytes::Bytes;
+use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest, SchemaEvolution, TableStatus};
+use pgshift::contract::plan::{Plan, PlanRequest, Strategy};
 use pgshift::load::postgres::PgWarehouse;
-use pgshift::load::{
-    Atomicity, LoadContext, LoadError, LoadMode, LoadRequest, SchemaEvolution, Step, TableStatus, Warehouse,
-};
-use pgshift::plan::{Plan, PlanContext, PlanError, PlanRequest, Strategy};
+use pgshift::load::{LoadContext, LoadError, Step, Warehouse};
+use pgshift::plan::{PlanContext, PlanError};
 use pgshift::source::PgConnector;
 use pgshift::stage::s3::S3Options;
 use pgshift::UrlStages;
@@ -65,7 +65,7 @@ async fn load_with(
     stages: Arc<UrlStages>,
     plan: &Plan,
     evolution: SchemaEvolution,
-) -> Result<pgshift::load::LoadResult, LoadError> {
+) -> Result<pgshift::contract::load::LoadResult, LoadError> {
     let ctx = LoadContext { stages, warehouse: wh };
     let req = LoadRequest {
         plan_url: plan_url(plan),
@@ -286,7 +286,7 @@ async fn a_part_corrupted_without_changing_its_size_loads_nothing() -> Result<()
 async fn stage_file(plan: &Plan, range: u32, stages: &UrlStages) -> Result<String> {
     let task = plan.tasks.iter().find(|t| t.range_index == range).expect("range");
     let stage = pgshift::extract::StageOpener::open(stages, &plan.stage).await?;
-    let b = stage.get(&pgshift::extract::result_key(task)).await?;
+    let b = stage.get(&pgshift::contract::layout::result_key(task)).await?;
     let r: pgshift::ExtractResult = serde_json::from_slice(&b)?;
     Ok(r.files[0].url.clone())
 }
@@ -488,7 +488,7 @@ async fn a_failed_run_reports_exactly_what_the_warehouse_committed() -> Result<(
     let dir = stage_dir("part");
     let stage = format!("file://{}", dir.display());
     let mut req = request(&stage, &["sales.*"], 2);
-    req.load = Some(pgshift::load::LoadOptions {
+    req.load = Some(pgshift::contract::load::LoadOptions {
         mode: LoadMode::Replace,
         atomic: Atomicity::Table,
         ..Default::default()

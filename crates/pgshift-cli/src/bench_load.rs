@@ -8,9 +8,11 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::Args;
 use futures_util::{pin_mut, SinkExt, StreamExt};
+use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest};
+use pgshift::contract::plan::{PlanRequest, PlanSettings};
 use pgshift::load::postgres::PgWarehouse;
-use pgshift::load::{Atomicity, LoadContext, LoadMode, LoadRequest};
-use pgshift::plan::{PlanContext, PlanRequest, PlanSettings};
+use pgshift::load::LoadContext;
+use pgshift::plan::PlanContext;
 use pgshift::source::{PgConnector, SourceConnector};
 use pgshift::{ExtractContext, UrlStages};
 
@@ -104,7 +106,7 @@ pub async fn run(args: BenchLoadArgs) -> Result<()> {
         .map(|c| {
             format!(
                 "{} {}",
-                pgshift::sql::ident(&c.name).unwrap_or_default(),
+                pgshift::contract::sql::ident(&c.name).unwrap_or_default(),
                 c.pg_type.name
             )
         })

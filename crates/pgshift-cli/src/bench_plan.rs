@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use pgshift::plan::{count_rows, PlanContext, PlanRequest, PlanSettings, Strategy};
+use pgshift::contract::plan::{PlanRequest, PlanSettings, Strategy};
+use pgshift::plan::{count_rows, PlanContext};
 use pgshift::source::{PgConnector, SourceConnector};
 use pgshift::UrlStages;
 
@@ -161,7 +162,7 @@ pub async fn run(args: BenchPlanArgs) -> Result<()> {
 }
 
 /// Plans one pattern with the default settings; returns the plan and the seconds it took.
-async fn timed_plan(ctx: &PlanContext, pattern: &str, stage: &str) -> Result<(pgshift::plan::Plan, f64)> {
+async fn timed_plan(ctx: &PlanContext, pattern: &str, stage: &str) -> Result<(pgshift::contract::plan::Plan, f64)> {
     let req = PlanRequest {
         tables: vec![pattern.into()],
         stage: stage.into(),

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use pgshift::load::{Atomicity, LoadContext, LoadMode, LoadRequest, LongText, SchemaEvolution, Warehouse};
+use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest, LongText, SchemaEvolution};
+use pgshift::load::{LoadContext, Warehouse};
 use pgshift::UrlStages;
 
 #[derive(Args)]

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pgshift::model::{Bounds, Compression, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
+use pgshift::contract::model::{Bounds, Compression, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
+use pgshift::contract::types::{Cast, InfinityPolicy, TypePolicies};
 use pgshift::source::{column_specs, describe_table, PgConnector, SourceConnector};
-use pgshift::types::{Cast, InfinityPolicy, TypePolicies};
 use pgshift::{ExtractContext, UrlStages};
 
 #[derive(Parser)]

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use pgshift::plan::{count_rows, PlanContext, PlanRequest, PlanSettings, TablePlan};
+use pgshift::contract::plan::{PlanRequest, PlanSettings, TablePlan};
+use pgshift::plan::{count_rows, PlanContext};
 use pgshift::source::{PgConnector, SourceConnector};
 use pgshift::UrlStages;
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pgshift::load::{Atomicity, LoadMode, LoadOptions};
-use pgshift::model::WriterSettings;
+use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions};
+use pgshift::contract::model::WriterSettings;
+use pgshift::contract::plan::{PlanRequest, PlanSettings};
 use pgshift::pipeline::{LocalRun, Progress, DEFINITION};
-use pgshift::plan::{PlanRequest, PlanSettings};
 use pgshift::source::PgConnector;
 use pgshift::UrlStages;
 use serde::Deserialize;
@@ -270,7 +270,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 }
 
 /// What the Cleanup state did, as it reported it: nothing is claimed that it did not do.
-fn cleanup_said(c: Option<&pgshift::load::CleanupResult>) -> String {
+fn cleanup_said(c: Option<&pgshift::contract::load::CleanupResult>) -> String {
     let Some(c) = c else {
         return "the Cleanup state did not run".into();
     };

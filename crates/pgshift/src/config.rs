@@ -18,8 +18,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
+use crate::contract::plan::PlanRequest;
 use crate::load::Warehouse;
-use crate::plan::PlanRequest;
 use crate::source::PgConnector;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -230,7 +230,7 @@ pub fn plan_defaults(env: &dyn Env) -> Result<PlanRequest, ConfigError> {
         req.exclude = list(&t);
     }
     for p in req.tables.iter().chain(&req.exclude) {
-        crate::model::TableRef::parse(p).map_err(|reason| ConfigError::Invalid {
+        crate::contract::model::TableRef::parse(p).map_err(|reason| ConfigError::Invalid {
             var: "PGSHIFT_TABLES",
             reason,
         })?;

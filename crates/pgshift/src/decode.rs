@@ -11,9 +11,9 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 
-use crate::model::{ColumnSpec, KeyType, KeyValue};
-use crate::pgtext::{self, days_from_civil, NumericWire, PG_EPOCH_DAYS, PG_EPOCH_MICROS};
-use crate::types::{InfinityPolicy, Mapping};
+use crate::contract::model::{ColumnSpec, KeyType, KeyValue};
+use crate::contract::pgtext::{self, days_from_civil, NumericWire, PG_EPOCH_DAYS, PG_EPOCH_MICROS};
+use crate::contract::types::{InfinityPolicy, Mapping};
 
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 

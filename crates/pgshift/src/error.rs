@@ -1,7 +1,7 @@
 //! Errors at the extractor's boundary. Every variant maps to a stable error name ([`ExtractError::name`]) that the
 //! state machine's Retry/Catch lists use: `Pipeline.Retryable.*` is worth another attempt, `Pipeline.Fatal.*` is not.
 
-use crate::model::TableRef;
+use crate::contract::model::TableRef;
 use crate::stage::StageError;
 
 #[derive(Debug, thiserror::Error)]

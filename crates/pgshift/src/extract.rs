@@ -15,14 +15,15 @@ use tokio::sync::mpsc;
 use tokio_postgres::IsolationLevel;
 use tracing::Instrument;
 
+use crate::contract::layout::{file_key_prefix, result_key};
+use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, KeyType, StagedFile};
+use crate::contract::{sql, types};
 use crate::decode::{CopyDecoder, DecodeError};
 use crate::error::ExtractError;
-use crate::model::{display_key, Bounds, ExtractResult, ExtractTask, KeyType, StagedFile};
 use crate::parquet_out::{RollingWriter, WriteError};
 use crate::source::{check_columns, describe_table, SourceConnector, SESSION_SETTINGS};
 use crate::stage::s3::{S3Options, S3Stage};
-use crate::stage::{key_segment, Stage};
-use crate::{sql, types};
+use crate::stage::Stage;
 use futures_util::future::BoxFuture;
 
 /// Opens the stage a task names. A port, so the Lambda gets exactly the stages its role may write.
@@ -88,18 +89,6 @@ impl StageOpener for UrlStages {
 pub struct ExtractContext {
     pub source: Arc<dyn SourceConnector>,
     pub stages: Arc<dyn StageOpener>,
-}
-
-/// The object key prefix of a task's files: `<run>/<schema>/<table>/part-<range>`; files append `-<n>.parquet`.
-/// Deterministic, so a retried task overwrites its own files instead of adding new ones.
-pub fn file_key_prefix(task: &ExtractTask) -> String {
-    format!(
-        "{}/{}/{}/part-{:05}",
-        key_segment(&task.run_id),
-        key_segment(&task.table.schema),
-        key_segment(&task.table.name),
-        task.range_index
-    )
 }
 
 fn validate(task: &ExtractTask) -> Result<(), ExtractError> {
@@ -304,11 +293,6 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
     Ok(result)
 }
 
-/// Where a task's `ExtractResult` lands on the stage: `<run>/<schema>/<table>/part-<range>.result.json`.
-pub fn result_key(task: &ExtractTask) -> String {
-    format!("{}.result.json", file_key_prefix(task))
-}
-
 enum Msg {
     Batch(RecordBatch),
     Done,
@@ -382,7 +366,7 @@ fn decode_error(task: &ExtractTask, e: DecodeError) -> ExtractError {
     }
 }
 
-fn write_error(table: &crate::model::TableRef, e: WriteError) -> ExtractError {
+fn write_error(table: &crate::contract::model::TableRef, e: WriteError) -> ExtractError {
     match e {
         WriteError::Stage(s) => ExtractError::Stage(s),
         WriteError::Parquet(detail) => ExtractError::Parquet {

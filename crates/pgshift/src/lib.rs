@@ -10,23 +10,20 @@
 //! - [`plan`]: the planner (balanced key ranges); [`extract`]: the extractor's handler; [`error`]: its error boundary.
 
 pub mod config;
+pub mod contract;
 pub mod decode;
 pub mod error;
 pub mod extract;
 pub mod load;
-pub mod model;
 pub mod parquet_out;
-pub mod pgtext;
 pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod source;
-pub mod sql;
 pub mod stage;
 pub mod tls;
 pub mod trigger;
-pub mod types;
 
+pub use contract::model::{ExtractResult, ExtractTask};
 pub use error::ExtractError;
 pub use extract::{extract, ExtractContext, UrlStages};
-pub use model::{ExtractResult, ExtractTask};

@@ -17,7 +17,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::schema::types::ColumnPath;
 use tokio::runtime::Handle;
 
-use crate::model::{Compression, StagedFile, WriterSettings};
+use crate::contract::model::{Compression, StagedFile, WriterSettings};
 use crate::stage::{ObjectWriter, Stage, StageError};
 
 /// Bytes handed to the stage at a time (S3 multipart parts must be ≥ 5 MiB, except the last).

@@ -13,12 +13,13 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
+use crate::contract::layout::bucket_url;
+use crate::contract::model::{ExtractResult, ExtractTask, TableRef};
+use crate::contract::plan::PlanRequest;
 use crate::extract::{ExtractContext, StageOpener};
 use crate::load::LoadContext;
-use crate::model::{ExtractResult, ExtractTask, TableRef};
-use crate::plan::{PlanContext, PlanRequest};
+use crate::plan::PlanContext;
 use crate::report::{Prices, RunFacts, RunReport};
-use crate::stage::bucket_url;
 use asl::{AslError, Failure, Machine, Resources, TaskCall};
 
 /// The state machine definition, as deployed.
@@ -85,7 +86,7 @@ pub struct RunState {
     /// `<stage>/<run>/plan.json`, once the planner returned.
     pub plan_url: Option<String>,
     /// What the Cleanup state did, when it ran.
-    pub cleanup: Option<crate::load::CleanupResult>,
+    pub cleanup: Option<crate::contract::load::CleanupResult>,
 }
 
 impl RunState {
@@ -378,7 +379,7 @@ pub struct RunOutcome {
     pub output: Result<Value, Failure>,
     pub report: RunReport,
     /// What the Cleanup state did, when the run failed and it ran.
-    pub cleanup: Option<crate::load::CleanupResult>,
+    pub cleanup: Option<crate::contract::load::CleanupResult>,
 }
 
 /// A run under way: its live progress, and its end.

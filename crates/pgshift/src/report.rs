@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::load::{LoadResult, TableStatus};
-use crate::model::{ExtractResult, TableRef};
+use crate::contract::load::{LoadResult, TableStatus};
+use crate::contract::model::{ExtractResult, TableRef};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PartReport {
@@ -302,7 +302,7 @@ pub async fn from_stage(
     let mut notes = Vec::new();
     let mut results = Vec::new();
     for task in &plan.tasks {
-        match stage.get(&crate::extract::result_key(task)).await {
+        match stage.get(&crate::contract::layout::result_key(task)).await {
             Ok(b) => results.push(serde_json::from_slice::<ExtractResult>(&b).map_err(|e| {
                 LoadError::InvalidRequest(format!("result of {} range {}: {e}", task.table, task.range_index))
             })?),
@@ -318,7 +318,7 @@ pub async fn from_stage(
         Some(l) if !l.done => notes.push("the load has not finished (or failed): only committed tables count".into()),
         Some(_) => {}
     }
-    let run = crate::stage::key_segment(&plan.run_id);
+    let run = crate::contract::layout::key_segment(&plan.run_id);
     let failure = match stage.get(&format!("{run}/status.json")).await {
         Ok(b) => serde_json::from_slice::<serde_json::Value>(&b).ok().map(|v| {
             let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();

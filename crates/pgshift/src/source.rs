@@ -6,9 +6,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio_postgres::{Client, GenericClient};
 
+use crate::contract::model::{ColumnSpec, PgType, TableRef};
+use crate::contract::types::{default_mapping, mapping_for_cast, Cast, CatalogType, TypePolicies};
 use crate::error::ExtractError;
-use crate::model::{ColumnSpec, PgType, TableRef};
-use crate::types::{default_mapping, mapping_for_cast, Cast, CatalogType, TypePolicies};
 
 /// Opens sessions on the source.
 pub trait SourceConnector: Send + Sync {

@@ -43,7 +43,7 @@ pub fn config(conn: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect),
                 Some("require".into())
             }
             ("sslrootcert", v) => {
-                root = Some(crate::stage::percent_decode(v));
+                root = Some(crate::contract::url::percent_decode(v));
                 None
             }
             _ => Some(v.to_string()),

@@ -2,36 +2,11 @@
 //! Aurora cluster snapshot, automated or manual), or a manual input. Either becomes a [`PlanRequest`] over the
 //! planner's configured defaults; a snapshot's identity is recorded in the run.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::plan::{PlanError, PlanRequest};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SnapshotKind {
-    /// A DB instance snapshot (`RDS DB Snapshot Event`).
-    Instance,
-    /// An Aurora DB cluster snapshot (`RDS DB Cluster Snapshot Event`).
-    Cluster,
-}
-
-/// The snapshot a run was started for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Snapshot {
-    pub kind: SnapshotKind,
-    pub automated: bool,
-    /// `SourceIdentifier`: the snapshot's name (`rds:` prefixed when automated).
-    pub identifier: String,
-    pub arn: String,
-    /// The EventBridge event: its id, RDS event id and message, time, account and region.
-    pub event_id: String,
-    pub rds_event_id: String,
-    pub message: String,
-    pub time: String,
-    pub account: String,
-    pub region: String,
-}
+use crate::contract::plan::PlanRequest;
+use crate::contract::snapshot::{Snapshot, SnapshotKind};
+use crate::plan::PlanError;
 
 /// The RDS events that mean "a snapshot is complete": (RDS event id, detail-type, kind, automated).
 pub const SNAPSHOT_CREATED: &[(&str, &str, SnapshotKind, bool)] = &[

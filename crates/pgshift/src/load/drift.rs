@@ -4,22 +4,8 @@
 //! is an error naming the column, unless the schema-evolution setting allows the change (added columns and widening
 //! types only), which is then made by explicit `ALTER TABLE` statements before the load.
 
-use serde::{Deserialize, Serialize};
-
-use crate::model::TableRef;
-
-/// What a load may change in an existing target's columns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SchemaEvolution {
-    /// Any difference between the run's columns and the target's fails the load, naming the columns.
-    #[default]
-    Refuse,
-    /// Columns new in the source are added to the target (NULL in its existing rows) and types that widen losslessly
-    /// (int2 → int4 → int8 → numeric wide enough, numeric to more digits on both sides of the point, real → double,
-    /// longer varchar) are altered. Dropped columns and narrowing or incompatible types still fail.
-    AddAndWiden,
-}
+use crate::contract::load::SchemaEvolution;
+use crate::contract::model::TableRef;
 
 /// A column as `information_schema.columns` describes it (the same view in PostgreSQL and Redshift).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ pub mod postgres;
 pub mod redshift;
 mod verify;
 
-pub use drift::{SchemaEvolution, WarehouseColumn};
+pub use drift::WarehouseColumn;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,130 +22,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 
+use crate::contract::layout::{load_key, load_key_at, manifest_key, result_key, split_plan_url, status_key};
+use crate::contract::load::*;
+use crate::contract::model::{ColumnSpec, ExtractResult, StagedFile, TableRef};
+use crate::contract::plan::{Plan, TablePlan};
+use crate::contract::sql;
+use crate::contract::types::{char_length, oid, Mapping};
 use crate::error::ExtractError;
-use crate::extract::{result_key, StageOpener};
-use crate::model::{ColumnSpec, ExtractResult, StagedFile, TableRef};
-use crate::plan::{Plan, TablePlan};
-use crate::sql;
+use crate::extract::StageOpener;
 use crate::stage::{Stage, StageError};
-use crate::types::{char_length, oid, Mapping};
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoadMode {
-    #[default]
-    Replace,
-    Append,
-    Merge,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Atomicity {
-    /// Each table is swapped in its own transaction.
-    #[default]
-    Table,
-    /// Every table of the run in one transaction.
-    Run,
-}
-
-/// What to do with text longer than Redshift's 65,535-byte VARCHAR.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LongText {
-    #[default]
-    Fail,
-    /// `TRUNCATECOLUMNS` in the Redshift COPY.
-    Truncate,
-}
-
-/// How to load a run, as a plan request carries it to the Load state (every field has its default).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LoadOptions {
-    pub mode: LoadMode,
-    pub atomic: Atomicity,
-    pub long_text: LongText,
-    pub json_as_super: bool,
-    /// What a load may change in an existing target whose columns differ from the run's (default: nothing).
-    pub schema_evolution: SchemaEvolution,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LoadRequest {
-    /// `<stage>/<run>/plan.json`, as the planner's summary names it.
-    pub plan_url: String,
-    /// The extractors' results as the Map state hands them over; read back from the stage when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub results: Option<Vec<ExtractResult>>,
-    #[serde(default)]
-    pub mode: LoadMode,
-    #[serde(default)]
-    pub atomic: Atomicity,
-    #[serde(default)]
-    pub long_text: LongText,
-    /// Redshift: load json and jsonb columns into SUPER (COPY … SERIALIZETOJSON) instead of VARCHAR.
-    #[serde(default)]
-    pub json_as_super: bool,
-    #[serde(default)]
-    pub schema_evolution: SchemaEvolution,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TableLoad {
-    pub table: TableRef,
-    /// Rows the run's parts hold.
-    pub rows: u64,
-    pub files: usize,
-    pub bytes: u64,
-    pub manifest_url: String,
-    /// `false` when the log says this plan already loaded the table (a retried load).
-    pub loaded: bool,
-    /// What the warehouse holds of this table's load: only `committed` and `already_loaded` changed the target.
-    #[serde(default)]
-    pub status: TableStatus,
-    /// Rows the warehouse committed for this table (from the load log for an earlier attempt).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub committed_rows: Option<u64>,
-    /// Why the table's load failed (`status: failed`), with the error's stable name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// Where one table's load stands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TableStatus {
-    /// Submitted, or waiting for its transaction.
-    #[default]
-    Pending,
-    /// This load's transaction committed.
-    Committed,
-    /// An earlier attempt of the same plan committed it (the load log says so); nothing was changed now.
-    AlreadyLoaded,
-    /// Its transaction failed and rolled back: the target is as it was.
-    Failed,
-}
-
-impl TableStatus {
-    /// The warehouse holds this plan's rows for the table.
-    pub fn is_committed(self) -> bool {
-        matches!(self, TableStatus::Committed | TableStatus::AlreadyLoaded)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoadResult {
-    pub run_id: String,
-    pub mode: LoadMode,
-    pub tables: Vec<TableLoad>,
-    pub seconds: f64,
-    /// False while the warehouse still runs the load transactions.
-    #[serde(default)]
-    pub done: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -387,24 +273,6 @@ pub enum Step<'a> {
     Sql(String),
 }
 
-/// What a step of a submitted transaction was: lets a later status check name the table and the kind of failure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepLabel {
-    pub table: TableRef,
-    pub kind: StepKind,
-    /// For a reconcile step: the rows the parts hold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepKind {
-    Copy,
-    Reconcile,
-    Swap,
-}
-
 /// The statement that fails a transaction unless `staging` holds `expected` rows (a division by zero otherwise): the
 /// same text in Redshift and PostgreSQL, so a batch that cannot be watched still never swaps in a short load.
 pub fn reconcile_sql(staging: &TableRef, expected: u64) -> Result<String, LoadError> {
@@ -436,70 +304,6 @@ pub enum TxStatus {
     },
 }
 
-/// A transaction still running in the warehouse. Its steps are, in order, COPY and reconcile of each table, then
-/// the swap statements: what [`PendingLoad::label`] reads back from the tables alone (the state stays small).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingLoad {
-    pub statement_id: String,
-    pub tables: Vec<TableRef>,
-    /// The rows the parts of each table hold.
-    pub rows: Vec<u64>,
-}
-
-impl PendingLoad {
-    /// What step `i` of the transaction was.
-    pub fn label(&self, i: usize) -> StepLabel {
-        let n = self.tables.len();
-        let table = self.tables.get((i / 2).min(n.saturating_sub(1))).cloned();
-        let table = table.unwrap_or_else(|| TableRef::new("", ""));
-        match (i < 2 * n, i % 2) {
-            (true, 0) => StepLabel {
-                table,
-                kind: StepKind::Copy,
-                expected: None,
-            },
-            (true, _) => StepLabel {
-                table,
-                kind: StepKind::Reconcile,
-                expected: self.rows.get(i / 2).copied(),
-            },
-            (false, _) => StepLabel {
-                table: self.tables.first().cloned().unwrap_or(table),
-                kind: StepKind::Swap,
-                expected: None,
-            },
-        }
-    }
-}
-
-/// A load in a few numbers (the per-table detail is in `<run>/load.json`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LoadSummary {
-    pub run_id: String,
-    pub tables: usize,
-    /// Tables this run changed (the others were loaded by an earlier attempt of the same run).
-    pub loaded: usize,
-    pub rows: u64,
-    pub bytes: u64,
-    pub seconds: f64,
-}
-
-/// Where a load stands: what the state machine carries between the loader's `start` and its `check`s, waiting in a
-/// Wait state instead of a Lambda while the warehouse works.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoadProgress {
-    pub done: bool,
-    pub plan_url: String,
-    /// Seconds the state machine should wait before the next check.
-    pub wait_seconds: u64,
-    pub checks: u32,
-    /// Unix time the load started, for the result's duration.
-    pub started_at: f64,
-    #[serde(default)]
-    pub pending: Vec<PendingLoad>,
-    pub summary: LoadSummary,
-}
-
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -523,23 +327,15 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
 
 /// `<run>/load.json` of a run, when it was loaded (or started loading).
 pub async fn read_result(stages: &dyn StageOpener, plan_url: &str) -> Result<Option<LoadResult>, LoadError> {
-    let (stage_url, run) = split_plan_url(plan_url)?;
+    let (stage_url, run) = plan_dirs(plan_url)?;
     let stage = stages.open(stage_url).await?;
-    match stage.get(&format!("{run}/load.json")).await {
+    match stage.get(&load_key_at(run)).await {
         Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
             LoadError::InvalidRequest(format!("{plan_url}: load.json: {e}"))
         })?)),
         Err(StageError::Missing { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
-}
-
-/// `<stage>/<run>/plan.json` → (stage URL, run directory).
-fn split_plan_url(plan_url: &str) -> Result<(&str, &str), LoadError> {
-    plan_url
-        .strip_suffix("/plan.json")
-        .and_then(|d| d.rsplit_once('/'))
-        .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url:?} is not a plan.json URL")))
 }
 
 /// Starts loading a run: every part verified landed, a manifest per table, target and staging tables set up, then one
@@ -678,7 +474,7 @@ async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<P
             "url": f.url, "mandatory": true, "meta": {"content_length": f.bytes}
         })).collect::<Vec<_>>()
     });
-    let manifest_key = format!("{}/manifest.json", table_dir(&c.plan.run_id, &t.table));
+    let manifest_key = manifest_key(&c.plan.run_id, &t.table);
     let manifest_url = crate::stage::put(c.stage, &manifest_key, Bytes::from(manifest.to_string()))
         .await?
         .url;
@@ -857,20 +653,20 @@ fn summarize(r: &LoadResult) -> LoadSummary {
     }
 }
 
-/// `<run>/load.json`: the loaded run's result, beside its plan (what `pgshift report` reads).
-fn load_result_key(run_id: &str) -> String {
-    format!("{}/load.json", crate::stage::key_segment(run_id))
-}
-
 async fn record(stage: &dyn Stage, result: &LoadResult) -> Result<(), LoadError> {
     let json = serde_json::to_vec(result).map_err(|e| LoadError::InvalidRequest(e.to_string()))?;
-    crate::stage::put(stage, &load_result_key(&result.run_id), Bytes::from(json)).await?;
+    crate::stage::put(stage, &load_key(&result.run_id), Bytes::from(json)).await?;
     Ok(())
 }
 
 /// The stage of a `<stage>/<run>/plan.json` URL.
 async fn stage_of(ctx: &LoadContext, plan_url: &str) -> Result<Arc<dyn Stage>, LoadError> {
-    Ok(ctx.stages.open(split_plan_url(plan_url)?.0).await?)
+    Ok(ctx.stages.open(plan_dirs(plan_url)?.0).await?)
+}
+
+/// The stage URL and run directory of a `<stage>/<run>/plan.json` URL.
+fn plan_dirs(plan_url: &str) -> Result<(&str, &str), LoadError> {
+    split_plan_url(plan_url).ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url:?} is not a plan.json URL")))
 }
 
 /// Seconds to wait before check number `checks + 1`: 2, 4, 8, 16, 32, then every 60.
@@ -883,16 +679,6 @@ pub async fn read_plan(stage: &dyn Stage, plan_url: &str) -> Result<Plan, LoadEr
     let plan_key = stage.key_of(plan_url).unwrap_or("plan.json").to_string();
     serde_json::from_slice(&stage.get(&plan_key).await?)
         .map_err(|e| LoadError::InvalidRequest(format!("{plan_url}: {e}")))
-}
-
-/// `<run>/<schema>/<table>`: where a table's parts and manifest live on the stage.
-fn table_dir(run_id: &str, t: &TableRef) -> String {
-    format!(
-        "{}/{}/{}",
-        crate::stage::key_segment(run_id),
-        crate::stage::key_segment(&t.schema),
-        crate::stage::key_segment(&t.name)
-    )
 }
 
 /// Checks the pending transactions of a load once: done when none runs any more; an error naming the table and the
@@ -1007,29 +793,6 @@ async fn failed_step(
     }
 }
 
-/// What the state machine's cleanup step hands the loader: the whole state at the failure (the plan, a load in
-/// progress and the error, as far as the run got).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CleanupRequest {
-    #[serde(default)]
-    pub state: serde_json::Value,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CleanupResult {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    /// Staging tables dropped.
-    pub dropped: Vec<String>,
-    /// Warehouse statements cancelled.
-    pub cancelled: Vec<String>,
-    /// `<stage>/<run>/status.json`, marking the run failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_url: Option<String>,
-    /// What could not be cleaned (cleanup never fails on them: the run has failed already).
-    pub notes: Vec<String>,
-}
-
 /// After a failure: cancels the load transactions still running, drops the run's staging tables, and marks the run
 /// failed on the stage. Best effort: what it cannot do is reported in `notes`.
 pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupResult, LoadError> {
@@ -1111,7 +874,7 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
         "dropped_staging": out.dropped,
         "cancelled": out.cancelled,
     });
-    let key = format!("{}/status.json", crate::stage::key_segment(&plan.run_id));
+    let key = status_key(&plan.run_id);
     match crate::stage::put(stage.as_ref(), &key, Bytes::from(status.to_string())).await {
         Ok(o) => out.status_url = Some(o.url),
         Err(e) => out.notes.push(format!("marking the run failed: {e}")),

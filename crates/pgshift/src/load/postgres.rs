@@ -17,9 +17,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_postgres::{Client, Transaction};
 
 use super::{columns_sql, CopyJob, Dialect, LoadError, Step, Submission, Warehouse, WarehouseColumn};
-use crate::model::TableRef;
-use crate::pgtext::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
-use crate::sql;
+use crate::contract::model::TableRef;
+use crate::contract::pgtext::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
+use crate::contract::sql;
 
 /// A PostgreSQL database reached by a connection string.
 pub struct PgWarehouse {
@@ -328,7 +328,7 @@ pub fn numeric_binary(v: i128, scale: i8) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pgtext::NumericWire;
+    use crate::contract::pgtext::NumericWire;
 
     #[test]
     fn numerics_encode_like_postgres_and_decode_back() {

@@ -19,7 +19,7 @@ use futures_util::future::BoxFuture;
 use super::{
     columns_sql, reconcile_sql, CopyJob, Dialect, LoadError, Step, Submission, TxStatus, Warehouse, WarehouseColumn,
 };
-use crate::model::TableRef;
+use crate::contract::model::TableRef;
 
 /// Statements per `BatchExecuteStatement`: the Data API's limit.
 const MAX_BATCH: usize = 40;
@@ -57,7 +57,7 @@ impl RedshiftTarget {
         let mut t = RedshiftTarget {
             cluster_identifier: (!serverless).then(|| host.to_string()),
             workgroup_name: serverless.then(|| host.to_string()),
-            database: crate::stage::percent_decode(database),
+            database: crate::contract::url::percent_decode(database),
             db_user: None,
             secret_arn: None,
             iam_role: String::new(),
@@ -67,9 +67,9 @@ impl RedshiftTarget {
                 .split_once('=')
                 .ok_or_else(|| bad("query parameters are key=value"))?;
             match k {
-                "db_user" => t.db_user = Some(crate::stage::percent_decode(v)),
-                "secret_arn" => t.secret_arn = Some(crate::stage::percent_decode(v)),
-                "iam_role" => t.iam_role = crate::stage::percent_decode(v),
+                "db_user" => t.db_user = Some(crate::contract::url::percent_decode(v)),
+                "secret_arn" => t.secret_arn = Some(crate::contract::url::percent_decode(v)),
+                "iam_role" => t.iam_role = crate::contract::url::percent_decode(v),
                 other => return Err(bad(&format!("unknown parameter {other:?}"))),
             }
         }

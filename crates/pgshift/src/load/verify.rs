@@ -9,8 +9,8 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 
 use super::LoadError;
-use crate::model::{display_key, Bounds, ExtractResult, ExtractTask, StagedFile, TableRef};
-use crate::plan::Plan;
+use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, StagedFile, TableRef};
+use crate::contract::plan::Plan;
 use crate::stage::Stage;
 
 /// Parts checked on the stage at once (each a `HeadObject` on S3).
@@ -230,7 +230,7 @@ enum Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{KeyType, KeyValue};
+    use crate::contract::model::{KeyType, KeyValue};
 
     fn task(i: u32, bounds: Bounds) -> ExtractTask {
         serde_json::from_value(serde_json::json!({

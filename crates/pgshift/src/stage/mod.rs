@@ -149,66 +149,6 @@ pub fn open(url: &str) -> Result<Box<dyn Stage>, StageError> {
     })
 }
 
-/// An object of a stage as (bucket, key): `s3://bucket/prefix` + `k` is (`bucket`, `prefix/k`); a `file://` stage is
-/// its own "bucket" (what the local state machine's item reader and result writer open).
-pub fn object_location(stage_url: &str, key: &str) -> (String, String) {
-    let url = stage_url.trim_end_matches('/');
-    match url.strip_prefix("s3://") {
-        Some(rest) => {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let key = if prefix.is_empty() {
-                key.to_string()
-            } else {
-                format!("{prefix}/{key}")
-            };
-            (bucket.to_string(), key)
-        }
-        None => (url.to_string(), key.to_string()),
-    }
-}
-
-/// The stage URL that holds a (bucket, key) of [`object_location`]: `s3://bucket`, or the `file://` stage itself.
-pub fn bucket_url(bucket: &str) -> String {
-    if bucket.contains("://") {
-        bucket.to_string()
-    } else {
-        format!("s3://{bucket}")
-    }
-}
-
-/// Decodes `%XX` escapes (of URL query values); anything else is kept as it is.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Makes a name safe as one object-key segment: `[A-Za-z0-9_.-]` kept, every other byte `%XX`-encoded. Injective, so
-/// distinct tables never share a prefix.
-pub fn key_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-') || (b == b'.' && !out.is_empty()) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// A directory on the local file system.
 pub struct LocalStage {
     url: String,
@@ -438,15 +378,6 @@ impl ObjectWriter for LocalObject {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_segments_are_safe_and_distinct() {
-        assert_eq!(key_segment("public"), "public");
-        assert_eq!(key_segment("a/b"), "a%2Fb");
-        assert_eq!(key_segment(".."), "%2E.");
-        assert_ne!(key_segment("a.b"), key_segment("a%2Eb"));
-        assert_eq!(key_segment("ü"), "%C3%BC");
-    }
 
     #[tokio::test]
     async fn a_local_object_reports_the_crc32_it_was_written_with_and_a_prefix_goes_whole() {

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::model::{Bounds, ColumnSpec, KeyValue, TableRef};
-use crate::types::Cast;
+use crate::contract::model::{Bounds, ColumnSpec, KeyValue, TableRef};
+use crate::contract::types::Cast;
 
 /// `"name"`, with embedded quotes doubled. A NUL cannot be part of a Postgres identifier.
 pub fn ident(name: &str) -> Result<String, String> {
@@ -103,7 +103,7 @@ pub fn copy_out(select: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::KeyType;
+    use crate::contract::model::KeyType;
 
     #[test]
     fn identifiers_are_quoted_and_escaped() {

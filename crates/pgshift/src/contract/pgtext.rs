@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::model::{KeyType, KeyValue};
+use crate::contract::model::{KeyType, KeyValue};
 
 /// Days between 1970-01-01 and 2000-01-01 (Postgres' date epoch).
 pub const PG_EPOCH_DAYS: i32 = 10_957;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ColumnSpec, PgType};
+use crate::contract::model::{ColumnSpec, PgType};
 
 /// Well-known type oids (stable across PostgreSQL versions: `pg_type.dat`).
 pub mod oid {

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Cast, Mapping};
+use crate::contract::types::{Cast, Mapping};
 
 /// A table in the source database. Names are stored unquoted, exactly as in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -155,7 +155,7 @@ impl KeyType {
 
     /// The key type for a base type oid, if pgshift can range-partition on it.
     pub fn from_oid(oid: u32) -> Option<Self> {
-        use crate::types::oid;
+        use crate::contract::types::oid;
         Some(match oid {
             oid::INT2 => KeyType::Int2,
             oid::INT4 => KeyType::Int4,
@@ -278,7 +278,7 @@ impl Default for WriterSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExtractTask {
     pub run_id: String,
-    /// The identity of the plan this task belongs to ([`plan_id`](crate::plan::Plan::plan_id)): the extractor echoes
+    /// The identity of the plan this task belongs to ([`plan_id`](crate::contract::plan::Plan::plan_id)): the extractor echoes
     /// it in its result, and the loader accepts only results of the plan it loads.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub plan_id: String,

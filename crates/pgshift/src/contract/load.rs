@@ -1,0 +1,240 @@
+//! How a run is loaded and where a load stands: the options a plan request carries to the Load state, the loader's
+//! request and result (`<run>/load.json`), the progress the state machine carries between `start` and `check`, and
+//! what Cleanup reports.
+
+use serde::{Deserialize, Serialize};
+
+use crate::contract::model::{ExtractResult, TableRef};
+
+/// What a load may change in an existing target's columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaEvolution {
+    /// Any difference between the run's columns and the target's fails the load, naming the columns.
+    #[default]
+    Refuse,
+    /// Columns new in the source are added to the target (NULL in its existing rows) and types that widen losslessly
+    /// (int2 → int4 → int8 → numeric wide enough, numeric to more digits on both sides of the point, real → double,
+    /// longer varchar) are altered. Dropped columns and narrowing or incompatible types still fail.
+    AddAndWiden,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMode {
+    #[default]
+    Replace,
+    Append,
+    Merge,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Atomicity {
+    /// Each table is swapped in its own transaction.
+    #[default]
+    Table,
+    /// Every table of the run in one transaction.
+    Run,
+}
+
+/// What to do with text longer than Redshift's 65,535-byte VARCHAR.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongText {
+    #[default]
+    Fail,
+    /// `TRUNCATECOLUMNS` in the Redshift COPY.
+    Truncate,
+}
+
+/// How to load a run, as a plan request carries it to the Load state (every field has its default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadOptions {
+    pub mode: LoadMode,
+    pub atomic: Atomicity,
+    pub long_text: LongText,
+    pub json_as_super: bool,
+    /// What a load may change in an existing target whose columns differ from the run's (default: nothing).
+    pub schema_evolution: SchemaEvolution,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadRequest {
+    /// `<stage>/<run>/plan.json`, as the planner's summary names it.
+    pub plan_url: String,
+    /// The extractors' results as the Map state hands them over; read back from the stage when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<ExtractResult>>,
+    #[serde(default)]
+    pub mode: LoadMode,
+    #[serde(default)]
+    pub atomic: Atomicity,
+    #[serde(default)]
+    pub long_text: LongText,
+    /// Redshift: load json and jsonb columns into SUPER (COPY … SERIALIZETOJSON) instead of VARCHAR.
+    #[serde(default)]
+    pub json_as_super: bool,
+    #[serde(default)]
+    pub schema_evolution: SchemaEvolution,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableLoad {
+    pub table: TableRef,
+    /// Rows the run's parts hold.
+    pub rows: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub manifest_url: String,
+    /// `false` when the log says this plan already loaded the table (a retried load).
+    pub loaded: bool,
+    /// What the warehouse holds of this table's load: only `committed` and `already_loaded` changed the target.
+    #[serde(default)]
+    pub status: TableStatus,
+    /// Rows the warehouse committed for this table (from the load log for an earlier attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_rows: Option<u64>,
+    /// Why the table's load failed (`status: failed`), with the error's stable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where one table's load stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableStatus {
+    /// Submitted, or waiting for its transaction.
+    #[default]
+    Pending,
+    /// This load's transaction committed.
+    Committed,
+    /// An earlier attempt of the same plan committed it (the load log says so); nothing was changed now.
+    AlreadyLoaded,
+    /// Its transaction failed and rolled back: the target is as it was.
+    Failed,
+}
+
+impl TableStatus {
+    /// The warehouse holds this plan's rows for the table.
+    pub fn is_committed(self) -> bool {
+        matches!(self, TableStatus::Committed | TableStatus::AlreadyLoaded)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadResult {
+    pub run_id: String,
+    pub mode: LoadMode,
+    pub tables: Vec<TableLoad>,
+    pub seconds: f64,
+    /// False while the warehouse still runs the load transactions.
+    #[serde(default)]
+    pub done: bool,
+}
+
+/// What a step of a submitted transaction was: lets a later status check name the table and the kind of failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLabel {
+    pub table: TableRef,
+    pub kind: StepKind,
+    /// For a reconcile step: the rows the parts hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Copy,
+    Reconcile,
+    Swap,
+}
+
+/// A transaction still running in the warehouse. Its steps are, in order, COPY and reconcile of each table, then
+/// the swap statements: what [`PendingLoad::label`] reads back from the tables alone (the state stays small).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLoad {
+    pub statement_id: String,
+    pub tables: Vec<TableRef>,
+    /// The rows the parts of each table hold.
+    pub rows: Vec<u64>,
+}
+
+impl PendingLoad {
+    /// What step `i` of the transaction was.
+    pub fn label(&self, i: usize) -> StepLabel {
+        let n = self.tables.len();
+        let table = self.tables.get((i / 2).min(n.saturating_sub(1))).cloned();
+        let table = table.unwrap_or_else(|| TableRef::new("", ""));
+        match (i < 2 * n, i % 2) {
+            (true, 0) => StepLabel {
+                table,
+                kind: StepKind::Copy,
+                expected: None,
+            },
+            (true, _) => StepLabel {
+                table,
+                kind: StepKind::Reconcile,
+                expected: self.rows.get(i / 2).copied(),
+            },
+            (false, _) => StepLabel {
+                table: self.tables.first().cloned().unwrap_or(table),
+                kind: StepKind::Swap,
+                expected: None,
+            },
+        }
+    }
+}
+
+/// A load in a few numbers (the per-table detail is in `<run>/load.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadSummary {
+    pub run_id: String,
+    pub tables: usize,
+    /// Tables this run changed (the others were loaded by an earlier attempt of the same run).
+    pub loaded: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// Where a load stands: what the state machine carries between the loader's `start` and its `check`s, waiting in a
+/// Wait state instead of a Lambda while the warehouse works.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadProgress {
+    pub done: bool,
+    pub plan_url: String,
+    /// Seconds the state machine should wait before the next check.
+    pub wait_seconds: u64,
+    pub checks: u32,
+    /// Unix time the load started, for the result's duration.
+    pub started_at: f64,
+    #[serde(default)]
+    pub pending: Vec<PendingLoad>,
+    pub summary: LoadSummary,
+}
+
+/// What the state machine's cleanup step hands the loader: the whole state at the failure (the plan, a load in
+/// progress and the error, as far as the run got).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CleanupRequest {
+    #[serde(default)]
+    pub state: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanupResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Staging tables dropped.
+    pub dropped: Vec<String>,
+    /// Warehouse statements cancelled.
+    pub cancelled: Vec<String>,
+    /// `<stage>/<run>/status.json`, marking the run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
+    /// What could not be cleaned (cleanup never fails on them: the run has failed already).
+    pub notes: Vec<String>,
+}

@@ -1,0 +1,273 @@
+//! The plan: what the planner is asked ([`PlanRequest`]), what it decides ([`Plan`], written to `<run>/plan.json`),
+//! and the summary it hands the state machine ([`PlanSummary`]). Every plan carries its identity, a hash of itself.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::contract::load::LoadOptions;
+use crate::contract::model::{ColumnSpec, ExtractTask, TableRef, WriterSettings};
+use crate::contract::snapshot::Snapshot;
+use crate::contract::types::{Cast, TypePolicies};
+
+/// What to plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    /// Run id; generated from the time when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Table patterns, `schema.table` with `*` and `?` wildcards (`sales.*`, `public.orders`); a bare name means
+    /// `public.name`. System schemas are never selected.
+    pub tables: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Per-table overrides, keyed by `schema.table`.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, TableOverride>,
+    #[serde(default)]
+    pub policies: TypePolicies,
+    #[serde(default)]
+    pub settings: PlanSettings,
+    /// Stage URL prefix where the plan, the task list and the parts go.
+    pub stage: String,
+    #[serde(default)]
+    pub writer: WriterSettings,
+    /// How the loader is to load this run (`{"mode": "merge"}`); passed through the summary to the Load state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadOptions>,
+    /// The RDS snapshot the run was started for (set from the trigger event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+    /// Start the run over: everything under `<stage>/<run>/` is deleted before planning. Without it, a run id that
+    /// already has a plan is planned again only by the same request, before its load started (a retried Plan state,
+    /// an interrupted local run); anything else is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart: bool,
+}
+
+impl PlanRequest {
+    /// A hash of the request as it bears on the plan (`restart` aside): equal requests make the same run.
+    pub fn identity(&self) -> String {
+        use sha2::Digest;
+        let mut bare = self.clone();
+        bare.restart = false;
+        let json = serde_json::to_vec(&bare).unwrap_or_default();
+        sha2::Sha256::digest(&json)[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TableOverride {
+    /// Key columns to range on instead of the primary key.
+    pub key: Option<Vec<String>>,
+    pub casts: BTreeMap<String, Cast>,
+    pub policies: Option<TypePolicies>,
+    /// A fixed number of parts (still capped by the maxima).
+    pub parts: Option<u32>,
+}
+
+/// The knobs of the partition count. Defaults: Lambda's 15 minutes with a 2× margin, a conservative extractor
+/// throughput, parts of 512 MiB of source data (≈ 150–250 MB of zstd Parquet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlanSettings {
+    /// Source bytes (heap + TOAST) per part.
+    pub target_part_bytes: u64,
+    pub max_parts_per_table: u32,
+    pub max_parts_per_run: u32,
+    /// Redshift slices: with more parts than slices, the part count is rounded up to a multiple of them.
+    pub slices: u32,
+    /// Extractors running at once (the Map state's MaxConcurrency), to protect the source.
+    pub max_concurrency: u32,
+    /// Expected extractor throughput in source bytes per second.
+    pub throughput_bytes_per_sec: u64,
+    /// Seconds one part may take (Lambda's limit is 900; the default leaves a 2× margin).
+    pub part_seconds_budget: u64,
+    pub statement_timeout_secs: u64,
+    /// Sampled keys per part; the relative error of a part's size is about sqrt(1 / samples_per_part).
+    pub samples_per_part: u32,
+    /// Plan the leaf partitions of partitioned tables themselves instead of their parent.
+    pub include_partitions: bool,
+    /// A fixed number of parts for every non-empty table, instead of the count from the data (still capped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
+    /// Columns with at most this many distinct values (`pg_stats.n_distinct`) are dictionary-encoded in Parquet.
+    pub dictionary_max_distinct: u32,
+    /// The source does not change while the run reads it (a restored snapshot, a paused replica). Only then is a
+    /// table without a key split into ctid ranges: on a live source, ranges read in separate snapshots duplicate a
+    /// row that an UPDATE moves to another page, or lose it, so such a table is read in one range.
+    pub static_source: bool,
+}
+
+impl Default for PlanSettings {
+    fn default() -> Self {
+        Self {
+            target_part_bytes: 512 * 1024 * 1024,
+            max_parts_per_table: 256,
+            max_parts_per_run: 4096,
+            slices: 1,
+            max_concurrency: 16,
+            throughput_bytes_per_sec: 40 * 1000 * 1000,
+            part_seconds_budget: 450,
+            statement_timeout_secs: 840,
+            samples_per_part: 2000,
+            include_partitions: false,
+            parts: None,
+            dictionary_max_distinct: 1000,
+            static_source: false,
+        }
+    }
+}
+
+/// How a table was split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Strategy {
+    /// Boundaries at quantiles of the key, from a sample of `sampled_rows` rows (`sample_percent` of the pages).
+    KeyQuantiles { sampled_rows: u64, sample_percent: f64 },
+    /// A physically ordered key (|correlation| ≥ 0.99, PostgreSQL 14+): boundaries are the first keys on evenly
+    /// spaced heap pages (`parts - 1` one-page reads, no sort).
+    KeyPageProbes { pages: u64, correlation: f64 },
+    /// Equal heap-page ranges by `ctid` (no usable key, PostgreSQL 14+); the last range is open.
+    CtidPages { pages: u64 },
+    /// One task for the whole table.
+    Single,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimates {
+    pub rows: u64,
+    /// Heap + TOAST bytes (`pg_table_size`): what the extraction reads.
+    pub bytes: u64,
+    /// Main-fork heap bytes alone.
+    pub heap_bytes: u64,
+    /// Heap, TOAST and indexes (`pg_total_relation_size`).
+    pub total_bytes: u64,
+    pub avg_row_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartEstimate {
+    pub range_index: u32,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TablePlan {
+    pub table: TableRef,
+    /// table, partitioned table, view, materialized view, foreign table.
+    pub kind: String,
+    pub unlogged: bool,
+    pub key: Vec<String>,
+    pub strategy: Strategy,
+    /// Why this strategy and part count, in words.
+    pub reason: String,
+    pub columns: Vec<ColumnSpec>,
+    pub estimates: Estimates,
+    pub parts: Vec<PartEstimate>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub server_version: String,
+    pub server_version_num: i32,
+    pub database: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+}
+
+/// The full plan, written to `<stage>/<run>/plan.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub run_id: String,
+    /// The plan's identity: a hash of everything else in it ([`Plan::identity`]). Every task carries it, every
+    /// result echoes it, and the loader loads only results of this plan, from a plan.json that still hashes to it.
+    #[serde(default)]
+    pub plan_id: String,
+    /// [`PlanRequest::identity`] of the request that made the plan.
+    #[serde(default)]
+    pub request_id: String,
+    pub created_at: String,
+    pub source: SourceInfo,
+    pub stage: String,
+    pub settings: PlanSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+    pub tables: Vec<TablePlan>,
+    /// Every extraction task, in table order (also written alone to `<stage>/<run>/tasks.json`).
+    pub tasks: Vec<ExtractTask>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    pub planning_seconds: f64,
+}
+
+impl Plan {
+    /// The hash of the plan with its identity fields blank: SHA-256 of its JSON, 32 hex digits. A plan.json edited
+    /// after planning (a task removed, a bound moved) no longer hashes to its `plan_id`.
+    pub fn identity(&self) -> String {
+        use sha2::Digest;
+        let mut bare = self.clone();
+        bare.plan_id.clear();
+        for t in &mut bare.tasks {
+            t.plan_id.clear();
+        }
+        let json = serde_json::to_vec(&bare).unwrap_or_default();
+        let digest = sha2::Sha256::digest(&json);
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Sets the identity on the plan and on every task. The plan goes through JSON first, so the hash is the one a
+    /// reader of plan.json computes.
+    pub fn seal(self) -> Result<Self, serde_json::Error> {
+        let mut plan: Plan = serde_json::from_slice(&serde_json::to_vec(&self)?)?;
+        plan.plan_id = plan.identity();
+        for t in &mut plan.tasks {
+            t.plan_id = plan.plan_id.clone();
+        }
+        Ok(plan)
+    }
+}
+
+/// What the planner returns to the state machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    pub run_id: String,
+    pub plan_url: String,
+    /// A JSON array of `ExtractTask`s: the Distributed Map's item source.
+    pub tasks_url: String,
+    pub tables: usize,
+    pub tasks: usize,
+    pub estimated_rows: u64,
+    pub estimated_bytes: u64,
+    pub max_concurrency: u32,
+    /// `tasks_url` as an S3 bucket and key: the Distributed Map's ItemReader (a `file://` stage is its own "bucket").
+    pub task_list: ObjectLocation,
+    /// Where the Map's ResultWriter puts the extractors' results.
+    pub results: ResultsLocation,
+    /// How the Load state loads the run.
+    pub load: LoadOptions,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLocation {
+    pub bucket: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultsLocation {
+    pub bucket: String,
+    pub prefix: String,
+}
