@@ -6,7 +6,7 @@ use anyhow::Result;
 use futures_util::future::BoxFuture;
 use pgshift::contract::model::{Bounds, KeyType, KeyValue, WriterSettings};
 use pgshift::contract::types::{Cast, InfinityPolicy, TypePolicies};
-use pgshift::extract::StageOpener;
+use pgshift::stage::StageOpener;
 use pgshift::stage::{ObjectWriter, Stage, StageError};
 use pgshift::{ExtractContext, ExtractError};
 use pgshift_tests::{connect, list_files};
@@ -239,7 +239,7 @@ impl Stage for KillOnCreate {
 
 pub(crate) struct Opener(pub(crate) Arc<dyn Stage>);
 impl StageOpener for Opener {
-    fn open<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, ExtractError>> {
+    fn open<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, StageError>> {
         let stage = self.0.clone();
         Box::pin(async move { Ok(stage) })
     }

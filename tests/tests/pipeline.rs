@@ -7,13 +7,13 @@ use std::sync::Arc;
 use anyhow::Result;
 use futures_util::future::BoxFuture;
 use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings};
-use pgshift::extract::StageOpener;
 use pgshift::load::postgres::PgWarehouse;
 use pgshift::load::{Step, Warehouse};
 use pgshift::pipeline::{LocalRun, RunOutcome, DEFINITION};
 use pgshift::source::PgConnector;
+use pgshift::stage::StageOpener;
 use pgshift::stage::{ObjectWriter, Stage, StageError};
-use pgshift::{ExtractError, UrlStages};
+use pgshift::UrlStages;
 use pgshift_tests::{cluster, connect, list_files, stage_dir};
 
 use super::hooked::{Edit, Hooked};
@@ -142,7 +142,7 @@ struct FlakyStage {
 }
 
 impl StageOpener for FlakyStages {
-    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, ExtractError>> {
+    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, StageError>> {
         Box::pin(async move {
             Ok(Arc::new(FlakyStage {
                 inner: self.inner.open(url).await?,

@@ -285,7 +285,7 @@ async fn a_part_corrupted_without_changing_its_size_loads_nothing() -> Result<()
 /// The first file of range `range`, as its result on the stage names it.
 async fn stage_file(plan: &Plan, range: u32, stages: &UrlStages) -> Result<String> {
     let task = plan.tasks.iter().find(|t| t.range_index == range).expect("range");
-    let stage = pgshift::extract::StageOpener::open(stages, &plan.stage).await?;
+    let stage = pgshift::stage::StageOpener::open(stages, &plan.stage).await?;
     let b = stage.get(&pgshift::contract::layout::result_key(task)).await?;
     let r: pgshift::ExtractResult = serde_json::from_slice(&b)?;
     Ok(r.files[0].url.clone())

@@ -20,70 +20,9 @@ use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, Ke
 use crate::contract::{sql, types};
 use crate::decode::{CopyDecoder, DecodeError};
 use crate::error::ExtractError;
-use crate::parquet_out::{RollingWriter, WriteError};
 use crate::source::{check_columns, describe_table, SourceConnector, SESSION_SETTINGS};
-use crate::stage::s3::{S3Options, S3Stage};
-use crate::stage::Stage;
-use futures_util::future::BoxFuture;
-
-/// Opens the stage a task names. A port, so the Lambda gets exactly the stages its role may write.
-pub trait StageOpener: Send + Sync {
-    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, ExtractError>>;
-}
-
-/// Opens stages by URL scheme: `file:///dir`, and `s3://bucket/prefix` with one S3 client built on first use from
-/// the standard AWS environment (region, credentials, `AWS_ENDPOINT_URL`; path-style addressing when an endpoint is
-/// set or `PGSHIFT_S3_PATH_STYLE=true`; SSE-KMS with `PGSHIFT_S3_SSE_KMS_KEY_ID`). A run that stages locally never
-/// builds it.
-#[derive(Default)]
-pub struct UrlStages {
-    s3: tokio::sync::OnceCell<aws_sdk_s3::Client>,
-    s3_options: S3Options,
-}
-
-impl UrlStages {
-    /// Stages with a given S3 client (tests, or a client configured by the caller).
-    pub fn with_s3_client(client: aws_sdk_s3::Client, options: S3Options) -> Self {
-        Self {
-            s3: tokio::sync::OnceCell::new_with(Some(client)),
-            s3_options: options,
-        }
-    }
-
-    async fn s3_client(&self) -> &aws_sdk_s3::Client {
-        self.s3
-            .get_or_init(|| async {
-                let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-                let path_style = env("PGSHIFT_S3_PATH_STYLE")
-                    .map(|v| v == "true" || v == "1")
-                    .unwrap_or_else(|| env("AWS_ENDPOINT_URL_S3").is_some() || env("AWS_ENDPOINT_URL").is_some());
-                let config = aws_sdk_s3::config::Builder::from(&conf)
-                    .force_path_style(path_style)
-                    .build();
-                aws_sdk_s3::Client::from_conf(config)
-            })
-            .await
-    }
-}
-
-impl StageOpener for UrlStages {
-    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, ExtractError>> {
-        Box::pin(async move {
-            if url.starts_with("s3://") {
-                let mut options = self.s3_options.clone();
-                if options.sse_kms_key_id.is_none() {
-                    options.sse_kms_key_id = std::env::var("PGSHIFT_S3_SSE_KMS_KEY_ID")
-                        .ok()
-                        .filter(|v| !v.is_empty());
-                }
-                let client = self.s3_client().await.clone();
-                return Ok(Arc::new(S3Stage::new(client, url, options)?) as Arc<dyn Stage>);
-            }
-            Ok(Arc::from(crate::stage::open(url)?))
-        })
-    }
-}
+use crate::stage::parquet::{RollingWriter, WriteError};
+use crate::stage::StageOpener;
 
 /// The ports an extractor uses.
 pub struct ExtractContext {

@@ -15,7 +15,6 @@ pub mod decode;
 pub mod error;
 pub mod extract;
 pub mod load;
-pub mod parquet_out;
 pub mod pipeline;
 pub mod plan;
 pub mod report;
@@ -26,4 +25,5 @@ pub mod trigger;
 
 pub use contract::model::{ExtractResult, ExtractTask};
 pub use error::ExtractError;
-pub use extract::{extract, ExtractContext, UrlStages};
+pub use extract::{extract, ExtractContext};
+pub use stage::UrlStages;

@@ -16,10 +16,11 @@ use serde_json::{json, Value};
 use crate::contract::layout::bucket_url;
 use crate::contract::model::{ExtractResult, ExtractTask, TableRef};
 use crate::contract::plan::PlanRequest;
-use crate::extract::{ExtractContext, StageOpener};
+use crate::extract::ExtractContext;
 use crate::load::LoadContext;
 use crate::plan::PlanContext;
 use crate::report::{Prices, RunFacts, RunReport};
+use crate::stage::StageOpener;
 use asl::{AslError, Failure, Machine, Resources, TaskCall};
 
 /// The state machine definition, as deployed.
@@ -324,7 +325,7 @@ impl Resources for LocalPipeline {
                 ));
             }
             let (bucket, prefix) = bucket_key(&parameters, "Prefix", state)?;
-            let failed = |e: crate::error::ExtractError| Failure::new("States.ResultWriterFailed", e.to_string());
+            let failed = |e: crate::stage::StageError| Failure::new("States.ResultWriterFailed", e.to_string());
             let stage = self.stages.open(&bucket_url(&bucket)).await.map_err(failed)?;
             let dir = format!("{}/{}", prefix.trim_end_matches('/'), uuid::Uuid::new_v4());
             let succeeded: Vec<Value> = results
@@ -334,9 +335,7 @@ impl Resources for LocalPipeline {
             let body = Bytes::from(Value::Array(succeeded).to_string());
             let size = body.len();
             let file = format!("{dir}/SUCCEEDED_0.json");
-            crate::stage::put(stage.as_ref(), &file, body)
-                .await
-                .map_err(|e| failed(e.into()))?;
+            crate::stage::put(stage.as_ref(), &file, body).await.map_err(failed)?;
             let manifest = json!({
                 "DestinationBucket": bucket,
                 "MapRunArn": format!("arn:aws:states:local:000000000000:mapRun:pgshift/{state}"),
@@ -345,7 +344,7 @@ impl Resources for LocalPipeline {
             let key = format!("{dir}/manifest.json");
             crate::stage::put(stage.as_ref(), &key, Bytes::from(manifest.to_string()))
                 .await
-                .map_err(|e| failed(e.into()))?;
+                .map_err(failed)?;
             Ok(json!({"Bucket": bucket, "Key": key}))
         })
     }

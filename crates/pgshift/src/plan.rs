@@ -15,9 +15,9 @@ use crate::contract::plan::*;
 use crate::contract::types::Cast;
 use crate::contract::{pgtext, sql};
 use crate::error::ExtractError;
-use crate::extract::StageOpener;
 use crate::source::{column_specs, describe_tables, CatalogTable, SourceConnector, SESSION_SETTINGS};
 use crate::stage::Stage;
+use crate::stage::StageOpener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {

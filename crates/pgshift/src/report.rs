@@ -287,7 +287,7 @@ impl RunReport {
 /// was loaded. Lambda time is the extractors' own seconds (at `memory_mb`); transitions are those of a run that
 /// loaded at once (a Redshift load adds three per check).
 pub async fn from_stage(
-    stages: &dyn crate::extract::StageOpener,
+    stages: &dyn crate::stage::StageOpener,
     plan_url: &str,
     memory_mb: u32,
 ) -> Result<(RunReport, Vec<String>), crate::load::LoadError> {

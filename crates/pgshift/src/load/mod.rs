@@ -30,7 +30,7 @@ use crate::contract::plan::{Plan, TablePlan};
 use crate::contract::sql;
 use crate::contract::types::{char_length, oid, Mapping};
 use crate::error::ExtractError;
-use crate::extract::StageOpener;
+use crate::stage::StageOpener;
 use crate::stage::{Stage, StageError};
 
 #[derive(Debug, thiserror::Error)]

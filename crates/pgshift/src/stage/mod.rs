@@ -2,13 +2,17 @@
 //! one adapter per URL scheme. Every adapter makes an object visible under its final name only once it is complete,
 //! and [`ObjectWriter::abort`] leaves nothing behind.
 
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio::io::AsyncWriteExt;
 
+mod local;
+pub mod parquet;
 pub mod s3;
+
+pub use local::LocalStage;
+use s3::{S3Options, S3Stage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -119,13 +123,9 @@ pub async fn put(stage: &dyn Stage, key: &str, body: Bytes) -> Result<StagedObje
     w.finish().await
 }
 
-/// One object being written.
-pub trait ObjectWriter: Send {
-    fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StageError>>;
-    /// Makes the object visible under its final name, replacing any earlier object there.
-    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StagedObject, StageError>>;
-    /// Discards the object; an earlier complete object at the same key is left as it was.
-    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StageError>>;
+/// Opens the stage a task names. A port, so the Lambda gets exactly the stages its role may write.
+pub trait StageOpener: Send + Sync {
+    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, StageError>>;
 }
 
 /// Opens a `file://` stage by URL (`s3://` stages need a client: see [`s3::S3Stage`] and `extract::UrlStages`).
@@ -140,7 +140,7 @@ pub fn open(url: &str) -> Result<Box<dyn Stage>, StageError> {
         }
         return Ok(Box::new(LocalStage {
             url: url.to_string(),
-            root: PathBuf::from(path),
+            root: std::path::PathBuf::from(path),
         }));
     }
     Err(StageError::BadUrl {
@@ -149,230 +149,67 @@ pub fn open(url: &str) -> Result<Box<dyn Stage>, StageError> {
     })
 }
 
-/// A directory on the local file system.
-pub struct LocalStage {
-    url: String,
-    root: PathBuf,
+/// Opens stages by URL scheme: `file:///dir`, and `s3://bucket/prefix` with one S3 client built on first use from
+/// the standard AWS environment (region, credentials, `AWS_ENDPOINT_URL`; path-style addressing when an endpoint is
+/// set or `PGSHIFT_S3_PATH_STYLE=true`; SSE-KMS with `PGSHIFT_S3_SSE_KMS_KEY_ID`). A run that stages locally never
+/// builds it.
+#[derive(Default)]
+pub struct UrlStages {
+    s3: tokio::sync::OnceCell<aws_sdk_s3::Client>,
+    s3_options: S3Options,
 }
 
-impl LocalStage {
-    fn path(&self, key: &str) -> Result<PathBuf, StageError> {
-        if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-            return Err(StageError::BadUrl {
-                url: format!("{}/{key}", self.url),
-                reason: "bad object key".into(),
-            });
+impl UrlStages {
+    /// Stages with a given S3 client (tests, or a client configured by the caller).
+    pub fn with_s3_client(client: aws_sdk_s3::Client, options: S3Options) -> Self {
+        Self {
+            s3: tokio::sync::OnceCell::new_with(Some(client)),
+            s3_options: options,
         }
-        Ok(self.root.join(key))
-    }
-}
-
-fn io(location: &Path, source: std::io::Error) -> StageError {
-    StageError::Io {
-        location: location.display().to_string(),
-        source,
-    }
-}
-
-impl Stage for LocalStage {
-    fn url(&self) -> &str {
-        &self.url
     }
 
-    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
-        Box::pin(async move {
-            let path = self.path(key)?;
-            let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-            tokio::fs::create_dir_all(&dir).await.map_err(|e| io(&dir, e))?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-            let file = tokio::fs::File::create(&tmp).await.map_err(|e| io(&tmp, e))?;
-            Ok(Box::new(LocalObject {
-                url: format!("{}/{key}", self.url),
-                path,
-                tmp,
-                file,
-                bytes: 0,
-                crc: Crc32::default(),
-            }) as Box<dyn ObjectWriter>)
-        })
-    }
-
-    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StageError>> {
-        Box::pin(async move {
-            let path = self.path(key)?;
-            match tokio::fs::metadata(&path).await {
-                Ok(m) if m.is_file() => Ok(Some(m.len())),
-                Ok(_) => Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(io(&path, e)),
-            }
-        })
-    }
-
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, StageError>> {
-        Box::pin(async move {
-            let root = self.root.clone();
-            let prefix = prefix.to_string();
-            let walk = move || -> Result<Vec<(String, u64)>, StageError> {
-                let mut out = Vec::new();
-                let mut dirs = vec![root.clone()];
-                while let Some(dir) = dirs.pop() {
-                    let entries = match std::fs::read_dir(&dir) {
-                        Ok(e) => e,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(io(&dir, e)),
-                    };
-                    for entry in entries {
-                        let entry = entry.map_err(|e| io(&dir, e))?;
-                        let path = entry.path();
-                        let meta = entry.metadata().map_err(|e| io(&path, e))?;
-                        if meta.is_dir() {
-                            dirs.push(path);
-                            continue;
-                        }
-                        // Temporaries of writes in progress are not objects.
-                        if entry.file_name().to_string_lossy().starts_with('.') {
-                            continue;
-                        }
-                        let Ok(rel) = path.strip_prefix(&root) else { continue };
-                        let key = rel.to_string_lossy().into_owned();
-                        if key.starts_with(&prefix) {
-                            out.push((key, meta.len()));
-                        }
-                    }
-                }
-                out.sort();
-                Ok(out)
-            };
-            tokio::task::spawn_blocking(walk)
-                .await
-                .map_err(|e| io(&self.root, std::io::Error::other(e)))?
-        })
-    }
-
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, StageError>> {
-        Box::pin(async move {
-            let path = self.path(key)?;
-            match tokio::fs::read(&path).await {
-                Ok(b) => Ok(Bytes::from(b)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StageError::Missing {
-                    location: format!("{}/{key}", self.url),
-                }),
-                Err(e) => Err(io(&path, e)),
-            }
-        })
-    }
-
-    fn checksum<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectSum>, StageError>> {
-        Box::pin(async move { file_sum(&self.path(key)?).await })
-    }
-
-    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>> {
-        Box::pin(async move {
-            let mut n = 0;
-            for (key, _) in self.list(prefix).await? {
-                let path = self.path(&key)?;
-                match tokio::fs::remove_file(&path).await {
-                    Ok(()) => n += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io(&path, e)),
-                }
-            }
-            Ok(n)
-        })
-    }
-}
-
-struct LocalObject {
-    url: String,
-    path: PathBuf,
-    tmp: PathBuf,
-    file: tokio::fs::File,
-    bytes: u64,
-    crc: Crc32,
-}
-
-/// Size and CRC32 of a local file, read in bounded chunks.
-async fn file_sum(path: &Path) -> Result<Option<ObjectSum>, StageError> {
-    use tokio::io::AsyncReadExt;
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(path, e)),
-    };
-    if !file.metadata().await.map_err(|e| io(path, e))?.is_file() {
-        return Ok(None);
-    }
-    let mut crc = Crc32::default();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = file.read(&mut buf).await.map_err(|e| io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        crc.update(&buf[..n]);
-        bytes += n as u64;
-    }
-    Ok(Some(ObjectSum {
-        bytes,
-        crc32: crc.encoded(),
-    }))
-}
-
-impl ObjectWriter for LocalObject {
-    fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StageError>> {
-        Box::pin(async move {
-            self.file.write_all(&chunk).await.map_err(|e| io(&self.tmp, e))?;
-            self.bytes += chunk.len() as u64;
-            self.crc.update(&chunk);
-            Ok(())
-        })
-    }
-
-    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StagedObject, StageError>> {
-        Box::pin(async move {
-            let LocalObject {
-                url,
-                path,
-                tmp,
-                mut file,
-                bytes,
-                crc,
-            } = *self;
-            let done = async {
-                file.flush().await?;
-                file.sync_all().await?;
-                drop(file);
-                tokio::fs::rename(&tmp, &path).await
-            };
-            if let Err(e) = done.await {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(io(&path, e));
-            }
-            Ok(StagedObject {
-                url,
-                bytes,
-                crc32: crc.encoded(),
+    async fn s3_client(&self) -> &aws_sdk_s3::Client {
+        self.s3
+            .get_or_init(|| async {
+                let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let path_style = env("PGSHIFT_S3_PATH_STYLE")
+                    .map(|v| v == "true" || v == "1")
+                    .unwrap_or_else(|| env("AWS_ENDPOINT_URL_S3").is_some() || env("AWS_ENDPOINT_URL").is_some());
+                let config = aws_sdk_s3::config::Builder::from(&conf)
+                    .force_path_style(path_style)
+                    .build();
+                aws_sdk_s3::Client::from_conf(config)
             })
-        })
+            .await
     }
+}
 
-    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StageError>> {
+impl StageOpener for UrlStages {
+    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, StageError>> {
         Box::pin(async move {
-            let LocalObject { tmp, file, .. } = *self;
-            drop(file);
-            match tokio::fs::remove_file(&tmp).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(io(&tmp, e)),
+            if url.starts_with("s3://") {
+                let mut options = self.s3_options.clone();
+                if options.sse_kms_key_id.is_none() {
+                    options.sse_kms_key_id = std::env::var("PGSHIFT_S3_SSE_KMS_KEY_ID")
+                        .ok()
+                        .filter(|v| !v.is_empty());
+                }
+                let client = self.s3_client().await.clone();
+                return Ok(Arc::new(S3Stage::new(client, url, options)?) as Arc<dyn Stage>);
             }
+            Ok(Arc::from(open(url)?))
         })
     }
+}
+
+/// One object being written.
+pub trait ObjectWriter: Send {
+    fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StageError>>;
+    /// Makes the object visible under its final name, replacing any earlier object there.
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StagedObject, StageError>>;
+    /// Discards the object; an earlier complete object at the same key is left as it was.
+    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StageError>>;
 }
 
 #[cfg(test)]
