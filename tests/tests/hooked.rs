@@ -3,8 +3,9 @@
 
 use futures_util::future::BoxFuture;
 use pgshift::contract::model::TableRef;
-use pgshift::load::postgres::PgWarehouse;
-use pgshift::load::{CopyJob, Dialect, LoadError, Step, Submission, Warehouse, WarehouseColumn};
+use pgshift::warehouse::postgres::PgWarehouse;
+use pgshift::warehouse::WarehouseError;
+use pgshift::warehouse::{CopyJob, Dialect, Step, Submission, Warehouse, WarehouseColumn};
 
 /// Rewrites the steps of a load transaction before it runs (to inject a failure, or a pause).
 pub(crate) type Edit = Box<dyn for<'a> Fn(&mut Vec<Step<'a>>) + Send + Sync>;
@@ -35,19 +36,19 @@ impl Warehouse for Hooked {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
+    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), WarehouseError>> {
         self.inner.transaction(statements)
     }
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
+    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, WarehouseError>> {
         self.inner.count(query)
     }
-    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, LoadError>> {
+    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, WarehouseError>> {
         self.inner.columns(table)
     }
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
+    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), WarehouseError>> {
         self.inner.copy(job)
     }
-    fn submit<'a>(&'a self, mut steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
+    fn submit<'a>(&'a self, mut steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
         (self.edit)(&mut steps);
         Box::pin(async move {
             if let Some(b) = &self.together {

@@ -8,12 +8,13 @@ use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest};
 use pgshift::contract::model::{ColumnSpec, ExtractTask};
 use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings};
 use pgshift::contract::types::Mapping;
-use pgshift::load::postgres::PgWarehouse;
-use pgshift::load::{LoadContext, LoadError, Step, Warehouse};
+use pgshift::load::{LoadContext, LoadError};
 use pgshift::plan::PlanContext;
 use pgshift::source::{PgConnector, SESSION_SETTINGS};
 use pgshift::stage::s3::S3Options;
 use pgshift::stage::Stage;
+use pgshift::warehouse::postgres::PgWarehouse;
+use pgshift::warehouse::{Step, Warehouse};
 use pgshift::UrlStages;
 use pgshift_tests::{cluster, connect, s3_server, stage_dir};
 
@@ -346,17 +347,17 @@ async fn the_reconcile_guard_fails_the_transaction_unless_the_count_matches() ->
     let client = connect(&url).await?;
     let staging = pgshift::contract::model::TableRef::new("s", "t");
     client
-        .batch_execute(&pgshift::load::reconcile_sql(&staging, 7)?)
+        .batch_execute(&pgshift::warehouse::reconcile_sql(&staging, 7)?)
         .await?;
     let e = client
-        .batch_execute(&pgshift::load::reconcile_sql(&staging, 8)?)
+        .batch_execute(&pgshift::warehouse::reconcile_sql(&staging, 8)?)
         .await
         .expect_err("a short staging table fails the guard");
     assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO));
     // Empty staging, expected 0: passes (an empty range loads nothing, and that is right).
     client.batch_execute("TRUNCATE s.t").await?;
     client
-        .batch_execute(&pgshift::load::reconcile_sql(&staging, 0)?)
+        .batch_execute(&pgshift::warehouse::reconcile_sql(&staging, 0)?)
         .await?;
     Ok(())
 }

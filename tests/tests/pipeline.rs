@@ -7,12 +7,12 @@ use std::sync::Arc;
 use anyhow::Result;
 use futures_util::future::BoxFuture;
 use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings};
-use pgshift::load::postgres::PgWarehouse;
-use pgshift::load::{Step, Warehouse};
 use pgshift::pipeline::{LocalRun, RunOutcome, DEFINITION};
 use pgshift::source::PgConnector;
 use pgshift::stage::StageOpener;
 use pgshift::stage::{ObjectWriter, Stage, StageError};
+use pgshift::warehouse::postgres::PgWarehouse;
+use pgshift::warehouse::{Step, Warehouse};
 use pgshift::UrlStages;
 use pgshift_tests::{cluster, connect, list_files, stage_dir};
 

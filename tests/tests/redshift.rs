@@ -18,10 +18,11 @@ use pgshift::contract::load::{LoadProgress, LoadSummary, PendingLoad, StepKind};
 use pgshift::contract::model::{ColumnSpec, PgType, TableRef};
 use pgshift::contract::plan::{PlanRequest, PlanSettings};
 use pgshift::contract::types::Mapping;
-use pgshift::load::redshift::{Polling, RedshiftTarget, RedshiftWarehouse};
-use pgshift::load::{CopyJob, LoadContext, LoadError, Warehouse};
+use pgshift::load::{LoadContext, LoadError};
 use pgshift::pipeline::{LocalRun, DEFINITION};
 use pgshift::source::PgConnector;
+use pgshift::warehouse::redshift::{Polling, RedshiftTarget, RedshiftWarehouse};
+use pgshift::warehouse::{CopyJob, Warehouse, WarehouseError};
 use pgshift::UrlStages;
 
 fn fast() -> Polling {
@@ -232,7 +233,7 @@ async fn a_statement_past_its_deadline_is_cancelled() -> Result<()> {
     };
     let wh = RedshiftWarehouse::new(client, cluster(), polling);
     let e = wh.transaction(vec!["VACUUM".into()]).await.expect_err("deadline");
-    assert!(matches!(e, LoadError::Warehouse { retryable: true, .. }), "{e}");
+    assert!(matches!(e, WarehouseError::Sql { retryable: true, .. }), "{e}");
     assert!(e.to_string().contains("cancel requested"), "{e}");
     assert_eq!(cancel.num_calls(), 1);
     Ok(())
@@ -297,9 +298,9 @@ fn super_columns_copy_with_serializetojson() -> Result<()> {
         truncate_long_text: false,
         super_columns,
     };
-    let sql = pgshift::load::redshift::copy_sql(&job(true), "arn:aws:iam::1:role/r")?;
+    let sql = pgshift::warehouse::redshift::copy_sql(&job(true), "arn:aws:iam::1:role/r")?;
     assert!(sql.ends_with("FORMAT AS PARQUET MANIFEST SERIALIZETOJSON"), "{sql}");
-    let sql = pgshift::load::redshift::copy_sql(&job(false), "arn:aws:iam::1:role/r")?;
+    let sql = pgshift::warehouse::redshift::copy_sql(&job(false), "arn:aws:iam::1:role/r")?;
     assert!(sql.ends_with("FORMAT AS PARQUET MANIFEST"), "{sql}");
     assert!(!sql.contains("REGION") && !sql.contains("MAXERROR"));
     Ok(())

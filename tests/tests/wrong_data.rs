@@ -7,11 +7,12 @@ use anyhow::Result;
 use bytes::Bytes;
 use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest, SchemaEvolution, TableStatus};
 use pgshift::contract::plan::{Plan, PlanRequest, Strategy};
-use pgshift::load::postgres::PgWarehouse;
-use pgshift::load::{LoadContext, LoadError, Step, Warehouse};
+use pgshift::load::{LoadContext, LoadError};
 use pgshift::plan::{PlanContext, PlanError};
 use pgshift::source::PgConnector;
 use pgshift::stage::s3::S3Options;
+use pgshift::warehouse::postgres::PgWarehouse;
+use pgshift::warehouse::{Step, Warehouse};
 use pgshift::UrlStages;
 use pgshift_tests::{cluster, connect, s3_server, stage_dir};
 

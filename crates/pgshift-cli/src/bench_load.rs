@@ -10,10 +10,10 @@ use clap::Args;
 use futures_util::{pin_mut, SinkExt, StreamExt};
 use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest};
 use pgshift::contract::plan::{PlanRequest, PlanSettings};
-use pgshift::load::postgres::PgWarehouse;
 use pgshift::load::LoadContext;
 use pgshift::plan::PlanContext;
 use pgshift::source::{PgConnector, SourceConnector};
+use pgshift::warehouse::postgres::PgWarehouse;
 use pgshift::{ExtractContext, UrlStages};
 
 #[derive(Args)]

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest, LongText, SchemaEvolution};
-use pgshift::load::{LoadContext, Warehouse};
+use pgshift::load::LoadContext;
+use pgshift::warehouse::Warehouse;
 use pgshift::UrlStages;
 
 #[derive(Args)]
@@ -63,7 +64,7 @@ pub(crate) enum Atomic {
 }
 
 pub async fn run(args: LoadArgs) -> Result<()> {
-    let warehouse: Arc<dyn Warehouse> = pgshift::load::warehouse(&args.warehouse).await?;
+    let warehouse: Arc<dyn Warehouse> = pgshift::warehouse::warehouse(&args.warehouse).await?;
     let req = LoadRequest {
         plan_url: args.plan,
         results: None,

@@ -214,7 +214,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         request,
         source: Arc::new(PgConnector::new(&source)?),
         stages: Arc::new(UrlStages::default()),
-        warehouse: pgshift::load::warehouse(&warehouse).await?,
+        warehouse: pgshift::warehouse::warehouse(&warehouse).await?,
         memory_mb: args.lambda_memory_mb,
     };
     let name = execution_name();

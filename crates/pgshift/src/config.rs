@@ -19,8 +19,8 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
 use crate::contract::plan::PlanRequest;
-use crate::load::Warehouse;
 use crate::source::PgConnector;
+use crate::warehouse::Warehouse;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 #[derive(Debug, thiserror::Error)]
@@ -250,15 +250,17 @@ pub async fn warehouse(env: &dyn Env, secrets: &dyn SecretReader) -> Result<Arc<
         var: "PGSHIFT_WAREHOUSE",
         hint: "redshift://<cluster>/<db>?…, redshift-serverless://<workgroup>/<db>?… or postgres://…",
     })?;
-    let invalid = |e: crate::load::LoadError| ConfigError::Invalid {
+    let invalid = |e: crate::warehouse::WarehouseError| ConfigError::Invalid {
         var: "PGSHIFT_WAREHOUSE",
         reason: e.to_string(),
     };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let (config, tls) = pg_config(env, secrets, "PGSHIFT_WAREHOUSE", "PGSHIFT_WAREHOUSE_SECRET_ARN").await?;
-        return Ok(Arc::new(crate::load::postgres::PgWarehouse::from_parts(config, tls)));
+        return Ok(Arc::new(crate::warehouse::postgres::PgWarehouse::from_parts(
+            config, tls,
+        )));
     }
-    crate::load::warehouse(&url).await.map_err(invalid)
+    crate::warehouse::warehouse(&url).await.map_err(invalid)
 }
 
 #[cfg(test)]

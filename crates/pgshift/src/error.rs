@@ -269,20 +269,26 @@ mod tests {
                 column: String::new(),
                 bytes: 1,
             },
-            LoadError::Warehouse {
+            LoadError::Warehouse(crate::warehouse::WarehouseError::Sql {
                 detail: String::new(),
                 retryable: true,
-            },
-            LoadError::Warehouse {
+            }),
+            LoadError::Warehouse(crate::warehouse::WarehouseError::Sql {
                 detail: String::new(),
                 retryable: false,
-            },
+            }),
             LoadError::PartCorrupt(Vec::new()),
             LoadError::PlanMismatch {
                 plan_url: String::new(),
                 problems: Vec::new(),
             },
             LoadError::SchemaDrift(Vec::new()),
+            LoadError::Warehouse(crate::warehouse::WarehouseError::Invalid(String::new())),
+            LoadError::Warehouse(crate::warehouse::WarehouseError::Reconcile {
+                table: t(),
+                staged: 0,
+                expected: 1,
+            }),
         ];
         let names: Vec<&str> = extract
             .iter()

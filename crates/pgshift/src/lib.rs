@@ -22,6 +22,7 @@ pub mod source;
 pub mod stage;
 pub mod tls;
 pub mod trigger;
+pub mod warehouse;
 
 pub use contract::model::{ExtractResult, ExtractTask};
 pub use error::ExtractError;

@@ -367,7 +367,7 @@ pub struct LocalRun {
     pub request: PlanRequest,
     pub source: Arc<dyn crate::source::SourceConnector>,
     pub stages: Arc<dyn StageOpener>,
-    pub warehouse: Arc<dyn crate::load::Warehouse>,
+    pub warehouse: Arc<dyn crate::warehouse::Warehouse>,
     /// Lambda memory the cost estimate assumes.
     pub memory_mb: u32,
 }

@@ -100,6 +100,15 @@ pub fn copy_out(select: &str) -> String {
     format!("COPY ({select}) TO STDOUT (FORMAT binary)")
 }
 
+/// A string literal PostgreSQL and Redshift read the same way: quotes doubled, and no backslash or NUL (the values
+/// pgshift renders this way are run ids, plan ids and catalog names, checked).
+pub fn text_literal(s: &str) -> Result<String, String> {
+    if s.contains(['\\', '\0']) {
+        return Err(format!("{s:?}: backslashes and NULs are not allowed here"));
+    }
+    Ok(format!("'{}'", s.replace('\'', "''")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,26 +6,7 @@
 
 use crate::contract::load::SchemaEvolution;
 use crate::contract::model::TableRef;
-
-/// A column as `information_schema.columns` describes it (the same view in PostgreSQL and Redshift).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WarehouseColumn {
-    pub name: String,
-    pub data_type: String,
-    pub char_length: Option<i64>,
-    pub precision: Option<i64>,
-    pub scale: Option<i64>,
-}
-
-impl WarehouseColumn {
-    fn render(&self) -> String {
-        match (self.char_length, self.precision, self.scale) {
-            (Some(n), _, _) => format!("{}({n})", self.data_type),
-            (None, Some(p), Some(s)) if self.data_type == "numeric" => format!("numeric({p},{s})"),
-            _ => self.data_type.clone(),
-        }
-    }
-}
+use crate::warehouse::WarehouseColumn;
 
 /// The changes a load makes to the target first, when the policy allows them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,18 +9,13 @@
 //! The warehouse is a port ([`Warehouse`]); `postgres` streams the Parquet parts into staging with binary COPY.
 
 mod drift;
-pub mod postgres;
-pub mod redshift;
 mod verify;
-
-pub use drift::WarehouseColumn;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 
 use crate::contract::layout::{load_key, load_key_at, manifest_key, result_key, split_plan_url, status_key};
@@ -32,6 +27,7 @@ use crate::contract::types::{char_length, oid, Mapping};
 use crate::error::ExtractError;
 use crate::stage::StageOpener;
 use crate::stage::{Stage, StageError};
+use crate::warehouse::{CopyJob, Dialect, Step, Submission, TxStatus, Warehouse, WarehouseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -58,8 +54,8 @@ pub enum LoadError {
         column: String,
         bytes: u64,
     },
-    #[error("warehouse: {detail}")]
-    Warehouse { detail: String, retryable: bool },
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
     #[error(transparent)]
     Stage(#[from] StageError),
     #[error(transparent)]
@@ -82,104 +78,10 @@ impl LoadError {
             LoadError::SchemaDrift(_) => "Pipeline.Fatal.SchemaDrift",
             LoadError::Reconcile { .. } => "Pipeline.Fatal.Reconcile",
             LoadError::TooLong { .. } => "Pipeline.Fatal.BadValue",
-            LoadError::Warehouse { retryable: true, .. } => "Pipeline.Retryable.Warehouse",
-            LoadError::Warehouse { retryable: false, .. } => "Pipeline.Fatal.Warehouse",
+            LoadError::Warehouse(e) => e.name(),
             LoadError::Stage(e) => e.name(),
             LoadError::Extract(e) => e.name(),
         }
-    }
-}
-
-/// SQL dialect of a warehouse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Redshift,
-    Postgres,
-}
-
-/// One staging table to fill.
-pub struct CopyJob<'a> {
-    pub staging: &'a TableRef,
-    pub columns: &'a [ColumnSpec],
-    pub manifest_url: &'a str,
-    pub files: &'a [StagedFile],
-    pub stage: &'a dyn Stage,
-    pub truncate_long_text: bool,
-    /// Some column is SUPER (Redshift: the COPY needs SERIALIZETOJSON).
-    pub super_columns: bool,
-}
-
-impl CopyJob<'_> {
-    /// The staging table and its column list, quoted, as a COPY names them.
-    pub fn target(&self) -> Result<(String, String), LoadError> {
-        let cols = self
-            .columns
-            .iter()
-            .map(|c| ident(&c.name))
-            .collect::<Result<Vec<_>, _>>()?
-            .join(", ");
-        Ok((qualified(self.staging)?, cols))
-    }
-}
-
-/// A warehouse: the loader's only effects on it.
-pub trait Warehouse: Send + Sync {
-    fn dialect(&self) -> Dialect;
-    /// Runs the statements in order in one transaction: all or nothing.
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>>;
-    /// Runs a query returning one integer.
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>>;
-    /// The columns of a table, in order, as [`columns_sql`] reads them; empty when there is no such table.
-    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, LoadError>>;
-    /// Fills the staging table with the job's parts.
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>>;
-    /// Runs the steps as one transaction, all or nothing. A warehouse that can be polled returns at once with
-    /// [`Submission::Pending`]; others run to the end.
-    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>>;
-    /// The state of a pending transaction.
-    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<TxStatus, LoadError>> {
-        Box::pin(async move {
-            Err(LoadError::InvalidRequest(format!(
-                "statement {id}: this warehouse runs loads to the end and has nothing pending"
-            )))
-        })
-    }
-    /// Cancels a pending transaction.
-    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), LoadError>> {
-        let _ = id;
-        Box::pin(async { Ok(()) })
-    }
-    /// Why a load query failed, file by file, when the warehouse keeps such a log.
-    fn load_errors(&self, query_id: i64) -> BoxFuture<'_, String> {
-        let _ = query_id;
-        Box::pin(async { String::new() })
-    }
-}
-
-/// The query behind [`Warehouse::columns`]: `information_schema.columns` has the same shape in PostgreSQL and
-/// Redshift (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQLreference.html>; Redshift's `information_schema`
-/// follows PostgreSQL's). Columns: name, data_type, character_maximum_length, numeric_precision, numeric_scale.
-pub fn columns_sql(table: &TableRef) -> Result<String, LoadError> {
-    Ok(format!(
-        "SELECT column_name::text, data_type::text, character_maximum_length::int8, numeric_precision::int8, \
-         numeric_scale::int8 FROM information_schema.columns WHERE table_schema = {} AND table_name = {} \
-         ORDER BY ordinal_position",
-        text_literal(&table.schema)?,
-        text_literal(&table.name)?
-    ))
-}
-
-/// The warehouse a URL names: `postgres://…` or `redshift://…` / `redshift-serverless://…`.
-pub async fn warehouse(url: &str) -> Result<Arc<dyn Warehouse>, LoadError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgWarehouse::new(url)?))
-    } else if url.starts_with("redshift://") || url.starts_with("redshift-serverless://") {
-        Ok(Arc::new(redshift::RedshiftWarehouse::from_url(url).await?))
-    } else {
-        Err(LoadError::InvalidRequest(format!(
-            "warehouse {url:?}: use postgres://… or redshift://<cluster>/<db>?db_user=…&iam_role=… or \
-             redshift-serverless://<workgroup>/<db>?iam_role=…"
-        )))
     }
 }
 
@@ -216,15 +118,8 @@ pub fn varchar_bytes(c: &ColumnSpec, observed: u64) -> u64 {
         .clamp(1, 65_535)
 }
 
-/// A string literal both dialects read the same way: quotes doubled, and no backslash or NUL (values pgshift renders
-/// here are run ids and catalog names, checked).
 fn text_literal(s: &str) -> Result<String, LoadError> {
-    if s.contains(['\\', '\0']) {
-        return Err(LoadError::InvalidRequest(format!(
-            "{s:?}: backslashes and NULs are not allowed here"
-        )));
-    }
-    Ok(format!("'{}'", s.replace('\'', "''")))
+    sql::text_literal(s).map_err(LoadError::InvalidRequest)
 }
 
 fn ident(s: &str) -> Result<String, LoadError> {
@@ -258,50 +153,6 @@ struct Prepared<'a> {
     load: TableLoad,
     files: Vec<StagedFile>,
     super_columns: bool,
-}
-
-/// One step of a load transaction.
-pub enum Step<'a> {
-    /// Fill a staging table from the parts of its manifest.
-    Copy(CopyJob<'a>),
-    /// The staging table must hold exactly `expected` rows, or the whole transaction fails.
-    Reconcile {
-        table: TableRef,
-        staging: TableRef,
-        expected: u64,
-    },
-    Sql(String),
-}
-
-/// The statement that fails a transaction unless `staging` holds `expected` rows (a division by zero otherwise): the
-/// same text in Redshift and PostgreSQL, so a batch that cannot be watched still never swaps in a short load.
-pub fn reconcile_sql(staging: &TableRef, expected: u64) -> Result<String, LoadError> {
-    Ok(format!(
-        "SELECT 1 / CASE WHEN count(*) = {expected} THEN 1 ELSE 0 END FROM {}",
-        qualified(staging)?
-    ))
-}
-
-/// How a warehouse took a load transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Submission {
-    /// It ran to its end (committed).
-    Done,
-    /// It runs on; poll [`Warehouse::status`] with this id.
-    Pending(String),
-}
-
-/// The state of a submitted transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TxStatus {
-    Running,
-    Finished,
-    /// Rolled back. `step` is the index of the failing step when the warehouse says which.
-    Failed {
-        step: Option<usize>,
-        detail: String,
-        query_id: Option<i64>,
-    },
 }
 
 fn unix_now() -> f64 {
@@ -635,7 +486,7 @@ async fn submit_all(
                     prepared[i].load.status = TableStatus::Failed;
                     prepared[i].load.error = Some(format!("{}: {e}", e.name()));
                 }
-                failure.get_or_insert(e);
+                failure.get_or_insert(LoadError::from(e));
             }
         }
     }
@@ -781,15 +632,15 @@ async fn failed_step(
                 Some(q) => wh.load_errors(q).await,
                 None => "no query id to look up load errors".into(),
             };
-            LoadError::Warehouse {
+            LoadError::Warehouse(WarehouseError::Sql {
                 detail: format!("COPY into {table} failed, nothing swapped ({tables}): {detail}; load errors: {why}"),
                 retryable: false,
-            }
+            })
         }
-        _ => LoadError::Warehouse {
+        _ => LoadError::Warehouse(WarehouseError::Sql {
             detail: format!("load transaction of {tables} failed and rolled back: {detail}"),
             retryable: false,
-        },
+        }),
     }
 }
 

@@ -17,7 +17,8 @@ use aws_sdk_redshiftdata::Client;
 use futures_util::future::BoxFuture;
 
 use super::{
-    columns_sql, reconcile_sql, CopyJob, Dialect, LoadError, Step, Submission, TxStatus, Warehouse, WarehouseColumn,
+    columns_sql, reconcile_sql, CopyJob, Dialect, Step, Submission, TxStatus, Warehouse, WarehouseColumn,
+    WarehouseError,
 };
 use crate::contract::model::TableRef;
 
@@ -38,8 +39,8 @@ pub struct RedshiftTarget {
 
 impl RedshiftTarget {
     /// Parses a `redshift://` or `redshift-serverless://` warehouse URL.
-    pub fn parse(url: &str) -> Result<Self, LoadError> {
-        let bad = |m: &str| LoadError::InvalidRequest(format!("warehouse URL {url:?}: {m}"));
+    pub fn parse(url: &str) -> Result<Self, WarehouseError> {
+        let bad = |m: &str| WarehouseError::Invalid(format!("warehouse URL {url:?}: {m}"));
         let (serverless, rest) = if let Some(r) = url.strip_prefix("redshift-serverless://") {
             (true, r)
         } else if let Some(r) = url.strip_prefix("redshift://") {
@@ -110,7 +111,7 @@ pub struct RedshiftWarehouse {
 fn sdk<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
     what: &str,
     e: SdkError<E, R>,
-) -> LoadError {
+) -> WarehouseError {
     let retryable = match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         SdkError::ServiceError(s) => {
@@ -121,7 +122,7 @@ fn sdk<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: s
         }
         _ => false,
     };
-    LoadError::Warehouse {
+    WarehouseError::Sql {
         detail: format!("{what}: {}", DisplayErrorContext(&e)),
         retryable,
     }
@@ -138,14 +139,14 @@ impl RedshiftWarehouse {
 
     /// A warehouse for a `redshift://` or `redshift-serverless://` URL, with a Data API client from the standard AWS
     /// environment (region, credentials).
-    pub async fn from_url(url: &str) -> Result<Self, LoadError> {
+    pub async fn from_url(url: &str) -> Result<Self, WarehouseError> {
         let target = RedshiftTarget::parse(url)?;
         let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         Ok(Self::new(Client::new(&conf), target, Polling::default()))
     }
 
     /// Submits statements (one: ExecuteStatement; several: BatchExecuteStatement, one transaction); returns the id.
-    async fn send(&self, statements: &[String]) -> Result<String, LoadError> {
+    async fn send(&self, statements: &[String]) -> Result<String, WarehouseError> {
         let t = &self.target;
         // The same target on either request type (their builders are distinct SDK types).
         macro_rules! to_target {
@@ -177,14 +178,14 @@ impl RedshiftWarehouse {
             .id()
             .map(str::to_string)
         };
-        id.ok_or_else(|| LoadError::Warehouse {
+        id.ok_or_else(|| WarehouseError::Sql {
             detail: "the Data API returned no statement id".into(),
             retryable: true,
         })
     }
 
     /// Polls until the statement ends. A failure returns the Data API's error text and the Redshift query id.
-    async fn wait(&self, id: &str) -> Result<(), (LoadError, Option<i64>)> {
+    async fn wait(&self, id: &str) -> Result<(), (WarehouseError, Option<i64>)> {
         let started = tokio::time::Instant::now();
         let mut delay = self.polling.first;
         loop {
@@ -192,7 +193,7 @@ impl RedshiftWarehouse {
                 TxStatus::Finished => return Ok(()),
                 TxStatus::Failed { detail, query_id, .. } => {
                     return Err((
-                        LoadError::Warehouse {
+                        WarehouseError::Sql {
                             detail,
                             retryable: false,
                         },
@@ -204,7 +205,7 @@ impl RedshiftWarehouse {
             if started.elapsed() >= self.polling.deadline {
                 let cancelled = self.client.cancel_statement().id(id).send().await.is_ok();
                 return Err((
-                    LoadError::Warehouse {
+                    WarehouseError::Sql {
                         detail: format!(
                             "statement {id} still running after {:?}; cancel {}",
                             self.polling.deadline,
@@ -220,12 +221,12 @@ impl RedshiftWarehouse {
         }
     }
 
-    async fn run(&self, statements: &[String]) -> Result<(), LoadError> {
+    async fn run(&self, statements: &[String]) -> Result<(), WarehouseError> {
         let id = self.send(statements).await?;
         self.wait(&id).await.map_err(|(e, _)| e)
     }
 
-    async fn rows(&self, query: &str) -> Result<Vec<Vec<Field>>, LoadError> {
+    async fn rows(&self, query: &str) -> Result<Vec<Vec<Field>>, WarehouseError> {
         let id = self.send(&[query.to_string()]).await?;
         self.wait(&id).await.map_err(|(e, _)| e)?;
         let out = self
@@ -263,11 +264,11 @@ impl RedshiftWarehouse {
 }
 
 /// The COPY of a staging table from its manifest.
-pub fn copy_sql(job: &CopyJob<'_>, iam_role: &str) -> Result<String, LoadError> {
+pub fn copy_sql(job: &CopyJob<'_>, iam_role: &str) -> Result<String, WarehouseError> {
     let (staging, cols) = job.target()?;
-    let lit = |s: &str| -> Result<String, LoadError> {
+    let lit = |s: &str| -> Result<String, WarehouseError> {
         if s.contains(['\'', '\\', '\0']) {
-            return Err(LoadError::InvalidRequest(format!(
+            return Err(WarehouseError::Invalid(format!(
                 "{s:?}: quotes and backslashes are not allowed here"
             )));
         }
@@ -287,16 +288,16 @@ impl Warehouse for RedshiftWarehouse {
         Dialect::Redshift
     }
 
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
+    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), WarehouseError>> {
         Box::pin(async move { self.run(&statements).await })
     }
 
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
+    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, WarehouseError>> {
         Box::pin(async move {
             let rows = self.rows(&query).await?;
             match rows.first().and_then(|r| r.first()) {
                 Some(Field::LongValue(n)) => Ok(*n),
-                other => Err(LoadError::Warehouse {
+                other => Err(WarehouseError::Sql {
                     detail: format!("{query}: unexpected result {other:?}"),
                     retryable: false,
                 }),
@@ -304,7 +305,7 @@ impl Warehouse for RedshiftWarehouse {
         })
     }
 
-    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, LoadError>> {
+    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, WarehouseError>> {
         Box::pin(async move {
             let rows = self.rows(&columns_sql(table)?).await?;
             let text = |f: Option<&Field>| match f {
@@ -330,15 +331,15 @@ impl Warehouse for RedshiftWarehouse {
         })
     }
 
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
+    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), WarehouseError>> {
         Box::pin(async move {
             let sql = copy_sql(&job, &self.target.iam_role)?;
             let id = self.send(&[sql]).await?;
             match self.wait(&id).await {
                 Ok(()) => Ok(()),
-                Err((LoadError::Warehouse { detail, retryable }, Some(query_id))) => {
+                Err((WarehouseError::Sql { detail, retryable }, Some(query_id))) => {
                     let why = self.describe_load_errors(query_id).await;
-                    Err(LoadError::Warehouse {
+                    Err(WarehouseError::Sql {
                         detail: format!("{detail}; load errors: {why}"),
                         retryable,
                     })
@@ -348,7 +349,7 @@ impl Warehouse for RedshiftWarehouse {
         })
     }
 
-    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
+    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
         Box::pin(async move {
             let mut sqls = Vec::with_capacity(steps.len());
             for s in &steps {
@@ -359,7 +360,7 @@ impl Warehouse for RedshiftWarehouse {
                 });
             }
             if sqls.len() > MAX_BATCH {
-                return Err(LoadError::InvalidRequest(format!(
+                return Err(WarehouseError::Invalid(format!(
                     "one load transaction needs {} statements, more than the Data API's {MAX_BATCH} per batch: load \
                      with atomic: table, or fewer tables per run",
                     sqls.len()
@@ -369,7 +370,7 @@ impl Warehouse for RedshiftWarehouse {
         })
     }
 
-    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<TxStatus, LoadError>> {
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<TxStatus, WarehouseError>> {
         Box::pin(async move {
             let d = self
                 .client
@@ -410,7 +411,7 @@ impl Warehouse for RedshiftWarehouse {
         })
     }
 
-    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), LoadError>> {
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), WarehouseError>> {
         Box::pin(async move {
             self.client
                 .cancel_statement()

@@ -16,7 +16,7 @@ use futures_util::{pin_mut, SinkExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_postgres::{Client, Transaction};
 
-use super::{columns_sql, CopyJob, Dialect, LoadError, Step, Submission, Warehouse, WarehouseColumn};
+use super::{columns_sql, CopyJob, Dialect, Step, Submission, Warehouse, WarehouseColumn, WarehouseError};
 use crate::contract::model::TableRef;
 use crate::contract::pgtext::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
 use crate::contract::sql;
@@ -28,8 +28,8 @@ pub struct PgWarehouse {
 }
 
 impl PgWarehouse {
-    pub fn new(url: &str) -> Result<Self, LoadError> {
-        let (config, tls) = crate::tls::config(url).map_err(|e| LoadError::InvalidRequest(format!("warehouse {e}")))?;
+    pub fn new(url: &str) -> Result<Self, WarehouseError> {
+        let (config, tls) = crate::tls::config(url).map_err(|e| WarehouseError::Invalid(format!("warehouse {e}")))?;
         Ok(Self { config, tls })
     }
 
@@ -37,7 +37,7 @@ impl PgWarehouse {
         Self { config, tls }
     }
 
-    async fn connect(&self) -> Result<Client, LoadError> {
+    async fn connect(&self) -> Result<Client, WarehouseError> {
         let (client, conn) = self.config.connect(self.tls.clone()).await.map_err(pg)?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -47,7 +47,7 @@ impl PgWarehouse {
 }
 
 /// A driver error: retryable when the connection failed or the server may answer differently next time.
-fn pg(e: tokio_postgres::Error) -> LoadError {
+fn pg(e: tokio_postgres::Error) -> WarehouseError {
     let retryable = match e.code() {
         None => true,
         Some(code) => matches!(&code.code()[..2], "08" | "40" | "53" | "57" | "58"),
@@ -56,7 +56,7 @@ fn pg(e: tokio_postgres::Error) -> LoadError {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         None => e.to_string(),
     };
-    LoadError::Warehouse { detail, retryable }
+    WarehouseError::Sql { detail, retryable }
 }
 
 impl Warehouse for PgWarehouse {
@@ -64,7 +64,7 @@ impl Warehouse for PgWarehouse {
         Dialect::Postgres
     }
 
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), LoadError>> {
+    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), WarehouseError>> {
         Box::pin(async move {
             let mut client = self.connect().await?;
             let tx = client.transaction().await.map_err(pg)?;
@@ -76,14 +76,14 @@ impl Warehouse for PgWarehouse {
         })
     }
 
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, LoadError>> {
+    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, WarehouseError>> {
         Box::pin(async move {
             let client = self.connect().await?;
             Ok(client.query_one(&query, &[]).await.map_err(pg)?.get(0))
         })
     }
 
-    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, LoadError>> {
+    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, WarehouseError>> {
         Box::pin(async move {
             let client = self.connect().await?;
             let rows = client.query(&columns_sql(table)?, &[]).await.map_err(pg)?;
@@ -100,7 +100,7 @@ impl Warehouse for PgWarehouse {
         })
     }
 
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), LoadError>> {
+    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), WarehouseError>> {
         Box::pin(async move {
             let mut client = self.connect().await?;
             let tx = client.transaction().await.map_err(pg)?;
@@ -109,7 +109,7 @@ impl Warehouse for PgWarehouse {
         })
     }
 
-    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, LoadError>> {
+    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
         Box::pin(async move {
             let mut client = self.connect().await?;
             let tx = client.transaction().await.map_err(pg)?;
@@ -123,13 +123,13 @@ impl Warehouse for PgWarehouse {
                     } => {
                         let q = format!(
                             "SELECT count(*) FROM {}",
-                            sql::table(&staging).map_err(LoadError::InvalidRequest)?
+                            sql::table(&staging).map_err(WarehouseError::Invalid)?
                         );
                         let staged: i64 = tx.query_one(&q, &[]).await.map_err(pg)?.get(0);
                         if staged != expected as i64 {
-                            return Err(LoadError::Reconcile {
+                            return Err(WarehouseError::Reconcile {
                                 table,
-                                staged: Some(staged),
+                                staged,
                                 expected,
                             });
                         }
@@ -147,7 +147,7 @@ impl Warehouse for PgWarehouse {
 }
 
 /// Streams the job's Parquet parts into its staging table by binary `COPY FROM STDIN`, inside `tx`.
-async fn copy_into(tx: &Transaction<'_>, job: &CopyJob<'_>) -> Result<(), LoadError> {
+async fn copy_into(tx: &Transaction<'_>, job: &CopyJob<'_>) -> Result<(), WarehouseError> {
     let (staging, cols) = job.target()?;
     let sink = tx
         .copy_in::<_, bytes::Bytes>(&format!("COPY {staging} ({cols}) FROM STDIN (FORMAT binary)"))
@@ -162,14 +162,14 @@ async fn copy_into(tx: &Transaction<'_>, job: &CopyJob<'_>) -> Result<(), LoadEr
         let key = job
             .stage
             .key_of(&f.url)
-            .ok_or_else(|| LoadError::InvalidRequest(format!("{} is not on the stage", f.url)))?;
+            .ok_or_else(|| WarehouseError::Invalid(format!("{} is not on the stage", f.url)))?;
         let body = job.stage.get(key).await?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(body)
             .and_then(|b| b.build())
-            .map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
+            .map_err(|e| WarehouseError::Invalid(format!("{}: {e}", f.url)))?;
         for batch in reader {
-            let batch = batch.map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
-            encode_batch(&batch, &mut buf).map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", f.url)))?;
+            let batch = batch.map_err(|e| WarehouseError::Invalid(format!("{}: {e}", f.url)))?;
+            encode_batch(&batch, &mut buf).map_err(|e| WarehouseError::Invalid(format!("{}: {e}", f.url)))?;
             if buf.len() >= 1 << 20 {
                 sink.send(buf.split().freeze()).await.map_err(pg)?;
             }

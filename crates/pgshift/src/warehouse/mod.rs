@@ -1,0 +1,215 @@
+//! Layer 2, the warehouse port and its adapters: what the loader may do to a warehouse (run statements, run a load
+//! transaction of COPY, reconcile and swap, poll and cancel it, describe a table, explain a failed COPY), and the
+//! PostgreSQL and Redshift (Data API) warehouses behind it.
+
+pub mod postgres;
+pub mod redshift;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::contract::model::{ColumnSpec, StagedFile, TableRef};
+use crate::contract::sql;
+use crate::stage::{Stage, StageError};
+
+/// What a warehouse reports: a statement that failed (retryable when the warehouse may answer differently next
+/// time), a request it cannot take, the reconcile guard of a load transaction, or the stage its COPY read.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("warehouse: {detail}")]
+    Sql { detail: String, retryable: bool },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{table}: staging holds {staged} rows but the parts hold {expected}; rolled back")]
+    Reconcile {
+        table: TableRef,
+        staged: i64,
+        expected: u64,
+    },
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
+
+impl WarehouseError {
+    /// The stable name the state machine's Retry and Catch lists match.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WarehouseError::Sql { retryable: true, .. } => "Pipeline.Retryable.Warehouse",
+            WarehouseError::Sql { retryable: false, .. } => "Pipeline.Fatal.Warehouse",
+            WarehouseError::Invalid(_) => "Pipeline.Fatal.InvalidInput",
+            WarehouseError::Reconcile { .. } => "Pipeline.Fatal.Reconcile",
+            WarehouseError::Stage(e) => e.name(),
+        }
+    }
+}
+
+fn ident(s: &str) -> Result<String, WarehouseError> {
+    sql::ident(s).map_err(WarehouseError::Invalid)
+}
+
+fn qualified(t: &TableRef) -> Result<String, WarehouseError> {
+    sql::table(t).map_err(WarehouseError::Invalid)
+}
+
+fn text_literal(s: &str) -> Result<String, WarehouseError> {
+    sql::text_literal(s).map_err(WarehouseError::Invalid)
+}
+
+/// SQL dialect of a warehouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Redshift,
+    Postgres,
+}
+
+/// One staging table to fill.
+pub struct CopyJob<'a> {
+    pub staging: &'a TableRef,
+    pub columns: &'a [ColumnSpec],
+    pub manifest_url: &'a str,
+    pub files: &'a [StagedFile],
+    pub stage: &'a dyn Stage,
+    pub truncate_long_text: bool,
+    /// Some column is SUPER (Redshift: the COPY needs SERIALIZETOJSON).
+    pub super_columns: bool,
+}
+
+impl CopyJob<'_> {
+    /// The staging table and its column list, quoted, as a COPY names them.
+    pub fn target(&self) -> Result<(String, String), WarehouseError> {
+        let cols = self
+            .columns
+            .iter()
+            .map(|c| ident(&c.name))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(", ");
+        Ok((qualified(self.staging)?, cols))
+    }
+}
+
+/// A warehouse: the loader's only effects on it.
+pub trait Warehouse: Send + Sync {
+    fn dialect(&self) -> Dialect;
+    /// Runs the statements in order in one transaction: all or nothing.
+    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), WarehouseError>>;
+    /// Runs a query returning one integer.
+    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, WarehouseError>>;
+    /// The columns of a table, in order, as [`columns_sql`] reads them; empty when there is no such table.
+    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, WarehouseError>>;
+    /// Fills the staging table with the job's parts.
+    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), WarehouseError>>;
+    /// Runs the steps as one transaction, all or nothing. A warehouse that can be polled returns at once with
+    /// [`Submission::Pending`]; others run to the end.
+    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, WarehouseError>>;
+    /// The state of a pending transaction.
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<TxStatus, WarehouseError>> {
+        Box::pin(async move {
+            Err(WarehouseError::Invalid(format!(
+                "statement {id}: this warehouse runs loads to the end and has nothing pending"
+            )))
+        })
+    }
+    /// Cancels a pending transaction.
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), WarehouseError>> {
+        let _ = id;
+        Box::pin(async { Ok(()) })
+    }
+    /// Why a load query failed, file by file, when the warehouse keeps such a log.
+    fn load_errors(&self, query_id: i64) -> BoxFuture<'_, String> {
+        let _ = query_id;
+        Box::pin(async { String::new() })
+    }
+}
+
+/// The query behind [`Warehouse::columns`]: `information_schema.columns` has the same shape in PostgreSQL and
+/// Redshift (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQLreference.html>; Redshift's `information_schema`
+/// follows PostgreSQL's). Columns: name, data_type, character_maximum_length, numeric_precision, numeric_scale.
+pub fn columns_sql(table: &TableRef) -> Result<String, WarehouseError> {
+    Ok(format!(
+        "SELECT column_name::text, data_type::text, character_maximum_length::int8, numeric_precision::int8, \
+         numeric_scale::int8 FROM information_schema.columns WHERE table_schema = {} AND table_name = {} \
+         ORDER BY ordinal_position",
+        text_literal(&table.schema)?,
+        text_literal(&table.name)?
+    ))
+}
+
+/// The warehouse a URL names: `postgres://…` or `redshift://…` / `redshift-serverless://…`.
+pub async fn warehouse(url: &str) -> Result<Arc<dyn Warehouse>, WarehouseError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgWarehouse::new(url)?))
+    } else if url.starts_with("redshift://") || url.starts_with("redshift-serverless://") {
+        Ok(Arc::new(redshift::RedshiftWarehouse::from_url(url).await?))
+    } else {
+        Err(WarehouseError::Invalid(format!(
+            "warehouse {url:?}: use postgres://… or redshift://<cluster>/<db>?db_user=…&iam_role=… or \
+             redshift-serverless://<workgroup>/<db>?iam_role=…"
+        )))
+    }
+}
+
+/// One step of a load transaction.
+pub enum Step<'a> {
+    /// Fill a staging table from the parts of its manifest.
+    Copy(CopyJob<'a>),
+    /// The staging table must hold exactly `expected` rows, or the whole transaction fails.
+    Reconcile {
+        table: TableRef,
+        staging: TableRef,
+        expected: u64,
+    },
+    Sql(String),
+}
+
+/// The statement that fails a transaction unless `staging` holds `expected` rows (a division by zero otherwise): the
+/// same text in Redshift and PostgreSQL, so a batch that cannot be watched still never swaps in a short load.
+pub fn reconcile_sql(staging: &TableRef, expected: u64) -> Result<String, WarehouseError> {
+    Ok(format!(
+        "SELECT 1 / CASE WHEN count(*) = {expected} THEN 1 ELSE 0 END FROM {}",
+        qualified(staging)?
+    ))
+}
+
+/// How a warehouse took a load transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submission {
+    /// It ran to its end (committed).
+    Done,
+    /// It runs on; poll [`Warehouse::status`] with this id.
+    Pending(String),
+}
+
+/// The state of a submitted transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxStatus {
+    Running,
+    Finished,
+    /// Rolled back. `step` is the index of the failing step when the warehouse says which.
+    Failed {
+        step: Option<usize>,
+        detail: String,
+        query_id: Option<i64>,
+    },
+}
+
+/// A column as `information_schema.columns` describes it (the same view in PostgreSQL and Redshift).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarehouseColumn {
+    pub name: String,
+    pub data_type: String,
+    pub char_length: Option<i64>,
+    pub precision: Option<i64>,
+    pub scale: Option<i64>,
+}
+
+impl WarehouseColumn {
+    /// The type as SQL writes it: `character varying(64)`, `numeric(20,3)`.
+    pub fn render(&self) -> String {
+        match (self.char_length, self.precision, self.scale) {
+            (Some(n), _, _) => format!("{}({n})", self.data_type),
+            (None, Some(p), Some(s)) if self.data_type == "numeric" => format!("numeric({p},{s})"),
+            _ => self.data_type.clone(),
+        }
+    }
+}
