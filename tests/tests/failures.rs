@@ -6,6 +6,7 @@ use anyhow::Result;
 use futures_util::future::BoxFuture;
 use pgshift::contract::model::{Bounds, KeyType, KeyValue, WriterSettings};
 use pgshift::contract::types::{Cast, InfinityPolicy, TypePolicies};
+use pgshift::source::SourceError;
 use pgshift::stage::StageOpener;
 use pgshift::stage::{ObjectWriter, Stage, StageError};
 use pgshift::{ExtractContext, ExtractError};
@@ -25,7 +26,7 @@ async fn unknown_tables_and_columns_are_named() -> Result<()> {
     let mut missing = task.clone();
     missing.table.name = "nope".into();
     let e = err_of(pgshift::extract(&ctx(&url), missing).await);
-    assert!(matches!(e, ExtractError::TableNotFound(_)), "{e}");
+    assert!(matches!(e, ExtractError::Source(SourceError::TableNotFound(_))), "{e}");
     assert!(e.to_string().contains("public.nope"), "{e}");
     assert_eq!(e.name(), "Pipeline.Fatal.NotFound");
 
@@ -43,7 +44,10 @@ async fn unknown_tables_and_columns_are_named() -> Result<()> {
         .batch_execute("ALTER TABLE t ALTER COLUMN v TYPE int4 USING 0")
         .await?;
     let e = err_of(pgshift::extract(&ctx(&url), task).await);
-    assert!(matches!(e, ExtractError::SchemaChanged { .. }), "{e}");
+    assert!(
+        matches!(e, ExtractError::Source(SourceError::SchemaChanged { .. })),
+        "{e}"
+    );
     assert_eq!(e.name(), "Pipeline.Fatal.SchemaChanged");
     Ok(())
 }
@@ -84,7 +88,10 @@ async fn unsupported_types_are_refused_until_cast() -> Result<()> {
         upper: None,
     };
     let e = err_of(pgshift::extract(&ctx(&url), t).await);
-    assert!(matches!(e, ExtractError::UnsupportedKeyType { .. }), "{e}");
+    assert!(
+        matches!(e, ExtractError::Source(SourceError::UnsupportedKeyType { .. })),
+        "{e}"
+    );
     Ok(())
 }
 
@@ -182,7 +189,10 @@ async fn missing_privilege_is_named() -> Result<()> {
     let task = task_for(&url, "secret", &TypePolicies::default(), &[]).await?;
     let reader_url = url.replace("postgres://postgres@", "postgres://reader@");
     let e = err_of(pgshift::extract(&ctx(&reader_url), task).await);
-    assert!(matches!(e, ExtractError::PermissionDenied { .. }), "{e}");
+    assert!(
+        matches!(e, ExtractError::Source(SourceError::PermissionDenied { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("public.secret"), "{e}");
 
     let task = task_for(&url, "partly", &TypePolicies::default(), &[]).await?;

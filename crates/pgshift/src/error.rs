@@ -2,46 +2,13 @@
 //! state machine's Retry/Catch lists use: `Pipeline.Retryable.*` is worth another attempt, `Pipeline.Fatal.*` is not.
 
 use crate::contract::model::TableRef;
+use crate::source::SourceError;
 use crate::stage::StageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("invalid task: {0}")]
     InvalidTask(String),
-
-    #[error("table {0} not found (or not visible to this user)")]
-    TableNotFound(TableRef),
-
-    #[error("column {column:?} not found in table {table}")]
-    ColumnNotFound { table: TableRef, column: String },
-
-    #[error(
-        "column {column:?} of {table} has type {ty}, which pgshift does not map; override it with a per-column cast: \
-         \"cast\": \"text\" (or \"json\") in the task, or --cast {column}=text on the command line"
-    )]
-    UnsupportedType {
-        table: TableRef,
-        column: String,
-        ty: String,
-    },
-
-    #[error("key column {column:?} of {table} has type {ty}, which pgshift cannot range-partition on")]
-    UnsupportedKeyType {
-        table: TableRef,
-        column: String,
-        ty: String,
-    },
-
-    #[error("column {column:?} of {table} changed since planning: the task says {expected}, the source has {actual}")]
-    SchemaChanged {
-        table: TableRef,
-        column: String,
-        expected: String,
-        actual: String,
-    },
-
-    #[error("permission denied reading {table}: {detail}")]
-    PermissionDenied { table: TableRef, detail: String },
 
     #[error("value of {table}.{column} at key {key}: {reason}")]
     Value {
@@ -51,18 +18,8 @@ pub enum ExtractError {
         reason: String,
     },
 
-    #[error("source unavailable: {0}")]
-    SourceUnavailable(String),
-
-    #[error("statement timeout after {secs} s extracting {table}")]
-    Timeout { table: TableRef, secs: u64 },
-
-    #[error("source error extracting {table}: {detail}")]
-    Source {
-        table: TableRef,
-        detail: String,
-        retryable: bool,
-    },
+    #[error(transparent)]
+    Source(#[from] SourceError),
 
     #[error("malformed COPY stream from {table}: {detail}")]
     Protocol { table: TableRef, detail: String },
@@ -79,17 +36,8 @@ impl ExtractError {
     pub fn name(&self) -> &'static str {
         match self {
             ExtractError::InvalidTask(_) => "Pipeline.Fatal.InvalidInput",
-            ExtractError::TableNotFound(_) | ExtractError::ColumnNotFound { .. } => "Pipeline.Fatal.NotFound",
-            ExtractError::UnsupportedType { .. } | ExtractError::UnsupportedKeyType { .. } => {
-                "Pipeline.Fatal.UnsupportedType"
-            }
-            ExtractError::SchemaChanged { .. } => "Pipeline.Fatal.SchemaChanged",
-            ExtractError::PermissionDenied { .. } => "Pipeline.Fatal.PermissionDenied",
             ExtractError::Value { .. } => "Pipeline.Fatal.BadValue",
-            ExtractError::SourceUnavailable(_) => "Pipeline.Retryable.SourceUnavailable",
-            ExtractError::Timeout { .. } => "Pipeline.Retryable.Timeout",
-            ExtractError::Source { retryable: true, .. } => "Pipeline.Retryable.Source",
-            ExtractError::Source { retryable: false, .. } => "Pipeline.Fatal.Source",
+            ExtractError::Source(e) => e.name(),
             ExtractError::Protocol { .. } => "Pipeline.Retryable.Protocol",
             ExtractError::Parquet { .. } => "Pipeline.Fatal.Internal",
             ExtractError::Stage(e) => e.name(),
@@ -98,40 +46,6 @@ impl ExtractError {
 
     pub fn is_retryable(&self) -> bool {
         self.name().starts_with("Pipeline.Retryable.")
-    }
-
-    /// Classifies a driver error met while extracting `table`.
-    pub fn from_pg(table: &TableRef, statement_timeout_secs: u64, e: tokio_postgres::Error) -> Self {
-        use tokio_postgres::error::SqlState;
-        let Some(db) = e.as_db_error() else {
-            // No server error: the connection broke (closed, reset, timed out).
-            return ExtractError::SourceUnavailable(format!("{e} (while extracting {table})"));
-        };
-        let code = db.code();
-        let detail = format!("{} (SQLSTATE {})", db.message(), code.code());
-        if *code == SqlState::INSUFFICIENT_PRIVILEGE {
-            ExtractError::PermissionDenied {
-                table: table.clone(),
-                detail,
-            }
-        } else if *code == SqlState::QUERY_CANCELED {
-            ExtractError::Timeout {
-                table: table.clone(),
-                secs: statement_timeout_secs,
-            }
-        } else if *code == SqlState::UNDEFINED_TABLE {
-            ExtractError::TableNotFound(table.clone())
-        } else {
-            // Class 08 (connection), 40 (serialization/deadlock), 53 (resources), 57 (operator intervention:
-            // shutdown, admin cancel) and 58 (system I/O) may pass on a retry; everything else will fail again.
-            let class = &code.code()[..2];
-            let retryable = matches!(class, "08" | "40" | "53" | "57" | "58");
-            ExtractError::Source {
-                table: table.clone(),
-                detail,
-                retryable,
-            }
-        }
     }
 }
 
@@ -167,6 +81,7 @@ mod tests {
     use super::*;
     use crate::load::LoadError;
     use crate::plan::PlanError;
+    use crate::source::SourceError;
     use crate::stage::StageError;
 
     #[test]
@@ -178,49 +93,50 @@ mod tests {
         };
         let extract = vec![
             ExtractError::InvalidTask(String::new()),
-            ExtractError::TableNotFound(t()),
-            ExtractError::ColumnNotFound {
+            ExtractError::Source(SourceError::TableNotFound(t())),
+            ExtractError::Source(SourceError::ColumnNotFound {
                 table: t(),
                 column: String::new(),
-            },
-            ExtractError::UnsupportedType {
-                table: t(),
-                column: String::new(),
-                ty: String::new(),
-            },
-            ExtractError::UnsupportedKeyType {
+            }),
+            ExtractError::Source(SourceError::UnsupportedType {
                 table: t(),
                 column: String::new(),
                 ty: String::new(),
-            },
-            ExtractError::SchemaChanged {
+            }),
+            ExtractError::Source(SourceError::UnsupportedKeyType {
+                table: t(),
+                column: String::new(),
+                ty: String::new(),
+            }),
+            ExtractError::Source(SourceError::SchemaChanged {
                 table: t(),
                 column: String::new(),
                 expected: String::new(),
                 actual: String::new(),
-            },
-            ExtractError::PermissionDenied {
+            }),
+            ExtractError::Source(SourceError::PermissionDenied {
                 table: t(),
                 detail: String::new(),
-            },
+            }),
             ExtractError::Value {
                 table: t(),
                 column: String::new(),
                 key: String::new(),
                 reason: String::new(),
             },
-            ExtractError::SourceUnavailable(String::new()),
-            ExtractError::Timeout { table: t(), secs: 1 },
-            ExtractError::Source {
+            ExtractError::Source(SourceError::Unavailable(String::new())),
+            ExtractError::Source(SourceError::Timeout { table: t(), secs: 1 }),
+            ExtractError::Source(SourceError::Sql {
                 table: t(),
                 detail: String::new(),
                 retryable: true,
-            },
-            ExtractError::Source {
+            }),
+            ExtractError::Source(SourceError::BadUrl(String::new())),
+            ExtractError::Source(SourceError::Sql {
                 table: t(),
                 detail: String::new(),
                 retryable: false,
-            },
+            }),
             ExtractError::Protocol {
                 table: t(),
                 detail: String::new(),

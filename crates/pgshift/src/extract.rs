@@ -18,9 +18,9 @@ use tracing::Instrument;
 use crate::contract::layout::{file_key_prefix, result_key};
 use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, KeyType, StagedFile};
 use crate::contract::{sql, types};
-use crate::decode::{CopyDecoder, DecodeError};
 use crate::error::ExtractError;
-use crate::source::{check_columns, describe_table, SourceConnector, SESSION_SETTINGS};
+use crate::source::decode::{CopyDecoder, DecodeError};
+use crate::source::{check_columns, describe_table, SourceConnector, SourceError, SESSION_SETTINGS};
 use crate::stage::parquet::{RollingWriter, WriteError};
 use crate::stage::StageOpener;
 
@@ -91,7 +91,7 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
     validate(task)?;
     let stage = ctx.stages.open(&task.stage).await?;
     let table = &task.table;
-    let pg = |e| ExtractError::from_pg(table, task.statement_timeout_secs, e);
+    let pg = |e| ExtractError::from(SourceError::from_pg(table, task.statement_timeout_secs, e));
 
     let mut client = ctx.source.connect().await?;
     client.batch_execute(SESSION_SETTINGS).await.map_err(pg)?;
@@ -262,11 +262,11 @@ fn check_key(task: &ExtractTask, catalog: &crate::source::CatalogTable) -> Resul
             .columns
             .iter()
             .find(|c| &c.name == k)
-            .ok_or_else(|| ExtractError::ColumnNotFound {
+            .ok_or_else(|| SourceError::ColumnNotFound {
                 table: task.table.clone(),
                 column: k.clone(),
             })?;
-        let ty = KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| ExtractError::UnsupportedKeyType {
+        let ty = KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| SourceError::UnsupportedKeyType {
             table: task.table.clone(),
             column: k.clone(),
             ty: c.ty.pg.name.clone(),

@@ -11,7 +11,6 @@
 
 pub mod config;
 pub mod contract;
-pub mod decode;
 pub mod error;
 pub mod extract;
 pub mod load;

@@ -14,8 +14,7 @@ use crate::contract::model::{Bounds, ExtractTask, KeyType, KeyValue, TableRef};
 use crate::contract::plan::*;
 use crate::contract::types::Cast;
 use crate::contract::{pgtext, sql};
-use crate::error::ExtractError;
-use crate::source::{column_specs, describe_tables, CatalogTable, SourceConnector, SESSION_SETTINGS};
+use crate::source::{column_specs, describe_tables, CatalogTable, SourceConnector, SourceError, SESSION_SETTINGS};
 use crate::stage::Stage;
 use crate::stage::StageOpener;
 
@@ -30,19 +29,9 @@ pub enum PlanError {
     #[error("run {run_id:?} exists on the stage already: {detail}")]
     RunExists { run_id: String, detail: String },
     #[error(transparent)]
-    Extract(Box<ExtractError>),
-}
-
-impl From<ExtractError> for PlanError {
-    fn from(e: ExtractError) -> Self {
-        PlanError::Extract(Box::new(e))
-    }
-}
-
-impl From<crate::stage::StageError> for PlanError {
-    fn from(e: crate::stage::StageError) -> Self {
-        ExtractError::from(e).into()
-    }
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Stage(#[from] crate::stage::StageError),
 }
 
 impl PlanError {
@@ -52,7 +41,8 @@ impl PlanError {
             PlanError::NoMatch(_) => "Pipeline.Fatal.NotFound",
             PlanError::NullKey { .. } => "Pipeline.Fatal.InvalidInput",
             PlanError::RunExists { .. } => "Pipeline.Fatal.RunExists",
-            PlanError::Extract(e) => e.name(),
+            PlanError::Source(e) => e.name(),
+            PlanError::Stage(e) => e.name(),
         }
     }
 }
@@ -185,7 +175,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     }
     let settings = &req.settings;
     check_settings(settings)?;
-    let src = |e| PlanError::from(ExtractError::SourceUnavailable(format!("planning: {e}")));
+    let src = |e| PlanError::from(SourceError::Unavailable(format!("planning: {e}")));
     client.batch_execute(SESSION_SETTINGS).await.map_err(src)?;
     let (created_at, compact) = now_rfc3339();
     let run_id = req
@@ -254,7 +244,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
             return Err(if raw.contains(['*', '?']) {
                 PlanError::NoMatch(raw.clone())
             } else {
-                ExtractError::TableNotFound(pattern.clone()).into()
+                SourceError::TableNotFound(pattern.clone()).into()
             });
         }
         for h in hits {
@@ -265,7 +255,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     }
     for r in &selected {
         if !r.can_select {
-            return Err(ExtractError::PermissionDenied {
+            return Err(SourceError::PermissionDenied {
                 table: r.table.clone(),
                 detail: "no SELECT privilege".into(),
             }
@@ -411,11 +401,11 @@ async fn plan_table(
             .columns
             .iter()
             .find(|c| &c.name == k)
-            .ok_or_else(|| ExtractError::ColumnNotFound {
+            .ok_or_else(|| SourceError::ColumnNotFound {
                 table: table.clone(),
                 column: k.clone(),
             })?;
-        let ty = KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| ExtractError::UnsupportedKeyType {
+        let ty = KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| SourceError::UnsupportedKeyType {
             table: table.clone(),
             column: k.clone(),
             ty: c.ty.pg.name.clone(),
@@ -429,7 +419,7 @@ async fn plan_table(
             let has_null: bool = client
                 .query_one(&q, &[])
                 .await
-                .map_err(|e| ExtractError::from_pg(table, 0, e))?
+                .map_err(|e| SourceError::from_pg(table, 0, e))?
                 .get(0);
             if has_null {
                 return Err(PlanError::NullKey {
@@ -685,7 +675,7 @@ async fn key_quantiles(
     let rows = client
         .query(&q, &[])
         .await
-        .map_err(|e| ExtractError::from_pg(table, 0, e))?;
+        .map_err(|e| SourceError::from_pg(table, 0, e))?;
     let mut sampled = 0u64;
     let mut out: Vec<Vec<KeyValue>> = Vec::new();
     for r in rows {
@@ -707,7 +697,7 @@ async fn key_quantiles(
                 &[],
             )
             .await
-            .map_err(|e| ExtractError::from_pg(table, 0, e))?
+            .map_err(|e| SourceError::from_pg(table, 0, e))?
             .get(0);
         sampled = n as u64;
     }
@@ -752,7 +742,7 @@ async fn page_probes(
         let Some(r) = client
             .query_opt(&q, &[])
             .await
-            .map_err(|e| ExtractError::from_pg(table, 0, e))?
+            .map_err(|e| SourceError::from_pg(table, 0, e))?
         else {
             continue;
         };
@@ -784,7 +774,7 @@ async fn page_probes(
         let ok: bool = client
             .query_one(&format!("SELECT {}", checks.join(" AND ")), &[])
             .await
-            .map_err(|e| ExtractError::from_pg(table, 0, e))?
+            .map_err(|e| SourceError::from_pg(table, 0, e))?
             .get(0);
         if !ok {
             return Ok(None);
@@ -938,7 +928,7 @@ pub async fn count_rows(client: &Client, task: &ExtractTask) -> Result<u64, Plan
     let n: i64 = client
         .query_one(&q, &[])
         .await
-        .map_err(|e| ExtractError::from_pg(&task.table, 0, e))?
+        .map_err(|e| SourceError::from_pg(&task.table, 0, e))?
         .get(0);
     Ok(n as u64)
 }

@@ -24,7 +24,6 @@ use crate::contract::model::{ColumnSpec, ExtractResult, StagedFile, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::contract::sql;
 use crate::contract::types::{char_length, oid, Mapping};
-use crate::error::ExtractError;
 use crate::stage::StageOpener;
 use crate::stage::{Stage, StageError};
 use crate::warehouse::{CopyJob, Dialect, Step, Submission, TxStatus, Warehouse, WarehouseError};
@@ -58,14 +57,6 @@ pub enum LoadError {
     Warehouse(#[from] WarehouseError),
     #[error(transparent)]
     Stage(#[from] StageError),
-    #[error(transparent)]
-    Extract(Box<ExtractError>),
-}
-
-impl From<ExtractError> for LoadError {
-    fn from(e: ExtractError) -> Self {
-        LoadError::Extract(Box::new(e))
-    }
 }
 
 impl LoadError {
@@ -80,7 +71,6 @@ impl LoadError {
             LoadError::TooLong { .. } => "Pipeline.Fatal.BadValue",
             LoadError::Warehouse(e) => e.name(),
             LoadError::Stage(e) => e.name(),
-            LoadError::Extract(e) => e.name(),
         }
     }
 }

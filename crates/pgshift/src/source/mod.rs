@@ -8,11 +8,121 @@ use tokio_postgres::{Client, GenericClient};
 
 use crate::contract::model::{ColumnSpec, PgType, TableRef};
 use crate::contract::types::{default_mapping, mapping_for_cast, Cast, CatalogType, TypePolicies};
-use crate::error::ExtractError;
+
+pub mod decode;
+
+/// What the source reports: a table or column that is not there (or changed), a type pgshift does not map, a
+/// privilege missing, the server out of reach, a statement timed out or failed (retryable when the server may
+/// answer differently next time). One classifier of driver errors ([`SourceError::from_pg`]) for every reader.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source connection string: {0}")]
+    BadUrl(String),
+
+    #[error("table {0} not found (or not visible to this user)")]
+    TableNotFound(TableRef),
+
+    #[error("column {column:?} not found in table {table}")]
+    ColumnNotFound { table: TableRef, column: String },
+
+    #[error(
+        "column {column:?} of {table} has type {ty}, which pgshift does not map; override it with a per-column cast: \
+         \"cast\": \"text\" (or \"json\") in the task, or --cast {column}=text on the command line"
+    )]
+    UnsupportedType {
+        table: TableRef,
+        column: String,
+        ty: String,
+    },
+
+    #[error("key column {column:?} of {table} has type {ty}, which pgshift cannot range-partition on")]
+    UnsupportedKeyType {
+        table: TableRef,
+        column: String,
+        ty: String,
+    },
+
+    #[error("column {column:?} of {table} changed since planning: the task says {expected}, the source has {actual}")]
+    SchemaChanged {
+        table: TableRef,
+        column: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("permission denied reading {table}: {detail}")]
+    PermissionDenied { table: TableRef, detail: String },
+
+    #[error("source unavailable: {0}")]
+    Unavailable(String),
+
+    #[error("statement timeout after {secs} s extracting {table}")]
+    Timeout { table: TableRef, secs: u64 },
+
+    #[error("source error reading {table}: {detail}")]
+    Sql {
+        table: TableRef,
+        detail: String,
+        retryable: bool,
+    },
+}
+
+impl SourceError {
+    /// The stable name the state machine matches on (`ErrorEquals`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceError::BadUrl(_) => "Pipeline.Fatal.InvalidInput",
+            SourceError::TableNotFound(_) | SourceError::ColumnNotFound { .. } => "Pipeline.Fatal.NotFound",
+            SourceError::UnsupportedType { .. } | SourceError::UnsupportedKeyType { .. } => {
+                "Pipeline.Fatal.UnsupportedType"
+            }
+            SourceError::SchemaChanged { .. } => "Pipeline.Fatal.SchemaChanged",
+            SourceError::PermissionDenied { .. } => "Pipeline.Fatal.PermissionDenied",
+            SourceError::Unavailable(_) => "Pipeline.Retryable.SourceUnavailable",
+            SourceError::Timeout { .. } => "Pipeline.Retryable.Timeout",
+            SourceError::Sql { retryable: true, .. } => "Pipeline.Retryable.Source",
+            SourceError::Sql { retryable: false, .. } => "Pipeline.Fatal.Source",
+        }
+    }
+
+    /// Classifies a driver error met while extracting `table`.
+    pub fn from_pg(table: &TableRef, statement_timeout_secs: u64, e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        let Some(db) = e.as_db_error() else {
+            // No server error: the connection broke (closed, reset, timed out).
+            return SourceError::Unavailable(format!("{e} (while extracting {table})"));
+        };
+        let code = db.code();
+        let detail = format!("{} (SQLSTATE {})", db.message(), code.code());
+        if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            SourceError::PermissionDenied {
+                table: table.clone(),
+                detail,
+            }
+        } else if *code == SqlState::QUERY_CANCELED {
+            SourceError::Timeout {
+                table: table.clone(),
+                secs: statement_timeout_secs,
+            }
+        } else if *code == SqlState::UNDEFINED_TABLE {
+            SourceError::TableNotFound(table.clone())
+        } else {
+            // Class 08 (connection), 40 (serialization/deadlock), 53 (resources), 57 (operator intervention:
+            // shutdown, admin cancel) and 58 (system I/O) may pass on a retry; everything else will fail again.
+            let class = &code.code()[..2];
+            let retryable = matches!(class, "08" | "40" | "53" | "57" | "58");
+            SourceError::Sql {
+                table: table.clone(),
+                detail,
+                retryable,
+            }
+        }
+    }
+}
 
 /// Opens sessions on the source.
 pub trait SourceConnector: Send + Sync {
-    fn connect(&self) -> BoxFuture<'_, Result<Client, ExtractError>>;
+    fn connect(&self) -> BoxFuture<'_, Result<Client, SourceError>>;
 }
 
 /// A Postgres connection string (`postgres://user:pass@host:port/db` or `host=… dbname=…`).
@@ -35,8 +145,8 @@ impl std::fmt::Debug for PgConnector {
 }
 
 impl PgConnector {
-    pub fn new(url: &str) -> Result<Self, ExtractError> {
-        let (config, tls) = crate::tls::config(url).map_err(|e| ExtractError::InvalidTask(format!("source {e}")))?;
+    pub fn new(url: &str) -> Result<Self, SourceError> {
+        let (config, tls) = crate::tls::config(url).map_err(|e| SourceError::BadUrl(e.to_string()))?;
         Ok(Self::from_parts(config, tls))
     }
 
@@ -55,13 +165,13 @@ impl PgConnector {
 }
 
 impl SourceConnector for PgConnector {
-    fn connect(&self) -> BoxFuture<'_, Result<Client, ExtractError>> {
+    fn connect(&self) -> BoxFuture<'_, Result<Client, SourceError>> {
         Box::pin(async move {
             let (client, connection) = self
                 .config
                 .connect(self.tls.clone())
                 .await
-                .map_err(|e| ExtractError::SourceUnavailable(format!("connecting to the source: {}", chain(&e))))?;
+                .map_err(|e| SourceError::Unavailable(format!("connecting to the source: {}", chain(&e))))?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "source connection ended");
@@ -149,8 +259,8 @@ WHERE not_null AND n = indnkeyatts
 ORDER BY indrelid, indisprimary DESC, indnkeyatts, indexrelid";
 
 /// Reads one table's columns and key from the catalog.
-pub async fn describe_table(db: &impl GenericClient, table: &TableRef) -> Result<CatalogTable, ExtractError> {
-    let pg = |e| ExtractError::from_pg(table, 0, e);
+pub async fn describe_table(db: &impl GenericClient, table: &TableRef) -> Result<CatalogTable, SourceError> {
+    let pg = |e| SourceError::from_pg(table, 0, e);
     let row = db
         .query_opt(
             "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c \
@@ -160,12 +270,12 @@ pub async fn describe_table(db: &impl GenericClient, table: &TableRef) -> Result
         )
         .await
         .map_err(pg)?
-        .ok_or_else(|| ExtractError::TableNotFound(table.clone()))?;
+        .ok_or_else(|| SourceError::TableNotFound(table.clone()))?;
     let kind: String = row.get(1);
     let mut all = describe_tables(db, &[(row.get(0), table.clone(), kind.chars().next().unwrap_or('r'))])
         .await
         .map_err(pg)?;
-    all.pop().ok_or_else(|| ExtractError::TableNotFound(table.clone()))
+    all.pop().ok_or_else(|| SourceError::TableNotFound(table.clone()))
 }
 
 /// Reads the columns and keys of many tables (oid, name, relkind) in two catalog queries, whatever their number.
@@ -222,10 +332,10 @@ pub fn column_specs(
     t: &CatalogTable,
     policies: &TypePolicies,
     casts: &[(String, Cast)],
-) -> Result<Vec<ColumnSpec>, ExtractError> {
+) -> Result<Vec<ColumnSpec>, SourceError> {
     for (name, _) in casts {
         if !t.columns.iter().any(|c| &c.name == name) {
-            return Err(ExtractError::ColumnNotFound {
+            return Err(SourceError::ColumnNotFound {
                 table: t.table.clone(),
                 column: name.clone(),
             });
@@ -236,7 +346,7 @@ pub fn column_specs(
         .map(|c| {
             let (cast, mapping) = match casts.iter().find(|(n, _)| n == &c.name) {
                 Some((_, cast)) => (Some(*cast), mapping_for_cast(*cast)),
-                None => default_mapping(&c.ty, policies).ok_or_else(|| ExtractError::UnsupportedType {
+                None => default_mapping(&c.ty, policies).ok_or_else(|| SourceError::UnsupportedType {
                     table: t.table.clone(),
                     column: c.name.clone(),
                     ty: c.ty.pg.declared.clone().unwrap_or_else(|| c.ty.pg.name.clone()),
@@ -255,22 +365,22 @@ pub fn column_specs(
 
 /// Checks a task's columns against the catalog: each exists, is readable, and has the type the task was planned
 /// with.
-pub fn check_columns(t: &CatalogTable, columns: &[ColumnSpec]) -> Result<(), ExtractError> {
+pub fn check_columns(t: &CatalogTable, columns: &[ColumnSpec]) -> Result<(), SourceError> {
     for spec in columns {
         let Some(c) = t.columns.iter().find(|c| c.name == spec.name) else {
-            return Err(ExtractError::ColumnNotFound {
+            return Err(SourceError::ColumnNotFound {
                 table: t.table.clone(),
                 column: spec.name.clone(),
             });
         };
         if !c.can_select {
-            return Err(ExtractError::PermissionDenied {
+            return Err(SourceError::PermissionDenied {
                 table: t.table.clone(),
                 detail: format!("no SELECT privilege on column {:?}", c.name),
             });
         }
         if c.ty.pg.oid != spec.pg_type.oid || c.ty.pg.typmod != spec.pg_type.typmod {
-            return Err(ExtractError::SchemaChanged {
+            return Err(SourceError::SchemaChanged {
                 table: t.table.clone(),
                 column: spec.name.clone(),
                 expected: spec.pg_type.name.clone(),
