@@ -4,7 +4,7 @@
 //!
 //! | variable | used by | meaning |
 //! |---|---|---|
-//! | `PGSHIFT_SOURCE` | planner, extractor | source connection string (`postgres://user@host:5432/db?sslmode=verify-full&sslrootcert=/opt/rds-global-bundle.pem`; see [`crate::tls`]) |
+//! | `PGSHIFT_SOURCE` | planner, extractor | source connection string (`postgres://user@host:5432/db?sslmode=verify-full&sslrootcert=/opt/rds-global-bundle.pem`; see [`crate::pgclient::tls`]) |
 //! | `PGSHIFT_SOURCE_SECRET_ARN` | planner, extractor | a Secrets Manager secret with `username`, `password` and optionally `host`, `port`, `dbname` (the RDS secret shape); overrides those parts of `PGSHIFT_SOURCE` |
 //! | `PGSHIFT_STAGE` | planner | default stage URL (`s3://bucket/prefix`) |
 //! | `PGSHIFT_TABLES`, `PGSHIFT_EXCLUDE` | planner | default table patterns, separated by spaces or commas |
@@ -115,10 +115,10 @@ async fn pg_config(
 ) -> Result<(tokio_postgres::Config, MakeRustlsConnect), ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid { var: url_var, reason };
     let (mut config, tls) = match env.get(url_var) {
-        Some(url) => crate::tls::config(&url).map_err(invalid)?,
+        Some(url) => crate::pgclient::tls::config(&url).map_err(invalid)?,
         None => (
             tokio_postgres::Config::new(),
-            crate::tls::unverified().map_err(invalid)?,
+            crate::pgclient::tls::unverified().map_err(invalid)?,
         ),
     };
     let Some(arn) = env.get(secret_var) else {

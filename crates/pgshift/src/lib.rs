@@ -14,12 +14,12 @@ pub mod contract;
 pub mod error;
 pub mod extract;
 pub mod load;
+pub mod pgclient;
 pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod source;
 pub mod stage;
-pub mod tls;
 pub mod trigger;
 pub mod warehouse;
 

@@ -107,14 +107,10 @@ impl SourceError {
         } else if *code == SqlState::UNDEFINED_TABLE {
             SourceError::TableNotFound(table.clone())
         } else {
-            // Class 08 (connection), 40 (serialization/deadlock), 53 (resources), 57 (operator intervention:
-            // shutdown, admin cancel) and 58 (system I/O) may pass on a retry; everything else will fail again.
-            let class = &code.code()[..2];
-            let retryable = matches!(class, "08" | "40" | "53" | "57" | "58");
             SourceError::Sql {
                 table: table.clone(),
                 detail,
-                retryable,
+                retryable: crate::pgclient::transient(code),
             }
         }
     }
@@ -146,11 +142,11 @@ impl std::fmt::Debug for PgConnector {
 
 impl PgConnector {
     pub fn new(url: &str) -> Result<Self, SourceError> {
-        let (config, tls) = crate::tls::config(url).map_err(|e| SourceError::BadUrl(e.to_string()))?;
+        let (config, tls) = crate::pgclient::tls::config(url).map_err(|e| SourceError::BadUrl(e.to_string()))?;
         Ok(Self::from_parts(config, tls))
     }
 
-    /// A connector for a ready config and TLS connector (see [`crate::tls`]; the password may come from a secret:
+    /// A connector for a ready config and TLS connector (see [`crate::pgclient::tls`]; the password may come from a secret:
     /// it is never printed).
     pub fn from_parts(mut config: tokio_postgres::Config, tls: tokio_postgres_rustls::MakeRustlsConnect) -> Self {
         if config.get_application_name().is_none() {

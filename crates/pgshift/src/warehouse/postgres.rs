@@ -29,7 +29,8 @@ pub struct PgWarehouse {
 
 impl PgWarehouse {
     pub fn new(url: &str) -> Result<Self, WarehouseError> {
-        let (config, tls) = crate::tls::config(url).map_err(|e| WarehouseError::Invalid(format!("warehouse {e}")))?;
+        let (config, tls) =
+            crate::pgclient::tls::config(url).map_err(|e| WarehouseError::Invalid(format!("warehouse {e}")))?;
         Ok(Self { config, tls })
     }
 
@@ -48,10 +49,8 @@ impl PgWarehouse {
 
 /// A driver error: retryable when the connection failed or the server may answer differently next time.
 fn pg(e: tokio_postgres::Error) -> WarehouseError {
-    let retryable = match e.code() {
-        None => true,
-        Some(code) => matches!(&code.code()[..2], "08" | "40" | "53" | "57" | "58"),
-    };
+    // No server error: the connection broke, which a retry may mend.
+    let retryable = e.code().is_none_or(crate::pgclient::transient);
     let detail = match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         None => e.to_string(),
