@@ -23,7 +23,7 @@ pub fn diagnostic(name: &str, e: impl std::fmt::Display) -> Diagnostic {
 
 /// A configuration error at cold start: logged with its message, then the process ends (Lambda reports an init
 /// failure and the state machine's Retry on Lambda errors does not hide it for long).
-pub fn fatal(e: pgshift::config::ConfigError) -> lambda_runtime::Error {
+pub fn fatal(e: pgshift::entry::config::ConfigError) -> lambda_runtime::Error {
     eprintln!("pgshift: configuration: {e}");
     e.into()
 }

@@ -1,11 +1,11 @@
 //! Lambda `extractor`: one `ExtractTask` (a Map item) in; its key range as Parquet parts on the stage; the
-//! `ExtractResult` out. Handler: `pgshift::extract::handle_event`.
-//! Configuration (`pgshift::config`): PGSHIFT_SOURCE and/or PGSHIFT_SOURCE_SECRET_ARN.
+//! `ExtractResult` out. Handler: `pgshift::entry::handlers::extractor`.
+//! Configuration (`pgshift::entry::config`): PGSHIFT_SOURCE and/or PGSHIFT_SOURCE_SECRET_ARN.
 
 use std::sync::Arc;
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use pgshift::config::{self, ProcessEnv, SecretsManager};
+use pgshift::entry::config::{self, ProcessEnv, SecretsManager};
 use pgshift::{ExtractContext, UrlStages};
 use pgshift_functions::{diagnostic, fatal};
 use serde_json::Value;
@@ -23,7 +23,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let ctx = ctx.clone();
         async move {
-            pgshift::extract::handle_event(&ctx, event.payload)
+            pgshift::entry::handlers::extractor(&ctx, event.payload)
                 .await
                 .map_err(|e| diagnostic(e.name(), e))
         }

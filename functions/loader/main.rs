@@ -1,11 +1,11 @@
 //! Lambda `loader`: `{"action": "start" | "check" | "cleanup", …}` in (the Load, CheckLoad and Cleanup states);
-//! load progress or the cleanup's result out. Handler: `pgshift::load::handle`.
-//! Configuration (`pgshift::config`): PGSHIFT_WAREHOUSE (and PGSHIFT_WAREHOUSE_SECRET_ARN for a postgres:// one).
+//! load progress or the cleanup's result out. Handler: `pgshift::entry::handlers::loader`.
+//! Configuration (`pgshift::entry::config`): PGSHIFT_WAREHOUSE (and PGSHIFT_WAREHOUSE_SECRET_ARN for a postgres:// one).
 
 use std::sync::Arc;
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use pgshift::config::{self, ProcessEnv, SecretsManager};
+use pgshift::entry::config::{self, ProcessEnv, SecretsManager};
 use pgshift::load::LoadContext;
 use pgshift::UrlStages;
 use pgshift_functions::{diagnostic, fatal};
@@ -24,7 +24,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let ctx = ctx.clone();
         async move {
-            pgshift::load::handle(&ctx, event.payload)
+            pgshift::entry::handlers::loader(&ctx, event.payload)
                 .await
                 .map_err(|e| diagnostic(e.name(), e))
         }

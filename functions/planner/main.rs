@@ -1,12 +1,12 @@
 //! Lambda `planner`: an RDS snapshot event or a manual run input in; the plan and the task list written to the
-//! stage; the plan summary out (the state machine's `$.plan`). Handler: `pgshift::plan::handle_event`.
-//! Configuration (`pgshift::config`): PGSHIFT_SOURCE and/or PGSHIFT_SOURCE_SECRET_ARN, PGSHIFT_STAGE,
+//! stage; the plan summary out (the state machine's `$.plan`). Handler: `pgshift::entry::handlers::planner`.
+//! Configuration (`pgshift::entry::config`): PGSHIFT_SOURCE and/or PGSHIFT_SOURCE_SECRET_ARN, PGSHIFT_STAGE,
 //! PGSHIFT_TABLES, PGSHIFT_EXCLUDE, PGSHIFT_MAX_CONCURRENCY, PGSHIFT_SLICES, PGSHIFT_PLAN_DEFAULTS.
 
 use std::sync::Arc;
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use pgshift::config::{self, ProcessEnv, SecretsManager};
+use pgshift::entry::config::{self, ProcessEnv, SecretsManager};
 use pgshift::plan::PlanContext;
 use pgshift::UrlStages;
 use pgshift_functions::{diagnostic, fatal};
@@ -26,7 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (ctx, defaults) = (ctx.clone(), defaults.clone());
         async move {
-            pgshift::plan::handle_event(&ctx, &defaults, event.payload)
+            pgshift::entry::handlers::planner(&ctx, &defaults, event.payload)
                 .await
                 .map_err(|e| diagnostic(e.name(), e))
         }

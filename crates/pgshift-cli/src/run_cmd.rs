@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions};
 use pgshift::contract::model::WriterSettings;
 use pgshift::contract::plan::{PlanRequest, PlanSettings};
-use pgshift::pipeline::{LocalRun, Progress, DEFINITION};
+use pgshift::entry::pipeline::{LocalRun, Progress, DEFINITION};
 use pgshift::source::PgConnector;
 use pgshift::UrlStages;
 use serde::Deserialize;
@@ -262,7 +262,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Ok(_) => bail!("the run succeeded but did not reconcile"),
         Err(f) => bail!(
             "the run failed: {} [{}] ({})",
-            pgshift::pipeline::failure_message(&f),
+            pgshift::entry::pipeline::failure_message(&f),
             f.error,
             cleanup_said(out.cleanup.as_ref())
         ),

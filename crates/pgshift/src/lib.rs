@@ -1,29 +1,31 @@
 //! pgshift core: move PostgreSQL tables into Amazon Redshift through Parquet on a stage.
 //!
 //! This crate has no Lambda dependency: the `functions/*` binaries and the `pgshift` CLI are thin shells around the
-//! handlers here. Modules, in data-flow order:
-//! - [`model`]: the JSON contract between the pipeline's states;
-//! - [`types`]: the Postgres → Arrow → Redshift type table;
-//! - [`source`], [`sql`]: the source database and the SQL sent to it;
-//! - [`decode`], [`pgtext`]: binary COPY → Arrow;
-//! - [`parquet_out`], [`stage`]: Arrow → Parquet files on the stage;
-//! - [`plan`]: the planner (balanced key ranges); [`extract`]: the extractor's handler; [`error`]: its error boundary.
+//! handlers of [`entry`]. Its modules are in layers, and each uses only the layers below it (checked by a test;
+//! docs/architecture.md):
+//! 1. [`contract`]: the JSON model between the states, the type table, SQL quoting and value rendering, and the
+//!    layout of every object on the stage;
+//! 2. [`pgclient`]: PostgreSQL connections (TLS) and error classification; then the ports and their adapters:
+//!    [`stage`] (local, S3, the Parquet writer), [`source`] (the source database, the binary COPY decoder) and
+//!    [`warehouse`] (PostgreSQL, Redshift);
+//! 3. the use cases, which never use each other: [`plan`], [`extract`], [`load`], [`report`];
+//! 4. [`entry`]: the Lambda handlers, the cold-start configuration, the triggers and the local pipeline.
 
-pub mod config;
 pub mod contract;
-pub mod error;
+pub mod entry;
 pub mod extract;
 pub mod load;
 pub mod pgclient;
-pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod source;
 pub mod stage;
-pub mod trigger;
 pub mod warehouse;
 
 pub use contract::model::{ExtractResult, ExtractTask};
-pub use error::ExtractError;
+pub use extract::ExtractError;
 pub use extract::{extract, ExtractContext};
 pub use stage::UrlStages;
+
+#[cfg(test)]
+mod layers;

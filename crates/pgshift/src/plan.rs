@@ -904,17 +904,6 @@ fn run_exists(run_id: &str, detail: String) -> PlanError {
     }
 }
 
-/// The planner Lambda's handler: a trigger input (an RDS snapshot event or a manual input) over the configured
-/// defaults, planned and written to the stage; the summary is the state machine's `$.plan`.
-pub async fn handle_event(
-    ctx: &PlanContext,
-    defaults: &PlanRequest,
-    input: serde_json::Value,
-) -> Result<PlanSummary, PlanError> {
-    let req = crate::trigger::plan_request(&input, defaults)?;
-    Ok(handle(ctx, req).await?.1)
-}
-
 /// Counts the rows a task's range holds, with the extractor's own predicate (for `--verify` and the balance bench).
 pub async fn count_rows(client: &Client, task: &ExtractTask) -> Result<u64, PlanError> {
     let mut q = format!(

@@ -6,8 +6,10 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::contract::layout::status_key;
 use crate::contract::load::{LoadResult, TableStatus};
 use crate::contract::model::{ExtractResult, TableRef};
+use crate::stage::{run, StageError};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PartReport {
@@ -290,42 +292,31 @@ pub async fn from_stage(
     stages: &dyn crate::stage::StageOpener,
     plan_url: &str,
     memory_mb: u32,
-) -> Result<(RunReport, Vec<String>), crate::load::LoadError> {
-    use crate::load::LoadError;
-    let stage_url = plan_url
-        .strip_suffix("/plan.json")
-        .and_then(|d| d.rsplit_once('/'))
-        .map(|(s, _)| s)
-        .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url:?} is not a plan.json URL")))?;
-    let stage = stages.open(stage_url).await?;
-    let plan = crate::load::read_plan(stage.as_ref(), plan_url).await?;
+) -> Result<(RunReport, Vec<String>), StageError> {
+    let stage = run::stage_of(stages, plan_url).await?;
+    let plan = run::read_plan(stage.as_ref(), plan_url).await?;
     let mut notes = Vec::new();
     let mut results = Vec::new();
     for task in &plan.tasks {
-        match stage.get(&crate::contract::layout::result_key(task)).await {
-            Ok(b) => results.push(serde_json::from_slice::<ExtractResult>(&b).map_err(|e| {
-                LoadError::InvalidRequest(format!("result of {} range {}: {e}", task.table, task.range_index))
-            })?),
-            Err(crate::stage::StageError::Missing { .. }) => {
-                notes.push(format!("{} range {}: not extracted", task.table, task.range_index))
-            }
-            Err(e) => return Err(e.into()),
+        match run::read_result(stage.as_ref(), task).await? {
+            Some(r) => results.push(r),
+            None => notes.push(format!("{} range {}: not extracted", task.table, task.range_index)),
         }
     }
-    let load = crate::load::read_result(stages, plan_url).await?;
+    let load = run::read_load(stages, plan_url).await?;
     match &load {
         None => notes.push("not loaded (no load.json)".into()),
         Some(l) if !l.done => notes.push("the load has not finished (or failed): only committed tables count".into()),
         Some(_) => {}
     }
-    let run = crate::contract::layout::key_segment(&plan.run_id);
-    let failure = match stage.get(&format!("{run}/status.json")).await {
-        Ok(b) => serde_json::from_slice::<serde_json::Value>(&b).ok().map(|v| {
-            let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-            (text("error"), text("cause"))
-        }),
-        Err(_) => None,
-    };
+    let status: Option<serde_json::Value> = run::read_json(stage.as_ref(), &status_key(&plan.run_id))
+        .await
+        .ok()
+        .flatten();
+    let failure = status.map(|v| {
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        (text("error"), text("cause"))
+    });
     let mut invocations: Vec<(&'static str, f64)> = results.iter().map(|r| ("extractor", r.seconds)).collect();
     invocations.push(("planner", plan.planning_seconds));
     if let Some(l) = &load {

@@ -18,13 +18,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::contract::layout::{load_key, load_key_at, manifest_key, result_key, split_plan_url, status_key};
+use crate::contract::layout::{load_key, manifest_key, status_key};
 use crate::contract::load::*;
 use crate::contract::model::{ColumnSpec, ExtractResult, StagedFile, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::contract::sql;
 use crate::contract::types::{char_length, oid, Mapping};
-use crate::stage::StageOpener;
+use crate::stage::{run, StageOpener};
 use crate::stage::{Stage, StageError};
 use crate::warehouse::{CopyJob, Dialect, Step, Submission, TxStatus, Warehouse, WarehouseError};
 
@@ -161,22 +161,9 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
         tokio::time::sleep(std::time::Duration::from_secs(p.wait_seconds.min(5))).await;
         p = check(ctx, p).await?;
     }
-    read_result(ctx.stages.as_ref(), &plan_url)
+    run::read_load(ctx.stages.as_ref(), &plan_url)
         .await?
         .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url}: the load left no load.json")))
-}
-
-/// `<run>/load.json` of a run, when it was loaded (or started loading).
-pub async fn read_result(stages: &dyn StageOpener, plan_url: &str) -> Result<Option<LoadResult>, LoadError> {
-    let (stage_url, run) = plan_dirs(plan_url)?;
-    let stage = stages.open(stage_url).await?;
-    match stage.get(&load_key_at(run)).await {
-        Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
-            LoadError::InvalidRequest(format!("{plan_url}: load.json: {e}"))
-        })?)),
-        Err(StageError::Missing { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Starts loading a run: every part verified landed, a manifest per table, target and staging tables set up, then one
@@ -197,7 +184,7 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     let started = Instant::now();
     let started_at = unix_now();
     let stage = stage_of(ctx, &req.plan_url).await?;
-    let plan = read_plan(stage.as_ref(), &req.plan_url).await?;
+    let plan = run::read_plan(stage.as_ref(), &req.plan_url).await?;
     span.record("run", plan.run_id.as_str());
     span.record("tables", plan.tables.len());
 
@@ -257,19 +244,17 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     })
 }
 
-/// Every task's result as the extractors left it beside their files.
+/// Every task's result as the extractors left it beside their files (a range without one is named by the check).
 async fn read_results(stage: &dyn Stage, plan: &Plan) -> Result<Vec<ExtractResult>, LoadError> {
     let mut out = Vec::new();
     for task in &plan.tasks {
-        match stage.get(&result_key(task)).await {
-            Ok(b) => out.push(serde_json::from_slice::<ExtractResult>(&b).map_err(|e| {
-                LoadError::InvalidRequest(format!("result of {} range {}: {e}", task.table, task.range_index))
-            })?),
-            Err(StageError::Missing { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        out.extend(run::read_result(stage, task).await?);
     }
     Ok(out)
+}
+
+async fn stage_of(ctx: &LoadContext, plan_url: &str) -> Result<Arc<dyn Stage>, LoadError> {
+    Ok(run::stage_of(ctx.stages.as_ref(), plan_url).await?)
 }
 
 /// What preparing and submitting a run's tables needs.
@@ -500,26 +485,9 @@ async fn record(stage: &dyn Stage, result: &LoadResult) -> Result<(), LoadError>
     Ok(())
 }
 
-/// The stage of a `<stage>/<run>/plan.json` URL.
-async fn stage_of(ctx: &LoadContext, plan_url: &str) -> Result<Arc<dyn Stage>, LoadError> {
-    Ok(ctx.stages.open(plan_dirs(plan_url)?.0).await?)
-}
-
-/// The stage URL and run directory of a `<stage>/<run>/plan.json` URL.
-fn plan_dirs(plan_url: &str) -> Result<(&str, &str), LoadError> {
-    split_plan_url(plan_url).ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url:?} is not a plan.json URL")))
-}
-
 /// Seconds to wait before check number `checks + 1`: 2, 4, 8, 16, 32, then every 60.
 fn wait_seconds(checks: u32) -> u64 {
     (2u64 << checks.min(5)).min(60)
-}
-
-/// The plan a `<stage>/<run>/plan.json` URL names.
-pub async fn read_plan(stage: &dyn Stage, plan_url: &str) -> Result<Plan, LoadError> {
-    let plan_key = stage.key_of(plan_url).unwrap_or("plan.json").to_string();
-    serde_json::from_slice(&stage.get(&plan_key).await?)
-        .map_err(|e| LoadError::InvalidRequest(format!("{plan_url}: {e}")))
 }
 
 /// Checks the pending transactions of a load once: done when none runs any more; an error naming the table and the
@@ -573,7 +541,7 @@ async fn record_outcomes(
     failure: Option<&(Vec<TableRef>, LoadError)>,
 ) -> Result<(), LoadError> {
     {
-        let mut result = read_result(ctx.stages.as_ref(), &progress.plan_url)
+        let mut result = run::read_load(ctx.stages.as_ref(), &progress.plan_url)
             .await?
             .ok_or_else(|| LoadError::InvalidRequest(format!("{}: no load.json", progress.plan_url)))?;
         for t in result.tables.iter_mut() {
@@ -665,7 +633,7 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
         return Ok(out);
     };
     let stage = stage_of(ctx, plan_url).await?;
-    let plan = read_plan(stage.as_ref(), plan_url).await?;
+    let plan = run::read_plan(stage.as_ref(), plan_url).await?;
     out.run_id = Some(plan.run_id.clone());
     for t in &plan.tables {
         let staging = staging_table(&t.table, &plan.run_id);
@@ -687,7 +655,7 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
         }
     }
     // Every table's outcome as the load recorded it: tables committed before the failure stay committed.
-    let tables = match read_result(ctx.stages.as_ref(), plan_url).await {
+    let tables = match run::read_load(ctx.stages.as_ref(), plan_url).await {
         Ok(Some(r)) => r.tables,
         Ok(None) => Vec::new(),
         Err(e) => {

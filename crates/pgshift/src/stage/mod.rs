@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 
 mod local;
 pub mod parquet;
+pub mod run;
 pub mod s3;
 
 pub use local::LocalStage;
@@ -22,6 +23,8 @@ pub enum StageError {
     Io { location: String, source: std::io::Error },
     #[error("{location} does not exist on the stage")]
     Missing { location: String },
+    #[error("{location} is not what pgshift wrote there: {reason}")]
+    Malformed { location: String, reason: String },
     #[error("stage request on {location} failed: {detail}")]
     Remote {
         location: String,
@@ -34,6 +37,7 @@ impl StageError {
     pub fn name(&self) -> &'static str {
         match self {
             StageError::BadUrl { .. } | StageError::Missing { .. } => "Pipeline.Fatal.Stage",
+            StageError::Malformed { .. } => "Pipeline.Fatal.InvalidInput",
             StageError::Remote { retryable: true, .. } => "Pipeline.Retryable.Stage",
             StageError::Remote { retryable: false, .. } => "Pipeline.Fatal.Stage",
             StageError::Io { source, .. } => match source.kind() {

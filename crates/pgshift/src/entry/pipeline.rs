@@ -24,7 +24,7 @@ use crate::stage::StageOpener;
 use asl::{AslError, Failure, Machine, Resources, TaskCall};
 
 /// The state machine definition, as deployed.
-pub const DEFINITION: &str = include_str!("../../../statemachine/pipeline.asl.json");
+pub const DEFINITION: &str = include_str!("../../../../statemachine/pipeline.asl.json");
 
 /// The placeholders of the definition: the function each stands for. The infrastructure substitutes the deployed
 /// ARNs; `pgshift run` substitutes local names.
@@ -242,7 +242,7 @@ impl Resources for LocalPipeline {
             let out = match function {
                 "planner" => {
                     self.progress.update(|s| s.phase = "planning");
-                    let summary = crate::plan::handle_event(&self.planner, &self.plan_defaults, call.input)
+                    let summary = crate::entry::handlers::planner(&self.planner, &self.plan_defaults, call.input)
                         .await
                         .map_err(|e| lambda_failure(e.name(), e.to_string()))?;
                     self.progress.update(|s| s.plan_url = Some(summary.plan_url.clone()));
@@ -254,7 +254,7 @@ impl Resources for LocalPipeline {
                     let cleanup = action == "cleanup";
                     let phase = if cleanup { "cleaning up" } else { "loading" };
                     self.progress.update(|s| s.phase = phase);
-                    let out = crate::load::handle(&self.loader, call.input)
+                    let out = crate::entry::handlers::loader(&self.loader, call.input)
                         .await
                         .map_err(|e| lambda_failure(e.name(), e.to_string()));
                     if let (Ok(v), true) = (&out, cleanup) {
@@ -424,7 +424,7 @@ impl LocalRun {
             let snap = p.snapshot();
             // The load's record, finished or not: the tables it committed are in the warehouse either way.
             let load = match &snap.plan_url {
-                Some(url) => crate::load::read_result(stages.as_ref(), url).await.ok().flatten(),
+                Some(url) => crate::stage::run::read_load(stages.as_ref(), url).await.ok().flatten(),
                 None => None,
             };
             let run_id = output
@@ -510,7 +510,7 @@ mod tests {
         }
         let rule = template.split("EventID: [").nth(1).expect("the EventBridge rule");
         let ids: Vec<&str> = rule[..rule.find(']').unwrap_or(0)].split(", ").collect();
-        let mut want: Vec<&str> = crate::trigger::SNAPSHOT_CREATED.iter().map(|e| e.0).collect();
+        let mut want: Vec<&str> = crate::entry::trigger::SNAPSHOT_CREATED.iter().map(|e| e.0).collect();
         let mut got = ids.clone();
         want.sort();
         got.sort();
@@ -534,13 +534,13 @@ mod tests {
     fn every_error_name_of_the_definition_exists_and_every_retryable_one_is_retried() {
         let m = local_machine(DEFINITION).expect("definition");
         for (state, name, _) in m.error_names() {
-            let known = crate::error::ERROR_NAMES.contains(&name.as_str())
+            let known = crate::entry::names::ERROR_NAMES.contains(&name.as_str())
                 || name.starts_with("States.")
                 || name.starts_with("Lambda.");
             assert!(known, "state {state} names {name}, which no handler reports");
         }
         for (state, resource) in m.tasks() {
-            for name in crate::error::ERROR_NAMES
+            for name in crate::entry::names::ERROR_NAMES
                 .iter()
                 .filter(|n| n.starts_with("Pipeline.Retryable."))
             {
@@ -549,7 +549,7 @@ mod tests {
             for name in ["Lambda.ServiceException", "Lambda.TooManyRequestsException"] {
                 assert!(m.retries(&state, name), "{state} does not retry {name}");
             }
-            for name in crate::error::ERROR_NAMES
+            for name in crate::entry::names::ERROR_NAMES
                 .iter()
                 .filter(|n| n.starts_with("Pipeline.Fatal."))
             {

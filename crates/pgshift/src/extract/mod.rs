@@ -18,11 +18,13 @@ use tracing::Instrument;
 use crate::contract::layout::{file_key_prefix, result_key};
 use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, KeyType, StagedFile};
 use crate::contract::{sql, types};
-use crate::error::ExtractError;
+mod error;
+
 use crate::source::decode::{CopyDecoder, DecodeError};
 use crate::source::{check_columns, describe_table, SourceConnector, SourceError, SESSION_SETTINGS};
 use crate::stage::parquet::{RollingWriter, WriteError};
 use crate::stage::StageOpener;
+pub use error::ExtractError;
 
 /// The ports an extractor uses.
 pub struct ExtractContext {
@@ -53,13 +55,6 @@ fn validate(task: &ExtractTask) -> Result<(), ExtractError> {
         return bad("writer byte budgets must be positive".into());
     }
     Ok(())
-}
-
-/// The extractor Lambda's handler: a task as the Map hands it over (JSON), checked, then run.
-pub async fn handle_event(ctx: &ExtractContext, input: serde_json::Value) -> Result<ExtractResult, ExtractError> {
-    let task: ExtractTask =
-        serde_json::from_value(input).map_err(|e| ExtractError::InvalidTask(format!("extract task: {e}")))?;
-    extract(ctx, task).await
 }
 
 /// Runs one extraction task.

@@ -1,0 +1,50 @@
+//! Errors at the extractor's boundary. Every variant maps to a stable error name ([`ExtractError::name`]) that the
+//! state machine's Retry/Catch lists use: `Pipeline.Retryable.*` is worth another attempt, `Pipeline.Fatal.*` is not.
+
+use crate::contract::model::TableRef;
+use crate::source::SourceError;
+use crate::stage::StageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("invalid task: {0}")]
+    InvalidTask(String),
+
+    #[error("value of {table}.{column} at key {key}: {reason}")]
+    Value {
+        table: TableRef,
+        column: String,
+        key: String,
+        reason: String,
+    },
+
+    #[error(transparent)]
+    Source(#[from] SourceError),
+
+    #[error("malformed COPY stream from {table}: {detail}")]
+    Protocol { table: TableRef, detail: String },
+
+    #[error("parquet writer for {table}: {detail}")]
+    Parquet { table: TableRef, detail: String },
+
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
+
+impl ExtractError {
+    /// The stable name the state machine matches on (`ErrorEquals`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExtractError::InvalidTask(_) => "Pipeline.Fatal.InvalidInput",
+            ExtractError::Value { .. } => "Pipeline.Fatal.BadValue",
+            ExtractError::Source(e) => e.name(),
+            ExtractError::Protocol { .. } => "Pipeline.Retryable.Protocol",
+            ExtractError::Parquet { .. } => "Pipeline.Fatal.Internal",
+            ExtractError::Stage(e) => e.name(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.name().starts_with("Pipeline.Retryable.")
+    }
+}
