@@ -8,7 +8,7 @@
 //! 2. [`pgclient`]: PostgreSQL connections (TLS) and error classification; then the ports and their adapters:
 //!    [`stage`] (local, S3, the Parquet writer), [`source`] (the source database, the binary COPY decoder) and
 //!    [`warehouse`] (PostgreSQL, Redshift);
-//! 3. the use cases, which never use each other: [`plan`], [`extract`], [`load`], [`report`];
+//! 3. the use cases, which never use each other: [`plan`], [`extract`](mod@extract), [`load`], [`report`];
 //! 4. [`entry`]: the Lambda handlers, the cold-start configuration, the triggers and the local pipeline.
 
 pub mod contract;
