@@ -1,6 +1,11 @@
 //! What the three Lambda binaries share: JSON logs, and errors reported the way the state machine matches them.
 
-use lambda_runtime::Diagnostic;
+use std::future::Future;
+use std::sync::Arc;
+
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use pgshift::entry::names::Named;
+use serde_json::Value;
 
 /// JSON log lines (CloudWatch), filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -26,4 +31,22 @@ pub fn diagnostic(name: &str, e: impl std::fmt::Display) -> Diagnostic {
 pub fn fatal(e: pgshift::entry::config::ConfigError) -> lambda_runtime::Error {
     eprintln!("pgshift: configuration: {e}");
     e.into()
+}
+
+/// Runs a handler on the Lambda Runtime API: tracing set up, the context (clients built once, at cold start) shared
+/// by every invocation, errors reported by their stable names. The three mains differ by their context and handler.
+pub async fn serve<C, F, Fut, T, E>(ctx: C, handler: F) -> Result<(), lambda_runtime::Error>
+where
+    C: Send + Sync + 'static,
+    F: Fn(Arc<C>, Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    T: serde::Serialize,
+    E: Named + std::fmt::Display,
+{
+    let ctx = Arc::new(ctx);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let call = handler(ctx.clone(), event.payload);
+        async move { call.await.map_err(|e| diagnostic(e.name(), e)) }
+    }))
+    .await
 }

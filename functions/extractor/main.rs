@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use lambda_runtime::{service_fn, LambdaEvent};
 use pgshift::entry::config::{self, ProcessEnv, SecretsManager};
+use pgshift::entry::handlers;
 use pgshift::{ExtractContext, UrlStages};
-use pgshift_functions::{diagnostic, fatal};
-use serde_json::Value;
+use pgshift_functions::{fatal, serve};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -16,17 +15,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let source = config::source(&ProcessEnv, &SecretsManager::default())
         .await
         .map_err(fatal)?;
-    let ctx = Arc::new(ExtractContext {
+    let ctx = ExtractContext {
         source: Arc::new(source),
         stages: Arc::new(UrlStages::default()),
-    });
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let ctx = ctx.clone();
-        async move {
-            pgshift::entry::handlers::extractor(&ctx, event.payload)
-                .await
-                .map_err(|e| diagnostic(e.name(), e))
-        }
-    }))
-    .await
+    };
+    serve(ctx, |c, input| async move { handlers::extractor(&c, input).await }).await
 }

@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use lambda_runtime::{service_fn, LambdaEvent};
 use pgshift::entry::config::{self, ProcessEnv, SecretsManager};
+use pgshift::entry::handlers;
 use pgshift::load::LoadContext;
 use pgshift::UrlStages;
-use pgshift_functions::{diagnostic, fatal};
-use serde_json::Value;
+use pgshift_functions::{fatal, serve};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -17,17 +16,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let warehouse = config::warehouse(&ProcessEnv, &SecretsManager::default())
         .await
         .map_err(fatal)?;
-    let ctx = Arc::new(LoadContext {
+    let ctx = LoadContext {
         stages: Arc::new(UrlStages::default()),
         warehouse,
-    });
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let ctx = ctx.clone();
-        async move {
-            pgshift::entry::handlers::loader(&ctx, event.payload)
-                .await
-                .map_err(|e| diagnostic(e.name(), e))
-        }
-    }))
-    .await
+    };
+    serve(ctx, |c, input| async move { handlers::loader(&c, input).await }).await
 }

@@ -5,12 +5,11 @@
 
 use std::sync::Arc;
 
-use lambda_runtime::{service_fn, LambdaEvent};
 use pgshift::entry::config::{self, ProcessEnv, SecretsManager};
+use pgshift::entry::handlers;
 use pgshift::plan::PlanContext;
 use pgshift::UrlStages;
-use pgshift_functions::{diagnostic, fatal};
-use serde_json::Value;
+use pgshift_functions::{fatal, serve};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -18,18 +17,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let source = config::source(&ProcessEnv, &SecretsManager::default())
         .await
         .map_err(fatal)?;
-    let defaults = Arc::new(config::plan_defaults(&ProcessEnv).map_err(fatal)?);
-    let ctx = Arc::new(PlanContext {
+    let defaults = config::plan_defaults(&ProcessEnv).map_err(fatal)?;
+    let ctx = PlanContext {
         source: Arc::new(source),
         stages: Arc::new(UrlStages::default()),
-    });
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let (ctx, defaults) = (ctx.clone(), defaults.clone());
-        async move {
-            pgshift::entry::handlers::planner(&ctx, &defaults, event.payload)
-                .await
-                .map_err(|e| diagnostic(e.name(), e))
-        }
-    }))
+    };
+    serve((ctx, defaults), |c, input| async move {
+        handlers::planner(&c.0, &c.1, input).await
+    })
     .await
 }

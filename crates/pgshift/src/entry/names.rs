@@ -1,5 +1,28 @@
 //! Every stable error name the handlers report: what the state machine's Retry and Catch lists may name.
 
+/// An error with a stable name: what a Lambda reports as `errorType`, and the state machine's Retry/Catch lists match.
+pub trait Named {
+    fn name(&self) -> &'static str;
+}
+
+impl Named for crate::plan::PlanError {
+    fn name(&self) -> &'static str {
+        crate::plan::PlanError::name(self)
+    }
+}
+
+impl Named for crate::extract::ExtractError {
+    fn name(&self) -> &'static str {
+        crate::extract::ExtractError::name(self)
+    }
+}
+
+impl Named for crate::load::LoadError {
+    fn name(&self) -> &'static str {
+        crate::load::LoadError::name(self)
+    }
+}
+
 /// Every error name a pgshift handler (planner, extractor, loader) can report: what the state machine's Retry and
 /// Catch lists may name. A test checks each error enum's names against it.
 pub const ERROR_NAMES: &[&str] = &[
