@@ -84,7 +84,7 @@ struct ExtractArgs {
     #[command(flatten)]
     writer: WriterArgs,
     /// statement_timeout for the COPY, seconds (0: none).
-    #[arg(long, default_value_t = 840)]
+    #[arg(long, default_value_t = pgshift::contract::model::DEFAULT_STATEMENT_TIMEOUT_SECS)]
     statement_timeout: u64,
 }
 
@@ -227,17 +227,10 @@ pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs)
     } else {
         args.key.clone()
     };
-    let mut key_types = Vec::new();
-    for k in &key {
-        let c = columns
-            .iter()
-            .find(|c| &c.name == k)
-            .with_context(|| format!("key column {k:?} not found in {table}"))?;
-        key_types.push(
-            KeyType::from_oid(c.pg_type.oid)
-                .with_context(|| format!("key column {k:?} has type {}, which is not a key type", c.pg_type.name))?,
-        );
-    }
+    let key_types: Vec<KeyType> = pgshift::source::key_columns(&catalog, &table, &key)?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     let bound = |values: &[String], which: &str| -> Result<Option<Vec<KeyValue>>> {
         if values.is_empty() {
             return Ok(None);

@@ -4,7 +4,7 @@
 //! returns a small summary (Step Functions payloads stay far below 256 KiB).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio_postgres::Client;
@@ -12,9 +12,11 @@ use tokio_postgres::Client;
 use crate::contract::layout;
 use crate::contract::model::{Bounds, ExtractTask, KeyType, KeyValue, TableRef};
 use crate::contract::plan::*;
+use crate::contract::sql;
 use crate::contract::types::Cast;
-use crate::contract::{pgtext, sql};
-use crate::source::{column_specs, describe_tables, CatalogTable, SourceConnector, SourceError, SESSION_SETTINGS};
+use crate::source::{
+    column_specs, describe_tables, key_columns, CatalogTable, SourceConnector, SourceError, SESSION_SETTINGS,
+};
 use crate::stage::Stage;
 use crate::stage::StageOpener;
 
@@ -153,20 +155,6 @@ WHERE c.oid = ANY($1)
   AND CASE WHEN s.n_distinct >= 0 THEN s.n_distinct ELSE -s.n_distinct * greatest(c.reltuples, 0) END BETWEEN 1 AND $2
 ORDER BY c.oid, s.attname";
 
-fn now_rfc3339() -> (String, String) {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let (y, m, d) = pgtext::civil_from_days(secs.div_euclid(86_400));
-    let t = secs.rem_euclid(86_400);
-    let (hh, mm, ss) = (t / 3600, t / 60 % 60, t % 60);
-    (
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
-        format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z"),
-    )
-}
-
 /// Plans a run: reads the catalog, computes boundaries, and returns the plan (nothing is written).
 pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError> {
     let started = Instant::now();
@@ -177,7 +165,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     check_settings(settings)?;
     let src = |e| PlanError::from(SourceError::Unavailable(format!("planning: {e}")));
     client.batch_execute(SESSION_SETTINGS).await.map_err(src)?;
-    let (created_at, compact) = now_rfc3339();
+    let (created_at, compact) = crate::contract::clock::now_rfc3339();
     let run_id = req
         .run_id
         .clone()
@@ -396,20 +384,8 @@ async fn plan_table(
         None => catalog.key.clone(),
     };
     let mut key_types = Vec::new();
-    for k in &key {
-        let c = catalog
-            .columns
-            .iter()
-            .find(|c| &c.name == k)
-            .ok_or_else(|| SourceError::ColumnNotFound {
-                table: table.clone(),
-                column: k.clone(),
-            })?;
-        let ty = KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| SourceError::UnsupportedKeyType {
-            table: table.clone(),
-            column: k.clone(),
-            ty: c.ty.pg.name.clone(),
-        })?;
+    for (c, ty) in key_columns(catalog, table, &key)? {
+        let k = &c.name;
         if !c.not_null {
             let q = format!(
                 "SELECT EXISTS (SELECT 1 FROM {} WHERE {} IS NULL)",

@@ -2,6 +2,7 @@
 //! Postgres → Arrow → Redshift type table, SQL quoting and value rendering, and where every object lives on the stage.
 //! It depends on nothing else of pgshift; everything else may depend on it.
 
+pub mod clock;
 pub mod layout;
 pub mod load;
 pub mod model;

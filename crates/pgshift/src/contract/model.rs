@@ -301,8 +301,11 @@ pub struct ExtractTask {
     pub statement_timeout_secs: u64,
 }
 
+/// `statement_timeout` of an extraction, seconds: 14 minutes, under Lambda's 15 with a minute for the rest.
+pub const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 840;
+
 fn default_statement_timeout() -> u64 {
-    840
+    DEFAULT_STATEMENT_TIMEOUT_SECS
 }
 
 /// One Parquet file the extractor completed on the stage.

@@ -114,7 +114,7 @@ impl Default for PlanSettings {
             max_concurrency: 16,
             throughput_bytes_per_sec: 40 * 1000 * 1000,
             part_seconds_budget: 450,
-            statement_timeout_secs: 840,
+            statement_timeout_secs: crate::contract::model::DEFAULT_STATEMENT_TIMEOUT_SECS,
             samples_per_part: 2000,
             include_partitions: false,
             parts: None,

@@ -254,7 +254,7 @@ pub async fn warehouse(env: &dyn Env, secrets: &dyn SecretReader) -> Result<Arc<
         var: "PGSHIFT_WAREHOUSE",
         reason: e.to_string(),
     };
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if crate::warehouse::Kind::of(&url).map_err(invalid)? == crate::warehouse::Kind::Postgres {
         let (config, tls) = pg_config(env, secrets, "PGSHIFT_WAREHOUSE", "PGSHIFT_WAREHOUSE_SECRET_ARN").await?;
         return Ok(Arc::new(crate::warehouse::postgres::PgWarehouse::from_parts(
             config, tls,

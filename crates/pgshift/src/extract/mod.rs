@@ -21,7 +21,7 @@ use crate::contract::{sql, types};
 mod error;
 
 use crate::source::decode::{CopyDecoder, DecodeError};
-use crate::source::{check_columns, describe_table, SourceConnector, SourceError, SESSION_SETTINGS};
+use crate::source::{check_columns, describe_table, key_columns, SourceConnector, SourceError, SESSION_SETTINGS};
 use crate::stage::parquet::{RollingWriter, WriteError};
 use crate::stage::StageOpener;
 pub use error::ExtractError;
@@ -251,23 +251,10 @@ fn encode(mut writer: RollingWriter, mut rx: mpsc::Receiver<Msg>) -> Result<Vec<
 
 /// Key columns exist, have a key type, and bounds carry values of those types.
 fn check_key(task: &ExtractTask, catalog: &crate::source::CatalogTable) -> Result<(), ExtractError> {
-    let mut types = Vec::new();
-    for k in &task.key {
-        let c = catalog
-            .columns
-            .iter()
-            .find(|c| &c.name == k)
-            .ok_or_else(|| SourceError::ColumnNotFound {
-                table: task.table.clone(),
-                column: k.clone(),
-            })?;
-        let ty = KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| SourceError::UnsupportedKeyType {
-            table: task.table.clone(),
-            column: k.clone(),
-            ty: c.ty.pg.name.clone(),
-        })?;
-        types.push(ty);
-    }
+    let types: Vec<KeyType> = key_columns(catalog, &task.table, &task.key)?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     if let Bounds::Key { lower, upper } = &task.bounds {
         for bound in [lower, upper].into_iter().flatten() {
             if bound.len() != types.len() || bound.iter().zip(&types).any(|(v, t)| v.ty != *t) {

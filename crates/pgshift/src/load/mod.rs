@@ -145,13 +145,6 @@ struct Prepared<'a> {
     super_columns: bool,
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// Loads a planned and extracted run to the end: [`start`], then [`check`] until done (for the command line and the
 /// tests; the state machine waits between checks itself).
 pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, LoadError> {
@@ -182,7 +175,7 @@ pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, 
 
 async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) -> Result<LoadProgress, LoadError> {
     let started = Instant::now();
-    let started_at = unix_now();
+    let started_at = crate::contract::clock::unix_now();
     let stage = stage_of(ctx, &req.plan_url).await?;
     let plan = run::read_plan(stage.as_ref(), &req.plan_url).await?;
     span.record("run", plan.run_id.as_str());
@@ -518,7 +511,7 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
     progress.wait_seconds = wait_seconds(progress.checks);
     progress.done = still.is_empty() && failure.is_none();
     progress.pending = still;
-    progress.summary.seconds = (unix_now() - progress.started_at).max(0.0);
+    progress.summary.seconds = (crate::contract::clock::unix_now() - progress.started_at).max(0.0);
     if progress.done || !committed.is_empty() || failure.is_some() {
         let recorded = record_outcomes(ctx, &progress, &committed, failure.as_ref()).await;
         match (&failure, recorded) {
@@ -670,7 +663,7 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
         "status": "FAILED",
         "error": error.get("Error"),
         "cause": error.get("Cause"),
-        "at": unix_now(),
+        "at": crate::contract::clock::unix_now(),
         "tables": plan.tables.iter().map(|t| {
             let load = tables.iter().find(|l| l.table == t.table);
             serde_json::json!({

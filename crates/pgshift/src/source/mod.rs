@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio_postgres::{Client, GenericClient};
 
-use crate::contract::model::{ColumnSpec, PgType, TableRef};
+use crate::contract::model::{ColumnSpec, KeyType, PgType, TableRef};
 use crate::contract::types::{default_mapping, mapping_for_cast, Cast, CatalogType, TypePolicies};
 
 pub mod decode;
@@ -205,6 +205,32 @@ pub struct CatalogColumn {
     pub not_null: bool,
     pub ty: CatalogType,
     pub can_select: bool,
+}
+
+/// The key columns of a table and their key types: each must exist and be of a type pgshift can range on.
+pub fn key_columns<'a>(
+    catalog: &'a CatalogTable,
+    table: &TableRef,
+    key: &[String],
+) -> Result<Vec<(&'a CatalogColumn, KeyType)>, SourceError> {
+    key.iter()
+        .map(|k| {
+            let c = catalog
+                .columns
+                .iter()
+                .find(|c| &c.name == k)
+                .ok_or_else(|| SourceError::ColumnNotFound {
+                    table: table.clone(),
+                    column: k.clone(),
+                })?;
+            let ty = KeyType::from_oid(c.ty.pg.oid).ok_or_else(|| SourceError::UnsupportedKeyType {
+                table: table.clone(),
+                column: k.clone(),
+                ty: c.ty.pg.name.clone(),
+            })?;
+            Ok((c, ty))
+        })
+        .collect()
 }
 
 /// A table as the catalog describes it.

@@ -135,18 +135,35 @@ pub fn columns_sql(table: &TableRef) -> Result<String, WarehouseError> {
     ))
 }
 
-/// The warehouse a URL names: `postgres://…` or `redshift://…` / `redshift-serverless://…`.
-pub async fn warehouse(url: &str) -> Result<Arc<dyn Warehouse>, WarehouseError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgWarehouse::new(url)?))
-    } else if url.starts_with("redshift://") || url.starts_with("redshift-serverless://") {
-        Ok(Arc::new(redshift::RedshiftWarehouse::from_url(url).await?))
-    } else {
-        Err(WarehouseError::Invalid(format!(
-            "warehouse {url:?}: use postgres://… or redshift://<cluster>/<db>?db_user=…&iam_role=… or \
-             redshift-serverless://<workgroup>/<db>?iam_role=…"
-        )))
+/// The kinds of warehouse a URL can name, by its scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Postgres,
+    Redshift,
+}
+
+impl Kind {
+    /// `postgres://…` (or `postgresql://`), `redshift://…` or `redshift-serverless://…`.
+    pub fn of(url: &str) -> Result<Self, WarehouseError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Kind::Postgres)
+        } else if url.starts_with("redshift://") || url.starts_with("redshift-serverless://") {
+            Ok(Kind::Redshift)
+        } else {
+            Err(WarehouseError::Invalid(format!(
+                "warehouse {url:?}: use postgres://… or redshift://<cluster>/<db>?db_user=…&iam_role=… or \
+                 redshift-serverless://<workgroup>/<db>?iam_role=…"
+            )))
+        }
     }
+}
+
+/// The warehouse a URL names.
+pub async fn warehouse(url: &str) -> Result<Arc<dyn Warehouse>, WarehouseError> {
+    Ok(match Kind::of(url)? {
+        Kind::Postgres => Arc::new(postgres::PgWarehouse::new(url)?),
+        Kind::Redshift => Arc::new(redshift::RedshiftWarehouse::from_url(url).await?),
+    })
 }
 
 /// One step of a load transaction.

@@ -1,0 +1,18 @@
+//! The wall clock, in the forms the records on the stage carry.
+
+/// Now as RFC 3339 in UTC to the second (`2026-12-02T06:35:00Z`), and compact for run ids (`20261202T063500Z`).
+pub fn now_rfc3339() -> (String, String) {
+    let now = chrono::Utc::now();
+    (
+        now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        now.format("%Y%m%dT%H%M%SZ").to_string(),
+    )
+}
+
+/// Now as seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
