@@ -1,0 +1,59 @@
+//! What the planner reads of the source besides the relations: the server's identity, and the columns with few
+//! enough distinct values to dictionary-encode.
+
+use std::collections::HashMap;
+
+use tokio_postgres::Client;
+
+use crate::contract::plan::SourceInfo;
+
+/// Columns whose `pg_stats.n_distinct` is at most $2 (a negative n_distinct is a fraction of the rows).
+const LOW_CARDINALITY_SQL: &str = "
+SELECT c.oid, s.attname::text
+FROM pg_catalog.pg_stats s
+JOIN pg_catalog.pg_namespace n ON n.nspname = s.schemaname
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
+WHERE c.oid = ANY($1)
+  AND CASE WHEN s.n_distinct >= 0 THEN s.n_distinct ELSE -s.n_distinct * greatest(c.reltuples, 0) END BETWEEN 1 AND $2
+ORDER BY c.oid, s.attname";
+
+/// The server's version and database, and its system identifier when the role may read it.
+pub(super) async fn source_info(client: &Client) -> Result<SourceInfo, tokio_postgres::Error> {
+    let info = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, \
+             current_database()::text",
+            &[],
+        )
+        .await?;
+    let system_identifier = client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_catalog.pg_control_system()",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get::<_, String>(0));
+    Ok(SourceInfo {
+        server_version: info.get(0),
+        server_version_num: info.get(1),
+        database: info.get(2),
+        system_identifier,
+    })
+}
+
+/// Per relation oid, the columns with at most `max_distinct` distinct values (`pg_stats.n_distinct`).
+pub(super) async fn low_cardinality(
+    client: &Client,
+    oids: &[u32],
+    max_distinct: u32,
+) -> Result<HashMap<u32, Vec<String>>, tokio_postgres::Error> {
+    let mut out: HashMap<u32, Vec<String>> = HashMap::new();
+    for r in client
+        .query(LOW_CARDINALITY_SQL, &[&oids, &(max_distinct as f32)])
+        .await?
+    {
+        out.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    Ok(out)
+}

@@ -1,0 +1,245 @@
+//! The planner: selects tables, introspects them in a handful of catalog queries, and splits each into key ranges of
+//! equal row count (quantiles of the key, never an even stride, never a hash), with the number of parts tuned from
+//! the data, the worker's limits and Redshift's slices. It writes the full plan and the task list to the stage and
+//! returns a small summary (Step Functions payloads stay far below 256 KiB).
+//!
+//! [`select`] picks the relations, [`catalog`] reads what else the source says of them, [`parts`] counts the parts,
+//! [`table`] plans each table with the pure decisions of [`strategy`] and the boundary queries of [`boundaries`],
+//! [`runs`] decides what a run id already on the stage allows.
+
+mod boundaries;
+mod catalog;
+mod parts;
+mod runs;
+mod select;
+mod strategy;
+mod table;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio_postgres::Client;
+
+pub use parts::part_count;
+
+use crate::contract::layout;
+use crate::contract::model::{ExtractTask, TableRef};
+use crate::contract::plan::{ObjectLocation, Plan, PlanRequest, PlanSettings, PlanSummary, ResultsLocation};
+use crate::contract::sql;
+use crate::source::{describe_tables, SourceConnector, SourceError, SESSION_SETTINGS};
+use crate::stage::StageOpener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("invalid plan request: {0}")]
+    InvalidRequest(String),
+    #[error("table pattern {0:?} matches no table (system schemas are never matched)")]
+    NoMatch(String),
+    #[error("key column {column:?} of {table} holds NULLs; choose a NOT NULL key")]
+    NullKey { table: TableRef, column: String },
+    #[error("run {run_id:?} exists on the stage already: {detail}")]
+    RunExists { run_id: String, detail: String },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Stage(#[from] crate::stage::StageError),
+}
+
+impl PlanError {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PlanError::InvalidRequest(_) => "Pipeline.Fatal.InvalidInput",
+            PlanError::NoMatch(_) => "Pipeline.Fatal.NotFound",
+            PlanError::NullKey { .. } => "Pipeline.Fatal.InvalidInput",
+            PlanError::RunExists { .. } => "Pipeline.Fatal.RunExists",
+            PlanError::Source(e) => e.name(),
+            PlanError::Stage(e) => e.name(),
+        }
+    }
+}
+
+/// The ports the planner uses.
+pub struct PlanContext {
+    pub source: Arc<dyn SourceConnector>,
+    pub stages: Arc<dyn StageOpener>,
+}
+
+/// Plans a run: reads the catalog, computes boundaries, and returns the plan (nothing is written).
+pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError> {
+    let started = Instant::now();
+    if req.tables.is_empty() {
+        return Err(PlanError::InvalidRequest("no table patterns".into()));
+    }
+    let settings = &req.settings;
+    check_settings(settings)?;
+    let src = |e| PlanError::from(SourceError::Unavailable(format!("planning: {e}")));
+    client.batch_execute(SESSION_SETTINGS).await.map_err(src)?;
+    let (created_at, compact) = crate::contract::clock::now_rfc3339();
+    let run_id = req
+        .run_id
+        .clone()
+        .unwrap_or_else(|| format!("{compact}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let source = catalog::source_info(client).await.map_err(src)?;
+    let relations = select::relations(client).await.map_err(src)?;
+    let selected = select::select(&relations, req)?;
+    // Introspect all at once.
+    let ids: Vec<(u32, TableRef, char)> = selected.iter().map(|r| (r.oid, r.table.clone(), r.kind)).collect();
+    let catalogs = describe_tables(client, &ids).await.map_err(src)?;
+    let oids: Vec<u32> = selected.iter().map(|r| r.oid).collect();
+    let mut low_cardinality = catalog::low_cardinality(client, &oids, settings.dictionary_max_distinct)
+        .await
+        .map_err(src)?;
+    let (wanted, run_note) = parts::wanted_parts(&selected, req);
+    let mut notes = vec![consistency(settings).to_string()];
+    notes.extend(run_note);
+    let (mut tables, mut tasks) = (Vec::new(), Vec::new());
+    for ((rel, catalog), (parts, clamp_note)) in selected.iter().zip(&catalogs).zip(wanted) {
+        let (t, ts) = table::plan_table(table::TableContext {
+            client,
+            req,
+            run_id: &run_id,
+            rel,
+            catalog,
+            parts,
+            clamp_note,
+            source: &source,
+            low_cardinality: low_cardinality.remove(&rel.oid).unwrap_or_default(),
+        })
+        .await?;
+        tables.push(t);
+        tasks.extend(ts);
+    }
+    Plan {
+        run_id,
+        plan_id: String::new(),
+        request_id: req.identity(),
+        created_at,
+        source,
+        stage: req.stage.trim_end_matches('/').to_string(),
+        settings: settings.clone(),
+        load: req.load.clone(),
+        snapshot: req.snapshot.clone(),
+        tables,
+        tasks,
+        notes,
+        planning_seconds: started.elapsed().as_secs_f64(),
+    }
+    .seal()
+    .map_err(|e| PlanError::InvalidRequest(format!("plan JSON: {e}")))
+}
+
+/// What the warehouse will reflect of the source, in words (`plan --explain` prints it; docs/planner.md).
+pub fn consistency(settings: &PlanSettings) -> &'static str {
+    if settings.static_source {
+        "consistency: static source (a restored snapshot or a source nothing writes to during the run): every range \
+         reads the same data, so the warehouse holds the source as it is"
+    } else {
+        "consistency: live source. Each range is read in its own REPEATABLE READ snapshot, taken when its extractor \
+         starts, so a table is consistent within a range, not across ranges or tables: a row updated in place is read \
+         as of its range's moment; a row whose key moves from a range not yet read into one already read is missed, \
+         and one moving the other way is read twice; rows inserted or deleted during the run are in or out by range. \
+         Tables without a key are read in one range. For one instant, run from a snapshot"
+    }
+}
+
+/// Settings that would make a run misbehave are refused before anything is read.
+fn check_settings(s: &PlanSettings) -> Result<(), PlanError> {
+    if s.max_concurrency == 0 {
+        // Step Functions reads MaxConcurrency 0 as "no limit": every range at once against the source.
+        return Err(PlanError::InvalidRequest(
+            "max_concurrency (--concurrency) is 0, which Step Functions reads as unlimited: give the number of \
+             extractors the source may serve at once, 1 or more"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The planner's handler: plan, write `plan.json` and `tasks.json` to the stage, return the summary.
+pub async fn handle(ctx: &PlanContext, req: PlanRequest) -> Result<(Plan, PlanSummary), PlanError> {
+    if req.stage.is_empty() {
+        return Err(PlanError::InvalidRequest(
+            "no stage: give \"stage\" in the input or set PGSHIFT_STAGE".into(),
+        ));
+    }
+    let span = tracing::info_span!("plan", tables = tracing::field::Empty, tasks = tracing::field::Empty);
+    tracing::Instrument::instrument(write_plan(ctx, req, span.clone()), span).await
+}
+
+async fn write_plan(
+    ctx: &PlanContext,
+    req: PlanRequest,
+    span: tracing::Span,
+) -> Result<(Plan, PlanSummary), PlanError> {
+    let stage = ctx.stages.open(&req.stage).await?;
+    let existing = match &req.run_id {
+        Some(id) => runs::existing_run(stage.as_ref(), id, &req).await?,
+        None => None,
+    };
+    let plan = match existing {
+        Some(plan) => {
+            tracing::info!(run = %plan.run_id, plan = %plan.plan_id, "the same request planned this run: plan kept");
+            plan
+        }
+        None => {
+            let client = ctx.source.connect().await?;
+            plan(&client, &req).await?
+        }
+    };
+
+    let tasks_json = serde_json::to_vec(&plan.tasks).map_err(|e| PlanError::InvalidRequest(e.to_string()))?;
+    let plan_json = serde_json::to_vec_pretty(&plan).map_err(|e| PlanError::InvalidRequest(e.to_string()))?;
+    let tasks_url = crate::stage::put(
+        stage.as_ref(),
+        &layout::tasks_key(&plan.run_id),
+        Bytes::from(tasks_json),
+    )
+    .await?
+    .url;
+    let plan_url = crate::stage::put(stage.as_ref(), &layout::plan_key(&plan.run_id), Bytes::from(plan_json))
+        .await?
+        .url;
+    span.record("tables", plan.tables.len());
+    span.record("tasks", plan.tasks.len());
+    let summary = PlanSummary {
+        run_id: plan.run_id.clone(),
+        plan_url,
+        tasks_url,
+        tables: plan.tables.len(),
+        tasks: plan.tasks.len(),
+        estimated_rows: plan.tables.iter().map(|t| t.estimates.rows).sum(),
+        estimated_bytes: plan.tables.iter().map(|t| t.estimates.bytes).sum(),
+        max_concurrency: req.settings.max_concurrency,
+        task_list: {
+            let (bucket, key) = layout::object_location(stage.url(), &layout::tasks_key(&plan.run_id));
+            ObjectLocation { bucket, key }
+        },
+        results: {
+            let (bucket, prefix) = layout::object_location(stage.url(), &layout::map_results_prefix(&plan.run_id));
+            ResultsLocation { bucket, prefix }
+        },
+        load: req.load.clone().unwrap_or_default(),
+        snapshot: plan.snapshot.clone(),
+    };
+    tracing::info!(seconds = plan.planning_seconds, "planned");
+    Ok((plan, summary))
+}
+
+/// Counts the rows a task's range holds, with the extractor's own predicate (for `--verify` and the balance bench).
+pub async fn count_rows(client: &Client, task: &ExtractTask) -> Result<u64, PlanError> {
+    let mut q = format!(
+        "SELECT count(*) FROM {}",
+        sql::table(&task.table).map_err(PlanError::InvalidRequest)?
+    );
+    if let Some(p) = sql::predicate(&task.key, &task.bounds).map_err(PlanError::InvalidRequest)? {
+        q.push_str(" WHERE ");
+        q.push_str(&p);
+    }
+    let n: i64 = client
+        .query_one(&q, &[])
+        .await
+        .map_err(|e| SourceError::from_pg(&task.table, 0, e))?
+        .get(0);
+    Ok(n as u64)
+}

@@ -1,0 +1,112 @@
+//! How many parts each table gets: from its size, the time budget of a part and Redshift's slices, capped per table,
+//! then scaled down together when the run would exceed its cap.
+
+use super::select::Relation;
+use crate::contract::plan::{PlanRequest, PlanSettings};
+
+/// The number of parts for a table of `bytes`: by size, raised so a part finishes inside the time budget at the
+/// expected throughput, rounded up to a multiple of the slices when there are more parts than slices, capped.
+pub fn part_count(bytes: u64, s: &PlanSettings) -> (u32, Option<String>) {
+    if bytes == 0 {
+        return (1, None);
+    }
+    if let Some(p) = s.parts {
+        return (p.clamp(1, s.max_parts_per_table.max(1)), None);
+    }
+    let by_size = bytes.div_ceil(s.target_part_bytes.max(1));
+    let by_time = bytes.div_ceil((s.throughput_bytes_per_sec.max(1)).saturating_mul(s.part_seconds_budget.max(1)));
+    let mut p = by_size.max(by_time).max(1);
+    let slices = s.slices.max(1) as u64;
+    if p > slices && slices > 1 {
+        p = p.div_ceil(slices) * slices;
+    }
+    let max = s.max_parts_per_table.max(1) as u64;
+    if p > max {
+        let capped = if max > slices && slices > 1 {
+            max / slices * slices
+        } else {
+            max
+        };
+        let note = format!(
+            "{p} parts wanted (size {by_size}, time budget {by_time}) but clamped to max_parts_per_table = {capped}"
+        );
+        return (capped as u32, Some(note));
+    }
+    (p as u32, None)
+}
+
+/// The parts of every selected table (an override's fixed count, else [`part_count`]) with each table's clamp note,
+/// and the note of the run-level cap when it applied.
+pub(super) fn wanted_parts(selected: &[&Relation], req: &PlanRequest) -> (Vec<(u32, Option<String>)>, Option<String>) {
+    let settings = &req.settings;
+    let mut wanted: Vec<(u32, Option<String>)> = selected
+        .iter()
+        .map(
+            |r| match req.overrides.get(&r.table.to_string()).and_then(|o| o.parts) {
+                Some(p) => (p.clamp(1, settings.max_parts_per_table.max(1)), None),
+                None => part_count(r.bytes, settings),
+            },
+        )
+        .collect();
+    let total: u64 = wanted.iter().map(|w| w.0 as u64).sum();
+    if total <= settings.max_parts_per_run as u64 {
+        return (wanted, None);
+    }
+    let scale = settings.max_parts_per_run as f64 / total as f64;
+    for w in &mut wanted {
+        w.0 = ((w.0 as f64 * scale).floor() as u32).max(1);
+    }
+    let note = format!(
+        "{total} parts wanted in all, clamped to max_parts_per_run = {} by scaling every table down",
+        settings.max_parts_per_run
+    );
+    (wanted, Some(note))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_count_follows_size_time_and_slices() {
+        let s = PlanSettings {
+            target_part_bytes: 100,
+            throughput_bytes_per_sec: 1,
+            part_seconds_budget: 1000,
+            ..Default::default()
+        };
+        assert_eq!(part_count(0, &s).0, 1, "an empty table is one part");
+        assert_eq!(part_count(50, &s).0, 1, "a tiny table is one part");
+        assert_eq!(part_count(1000, &s).0, 10);
+        let slow = PlanSettings {
+            throughput_bytes_per_sec: 1,
+            part_seconds_budget: 50,
+            ..s.clone()
+        };
+        assert_eq!(part_count(1000, &slow).0, 20, "raised to finish inside the time budget");
+        let sliced = PlanSettings { slices: 4, ..s.clone() };
+        assert_eq!(
+            part_count(1000, &sliced).0,
+            12,
+            "rounded up to a multiple of the slices"
+        );
+        assert_eq!(
+            part_count(300, &sliced).0,
+            3,
+            "fewer parts than slices stay as they are"
+        );
+        let capped = PlanSettings {
+            slices: 4,
+            max_parts_per_table: 10,
+            ..s
+        };
+        let (p, note) = part_count(5000, &capped);
+        assert_eq!(p, 8);
+        assert!(note.is_some_and(|n| n.contains("clamped")));
+        let fixed = PlanSettings {
+            parts: Some(6),
+            ..Default::default()
+        };
+        assert_eq!(part_count(10, &fixed), (6, None));
+    }
+}

@@ -1,0 +1,62 @@
+//! Run ids: a run id is loaded once, from one plan. What the stage already holds under a run id decides whether it is
+//! planned again (the same request before its load), refused, or cleared first (`restart`).
+
+use super::PlanError;
+use crate::contract::layout;
+use crate::contract::plan::{Plan, PlanRequest};
+use crate::stage::Stage;
+
+/// What is on the stage under a run id that is planned again. `--restart` clears it; the same request before any
+/// load keeps its plan (a retried Plan state, an interrupted run); anything else is refused, so a run id is loaded
+/// once, from one plan.
+pub(super) async fn existing_run(
+    stage: &dyn Stage,
+    run_id: &str,
+    req: &PlanRequest,
+) -> Result<Option<Plan>, PlanError> {
+    if req.restart {
+        let n = stage.delete_prefix(&layout::run_prefix(run_id)).await?;
+        tracing::warn!(run = %run_id, objects = n, "restart: the run's objects on the stage deleted");
+        return Ok(None);
+    }
+    let bytes = match stage.get(&layout::plan_key(run_id)).await {
+        Ok(b) => b,
+        Err(crate::stage::StageError::Missing { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let plan: Plan = match serde_json::from_slice(&bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            let why = format!("its plan.json does not parse ({e}); start it over with --restart");
+            return Err(run_exists(run_id, why));
+        }
+    };
+    if stage.head(&layout::load_key(run_id)).await?.is_some() {
+        return Err(run_exists(
+            run_id,
+            format!(
+            "it was loaded (or is loading) from plan {} of {}; a run id loads once: use a new --run-id, or --restart \
+             to extract and load it again",
+            plan.plan_id, plan.created_at
+        ),
+        ));
+    }
+    if plan.request_id != req.identity() || plan.plan_id != plan.identity() {
+        return Err(run_exists(
+            run_id,
+            format!(
+                "it was planned at {} with other settings (plan {}); use a new --run-id, or --restart to plan it anew \
+             (its extracted parts are deleted)",
+                plan.created_at, plan.plan_id
+            ),
+        ));
+    }
+    Ok(Some(plan))
+}
+
+fn run_exists(run_id: &str, detail: String) -> PlanError {
+    PlanError::RunExists {
+        run_id: run_id.to_string(),
+        detail,
+    }
+}
