@@ -8,8 +8,17 @@
 //!
 //! The warehouse is a port ([`Warehouse`]); `postgres` streams the Parquet parts into staging with binary COPY.
 
+mod cleanup;
 mod drift;
+mod progress;
+mod statements;
 mod verify;
+
+pub use cleanup::cleanup;
+pub use progress::check;
+use progress::{record, summarize, wait_seconds};
+pub use statements::{column_type, staging_table, varchar_bytes};
+use statements::{ident, is_json, logged_sql, qualified, setup_sql, swap_sql};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,15 +27,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::contract::layout::{load_key, manifest_key, status_key};
+use crate::contract::layout::manifest_key;
 use crate::contract::load::*;
-use crate::contract::model::{ColumnSpec, ExtractResult, StagedFile, TableRef};
+use crate::contract::model::{ExtractResult, StagedFile, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
-use crate::contract::sql;
-use crate::contract::types::{char_length, oid, Mapping};
 use crate::stage::{run, StageOpener};
 use crate::stage::{Stage, StageError};
-use crate::warehouse::{CopyJob, Dialect, Step, Submission, TxStatus, Warehouse, WarehouseError};
+use crate::warehouse::{CopyJob, Dialect, Step, Submission, Warehouse, WarehouseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -80,58 +87,6 @@ pub struct LoadContext {
     pub stages: Arc<dyn StageOpener>,
     pub warehouse: Arc<dyn Warehouse>,
 }
-
-/// The warehouse column type of a mapping. Redshift VARCHAR widths are bytes.
-pub fn column_type(dialect: Dialect, c: &ColumnSpec, varchar_bytes: u32, json_as_super: bool) -> String {
-    match dialect {
-        Dialect::Redshift if json_as_super && is_json(c) => "SUPER".into(),
-        Dialect::Redshift => c.mapping.redshift_type(varchar_bytes),
-        Dialect::Postgres => c.mapping.postgres_type(),
-    }
-}
-
-/// json and jsonb columns (not arrays cast to JSON text: those load as text).
-fn is_json(c: &ColumnSpec) -> bool {
-    matches!(c.mapping, Mapping::Json | Mapping::Jsonb)
-}
-
-/// The byte width of a Redshift VARCHAR for a column: room for the declared length in UTF-8 (4 bytes a character),
-/// else twice the longest value seen (at least 256), never less than the longest value, at most 65,535.
-pub fn varchar_bytes(c: &ColumnSpec, observed: u64) -> u64 {
-    let declared = match c.pg_type.oid {
-        oid::VARCHAR | oid::BPCHAR => char_length(c.pg_type.typmod).map(|n| n as u64 * 4),
-        _ => None,
-    };
-    declared
-        .unwrap_or((observed * 2).max(256))
-        .max(observed)
-        .clamp(1, 65_535)
-}
-
-fn text_literal(s: &str) -> Result<String, LoadError> {
-    sql::text_literal(s).map_err(LoadError::InvalidRequest)
-}
-
-fn ident(s: &str) -> Result<String, LoadError> {
-    sql::ident(s).map_err(LoadError::InvalidRequest)
-}
-
-fn qualified(t: &TableRef) -> Result<String, LoadError> {
-    sql::table(t).map_err(LoadError::InvalidRequest)
-}
-
-/// The staging table of a run: beside the target, named after it and the run (identifiers stay under 63 bytes).
-pub fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
-    let run: String = run_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let run = &run[run.len().saturating_sub(12)..];
-    let mut name: String = target.name.chars().take(40).collect();
-    while name.len() > 40 {
-        name.pop();
-    }
-    TableRef::new(target.schema.clone(), format!("{name}__pgshift_{run}"))
-}
-
-const LOG: &str = "\"pgshift\".\"load_log\"";
 
 /// Load transactions submitted at once (each holds a warehouse connection or a Data API statement).
 const LOADS_AT_ONCE: usize = 8;
@@ -336,17 +291,6 @@ async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<P
     })
 }
 
-/// `what` (an aggregate) over the load log's rows for this plan's load of `table`.
-fn logged_sql(plan: &Plan, table: &TableRef, what: &str) -> Result<String, LoadError> {
-    Ok(format!(
-        "SELECT {what} FROM {LOG} WHERE run_id = {} AND plan_id = {} AND schema_name = {} AND table_name = {}",
-        text_literal(&plan.run_id)?,
-        text_literal(&plan.plan_id)?,
-        text_literal(&table.schema)?,
-        text_literal(&table.name)?
-    ))
-}
-
 /// An existing target against the run's columns (the staging table made from them): the changes the schema-evolution
 /// setting allows are made now, before the load transaction; any other difference fails the load by column.
 async fn evolve_target(
@@ -461,230 +405,6 @@ async fn submit_all(
     Ok((pending, failure))
 }
 
-fn summarize(r: &LoadResult) -> LoadSummary {
-    LoadSummary {
-        run_id: r.run_id.clone(),
-        tables: r.tables.len(),
-        loaded: r.tables.iter().filter(|t| t.loaded).count(),
-        rows: r.tables.iter().map(|t| t.rows).sum(),
-        bytes: r.tables.iter().map(|t| t.bytes).sum(),
-        seconds: r.seconds,
-    }
-}
-
-async fn record(stage: &dyn Stage, result: &LoadResult) -> Result<(), LoadError> {
-    let json = serde_json::to_vec(result).map_err(|e| LoadError::InvalidRequest(e.to_string()))?;
-    crate::stage::put(stage, &load_key(&result.run_id), Bytes::from(json)).await?;
-    Ok(())
-}
-
-/// Seconds to wait before check number `checks + 1`: 2, 4, 8, 16, 32, then every 60.
-fn wait_seconds(checks: u32) -> u64 {
-    (2u64 << checks.min(5)).min(60)
-}
-
-/// Checks the pending transactions of a load once: done when none runs any more; an error naming the table and the
-/// failing step when one failed.
-pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<LoadProgress, LoadError> {
-    let wh = ctx.warehouse.as_ref();
-    let mut still = Vec::new();
-    let mut committed: Vec<TableRef> = Vec::new();
-    let mut failure: Option<(Vec<TableRef>, LoadError)> = None;
-    for p in std::mem::take(&mut progress.pending) {
-        if failure.is_some() {
-            still.push(p);
-            continue;
-        }
-        match wh.status(&p.statement_id).await? {
-            TxStatus::Running => still.push(p),
-            TxStatus::Finished => {
-                tracing::info!(statement = %p.statement_id, "load transaction committed");
-                committed.extend(p.tables.iter().cloned());
-            }
-            TxStatus::Failed { step, detail, query_id } => {
-                let e = failed_step(wh, &p, step, detail, query_id).await;
-                failure = Some((p.tables.clone(), e));
-            }
-        }
-    }
-    progress.checks += 1;
-    progress.wait_seconds = wait_seconds(progress.checks);
-    progress.done = still.is_empty() && failure.is_none();
-    progress.pending = still;
-    progress.summary.seconds = (crate::contract::clock::unix_now() - progress.started_at).max(0.0);
-    if progress.done || !committed.is_empty() || failure.is_some() {
-        let recorded = record_outcomes(ctx, &progress, &committed, failure.as_ref()).await;
-        match (&failure, recorded) {
-            // The load's own error is the one to report; the record is best effort then.
-            (Some(_), Err(e)) => tracing::warn!(error = %e, "could not record the tables' outcomes"),
-            (_, r) => r?,
-        }
-    }
-    match failure {
-        Some((_, e)) => Err(e),
-        None => Ok(progress),
-    }
-}
-
-/// Sets the outcome of the tables whose transactions ended on `<run>/load.json`.
-async fn record_outcomes(
-    ctx: &LoadContext,
-    progress: &LoadProgress,
-    committed: &[TableRef],
-    failure: Option<&(Vec<TableRef>, LoadError)>,
-) -> Result<(), LoadError> {
-    {
-        let mut result = run::read_load(ctx.stages.as_ref(), &progress.plan_url)
-            .await?
-            .ok_or_else(|| LoadError::InvalidRequest(format!("{}: no load.json", progress.plan_url)))?;
-        for t in result.tables.iter_mut() {
-            if committed.contains(&t.table) {
-                t.status = TableStatus::Committed;
-                t.committed_rows = Some(t.rows);
-            }
-            if let Some((tables, e)) = failure {
-                if tables.contains(&t.table) {
-                    t.status = TableStatus::Failed;
-                    t.error = Some(format!("{}: {e}", e.name()));
-                }
-            }
-        }
-        result.done = progress.done;
-        result.seconds = progress.summary.seconds;
-        record(stage_of(ctx, &progress.plan_url).await?.as_ref(), &result).await
-    }
-}
-
-/// The error of a failed load transaction, named from the step that failed.
-async fn failed_step(
-    wh: &dyn Warehouse,
-    p: &PendingLoad,
-    step: Option<usize>,
-    detail: String,
-    query_id: Option<i64>,
-) -> LoadError {
-    let tables = p.tables.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-    match step.map(|i| p.label(i)) {
-        Some(StepLabel {
-            table,
-            kind: StepKind::Reconcile,
-            expected,
-        }) => LoadError::Reconcile {
-            table,
-            staged: None,
-            expected: expected.unwrap_or_default(),
-        },
-        Some(StepLabel {
-            table,
-            kind: StepKind::Copy,
-            ..
-        }) => {
-            let why = match query_id {
-                Some(q) => wh.load_errors(q).await,
-                None => "no query id to look up load errors".into(),
-            };
-            LoadError::Warehouse(WarehouseError::Sql {
-                detail: format!("COPY into {table} failed, nothing swapped ({tables}): {detail}; load errors: {why}"),
-                retryable: false,
-            })
-        }
-        _ => LoadError::Warehouse(WarehouseError::Sql {
-            detail: format!("load transaction of {tables} failed and rolled back: {detail}"),
-            retryable: false,
-        }),
-    }
-}
-
-/// After a failure: cancels the load transactions still running, drops the run's staging tables, and marks the run
-/// failed on the stage. Best effort: what it cannot do is reported in `notes`.
-pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupResult, LoadError> {
-    let state = &req.state;
-    let mut out = CleanupResult {
-        run_id: None,
-        dropped: Vec::new(),
-        cancelled: Vec::new(),
-        status_url: None,
-        notes: Vec::new(),
-    };
-    let wh = ctx.warehouse.as_ref();
-    let pending: Vec<PendingLoad> = state
-        .pointer("/load/progress/pending")
-        .cloned()
-        .map(serde_json::from_value)
-        .transpose()
-        .map_err(|e| LoadError::InvalidRequest(format!("cleanup: load.progress.pending: {e}")))?
-        .unwrap_or_default();
-    for p in pending {
-        match wh.cancel(&p.statement_id).await {
-            Ok(()) => out.cancelled.push(p.statement_id),
-            Err(e) => out.notes.push(format!("cancel {}: {e}", p.statement_id)),
-        }
-    }
-    let Some(plan_url) = state.pointer("/plan/plan_url").and_then(|v| v.as_str()) else {
-        out.notes
-            .push("no plan: the run failed before planning finished".into());
-        return Ok(out);
-    };
-    let stage = stage_of(ctx, plan_url).await?;
-    let plan = run::read_plan(stage.as_ref(), plan_url).await?;
-    out.run_id = Some(plan.run_id.clone());
-    for t in &plan.tables {
-        let staging = staging_table(&t.table, &plan.run_id);
-        // Only what exists is dropped, and only that is reported dropped.
-        match wh.columns(&staging).await {
-            Ok(cols) if cols.is_empty() => continue,
-            Ok(_) => {}
-            Err(e) => {
-                out.notes.push(format!("looking for {staging}: {e}"));
-                continue;
-            }
-        }
-        match wh
-            .transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
-            .await
-        {
-            Ok(()) => out.dropped.push(staging.to_string()),
-            Err(e) => out.notes.push(format!("dropping {staging}: {e}")),
-        }
-    }
-    // Every table's outcome as the load recorded it: tables committed before the failure stay committed.
-    let tables = match run::read_load(ctx.stages.as_ref(), plan_url).await {
-        Ok(Some(r)) => r.tables,
-        Ok(None) => Vec::new(),
-        Err(e) => {
-            out.notes.push(format!("reading load.json: {e}"));
-            Vec::new()
-        }
-    };
-    let error = state.get("error").cloned().unwrap_or(serde_json::Value::Null);
-    let status = serde_json::json!({
-        "run_id": plan.run_id,
-        "plan_id": plan.plan_id,
-        "status": "FAILED",
-        "error": error.get("Error"),
-        "cause": error.get("Cause"),
-        "at": crate::contract::clock::unix_now(),
-        "tables": plan.tables.iter().map(|t| {
-            let load = tables.iter().find(|l| l.table == t.table);
-            serde_json::json!({
-                "table": t.table,
-                "status": load.map_or(TableStatus::Pending, |l| l.status),
-                "committed_rows": load.and_then(|l| l.committed_rows),
-                "error": load.and_then(|l| l.error.clone()),
-            })
-        }).collect::<Vec<_>>(),
-        "dropped_staging": out.dropped,
-        "cancelled": out.cancelled,
-    });
-    let key = status_key(&plan.run_id);
-    match crate::stage::put(stage.as_ref(), &key, Bytes::from(status.to_string())).await {
-        Ok(o) => out.status_url = Some(o.url),
-        Err(e) => out.notes.push(format!("marking the run failed: {e}")),
-    }
-    tracing::warn!(run = %plan.run_id, dropped = out.dropped.len(), "run cleaned up after a failure");
-    Ok(out)
-}
-
 /// The loader Lambda's handler: `{"action": "start", …LoadRequest}` (the default), `{"action": "check", "progress":
 /// …}` or `{"action": "cleanup", "state": …}`.
 pub async fn handle(ctx: &LoadContext, input: serde_json::Value) -> Result<serde_json::Value, LoadError> {
@@ -711,125 +431,6 @@ pub async fn handle(ctx: &LoadContext, input: serde_json::Value) -> Result<serde
         }
     };
     out.map_err(bad)
-}
-
-/// Target (if missing), load log, and a fresh staging table in the Parquet column order.
-fn setup_sql(
-    dialect: Dialect,
-    t: &TablePlan,
-    staging: &TableRef,
-    observed: &BTreeMap<&str, u64>,
-    json_as_super: bool,
-) -> Result<Vec<String>, LoadError> {
-    let mut cols = Vec::new();
-    for c in &t.columns {
-        let bytes = varchar_bytes(c, observed.get(c.name.as_str()).copied().unwrap_or(0)) as u32;
-        let not_null = if c.nullable { "" } else { " NOT NULL" };
-        cols.push(format!(
-            "{} {}{not_null}",
-            ident(&c.name)?,
-            column_type(dialect, c, bytes, json_as_super)
-        ));
-    }
-    let key = t
-        .key
-        .iter()
-        .map(|k| ident(k))
-        .collect::<Result<Vec<_>, _>>()?
-        .join(", ");
-    let target_extra = match (dialect, key.is_empty()) {
-        (Dialect::Postgres, false) => format!(", PRIMARY KEY ({key})"),
-        _ => String::new(),
-    };
-    let table_extra = match (dialect, key.is_empty()) {
-        (Dialect::Redshift, false) => format!(" DISTSTYLE AUTO SORTKEY ({key})"),
-        (Dialect::Redshift, true) => " DISTSTYLE AUTO".to_string(),
-        _ => String::new(),
-    };
-    let schema = ident(&t.table.schema)?;
-    let target = qualified(&t.table)?;
-    let staging = qualified(staging)?;
-    let list = cols.join(", ");
-    let mut out = Vec::new();
-    if dialect == Dialect::Postgres {
-        // Concurrent CREATE … IF NOT EXISTS of the same name races in the catalog (a duplicate-key error on
-        // pg_type): set-ups of every run on this warehouse take turns.
-        out.push(format!("SELECT pg_advisory_xact_lock({SETUP_LOCK})"));
-    }
-    out.extend([
-        format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
-        format!("CREATE TABLE IF NOT EXISTS {target} ({list}{target_extra}){table_extra}"),
-        "CREATE SCHEMA IF NOT EXISTS \"pgshift\"".to_string(),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {LOG} (run_id VARCHAR(256) NOT NULL, schema_name VARCHAR(256) NOT NULL, \
-             table_name VARCHAR(256) NOT NULL, mode VARCHAR(16) NOT NULL, rows BIGINT NOT NULL, \
-             loaded_at TIMESTAMP NOT NULL, plan_id VARCHAR(64) NOT NULL)"
-        ),
-        format!("DROP TABLE IF EXISTS {staging}"),
-        format!("CREATE TABLE {staging} ({list}){table_extra}"),
-    ]);
-    Ok(out)
-}
-
-/// The advisory lock key of warehouse set-up ("pgsh").
-const SETUP_LOCK: i64 = 0x7067_7368;
-
-/// The statements that change the target, after COPY and reconcile in the same transaction. The first locks the
-/// target, so that two runs loading it serialize: the second waits, then its DELETE sees the first one's rows
-/// (PostgreSQL: EXCLUSIVE mode still lets readers read; Redshift's LOCK is ACCESS EXCLUSIVE,
-/// <https://docs.aws.amazon.com/redshift/latest/dg/r_LOCK.html>, so it is taken after the COPY, not before).
-fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<Vec<String>, LoadError> {
-    let run_id = plan.run_id.as_str();
-    let target = qualified(&p.plan.table)?;
-    let staging = qualified(&p.staging)?;
-    let cols = p
-        .plan
-        .columns
-        .iter()
-        .map(|c| ident(&c.name))
-        .collect::<Result<Vec<_>, _>>()?
-        .join(", ");
-    let mut out = vec![match dialect {
-        Dialect::Postgres => format!("LOCK TABLE {target} IN EXCLUSIVE MODE"),
-        Dialect::Redshift => format!("LOCK {target}"),
-    }];
-    match mode {
-        LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
-        LoadMode::Append => {}
-        LoadMode::Merge => {
-            if p.plan.key.is_empty() {
-                return Err(LoadError::InvalidRequest(format!(
-                    "merge needs a key; {} has none",
-                    p.plan.table
-                )));
-            }
-            let on = p
-                .plan
-                .key
-                .iter()
-                .map(|k| ident(k).map(|k| format!("{target}.{k} = {staging}.{k}")))
-                .collect::<Result<Vec<_>, _>>()?
-                .join(" AND ");
-            out.push(format!("DELETE FROM {target} USING {staging} WHERE {on}"));
-        }
-    }
-    out.push(format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {staging}"));
-    let mode_name = match mode {
-        LoadMode::Replace => "replace",
-        LoadMode::Append => "append",
-        LoadMode::Merge => "merge",
-    };
-    out.push(format!(
-        "INSERT INTO {LOG} (run_id, schema_name, table_name, mode, rows, loaded_at, plan_id) VALUES ({}, {}, {}, \
-         '{mode_name}', {}, CURRENT_TIMESTAMP, {})",
-        text_literal(run_id)?,
-        text_literal(&p.plan.table.schema)?,
-        text_literal(&p.plan.table.name)?,
-        p.load.rows,
-        text_literal(&plan.plan_id)?
-    ));
-    out.push(format!("DROP TABLE {staging}"));
-    Ok(out)
 }
 
 #[cfg(test)]

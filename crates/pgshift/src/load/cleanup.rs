@@ -1,0 +1,124 @@
+//! After a failure: the load transactions still running cancelled, the run's staging tables dropped (only those that
+//! exist, and only those reported), and `<run>/status.json` written with every table's outcome.
+
+use bytes::Bytes;
+
+use super::statements::{qualified, staging_table};
+use super::{stage_of, LoadContext, LoadError};
+use crate::contract::layout::status_key;
+use crate::contract::load::*;
+use crate::contract::plan::{Plan, TablePlan};
+use crate::stage::run;
+use crate::warehouse::Warehouse;
+use serde_json::{json, Value};
+
+/// After a failure: cancels the load transactions still running, drops the run's staging tables, and marks the run
+/// failed on the stage. Best effort: what it cannot do is reported in `notes`.
+pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupResult, LoadError> {
+    let state = &req.state;
+    let mut out = CleanupResult {
+        run_id: None,
+        dropped: Vec::new(),
+        cancelled: Vec::new(),
+        status_url: None,
+        notes: Vec::new(),
+    };
+    cancel_pending(ctx.warehouse.as_ref(), state, &mut out).await?;
+    let Some(plan_url) = state.pointer("/plan/plan_url").and_then(|v| v.as_str()) else {
+        out.notes
+            .push("no plan: the run failed before planning finished".into());
+        return Ok(out);
+    };
+    let stage = stage_of(ctx, plan_url).await?;
+    let plan = run::read_plan(stage.as_ref(), plan_url).await?;
+    out.run_id = Some(plan.run_id.clone());
+    drop_staging(ctx.warehouse.as_ref(), &plan, &mut out).await?;
+    // Every table's outcome as the load recorded it: tables committed before the failure stay committed.
+    let tables = match run::read_load(ctx.stages.as_ref(), plan_url).await {
+        Ok(Some(r)) => r.tables,
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            out.notes.push(format!("reading load.json: {e}"));
+            Vec::new()
+        }
+    };
+    let error = state.get("error").cloned().unwrap_or(Value::Null);
+    let status = status_of(&plan, &tables, &error, &out);
+    match crate::stage::put(
+        stage.as_ref(),
+        &status_key(&plan.run_id),
+        Bytes::from(status.to_string()),
+    )
+    .await
+    {
+        Ok(o) => out.status_url = Some(o.url),
+        Err(e) => out.notes.push(format!("marking the run failed: {e}")),
+    }
+    tracing::warn!(run = %plan.run_id, dropped = out.dropped.len(), "run cleaned up after a failure");
+    Ok(out)
+}
+
+/// Cancels the load transactions the state says are still running.
+async fn cancel_pending(wh: &dyn Warehouse, state: &Value, out: &mut CleanupResult) -> Result<(), LoadError> {
+    let pending: Vec<PendingLoad> = state
+        .pointer("/load/progress/pending")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| LoadError::InvalidRequest(format!("cleanup: load.progress.pending: {e}")))?
+        .unwrap_or_default();
+    for p in pending {
+        match wh.cancel(&p.statement_id).await {
+            Ok(()) => out.cancelled.push(p.statement_id),
+            Err(e) => out.notes.push(format!("cancel {}: {e}", p.statement_id)),
+        }
+    }
+    Ok(())
+}
+
+/// Drops the run's staging tables: only those that exist, and only those are reported dropped.
+async fn drop_staging(wh: &dyn Warehouse, plan: &Plan, out: &mut CleanupResult) -> Result<(), LoadError> {
+    for t in &plan.tables {
+        let staging = staging_table(&t.table, &plan.run_id);
+        match wh.columns(&staging).await {
+            Ok(cols) if cols.is_empty() => continue,
+            Ok(_) => {}
+            Err(e) => {
+                out.notes.push(format!("looking for {staging}: {e}"));
+                continue;
+            }
+        }
+        match wh
+            .transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
+            .await
+        {
+            Ok(()) => out.dropped.push(staging.to_string()),
+            Err(e) => out.notes.push(format!("dropping {staging}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// `<run>/status.json`: the failure, and every table's outcome as the load recorded it.
+fn status_of(plan: &Plan, tables: &[TableLoad], error: &Value, out: &CleanupResult) -> Value {
+    let outcome = |t: &TablePlan| {
+        let load = tables.iter().find(|l| l.table == t.table);
+        json!({
+            "table": t.table,
+            "status": load.map_or(TableStatus::Pending, |l| l.status),
+            "committed_rows": load.and_then(|l| l.committed_rows),
+            "error": load.and_then(|l| l.error.clone()),
+        })
+    };
+    json!({
+        "run_id": plan.run_id,
+        "plan_id": plan.plan_id,
+        "status": "FAILED",
+        "error": error.get("Error"),
+        "cause": error.get("Cause"),
+        "at": crate::contract::clock::unix_now(),
+        "tables": plan.tables.iter().map(outcome).collect::<Vec<_>>(),
+        "dropped_staging": out.dropped,
+        "cancelled": out.cancelled,
+    })
+}

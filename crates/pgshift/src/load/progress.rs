@@ -1,0 +1,145 @@
+//! Where a load stands: the state machine's checks of pending load transactions, each table's outcome recorded on
+//! `<run>/load.json` as its transaction ends, and the error of a failed one named from the step that failed.
+
+use bytes::Bytes;
+
+use super::{stage_of, LoadContext, LoadError};
+use crate::contract::layout::load_key;
+use crate::contract::load::*;
+use crate::contract::model::TableRef;
+use crate::stage::{run, Stage};
+use crate::warehouse::{TxStatus, Warehouse, WarehouseError};
+
+pub(super) fn summarize(r: &LoadResult) -> LoadSummary {
+    LoadSummary {
+        run_id: r.run_id.clone(),
+        tables: r.tables.len(),
+        loaded: r.tables.iter().filter(|t| t.loaded).count(),
+        rows: r.tables.iter().map(|t| t.rows).sum(),
+        bytes: r.tables.iter().map(|t| t.bytes).sum(),
+        seconds: r.seconds,
+    }
+}
+
+pub(super) async fn record(stage: &dyn Stage, result: &LoadResult) -> Result<(), LoadError> {
+    let json = serde_json::to_vec(result).map_err(|e| LoadError::InvalidRequest(e.to_string()))?;
+    crate::stage::put(stage, &load_key(&result.run_id), Bytes::from(json)).await?;
+    Ok(())
+}
+
+/// Seconds to wait before check number `checks + 1`: 2, 4, 8, 16, 32, then every 60.
+pub(super) fn wait_seconds(checks: u32) -> u64 {
+    (2u64 << checks.min(5)).min(60)
+}
+
+/// Checks the pending transactions of a load once: done when none runs any more; an error naming the table and the
+/// failing step when one failed.
+pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<LoadProgress, LoadError> {
+    let wh = ctx.warehouse.as_ref();
+    let mut still = Vec::new();
+    let mut committed: Vec<TableRef> = Vec::new();
+    let mut failure: Option<(Vec<TableRef>, LoadError)> = None;
+    for p in std::mem::take(&mut progress.pending) {
+        if failure.is_some() {
+            still.push(p);
+            continue;
+        }
+        match wh.status(&p.statement_id).await? {
+            TxStatus::Running => still.push(p),
+            TxStatus::Finished => {
+                tracing::info!(statement = %p.statement_id, "load transaction committed");
+                committed.extend(p.tables.iter().cloned());
+            }
+            TxStatus::Failed { step, detail, query_id } => {
+                let e = failed_step(wh, &p, step, detail, query_id).await;
+                failure = Some((p.tables.clone(), e));
+            }
+        }
+    }
+    progress.checks += 1;
+    progress.wait_seconds = wait_seconds(progress.checks);
+    progress.done = still.is_empty() && failure.is_none();
+    progress.pending = still;
+    progress.summary.seconds = (crate::contract::clock::unix_now() - progress.started_at).max(0.0);
+    if progress.done || !committed.is_empty() || failure.is_some() {
+        let recorded = record_outcomes(ctx, &progress, &committed, failure.as_ref()).await;
+        match (&failure, recorded) {
+            // The load's own error is the one to report; the record is best effort then.
+            (Some(_), Err(e)) => tracing::warn!(error = %e, "could not record the tables' outcomes"),
+            (_, r) => r?,
+        }
+    }
+    match failure {
+        Some((_, e)) => Err(e),
+        None => Ok(progress),
+    }
+}
+
+/// Sets the outcome of the tables whose transactions ended on `<run>/load.json`.
+async fn record_outcomes(
+    ctx: &LoadContext,
+    progress: &LoadProgress,
+    committed: &[TableRef],
+    failure: Option<&(Vec<TableRef>, LoadError)>,
+) -> Result<(), LoadError> {
+    {
+        let mut result = run::read_load(ctx.stages.as_ref(), &progress.plan_url)
+            .await?
+            .ok_or_else(|| LoadError::InvalidRequest(format!("{}: no load.json", progress.plan_url)))?;
+        for t in result.tables.iter_mut() {
+            if committed.contains(&t.table) {
+                t.status = TableStatus::Committed;
+                t.committed_rows = Some(t.rows);
+            }
+            if let Some((tables, e)) = failure {
+                if tables.contains(&t.table) {
+                    t.status = TableStatus::Failed;
+                    t.error = Some(format!("{}: {e}", e.name()));
+                }
+            }
+        }
+        result.done = progress.done;
+        result.seconds = progress.summary.seconds;
+        record(stage_of(ctx, &progress.plan_url).await?.as_ref(), &result).await
+    }
+}
+
+/// The error of a failed load transaction, named from the step that failed.
+async fn failed_step(
+    wh: &dyn Warehouse,
+    p: &PendingLoad,
+    step: Option<usize>,
+    detail: String,
+    query_id: Option<i64>,
+) -> LoadError {
+    let tables = p.tables.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    match step.map(|i| p.label(i)) {
+        Some(StepLabel {
+            table,
+            kind: StepKind::Reconcile,
+            expected,
+        }) => LoadError::Reconcile {
+            table,
+            staged: None,
+            expected: expected.unwrap_or_default(),
+        },
+        Some(StepLabel {
+            table,
+            kind: StepKind::Copy,
+            ..
+        }) => {
+            let why = match query_id {
+                Some(q) => wh.load_errors(q).await,
+                None => "no query id to look up load errors".into(),
+            };
+            LoadError::Warehouse(WarehouseError::Sql {
+                detail: format!("COPY into {table} failed, nothing swapped ({tables}): {detail}; load errors: {why}"),
+                retryable: false,
+            })
+        }
+        _ => LoadError::Warehouse(WarehouseError::Sql {
+            detail: format!("load transaction of {tables} failed and rolled back: {detail}"),
+            retryable: false,
+        }),
+    }
+}

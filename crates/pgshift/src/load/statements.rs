@@ -1,0 +1,195 @@
+//! The SQL of a load: the warehouse columns of the run's types, the set-up DDL (target, load log, staging), the
+//! swap of each mode after COPY and reconcile, and the load log's lookups. Identifiers are always quoted; the only
+//! literals are run ids, plan ids and catalog names, checked.
+
+use std::collections::BTreeMap;
+
+use super::{LoadError, Prepared};
+use crate::contract::load::LoadMode;
+use crate::contract::model::{ColumnSpec, TableRef};
+use crate::contract::plan::{Plan, TablePlan};
+use crate::contract::sql;
+use crate::contract::types::{char_length, oid, Mapping};
+use crate::warehouse::Dialect;
+
+/// The warehouse column type of a mapping. Redshift VARCHAR widths are bytes.
+pub fn column_type(dialect: Dialect, c: &ColumnSpec, varchar_bytes: u32, json_as_super: bool) -> String {
+    match dialect {
+        Dialect::Redshift if json_as_super && is_json(c) => "SUPER".into(),
+        Dialect::Redshift => c.mapping.redshift_type(varchar_bytes),
+        Dialect::Postgres => c.mapping.postgres_type(),
+    }
+}
+
+/// json and jsonb columns (not arrays cast to JSON text: those load as text).
+pub(super) fn is_json(c: &ColumnSpec) -> bool {
+    matches!(c.mapping, Mapping::Json | Mapping::Jsonb)
+}
+
+/// The byte width of a Redshift VARCHAR for a column: room for the declared length in UTF-8 (4 bytes a character),
+/// else twice the longest value seen (at least 256), never less than the longest value, at most 65,535.
+pub fn varchar_bytes(c: &ColumnSpec, observed: u64) -> u64 {
+    let declared = match c.pg_type.oid {
+        oid::VARCHAR | oid::BPCHAR => char_length(c.pg_type.typmod).map(|n| n as u64 * 4),
+        _ => None,
+    };
+    declared
+        .unwrap_or((observed * 2).max(256))
+        .max(observed)
+        .clamp(1, 65_535)
+}
+
+pub(super) fn text_literal(s: &str) -> Result<String, LoadError> {
+    sql::text_literal(s).map_err(LoadError::InvalidRequest)
+}
+
+pub(super) fn ident(s: &str) -> Result<String, LoadError> {
+    sql::ident(s).map_err(LoadError::InvalidRequest)
+}
+
+pub(super) fn qualified(t: &TableRef) -> Result<String, LoadError> {
+    sql::table(t).map_err(LoadError::InvalidRequest)
+}
+
+/// The staging table of a run: beside the target, named after it and the run (identifiers stay under 63 bytes).
+pub fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
+    let run: String = run_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let run = &run[run.len().saturating_sub(12)..];
+    let mut name: String = target.name.chars().take(40).collect();
+    while name.len() > 40 {
+        name.pop();
+    }
+    TableRef::new(target.schema.clone(), format!("{name}__pgshift_{run}"))
+}
+
+const LOG: &str = "\"pgshift\".\"load_log\"";
+
+/// `what` (an aggregate) over the load log's rows for this plan's load of `table`.
+pub(super) fn logged_sql(plan: &Plan, table: &TableRef, what: &str) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT {what} FROM {LOG} WHERE run_id = {} AND plan_id = {} AND schema_name = {} AND table_name = {}",
+        text_literal(&plan.run_id)?,
+        text_literal(&plan.plan_id)?,
+        text_literal(&table.schema)?,
+        text_literal(&table.name)?
+    ))
+}
+
+/// Target (if missing), load log, and a fresh staging table in the Parquet column order.
+pub(super) fn setup_sql(
+    dialect: Dialect,
+    t: &TablePlan,
+    staging: &TableRef,
+    observed: &BTreeMap<&str, u64>,
+    json_as_super: bool,
+) -> Result<Vec<String>, LoadError> {
+    let mut cols = Vec::new();
+    for c in &t.columns {
+        let bytes = varchar_bytes(c, observed.get(c.name.as_str()).copied().unwrap_or(0)) as u32;
+        let not_null = if c.nullable { "" } else { " NOT NULL" };
+        cols.push(format!(
+            "{} {}{not_null}",
+            ident(&c.name)?,
+            column_type(dialect, c, bytes, json_as_super)
+        ));
+    }
+    let key = t
+        .key
+        .iter()
+        .map(|k| ident(k))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", ");
+    let target_extra = match (dialect, key.is_empty()) {
+        (Dialect::Postgres, false) => format!(", PRIMARY KEY ({key})"),
+        _ => String::new(),
+    };
+    let table_extra = match (dialect, key.is_empty()) {
+        (Dialect::Redshift, false) => format!(" DISTSTYLE AUTO SORTKEY ({key})"),
+        (Dialect::Redshift, true) => " DISTSTYLE AUTO".to_string(),
+        _ => String::new(),
+    };
+    let schema = ident(&t.table.schema)?;
+    let target = qualified(&t.table)?;
+    let staging = qualified(staging)?;
+    let list = cols.join(", ");
+    let mut out = Vec::new();
+    if dialect == Dialect::Postgres {
+        // Concurrent CREATE … IF NOT EXISTS of the same name races in the catalog (a duplicate-key error on
+        // pg_type): set-ups of every run on this warehouse take turns.
+        out.push(format!("SELECT pg_advisory_xact_lock({SETUP_LOCK})"));
+    }
+    out.extend([
+        format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+        format!("CREATE TABLE IF NOT EXISTS {target} ({list}{target_extra}){table_extra}"),
+        "CREATE SCHEMA IF NOT EXISTS \"pgshift\"".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {LOG} (run_id VARCHAR(256) NOT NULL, schema_name VARCHAR(256) NOT NULL, \
+             table_name VARCHAR(256) NOT NULL, mode VARCHAR(16) NOT NULL, rows BIGINT NOT NULL, \
+             loaded_at TIMESTAMP NOT NULL, plan_id VARCHAR(64) NOT NULL)"
+        ),
+        format!("DROP TABLE IF EXISTS {staging}"),
+        format!("CREATE TABLE {staging} ({list}){table_extra}"),
+    ]);
+    Ok(out)
+}
+
+/// The advisory lock key of warehouse set-up ("pgsh").
+const SETUP_LOCK: i64 = 0x7067_7368;
+
+/// The statements that change the target, after COPY and reconcile in the same transaction. The first locks the
+/// target, so that two runs loading it serialize: the second waits, then its DELETE sees the first one's rows
+/// (PostgreSQL: EXCLUSIVE mode still lets readers read; Redshift's LOCK is ACCESS EXCLUSIVE,
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_LOCK.html>, so it is taken after the COPY, not before).
+pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<Vec<String>, LoadError> {
+    let run_id = plan.run_id.as_str();
+    let target = qualified(&p.plan.table)?;
+    let staging = qualified(&p.staging)?;
+    let cols = p
+        .plan
+        .columns
+        .iter()
+        .map(|c| ident(&c.name))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", ");
+    let mut out = vec![match dialect {
+        Dialect::Postgres => format!("LOCK TABLE {target} IN EXCLUSIVE MODE"),
+        Dialect::Redshift => format!("LOCK {target}"),
+    }];
+    match mode {
+        LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
+        LoadMode::Append => {}
+        LoadMode::Merge => {
+            if p.plan.key.is_empty() {
+                return Err(LoadError::InvalidRequest(format!(
+                    "merge needs a key; {} has none",
+                    p.plan.table
+                )));
+            }
+            let on = p
+                .plan
+                .key
+                .iter()
+                .map(|k| ident(k).map(|k| format!("{target}.{k} = {staging}.{k}")))
+                .collect::<Result<Vec<_>, _>>()?
+                .join(" AND ");
+            out.push(format!("DELETE FROM {target} USING {staging} WHERE {on}"));
+        }
+    }
+    out.push(format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {staging}"));
+    let mode_name = match mode {
+        LoadMode::Replace => "replace",
+        LoadMode::Append => "append",
+        LoadMode::Merge => "merge",
+    };
+    out.push(format!(
+        "INSERT INTO {LOG} (run_id, schema_name, table_name, mode, rows, loaded_at, plan_id) VALUES ({}, {}, {}, \
+         '{mode_name}', {}, CURRENT_TIMESTAMP, {})",
+        text_literal(run_id)?,
+        text_literal(&p.plan.table.schema)?,
+        text_literal(&p.plan.table.name)?,
+        p.load.rows,
+        text_literal(&plan.plan_id)?
+    ));
+    out.push(format!("DROP TABLE {staging}"));
+    Ok(out)
+}
