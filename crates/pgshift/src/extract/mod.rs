@@ -12,7 +12,7 @@ use std::time::Instant;
 use arrow_array::RecordBatch;
 use futures_util::{pin_mut, StreamExt};
 use tokio::sync::mpsc;
-use tokio_postgres::IsolationLevel;
+use tokio_postgres::{Client, IsolationLevel, Transaction};
 use tracing::Instrument;
 
 use crate::contract::layout::{file_key_prefix, result_key};
@@ -20,7 +20,7 @@ use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, Ke
 use crate::contract::{sql, types};
 mod error;
 
-use crate::source::decode::{CopyDecoder, DecodeError};
+use crate::source::decode::{CopyDecoder, DecodeError, DecoderSummary};
 use crate::source::{check_columns, describe_table, key_columns, SourceConnector, SourceError, SESSION_SETTINGS};
 use crate::stage::parquet::{RollingWriter, WriteError};
 use crate::stage::StageOpener;
@@ -87,8 +87,70 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
     let stage = ctx.stages.open(&task.stage).await?;
     let table = &task.table;
     let pg = |e| ExtractError::from(SourceError::from_pg(table, task.statement_timeout_secs, e));
-
     let mut client = ctx.source.connect().await?;
+    let tx = begin(&mut client, task).await?;
+
+    // Same snapshot as the COPY: the columns read are the columns planned.
+    let catalog = describe_table(&tx, table).await?;
+    check_columns(&catalog, &task.columns)?;
+    check_key(task, &catalog)?;
+    let query =
+        sql::copy_out(&sql::select(table, &task.columns, &task.key, &task.bounds).map_err(ExtractError::InvalidTask)?);
+    tracing::debug!(%query, "copy");
+    let stream = tx.copy_out(&query).await.map_err(pg)?;
+    pin_mut!(stream);
+
+    let schema = Arc::new(types::arrow_schema(&task.columns));
+    let decoder = CopyDecoder::new(
+        schema.clone(),
+        &task.columns,
+        &task.key,
+        task.writer.batch_bytes as usize,
+    );
+    // The encoder thread: batches in, files out. `Done` is sent only after a clean end of stream, so an error on
+    // this side (or a panic) makes the thread discard the file in progress instead of finishing it.
+    let (tx_batches, rx_batches) = mpsc::channel::<Msg>(2);
+    let writer = RollingWriter::new(
+        stage.clone(),
+        tokio::runtime::Handle::current(),
+        schema,
+        &task.writer,
+        file_key_prefix(task),
+    )
+    .map_err(|e| write_error(table, e))?;
+    let encoder = tokio::task::spawn_blocking(move || encode(writer, rx_batches));
+
+    let read = pump(stream.as_mut(), decoder, &tx_batches, task).await;
+    let read = match read {
+        Ok(Some(r)) => {
+            let _ = tx_batches.send(Msg::Done).await;
+            Some(r)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            drop(tx_batches);
+            let _ = encoder.await;
+            return Err(e);
+        }
+    };
+    drop(tx_batches);
+    let files = encoder
+        .await
+        .map_err(|e| parquet_error(task, format!("encoder thread: {e}")))?
+        .map_err(|e| write_error(table, e))?;
+    let (summary, source_bytes) =
+        read.ok_or_else(|| parquet_error(task, "the encoder stopped before the end of the stream".into()))?;
+    tx.commit().await.map_err(pg)?;
+    let result = result_of(task, files, summary, source_bytes, started)?;
+    // The result lands beside the files, last: the loader reads it back from the stage (or takes it from the Map).
+    let json = serde_json::to_vec(&result).map_err(|e| parquet_error(task, format!("result JSON: {e}")))?;
+    crate::stage::put(stage.as_ref(), &result_key(task), bytes::Bytes::from(json)).await?;
+    Ok(result)
+}
+
+/// The session and the snapshot the range is read in: `REPEATABLE READ READ ONLY` with the task's statement timeout.
+async fn begin<'c>(client: &'c mut Client, task: &ExtractTask) -> Result<Transaction<'c>, ExtractError> {
+    let pg = |e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e));
     client.batch_execute(SESSION_SETTINGS).await.map_err(pg)?;
     let tx = client
         .build_transaction()
@@ -104,98 +166,58 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
     ))
     .await
     .map_err(pg)?;
+    Ok(tx)
+}
 
-    // Same snapshot as the COPY: the columns read are the columns planned.
-    let catalog = describe_table(&tx, table).await?;
-    check_columns(&catalog, &task.columns)?;
-    check_key(task, &catalog)?;
-
-    let query =
-        sql::copy_out(&sql::select(table, &task.columns, &task.key, &task.bounds).map_err(ExtractError::InvalidTask)?);
-    tracing::debug!(%query, "copy");
-    let stream = tx.copy_out(&query).await.map_err(pg)?;
-    pin_mut!(stream);
-
-    let schema = Arc::new(types::arrow_schema(&task.columns));
-    let mut decoder = CopyDecoder::new(
-        schema.clone(),
-        &task.columns,
-        &task.key,
-        task.writer.batch_bytes as usize,
-    );
-
-    // The encoder thread: batches in, files out. `Done` is sent only after a clean end of stream, so an error on
-    // this side (or a panic) makes the thread discard the file in progress instead of finishing it.
-    let (tx_batches, rx_batches) = mpsc::channel::<Msg>(2);
-    let writer = RollingWriter::new(
-        stage.clone(),
-        tokio::runtime::Handle::current(),
-        schema,
-        &task.writer,
-        file_key_prefix(task),
-    )
-    .map_err(|e| write_error(table, e))?;
-    let encoder = tokio::task::spawn_blocking(move || encode(writer, rx_batches));
-
+/// Reads the COPY stream through the decoder into the encoder's channel: the decoder's summary and the bytes read,
+/// or `None` when the encoder stopped first (its error is the one to report).
+async fn pump(
+    mut stream: std::pin::Pin<&mut tokio_postgres::CopyOutStream>,
+    mut decoder: CopyDecoder,
+    batches: &mpsc::Sender<Msg>,
+    task: &ExtractTask,
+) -> Result<Option<(DecoderSummary, u64)>, ExtractError> {
+    let pg = |e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e));
     let mut source_bytes = 0u64;
-    let read = async {
-        let mut pending = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(pg)?;
-            source_bytes += chunk.len() as u64;
-            decoder
-                .feed(&chunk, &mut |b| {
-                    pending.push(b);
-                    Ok(())
-                })
-                .map_err(|e| decode_error(task, e))?;
-            for b in pending.drain(..) {
-                if tx_batches.send(Msg::Batch(b)).await.is_err() {
-                    return Ok(None); // the encoder stopped: its error is the one to report
-                }
-            }
-        }
-        let (last, summary) = decoder.finish().map_err(|e| decode_error(task, e))?;
-        if let Some(b) = last {
-            if tx_batches.send(Msg::Batch(b)).await.is_err() {
+    let mut pending = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(pg)?;
+        source_bytes += chunk.len() as u64;
+        decoder
+            .feed(&chunk, &mut |b| {
+                pending.push(b);
+                Ok(())
+            })
+            .map_err(|e| decode_error(task, e))?;
+        for b in pending.drain(..) {
+            if batches.send(Msg::Batch(b)).await.is_err() {
                 return Ok(None);
             }
         }
-        Ok::<_, ExtractError>(Some(summary))
-    };
-    let summary = read.await;
-    let summary = match summary {
-        Ok(Some(s)) => {
-            let _ = tx_batches.send(Msg::Done).await;
-            Some(s)
+    }
+    let (last, summary) = decoder.finish().map_err(|e| decode_error(task, e))?;
+    if let Some(b) = last {
+        if batches.send(Msg::Batch(b)).await.is_err() {
+            return Ok(None);
         }
-        Ok(None) => None,
-        Err(e) => {
-            drop(tx_batches);
-            let _ = encoder.await;
-            return Err(e);
-        }
-    };
-    drop(tx_batches);
-    let files = encoder
-        .await
-        .map_err(|e| ExtractError::Parquet {
-            table: table.clone(),
-            detail: format!("encoder thread: {e}"),
-        })?
-        .map_err(|e| write_error(table, e))?;
-    let summary = summary.ok_or_else(|| ExtractError::Parquet {
-        table: table.clone(),
-        detail: "the encoder stopped before the end of the stream".into(),
-    })?;
-    tx.commit().await.map_err(pg)?;
+    }
+    Ok(Some((summary, source_bytes)))
+}
 
-    let rows_in_files: u64 = files.iter().map(|f: &StagedFile| f.rows).sum();
+/// The range's result: the files must hold exactly the rows decoded.
+fn result_of(
+    task: &ExtractTask,
+    files: Vec<StagedFile>,
+    summary: DecoderSummary,
+    source_bytes: u64,
+    started: Instant,
+) -> Result<ExtractResult, ExtractError> {
+    let rows_in_files: u64 = files.iter().map(|f| f.rows).sum();
     if rows_in_files != summary.rows {
-        return Err(ExtractError::Parquet {
-            table: table.clone(),
-            detail: format!("decoded {} rows but the files hold {rows_in_files}", summary.rows),
-        });
+        return Err(parquet_error(
+            task,
+            format!("decoded {} rows but the files hold {rows_in_files}", summary.rows),
+        ));
     }
     let max_value_bytes: BTreeMap<String, u64> = task
         .columns
@@ -204,10 +226,10 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
         .filter(|(c, _)| c.mapping.is_variable_length())
         .map(|(c, &n)| (c.name.clone(), n))
         .collect();
-    let result = ExtractResult {
+    Ok(ExtractResult {
         run_id: task.run_id.clone(),
         plan_id: task.plan_id.clone(),
-        table: table.clone(),
+        table: task.table.clone(),
         range_index: task.range_index,
         files,
         rows: summary.rows,
@@ -217,14 +239,14 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
         last_key: summary.last_key,
         max_value_bytes,
         peak_memory_bytes: peak_memory_bytes(),
-    };
-    // The result lands beside the files, last: the loader reads it back from the stage (or takes it from the Map).
-    let json = serde_json::to_vec(&result).map_err(|e| ExtractError::Parquet {
-        table: table.clone(),
-        detail: format!("result JSON: {e}"),
-    })?;
-    crate::stage::put(stage.as_ref(), &result_key(task), bytes::Bytes::from(json)).await?;
-    Ok(result)
+    })
+}
+
+fn parquet_error(task: &ExtractTask, detail: String) -> ExtractError {
+    ExtractError::Parquet {
+        table: task.table.clone(),
+        detail,
+    }
 }
 
 enum Msg {
