@@ -22,7 +22,7 @@ mod error;
 
 use crate::source::decode::{CopyDecoder, DecodeError, DecoderSummary};
 use crate::source::{check_columns, describe_table, key_columns, SourceConnector, SourceError, SESSION_SETTINGS};
-use crate::stage::parquet::{RollingWriter, WriteError};
+use crate::stage::parquet::{upload, RollingWriter, Upload, WriteError, CHUNKS_IN_FLIGHT};
 use crate::stage::StageOpener;
 pub use error::ExtractError;
 
@@ -110,14 +110,10 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
     // The encoder thread: batches in, files out. `Done` is sent only after a clean end of stream, so an error on
     // this side (or a panic) makes the thread discard the file in progress instead of finishing it.
     let (tx_batches, rx_batches) = mpsc::channel::<Msg>(2);
-    let writer = RollingWriter::new(
-        stage.clone(),
-        tokio::runtime::Handle::current(),
-        schema,
-        &task.writer,
-        file_key_prefix(task),
-    )
-    .map_err(|e| write_error(table, e))?;
+    let (tx_upload, rx_upload) = mpsc::channel::<Upload>(CHUNKS_IN_FLIGHT);
+    let uploader = tokio::spawn(upload(stage.clone(), rx_upload));
+    let writer = RollingWriter::new(tx_upload, schema, &task.writer, file_key_prefix(task))
+        .map_err(|e| write_error(table, e))?;
     let encoder = tokio::task::spawn_blocking(move || encode(writer, rx_batches));
 
     let read = pump(stream.as_mut(), decoder, &tx_batches, task).await;
@@ -128,16 +124,23 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
         }
         Ok(None) => None,
         Err(e) => {
+            // The encoder stops, which closes the uploader's channel; the uploader discards the file in progress.
+            // Both are waited for, so nothing is left uploading when the error is reported.
             drop(tx_batches);
             let _ = encoder.await;
+            let _ = uploader.await;
             return Err(e);
         }
     };
     drop(tx_batches);
-    let files = encoder
+    let encoded = encoder
         .await
-        .map_err(|e| parquet_error(task, format!("encoder thread: {e}")))?
-        .map_err(|e| write_error(table, e))?;
+        .map_err(|e| parquet_error(task, format!("encoder thread: {e}")))?;
+    // The uploader's own error first: when it stopped, the encoder only saw its channel close.
+    let files = uploader
+        .await
+        .map_err(|e| parquet_error(task, format!("uploader task: {e}")))??;
+    encoded.map_err(|e| write_error(table, e))?;
     let (summary, source_bytes) =
         read.ok_or_else(|| parquet_error(task, "the encoder stopped before the end of the stream".into()))?;
     tx.commit().await.map_err(pg)?;
@@ -254,21 +257,15 @@ enum Msg {
     Done,
 }
 
-fn encode(mut writer: RollingWriter, mut rx: mpsc::Receiver<Msg>) -> Result<Vec<StagedFile>, WriteError> {
+fn encode(mut writer: RollingWriter, mut rx: mpsc::Receiver<Msg>) -> Result<(), WriteError> {
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            Msg::Batch(batch) => {
-                if let Err(e) = writer.write(&batch) {
-                    writer.abort();
-                    return Err(e);
-                }
-            }
+            Msg::Batch(batch) => writer.write(&batch)?,
             Msg::Done => return writer.finish(),
         }
     }
-    // The reader gave up: nothing it sent is to be published.
-    writer.abort();
-    Ok(Vec::new())
+    // The reader gave up: dropping the writer closes the uploader's channel, which discards the file in progress.
+    Ok(())
 }
 
 /// Key columns exist, have a key type, and bounds carry values of those types.
@@ -310,12 +307,9 @@ fn decode_error(task: &ExtractTask, e: DecodeError) -> ExtractError {
 }
 
 fn write_error(table: &crate::contract::model::TableRef, e: WriteError) -> ExtractError {
-    match e {
-        WriteError::Stage(s) => ExtractError::Stage(s),
-        WriteError::Parquet(detail) => ExtractError::Parquet {
-            table: table.clone(),
-            detail,
-        },
+    ExtractError::Parquet {
+        table: table.clone(),
+        detail: e.to_string(),
     }
 }
 

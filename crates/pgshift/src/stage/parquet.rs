@@ -2,8 +2,9 @@
 //!
 //! One [`writer_properties`] builder for every file pgshift writes. Row groups are flushed by encoded bytes
 //! (`row_group_bytes`), so memory stays bounded whatever the row width; a file is closed and the next one started
-//! when it reaches `target_file_bytes`. Encoded bytes stream to the stage in chunks as they are produced; the object
-//! becomes visible only when its footer is written.
+//! when it reaches `target_file_bytes`. The arrow-rs `AsyncArrowWriter` way: the encoder ([`RollingWriter`], on a
+//! blocking thread) only encodes and hands chunks over a bounded channel; one async [`upload`] task owns the stage
+//! objects, writes the chunks as they come, and makes an object visible only when its footer is written.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
-use tokio::runtime::Handle;
+use tokio::sync::mpsc;
 
 use crate::contract::model::{Compression, StagedFile, WriterSettings};
 use crate::stage::{ObjectWriter, Stage, StageError};
@@ -49,39 +50,83 @@ pub fn writer_properties(settings: &WriterSettings) -> Result<WriterProperties, 
         .build())
 }
 
-/// `std::io::Write` over a stage object: buffers encoded bytes and hands them to the stage in chunks, from a
-/// blocking thread, through the runtime handle.
-struct StageSink {
-    handle: Handle,
-    object: Option<Box<dyn ObjectWriter>>,
-    buf: Vec<u8>,
-    written: u64,
-    /// The stage error behind a failed write, kept so the caller can classify it (retryable or not).
-    failed: Option<StageError>,
+/// What the encoder hands the uploader: a file begins, its encoded bytes in chunks, the file is complete. A channel
+/// closed before `Finish` discards the file in progress (the encoder stopped: nothing of it is to be published).
+#[derive(Debug)]
+pub enum Upload {
+    Start { key: String },
+    Bytes(Bytes),
+    Finish { rows: u64 },
 }
 
-impl StageSink {
+/// Chunks of encoded bytes in flight between the encoder and the uploader (each [`STAGE_CHUNK_BYTES`]).
+pub const CHUNKS_IN_FLIGHT: usize = 1;
+
+/// The uploader: owns the stage objects, writes the chunks as they come, and publishes each file when it is complete.
+/// Every failure discards the object in progress before it is returned; files already complete stay (a retry
+/// overwrites them by name).
+pub async fn upload(stage: Arc<dyn Stage>, mut rx: mpsc::Receiver<Upload>) -> Result<Vec<StagedFile>, StageError> {
+    let mut files = Vec::new();
+    let mut current: Option<Box<dyn ObjectWriter>> = None;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Upload::Start { key } => {
+                discard(current.take()).await;
+                current = Some(stage.create(&key).await?);
+            }
+            Upload::Bytes(chunk) => {
+                let Some(object) = current.as_mut() else { continue };
+                if let Err(e) = object.write(chunk).await {
+                    discard(current.take()).await;
+                    return Err(e);
+                }
+            }
+            Upload::Finish { rows } => {
+                let Some(object) = current.take() else { continue };
+                let done = object.finish().await?;
+                tracing::debug!(url = %done.url, rows, bytes = done.bytes, "file staged");
+                files.push(StagedFile {
+                    url: done.url,
+                    rows,
+                    bytes: done.bytes,
+                    crc32: Some(done.crc32),
+                });
+            }
+        }
+    }
+    discard(current).await;
+    Ok(files)
+}
+
+async fn discard(object: Option<Box<dyn ObjectWriter>>) {
+    if let Some(o) = object {
+        if let Err(e) = o.abort().await {
+            tracing::warn!(error = %e, "could not discard a partial file");
+        }
+    }
+}
+
+/// `std::io::Write` into the uploader's channel: encoded bytes buffered and handed over in chunks.
+struct ChannelSink {
+    tx: mpsc::Sender<Upload>,
+    buf: Vec<u8>,
+}
+
+impl ChannelSink {
     fn push(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(STAGE_CHUNK_BYTES)));
-        let object = self
-            .object
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("object already closed"))?;
-        self.handle.block_on(object.write(chunk)).map_err(|e| {
-            let io = std::io::Error::other(e.to_string());
-            self.failed = Some(e);
-            io
-        })
+        self.tx
+            .blocking_send(Upload::Bytes(chunk))
+            .map_err(|_| std::io::Error::other(UPLOADER_STOPPED))
     }
 }
 
-impl Write for StageSink {
+impl Write for ChannelSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
-        self.written += data.len() as u64;
         if self.buf.len() >= STAGE_CHUNK_BYTES {
             self.push()?;
         }
@@ -93,60 +138,59 @@ impl Write for StageSink {
     }
 }
 
-/// Writes a stream of batches into files `<prefix>-000.parquet`, `<prefix>-001.parquet`, … on the stage.
+const UPLOADER_STOPPED: &str = "the uploader stopped";
+
+/// Encodes a stream of batches into files `<prefix>-000.parquet`, `<prefix>-001.parquet`, …, handed to the uploader
+/// as they are produced. Synchronous (it runs on the encoder's blocking thread); it never touches the stage itself.
 pub struct RollingWriter {
-    stage: Arc<dyn Stage>,
-    handle: Handle,
+    tx: mpsc::Sender<Upload>,
     schema: SchemaRef,
     props: WriterProperties,
     settings: WriterSettings,
     key_prefix: String,
-    current: Option<(ArrowWriter<StageSink>, u64)>,
-    pub files: Vec<StagedFile>,
+    current: Option<(ArrowWriter<ChannelSink>, u64)>,
+    started: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error(transparent)]
-    Stage(#[from] StageError),
+    /// The uploader stopped (its own error says why).
+    #[error("{UPLOADER_STOPPED}")]
+    UploaderStopped,
     #[error("{0}")]
     Parquet(String),
 }
 
 impl RollingWriter {
     pub fn new(
-        stage: Arc<dyn Stage>,
-        handle: Handle,
+        tx: mpsc::Sender<Upload>,
         schema: SchemaRef,
         settings: &WriterSettings,
         key_prefix: String,
     ) -> Result<Self, WriteError> {
         Ok(Self {
-            stage,
-            handle,
+            tx,
             schema,
             props: writer_properties(settings).map_err(WriteError::Parquet)?,
             settings: settings.clone(),
             key_prefix,
             current: None,
-            files: Vec::new(),
+            started: 0,
         })
     }
 
-    fn key(&self, index: usize) -> String {
-        format!("{}-{index:03}.parquet", self.key_prefix)
+    fn send(&self, msg: Upload) -> Result<(), WriteError> {
+        self.tx.blocking_send(msg).map_err(|_| WriteError::UploaderStopped)
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
         if self.current.is_none() {
-            let key = self.key(self.files.len());
-            let object = self.handle.block_on(self.stage.create(&key))?;
-            let sink = StageSink {
-                handle: self.handle.clone(),
-                object: Some(object),
+            let key = format!("{}-{:03}.parquet", self.key_prefix, self.started);
+            self.started += 1;
+            self.send(Upload::Start { key })?;
+            let sink = ChannelSink {
+                tx: self.tx.clone(),
                 buf: Vec::with_capacity(STAGE_CHUNK_BYTES),
-                written: 0,
-                failed: None,
             };
             let writer = ArrowWriter::try_new(sink, self.schema.clone(), Some(self.props.clone()))
                 .map_err(|e| WriteError::Parquet(e.to_string()))?;
@@ -155,9 +199,7 @@ impl RollingWriter {
         let Some((writer, rows)) = self.current.as_mut() else {
             unreachable!("opened above")
         };
-        if let Err(e) = writer.write(batch) {
-            return Err(classify(writer.inner_mut(), e));
-        }
+        writer.write(batch).map_err(parquet_error)?;
         *rows += batch.num_rows() as u64;
         if writer.bytes_written() as u64 + writer.in_progress_size() as u64 >= self.settings.target_file_bytes {
             self.close_current()?;
@@ -169,80 +211,23 @@ impl RollingWriter {
         let Some((mut writer, rows)) = self.current.take() else {
             return Ok(());
         };
-        // The footer goes into the sink, then the last bytes to the stage. `finish` keeps the writer in hand, so
-        // every failure below discards the object here, synchronously, before the error is returned.
-        let written = match writer.finish() {
-            Ok(_) => writer
-                .inner_mut()
-                .push()
-                .map_err(|e| failure(writer.inner_mut(), e.to_string())),
-            Err(e) => Err(failure(writer.inner_mut(), e.to_string())),
-        };
-        let sink = writer.inner_mut();
-        let Some(object) = sink.object.take() else {
-            return Err(WriteError::Parquet("object already closed".into()));
-        };
-        if let Err(e) = written {
-            if let Err(abort) = self.handle.block_on(object.abort()) {
-                tracing::warn!(error = %abort, "could not discard a partial file");
-            }
-            return Err(e);
-        }
-        let written = sink.written;
-        let done = self.handle.block_on(object.finish())?;
-        debug_assert_eq!(done.bytes, written);
-        tracing::debug!(url = %done.url, rows, bytes = done.bytes, "file staged");
-        self.files.push(StagedFile {
-            url: done.url,
-            rows,
-            bytes: done.bytes,
-            crc32: Some(done.crc32),
-        });
-        Ok(())
+        // The footer goes into the sink, the last bytes to the uploader, then the file is complete.
+        writer.finish().map_err(parquet_error)?;
+        writer.inner_mut().push().map_err(|_| WriteError::UploaderStopped)?;
+        self.send(Upload::Finish { rows })
     }
 
-    /// Closes the last file and returns every file written.
-    pub fn finish(mut self) -> Result<Vec<StagedFile>, WriteError> {
-        self.close_current()?;
-        Ok(std::mem::take(&mut self.files))
-    }
-
-    /// Discards the file in progress (files already finished stay: a retry overwrites them by name).
-    pub fn abort(mut self) {
-        if let Some((mut writer, _)) = self.current.take() {
-            // Take the object out of the sink before the writer is dropped, and discard it synchronously.
-            if let Some(object) = writer.inner_mut().object.take() {
-                if let Err(e) = self.handle.block_on(object.abort()) {
-                    tracing::warn!(error = %e, "could not discard a partial file");
-                }
-            }
-        }
+    /// Closes the last file: the uploader publishes it.
+    pub fn finish(mut self) -> Result<(), WriteError> {
+        self.close_current()
     }
 }
 
-/// A Parquet error from writing into `sink`: the stage error behind it when there is one.
-fn classify(sink: &mut StageSink, e: parquet::errors::ParquetError) -> WriteError {
-    failure(sink, e.to_string())
-}
-
-/// The stage error behind a failed write into `sink`, else `detail` as a Parquet error.
-fn failure(sink: &mut StageSink, detail: String) -> WriteError {
-    match sink.failed.take() {
-        Some(stage) => WriteError::Stage(stage),
-        None => WriteError::Parquet(detail),
-    }
-}
-
-impl Drop for StageSink {
-    fn drop(&mut self) {
-        // A sink dropped with its object still open (an error inside the Parquet writer) discards the object.
-        if let Some(object) = self.object.take() {
-            let handle = self.handle.clone();
-            handle.spawn(async move {
-                if let Err(e) = object.abort().await {
-                    tracing::warn!(error = %e, "could not discard a partial file");
-                }
-            });
-        }
+/// A Parquet error; one from writing into the channel means the uploader stopped.
+fn parquet_error(e: parquet::errors::ParquetError) -> WriteError {
+    if e.to_string().contains(UPLOADER_STOPPED) {
+        WriteError::UploaderStopped
+    } else {
+        WriteError::Parquet(e.to_string())
     }
 }
