@@ -166,6 +166,46 @@ pub(crate) fn parse_state(name: &str, v: &Value) -> Result<State, AslError> {
         .get("Type")
         .and_then(Value::as_str)
         .ok_or_else(|| bad("Type is missing".into()))?;
+    check_fields(name, ty, m)?;
+    let flows = !matches!(ty, "Choice" | "Succeed" | "Fail");
+    let data_path = |k: &str| -> Result<Option<Path>, AslError> {
+        match m.get(k) {
+            None => Ok(Some(root())),
+            Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Path::parse(s).map(Some).map_err(bad),
+            Some(_) => Err(bad(format!("{k} must be a path or null"))),
+        }
+    };
+    let template = |k: &str| m.get(k).map(|v| Template::parse(v, name)).transpose();
+    let next = m.get("Next").and_then(Value::as_str).map(str::to_string);
+    let end = m.get("End") == Some(&Value::Bool(true));
+    if flows && next.is_some() == end {
+        return Err(bad("exactly one of Next and End(true) is required".into()));
+    }
+    let mut retry = Vec::new();
+    for r in m.get("Retry").and_then(Value::as_array).into_iter().flatten() {
+        retry.push(parse_retrier(r, name)?);
+    }
+    let mut catch = Vec::new();
+    for c in m.get("Catch").and_then(Value::as_array).into_iter().flatten() {
+        catch.push(parse_catcher(c, name)?);
+    }
+    Ok(State {
+        name: name.to_string(),
+        kind: parse_kind(name, ty, m)?,
+        input_path: data_path("InputPath")?,
+        output_path: data_path("OutputPath")?,
+        result_path: data_path("ResultPath")?,
+        parameters: if ty == "Map" { None } else { template("Parameters")? },
+        result_selector: template("ResultSelector")?,
+        next,
+        retry,
+        catch,
+    })
+}
+
+/// The fields a state of type `ty` may have; any other is refused, naming it. An unknown type is refused too.
+fn check_fields(name: &str, ty: &str, m: &JsonMap<String, Value>) -> Result<(), AslError> {
     const IO: &[&str] = &["Type", "Comment", "InputPath", "OutputPath"];
     const FLOW: &[&str] = &["Next", "End"];
     let extra: &[&str] = match ty {
@@ -219,46 +259,36 @@ pub(crate) fn parse_state(name: &str, v: &Value) -> Result<State, AslError> {
             });
         }
     }
-    let data_path = |k: &str| -> Result<Option<Path>, AslError> {
-        match m.get(k) {
-            None => Ok(Some(root())),
-            Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Path::parse(s).map(Some).map_err(bad),
-            Some(_) => Err(bad(format!("{k} must be a path or null"))),
-        }
+    Ok(())
+}
+
+/// One `Catch` entry.
+fn parse_catcher(c: &Value, name: &str) -> Result<Catcher, AslError> {
+    let bad = invalid(name);
+    let errors = error_list(c, name)?;
+    let result_path = match c.get("ResultPath") {
+        None => Some(root()),
+        Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(Path::parse(s).map_err(bad)?),
+        Some(_) => return Err(bad("a catcher's ResultPath must be a path or null".into())),
     };
-    let template = |k: &str| m.get(k).map(|v| Template::parse(v, name)).transpose();
-    let next = m.get("Next").and_then(Value::as_str).map(str::to_string);
-    let end = m.get("End") == Some(&Value::Bool(true));
-    if flows && next.is_some() == end {
-        return Err(bad("exactly one of Next and End(true) is required".into()));
-    }
-    let mut retry = Vec::new();
-    for r in m.get("Retry").and_then(Value::as_array).into_iter().flatten() {
-        retry.push(parse_retrier(r, name)?);
-    }
-    let mut catch = Vec::new();
-    for c in m.get("Catch").and_then(Value::as_array).into_iter().flatten() {
-        let errors = error_list(c, name)?;
-        let result_path = match c.get("ResultPath") {
-            None => Some(root()),
-            Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(Path::parse(s).map_err(bad)?),
-            Some(_) => return Err(bad("a catcher's ResultPath must be a path or null".into())),
-        };
-        let next = c
-            .get("Next")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("a catcher needs Next".into()))?
-            .to_string();
-        only_fields(name, "catcher", c, &["ErrorEquals", "ResultPath", "Next", "Comment"])?;
-        catch.push(Catcher {
-            errors,
-            result_path,
-            next,
-        });
-    }
-    let kind = match ty {
+    let next = c
+        .get("Next")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("a catcher needs Next".into()))?
+        .to_string();
+    only_fields(name, "catcher", c, &["ErrorEquals", "ResultPath", "Next", "Comment"])?;
+    Ok(Catcher {
+        errors,
+        result_path,
+        next,
+    })
+}
+
+/// What a state of type `ty` does.
+fn parse_kind(name: &str, ty: &str, m: &JsonMap<String, Value>) -> Result<Kind, AslError> {
+    let bad = invalid(name);
+    Ok(match ty {
         "Task" => Kind::Task {
             resource: m
                 .get("Resource")
@@ -275,24 +305,7 @@ pub(crate) fn parse_state(name: &str, v: &Value) -> Result<State, AslError> {
                 .transpose()?,
         },
         "Map" => Kind::Map(Box::new(parse_map(name, m)?)),
-        "Choice" => {
-            let mut choices = Vec::new();
-            for c in m
-                .get("Choices")
-                .and_then(Value::as_array)
-                .ok_or_else(|| bad("Choices is missing".into()))?
-            {
-                let next = c
-                    .get("Next")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("every choice needs Next".into()))?;
-                choices.push((Rule::parse(c, name, true)?, next.to_string()));
-            }
-            Kind::Choice {
-                choices,
-                default: m.get("Default").and_then(Value::as_str).map(str::to_string),
-            }
-        }
+        "Choice" => parse_choice(name, m)?,
         "Wait" => match (m.get("Seconds"), m.get("SecondsPath")) {
             (Some(s), None) => Kind::Wait(WaitFor::Seconds(
                 s.as_f64()
@@ -315,19 +328,33 @@ pub(crate) fn parse_state(name: &str, v: &Value) -> Result<State, AslError> {
                 cause_path: path("CausePath")?,
             }
         }
-        _ => unreachable!("checked above"),
-    };
-    Ok(State {
-        name: name.to_string(),
-        kind,
-        input_path: data_path("InputPath")?,
-        output_path: data_path("OutputPath")?,
-        result_path: data_path("ResultPath")?,
-        parameters: if ty == "Map" { None } else { template("Parameters")? },
-        result_selector: template("ResultSelector")?,
-        next,
-        retry,
-        catch,
+        other => {
+            return Err(AslError::Unsupported {
+                state: name.into(),
+                what: format!("state type {other:?}"),
+            })
+        }
+    })
+}
+
+/// A Choice state's rules, each with its Next, and its Default.
+fn parse_choice(name: &str, m: &JsonMap<String, Value>) -> Result<Kind, AslError> {
+    let bad = invalid(name);
+    let mut choices = Vec::new();
+    for c in m
+        .get("Choices")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("Choices is missing".into()))?
+    {
+        let next = c
+            .get("Next")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("every choice needs Next".into()))?;
+        choices.push((Rule::parse(c, name, true)?, next.to_string()));
+    }
+    Ok(Kind::Choice {
+        choices,
+        default: m.get("Default").and_then(Value::as_str).map(str::to_string),
     })
 }
 
