@@ -3,6 +3,7 @@
 //! It depends on nothing else of pgshift; everything else may depend on it.
 
 pub mod clock;
+pub mod code;
 pub mod layout;
 pub mod load;
 pub mod model;

@@ -1,4 +1,5 @@
-//! Every stable error name the handlers report: what the state machine's Retry and Catch lists may name.
+//! The stable names at the handlers' boundary: [`Named`] for what each Lambda reports as `errorType`; the names
+//! themselves are [`crate::contract::code::Code`], and a test checks every error enum against them.
 
 /// An error with a stable name: what a Lambda reports as `errorType`, and the state machine's Retry/Catch lists match.
 pub trait Named {
@@ -23,36 +24,9 @@ impl Named for crate::load::LoadError {
     }
 }
 
-/// Every error name a pgshift handler (planner, extractor, loader) can report: what the state machine's Retry and
-/// Catch lists may name. A test checks each error enum's names against it.
-pub const ERROR_NAMES: &[&str] = &[
-    "Pipeline.Fatal.InvalidInput",
-    "Pipeline.Fatal.NotFound",
-    "Pipeline.Fatal.UnsupportedType",
-    "Pipeline.Fatal.SchemaChanged",
-    "Pipeline.Fatal.PermissionDenied",
-    "Pipeline.Fatal.BadValue",
-    "Pipeline.Retryable.SourceUnavailable",
-    "Pipeline.Retryable.Timeout",
-    "Pipeline.Retryable.Source",
-    "Pipeline.Fatal.Source",
-    "Pipeline.Retryable.Protocol",
-    "Pipeline.Fatal.Internal",
-    "Pipeline.Retryable.Stage",
-    "Pipeline.Fatal.Stage",
-    "Pipeline.Fatal.PartsMissing",
-    "Pipeline.Fatal.Reconcile",
-    "Pipeline.Retryable.Warehouse",
-    "Pipeline.Fatal.Warehouse",
-    "Pipeline.Fatal.RunExists",
-    "Pipeline.Fatal.PlanMismatch",
-    "Pipeline.Fatal.PartCorrupt",
-    "Pipeline.Fatal.SchemaDrift",
-];
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::contract::code::Code;
     use crate::contract::model::TableRef;
     use crate::extract::ExtractError;
     use crate::load::LoadError;
@@ -189,10 +163,10 @@ mod tests {
             .chain(load.iter().map(LoadError::name))
             .collect();
         for n in &names {
-            assert!(ERROR_NAMES.contains(n), "{n} is reported but not listed");
+            assert!(Code::of(n).is_some(), "{n} is reported but not a Code");
         }
-        for listed in ERROR_NAMES {
-            assert!(names.contains(listed), "{listed} is listed but never reported");
+        for listed in Code::ALL.iter().map(|c| c.name()) {
+            assert!(names.contains(&listed), "{listed} is listed but never reported");
         }
         for e in &extract {
             assert_eq!(e.is_retryable(), e.name().starts_with("Pipeline.Retryable."));

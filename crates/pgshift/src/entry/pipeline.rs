@@ -532,27 +532,20 @@ mod tests {
 
     #[test]
     fn every_error_name_of_the_definition_exists_and_every_retryable_one_is_retried() {
+        use crate::contract::code::Code;
         let m = local_machine(DEFINITION).expect("definition");
         for (state, name, _) in m.error_names() {
-            let known = crate::entry::names::ERROR_NAMES.contains(&name.as_str())
-                || name.starts_with("States.")
-                || name.starts_with("Lambda.");
+            let known = Code::of(&name).is_some() || name.starts_with("States.") || name.starts_with("Lambda.");
             assert!(known, "state {state} names {name}, which no handler reports");
         }
         for (state, resource) in m.tasks() {
-            for name in crate::entry::names::ERROR_NAMES
-                .iter()
-                .filter(|n| n.starts_with("Pipeline.Retryable."))
-            {
+            for name in Code::ALL.iter().filter(|c| c.is_retryable()).map(|c| c.name()) {
                 assert!(m.retries(&state, name), "{state} ({resource}) does not retry {name}");
             }
             for name in ["Lambda.ServiceException", "Lambda.TooManyRequestsException"] {
                 assert!(m.retries(&state, name), "{state} does not retry {name}");
             }
-            for name in crate::entry::names::ERROR_NAMES
-                .iter()
-                .filter(|n| n.starts_with("Pipeline.Fatal."))
-            {
+            for name in Code::ALL.iter().filter(|c| !c.is_retryable()).map(|c| c.name()) {
                 assert!(!m.retries(&state, name), "{state} retries the fatal {name}");
             }
         }

@@ -1,6 +1,7 @@
 //! Errors at the extractor's boundary. Every variant maps to a stable error name ([`ExtractError::name`]) that the
 //! state machine's Retry/Catch lists use: `Pipeline.Retryable.*` is worth another attempt, `Pipeline.Fatal.*` is not.
 
+use crate::contract::code::Code;
 use crate::contract::model::TableRef;
 use crate::source::SourceError;
 use crate::stage::StageError;
@@ -33,15 +34,20 @@ pub enum ExtractError {
 
 impl ExtractError {
     /// The stable name the state machine matches on (`ErrorEquals`).
-    pub fn name(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            ExtractError::InvalidTask(_) => "Pipeline.Fatal.InvalidInput",
-            ExtractError::Value { .. } => "Pipeline.Fatal.BadValue",
-            ExtractError::Source(e) => e.name(),
-            ExtractError::Protocol { .. } => "Pipeline.Retryable.Protocol",
-            ExtractError::Parquet { .. } => "Pipeline.Fatal.Internal",
-            ExtractError::Stage(e) => e.name(),
+            ExtractError::InvalidTask(_) => Code::FatalInvalidInput,
+            ExtractError::Value { .. } => Code::FatalBadValue,
+            ExtractError::Source(e) => e.code(),
+            ExtractError::Protocol { .. } => Code::RetryableProtocol,
+            ExtractError::Parquet { .. } => Code::FatalInternal,
+            ExtractError::Stage(e) => e.code(),
         }
+    }
+
+    /// The stable name of [`Self::code`].
+    pub fn name(&self) -> &'static str {
+        self.code().name()
     }
 
     pub fn is_retryable(&self) -> bool {

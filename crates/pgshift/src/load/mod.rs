@@ -14,6 +14,7 @@ mod progress;
 mod statements;
 mod verify;
 
+use crate::contract::code::Code;
 pub use cleanup::cleanup;
 pub use progress::check;
 use progress::{record, summarize, wait_seconds};
@@ -67,18 +68,23 @@ pub enum LoadError {
 }
 
 impl LoadError {
-    pub fn name(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            LoadError::InvalidRequest(_) => "Pipeline.Fatal.InvalidInput",
-            LoadError::PartsMissing(_) => "Pipeline.Fatal.PartsMissing",
-            LoadError::PartCorrupt(_) => "Pipeline.Fatal.PartCorrupt",
-            LoadError::PlanMismatch { .. } => "Pipeline.Fatal.PlanMismatch",
-            LoadError::SchemaDrift(_) => "Pipeline.Fatal.SchemaDrift",
-            LoadError::Reconcile { .. } => "Pipeline.Fatal.Reconcile",
-            LoadError::TooLong { .. } => "Pipeline.Fatal.BadValue",
-            LoadError::Warehouse(e) => e.name(),
-            LoadError::Stage(e) => e.name(),
+            LoadError::InvalidRequest(_) => Code::FatalInvalidInput,
+            LoadError::PartsMissing(_) => Code::FatalPartsMissing,
+            LoadError::PartCorrupt(_) => Code::FatalPartCorrupt,
+            LoadError::PlanMismatch { .. } => Code::FatalPlanMismatch,
+            LoadError::SchemaDrift(_) => Code::FatalSchemaDrift,
+            LoadError::Reconcile { .. } => Code::FatalReconcile,
+            LoadError::TooLong { .. } => Code::FatalBadValue,
+            LoadError::Warehouse(e) => e.code(),
+            LoadError::Stage(e) => e.code(),
         }
+    }
+
+    /// The stable name of [`Self::code`].
+    pub fn name(&self) -> &'static str {
+        self.code().name()
     }
 }
 

@@ -15,6 +15,7 @@ mod select;
 mod strategy;
 mod table;
 
+use crate::contract::code::Code;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,15 +48,20 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    pub fn name(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            PlanError::InvalidRequest(_) => "Pipeline.Fatal.InvalidInput",
-            PlanError::NoMatch(_) => "Pipeline.Fatal.NotFound",
-            PlanError::NullKey { .. } => "Pipeline.Fatal.InvalidInput",
-            PlanError::RunExists { .. } => "Pipeline.Fatal.RunExists",
-            PlanError::Source(e) => e.name(),
-            PlanError::Stage(e) => e.name(),
+            PlanError::InvalidRequest(_) => Code::FatalInvalidInput,
+            PlanError::NoMatch(_) => Code::FatalNotFound,
+            PlanError::NullKey { .. } => Code::FatalInvalidInput,
+            PlanError::RunExists { .. } => Code::FatalRunExists,
+            PlanError::Source(e) => e.code(),
+            PlanError::Stage(e) => e.code(),
         }
+    }
+
+    /// The stable name of [`Self::code`].
+    pub fn name(&self) -> &'static str {
+        self.code().name()
     }
 }
 

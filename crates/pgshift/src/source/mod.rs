@@ -1,6 +1,7 @@
 //! The source database: the connector port, its Postgres adapter, the session settings every extraction runs with,
 //! and catalog introspection of one table (the planner extends this to many tables at once).
 
+use crate::contract::code::Code;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -69,20 +70,23 @@ pub enum SourceError {
 
 impl SourceError {
     /// The stable name the state machine matches on (`ErrorEquals`).
-    pub fn name(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            SourceError::BadUrl(_) => "Pipeline.Fatal.InvalidInput",
-            SourceError::TableNotFound(_) | SourceError::ColumnNotFound { .. } => "Pipeline.Fatal.NotFound",
-            SourceError::UnsupportedType { .. } | SourceError::UnsupportedKeyType { .. } => {
-                "Pipeline.Fatal.UnsupportedType"
-            }
-            SourceError::SchemaChanged { .. } => "Pipeline.Fatal.SchemaChanged",
-            SourceError::PermissionDenied { .. } => "Pipeline.Fatal.PermissionDenied",
-            SourceError::Unavailable(_) => "Pipeline.Retryable.SourceUnavailable",
-            SourceError::Timeout { .. } => "Pipeline.Retryable.Timeout",
-            SourceError::Sql { retryable: true, .. } => "Pipeline.Retryable.Source",
-            SourceError::Sql { retryable: false, .. } => "Pipeline.Fatal.Source",
+            SourceError::BadUrl(_) => Code::FatalInvalidInput,
+            SourceError::TableNotFound(_) | SourceError::ColumnNotFound { .. } => Code::FatalNotFound,
+            SourceError::UnsupportedType { .. } | SourceError::UnsupportedKeyType { .. } => Code::FatalUnsupportedType,
+            SourceError::SchemaChanged { .. } => Code::FatalSchemaChanged,
+            SourceError::PermissionDenied { .. } => Code::FatalPermissionDenied,
+            SourceError::Unavailable(_) => Code::RetryableSourceUnavailable,
+            SourceError::Timeout { .. } => Code::RetryableTimeout,
+            SourceError::Sql { retryable: true, .. } => Code::RetryableSource,
+            SourceError::Sql { retryable: false, .. } => Code::FatalSource,
         }
+    }
+
+    /// The stable name of [`Self::code`].
+    pub fn name(&self) -> &'static str {
+        self.code().name()
     }
 
     /// Classifies a driver error met while extracting `table`.

@@ -2,6 +2,7 @@
 //! one adapter per URL scheme. Every adapter makes an object visible under its final name only once it is complete,
 //! and [`ObjectWriter::abort`] leaves nothing behind.
 
+use crate::contract::code::Code;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,17 +35,22 @@ pub enum StageError {
 }
 
 impl StageError {
-    pub fn name(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            StageError::BadUrl { .. } | StageError::Missing { .. } => "Pipeline.Fatal.Stage",
-            StageError::Malformed { .. } => "Pipeline.Fatal.InvalidInput",
-            StageError::Remote { retryable: true, .. } => "Pipeline.Retryable.Stage",
-            StageError::Remote { retryable: false, .. } => "Pipeline.Fatal.Stage",
+            StageError::BadUrl { .. } | StageError::Missing { .. } => Code::FatalStage,
+            StageError::Malformed { .. } => Code::FatalInvalidInput,
+            StageError::Remote { retryable: true, .. } => Code::RetryableStage,
+            StageError::Remote { retryable: false, .. } => Code::FatalStage,
             StageError::Io { source, .. } => match source.kind() {
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => "Pipeline.Fatal.Stage",
-                _ => "Pipeline.Retryable.Stage",
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => Code::FatalStage,
+                _ => Code::RetryableStage,
             },
         }
+    }
+
+    /// The stable name of [`Self::code`].
+    pub fn name(&self) -> &'static str {
+        self.code().name()
     }
 }
 

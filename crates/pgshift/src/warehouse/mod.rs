@@ -5,6 +5,7 @@
 pub mod postgres;
 pub mod redshift;
 
+use crate::contract::code::Code;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -33,14 +34,19 @@ pub enum WarehouseError {
 
 impl WarehouseError {
     /// The stable name the state machine's Retry and Catch lists match.
-    pub fn name(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            WarehouseError::Sql { retryable: true, .. } => "Pipeline.Retryable.Warehouse",
-            WarehouseError::Sql { retryable: false, .. } => "Pipeline.Fatal.Warehouse",
-            WarehouseError::Invalid(_) => "Pipeline.Fatal.InvalidInput",
-            WarehouseError::Reconcile { .. } => "Pipeline.Fatal.Reconcile",
-            WarehouseError::Stage(e) => e.name(),
+            WarehouseError::Sql { retryable: true, .. } => Code::RetryableWarehouse,
+            WarehouseError::Sql { retryable: false, .. } => Code::FatalWarehouse,
+            WarehouseError::Invalid(_) => Code::FatalInvalidInput,
+            WarehouseError::Reconcile { .. } => Code::FatalReconcile,
+            WarehouseError::Stage(e) => e.code(),
         }
+    }
+
+    /// The stable name of [`Self::code`].
+    pub fn name(&self) -> &'static str {
+        self.code().name()
     }
 }
 

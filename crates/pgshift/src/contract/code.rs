@@ -1,0 +1,95 @@
+//! The stable error names: what a Lambda reports as `errorType` and the state machine's Retry and Catch lists match.
+//! `Pipeline.Retryable.*` is worth another attempt; `Pipeline.Fatal.*` is not. One enum, so every name is listed once
+//! and every error maps to one of them.
+
+/// A stable error name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    FatalInvalidInput,
+    FatalNotFound,
+    FatalUnsupportedType,
+    FatalSchemaChanged,
+    FatalPermissionDenied,
+    FatalBadValue,
+    RetryableSourceUnavailable,
+    RetryableTimeout,
+    RetryableSource,
+    FatalSource,
+    RetryableProtocol,
+    FatalInternal,
+    RetryableStage,
+    FatalStage,
+    FatalPartsMissing,
+    FatalReconcile,
+    RetryableWarehouse,
+    FatalWarehouse,
+    FatalRunExists,
+    FatalPlanMismatch,
+    FatalPartCorrupt,
+    FatalSchemaDrift,
+}
+
+impl Code {
+    /// Every code, once.
+    pub const ALL: &'static [Code] = &[
+        Code::FatalInvalidInput,
+        Code::FatalNotFound,
+        Code::FatalUnsupportedType,
+        Code::FatalSchemaChanged,
+        Code::FatalPermissionDenied,
+        Code::FatalBadValue,
+        Code::RetryableSourceUnavailable,
+        Code::RetryableTimeout,
+        Code::RetryableSource,
+        Code::FatalSource,
+        Code::RetryableProtocol,
+        Code::FatalInternal,
+        Code::RetryableStage,
+        Code::FatalStage,
+        Code::FatalPartsMissing,
+        Code::FatalReconcile,
+        Code::RetryableWarehouse,
+        Code::FatalWarehouse,
+        Code::FatalRunExists,
+        Code::FatalPlanMismatch,
+        Code::FatalPartCorrupt,
+        Code::FatalSchemaDrift,
+    ];
+
+    /// The name, as the definition's `ErrorEquals` lists it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::FatalInvalidInput => "Pipeline.Fatal.InvalidInput",
+            Code::FatalNotFound => "Pipeline.Fatal.NotFound",
+            Code::FatalUnsupportedType => "Pipeline.Fatal.UnsupportedType",
+            Code::FatalSchemaChanged => "Pipeline.Fatal.SchemaChanged",
+            Code::FatalPermissionDenied => "Pipeline.Fatal.PermissionDenied",
+            Code::FatalBadValue => "Pipeline.Fatal.BadValue",
+            Code::RetryableSourceUnavailable => "Pipeline.Retryable.SourceUnavailable",
+            Code::RetryableTimeout => "Pipeline.Retryable.Timeout",
+            Code::RetryableSource => "Pipeline.Retryable.Source",
+            Code::FatalSource => "Pipeline.Fatal.Source",
+            Code::RetryableProtocol => "Pipeline.Retryable.Protocol",
+            Code::FatalInternal => "Pipeline.Fatal.Internal",
+            Code::RetryableStage => "Pipeline.Retryable.Stage",
+            Code::FatalStage => "Pipeline.Fatal.Stage",
+            Code::FatalPartsMissing => "Pipeline.Fatal.PartsMissing",
+            Code::FatalReconcile => "Pipeline.Fatal.Reconcile",
+            Code::RetryableWarehouse => "Pipeline.Retryable.Warehouse",
+            Code::FatalWarehouse => "Pipeline.Fatal.Warehouse",
+            Code::FatalRunExists => "Pipeline.Fatal.RunExists",
+            Code::FatalPlanMismatch => "Pipeline.Fatal.PlanMismatch",
+            Code::FatalPartCorrupt => "Pipeline.Fatal.PartCorrupt",
+            Code::FatalSchemaDrift => "Pipeline.Fatal.SchemaDrift",
+        }
+    }
+
+    pub fn is_retryable(self) -> bool {
+        self.name().starts_with("Pipeline.Retryable.")
+    }
+
+    /// The code of a name, when it is one of pgshift's.
+    pub fn of(name: &str) -> Option<Code> {
+        Code::ALL.iter().copied().find(|c| c.name() == name)
+    }
+}
