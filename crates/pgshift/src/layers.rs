@@ -8,6 +8,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u8)] = &[
     ("contract", 0),
     ("pgclient", 1),
+    ("awsclient", 1),
     ("stage", 2),
     ("source", 3),
     ("warehouse", 3),

@@ -5,12 +5,14 @@
 //! docs/architecture.md):
 //! 1. [`contract`]: the JSON model between the states, the type table, SQL quoting and value rendering, and the
 //!    layout of every object on the stage;
-//! 2. [`pgclient`]: PostgreSQL connections (TLS) and error classification; then the ports and their adapters:
+//! 2. [`pgclient`] and [`awsclient`]: PostgreSQL connections (TLS) and error classification, AWS SDK error
+//!    classification; then the ports and their adapters:
 //!    [`stage`] (local, S3, the Parquet writer), [`source`] (the source database, the binary COPY decoder) and
 //!    [`warehouse`] (PostgreSQL, Redshift);
 //! 3. the use cases, which never use each other: [`plan`], [`extract`](mod@extract), [`load`], [`report`];
 //! 4. [`entry`]: the Lambda handlers, the cold-start configuration, the triggers and the local pipeline.
 
+pub mod awsclient;
 pub mod contract;
 pub mod entry;
 pub mod extract;

@@ -100,14 +100,16 @@ fn remote<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R
     location: &str,
     e: SdkError<E, R>,
 ) -> StageError {
-    let retryable = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(s) => matches!(
-            s.err().code(),
-            Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable" | "RequestTimeTooSkewed")
-        ),
-        _ => false,
-    };
+    let retryable = crate::awsclient::transient(
+        &e,
+        &[
+            "SlowDown",
+            "RequestTimeout",
+            "InternalError",
+            "ServiceUnavailable",
+            "RequestTimeTooSkewed",
+        ],
+    );
     StageError::Remote {
         location: location.to_string(),
         detail: DisplayErrorContext(&e).to_string(),

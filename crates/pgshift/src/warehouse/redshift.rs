@@ -112,16 +112,14 @@ fn sdk<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: s
     what: &str,
     e: SdkError<E, R>,
 ) -> WarehouseError {
-    let retryable = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(s) => {
-            matches!(
-                s.err().code(),
-                Some("ThrottlingException" | "InternalServerException" | "ActiveStatementsExceededException")
-            )
-        }
-        _ => false,
-    };
+    let retryable = crate::awsclient::transient(
+        &e,
+        &[
+            "ThrottlingException",
+            "InternalServerException",
+            "ActiveStatementsExceededException",
+        ],
+    );
     WarehouseError::Sql {
         detail: format!("{what}: {}", DisplayErrorContext(&e)),
         retryable,
