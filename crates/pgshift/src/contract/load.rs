@@ -238,3 +238,48 @@ pub struct CleanupResult {
     /// What could not be cleaned (cleanup never fails on them: the run has failed already).
     pub notes: Vec<String>,
 }
+
+/// What the loader Lambda is asked: `{"action": "start", …LoadRequest}` (the default when `action` is absent),
+/// `{"action": "check", "progress": …}` or `{"action": "cleanup", "state": …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum LoaderInput {
+    Start(LoadRequest),
+    Check { progress: LoadProgress },
+    Cleanup(CleanupRequest),
+}
+
+impl LoaderInput {
+    /// The input as the state machine sends it; without `action`, a `start`.
+    pub fn from_json(mut input: serde_json::Value) -> Result<Self, serde_json::Error> {
+        if let Some(m) = input.as_object_mut() {
+            m.entry("action").or_insert_with(|| "start".into());
+        }
+        serde_json::from_value(input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loader_input_is_one_tagged_enum_start_by_default() {
+        let start = LoaderInput::from_json(serde_json::json!({"plan_url": "file:///s/r/plan.json"})).expect("start");
+        assert!(
+            matches!(start, LoaderInput::Start(LoadRequest { ref plan_url, .. }) if plan_url.ends_with("plan.json"))
+        );
+        let cleanup =
+            LoaderInput::from_json(serde_json::json!({"action": "cleanup", "state": {"x": 1}})).expect("cleanup");
+        assert!(matches!(cleanup, LoaderInput::Cleanup(_)));
+        let e = LoaderInput::from_json(serde_json::json!({"action": "stop"})).expect_err("unknown action");
+        assert!(
+            e.to_string().contains("start") && e.to_string().contains("cleanup"),
+            "{e}"
+        );
+        assert!(
+            LoaderInput::from_json(serde_json::json!({"action": "check"})).is_err(),
+            "check needs progress"
+        );
+    }
+}

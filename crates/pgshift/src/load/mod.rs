@@ -415,26 +415,10 @@ async fn submit_all(
 /// …}` or `{"action": "cleanup", "state": …}`.
 pub async fn handle(ctx: &LoadContext, input: serde_json::Value) -> Result<serde_json::Value, LoadError> {
     let bad = |e: serde_json::Error| LoadError::InvalidRequest(format!("loader input: {e}"));
-    let action = input
-        .get("action")
-        .and_then(|a| a.as_str())
-        .unwrap_or("start")
-        .to_string();
-    let out = match action.as_str() {
-        "start" => serde_json::to_value(start(ctx, serde_json::from_value(input).map_err(bad)?).await?),
-        "check" => {
-            let progress = input
-                .get("progress")
-                .cloned()
-                .ok_or_else(|| LoadError::InvalidRequest("check needs progress".into()))?;
-            serde_json::to_value(check(ctx, serde_json::from_value(progress).map_err(bad)?).await?)
-        }
-        "cleanup" => serde_json::to_value(cleanup(ctx, serde_json::from_value(input).map_err(bad)?).await?),
-        other => {
-            return Err(LoadError::InvalidRequest(format!(
-                "unknown loader action {other:?}: start, check or cleanup"
-            )))
-        }
+    let out = match LoaderInput::from_json(input).map_err(bad)? {
+        LoaderInput::Start(req) => serde_json::to_value(start(ctx, req).await?),
+        LoaderInput::Check { progress } => serde_json::to_value(check(ctx, progress).await?),
+        LoaderInput::Cleanup(req) => serde_json::to_value(cleanup(ctx, req).await?),
     };
     out.map_err(bad)
 }
