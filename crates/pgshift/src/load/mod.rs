@@ -18,8 +18,8 @@ use crate::contract::code::Code;
 pub use cleanup::cleanup;
 pub use progress::check;
 use progress::{record, summarize, wait_seconds};
-pub use statements::{column_type, staging_table, varchar_bytes};
-use statements::{ident, is_json, logged_sql, qualified, setup_sql, swap_sql};
+use statements::{ident, logged_sql, qualified, setup_sql, swap_sql};
+pub use statements::{staging_table, varchar_bytes};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use crate::contract::model::{ExtractResult, StagedFile, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::stage::{run, StageOpener};
 use crate::stage::{Stage, StageError};
-use crate::warehouse::{CopyJob, Dialect, Step, Submission, Warehouse, WarehouseError};
+use crate::warehouse::{CopyJob, Step, Submission, Warehouse, WarehouseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -153,7 +153,7 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     verify::verify_parts(stage.as_ref(), &by_part).await?;
 
     let wh = ctx.warehouse.as_ref();
-    if wh.dialect() == Dialect::Redshift && req.long_text == LongText::Truncate {
+    if !wh.dialect().truncates_long_text() && req.long_text == LongText::Truncate {
         // Whether Parquet COPY takes TRUNCATECOLUMNS is not verified; refuse rather than fail inside the COPY.
         return Err(LoadError::InvalidRequest(
             "long_text: truncate is not supported for Redshift yet (Parquet COPY cannot cut values)".into(),
@@ -239,8 +239,8 @@ async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<P
             *e = (*e).max(*n);
         }
     }
-    if dialect == Dialect::Redshift && c.req.long_text == LongText::Fail {
-        if let Some((col, n)) = observed.iter().find(|(_, n)| **n > 65_535) {
+    if let (Some(max), LongText::Fail) = (dialect.max_text_bytes(), c.req.long_text) {
+        if let Some((col, n)) = observed.iter().find(|(_, n)| **n > max) {
             return Err(LoadError::TooLong {
                 table: t.table.clone(),
                 column: col.to_string(),
@@ -259,7 +259,7 @@ async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<P
         .await?
         .url;
     let staging = staging_table(&t.table, &c.plan.run_id);
-    let json_as_super = c.req.json_as_super && dialect == Dialect::Redshift;
+    let json_as_super = c.req.json_as_super && dialect.has_super();
     let existed = !c.wh.columns(&t.table).await?.is_empty();
     c.wh.transaction(setup_sql(dialect, t, &staging, &observed, json_as_super)?)
         .await?;
@@ -293,7 +293,7 @@ async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<P
         staging,
         load,
         files,
-        super_columns: json_as_super && t.columns.iter().any(is_json),
+        super_columns: json_as_super && t.columns.iter().any(crate::warehouse::is_json),
     })
 }
 
@@ -317,7 +317,7 @@ async fn evolve_target(
     let changes =
         drift::compare(&t.table, &target, &run_columns, c.req.schema_evolution).map_err(LoadError::SchemaDrift)?;
     let dialect = c.wh.dialect();
-    let json_as_super = c.req.json_as_super && dialect == Dialect::Redshift;
+    let json_as_super = c.req.json_as_super && dialect.has_super();
     for change in changes {
         let name = match &change {
             drift::Change::Add(n) | drift::Change::Widen(n) => n,
@@ -326,7 +326,7 @@ async fn evolve_target(
             continue;
         };
         let bytes = varchar_bytes(spec, observed.get(name.as_str()).copied().unwrap_or(0)) as u32;
-        let ty = column_type(dialect, spec, bytes, json_as_super);
+        let ty = dialect.column_type(spec, bytes, json_as_super);
         let sql = match change {
             drift::Change::Add(_) => format!("ALTER TABLE {} ADD COLUMN {} {ty}", qualified(&t.table)?, ident(name)?),
             drift::Change::Widen(_) => format!(

@@ -9,22 +9,8 @@ use crate::contract::load::LoadMode;
 use crate::contract::model::{ColumnSpec, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::contract::sql;
-use crate::contract::types::{char_length, oid, Mapping};
+use crate::contract::types::{char_length, oid};
 use crate::warehouse::Dialect;
-
-/// The warehouse column type of a mapping. Redshift VARCHAR widths are bytes.
-pub fn column_type(dialect: Dialect, c: &ColumnSpec, varchar_bytes: u32, json_as_super: bool) -> String {
-    match dialect {
-        Dialect::Redshift if json_as_super && is_json(c) => "SUPER".into(),
-        Dialect::Redshift => c.mapping.redshift_type(varchar_bytes),
-        Dialect::Postgres => c.mapping.postgres_type(),
-    }
-}
-
-/// json and jsonb columns (not arrays cast to JSON text: those load as text).
-pub(super) fn is_json(c: &ColumnSpec) -> bool {
-    matches!(c.mapping, Mapping::Json | Mapping::Jsonb)
-}
 
 /// The byte width of a Redshift VARCHAR for a column: room for the declared length in UTF-8 (4 bytes a character),
 /// else twice the longest value seen (at least 256), never less than the longest value, at most 65,535.
@@ -90,7 +76,7 @@ pub(super) fn setup_sql(
         cols.push(format!(
             "{} {}{not_null}",
             ident(&c.name)?,
-            column_type(dialect, c, bytes, json_as_super)
+            dialect.column_type(c, bytes, json_as_super)
         ));
     }
     let key = t
@@ -99,25 +85,14 @@ pub(super) fn setup_sql(
         .map(|k| ident(k))
         .collect::<Result<Vec<_>, _>>()?
         .join(", ");
-    let target_extra = match (dialect, key.is_empty()) {
-        (Dialect::Postgres, false) => format!(", PRIMARY KEY ({key})"),
-        _ => String::new(),
-    };
-    let table_extra = match (dialect, key.is_empty()) {
-        (Dialect::Redshift, false) => format!(" DISTSTYLE AUTO SORTKEY ({key})"),
-        (Dialect::Redshift, true) => " DISTSTYLE AUTO".to_string(),
-        _ => String::new(),
-    };
+    let target_extra = dialect.key_constraint(&key);
+    let table_extra = dialect.table_clause(&key);
     let schema = ident(&t.table.schema)?;
     let target = qualified(&t.table)?;
     let staging = qualified(staging)?;
     let list = cols.join(", ");
-    let mut out = Vec::new();
-    if dialect == Dialect::Postgres {
-        // Concurrent CREATE … IF NOT EXISTS of the same name races in the catalog (a duplicate-key error on
-        // pg_type): set-ups of every run on this warehouse take turns.
-        out.push(format!("SELECT pg_advisory_xact_lock({SETUP_LOCK})"));
-    }
+    // Set-ups of every run on this warehouse take turns where the dialect needs it.
+    let mut out: Vec<String> = dialect.setup_lock().into_iter().collect();
     out.extend([
         format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
         format!("CREATE TABLE IF NOT EXISTS {target} ({list}{target_extra}){table_extra}"),
@@ -133,13 +108,10 @@ pub(super) fn setup_sql(
     Ok(out)
 }
 
-/// The advisory lock key of warehouse set-up ("pgsh").
-const SETUP_LOCK: i64 = 0x7067_7368;
-
 /// The statements that change the target, after COPY and reconcile in the same transaction. The first locks the
 /// target, so that two runs loading it serialize: the second waits, then its DELETE sees the first one's rows
-/// (PostgreSQL: EXCLUSIVE mode still lets readers read; Redshift's LOCK is ACCESS EXCLUSIVE,
-/// <https://docs.aws.amazon.com/redshift/latest/dg/r_LOCK.html>, so it is taken after the COPY, not before).
+/// ([`Dialect::lock_target`]: it comes after the COPY, so Redshift's ACCESS EXCLUSIVE lock does not block readers
+/// during it).
 pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<Vec<String>, LoadError> {
     let run_id = plan.run_id.as_str();
     let target = qualified(&p.plan.table)?;
@@ -151,10 +123,7 @@ pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepar
         .map(|c| ident(&c.name))
         .collect::<Result<Vec<_>, _>>()?
         .join(", ");
-    let mut out = vec![match dialect {
-        Dialect::Postgres => format!("LOCK TABLE {target} IN EXCLUSIVE MODE"),
-        Dialect::Redshift => format!("LOCK {target}"),
-    }];
+    let mut out = vec![dialect.lock_target(&target)];
     match mode {
         LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
         LoadMode::Append => {}

@@ -62,11 +62,87 @@ fn text_literal(s: &str) -> Result<String, WarehouseError> {
     sql::text_literal(s).map_err(WarehouseError::Invalid)
 }
 
-/// SQL dialect of a warehouse.
+/// SQL dialect of a warehouse: it owns what differs between warehouses (column types, table clauses, locks, the
+/// longest text, what a load may ask of it), so the loader asks it and never branches on which warehouse it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Redshift,
     Postgres,
+}
+
+impl Dialect {
+    /// The warehouse column type of a mapping; Redshift VARCHAR widths are bytes. `json_as_super`: json and jsonb
+    /// load into SUPER where the warehouse has it.
+    pub fn column_type(self, c: &ColumnSpec, varchar_bytes: u32, json_as_super: bool) -> String {
+        match self {
+            Dialect::Redshift if json_as_super && is_json(c) => "SUPER".into(),
+            Dialect::Redshift => c.mapping.redshift_type(varchar_bytes),
+            Dialect::Postgres => c.mapping.postgres_type(),
+        }
+    }
+
+    /// Whether json and jsonb may load into SUPER (COPY … SERIALIZETOJSON).
+    pub fn has_super(self) -> bool {
+        self == Dialect::Redshift
+    }
+
+    /// The longest text value in bytes a column holds, when the warehouse has a limit (Redshift's VARCHAR(65535)).
+    pub fn max_text_bytes(self) -> Option<u64> {
+        (self == Dialect::Redshift).then_some(65_535)
+    }
+
+    /// Whether a load may cut text longer than the limit. Redshift's Parquet COPY and TRUNCATECOLUMNS are not
+    /// verified together: refused rather than failing inside the COPY.
+    pub fn truncates_long_text(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// What follows the column list of a target's definition: its primary key where the warehouse enforces one.
+    pub fn key_constraint(self, key: &str) -> String {
+        match self {
+            Dialect::Postgres if !key.is_empty() => format!(", PRIMARY KEY ({key})"),
+            _ => String::new(),
+        }
+    }
+
+    /// What follows a table's definition: distribution and sort keys where the warehouse has them.
+    pub fn table_clause(self, key: &str) -> String {
+        match (self, key.is_empty()) {
+            (Dialect::Redshift, false) => format!(" DISTSTYLE AUTO SORTKEY ({key})"),
+            (Dialect::Redshift, true) => " DISTSTYLE AUTO".to_string(),
+            (Dialect::Postgres, _) => String::new(),
+        }
+    }
+
+    /// The statement that makes concurrent set-up DDL take turns, where the warehouse needs and has one: PostgreSQL's
+    /// concurrent `CREATE … IF NOT EXISTS` of one name fails with a duplicate key in `pg_type`.
+    pub fn setup_lock(self) -> Option<String> {
+        match self {
+            Dialect::Postgres => Some(format!("SELECT pg_advisory_xact_lock({SETUP_LOCK})")),
+            Dialect::Redshift => None,
+        }
+    }
+
+    /// The statement that locks a target inside its load transaction, so two loads of it serialize. PostgreSQL's
+    /// EXCLUSIVE mode still lets readers read; Redshift's LOCK is ACCESS EXCLUSIVE
+    /// (<https://docs.aws.amazon.com/redshift/latest/dg/r_LOCK.html>), so the loader takes it after the COPY.
+    pub fn lock_target(self, target: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("LOCK TABLE {target} IN EXCLUSIVE MODE"),
+            Dialect::Redshift => format!("LOCK {target}"),
+        }
+    }
+}
+
+/// The advisory lock key of warehouse set-up ("pgsh").
+const SETUP_LOCK: i64 = 0x7067_7368;
+
+/// json and jsonb columns (not arrays cast to JSON text: those load as text).
+pub fn is_json(c: &ColumnSpec) -> bool {
+    matches!(
+        c.mapping,
+        crate::contract::types::Mapping::Json | crate::contract::types::Mapping::Jsonb
+    )
 }
 
 /// One staging table to fill.
@@ -234,5 +310,30 @@ impl WarehouseColumn {
             (None, Some(p), Some(s)) if self.data_type == "numeric" => format!("numeric({p},{s})"),
             _ => self.data_type.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_dialect_owns_its_clauses_locks_and_limits() {
+        let (pg, rs) = (Dialect::Postgres, Dialect::Redshift);
+        assert_eq!(pg.key_constraint("\"id\""), ", PRIMARY KEY (\"id\")");
+        assert_eq!(rs.key_constraint("\"id\""), "");
+        assert_eq!(rs.table_clause("\"id\""), " DISTSTYLE AUTO SORTKEY (\"id\")");
+        assert_eq!(rs.table_clause(""), " DISTSTYLE AUTO");
+        assert_eq!(pg.table_clause("\"id\""), "");
+        assert!(pg.setup_lock().is_some_and(|s| s.contains("pg_advisory_xact_lock")));
+        assert_eq!(rs.setup_lock(), None);
+        assert_eq!(
+            pg.lock_target("\"s\".\"t\""),
+            "LOCK TABLE \"s\".\"t\" IN EXCLUSIVE MODE"
+        );
+        assert_eq!(rs.lock_target("\"s\".\"t\""), "LOCK \"s\".\"t\"");
+        assert_eq!((pg.max_text_bytes(), rs.max_text_bytes()), (None, Some(65_535)));
+        assert!(rs.has_super() && !pg.has_super());
+        assert!(pg.truncates_long_text() && !rs.truncates_long_text());
     }
 }
