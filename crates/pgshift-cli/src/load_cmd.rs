@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest, LongText, SchemaEvolution};
 use pgshift::load::LoadContext;
 use pgshift::warehouse::Warehouse;
@@ -18,11 +18,11 @@ pub struct LoadArgs {
     /// secret_arn=<arn>), redshift-serverless://<workgroup>/<db>?iam_role=<arn>[&secret_arn=<arn>].
     #[arg(long, env = "PGSHIFT_WAREHOUSE", hide_env_values = true)]
     warehouse: String,
-    #[arg(long, value_enum, default_value_t = Mode::Replace)]
-    mode: Mode,
+    #[arg(long, value_enum, default_value_t = LoadMode::Replace)]
+    mode: LoadMode,
     /// Swap tables one by one, or all of the run in one transaction.
-    #[arg(long, value_enum, default_value_t = Atomic::Table)]
-    atomic: Atomic,
+    #[arg(long, value_enum, default_value_t = Atomicity::Table)]
+    atomic: Atomicity,
     /// Cut text longer than Redshift's VARCHAR(65535) instead of failing.
     #[arg(long)]
     truncate_long_text: bool,
@@ -30,37 +30,8 @@ pub struct LoadArgs {
     #[arg(long)]
     json_as_super: bool,
     /// What the load may change in an existing target whose columns differ from the source's.
-    #[arg(long, value_enum, default_value_t = Evolution::Refuse)]
-    schema_evolution: Evolution,
-}
-
-/// `--schema-evolution`: refuse any difference (default), or add new columns and widen types losslessly.
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum Evolution {
-    Refuse,
-    AddAndWiden,
-}
-
-impl From<Evolution> for SchemaEvolution {
-    fn from(e: Evolution) -> Self {
-        match e {
-            Evolution::Refuse => SchemaEvolution::Refuse,
-            Evolution::AddAndWiden => SchemaEvolution::AddAndWiden,
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum Mode {
-    Replace,
-    Append,
-    Merge,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum Atomic {
-    Table,
-    Run,
+    #[arg(long, value_enum, default_value_t = SchemaEvolution::Refuse)]
+    schema_evolution: SchemaEvolution,
 }
 
 pub async fn run(args: LoadArgs) -> Result<()> {
@@ -68,22 +39,15 @@ pub async fn run(args: LoadArgs) -> Result<()> {
     let req = LoadRequest {
         plan_url: args.plan,
         results: None,
-        mode: match args.mode {
-            Mode::Replace => LoadMode::Replace,
-            Mode::Append => LoadMode::Append,
-            Mode::Merge => LoadMode::Merge,
-        },
-        atomic: match args.atomic {
-            Atomic::Table => Atomicity::Table,
-            Atomic::Run => Atomicity::Run,
-        },
+        mode: args.mode,
+        atomic: args.atomic,
         long_text: if args.truncate_long_text {
             LongText::Truncate
         } else {
             LongText::Fail
         },
         json_as_super: args.json_as_super,
-        schema_evolution: args.schema_evolution.into(),
+        schema_evolution: args.schema_evolution,
     };
     let ctx = LoadContext {
         stages: Arc::new(UrlStages::default()),

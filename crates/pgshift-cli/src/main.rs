@@ -76,8 +76,8 @@ struct ExtractArgs {
     #[arg(long, value_parser = parse_cast)]
     cast: Vec<(String, Cast)>,
     /// What ±infinity dates and timestamps become.
-    #[arg(long, value_enum, default_value_t = Infinity::Error)]
-    infinity: Infinity,
+    #[arg(long, value_enum, default_value_t = InfinityPolicy::Error)]
+    infinity: InfinityPolicy,
     /// Extract numerics without a Redshift-sized precision as text instead of decimal(38,18).
     #[arg(long)]
     numeric_as_text: bool,
@@ -134,13 +134,6 @@ pub(crate) enum Codec {
     Zstd,
     Snappy,
     None,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Infinity {
-    Error,
-    Null,
-    Clamp,
 }
 
 fn parse_cast(s: &str) -> Result<(String, Cast), String> {
@@ -213,11 +206,7 @@ pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs)
     let client = source.connect().await?;
     let catalog = describe_table(&client, &table).await?;
     let policies = TypePolicies {
-        infinity: match args.infinity {
-            Infinity::Error => InfinityPolicy::Error,
-            Infinity::Null => InfinityPolicy::Null,
-            Infinity::Clamp => InfinityPolicy::Clamp,
-        },
+        infinity: args.infinity,
         unconstrained_numeric: None,
         unconstrained_numeric_as_text: args.numeric_as_text,
     };

@@ -7,15 +7,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions};
+use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, SchemaEvolution};
 use pgshift::contract::model::WriterSettings;
 use pgshift::contract::plan::{PlanRequest, PlanSettings};
 use pgshift::entry::pipeline::{LocalRun, Progress, DEFINITION};
 use pgshift::source::PgConnector;
 use pgshift::UrlStages;
 use serde::Deserialize;
-
-use crate::load_cmd::{Atomic, Evolution, Mode};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -37,9 +35,9 @@ pub struct RunArgs {
     #[arg(long, env = "PGSHIFT_WAREHOUSE", hide_env_values = true)]
     warehouse: Option<String>,
     #[arg(long, value_enum)]
-    mode: Option<Mode>,
+    mode: Option<LoadMode>,
     #[arg(long, value_enum)]
-    atomic: Option<Atomic>,
+    atomic: Option<Atomicity>,
     /// Extractors at once (the Map's MaxConcurrency, 1 or more): protects the source.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: Option<u32>,
@@ -61,7 +59,7 @@ pub struct RunArgs {
     restart: bool,
     /// What a load may change in an existing target whose columns differ from the source's.
     #[arg(long, value_enum)]
-    schema_evolution: Option<Evolution>,
+    schema_evolution: Option<SchemaEvolution>,
     /// The source does not change during the run (a restored snapshot, a paused replica): tables without a key
     /// may then be read in parallel ctid ranges.
     #[arg(long)]
@@ -161,20 +159,13 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
     }
     let mut load = config.load.unwrap_or_default();
     if let Some(m) = args.mode {
-        load.mode = match m {
-            Mode::Replace => LoadMode::Replace,
-            Mode::Append => LoadMode::Append,
-            Mode::Merge => LoadMode::Merge,
-        };
+        load.mode = m;
     }
     if let Some(e) = args.schema_evolution {
-        load.schema_evolution = e.into();
+        load.schema_evolution = e;
     }
     if let Some(a) = args.atomic {
-        load.atomic = match a {
-            Atomic::Table => Atomicity::Table,
-            Atomic::Run => Atomicity::Run,
-        };
+        load.atomic = a;
     }
     let request = PlanRequest {
         run_id: args.run_id.clone().or(config.run_id),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::model::{ExtractResult, TableRef};
 
 /// What a load may change in an existing target's columns.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SchemaEvolution {
@@ -19,6 +20,7 @@ pub enum SchemaEvolution {
     AddAndWiden,
 }
 
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadMode {
@@ -28,6 +30,7 @@ pub enum LoadMode {
     Merge,
 }
 
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Atomicity {

@@ -69,6 +69,7 @@ impl Cast {
 /// What `-infinity`/`infinity` dates and timestamps become.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum InfinityPolicy {
     /// Fail the task, naming table, column and key (default: nothing is changed silently).
     #[default]
