@@ -1,21 +1,9 @@
 //! `pgshift`: the command line.
 
-mod bench;
-mod bench_load;
-mod bench_plan;
-mod load_cmd;
-mod plan_cmd;
-mod report_cmd;
-mod run_cmd;
+mod commands;
 
-use std::sync::Arc;
-
-use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use pgshift::contract::model::{Bounds, Compression, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
-use pgshift::contract::types::{Cast, InfinityPolicy, TypePolicies};
-use pgshift::source::{column_specs, describe_table, PgConnector, SourceConnector};
-use pgshift::{ExtractContext, UrlStages};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -31,115 +19,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Extract one key range of one table into Parquet files on the stage; prints the ExtractResult as JSON.
-    Extract(ExtractArgs),
+    Extract(commands::extract::ExtractArgs),
     /// Plan a run: balanced key ranges for every selected table, written to the stage.
-    Plan(plan_cmd::PlanArgs),
+    Plan(commands::plan::PlanArgs),
     /// Load a planned and extracted run into the warehouse (verified parts, one COPY per table, atomic swap).
-    Load(load_cmd::LoadArgs),
+    Load(commands::load::LoadArgs),
     /// Run the whole pipeline on this machine through the state machine definition (plan, extract in parallel, load).
-    Run(run_cmd::RunArgs),
+    Run(commands::run::RunArgs),
     /// How a run's data moved and what it cost, read back from its stage.
-    Report(report_cmd::ReportArgs),
+    Report(commands::report::ReportArgs),
     /// Benchmarks.
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
-}
-
-#[derive(Args)]
-struct ExtractArgs {
-    /// Source connection string (postgres://user:pass@host:port/db). Also PGSHIFT_SOURCE.
-    #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
-    source: String,
-    /// Table as schema.name (quote parts with dots: "a.b"."c").
-    #[arg(long, required_unless_present = "task")]
-    table: Option<String>,
-    /// Run a task given as a JSON file (as the planner writes them) instead of building one from flags.
-    #[arg(long, conflicts_with_all = ["table", "key", "lower", "upper"])]
-    task: Option<std::path::PathBuf>,
-    /// Key columns, comma-separated (default: the primary key, else a unique NOT NULL index).
-    #[arg(long, value_delimiter = ',')]
-    key: Vec<String>,
-    /// Lower bound (inclusive), one value per key column: --lower 10 --lower 2 for a (bigint, smallint) key.
-    #[arg(long)]
-    lower: Vec<String>,
-    /// Upper bound (exclusive), one value per key column.
-    #[arg(long)]
-    upper: Vec<String>,
-    /// Stage URL prefix (file:///dir).
-    #[arg(long)]
-    stage: String,
-    #[arg(long, default_value = "manual")]
-    run_id: String,
-    #[arg(long, default_value_t = 0)]
-    range_index: u32,
-    /// Per-column cast for types without a default mapping: --cast col=text (text, json or numeric).
-    #[arg(long, value_parser = parse_cast)]
-    cast: Vec<(String, Cast)>,
-    /// What ±infinity dates and timestamps become.
-    #[arg(long, value_enum, default_value_t = InfinityPolicy::Error)]
-    infinity: InfinityPolicy,
-    /// Extract numerics without a Redshift-sized precision as text instead of decimal(38,18).
-    #[arg(long)]
-    numeric_as_text: bool,
-    #[command(flatten)]
-    writer: WriterArgs,
-    /// statement_timeout for the COPY, seconds (0: none).
-    #[arg(long, default_value_t = pgshift::contract::model::DEFAULT_STATEMENT_TIMEOUT_SECS)]
-    statement_timeout: u64,
-}
-
-#[derive(Args, Clone)]
-pub(crate) struct WriterArgs {
-    #[arg(long, value_enum, default_value_t = Codec::Zstd)]
-    pub(crate) compression: Codec,
-    #[arg(long, default_value_t = 1)]
-    pub(crate) zstd_level: i32,
-    /// Row-group budget in MiB of encoded data (bounds memory).
-    #[arg(long, default_value_t = 16)]
-    pub(crate) row_group_mib: u64,
-    /// Start a new file once a file reaches this many MiB.
-    #[arg(long, default_value_t = 256)]
-    pub(crate) file_mib: u64,
-    /// Columns to dictionary-encode (the planner picks low-cardinality ones itself); the rest are plain.
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) dictionary: Vec<String>,
-}
-
-impl WriterArgs {
-    pub(crate) fn compression_name(&self) -> &'static str {
-        match self.compression {
-            Codec::Zstd => "zstd",
-            Codec::Snappy => "snappy",
-            Codec::None => "none",
-        }
-    }
-
-    pub(crate) fn settings(&self) -> WriterSettings {
-        WriterSettings {
-            compression: match self.compression {
-                Codec::Zstd => Compression::Zstd { level: self.zstd_level },
-                Codec::Snappy => Compression::Snappy,
-                Codec::None => Compression::None,
-            },
-            row_group_bytes: self.row_group_mib * 1024 * 1024,
-            target_file_bytes: self.file_mib * 1024 * 1024,
-            dictionary_columns: self.dictionary.clone(),
-            ..WriterSettings::default()
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum Codec {
-    Zstd,
-    Snappy,
-    None,
-}
-
-fn parse_cast(s: &str) -> Result<(String, Cast), String> {
-    let (col, cast) = s.split_once('=').ok_or("expected column=cast, e.g. location=text")?;
-    let cast = Cast::parse(cast).ok_or_else(|| format!("unknown cast {cast:?}: use text, json or numeric"))?;
-    Ok((col.to_string(), cast))
+    Bench(commands::bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -165,98 +56,12 @@ fn run() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         match cli.command {
-            Command::Extract(args) => extract(args).await,
-            Command::Plan(args) => plan_cmd::run(args).await,
-            Command::Load(args) => load_cmd::run(args).await,
-            Command::Run(args) => run_cmd::run(args).await,
-            Command::Report(args) => report_cmd::run(args).await,
-            Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Extract(args) => commands::extract::run(args).await,
+            Command::Plan(args) => commands::plan::run(args).await,
+            Command::Load(args) => commands::load::run(args).await,
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Report(args) => commands::report::run(args).await,
+            Command::Bench(cmd) => commands::bench::run(cmd).await,
         }
-    })
-}
-
-async fn extract(args: ExtractArgs) -> Result<()> {
-    let source = Arc::new(PgConnector::new(&args.source)?);
-    let task = match &args.task {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let mut task: ExtractTask =
-                serde_json::from_str(&text).with_context(|| format!("parsing task {}", path.display()))?;
-            task.stage = args.stage.clone();
-            task
-        }
-        None => build_task(source.as_ref(), &args).await?,
-    };
-    let ctx = ExtractContext {
-        source,
-        stages: Arc::new(UrlStages::default()),
-    };
-    match pgshift::extract(&ctx, task).await {
-        Ok(result) => {
-            println!("{}", serde_json::to_string_pretty(&result)?);
-            Ok(())
-        }
-        Err(e) => bail!("{e} [{}]", e.name()),
-    }
-}
-
-/// A task for one range of a table, from the catalog and the flags.
-pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs) -> Result<ExtractTask> {
-    let table = TableRef::parse(args.table.as_deref().unwrap_or_default()).map_err(anyhow::Error::msg)?;
-    let client = source.connect().await?;
-    let catalog = describe_table(&client, &table).await?;
-    let policies = TypePolicies {
-        infinity: args.infinity,
-        unconstrained_numeric: None,
-        unconstrained_numeric_as_text: args.numeric_as_text,
-    };
-    let columns = column_specs(&catalog, &policies, &args.cast)?;
-    let key = if args.key.is_empty() {
-        catalog.key.clone()
-    } else {
-        args.key.clone()
-    };
-    let key_types: Vec<KeyType> = pgshift::source::key_columns(&catalog, &table, &key)?
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
-    let bound = |values: &[String], which: &str| -> Result<Option<Vec<KeyValue>>> {
-        if values.is_empty() {
-            return Ok(None);
-        }
-        if key.is_empty() {
-            bail!("--{which} needs a key: {table} has no primary key or unique NOT NULL index; pass --key");
-        }
-        if values.len() != key.len() {
-            bail!(
-                "--{which} has {} value(s) for the {} key column(s) ({})",
-                values.len(),
-                key.len(),
-                key.join(", ")
-            );
-        }
-        Ok(Some(
-            values
-                .iter()
-                .zip(&key_types)
-                .map(|(v, t)| KeyValue::new(*t, v.clone()))
-                .collect(),
-        ))
-    };
-    let bounds = Bounds::Key {
-        lower: bound(&args.lower, "lower")?,
-        upper: bound(&args.upper, "upper")?,
-    };
-    Ok(ExtractTask {
-        plan_id: String::new(),
-        run_id: args.run_id.clone(),
-        table,
-        columns,
-        key,
-        range_index: args.range_index,
-        bounds,
-        stage: args.stage.clone(),
-        writer: args.writer.settings(),
-        statement_timeout_secs: args.statement_timeout,
     })
 }

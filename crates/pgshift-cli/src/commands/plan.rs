@@ -9,7 +9,7 @@ use pgshift::plan::{count_rows, PlanContext};
 use pgshift::source::{PgConnector, SourceConnector};
 use pgshift::UrlStages;
 
-use crate::WriterArgs;
+use crate::commands::extract::WriterArgs;
 
 #[derive(Args)]
 pub struct PlanArgs {

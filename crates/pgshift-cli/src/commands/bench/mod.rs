@@ -4,6 +4,9 @@
 //! that one run alone. Server CPU is the CPU of the backend that served the run, read from the postmaster's
 //! accounting of exited children (when the server runs on this machine).
 
+pub(crate) mod load;
+pub(crate) mod plan;
+
 use std::path::PathBuf;
 use std::process::Command as Proc;
 use std::sync::Arc;
@@ -18,16 +21,16 @@ use pgshift::source::{PgConnector, SourceConnector};
 use pgshift::{ExtractContext, UrlStages};
 use serde::{Deserialize, Serialize};
 
-use crate::WriterArgs;
+use crate::commands::extract::WriterArgs;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Build the orders table, then time raw binary COPY and the extractor over the same ranges, alternating.
     Extract(BenchArgs),
     /// Balance of the planner's ranges on every key shape, against an even stride; planning time.
-    Plan(crate::bench_plan::BenchPlanArgs),
+    Plan(plan::BenchPlanArgs),
     /// The PostgreSQL warehouse load path against a plain binary COPY FROM STDIN of the same rows.
-    Load(crate::bench_load::BenchLoadArgs),
+    Load(load::BenchLoadArgs),
     /// One measured run (used by `bench extract`).
     #[command(hide = true)]
     Once(OnceArgs),
@@ -96,8 +99,8 @@ struct Sample {
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Extract(args) => extract_bench(args).await,
-        BenchCommand::Plan(args) => crate::bench_plan::run(args).await,
-        BenchCommand::Load(args) => crate::bench_load::run(args).await,
+        BenchCommand::Plan(args) => plan::run(args).await,
+        BenchCommand::Load(args) => load::run(args).await,
         BenchCommand::Once(args) => {
             let s = once(args).await?;
             println!("{}", serde_json::to_string(&s)?);

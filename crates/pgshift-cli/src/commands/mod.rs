@@ -1,0 +1,8 @@
+//! One module a command: `run`, `plan`, `extract`, `load`, `report`, and the benchmarks under `bench`.
+
+pub(crate) mod bench;
+pub(crate) mod extract;
+pub(crate) mod load;
+pub(crate) mod plan;
+pub(crate) mod report;
+pub(crate) mod run;
