@@ -10,7 +10,7 @@ use pgshift::warehouse::Warehouse;
 use pgshift::UrlStages;
 
 #[derive(Args)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// The run's plan: <stage>/<run>/plan.json (the planner prints it as plan_url).
     #[arg(long)]
     plan: String,
@@ -34,7 +34,7 @@ pub struct LoadArgs {
     schema_evolution: SchemaEvolution,
 }
 
-pub async fn run(args: LoadArgs) -> Result<()> {
+pub(crate) async fn run(args: LoadArgs) -> Result<()> {
     let warehouse: Arc<dyn Warehouse> = pgshift::warehouse::warehouse(&args.warehouse).await?;
     let req = LoadRequest {
         plan_url: args.plan,

@@ -12,7 +12,7 @@ use pgshift::UrlStages;
 use crate::commands::extract::WriterArgs;
 
 #[derive(Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
     source: String,
     /// Table patterns: schema.table with * and ? (sales.* public.orders).
@@ -59,7 +59,7 @@ pub struct PlanArgs {
     writer: WriterArgs,
 }
 
-pub async fn run(args: PlanArgs) -> Result<()> {
+pub(crate) async fn run(args: PlanArgs) -> Result<()> {
     let source = Arc::new(PgConnector::new(&args.source)?);
     let settings = PlanSettings {
         target_part_bytes: args.target_part_mib * 1024 * 1024,

@@ -5,7 +5,7 @@ use clap::Args;
 use pgshift::UrlStages;
 
 #[derive(Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// The run's plan: <stage>/<run>/plan.json.
     #[arg(long)]
     plan: String,
@@ -17,7 +17,7 @@ pub struct ReportArgs {
     lambda_memory_mb: u32,
 }
 
-pub async fn run(args: ReportArgs) -> Result<()> {
+pub(crate) async fn run(args: ReportArgs) -> Result<()> {
     let (report, notes) =
         match pgshift::report::from_stage(&UrlStages::default(), &args.plan, args.lambda_memory_mb).await {
             Ok(r) => r,

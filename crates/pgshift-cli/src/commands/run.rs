@@ -16,7 +16,7 @@ use pgshift::UrlStages;
 use serde::Deserialize;
 
 #[derive(Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// A config file with the same settings (flags override it); ./pgshift.toml is read when present.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -189,7 +189,7 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
     })
 }
 
-pub async fn run(args: RunArgs) -> Result<()> {
+pub(crate) async fn run(args: RunArgs) -> Result<()> {
     let Resolved {
         source,
         warehouse,

@@ -10,7 +10,7 @@ use crate::warehouse::WarehouseColumn;
 
 /// The changes a load makes to the target first, when the policy allows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(super) enum Change {
     /// The column (by name) is new: add it with the run's type.
     Add(String),
     /// The column's type widens to the run's.
@@ -18,13 +18,13 @@ pub enum Change {
 }
 
 /// One column of the run, as the staging table has it, with the longest value the extractors saw.
-pub struct RunColumn<'a> {
+pub(super) struct RunColumn<'a> {
     pub column: &'a WarehouseColumn,
     pub observed_bytes: Option<u64>,
 }
 
 /// Compares the run's columns with the target's: the changes to make, or the problems that fail the load.
-pub fn compare(
+pub(super) fn compare(
     table: &TableRef,
     target: &[WarehouseColumn],
     run: &[RunColumn<'_>],

@@ -17,7 +17,7 @@ use pgshift::warehouse::postgres::PgWarehouse;
 use pgshift::{ExtractContext, UrlStages};
 
 #[derive(Args)]
-pub struct BenchLoadArgs {
+pub(crate) struct BenchLoadArgs {
     #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
     source: String,
     /// A PostgreSQL warehouse database (its public.orders_load_bench and public.orders_raw_copy are replaced).
@@ -30,7 +30,7 @@ pub struct BenchLoadArgs {
     rounds: usize,
 }
 
-pub async fn run(args: BenchLoadArgs) -> Result<()> {
+pub(crate) async fn run(args: BenchLoadArgs) -> Result<()> {
     let source = Arc::new(PgConnector::new(&args.source)?);
     let src = source.connect().await?;
     let have: Option<i64> = src

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::commands::extract::WriterArgs;
 
 #[derive(Subcommand)]
-pub enum BenchCommand {
+pub(crate) enum BenchCommand {
     /// Build the orders table, then time raw binary COPY and the extractor over the same ranges, alternating.
     Extract(BenchArgs),
     /// Balance of the planner's ranges on every key shape, against an even stride; planning time.
@@ -37,7 +37,7 @@ pub enum BenchCommand {
 }
 
 #[derive(Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
     source: String,
     /// Rows in the orders table (built with the shared orders.sql when missing or of another size).
@@ -63,13 +63,13 @@ pub struct BenchArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum, Serialize, Deserialize, PartialEq, Eq, Debug)]
-pub enum Mode {
+pub(crate) enum Mode {
     Raw,
     Extract,
 }
 
 #[derive(Args)]
-pub struct OnceArgs {
+pub(crate) struct OnceArgs {
     #[arg(long, value_enum)]
     mode: Mode,
     #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
@@ -96,7 +96,7 @@ struct Sample {
     peak_rss: u64,
 }
 
-pub async fn run(cmd: BenchCommand) -> Result<()> {
+pub(crate) async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Extract(args) => extract_bench(args).await,
         BenchCommand::Plan(args) => plan::run(args).await,

@@ -13,7 +13,7 @@ use pgshift::source::{PgConnector, SourceConnector};
 use pgshift::UrlStages;
 
 #[derive(Args)]
-pub struct BenchPlanArgs {
+pub(crate) struct BenchPlanArgs {
     #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
     source: String,
     /// Rows per key-shape table.
@@ -42,7 +42,7 @@ const SHAPES: &[(&str, &str, Option<&str>)] = &[
     ("heap_no_key", "CREATE TABLE {t} (v int8, pad text); INSERT INTO {t} SELECT g, md5(g::text) FROM generate_series(1, {n}) g", None),
 ];
 
-pub async fn run(args: BenchPlanArgs) -> Result<()> {
+pub(crate) async fn run(args: BenchPlanArgs) -> Result<()> {
     let connector = Arc::new(PgConnector::new(&args.source)?);
     let client = connector.connect().await?;
     client
