@@ -46,17 +46,22 @@ pub struct PlanRequest {
     pub restart: bool,
 }
 
+/// SHA-256 of a value's JSON, as 32 hex digits (its first 16 bytes): the identities of requests and plans.
+fn json_digest<T: Serialize>(value: &T) -> String {
+    use sha2::Digest;
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    sha2::Sha256::digest(&json)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl PlanRequest {
     /// A hash of the request as it bears on the plan (`restart` aside): equal requests make the same run.
     pub fn identity(&self) -> String {
-        use sha2::Digest;
         let mut bare = self.clone();
         bare.restart = false;
-        let json = serde_json::to_vec(&bare).unwrap_or_default();
-        sha2::Sha256::digest(&json)[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        json_digest(&bare)
     }
 }
 
@@ -215,15 +220,12 @@ impl Plan {
     /// The hash of the plan with its identity fields blank: SHA-256 of its JSON, 32 hex digits. A plan.json edited
     /// after planning (a task removed, a bound moved) no longer hashes to its `plan_id`.
     pub fn identity(&self) -> String {
-        use sha2::Digest;
         let mut bare = self.clone();
         bare.plan_id.clear();
         for t in &mut bare.tasks {
             t.plan_id.clear();
         }
-        let json = serde_json::to_vec(&bare).unwrap_or_default();
-        let digest = sha2::Sha256::digest(&json);
-        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        json_digest(&bare)
     }
 
     /// Sets the identity on the plan and on every task. The plan goes through JSON first, so the hash is the one a
