@@ -2,10 +2,9 @@
 //! injects is a real failure and rollback in PostgreSQL.
 
 use futures_util::future::BoxFuture;
-use pgshift::contract::model::TableRef;
 use pgshift::warehouse::postgres::PgWarehouse;
 use pgshift::warehouse::WarehouseError;
-use pgshift::warehouse::{CopyJob, Dialect, Step, Submission, Warehouse, WarehouseColumn};
+use pgshift::warehouse::{Cell, Dialect, Step, Submission, Until, Warehouse};
 
 /// Rewrites the steps of a load transaction before it runs (to inject a failure, or a pause).
 pub(crate) type Edit = Box<dyn for<'a> Fn(&mut Vec<Step<'a>>) + Send + Sync>;
@@ -36,25 +35,24 @@ impl Warehouse for Hooked {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), WarehouseError>> {
-        self.inner.transaction(statements)
+    fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>> {
+        self.inner.query(sql)
     }
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, WarehouseError>> {
-        self.inner.count(query)
-    }
-    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, WarehouseError>> {
-        self.inner.columns(table)
-    }
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), WarehouseError>> {
-        self.inner.copy(job)
-    }
-    fn submit<'a>(&'a self, mut steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
+    /// Only load transactions (those the loader submits for polling) are edited and held; set-up runs as is.
+    fn submit<'a>(
+        &'a self,
+        mut steps: Vec<Step<'a>>,
+        until: Until,
+    ) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
+        if until == Until::Committed {
+            return self.inner.submit(steps, until);
+        }
         (self.edit)(&mut steps);
         Box::pin(async move {
             if let Some(b) = &self.together {
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(30), b.wait()).await;
             }
-            self.inner.submit(steps).await
+            self.inner.submit(steps, until).await
         })
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest};
+use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, LoadRequest};
 use pgshift::contract::model::{ColumnSpec, ExtractTask};
 use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings};
 use pgshift::contract::types::Mapping;
@@ -131,8 +131,11 @@ pub(crate) async fn load(
     };
     let req = LoadRequest {
         plan_url: plan_url(plan),
-        mode,
-        atomic,
+        options: LoadOptions {
+            mode,
+            atomic,
+            ..LoadOptions::default()
+        },
         ..LoadRequest::default()
     };
     pgshift::load::load(&lctx, req).await

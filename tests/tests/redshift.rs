@@ -22,7 +22,7 @@ use pgshift::entry::pipeline::{LocalRun, DEFINITION};
 use pgshift::load::{LoadContext, LoadError};
 use pgshift::source::PgConnector;
 use pgshift::warehouse::redshift::{Polling, RedshiftTarget, RedshiftWarehouse};
-use pgshift::warehouse::{CopyJob, Warehouse, WarehouseError};
+use pgshift::warehouse::{count, execute, CopyJob, Step, Until, Warehouse, WarehouseError};
 use pgshift::UrlStages;
 
 fn fast() -> Polling {
@@ -75,10 +75,13 @@ async fn a_transaction_is_one_batch_and_is_waited_on() -> Result<()> {
         .build();
     let client = mock_client!(aws_sdk_redshiftdata, RuleMode::MatchAny, [&batch, &describe]);
     let wh = RedshiftWarehouse::new(client, cluster(), fast());
-    wh.transaction(vec![
-        "DELETE FROM \"s\".\"t\"".into(),
-        "INSERT INTO \"s\".\"t\" SELECT 1".into(),
-    ])
+    execute(
+        &wh,
+        vec![
+            "DELETE FROM \"s\".\"t\"".into(),
+            "INSERT INTO \"s\".\"t\" SELECT 1".into(),
+        ],
+    )
     .await?;
     let sent = sent.lock().expect("lock").clone();
     assert_eq!(
@@ -111,7 +114,7 @@ async fn a_count_reads_the_statement_result() -> Result<()> {
     });
     let client = mock_client!(aws_sdk_redshiftdata, RuleMode::MatchAny, [&exec, &describe, &result]);
     let wh = RedshiftWarehouse::new(client, cluster(), fast());
-    assert_eq!(wh.count("SELECT count(*) FROM \"s\".\"t\"".into()).await?, 42);
+    assert_eq!(count(&wh, "SELECT count(*) FROM \"s\".\"t\"".into()).await?, 42);
     Ok(())
 }
 
@@ -193,7 +196,10 @@ async fn a_failed_copy_reports_file_column_and_error() -> Result<()> {
         truncate_long_text: false,
         super_columns: false,
     };
-    let e = wh.copy(job).await.expect_err("the COPY fails");
+    let e = wh
+        .submit(vec![Step::Copy(job)], Until::Committed)
+        .await
+        .expect_err("the COPY fails");
     let msg = e.to_string();
     assert!(msg.contains("Spectrum Scan Error"), "{msg}");
     assert!(
@@ -232,7 +238,7 @@ async fn a_statement_past_its_deadline_is_cancelled() -> Result<()> {
         ..fast()
     };
     let wh = RedshiftWarehouse::new(client, cluster(), polling);
-    let e = wh.transaction(vec!["VACUUM".into()]).await.expect_err("deadline");
+    let e = execute(&wh, vec!["VACUUM".into()]).await.expect_err("deadline");
     assert!(matches!(e, WarehouseError::Sql { retryable: true, .. }), "{e}");
     assert!(e.to_string().contains("cancel requested"), "{e}");
     assert_eq!(cancel.num_calls(), 1);
@@ -266,9 +272,7 @@ async fn serverless_workgroups_and_urls() -> Result<()> {
         .then_output(|| ExecuteStatementOutput::builder().id("s-1").build());
     let describe = mock!(Client::describe_statement).then_output(|| described(StatusString::Finished));
     let client = mock_client!(aws_sdk_redshiftdata, RuleMode::MatchAny, [&exec, &describe]);
-    RedshiftWarehouse::new(client, t, fast())
-        .transaction(vec!["SELECT 1".into()])
-        .await?;
+    execute(&RedshiftWarehouse::new(client, t, fast()), vec!["SELECT 1".into()]).await?;
     assert_eq!(workgroup.lock().expect("lock").as_deref(), Some("etl"));
     Ok(())
 }

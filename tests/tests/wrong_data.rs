@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use bytes::Bytes;
-use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest, SchemaEvolution, TableStatus};
+use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, LoadRequest, SchemaEvolution, TableStatus};
 use pgshift::contract::plan::{Plan, PlanRequest, Strategy};
 use pgshift::load::{LoadContext, LoadError};
 use pgshift::plan::{PlanContext, PlanError};
@@ -70,7 +70,10 @@ async fn load_with(
     let ctx = LoadContext { stages, warehouse: wh };
     let req = LoadRequest {
         plan_url: plan_url(plan),
-        schema_evolution: evolution,
+        options: LoadOptions {
+            schema_evolution: evolution,
+            ..LoadOptions::default()
+        },
         ..LoadRequest::default()
     };
     pgshift::load::load(&ctx, req).await
@@ -489,7 +492,7 @@ async fn a_failed_run_reports_exactly_what_the_warehouse_committed() -> Result<(
     let dir = stage_dir("part");
     let stage = format!("file://{}", dir.display());
     let mut req = request(&stage, &["sales.*"], 2);
-    req.load = Some(pgshift::contract::load::LoadOptions {
+    req.load = Some(LoadOptions {
         mode: LoadMode::Replace,
         atomic: Atomicity::Table,
         ..Default::default()

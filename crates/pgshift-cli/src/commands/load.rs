@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest, LongText, SchemaEvolution};
+use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, LoadRequest, LongText, SchemaEvolution};
 use pgshift::load::LoadContext;
 use pgshift::warehouse::Warehouse;
 use pgshift::UrlStages;
@@ -39,15 +39,17 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
     let req = LoadRequest {
         plan_url: args.plan,
         results: None,
-        mode: args.mode,
-        atomic: args.atomic,
-        long_text: if args.truncate_long_text {
-            LongText::Truncate
-        } else {
-            LongText::Fail
+        options: LoadOptions {
+            mode: args.mode,
+            atomic: args.atomic,
+            long_text: if args.truncate_long_text {
+                LongText::Truncate
+            } else {
+                LongText::Fail
+            },
+            json_as_super: args.json_as_super,
+            schema_evolution: args.schema_evolution,
         },
-        json_as_super: args.json_as_super,
-        schema_evolution: args.schema_evolution,
     };
     let ctx = LoadContext {
         stages: Arc::new(UrlStages::default()),

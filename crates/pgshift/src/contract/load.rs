@@ -58,29 +58,47 @@ pub struct LoadOptions {
     pub mode: LoadMode,
     pub atomic: Atomicity,
     pub long_text: LongText,
+    /// Redshift: load json and jsonb columns into SUPER (COPY … SERIALIZETOJSON) instead of VARCHAR.
     pub json_as_super: bool,
     /// What a load may change in an existing target whose columns differ from the run's (default: nothing).
     pub schema_evolution: SchemaEvolution,
 }
 
+/// What the Load state asks: the plan, the extractors' results, and how to load (the plan request's
+/// [`LoadOptions`], flattened: the JSON carries `mode`, `atomic`, … beside `plan_url`, and an unknown key is refused).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "FlatLoadRequest")]
 pub struct LoadRequest {
     /// `<stage>/<run>/plan.json`, as the planner's summary names it.
     pub plan_url: String,
     /// The extractors' results as the Map state hands them over; read back from the stage when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<ExtractResult>>,
+    #[serde(flatten)]
+    pub options: LoadOptions,
+}
+
+/// A [`LoadRequest`] as it arrives. serde ignores `deny_unknown_fields` of a flattened struct, so the keys beside
+/// `plan_url` and `results` are read as a map and then as [`LoadOptions`], which refuses a key it does not know.
+#[derive(Deserialize)]
+struct FlatLoadRequest {
+    plan_url: String,
     #[serde(default)]
-    pub mode: LoadMode,
-    #[serde(default)]
-    pub atomic: Atomicity,
-    #[serde(default)]
-    pub long_text: LongText,
-    /// Redshift: load json and jsonb columns into SUPER (COPY … SERIALIZETOJSON) instead of VARCHAR.
-    #[serde(default)]
-    pub json_as_super: bool,
-    #[serde(default)]
-    pub schema_evolution: SchemaEvolution,
+    results: Option<Vec<ExtractResult>>,
+    #[serde(flatten)]
+    options: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TryFrom<FlatLoadRequest> for LoadRequest {
+    type Error = serde_json::Error;
+
+    fn try_from(f: FlatLoadRequest) -> Result<Self, Self::Error> {
+        Ok(LoadRequest {
+            plan_url: f.plan_url,
+            results: f.results,
+            options: serde_json::from_value(serde_json::Value::Object(f.options))?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,5 +302,23 @@ mod tests {
             LoaderInput::from_json(serde_json::json!({"action": "check"})).is_err(),
             "check needs progress"
         );
+    }
+
+    #[test]
+    fn a_load_request_carries_its_options_flat_and_refuses_an_unknown_key() {
+        let input = serde_json::json!({"plan_url": "p", "mode": "merge", "atomic": "run", "json_as_super": true});
+        let req: LoadRequest = serde_json::from_value(input.clone()).expect("flat options");
+        assert_eq!(req.options.mode, LoadMode::Merge);
+        assert_eq!(req.options.atomic, Atomicity::Run);
+        assert!(req.options.json_as_super);
+        assert_eq!(req.options.schema_evolution, SchemaEvolution::Refuse);
+        let back = serde_json::to_value(&req).expect("serialize");
+        assert_eq!(back["mode"], "merge", "{back}");
+        assert!(back.get("options").is_none(), "{back}");
+        let e = serde_json::from_value::<LoadRequest>(serde_json::json!({"plan_url": "p", "mdoe": "merge"}))
+            .expect_err("a misspelt option is refused");
+        assert!(e.to_string().contains("mdoe"), "{e}");
+        let e = LoaderInput::from_json(serde_json::json!({"plan_url": "p", "atomic": "all"})).expect_err("bad value");
+        assert!(e.to_string().contains("all"), "{e}");
     }
 }

@@ -80,7 +80,7 @@ async fn cancel_pending(wh: &dyn Warehouse, state: &Value, out: &mut CleanupResu
 async fn drop_staging(wh: &dyn Warehouse, plan: &Plan, out: &mut CleanupResult) -> Result<(), LoadError> {
     for t in &plan.tables {
         let staging = staging_table(&t.table, &plan.run_id);
-        match wh.columns(&staging).await {
+        match crate::warehouse::columns(wh, &staging).await {
             Ok(cols) if cols.is_empty() => continue,
             Ok(_) => {}
             Err(e) => {
@@ -88,10 +88,7 @@ async fn drop_staging(wh: &dyn Warehouse, plan: &Plan, out: &mut CleanupResult) 
                 continue;
             }
         }
-        match wh
-            .transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
-            .await
-        {
+        match crate::warehouse::execute(wh, vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)]).await {
             Ok(()) => out.dropped.push(staging.to_string()),
             Err(e) => out.notes.push(format!("dropping {staging}: {e}")),
         }

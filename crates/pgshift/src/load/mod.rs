@@ -34,7 +34,7 @@ use crate::contract::model::{ExtractResult, StagedFile, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::stage::{run, StageOpener};
 use crate::stage::{Stage, StageError};
-use crate::warehouse::{CopyJob, Step, Submission, Warehouse, WarehouseError};
+use crate::warehouse::{self, CopyJob, Step, Submission, Until, Warehouse, WarehouseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -153,7 +153,7 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     verify::verify_parts(stage.as_ref(), &by_part).await?;
 
     let wh = ctx.warehouse.as_ref();
-    if !wh.dialect().truncates_long_text() && req.long_text == LongText::Truncate {
+    if !wh.dialect().truncates_long_text() && req.options.long_text == LongText::Truncate {
         // Whether Parquet COPY takes TRUNCATECOLUMNS is not verified; refuse rather than fail inside the COPY.
         return Err(LoadError::InvalidRequest(
             "long_text: truncate is not supported for Redshift yet (Parquet COPY cannot cut values)".into(),
@@ -173,7 +173,7 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     let (pending, failure) = submit_all(&pctx, &mut prepared).await?;
     let result = LoadResult {
         run_id: plan.run_id.clone(),
-        mode: req.mode,
+        mode: req.options.mode,
         tables: prepared.into_iter().map(|p| p.load).collect(),
         seconds: started.elapsed().as_secs_f64(),
         done: pending.is_empty() && failure.is_none(),
@@ -239,7 +239,7 @@ async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<P
             *e = (*e).max(*n);
         }
     }
-    if let (Some(max), LongText::Fail) = (dialect.max_text_bytes(), c.req.long_text) {
+    if let (Some(max), LongText::Fail) = (dialect.max_text_bytes(), c.req.options.long_text) {
         if let Some((col, n)) = observed.iter().find(|(_, n)| **n > max) {
             return Err(LoadError::TooLong {
                 table: t.table.clone(),
@@ -259,16 +259,15 @@ async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<P
         .await?
         .url;
     let staging = staging_table(&t.table, &c.plan.run_id);
-    let json_as_super = c.req.json_as_super && dialect.has_super();
-    let existed = !c.wh.columns(&t.table).await?.is_empty();
-    c.wh.transaction(setup_sql(dialect, t, &staging, &observed, json_as_super)?)
-        .await?;
+    let json_as_super = c.req.options.json_as_super && dialect.has_super();
+    let existed = !warehouse::columns(c.wh, &t.table).await?.is_empty();
+    warehouse::execute(c.wh, setup_sql(dialect, t, &staging, &observed, json_as_super)?).await?;
     if existed {
         evolve_target(c, t, &staging, &observed).await?;
     }
-    let already = match c.wh.count(logged_sql(c.plan, &t.table, "count(*)")?).await? {
+    let already = match warehouse::count(c.wh, logged_sql(c.plan, &t.table, "count(*)")?).await? {
         0 => -1,
-        _ => c.wh.count(logged_sql(c.plan, &t.table, "max(rows)")?).await?,
+        _ => warehouse::count(c.wh, logged_sql(c.plan, &t.table, "max(rows)")?).await?,
     };
     let mut load = TableLoad {
         table: t.table.clone(),
@@ -285,15 +284,14 @@ async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<P
         tracing::info!(table = %t.table, rows = already, "already loaded by this plan");
         load.status = TableStatus::AlreadyLoaded;
         load.committed_rows = Some(already as u64);
-        c.wh.transaction(vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)])
-            .await?;
+        warehouse::execute(c.wh, vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)]).await?;
     }
     Ok(Prepared {
         plan: t,
         staging,
         load,
         files,
-        super_columns: json_as_super && t.columns.iter().any(crate::warehouse::is_json),
+        super_columns: json_as_super && t.columns.iter().any(warehouse::is_json),
     })
 }
 
@@ -305,8 +303,8 @@ async fn evolve_target(
     staging: &TableRef,
     observed: &BTreeMap<&str, u64>,
 ) -> Result<(), LoadError> {
-    let target = c.wh.columns(&t.table).await?;
-    let run = c.wh.columns(staging).await?;
+    let target = warehouse::columns(c.wh, &t.table).await?;
+    let run = warehouse::columns(c.wh, staging).await?;
     let run_columns: Vec<drift::RunColumn<'_>> = run
         .iter()
         .map(|col| drift::RunColumn {
@@ -314,10 +312,10 @@ async fn evolve_target(
             observed_bytes: observed.get(col.name.as_str()).copied(),
         })
         .collect();
-    let changes =
-        drift::compare(&t.table, &target, &run_columns, c.req.schema_evolution).map_err(LoadError::SchemaDrift)?;
+    let changes = drift::compare(&t.table, &target, &run_columns, c.req.options.schema_evolution)
+        .map_err(LoadError::SchemaDrift)?;
     let dialect = c.wh.dialect();
-    let json_as_super = c.req.json_as_super && dialect.has_super();
+    let json_as_super = c.req.options.json_as_super && dialect.has_super();
     for change in changes {
         let name = match &change {
             drift::Change::Add(n) | drift::Change::Widen(n) => n,
@@ -337,7 +335,7 @@ async fn evolve_target(
         };
         tracing::warn!(table = %t.table, sql = %sql, "schema evolution");
         // One statement at a time: Redshift runs ALTER COLUMN … TYPE outside a transaction block only.
-        c.wh.transaction(vec![sql]).await?;
+        warehouse::execute(c.wh, vec![sql]).await?;
     }
     Ok(())
 }
@@ -349,7 +347,7 @@ async fn submit_all(
     prepared: &mut [Prepared<'_>],
 ) -> Result<(Vec<PendingLoad>, Option<LoadError>), LoadError> {
     let todo: Vec<usize> = (0..prepared.len()).filter(|&i| prepared[i].load.loaded).collect();
-    let groups: Vec<Vec<usize>> = match c.req.atomic {
+    let groups: Vec<Vec<usize>> = match c.req.options.atomic {
         Atomicity::Table => todo.into_iter().map(|i| vec![i]).collect(),
         Atomicity::Run if todo.is_empty() => Vec::new(),
         Atomicity::Run => vec![todo],
@@ -367,7 +365,7 @@ async fn submit_all(
                     manifest_url: &p.load.manifest_url,
                     files: &p.files,
                     stage: c.stage,
-                    truncate_long_text: c.req.long_text == LongText::Truncate,
+                    truncate_long_text: c.req.options.long_text == LongText::Truncate,
                     super_columns: p.super_columns,
                 }),
                 Step::Reconcile {
@@ -378,10 +376,10 @@ async fn submit_all(
             ]);
         }
         for &i in group {
-            let swap = swap_sql(c.wh.dialect(), c.req.mode, c.plan, &prepared[i])?;
+            let swap = swap_sql(c.wh.dialect(), c.req.options.mode, c.plan, &prepared[i])?;
             steps.extend(swap.into_iter().map(Step::Sql));
         }
-        jobs.push(c.wh.submit(steps));
+        jobs.push(c.wh.submit(steps, Until::Submitted));
     }
     let submitted: Vec<_> = futures_util::stream::iter(jobs).buffered(LOADS_AT_ONCE).collect().await;
     let mut pending = Vec::new();

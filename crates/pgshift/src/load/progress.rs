@@ -129,7 +129,7 @@ async fn failed_step(
             ..
         }) => {
             let why = match query_id {
-                Some(q) => wh.load_errors(q).await,
+                Some(q) => wh.explain(q).await,
                 None => "no query id to look up load errors".into(),
             };
             LoadError::Warehouse(WarehouseError::Sql {

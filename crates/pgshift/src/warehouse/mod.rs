@@ -1,5 +1,5 @@
-//! Layer 2, the warehouse port and its adapters: what the loader may do to a warehouse (run statements, run a load
-//! transaction of COPY, reconcile and swap, poll and cancel it, describe a table, explain a failed COPY), and the
+//! Layer 2, the warehouse port and its adapters: what the loader may do to a warehouse (submit a transaction of SQL,
+//! COPY, reconcile and swap; poll and cancel it; explain a failed COPY; read a query's rows), and the
 //! PostgreSQL and Redshift (Data API) warehouses behind it.
 
 pub mod postgres;
@@ -170,20 +170,14 @@ impl CopyJob<'_> {
     }
 }
 
-/// A warehouse: the loader's only effects on it.
+/// A warehouse: the loader's only effects on it. Four verbs (submit a transaction, ask its status, cancel it,
+/// explain a failed load) and one read (a query's rows); what differs between warehouses is in its [`Dialect`].
 pub trait Warehouse: Send + Sync {
     fn dialect(&self) -> Dialect;
-    /// Runs the statements in order in one transaction: all or nothing.
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), WarehouseError>>;
-    /// Runs a query returning one integer.
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, WarehouseError>>;
-    /// The columns of a table, in order, as [`columns_sql`] reads them; empty when there is no such table.
-    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, WarehouseError>>;
-    /// Fills the staging table with the job's parts.
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), WarehouseError>>;
-    /// Runs the steps as one transaction, all or nothing. A warehouse that can be polled returns at once with
-    /// [`Submission::Pending`]; others run to the end.
-    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, WarehouseError>>;
+    /// Runs the steps as one transaction, all or nothing. [`Until::Committed`] returns when it has committed (or
+    /// failed, a failed COPY explained); with [`Until::Submitted`], a warehouse that can be polled returns at once with
+    /// [`Submission::Pending`] and others run to the end.
+    fn submit<'a>(&'a self, steps: Vec<Step<'a>>, until: Until) -> BoxFuture<'a, Result<Submission, WarehouseError>>;
     /// The state of a pending transaction.
     fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<TxStatus, WarehouseError>> {
         Box::pin(async move {
@@ -198,13 +192,86 @@ pub trait Warehouse: Send + Sync {
         Box::pin(async { Ok(()) })
     }
     /// Why a load query failed, file by file, when the warehouse keeps such a log.
-    fn load_errors(&self, query_id: i64) -> BoxFuture<'_, String> {
+    fn explain(&self, query_id: i64) -> BoxFuture<'_, String> {
         let _ = query_id;
         Box::pin(async { String::new() })
     }
+    /// The rows of one read-only query, each cell an integer, a text or NULL.
+    fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>>;
 }
 
-/// The query behind [`Warehouse::columns`]: `information_schema.columns` has the same shape in PostgreSQL and
+/// How long [`Warehouse::submit`] waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Until the transaction has committed or failed.
+    Committed,
+    /// Until the warehouse has taken it (a load the state machine then polls).
+    Submitted,
+}
+
+/// One value of a query's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl Cell {
+    fn int(&self) -> Option<i64> {
+        match self {
+            Cell::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    fn text(&self) -> Option<&str> {
+        match self {
+            Cell::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Runs SQL statements in order as one transaction, to its commit.
+pub async fn execute(wh: &dyn Warehouse, statements: Vec<String>) -> Result<(), WarehouseError> {
+    let steps = statements.into_iter().map(Step::Sql).collect();
+    wh.submit(steps, Until::Committed).await.map(|_| ())
+}
+
+/// The one integer a query returns (a count, a maximum; NULL reads as 0).
+pub async fn count(wh: &dyn Warehouse, sql: String) -> Result<i64, WarehouseError> {
+    let rows = wh.query(sql.clone()).await?;
+    match rows.first().and_then(|r| r.first()) {
+        Some(Cell::Int(n)) => Ok(*n),
+        Some(Cell::Null) => Ok(0),
+        other => Err(WarehouseError::Sql {
+            detail: format!("{sql}: expected one integer, got {other:?}"),
+            retryable: false,
+        }),
+    }
+}
+
+/// The columns of a table, in order; empty when there is no such table.
+pub async fn columns(wh: &dyn Warehouse, table: &TableRef) -> Result<Vec<WarehouseColumn>, WarehouseError> {
+    let rows = wh.query(columns_sql(table)?).await?;
+    Ok(rows
+        .iter()
+        // A row without a name is not a column (the result is not of this query).
+        .filter_map(|r| {
+            let at = |i: usize| r.get(i).unwrap_or(&Cell::Null);
+            Some(WarehouseColumn {
+                name: at(0).text()?.to_string(),
+                data_type: at(1).text().unwrap_or_default().to_string(),
+                char_length: at(2).int(),
+                precision: at(3).int(),
+                scale: at(4).int(),
+            })
+        })
+        .collect())
+}
+
+/// The query behind [`columns`]: `information_schema.columns` has the same shape in PostgreSQL and
 /// Redshift (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQLreference.html>; Redshift's `information_schema`
 /// follows PostgreSQL's). Columns: name, data_type, character_maximum_length, numeric_precision, numeric_scale.
 pub fn columns_sql(table: &TableRef) -> Result<String, WarehouseError> {

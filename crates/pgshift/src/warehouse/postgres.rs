@@ -16,8 +16,7 @@ use futures_util::{pin_mut, SinkExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_postgres::{Client, Transaction};
 
-use super::{columns_sql, CopyJob, Dialect, Step, Submission, Warehouse, WarehouseColumn, WarehouseError};
-use crate::contract::model::TableRef;
+use super::{Cell, CopyJob, Dialect, Step, Submission, Until, Warehouse, WarehouseError};
 use crate::contract::pgtext::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
 use crate::contract::sql;
 
@@ -63,52 +62,16 @@ impl Warehouse for PgWarehouse {
         Dialect::Postgres
     }
 
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), WarehouseError>> {
-        Box::pin(async move {
-            let mut client = self.connect().await?;
-            let tx = client.transaction().await.map_err(pg)?;
-            for s in &statements {
-                tracing::debug!(sql = %s, "warehouse");
-                tx.batch_execute(s).await.map_err(pg)?;
-            }
-            tx.commit().await.map_err(pg)
-        })
-    }
-
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, WarehouseError>> {
+    fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>> {
         Box::pin(async move {
             let client = self.connect().await?;
-            Ok(client.query_one(&query, &[]).await.map_err(pg)?.get(0))
+            let rows = client.query(&sql, &[]).await.map_err(pg)?;
+            rows.iter().map(cells).collect()
         })
     }
 
-    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, WarehouseError>> {
-        Box::pin(async move {
-            let client = self.connect().await?;
-            let rows = client.query(&columns_sql(table)?, &[]).await.map_err(pg)?;
-            Ok(rows
-                .iter()
-                .map(|r| WarehouseColumn {
-                    name: r.get(0),
-                    data_type: r.get(1),
-                    char_length: r.get(2),
-                    precision: r.get(3),
-                    scale: r.get(4),
-                })
-                .collect())
-        })
-    }
-
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), WarehouseError>> {
-        Box::pin(async move {
-            let mut client = self.connect().await?;
-            let tx = client.transaction().await.map_err(pg)?;
-            copy_into(&tx, &job).await?;
-            tx.commit().await.map_err(pg)
-        })
-    }
-
-    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
+    /// Runs to the end whatever `until` asks: PostgreSQL has no statement to poll.
+    fn submit<'a>(&'a self, steps: Vec<Step<'a>>, _until: Until) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
         Box::pin(async move {
             let mut client = self.connect().await?;
             let tx = client.transaction().await.map_err(pg)?;
@@ -143,6 +106,31 @@ impl Warehouse for PgWarehouse {
             Ok(Submission::Done)
         })
     }
+}
+
+/// A row's values as cells: integers and text (what the loader's queries select); any other type is refused.
+fn cells(row: &tokio_postgres::Row) -> Result<Vec<Cell>, WarehouseError> {
+    use tokio_postgres::types::Type;
+    (0..row.len())
+        .map(|i| {
+            let ty = row.columns()[i].type_();
+            let cell = match *ty {
+                Type::INT8 => row.try_get::<_, Option<i64>>(i).map(|v| v.map(Cell::Int)),
+                Type::INT4 => row.try_get::<_, Option<i32>>(i).map(|v| v.map(|n| Cell::Int(n.into()))),
+                Type::INT2 => row.try_get::<_, Option<i16>>(i).map(|v| v.map(|n| Cell::Int(n.into()))),
+                Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => {
+                    row.try_get::<_, Option<String>>(i).map(|v| v.map(Cell::Text))
+                }
+                _ => {
+                    return Err(WarehouseError::Invalid(format!(
+                        "warehouse query: column {} is of type {ty}; select integers or text",
+                        row.columns()[i].name()
+                    )))
+                }
+            };
+            Ok(cell.map_err(pg)?.unwrap_or(Cell::Null))
+        })
+        .collect()
 }
 
 /// Streams the job's Parquet parts into its staging table by binary `COPY FROM STDIN`, inside `tx`.

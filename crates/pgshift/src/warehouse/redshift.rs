@@ -16,11 +16,7 @@ use aws_sdk_redshiftdata::types::{Field, StatementStatusString, StatusString};
 use aws_sdk_redshiftdata::Client;
 use futures_util::future::BoxFuture;
 
-use super::{
-    columns_sql, reconcile_sql, CopyJob, Dialect, Step, Submission, TxStatus, Warehouse, WarehouseColumn,
-    WarehouseError,
-};
-use crate::contract::model::TableRef;
+use super::{reconcile_sql, Cell, CopyJob, Dialect, Step, Submission, TxStatus, Until, Warehouse, WarehouseError};
 
 /// Statements per `BatchExecuteStatement`: the Data API's limit.
 const MAX_BATCH: usize = 40;
@@ -219,9 +215,19 @@ impl RedshiftWarehouse {
         }
     }
 
-    async fn run(&self, statements: &[String]) -> Result<(), WarehouseError> {
-        let id = self.send(statements).await?;
-        self.wait(&id).await.map_err(|(e, _)| e)
+    /// Waits for a submitted statement to commit; a failed load is explained from `SYS_LOAD_ERROR_DETAIL`.
+    async fn committed(&self, id: &str) -> Result<(), WarehouseError> {
+        match self.wait(id).await {
+            Ok(()) => Ok(()),
+            Err((WarehouseError::Sql { detail, retryable }, Some(query_id))) => {
+                let why = self.describe_load_errors(query_id).await;
+                Err(WarehouseError::Sql {
+                    detail: format!("{detail}; load errors: {why}"),
+                    retryable,
+                })
+            }
+            Err((e, _)) => Err(e),
+        }
     }
 
     async fn rows(&self, query: &str) -> Result<Vec<Vec<Field>>, WarehouseError> {
@@ -261,6 +267,19 @@ impl RedshiftWarehouse {
     }
 }
 
+/// A Data API field as a cell: integers stay integers, every other value is its text.
+fn cell(f: &Field) -> Cell {
+    match f {
+        Field::LongValue(n) => Cell::Int(*n),
+        Field::StringValue(s) => Cell::Text(s.clone()),
+        Field::IsNull(true) => Cell::Null,
+        Field::BooleanValue(b) => Cell::Text(b.to_string()),
+        Field::DoubleValue(d) => Cell::Text(d.to_string()),
+        Field::BlobValue(b) => Cell::Text(String::from_utf8_lossy(b.as_ref()).into_owned()),
+        _ => Cell::Null,
+    }
+}
+
 /// The COPY of a staging table from its manifest.
 pub fn copy_sql(job: &CopyJob<'_>, iam_role: &str) -> Result<String, WarehouseError> {
     let (staging, cols) = job.target()?;
@@ -286,68 +305,14 @@ impl Warehouse for RedshiftWarehouse {
         Dialect::Redshift
     }
 
-    fn transaction(&self, statements: Vec<String>) -> BoxFuture<'_, Result<(), WarehouseError>> {
-        Box::pin(async move { self.run(&statements).await })
-    }
-
-    fn count(&self, query: String) -> BoxFuture<'_, Result<i64, WarehouseError>> {
+    fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>> {
         Box::pin(async move {
-            let rows = self.rows(&query).await?;
-            match rows.first().and_then(|r| r.first()) {
-                Some(Field::LongValue(n)) => Ok(*n),
-                other => Err(WarehouseError::Sql {
-                    detail: format!("{query}: unexpected result {other:?}"),
-                    retryable: false,
-                }),
-            }
+            let rows = self.rows(&sql).await?;
+            Ok(rows.iter().map(|r| r.iter().map(cell).collect()).collect())
         })
     }
 
-    fn columns<'a>(&'a self, table: &'a TableRef) -> BoxFuture<'a, Result<Vec<WarehouseColumn>, WarehouseError>> {
-        Box::pin(async move {
-            let rows = self.rows(&columns_sql(table)?).await?;
-            let text = |f: Option<&Field>| match f {
-                Some(Field::StringValue(s)) => s.clone(),
-                _ => String::new(),
-            };
-            let int = |f: Option<&Field>| match f {
-                Some(Field::LongValue(n)) => Some(*n),
-                _ => None,
-            };
-            Ok(rows
-                .iter()
-                // A row without a name is not a column (the result is not of this query).
-                .filter(|r| matches!(r.first(), Some(Field::StringValue(_))))
-                .map(|r| WarehouseColumn {
-                    name: text(r.first()),
-                    data_type: text(r.get(1)),
-                    char_length: int(r.get(2)),
-                    precision: int(r.get(3)),
-                    scale: int(r.get(4)),
-                })
-                .collect())
-        })
-    }
-
-    fn copy<'a>(&'a self, job: CopyJob<'a>) -> BoxFuture<'a, Result<(), WarehouseError>> {
-        Box::pin(async move {
-            let sql = copy_sql(&job, &self.target.iam_role)?;
-            let id = self.send(&[sql]).await?;
-            match self.wait(&id).await {
-                Ok(()) => Ok(()),
-                Err((WarehouseError::Sql { detail, retryable }, Some(query_id))) => {
-                    let why = self.describe_load_errors(query_id).await;
-                    Err(WarehouseError::Sql {
-                        detail: format!("{detail}; load errors: {why}"),
-                        retryable,
-                    })
-                }
-                Err((e, _)) => Err(e),
-            }
-        })
-    }
-
-    fn submit<'a>(&'a self, steps: Vec<Step<'a>>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
+    fn submit<'a>(&'a self, steps: Vec<Step<'a>>, until: Until) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
         Box::pin(async move {
             let mut sqls = Vec::with_capacity(steps.len());
             for s in &steps {
@@ -364,7 +329,11 @@ impl Warehouse for RedshiftWarehouse {
                     sqls.len()
                 )));
             }
-            Ok(Submission::Pending(self.send(&sqls).await?))
+            let id = self.send(&sqls).await?;
+            match until {
+                Until::Submitted => Ok(Submission::Pending(id)),
+                Until::Committed => self.committed(&id).await.map(|()| Submission::Done),
+            }
         })
     }
 
@@ -421,7 +390,7 @@ impl Warehouse for RedshiftWarehouse {
         })
     }
 
-    fn load_errors(&self, query_id: i64) -> BoxFuture<'_, String> {
+    fn explain(&self, query_id: i64) -> BoxFuture<'_, String> {
         Box::pin(async move { self.describe_load_errors(query_id).await })
     }
 }

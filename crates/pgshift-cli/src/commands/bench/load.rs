@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::Args;
 use futures_util::{pin_mut, SinkExt, StreamExt};
-use pgshift::contract::load::{Atomicity, LoadMode, LoadRequest};
+use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, LoadRequest};
 use pgshift::contract::plan::{PlanRequest, PlanSettings};
 use pgshift::load::LoadContext;
 use pgshift::plan::PlanContext;
@@ -145,8 +145,11 @@ pub(crate) async fn run(args: BenchLoadArgs) -> Result<()> {
         };
         let lreq = LoadRequest {
             plan_url: summary.plan_url.clone(),
-            mode: LoadMode::Replace,
-            atomic: Atomicity::Table,
+            options: LoadOptions {
+                mode: LoadMode::Replace,
+                atomic: Atomicity::Table,
+                ..LoadOptions::default()
+            },
             ..LoadRequest::default()
         };
         let started = Instant::now();
