@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-use pgshift::entry::names::Named;
+use pgshift::entry::Named;
 use serde_json::Value;
 
 /// JSON log lines (CloudWatch), filtered by `RUST_LOG` (default `info`).

@@ -11,23 +11,34 @@
 //!    [`warehouse`] (PostgreSQL, Redshift);
 //! 3. the use cases, which never use each other: [`plan`], [`extract`](mod@extract), [`load`], [`report`];
 //! 4. [`entry`]: the Lambda handlers, the cold-start configuration, the triggers and the local pipeline.
+//!
+//! Visibility is deliberate: a module is `pub` when the Lambdas, the CLI or the tests reach into it, and its items
+//! are `pub(crate)` unless they do; the most used names are re-exported here.
 
-pub mod awsclient;
+pub(crate) mod awsclient;
 pub mod contract;
 pub mod entry;
 pub mod extract;
 pub mod load;
-pub mod pgclient;
+pub(crate) mod pgclient;
 pub mod plan;
 pub mod report;
 pub mod source;
 pub mod stage;
 pub mod warehouse;
 
+// The façade: what a shell around the core (the Lambdas, the CLI) names most, at the top. Items are `pub(crate)`
+// unless something outside the crate uses them (the `unreachable_pub` lint keeps that true).
+pub use contract::load::{LoadRequest, LoadResult};
 pub use contract::model::{ExtractResult, ExtractTask};
-pub use extract::ExtractError;
-pub use extract::{extract, ExtractContext};
-pub use stage::UrlStages;
+pub use contract::plan::{Plan, PlanRequest};
+pub use entry::pipeline::LocalRun;
+pub use extract::{extract, ExtractContext, ExtractError};
+pub use load::{LoadContext, LoadError};
+pub use plan::{PlanContext, PlanError};
+pub use source::{PgConnector, SourceError};
+pub use stage::{Stage, StageError, UrlStages};
+pub use warehouse::{Warehouse, WarehouseError};
 
 #[cfg(test)]
 mod layers;

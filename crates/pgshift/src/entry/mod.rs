@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod handlers;
-pub mod names;
+pub(crate) mod names;
+pub use names::Named;
 pub mod pipeline;
-pub mod trigger;
+pub(crate) mod trigger;

@@ -28,7 +28,7 @@ pub const DEFINITION: &str = include_str!("../../../../statemachine/pipeline.asl
 
 /// The placeholders of the definition: the function each stands for. The infrastructure substitutes the deployed
 /// ARNs; `pgshift run` substitutes local names.
-pub const FUNCTIONS: &[(&str, &str)] = &[
+pub(crate) const FUNCTIONS: &[(&str, &str)] = &[
     ("PlannerFunctionArn", "planner"),
     ("ExtractorFunctionArn", "extractor"),
     ("LoaderFunctionArn", "loader"),
@@ -37,7 +37,7 @@ pub const FUNCTIONS: &[(&str, &str)] = &[
 const LOCAL_ARN: &str = "arn:aws:lambda:local:000000000000:function:pgshift-";
 
 /// Substitutes `${Name}` placeholders; a placeholder without a value is an error naming it.
-pub fn substitute(definition: &str, values: &BTreeMap<&str, String>) -> Result<String, AslError> {
+pub(crate) fn substitute(definition: &str, values: &BTreeMap<&str, String>) -> Result<String, AslError> {
     let mut out = String::with_capacity(definition.len());
     let mut rest = definition;
     while let Some(i) = rest.find("${") {
@@ -57,7 +57,7 @@ pub fn substitute(definition: &str, values: &BTreeMap<&str, String>) -> Result<S
 }
 
 /// The definition with local function names, parsed.
-pub fn local_machine(definition: &str) -> Result<Arc<Machine>, AslError> {
+pub(crate) fn local_machine(definition: &str) -> Result<Arc<Machine>, AslError> {
     let values = FUNCTIONS.iter().map(|(k, f)| (*k, format!("{LOCAL_ARN}{f}"))).collect();
     Machine::from_json(&substitute(definition, &values)?)
 }
@@ -151,7 +151,7 @@ impl Progress {
 }
 
 /// The local binding: every effect of the definition, in process.
-pub struct LocalPipeline {
+pub(crate) struct LocalPipeline {
     pub planner: PlanContext,
     /// What the planner Lambda reads from its environment; the run input overrides it.
     pub plan_defaults: PlanRequest,

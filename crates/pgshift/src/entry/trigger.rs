@@ -9,7 +9,7 @@ use crate::contract::snapshot::{Snapshot, SnapshotKind};
 use crate::plan::PlanError;
 
 /// The RDS events that mean "a snapshot is complete": (RDS event id, detail-type, kind, automated).
-pub const SNAPSHOT_CREATED: &[(&str, &str, SnapshotKind, bool)] = &[
+pub(crate) const SNAPSHOT_CREATED: &[(&str, &str, SnapshotKind, bool)] = &[
     ("RDS-EVENT-0042", "RDS DB Snapshot Event", SnapshotKind::Instance, false),
     ("RDS-EVENT-0091", "RDS DB Snapshot Event", SnapshotKind::Instance, true),
     (
@@ -36,7 +36,7 @@ fn is_event(input: &Value) -> bool {
 }
 
 /// The snapshot of an EventBridge RDS event, or an error naming what the event is instead.
-pub fn snapshot_of(event: &Value) -> Result<Snapshot, PlanError> {
+pub(crate) fn snapshot_of(event: &Value) -> Result<Snapshot, PlanError> {
     let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     let source = s("source");
     let detail_type = s("detail-type");
@@ -107,7 +107,7 @@ fn run_id_for(s: &Snapshot) -> String {
 /// The plan request for a trigger input over the planner's defaults: an RDS snapshot event takes the defaults as they
 /// are (and records the snapshot); a manual input overrides any of their fields (`settings` and `writer` field by
 /// field). Unknown fields are an error naming them.
-pub fn plan_request(input: &Value, defaults: &PlanRequest) -> Result<PlanRequest, PlanError> {
+pub(crate) fn plan_request(input: &Value, defaults: &PlanRequest) -> Result<PlanRequest, PlanError> {
     if is_event(input) {
         let snapshot = snapshot_of(input)?;
         let mut req = defaults.clone();

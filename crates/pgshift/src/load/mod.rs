@@ -19,7 +19,7 @@ pub use cleanup::cleanup;
 pub use progress::check;
 use progress::{record, summarize, wait_seconds};
 use statements::{ident, logged_sql, qualified, setup_sql, swap_sql};
-pub use statements::{staging_table, varchar_bytes};
+pub(crate) use statements::{staging_table, varchar_bytes};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use crate::warehouse::Dialect;
 
 /// The byte width of a Redshift VARCHAR for a column: room for the declared length in UTF-8 (4 bytes a character),
 /// else twice the longest value seen (at least 256), never less than the longest value, at most 65,535.
-pub fn varchar_bytes(c: &ColumnSpec, observed: u64) -> u64 {
+pub(crate) fn varchar_bytes(c: &ColumnSpec, observed: u64) -> u64 {
     let declared = match c.pg_type.oid {
         oid::VARCHAR | oid::BPCHAR => char_length(c.pg_type.typmod).map(|n| n as u64 * 4),
         _ => None,
@@ -38,7 +38,7 @@ pub(super) fn qualified(t: &TableRef) -> Result<String, LoadError> {
 }
 
 /// The staging table of a run: beside the target, named after it and the run (identifiers stay under 63 bytes).
-pub fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
+pub(crate) fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
     let run: String = run_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     let run = &run[run.len().saturating_sub(12)..];
     let mut name: String = target.name.chars().take(40).collect();

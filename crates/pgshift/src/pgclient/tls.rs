@@ -29,7 +29,7 @@ enum Verify {
 }
 
 /// A connection string parsed, with the TLS connector its `sslmode` asks for.
-pub fn config(conn: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), String> {
+pub(crate) fn config(conn: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), String> {
     let mut verify = Verify::None;
     let mut root: Option<String> = None;
     let mut take = |k: &str, v: &str| -> Option<String> {
@@ -83,7 +83,7 @@ pub fn config(conn: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect),
 }
 
 /// The connector for a config built elsewhere (from a secret): `prefer`/`require` without verification.
-pub fn unverified() -> Result<MakeRustlsConnect, String> {
+pub(crate) fn unverified() -> Result<MakeRustlsConnect, String> {
     connector(Verify::None, None, SslMode::Prefer)
 }
 

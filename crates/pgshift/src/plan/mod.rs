@@ -22,7 +22,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio_postgres::Client;
 
-pub use parts::part_count;
 
 use crate::contract::layout;
 use crate::contract::model::{ExtractTask, TableRef};

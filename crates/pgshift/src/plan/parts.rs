@@ -6,7 +6,7 @@ use crate::contract::plan::{PlanRequest, PlanSettings};
 
 /// The number of parts for a table of `bytes`: by size, raised so a part finishes inside the time budget at the
 /// expected throughput, rounded up to a multiple of the slices when there are more parts than slices, capped.
-pub fn part_count(bytes: u64, s: &PlanSettings) -> (u32, Option<String>) {
+pub(crate) fn part_count(bytes: u64, s: &PlanSettings) -> (u32, Option<String>) {
     if bytes == 0 {
         return (1, None);
     }

@@ -19,7 +19,7 @@ const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 /// Why decoding stopped.
 #[derive(Debug)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// The stream does not follow the binary COPY format.
     Protocol(String),
     /// A value cannot be represented under its column's mapping.
@@ -268,7 +268,7 @@ fn utf8(v: &[u8]) -> Result<&str, String> {
 }
 
 /// Decodes a binary COPY stream, chunk by chunk, into record batches of about `batch_bytes` decoded bytes.
-pub struct CopyDecoder {
+pub(crate) struct CopyDecoder {
     schema: SchemaRef,
     columns: Vec<Column>,
     /// For each key column: its position in the output columns and its type.
@@ -289,7 +289,7 @@ pub struct CopyDecoder {
 }
 
 impl CopyDecoder {
-    pub fn new(schema: SchemaRef, columns: &[ColumnSpec], key: &[String], batch_bytes: usize) -> Self {
+    pub(crate) fn new(schema: SchemaRef, columns: &[ColumnSpec], key: &[String], batch_bytes: usize) -> Self {
         let key_fields = key
             .iter()
             .map_while(|k| {
@@ -326,7 +326,7 @@ impl CopyDecoder {
     }
 
     /// Feeds one chunk of the stream; calls `emit` for every full batch.
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         chunk: &[u8],
         emit: &mut dyn FnMut(RecordBatch) -> Result<(), DecodeError>,
@@ -345,7 +345,7 @@ impl CopyDecoder {
     }
 
     /// Ends the stream: checks the trailer arrived and nothing follows it, and returns the last partial batch.
-    pub fn finish(mut self) -> Result<(Option<RecordBatch>, DecoderSummary), DecodeError> {
+    pub(crate) fn finish(mut self) -> Result<(Option<RecordBatch>, DecoderSummary), DecodeError> {
         if !self.trailer_seen {
             return Err(DecodeError::Protocol("the stream ended before the COPY trailer".into()));
         }
@@ -523,7 +523,7 @@ fn render_key<'a>(parts: impl Iterator<Item = (KeyType, Option<&'a [u8]>)>) -> R
 
 /// What the decoder saw over the whole stream.
 #[derive(Debug)]
-pub struct DecoderSummary {
+pub(crate) struct DecoderSummary {
     pub rows: u64,
     pub first_key: Option<Vec<KeyValue>>,
     pub last_key: Option<Vec<KeyValue>>,

@@ -10,7 +10,7 @@ use tokio_postgres::{Client, GenericClient};
 use crate::contract::model::{ColumnSpec, KeyType, PgType, TableRef};
 use crate::contract::types::{default_mapping, mapping_for_cast, Cast, CatalogType, TypePolicies};
 
-pub mod decode;
+pub(crate) mod decode;
 
 /// What the source reports: a table or column that is not there (or changed), a type pgshift does not map, a
 /// privilege missing, the server out of reach, a statement timed out or failed (retryable when the server may
@@ -305,7 +305,7 @@ pub async fn describe_table(db: &impl GenericClient, table: &TableRef) -> Result
 }
 
 /// Reads the columns and keys of many tables (oid, name, relkind) in two catalog queries, whatever their number.
-pub async fn describe_tables(
+pub(crate) async fn describe_tables(
     db: &impl GenericClient,
     tables: &[(u32, TableRef, char)],
 ) -> Result<Vec<CatalogTable>, tokio_postgres::Error> {
@@ -391,7 +391,7 @@ pub fn column_specs(
 
 /// Checks a task's columns against the catalog: each exists, is readable, and has the type the task was planned
 /// with.
-pub fn check_columns(t: &CatalogTable, columns: &[ColumnSpec]) -> Result<(), SourceError> {
+pub(crate) fn check_columns(t: &CatalogTable, columns: &[ColumnSpec]) -> Result<(), SourceError> {
     for spec in columns {
         let Some(c) = t.columns.iter().find(|c| c.name == spec.name) else {
             return Err(SourceError::ColumnNotFound {

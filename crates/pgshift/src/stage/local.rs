@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use super::{Crc32, ObjectSum, ObjectWriter, Stage, StageError, StagedObject};
 
 /// A directory on the local file system.
-pub struct LocalStage {
+pub(crate) struct LocalStage {
     pub(super) url: String,
     pub(super) root: PathBuf,
 }

@@ -9,11 +9,11 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 mod local;
-pub mod parquet;
-pub mod run;
+pub(crate) mod parquet;
+pub(crate) mod run;
 pub mod s3;
 
-pub use local::LocalStage;
+pub(crate) use local::LocalStage;
 use s3::{S3Options, S3Stage};
 
 #[derive(Debug, thiserror::Error)]

@@ -22,10 +22,10 @@ use crate::contract::model::{Compression, StagedFile, WriterSettings};
 use crate::stage::{ObjectWriter, Stage, StageError};
 
 /// Bytes handed to the stage at a time (S3 multipart parts must be ≥ 5 MiB, except the last).
-pub const STAGE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const STAGE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// The writer properties of every Parquet file pgshift writes.
-pub fn writer_properties(settings: &WriterSettings) -> Result<WriterProperties, String> {
+pub(crate) fn writer_properties(settings: &WriterSettings) -> Result<WriterProperties, String> {
     let compression = match settings.compression {
         Compression::Zstd { level } => {
             PqCompression::ZSTD(ZstdLevel::try_new(level).map_err(|e| format!("zstd level {level}: {e}"))?)
@@ -53,19 +53,19 @@ pub fn writer_properties(settings: &WriterSettings) -> Result<WriterProperties, 
 /// What the encoder hands the uploader: a file begins, its encoded bytes in chunks, the file is complete. A channel
 /// closed before `Finish` discards the file in progress (the encoder stopped: nothing of it is to be published).
 #[derive(Debug)]
-pub enum Upload {
+pub(crate) enum Upload {
     Start { key: String },
     Bytes(Bytes),
     Finish { rows: u64 },
 }
 
 /// Chunks of encoded bytes in flight between the encoder and the uploader (each [`STAGE_CHUNK_BYTES`]).
-pub const CHUNKS_IN_FLIGHT: usize = 1;
+pub(crate) const CHUNKS_IN_FLIGHT: usize = 1;
 
 /// The uploader: owns the stage objects, writes the chunks as they come, and publishes each file when it is complete.
 /// Every failure discards the object in progress before it is returned; files already complete stay (a retry
 /// overwrites them by name).
-pub async fn upload(stage: Arc<dyn Stage>, mut rx: mpsc::Receiver<Upload>) -> Result<Vec<StagedFile>, StageError> {
+pub(crate) async fn upload(stage: Arc<dyn Stage>, mut rx: mpsc::Receiver<Upload>) -> Result<Vec<StagedFile>, StageError> {
     let mut files = Vec::new();
     let mut current: Option<Box<dyn ObjectWriter>> = None;
     while let Some(msg) = rx.recv().await {
@@ -142,7 +142,7 @@ const UPLOADER_STOPPED: &str = "the uploader stopped";
 
 /// Encodes a stream of batches into files `<prefix>-000.parquet`, `<prefix>-001.parquet`, …, handed to the uploader
 /// as they are produced. Synchronous (it runs on the encoder's blocking thread); it never touches the stage itself.
-pub struct RollingWriter {
+pub(crate) struct RollingWriter {
     tx: mpsc::Sender<Upload>,
     schema: SchemaRef,
     props: WriterProperties,
@@ -153,7 +153,7 @@ pub struct RollingWriter {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// The uploader stopped (its own error says why).
     #[error("{UPLOADER_STOPPED}")]
     UploaderStopped,
@@ -162,7 +162,7 @@ pub enum WriteError {
 }
 
 impl RollingWriter {
-    pub fn new(
+    pub(crate) fn new(
         tx: mpsc::Sender<Upload>,
         schema: SchemaRef,
         settings: &WriterSettings,
@@ -183,7 +183,7 @@ impl RollingWriter {
         self.tx.blocking_send(msg).map_err(|_| WriteError::UploaderStopped)
     }
 
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
         if self.current.is_none() {
             let key = format!("{}-{:03}.parquet", self.key_prefix, self.started);
             self.started += 1;
@@ -218,7 +218,7 @@ impl RollingWriter {
     }
 
     /// Closes the last file: the uploader publishes it.
-    pub fn finish(mut self) -> Result<(), WriteError> {
+    pub(crate) fn finish(mut self) -> Result<(), WriteError> {
         self.close_current()
     }
 }

@@ -31,7 +31,7 @@ use super::{Crc32, ObjectSum, ObjectWriter, Stage, StageError, StagedObject};
 /// Size of the parts of a multipart upload (S3's minimum is 5 MiB, except for the last part).
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
 /// Parts uploading at once for one object.
-pub const MAX_PARTS_IN_FLIGHT: usize = 2;
+pub(crate) const MAX_PARTS_IN_FLIGHT: usize = 2;
 
 /// Options of an S3 stage beyond its URL.
 #[derive(Debug, Clone, Default)]

@@ -138,7 +138,7 @@ impl Dialect {
 const SETUP_LOCK: i64 = 0x7067_7368;
 
 /// json and jsonb columns (not arrays cast to JSON text: those load as text).
-pub fn is_json(c: &ColumnSpec) -> bool {
+pub(crate) fn is_json(c: &ColumnSpec) -> bool {
     matches!(
         c.mapping,
         crate::contract::types::Mapping::Json | crate::contract::types::Mapping::Jsonb
@@ -274,7 +274,7 @@ pub async fn columns(wh: &dyn Warehouse, table: &TableRef) -> Result<Vec<Warehou
 /// The query behind [`columns`]: `information_schema.columns` has the same shape in PostgreSQL and
 /// Redshift (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQLreference.html>; Redshift's `information_schema`
 /// follows PostgreSQL's). Columns: name, data_type, character_maximum_length, numeric_precision, numeric_scale.
-pub fn columns_sql(table: &TableRef) -> Result<String, WarehouseError> {
+pub(crate) fn columns_sql(table: &TableRef) -> Result<String, WarehouseError> {
     Ok(format!(
         "SELECT column_name::text, data_type::text, character_maximum_length::int8, numeric_precision::int8, \
          numeric_scale::int8 FROM information_schema.columns WHERE table_schema = {} AND table_name = {} \
@@ -286,14 +286,14 @@ pub fn columns_sql(table: &TableRef) -> Result<String, WarehouseError> {
 
 /// The kinds of warehouse a URL can name, by its scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Postgres,
     Redshift,
 }
 
 impl Kind {
     /// `postgres://…` (or `postgresql://`), `redshift://…` or `redshift-serverless://…`.
-    pub fn of(url: &str) -> Result<Self, WarehouseError> {
+    pub(crate) fn of(url: &str) -> Result<Self, WarehouseError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Kind::Postgres)
         } else if url.starts_with("redshift://") || url.starts_with("redshift-serverless://") {

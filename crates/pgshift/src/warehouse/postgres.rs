@@ -201,7 +201,7 @@ fn col(a: &ArrayRef) -> Result<Col<'_>, String> {
 }
 
 /// Appends the batch's rows in Postgres' binary COPY format.
-pub fn encode_batch(batch: &RecordBatch, buf: &mut BytesMut) -> Result<(), String> {
+pub(crate) fn encode_batch(batch: &RecordBatch, buf: &mut BytesMut) -> Result<(), String> {
     let cols = batch.columns().iter().map(col).collect::<Result<Vec<_>, _>>()?;
     let arrays: &[Arc<dyn Array>] = batch.columns();
     for row in 0..batch.num_rows() {
@@ -267,7 +267,7 @@ pub fn encode_batch(batch: &RecordBatch, buf: &mut BytesMut) -> Result<(), Strin
 
 /// Postgres' binary numeric for `v × 10^-scale`: base-10000 digit groups around the decimal point, leading and
 /// trailing zero groups dropped, `dscale = scale`.
-pub fn numeric_binary(v: i128, scale: i8) -> Vec<u8> {
+pub(crate) fn numeric_binary(v: i128, scale: i8) -> Vec<u8> {
     let scale = scale.max(0) as usize;
     let digits = v.unsigned_abs().to_string();
     let (int, frac) = if digits.len() > scale {
