@@ -139,47 +139,10 @@ impl Interpreter {
             Some(n) => Step::Next(n.clone(), v),
             None => Step::End(v),
         };
+        let c = ctx.object(&s.name, 0);
         match &s.kind {
-            Kind::Task { .. } | Kind::Map(_) => {
-                let mut attempts = vec![0u32; s.retry.len()];
-                let mut retry_count = 0;
-                loop {
-                    let failure = match self.attempt(s, &raw, ctx, retry_count).await {
-                        Ok(v) => return Ok(done(v)),
-                        Err(f) => f,
-                    };
-                    if failure.error == "States.Runtime" {
-                        return Err(failure);
-                    }
-                    if let Some(i) = s.retry.iter().position(|r| error_matches(&r.errors, &failure.error)) {
-                        let r = &s.retry[i];
-                        if attempts[i] < r.max_attempts {
-                            let mut delay = r.interval * r.backoff.powi(attempts[i] as i32);
-                            if let Some(max) = r.max_delay {
-                                delay = delay.min(max);
-                            }
-                            if r.full_jitter {
-                                delay *= unit_random();
-                            }
-                            attempts[i] += 1;
-                            retry_count += 1;
-                            tracing::info!(state = %s.name, error = %failure.error, cause = %failure.cause,
-                                attempt = attempts[i], delay_seconds = delay, "retrying");
-                            tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-                            continue;
-                        }
-                    }
-                    if let Some(c) = s.catch.iter().find(|c| error_matches(&c.errors, &failure.error)) {
-                        tracing::info!(state = %s.name, error = %failure.error, next = %c.next, "caught");
-                        let err = json!({"Error": failure.error, "Cause": failure.cause});
-                        let out = apply_result_path(c.result_path.as_ref(), raw, err, &s.name)?;
-                        return Ok(Step::Next(c.next.clone(), out));
-                    }
-                    return Err(failure);
-                }
-            }
+            Kind::Task { .. } | Kind::Map(_) => self.run_with_retries(s, raw, ctx).await,
             Kind::Pass { result } => {
-                let c = ctx.object(&s.name, 0);
                 let effective = input_of(s, &raw, &c)?;
                 let value = match (result, &s.parameters) {
                     (Some(r), _) => r.clone(),
@@ -190,21 +153,12 @@ impl Interpreter {
                 Ok(done(output_of(s, out)?))
             }
             Kind::Wait(w) => {
-                let c = ctx.object(&s.name, 0);
                 let effective = input_of(s, &raw, &c)?;
-                let secs = match w {
-                    WaitFor::Seconds(x) => *x,
-                    WaitFor::Path(p) => p
-                        .get(&effective, &c)
-                        .and_then(Value::as_f64)
-                        .filter(|x| *x >= 0.0)
-                        .ok_or_else(|| Failure::runtime(&s.name, format!("{} is not a non-negative number", p.text)))?,
-                };
+                let secs = wait_seconds(s, w, &effective, &c)?;
                 tokio::time::sleep(Duration::from_secs_f64(secs)).await;
                 Ok(done(output_of(s, effective)?))
             }
             Kind::Choice { choices, default } => {
-                let c = ctx.object(&s.name, 0);
                 let effective = input_of(s, &raw, &c)?;
                 for (rule, next) in choices {
                     if rule.eval(&effective, &c, &s.name)? {
@@ -219,32 +173,47 @@ impl Interpreter {
                     )),
                 }
             }
-            Kind::Succeed => {
-                let c = ctx.object(&s.name, 0);
-                let effective = input_of(s, &raw, &c)?;
-                Ok(Step::End(output_of(s, effective)?))
+            Kind::Succeed => Ok(Step::End(output_of(s, input_of(s, &raw, &c)?)?)),
+            Kind::Fail { .. } => Err(fail_of(s, &raw, &c)?),
+        }
+    }
+
+    /// A Task or Map state: attempts, retried by the first Retrier that matches the error while it has attempts
+    /// left, then caught by the first Catcher that matches, or failed.
+    async fn run_with_retries(&self, s: &State, raw: Value, ctx: &Ctx) -> Result<Step, Failure> {
+        let mut attempts = vec![0u32; s.retry.len()];
+        let mut retry_count = 0;
+        loop {
+            let failure = match self.attempt(s, &raw, ctx, retry_count).await {
+                Ok(v) => {
+                    return Ok(match &s.next {
+                        Some(n) => Step::Next(n.clone(), v),
+                        None => Step::End(v),
+                    })
+                }
+                Err(f) => f,
+            };
+            if failure.error == "States.Runtime" {
+                return Err(failure);
             }
-            Kind::Fail {
-                error,
-                cause,
-                error_path,
-                cause_path,
-            } => {
-                let c = ctx.object(&s.name, 0);
-                let read = |p: &Option<Path>| -> Result<Option<String>, Failure> {
-                    let Some(p) = p else { return Ok(None) };
-                    match p.get(&raw, &c) {
-                        Some(Value::String(v)) => Ok(Some(v.clone())),
-                        _ => Err(Failure::runtime(&s.name, format!("{} is not a string", p.text))),
-                    }
-                };
-                Err(Failure::new(
-                    read(error_path)?
-                        .or_else(|| error.clone())
-                        .unwrap_or_else(|| "States.Fail".into()),
-                    read(cause_path)?.or_else(|| cause.clone()).unwrap_or_default(),
-                ))
+            if let Some(i) = s.retry.iter().position(|r| error_matches(&r.errors, &failure.error)) {
+                if attempts[i] < s.retry[i].max_attempts {
+                    let delay = retry_delay(&s.retry[i], attempts[i]);
+                    attempts[i] += 1;
+                    retry_count += 1;
+                    tracing::info!(state = %s.name, error = %failure.error, cause = %failure.cause,
+                        attempt = attempts[i], delay_seconds = delay, "retrying");
+                    tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+                    continue;
+                }
             }
+            if let Some(c) = s.catch.iter().find(|c| error_matches(&c.errors, &failure.error)) {
+                tracing::info!(state = %s.name, error = %failure.error, next = %c.next, "caught");
+                let err = json!({"Error": failure.error, "Cause": failure.cause});
+                let out = apply_result_path(c.result_path.as_ref(), raw, err, &s.name)?;
+                return Ok(Step::Next(c.next.clone(), out));
+            }
+            return Err(failure);
         }
     }
 
@@ -290,36 +259,11 @@ impl Interpreter {
     }
 
     async fn run_map(&self, s: &State, m: &MapSpec, effective: Value, c: &Value, ctx: &Ctx) -> Result<Value, Failure> {
-        let items: Vec<Value> = match (&m.reader, &m.items_path) {
-            (Some((resource, params, config)), _) => {
-                let params = params.eval(&effective, c, &s.name)?;
-                self.resources
-                    .read_items(&s.name, resource, params, config.as_ref())
-                    .await?
-            }
-            (None, path) => {
-                let p = path.clone().unwrap_or_else(root);
-                match p.get(&effective, c) {
-                    Some(Value::Array(a)) => a.clone(),
-                    _ => {
-                        return Err(Failure::runtime(
-                            &s.name,
-                            format!("ItemsPath {} is not an array", p.text),
-                        ))
-                    }
-                }
-            }
+        let items = self.map_items(s, m, &effective, c).await?;
+        let limit = match map_limit(s, m, &effective, c)? {
+            0 => items.len().max(1),
+            n => n as usize,
         };
-        let limit = match (&m.max_concurrency_path, m.max_concurrency) {
-            (Some(p), _) => p.get(&effective, c).and_then(Value::as_u64).ok_or_else(|| {
-                Failure::runtime(
-                    &s.name,
-                    format!("MaxConcurrencyPath {} is not a non-negative integer", p.text),
-                )
-            })?,
-            (None, n) => n.unwrap_or(0),
-        };
-        let limit = if limit == 0 { items.len().max(1) } else { limit as usize };
         tracing::info!(state = %s.name, items = items.len(), max_concurrency = limit, "map");
         let permits = Arc::new(tokio::sync::Semaphore::new(limit));
         let mut set = JoinSet::new();
@@ -371,6 +315,88 @@ impl Interpreter {
             None => Ok(Value::Array(results)),
         }
     }
+
+    /// A Map's items: from its ItemReader, or the array at its ItemsPath (the whole input by default).
+    async fn map_items(&self, s: &State, m: &MapSpec, effective: &Value, c: &Value) -> Result<Vec<Value>, Failure> {
+        if let Some((resource, params, config)) = &m.reader {
+            let params = params.eval(effective, c, &s.name)?;
+            return self
+                .resources
+                .read_items(&s.name, resource, params, config.as_ref())
+                .await;
+        }
+        let p = m.items_path.clone().unwrap_or_else(root);
+        match p.get(effective, c) {
+            Some(Value::Array(a)) => Ok(a.clone()),
+            _ => Err(Failure::runtime(
+                &s.name,
+                format!("ItemsPath {} is not an array", p.text),
+            )),
+        }
+    }
+}
+
+/// A Map's MaxConcurrency (0: no limit), from its path when it has one.
+fn map_limit(s: &State, m: &MapSpec, effective: &Value, c: &Value) -> Result<u64, Failure> {
+    match &m.max_concurrency_path {
+        Some(p) => p.get(effective, c).and_then(Value::as_u64).ok_or_else(|| {
+            Failure::runtime(
+                &s.name,
+                format!("MaxConcurrencyPath {} is not a non-negative integer", p.text),
+            )
+        }),
+        None => Ok(m.max_concurrency.unwrap_or(0)),
+    }
+}
+
+/// The delay before retry `attempt` (0-based) of a Retrier: interval × backoff^attempt, capped, jittered.
+fn retry_delay(r: &Retrier, attempt: u32) -> f64 {
+    let mut delay = r.interval * r.backoff.powi(attempt as i32);
+    if let Some(max) = r.max_delay {
+        delay = delay.min(max);
+    }
+    if r.full_jitter {
+        delay *= unit_random();
+    }
+    delay
+}
+
+/// A Wait state's seconds, fixed or read from its path.
+fn wait_seconds(s: &State, w: &WaitFor, effective: &Value, c: &Value) -> Result<f64, Failure> {
+    match w {
+        WaitFor::Seconds(x) => Ok(*x),
+        WaitFor::Path(p) => p
+            .get(effective, c)
+            .and_then(Value::as_f64)
+            .filter(|x| *x >= 0.0)
+            .ok_or_else(|| Failure::runtime(&s.name, format!("{} is not a non-negative number", p.text))),
+    }
+}
+
+/// The failure a Fail state ends with: its Error and Cause, or the strings at their paths.
+fn fail_of(s: &State, raw: &Value, c: &Value) -> Result<Failure, Failure> {
+    let Kind::Fail {
+        error,
+        cause,
+        error_path,
+        cause_path,
+    } = &s.kind
+    else {
+        unreachable!("only Fail states fail this way")
+    };
+    let read = |p: &Option<Path>| -> Result<Option<String>, Failure> {
+        let Some(p) = p else { return Ok(None) };
+        match p.get(raw, c) {
+            Some(Value::String(v)) => Ok(Some(v.clone())),
+            _ => Err(Failure::runtime(&s.name, format!("{} is not a string", p.text))),
+        }
+    };
+    Ok(Failure::new(
+        read(error_path)?
+            .or_else(|| error.clone())
+            .unwrap_or_else(|| "States.Fail".into()),
+        read(cause_path)?.or_else(|| cause.clone()).unwrap_or_default(),
+    ))
 }
 
 pub(crate) fn input_of(s: &State, raw: &Value, context: &Value) -> Result<Value, Failure> {

@@ -160,7 +160,11 @@ pub fn eval(call: &Call, data: &Value, context: &Value) -> Result<Value, String>
             Arg::Call(c) => eval(c, data, context)?,
         });
     }
-    let n = &call.name;
+    apply(&call.name, args)
+}
+
+/// One intrinsic function applied to its evaluated arguments.
+fn apply(n: &str, args: Vec<Value>) -> Result<Value, String> {
     let want = |k: usize| {
         if args.len() == k {
             Ok(())
@@ -168,34 +172,8 @@ pub fn eval(call: &Call, data: &Value, context: &Value) -> Result<Value, String>
             Err(format!("{n} takes {k} argument(s), got {}", args.len()))
         }
     };
-    match n.as_str() {
-        "States.Format" => {
-            let Some(Value::String(fmt)) = args.first() else {
-                return Err(format!("{n}: the first argument must be a string"));
-            };
-            let mut out = String::new();
-            let mut rest = args[1..].iter();
-            let mut chars = fmt.chars().peekable();
-            while let Some(c) = chars.next() {
-                if c == '{' && chars.peek() == Some(&'}') {
-                    chars.next();
-                    let v = rest.next().ok_or_else(|| format!("{n}: more {{}} than arguments"))?;
-                    match v {
-                        Value::String(s) => out.push_str(s),
-                        Value::Object(_) | Value::Array(_) => {
-                            return Err(format!("{n}: arguments must be strings, numbers, booleans or null"))
-                        }
-                        other => out.push_str(&other.to_string()),
-                    }
-                } else {
-                    out.push(c);
-                }
-            }
-            if rest.next().is_some() {
-                return Err(format!("{n}: more arguments than {{}}"));
-            }
-            Ok(Value::String(out))
-        }
+    match n {
+        "States.Format" => format(n, &args),
         "States.StringToJson" => {
             want(1)?;
             let Value::String(s) = &args[0] else {
@@ -227,17 +205,7 @@ pub fn eval(call: &Call, data: &Value, context: &Value) -> Result<Value, String>
         }
         "States.JsonMerge" => {
             want(3)?;
-            if args[2] != Value::Bool(false) {
-                return Err(format!("{n}: only the shallow merge (false) is supported"));
-            }
-            match (&args[0], &args[1]) {
-                (Value::Object(a), Value::Object(b)) => {
-                    let mut m = a.clone();
-                    m.extend(b.clone());
-                    Ok(Value::Object(m))
-                }
-                _ => Err(format!("{n}: both arguments must be objects")),
-            }
+            json_merge(n, &args)
         }
         "States.MathAdd" => {
             want(2)?;
@@ -251,6 +219,51 @@ pub fn eval(call: &Call, data: &Value, context: &Value) -> Result<Value, String>
             Ok(Value::String(uuid::Uuid::new_v4().to_string()))
         }
         other => Err(format!("intrinsic function {other:?} is not supported")),
+    }
+}
+
+/// `States.Format`: each `{}` of the first argument replaced by the next argument (strings as they are, other
+/// scalars as JSON).
+fn format(n: &str, args: &[Value]) -> Result<Value, String> {
+    let Some(Value::String(fmt)) = args.first() else {
+        return Err(format!("{n}: the first argument must be a string"));
+    };
+    let mut out = String::new();
+    let mut rest = args[1..].iter();
+    let mut chars = fmt.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '{' && chars.peek() == Some(&'}') {
+            chars.next();
+            let v = rest.next().ok_or_else(|| format!("{n}: more {{}} than arguments"))?;
+            match v {
+                Value::String(s) => out.push_str(s),
+                Value::Object(_) | Value::Array(_) => {
+                    return Err(format!("{n}: arguments must be strings, numbers, booleans or null"))
+                }
+                other => out.push_str(&other.to_string()),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if rest.next().is_some() {
+        return Err(format!("{n}: more arguments than {{}}"));
+    }
+    Ok(Value::String(out))
+}
+
+/// `States.JsonMerge`, shallow only: the second object's keys over the first's.
+fn json_merge(n: &str, args: &[Value]) -> Result<Value, String> {
+    if args[2] != Value::Bool(false) {
+        return Err(format!("{n}: only the shallow merge (false) is supported"));
+    }
+    match (&args[0], &args[1]) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut m = a.clone();
+            m.extend(b.clone());
+            Ok(Value::Object(m))
+        }
+        _ => Err(format!("{n}: both arguments must be objects")),
     }
 }
 

@@ -22,7 +22,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio_postgres::Client;
 
-
 use crate::contract::layout;
 use crate::contract::model::{ExtractTask, TableRef};
 use crate::contract::plan::{ObjectLocation, Plan, PlanRequest, PlanSettings, PlanSummary, ResultsLocation};

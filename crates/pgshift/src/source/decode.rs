@@ -172,46 +172,8 @@ impl Column {
                 self.max_len = self.max_len.max(v.len() as u64);
                 b.append_value(v);
             }
-            Col::Date(b, inf) => {
-                let d = i32::from_be_bytes(fixed(v)?);
-                let special = match d {
-                    i32::MAX => Some(true),
-                    i32::MIN => Some(false),
-                    _ => None,
-                };
-                match (special, *inf) {
-                    (None, _) => b.append_value(d + PG_EPOCH_DAYS),
-                    (Some(_), InfinityPolicy::Null) => b.append_null(),
-                    (Some(pos), InfinityPolicy::Clamp) => {
-                        let (lo, hi) = clamp_days();
-                        b.append_value(if pos { hi } else { lo });
-                    }
-                    (Some(pos), InfinityPolicy::Error) => return Err(infinity_message(pos)),
-                }
-            }
-            Col::Ts(b, inf, _) => {
-                let t = i64::from_be_bytes(fixed(v)?);
-                let special = match t {
-                    i64::MAX => Some(true),
-                    i64::MIN => Some(false),
-                    _ => None,
-                };
-                match (special, *inf) {
-                    // Postgres' last 29 millennia (after 294247-01-10) do not fit INT64 microseconds since 1970.
-                    (None, _) => b.append_value(t.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
-                        format!(
-                            "{} is after 294247-01-10 04:00:54.775807, the latest timestamp Parquet holds",
-                            pgtext::timestamp(t, false)
-                        )
-                    })?),
-                    (Some(_), InfinityPolicy::Null) => b.append_null(),
-                    (Some(pos), InfinityPolicy::Clamp) => {
-                        let (lo, hi) = clamp_micros();
-                        b.append_value(if pos { hi } else { lo });
-                    }
-                    (Some(pos), InfinityPolicy::Error) => return Err(infinity_message(pos)),
-                }
-            }
+            Col::Date(b, inf) => append_date(b, *inf, v)?,
+            Col::Ts(b, inf, _) => append_timestamp(b, *inf, v)?,
         }
         Ok(())
     }
@@ -392,24 +354,12 @@ impl CopyDecoder {
     ) -> Result<usize, DecodeError> {
         let mut pos = 0;
         if !self.header_done {
-            if buf.len() < 19 {
-                return Ok(0);
+            match header_len(buf)? {
+                Some(n) => pos = n,
+                None => return Ok(0),
             }
-            if &buf[..11] != SIGNATURE {
-                return Err(DecodeError::Protocol("missing binary COPY signature".into()));
-            }
-            let flags = u32::from_be_bytes([buf[11], buf[12], buf[13], buf[14]]);
-            if flags & (1 << 16) != 0 {
-                return Err(DecodeError::Protocol("COPY stream includes OIDs".into()));
-            }
-            let ext = u32::from_be_bytes([buf[15], buf[16], buf[17], buf[18]]) as usize;
-            if buf.len() < 19 + ext {
-                return Ok(0);
-            }
-            pos = 19 + ext;
             self.header_done = true;
         }
-        let ncols = self.columns.len();
         while pos + 2 <= buf.len() {
             if self.trailer_seen {
                 return Err(DecodeError::Protocol("data after the COPY trailer".into()));
@@ -420,61 +370,72 @@ impl CopyDecoder {
                 pos += 2;
                 continue;
             }
-            if count as usize != ncols {
-                return Err(DecodeError::Protocol(format!(
-                    "tuple has {count} fields, expected {ncols}"
-                )));
-            }
-            // Walk the tuple: is it complete in this buffer?
-            self.fields.clear();
-            let mut p = pos + 2;
-            let mut complete = true;
-            for _ in 0..ncols {
-                if p + 4 > buf.len() {
-                    complete = false;
-                    break;
-                }
-                let len = i32::from_be_bytes([buf[p], buf[p + 1], buf[p + 2], buf[p + 3]]);
-                p += 4;
-                self.fields.push((p, len));
-                if len > 0 {
-                    p += len as usize;
-                    if p > buf.len() {
-                        complete = false;
-                        break;
-                    }
-                } else if len < -1 {
-                    return Err(DecodeError::Protocol(format!("negative field length {len}")));
-                }
-            }
-            if !complete {
+            let Some(end) = self.frame_tuple(buf, pos, count)? else {
                 break;
-            }
-            for (i, &(start, len)) in self.fields.iter().enumerate() {
-                let col = &mut self.columns[i];
-                if len < 0 {
-                    col.append_null();
-                } else if let Err(reason) = col.append(&buf[start..start + len as usize]) {
-                    let key = self.render_key(buf, &self.fields).ok();
-                    return Err(DecodeError::Value { column: i, reason, key });
-                }
-            }
-            if !self.key_fields.is_empty() {
-                if self.rows == 0 {
-                    self.first_key = Some(self.render_key(buf, &self.fields).map_err(DecodeError::Protocol)?);
-                }
-                self.remember_last_key(buf);
-            }
+            };
+            self.append_tuple(buf)?;
             self.rows += 1;
             self.rows_in_batch += 1;
-            self.bytes_in_batch += p - pos;
-            pos = p;
+            self.bytes_in_batch += end - pos;
+            pos = end;
             if self.bytes_in_batch >= self.batch_bytes {
                 let batch = self.take_batch()?;
                 emit(batch)?;
             }
         }
         Ok(pos)
+    }
+
+    /// Frames the tuple at `pos` (its field count read already) into `self.fields`: each field's start and length.
+    /// Returns where the tuple ends, or `None` when the buffer does not hold all of it yet.
+    #[inline]
+    fn frame_tuple(&mut self, buf: &[u8], pos: usize, count: i16) -> Result<Option<usize>, DecodeError> {
+        let ncols = self.columns.len();
+        if count as usize != ncols {
+            return Err(DecodeError::Protocol(format!(
+                "tuple has {count} fields, expected {ncols}"
+            )));
+        }
+        self.fields.clear();
+        let mut p = pos + 2;
+        for _ in 0..ncols {
+            if p + 4 > buf.len() {
+                return Ok(None);
+            }
+            let len = i32::from_be_bytes([buf[p], buf[p + 1], buf[p + 2], buf[p + 3]]);
+            p += 4;
+            self.fields.push((p, len));
+            if len > 0 {
+                p += len as usize;
+                if p > buf.len() {
+                    return Ok(None);
+                }
+            } else if len < -1 {
+                return Err(DecodeError::Protocol(format!("negative field length {len}")));
+            }
+        }
+        Ok(Some(p))
+    }
+
+    /// Converts the framed tuple's values into the column builders, and keeps its key when the range has one.
+    #[inline]
+    fn append_tuple(&mut self, buf: &[u8]) -> Result<(), DecodeError> {
+        for (i, &(start, len)) in self.fields.iter().enumerate() {
+            let col = &mut self.columns[i];
+            if len < 0 {
+                col.append_null();
+            } else if let Err(reason) = col.append(&buf[start..start + len as usize]) {
+                let key = self.render_key(buf, &self.fields).ok();
+                return Err(DecodeError::Value { column: i, reason, key });
+            }
+        }
+        if !self.key_fields.is_empty() {
+            if self.rows == 0 {
+                self.first_key = Some(self.render_key(buf, &self.fields).map_err(DecodeError::Protocol)?);
+            }
+            self.remember_last_key(buf);
+        }
+        Ok(())
     }
 
     /// Keeps the raw key fields of the latest row (a copy of a few bytes into a reused buffer).
@@ -529,4 +490,69 @@ pub(crate) struct DecoderSummary {
     pub last_key: Option<Vec<KeyValue>>,
     /// Per output column, the longest value in bytes (0 for fixed-width columns).
     pub max_value_bytes: Vec<u64>,
+}
+
+/// The length of the binary COPY header at the start of `buf` (signature, flags, extension), `None` while it is
+/// incomplete.
+fn header_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+    if buf.len() < 19 {
+        return Ok(None);
+    }
+    if &buf[..11] != SIGNATURE {
+        return Err(DecodeError::Protocol("missing binary COPY signature".into()));
+    }
+    let flags = u32::from_be_bytes([buf[11], buf[12], buf[13], buf[14]]);
+    if flags & (1 << 16) != 0 {
+        return Err(DecodeError::Protocol("COPY stream includes OIDs".into()));
+    }
+    let ext = u32::from_be_bytes([buf[15], buf[16], buf[17], buf[18]]) as usize;
+    Ok((buf.len() >= 19 + ext).then_some(19 + ext))
+}
+
+/// A date: days since 2000-01-01 to days since 1970; ±infinity by the policy.
+#[inline]
+fn append_date(b: &mut Date32Builder, inf: InfinityPolicy, v: &[u8]) -> Result<(), String> {
+    let d = i32::from_be_bytes(fixed(v)?);
+    let special = match d {
+        i32::MAX => Some(true),
+        i32::MIN => Some(false),
+        _ => None,
+    };
+    match (special, inf) {
+        (None, _) => b.append_value(d + PG_EPOCH_DAYS),
+        (Some(_), InfinityPolicy::Null) => b.append_null(),
+        (Some(pos), InfinityPolicy::Clamp) => {
+            let (lo, hi) = clamp_days();
+            b.append_value(if pos { hi } else { lo });
+        }
+        (Some(pos), InfinityPolicy::Error) => return Err(infinity_message(pos)),
+    }
+    Ok(())
+}
+
+/// A timestamp: microseconds since 2000 to microseconds since 1970; ±infinity by the policy.
+#[inline]
+fn append_timestamp(b: &mut TimestampMicrosecondBuilder, inf: InfinityPolicy, v: &[u8]) -> Result<(), String> {
+    let t = i64::from_be_bytes(fixed(v)?);
+    let special = match t {
+        i64::MAX => Some(true),
+        i64::MIN => Some(false),
+        _ => None,
+    };
+    match (special, inf) {
+        // Postgres' last 29 millennia (after 294247-01-10) do not fit INT64 microseconds since 1970.
+        (None, _) => b.append_value(t.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
+            format!(
+                "{} is after 294247-01-10 04:00:54.775807, the latest timestamp Parquet holds",
+                pgtext::timestamp(t, false)
+            )
+        })?),
+        (Some(_), InfinityPolicy::Null) => b.append_null(),
+        (Some(pos), InfinityPolicy::Clamp) => {
+            let (lo, hi) = clamp_micros();
+            b.append_value(if pos { hi } else { lo });
+        }
+        (Some(pos), InfinityPolicy::Error) => return Err(infinity_message(pos)),
+    }
+    Ok(())
 }

@@ -65,7 +65,10 @@ pub(crate) const CHUNKS_IN_FLIGHT: usize = 1;
 /// The uploader: owns the stage objects, writes the chunks as they come, and publishes each file when it is complete.
 /// Every failure discards the object in progress before it is returned; files already complete stay (a retry
 /// overwrites them by name).
-pub(crate) async fn upload(stage: Arc<dyn Stage>, mut rx: mpsc::Receiver<Upload>) -> Result<Vec<StagedFile>, StageError> {
+pub(crate) async fn upload(
+    stage: Arc<dyn Stage>,
+    mut rx: mpsc::Receiver<Upload>,
+) -> Result<Vec<StagedFile>, StageError> {
     let mut files = Vec::new();
     let mut current: Option<Box<dyn ObjectWriter>> = None;
     while let Some(msg) = rx.recv().await {

@@ -33,27 +33,58 @@ pub(crate) struct BenchLoadArgs {
 pub(crate) async fn run(args: BenchLoadArgs) -> Result<()> {
     let source = Arc::new(PgConnector::new(&args.source)?);
     let src = source.connect().await?;
+    ensure_table(&src, args.rows).await?;
+    let staged = stage_parts(source).await?;
+    let chunks = raw_stream(&src).await?;
+    let wh = PgConnector::new(&args.warehouse)?.connect().await?;
+    println!(
+        "pgshift bench load: {} rows ({:.1} MB binary COPY, {:.1} MB Parquet in {} parts) into a PostgreSQL warehouse\n",
+        args.rows,
+        chunks.iter().map(|c| c.len()).sum::<usize>() as f64 / 1e6,
+        staged.parquet_bytes as f64 / 1e6,
+        staged.plan.tasks.len(),
+    );
+    let ddl = column_ddl(&staged.plan);
+    let (mut raw, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        raw.push(raw_round(&wh, &ddl, &chunks).await?);
+        ours.push(pgshift_round(&wh, &args.warehouse, &staged).await?);
+    }
+    print_results(args.rows, args.rounds, median(&mut raw), median(&mut ours));
+    Ok(())
+}
+
+/// The bench table: the first `rows` rows of public.orders, built once and kept between runs.
+async fn ensure_table(src: &tokio_postgres::Client, rows: i64) -> Result<()> {
     let have: Option<i64> = src
         .query_one("SELECT count(*) FROM public.orders_load_bench", &[])
         .await
         .ok()
         .map(|r| r.get(0));
-    if have != Some(args.rows) {
-        eprintln!(
-            "building public.orders_load_bench ({} rows of public.orders) ...",
-            args.rows
-        );
-        src.batch_execute(&format!(
-            "DROP TABLE IF EXISTS public.orders_load_bench;
-             CREATE TABLE public.orders_load_bench AS SELECT * FROM public.orders WHERE id <= {};
-             ALTER TABLE public.orders_load_bench ADD PRIMARY KEY (id);",
-            args.rows
-        ))
-        .await
-        .context("building the bench table (run `pgshift bench extract` first to create public.orders)")?;
-        src.batch_execute("VACUUM ANALYZE public.orders_load_bench").await?;
+    if have == Some(rows) {
+        return Ok(());
     }
-    // Plan and extract once (not timed): the parts every load round reads.
+    eprintln!("building public.orders_load_bench ({rows} rows of public.orders) ...");
+    src.batch_execute(&format!(
+        "DROP TABLE IF EXISTS public.orders_load_bench;
+         CREATE TABLE public.orders_load_bench AS SELECT * FROM public.orders WHERE id <= {rows};
+         ALTER TABLE public.orders_load_bench ADD PRIMARY KEY (id);"
+    ))
+    .await
+    .context("building the bench table (run `pgshift bench extract` first to create public.orders)")?;
+    src.batch_execute("VACUUM ANALYZE public.orders_load_bench").await?;
+    Ok(())
+}
+
+/// A run planned and extracted once (not timed): the parts every load round reads.
+struct Staged {
+    plan: pgshift::Plan,
+    plan_url: String,
+    stages: Arc<UrlStages>,
+    parquet_bytes: u64,
+}
+
+async fn stage_parts(source: Arc<PgConnector>) -> Result<Staged> {
     let dir = std::env::temp_dir().join("pgshift-bench-load");
     let _ = std::fs::remove_dir_all(&dir);
     let stages = Arc::new(UrlStages::default());
@@ -74,22 +105,31 @@ pub(crate) async fn run(args: BenchLoadArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let ectx = ExtractContext {
-        source: source.clone(),
+        source,
         stages: stages.clone(),
     };
-    let mut parquet = 0u64;
+    let mut parquet_bytes = 0u64;
     for t in &plan.tasks {
         let r = pgshift::extract(&ectx, t.clone())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        parquet += r.files.iter().map(|f| f.bytes).sum::<u64>();
+        parquet_bytes += r.files.iter().map(|f| f.bytes).sum::<u64>();
     }
-    // The raw stream, read once into memory (not timed).
+    Ok(Staged {
+        plan,
+        plan_url: summary.plan_url,
+        stages,
+        parquet_bytes,
+    })
+}
+
+/// The table's binary COPY stream, read once into memory (not timed) and coalesced into 1 MiB messages, as the
+/// loader sends them (row-sized messages would measure the client instead).
+async fn raw_stream(src: &tokio_postgres::Client) -> Result<Vec<Bytes>> {
     let copy = src
         .copy_out("COPY public.orders_load_bench TO STDOUT (FORMAT binary)")
         .await?;
     pin_mut!(copy);
-    // Coalesced into 1 MiB messages, as the loader sends them (row-sized messages would measure the client instead).
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut buf = bytes::BytesMut::with_capacity(1 << 20);
     while let Some(c) = copy.next().await {
@@ -99,8 +139,12 @@ pub(crate) async fn run(args: BenchLoadArgs) -> Result<()> {
         }
     }
     chunks.push(buf.split().freeze());
-    let raw_bytes: usize = chunks.iter().map(|c| c.len()).sum();
-    let ddl = plan.tables[0]
+    Ok(chunks)
+}
+
+/// The source table's columns as a CREATE TABLE lists them.
+fn column_ddl(plan: &pgshift::Plan) -> String {
+    plan.tables[0]
         .columns
         .iter()
         .map(|c| {
@@ -111,73 +155,70 @@ pub(crate) async fn run(args: BenchLoadArgs) -> Result<()> {
             )
         })
         .collect::<Vec<_>>()
-        .join(", ");
-    let wh = PgConnector::new(&args.warehouse)?.connect().await?;
-    println!(
-        "pgshift bench load: {} rows ({:.1} MB binary COPY, {:.1} MB Parquet in {} parts) into a PostgreSQL warehouse\n",
-        args.rows,
-        raw_bytes as f64 / 1e6,
-        parquet as f64 / 1e6,
-        plan.tasks.len(),
-    );
-    let (mut raw, mut ours) = (Vec::new(), Vec::new());
-    for _ in 0..args.rounds {
-        wh.batch_execute(&format!(
-            "DROP TABLE IF EXISTS public.orders_raw_copy; CREATE TABLE public.orders_raw_copy ({ddl}, PRIMARY KEY (id))"
-        ))
-        .await?;
-        let started = Instant::now();
-        let sink = wh
-            .copy_in::<_, Bytes>("COPY public.orders_raw_copy FROM STDIN (FORMAT binary)")
-            .await?;
-        pin_mut!(sink);
-        for c in &chunks {
-            sink.send(c.clone()).await?;
-        }
-        sink.finish().await?;
-        raw.push(started.elapsed().as_secs_f64());
+        .join(", ")
+}
 
-        wh.batch_execute("DROP TABLE IF EXISTS public.orders_load_bench; DROP SCHEMA IF EXISTS pgshift CASCADE")
-            .await?;
-        let lctx = LoadContext {
-            stages: stages.clone(),
-            warehouse: Arc::new(PgWarehouse::new(&args.warehouse)?),
-        };
-        let lreq = LoadRequest {
-            plan_url: summary.plan_url.clone(),
-            options: LoadOptions {
-                mode: LoadMode::Replace,
-                atomic: Atomicity::Table,
-                ..LoadOptions::default()
-            },
-            ..LoadRequest::default()
-        };
-        let started = Instant::now();
-        pgshift::load::load(&lctx, lreq)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        ours.push(started.elapsed().as_secs_f64());
+/// One timed plain binary `COPY FROM STDIN` into a fresh table: seconds.
+async fn raw_round(wh: &tokio_postgres::Client, ddl: &str, chunks: &[Bytes]) -> Result<f64> {
+    wh.batch_execute(&format!(
+        "DROP TABLE IF EXISTS public.orders_raw_copy; CREATE TABLE public.orders_raw_copy ({ddl}, PRIMARY KEY (id))"
+    ))
+    .await?;
+    let started = Instant::now();
+    let sink = wh
+        .copy_in::<_, Bytes>("COPY public.orders_raw_copy FROM STDIN (FORMAT binary)")
+        .await?;
+    pin_mut!(sink);
+    for c in chunks {
+        sink.send(c.clone()).await?;
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+    sink.finish().await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// One timed pgshift load of the staged run into an empty warehouse: seconds.
+async fn pgshift_round(wh: &tokio_postgres::Client, url: &str, staged: &Staged) -> Result<f64> {
+    wh.batch_execute("DROP TABLE IF EXISTS public.orders_load_bench; DROP SCHEMA IF EXISTS pgshift CASCADE")
+        .await?;
+    let lctx = LoadContext {
+        stages: staged.stages.clone(),
+        warehouse: Arc::new(PgWarehouse::new(url)?),
     };
-    let (r, o) = (med(&mut raw), med(&mut ours));
+    let lreq = LoadRequest {
+        plan_url: staged.plan_url.clone(),
+        options: LoadOptions {
+            mode: LoadMode::Replace,
+            atomic: Atomicity::Table,
+            ..LoadOptions::default()
+        },
+        ..LoadRequest::default()
+    };
+    let started = Instant::now();
+    pgshift::load::load(&lctx, lreq)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn print_results(rows: i64, rounds: usize, raw: f64, ours: f64) {
     println!("{:<44} {:>8} {:>12}", "path", "wall s", "rows/s");
     println!(
-        "{:<44} {r:>8.2} {:>12.0}",
+        "{:<44} {raw:>8.2} {:>12.0}",
         "plain binary COPY FROM STDIN",
-        args.rows as f64 / r
+        rows as f64 / raw
     );
     println!(
-        "{:<44} {o:>8.2} {:>12.0}",
+        "{:<44} {ours:>8.2} {:>12.0}",
         "pgshift load (Parquet → staging → swap)",
-        args.rows as f64 / o
+        rows as f64 / ours
     );
     println!(
-        "ratio: pgshift load takes {:.2}x the plain COPY's wall time (medians of {} rounds)",
-        o / r,
-        args.rounds
+        "ratio: pgshift load takes {:.2}x the plain COPY's wall time (medians of {rounds} rounds)",
+        ours / raw
     );
-    Ok(())
 }

@@ -132,72 +132,89 @@ async fn extract_bench(args: BenchArgs) -> Result<()> {
         } else {
             size.parse::<u64>().context("--sizes")?.min(args.rows)
         };
-        let (lower, upper) = (1i64, 1 + n as i64);
+        let range = (1i64, 1 + n as i64);
         let mut samples: Vec<Sample> = Vec::new();
         for _ in 0..args.rounds {
             for mode in [Mode::Raw, Mode::Extract] {
                 let _ = std::fs::remove_dir_all(&stage_dir);
-                let w = &args.writer;
-                let out = Proc::new(&exe)
-                    .args([
-                        "bench",
-                        "once",
-                        "--mode",
-                        if mode == Mode::Raw { "raw" } else { "extract" },
-                    ])
-                    .args(["--lower", &lower.to_string(), "--upper", &upper.to_string()])
-                    .arg("--stage-dir")
-                    .arg(&stage_dir)
-                    .args([
-                        "--compression",
-                        w.compression_name(),
-                        "--zstd-level",
-                        &w.zstd_level.to_string(),
-                    ])
-                    .args([
-                        "--row-group-mib",
-                        &w.row_group_mib.to_string(),
-                        "--file-mib",
-                        &w.file_mib.to_string(),
-                    ])
-                    .env("PGSHIFT_SOURCE", &args.source)
-                    .output()?;
-                if !out.status.success() {
-                    bail!("bench run failed: {}", String::from_utf8_lossy(&out.stderr));
-                }
-                samples.push(serde_json::from_slice(&out.stdout).context("bench run output")?);
+                samples.push(sample(&exe, &args, &stage_dir, mode, range)?);
             }
         }
         let _ = std::fs::remove_dir_all(&stage_dir);
-        let raw = median_sample(&samples, Mode::Raw);
-        let ext = median_sample(&samples, Mode::Extract);
-        for s in [&raw, &ext] {
-            println!(
-                "{:>10} {:>8} {:>8.2} {:>9.2} {:>9} {:>9.2} {:>10.1} {:>9.1} {:>10.1} {:>9.3}",
-                s.rows,
-                format!("{:?}", s.mode).to_lowercase(),
-                s.wall,
-                s.client_cpu,
-                s.server_cpu.map(|c| format!("{c:.2}")).unwrap_or("n/a".into()),
-                s.rows as f64 / s.wall / 1e6,
-                s.source_bytes as f64 / s.wall / 1e6,
-                s.peak_rss as f64 / 1048576.0,
-                s.parquet_bytes as f64 / 1e6,
-                s.wall / raw.wall,
-            );
-        }
-        println!(
-            "{:>10} ratios: wall {:.3}x raw COPY; client CPU {:.2}x raw client{}",
-            "",
-            ext.wall / raw.wall,
-            ext.client_cpu / raw.client_cpu.max(0.01),
-            match ext.server_cpu {
-                Some(sc) if sc > 0.0 => format!("; extractor CPU {:.2}x the server's", ext.client_cpu / sc),
-                _ => String::new(),
-            }
+        print_size(
+            &median_sample(&samples, Mode::Raw),
+            &median_sample(&samples, Mode::Extract),
         );
     }
     Ok(())
+}
+
+/// One measured round in a fresh process (`pgshift bench once`), so peak RSS and CPU are the round's own.
+fn sample(
+    exe: &std::path::Path,
+    args: &BenchArgs,
+    stage_dir: &std::path::Path,
+    mode: Mode,
+    (lower, upper): (i64, i64),
+) -> Result<Sample> {
+    let w = &args.writer;
+    let out = Proc::new(exe)
+        .args([
+            "bench",
+            "once",
+            "--mode",
+            if mode == Mode::Raw { "raw" } else { "extract" },
+        ])
+        .args(["--lower", &lower.to_string(), "--upper", &upper.to_string()])
+        .arg("--stage-dir")
+        .arg(stage_dir)
+        .args([
+            "--compression",
+            w.compression_name(),
+            "--zstd-level",
+            &w.zstd_level.to_string(),
+        ])
+        .args([
+            "--row-group-mib",
+            &w.row_group_mib.to_string(),
+            "--file-mib",
+            &w.file_mib.to_string(),
+        ])
+        .env("PGSHIFT_SOURCE", &args.source)
+        .output()?;
+    if !out.status.success() {
+        bail!("bench run failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_slice(&out.stdout).context("bench run output")
+}
+
+/// The medians of one range size: a line per mode, then the ratios.
+fn print_size(raw: &Sample, ext: &Sample) {
+    for s in [raw, ext] {
+        println!(
+            "{:>10} {:>8} {:>8.2} {:>9.2} {:>9} {:>9.2} {:>10.1} {:>9.1} {:>10.1} {:>9.3}",
+            s.rows,
+            format!("{:?}", s.mode).to_lowercase(),
+            s.wall,
+            s.client_cpu,
+            s.server_cpu.map(|c| format!("{c:.2}")).unwrap_or("n/a".into()),
+            s.rows as f64 / s.wall / 1e6,
+            s.source_bytes as f64 / s.wall / 1e6,
+            s.peak_rss as f64 / 1048576.0,
+            s.parquet_bytes as f64 / 1e6,
+            s.wall / raw.wall,
+        );
+    }
+    println!(
+        "{:>10} ratios: wall {:.3}x raw COPY; client CPU {:.2}x raw client{}",
+        "",
+        ext.wall / raw.wall,
+        ext.client_cpu / raw.client_cpu.max(0.01),
+        match ext.server_cpu {
+            Some(sc) if sc > 0.0 => format!("; extractor CPU {:.2}x the server's", ext.client_cpu / sc),
+            _ => String::new(),
+        }
+    );
 }
 
 /// Per-field medians of one mode's samples.
@@ -265,56 +282,15 @@ async fn once(args: OnceArgs) -> Result<Sample> {
     let backend: i32 = control.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
     let postmaster = proc_stat(backend as u32).map(|s| s.ppid);
     let server_before = postmaster.and_then(|p| proc_stat(p).map(|s| s.children_cpu));
-    // Exactly what a planned run extracts: the planner's task for the table (its type mapping and its choice of
-    // dictionary columns), with the bench's range and writer settings. Planned before the clock starts.
-    let mut task = match args.mode {
+    let task = match args.mode {
         Mode::Raw => None,
-        Mode::Extract => {
-            let req = PlanRequest {
-                tables: vec!["public.orders".into()],
-                settings: PlanSettings {
-                    parts: Some(1),
-                    ..PlanSettings::default()
-                },
-                stage: format!("file://{}", std::path::absolute(&args.stage_dir)?.display()),
-                ..PlanRequest::default()
-            };
-            let mut task = pgshift::plan::plan(&control, &req)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .tasks
-                .remove(0);
-            let dictionary = std::mem::take(&mut task.writer.dictionary_columns);
-            task.writer = args.writer.settings();
-            task.writer.dictionary_columns.extend(dictionary);
-            task.bounds = Bounds::Key {
-                lower: Some(vec![KeyValue::new(KeyType::Int8, args.lower.to_string())]),
-                upper: Some(vec![KeyValue::new(KeyType::Int8, args.upper.to_string())]),
-            };
-            task.statement_timeout_secs = 0;
-            eprintln!("dictionary columns: {:?}", task.writer.dictionary_columns);
-            Some(task)
-        }
+        Mode::Extract => Some(bench_task(&control, &args).await?),
     };
     let cpu_before = proc_stat(std::process::id()).map(|s| s.self_cpu).unwrap_or(0.0);
     let started = Instant::now();
-    let (rows, source_bytes, parquet_bytes) = match args.mode {
-        Mode::Raw => {
-            let client = connector.connect().await?;
-            let q = format!(
-                "COPY (SELECT * FROM public.orders WHERE id >= {} AND id < {}) TO STDOUT (FORMAT binary)",
-                args.lower, args.upper
-            );
-            let stream = client.copy_out(&q).await?;
-            pin_mut!(stream);
-            let mut bytes = 0u64;
-            while let Some(chunk) = stream.next().await {
-                bytes += chunk?.len() as u64;
-            }
-            ((args.upper - args.lower) as u64, bytes, 0)
-        }
-        Mode::Extract => {
-            let task = task.take().context("an extraction task")?;
+    let (rows, source_bytes, parquet_bytes) = match task {
+        None => raw_copy(&connector, &args).await?,
+        Some(task) => {
             let ctx = ExtractContext {
                 source: connector.clone(),
                 stages: Arc::new(UrlStages::default()),
@@ -341,6 +317,51 @@ async fn once(args: OnceArgs) -> Result<Sample> {
         server_cpu,
         peak_rss: pgshift::extract::peak_memory_bytes().unwrap_or(0),
     })
+}
+
+/// Exactly what a planned run extracts: the planner's task for the table (its type mapping and its choice of
+/// dictionary columns), with the bench's range and writer settings. Planned before the clock starts.
+async fn bench_task(control: &tokio_postgres::Client, args: &OnceArgs) -> Result<pgshift::ExtractTask> {
+    let req = PlanRequest {
+        tables: vec!["public.orders".into()],
+        settings: PlanSettings {
+            parts: Some(1),
+            ..PlanSettings::default()
+        },
+        stage: format!("file://{}", std::path::absolute(&args.stage_dir)?.display()),
+        ..PlanRequest::default()
+    };
+    let mut task = pgshift::plan::plan(control, &req)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .tasks
+        .remove(0);
+    let dictionary = std::mem::take(&mut task.writer.dictionary_columns);
+    task.writer = args.writer.settings();
+    task.writer.dictionary_columns.extend(dictionary);
+    task.bounds = Bounds::Key {
+        lower: Some(vec![KeyValue::new(KeyType::Int8, args.lower.to_string())]),
+        upper: Some(vec![KeyValue::new(KeyType::Int8, args.upper.to_string())]),
+    };
+    task.statement_timeout_secs = 0;
+    eprintln!("dictionary columns: {:?}", task.writer.dictionary_columns);
+    Ok(task)
+}
+
+/// The reference: a raw binary `COPY` of the range, read and dropped. Rows, bytes, and no Parquet.
+async fn raw_copy(connector: &PgConnector, args: &OnceArgs) -> Result<(u64, u64, u64)> {
+    let client = connector.connect().await?;
+    let q = format!(
+        "COPY (SELECT * FROM public.orders WHERE id >= {} AND id < {}) TO STDOUT (FORMAT binary)",
+        args.lower, args.upper
+    );
+    let stream = client.copy_out(&q).await?;
+    pin_mut!(stream);
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        bytes += chunk?.len() as u64;
+    }
+    Ok(((args.upper - args.lower) as u64, bytes, 0))
 }
 
 struct ProcStat {

@@ -45,6 +45,40 @@ const SHAPES: &[(&str, &str, Option<&str>)] = &[
 pub(crate) async fn run(args: BenchPlanArgs) -> Result<()> {
     let connector = Arc::new(PgConnector::new(&args.source)?);
     let client = connector.connect().await?;
+    build_shapes(&client, &args).await?;
+    let b = Bench {
+        ctx: PlanContext {
+            source: connector.clone(),
+            stages: Arc::new(UrlStages::default()),
+        },
+        stage: format!("file://{}", std::env::temp_dir().join("pgshift-bench-plan").display()),
+        client,
+        args,
+    };
+    println!(
+        "pgshift bench plan: {} rows per table, {} parts; rows per part counted with the extractor's predicate\n",
+        b.args.rows, b.args.parts
+    );
+    println!(
+        "{:<14} {:<14} {:>8} {:>9} {:>10} {:>10} | {:>13} {:>13}",
+        "shape", "strategy", "plan s", "max/mean", "emptiest", "sampled", "stride max/mn", "stride empty"
+    );
+    for (name, _, stride) in SHAPES {
+        shape_line(&b, name, *stride).await?;
+    }
+    planning_times(&b).await
+}
+
+/// What every line of the bench shares.
+struct Bench {
+    ctx: PlanContext,
+    stage: String,
+    client: tokio_postgres::Client,
+    args: BenchPlanArgs,
+}
+
+/// The shapes' tables, built unless `--reuse` finds them.
+async fn build_shapes(client: &tokio_postgres::Client, args: &BenchPlanArgs) -> Result<()> {
     client
         .batch_execute("CREATE SCHEMA IF NOT EXISTS pgshift_bench")
         .await?;
@@ -63,74 +97,68 @@ pub(crate) async fn run(args: BenchPlanArgs) -> Result<()> {
             client.batch_execute(&format!("VACUUM ANALYZE {t}")).await?;
         }
     }
-    let ctx = PlanContext {
-        source: connector.clone(),
-        stages: Arc::new(UrlStages::default()),
-    };
-    let stage = format!("file://{}", std::env::temp_dir().join("pgshift-bench-plan").display());
-    println!(
-        "pgshift bench plan: {} rows per table, {} parts; rows per part counted with the extractor's predicate\n",
-        args.rows, args.parts
-    );
-    println!(
-        "{:<14} {:<14} {:>8} {:>9} {:>10} {:>10} | {:>13} {:>13}",
-        "shape", "strategy", "plan s", "max/mean", "emptiest", "sampled", "stride max/mn", "stride empty"
-    );
-    for (name, _, stride) in SHAPES {
-        let table = format!("pgshift_bench.{name}");
-        let req = PlanRequest {
-            tables: vec![table.clone()],
-            settings: PlanSettings {
-                parts: Some(args.parts),
-                // The bench tables are not written to while it runs: the keyless one is split by ctid too.
-                static_source: true,
-                ..PlanSettings::default()
-            },
-            stage: stage.clone(),
-            ..PlanRequest::default()
-        };
-        let started = Instant::now();
-        let (plan, _) = pgshift::plan::handle(&ctx, req)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let secs = started.elapsed().as_secs_f64();
-        let mut counts = Vec::new();
-        for task in &plan.tasks {
-            counts.push(count_rows(&client, task).await.map_err(|e| anyhow::anyhow!("{e}"))?);
-        }
-        let (strategy, sampled) = match &plan.tables[0].strategy {
-            Strategy::KeyQuantiles {
-                sampled_rows,
-                sample_percent,
-            } => ("key_quantiles", format!("{sample_percent:.1}% {sampled_rows}")),
-            Strategy::KeyPageProbes { correlation, .. } => ("page_probes", format!("corr {correlation:.3}")),
-            Strategy::CtidPages { pages } => ("ctid_pages", format!("{pages} pages")),
-            Strategy::Single => ("single", String::new()),
-        };
-        let (stride_skew, stride_min) = match stride {
-            Some(expr) => {
-                let c = stride_counts(&client, &table, expr, args.parts).await?;
-                (
-                    format!("{:.2}", skew(&c)),
-                    c.iter().min().copied().unwrap_or(0).to_string(),
-                )
-            }
-            None => ("n/a".into(), "n/a".into()),
-        };
-        println!(
-            "{name:<14} {strategy:<14} {secs:>8.3} {:>9.3} {:>10} {sampled:>10} | {stride_skew:>13} {stride_min:>13}",
-            skew(&counts),
-            counts.iter().min().copied().unwrap_or(0),
-        );
-    }
+    Ok(())
+}
 
-    // Planning time: the 10M-row orders table of the extraction bench, when present, and many small tables.
-    let orders: bool = client
+/// One shape: plans it, counts the rows of every part, and prints the skew beside an even stride's.
+async fn shape_line(b: &Bench, name: &str, stride: Option<&str>) -> Result<()> {
+    let table = format!("pgshift_bench.{name}");
+    let req = PlanRequest {
+        tables: vec![table.clone()],
+        settings: PlanSettings {
+            parts: Some(b.args.parts),
+            // The bench tables are not written to while it runs: the keyless one is split by ctid too.
+            static_source: true,
+            ..PlanSettings::default()
+        },
+        stage: b.stage.clone(),
+        ..PlanRequest::default()
+    };
+    let started = Instant::now();
+    let (plan, _) = pgshift::plan::handle(&b.ctx, req)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    let mut counts = Vec::new();
+    for task in &plan.tasks {
+        counts.push(count_rows(&b.client, task).await.map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    let (strategy, sampled) = match &plan.tables[0].strategy {
+        Strategy::KeyQuantiles {
+            sampled_rows,
+            sample_percent,
+        } => ("key_quantiles", format!("{sample_percent:.1}% {sampled_rows}")),
+        Strategy::KeyPageProbes { correlation, .. } => ("page_probes", format!("corr {correlation:.3}")),
+        Strategy::CtidPages { pages } => ("ctid_pages", format!("{pages} pages")),
+        Strategy::Single => ("single", String::new()),
+    };
+    let (stride_skew, stride_min) = match stride {
+        Some(expr) => {
+            let c = stride_counts(&b.client, &table, expr, b.args.parts).await?;
+            (
+                format!("{:.2}", skew(&c)),
+                c.iter().min().copied().unwrap_or(0).to_string(),
+            )
+        }
+        None => ("n/a".into(), "n/a".into()),
+    };
+    println!(
+        "{name:<14} {strategy:<14} {secs:>8.3} {:>9.3} {:>10} {sampled:>10} | {stride_skew:>13} {stride_min:>13}",
+        skew(&counts),
+        counts.iter().min().copied().unwrap_or(0),
+    );
+    Ok(())
+}
+
+/// Planning time: the 10M-row orders table of the extraction bench, when present, and many small tables.
+async fn planning_times(b: &Bench) -> Result<()> {
+    let orders: bool = b
+        .client
         .query_one("SELECT to_regclass('public.orders') IS NOT NULL", &[])
         .await?
         .get(0);
     if orders {
-        let (plan, secs) = timed_plan(&ctx, "public.orders", &stage).await?;
+        let (plan, secs) = timed_plan(&b.ctx, "public.orders", &b.stage).await?;
         println!(
             "\nplanning public.orders ({} rows, {:.1} GB, {} parts by default settings): {secs:.3} s",
             plan.tables[0].estimates.rows,
@@ -138,26 +166,33 @@ pub(crate) async fn run(args: BenchPlanArgs) -> Result<()> {
             plan.tasks.len(),
         );
     }
-    let many: i64 = client
-        .query_one("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgshift_bench_many' AND c.relkind = 'r'", &[])
-        .await?
-        .get(0);
-    if many != args.many as i64 {
-        client
-            .batch_execute("DROP SCHEMA IF EXISTS pgshift_bench_many CASCADE; CREATE SCHEMA pgshift_bench_many")
-            .await?;
-        let mut ddl = String::new();
-        for i in 0..args.many {
-            ddl.push_str(&format!("CREATE TABLE pgshift_bench_many.t{i} (id int8 PRIMARY KEY, v text, at timestamptz); INSERT INTO pgshift_bench_many.t{i} SELECT g, 'v', now() FROM generate_series(1, 10) g;"));
-        }
-        client.batch_execute(&ddl).await?;
-    }
-    let (plan, secs) = timed_plan(&ctx, "pgshift_bench_many.*", &stage).await?;
+    build_many(&b.client, b.args.many).await?;
+    let (plan, secs) = timed_plan(&b.ctx, "pgshift_bench_many.*", &b.stage).await?;
     println!(
         "planning {} small tables in one run: {secs:.3} s ({} tasks)",
         plan.tables.len(),
         plan.tasks.len()
     );
+    Ok(())
+}
+
+/// `many` tables of ten rows in schema pgshift_bench_many, unless they are there.
+async fn build_many(client: &tokio_postgres::Client, many: u32) -> Result<()> {
+    let have: i64 = client
+        .query_one("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgshift_bench_many' AND c.relkind = 'r'", &[])
+        .await?
+        .get(0);
+    if have == many as i64 {
+        return Ok(());
+    }
+    client
+        .batch_execute("DROP SCHEMA IF EXISTS pgshift_bench_many CASCADE; CREATE SCHEMA pgshift_bench_many")
+        .await?;
+    let mut ddl = String::new();
+    for i in 0..many {
+        ddl.push_str(&format!("CREATE TABLE pgshift_bench_many.t{i} (id int8 PRIMARY KEY, v text, at timestamptz); INSERT INTO pgshift_bench_many.t{i} SELECT g, 'v', now() FROM generate_series(1, 10) g;"));
+    }
+    client.batch_execute(&ddl).await?;
     Ok(())
 }
 
