@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pgshift's tests and demo need on a fresh Debian/Ubuntu machine with Rust:
-# PostgreSQL server binaries (initdb, postgres, psql), openssl (TLS certificates for the test cluster), pyarrow (the tests' second Parquet reader), and the
+# PostgreSQL server binaries (initdb, postgres, psql), openssl (TLS certificates for the test cluster), Chromium (the
+# run report's headless browser test), pyarrow (the tests' second Parquet reader), and the
 # asl-validator npm package (an independent check of statemachine/pipeline.asl.json) under .tools/, and cfn-lint
 # (the check of infra/template.yaml).
 # Idempotent: installs only what is missing.
@@ -23,6 +24,12 @@ if ! command -v openssl >/dev/null 2>&1; then
   echo "setup: installing openssl (the tests' TLS certificates)" >&2
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq openssl >/dev/null
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium (the run report's browser test and screenshot)" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
 fi
 
 if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then

@@ -4,7 +4,7 @@
 use futures_util::future::BoxFuture;
 use pgshift::warehouse::postgres::PgWarehouse;
 use pgshift::warehouse::WarehouseError;
-use pgshift::warehouse::{Cell, Dialect, Step, Submission, Until, Warehouse};
+use pgshift::warehouse::{Batch, Cell, Dialect, Step, Submission, Until, Warehouse};
 
 /// Rewrites the steps of a load transaction before it runs (to inject a failure, or a pause).
 pub(crate) type Edit = Box<dyn for<'a> Fn(&mut Vec<Step<'a>>) + Send + Sync>;
@@ -39,20 +39,16 @@ impl Warehouse for Hooked {
         self.inner.query(sql)
     }
     /// Only load transactions (those the loader submits for polling) are edited and held; set-up runs as is.
-    fn submit<'a>(
-        &'a self,
-        mut steps: Vec<Step<'a>>,
-        until: Until,
-    ) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
-        if until == Until::Committed {
-            return self.inner.submit(steps, until);
+    fn submit<'a>(&'a self, mut batch: Batch<'a>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
+        if batch.until == Until::Committed {
+            return self.inner.submit(batch);
         }
-        (self.edit)(&mut steps);
+        (self.edit)(&mut batch.steps);
         Box::pin(async move {
             if let Some(b) = &self.together {
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(30), b.wait()).await;
             }
-            self.inner.submit(steps, until).await
+            self.inner.submit(batch).await
         })
     }
 }

@@ -20,6 +20,7 @@ mod load;
 mod pipeline;
 mod planner;
 mod redshift;
+mod report;
 mod s3;
 mod tls;
 mod wrong_data;

@@ -125,10 +125,7 @@ pub(crate) async fn load(
     mode: LoadMode,
     atomic: Atomicity,
 ) -> Result<pgshift::contract::load::LoadResult, LoadError> {
-    let lctx = LoadContext {
-        stages: Arc::new(UrlStages::default()),
-        warehouse: wh,
-    };
+    let lctx = LoadContext::new(Arc::new(UrlStages::default()), wh);
     let req = LoadRequest {
         plan_url: plan_url(plan),
         options: LoadOptions {
@@ -266,10 +263,7 @@ async fn parts_are_verified_before_anything_loads_and_s3_stages_load_too() -> Re
         s3.clone(),
     )
     .await?;
-    let lctx = LoadContext {
-        stages: s3,
-        warehouse: wh.clone(),
-    };
+    let lctx = LoadContext::new(s3, wh.clone());
     pgshift::load::load(
         &lctx,
         LoadRequest {

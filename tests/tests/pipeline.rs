@@ -129,10 +129,11 @@ async fn the_state_machine_moves_a_multi_table_schema_with_every_type() -> Resul
 }
 
 /// A stage that fails creating one file once, with a retryable error: after the same part already completed a file.
-struct FlakyStages {
-    inner: UrlStages,
-    failed: Arc<AtomicBool>,
-    victim: &'static str,
+/// A stage whose first write of one key fails with a retryable error.
+pub(crate) struct FlakyStages {
+    pub(crate) inner: UrlStages,
+    pub(crate) failed: Arc<AtomicBool>,
+    pub(crate) victim: &'static str,
 }
 
 struct FlakyStage {

@@ -22,7 +22,7 @@ use pgshift::entry::pipeline::{LocalRun, DEFINITION};
 use pgshift::load::{LoadContext, LoadError};
 use pgshift::source::PgConnector;
 use pgshift::warehouse::redshift::{Polling, RedshiftTarget, RedshiftWarehouse};
-use pgshift::warehouse::{count, execute, CopyJob, Step, Until, Warehouse, WarehouseError};
+use pgshift::warehouse::{count, execute, Batch, CopyJob, Step, Until, Warehouse, WarehouseError};
 use pgshift::UrlStages;
 
 fn fast() -> Polling {
@@ -197,7 +197,7 @@ async fn a_failed_copy_reports_file_column_and_error() -> Result<()> {
         super_columns: false,
     };
     let e = wh
-        .submit(vec![Step::Copy(job)], Until::Committed)
+        .submit(Batch::new(vec![Step::Copy(job)], Until::Committed))
         .await
         .expect_err("the COPY fails");
     let msg = e.to_string();
@@ -439,6 +439,7 @@ fn progress() -> LoadProgress {
             statement_id: "s-1".into(),
             tables: vec![TableRef::new("sales", "orders")],
             rows: vec![20_000],
+            swaps: Vec::new(),
         }],
         summary: LoadSummary::default(),
     }
@@ -453,9 +454,11 @@ async fn a_failed_load_batch_names_the_table_and_the_failing_step() -> Result<()
         (StepKind::Copy, StepKind::Reconcile, StepKind::Swap)
     );
     assert_eq!(p.label(1).expected, Some(20_000));
-    let ctx = |client| LoadContext {
-        stages: Arc::new(UrlStages::default()),
-        warehouse: Arc::new(RedshiftWarehouse::new(client, cluster(), fast())),
+    let ctx = |client| {
+        LoadContext::new(
+            Arc::new(UrlStages::default()),
+            Arc::new(RedshiftWarehouse::new(client, cluster(), fast())),
+        )
     };
     // The reconcile guard divided by zero: the staging table did not hold the parts' rows.
     let sent: Sent = Arc::default();

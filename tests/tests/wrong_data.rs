@@ -67,7 +67,7 @@ async fn load_with(
     plan: &Plan,
     evolution: SchemaEvolution,
 ) -> Result<pgshift::contract::load::LoadResult, LoadError> {
-    let ctx = LoadContext { stages, warehouse: wh };
+    let ctx = LoadContext::new(stages, wh);
     let req = LoadRequest {
         plan_url: plan_url(plan),
         options: LoadOptions {

@@ -51,10 +51,7 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
             schema_evolution: args.schema_evolution,
         },
     };
-    let ctx = LoadContext {
-        stages: Arc::new(UrlStages::default()),
-        warehouse,
-    };
+    let ctx = LoadContext::new(Arc::new(UrlStages::default()), warehouse);
     match pgshift::load::load(&ctx, req).await {
         Ok(r) => {
             println!("{}", serde_json::to_string_pretty(&r)?);

@@ -10,8 +10,9 @@ use clap::{Args, ValueEnum};
 use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, SchemaEvolution};
 use pgshift::contract::model::WriterSettings;
 use pgshift::contract::plan::{PlanRequest, PlanSettings};
-use pgshift::entry::pipeline::{LocalRun, Progress, DEFINITION};
+use pgshift::entry::pipeline::{LocalRun, Progress, RunState, TableLoadState, DEFINITION};
 use pgshift::source::PgConnector;
+use pgshift::stage::StageOpener;
 use pgshift::UrlStages;
 use serde::Deserialize;
 
@@ -217,11 +218,12 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
     };
     let mut outcome = handle.outcome;
     let mut last = String::new();
+    let mut rate = Rate::default();
     let out = loop {
         tokio::select! {
             r = &mut outcome => break r?,
             _ = tokio::time::sleep(Duration::from_millis(if mode == ProgressMode::Line { 200 } else { 1000 })) => {
-                let line = status_line(&handle.progress);
+                let line = status_line(&handle.progress, &mut rate);
                 match mode {
                     ProgressMode::Line => {
                         eprint!("\r\x1b[2K{line}");
@@ -238,10 +240,16 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         }
     };
     if mode == ProgressMode::Line {
-        eprintln!("\r\x1b[2K{}", status_line(&handle.progress));
+        eprintln!("\r\x1b[2K{}", status_line(&handle.progress, &mut rate));
     }
     println!("{}", out.report.render());
     println!("stage: {stage}   warehouse: {}", redact(&warehouse));
+    let key = pgshift::contract::layout::report_key(&out.report.run_id);
+    if let Ok(st) = UrlStages::default().open(&stage).await {
+        if let Ok(Some(_)) = st.head(&key).await {
+            println!("report: {}/{key}", stage.trim_end_matches('/'));
+        }
+    }
     if args.json {
         match &out.output {
             Ok(v) => println!("{}", serde_json::to_string_pretty(v)?),
@@ -278,16 +286,54 @@ fn cleanup_said(c: Option<&pgshift::contract::load::CleanupResult>) -> String {
     said
 }
 
-/// One line of progress: phase, parts, rows and bytes moved, throughput.
-fn status_line(p: &Progress) -> String {
+/// The current throughput: rows and bytes moved over the last few seconds of samples, not since the start.
+#[derive(Default)]
+struct Rate {
+    samples: std::collections::VecDeque<(f64, u64, u64)>,
+}
+
+impl Rate {
+    const WINDOW: f64 = 5.0;
+
+    /// Adds a sample (seconds, rows and bytes moved so far); returns rows/s and MB/s over the window.
+    fn push(&mut self, t: f64, rows: u64, bytes: u64) -> (f64, f64) {
+        self.samples.push_back((t, rows, bytes));
+        while self.samples.len() > 2 && self.samples.front().is_some_and(|s| t - s.0 > Self::WINDOW) {
+            self.samples.pop_front();
+        }
+        let (t0, r0, b0) = self.samples.front().copied().unwrap_or((0.0, 0, 0));
+        let dt = (t - t0).max(1e-3);
+        if self.samples.len() < 2 {
+            return (rows as f64 / t.max(1e-3), bytes as f64 / 1e6 / t.max(1e-3));
+        }
+        (
+            rows.saturating_sub(r0) as f64 / dt,
+            bytes.saturating_sub(b0) as f64 / 1e6 / dt,
+        )
+    }
+}
+
+/// One line of progress: phase, parts (or, loading, the tables and the step each is at), rows and bytes moved, and
+/// the current throughput.
+fn status_line(p: &Progress, rate: &mut Rate) -> String {
     let s = p.snapshot();
     let t = p.elapsed();
     let rows: u64 = s.results.iter().map(|r| r.rows).sum();
     let src: u64 = s.results.iter().map(|r| r.source_bytes).sum();
     let parquet: u64 = s.results.iter().flat_map(|r| &r.files).map(|f| f.bytes).sum();
+    if s.phase == "loading" || !s.load.is_empty() {
+        let loaded = s.loaded_rows();
+        let (rps, _) = rate.push(t, loaded, 0);
+        return format!(
+            "[{t:6.1}s] {:<11} {} | {loaded} of {rows} rows committed | {rps:.0} rows/s",
+            s.phase,
+            load_line(&s),
+        );
+    }
+    let (rps, mbps) = rate.push(t, rows, src);
     format!(
         "[{t:6.1}s] {:<11} parts {}/{} done, {} running, {} failed attempts | {rows} rows, {:.1} MB read, {:.1} MB \
-         Parquet | {:.0} rows/s, {:.1} MB/s",
+         Parquet | {rps:.0} rows/s, {mbps:.1} MB/s",
         s.phase,
         s.results.len(),
         s.parts,
@@ -295,9 +341,30 @@ fn status_line(p: &Progress) -> String {
         s.failed_attempts(),
         src as f64 / 1e6,
         parquet as f64 / 1e6,
-        rows as f64 / t.max(1e-3),
-        src as f64 / 1e6 / t.max(1e-3),
     )
+}
+
+/// Tables done of total, and the step each running table is at.
+fn load_line(s: &RunState) -> String {
+    let done = s
+        .load
+        .values()
+        .filter(|l| matches!(l, TableLoadState::Ended(_)))
+        .count();
+    let running: Vec<String> = s
+        .load
+        .iter()
+        .filter_map(|(t, l)| match l {
+            TableLoadState::Running(step) => Some(format!("{t} ({})", step.label())),
+            TableLoadState::Ended(_) => None,
+        })
+        .collect();
+    let now = match running.as_slice() {
+        [] => String::new(),
+        [a] => format!("; now {a}"),
+        [a, rest @ ..] => format!("; now {a} and {} more", rest.len()),
+    };
+    format!("tables {done}/{} loaded{now}", s.tables.max(s.load.len()))
 }
 
 /// A connection string without its password.

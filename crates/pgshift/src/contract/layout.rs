@@ -85,6 +85,16 @@ pub fn result_key(task: &ExtractTask) -> String {
     format!("{}.result.json", file_key_prefix(task))
 }
 
+/// Where a failed attempt of a task is recorded: `<run>/<schema>/<table>/part-<range>.attempt-<n>.failed.json`.
+pub fn attempt_key(task: &ExtractTask, attempt: u32) -> String {
+    format!("{}.attempt-{attempt}.failed.json", file_key_prefix(task))
+}
+
+/// The run's self-contained HTML report: `<run>/report.html`.
+pub fn report_key(run_id: &str) -> String {
+    format!("{}/report.html", key_segment(run_id))
+}
+
 /// `<stage>/<run>/plan.json` → (stage URL, run directory).
 pub fn split_plan_url(plan_url: &str) -> Option<(&str, &str)> {
     plan_url.strip_suffix("/plan.json").and_then(|d| d.rsplit_once('/'))

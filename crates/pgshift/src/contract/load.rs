@@ -120,6 +120,41 @@ pub struct TableLoad {
     /// Why the table's load failed (`status: failed`), with the error's stable name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When and how long each step of the table's load ran (set-up, COPY, reconcile, swap), as far as it got.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepTime>,
+}
+
+/// One step of a table's load: when it started (seconds since the Unix epoch) and how long it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepTime {
+    pub step: StepKind,
+    pub started_at: f64,
+    pub seconds: f64,
+}
+
+impl TableLoad {
+    /// Adds a step's time; several statements of one kind (the swap's) add up to one step.
+    pub fn add_step(&mut self, step: StepKind, started_at: f64, seconds: f64) {
+        match self.steps.iter_mut().find(|s| s.step == step) {
+            Some(s) => {
+                s.started_at = s.started_at.min(started_at);
+                s.seconds += seconds;
+            }
+            None => self.steps.push(StepTime {
+                step,
+                started_at,
+                seconds,
+            }),
+        }
+    }
+}
+
+/// Who watches a load as it runs (the command line's live line): told as a table's step starts and as its load
+/// ends.
+pub trait LoadWatch: Send + Sync {
+    fn step(&self, table: &TableRef, step: StepKind);
+    fn done(&self, table: &TableRef, status: TableStatus);
 }
 
 /// Where one table's load stands.
@@ -149,6 +184,9 @@ pub struct LoadResult {
     pub run_id: String,
     pub mode: LoadMode,
     pub tables: Vec<TableLoad>,
+    /// When the load started (seconds since the Unix epoch).
+    #[serde(default)]
+    pub started_at: f64,
     pub seconds: f64,
     /// False while the warehouse still runs the load transactions.
     #[serde(default)]
@@ -168,9 +206,22 @@ pub struct StepLabel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
+    /// Target and staging tables made, schema evolution, the load log read (before the load transaction).
+    Setup,
     Copy,
     Reconcile,
     Swap,
+}
+
+impl StepKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            StepKind::Setup => "set-up",
+            StepKind::Copy => "COPY",
+            StepKind::Reconcile => "reconcile",
+            StepKind::Swap => "swap",
+        }
+    }
 }
 
 /// A transaction still running in the warehouse. Its steps are, in order, COPY and reconcile of each table, then
@@ -181,6 +232,10 @@ pub struct PendingLoad {
     pub tables: Vec<TableRef>,
     /// The rows the parts of each table hold.
     pub rows: Vec<u64>,
+    /// The swap statements of each table, in order after the COPY and reconcile steps (absent: all are the first
+    /// table's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub swaps: Vec<usize>,
 }
 
 impl PendingLoad {
@@ -200,11 +255,25 @@ impl PendingLoad {
                 kind: StepKind::Reconcile,
                 expected: self.rows.get(i / 2).copied(),
             },
-            (false, _) => StepLabel {
-                table: self.tables.first().cloned().unwrap_or(table),
-                kind: StepKind::Swap,
-                expected: None,
-            },
+            (false, _) => {
+                // Swap statement j belongs to the table whose run of swap statements it falls in.
+                let (mut j, mut owner) = (i - 2 * n, None);
+                for (t, &k) in self.swaps.iter().enumerate() {
+                    if j < k {
+                        owner = Some(t);
+                        break;
+                    }
+                    j -= k;
+                }
+                StepLabel {
+                    table: owner
+                        .and_then(|o| self.tables.get(o).cloned())
+                        .or_else(|| self.tables.first().cloned())
+                        .unwrap_or(table),
+                    kind: StepKind::Swap,
+                    expected: None,
+                }
+            }
         }
     }
 }

@@ -347,4 +347,50 @@ pub struct ExtractResult {
     /// Peak resident memory of the process (VmHWM) when the platform reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
+    /// Which attempt of the task this was (0: the first; Step Functions' `$$.State.RetryCount`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+    /// When the attempt started, in seconds since the Unix epoch (its end is `started_at + seconds`; 0: unknown).
+    #[serde(default, skip_serializing_if = "is_unknown_time")]
+    pub started_at: f64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_unknown_time(t: &f64) -> bool {
+    *t == 0.0
+}
+
+/// An extraction attempt that failed, as the extractor leaves it beside the range's files (best effort): what the run
+/// report shows of retries and failures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub run_id: String,
+    pub table: TableRef,
+    pub range_index: u32,
+    pub attempt: u32,
+    pub started_at: f64,
+    pub seconds: f64,
+    /// The error's stable name and its message.
+    pub error: String,
+    pub message: String,
+}
+
+/// What the extractor Lambda is handed: `{"task": …, "attempt": n}` as the definition's Parameters build it, or a
+/// bare task (attempt 0), as `pgshift extract --task` and older definitions send it.
+pub fn extractor_input(input: serde_json::Value) -> Result<(ExtractTask, u32), serde_json::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wrapped {
+        task: ExtractTask,
+        #[serde(default)]
+        attempt: u32,
+    }
+    if input.get("task").is_some() {
+        let w: Wrapped = serde_json::from_value(input)?;
+        return Ok((w.task, w.attempt));
+    }
+    Ok((serde_json::from_value(input)?, 0))
 }

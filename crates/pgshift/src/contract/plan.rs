@@ -213,6 +213,9 @@ pub struct Plan {
     pub tasks: Vec<ExtractTask>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// When planning started, in seconds since the Unix epoch (it ran for `planning_seconds`).
+    #[serde(default)]
+    pub started_at: f64,
     pub planning_seconds: f64,
 }
 

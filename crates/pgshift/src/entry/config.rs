@@ -12,6 +12,7 @@
 //! | `PGSHIFT_PLAN_DEFAULTS` | planner | a JSON plan request the variables above then override (settings, writer, load options) |
 //! | `PGSHIFT_WAREHOUSE` | loader | warehouse URL (`redshift://…`, `redshift-serverless://…`, `postgres://…`) |
 //! | `PGSHIFT_WAREHOUSE_SECRET_ARN` | loader | for a `postgres://` warehouse: its credentials, as for the source |
+//! | `PGSHIFT_EXTRACTOR_MEMORY_MB` | loader | the extractor's memory, for the run report's cost (default 2048, the template's) |
 
 use std::sync::Arc;
 
@@ -242,6 +243,23 @@ pub fn plan_defaults(env: &dyn Env) -> Result<PlanRequest, ConfigError> {
         req.settings.slices = n;
     }
     Ok(req)
+}
+
+/// The extractor's configured memory in MB, as the run report prices its GB-seconds (the template sets it beside the
+/// extractor's `MemorySize`).
+pub fn extractor_memory_mb(env: &dyn Env) -> Result<u32, ConfigError> {
+    match env.get("PGSHIFT_EXTRACTOR_MEMORY_MB") {
+        None => Ok(2048),
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|m| (128..=10_240).contains(m))
+            .ok_or(ConfigError::Invalid {
+                var: "PGSHIFT_EXTRACTOR_MEMORY_MB",
+                reason: format!("{v:?} is not a Lambda memory size in MB (128 to 10240)"),
+            }),
+    }
 }
 
 /// The loader's warehouse.

@@ -1,7 +1,7 @@
 //! The Lambda handlers: what each function does with the JSON the state machine hands it. Each takes the ports its
 //! IAM role allows (a context built once at cold start) and reports errors by their stable names.
 
-use crate::contract::model::{ExtractResult, ExtractTask};
+use crate::contract::model::ExtractResult;
 use crate::contract::plan::{PlanRequest, PlanSummary};
 use crate::extract::{ExtractContext, ExtractError};
 use crate::load::{LoadContext, LoadError};
@@ -18,15 +18,43 @@ pub async fn planner(
     Ok(crate::plan::handle(ctx, req).await?.1)
 }
 
-/// The extractor Lambda's handler: a task as the Map hands it over (JSON), checked, then run.
+/// The extractor Lambda's handler: a task as the Map hands it over (JSON, with its attempt number), checked, then
+/// run.
 pub async fn extractor(ctx: &ExtractContext, input: serde_json::Value) -> Result<ExtractResult, ExtractError> {
-    let task: ExtractTask =
-        serde_json::from_value(input).map_err(|e| ExtractError::InvalidTask(format!("extract task: {e}")))?;
-    crate::extract::extract(ctx, task).await
+    let (task, attempt) = crate::contract::model::extractor_input(input)
+        .map_err(|e| ExtractError::InvalidTask(format!("extract task: {e}")))?;
+    crate::extract::extract_attempt(ctx, task, attempt).await
 }
 
 /// The loader Lambda's handler: `{"action": "start", …}` (the default), `{"action": "check", "progress": …}` or
-/// `{"action": "cleanup", "state": …}`.
-pub async fn loader(ctx: &LoadContext, input: serde_json::Value) -> Result<serde_json::Value, LoadError> {
-    crate::load::handle(ctx, input).await
+/// `{"action": "cleanup", "state": …}`. When the run ends here (its load done, or its cleanup run), the run's HTML
+/// report is written to `<run>/report.html`; a report that cannot be written is logged and never fails the run.
+/// `extractor_memory_mb` prices the extractors' GB-seconds in the report.
+pub async fn loader(
+    ctx: &LoadContext,
+    input: serde_json::Value,
+    extractor_memory_mb: u32,
+) -> Result<serde_json::Value, LoadError> {
+    let cleanup_of = (input.get("action").and_then(|a| a.as_str()) == Some("cleanup"))
+        .then(|| {
+            input
+                .pointer("/state/plan/plan_url")
+                .and_then(|u| u.as_str())
+                .map(str::to_string)
+        })
+        .flatten();
+    let out = crate::load::handle(ctx, input).await?;
+    let ended = match cleanup_of {
+        Some(url) => Some(url),
+        None => (out.get("done") == Some(&serde_json::Value::Bool(true)))
+            .then(|| out.get("plan_url").and_then(|u| u.as_str()).map(str::to_string))
+            .flatten(),
+    };
+    if let Some(plan_url) = ended {
+        match crate::report::write_html(ctx.stages.as_ref(), &plan_url, extractor_memory_mb).await {
+            Ok(url) => tracing::info!(%url, "run report written"),
+            Err(e) => tracing::warn!(error = %e, "could not write the run report"),
+        }
+    }
+    Ok(out)
 }

@@ -14,7 +14,8 @@ use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
 use crate::contract::layout::bucket_url;
-use crate::contract::model::{ExtractResult, ExtractTask, TableRef};
+use crate::contract::load::{LoadWatch, StepKind, TableStatus};
+use crate::contract::model::{ExtractResult, TableRef};
 use crate::contract::plan::PlanRequest;
 use crate::extract::ExtractContext;
 use crate::load::LoadContext;
@@ -88,9 +89,29 @@ pub struct RunState {
     pub plan_url: Option<String>,
     /// What the Cleanup state did, when it ran.
     pub cleanup: Option<crate::contract::load::CleanupResult>,
+    /// Tables in the plan, once the planner returned.
+    pub tables: usize,
+    /// Each table's load as it runs: the step running, or how it ended.
+    pub load: BTreeMap<TableRef, TableLoadState>,
+}
+
+/// Where one table's load stands, as the live line shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableLoadState {
+    Running(StepKind),
+    Ended(TableStatus),
 }
 
 impl RunState {
+    /// Rows of the tables whose load committed (their parts' rows).
+    pub fn loaded_rows(&self) -> u64 {
+        self.results
+            .iter()
+            .filter(|r| matches!(self.load.get(&r.table), Some(TableLoadState::Ended(s)) if s.is_committed()))
+            .map(|r| r.rows)
+            .sum()
+    }
+
     pub fn running(&self) -> usize {
         self.attempts.iter().filter(|a| a.ended.is_none()).count()
     }
@@ -134,6 +155,20 @@ impl Default for Progress {
     }
 }
 
+impl LoadWatch for Progress {
+    fn step(&self, table: &TableRef, step: StepKind) {
+        self.update(|s| {
+            s.load.insert(table.clone(), TableLoadState::Running(step));
+        });
+    }
+
+    fn done(&self, table: &TableRef, status: TableStatus) {
+        self.update(|s| {
+            s.load.insert(table.clone(), TableLoadState::Ended(status));
+        });
+    }
+}
+
 impl Progress {
     pub fn snapshot(&self) -> RunState {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
@@ -159,6 +194,8 @@ pub(crate) struct LocalPipeline {
     pub loader: LoadContext,
     pub stages: Arc<dyn StageOpener>,
     pub progress: Arc<Progress>,
+    /// The extractor's memory, for the run report's cost.
+    pub memory_mb: u32,
 }
 
 /// The message of a failure: a Lambda function error's `errorMessage` (its cause is that JSON), else the cause.
@@ -180,7 +217,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, Failure> {
 
 impl LocalPipeline {
     async fn extract(&self, call: TaskCall) -> Result<Value, Failure> {
-        let task: ExtractTask = serde_json::from_value(call.input)
+        let (task, attempt) = crate::contract::model::extractor_input(call.input)
             .map_err(|e| lambda_failure("Pipeline.Fatal.InvalidInput", format!("extract task: {e}")))?;
         let t0 = self.progress.elapsed();
         let slot = {
@@ -191,7 +228,7 @@ impl LocalPipeline {
                 s.attempts.push(Attempt {
                     table: task.table.clone(),
                     range_index: task.range_index,
-                    attempt: call.attempt,
+                    attempt,
                     started: t0,
                     ended: None,
                     error: None,
@@ -199,7 +236,7 @@ impl LocalPipeline {
             });
             slot
         };
-        let r = crate::extract::extract(&self.extractor, task).await;
+        let r = crate::extract::extract_attempt(&self.extractor, task, attempt).await;
         let now = self.progress.elapsed();
         match r {
             Ok(result) => {
@@ -245,7 +282,10 @@ impl Resources for LocalPipeline {
                     let summary = crate::entry::handlers::planner(&self.planner, &self.plan_defaults, call.input)
                         .await
                         .map_err(|e| lambda_failure(e.name(), e.to_string()))?;
-                    self.progress.update(|s| s.plan_url = Some(summary.plan_url.clone()));
+                    self.progress.update(|s| {
+                        s.plan_url = Some(summary.plan_url.clone());
+                        s.tables = summary.tables;
+                    });
                     to_json(&summary)
                 }
                 "extractor" => self.extract(call).await,
@@ -254,7 +294,7 @@ impl Resources for LocalPipeline {
                     let cleanup = action == "cleanup";
                     let phase = if cleanup { "cleaning up" } else { "loading" };
                     self.progress.update(|s| s.phase = phase);
-                    let out = crate::entry::handlers::loader(&self.loader, call.input)
+                    let out = crate::entry::handlers::loader(&self.loader, call.input, self.memory_mb)
                         .await
                         .map_err(|e| lambda_failure(e.name(), e.to_string()));
                     if let (Ok(v), true) = (&out, cleanup) {
@@ -406,9 +446,11 @@ impl LocalRun {
             loader: LoadContext {
                 stages: self.stages.clone(),
                 warehouse: self.warehouse,
+                watch: Some(progress.clone()),
             },
             stages: self.stages,
             progress: progress.clone(),
+            memory_mb: self.memory_mb,
         };
         let interpreter = asl::Interpreter::new(machine, Arc::new(pipeline)).named("pgshift");
         let input = serde_json::to_value(&self.request).map_err(|e| AslError::Invalid(format!("run input: {e}")))?;
@@ -528,6 +570,29 @@ mod tests {
         for action in ["s3:GetObject", "s3:DeleteObject", "s3:ListBucket", "s3:PutObject"] {
             assert!(planner.contains(action), "the planner's role allows {action}");
         }
+        // The loader writes the run report: it reads every result and failed attempt (GetObject, ListBucket) and
+        // prices the extractors at their configured memory.
+        let section = |name: &str, next: &str| {
+            template
+                .split(&format!("{name}:"))
+                .nth(1)
+                .and_then(|t| t.split(&format!("{next}:")).next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let loader = section("LoaderFunction", "PipelineLogs");
+        for action in ["s3:GetObject", "s3:ListBucket", "s3:PutObject"] {
+            assert!(loader.contains(action), "the loader's role allows {action}");
+        }
+        let extractor = section("ExtractorFunction", "LoaderFunction");
+        let memory = extractor
+            .split("MemorySize: ")
+            .nth(1)
+            .and_then(|m| m.split_whitespace().next());
+        assert!(
+            loader.contains(&format!("PGSHIFT_EXTRACTOR_MEMORY_MB: \"{}\"", memory.unwrap_or("?"))),
+            "the loader prices the extractor at its MemorySize ({memory:?})"
+        );
     }
 
     #[test]

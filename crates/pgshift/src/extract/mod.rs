@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 use tracing::Instrument;
 
-use crate::contract::layout::{file_key_prefix, result_key};
-use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, KeyType, StagedFile};
+use crate::contract::layout::{attempt_key, file_key_prefix, result_key};
+use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, FailedAttempt, KeyType, StagedFile};
 use crate::contract::{sql, types};
 mod error;
 
@@ -57,8 +57,25 @@ fn validate(task: &ExtractTask) -> Result<(), ExtractError> {
     Ok(())
 }
 
-/// Runs one extraction task.
+/// Runs one extraction task (its first attempt).
 pub async fn extract(ctx: &ExtractContext, task: ExtractTask) -> Result<ExtractResult, ExtractError> {
+    extract_attempt(ctx, task, 0).await
+}
+
+/// When an attempt started: the clock for its duration, and the wall time its records carry.
+struct Attempt {
+    number: u32,
+    started: Instant,
+    started_at: f64,
+}
+
+/// Runs attempt `attempt` of an extraction task (0: the first). A failed attempt is recorded beside the range's files
+/// (best effort: the stage may be what failed) for the run report.
+pub async fn extract_attempt(
+    ctx: &ExtractContext,
+    task: ExtractTask,
+    attempt: u32,
+) -> Result<ExtractResult, ExtractError> {
     let span = tracing::info_span!(
         "extract",
         run = %task.run_id,
@@ -68,8 +85,12 @@ pub async fn extract(ctx: &ExtractContext, task: ExtractTask) -> Result<ExtractR
         bytes = tracing::field::Empty,
         files = tracing::field::Empty,
     );
-    let started = Instant::now();
-    let result = run(ctx, &task, started).instrument(span.clone()).await;
+    let a = Attempt {
+        number: attempt,
+        started: Instant::now(),
+        started_at: crate::contract::clock::unix_now(),
+    };
+    let result = run(ctx, &task, &a).instrument(span.clone()).await;
     match &result {
         Ok(r) => {
             span.record("rows", r.rows);
@@ -77,12 +98,37 @@ pub async fn extract(ctx: &ExtractContext, task: ExtractTask) -> Result<ExtractR
             span.record("files", r.files.len());
             span.in_scope(|| tracing::info!(seconds = r.seconds, source_bytes = r.source_bytes, "range extracted"));
         }
-        Err(e) => span.in_scope(|| tracing::error!(error = %e, name = e.name(), "extraction failed")),
+        Err(e) => {
+            span.in_scope(|| tracing::error!(error = %e, name = e.name(), "extraction failed"));
+            record_failure(ctx, &task, &a, e).instrument(span).await;
+        }
     }
     result
 }
 
-async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Result<ExtractResult, ExtractError> {
+/// Leaves `<part>.attempt-<n>.failed.json` on the stage; a failure to do so is only logged.
+async fn record_failure(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt, e: &ExtractError) {
+    let record = FailedAttempt {
+        run_id: task.run_id.clone(),
+        table: task.table.clone(),
+        range_index: task.range_index,
+        attempt: a.number,
+        started_at: a.started_at,
+        seconds: a.started.elapsed().as_secs_f64(),
+        error: e.name().to_string(),
+        message: e.to_string(),
+    };
+    let put = async {
+        let stage = ctx.stages.open(&task.stage).await?;
+        let json = serde_json::to_vec(&record).unwrap_or_default();
+        crate::stage::put(stage.as_ref(), &attempt_key(task, a.number), bytes::Bytes::from(json)).await
+    };
+    if let Err(err) = put.await {
+        tracing::warn!(error = %err, "could not record the failed attempt");
+    }
+}
+
+async fn run(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt) -> Result<ExtractResult, ExtractError> {
     validate(task)?;
     let stage = ctx.stages.open(&task.stage).await?;
     let table = &task.table;
@@ -144,7 +190,7 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, started: Instant) -> Resu
     let (summary, source_bytes) =
         read.ok_or_else(|| parquet_error(task, "the encoder stopped before the end of the stream".into()))?;
     tx.commit().await.map_err(pg)?;
-    let result = result_of(task, files, summary, source_bytes, started)?;
+    let result = result_of(task, files, summary, source_bytes, a)?;
     // The result lands beside the files, last: the loader reads it back from the stage (or takes it from the Map).
     let json = serde_json::to_vec(&result).map_err(|e| parquet_error(task, format!("result JSON: {e}")))?;
     crate::stage::put(stage.as_ref(), &result_key(task), bytes::Bytes::from(json)).await?;
@@ -213,7 +259,7 @@ fn result_of(
     files: Vec<StagedFile>,
     summary: DecoderSummary,
     source_bytes: u64,
-    started: Instant,
+    a: &Attempt,
 ) -> Result<ExtractResult, ExtractError> {
     let rows_in_files: u64 = files.iter().map(|f| f.rows).sum();
     if rows_in_files != summary.rows {
@@ -237,11 +283,13 @@ fn result_of(
         files,
         rows: summary.rows,
         source_bytes,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: a.started.elapsed().as_secs_f64(),
         first_key: summary.first_key,
         last_key: summary.last_key,
         max_value_bytes,
         peak_memory_bytes: peak_memory_bytes(),
+        attempt: a.number,
+        started_at: a.started_at,
     })
 }
 

@@ -34,7 +34,7 @@ use crate::contract::model::{ExtractResult, StagedFile, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::stage::{run, StageOpener};
 use crate::stage::{Stage, StageError};
-use crate::warehouse::{self, CopyJob, Step, Submission, Until, Warehouse, WarehouseError};
+use crate::warehouse::{self, Batch, CopyJob, Step, Submission, Until, Warehouse, WarehouseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -88,10 +88,21 @@ impl LoadError {
     }
 }
 
-/// The loader's ports.
+/// The loader's ports, and who watches the load (none in a Lambda).
 pub struct LoadContext {
     pub stages: Arc<dyn StageOpener>,
     pub warehouse: Arc<dyn Warehouse>,
+    pub watch: Option<Arc<dyn LoadWatch>>,
+}
+
+impl LoadContext {
+    pub fn new(stages: Arc<dyn StageOpener>, warehouse: Arc<dyn Warehouse>) -> Self {
+        Self {
+            stages,
+            warehouse,
+            watch: None,
+        }
+    }
 }
 
 /// Load transactions submitted at once (each holds a warehouse connection or a Data API statement).
@@ -165,6 +176,7 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
         plan: &plan,
         req: &req,
         by_part: &by_part,
+        watch: ctx.watch.as_deref(),
     };
     let mut prepared = Vec::new();
     for t in &plan.tables {
@@ -175,6 +187,7 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
         run_id: plan.run_id.clone(),
         mode: req.options.mode,
         tables: prepared.into_iter().map(|p| p.load).collect(),
+        started_at,
         seconds: started.elapsed().as_secs_f64(),
         done: pending.is_empty() && failure.is_none(),
     };
@@ -218,11 +231,25 @@ struct PrepareContext<'a> {
     plan: &'a Plan,
     req: &'a LoadRequest,
     by_part: &'a BTreeMap<(TableRef, u32), &'a ExtractResult>,
+    watch: Option<&'a dyn LoadWatch>,
 }
 
 /// One table made ready: its manifest written, target and staging set up, the target's columns checked against the
 /// run's, and the load log asked whether this plan already loaded it.
 async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Prepared<'a>, LoadError> {
+    if let Some(w) = c.watch {
+        w.step(&t.table, StepKind::Setup);
+    }
+    let (started_at, t0) = (crate::contract::clock::unix_now(), Instant::now());
+    let mut p = set_up_table(c, t).await?;
+    p.load.add_step(StepKind::Setup, started_at, t0.elapsed().as_secs_f64());
+    if let (Some(w), TableStatus::AlreadyLoaded) = (c.watch, p.load.status) {
+        w.done(&t.table, p.load.status);
+    }
+    Ok(p)
+}
+
+async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Prepared<'a>, LoadError> {
     let dialect = c.wh.dialect();
     let parts: Vec<&ExtractResult> = c
         .by_part
@@ -279,6 +306,7 @@ async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<P
         status: TableStatus::Pending,
         committed_rows: None,
         error: None,
+        steps: Vec::new(),
     };
     if already >= 0 {
         tracing::info!(table = %t.table, rows = already, "already loaded by this plan");
@@ -352,61 +380,119 @@ async fn submit_all(
         Atomicity::Run if todo.is_empty() => Vec::new(),
         Atomicity::Run => vec![todo],
     };
-    let mut jobs = Vec::new();
+    let mut batches = Vec::new();
     for group in &groups {
-        // The order PendingLoad::label reads back: COPY and reconcile of each table, then the swaps.
-        let mut steps = Vec::new();
-        for &i in group {
-            let p = &prepared[i];
-            steps.extend([
-                Step::Copy(CopyJob {
-                    staging: &p.staging,
-                    columns: &p.plan.columns,
-                    manifest_url: &p.load.manifest_url,
-                    files: &p.files,
-                    stage: c.stage,
-                    truncate_long_text: c.req.options.long_text == LongText::Truncate,
-                    super_columns: p.super_columns,
-                }),
-                Step::Reconcile {
-                    table: p.plan.table.clone(),
-                    staging: p.staging.clone(),
-                    expected: p.load.rows,
-                },
-            ]);
-        }
-        for &i in group {
-            let swap = swap_sql(c.wh.dialect(), c.req.options.mode, c.plan, &prepared[i])?;
-            steps.extend(swap.into_iter().map(Step::Sql));
-        }
-        jobs.push(c.wh.submit(steps, Until::Submitted));
+        batches.push(group_steps(c, prepared, group)?);
+    }
+    // Who each step is, for the watch as it starts and for the timings after.
+    let watchers: Vec<Box<dyn Fn(usize) + Send + Sync + '_>> = batches
+        .iter()
+        .map(|(_, labels)| {
+            let labels = labels.clone();
+            let watch = c.watch;
+            Box::new(move |i: usize| {
+                if let (Some(w), Some((t, k))) = (watch, labels.get(i)) {
+                    w.step(t, *k);
+                }
+            }) as Box<dyn Fn(usize) + Send + Sync>
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    let mut all_labels = Vec::new();
+    for ((steps, labels), on_step) in batches.into_iter().zip(&watchers) {
+        all_labels.push(labels);
+        jobs.push(c.wh.submit(Batch {
+            steps,
+            until: Until::Submitted,
+            on_step: Some(on_step.as_ref()),
+        }));
     }
     let submitted: Vec<_> = futures_util::stream::iter(jobs).buffered(LOADS_AT_ONCE).collect().await;
     let mut pending = Vec::new();
     let mut failure = None;
-    for (group, outcome) in groups.iter().zip(submitted) {
+    for ((group, outcome), labels) in groups.iter().zip(submitted).zip(all_labels) {
         match outcome {
-            Ok(Submission::Done) => {
+            Ok(Submission::Done(timings)) => {
                 for &i in group {
-                    prepared[i].load.status = TableStatus::Committed;
-                    prepared[i].load.committed_rows = Some(prepared[i].load.rows);
+                    let load = &mut prepared[i].load;
+                    load.status = TableStatus::Committed;
+                    load.committed_rows = Some(load.rows);
+                    for ((t, kind), time) in labels.iter().zip(&timings) {
+                        if t == &load.table {
+                            load.add_step(*kind, time.started_at, time.seconds);
+                        }
+                    }
+                    if let Some(w) = c.watch {
+                        w.done(&load.table, load.status);
+                    }
                 }
             }
             Ok(Submission::Pending(statement_id)) => pending.push(PendingLoad {
                 statement_id,
                 tables: group.iter().map(|&i| prepared[i].plan.table.clone()).collect(),
                 rows: group.iter().map(|&i| prepared[i].load.rows).collect(),
+                swaps: group
+                    .iter()
+                    .map(|&i| {
+                        labels
+                            .iter()
+                            .filter(|(t, k)| *k == StepKind::Swap && t == &prepared[i].load.table)
+                            .count()
+                    })
+                    .collect(),
             }),
             Err(e) => {
                 for &i in group {
                     prepared[i].load.status = TableStatus::Failed;
                     prepared[i].load.error = Some(format!("{}: {e}", e.name()));
+                    if let Some(w) = c.watch {
+                        w.done(&prepared[i].load.table, TableStatus::Failed);
+                    }
                 }
                 failure.get_or_insert(LoadError::from(e));
             }
         }
     }
     Ok((pending, failure))
+}
+
+/// The steps of one load transaction in the order [`PendingLoad::label`] reads back (COPY and reconcile of each
+/// table, then the swaps), and which table and kind each step is.
+#[allow(clippy::type_complexity)]
+fn group_steps<'a>(
+    c: &PrepareContext<'a>,
+    prepared: &'a [Prepared<'a>],
+    group: &[usize],
+) -> Result<(Vec<Step<'a>>, Vec<(TableRef, StepKind)>), LoadError> {
+    let mut steps = Vec::new();
+    let mut labels = Vec::new();
+    for &i in group {
+        let p = &prepared[i];
+        steps.extend([
+            Step::Copy(CopyJob {
+                staging: &p.staging,
+                columns: &p.plan.columns,
+                manifest_url: &p.load.manifest_url,
+                files: &p.files,
+                stage: c.stage,
+                truncate_long_text: c.req.options.long_text == LongText::Truncate,
+                super_columns: p.super_columns,
+            }),
+            Step::Reconcile {
+                table: p.plan.table.clone(),
+                staging: p.staging.clone(),
+                expected: p.load.rows,
+            },
+        ]);
+        labels.push((p.plan.table.clone(), StepKind::Copy));
+        labels.push((p.plan.table.clone(), StepKind::Reconcile));
+    }
+    for &i in group {
+        let swap = swap_sql(c.wh.dialect(), c.req.options.mode, c.plan, &prepared[i])?;
+        labels.extend(swap.iter().map(|_| (prepared[i].plan.table.clone(), StepKind::Swap)));
+        steps.extend(swap.into_iter().map(Step::Sql));
+    }
+    Ok((steps, labels))
 }
 
 /// The loader Lambda's handler: `{"action": "start", …LoadRequest}` (the default), `{"action": "check", "progress":
@@ -436,6 +522,7 @@ mod tests {
                     format!("fact_table_with_a_long_name_{i:04}"),
                 )],
                 rows: vec![123_456_789],
+                swaps: Vec::new(),
             })
             .collect();
         let p = LoadProgress {

@@ -38,6 +38,7 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
     let wh = ctx.warehouse.as_ref();
     let mut still = Vec::new();
     let mut committed: Vec<TableRef> = Vec::new();
+    let mut times: Vec<(TableRef, StepTime)> = Vec::new();
     let mut failure: Option<(Vec<TableRef>, LoadError)> = None;
     for p in std::mem::take(&mut progress.pending) {
         if failure.is_some() {
@@ -46,8 +47,19 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
         }
         match wh.status(&p.statement_id).await? {
             TxStatus::Running => still.push(p),
-            TxStatus::Finished => {
+            TxStatus::Finished(timings) => {
                 tracing::info!(statement = %p.statement_id, "load transaction committed");
+                for (i, t) in timings.iter().enumerate() {
+                    let l = p.label(i);
+                    times.push((
+                        l.table,
+                        StepTime {
+                            step: l.kind,
+                            started_at: t.started_at,
+                            seconds: t.seconds,
+                        },
+                    ));
+                }
                 committed.extend(p.tables.iter().cloned());
             }
             TxStatus::Failed { step, detail, query_id } => {
@@ -62,7 +74,12 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
     progress.pending = still;
     progress.summary.seconds = (crate::contract::clock::unix_now() - progress.started_at).max(0.0);
     if progress.done || !committed.is_empty() || failure.is_some() {
-        let recorded = record_outcomes(ctx, &progress, &committed, failure.as_ref()).await;
+        let ended = Ended {
+            committed: &committed,
+            times: &times,
+            failure: failure.as_ref(),
+        };
+        let recorded = record_outcomes(ctx, &progress, ended).await;
         match (&failure, recorded) {
             // The load's own error is the one to report; the record is best effort then.
             (Some(_), Err(e)) => tracing::warn!(error = %e, "could not record the tables' outcomes"),
@@ -75,13 +92,20 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
     }
 }
 
+/// The transactions that ended at a check: the tables committed, their steps' times, and a failure.
+struct Ended<'a> {
+    committed: &'a [TableRef],
+    times: &'a [(TableRef, StepTime)],
+    failure: Option<&'a (Vec<TableRef>, LoadError)>,
+}
+
 /// Sets the outcome of the tables whose transactions ended on `<run>/load.json`.
-async fn record_outcomes(
-    ctx: &LoadContext,
-    progress: &LoadProgress,
-    committed: &[TableRef],
-    failure: Option<&(Vec<TableRef>, LoadError)>,
-) -> Result<(), LoadError> {
+async fn record_outcomes(ctx: &LoadContext, progress: &LoadProgress, ended: Ended<'_>) -> Result<(), LoadError> {
+    let Ended {
+        committed,
+        times,
+        failure,
+    } = ended;
     {
         let mut result = run::read_load(ctx.stages.as_ref(), &progress.plan_url)
             .await?
@@ -90,6 +114,15 @@ async fn record_outcomes(
             if committed.contains(&t.table) {
                 t.status = TableStatus::Committed;
                 t.committed_rows = Some(t.rows);
+                let own: Vec<StepTime> = times.iter().filter(|(x, _)| x == &t.table).map(|(_, st)| *st).collect();
+                for st in own {
+                    t.add_step(st.step, st.started_at, st.seconds);
+                }
+            }
+            if let Some(w) = &ctx.watch {
+                if committed.contains(&t.table) {
+                    w.done(&t.table, t.status);
+                }
             }
             if let Some((tables, e)) = failure {
                 if tables.contains(&t.table) {

@@ -80,6 +80,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     let src = |e| PlanError::from(SourceError::Unavailable(format!("planning: {e}")));
     client.batch_execute(SESSION_SETTINGS).await.map_err(src)?;
     let (created_at, compact) = crate::contract::clock::now_rfc3339();
+    let started_at = crate::contract::clock::unix_now();
     let run_id = req
         .run_id
         .clone()
@@ -127,6 +128,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
         tables,
         tasks,
         notes,
+        started_at,
         planning_seconds: started.elapsed().as_secs_f64(),
     }
     .seal()

@@ -174,10 +174,10 @@ impl CopyJob<'_> {
 /// explain a failed load) and one read (a query's rows); what differs between warehouses is in its [`Dialect`].
 pub trait Warehouse: Send + Sync {
     fn dialect(&self) -> Dialect;
-    /// Runs the steps as one transaction, all or nothing. [`Until::Committed`] returns when it has committed (or
-    /// failed, a failed COPY explained); with [`Until::Submitted`], a warehouse that can be polled returns at once with
-    /// [`Submission::Pending`] and others run to the end.
-    fn submit<'a>(&'a self, steps: Vec<Step<'a>>, until: Until) -> BoxFuture<'a, Result<Submission, WarehouseError>>;
+    /// Runs the batch's steps as one transaction, all or nothing. [`Until::Committed`] returns when it has committed
+    /// (or failed, a failed COPY explained); with [`Until::Submitted`], a warehouse that can be polled returns at once
+    /// with [`Submission::Pending`] and others run to the end.
+    fn submit<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<Submission, WarehouseError>>;
     /// The state of a pending transaction.
     fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<TxStatus, WarehouseError>> {
         Box::pin(async move {
@@ -198,6 +198,31 @@ pub trait Warehouse: Send + Sync {
     }
     /// The rows of one read-only query, each cell an integer, a text or NULL.
     fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>>;
+}
+
+/// One transaction for [`Warehouse::submit`]: its steps, how long to wait, and who to tell as each step starts (a
+/// warehouse that runs the steps itself calls it with the step's index; one that runs them remotely does not).
+pub struct Batch<'a> {
+    pub steps: Vec<Step<'a>>,
+    pub until: Until,
+    pub on_step: Option<&'a (dyn Fn(usize) + Send + Sync)>,
+}
+
+impl<'a> Batch<'a> {
+    pub fn new(steps: Vec<Step<'a>>, until: Until) -> Self {
+        Self {
+            steps,
+            until,
+            on_step: None,
+        }
+    }
+}
+
+/// When and how long one step of a transaction ran (seconds since the Unix epoch, and seconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub started_at: f64,
+    pub seconds: f64,
 }
 
 /// How long [`Warehouse::submit`] waits.
@@ -236,7 +261,7 @@ impl Cell {
 /// Runs SQL statements in order as one transaction, to its commit.
 pub async fn execute(wh: &dyn Warehouse, statements: Vec<String>) -> Result<(), WarehouseError> {
     let steps = statements.into_iter().map(Step::Sql).collect();
-    wh.submit(steps, Until::Committed).await.map(|_| ())
+    wh.submit(Batch::new(steps, Until::Committed)).await.map(|_| ())
 }
 
 /// The one integer a query returns (a count, a maximum; NULL reads as 0).
@@ -338,19 +363,20 @@ pub fn reconcile_sql(staging: &TableRef, expected: u64) -> Result<String, Wareho
 }
 
 /// How a warehouse took a load transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Submission {
-    /// It ran to its end (committed).
-    Done,
+    /// It ran to its end (committed); when and how long each step ran, where the warehouse says.
+    Done(Vec<Timing>),
     /// It runs on; poll [`Warehouse::status`] with this id.
     Pending(String),
 }
 
 /// The state of a submitted transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TxStatus {
     Running,
-    Finished,
+    /// Committed; when and how long each step ran, where the warehouse says.
+    Finished(Vec<Timing>),
     /// Rolled back. `step` is the index of the failing step when the warehouse says which.
     Failed {
         step: Option<usize>,

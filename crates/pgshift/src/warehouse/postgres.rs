@@ -16,7 +16,7 @@ use futures_util::{pin_mut, SinkExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_postgres::{Client, Transaction};
 
-use super::{Cell, CopyJob, Dialect, Step, Submission, Until, Warehouse, WarehouseError};
+use super::{Batch, Cell, CopyJob, Dialect, Step, Submission, Timing, Warehouse, WarehouseError};
 use crate::contract::pgtext::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
 use crate::contract::sql;
 
@@ -71,40 +71,55 @@ impl Warehouse for PgWarehouse {
     }
 
     /// Runs to the end whatever `until` asks: PostgreSQL has no statement to poll.
-    fn submit<'a>(&'a self, steps: Vec<Step<'a>>, _until: Until) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
+    fn submit<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
         Box::pin(async move {
             let mut client = self.connect().await?;
             let tx = client.transaction().await.map_err(pg)?;
-            for step in steps {
-                match step {
-                    Step::Copy(job) => copy_into(&tx, &job).await?,
-                    Step::Reconcile {
-                        table,
-                        staging,
-                        expected,
-                    } => {
-                        let q = format!(
-                            "SELECT count(*) FROM {}",
-                            sql::table(&staging).map_err(WarehouseError::Invalid)?
-                        );
-                        let staged: i64 = tx.query_one(&q, &[]).await.map_err(pg)?.get(0);
-                        if staged != expected as i64 {
-                            return Err(WarehouseError::Reconcile {
-                                table,
-                                staged,
-                                expected,
-                            });
-                        }
-                    }
-                    Step::Sql(s) => {
-                        tracing::debug!(sql = %s, "warehouse");
-                        tx.batch_execute(&s).await.map_err(pg)?;
-                    }
+            let mut timings = Vec::with_capacity(batch.steps.len());
+            for (i, step) in batch.steps.into_iter().enumerate() {
+                if let Some(f) = batch.on_step {
+                    f(i);
                 }
+                let (started_at, t0) = (crate::contract::clock::unix_now(), std::time::Instant::now());
+                run_step(&tx, step).await?;
+                timings.push(Timing {
+                    started_at,
+                    seconds: t0.elapsed().as_secs_f64(),
+                });
             }
             tx.commit().await.map_err(pg)?;
-            Ok(Submission::Done)
+            Ok(Submission::Done(timings))
         })
+    }
+}
+
+/// One step of a load transaction, inside `tx`.
+async fn run_step(tx: &Transaction<'_>, step: Step<'_>) -> Result<(), WarehouseError> {
+    match step {
+        Step::Copy(job) => copy_into(tx, &job).await,
+        Step::Reconcile {
+            table,
+            staging,
+            expected,
+        } => {
+            let q = format!(
+                "SELECT count(*) FROM {}",
+                sql::table(&staging).map_err(WarehouseError::Invalid)?
+            );
+            let staged: i64 = tx.query_one(&q, &[]).await.map_err(pg)?.get(0);
+            if staged != expected as i64 {
+                return Err(WarehouseError::Reconcile {
+                    table,
+                    staged,
+                    expected,
+                });
+            }
+            Ok(())
+        }
+        Step::Sql(s) => {
+            tracing::debug!(sql = %s, "warehouse");
+            tx.batch_execute(&s).await.map_err(pg)
+        }
     }
 }
 

@@ -16,7 +16,9 @@ use aws_sdk_redshiftdata::types::{Field, StatementStatusString, StatusString};
 use aws_sdk_redshiftdata::Client;
 use futures_util::future::BoxFuture;
 
-use super::{reconcile_sql, Cell, CopyJob, Dialect, Step, Submission, TxStatus, Until, Warehouse, WarehouseError};
+use super::{
+    reconcile_sql, Batch, Cell, CopyJob, Dialect, Step, Submission, Timing, TxStatus, Until, Warehouse, WarehouseError,
+};
 
 /// Statements per `BatchExecuteStatement`: the Data API's limit.
 const MAX_BATCH: usize = 40;
@@ -179,12 +181,12 @@ impl RedshiftWarehouse {
     }
 
     /// Polls until the statement ends. A failure returns the Data API's error text and the Redshift query id.
-    async fn wait(&self, id: &str) -> Result<(), (WarehouseError, Option<i64>)> {
+    async fn wait(&self, id: &str) -> Result<Vec<Timing>, (WarehouseError, Option<i64>)> {
         let started = tokio::time::Instant::now();
         let mut delay = self.polling.first;
         loop {
             match self.status(id).await.map_err(|e| (e, None))? {
-                TxStatus::Finished => return Ok(()),
+                TxStatus::Finished(timings) => return Ok(timings),
                 TxStatus::Failed { detail, query_id, .. } => {
                     return Err((
                         WarehouseError::Sql {
@@ -216,9 +218,9 @@ impl RedshiftWarehouse {
     }
 
     /// Waits for a submitted statement to commit; a failed load is explained from `SYS_LOAD_ERROR_DETAIL`.
-    async fn committed(&self, id: &str) -> Result<(), WarehouseError> {
+    async fn committed(&self, id: &str) -> Result<Vec<Timing>, WarehouseError> {
         match self.wait(id).await {
-            Ok(()) => Ok(()),
+            Ok(timings) => Ok(timings),
             Err((WarehouseError::Sql { detail, retryable }, Some(query_id))) => {
                 let why = self.describe_load_errors(query_id).await;
                 Err(WarehouseError::Sql {
@@ -267,6 +269,23 @@ impl RedshiftWarehouse {
     }
 }
 
+/// When and how long each statement of a finished statement or batch ran: `DescribeStatement` gives each
+/// sub-statement's `CreatedAt` and its `Duration` in nanoseconds
+/// (<https://docs.aws.amazon.com/redshift-data/latest/APIReference/API_SubStatementData.html>).
+fn timings(d: &aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput) -> Vec<Timing> {
+    let one = |created: Option<&aws_sdk_redshiftdata::primitives::DateTime>, nanos: i64| Timing {
+        started_at: created.map(|t| t.as_secs_f64()).unwrap_or(0.0),
+        seconds: nanos.max(0) as f64 / 1e9,
+    };
+    if d.sub_statements().is_empty() {
+        return vec![one(d.created_at(), d.duration())];
+    }
+    d.sub_statements()
+        .iter()
+        .map(|s| one(s.created_at(), s.duration()))
+        .collect()
+}
+
 /// A Data API field as a cell: integers stay integers, every other value is its text.
 fn cell(f: &Field) -> Cell {
     match f {
@@ -312,10 +331,11 @@ impl Warehouse for RedshiftWarehouse {
         })
     }
 
-    fn submit<'a>(&'a self, steps: Vec<Step<'a>>, until: Until) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
+    /// The statements run remotely: `on_step` is never called; the timings come from `DescribeStatement`.
+    fn submit<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
         Box::pin(async move {
-            let mut sqls = Vec::with_capacity(steps.len());
-            for s in &steps {
+            let mut sqls = Vec::with_capacity(batch.steps.len());
+            for s in &batch.steps {
                 sqls.push(match s {
                     Step::Copy(job) => copy_sql(job, &self.target.iam_role)?,
                     Step::Reconcile { staging, expected, .. } => reconcile_sql(staging, *expected)?,
@@ -330,9 +350,9 @@ impl Warehouse for RedshiftWarehouse {
                 )));
             }
             let id = self.send(&sqls).await?;
-            match until {
+            match batch.until {
                 Until::Submitted => Ok(Submission::Pending(id)),
-                Until::Committed => self.committed(&id).await.map(|()| Submission::Done),
+                Until::Committed => self.committed(&id).await.map(Submission::Done),
             }
         })
     }
@@ -347,7 +367,7 @@ impl Warehouse for RedshiftWarehouse {
                 .await
                 .map_err(|e| sdk("DescribeStatement", e))?;
             Ok(match d.status() {
-                Some(StatusString::Finished) => TxStatus::Finished,
+                Some(StatusString::Finished) => TxStatus::Finished(timings(&d)),
                 Some(StatusString::Failed) | Some(StatusString::Aborted) => {
                     let failed = d.sub_statements().iter().position(|s| {
                         matches!(

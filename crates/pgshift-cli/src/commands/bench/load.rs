@@ -180,10 +180,7 @@ async fn raw_round(wh: &tokio_postgres::Client, ddl: &str, chunks: &[Bytes]) -> 
 async fn pgshift_round(wh: &tokio_postgres::Client, url: &str, staged: &Staged) -> Result<f64> {
     wh.batch_execute("DROP TABLE IF EXISTS public.orders_load_bench; DROP SCHEMA IF EXISTS pgshift CASCADE")
         .await?;
-    let lctx = LoadContext {
-        stages: staged.stages.clone(),
-        warehouse: Arc::new(PgWarehouse::new(url)?),
-    };
+    let lctx = LoadContext::new(staged.stages.clone(), Arc::new(PgWarehouse::new(url)?));
     let lreq = LoadRequest {
         plan_url: staged.plan_url.clone(),
         options: LoadOptions {

@@ -6,7 +6,10 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::contract::layout::status_key;
+pub mod html;
+pub mod record;
+
+use crate::contract::layout::report_key;
 use crate::contract::load::{LoadResult, TableStatus};
 use crate::contract::model::{ExtractResult, TableRef};
 use crate::stage::{run, StageError};
@@ -293,52 +296,71 @@ pub async fn from_stage(
     plan_url: &str,
     memory_mb: u32,
 ) -> Result<(RunReport, Vec<String>), StageError> {
+    let rec = record::read(stages, plan_url).await?;
+    Ok((report_of(&rec, memory_mb), rec.notes))
+}
+
+/// Writes the run's HTML report to `<run>/report.html` on its stage; returns its URL.
+pub async fn write_html(
+    stages: &dyn crate::stage::StageOpener,
+    plan_url: &str,
+    memory_mb: u32,
+) -> Result<String, StageError> {
+    let (html, run_id) = html_of(stages, plan_url, memory_mb).await?;
     let stage = run::stage_of(stages, plan_url).await?;
-    let plan = run::read_plan(stage.as_ref(), plan_url).await?;
-    let mut notes = Vec::new();
-    let mut results = Vec::new();
-    for task in &plan.tasks {
-        match run::read_result(stage.as_ref(), task).await? {
-            Some(r) => results.push(r),
-            None => notes.push(format!("{} range {}: not extracted", task.table, task.range_index)),
-        }
-    }
-    let load = run::read_load(stages, plan_url).await?;
-    match &load {
-        None => notes.push("not loaded (no load.json)".into()),
-        Some(l) if !l.done => notes.push("the load has not finished (or failed): only committed tables count".into()),
-        Some(_) => {}
-    }
-    let status: Option<serde_json::Value> = run::read_json(stage.as_ref(), &status_key(&plan.run_id))
-        .await
-        .ok()
-        .flatten();
-    let failure = status.map(|v| {
-        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-        (text("error"), text("cause"))
-    });
-    let mut invocations: Vec<(&'static str, f64)> = results.iter().map(|r| ("extractor", r.seconds)).collect();
+    let put = crate::stage::put(stage.as_ref(), &report_key(&run_id), bytes::Bytes::from(html)).await?;
+    Ok(put.url)
+}
+
+/// The run's HTML report, and its run id.
+pub async fn html_of(
+    stages: &dyn crate::stage::StageOpener,
+    plan_url: &str,
+    memory_mb: u32,
+) -> Result<(String, String), StageError> {
+    let rec = record::read(stages, plan_url).await?;
+    let report = report_of(&rec, memory_mb);
+    Ok((
+        html::render(&rec, &report.cost, &Prices::default()),
+        rec.plan.run_id.clone(),
+    ))
+}
+
+/// The numbers of a run record, as the text report shows them.
+fn report_of(rec: &record::RunRecord, memory_mb: u32) -> RunReport {
+    let plan = &rec.plan;
+    let mut invocations: Vec<(&'static str, f64)> = rec.results.iter().map(|r| ("extractor", r.seconds)).collect();
+    invocations.extend(rec.failed.iter().map(|a| ("extractor", a.seconds)));
     invocations.push(("planner", plan.planning_seconds));
-    if let Some(l) = &load {
+    if let Some(l) = &rec.load {
         invocations.push(("loader", l.seconds));
     }
-    let report = RunReport::new(
+    let retried = rec
+        .failed
+        .iter()
+        .filter(|a| {
+            rec.results
+                .iter()
+                .any(|r| r.table == a.table && r.range_index == a.range_index)
+        })
+        .map(|a| (a.table.clone(), a.range_index, a.error.clone()))
+        .collect();
+    RunReport::new(
         RunFacts {
             run_id: &plan.run_id,
             seconds: None,
-            results: &results,
-            load: load.as_ref(),
+            results: &rec.results,
+            load: rec.load.as_ref(),
             peak_concurrency: 0,
             max_concurrency: plan.settings.max_concurrency,
-            retried: Vec::new(),
+            retried,
             invocations: &invocations,
             memory_mb,
-            transitions: 5 + plan.tasks.len() as u64,
-            failure,
+            transitions: 5 + plan.tasks.len() as u64 + rec.failed.len() as u64,
+            failure: rec.failure.clone(),
         },
         Prices::default(),
-    );
-    Ok((report, notes))
+    )
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -1,0 +1,124 @@
+//! A run as its stage records it: the plan, every part's result, every failed attempt, the load's outcome and the
+//! run's failure. What the HTML report is drawn from, on AWS and locally alike.
+
+use crate::contract::layout::{status_key, table_dir};
+use crate::contract::load::LoadResult;
+use crate::contract::model::{ExtractResult, FailedAttempt};
+use crate::contract::plan::Plan;
+use crate::stage::{run, Stage, StageError, StageOpener};
+
+/// Everything the stage knows of one run.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub plan: Plan,
+    /// The result of every range that landed (one per range).
+    pub results: Vec<ExtractResult>,
+    /// Attempts that failed, retried or not.
+    pub failed: Vec<FailedAttempt>,
+    pub load: Option<LoadResult>,
+    /// The error name and message that ended a failed run (`status.json`).
+    pub failure: Option<(String, String)>,
+    /// What the stage lacks: ranges never extracted, a load that did not finish.
+    pub notes: Vec<String>,
+}
+
+/// How a run ended, as far as the stage says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    /// Neither: still running, or interrupted.
+    Incomplete,
+}
+
+impl RunStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Incomplete => "incomplete",
+        }
+    }
+}
+
+impl RunRecord {
+    pub fn status(&self) -> RunStatus {
+        match (&self.failure, &self.load) {
+            (Some(_), _) => RunStatus::Failed,
+            (None, Some(l)) if l.done && l.tables.iter().all(|t| t.status.is_committed()) => RunStatus::Succeeded,
+            _ => RunStatus::Incomplete,
+        }
+    }
+
+    /// When the run started and ended, in seconds since the Unix epoch: from the planner's start to the last thing
+    /// the stage records (a part, a failed attempt, a load step).
+    pub fn span(&self) -> (f64, f64) {
+        let start = self.plan.started_at;
+        let mut end = start + self.plan.planning_seconds;
+        for r in &self.results {
+            end = end.max(r.started_at + r.seconds);
+        }
+        for a in &self.failed {
+            end = end.max(a.started_at + a.seconds);
+        }
+        if let Some(l) = &self.load {
+            end = end.max(l.started_at + l.seconds);
+            for s in l.tables.iter().flat_map(|t| &t.steps) {
+                end = end.max(s.started_at + s.seconds);
+            }
+        }
+        (start, end.max(start))
+    }
+}
+
+/// Reads a run back from its stage by its plan's URL.
+pub async fn read(stages: &dyn StageOpener, plan_url: &str) -> Result<RunRecord, StageError> {
+    let stage = run::stage_of(stages, plan_url).await?;
+    let plan = run::read_plan(stage.as_ref(), plan_url).await?;
+    let mut notes = Vec::new();
+    let mut results = Vec::new();
+    for task in &plan.tasks {
+        match run::read_result(stage.as_ref(), task).await? {
+            Some(r) => results.push(r),
+            None => notes.push(format!("{} range {}: not extracted", task.table, task.range_index)),
+        }
+    }
+    let failed = failed_attempts(stage.as_ref(), &plan).await?;
+    let load = run::read_load(stages, plan_url).await?;
+    match &load {
+        None => notes.push("not loaded (no load.json)".into()),
+        Some(l) if !l.done => notes.push("the load has not finished (or failed): only committed tables count".into()),
+        Some(_) => {}
+    }
+    let status: Option<serde_json::Value> = run::read_json(stage.as_ref(), &status_key(&plan.run_id))
+        .await
+        .ok()
+        .flatten();
+    let failure = status.map(|v| {
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        (text("error"), text("cause"))
+    });
+    Ok(RunRecord {
+        plan,
+        results,
+        failed,
+        load,
+        failure,
+        notes,
+    })
+}
+
+/// The failed-attempt records of every table of the plan (one listing per table).
+async fn failed_attempts(stage: &dyn Stage, plan: &Plan) -> Result<Vec<FailedAttempt>, StageError> {
+    let mut out = Vec::new();
+    for t in &plan.tables {
+        let dir = format!("{}/", table_dir(&plan.run_id, &t.table));
+        for (key, _) in stage.list(&dir).await? {
+            if key.ends_with(".failed.json") {
+                out.extend(run::read_json::<FailedAttempt>(stage, &key).await.ok().flatten());
+            }
+        }
+    }
+    out.sort_by(|a, b| a.started_at.total_cmp(&b.started_at));
+    Ok(out)
+}
