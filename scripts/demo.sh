@@ -78,4 +78,7 @@ for t in sales.customers sales.products sales.stores sales.days sales.orders; do
   printf '  %-16s source %9s  warehouse %9s  %s\n' "$t" "$s" "$w" "$([ "$s" = "$w" ] && echo ok || echo MISMATCH)"
 done
 echo "== Parquet parts, manifests and plan: $WORK/stage"
+for r in "$WORK"/stage/*/report.html; do
+  [ -e "$r" ] && echo "== how the data moved (timeline, skew, load steps, cost): open $r in a browser"
+done
 echo "== warehouse: $WAREHOUSE ($([ "$KEEP" = 1 ] && echo "still running" || echo "stopped with this script; PGSHIFT_DEMO_KEEP=1 keeps it"))"

@@ -424,6 +424,27 @@ target_part_bytes = 1048576
 "#;
 
     #[test]
+    fn the_rate_is_the_current_one_not_the_average_since_the_start() {
+        let mut r = Rate::default();
+        // 1,000 rows/s for 10 s, then nothing moves for 6 s.
+        for t in 0..=10 {
+            r.push(t as f64, t * 1000, 0);
+        }
+        let (now, _) = r.push(11.0, 11_000, 0);
+        assert!((now - 1000.0).abs() < 1.0, "{now}");
+        for t in 12..=16 {
+            r.push(t as f64, 11_000, 0);
+        }
+        let (stalled, _) = r.push(17.0, 11_000, 0);
+        assert_eq!(
+            stalled,
+            0.0,
+            "a stalled run shows 0, not the average of {} rows/s",
+            11_000 / 17
+        );
+    }
+
+    #[test]
     fn flags_override_the_config_file() {
         let config: RunConfig = toml::from_str(CONFIG).expect("config");
         let r = resolve(

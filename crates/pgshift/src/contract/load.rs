@@ -374,6 +374,58 @@ mod tests {
     }
 
     #[test]
+    fn each_step_of_a_pending_transaction_names_its_table_and_kind() {
+        let a = TableRef::new("s", "a");
+        let b = TableRef::new("s", "b");
+        let p = PendingLoad {
+            statement_id: "x".into(),
+            tables: vec![a.clone(), b.clone()],
+            rows: vec![10, 20],
+            swaps: vec![3, 2],
+        };
+        let kinds: Vec<(TableRef, StepKind)> = (0..9).map(|i| (p.label(i).table, p.label(i).kind)).collect();
+        use StepKind::*;
+        assert_eq!(
+            kinds,
+            [
+                (a.clone(), Copy),
+                (a.clone(), Reconcile),
+                (b.clone(), Copy),
+                (b.clone(), Reconcile),
+                (a.clone(), Swap),
+                (a.clone(), Swap),
+                (a.clone(), Swap),
+                (b.clone(), Swap),
+                (b.clone(), Swap),
+            ]
+        );
+        assert_eq!(p.label(3).expected, Some(20));
+        let mut t = TableLoad {
+            table: a,
+            rows: 1,
+            files: 1,
+            bytes: 1,
+            manifest_url: String::new(),
+            loaded: true,
+            status: TableStatus::Committed,
+            committed_rows: Some(1),
+            error: None,
+            steps: Vec::new(),
+        };
+        t.add_step(Swap, 10.0, 1.0);
+        t.add_step(Swap, 9.5, 0.5);
+        assert_eq!(
+            t.steps,
+            [StepTime {
+                step: Swap,
+                started_at: 9.5,
+                seconds: 1.5
+            }],
+            "a swap's statements add up"
+        );
+    }
+
+    #[test]
     fn a_load_request_carries_its_options_flat_and_refuses_an_unknown_key() {
         let input = serde_json::json!({"plan_url": "p", "mode": "merge", "atomic": "run", "json_as_super": true});
         let req: LoadRequest = serde_json::from_value(input.clone()).expect("flat options");

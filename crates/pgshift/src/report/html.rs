@@ -690,6 +690,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn attempts_side_by_side_take_separate_lanes_and_a_freed_lane_is_reused() {
+        let t = TableRef::new("s", "t");
+        let bar = |start: f64, end: f64| Bar {
+            table: &t,
+            range: 0,
+            attempt: 0,
+            start,
+            end,
+            rows: 0,
+            error: None,
+        };
+        // Three at once, then one after the first ended, then one after all.
+        let bars = [
+            bar(0.0, 2.0),
+            bar(0.5, 3.0),
+            bar(1.0, 1.5),
+            bar(1.6, 4.0),
+            bar(5.0, 6.0),
+        ];
+        let (lanes, n) = lanes(&bars);
+        assert_eq!(lanes, [0, 1, 2, 2, 0]);
+        assert_eq!(n, 3, "as many lanes as extractors ran at once");
+    }
+
+    #[test]
     fn text_is_escaped_and_numbers_are_grouped() {
         assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
         assert_eq!(group(0), "0");
