@@ -512,47 +512,38 @@ fn header_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
 /// A date: days since 2000-01-01 to days since 1970; ±infinity by the policy.
 #[inline]
 fn append_date(b: &mut Date32Builder, inf: InfinityPolicy, v: &[u8]) -> Result<(), String> {
-    let d = i32::from_be_bytes(fixed(v)?);
-    let special = match d {
-        i32::MAX => Some(true),
-        i32::MIN => Some(false),
-        _ => None,
+    let value = match i32::from_be_bytes(fixed(v)?) {
+        i32::MAX => infinity(true, inf, clamp_days())?,
+        i32::MIN => infinity(false, inf, clamp_days())?,
+        d => Some(d + PG_EPOCH_DAYS),
     };
-    match (special, inf) {
-        (None, _) => b.append_value(d + PG_EPOCH_DAYS),
-        (Some(_), InfinityPolicy::Null) => b.append_null(),
-        (Some(pos), InfinityPolicy::Clamp) => {
-            let (lo, hi) = clamp_days();
-            b.append_value(if pos { hi } else { lo });
-        }
-        (Some(pos), InfinityPolicy::Error) => return Err(infinity_message(pos)),
-    }
+    b.append_option(value);
     Ok(())
 }
 
 /// A timestamp: microseconds since 2000 to microseconds since 1970; ±infinity by the policy.
 #[inline]
 fn append_timestamp(b: &mut TimestampMicrosecondBuilder, inf: InfinityPolicy, v: &[u8]) -> Result<(), String> {
-    let t = i64::from_be_bytes(fixed(v)?);
-    let special = match t {
-        i64::MAX => Some(true),
-        i64::MIN => Some(false),
-        _ => None,
-    };
-    match (special, inf) {
+    let value = match i64::from_be_bytes(fixed(v)?) {
+        i64::MAX => infinity(true, inf, clamp_micros())?,
+        i64::MIN => infinity(false, inf, clamp_micros())?,
         // Postgres' last 29 millennia (after 294247-01-10) do not fit INT64 microseconds since 1970.
-        (None, _) => b.append_value(t.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
+        t => Some(t.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
             format!(
                 "{} is after 294247-01-10 04:00:54.775807, the latest timestamp Parquet holds",
                 pgtext::timestamp(t, false)
             )
         })?),
-        (Some(_), InfinityPolicy::Null) => b.append_null(),
-        (Some(pos), InfinityPolicy::Clamp) => {
-            let (lo, hi) = clamp_micros();
-            b.append_value(if pos { hi } else { lo });
-        }
-        (Some(pos), InfinityPolicy::Error) => return Err(infinity_message(pos)),
-    }
+    };
+    b.append_option(value);
     Ok(())
+}
+
+/// What ±infinity becomes by the policy: NULL (`None`), the clamp's low or high end, or an error.
+fn infinity<T>(positive: bool, inf: InfinityPolicy, (lo, hi): (T, T)) -> Result<Option<T>, String> {
+    match inf {
+        InfinityPolicy::Null => Ok(None),
+        InfinityPolicy::Clamp => Ok(Some(if positive { hi } else { lo })),
+        InfinityPolicy::Error => Err(infinity_message(positive)),
+    }
 }
