@@ -103,6 +103,20 @@ pub enum TableLoadState {
 }
 
 impl RunState {
+    /// Failed attempts whose range a later attempt landed: (table, range, error name).
+    pub fn retried(&self) -> Vec<(TableRef, u32, String)> {
+        let done: std::collections::BTreeSet<(&TableRef, u32)> =
+            self.results.iter().map(|r| (&r.table, r.range_index)).collect();
+        self.attempts
+            .iter()
+            .filter_map(|a| {
+                let e = a.error.clone()?;
+                done.contains(&(&a.table, a.range_index))
+                    .then(|| (a.table.clone(), a.range_index, e))
+            })
+            .collect()
+    }
+
     /// Rows of the tables whose load committed (their parts' rows).
     pub fn loaded_rows(&self) -> u64 {
         self.results
@@ -477,17 +491,7 @@ impl LocalRun {
                 .map(str::to_string)
                 .or_else(|| snap.results.first().map(|r| r.run_id.clone()))
                 .unwrap_or_default();
-            let done: std::collections::BTreeSet<(TableRef, u32)> =
-                snap.results.iter().map(|r| (r.table.clone(), r.range_index)).collect();
-            let retried = snap
-                .attempts
-                .iter()
-                .filter_map(|a| {
-                    let e = a.error.clone()?;
-                    done.contains(&(a.table.clone(), a.range_index))
-                        .then(|| (a.table.clone(), a.range_index, e))
-                })
-                .collect();
+            let retried = snap.retried();
             let report = RunReport::new(
                 RunFacts {
                     run_id: &run_id,

@@ -414,17 +414,7 @@ async fn submit_all(
         match outcome {
             Ok(Submission::Done(timings)) => {
                 for &i in group {
-                    let load = &mut prepared[i].load;
-                    load.status = TableStatus::Committed;
-                    load.committed_rows = Some(load.rows);
-                    for ((t, kind), time) in labels.iter().zip(&timings) {
-                        if t == &load.table {
-                            load.add_step(*kind, time.started_at, time.seconds);
-                        }
-                    }
-                    if let Some(w) = c.watch {
-                        w.done(&load.table, load.status);
-                    }
+                    committed(&mut prepared[i].load, &labels, &timings, c.watch);
                 }
             }
             Ok(Submission::Pending(statement_id)) => pending.push(PendingLoad {
@@ -454,6 +444,25 @@ async fn submit_all(
         }
     }
     Ok((pending, failure))
+}
+
+/// A table whose transaction committed: its outcome, its steps' times, and the watch told.
+fn committed(
+    load: &mut TableLoad,
+    labels: &[(TableRef, StepKind)],
+    timings: &[warehouse::Timing],
+    watch: Option<&dyn LoadWatch>,
+) {
+    load.status = TableStatus::Committed;
+    load.committed_rows = Some(load.rows);
+    for ((t, kind), time) in labels.iter().zip(timings) {
+        if t == &load.table {
+            load.add_step(*kind, time.started_at, time.seconds);
+        }
+    }
+    if let Some(w) = watch {
+        w.done(&load.table, load.status);
+    }
 }
 
 /// The steps of one load transaction in the order [`PendingLoad::label`] reads back (COPY and reconcile of each

@@ -219,8 +219,18 @@ fn timeline(o: &mut String, r: &RunRecord, bars: &[Bar<'_>]) {
             what
         );
     }
+    load_rows(o, &loads, &x, &|i| y(1 + n_lanes + i));
+    o.push_str(
+        "</svg><p class=\"legend\"><i class=\"plan\"></i>plan <i class=\"ok\"></i>part <i class=\"failed\"></i>\
+        failed attempt <i class=\"setup\"></i>set-up <i class=\"copy\"></i>COPY <i class=\"reconcile\"></i>reconcile \
+        <i class=\"swap\"></i>swap</p></section>",
+    );
+}
+
+/// A row per loaded table below the extractor lanes: its steps as segments.
+fn load_rows(o: &mut String, loads: &[&TableLoad], x: &dyn Fn(f64) -> f64, y: &dyn Fn(usize) -> f64) {
     for (i, t) in loads.iter().enumerate() {
-        let row = 1 + n_lanes + i;
+        let row = i;
         let _ = write!(
             o,
             "<text x=\"4\" y=\"{}\">load {}</text>",
@@ -241,11 +251,6 @@ fn timeline(o: &mut String, r: &RunRecord, bars: &[Bar<'_>]) {
             );
         }
     }
-    o.push_str(
-        "</svg><p class=\"legend\"><i class=\"plan\"></i>plan <i class=\"ok\"></i>part <i class=\"failed\"></i>\
-        failed attempt <i class=\"setup\"></i>set-up <i class=\"copy\"></i>COPY <i class=\"reconcile\"></i>reconcile \
-        <i class=\"swap\"></i>swap</p></section>",
-    );
 }
 
 fn step_class(k: StepKind) -> &'static str {
