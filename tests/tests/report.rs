@@ -13,8 +13,8 @@ use pgshift::UrlStages;
 use pgshift_tests::{cluster, connect, stage_dir};
 
 use super::db;
-use super::load::SALES;
-use super::pipeline::{request, run_local, FlakyStages};
+use super::load::{fingerprint, SALES};
+use super::pipeline::{plan_of, request, run_local, FlakyStages};
 
 /// Chromium as the machine's probe runs it: headless, no sandbox (root), and none of its background networking.
 fn chromium(profile: &Path, args: &[&str], page: &Path) -> Result<std::process::Output> {
@@ -88,6 +88,15 @@ async fn the_html_report_of_a_real_run_renders_in_chromium_with_every_attempt_an
     );
     assert!(html.contains("sales.orders") && html.contains("sales.items"));
 
+    // The warehouse holds the source, column by column, and the report claims exactly what it holds.
+    let plan = plan_of(&output).await?;
+    for t in ["sales.orders", "sales.items"] {
+        assert_eq!(
+            fingerprint(&target, &plan, t, false).await?,
+            fingerprint(&source, &plan, t, true).await?,
+            "{t}"
+        );
+    }
     let wh = connect(&target).await?;
     let mut committed = 0i64;
     for t in ["sales.orders", "sales.items"] {

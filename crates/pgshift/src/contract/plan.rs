@@ -144,6 +144,18 @@ pub enum Strategy {
     Single,
 }
 
+impl Strategy {
+    /// Its name, as plan.json tags it (`key_quantiles`, `key_page_probes`, `ctid_pages`, `single`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Strategy::KeyQuantiles { .. } => "key_quantiles",
+            Strategy::KeyPageProbes { .. } => "key_page_probes",
+            Strategy::CtidPages { .. } => "ctid_pages",
+            Strategy::Single => "single",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Estimates {
     pub rows: u64,
@@ -275,4 +287,28 @@ pub struct ObjectLocation {
 pub struct ResultsLocation {
     pub bucket: String,
     pub prefix: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_strategy_is_named_as_plan_json_tags_it() {
+        for s in [
+            Strategy::KeyQuantiles {
+                sampled_rows: 1,
+                sample_percent: 1.0,
+            },
+            Strategy::KeyPageProbes {
+                pages: 1,
+                correlation: 1.0,
+            },
+            Strategy::CtidPages { pages: 1 },
+            Strategy::Single,
+        ] {
+            let tagged = serde_json::to_value(&s).expect("json");
+            assert_eq!(tagged["kind"], s.kind());
+        }
+    }
 }

@@ -35,21 +35,9 @@ pub async fn loader(
     input: serde_json::Value,
     extractor_memory_mb: u32,
 ) -> Result<serde_json::Value, LoadError> {
-    let cleanup_of = (input.get("action").and_then(|a| a.as_str()) == Some("cleanup"))
-        .then(|| {
-            input
-                .pointer("/state/plan/plan_url")
-                .and_then(|u| u.as_str())
-                .map(str::to_string)
-        })
-        .flatten();
+    let cleanup_of = cleanup_plan_url(&input);
     let out = crate::load::handle(ctx, input).await?;
-    let ended = match cleanup_of {
-        Some(url) => Some(url),
-        None => (out.get("done") == Some(&serde_json::Value::Bool(true)))
-            .then(|| out.get("plan_url").and_then(|u| u.as_str()).map(str::to_string))
-            .flatten(),
-    };
+    let ended = cleanup_of.or_else(|| done_plan_url(&out));
     if let Some(plan_url) = ended {
         match crate::report::write_html(ctx.stages.as_ref(), &plan_url, extractor_memory_mb).await {
             Ok(url) => tracing::info!(%url, "run report written"),
@@ -57,4 +45,24 @@ pub async fn loader(
         }
     }
     Ok(out)
+}
+
+fn text_at(v: &serde_json::Value, pointer: &str) -> Option<String> {
+    v.pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+}
+
+/// The plan of the run a cleanup input is for.
+fn cleanup_plan_url(input: &serde_json::Value) -> Option<String> {
+    (input.get("action").and_then(serde_json::Value::as_str) == Some("cleanup"))
+        .then(|| text_at(input, "/state/plan/plan_url"))
+        .flatten()
+}
+
+/// The plan of a load the output says is done.
+fn done_plan_url(out: &serde_json::Value) -> Option<String> {
+    (out.get("done") == Some(&serde_json::Value::Bool(true)))
+        .then(|| text_at(out, "/plan_url"))
+        .flatten()
 }

@@ -380,41 +380,44 @@ async fn submit_all(
         Atomicity::Run if todo.is_empty() => Vec::new(),
         Atomicity::Run => vec![todo],
     };
-    let mut batches = Vec::new();
+    let mut steps = Vec::new();
+    let mut labels = Vec::new();
     for group in &groups {
-        batches.push(group_steps(c, prepared, group)?);
+        let (s, l) = group_steps(c, prepared, group)?;
+        steps.push(s);
+        labels.push(l);
     }
-    // Who each step is, for the watch as it starts and for the timings after.
-    let watchers: Vec<Box<dyn Fn(usize) + Send + Sync + '_>> = batches
+    // The watch is told each step's table and kind as it starts; the labels also place the timings after.
+    let watch = c.watch;
+    let watchers: Vec<_> = labels
         .iter()
-        .map(|(_, labels)| {
-            let labels = labels.clone();
-            let watch = c.watch;
-            Box::new(move |i: usize| {
-                if let (Some(w), Some((t, k))) = (watch, labels.get(i)) {
+        .map(|l: &Vec<(TableRef, StepKind)>| {
+            move |i: usize| {
+                if let (Some(w), Some((t, k))) = (watch, l.get(i)) {
                     w.step(t, *k);
                 }
-            }) as Box<dyn Fn(usize) + Send + Sync>
+            }
         })
         .collect();
-    let mut jobs = Vec::new();
-    let mut all_labels = Vec::new();
-    for ((steps, labels), on_step) in batches.into_iter().zip(&watchers) {
-        all_labels.push(labels);
-        jobs.push(c.wh.submit(Batch {
-            steps,
-            until: Until::Submitted,
-            on_step: Some(on_step.as_ref()),
-        }));
-    }
+    let jobs: Vec<_> = steps
+        .into_iter()
+        .zip(&watchers)
+        .map(|(steps, on_step)| {
+            c.wh.submit(Batch {
+                steps,
+                until: Until::Submitted,
+                on_step: Some(on_step),
+            })
+        })
+        .collect();
     let submitted: Vec<_> = futures_util::stream::iter(jobs).buffered(LOADS_AT_ONCE).collect().await;
     let mut pending = Vec::new();
     let mut failure = None;
-    for ((group, outcome), labels) in groups.iter().zip(submitted).zip(all_labels) {
+    for ((group, outcome), labels) in groups.iter().zip(submitted).zip(&labels) {
         match outcome {
             Ok(Submission::Done(timings)) => {
                 for &i in group {
-                    committed(&mut prepared[i].load, &labels, &timings, c.watch);
+                    committed(&mut prepared[i].load, labels, &timings, c.watch);
                 }
             }
             Ok(Submission::Pending(statement_id)) => pending.push(PendingLoad {

@@ -343,10 +343,6 @@ fn tables(o: &mut String, r: &RunRecord) {
         let mut parts = by_table.remove(&t.table).unwrap_or_default();
         parts.sort_by_key(|p| p.range_index);
         let rows: u64 = parts.iter().map(|p| p.rows).sum();
-        let strategy = serde_json::to_value(&t.strategy)
-            .ok()
-            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
-            .unwrap_or_default();
         let _ = write!(
             o,
             "<article class=\"table\"><h3>{}</h3><p><b>{}</b> parts of <b>{}</b> planned, {} rows extracted · \
@@ -355,7 +351,7 @@ fn tables(o: &mut String, r: &RunRecord) {
             parts.len(),
             t.parts.len(),
             group(rows),
-            esc(&strategy),
+            t.strategy.kind(),
             esc(&t.reason)
         );
         if parts.len() > 1 {
