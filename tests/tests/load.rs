@@ -358,3 +358,120 @@ async fn the_reconcile_guard_fails_the_transaction_unless_the_count_matches() ->
         .await?;
     Ok(())
 }
+
+/// The grants of a warehouse table to others than its owner, its owner, its primary key's name and its oid.
+async fn shape(url: &str, table: &str) -> Result<(Vec<String>, String, Option<String>, u32)> {
+    let c = connect(url).await?;
+    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let grants = c
+        .query(
+            &format!(
+                "SELECT format('%s %s %s', pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable) \
+                 FROM pg_class r, aclexplode(r.relacl) a WHERE r.oid = {}::regclass AND a.grantee <> r.relowner \
+                 ORDER BY 1",
+                lit(table)
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT pg_get_userbyid(relowner)::text, (SELECT conname::text FROM pg_constraint \
+                 WHERE conrelid = r.oid AND contype = 'p'), oid FROM pg_class r WHERE oid = {}::regclass",
+                lit(table)
+            ),
+            &[],
+        )
+        .await?;
+    Ok((grants, row.get(0), row.get(1), row.get(2)))
+}
+
+/// `replace` swaps the staging table in by rename, carrying owner, grants and primary key; where a rename would
+/// lose something of the target (here a view on it), it replaces the rows instead and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_swaps_by_rename_keeping_owner_grants_and_key_and_falls_back_where_a_rename_would_lose_something(
+) -> Result<()> {
+    use pgshift::contract::load::SwapKind;
+    let source = db("renamesrc", SALES).await?;
+    let target = cluster().create_db("warehouse").await?;
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+    let stage = format!("file://{}", stage_dir("rename").display());
+    let stages = || Arc::new(UrlStages::default());
+    let n = std::process::id();
+    let (owner, reader, other) = (
+        format!("rn_owner_{n}"),
+        format!("rn_reader_{n}"),
+        format!("rn_other_{n}"),
+    );
+
+    let run1 = plan_and_extract(&source, &["sales.orders"], &stage, stages()).await?;
+    let r = load(wh.clone(), &run1, LoadMode::Replace, Atomicity::Table).await?;
+    assert_eq!(r.tables[0].swap, Some(SwapKind::Rename), "{:?}", r.tables[0]);
+    let w = connect(&target).await?;
+    w.batch_execute(&format!(
+        "CREATE ROLE {owner}; CREATE ROLE {reader}; CREATE ROLE {other};
+         ALTER TABLE sales.orders OWNER TO {owner};
+         GRANT SELECT ON sales.orders TO {reader}; GRANT INSERT, UPDATE ON sales.orders TO {reader} WITH GRANT OPTION;
+         GRANT SELECT ON sales.orders TO PUBLIC;
+         ALTER DEFAULT PRIVILEGES IN SCHEMA sales GRANT DELETE ON TABLES TO {other};"
+    ))
+    .await?;
+    let before = shape(&target, "sales.orders").await?;
+    assert_eq!(before.0.len(), 4, "{before:?}");
+
+    let src = connect(&source).await?;
+    src.batch_execute(
+        "UPDATE sales.orders SET note = 'two' WHERE id % 5 = 0; DELETE FROM sales.orders WHERE id > 19000;",
+    )
+    .await?;
+    let run2 = plan_and_extract(&source, &["sales.orders"], &stage, stages()).await?;
+    let r = load(wh.clone(), &run2, LoadMode::Replace, Atomicity::Table).await?;
+    assert_eq!(r.tables[0].swap, Some(SwapKind::Rename), "{:?}", r.tables[0]);
+    assert_eq!(
+        fingerprint(&target, &run2, "sales.orders", false).await?,
+        fingerprint(&source, &run2, "sales.orders", true).await?
+    );
+    let after = shape(&target, "sales.orders").await?;
+    assert_ne!(after.3, before.3, "a new table was swapped in");
+    assert_eq!(
+        (&after.0, &after.1, &after.2),
+        (&before.0, &before.1, &before.2),
+        "owner, grants, key carried over"
+    );
+    let staging_left: i64 = w
+        .query_one("SELECT count(*) FROM pg_class WHERE relname LIKE '%pgshift%'", &[])
+        .await?
+        .get(0);
+    assert_eq!(staging_left, 0);
+
+    // A view on the target: a rename would drop it, so the rows are replaced and the view keeps working.
+    w.batch_execute("CREATE VIEW sales.big_orders AS SELECT id, amount FROM sales.orders WHERE amount > 900")
+        .await?;
+    src.batch_execute("UPDATE sales.orders SET amount = 950 WHERE id % 7 = 0")
+        .await?;
+    let run3 = plan_and_extract(&source, &["sales.orders"], &stage, stages()).await?;
+    let r = load(wh.clone(), &run3, LoadMode::Replace, Atomicity::Table).await?;
+    assert_eq!(r.tables[0].swap, Some(SwapKind::Rows), "{:?}", r.tables[0]);
+    let note = r.tables[0].swap_note.clone().unwrap_or_default();
+    assert!(note.contains("view sales.big_orders"), "{note}");
+    assert_eq!(
+        fingerprint(&target, &run3, "sales.orders", false).await?,
+        fingerprint(&source, &run3, "sales.orders", true).await?
+    );
+    let in_view: i64 = w.query_one("SELECT count(*) FROM sales.big_orders", &[]).await?.get(0);
+    let at_source: i64 = src
+        .query_one("SELECT count(*) FROM sales.orders WHERE amount > 900", &[])
+        .await?
+        .get(0);
+    assert_eq!(in_view, at_source);
+    assert_eq!(
+        shape(&target, "sales.orders").await?.3,
+        after.3,
+        "the same table, its rows replaced"
+    );
+    Ok(())
+}

@@ -79,12 +79,13 @@ async fn load_with(
     pgshift::load::load(&ctx, req).await
 }
 
-/// A warehouse whose replace swaps hold the window between their DELETE and their commit open, and whose two load
-/// transactions start together: what two runs of a large table look like.
+/// A warehouse whose replace swaps hold the window between their first change of the target (the DELETE, or the
+/// DROP of a swap by rename) and their commit open, and whose two load transactions start together: what two runs of
+/// a large table look like.
 fn overlapping(url: &str) -> Result<Hooked> {
     let edit: Edit = Box::new(|steps| {
-        if let Some(i) = steps.iter().position(|s| is_sql(s, "DELETE FROM", "")) {
-            steps.insert(i + 1, Step::Sql("SELECT pg_sleep(0.5)".into()));
+        if let Some(i) = steps.iter().position(|s| is_sql(s, "LOCK TABLE", "")) {
+            steps.insert(i + 2, Step::Sql("SELECT pg_sleep(0.5)".into()));
         }
     });
     let mut wh = Hooked::new(PgWarehouse::new(url)?, edit);
@@ -478,7 +479,7 @@ async fn concurrency_zero_is_refused_before_anything_runs() -> Result<()> {
 /// A warehouse whose load transaction of the table named `table` fails after its swap ran (others may commit).
 fn fail_one(url: &str, table: &'static str) -> Result<Hooked> {
     let edit: Edit = Box::new(move |steps| {
-        if steps.iter().any(|s| is_sql(s, "DELETE FROM", table)) {
+        if steps.iter().any(|s| is_sql(s, "LOCK TABLE", table)) {
             steps.push(Step::Sql("SELECT 1 / 0".into()));
         }
     });

@@ -32,6 +32,9 @@ pub(crate) struct LoadArgs {
     /// What the load may change in an existing target whose columns differ from the source's.
     #[arg(long, value_enum, default_value_t = SchemaEvolution::Refuse)]
     schema_evolution: SchemaEvolution,
+    /// Tables loaded side by side (load transactions at once, 1 or more).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = LoadOptions::DEFAULT_CONCURRENCY)]
+    load_concurrency: u32,
 }
 
 pub(crate) async fn run(args: LoadArgs) -> Result<()> {
@@ -49,6 +52,7 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
             },
             json_as_super: args.json_as_super,
             schema_evolution: args.schema_evolution,
+            concurrency: Some(args.load_concurrency),
         },
     };
     let ctx = LoadContext::new(Arc::new(UrlStages::default()), warehouse);

@@ -39,6 +39,9 @@ pub(crate) struct RunArgs {
     mode: Option<LoadMode>,
     #[arg(long, value_enum)]
     atomic: Option<Atomicity>,
+    /// Tables loaded side by side (load transactions at once, 1 or more; default 8): protects the warehouse.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    load_concurrency: Option<u32>,
     /// Extractors at once (the Map's MaxConcurrency, 1 or more): protects the source.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: Option<u32>,
@@ -167,6 +170,9 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
     }
     if let Some(a) = args.atomic {
         load.atomic = a;
+    }
+    if let Some(c) = args.load_concurrency {
+        load.concurrency = Some(c);
     }
     let request = PlanRequest {
         run_id: args.run_id.clone().or(config.run_id),

@@ -62,6 +62,19 @@ pub struct LoadOptions {
     pub json_as_super: bool,
     /// What a load may change in an existing target whose columns differ from the run's (default: nothing).
     pub schema_evolution: SchemaEvolution,
+    /// Load transactions run side by side (each holds a warehouse connection or a Data API statement); default 8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+}
+
+impl LoadOptions {
+    /// Load transactions at once when unset.
+    pub const DEFAULT_CONCURRENCY: u32 = 8;
+
+    /// [`Self::concurrency`], or the default.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(Self::DEFAULT_CONCURRENCY).max(1) as usize
+    }
 }
 
 /// What the Load state asks: the plan, the extractors' results, and how to load (the plan request's
@@ -123,6 +136,22 @@ pub struct TableLoad {
     /// When and how long each step of the table's load ran (set-up, COPY, reconcile, swap), as far as it got.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepTime>,
+    /// How `replace` changed the target: `rename` (the staging table swapped in) or `rows` (DELETE + INSERT … SELECT,
+    /// where a rename would lose something of the target: [`Self::swap_note`] says what).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<SwapKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_note: Option<String>,
+}
+
+/// How a `replace` load changed its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwapKind {
+    /// The staging table became the target (`DROP TABLE` + `ALTER TABLE … RENAME`), owner, grants and key carried.
+    Rename,
+    /// The target's rows were replaced (`DELETE` + `INSERT … SELECT`).
+    Rows,
 }
 
 /// One step of a table's load: when it started (seconds since the Unix epoch) and how long it ran.
@@ -411,6 +440,8 @@ mod tests {
             committed_rows: Some(1),
             error: None,
             steps: Vec::new(),
+            swap: None,
+            swap_note: None,
         };
         t.add_step(Swap, 10.0, 1.0);
         t.add_step(Swap, 9.5, 0.5);

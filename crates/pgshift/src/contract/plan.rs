@@ -83,6 +83,9 @@ pub struct TableOverride {
 pub struct PlanSettings {
     /// Source bytes (heap + TOAST) per part.
     pub target_part_bytes: u64,
+    /// A table of at least twice this many source bytes is spread over the extractors that run at once (up to
+    /// `max_concurrency` parts of at least this size), even when `target_part_bytes` would keep it whole.
+    pub min_part_bytes: u64,
     pub max_parts_per_table: u32,
     pub max_parts_per_run: u32,
     /// Redshift slices: with more parts than slices, the part count is rounded up to a multiple of them.
@@ -113,6 +116,7 @@ impl Default for PlanSettings {
     fn default() -> Self {
         Self {
             target_part_bytes: 512 * 1024 * 1024,
+            min_part_bytes: 64 * 1024 * 1024,
             max_parts_per_table: 256,
             max_parts_per_run: 4096,
             slices: 1,

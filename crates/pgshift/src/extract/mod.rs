@@ -131,10 +131,25 @@ async fn record_failure(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt, e
 async fn run(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt) -> Result<ExtractResult, ExtractError> {
     validate(task)?;
     let stage = ctx.stages.open(&task.stage).await?;
+    // The connection is polled in this task, beside the COPY stream it feeds (no cross-thread wake-ups).
+    let (mut client, connection) = ctx.source.connect_driven().await?;
+    let result = crate::source::drive(connection, read_range(&mut client, stage.clone(), task, a)).await?;
+    // The result lands beside the files, last: the loader reads it back from the stage (or takes it from the Map).
+    let json = serde_json::to_vec(&result).map_err(|e| parquet_error(task, format!("result JSON: {e}")))?;
+    crate::stage::put(stage.as_ref(), &result_key(task), bytes::Bytes::from(json)).await?;
+    Ok(result)
+}
+
+/// The range read in one snapshot and written to Parquet on the stage: its result, once the files are complete.
+async fn read_range(
+    client: &mut Client,
+    stage: Arc<dyn crate::stage::Stage>,
+    task: &ExtractTask,
+    a: &Attempt,
+) -> Result<ExtractResult, ExtractError> {
     let table = &task.table;
     let pg = |e| ExtractError::from(SourceError::from_pg(table, task.statement_timeout_secs, e));
-    let mut client = ctx.source.connect().await?;
-    let tx = begin(&mut client, task).await?;
+    let tx = begin(client, task).await?;
 
     // Same snapshot as the COPY: the columns read are the columns planned.
     let catalog = describe_table(&tx, table).await?;
@@ -190,11 +205,7 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt) -> Result<Ex
     let (summary, source_bytes) =
         read.ok_or_else(|| parquet_error(task, "the encoder stopped before the end of the stream".into()))?;
     tx.commit().await.map_err(pg)?;
-    let result = result_of(task, files, summary, source_bytes, a)?;
-    // The result lands beside the files, last: the loader reads it back from the stage (or takes it from the Map).
-    let json = serde_json::to_vec(&result).map_err(|e| parquet_error(task, format!("result JSON: {e}")))?;
-    crate::stage::put(stage.as_ref(), &result_key(task), bytes::Bytes::from(json)).await?;
-    Ok(result)
+    result_of(task, files, summary, source_bytes, a)
 }
 
 /// The session and the snapshot the range is read in: `REPEATABLE READ READ ONLY` with the task's statement timeout.

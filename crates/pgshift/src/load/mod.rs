@@ -105,9 +105,6 @@ impl LoadContext {
     }
 }
 
-/// Load transactions submitted at once (each holds a warehouse connection or a Data API statement).
-const LOADS_AT_ONCE: usize = 8;
-
 /// One table ready for its load transaction.
 struct Prepared<'a> {
     plan: &'a TablePlan,
@@ -115,6 +112,8 @@ struct Prepared<'a> {
     load: TableLoad,
     files: Vec<StagedFile>,
     super_columns: bool,
+    /// `replace` swaps the staging table in by rename, carrying these (PostgreSQL, when nothing would be lost).
+    rename: Option<warehouse::RenameFacts>,
 }
 
 /// Loads a planned and extracted run to the end: [`start`], then [`check`] until done (for the command line and the
@@ -163,6 +162,11 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     let by_part = verify::match_results(&plan, &results)?;
     verify::verify_parts(stage.as_ref(), &by_part).await?;
 
+    if req.options.concurrency == Some(0) {
+        return Err(LoadError::InvalidRequest(
+            "load concurrency 0: set --load-concurrency (or [load] concurrency in pgshift.toml) to 1 or more".into(),
+        ));
+    }
     let wh = ctx.warehouse.as_ref();
     if !wh.dialect().truncates_long_text() && req.options.long_text == LongText::Truncate {
         // Whether Parquet COPY takes TRUNCATECOLUMNS is not verified; refuse rather than fail inside the COPY.
@@ -292,6 +296,10 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
     if existed {
         evolve_target(c, t, &staging, &observed).await?;
     }
+    let rename = match c.req.options.mode {
+        LoadMode::Replace => warehouse::rename_facts(c.wh, &t.table, &staging).await?,
+        _ => None,
+    };
     let already = match warehouse::count(c.wh, logged_sql(c.plan, &t.table, "count(*)")?).await? {
         0 => -1,
         _ => warehouse::count(c.wh, logged_sql(c.plan, &t.table, "max(rows)")?).await?,
@@ -307,7 +315,20 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
         committed_rows: None,
         error: None,
         steps: Vec::new(),
+        swap: (c.req.options.mode == LoadMode::Replace).then_some(SwapKind::Rows),
+        swap_note: None,
     };
+    let rename = rename.and_then(|f| match f.blocker {
+        None => {
+            load.swap = Some(SwapKind::Rename);
+            Some(f)
+        }
+        Some(why) => {
+            tracing::info!(table = %t.table, reason = %why, "replace by DELETE + INSERT: a rename would lose something");
+            load.swap_note = Some(format!("rows replaced, not renamed: {why}"));
+            None
+        }
+    });
     if already >= 0 {
         tracing::info!(table = %t.table, rows = already, "already loaded by this plan");
         load.status = TableStatus::AlreadyLoaded;
@@ -320,6 +341,7 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
         load,
         files,
         super_columns: json_as_super && t.columns.iter().any(warehouse::is_json),
+        rename,
     })
 }
 
@@ -410,7 +432,10 @@ async fn submit_all(
             })
         })
         .collect();
-    let submitted: Vec<_> = futures_util::stream::iter(jobs).buffered(LOADS_AT_ONCE).collect().await;
+    let submitted: Vec<_> = futures_util::stream::iter(jobs)
+        .buffered(c.req.options.concurrency())
+        .collect()
+        .await;
     let mut pending = Vec::new();
     let mut failure = None;
     for ((group, outcome), labels) in groups.iter().zip(submitted).zip(&labels) {

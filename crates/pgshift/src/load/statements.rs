@@ -10,7 +10,7 @@ use crate::contract::model::{ColumnSpec, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::contract::sql;
 use crate::contract::types::{char_length, oid};
-use crate::warehouse::Dialect;
+use crate::warehouse::{Dialect, RenameFacts};
 
 /// The byte width of a Redshift VARCHAR for a column: room for the declared length in UTF-8 (4 bytes a character),
 /// else twice the longest value seen (at least 256), never less than the longest value, at most 65,535.
@@ -113,7 +113,6 @@ pub(super) fn setup_sql(
 /// ([`Dialect::lock_target`]: it comes after the COPY, so Redshift's ACCESS EXCLUSIVE lock does not block readers
 /// during it).
 pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<Vec<String>, LoadError> {
-    let run_id = plan.run_id.as_str();
     let target = qualified(&p.plan.table)?;
     let staging = qualified(&p.staging)?;
     let cols = p
@@ -124,6 +123,11 @@ pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepar
         .collect::<Result<Vec<_>, _>>()?
         .join(", ");
     let mut out = vec![dialect.lock_target(&target)];
+    if let (LoadMode::Replace, Some(facts)) = (mode, &p.rename) {
+        out.extend(rename_sql(&p.plan.table, &p.staging, facts)?);
+        out.push(log_sql(mode, plan, p)?);
+        return Ok(out);
+    }
     match mode {
         LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
         LoadMode::Append => {}
@@ -145,20 +149,68 @@ pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepar
         }
     }
     out.push(format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {staging}"));
+    out.push(log_sql(mode, plan, p)?);
+    out.push(format!("DROP TABLE {staging}"));
+    Ok(out)
+}
+
+/// The load log's row of a table's load.
+fn log_sql(mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<String, LoadError> {
     let mode_name = match mode {
         LoadMode::Replace => "replace",
         LoadMode::Append => "append",
         LoadMode::Merge => "merge",
     };
-    out.push(format!(
+    Ok(format!(
         "INSERT INTO {LOG} (run_id, schema_name, table_name, mode, rows, loaded_at, plan_id) VALUES ({}, {}, {}, \
          '{mode_name}', {}, CURRENT_TIMESTAMP, {})",
-        text_literal(run_id)?,
+        text_literal(&plan.run_id)?,
         text_literal(&p.plan.table.schema)?,
         text_literal(&p.plan.table.name)?,
         p.load.rows,
         text_literal(&plan.plan_id)?
-    ));
-    out.push(format!("DROP TABLE {staging}"));
+    ))
+}
+
+/// `replace` by rename, after the target is locked: the old target dropped, the staging table renamed to it, its
+/// primary key, owner and grants as the old one had them ([`RenameFacts`]).
+pub(super) fn rename_sql(target: &TableRef, staging: &TableRef, f: &RenameFacts) -> Result<Vec<String>, LoadError> {
+    let (new, old) = (qualified(target)?, qualified(staging)?);
+    let mut out = vec![
+        format!("DROP TABLE {new}"),
+        format!("ALTER TABLE {old} RENAME TO {}", ident(&target.name)?),
+    ];
+    if let Some((name, cols)) = &f.primary_key {
+        let cols = cols.iter().map(|c| ident(c)).collect::<Result<Vec<_>, _>>()?.join(", ");
+        out.push(format!(
+            "ALTER TABLE {new} ADD CONSTRAINT {} PRIMARY KEY ({cols})",
+            ident(name)?
+        ));
+    }
+    if let Some(owner) = &f.owner {
+        out.push(format!("ALTER TABLE {new} OWNER TO {}", ident(owner)?));
+    }
+    let role = |r: &str| {
+        if r.is_empty() {
+            Ok("PUBLIC".to_string())
+        } else {
+            ident(r)
+        }
+    };
+    for r in &f.staging_grantees {
+        out.push(format!("REVOKE ALL ON {new} FROM {}", role(r)?));
+    }
+    let mut grants: BTreeMap<(&str, bool), Vec<&str>> = BTreeMap::new();
+    for g in &f.grants {
+        grants.entry((&g.grantee, g.grantable)).or_default().push(&g.privilege);
+    }
+    for ((grantee, grantable), privileges) in grants {
+        let with = if grantable { " WITH GRANT OPTION" } else { "" };
+        out.push(format!(
+            "GRANT {} ON {new} TO {}{with}",
+            privileges.join(", "),
+            role(grantee)?
+        ));
+    }
     Ok(out)
 }

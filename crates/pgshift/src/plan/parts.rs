@@ -5,7 +5,9 @@ use super::select::Relation;
 use crate::contract::plan::{PlanRequest, PlanSettings};
 
 /// The number of parts for a table of `bytes`: by size, raised so a part finishes inside the time budget at the
-/// expected throughput, rounded up to a multiple of the slices when there are more parts than slices, capped.
+/// expected throughput, raised again to spread a large table over the extractors that run at once (the run lasts as
+/// long as its largest table, and Lambda bills the same GB-s for the same bytes in more, shorter parts), rounded up to
+/// a multiple of the slices when there are more parts than slices, capped.
 pub(crate) fn part_count(bytes: u64, s: &PlanSettings) -> (u32, Option<String>) {
     if bytes == 0 {
         return (1, None);
@@ -15,7 +17,8 @@ pub(crate) fn part_count(bytes: u64, s: &PlanSettings) -> (u32, Option<String>) 
     }
     let by_size = bytes.div_ceil(s.target_part_bytes.max(1));
     let by_time = bytes.div_ceil((s.throughput_bytes_per_sec.max(1)).saturating_mul(s.part_seconds_budget.max(1)));
-    let mut p = by_size.max(by_time).max(1);
+    let by_spread = (bytes / s.min_part_bytes.max(1)).min(s.max_concurrency.max(1) as u64);
+    let mut p = by_size.max(by_time).max(by_spread).max(1);
     let slices = s.slices.max(1) as u64;
     if p > slices && slices > 1 {
         p = p.div_ceil(slices) * slices;
@@ -103,6 +106,24 @@ mod tests {
         let (p, note) = part_count(5000, &capped);
         assert_eq!(p, 8);
         assert!(note.is_some_and(|n| n.contains("clamped")));
+        let spread = PlanSettings {
+            target_part_bytes: 1000,
+            min_part_bytes: 100,
+            max_concurrency: 4,
+            throughput_bytes_per_sec: 1000,
+            ..Default::default()
+        };
+        assert_eq!(part_count(150, &spread).0, 1, "under twice the minimum part: whole");
+        assert_eq!(
+            part_count(250, &spread).0,
+            2,
+            "spread over parts of at least the minimum"
+        );
+        assert_eq!(
+            part_count(900, &spread).0,
+            4,
+            "at most as many parts as extractors at once"
+        );
         let fixed = PlanSettings {
             parts: Some(6),
             ..Default::default()

@@ -473,6 +473,17 @@ fn throughput(o: &mut String, r: &RunRecord) {
     );
 }
 
+/// The swap's seconds and how `replace` swapped (by rename, or its rows replaced and why).
+fn swap_cell(t: &TableLoad, secs: String) -> String {
+    use crate::contract::load::SwapKind;
+    match (t.swap, &t.swap_note) {
+        (Some(SwapKind::Rename), _) => format!("{secs} (rename)"),
+        (Some(SwapKind::Rows), Some(note)) => format!("{secs} <span title=\"{}\">(rows)</span>", esc(note)),
+        (Some(SwapKind::Rows), None) => format!("{secs} (rows)"),
+        (None, _) => secs,
+    }
+}
+
 /// The load of each table: its outcome, rows reconciled, seconds per step.
 fn load(o: &mut String, r: &RunRecord) {
     o.push_str("<section><h2>Load</h2>");
@@ -503,7 +514,7 @@ fn load(o: &mut String, r: &RunRecord) {
             secs(StepKind::Setup),
             secs(StepKind::Copy),
             secs(StepKind::Reconcile),
-            secs(StepKind::Swap)
+            swap_cell(t, secs(StepKind::Swap))
         );
     }
     let _ = write!(

@@ -122,7 +122,32 @@ impl SourceError {
 
 /// Opens sessions on the source.
 pub trait SourceConnector: Send + Sync {
+    /// A session whose connection runs on its own task.
     fn connect(&self) -> BoxFuture<'_, Result<Client, SourceError>>;
+
+    /// A session and the future that drives its connection, for a caller that polls both in one task with
+    /// [`drive`]: the extractor reads its COPY stream and the socket on one thread, without a wake-up of another
+    /// worker thread for every batch of messages. By default the connection runs on its own task.
+    fn connect_driven(&self) -> BoxFuture<'_, Result<(Client, Connection), SourceError>> {
+        Box::pin(async move {
+            let client = self.connect().await?;
+            let idle: Connection = Box::pin(futures_util::future::pending());
+            Ok((client, idle))
+        })
+    }
+}
+
+/// The future that moves a session's messages between its socket and its client.
+pub type Connection = BoxFuture<'static, ()>;
+
+/// Runs `work` while polling `connection` in the same task; when the connection ends first (closed, broken), `work`
+/// goes on alone and sees the error on its next request.
+pub async fn drive<T>(connection: Connection, work: impl std::future::Future<Output = T>) -> T {
+    futures_util::pin_mut!(work);
+    match futures_util::future::select(work, connection).await {
+        futures_util::future::Either::Left((out, _)) => out,
+        futures_util::future::Either::Right(((), work)) => work.await,
+    }
 }
 
 /// A Postgres connection string (`postgres://user:pass@host:port/db` or `host=… dbname=…`).
@@ -172,13 +197,31 @@ impl SourceConnector for PgConnector {
                 .connect(self.tls.clone())
                 .await
                 .map_err(|e| SourceError::Unavailable(format!("connecting to the source: {}", chain(&e))))?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "source connection ended");
-                }
-            });
+            tokio::spawn(ended(connection));
             Ok(client)
         })
+    }
+
+    fn connect_driven(&self) -> BoxFuture<'_, Result<(Client, Connection), SourceError>> {
+        Box::pin(async move {
+            let (client, connection) = self
+                .config
+                .connect(self.tls.clone())
+                .await
+                .map_err(|e| SourceError::Unavailable(format!("connecting to the source: {}", chain(&e))))?;
+            Ok((client, Box::pin(ended(connection)) as Connection))
+        })
+    }
+}
+
+/// A connection's future, its end logged.
+async fn ended<F, E>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "source connection ended");
     }
 }
 

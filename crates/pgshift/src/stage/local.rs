@@ -39,6 +39,10 @@ impl Stage for LocalStage {
         &self.url
     }
 
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+
     fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
         Box::pin(async move {
             let path = self.path(key)?;

@@ -117,6 +117,12 @@ pub trait Stage: Send + Sync {
     /// Deletes every object whose key starts with `prefix` (a run restarted from scratch); returns how many.
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>>;
 
+    /// Where the object at `key` is on this machine's file system, when the stage is local: a reader can then read
+    /// the parts of it it needs instead of the whole object.
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// The key of a URL under this stage, if it is one.
     fn key_of<'a>(&self, url: &'a str) -> Option<&'a str> {
         url.strip_prefix(self.url())?.strip_prefix('/')

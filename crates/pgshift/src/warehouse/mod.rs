@@ -4,6 +4,9 @@
 
 pub mod postgres;
 pub mod redshift;
+mod rename;
+
+pub(crate) use rename::{rename_facts, RenameFacts};
 
 use crate::contract::code::Code;
 use std::sync::Arc;

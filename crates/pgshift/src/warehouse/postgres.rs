@@ -10,11 +10,14 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{pin_mut, SinkExt};
+
+use crate::contract::model::StagedFile;
+use crate::stage::Stage;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, CopyInSink, Transaction};
 
 use super::{Batch, Cell, CopyJob, Dialect, Step, Submission, Timing, Warehouse, WarehouseError};
 use crate::contract::pgtext::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
@@ -81,7 +84,7 @@ impl Warehouse for PgWarehouse {
                     f(i);
                 }
                 let (started_at, t0) = (crate::contract::clock::unix_now(), std::time::Instant::now());
-                run_step(&tx, step).await?;
+                run_step(self, &tx, step).await?;
                 timings.push(Timing {
                     started_at,
                     seconds: t0.elapsed().as_secs_f64(),
@@ -94,9 +97,9 @@ impl Warehouse for PgWarehouse {
 }
 
 /// One step of a load transaction, inside `tx`.
-async fn run_step(tx: &Transaction<'_>, step: Step<'_>) -> Result<(), WarehouseError> {
+async fn run_step(wh: &PgWarehouse, tx: &Transaction<'_>, step: Step<'_>) -> Result<(), WarehouseError> {
     match step {
-        Step::Copy(job) => copy_into(tx, &job).await,
+        Step::Copy(job) => copy_into(wh, tx, &job).await,
         Step::Reconcile {
             table,
             staging,
@@ -148,38 +151,111 @@ fn cells(row: &tokio_postgres::Row) -> Result<Vec<Cell>, WarehouseError> {
         .collect()
 }
 
-/// Streams the job's Parquet parts into its staging table by binary `COPY FROM STDIN`, inside `tx`.
-async fn copy_into(tx: &Transaction<'_>, job: &CopyJob<'_>) -> Result<(), WarehouseError> {
+/// COPY streams at most into one staging table side by side.
+const COPY_STREAMS: usize = 4;
+
+/// Streams the job's Parquet parts into its staging table by binary `COPY FROM STDIN`: inside `tx` when one stream
+/// suffices, else on up to [`COPY_STREAMS`] connections side by side, each committing its share. The staging table
+/// was committed at set-up and is the run's own, so rows committed in it are visible to nothing else; the load
+/// transaction then reconciles its count and swaps it in, and a failure anywhere leaves it for Cleanup to drop.
+async fn copy_into(wh: &PgWarehouse, tx: &Transaction<'_>, job: &CopyJob<'_>) -> Result<(), WarehouseError> {
     let (staging, cols) = job.target()?;
-    let sink = tx
-        .copy_in::<_, bytes::Bytes>(&format!("COPY {staging} ({cols}) FROM STDIN (FORMAT binary)"))
-        .await
-        .map_err(pg)?;
-    pin_mut!(sink);
-    let mut buf = BytesMut::with_capacity(1 << 20);
-    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
-    buf.put_i32(0);
-    buf.put_i32(0);
-    for f in job.files {
-        let key = job
-            .stage
-            .key_of(&f.url)
-            .ok_or_else(|| WarehouseError::Invalid(format!("{} is not on the stage", f.url)))?;
-        let body = job.stage.get(key).await?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(body)
-            .and_then(|b| b.build())
-            .map_err(|e| WarehouseError::Invalid(format!("{}: {e}", f.url)))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| WarehouseError::Invalid(format!("{}: {e}", f.url)))?;
-            encode_batch(&batch, &mut buf).map_err(|e| WarehouseError::Invalid(format!("{}: {e}", f.url)))?;
-            if buf.len() >= 1 << 20 {
-                sink.send(buf.split().freeze()).await.map_err(pg)?;
-            }
+    let sql = format!("COPY {staging} ({cols}) FROM STDIN (FORMAT binary)");
+    let shares = shares(job.files, COPY_STREAMS);
+    if shares.len() <= 1 {
+        let sink = tx.copy_in::<_, Bytes>(&sql).await.map_err(pg)?;
+        return stream_parts(sink, job.stage, job.files.iter()).await;
+    }
+    let streams = shares.iter().map(|share| {
+        let sql = &sql;
+        async move {
+            let client = wh.connect().await?;
+            let sink = client.copy_in::<_, Bytes>(sql).await.map_err(pg)?;
+            stream_parts(sink, job.stage, share.iter().copied()).await
+        }
+    });
+    futures_util::future::try_join_all(streams).await?;
+    Ok(())
+}
+
+/// The files dealt into at most `n` shares of about equal bytes (largest first, each to the lightest share).
+fn shares(files: &[StagedFile], n: usize) -> Vec<Vec<&StagedFile>> {
+    let mut sorted: Vec<&StagedFile> = files.iter().collect();
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.bytes));
+    let mut out: Vec<(u64, Vec<&StagedFile>)> = vec![(0, Vec::new()); n.clamp(1, files.len().max(1))];
+    for f in sorted {
+        if let Some(lightest) = out.iter_mut().min_by_key(|(b, _)| *b) {
+            lightest.0 += f.bytes;
+            lightest.1.push(f);
         }
     }
-    buf.put_i16(-1);
-    sink.send(buf.split().freeze()).await.map_err(pg)?;
+    out.into_iter().map(|(_, s)| s).filter(|s| !s.is_empty()).collect()
+}
+
+/// One COPY stream: the header, every file's rows, the trailer. Each file is decoded and encoded on a blocking
+/// thread, in 1 MiB messages through a short channel: a local part is read a row group at a time, never whole.
+async fn stream_parts<'f>(
+    sink: CopyInSink<Bytes>,
+    stage: &dyn Stage,
+    files: impl Iterator<Item = &'f StagedFile>,
+) -> Result<(), WarehouseError> {
+    pin_mut!(sink);
+    let mut header = BytesMut::with_capacity(19);
+    header.put_slice(b"PGCOPY\n\xff\r\n\0");
+    header.put_i32(0);
+    header.put_i32(0);
+    sink.send(header.freeze()).await.map_err(pg)?;
+    for f in files {
+        let key = stage
+            .key_of(&f.url)
+            .ok_or_else(|| WarehouseError::Invalid(format!("{} is not on the stage", f.url)))?;
+        let part = match stage.local_path(key) {
+            Some(path) => Part::File(path),
+            None => Part::Bytes(stage.get(key).await?),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+        let url = f.url.clone();
+        let encoder = tokio::task::spawn_blocking(move || encode_part(part, &tx).map_err(|e| format!("{url}: {e}")));
+        while let Some(chunk) = rx.recv().await {
+            sink.send(chunk).await.map_err(pg)?;
+        }
+        encoder
+            .await
+            .map_err(|e| WarehouseError::Invalid(format!("{}: encoder: {e}", f.url)))?
+            .map_err(WarehouseError::Invalid)?;
+    }
+    sink.send(Bytes::from_static(&[0xff, 0xff])).await.map_err(pg)?;
     sink.finish().await.map_err(pg)?;
+    Ok(())
+}
+
+/// A Parquet part: a local file (read as the reader needs it) or an object fetched whole.
+enum Part {
+    File(std::path::PathBuf),
+    Bytes(Bytes),
+}
+
+/// Decodes a part and sends its rows in binary COPY format, 1 MiB at a time. Stops quietly when the receiver is gone
+/// (the COPY failed: its error is the one reported).
+fn encode_part(part: Part, tx: &tokio::sync::mpsc::Sender<Bytes>) -> Result<(), String> {
+    let reader = match part {
+        Part::File(path) => {
+            let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build())
+        }
+        Part::Bytes(b) => ParquetRecordBatchReaderBuilder::try_new(b).and_then(|b| b.build()),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(1 << 20);
+    for batch in reader {
+        encode_batch(&batch.map_err(|e| e.to_string())?, &mut buf)?;
+        if buf.len() >= 1 << 20 && tx.blocking_send(buf.split().freeze()).is_err() {
+            return Ok(());
+        }
+    }
+    if !buf.is_empty() {
+        let _ = tx.blocking_send(buf.split().freeze());
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! that one run alone. Server CPU is the CPU of the backend that served the run, read from the postmaster's
 //! accounting of exited children (when the server runs on this machine).
 
+pub(crate) mod e2e;
 pub(crate) mod load;
 pub(crate) mod plan;
 
@@ -31,9 +32,20 @@ pub(crate) enum BenchCommand {
     Plan(plan::BenchPlanArgs),
     /// The PostgreSQL warehouse load path against a plain binary COPY FROM STDIN of the same rows.
     Load(load::BenchLoadArgs),
+    /// A whole `pgshift run` against a binary COPY pipe (source → warehouse) of the same tables, alternating.
+    E2e(e2e::BenchE2eArgs),
     /// One measured run (used by `bench extract`).
     #[command(hide = true)]
     Once(OnceArgs),
+    /// One measured COPY pipe (used by `bench e2e`).
+    #[command(hide = true)]
+    E2ePipe(e2e::PipeArgs),
+    /// One measured `pgshift run` (used by `bench e2e`).
+    #[command(hide = true)]
+    E2eRun(e2e::RunOnceArgs),
+    /// One measured load alone (used by `bench e2e`).
+    #[command(hide = true)]
+    E2eLoad(e2e::LoadOnceArgs),
 }
 
 #[derive(Args)]
@@ -101,6 +113,10 @@ pub(crate) async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Extract(args) => extract_bench(args).await,
         BenchCommand::Plan(args) => plan::run(args).await,
         BenchCommand::Load(args) => load::run(args).await,
+        BenchCommand::E2e(args) => e2e::run(args).await,
+        BenchCommand::E2ePipe(args) => e2e::pipe_once(args).await,
+        BenchCommand::E2eRun(args) => e2e::run_once(args).await,
+        BenchCommand::E2eLoad(args) => e2e::load_once(args).await,
         BenchCommand::Once(args) => {
             let s = once(args).await?;
             println!("{}", serde_json::to_string(&s)?);
