@@ -27,17 +27,24 @@ use crate::contract::sql;
 pub struct PgWarehouse {
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// Parts decoded at once across every load this warehouse runs: what bounds the loader's memory, however many
+    /// tables load side by side and however large they are.
+    decoders: Arc<tokio::sync::Semaphore>,
 }
 
 impl PgWarehouse {
     pub fn new(url: &str) -> Result<Self, WarehouseError> {
         let (config, tls) =
             crate::pgclient::tls::config(url).map_err(|e| WarehouseError::Invalid(format!("warehouse {e}")))?;
-        Ok(Self { config, tls })
+        Ok(Self::from_parts(config, tls))
     }
 
     pub fn from_parts(config: tokio_postgres::Config, tls: tokio_postgres_rustls::MakeRustlsConnect) -> Self {
-        Self { config, tls }
+        Self {
+            config,
+            tls,
+            decoders: Arc::new(tokio::sync::Semaphore::new(COPY_STREAMS)),
+        }
     }
 
     async fn connect(&self) -> Result<Client, WarehouseError> {
@@ -164,14 +171,14 @@ async fn copy_into(wh: &PgWarehouse, tx: &Transaction<'_>, job: &CopyJob<'_>) ->
     let shares = shares(job.files, COPY_STREAMS);
     if shares.len() <= 1 {
         let sink = tx.copy_in::<_, Bytes>(&sql).await.map_err(pg)?;
-        return stream_parts(sink, job.stage, job.files.iter()).await;
+        return stream_parts(wh, sink, job.stage, job.files.iter()).await;
     }
     let streams = shares.iter().map(|share| {
         let sql = &sql;
         async move {
             let client = wh.connect().await?;
             let sink = client.copy_in::<_, Bytes>(sql).await.map_err(pg)?;
-            stream_parts(sink, job.stage, share.iter().copied()).await
+            stream_parts(wh, sink, job.stage, share.iter().copied()).await
         }
     });
     futures_util::future::try_join_all(streams).await?;
@@ -193,8 +200,10 @@ fn shares(files: &[StagedFile], n: usize) -> Vec<Vec<&StagedFile>> {
 }
 
 /// One COPY stream: the header, every file's rows, the trailer. Each file is decoded and encoded on a blocking
-/// thread, in 1 MiB messages through a short channel: a local part is read a row group at a time, never whole.
+/// thread, in 1 MiB messages through a short channel: a local part is read a row group at a time, never whole, and
+/// at most [`COPY_STREAMS`] parts are decoded at once by the warehouse.
 async fn stream_parts<'f>(
+    wh: &PgWarehouse,
     sink: CopyInSink<Bytes>,
     stage: &dyn Stage,
     files: impl Iterator<Item = &'f StagedFile>,
@@ -213,6 +222,11 @@ async fn stream_parts<'f>(
             Some(path) => Part::File(path),
             None => Part::Bytes(stage.get(key).await?),
         };
+        let _permit = wh
+            .decoders
+            .acquire()
+            .await
+            .map_err(|e| WarehouseError::Invalid(format!("decoder permits: {e}")))?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
         let url = f.url.clone();
         let encoder = tokio::task::spawn_blocking(move || encode_part(part, &tx).map_err(|e| format!("{url}: {e}")));

@@ -125,7 +125,7 @@ pub(crate) async fn run(args: BenchE2eArgs) -> Result<()> {
             samples[1].push(pipe(&exe, &args, &ds, args.parallel as usize)?);
             samples[2].push(pgshift_run(&exe, &args, &ds, &stage_dir, round)?);
         }
-        let load = load_alone(&exe, &args, &ds, &stage_dir)?;
+        let load = load_alone(&exe, &args, &ds, &stage_dir).await?;
         let [seq, par, ours] = samples.map(|s| median(&s));
         print_dataset(&args, &ds, [&seq, &par, &ours], &load);
     }
@@ -292,9 +292,9 @@ fn pgshift_run(exe: &Path, args: &BenchE2eArgs, ds: &Dataset, stage_dir: &Path, 
     child(exe, &argv, &sample)
 }
 
-/// The loader alone on the data set (planned and extracted first, untimed): its peak RSS.
-fn load_alone(exe: &Path, args: &BenchE2eArgs, ds: &Dataset, stage_dir: &Path) -> Result<E2eSample> {
-    let _ = std::fs::remove_dir_all(stage_dir);
+/// The loader alone on the data set, in a process of its own (planned and extracted first, untimed): its peak RSS.
+async fn load_alone(exe: &Path, args: &BenchE2eArgs, ds: &Dataset, stage_dir: &Path) -> Result<E2eSample> {
+    let plan = prepare(args, ds, stage_dir).await?;
     let sample = std::env::temp_dir().join("pgshift-bench-e2e-sample.json");
     let argv: Vec<String> = [
         "bench",
@@ -303,12 +303,10 @@ fn load_alone(exe: &Path, args: &BenchE2eArgs, ds: &Dataset, stage_dir: &Path) -
         &args.source,
         "--warehouse",
         &args.warehouse,
-        "--stage-dir",
-        &stage_dir.display().to_string(),
+        "--plan",
+        &plan,
         "--sample",
         &sample.display().to_string(),
-        "--tables",
-        ds.pattern,
     ]
     .map(String::from)
     .to_vec();
@@ -362,13 +360,14 @@ fn print_dataset(args: &BenchE2eArgs, ds: &Dataset, [seq, par, ours]: [&E2eSampl
     }
     let gb = ours.bytes as f64 / 1e9;
     println!(
-        "  ratios: pgshift run {:.3}x the sequential pipe, {:.3}x the parallel pipe; extractors {:.1} Lambda GB-s per GB \
-         of source at {} MB; the loader alone peaks at {:.1} MiB\n",
+        "  ratios: pgshift run {:.3}x the sequential pipe, {:.3}x the parallel pipe; the loader alone peaks at {:.1} MiB\n  \
+         extractors: {:.1} Lambda GB-s per GB of source at {} MB from their summed durations (on this machine they \
+         share its cores with each other and the server; `bench extract` times one alone)\n",
         ours.wall / seq.wall,
         ours.wall / par.wall,
+        load.peak_rss as f64 / 1048576.0,
         ours.extract_seconds * args.extractor_memory_mb as f64 / 1024.0 / gb.max(1e-9),
         args.extractor_memory_mb,
-        load.peak_rss as f64 / 1048576.0,
     );
 }
 
@@ -505,22 +504,21 @@ pub(crate) struct LoadOnceArgs {
     source: String,
     #[arg(long)]
     warehouse: String,
+    /// The planned and extracted run to load.
     #[arg(long)]
-    stage_dir: PathBuf,
+    plan: String,
     #[arg(long)]
     sample: PathBuf,
-    #[arg(long, num_args = 1..)]
-    tables: Vec<String>,
 }
 
-/// Plans and extracts (untimed), resets this process's peak RSS, then loads: the loader's own peak.
-pub(crate) async fn load_once(args: LoadOnceArgs) -> Result<()> {
-    use pgshift::contract::load::{LoadOptions, LoadRequest};
+/// Plans and extracts the data set's tables onto a fresh stage (in the bench's own process, untimed): the plan URL.
+async fn prepare(args: &BenchE2eArgs, ds: &Dataset, stage_dir: &Path) -> Result<String> {
+    let _ = std::fs::remove_dir_all(stage_dir);
     let stages = Arc::new(pgshift::UrlStages::default());
     let source = Arc::new(PgConnector::new(&args.source)?);
     let req = pgshift::contract::plan::PlanRequest {
-        tables: args.tables.clone(),
-        stage: format!("file://{}", args.stage_dir.display()),
+        tables: vec![ds.pattern.to_string()],
+        stage: format!("file://{}", stage_dir.display()),
         ..Default::default()
     };
     let pctx = pgshift::plan::PlanContext {
@@ -530,24 +528,25 @@ pub(crate) async fn load_once(args: LoadOnceArgs) -> Result<()> {
     let (plan, summary) = pgshift::plan::handle(&pctx, req)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ectx = pgshift::ExtractContext {
-        source: source.clone(),
-        stages: stages.clone(),
-    };
+    let ectx = pgshift::ExtractContext { source, stages };
     futures_util::stream::iter(plan.tasks.iter().map(|t| pgshift::extract(&ectx, t.clone())))
-        .buffer_unordered(4)
+        .buffer_unordered(args.parallel as usize)
         .try_collect::<Vec<_>>()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS.
-    std::fs::write("/proc/self/clear_refs", "5").context("resetting the peak RSS")?;
+    Ok(summary.plan_url)
+}
+
+/// A fresh process that only loads a planned and extracted run: the loader's own peak RSS.
+pub(crate) async fn load_once(args: LoadOnceArgs) -> Result<()> {
+    use pgshift::contract::load::{LoadOptions, LoadRequest};
     let s = measure(&args.source, async {
         let wh = pgshift::warehouse::warehouse(&args.warehouse).await?;
-        let ctx = pgshift::load::LoadContext::new(stages.clone(), wh);
+        let ctx = pgshift::load::LoadContext::new(Arc::new(pgshift::UrlStages::default()), wh);
         let r = pgshift::load::load(
             &ctx,
             LoadRequest {
-                plan_url: summary.plan_url.clone(),
+                plan_url: args.plan.clone(),
                 options: LoadOptions::default(),
                 ..Default::default()
             },
