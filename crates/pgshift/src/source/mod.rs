@@ -192,12 +192,8 @@ impl PgConnector {
 impl SourceConnector for PgConnector {
     fn connect(&self) -> BoxFuture<'_, Result<Client, SourceError>> {
         Box::pin(async move {
-            let (client, connection) = self
-                .config
-                .connect(self.tls.clone())
-                .await
-                .map_err(|e| SourceError::Unavailable(format!("connecting to the source: {}", chain(&e))))?;
-            tokio::spawn(ended(connection));
+            let (client, connection) = self.connect_driven().await?;
+            tokio::spawn(connection);
             Ok(client)
         })
     }
