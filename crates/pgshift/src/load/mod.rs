@@ -409,33 +409,11 @@ async fn submit_all(
         steps.push(s);
         labels.push(l);
     }
-    // The watch is told each step's table and kind as it starts; the labels also place the timings after.
-    let watch = c.watch;
-    let watchers: Vec<_> = labels
+    let tables: Vec<Vec<TableRef>> = groups
         .iter()
-        .map(|l: &Vec<(TableRef, StepKind)>| {
-            move |i: usize| {
-                if let (Some(w), Some((t, k))) = (watch, l.get(i)) {
-                    w.step(t, *k);
-                }
-            }
-        })
+        .map(|g| g.iter().map(|&i| prepared[i].plan.table.clone()).collect())
         .collect();
-    let jobs: Vec<_> = steps
-        .into_iter()
-        .zip(&watchers)
-        .map(|(steps, on_step)| {
-            c.wh.submit(Batch {
-                steps,
-                until: Until::Submitted,
-                on_step: Some(on_step),
-            })
-        })
-        .collect();
-    let submitted: Vec<_> = futures_util::stream::iter(jobs)
-        .buffered(c.req.options.concurrency())
-        .collect()
-        .await;
+    let submitted = submit_groups(c, steps, &labels, &tables).await;
     let mut pending = Vec::new();
     let mut failure = None;
     for ((group, outcome), labels) in groups.iter().zip(submitted).zip(&labels) {
@@ -472,6 +450,49 @@ async fn submit_all(
         }
     }
     Ok((pending, failure))
+}
+
+/// Every group's transaction, `concurrency` at a time. The watch is told each step's table and kind as it starts (the
+/// labels also place the timings after), and each group's tables the moment their transaction commits, not when the
+/// last one does.
+async fn submit_groups<'a>(
+    c: &PrepareContext<'a>,
+    steps: Vec<Vec<Step<'a>>>,
+    labels: &[Vec<(TableRef, StepKind)>],
+    tables: &[Vec<TableRef>],
+) -> Vec<Result<Submission, WarehouseError>> {
+    let watch = c.watch;
+    let watchers: Vec<_> = labels
+        .iter()
+        .map(|l: &Vec<(TableRef, StepKind)>| {
+            move |i: usize| {
+                if let (Some(w), Some((t, k))) = (watch, l.get(i)) {
+                    w.step(t, *k);
+                }
+            }
+        })
+        .collect();
+    let jobs: Vec<_> = steps
+        .into_iter()
+        .zip(&watchers)
+        .zip(tables)
+        .map(|((steps, on_step), tables)| async move {
+            let batch = Batch {
+                steps,
+                until: Until::Submitted,
+                on_step: Some(on_step),
+            };
+            let outcome = c.wh.submit(batch).await;
+            if let (Some(w), Ok(Submission::Done(_))) = (watch, &outcome) {
+                tables.iter().for_each(|t| w.done(t, TableStatus::Committed));
+            }
+            outcome
+        })
+        .collect();
+    futures_util::stream::iter(jobs)
+        .buffered(c.req.options.concurrency())
+        .collect()
+        .await
 }
 
 /// A table whose transaction committed: its outcome, its steps' times, and the watch told.
