@@ -296,10 +296,6 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
     if existed {
         evolve_target(c, t, &staging, &observed).await?;
     }
-    let rename = match c.req.options.mode {
-        LoadMode::Replace => warehouse::rename_facts(c.wh, &t.table, &staging).await?,
-        _ => None,
-    };
     let already = match warehouse::count(c.wh, logged_sql(c.plan, &t.table, "count(*)")?).await? {
         0 => -1,
         _ => warehouse::count(c.wh, logged_sql(c.plan, &t.table, "max(rows)")?).await?,
@@ -315,20 +311,14 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
         committed_rows: None,
         error: None,
         steps: Vec::new(),
-        swap: (c.req.options.mode == LoadMode::Replace).then_some(SwapKind::Rows),
+        swap: None,
         swap_note: None,
     };
-    let rename = rename.and_then(|f| match f.blocker {
-        None => {
-            load.swap = Some(SwapKind::Rename);
-            Some(f)
-        }
-        Some(why) => {
-            tracing::info!(table = %t.table, reason = %why, "replace by DELETE + INSERT: a rename would lose something");
-            load.swap_note = Some(format!("rows replaced, not renamed: {why}"));
-            None
-        }
-    });
+    let mut rename = None;
+    if c.req.options.mode == LoadMode::Replace && already < 0 {
+        let (kind, note, facts) = replace_swap(c.wh, &t.table, &staging).await?;
+        (load.swap, load.swap_note, rename) = (Some(kind), note, facts);
+    }
     if already >= 0 {
         tracing::info!(table = %t.table, rows = already, "already loaded by this plan");
         load.status = TableStatus::AlreadyLoaded;
@@ -342,6 +332,25 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
         files,
         super_columns: json_as_super && t.columns.iter().any(warehouse::is_json),
         rename,
+    })
+}
+
+/// How `replace` will swap a table in: by rename where the warehouse can and the target would lose nothing (with
+/// the facts the rename carries over), else by replacing its rows, and why.
+async fn replace_swap(
+    wh: &dyn Warehouse,
+    target: &TableRef,
+    staging: &TableRef,
+) -> Result<(SwapKind, Option<String>, Option<warehouse::RenameFacts>), LoadError> {
+    Ok(match warehouse::rename_facts(wh, target, staging).await? {
+        None => (SwapKind::Rows, None, None),
+        Some(f) => match f.blocker.clone() {
+            None => (SwapKind::Rename, None, Some(f)),
+            Some(why) => {
+                tracing::info!(table = %target, reason = %why, "replace by DELETE + INSERT: a rename would lose something");
+                (SwapKind::Rows, Some(format!("rows replaced, not renamed: {why}")), None)
+            }
+        },
     })
 }
 
@@ -416,7 +425,7 @@ async fn submit_all(
     let submitted = submit_groups(c, steps, &labels, &tables).await;
     let mut pending = Vec::new();
     let mut failure = None;
-    for ((group, outcome), labels) in groups.iter().zip(submitted).zip(&labels) {
+    for (((group, outcome), labels), tables) in groups.iter().zip(submitted).zip(&labels).zip(tables) {
         match outcome {
             Ok(Submission::Done(timings)) => {
                 for &i in group {
@@ -425,7 +434,7 @@ async fn submit_all(
             }
             Ok(Submission::Pending(statement_id)) => pending.push(PendingLoad {
                 statement_id,
-                tables: group.iter().map(|&i| prepared[i].plan.table.clone()).collect(),
+                tables,
                 rows: group.iter().map(|&i| prepared[i].load.rows).collect(),
                 swaps: group
                     .iter()

@@ -13,15 +13,14 @@ use arrow_schema::{DataType, TimeUnit};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{pin_mut, SinkExt};
-
-use crate::contract::model::StagedFile;
-use crate::stage::Stage;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_postgres::{Client, CopyInSink, Transaction};
 
 use super::{Batch, Cell, CopyJob, Dialect, Step, Submission, Timing, Warehouse, WarehouseError};
+use crate::contract::model::StagedFile;
 use crate::contract::pgtext::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
 use crate::contract::sql;
+use crate::stage::Stage;
 
 /// A PostgreSQL database reached by a connection string.
 pub struct PgWarehouse {

@@ -212,7 +212,7 @@ async fn create_pipe_tables(args: &BenchE2eArgs, tables: &[String]) -> Result<()
             .iter()
             .map(|r| r.get(0))
             .collect();
-        ddl.push(format!("CREATE TABLE {} ({})", pipe_table(t), cols.join(", ")));
+        ddl.push(format!("CREATE TABLE {} ({})", pipe_table(t)?, cols.join(", ")));
     }
     PgConnector::new(&args.warehouse)?
         .connect()
@@ -222,8 +222,16 @@ async fn create_pipe_tables(args: &BenchE2eArgs, tables: &[String]) -> Result<()
     Ok(())
 }
 
-fn pipe_table(t: &str) -> String {
-    format!("pipe.\"{}\"", t.replace('.', "__").replace('"', ""))
+/// A data set's table, `schema.table`, quoted.
+fn source_table(t: &str) -> Result<String> {
+    let (schema, name) = t.split_once('.').with_context(|| format!("{t}: not schema.table"))?;
+    pgshift::contract::sql::table(&pgshift::contract::model::TableRef::new(schema, name)).map_err(anyhow::Error::msg)
+}
+
+/// The pipe's target of a table: `pipe."schema__table"`, quoted.
+fn pipe_table(t: &str) -> Result<String> {
+    pgshift::contract::sql::table(&pgshift::contract::model::TableRef::new("pipe", t.replace('.', "__")))
+        .map_err(anyhow::Error::msg)
 }
 
 /// A child process that writes its sample to a file; its stdout is dropped.
@@ -428,17 +436,11 @@ async fn pipe_table_once(args: &PipeArgs, table: &str) -> Result<(u64, u64)> {
         PgConnector::new(&args.source)?.connect().await?,
         PgConnector::new(&args.warehouse)?.connect().await?,
     );
-    let quoted = table
-        .split('.')
-        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(".");
-    wh.batch_execute(&format!("TRUNCATE {}", pipe_table(table))).await?;
-    let out = src
-        .copy_out(&format!("COPY {quoted} TO STDOUT (FORMAT binary)"))
-        .await?;
+    let (from, into) = (source_table(table)?, pipe_table(table)?);
+    wh.batch_execute(&format!("TRUNCATE {into}")).await?;
+    let out = src.copy_out(&format!("COPY {from} TO STDOUT (FORMAT binary)")).await?;
     let sink = wh
-        .copy_in::<_, Bytes>(&format!("COPY {} FROM STDIN (FORMAT binary)", pipe_table(table)))
+        .copy_in::<_, Bytes>(&format!("COPY {into} FROM STDIN (FORMAT binary)"))
         .await?;
     pin_mut!(out, sink);
     let (mut bytes, mut buf) = (0u64, bytes::BytesMut::with_capacity(1 << 20));
