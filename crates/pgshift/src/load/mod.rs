@@ -279,16 +279,7 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
             });
         }
     }
-    // The manifest: exactly the files the extractors recorded, never a prefix listing.
-    let manifest = serde_json::json!({
-        "entries": files.iter().map(|f| serde_json::json!({
-            "url": f.url, "mandatory": true, "meta": {"content_length": f.bytes}
-        })).collect::<Vec<_>>()
-    });
-    let manifest_key = manifest_key(&c.plan.run_id, &t.table);
-    let manifest_url = crate::stage::put(c.stage, &manifest_key, Bytes::from(manifest.to_string()))
-        .await?
-        .url;
+    let manifest_url = write_manifest(c, &t.table, &files).await?;
     let staging = staging_table(&t.table, &c.plan.run_id);
     let json_as_super = c.req.options.json_as_super && dialect.has_super();
     let existed = !warehouse::columns(c.wh, &t.table).await?.is_empty();
@@ -333,6 +324,19 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
         super_columns: json_as_super && t.columns.iter().any(warehouse::is_json),
         rename,
     })
+}
+
+/// The table's manifest on the stage: exactly the files the extractors recorded, never a prefix listing. Its URL.
+async fn write_manifest(c: &PrepareContext<'_>, table: &TableRef, files: &[StagedFile]) -> Result<String, LoadError> {
+    let manifest = serde_json::json!({
+        "entries": files.iter().map(|f| serde_json::json!({
+            "url": f.url, "mandatory": true, "meta": {"content_length": f.bytes}
+        })).collect::<Vec<_>>()
+    });
+    let key = manifest_key(&c.plan.run_id, table);
+    Ok(crate::stage::put(c.stage, &key, Bytes::from(manifest.to_string()))
+        .await?
+        .url)
 }
 
 /// How `replace` will swap a table in: by rename where the warehouse can and the target would lose nothing (with
