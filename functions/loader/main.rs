@@ -1,7 +1,9 @@
-//! Lambda `loader`: `{"action": "start" | "check" | "cleanup", …}` in (the Load, CheckLoad and Cleanup states);
+//! Lambda `loader`: `{"action": "start" | "check" | "cleanup" | "sweep" | "finish", …}` in (the Load, CheckLoad,
+//! Cleanup, Sweep and Finish states);
 //! load progress or the cleanup's result out. Handler: `pgshift::entry::handlers::loader`.
 //! Configuration (`pgshift::entry::config`): PGSHIFT_WAREHOUSE (and PGSHIFT_WAREHOUSE_SECRET_ARN for a postgres:// one),
-//! PGSHIFT_EXTRACTOR_MEMORY_MB for the run report's cost.
+//! PGSHIFT_EXTRACTOR_MEMORY_MB for the run report's cost,
+//! PGSHIFT_STACK and PGSHIFT_SWEEP_AFTER_HOURS for the sweep.
 
 use std::sync::Arc;
 
@@ -18,9 +20,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .await
         .map_err(fatal)?;
     let memory_mb = config::extractor_memory_mb(&ProcessEnv).map_err(fatal)?;
+    let restore = config::restore_settings(&ProcessEnv).map_err(fatal)?;
     let ctx = LoadContext::new(Arc::new(UrlStages::default()), warehouse);
-    serve(ctx, move |c, input| async move {
-        handlers::loader(&c, input, memory_mb).await
+    let sweep = handlers::SweepContext {
+        rds: Arc::new(pgshift::rds::aws::AwsRds::from_env().await),
+        request: pgshift::sweep::SweepRequest {
+            stack: restore.stack,
+            max_age_secs: f64::from(restore.sweep_after_hours) * 3600.0,
+            dry_run: false,
+        },
+    };
+    serve((ctx, sweep), move |c, input| async move {
+        handlers::loader(&c.0, Some(&c.1), input, memory_mb).await
     })
     .await
 }

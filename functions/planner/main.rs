@@ -17,7 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let source = config::source(&ProcessEnv, &SecretsManager::default())
         .await
         .map_err(fatal)?;
-    let defaults = config::plan_defaults(&ProcessEnv).map_err(fatal)?;
+    let defaults = config::planner_defaults(&ProcessEnv).map_err(fatal)?;
     let ctx = PlanContext {
         source: Arc::new(source),
         stages: Arc::new(UrlStages::default()),

@@ -212,8 +212,9 @@ impl Cluster {
         }
         // TLS on (plain connections stay allowed): a certificate for localhost and 127.0.0.1 from a test CA.
         test_certificates(&data_dir, "server")?;
-        for f in ["server.crt", "server.key"] {
-            if let Some((uid, gid)) = user {
+        // Every file in the data directory the server's user can read: a base backup copies them all.
+        for f in ["server.crt", "server.key", "server-ca.crt", "server-ca.key", "server.csr", "server.ext"] {
+            if let (Some((uid, gid)), true) = (user, data_dir.join(f).exists()) {
                 chown(data_dir.join(f), Some(uid), Some(gid))?;
             }
         }
@@ -299,8 +300,9 @@ fn spawn_server(bin: &Path, data_dir: &Path, port: u16, user: Option<(u32, u32)>
         "max_connections=200",
         "shared_buffers=256MB",
         "max_wal_size=4GB",
-        "wal_level=minimal",
-        "max_wal_senders=0",
+        // Replication on: the snapshot tests take base backups of this cluster (`pgshift snapshot create`).
+        "wal_level=replica",
+        "max_wal_senders=4",
         "lc_messages=C",
         "ssl=on",
     ] {

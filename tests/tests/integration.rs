@@ -22,6 +22,7 @@ mod planner;
 mod redshift;
 mod report;
 mod s3;
+mod snapshot;
 mod tls;
 mod wrong_data;
 
@@ -57,6 +58,7 @@ async fn task_for(url: &str, table: &str, policies: &TypePolicies, casts: &[(Str
         stage: format!("file://{}", dir.display()),
         writer: WriterSettings::default(),
         statement_timeout_secs: 60,
+        source_endpoint: None,
     })
 }
 

@@ -53,6 +53,9 @@ pub(crate) async fn run_local(
         stages: stages.clone(),
         warehouse,
         memory_mb: 1024,
+        input: None,
+        restore: Default::default(),
+        rds: None,
     };
     let handle = run.start("test")?;
     Ok(handle.outcome.await?)

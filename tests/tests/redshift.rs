@@ -403,6 +403,9 @@ async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()
         stages: Arc::new(UrlStages::default()),
         warehouse: Arc::new(wh),
         memory_mb: 1024,
+        input: None,
+        restore: Default::default(),
+        rds: None,
     };
     let out = run.start("rs")?.outcome.await?;
     let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;

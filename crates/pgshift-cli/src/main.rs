@@ -28,6 +28,11 @@ enum Command {
     Run(commands::run::RunArgs),
     /// How a run's data moved and what it cost, read back from its stage.
     Report(commands::report::ReportArgs),
+    /// Local snapshots: the RDS stand-in's counterpart of CreateDBSnapshot.
+    #[command(subcommand)]
+    Snapshot(commands::snapshot::SnapshotCommand),
+    /// Delete restored snapshot instances that dead runs left (locally, or on AWS with --aws).
+    Gc(commands::snapshot::GcArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -63,6 +68,8 @@ fn run() -> Result<()> {
             Command::Load(args) => commands::load::run(args).await,
             Command::Run(args) => commands::run::run(args).await,
             Command::Report(args) => commands::report::run(args).await,
+            Command::Snapshot(cmd) => commands::snapshot::run(cmd).await,
+            Command::Gc(args) => commands::snapshot::gc(args).await,
             Command::Bench(cmd) => commands::bench::run(cmd).await,
         }
     })

@@ -9,6 +9,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("contract", 0),
     ("pgclient", 1),
     ("awsclient", 1),
+    ("rds", 1),
     ("stage", 2),
     ("source", 3),
     ("warehouse", 3),
@@ -16,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("extract", 4),
     ("load", 4),
     ("report", 4),
+    ("sweep", 4),
     ("entry", 5),
 ];
 

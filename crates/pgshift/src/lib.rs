@@ -8,8 +8,9 @@
 //! 2. [`pgclient`] and [`awsclient`]: PostgreSQL connections (TLS) and error classification, AWS SDK error
 //!    classification; then the ports and their adapters:
 //!    [`stage`] (local, S3, the Parquet writer), [`source`] (the source database, the binary COPY decoder) and
-//!    [`warehouse`] (PostgreSQL, Redshift);
-//! 3. the use cases, which never use each other: [`plan`], [`extract`](mod@extract), [`load`], [`report`];
+//!    [`warehouse`] (PostgreSQL, Redshift), [`rds`] (the RDS control plane: the local stand-in, the AWS SDK);
+//! 3. the use cases, which never use each other: [`plan`], [`extract`](mod@extract), [`load`], [`report`],
+//!    [`sweep`];
 //! 4. [`entry`]: the Lambda handlers, the cold-start configuration, the triggers and the local pipeline.
 //!
 //! Visibility is deliberate: a module is `pub` when the Lambdas, the CLI or the tests reach into it, and its items
@@ -22,9 +23,11 @@ pub mod extract;
 pub mod load;
 pub(crate) mod pgclient;
 pub mod plan;
+pub mod rds;
 pub mod report;
 pub mod source;
 pub mod stage;
+pub mod sweep;
 pub mod warehouse;
 
 // The façade: what a shell around the core (the Lambdas, the CLI) names most, at the top. Items are `pub(crate)`

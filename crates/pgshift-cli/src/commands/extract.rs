@@ -189,5 +189,6 @@ pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs)
         stage: args.stage.clone(),
         writer: args.writer.settings(),
         statement_timeout_secs: args.statement_timeout,
+        source_endpoint: None,
     })
 }

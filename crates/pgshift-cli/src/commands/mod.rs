@@ -1,4 +1,4 @@
-//! One module a command: `run`, `plan`, `extract`, `load`, `report`, and the benchmarks under `bench`.
+//! One module a command: `run`, `plan`, `extract`, `load`, `report`, `snapshot` and `gc`, and the benchmarks under `bench`.
 
 pub(crate) mod bench;
 pub(crate) mod extract;
@@ -6,3 +6,4 @@ pub(crate) mod load;
 pub(crate) mod plan;
 pub(crate) mod report;
 pub(crate) mod run;
+pub(crate) mod snapshot;

@@ -80,6 +80,19 @@ pub(crate) struct RunArgs {
     /// Lambda memory (MB) the cost estimate assumes.
     #[arg(long, default_value_t = 2048)]
     lambda_memory_mb: u32,
+    /// Run from this snapshot (made by `pgshift snapshot create`): it is restored into a throwaway server, the run
+    /// reads that server (with --source's credentials), and the server is removed on every path.
+    #[arg(long, conflicts_with = "event")]
+    snapshot: Option<String>,
+    /// Run from an RDS-shaped snapshot event (EventBridge JSON) in this file, as the deployed rule would.
+    #[arg(long)]
+    event: Option<PathBuf>,
+    /// Where snapshots and restored servers live (default $PGSHIFT_SNAPSHOT_DIR, else ~/.pgshift/snapshots).
+    #[arg(long)]
+    snapshot_dir: Option<PathBuf>,
+    /// Status checks of a restore before it counts as never available (1 s apart locally).
+    #[arg(long, default_value_t = 120)]
+    restore_checks: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -207,9 +220,22 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => DEFINITION.to_string(),
     };
+    let input = run_input(&args, &request)?;
+    let restore = pgshift::contract::snapshot::RestoreSettings {
+        instance_class: "db.local".into(),
+        poll_seconds: 1,
+        timeout_seconds: args.restore_checks.max(1),
+        ..Default::default()
+    };
+    let rds: Arc<dyn pgshift::rds::Rds> = Arc::new(pgshift::rds::local::LocalRds::new(
+        args.snapshot_dir.clone().unwrap_or_else(pgshift::rds::local::default_dir),
+    ));
     let run = LocalRun {
         definition,
         request,
+        input,
+        restore,
+        rds: Some(rds),
         source: Arc::new(PgConnector::new(&source)?),
         stages: Arc::new(UrlStages::default()),
         warehouse: pgshift::warehouse::warehouse(&warehouse).await?,
@@ -272,6 +298,23 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
             cleanup_said(out.cleanup.as_ref())
         ),
     }
+}
+
+/// The execution's input: the request, naming the snapshot to restore (`--snapshot`), or an RDS event (`--event`)
+/// whose run takes the request's settings as the planner's defaults.
+fn run_input(args: &RunArgs, request: &PlanRequest) -> Result<Option<serde_json::Value>> {
+    if let Some(id) = &args.snapshot {
+        let mut v = serde_json::to_value(request)?;
+        v["snapshot"] = serde_json::json!({"identifier": id});
+        return Ok(Some(v));
+    }
+    let Some(path) = &args.event else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading --event {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("--event {}: not JSON", path.display()))?;
+    Ok(Some(v))
 }
 
 /// What the Cleanup state did, as it reported it: nothing is claimed that it did not do.

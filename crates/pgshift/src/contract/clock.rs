@@ -16,3 +16,15 @@ pub fn unix_now() -> f64 {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
+
+/// Seconds since the Unix epoch of an RFC 3339 time (`2026-12-02T06:35:00.123Z`, `…+00:00`).
+pub fn parse_rfc3339(t: &str) -> Option<f64> {
+    let d = chrono::DateTime::parse_from_rfc3339(t).ok()?;
+    Some(d.timestamp_millis() as f64 / 1000.0)
+}
+
+/// A new run id: the time, compact, and 8 random hex digits.
+pub fn new_run_id() -> String {
+    let (_, compact) = now_rfc3339();
+    format!("{compact}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}

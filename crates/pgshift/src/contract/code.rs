@@ -27,6 +27,10 @@ pub enum Code {
     FatalPlanMismatch,
     FatalPartCorrupt,
     FatalSchemaDrift,
+    RetryableRds,
+    FatalRds,
+    FatalSnapshot,
+    FatalRestore,
 }
 
 impl Code {
@@ -54,7 +58,15 @@ impl Code {
         Code::FatalPlanMismatch,
         Code::FatalPartCorrupt,
         Code::FatalSchemaDrift,
+        Code::RetryableRds,
+        Code::FatalRds,
+        Code::FatalSnapshot,
+        Code::FatalRestore,
     ];
+
+    /// The names the definition raises itself (a Pass state into Cleanup), not a handler: a snapshot pgshift cannot
+    /// restore (not PostgreSQL, not available), a restore that failed or never became available.
+    pub const RAISED_BY_DEFINITION: &'static [Code] = &[Code::FatalSnapshot, Code::FatalRestore];
 
     /// The name, as the definition's `ErrorEquals` lists it.
     pub fn name(self) -> &'static str {
@@ -81,6 +93,10 @@ impl Code {
             Code::FatalPlanMismatch => "Pipeline.Fatal.PlanMismatch",
             Code::FatalPartCorrupt => "Pipeline.Fatal.PartCorrupt",
             Code::FatalSchemaDrift => "Pipeline.Fatal.SchemaDrift",
+            Code::RetryableRds => "Pipeline.Retryable.Rds",
+            Code::FatalRds => "Pipeline.Fatal.Rds",
+            Code::FatalSnapshot => "Pipeline.Fatal.Snapshot",
+            Code::FatalRestore => "Pipeline.Fatal.Restore",
         }
     }
 

@@ -90,7 +90,13 @@ pub fn attempt_key(task: &ExtractTask, attempt: u32) -> String {
     format!("{}.attempt-{attempt}.failed.json", file_key_prefix(task))
 }
 
+/// `<run>/restore.json`: the snapshot a run restored, and the restored instance's life.
+pub fn restore_key(run_id: &str) -> String {
+    format!("{}/restore.json", key_segment(run_id))
+}
+
 /// The run's self-contained HTML report: `<run>/report.html`.
+
 pub fn report_key(run_id: &str) -> String {
     format!("{}/report.html", key_segment(run_id))
 }

@@ -299,6 +299,9 @@ pub struct ExtractTask {
     /// `statement_timeout` for the COPY, in seconds (0 disables).
     #[serde(default = "default_statement_timeout")]
     pub statement_timeout_secs: u64,
+    /// Where to read the range when not at the configured source: the instance restored from the run's snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_endpoint: Option<crate::contract::snapshot::Endpoint>,
 }
 
 /// `statement_timeout` of an extraction, seconds: 14 minutes, under Lambda's 15 with a minute for the rest.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::load::LoadOptions;
 use crate::contract::model::{ColumnSpec, ExtractTask, TableRef, WriterSettings};
-use crate::contract::snapshot::Snapshot;
+use crate::contract::snapshot::{Endpoint, Snapshot};
 use crate::contract::types::{Cast, TypePolicies};
 
 /// What to plan.
@@ -39,6 +39,10 @@ pub struct PlanRequest {
     /// The RDS snapshot the run was started for (set from the trigger event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Snapshot>,
+    /// Read the source here instead of the configured endpoint (with the configured credentials): the instance
+    /// restored from `snapshot`. Set by the state machine, not by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_endpoint: Option<Endpoint>,
     /// Start the run over: everything under `<stage>/<run>/` is deleted before planning. Without it, a run id that
     /// already has a plan is planned again only by the same request, before its load started (a retried Plan state,
     /// an interrupted local run); anything else is refused.

@@ -12,6 +12,10 @@
 //! | `PGSHIFT_PLAN_DEFAULTS` | planner | a JSON plan request the variables above then override (settings, writer, load options) |
 //! | `PGSHIFT_WAREHOUSE` | loader | warehouse URL (`redshift://…`, `redshift-serverless://…`, `postgres://…`) |
 //! | `PGSHIFT_WAREHOUSE_SECRET_ARN` | loader | for a `postgres://` warehouse: its credentials, as for the source |
+//! | `PGSHIFT_STACK` | planner, loader | the `pgshift:stack` tag of restored instances: the sweep deletes only this stack's |
+//! | `PGSHIFT_RESTORE_CLASS`, `PGSHIFT_RESTORE_SUBNET_GROUP`, `PGSHIFT_RESTORE_SECURITY_GROUPS`, `PGSHIFT_RESTORE_PARAMETER_GROUP`, `PGSHIFT_RESTORE_CLUSTER_PARAMETER_GROUP` | planner | the restored snapshot's instance class and networking |
+//! | `PGSHIFT_RESTORE_TIMEOUT_MINUTES`, `PGSHIFT_RESTORE_POLL_SECONDS` | planner | how long a restore may take, checked how often |
+//! | `PGSHIFT_SWEEP_AFTER_HOURS` | loader | restored instances of this stack older than this are orphans the sweep deletes |
 //! | `PGSHIFT_EXTRACTOR_MEMORY_MB` | loader | the extractor's memory, for the run report's cost (default 2048, the template's) |
 
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
 use crate::contract::plan::PlanRequest;
+use crate::contract::snapshot::RestoreSettings;
 use crate::source::PgConnector;
 use crate::warehouse::Warehouse;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -243,6 +248,48 @@ pub fn plan_defaults(env: &dyn Env) -> Result<PlanRequest, ConfigError> {
         req.settings.slices = n;
     }
     Ok(req)
+}
+
+/// The planner's defaults with how it restores snapshots (`PGSHIFT_RESTORE_*`, `PGSHIFT_STACK`).
+pub fn planner_defaults(env: &dyn Env) -> Result<crate::entry::trigger::PlannerDefaults, ConfigError> {
+    Ok(crate::entry::trigger::PlannerDefaults {
+        request: plan_defaults(env)?,
+        restore: restore_settings(env)?,
+    })
+}
+
+/// How snapshots are restored and swept, from the environment; unset or empty variables keep the defaults.
+pub fn restore_settings(env: &dyn Env) -> Result<RestoreSettings, ConfigError> {
+    let mut r = RestoreSettings::default();
+    let text = |var: &str| env.get(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    if let Some(v) = text("PGSHIFT_STACK") {
+        r.stack = v;
+    }
+    if let Some(v) = text("PGSHIFT_RESTORE_CLASS") {
+        if !v.starts_with("db.") {
+            return Err(ConfigError::Invalid {
+                var: "PGSHIFT_RESTORE_CLASS",
+                reason: format!("{v:?} is not a DB instance class (db.r6g.large)"),
+            });
+        }
+        r.instance_class = v;
+    }
+    r.subnet_group = text("PGSHIFT_RESTORE_SUBNET_GROUP");
+    r.parameter_group = text("PGSHIFT_RESTORE_PARAMETER_GROUP");
+    r.cluster_parameter_group = text("PGSHIFT_RESTORE_CLUSTER_PARAMETER_GROUP");
+    if let Some(v) = text("PGSHIFT_RESTORE_SECURITY_GROUPS") {
+        r.security_groups = list(&v);
+    }
+    if let Some(n) = number::<u32>(env, "PGSHIFT_RESTORE_TIMEOUT_MINUTES")? {
+        r.timeout_seconds = n.max(1).saturating_mul(60);
+    }
+    if let Some(n) = number::<u32>(env, "PGSHIFT_RESTORE_POLL_SECONDS")? {
+        r.poll_seconds = n.max(1);
+    }
+    if let Some(n) = number::<u32>(env, "PGSHIFT_SWEEP_AFTER_HOURS")? {
+        r.sweep_after_hours = n.max(1);
+    }
+    Ok(r)
 }
 
 /// The extractor's configured memory in MB, as the run report prices its GB-seconds (the template sets it beside the

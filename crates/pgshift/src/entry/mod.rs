@@ -7,4 +7,4 @@ pub mod handlers;
 pub(crate) mod names;
 pub use names::Named;
 pub mod pipeline;
-pub(crate) mod trigger;
+pub mod trigger;

@@ -18,6 +18,12 @@ impl Named for crate::extract::ExtractError {
     }
 }
 
+impl Named for crate::entry::handlers::LoaderError {
+    fn name(&self) -> &'static str {
+        crate::entry::handlers::LoaderError::name(self)
+    }
+}
+
 impl Named for crate::load::LoadError {
     fn name(&self) -> &'static str {
         crate::load::LoadError::name(self)
@@ -156,11 +162,17 @@ mod tests {
                 expected: 1,
             }),
         ];
+        let sweep = [
+            crate::sweep::SweepError::Rds(crate::rds::RdsError::new("Rds.ThrottlingException", "")),
+            crate::sweep::SweepError::Rds(crate::rds::RdsError::new("Rds.AccessDeniedException", "")),
+        ];
         let names: Vec<&str> = extract
             .iter()
             .map(ExtractError::name)
             .chain(plan.iter().map(PlanError::name))
             .chain(load.iter().map(LoadError::name))
+            .chain(sweep.iter().map(crate::sweep::SweepError::name))
+            .chain(Code::RAISED_BY_DEFINITION.iter().map(|c| c.name()))
             .collect();
         for n in &names {
             assert!(Code::of(n).is_some(), "{n} is reported but not a Code");

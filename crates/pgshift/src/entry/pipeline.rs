@@ -17,6 +17,9 @@ use crate::contract::layout::bucket_url;
 use crate::contract::load::{LoadWatch, StepKind, TableStatus};
 use crate::contract::model::{ExtractResult, TableRef};
 use crate::contract::plan::PlanRequest;
+use crate::contract::snapshot::RestoreSettings;
+use crate::entry::handlers::PlannerOutput;
+use crate::entry::trigger::PlannerDefaults;
 use crate::extract::ExtractContext;
 use crate::load::LoadContext;
 use crate::plan::PlanContext;
@@ -36,6 +39,9 @@ pub(crate) const FUNCTIONS: &[(&str, &str)] = &[
 ];
 
 const LOCAL_ARN: &str = "arn:aws:lambda:local:000000000000:function:pgshift-";
+
+/// The definition's RDS calls: Step Functions' AWS SDK integration, bound locally to the RDS stand-in.
+const RDS_SDK: &str = "arn:aws:states:::aws-sdk:rds:";
 
 /// Substitutes `${Name}` placeholders; a placeholder without a value is an error naming it.
 pub(crate) fn substitute(definition: &str, values: &BTreeMap<&str, String>) -> Result<String, AslError> {
@@ -203,13 +209,16 @@ impl Progress {
 pub(crate) struct LocalPipeline {
     pub planner: PlanContext,
     /// What the planner Lambda reads from its environment; the run input overrides it.
-    pub plan_defaults: PlanRequest,
+    pub plan_defaults: PlannerDefaults,
     pub extractor: ExtractContext,
     pub loader: LoadContext,
     pub stages: Arc<dyn StageOpener>,
     pub progress: Arc<Progress>,
     /// The extractor's memory, for the run report's cost.
     pub memory_mb: u32,
+    /// The RDS stand-in, and what the loader's sweep may delete.
+    pub rds: Option<Arc<dyn crate::rds::Rds>>,
+    pub sweep: Option<crate::entry::handlers::SweepContext>,
 }
 
 /// The message of a failure: a Lambda function error's `errorMessage` (its cause is that JSON), else the cause.
@@ -272,9 +281,26 @@ impl LocalPipeline {
     }
 }
 
+impl LocalPipeline {
+    /// An RDS call of the definition, made on the bound stand-in; its error named as Step Functions names it.
+    async fn rds_call(&self, state: &str, action: &str, input: Value) -> Result<Value, Failure> {
+        let Some(rds) = &self.rds else {
+            return Err(Failure::new(
+                "States.Runtime",
+                format!("state {state:?}: no RDS stand-in is bound (run with --snapshot-dir)"),
+            ));
+        };
+        self.progress.update(|s| s.phase = "restoring");
+        rds.call(action, input).await.map_err(|e| Failure::new(&e.name, e.message))
+    }
+}
+
 impl Resources for LocalPipeline {
     fn invoke(&self, call: TaskCall) -> BoxFuture<'_, Result<Value, Failure>> {
         Box::pin(async move {
+            if let Some(action) = call.resource.strip_prefix(RDS_SDK) {
+                return self.rds_call(&call.state, action, call.input).await;
+            }
             let Some(function) = call.resource.strip_prefix(LOCAL_ARN) else {
                 return Err(Failure::new(
                     "States.Runtime",
@@ -293,14 +319,16 @@ impl Resources for LocalPipeline {
             let out = match function {
                 "planner" => {
                     self.progress.update(|s| s.phase = "planning");
-                    let summary = crate::entry::handlers::planner(&self.planner, &self.plan_defaults, call.input)
+                    let out = crate::entry::handlers::planner(&self.planner, &self.plan_defaults, call.input)
                         .await
                         .map_err(|e| lambda_failure(e.name(), e.to_string()))?;
-                    self.progress.update(|s| {
-                        s.plan_url = Some(summary.plan_url.clone());
-                        s.tables = summary.tables;
-                    });
-                    to_json(&summary)
+                    if let PlannerOutput::Planned(summary) = &out {
+                        self.progress.update(|s| {
+                            s.plan_url = Some(summary.plan_url.clone());
+                            s.tables = summary.tables;
+                        });
+                    }
+                    to_json(&out)
                 }
                 "extractor" => self.extract(call).await,
                 "loader" => {
@@ -308,7 +336,7 @@ impl Resources for LocalPipeline {
                     let cleanup = action == "cleanup";
                     let phase = if cleanup { "cleaning up" } else { "loading" };
                     self.progress.update(|s| s.phase = phase);
-                    let out = crate::entry::handlers::loader(&self.loader, call.input, self.memory_mb)
+                    let out = crate::entry::handlers::loader(&self.loader, self.sweep.as_ref(), call.input, self.memory_mb)
                         .await
                         .map_err(|e| lambda_failure(e.name(), e.to_string()));
                     if let (Ok(v), true) = (&out, cleanup) {
@@ -419,11 +447,18 @@ pub struct LocalRun {
     /// The state machine definition (with its placeholders): [`DEFINITION`] unless given.
     pub definition: String,
     pub request: PlanRequest,
+    /// The execution's input when it is not `request` itself: an RDS snapshot event, or the request naming a
+    /// snapshot. `request` is then the planner's defaults.
+    pub input: Option<Value>,
     pub source: Arc<dyn crate::source::SourceConnector>,
     pub stages: Arc<dyn StageOpener>,
     pub warehouse: Arc<dyn crate::warehouse::Warehouse>,
     /// Lambda memory the cost estimate assumes.
     pub memory_mb: u32,
+    /// How snapshots are restored (the stand-in ignores the networking settings).
+    pub restore: RestoreSettings,
+    /// The RDS stand-in the definition's `aws-sdk:rds:*` tasks call; a run that restores nothing needs none.
+    pub rds: Option<Arc<dyn crate::rds::Rds>>,
 }
 
 /// How a local run ended.
@@ -452,7 +487,11 @@ impl LocalRun {
                 source: self.source.clone(),
                 stages: self.stages.clone(),
             },
-            plan_defaults: PlanRequest::default(),
+            plan_defaults: PlannerDefaults {
+                // What the planner Lambda's environment holds: an RDS event's run takes these settings.
+                request: self.request.clone(),
+                restore: self.restore.clone(),
+            },
             extractor: ExtractContext {
                 source: self.source,
                 stages: self.stages.clone(),
@@ -465,9 +504,21 @@ impl LocalRun {
             stages: self.stages,
             progress: progress.clone(),
             memory_mb: self.memory_mb,
+            sweep: self.rds.clone().map(|rds| crate::entry::handlers::SweepContext {
+                rds,
+                request: crate::sweep::SweepRequest {
+                    stack: self.restore.stack.clone(),
+                    max_age_secs: f64::from(self.restore.sweep_after_hours) * 3600.0,
+                    dry_run: false,
+                },
+            }),
+            rds: self.rds,
         };
         let interpreter = asl::Interpreter::new(machine, Arc::new(pipeline)).named("pgshift");
-        let input = serde_json::to_value(&self.request).map_err(|e| AslError::Invalid(format!("run input: {e}")))?;
+        let input = match self.input.clone() {
+            Some(v) => v,
+            None => serde_json::to_value(&self.request).map_err(|e| AslError::Invalid(format!("run input: {e}")))?,
+        };
         let name = execution_name.to_string();
         let p = progress.clone();
         let memory_mb = self.memory_mb;
@@ -608,6 +659,10 @@ mod tests {
             assert!(known, "state {state} names {name}, which no handler reports");
         }
         for (state, resource) in m.tasks() {
+            if resource.starts_with(RDS_SDK) {
+                assert!(m.retries(&state, "Rds.ThrottlingException"), "{state} does not retry RDS throttling");
+                continue;
+            }
             for name in Code::ALL.iter().filter(|c| c.is_retryable()).map(|c| c.name()) {
                 assert!(m.retries(&state, name), "{state} ({resource}) does not retry {name}");
             }

@@ -2,11 +2,60 @@
 //! Aurora cluster snapshot, automated or manual), or a manual input. Either becomes a [`PlanRequest`] over the
 //! planner's configured defaults; a snapshot's identity is recorded in the run.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::contract::plan::PlanRequest;
-use crate::contract::snapshot::{Snapshot, SnapshotKind};
+use crate::contract::snapshot::{restore_plan, RestorePlan, RestoreSettings, Snapshot, SnapshotKind};
 use crate::plan::PlanError;
+
+/// What the planner Lambda reads from its environment: the plan request a run starts from, and how snapshots are
+/// restored.
+#[derive(Debug, Clone, Default)]
+pub struct PlannerDefaults {
+    pub request: PlanRequest,
+    pub restore: RestoreSettings,
+}
+
+/// The `Trigger` state's output: the run's request (its run id fixed), and what to restore first, if anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Triggered {
+    pub run_id: String,
+    pub stage: String,
+    pub request: PlanRequest,
+    /// Absent for a run from the live source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestorePlan>,
+}
+
+/// The trigger input (an RDS snapshot event, or a manual input that may name a snapshot) made into the run's
+/// request and, for a snapshot, the restore the state machine runs before planning. A run from a snapshot reads a
+/// source nothing writes to, so it is planned as a static source (keyless tables read in parallel ctid ranges).
+pub(crate) fn triggered(input: &Value, defaults: &PlannerDefaults) -> Result<Triggered, PlanError> {
+    let mut request = plan_request(input, &defaults.request)?;
+    let run_id = request
+        .run_id
+        .get_or_insert_with(crate::contract::clock::new_run_id)
+        .clone();
+    let restore = match &request.snapshot {
+        Some(s) if s.identifier.trim().is_empty() => {
+            return Err(bad(
+                "the input names a snapshot without an identifier: give \"snapshot\": {\"identifier\": \"…\"}".into(),
+            ))
+        }
+        Some(s) => Some(restore_plan(&defaults.restore, &run_id, s)),
+        None => None,
+    };
+    if restore.is_some() {
+        request.settings.static_source = true;
+    }
+    Ok(Triggered {
+        run_id,
+        stage: request.stage.clone(),
+        request,
+        restore,
+    })
+}
 
 /// The RDS events that mean "a snapshot is complete": (RDS event id, detail-type, kind, automated).
 pub(crate) const SNAPSHOT_CREATED: &[(&str, &str, SnapshotKind, bool)] = &[
@@ -171,6 +220,36 @@ mod tests {
         let e = plan_request(&json!({"table": ["x"]}), &defaults).expect_err("typo");
         assert!(e.to_string().contains("table"), "{e}");
         assert!(plan_request(&json!(["x"]), &defaults).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_event_or_a_manual_snapshot_makes_a_restore_of_a_static_source() {
+        let defaults = PlannerDefaults {
+            request: PlanRequest {
+                stage: "s3://b/p".into(),
+                ..PlanRequest::default()
+            },
+            restore: RestoreSettings::default(),
+        };
+        let t = triggered(
+            &event("RDS DB Snapshot Event", "RDS-EVENT-0042", "Manual snapshot created"),
+            &defaults,
+        )
+        .expect("event");
+        let r = t.restore.expect("a restore");
+        assert_eq!(r.snapshot, "rds:orders-2026-11-24-03-05");
+        assert_eq!(r.instance, crate::contract::snapshot::instance_name(&t.run_id));
+        assert!(t.request.settings.static_source);
+        assert_eq!(t.request.run_id.as_deref(), Some(t.run_id.as_str()));
+        let m = triggered(&json!({"snapshot": {"identifier": "nightly", "kind": "cluster"}}), &defaults).expect("manual");
+        assert_eq!(m.restore.expect("restore").kind, SnapshotKind::Cluster);
+        let live = triggered(&json!({"tables": ["public.t"]}), &defaults).expect("live");
+        assert!(live.restore.is_none() && !live.request.settings.static_source);
+        assert!(!live.run_id.is_empty());
+        let e = triggered(&json!({"snapshot": {"identifier": " "}}), &defaults).expect_err("empty id");
+        assert!(e.to_string().contains("identifier"), "{e}");
+        let e = triggered(&json!({"snapshot": {"id": "x"}}), &defaults).expect_err("typo");
+        assert!(e.to_string().contains("id"), "{e}");
     }
 
     #[test]

@@ -132,7 +132,8 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt) -> Result<Ex
     validate(task)?;
     let stage = ctx.stages.open(&task.stage).await?;
     // The connection is polled in this task, beside the COPY stream it feeds (no cross-thread wake-ups).
-    let (mut client, connection) = ctx.source.connect_driven().await?;
+    let source = crate::source::connector_for(&ctx.source, task.source_endpoint.as_ref())?;
+    let (mut client, connection) = source.connect_driven().await?;
     let result = crate::source::drive(connection, read_range(&mut client, stage.clone(), task, a)).await?;
     // The result lands beside the files, last: the loader reads it back from the stage (or takes it from the Map).
     let json = serde_json::to_vec(&result).map_err(|e| parquet_error(task, format!("result JSON: {e}")))?;

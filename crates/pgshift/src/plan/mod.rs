@@ -79,12 +79,9 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     check_settings(settings)?;
     let src = |e| PlanError::from(SourceError::Unavailable(format!("planning: {e}")));
     client.batch_execute(SESSION_SETTINGS).await.map_err(src)?;
-    let (created_at, compact) = crate::contract::clock::now_rfc3339();
+    let (created_at, _) = crate::contract::clock::now_rfc3339();
     let started_at = crate::contract::clock::unix_now();
-    let run_id = req
-        .run_id
-        .clone()
-        .unwrap_or_else(|| format!("{compact}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let run_id = req.run_id.clone().unwrap_or_else(crate::contract::clock::new_run_id);
     let source = catalog::source_info(client).await.map_err(src)?;
     let relations = select::relations(client).await.map_err(src)?;
     let selected = select::select(&relations, req)?;
@@ -189,7 +186,8 @@ async fn write_plan(
             plan
         }
         None => {
-            let client = ctx.source.connect().await?;
+            let source = crate::source::connector_for(&ctx.source, req.source_endpoint.as_ref())?;
+            let client = source.connect().await?;
             plan(&client, &req).await?
         }
     };

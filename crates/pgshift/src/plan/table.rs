@@ -228,6 +228,7 @@ fn assemble(
             stage: cx.req.stage.trim_end_matches('/').to_string(),
             writer: writer.clone(),
             statement_timeout_secs: cx.req.settings.statement_timeout_secs,
+            source_endpoint: cx.req.source_endpoint.clone(),
         })
         .collect();
     let kind = match rel.kind {

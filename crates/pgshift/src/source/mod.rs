@@ -2,6 +2,8 @@
 //! and catalog introspection of one table (the planner extends this to many tables at once).
 
 use crate::contract::code::Code;
+use crate::contract::snapshot::Endpoint;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -135,6 +137,26 @@ pub trait SourceConnector: Send + Sync {
             Ok((client, idle))
         })
     }
+
+    /// The same source at another host and port (the instance restored from a snapshot): the same user, password,
+    /// database and TLS settings.
+    fn at(&self, endpoint: &Endpoint) -> Result<Arc<dyn SourceConnector>, SourceError> {
+        Err(SourceError::BadUrl(format!(
+            "this source cannot be read at {}:{} (a restored snapshot's endpoint)",
+            endpoint.host, endpoint.port
+        )))
+    }
+}
+
+/// The connector for a task or request: the configured one, or the same at the restored snapshot's endpoint.
+pub fn connector_for(
+    configured: &Arc<dyn SourceConnector>,
+    endpoint: Option<&Endpoint>,
+) -> Result<Arc<dyn SourceConnector>, SourceError> {
+    match endpoint {
+        None => Ok(configured.clone()),
+        Some(e) => configured.at(e),
+    }
 }
 
 /// The future that moves a session's messages between its socket and its client.
@@ -208,6 +230,43 @@ impl SourceConnector for PgConnector {
             Ok((client, Box::pin(ended(connection)) as Connection))
         })
     }
+
+    fn at(&self, endpoint: &Endpoint) -> Result<Arc<dyn SourceConnector>, SourceError> {
+        Ok(Arc::new(Self {
+            config: moved(&self.config, endpoint),
+            tls: self.tls.clone(),
+        }))
+    }
+}
+
+/// A config with every setting of `c` but its hosts and ports, which are `endpoint`'s.
+fn moved(c: &tokio_postgres::Config, endpoint: &Endpoint) -> tokio_postgres::Config {
+    let mut n = tokio_postgres::Config::new();
+    n.host(&endpoint.host).port(endpoint.port);
+    if let Some(u) = c.get_user() {
+        n.user(u);
+    }
+    if let Some(p) = c.get_password() {
+        n.password(p);
+    }
+    if let Some(d) = c.get_dbname() {
+        n.dbname(d);
+    }
+    if let Some(o) = c.get_options() {
+        n.options(o);
+    }
+    if let Some(a) = c.get_application_name() {
+        n.application_name(a);
+    }
+    if let Some(t) = c.get_connect_timeout() {
+        n.connect_timeout(*t);
+    }
+    n.ssl_mode(c.get_ssl_mode())
+        .ssl_negotiation(c.get_ssl_negotiation())
+        .channel_binding(c.get_channel_binding())
+        .keepalives(c.get_keepalives())
+        .keepalives_idle(c.get_keepalives_idle());
+    n
 }
 
 /// A connection's future, its end logged.

@@ -1,0 +1,243 @@
+//! Snapshot runs through the definition, bound to the local RDS stand-in: the warehouse holds what the snapshot
+//! holds, not the changed source; the restored server is removed on every path; `gc` removes what a killed run left
+//! and nothing else; bad snapshots fail at once by name.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use pgshift::contract::load::{LoadOptions, SchemaEvolution};
+use pgshift::contract::snapshot::RestoreSettings;
+use pgshift::entry::pipeline::{LocalRun, RunOutcome, DEFINITION};
+use pgshift::rds::local::LocalRds;
+use pgshift::rds::Rds;
+use pgshift::warehouse::postgres::PgWarehouse;
+use pgshift::{PgConnector, UrlStages};
+use pgshift_tests::{cluster, connect, stage_dir};
+use serde_json::json;
+
+use crate::load::fingerprint;
+use crate::pipeline::{plan_of, request};
+
+const SOURCE: &str = "
+CREATE SCHEMA shop;
+CREATE TABLE shop.customers (id bigint PRIMARY KEY, name text NOT NULL, since date);
+INSERT INTO shop.customers SELECT g, 'customer ' || g, DATE '2020-01-01' + g FROM generate_series(1, 3000) g;
+CREATE TABLE shop.orders (id bigint PRIMARY KEY, customer bigint, total numeric(12,2), note text);
+INSERT INTO shop.orders SELECT g, g % 3000 + 1, (g % 997) * 1.25, CASE WHEN g % 5 = 0 THEN NULL ELSE 'n' || g END
+  FROM generate_series(1, 20000) g;";
+
+const CHANGE: &str = "
+INSERT INTO shop.customers SELECT g, 'late ' || g, NULL FROM generate_series(3001, 3100) g;
+UPDATE shop.orders SET total = total + 1 WHERE id % 7 = 0;
+DELETE FROM shop.orders WHERE id % 11 = 0;";
+
+const TABLES: [&str; 2] = ["shop.customers", "shop.orders"];
+
+fn rds_dir(name: &str) -> std::path::PathBuf {
+    stage_dir(&format!("rds-{name}"))
+}
+
+/// A run of the definition from snapshot `id` (or any input), bound to the stand-in in `dir`.
+async fn run_snapshot(
+    source: &str,
+    target: &str,
+    stage: &str,
+    input: serde_json::Value,
+    rds: LocalRds,
+    restore: RestoreSettings,
+) -> Result<RunOutcome> {
+    let mut req = request(stage, &TABLES, 2);
+    req.load = Some(LoadOptions {
+        schema_evolution: SchemaEvolution::Refuse,
+        ..LoadOptions::default()
+    });
+    let run = LocalRun {
+        definition: DEFINITION.to_string(),
+        input: Some(input),
+        request: req,
+        source: Arc::new(PgConnector::new(source)?),
+        stages: Arc::new(UrlStages::default()),
+        warehouse: Arc::new(PgWarehouse::new(target)?),
+        memory_mb: 1024,
+        restore,
+        rds: Some(Arc::new(rds)),
+    };
+    Ok(run.start("snapshot")?.outcome.await?)
+}
+
+fn fast() -> RestoreSettings {
+    RestoreSettings {
+        poll_seconds: 1,
+        timeout_seconds: 120,
+        ..RestoreSettings::default()
+    }
+}
+
+async fn instances(rds: &LocalRds) -> Result<Vec<String>> {
+    let v = rds.call("describeDBInstances", json!({})).await?;
+    Ok(v["DbInstances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["DbInstanceIdentifier"].as_str().map(str::to_string))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_run_loads_what_the_snapshot_holds_not_the_changed_source_and_removes_its_server() -> Result<()> {
+    let source = crate::db("snapsrc", SOURCE).await?;
+    let target = cluster().create_db("snapwh").await?;
+    let stage_path = stage_dir("snapshot-run");
+    let stage = format!("file://{}", stage_path.display());
+    let rds = LocalRds::new(rds_dir("run"));
+    let (src, r) = (source.clone(), rds.clone());
+    tokio::task::spawn_blocking(move || r.create_snapshot(&src, "nightly", false)).await??;
+    // What the snapshot holds, fingerprinted on the source before it changes.
+    let probe = crate::pipeline::run_local(
+        &source,
+        request(&format!("file://{}", stage_dir("snapshot-probe").display()), &TABLES, 1),
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(&cluster().create_db("snapprobe").await?)?),
+    )
+    .await?;
+    let plan = plan_of(probe.output.as_ref().map_err(|f| anyhow::anyhow!("{f}"))?).await?;
+    let mut at_snapshot = Vec::new();
+    for t in TABLES {
+        at_snapshot.push(fingerprint(&source, &plan, t, true).await?);
+    }
+    connect(&source).await?.batch_execute(CHANGE).await?;
+
+    let input = json!({"snapshot": {"identifier": "nightly"}});
+    let out = run_snapshot(&source, &target, &stage, input, rds.clone(), fast()).await?;
+    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    assert!(output["restored_deleted"]["deleted_at"].is_string(), "{output:#}");
+    for (t, want) in TABLES.iter().zip(&at_snapshot) {
+        let got = fingerprint(&target, &plan, t, false).await?;
+        assert_eq!(&got, want, "{t}: the warehouse holds the snapshot");
+        let live = fingerprint(&source, &plan, t, true).await?;
+        assert_ne!(&live, want, "{t}: the source changed after the snapshot");
+    }
+    assert!(instances(&rds).await?.is_empty(), "the restored server is removed");
+    // The run recorded its restore: the snapshot, the instance, when it was available and deleted.
+    let run_id = output["trigger"]["run_id"].as_str().expect("run id");
+    let record_path = stage_path.join(run_id).join("restore.json");
+    let record: pgshift::contract::snapshot::RestoreRecord = serde_json::from_slice(&std::fs::read(&record_path)?)?;
+    assert_eq!(record.snapshot, "nightly");
+    assert!(record.snapshot_created_at.is_some() && record.available_at.is_some() && record.deleted_at.is_some());
+    let (wait, life) = record.durations();
+    assert!(wait.is_some() && life >= wait, "{record:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_run_that_fails_at_load_still_removes_its_server() -> Result<()> {
+    let source = crate::db("snapfail", SOURCE).await?;
+    let target = cluster().create_db("snapfailwh").await?;
+    // A target whose columns differ: with schema_evolution = fail the load refuses it.
+    connect(&target)
+        .await?
+        .batch_execute("CREATE SCHEMA shop; CREATE TABLE shop.orders (id bigint, other text);")
+        .await?;
+    let stage = format!("file://{}", stage_dir("snapshot-fail").display());
+    let rds = LocalRds::new(rds_dir("fail"));
+    let (src, r) = (source.clone(), rds.clone());
+    tokio::task::spawn_blocking(move || r.create_snapshot(&src, "before", false)).await??;
+    let out = run_snapshot(&source, &target, &stage, json!({"snapshot": {"identifier": "before"}}), rds.clone(), fast())
+        .await?;
+    let f = out.output.expect_err("the load fails");
+    assert_eq!(f.error, "Pipeline.Fatal.SchemaDrift", "{f:?}");
+    assert!(instances(&rds).await?.is_empty(), "the restored server is removed after a failure");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_snapshots_fail_at_once_by_name_and_leave_nothing_running() -> Result<()> {
+    let source = crate::db("snapbad", SOURCE).await?;
+    let target = cluster().create_db("snapbadwh").await?;
+    let stage = format!("file://{}", stage_dir("snapshot-bad").display());
+    let rds = LocalRds::new(rds_dir("bad"));
+    let (src, r) = (source.clone(), rds.clone());
+    tokio::task::spawn_blocking(move || r.create_snapshot(&src, "ok", false)).await??;
+    // A snapshot record that is still being created, and one of another engine.
+    let snaps = rds.dir().join("snapshots");
+    for (id, engine, status) in [("busy", "postgres", "creating"), ("mysql", "mysql", "available")] {
+        std::fs::create_dir_all(snaps.join(id))?;
+        std::fs::write(
+            snaps.join(id).join("snapshot.json"),
+            json!({"DbSnapshotIdentifier": id, "Engine": engine, "Status": status}).to_string(),
+        )?;
+    }
+    let cases = [
+        ("missing", "Rds.DbSnapshotNotFoundException", "missing"),
+        ("busy", "Pipeline.Fatal.Snapshot", "creating"),
+        ("mysql", "Pipeline.Fatal.Snapshot", "mysql"),
+    ];
+    for (id, name, said) in cases {
+        let t0 = std::time::Instant::now();
+        let out = run_snapshot(&source, &target, &stage, json!({"snapshot": {"identifier": id}}), rds.clone(), fast())
+            .await?;
+        let f = out.output.expect_err("refused");
+        assert_eq!(f.error, name, "{id}: {f:?}");
+        assert!(f.cause.contains(said), "{id}: {}", f.cause);
+        assert!(t0.elapsed().as_secs() < 30, "{id} failed at once");
+    }
+    // A restore that never becomes available: the cap fails the run, and the instance is deleted.
+    let mut held = rds.clone();
+    held.hold_creating = true;
+    let capped = RestoreSettings {
+        poll_seconds: 1,
+        timeout_seconds: 3,
+        ..RestoreSettings::default()
+    };
+    let out = run_snapshot(&source, &target, &stage, json!({"snapshot": {"identifier": "ok"}}), held, capped).await?;
+    let f = out.output.expect_err("timed out");
+    assert_eq!(f.error, "Pipeline.Fatal.Restore", "{f:?}");
+    assert!(f.cause.contains("RestoreTimeoutMinutes"), "{}", f.cause);
+    assert!(instances(&rds).await?.is_empty(), "nothing left running");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_removes_what_a_killed_run_left_and_nothing_else() -> Result<()> {
+    let source = crate::db("snapgc", SOURCE).await?;
+    let rds = LocalRds::new(rds_dir("gc"));
+    let dir = rds.dir().to_path_buf();
+    let (src, r) = (source.clone(), rds.clone());
+    tokio::task::spawn_blocking(move || r.create_snapshot(&src, "s", false)).await??;
+    let tags = |stack: &str| json!([{"Key": "pgshift:stack", "Value": stack}, {"Key": "pgshift:run", "Value": "r1"}]);
+    for (id, stack) in [("pgshift-dead", "pgshift"), ("orders-replica", "pgshift"), ("pgshift-other", "prod"), ("pgshift-live", "pgshift")] {
+        rds.call(
+            "restoreDBInstanceFromDBSnapshot",
+            json!({"DbInstanceIdentifier": id, "DbSnapshotIdentifier": "s", "Tags": tags(stack)}),
+        )
+        .await?;
+    }
+    // Wait until the servers are up, then make three of them look like a killed process's.
+    for _ in 0..120 {
+        let v = rds.call("describeDBInstances", json!({})).await?;
+        if v["DbInstances"].as_array().is_some_and(|a| a.iter().all(|i| i["DbInstanceStatus"] == "available")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    for id in ["pgshift-dead", "orders-replica", "pgshift-other"] {
+        let path = dir.join("instances").join(id).join("instance.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        v["OwnerPid"] = json!(u32::MAX);
+        std::fs::write(&path, v.to_string())?;
+    }
+    let req = pgshift::sweep::SweepRequest {
+        stack: "pgshift".into(),
+        max_age_secs: 0.0,
+        dry_run: false,
+    };
+    let out = pgshift::sweep::sweep(&rds, &req).await?;
+    assert_eq!(out.deleted_instances, vec!["pgshift-dead".to_string()], "{out:?}");
+    let mut left = instances(&rds).await?;
+    left.sort();
+    assert_eq!(left, ["orders-replica", "pgshift-live", "pgshift-other"]);
+    for id in left {
+        rds.call("deleteDBInstance", json!({"DbInstanceIdentifier": id})).await?;
+    }
+    Ok(())
+}
