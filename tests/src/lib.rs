@@ -302,7 +302,8 @@ fn spawn_server(bin: &Path, data_dir: &Path, port: u16, user: Option<(u32, u32)>
         "max_wal_size=4GB",
         // Replication on: the snapshot tests take base backups of this cluster (`pgshift snapshot create`).
         "wal_level=replica",
-        "max_wal_senders=4",
+        "max_wal_senders=8",
+        "wal_keep_size=1GB",
         "lc_messages=C",
         "ssl=on",
     ] {
