@@ -650,12 +650,66 @@ mod tests {
         );
     }
 
+    /// `rds:Action` names in a piece of the template.
+    fn rds_actions(text: &str) -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
+            .filter_map(|w| w.strip_prefix("rds:"))
+            .filter(|a| a.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+            .map(|a| format!("rds:{a}"))
+            .collect()
+    }
+
+    #[test]
+    fn the_state_machine_may_make_exactly_the_rds_calls_of_the_definition_and_the_sweep_only_deletes() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+        let template = std::fs::read_to_string(path).expect("infra/template.yaml");
+        let m = local_machine(DEFINITION).expect("definition");
+        let mut used: std::collections::BTreeSet<String> = m
+            .tasks()
+            .iter()
+            .filter_map(|(_, r)| r.strip_prefix(RDS_SDK))
+            .map(|a| {
+                let mut c = a.chars();
+                let first = c.next().map(|f| f.to_ascii_uppercase()).unwrap_or_default();
+                format!("rds:{first}{}", c.as_str())
+            })
+            .collect();
+        // Tags given at creation are authorised as AddTagsToResource.
+        used.insert("rds:AddTagsToResource".into());
+        let machine = template
+            .split("  Pipeline:\n")
+            .nth(1)
+            .and_then(|t| t.split("Events:").next())
+            .expect("the state machine");
+        assert_eq!(rds_actions(machine), used, "the state machine's RDS actions are the definition's");
+        let loader = template
+            .split("LoaderFunction:")
+            .nth(1)
+            .and_then(|t| t.split("PipelineLogs:").next())
+            .expect("the loader");
+        let sweep: std::collections::BTreeSet<String> =
+            ["rds:DescribeDBInstances", "rds:DescribeDBClusters", "rds:DeleteDBInstance", "rds:DeleteDBCluster"]
+                .map(String::from)
+                .into();
+        assert_eq!(rds_actions(loader), sweep, "the loader sweeps: it lists and deletes, nothing else");
+        assert!(loader.contains("db:pgshift-*") && loader.contains("cluster:pgshift-*"), "deletes by prefix only");
+        for (name, _) in [("PlannerFunction", 0), ("ExtractorFunction", 0)] {
+            let f = template.split(&format!("{name}:")).nth(1).unwrap_or_default();
+            let f = f.split("Function:").next().unwrap_or_default();
+            assert!(rds_actions(f).is_empty(), "{name} has no RDS access");
+        }
+    }
+
     #[test]
     fn every_error_name_of_the_definition_exists_and_every_retryable_one_is_retried() {
         use crate::contract::code::Code;
         let m = local_machine(DEFINITION).expect("definition");
         for (state, name, _) in m.error_names() {
-            let known = Code::of(&name).is_some() || name.starts_with("States.") || name.starts_with("Lambda.");
+            // RDS's names come from the SDK integration (Step Functions names them `Rds.<Code>Exception`).
+            let known = Code::of(&name).is_some()
+                || name.starts_with("States.")
+                || name.starts_with("Lambda.")
+                || (name.starts_with("Rds.") && name.ends_with("Exception"));
             assert!(known, "state {state} names {name}, which no handler reports");
         }
         for (state, resource) in m.tasks() {
