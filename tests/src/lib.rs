@@ -213,7 +213,14 @@ impl Cluster {
         // TLS on (plain connections stay allowed): a certificate for localhost and 127.0.0.1 from a test CA.
         test_certificates(&data_dir, "server")?;
         // Every file in the data directory the server's user can read: a base backup copies them all.
-        for f in ["server.crt", "server.key", "server-ca.crt", "server-ca.key", "server.csr", "server.ext"] {
+        for f in [
+            "server.crt",
+            "server.key",
+            "server-ca.crt",
+            "server-ca.key",
+            "server.csr",
+            "server.ext",
+        ] {
             if let (Some((uid, gid)), true) = (user, data_dir.join(f).exists()) {
                 chown(data_dir.join(f), Some(uid), Some(gid))?;
             }

@@ -142,11 +142,21 @@ async fn a_snapshot_run_that_fails_at_load_still_removes_its_server() -> Result<
     let rds = LocalRds::new(rds_dir("fail"));
     let (src, r) = (source.clone(), rds.clone());
     tokio::task::spawn_blocking(move || r.create_snapshot(&src, "before", false)).await??;
-    let out = run_snapshot(&source, &target, &stage, json!({"snapshot": {"identifier": "before"}}), rds.clone(), fast())
-        .await?;
+    let out = run_snapshot(
+        &source,
+        &target,
+        &stage,
+        json!({"snapshot": {"identifier": "before"}}),
+        rds.clone(),
+        fast(),
+    )
+    .await?;
     let f = out.output.expect_err("the load fails");
     assert_eq!(f.error, "Pipeline.Fatal.SchemaDrift", "{f:?}");
-    assert!(instances(&rds).await?.is_empty(), "the restored server is removed after a failure");
+    assert!(
+        instances(&rds).await?.is_empty(),
+        "the restored server is removed after a failure"
+    );
     Ok(())
 }
 
@@ -174,8 +184,15 @@ async fn bad_snapshots_fail_at_once_by_name_and_leave_nothing_running() -> Resul
     ];
     for (id, name, said) in cases {
         let t0 = std::time::Instant::now();
-        let out = run_snapshot(&source, &target, &stage, json!({"snapshot": {"identifier": id}}), rds.clone(), fast())
-            .await?;
+        let out = run_snapshot(
+            &source,
+            &target,
+            &stage,
+            json!({"snapshot": {"identifier": id}}),
+            rds.clone(),
+            fast(),
+        )
+        .await?;
         let f = out.output.expect_err("refused");
         assert_eq!(f.error, name, "{id}: {f:?}");
         assert!(f.cause.contains(said), "{id}: {}", f.cause);
@@ -189,7 +206,15 @@ async fn bad_snapshots_fail_at_once_by_name_and_leave_nothing_running() -> Resul
         timeout_seconds: 3,
         ..RestoreSettings::default()
     };
-    let out = run_snapshot(&source, &target, &stage, json!({"snapshot": {"identifier": "ok"}}), held, capped).await?;
+    let out = run_snapshot(
+        &source,
+        &target,
+        &stage,
+        json!({"snapshot": {"identifier": "ok"}}),
+        held,
+        capped,
+    )
+    .await?;
     let f = out.output.expect_err("timed out");
     assert_eq!(f.error, "Pipeline.Fatal.Restore", "{f:?}");
     assert!(f.cause.contains("RestoreTimeoutMinutes"), "{}", f.cause);
@@ -205,7 +230,12 @@ async fn gc_removes_what_a_killed_run_left_and_nothing_else() -> Result<()> {
     let (src, r) = (source.clone(), rds.clone());
     tokio::task::spawn_blocking(move || r.create_snapshot(&src, "s", false)).await??;
     let tags = |stack: &str| json!([{"Key": "pgshift:stack", "Value": stack}, {"Key": "pgshift:run", "Value": "r1"}]);
-    for (id, stack) in [("pgshift-dead", "pgshift"), ("orders-replica", "pgshift"), ("pgshift-other", "prod"), ("pgshift-live", "pgshift")] {
+    for (id, stack) in [
+        ("pgshift-dead", "pgshift"),
+        ("orders-replica", "pgshift"),
+        ("pgshift-other", "prod"),
+        ("pgshift-live", "pgshift"),
+    ] {
         rds.call(
             "restoreDBInstanceFromDBSnapshot",
             json!({"DbInstanceIdentifier": id, "DbSnapshotIdentifier": "s", "Tags": tags(stack)}),
@@ -215,7 +245,10 @@ async fn gc_removes_what_a_killed_run_left_and_nothing_else() -> Result<()> {
     // Wait until the servers are up, then make three of them look like a killed process's.
     for _ in 0..120 {
         let v = rds.call("describeDBInstances", json!({})).await?;
-        if v["DbInstances"].as_array().is_some_and(|a| a.iter().all(|i| i["DbInstanceStatus"] == "available")) {
+        if v["DbInstances"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|i| i["DbInstanceStatus"] == "available"))
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -237,7 +270,8 @@ async fn gc_removes_what_a_killed_run_left_and_nothing_else() -> Result<()> {
     left.sort();
     assert_eq!(left, ["orders-replica", "pgshift-live", "pgshift-other"]);
     for id in left {
-        rds.call("deleteDBInstance", json!({"DbInstanceIdentifier": id})).await?;
+        rds.call("deleteDBInstance", json!({"DbInstanceIdentifier": id}))
+            .await?;
     }
     Ok(())
 }

@@ -65,7 +65,10 @@ fn orphan(v: &Value, id_key: &str, time_key: &str, req: &SweepRequest, now: f64)
     let id = v[id_key].as_str()?;
     let created = v[time_key].as_str().and_then(crate::contract::clock::parse_rfc3339)?;
     let alive = v["OwnerAlive"].as_bool() == Some(true);
-    let deleting = matches!(v["DbInstanceStatus"].as_str().or(v["Status"].as_str()), Some("deleting"));
+    let deleting = matches!(
+        v["DbInstanceStatus"].as_str().or(v["Status"].as_str()),
+        Some("deleting")
+    );
     (!alive && !deleting && is_orphan(id, &tags(v), created, now, &req.stack, req.max_age_secs)).then(|| id.to_string())
 }
 
@@ -84,7 +87,13 @@ pub async fn sweep(rds: &dyn Rds, req: &SweepRequest) -> Result<SweepResult, Swe
             continue;
         };
         if !req.dry_run {
-            if let Err(e) = rds.call("deleteDBInstance", json!({"DbInstanceIdentifier": id, "SkipFinalSnapshot": true})).await {
+            if let Err(e) = rds
+                .call(
+                    "deleteDBInstance",
+                    json!({"DbInstanceIdentifier": id, "SkipFinalSnapshot": true}),
+                )
+                .await
+            {
                 out.failed.push(format!("{id}: {e}"));
                 continue;
             }
@@ -98,7 +107,13 @@ pub async fn sweep(rds: &dyn Rds, req: &SweepRequest) -> Result<SweepResult, Swe
             continue;
         };
         if !req.dry_run {
-            if let Err(e) = rds.call("deleteDBCluster", json!({"DbClusterIdentifier": id, "SkipFinalSnapshot": true})).await {
+            if let Err(e) = rds
+                .call(
+                    "deleteDBCluster",
+                    json!({"DbClusterIdentifier": id, "SkipFinalSnapshot": true}),
+                )
+                .await
+            {
                 out.failed.push(format!("{id}: {e}"));
                 continue;
             }

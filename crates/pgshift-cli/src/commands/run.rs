@@ -228,7 +228,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         ..Default::default()
     };
     let rds: Arc<dyn pgshift::rds::Rds> = Arc::new(pgshift::rds::local::LocalRds::new(
-        args.snapshot_dir.clone().unwrap_or_else(pgshift::rds::local::default_dir),
+        args.snapshot_dir
+            .clone()
+            .unwrap_or_else(pgshift::rds::local::default_dir),
     ));
     let run = LocalRun {
         definition,

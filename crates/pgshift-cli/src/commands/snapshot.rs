@@ -73,7 +73,9 @@ pub(crate) async fn gc(a: GcArgs) -> Result<()> {
     let rds: Arc<dyn Rds> = if a.aws {
         Arc::new(pgshift::rds::aws::AwsRds::from_env().await)
     } else {
-        Arc::new(LocalRds::new(a.snapshot_dir.clone().unwrap_or_else(pgshift::rds::local::default_dir)))
+        Arc::new(LocalRds::new(
+            a.snapshot_dir.clone().unwrap_or_else(pgshift::rds::local::default_dir),
+        ))
     };
     let hours = a.older_than_hours.unwrap_or(if a.aws { 26.0 } else { 0.0 });
     let req = pgshift::sweep::SweepRequest {

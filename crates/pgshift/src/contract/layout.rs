@@ -96,7 +96,6 @@ pub fn restore_key(run_id: &str) -> String {
 }
 
 /// The run's self-contained HTML report: `<run>/report.html`.
-
 pub fn report_key(run_id: &str) -> String {
     format!("{}/report.html", key_segment(run_id))
 }

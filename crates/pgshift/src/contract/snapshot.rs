@@ -266,7 +266,14 @@ impl RestoreRecord {
 /// Whether an instance (its identifier, tags and creation time, seconds since the epoch) is an orphan of `stack` the
 /// sweep may delete: its name has pgshift's prefix, it carries this stack's and a run's tag, and it is older than
 /// `max_age_secs`. Anything else is never touched.
-pub fn is_orphan(identifier: &str, tags: &[(String, String)], created: f64, now: f64, stack: &str, max_age: f64) -> bool {
+pub fn is_orphan(
+    identifier: &str,
+    tags: &[(String, String)],
+    created: f64,
+    now: f64,
+    stack: &str,
+    max_age: f64,
+) -> bool {
     let tag = |k: &str| tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     identifier.starts_with(NAME_PREFIX)
         && tag(TAG_STACK) == Some(stack)
@@ -289,7 +296,11 @@ mod tests {
             let n = instance_name(run);
             assert!(n.len() <= 63 && n.starts_with(NAME_PREFIX), "{n}");
             assert!(!n.ends_with('-') && !n.contains("--"), "{n}");
-            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{n}"
+            );
         }
         let long = "a".repeat(100);
         assert_ne!(instance_name(&format!("{long}1")), instance_name(&format!("{long}2")));
@@ -335,13 +346,30 @@ mod tests {
 
     #[test]
     fn only_old_instances_of_this_stack_with_pgshift_names_are_orphans() {
-        let t = |s: &str, r: &str| vec![(TAG_STACK.to_string(), s.to_string()), (TAG_RUN.to_string(), r.to_string())];
+        let t = |s: &str, r: &str| {
+            vec![
+                (TAG_STACK.to_string(), s.to_string()),
+                (TAG_RUN.to_string(), r.to_string()),
+            ]
+        };
         let day = 86_400.0;
         assert!(is_orphan("pgshift-a", &t("prod", "r"), 0.0, 2.0 * day, "prod", day));
-        assert!(!is_orphan("pgshift-a", &t("prod", "r"), 0.0, 0.5 * day, "prod", day), "too young");
-        assert!(!is_orphan("orders-db", &t("prod", "r"), 0.0, 2.0 * day, "prod", day), "not our name");
-        assert!(!is_orphan("pgshift-a", &t("dev", "r"), 0.0, 2.0 * day, "prod", day), "another stack");
-        assert!(!is_orphan("pgshift-a", &t("prod", ""), 0.0, 2.0 * day, "prod", day), "no run");
+        assert!(
+            !is_orphan("pgshift-a", &t("prod", "r"), 0.0, 0.5 * day, "prod", day),
+            "too young"
+        );
+        assert!(
+            !is_orphan("orders-db", &t("prod", "r"), 0.0, 2.0 * day, "prod", day),
+            "not our name"
+        );
+        assert!(
+            !is_orphan("pgshift-a", &t("dev", "r"), 0.0, 2.0 * day, "prod", day),
+            "another stack"
+        );
+        assert!(
+            !is_orphan("pgshift-a", &t("prod", ""), 0.0, 2.0 * day, "prod", day),
+            "no run"
+        );
         assert!(!is_orphan("pgshift-a", &[], 0.0, 2.0 * day, "prod", day), "untagged");
     }
 }

@@ -1,8 +1,8 @@
 //! The Lambda handlers: what each function does with the JSON the state machine hands it. Each takes the ports its
 //! IAM role allows (a context built once at cold start) and reports errors by their stable names.
 
-use crate::contract::model::ExtractResult;
 use crate::contract::layout;
+use crate::contract::model::ExtractResult;
 use crate::contract::plan::PlanSummary;
 use crate::contract::snapshot::RestoreRecord;
 use crate::entry::trigger::{triggered, PlannerDefaults, Triggered};
@@ -27,7 +27,10 @@ pub async fn planner(
     defaults: &PlannerDefaults,
     input: serde_json::Value,
 ) -> Result<PlannerOutput, PlanError> {
-    let action = input.get("action").and_then(serde_json::Value::as_str).map(str::to_string);
+    let action = input
+        .get("action")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string);
     let req = match action.as_deref() {
         Some("trigger") => {
             let t = triggered(input.get("input").unwrap_or(&serde_json::Value::Null), defaults)?;

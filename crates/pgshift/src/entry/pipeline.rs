@@ -291,7 +291,9 @@ impl LocalPipeline {
             ));
         };
         self.progress.update(|s| s.phase = "restoring");
-        rds.call(action, input).await.map_err(|e| Failure::new(&e.name, e.message))
+        rds.call(action, input)
+            .await
+            .map_err(|e| Failure::new(&e.name, e.message))
     }
 }
 
@@ -336,9 +338,10 @@ impl Resources for LocalPipeline {
                     let cleanup = action == "cleanup";
                     let phase = if cleanup { "cleaning up" } else { "loading" };
                     self.progress.update(|s| s.phase = phase);
-                    let out = crate::entry::handlers::loader(&self.loader, self.sweep.as_ref(), call.input, self.memory_mb)
-                        .await
-                        .map_err(|e| lambda_failure(e.name(), e.to_string()));
+                    let out =
+                        crate::entry::handlers::loader(&self.loader, self.sweep.as_ref(), call.input, self.memory_mb)
+                            .await
+                            .map_err(|e| lambda_failure(e.name(), e.to_string()));
                     if let (Ok(v), true) = (&out, cleanup) {
                         let done = serde_json::from_value(v.clone()).ok();
                         self.progress.update(|s| s.cleanup = done);
@@ -681,18 +684,33 @@ mod tests {
             .nth(1)
             .and_then(|t| t.split("Events:").next())
             .expect("the state machine");
-        assert_eq!(rds_actions(machine), used, "the state machine's RDS actions are the definition's");
+        assert_eq!(
+            rds_actions(machine),
+            used,
+            "the state machine's RDS actions are the definition's"
+        );
         let loader = template
             .split("LoaderFunction:")
             .nth(1)
             .and_then(|t| t.split("PipelineLogs:").next())
             .expect("the loader");
-        let sweep: std::collections::BTreeSet<String> =
-            ["rds:DescribeDBInstances", "rds:DescribeDBClusters", "rds:DeleteDBInstance", "rds:DeleteDBCluster"]
-                .map(String::from)
-                .into();
-        assert_eq!(rds_actions(loader), sweep, "the loader sweeps: it lists and deletes, nothing else");
-        assert!(loader.contains("db:pgshift-*") && loader.contains("cluster:pgshift-*"), "deletes by prefix only");
+        let sweep: std::collections::BTreeSet<String> = [
+            "rds:DescribeDBInstances",
+            "rds:DescribeDBClusters",
+            "rds:DeleteDBInstance",
+            "rds:DeleteDBCluster",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(
+            rds_actions(loader),
+            sweep,
+            "the loader sweeps: it lists and deletes, nothing else"
+        );
+        assert!(
+            loader.contains("db:pgshift-*") && loader.contains("cluster:pgshift-*"),
+            "deletes by prefix only"
+        );
         for (name, _) in [("PlannerFunction", 0), ("ExtractorFunction", 0)] {
             let f = template.split(&format!("{name}:")).nth(1).unwrap_or_default();
             let f = f.split("Function:").next().unwrap_or_default();
@@ -714,7 +732,10 @@ mod tests {
         }
         for (state, resource) in m.tasks() {
             if resource.starts_with(RDS_SDK) {
-                assert!(m.retries(&state, "Rds.ThrottlingException"), "{state} does not retry RDS throttling");
+                assert!(
+                    m.retries(&state, "Rds.ThrottlingException"),
+                    "{state} does not retry RDS throttling"
+                );
                 continue;
             }
             for name in Code::ALL.iter().filter(|c| c.is_retryable()).map(|c| c.name()) {

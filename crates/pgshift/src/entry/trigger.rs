@@ -241,7 +241,11 @@ mod tests {
         assert_eq!(r.instance, crate::contract::snapshot::instance_name(&t.run_id));
         assert!(t.request.settings.static_source);
         assert_eq!(t.request.run_id.as_deref(), Some(t.run_id.as_str()));
-        let m = triggered(&json!({"snapshot": {"identifier": "nightly", "kind": "cluster"}}), &defaults).expect("manual");
+        let m = triggered(
+            &json!({"snapshot": {"identifier": "nightly", "kind": "cluster"}}),
+            &defaults,
+        )
+        .expect("manual");
         assert_eq!(m.restore.expect("restore").kind, SnapshotKind::Cluster);
         let live = triggered(&json!({"tables": ["public.t"]}), &defaults).expect("live");
         assert!(live.restore.is_none() && !live.request.settings.static_source);

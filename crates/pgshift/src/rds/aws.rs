@@ -164,8 +164,14 @@ mod tests {
 
     #[test]
     fn rds_codes_are_named_as_step_functions_names_them() {
-        assert_eq!(step_functions_name("DBInstanceNotFound"), "Rds.DbInstanceNotFoundException");
-        assert_eq!(step_functions_name("DBSnapshotNotFoundFault"), "Rds.DbSnapshotNotFoundException");
+        assert_eq!(
+            step_functions_name("DBInstanceNotFound"),
+            "Rds.DbInstanceNotFoundException"
+        );
+        assert_eq!(
+            step_functions_name("DBSnapshotNotFoundFault"),
+            "Rds.DbSnapshotNotFoundException"
+        );
         assert_eq!(step_functions_name("Throttling"), "Rds.ThrottlingException");
         assert_eq!(
             step_functions_name("InvalidDBClusterStateFault"),

@@ -36,7 +36,9 @@ pub fn default_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("PGSHIFT_SNAPSHOT_DIR") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".pgshift").join("snapshots")
 }
 
@@ -47,7 +49,13 @@ fn io(what: &str, e: impl std::fmt::Display) -> RdsError {
 /// A directory name for an identifier (`rds:orders-2026-11-24` → `rds_orders-2026-11-24`).
 fn slot(id: &str) -> String {
     id.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -127,7 +135,9 @@ fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
 
 fn free_port() -> Result<u16, RdsError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io("finding a free port", e))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| io("finding a free port", e))
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| io("finding a free port", e))
 }
 
 fn pid_alive(pid: u64) -> bool {
@@ -169,13 +179,19 @@ impl LocalRds {
     /// complete.
     pub fn create_snapshot(&self, source_url: &str, id: &str, cluster: bool) -> Result<Value, RdsError> {
         if id.trim().is_empty() || id.len() > 255 {
-            return Err(RdsError::new(INVALID_PARAMETER, format!("snapshot id {id:?}: 1 to 255 characters")));
+            return Err(RdsError::new(
+                INVALID_PARAMETER,
+                format!("snapshot id {id:?}: 1 to 255 characters"),
+            ));
         }
         let dir = self.snapshot_dir(id);
         if dir.join("snapshot.json").exists() {
             return Err(RdsError::new(
                 "Rds.DbSnapshotAlreadyExistsException",
-                format!("snapshot {id} already exists in {}: choose another --id", self.dir.display()),
+                format!(
+                    "snapshot {id} already exists in {}: choose another --id",
+                    self.dir.display()
+                ),
             ));
         }
         std::fs::create_dir_all(&dir).map_err(|e| io("creating the snapshot directory", e))?;
@@ -223,7 +239,11 @@ impl LocalRds {
 
     fn describe_snapshots(&self, request: &Value, cluster: bool) -> Result<Value, RdsError> {
         let (key, list, missing) = if cluster {
-            ("DbClusterSnapshotIdentifier", "DbClusterSnapshots", CLUSTER_SNAPSHOT_NOT_FOUND)
+            (
+                "DbClusterSnapshotIdentifier",
+                "DbClusterSnapshots",
+                CLUSTER_SNAPSHOT_NOT_FOUND,
+            )
         } else {
             ("DbSnapshotIdentifier", "DbSnapshots", SNAPSHOT_NOT_FOUND)
         };
@@ -232,7 +252,10 @@ impl LocalRds {
         let is_cluster = s.get("DbClusterSnapshotIdentifier").is_some();
         if is_cluster != cluster {
             // RDS keeps the two kinds apart: an instance snapshot is not found as a cluster snapshot.
-            return Err(RdsError::new(missing, format!("{id} is not a DB {}snapshot", if cluster { "cluster " } else { "" })));
+            return Err(RdsError::new(
+                missing,
+                format!("{id} is not a DB {}snapshot", if cluster { "cluster " } else { "" }),
+            ));
         }
         Ok(json!({ list: [s] }))
     }
@@ -246,7 +269,10 @@ impl LocalRds {
     fn start_restore(&self, id: &str, snapshot: &Value, mut record: Value) -> Result<Value, RdsError> {
         let dir = self.instance_dir(id);
         if dir.join("instance.json").exists() {
-            return Err(RdsError::new(INSTANCE_EXISTS, format!("DB instance {id} already exists")));
+            return Err(RdsError::new(
+                INSTANCE_EXISTS,
+                format!("DB instance {id} already exists"),
+            ));
         }
         std::fs::create_dir_all(&dir).map_err(|e| io("creating the instance directory", e))?;
         record["DbInstanceStatus"] = json!("creating");
@@ -283,10 +309,16 @@ impl LocalRds {
     fn restore(&self, id: &str, backup: &Path) -> Result<(), RdsError> {
         let dir = self.instance_dir(id);
         let data = dir.join("data");
-        run(Command::new("cp").arg("-a").arg(backup).arg(&data), "copying the snapshot")?;
+        run(
+            Command::new("cp").arg("-a").arg(backup).arg(&data),
+            "copying the snapshot",
+        )?;
         let user = server_user();
         if let Some((uid, gid)) = user {
-            run(Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(&dir), "chown")?;
+            run(
+                Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(&dir),
+                "chown",
+            )?;
         }
         run(Command::new("chmod").arg("700").arg(&data), "chmod")?;
         let version = std::fs::read_to_string(data.join("PG_VERSION")).unwrap_or_default();
@@ -395,7 +427,9 @@ impl LocalRds {
             .filter_map(|e| {
                 let p = e.path();
                 if file.is_empty() {
-                    (p.extension().is_some_and(|x| x == "json")).then(|| read_json(&p)).flatten()
+                    (p.extension().is_some_and(|x| x == "json"))
+                        .then(|| read_json(&p))
+                        .flatten()
                 } else {
                     read_json(&p.join(file))
                 }
@@ -478,7 +512,10 @@ fn stop(dir: &Path) {
     let version = std::fs::read_to_string(data.join("PG_VERSION")).unwrap_or_default();
     if let Ok(bin) = pg_bin(Some(version.trim())) {
         let mut cmd = Command::new(bin.join("pg_ctl"));
-        cmd.arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]).stdout(Stdio::null());
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null());
         let _ = run(as_user(&mut cmd, server_user()), "stopping the restored server");
     }
 }
