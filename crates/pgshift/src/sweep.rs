@@ -72,6 +72,61 @@ fn orphan(v: &Value, id_key: &str, time_key: &str, req: &SweepRequest, now: f64)
     (!alive && !deleting && is_orphan(id, &tags(v), created, now, &req.stack, req.max_age_secs)).then(|| id.to_string())
 }
 
+/// How one kind of resource is listed and deleted.
+struct Kind {
+    describe: &'static str,
+    list: &'static str,
+    id: &'static str,
+    created: &'static str,
+    delete: &'static str,
+}
+
+const INSTANCES: Kind = Kind {
+    describe: "describeDBInstances",
+    list: "DbInstances",
+    id: "DbInstanceIdentifier",
+    created: "InstanceCreateTime",
+    delete: "deleteDBInstance",
+};
+
+const CLUSTERS: Kind = Kind {
+    describe: "describeDBClusters",
+    list: "DbClusters",
+    id: "DbClusterIdentifier",
+    created: "ClusterCreateTime",
+    delete: "deleteDBCluster",
+};
+
+/// Deletes the orphans of one kind: (deleted, kept); a deletion that fails is listed in `failed`.
+async fn sweep_kind(
+    rds: &dyn Rds,
+    req: &SweepRequest,
+    now: f64,
+    kind: &Kind,
+    failed: &mut Vec<String>,
+) -> Result<(Vec<String>, usize), SweepError> {
+    let (mut deleted, mut kept) = (Vec::new(), 0);
+    let listed = rds.call(kind.describe, json!({})).await?;
+    for v in listed[kind.list].as_array().into_iter().flatten() {
+        let Some(id) = orphan(v, kind.id, kind.created, req, now) else {
+            kept += 1;
+            continue;
+        };
+        if !req.dry_run {
+            if let Err(e) = rds
+                .call(kind.delete, json!({kind.id: id, "SkipFinalSnapshot": true}))
+                .await
+            {
+                failed.push(format!("{id}: {e}"));
+                continue;
+            }
+        }
+        tracing::info!(%id, dry_run = req.dry_run, "swept what a dead run restored");
+        deleted.push(id);
+    }
+    Ok((deleted, kept))
+}
+
 /// Sweeps this stack's orphans: instances first, then clusters (RDS deletes a cluster once its instances are
 /// deleting).
 pub async fn sweep(rds: &dyn Rds, req: &SweepRequest) -> Result<SweepResult, SweepError> {
@@ -80,46 +135,10 @@ pub async fn sweep(rds: &dyn Rds, req: &SweepRequest) -> Result<SweepResult, Swe
         dry_run: req.dry_run,
         ..SweepResult::default()
     };
-    let instances = rds.call("describeDBInstances", json!({})).await?;
-    for i in instances["DbInstances"].as_array().into_iter().flatten() {
-        let Some(id) = orphan(i, "DbInstanceIdentifier", "InstanceCreateTime", req, now) else {
-            out.kept += 1;
-            continue;
-        };
-        if !req.dry_run {
-            if let Err(e) = rds
-                .call(
-                    "deleteDBInstance",
-                    json!({"DbInstanceIdentifier": id, "SkipFinalSnapshot": true}),
-                )
-                .await
-            {
-                out.failed.push(format!("{id}: {e}"));
-                continue;
-            }
-        }
-        tracing::info!(instance = %id, dry_run = req.dry_run, "swept a restored instance its run left");
-        out.deleted_instances.push(id);
-    }
-    let clusters = rds.call("describeDBClusters", json!({})).await?;
-    for c in clusters["DbClusters"].as_array().into_iter().flatten() {
-        let Some(id) = orphan(c, "DbClusterIdentifier", "ClusterCreateTime", req, now) else {
-            continue;
-        };
-        if !req.dry_run {
-            if let Err(e) = rds
-                .call(
-                    "deleteDBCluster",
-                    json!({"DbClusterIdentifier": id, "SkipFinalSnapshot": true}),
-                )
-                .await
-            {
-                out.failed.push(format!("{id}: {e}"));
-                continue;
-            }
-        }
-        tracing::info!(cluster = %id, dry_run = req.dry_run, "swept a restored cluster its run left");
-        out.deleted_clusters.push(id);
-    }
+    let (deleted, kept) = sweep_kind(rds, req, now, &INSTANCES, &mut out.failed).await?;
+    out.deleted_instances = deleted;
+    out.kept = kept;
+    // Clusters after their instances: RDS deletes a cluster once its instances are deleting.
+    out.deleted_clusters = sweep_kind(rds, req, now, &CLUSTERS, &mut out.failed).await?.0;
     Ok(out)
 }
