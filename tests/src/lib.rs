@@ -66,30 +66,14 @@ fn is_root() -> bool {
 }
 
 pub fn pg_bin() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("PGSHIFT_PG_BIN") {
-        return Ok(PathBuf::from(p));
-    }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if p.join("initdb").exists() {
+        if std::env::var_os("PGSHIFT_PG_BIN").is_none() && p.join("initdb").exists() {
             return Ok(p);
         }
     }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((v, bin))
-        })
-        .collect();
-    found.sort();
-    match found.pop() {
-        Some((_, p)) => Ok(p),
-        None => bail!("no PostgreSQL server binaries found: run scripts/setup.sh (or set PGSHIFT_PG_BIN)"),
-    }
+    // The same lookup as the RDS stand-in's: PGSHIFT_PG_BIN, else the newest under /usr/lib/postgresql.
+    pgshift::rds::local::pg_bin(None).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn as_server_user(cmd: &mut Command, user: Option<(u32, u32)>) {

@@ -155,6 +155,16 @@ fn tags(settings: &RestoreSettings, run_id: &str, snapshot: &str) -> Value {
     ])
 }
 
+/// The subnet group and security groups of a restore request, when configured (RDS's defaults otherwise).
+fn networking(request: &mut Value, settings: &RestoreSettings) {
+    if let Some(g) = &settings.subnet_group {
+        request["DbSubnetGroupName"] = json!(g);
+    }
+    if !settings.security_groups.is_empty() {
+        request["VpcSecurityGroupIds"] = json!(settings.security_groups);
+    }
+}
+
 /// The restore of `snapshot` for run `run_id`.
 pub fn restore_plan(settings: &RestoreSettings, run_id: &str, snapshot: &Snapshot) -> RestorePlan {
     let instance = instance_name(run_id);
@@ -173,12 +183,7 @@ pub fn restore_plan(settings: &RestoreSettings, run_id: &str, snapshot: &Snapsho
             common["MultiAZ"] = json!(false);
             common["DeletionProtection"] = json!(false);
             common["CopyTagsToSnapshot"] = json!(false);
-            if let Some(g) = &settings.subnet_group {
-                common["DbSubnetGroupName"] = json!(g);
-            }
-            if !settings.security_groups.is_empty() {
-                common["VpcSecurityGroupIds"] = json!(settings.security_groups);
-            }
+            networking(&mut common, settings);
             if let Some(p) = &settings.parameter_group {
                 common["DbParameterGroupName"] = json!(p);
             }
@@ -203,12 +208,7 @@ pub fn restore_plan(settings: &RestoreSettings, run_id: &str, snapshot: &Snapsho
                 "CopyTagsToSnapshot": false,
                 "Tags": tags,
             });
-            if let Some(g) = &settings.subnet_group {
-                restore["DbSubnetGroupName"] = json!(g);
-            }
-            if !settings.security_groups.is_empty() {
-                restore["VpcSecurityGroupIds"] = json!(settings.security_groups);
-            }
+            networking(&mut restore, settings);
             if let Some(p) = &settings.cluster_parameter_group {
                 restore["DbClusterParameterGroupName"] = json!(p);
             }

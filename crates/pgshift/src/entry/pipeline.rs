@@ -711,7 +711,7 @@ mod tests {
             loader.contains("db:pgshift-*") && loader.contains("cluster:pgshift-*"),
             "deletes by prefix only"
         );
-        for (name, _) in [("PlannerFunction", 0), ("ExtractorFunction", 0)] {
+        for name in ["PlannerFunction", "ExtractorFunction"] {
             let f = template.split(&format!("{name}:")).nth(1).unwrap_or_default();
             let f = f.split("Function:").next().unwrap_or_default();
             assert!(rds_actions(f).is_empty(), "{name} has no RDS access");

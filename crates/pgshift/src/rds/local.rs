@@ -74,8 +74,9 @@ fn write_json(path: &Path, v: &Value) -> Result<(), RdsError> {
     std::fs::rename(&tmp, path).map_err(|e| io("writing a record", e))
 }
 
-/// The PostgreSQL binaries for a data directory's major version (`PGSHIFT_PG_BIN` overrides).
-fn pg_bin(major: Option<&str>) -> Result<PathBuf, RdsError> {
+/// The installed PostgreSQL server binaries, for a data directory's major version when given, else the newest
+/// (`PGSHIFT_PG_BIN` overrides). The test harness finds its binaries with this too.
+pub fn pg_bin(major: Option<&str>) -> Result<PathBuf, RdsError> {
     if let Some(p) = std::env::var_os("PGSHIFT_PG_BIN") {
         return Ok(PathBuf::from(p));
     }
