@@ -20,6 +20,7 @@ mod load;
 mod pipeline;
 mod planner;
 mod redshift;
+mod rds_aws;
 mod report;
 mod s3;
 mod snapshot;

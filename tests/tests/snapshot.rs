@@ -46,17 +46,55 @@ async fn run_snapshot(
     rds: LocalRds,
     restore: RestoreSettings,
 ) -> Result<RunOutcome> {
+    let stages = Arc::new(UrlStages::default());
+    run_with(source, target, stage, input, rds, restore, stages, DEFINITION.to_string()).await
+}
+
+/// The definition with every retry shortened to milliseconds: the same states and the same paths, without minutes
+/// of backoff in a test that makes the retries fail.
+fn fast_retries() -> Result<String> {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    match k.as_str() {
+                        "IntervalSeconds" => *x = json!(0.01),
+                        "MaxDelaySeconds" => *x = json!(0.05),
+                        _ => walk(x),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut d: serde_json::Value = serde_json::from_str(DEFINITION)?;
+    walk(&mut d);
+    Ok(d.to_string())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_with(
+    source: &str,
+    target: &str,
+    stage: &str,
+    input: serde_json::Value,
+    rds: LocalRds,
+    restore: RestoreSettings,
+    stages: Arc<dyn pgshift::stage::StageOpener>,
+    definition: String,
+) -> Result<RunOutcome> {
     let mut req = request(stage, &TABLES, 2);
     req.load = Some(LoadOptions {
         schema_evolution: SchemaEvolution::Refuse,
         ..LoadOptions::default()
     });
     let run = LocalRun {
-        definition: DEFINITION.to_string(),
+        definition,
         input: Some(input),
         request: req,
         source: Arc::new(PgConnector::new(source)?),
-        stages: Arc::new(UrlStages::default()),
+        stages,
         warehouse: Arc::new(PgWarehouse::new(target)?),
         memory_mb: 1024,
         restore,
@@ -126,6 +164,123 @@ async fn a_snapshot_run_loads_what_the_snapshot_holds_not_the_changed_source_and
     assert!(record.snapshot_created_at.is_some() && record.available_at.is_some() && record.deleted_at.is_some());
     let (wait, life) = record.durations();
     assert!(wait.is_some() && life >= wait, "{record:?}");
+    // The report and the cost say how long it waited and lived, and what its minutes cost (10 at least).
+    let cost = out.report.cost.restore.as_ref().expect("the restore is in the cost");
+    assert_eq!(cost.record, record);
+    assert!(cost.billed_seconds >= 600.0 && cost.dollars > 0.0, "{cost:?}");
+    let text = out.report.render();
+    assert!(text.contains("snapshot nightly") && text.contains("restored-instance minutes"), "{text}");
+    let html = std::fs::read_to_string(stage_path.join(run_id).join("report.html"))?;
+    assert!(html.contains("id=\"restore\"") && html.contains("restored instance"), "the HTML report too");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aurora_cluster_snapshot_run_restores_a_cluster_and_its_instance_and_removes_both() -> Result<()> {
+    let source = crate::db("snapaurora", SOURCE).await?;
+    let target = cluster().create_db("snapaurorawh").await?;
+    let stage_path = stage_dir("snapshot-aurora");
+    let stage = format!("file://{}", stage_path.display());
+    let rds = LocalRds::new(rds_dir("aurora"));
+    let (src, r) = (source.clone(), rds.clone());
+    tokio::task::spawn_blocking(move || r.create_snapshot(&src, "aurora-nightly", true)).await??;
+    let probe = cluster().create_db("snapauroraprobe").await?;
+    let out = crate::pipeline::run_local(
+        &source,
+        request(&format!("file://{}", stage_dir("snapshot-aurora-probe").display()), &TABLES, 1),
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(&probe)?),
+    )
+    .await?;
+    let plan = plan_of(out.output.as_ref().map_err(|f| anyhow::anyhow!("{f}"))?).await?;
+    let mut at_snapshot = Vec::new();
+    for t in TABLES {
+        at_snapshot.push(fingerprint(&source, &plan, t, true).await?);
+    }
+    connect(&source).await?.batch_execute(CHANGE).await?;
+
+    // The event EventBridge delivers for an Aurora cluster snapshot.
+    let event = json!({
+        "version": "0", "id": "e1", "source": "aws.rds", "detail-type": "RDS DB Cluster Snapshot Event",
+        "account": "123456789012", "region": "us-east-1", "time": "2026-12-03T01:00:00Z",
+        "resources": ["arn:aws:rds:us-east-1:123456789012:cluster-snapshot:aurora-nightly"],
+        "detail": {"EventCategories": ["backup"], "SourceType": "CLUSTER_SNAPSHOT",
+                   "SourceArn": "arn:aws:rds:us-east-1:123456789012:cluster-snapshot:aurora-nightly",
+                   "Date": "2026-12-03T01:00:00Z", "SourceIdentifier": "aurora-nightly",
+                   "Message": "Manual cluster snapshot created", "EventID": "RDS-EVENT-0075"}
+    });
+    let out = run_snapshot(&source, &target, &stage, event, rds.clone(), fast()).await?;
+    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    for (t, want) in TABLES.iter().zip(&at_snapshot) {
+        assert_eq!(&fingerprint(&target, &plan, t, false).await?, want, "{t}: the warehouse holds the snapshot");
+    }
+    assert!(instances(&rds).await?.is_empty(), "the cluster's instance is removed");
+    let clusters = rds.call("describeDBClusters", json!({})).await?;
+    assert_eq!(clusters["DbClusters"], json!([]), "the cluster is removed");
+    let run_id = output["trigger"]["run_id"].as_str().expect("run id");
+    let record: pgshift::contract::snapshot::RestoreRecord =
+        serde_json::from_slice(&std::fs::read(stage_path.join(run_id).join("restore.json"))?)?;
+    assert_eq!(record.snapshot, "aurora-nightly");
+    assert_eq!(record.engine.as_deref(), Some("aurora-postgresql"));
+    assert!(record.cluster.as_deref().is_some_and(|c| c.starts_with("pgshift-")), "{record:?}");
+    assert!(record.deleted_at.is_some(), "{record:?}");
+    Ok(())
+}
+
+/// Kills the restored server (SIGKILL to its postmaster, as a crashed instance) as the first part is created.
+fn kill_restored_server(dir: std::path::PathBuf, killed: Arc<std::sync::atomic::AtomicBool>) -> pgshift_tests::hooked::Hook {
+    Arc::new(move |key: &str| {
+        if !key.ends_with(".parquet") || killed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        for e in std::fs::read_dir(dir.join("instances")).into_iter().flatten().flatten() {
+            let pid = std::fs::read_to_string(e.path().join("data").join("postmaster.pid")).unwrap_or_default();
+            if let Some(pid) = pid.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) {
+                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_run_whose_server_dies_mid_extraction_fails_by_name_and_still_removes_it() -> Result<()> {
+    let source = crate::db("snapdie", SOURCE).await?;
+    let target = cluster().create_db("snapdiewh").await?;
+    let stage = format!("file://{}", stage_dir("snapshot-die").display());
+    let rds = LocalRds::new(rds_dir("die"));
+    let (src, r) = (source.clone(), rds.clone());
+    tokio::task::spawn_blocking(move || r.create_snapshot(&src, "s", false)).await??;
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stages = Arc::new(pgshift_tests::hooked::HookedStages {
+        inner: Arc::new(UrlStages::default()),
+        hook: kill_restored_server(rds.dir().to_path_buf(), killed.clone()),
+    });
+    // Four ranges, at most three at once: when the first part is created the fourth has not started, so at least
+    // one range reads from a dead server.
+    let out = run_with(
+        &source,
+        &target,
+        &stage,
+        json!({"snapshot": {"identifier": "s"}}),
+        rds.clone(),
+        fast(),
+        stages,
+        fast_retries()?,
+    )
+    .await?;
+    assert!(killed.load(std::sync::atomic::Ordering::SeqCst), "the server was killed mid-extraction");
+    let f = out.output.expect_err("the extraction fails");
+    // The Map fails as Step Functions' does, naming the range's own error.
+    assert_eq!(f.error, "States.ExceedToleratedFailureThreshold", "{f:?}");
+    assert!(f.cause.contains("Pipeline.Retryable.SourceUnavailable"), "named as the source's: {f:?}");
+    assert!(instances(&rds).await?.is_empty(), "the dead server's instance is removed");
+    assert!(out.report.tables.iter().all(|t| t.loaded_rows.is_none()), "nothing was loaded");
+    let tables: i64 = connect(&target)
+        .await?
+        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'shop'", &[])
+        .await?
+        .get(0);
+    assert_eq!(tables, 0, "the warehouse is untouched");
     Ok(())
 }
 

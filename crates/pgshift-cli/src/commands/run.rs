@@ -93,6 +93,9 @@ pub(crate) struct RunArgs {
     /// Status checks of a restore before it counts as never available (1 s apart locally).
     #[arg(long, default_value_t = 120)]
     restore_checks: u32,
+    /// The RDS instance class the cost prices the restored server at (what the same run would cost on AWS).
+    #[arg(long, default_value = "db.r6g.large")]
+    restore_class: String,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -222,7 +225,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
     };
     let input = run_input(&args, &request)?;
     let restore = pgshift::contract::snapshot::RestoreSettings {
-        instance_class: "db.local".into(),
+        instance_class: args.restore_class.clone(),
         poll_seconds: 1,
         timeout_seconds: args.restore_checks.max(1),
         ..Default::default()

@@ -93,19 +93,23 @@ pub async fn loader(
 ) -> Result<serde_json::Value, LoaderError> {
     match input.get("action").and_then(serde_json::Value::as_str) {
         Some("sweep") => return run_sweep(sweep).await,
-        Some("finish") => return Ok(finish(ctx, &input).await?),
+        Some("finish") => return Ok(finish(ctx, &input, extractor_memory_mb).await?),
         _ => {}
     }
     let cleanup_of = cleanup_plan_url(&input);
     let out = crate::load::handle(ctx, input).await?;
-    let ended = cleanup_of.or_else(|| done_plan_url(&out));
-    if let Some(plan_url) = ended {
-        match crate::report::write_html(ctx.stages.as_ref(), &plan_url, extractor_memory_mb).await {
-            Ok(url) => tracing::info!(%url, "run report written"),
-            Err(e) => tracing::warn!(error = %e, "could not write the run report"),
-        }
+    if let Some(plan_url) = cleanup_of.or_else(|| done_plan_url(&out)) {
+        write_report(ctx, &plan_url, extractor_memory_mb).await;
     }
     Ok(out)
+}
+
+/// Writes the run's HTML report; a report that cannot be written is logged and never fails the run.
+async fn write_report(ctx: &LoadContext, plan_url: &str, extractor_memory_mb: u32) {
+    match crate::report::write_html(ctx.stages.as_ref(), plan_url, extractor_memory_mb).await {
+        Ok(url) => tracing::info!(%url, "run report written"),
+        Err(e) => tracing::warn!(error = %e, "could not write the run report"),
+    }
 }
 
 async fn run_sweep(sweep: Option<&SweepContext>) -> Result<serde_json::Value, LoaderError> {
@@ -140,8 +144,13 @@ pub fn restore_record(state: &serde_json::Value) -> Option<RestoreRecord> {
     })
 }
 
-/// Writes `<run>/restore.json` for a run that restored a snapshot; nothing for a live run.
-async fn finish(ctx: &LoadContext, input: &serde_json::Value) -> Result<serde_json::Value, LoadError> {
+/// Writes `<run>/restore.json` for a run that restored a snapshot, and then the run's report again (it now holds the
+/// restore's times and cost); nothing for a live run.
+async fn finish(
+    ctx: &LoadContext,
+    input: &serde_json::Value,
+    extractor_memory_mb: u32,
+) -> Result<serde_json::Value, LoadError> {
     let state = input.get("state").cloned().unwrap_or_default();
     let Some(record) = restore_record(&state) else {
         return Ok(serde_json::json!({"restore": null}));
@@ -153,6 +162,9 @@ async fn finish(ctx: &LoadContext, input: &serde_json::Value) -> Result<serde_js
     let body = serde_json::to_vec_pretty(&record).unwrap_or_default();
     let put = crate::stage::put(stage.as_ref(), &layout::restore_key(&run), bytes::Bytes::from(body)).await?;
     tracing::info!(url = %put.url, instance = %record.instance, "restore recorded");
+    if let Some(plan_url) = text_at(&state, "/plan/plan_url") {
+        write_report(ctx, &plan_url, extractor_memory_mb).await;
+    }
     Ok(serde_json::json!({"restore": record, "url": put.url}))
 }
 

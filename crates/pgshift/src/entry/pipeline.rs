@@ -99,6 +99,8 @@ pub struct RunState {
     pub tables: usize,
     /// Each table's load as it runs: the step running, or how it ended.
     pub load: BTreeMap<TableRef, TableLoadState>,
+    /// The restore of a snapshot run, as the Finish state recorded it.
+    pub restore: Option<crate::contract::snapshot::RestoreRecord>,
 }
 
 /// Where one table's load stands, as the live line shows it.
@@ -335,7 +337,7 @@ impl Resources for LocalPipeline {
                 "extractor" => self.extract(call).await,
                 "loader" => {
                     let action = call.input.get("action").and_then(Value::as_str).unwrap_or("start");
-                    let cleanup = action == "cleanup";
+                    let (cleanup, finish) = (action == "cleanup", action == "finish");
                     let phase = if cleanup { "cleaning up" } else { "loading" };
                     self.progress.update(|s| s.phase = phase);
                     let out =
@@ -345,6 +347,10 @@ impl Resources for LocalPipeline {
                     if let (Ok(v), true) = (&out, cleanup) {
                         let done = serde_json::from_value(v.clone()).ok();
                         self.progress.update(|s| s.cleanup = done);
+                    }
+                    if let (Ok(v), true) = (&out, finish) {
+                        let restore = v.get("restore").and_then(|r| serde_json::from_value(r.clone()).ok());
+                        self.progress.update(|s| s.restore = restore);
                     }
                     out
                 }
@@ -559,6 +565,7 @@ impl LocalRun {
                     memory_mb,
                     transitions: interpreter.transitions(),
                     failure: output.as_ref().err().map(|f| (f.error.clone(), failure_message(f))),
+                    restore: snap.restore.as_ref(),
                 },
                 Prices::default(),
             );

@@ -547,19 +547,38 @@ fn cost_items(o: &mut String, c: &Cost, p: &Prices) {
             c.s3_puts as f64 * p.s3_put,
         ),
     ];
+    let restore = c.restore.as_ref().map(|r| {
+        (
+            format!("restored instance {} ({})", r.record.instance, r.record.instance_class),
+            match r.hourly {
+                Some(h) => format!("{:.1} min × ${h}/h (10-minute minimum)", r.billed_seconds / 60.0),
+                None => format!("{:.1} min × unknown price", r.billed_seconds / 60.0),
+            },
+            r.dollars,
+        )
+    });
     o.push_str(
         "<section><h2>Cost</h2><p class=\"sub\">Estimated at list prices (us-east-1, arm64 Lambda, Standard \
          workflows); the Redshift side is not included.</p><table id=\"cost\"><tr><th>item</th><th>quantity × price</th>\
          <th>dollars</th><th>basis</th></tr>",
     );
-    for (k, q, d) in items {
-        let _ = write!(o, "<tr><td>{k}</td><td>{q}</td><td>${d:.6}</td><td>estimated</td></tr>");
+    for (k, q, d) in items.into_iter().map(|(k, q, d)| (k.to_string(), q, d)).chain(restore) {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>${d:.6}</td><td>estimated</td></tr>",
+            esc(&k),
+            esc(&q)
+        );
     }
     let _ = write!(
         o,
-        "<tr class=\"total\"><td>total</td><td></td><td>${:.6}</td><td></td></tr></table></section>",
+        "<tr class=\"total\"><td>total</td><td></td><td>${:.6}</td><td></td></tr></table>",
         c.dollars
     );
+    if let Some(r) = &c.restore {
+        let _ = write!(o, "<p class=\"sub\" id=\"restore\">{}</p>", esc(&r.line()));
+    }
+    o.push_str("</section>");
 }
 
 fn failures(o: &mut String, r: &RunRecord) {

@@ -12,6 +12,7 @@ pub mod record;
 use crate::contract::layout::report_key;
 use crate::contract::load::{LoadResult, TableStatus};
 use crate::contract::model::{ExtractResult, TableRef};
+use crate::contract::snapshot::RestoreRecord;
 use crate::stage::{run, StageError};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -61,12 +62,111 @@ impl Default for Prices {
     }
 }
 
+/// RDS bills an instance per second from the moment it is `available` until it is deleted, with a 10-minute minimum
+/// (<https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_OnDemandDBInstances.html>).
+pub const RDS_MINIMUM_BILLED_SECONDS: f64 = 600.0;
+
+/// On-demand list prices per instance-hour (us-east-1, Single-AZ, no Extended Support), for the classes a restore
+/// is likely to use: (class, RDS for PostgreSQL, Aurora PostgreSQL Standard). `None` where the engine has no such
+/// class. The t4g prices of RDS for PostgreSQL were checked against a 2026 pricing breakdown; the others are list
+/// prices as published on aws.amazon.com/rds/pricing (2025) and are estimates (`docs/snapshots.md`).
+const RDS_HOURLY: &[(&str, Option<f64>, Option<f64>)] = &[
+    ("db.t4g.micro", Some(0.016), None),
+    ("db.t4g.small", Some(0.032), None),
+    ("db.t4g.medium", Some(0.065), Some(0.073)),
+    ("db.t4g.large", Some(0.129), Some(0.146)),
+    ("db.t3.micro", Some(0.018), None),
+    ("db.t3.small", Some(0.036), None),
+    ("db.t3.medium", Some(0.072), Some(0.082)),
+    ("db.m6g.large", Some(0.152), None),
+    ("db.m6g.xlarge", Some(0.304), None),
+    ("db.m7g.large", Some(0.168), None),
+    ("db.r6g.large", Some(0.225), Some(0.26)),
+    ("db.r6g.xlarge", Some(0.45), Some(0.519)),
+    ("db.r6g.2xlarge", Some(0.899), Some(1.038)),
+    ("db.r7g.large", Some(0.239), Some(0.276)),
+    ("db.r7g.xlarge", Some(0.478), Some(0.553)),
+];
+
+/// The on-demand hourly price of an instance class for an engine (`aurora-postgresql` or RDS for PostgreSQL).
+pub fn rds_hourly_price(class: &str, engine: Option<&str>) -> Option<f64> {
+    let aurora = engine.is_some_and(|e| e.starts_with("aurora"));
+    RDS_HOURLY
+        .iter()
+        .find(|(c, _, _)| *c == class)
+        .and_then(|(_, rds, au)| if aurora { *au } else { *rds })
+}
+
+/// The instance a snapshot run restored, as the run's cost counts it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RestoreCost {
+    pub record: RestoreRecord,
+    /// From the restore call to `available`.
+    pub wait_seconds: Option<f64>,
+    /// From the restore call to its deletion.
+    pub life_seconds: Option<f64>,
+    /// From `available` to deleted, at least the 10-minute minimum; 0 for an instance that never became available
+    /// (RDS bills from `available`). An instance not deleted by the run counts the minimum (it is billed until the
+    /// sweep deletes it).
+    pub billed_seconds: f64,
+    /// The class's on-demand price per hour; `None` for a class the price table does not know.
+    pub hourly: Option<f64>,
+    pub dollars: f64,
+}
+
+impl RestoreCost {
+    pub fn of(record: &RestoreRecord) -> Self {
+        let (wait_seconds, life_seconds) = record.durations();
+        let billed_seconds = match (wait_seconds, life_seconds) {
+            (None, _) => 0.0,
+            (Some(w), Some(l)) => (l - w).max(RDS_MINIMUM_BILLED_SECONDS),
+            (Some(_), None) => RDS_MINIMUM_BILLED_SECONDS,
+        };
+        let hourly = rds_hourly_price(&record.instance_class, record.engine.as_deref());
+        RestoreCost {
+            record: record.clone(),
+            wait_seconds,
+            life_seconds,
+            billed_seconds,
+            hourly,
+            dollars: hourly.unwrap_or(0.0) * billed_seconds / 3600.0,
+        }
+    }
+
+    /// One line: the snapshot, the instant it reflects, the restore's wait and life, and what it cost.
+    pub fn line(&self) -> String {
+        let r = &self.record;
+        let s = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.0} s"));
+        let price = match self.hourly {
+            Some(h) => format!("${:.4} at ${h}/h", self.dollars),
+            None => format!("price of {} unknown", r.instance_class),
+        };
+        let deleted = match (&r.deleted_at, &r.teardown_error) {
+            (Some(_), _) => String::new(),
+            (None, Some(e)) => format!("; NOT deleted ({}): `pgshift gc` deletes it", truncate(e, 120)),
+            (None, None) => "; NOT deleted: `pgshift gc` deletes it".into(),
+        };
+        format!(
+            "snapshot {} (taken {}) restored into {} ({}): waited {} for available, lived {}; billed {:.1} min, {price}{deleted}",
+            r.snapshot,
+            r.snapshot_created_at.as_deref().unwrap_or("?"),
+            r.instance,
+            r.instance_class,
+            s(self.wait_seconds),
+            s(self.life_seconds),
+            self.billed_seconds / 60.0,
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cost {
     pub lambda_gb_seconds: f64,
     pub lambda_invocations: usize,
     pub transitions: u64,
     pub s3_puts: usize,
+    /// The restored snapshot instance of a snapshot run.
+    pub restore: Option<RestoreCost>,
     pub dollars: f64,
 }
 
@@ -100,6 +200,8 @@ pub struct RunFacts<'a> {
     pub transitions: u64,
     /// The error name and message, when the run failed.
     pub failure: Option<(String, String)>,
+    /// The restore of a snapshot run (`<run>/restore.json`).
+    pub restore: Option<&'a RestoreRecord>,
 }
 
 impl RunReport {
@@ -146,10 +248,12 @@ impl RunReport {
         let gb = f.memory_mb as f64 / 1024.0;
         let lambda_gb_seconds: f64 = f.invocations.iter().map(|(_, s)| s * gb).sum();
         let s3_puts = f.results.iter().map(|r| r.files.len() + 1).sum::<usize>() + 2 + 2 * tables.len();
+        let restore = f.restore.map(RestoreCost::of);
         let dollars = lambda_gb_seconds * prices.lambda_gb_second
             + f.invocations.len() as f64 * prices.lambda_request
             + f.transitions as f64 * prices.transition
-            + s3_puts as f64 * prices.s3_put;
+            + s3_puts as f64 * prices.s3_put
+            + restore.as_ref().map_or(0.0, |r| r.dollars);
         RunReport {
             run_id: f.run_id.to_string(),
             seconds: f.seconds,
@@ -162,6 +266,7 @@ impl RunReport {
                 lambda_invocations: f.invocations.len(),
                 transitions: f.transitions,
                 s3_puts,
+                restore,
                 dollars,
             },
             failure: f.failure,
@@ -278,11 +383,21 @@ impl RunReport {
         }
         self.render_outcome(&mut o);
         let c = &self.cost;
+        if let Some(r) = &c.restore {
+            let _ = writeln!(o, "{}", r.line());
+        }
         let _ = writeln!(
             o,
             "cost on AWS at list prices (estimate): ${:.4} = {:.1} Lambda GB-s in {} invocations, {} state \
-             transitions, {} S3 PUTs",
-            c.dollars, c.lambda_gb_seconds, c.lambda_invocations, c.transitions, c.s3_puts
+             transitions, {} S3 PUTs{}",
+            c.dollars,
+            c.lambda_gb_seconds,
+            c.lambda_invocations,
+            c.transitions,
+            c.s3_puts,
+            c.restore
+                .as_ref()
+                .map_or(String::new(), |r| format!(", {:.1} restored-instance minutes", r.billed_seconds / 60.0))
         );
         o
     }
@@ -358,6 +473,7 @@ fn report_of(rec: &record::RunRecord, memory_mb: u32) -> RunReport {
             memory_mb,
             transitions: 5 + plan.tasks.len() as u64 + rec.failed.len() as u64,
             failure: rec.failure.clone(),
+            restore: rec.restore.as_ref(),
         },
         Prices::default(),
     )
@@ -370,5 +486,54 @@ fn truncate(s: &str, n: usize) -> String {
         let mut t: String = s.chars().take(n - 1).collect();
         t.push('…');
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(available: Option<&str>, deleted: Option<&str>) -> RestoreRecord {
+        RestoreRecord {
+            snapshot: "snap".into(),
+            instance: "pgshift-r1".into(),
+            instance_class: "db.r6g.large".into(),
+            engine: Some("postgres".into()),
+            started_at: Some("2026-12-03T10:00:00Z".into()),
+            available_at: available.map(str::to_string),
+            deleted_at: deleted.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_restored_instance_is_billed_from_available_to_deleted_with_the_ten_minute_minimum() {
+        // 12 min waiting (not billed), 30 min available: 30 min × $0.225/h.
+        let c = RestoreCost::of(&record(Some("2026-12-03T10:12:00Z"), Some("2026-12-03T10:42:00Z")));
+        assert_eq!((c.wait_seconds, c.life_seconds), (Some(720.0), Some(2520.0)));
+        assert_eq!(c.billed_seconds, 1800.0);
+        assert!((c.dollars - 0.1125).abs() < 1e-9, "{}", c.dollars);
+        // 2 min available: the 10-minute minimum.
+        let c = RestoreCost::of(&record(Some("2026-12-03T10:12:00Z"), Some("2026-12-03T10:14:00Z")));
+        assert_eq!(c.billed_seconds, 600.0);
+        // Never available: never billed.
+        let c = RestoreCost::of(&record(None, Some("2026-12-03T10:14:00Z")));
+        assert_eq!((c.billed_seconds, c.dollars), (0.0, 0.0));
+        // Not deleted: at least the minimum, and the line says who deletes it.
+        let c = RestoreCost::of(&record(Some("2026-12-03T10:12:00Z"), None));
+        assert_eq!(c.billed_seconds, 600.0);
+        assert!(c.line().contains("NOT deleted") && c.line().contains("pgshift gc"), "{}", c.line());
+    }
+
+    #[test]
+    fn aurora_and_unknown_classes_are_priced_apart() {
+        assert_eq!(rds_hourly_price("db.r6g.large", Some("aurora-postgresql")), Some(0.26));
+        assert_eq!(rds_hourly_price("db.r6g.large", Some("postgres")), Some(0.225));
+        assert_eq!(rds_hourly_price("db.t4g.micro", Some("aurora-postgresql")), None);
+        let mut r = record(Some("2026-12-03T10:12:00Z"), Some("2026-12-03T10:42:00Z"));
+        r.instance_class = "db.x2iedn.32xlarge".into();
+        let c = RestoreCost::of(&r);
+        assert_eq!((c.hourly, c.dollars), (None, 0.0));
+        assert!(c.line().contains("price of db.x2iedn.32xlarge unknown"), "{}", c.line());
     }
 }

@@ -1,10 +1,11 @@
 //! A run as its stage records it: the plan, every part's result, every failed attempt, the load's outcome and the
 //! run's failure. What the HTML report is drawn from, on AWS and locally alike.
 
-use crate::contract::layout::{status_key, table_dir};
+use crate::contract::layout::{restore_key, status_key, table_dir};
 use crate::contract::load::LoadResult;
 use crate::contract::model::{ExtractResult, FailedAttempt};
 use crate::contract::plan::Plan;
+use crate::contract::snapshot::RestoreRecord;
 use crate::stage::{run, Stage, StageError, StageOpener};
 
 /// Everything the stage knows of one run.
@@ -18,6 +19,8 @@ pub struct RunRecord {
     pub load: Option<LoadResult>,
     /// The error name and message that ended a failed run (`status.json`).
     pub failure: Option<(String, String)>,
+    /// The restore of a snapshot run (`restore.json`, written when its instance is gone).
+    pub restore: Option<RestoreRecord>,
     /// What the stage lacks: ranges never extracted, a load that did not finish.
     pub notes: Vec<String>,
 }
@@ -98,12 +101,17 @@ pub async fn read(stages: &dyn StageOpener, plan_url: &str) -> Result<RunRecord,
         let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
         (text("error"), text("cause"))
     });
+    let restore = run::read_json(stage.as_ref(), &restore_key(&plan.run_id))
+        .await
+        .ok()
+        .flatten();
     Ok(RunRecord {
         plan,
         results,
         failed,
         load,
         failure,
+        restore,
         notes,
     })
 }
