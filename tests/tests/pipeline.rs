@@ -378,3 +378,39 @@ async fn the_state_machine_runs_on_an_s3_stage() -> Result<()> {
     assert_eq!(n, 30_000);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_table_emptied_since_the_last_run_empties_its_target() -> Result<()> {
+    let source = db("pipeempty", SALES).await?;
+    let target = cluster().create_db("pipeemptywh").await?;
+    let run = |name: &str| {
+        let stage = format!("file://{}", stage_dir(name).display());
+        let (source, target) = (source.clone(), target.clone());
+        async move {
+            run_local(
+                &source,
+                request(&stage, &["sales.orders"], 2),
+                Arc::new(UrlStages::default()),
+                Arc::new(PgWarehouse::new(&target)?),
+            )
+            .await
+        }
+    };
+    let first = run("pipeempty-1").await?;
+    first.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    connect(&source)
+        .await?
+        .batch_execute("DELETE FROM sales.orders; ANALYZE sales.orders")
+        .await?;
+    let second = run("pipeempty-2").await?;
+    second.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let rows: i64 = connect(&target)
+        .await?
+        .query_one("SELECT count(*) FROM sales.orders", &[])
+        .await?
+        .get(0);
+    assert_eq!(rows, 0, "replace of an empty source leaves an empty target");
+    assert!(second.report.reconciled(), "{}", second.report.render());
+    assert_eq!(second.report.tables[0].parquet_bytes, 0, "no part was written");
+    Ok(())
+}

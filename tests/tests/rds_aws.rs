@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
+use aws_sdk_rds::error::ErrorMetadata;
 use aws_sdk_rds::operation::delete_db_cluster::DeleteDbClusterOutput;
 use aws_sdk_rds::operation::delete_db_instance::{DeleteDBInstanceError, DeleteDbInstanceOutput};
 use aws_sdk_rds::operation::describe_db_clusters::DescribeDbClustersOutput;
@@ -13,7 +14,6 @@ use aws_sdk_rds::primitives::DateTime;
 use aws_sdk_rds::types::{DbCluster, DbClusterMember, DbInstance, Tag};
 use aws_sdk_rds::Client;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
-use aws_sdk_rds::error::ErrorMetadata;
 use pgshift::rds::aws::AwsRds;
 use pgshift::sweep::{sweep, SweepRequest};
 
@@ -27,7 +27,12 @@ fn tags(stack: &str) -> Vec<Tag> {
 }
 
 fn instance(id: &str, stack: Option<&str>, age_secs: i64) -> DbInstance {
-    let now = DateTime::from_secs(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64);
+    let now = DateTime::from_secs(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    );
     DbInstance::builder()
         .db_instance_identifier(id)
         .db_instance_status("available")
@@ -85,7 +90,11 @@ async fn the_sweep_pages_the_describes_and_deletes_only_this_stacks_old_restores
                     .status("available")
                     .cluster_create_time(DateTime::from_secs(0))
                     .set_tag_list(Some(tags("pgshift")))
-                    .db_cluster_members(DbClusterMember::builder().db_instance_identifier("pgshift-dead").build())
+                    .db_cluster_members(
+                        DbClusterMember::builder()
+                            .db_instance_identifier("pgshift-dead")
+                            .build(),
+                    )
                     .build(),
             )
             .db_clusters(
@@ -117,10 +126,16 @@ async fn the_sweep_pages_the_describes_and_deletes_only_this_stacks_old_restores
     assert_eq!(out.kept, 3, "{out:?}");
     assert_eq!(
         *deleted.lock().unwrap(),
-        [("pgshift-dead".to_string(), Some(true)), ("pgshift-dead-2".to_string(), Some(true))],
+        [
+            ("pgshift-dead".to_string(), Some(true)),
+            ("pgshift-dead-2".to_string(), Some(true))
+        ],
         "deleted without a final snapshot, nothing else"
     );
-    assert_eq!(*cluster_deleted.lock().unwrap(), [("pgshift-aurora".to_string(), Some(true))]);
+    assert_eq!(
+        *cluster_deleted.lock().unwrap(),
+        [("pgshift-aurora".to_string(), Some(true))]
+    );
     assert_eq!(pages.num_calls(), 2, "both pages were read");
     Ok(())
 }
@@ -129,7 +144,12 @@ async fn the_sweep_pages_the_describes_and_deletes_only_this_stacks_old_restores
 async fn rds_errors_are_named_as_step_functions_names_them_and_a_refused_delete_is_reported_not_fatal() -> Result<()> {
     // Throttled listing: the sweep fails with a retryable name (the definition's Sweep state continues anyway).
     let throttled = mock!(Client::describe_db_instances).then_error(|| {
-        DescribeDBInstancesError::generic(ErrorMetadata::builder().code("Throttling").message("Rate exceeded").build())
+        DescribeDBInstancesError::generic(
+            ErrorMetadata::builder()
+                .code("Throttling")
+                .message("Rate exceeded")
+                .build(),
+        )
     });
     let client = mock_client!(aws_sdk_rds, [&throttled]);
     let e = sweep(&AwsRds::new(client), &request()).await.expect_err("throttled");

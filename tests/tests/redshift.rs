@@ -382,16 +382,19 @@ fn data_api(sent: &Sent, running_checks: usize, fail: Option<(usize, &'static st
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()> {
-    let source = super::db("rswait", super::load::SALES).await?;
-    let stage = format!("file://{}", pgshift_tests::stage_dir("rswait").display());
-    let sent: Sent = Arc::default();
-    let wh = RedshiftWarehouse::new(data_api(&sent, 1, None), cluster(), fast());
+/// `pgshift run` through the definition, loading `table` into Redshift bound to `client` (recorded responses).
+async fn run_redshift(
+    source: &str,
+    table: &str,
+    client: Client,
+    name: &str,
+) -> Result<pgshift::entry::pipeline::RunOutcome> {
+    let stage = format!("file://{}", pgshift_tests::stage_dir(name).display());
+    let wh = RedshiftWarehouse::new(client, cluster(), fast());
     let run = LocalRun {
         definition: DEFINITION.to_string(),
         request: PlanRequest {
-            tables: vec!["sales.orders".into()],
+            tables: vec![table.into()],
             settings: PlanSettings {
                 parts: Some(2),
                 ..PlanSettings::default()
@@ -399,7 +402,7 @@ async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()
             stage,
             ..PlanRequest::default()
         },
-        source: Arc::new(PgConnector::new(&source)?),
+        source: Arc::new(PgConnector::new(source)?),
         stages: Arc::new(UrlStages::default()),
         warehouse: Arc::new(wh),
         memory_mb: 1024,
@@ -407,17 +410,31 @@ async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()
         restore: Default::default(),
         rds: None,
     };
-    let out = run.start("rs")?.outcome.await?;
+    Ok(run.start(name)?.outcome.await?)
+}
+
+/// The load transaction among the batches sent: the one whose second statement reconciles.
+fn load_batch(sent: &Sent) -> Vec<String> {
+    let sent = sent.lock().expect("lock").clone();
+    sent.into_iter()
+        .find(|b| {
+            b.get(1)
+                .is_some_and(|s| s.starts_with("SELECT 1 / CASE WHEN count(*) ="))
+        })
+        .expect("the load batch")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()> {
+    let source = super::db("rswait", super::load::SALES).await?;
+    let sent: Sent = Arc::default();
+    let out = run_redshift(&source, "sales.orders", data_api(&sent, 1, None), "rswait").await?;
     let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
     // Started, still running at the first check, finished at the second: the Wait state did the waiting.
     assert_eq!(output["load"]["progress"]["done"], true);
     assert_eq!(output["load"]["progress"]["checks"], 2);
     assert!(out.report.reconciled(), "{}", out.report.render());
-    let sent = sent.lock().expect("lock").clone();
-    let load = sent
-        .iter()
-        .find(|b| b.iter().any(|s| s.starts_with("COPY ")))
-        .expect("the load batch");
+    let load = load_batch(&sent);
     // COPY, reconcile and swap are one batch: one transaction. The target is locked after the COPY, before the
     // swap, so a second run loading it waits instead of doubling it.
     assert_eq!(load.len(), 7, "{load:#?}");
@@ -427,7 +444,43 @@ async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()
     assert_eq!(load[3], "DELETE FROM \"sales\".\"orders\"");
     assert!(load[4].starts_with("INSERT INTO \"sales\".\"orders\" (\"id\", \"amount\", \"note\", \"placed\") SELECT"));
     assert!(load[5].starts_with("INSERT INTO \"pgshift\".\"load_log\""));
+    // GETDATE(): Redshift's CURRENT_TIMESTAMP is a leader-node function and fails on a user table.
+    assert!(
+        load[5].contains("GETDATE()") && !load[5].contains("CURRENT_TIMESTAMP"),
+        "{}",
+        load[5]
+    );
     assert!(load[6].starts_with("DROP TABLE \"sales\".\"orders__pgshift_"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_table_loads_without_a_copy_and_still_empties_its_target() -> Result<()> {
+    let source = super::db(
+        "rsempty",
+        "CREATE SCHEMA sales; CREATE TABLE sales.gone (id int8 PRIMARY KEY, note text); ANALYZE;",
+    )
+    .await?;
+    let sent: Sent = Arc::default();
+    let out = run_redshift(&source, "sales.gone", data_api(&sent, 0, None), "rsempty").await?;
+    out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let all = sent.lock().expect("lock").clone();
+    assert!(
+        !all.iter().flatten().any(|s| s.starts_with("COPY ")),
+        "no COPY from a manifest that lists no file: {all:#?}"
+    );
+    // The COPY's place holds a statement that changes nothing; the reconcile against 0 and the replace still run.
+    let load = load_batch(&sent);
+    assert_eq!(load[0], "SELECT 0 AS no_parts_to_copy", "{load:#?}");
+    assert!(
+        load[1].starts_with("SELECT 1 / CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM"),
+        "{load:#?}"
+    );
+    assert_eq!(
+        load[3], "DELETE FROM \"sales\".\"gone\"",
+        "an emptied source empties its target"
+    );
+    assert!(out.report.reconciled(), "{}", out.report.render());
     Ok(())
 }
 

@@ -47,7 +47,17 @@ async fn run_snapshot(
     restore: RestoreSettings,
 ) -> Result<RunOutcome> {
     let stages = Arc::new(UrlStages::default());
-    run_with(source, target, stage, input, rds, restore, stages, DEFINITION.to_string()).await
+    run_with(
+        source,
+        target,
+        stage,
+        input,
+        rds,
+        restore,
+        stages,
+        DEFINITION.to_string(),
+    )
+    .await
 }
 
 /// The definition with every retry shortened to milliseconds: the same states and the same paths, without minutes
@@ -169,9 +179,15 @@ async fn a_snapshot_run_loads_what_the_snapshot_holds_not_the_changed_source_and
     assert_eq!(cost.record, record);
     assert!(cost.billed_seconds >= 600.0 && cost.dollars > 0.0, "{cost:?}");
     let text = out.report.render();
-    assert!(text.contains("snapshot nightly") && text.contains("restored-instance minutes"), "{text}");
+    assert!(
+        text.contains("snapshot nightly") && text.contains("restored-instance minutes"),
+        "{text}"
+    );
     let html = std::fs::read_to_string(stage_path.join(run_id).join("report.html"))?;
-    assert!(html.contains("id=\"restore\"") && html.contains("restored instance"), "the HTML report too");
+    assert!(
+        html.contains("id=\"restore\"") && html.contains("restored instance"),
+        "the HTML report too"
+    );
     Ok(())
 }
 
@@ -187,7 +203,11 @@ async fn an_aurora_cluster_snapshot_run_restores_a_cluster_and_its_instance_and_
     let probe = cluster().create_db("snapauroraprobe").await?;
     let out = crate::pipeline::run_local(
         &source,
-        request(&format!("file://{}", stage_dir("snapshot-aurora-probe").display()), &TABLES, 1),
+        request(
+            &format!("file://{}", stage_dir("snapshot-aurora-probe").display()),
+            &TABLES,
+            1,
+        ),
         Arc::new(UrlStages::default()),
         Arc::new(PgWarehouse::new(&probe)?),
     )
@@ -212,7 +232,11 @@ async fn an_aurora_cluster_snapshot_run_restores_a_cluster_and_its_instance_and_
     let out = run_snapshot(&source, &target, &stage, event, rds.clone(), fast()).await?;
     let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
     for (t, want) in TABLES.iter().zip(&at_snapshot) {
-        assert_eq!(&fingerprint(&target, &plan, t, false).await?, want, "{t}: the warehouse holds the snapshot");
+        assert_eq!(
+            &fingerprint(&target, &plan, t, false).await?,
+            want,
+            "{t}: the warehouse holds the snapshot"
+        );
     }
     assert!(instances(&rds).await?.is_empty(), "the cluster's instance is removed");
     let clusters = rds.call("describeDBClusters", json!({})).await?;
@@ -222,13 +246,19 @@ async fn an_aurora_cluster_snapshot_run_restores_a_cluster_and_its_instance_and_
         serde_json::from_slice(&std::fs::read(stage_path.join(run_id).join("restore.json"))?)?;
     assert_eq!(record.snapshot, "aurora-nightly");
     assert_eq!(record.engine.as_deref(), Some("aurora-postgresql"));
-    assert!(record.cluster.as_deref().is_some_and(|c| c.starts_with("pgshift-")), "{record:?}");
+    assert!(
+        record.cluster.as_deref().is_some_and(|c| c.starts_with("pgshift-")),
+        "{record:?}"
+    );
     assert!(record.deleted_at.is_some(), "{record:?}");
     Ok(())
 }
 
 /// Kills the restored server (SIGKILL to its postmaster, as a crashed instance) as the first part is created.
-fn kill_restored_server(dir: std::path::PathBuf, killed: Arc<std::sync::atomic::AtomicBool>) -> pgshift_tests::hooked::Hook {
+fn kill_restored_server(
+    dir: std::path::PathBuf,
+    killed: Arc<std::sync::atomic::AtomicBool>,
+) -> pgshift_tests::hooked::Hook {
     Arc::new(move |key: &str| {
         if !key.ends_with(".parquet") || killed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
@@ -236,7 +266,9 @@ fn kill_restored_server(dir: std::path::PathBuf, killed: Arc<std::sync::atomic::
         for e in std::fs::read_dir(dir.join("instances")).into_iter().flatten().flatten() {
             let pid = std::fs::read_to_string(e.path().join("data").join("postmaster.pid")).unwrap_or_default();
             if let Some(pid) = pid.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) {
-                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
             }
         }
     })
@@ -268,13 +300,25 @@ async fn a_snapshot_run_whose_server_dies_mid_extraction_fails_by_name_and_still
         fast_retries()?,
     )
     .await?;
-    assert!(killed.load(std::sync::atomic::Ordering::SeqCst), "the server was killed mid-extraction");
+    assert!(
+        killed.load(std::sync::atomic::Ordering::SeqCst),
+        "the server was killed mid-extraction"
+    );
     let f = out.output.expect_err("the extraction fails");
     // The Map fails as Step Functions' does, naming the range's own error.
     assert_eq!(f.error, "States.ExceedToleratedFailureThreshold", "{f:?}");
-    assert!(f.cause.contains("Pipeline.Retryable.SourceUnavailable"), "named as the source's: {f:?}");
-    assert!(instances(&rds).await?.is_empty(), "the dead server's instance is removed");
-    assert!(out.report.tables.iter().all(|t| t.loaded_rows.is_none()), "nothing was loaded");
+    assert!(
+        f.cause.contains("Pipeline.Retryable.SourceUnavailable"),
+        "named as the source's: {f:?}"
+    );
+    assert!(
+        instances(&rds).await?.is_empty(),
+        "the dead server's instance is removed"
+    );
+    assert!(
+        out.report.tables.iter().all(|t| t.loaded_rows.is_none()),
+        "nothing was loaded"
+    );
     let tables: i64 = connect(&target)
         .await?
         .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'shop'", &[])

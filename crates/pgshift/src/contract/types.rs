@@ -84,6 +84,9 @@ pub enum InfinityPolicy {
 /// pg2parquet's `decimal(38,18)`. A value that does not fit exactly is an error, never a rounding.
 pub const UNCONSTRAINED_NUMERIC: (u8, i8) = (38, 18);
 
+/// The largest scale of a Redshift DECIMAL.
+pub const MAX_DECIMAL_SCALE: i32 = 37;
+
 /// How the wire value of a column becomes an Arrow value. Serialized into the task as the chosen policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "as", rename_all = "snake_case")]
@@ -161,11 +164,15 @@ pub fn default_mapping(t: &CatalogType, policies: &TypePolicies) -> Option<(Opti
         oid::OID => plain(Mapping::Oid),
         oid::FLOAT4 => plain(Mapping::Float32),
         oid::FLOAT8 => plain(Mapping::Float64),
+        // Redshift's DECIMAL: precision at most 38, scale at most 37
+        // (<https://docs.aws.amazon.com/redshift/latest/dg/r_Numeric_types201.html>): numeric(38,38) takes the policy.
         oid::NUMERIC => match numeric_typmod(t.pg.typmod) {
-            Some((p, s)) if (1..=38).contains(&p) && (0..=p).contains(&s) => plain(Mapping::Decimal {
-                precision: p as u8,
-                scale: s as i8,
-            }),
+            Some((p, s)) if (1..=38).contains(&p) && (0..=p.min(MAX_DECIMAL_SCALE)).contains(&s) => {
+                plain(Mapping::Decimal {
+                    precision: p as u8,
+                    scale: s as i8,
+                })
+            }
             _ if policies.unconstrained_numeric_as_text => Some((Some(Cast::Text), Mapping::Text)),
             _ => {
                 let (precision, scale) = policies.unconstrained_numeric.unwrap_or(UNCONSTRAINED_NUMERIC);
@@ -349,6 +356,21 @@ mod tests {
             Some(Mapping::Decimal {
                 precision: 38,
                 scale: 18
+            })
+        );
+        // numeric(38,38) and (37,37): Redshift's scale stops at 37.
+        assert_eq!(
+            m((38 << 16 | 38) + 4),
+            Some(Mapping::Decimal {
+                precision: 38,
+                scale: 18
+            })
+        );
+        assert_eq!(
+            m((37 << 16 | 37) + 4),
+            Some(Mapping::Decimal {
+                precision: 37,
+                scale: 37
             })
         );
         assert_eq!(

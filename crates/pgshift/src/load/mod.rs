@@ -527,6 +527,9 @@ fn committed(
     }
 }
 
+/// The COPY step of a table with no parts.
+pub(crate) const NO_PARTS: &str = "SELECT 0 AS no_parts_to_copy";
+
 /// The steps of one load transaction in the order [`PendingLoad::label`] reads back (COPY and reconcile of each
 /// table, then the swaps), and which table and kind each step is.
 #[allow(clippy::type_complexity)]
@@ -539,7 +542,14 @@ fn group_steps<'a>(
     let mut labels = Vec::new();
     for &i in group {
         let p = &prepared[i];
-        steps.extend([
+        let copy = if p.files.is_empty() {
+            // Every range was empty: no COPY, since Redshift's COPY ends in an error when its manifest lists no file
+            // ("COPY will terminate if no files are found",
+            // <https://docs.aws.amazon.com/redshift/latest/dg/loading-data-files-using-manifest.html>). A statement
+            // that changes nothing keeps the step's place; the reconcile against 0 and the swap still run, so a
+            // `replace` of an emptied source table empties its target.
+            Step::Sql(NO_PARTS.to_string())
+        } else {
             Step::Copy(CopyJob {
                 staging: &p.staging,
                 columns: &p.plan.columns,
@@ -548,7 +558,10 @@ fn group_steps<'a>(
                 stage: c.stage,
                 truncate_long_text: c.req.options.long_text == LongText::Truncate,
                 super_columns: p.super_columns,
-            }),
+            })
+        };
+        steps.extend([
+            copy,
             Step::Reconcile {
                 table: p.plan.table.clone(),
                 staging: p.staging.clone(),

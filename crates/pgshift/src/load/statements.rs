@@ -125,7 +125,7 @@ pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepar
     let mut out = vec![dialect.lock_target(&target)];
     if let (LoadMode::Replace, Some(facts)) = (mode, &p.rename) {
         out.extend(rename_sql(&p.plan.table, &p.staging, facts)?);
-        out.push(log_sql(mode, plan, p)?);
+        out.push(log_sql(dialect, mode, plan, p)?);
         return Ok(out);
     }
     match mode {
@@ -149,13 +149,13 @@ pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepar
         }
     }
     out.push(format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {staging}"));
-    out.push(log_sql(mode, plan, p)?);
+    out.push(log_sql(dialect, mode, plan, p)?);
     out.push(format!("DROP TABLE {staging}"));
     Ok(out)
 }
 
 /// The load log's row of a table's load.
-fn log_sql(mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<String, LoadError> {
+fn log_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<String, LoadError> {
     let mode_name = match mode {
         LoadMode::Replace => "replace",
         LoadMode::Append => "append",
@@ -163,11 +163,12 @@ fn log_sql(mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<String, LoadErro
     };
     Ok(format!(
         "INSERT INTO {LOG} (run_id, schema_name, table_name, mode, rows, loaded_at, plan_id) VALUES ({}, {}, {}, \
-         '{mode_name}', {}, CURRENT_TIMESTAMP, {})",
+         '{mode_name}', {}, {}, {})",
         text_literal(&plan.run_id)?,
         text_literal(&p.plan.table.schema)?,
         text_literal(&p.plan.table.name)?,
         p.load.rows,
+        dialect.now(),
         text_literal(&plan.plan_id)?
     ))
 }

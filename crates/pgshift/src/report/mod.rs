@@ -395,9 +395,10 @@ impl RunReport {
             c.lambda_invocations,
             c.transitions,
             c.s3_puts,
-            c.restore
-                .as_ref()
-                .map_or(String::new(), |r| format!(", {:.1} restored-instance minutes", r.billed_seconds / 60.0))
+            c.restore.as_ref().map_or(String::new(), |r| format!(
+                ", {:.1} restored-instance minutes",
+                r.billed_seconds / 60.0
+            ))
         );
         o
     }
@@ -522,7 +523,11 @@ mod tests {
         // Not deleted: at least the minimum, and the line says who deletes it.
         let c = RestoreCost::of(&record(Some("2026-12-03T10:12:00Z"), None));
         assert_eq!(c.billed_seconds, 600.0);
-        assert!(c.line().contains("NOT deleted") && c.line().contains("pgshift gc"), "{}", c.line());
+        assert!(
+            c.line().contains("NOT deleted") && c.line().contains("pgshift gc"),
+            "{}",
+            c.line()
+        );
     }
 
     #[test]

@@ -126,6 +126,17 @@ impl Dialect {
         }
     }
 
+    /// The current time in a statement that writes a table. Redshift's CURRENT_TIMESTAMP is a deprecated leader-node
+    /// function that fails in a statement on a user table
+    /// (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQL_functions_leader_node_only.html>); GETDATE() runs on the
+    /// compute nodes.
+    pub fn now(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "CURRENT_TIMESTAMP",
+            Dialect::Redshift => "GETDATE()",
+        }
+    }
+
     /// The statement that locks a target inside its load transaction, so two loads of it serialize. PostgreSQL's
     /// EXCLUSIVE mode still lets readers read; Redshift's LOCK is ACCESS EXCLUSIVE
     /// (<https://docs.aws.amazon.com/redshift/latest/dg/r_LOCK.html>), so the loader takes it after the COPY.
