@@ -389,19 +389,33 @@ async fn run_redshift(
     client: Client,
     name: &str,
 ) -> Result<pgshift::entry::pipeline::RunOutcome> {
+    run_redshift_with(source, &[table], client, name, |_| {}).await
+}
+
+async fn run_redshift_with(
+    source: &str,
+    tables: &[&str],
+    client: Client,
+    name: &str,
+    edit: impl FnOnce(&mut PlanRequest),
+) -> Result<pgshift::entry::pipeline::RunOutcome> {
     let stage = format!("file://{}", pgshift_tests::stage_dir(name).display());
     let wh = RedshiftWarehouse::new(client, cluster(), fast());
+    let mut request = PlanRequest {
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        settings: PlanSettings {
+            parts: Some(2),
+            ..PlanSettings::default()
+        },
+        stage,
+        // What `pgshift run` sets from a Redshift warehouse, and the planner Lambda from its environment.
+        warehouse_batch_limit: wh.dialect().max_batch_statements(),
+        ..PlanRequest::default()
+    };
+    edit(&mut request);
     let run = LocalRun {
         definition: DEFINITION.to_string(),
-        request: PlanRequest {
-            tables: vec![table.into()],
-            settings: PlanSettings {
-                parts: Some(2),
-                ..PlanSettings::default()
-            },
-            stage,
-            ..PlanRequest::default()
-        },
+        request,
         source: Arc::new(PgConnector::new(source)?),
         stages: Arc::new(UrlStages::default()),
         warehouse: Arc::new(wh),
@@ -451,6 +465,38 @@ async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()
         load[5]
     );
     assert!(load[6].starts_with("DROP TABLE \"sales\".\"orders__pgshift_"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_run_past_the_data_apis_batch_is_refused_at_plan_time_before_anything_is_sent() -> Result<()> {
+    // Six tables of 7 statements each: 42, past the 40 of one BatchExecuteStatement.
+    let ddl: String = (1..=6)
+        .map(|i| format!("CREATE TABLE s.t{i} (id int8 PRIMARY KEY); INSERT INTO s.t{i} VALUES (1);"))
+        .collect();
+    let source = super::db("rsatomic", &format!("CREATE SCHEMA s; {ddl} ANALYZE;")).await?;
+    let sent: Sent = Arc::default();
+    let t0 = std::time::Instant::now();
+    let out = run_redshift_with(&source, &["s.*"], data_api(&sent, 0, None), "rsatomic", |r| {
+        r.load = Some(pgshift::contract::load::LoadOptions {
+            atomic: pgshift::contract::load::Atomicity::Run,
+            ..Default::default()
+        });
+    })
+    .await?;
+    let f = out.output.expect_err("refused");
+    assert_eq!(f.error, "Pipeline.Fatal.InvalidInput", "{f:?}");
+    assert!(
+        f.cause.contains("--atomic table") && f.cause.contains("at most 5 tables"),
+        "{}",
+        f.cause
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20), "at once");
+    assert!(
+        sent.lock().expect("lock").is_empty(),
+        "nothing reached the warehouse: no staging table exists"
+    );
+    assert!(out.report.tables.is_empty(), "nothing was extracted");
     Ok(())
 }
 

@@ -216,13 +216,16 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
     let Resolved {
         source,
         warehouse,
-        request,
+        mut request,
     } = resolve(&args, read_config(&args)?)?;
     let stage = request.stage.clone();
     let definition = match &args.definition {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => DEFINITION.to_string(),
     };
+    let wh = pgshift::warehouse::warehouse(&warehouse).await?;
+    // A limit of the warehouse the planner checks `atomic: run` against (Redshift's Data API: 40 statements a batch).
+    request.warehouse_batch_limit = wh.dialect().max_batch_statements();
     let input = run_input(&args, &request)?;
     let restore = pgshift::contract::snapshot::RestoreSettings {
         instance_class: args.restore_class.clone(),
@@ -243,7 +246,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         rds: Some(rds),
         source: Arc::new(PgConnector::new(&source)?),
         stages: Arc::new(UrlStages::default()),
-        warehouse: pgshift::warehouse::warehouse(&warehouse).await?,
+        warehouse: wh,
         memory_mb: args.lambda_memory_mb,
     };
     let name = execution_name();

@@ -30,6 +30,40 @@ pub enum LoadMode {
     Merge,
 }
 
+/// SQL statements per Redshift Data API `BatchExecuteStatement`
+/// (<https://docs.aws.amazon.com/redshift-data/latest/APIReference/API_BatchExecuteStatement.html>).
+pub const REDSHIFT_BATCH_STATEMENTS: u32 = 40;
+
+impl LoadMode {
+    /// The fewest statements a table adds to its load transaction: COPY, reconcile, LOCK, the mode's DELETE (none to
+    /// append), INSERT, the load log, DROP of the staging table. A `replace` by rename may add its grants.
+    pub fn statements_per_table(self) -> u32 {
+        match self {
+            LoadMode::Append => 6,
+            LoadMode::Replace | LoadMode::Merge => 7,
+        }
+    }
+}
+
+/// Refuses `atomic: run` for more tables than one transaction of the warehouse can hold (`limit` statements), before
+/// anything is extracted; the error says what to change.
+pub fn check_batch(options: &LoadOptions, tables: usize, limit: Option<u32>) -> Result<(), String> {
+    let (Atomicity::Run, Some(limit)) = (options.atomic, limit) else {
+        return Ok(());
+    };
+    let per = options.mode.statements_per_table();
+    let needed = per as usize * tables;
+    if needed <= limit as usize {
+        return Ok(());
+    }
+    Err(format!(
+        "atomic: run loads all {tables} tables in one transaction of at least {needed} statements, and the warehouse \
+         takes at most {limit} in one (the Redshift Data API's batch): load with --atomic table (each table all or \
+         nothing), or at most {} tables per run",
+        limit / per
+    ))
+}
+
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -232,6 +232,9 @@ pub fn plan_defaults(env: &dyn Env) -> Result<PlanRequest, ConfigError> {
     if let Some(t) = env.get("PGSHIFT_TABLES") {
         req.tables = list(&t);
     }
+    if let Some(n) = number::<u32>(env, "PGSHIFT_WAREHOUSE_BATCH_LIMIT")? {
+        req.warehouse_batch_limit = Some(n);
+    }
     if let Some(t) = env.get("PGSHIFT_EXCLUDE") {
         req.exclude = list(&t);
     }

@@ -85,6 +85,10 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     let source = catalog::source_info(client).await.map_err(src)?;
     let relations = select::relations(client).await.map_err(src)?;
     let selected = select::select(&relations, req)?;
+    if let Some(load) = &req.load {
+        crate::contract::load::check_batch(load, selected.len(), req.warehouse_batch_limit)
+            .map_err(PlanError::InvalidRequest)?;
+    }
     // Introspect all at once.
     let ids: Vec<(u32, TableRef, char)> = selected.iter().map(|r| (r.oid, r.table.clone(), r.kind)).collect();
     let catalogs = describe_tables(client, &ids).await.map_err(src)?;

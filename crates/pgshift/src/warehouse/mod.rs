@@ -126,6 +126,16 @@ impl Dialect {
         }
     }
 
+    /// The most statements one load transaction may hold, where the warehouse has a limit: a Redshift transaction is
+    /// one `BatchExecuteStatement`, of at most 40 SQL statements
+    /// (<https://docs.aws.amazon.com/redshift-data/latest/APIReference/API_BatchExecuteStatement.html>).
+    pub fn max_batch_statements(self) -> Option<u32> {
+        match self {
+            Dialect::Redshift => Some(crate::contract::load::REDSHIFT_BATCH_STATEMENTS),
+            Dialect::Postgres => None,
+        }
+    }
+
     /// The current time in a statement that writes a table. Redshift's CURRENT_TIMESTAMP is a deprecated leader-node
     /// function that fails in a statement on a user table
     /// (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQL_functions_leader_node_only.html>); GETDATE() runs on the

@@ -20,8 +20,8 @@ use super::{
     reconcile_sql, Batch, Cell, CopyJob, Dialect, Step, Submission, Timing, TxStatus, Until, Warehouse, WarehouseError,
 };
 
-/// Statements per `BatchExecuteStatement`: the Data API's limit.
-const MAX_BATCH: usize = 40;
+/// Statements per `BatchExecuteStatement`: the Data API's limit ([`Dialect::max_batch_statements`]).
+const MAX_BATCH: usize = crate::contract::load::REDSHIFT_BATCH_STATEMENTS as usize;
 
 /// Where the statements go.
 #[derive(Debug, Clone, PartialEq, Eq)]
