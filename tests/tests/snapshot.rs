@@ -373,7 +373,8 @@ async fn bad_snapshots_fail_at_once_by_name_and_leave_nothing_running() -> Resul
         std::fs::create_dir_all(snaps.join(id))?;
         std::fs::write(
             snaps.join(id).join("snapshot.json"),
-            json!({"DbSnapshotIdentifier": id, "Engine": engine, "Status": status}).to_string(),
+            json!({"DbSnapshotIdentifier": id, "DbInstanceIdentifier": "shop", "Engine": engine, "Status": status})
+                .to_string(),
         )?;
     }
     let cases = [
@@ -418,6 +419,51 @@ async fn bad_snapshots_fail_at_once_by_name_and_leave_nothing_running() -> Resul
     assert_eq!(f.error, "Pipeline.Fatal.Restore", "{f:?}");
     assert!(f.cause.contains("RestoreTimeoutMinutes"), "{}", f.cause);
     assert!(instances(&rds).await?.is_empty(), "nothing left running");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_a_database_this_stack_does_not_load_ends_the_run_before_any_restore() -> Result<()> {
+    let source = crate::db("snapother", SOURCE).await?;
+    let target = cluster().create_db("snapotherwh").await?;
+    let stage = format!("file://{}", stage_dir("snapshot-other").display());
+    let rds = LocalRds::new(rds_dir("other"));
+    let (src, r) = (source.clone(), rds.clone());
+    let snap = tokio::task::spawn_blocking(move || r.create_snapshot(&src, "theirs", false)).await??;
+    let db = snap["DbInstanceIdentifier"]
+        .as_str()
+        .expect("the snapshot's database")
+        .to_string();
+    let only = |sources: &[&str]| RestoreSettings {
+        sources: sources.iter().map(|s| s.to_string()).collect(),
+        ..fast()
+    };
+    let input = json!({"snapshot": {"identifier": "theirs"}});
+    let out = run_snapshot(
+        &source,
+        &target,
+        &stage,
+        input.clone(),
+        rds.clone(),
+        only(&["orders-prod"]),
+    )
+    .await?;
+    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    assert_eq!(output["skipped"]["source"], json!(db), "{output:#}");
+    assert!(
+        output.get("restored").is_none() && output.get("plan").is_none(),
+        "nothing restored or planned"
+    );
+    assert!(instances(&rds).await?.is_empty());
+    // Listed, it runs; `*` is any database.
+    for sources in [vec![db.as_str()], vec!["*"]] {
+        let out = run_snapshot(&source, &target, &stage, input.clone(), rds.clone(), only(&sources)).await?;
+        let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+        assert!(
+            output.get("skipped").is_none() && output["plan"].is_object(),
+            "{sources:?}: {output:#}"
+        );
+    }
     Ok(())
 }
 

@@ -27,6 +27,7 @@ const FUNCTIONS: &[&str] = &[
     "States.Array",
     "States.ArrayLength",
     "States.ArrayGetItem",
+    "States.ArrayContains",
     "States.JsonMerge",
     "States.MathAdd",
     "States.UUID",
@@ -203,6 +204,13 @@ fn apply(n: &str, args: Vec<Value>) -> Result<Value, String> {
                 _ => Err(format!("{n}: takes an array and an index")),
             }
         }
+        "States.ArrayContains" => {
+            want(2)?;
+            match &args[0] {
+                Value::Array(a) => Ok(Value::Bool(a.contains(&args[1]))),
+                _ => Err(format!("{n}: the first argument must be an array")),
+            }
+        }
         "States.JsonMerge" => {
             want(3)?;
             json_merge(n, &args)
@@ -292,6 +300,9 @@ mod tests {
         );
         assert_eq!(run("States.ArrayLength($.arr)", &d), Ok(json!(2)));
         assert_eq!(run("States.ArrayGetItem($.arr, 1)", &d), Ok(json!(2)));
+        assert_eq!(run("States.ArrayContains($.arr, 2)", &d), Ok(json!(true)));
+        assert_eq!(run("States.ArrayContains($.arr, $.a)", &d), Ok(json!(false)));
+        assert!(run("States.ArrayContains($.a, 1)", &d).is_err());
         assert_eq!(
             run("States.JsonMerge($.o, $.p, false)", &d),
             Ok(json!({"k": 2, "z": true}))

@@ -75,6 +75,16 @@ pub struct RestoreSettings {
     pub poll_seconds: u32,
     /// An instance of this stack older than this is an orphan (its execution died): the sweep deletes it.
     pub sweep_after_hours: u32,
+    /// The DB instances and Aurora clusters whose snapshots this stack loads; `*` (or none) is any. A snapshot of
+    /// another database ends the run at once, before anything is restored.
+    pub sources: Vec<String>,
+}
+
+impl RestoreSettings {
+    /// Whether every database's snapshots are loaded (no list of sources, or `*`).
+    pub fn any_source(&self) -> bool {
+        self.sources.is_empty() || self.sources.iter().any(|s| s == "*")
+    }
 }
 
 impl Default for RestoreSettings {
@@ -89,6 +99,7 @@ impl Default for RestoreSettings {
             timeout_seconds: 3600,
             poll_seconds: 30,
             sweep_after_hours: 26,
+            sources: Vec::new(),
         }
     }
 }
@@ -113,6 +124,16 @@ pub struct RestorePlan {
     /// Status checks before the restore counts as timed out, and the seconds between two.
     pub max_checks: u32,
     pub poll_seconds: u32,
+    /// The DB instances or clusters whose snapshots this stack loads (the definition checks the described
+    /// snapshot's source against them), and whether any source is (no list, or `*`).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default = "yes")]
+    pub any_source: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An RDS identifier for what a run restores: `pgshift-` and the run id's letters and digits (lower case, single
@@ -196,6 +217,8 @@ pub fn restore_plan(settings: &RestoreSettings, run_id: &str, snapshot: &Snapsho
                 cluster_request: None,
                 max_checks,
                 poll_seconds: settings.poll_seconds,
+                sources: settings.sources.clone(),
+                any_source: settings.any_source(),
             }
         }
         SnapshotKind::Cluster => {
@@ -229,6 +252,8 @@ pub fn restore_plan(settings: &RestoreSettings, run_id: &str, snapshot: &Snapsho
                 cluster_request: Some(restore),
                 max_checks,
                 poll_seconds: settings.poll_seconds,
+                sources: settings.sources.clone(),
+                any_source: settings.any_source(),
             }
         }
     }

@@ -283,6 +283,9 @@ pub fn restore_settings(env: &dyn Env) -> Result<RestoreSettings, ConfigError> {
     if let Some(v) = text("PGSHIFT_RESTORE_SECURITY_GROUPS") {
         r.security_groups = list(&v);
     }
+    if let Some(v) = text("PGSHIFT_SOURCE_IDENTIFIERS") {
+        r.sources = list(&v);
+    }
     if let Some(n) = number::<u32>(env, "PGSHIFT_RESTORE_TIMEOUT_MINUTES")? {
         r.timeout_seconds = n.max(1).saturating_mul(60);
     }

@@ -615,16 +615,29 @@ mod tests {
                 "the template substitutes {name}"
             );
         }
-        let rule = template.split("EventID: [").nth(1).expect("the EventBridge rule");
-        let ids: Vec<&str> = rule[..rule.find(']').unwrap_or(0)].split(", ").collect();
-        let mut want: Vec<&str> = crate::entry::trigger::SNAPSHOT_CREATED.iter().map(|e| e.0).collect();
-        let mut got = ids.clone();
-        want.sort();
-        got.sort();
-        assert_eq!(
-            got, want,
-            "the rule starts runs on exactly the events the planner accepts"
-        );
+        // The rule starts runs on exactly the events the planner accepts: all of them, or the automated or manual
+        // ones (the SnapshotTypes parameter).
+        assert!(template.contains("EventID: !FindInMap [SnapshotEvents, !Ref SnapshotTypes, Ids]"));
+        let ids = |kind: &str| -> Vec<String> {
+            let at = template.find(&format!("    {kind}:\n      Ids: [")).expect(kind);
+            let list = &template[at..];
+            let list = &list[list.find('[').unwrap_or(0) + 1..list.find(']').unwrap_or(0)];
+            let mut v: Vec<String> = list.split(", ").map(str::to_string).collect();
+            v.sort();
+            v
+        };
+        let want = |keep: &dyn Fn(bool) -> bool| -> Vec<String> {
+            let mut v: Vec<String> = crate::entry::trigger::SNAPSHOT_CREATED
+                .iter()
+                .filter(|e| keep(e.3))
+                .map(|e| e.0.to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids("all"), want(&|_| true));
+        assert_eq!(ids("automated"), want(&|automated| automated));
+        assert_eq!(ids("manual"), want(&|automated| !automated));
         // The planner reads an existing plan of the run id (a missing one must be 404: ListBucket) and deletes a
         // restarted run's objects.
         let planner = template
@@ -645,7 +658,7 @@ mod tests {
                 .unwrap_or_default()
                 .to_string()
         };
-        let loader = section("LoaderFunction", "PipelineLogs");
+        let loader = section("LoaderFunction", "S3GatewayEndpoint");
         for action in ["s3:GetObject", "s3:ListBucket", "s3:PutObject"] {
             assert!(loader.contains(action), "the loader's role allows {action}");
         }
@@ -658,6 +671,26 @@ mod tests {
             loader.contains(&format!("PGSHIFT_EXTRACTOR_MEMORY_MB: \"{}\"", memory.unwrap_or("?"))),
             "the loader prices the extractor at its MemorySize ({memory:?})"
         );
+        // Only the functions that reach the source are in the VPC; the loader reaches public AWS endpoints only.
+        let globals = section("Globals", "Resources");
+        assert!(!globals.contains("VpcConfig"), "no VPC for every function");
+        assert!(planner.contains("VpcConfig") && extractor.contains("VpcConfig"));
+        assert!(!loader.contains("VpcConfig"), "the loader is out of the VPC");
+        // A Serverless workgroup without a secret: the Data API needs GetCredentials on it.
+        assert!(loader.contains("redshift-serverless:GetCredentials"));
+        // The planner's scope of sources and its batch limit come from the template.
+        assert!(planner.contains("PGSHIFT_SOURCE_IDENTIFIERS: !Ref SourceDbIdentifiers"));
+        assert!(planner.contains("PGSHIFT_WAREHOUSE_BATCH_LIMIT"));
+        for (endpoint, next) in [
+            ("S3GatewayEndpoint", "EndpointSecurityGroup"),
+            ("SecretsManagerEndpoint", "PipelineLogs"),
+        ] {
+            let e = section(endpoint, next);
+            assert!(
+                e.contains("Type: AWS::EC2::VPCEndpoint") && e.contains("Condition: CreateEndpoints"),
+                "{endpoint}: {e}"
+            );
+        }
     }
 
     /// `rds:Action` names in a piece of the template.

@@ -202,10 +202,13 @@ impl LocalRds {
             "Status": "creating",
             "SnapshotType": "manual",
             "SnapshotCreateTime": now(),
+            // The database the snapshot is of, as RDS names it: the stand-in's is the source's database name.
+            "DbInstanceIdentifier": source_name(source_url),
             "Source": redacted(source_url),
         });
         if cluster {
             record["DbClusterSnapshotIdentifier"] = json!(id);
+            record["DbClusterIdentifier"] = record["DbInstanceIdentifier"].clone();
         }
         write_json(&dir.join("snapshot.json"), &record)?;
         let data = dir.join("data");
@@ -562,5 +565,17 @@ impl LocalRds {
                 format!("the local RDS stand-in does not implement {other}"),
             )),
         }
+    }
+}
+
+/// The name a local source goes by as an RDS database: its database name from the URL (`postgres` when absent).
+fn source_name(url: &str) -> String {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let db = path.split_once('/').map_or("", |(_, db)| db);
+    let db = db.split(['?', '#']).next().unwrap_or_default();
+    if db.is_empty() {
+        "postgres".into()
+    } else {
+        db.to_string()
     }
 }
