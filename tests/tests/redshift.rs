@@ -259,9 +259,12 @@ async fn serverless_workgroups_and_urls() -> Result<()> {
         "redshift://c?db_user=u&iam_role=r",        // no database
         "postgres://c/db",                          // another scheme
         "redshift://c/db?db_user=u&iam_role=r&x=1", // unknown parameter
+        "redshift-serverless://wg/db?db_user=u&iam_role=r", // db_user is for provisioned clusters
     ] {
         assert!(RedshiftTarget::parse(bad).is_err(), "{bad}");
     }
+    let e = RedshiftTarget::parse("redshift-serverless://wg/db?db_user=u&iam_role=r").expect_err("refused");
+    assert!(e.to_string().contains("remove db_user"), "{e}");
     let workgroup: Arc<Mutex<Option<String>>> = Arc::default();
     let record = workgroup.clone();
     let exec = mock!(Client::execute_statement)
@@ -592,5 +595,59 @@ async fn a_failed_load_batch_names_the_table_and_the_failing_step() -> Result<()
             .any(|s| s.contains("sys_load_error_detail") && s.contains("query_id = 4242")),
         "{sent:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_failed_statement_is_named_not_the_first_aborted_one_and_busy_sessions_are_retried() -> Result<()> {
+    // A batch whose third statement failed: the others are reported ABORTED (rolled back), before and after it.
+    let describe = mock!(Client::describe_statement).then_output(|| {
+        let sub = |i: usize, status: StatementStatusString| {
+            let failed = status == StatementStatusString::Failed;
+            let mut s = SubStatementData::builder().id(format!("s-1:{i}")).status(status);
+            if failed {
+                s = s.error("ERROR: value too long for type character varying(256)").redshift_query_id(77);
+            }
+            s.build().expect("id is set")
+        };
+        DescribeStatementOutput::builder()
+            .id("s-1")
+            .status(StatusString::Failed)
+            .set_sub_statements(Some(vec![
+                sub(1, StatementStatusString::Aborted),
+                sub(2, StatementStatusString::Aborted),
+                sub(3, StatementStatusString::Failed),
+                sub(4, StatementStatusString::Aborted),
+            ]))
+            .build()
+            .expect("id is set")
+    });
+    let client = mock_client!(aws_sdk_redshiftdata, [&describe]);
+    let wh = RedshiftWarehouse::new(client, cluster(), fast());
+    match wh.status("s-1").await? {
+        pgshift::warehouse::TxStatus::Failed { step, detail, query_id } => {
+            assert_eq!((step, query_id), (Some(2), Some(77)), "{detail}");
+            assert!(detail.contains("value too long"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Too many sessions: retried, not a permanent failure.
+    let busy = mock!(Client::execute_statement).then_error(|| {
+        aws_sdk_redshiftdata::operation::execute_statement::ExecuteStatementError::ActiveSessionsExceededException(
+            aws_sdk_redshiftdata::types::error::ActiveSessionsExceededException::builder()
+                .message("Active sessions exceeded")
+                .meta(
+                    aws_sdk_redshiftdata::error::ErrorMetadata::builder()
+                        .code("ActiveSessionsExceededException")
+                        .message("Active sessions exceeded")
+                        .build(),
+                )
+                .build(),
+        )
+    });
+    let client = mock_client!(aws_sdk_redshiftdata, [&busy]);
+    let wh = RedshiftWarehouse::new(client, cluster(), fast());
+    let e = execute(&wh, vec!["SELECT 1".into()]).await.expect_err("busy");
+    assert!(matches!(e, WarehouseError::Sql { retryable: true, .. }), "{e}");
     Ok(())
 }

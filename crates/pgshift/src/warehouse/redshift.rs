@@ -78,6 +78,15 @@ impl RedshiftTarget {
         if !serverless && t.db_user.is_none() && t.secret_arn.is_none() {
             return Err(bad("a provisioned cluster needs db_user or secret_arn"));
         }
+        if serverless && t.db_user.is_some() {
+            // The Data API derives a Serverless user from the caller's IAM identity, or takes a secret; DbUser is for
+            // provisioned clusters only
+            // (https://docs.aws.amazon.com/redshift-data/latest/APIReference/API_ExecuteStatement.html).
+            return Err(bad(
+                "db_user is for provisioned clusters: a Serverless workgroup takes the loader's IAM identity or \
+                 secret_arn=<ARN>; remove db_user",
+            ));
+        }
         Ok(t)
     }
 }
@@ -116,6 +125,9 @@ fn sdk<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: s
             "ThrottlingException",
             "InternalServerException",
             "ActiveStatementsExceededException",
+            // Too many sessions at once: another run's, or ours a moment ago. The Data API's errors:
+            // https://docs.aws.amazon.com/redshift-data/latest/APIReference/API_ExecuteStatement.html#API_ExecuteStatement_Errors
+            "ActiveSessionsExceededException",
         ],
     );
     WarehouseError::Sql {
@@ -369,12 +381,11 @@ impl Warehouse for RedshiftWarehouse {
             Ok(match d.status() {
                 Some(StatusString::Finished) => TxStatus::Finished(timings(&d)),
                 Some(StatusString::Failed) | Some(StatusString::Aborted) => {
-                    let failed = d.sub_statements().iter().position(|s| {
-                        matches!(
-                            s.status(),
-                            Some(StatementStatusString::Failed) | Some(StatementStatusString::Aborted)
-                        )
-                    });
+                    // The statement that failed, not the first one the failure aborted after it; ABORTED only when
+                    // nothing FAILED (the batch was cancelled).
+                    let subs = d.sub_statements();
+                    let is = |want: StatementStatusString| subs.iter().position(|s| s.status() == Some(&want));
+                    let failed = is(StatementStatusString::Failed).or_else(|| is(StatementStatusString::Aborted));
                     let sub = failed.and_then(|i| d.sub_statements().get(i));
                     let detail = sub
                         .and_then(|s| s.error())
