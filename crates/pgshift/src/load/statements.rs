@@ -9,21 +9,31 @@ use crate::contract::load::LoadMode;
 use crate::contract::model::{ColumnSpec, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::contract::sql;
-use crate::contract::types::{char_length, oid};
+use crate::contract::types::{char_length, oid, Mapping};
 use crate::warehouse::{Dialect, RenameFacts};
 
-/// The byte width of a Redshift VARCHAR for a column: room for the declared length in UTF-8 (4 bytes a character),
-/// else twice the longest value seen (at least 256), never less than the longest value, at most 65,535.
+/// The byte width of a Redshift VARCHAR or VARBYTE column. A declared `varchar(n)`/`char(n)` gets room for n
+/// characters in UTF-8 (4 bytes each); unbounded text gets VARCHAR's maximum (65,535) and bytea VARBYTE's
+/// (1,024,000), never the longest value of the first run: a later run's longer values must fit the target it made,
+/// and a target cannot reliably widen later (Redshift alters only a VARCHAR's size, outside a transaction, and not in
+/// every column: <https://docs.aws.amazon.com/redshift/latest/dg/r_ALTER_TABLE.html>). VARCHAR's declared width costs
+/// no storage (it holds the bytes of each value); it bounds the memory of some query steps.
 pub(crate) fn varchar_bytes(c: &ColumnSpec, observed: u64) -> u64 {
+    if c.mapping == Mapping::Binary {
+        return VARBYTE_MAX;
+    }
     let declared = match c.pg_type.oid {
         oid::VARCHAR | oid::BPCHAR => char_length(c.pg_type.typmod).map(|n| n as u64 * 4),
         _ => None,
     };
-    declared
-        .unwrap_or((observed * 2).max(256))
-        .max(observed)
-        .clamp(1, 65_535)
+    declared.unwrap_or(VARCHAR_MAX).max(observed).clamp(1, VARCHAR_MAX)
 }
+
+/// Redshift's widest VARCHAR and VARBYTE, in bytes
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_Character_types.html>,
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_VARBYTE_type.html>).
+const VARCHAR_MAX: u64 = 65_535;
+const VARBYTE_MAX: u64 = 1_024_000;
 
 pub(super) fn text_literal(s: &str) -> Result<String, LoadError> {
     sql::text_literal(s).map_err(LoadError::InvalidRequest)
@@ -214,4 +224,39 @@ pub(super) fn rename_sql(target: &TableRef, staging: &TableRef, f: &RenameFacts)
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::model::PgType;
+
+    fn col(oid: u32, typmod: i32, mapping: Mapping) -> ColumnSpec {
+        ColumnSpec {
+            name: "c".into(),
+            pg_type: PgType {
+                name: "t".into(),
+                oid,
+                typmod,
+                declared: None,
+            },
+            nullable: true,
+            cast: None,
+            mapping,
+        }
+    }
+
+    #[test]
+    fn widths_never_come_from_the_first_runs_longest_value() {
+        // Unbounded text: the maximum, whatever the first run saw (a later run's longer values must fit).
+        assert_eq!(varchar_bytes(&col(oid::TEXT, -1, Mapping::Text), 3), 65_535);
+        // varchar(10): 10 characters of up to 4 bytes; char(20) likewise.
+        assert_eq!(varchar_bytes(&col(oid::VARCHAR, 10 + 4, Mapping::Text), 3), 40);
+        assert_eq!(varchar_bytes(&col(oid::BPCHAR, 20 + 4, Mapping::Text), 80), 80);
+        // varchar(20000): 80,000 bytes would be more than VARCHAR holds.
+        assert_eq!(varchar_bytes(&col(oid::VARCHAR, 20_000 + 4, Mapping::Text), 3), 65_535);
+        // bytea: VARBYTE's own maximum, not VARCHAR's.
+        assert_eq!(varchar_bytes(&col(oid::BYTEA, -1, Mapping::Binary), 10), 1_024_000);
+        assert_eq!(Mapping::Binary.redshift_type(1_024_000), "VARBYTE(1024000)");
+    }
 }
