@@ -651,3 +651,28 @@ async fn the_failed_statement_is_named_not_the_first_aborted_one_and_busy_sessio
     assert!(matches!(e, WarehouseError::Sql { retryable: true, .. }), "{e}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_bytea_loads_into_varbyte_and_text_gets_varchars_maximum() -> Result<()> {
+    // A 100 kB bytea: more than VARCHAR's 65,535, well within VARBYTE's 1,024,000.
+    let source = super::db(
+        "rsbytea",
+        "CREATE SCHEMA sales; CREATE TABLE sales.blobs (id int8 PRIMARY KEY, body bytea, note text);
+         INSERT INTO sales.blobs SELECT g, decode(repeat('ab', 100000), 'hex'), 'n' FROM generate_series(1, 3) g;
+         ANALYZE;",
+    )
+    .await?;
+    let sent: Sent = Arc::default();
+    let out = run_redshift(&source, "sales.blobs", data_api(&sent, 0, None), "rsbytea").await?;
+    out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let all = sent.lock().expect("lock").clone();
+    let create = all
+        .iter()
+        .flatten()
+        .find(|s| s.starts_with("CREATE TABLE IF NOT EXISTS \"sales\".\"blobs\""))
+        .expect("the target's DDL");
+    assert!(create.contains("\"body\" VARBYTE(1024000)"), "{create}");
+    // The first run's values are one byte long; the column is sized for any later run's.
+    assert!(create.contains("\"note\" VARCHAR(65535)"), "{create}");
+    Ok(())
+}

@@ -271,7 +271,13 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
         }
     }
     if let (Some(max), LongText::Fail) = (dialect.max_text_bytes(), c.req.options.long_text) {
-        if let Some((col, n)) = observed.iter().find(|(_, n)| **n > max) {
+        // bytea goes to VARBYTE, whose own maximum its width already is; the limit is text's.
+        let binary = |name: &str| {
+            t.columns
+                .iter()
+                .any(|col| col.name == name && col.mapping == crate::contract::types::Mapping::Binary)
+        };
+        if let Some((col, n)) = observed.iter().find(|(col, n)| **n > max && !binary(col)) {
             return Err(LoadError::TooLong {
                 table: t.table.clone(),
                 column: col.to_string(),
