@@ -254,11 +254,11 @@ async fn serverless_workgroups_and_urls() -> Result<()> {
     assert_eq!(t.cluster_identifier, None);
     assert_eq!(t.iam_role, "arn:aws:iam::1:role/copy");
     for bad in [
-        "redshift://c/db?iam_role=r",               // no db_user or secret
-        "redshift://c/db?db_user=u",                // no iam_role
-        "redshift://c?db_user=u&iam_role=r",        // no database
-        "postgres://c/db",                          // another scheme
-        "redshift://c/db?db_user=u&iam_role=r&x=1", // unknown parameter
+        "redshift://c/db?iam_role=r",                       // no db_user or secret
+        "redshift://c/db?db_user=u",                        // no iam_role
+        "redshift://c?db_user=u&iam_role=r",                // no database
+        "postgres://c/db",                                  // another scheme
+        "redshift://c/db?db_user=u&iam_role=r&x=1",         // unknown parameter
         "redshift-serverless://wg/db?db_user=u&iam_role=r", // db_user is for provisioned clusters
     ] {
         assert!(RedshiftTarget::parse(bad).is_err(), "{bad}");
@@ -412,7 +412,7 @@ async fn run_redshift_with(
         },
         stage,
         // What `pgshift run` sets from a Redshift warehouse, and the planner Lambda from its environment.
-        warehouse_batch_limit: wh.dialect().max_batch_statements(),
+        warehouse: wh.dialect().limits(),
         ..PlanRequest::default()
     };
     edit(&mut request);
@@ -606,7 +606,9 @@ async fn the_failed_statement_is_named_not_the_first_aborted_one_and_busy_sessio
             let failed = status == StatementStatusString::Failed;
             let mut s = SubStatementData::builder().id(format!("s-1:{i}")).status(status);
             if failed {
-                s = s.error("ERROR: value too long for type character varying(256)").redshift_query_id(77);
+                s = s
+                    .error("ERROR: value too long for type character varying(256)")
+                    .redshift_query_id(77);
             }
             s.build().expect("id is set")
         };
@@ -674,5 +676,31 @@ async fn long_bytea_loads_into_varbyte_and_text_gets_varchars_maximum() -> Resul
     assert!(create.contains("\"body\" VARBYTE(1024000)"), "{create}");
     // The first run's values are one byte long; the column is sized for any later run's.
     assert!(create.contains("\"note\" VARCHAR(65535)"), "{create}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_differ_only_in_case_are_refused_at_plan_time_by_name() -> Result<()> {
+    let source = super::db(
+        "rscase",
+        r#"CREATE SCHEMA s;
+           CREATE TABLE s.t ("Id" int8 PRIMARY KEY, id int8, "Note" text);
+           CREATE TABLE s."Orders" (id int8 PRIMARY KEY); CREATE TABLE s.orders (id int8 PRIMARY KEY);
+           ANALYZE;"#,
+    )
+    .await?;
+    let sent: Sent = Arc::default();
+    let out = run_redshift_with(&source, &["s.*"], data_api(&sent, 0, None), "rscase", |_| {}).await?;
+    let f = out.output.expect_err("refused");
+    assert_eq!(f.error, "Pipeline.Fatal.InvalidInput", "{f:?}");
+    for said in [r#"columns \"Id\" and \"id\""#, "s.Orders and s.orders", "--exclude"] {
+        assert!(f.cause.contains(said), "{said}: {}", f.cause);
+    }
+    assert!(
+        !f.cause.contains("Note"),
+        "a mixed-case name alone is fine: {}",
+        f.cause
+    );
+    assert!(sent.lock().expect("lock").is_empty(), "nothing reached the warehouse");
     Ok(())
 }

@@ -224,8 +224,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         None => DEFINITION.to_string(),
     };
     let wh = pgshift::warehouse::warehouse(&warehouse).await?;
-    // A limit of the warehouse the planner checks `atomic: run` against (Redshift's Data API: 40 statements a batch).
-    request.warehouse_batch_limit = wh.dialect().max_batch_statements();
+    // What the planner checks the run against (Redshift: 40 statements a transaction, case-folded names).
+    request.warehouse = wh.dialect().limits();
     let input = run_input(&args, &request)?;
     let restore = pgshift::contract::snapshot::RestoreSettings {
         instance_class: args.restore_class.clone(),

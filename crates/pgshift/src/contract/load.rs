@@ -45,6 +45,34 @@ impl LoadMode {
     }
 }
 
+/// What the planner must know of the warehouse to refuse, before anything is extracted, a run it cannot load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WarehouseLimits {
+    /// The most statements one load transaction may hold (Redshift's Data API batch: 40).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_statements: Option<u32>,
+    /// Identifiers are folded to lower case, quoted or not: `"Id"` and `"id"` are one name (Redshift, unless
+    /// `enable_case_sensitive_identifier` is on:
+    /// <https://docs.aws.amazon.com/redshift/latest/dg/r_enable_case_sensitive_identifier.html>).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub folds_case: bool,
+}
+
+impl WarehouseLimits {
+    /// Amazon Redshift through the Data API.
+    pub fn redshift() -> Self {
+        Self {
+            batch_statements: Some(REDSHIFT_BATCH_STATEMENTS),
+            folds_case: true,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Refuses `atomic: run` for more tables than one transaction of the warehouse can hold (`limit` statements), before
 /// anything is extracted; the error says what to change.
 pub fn check_batch(options: &LoadOptions, tables: usize, limit: Option<u32>) -> Result<(), String> {

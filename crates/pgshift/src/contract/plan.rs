@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::contract::load::WarehouseLimits;
 use serde::{Deserialize, Serialize};
 
 use crate::contract::load::LoadOptions;
@@ -39,10 +40,10 @@ pub struct PlanRequest {
     /// The RDS snapshot the run was started for (set from the trigger event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Snapshot>,
-    /// The most statements the warehouse takes in one load transaction, when it has a limit (Redshift: 40): the
-    /// planner refuses an `atomic: run` load that cannot fit. Set by the entry point from its warehouse.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warehouse_batch_limit: Option<u32>,
+    /// What the warehouse cannot take (statements per load transaction, case-folded names): the planner refuses a
+    /// run it could not load. Set by the entry point from its warehouse.
+    #[serde(default, skip_serializing_if = "WarehouseLimits::is_none")]
+    pub warehouse: WarehouseLimits,
     /// Read the source here instead of the configured endpoint (with the configured credentials): the instance
     /// restored from `snapshot`. Set by the state machine, not by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -232,8 +232,15 @@ pub fn plan_defaults(env: &dyn Env) -> Result<PlanRequest, ConfigError> {
     if let Some(t) = env.get("PGSHIFT_TABLES") {
         req.tables = list(&t);
     }
-    if let Some(n) = number::<u32>(env, "PGSHIFT_WAREHOUSE_BATCH_LIMIT")? {
-        req.warehouse_batch_limit = Some(n);
+    match env.get("PGSHIFT_WAREHOUSE_KIND").as_deref().map(str::trim) {
+        None | Some("") => {}
+        Some("redshift") => req.warehouse = crate::contract::load::WarehouseLimits::redshift(),
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                var: "PGSHIFT_WAREHOUSE_KIND",
+                reason: format!("{other:?}: the deployed loader's warehouse is redshift"),
+            })
+        }
     }
     if let Some(t) = env.get("PGSHIFT_EXCLUDE") {
         req.exclude = list(&t);

@@ -680,7 +680,7 @@ mod tests {
         assert!(loader.contains("redshift-serverless:GetCredentials"));
         // The planner's scope of sources and its batch limit come from the template.
         assert!(planner.contains("PGSHIFT_SOURCE_IDENTIFIERS: !Ref SourceDbIdentifiers"));
-        assert!(planner.contains("PGSHIFT_WAREHOUSE_BATCH_LIMIT"));
+        assert!(planner.contains("PGSHIFT_WAREHOUSE_KIND: redshift"));
         for (endpoint, next) in [
             ("S3GatewayEndpoint", "EndpointSecurityGroup"),
             ("SecretsManagerEndpoint", "PipelineLogs"),

@@ -16,6 +16,7 @@ mod strategy;
 mod table;
 
 use crate::contract::code::Code;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -86,12 +87,15 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     let relations = select::relations(client).await.map_err(src)?;
     let selected = select::select(&relations, req)?;
     if let Some(load) = &req.load {
-        crate::contract::load::check_batch(load, selected.len(), req.warehouse_batch_limit)
+        crate::contract::load::check_batch(load, selected.len(), req.warehouse.batch_statements)
             .map_err(PlanError::InvalidRequest)?;
     }
     // Introspect all at once.
     let ids: Vec<(u32, TableRef, char)> = selected.iter().map(|r| (r.oid, r.table.clone(), r.kind)).collect();
     let catalogs = describe_tables(client, &ids).await.map_err(src)?;
+    if req.warehouse.folds_case {
+        check_case_folding(&catalogs)?;
+    }
     let oids: Vec<u32> = selected.iter().map(|r| r.oid).collect();
     let mut low_cardinality = catalog::low_cardinality(client, &oids, settings.dictionary_max_distinct)
         .await
@@ -148,6 +152,36 @@ pub fn consistency(settings: &PlanSettings) -> &'static str {
          and one moving the other way is read twice; rows inserted or deleted during the run are in or out by range. \
          Tables without a key are read in one range. For one instant, run from a snapshot"
     }
+}
+
+/// Names a case-folding warehouse would make one: two columns of a table, or two tables of the run, that differ only in
+/// case. Refused at plan time, by name, before anything is extracted or created.
+fn check_case_folding(tables: &[crate::source::CatalogTable]) -> Result<(), PlanError> {
+    let mut problems = Vec::new();
+    let mut seen: BTreeMap<(String, String), &TableRef> = BTreeMap::new();
+    for t in tables {
+        let folded = (t.table.schema.to_lowercase(), t.table.name.to_lowercase());
+        if let Some(first) = seen.insert(folded, &t.table) {
+            problems.push(format!("tables {first} and {} are one table in Redshift", t.table));
+        }
+        let mut columns: BTreeMap<String, &str> = BTreeMap::new();
+        for c in &t.columns {
+            if let Some(first) = columns.insert(c.name.to_lowercase(), &c.name) {
+                problems.push(format!(
+                    "{}: columns {first:?} and {:?} are one column in Redshift",
+                    t.table, c.name
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(PlanError::InvalidRequest(format!(
+        "{}. Redshift folds identifiers to lower case (enable_case_sensitive_identifier is off by default): \
+         exclude one of each pair (--exclude), or rename it in the source",
+        problems.join("; ")
+    )))
 }
 
 /// Settings that would make a run misbehave are refused before anything is read.

@@ -126,13 +126,13 @@ impl Dialect {
         }
     }
 
-    /// The most statements one load transaction may hold, where the warehouse has a limit: a Redshift transaction is
-    /// one `BatchExecuteStatement`, of at most 40 SQL statements
-    /// (<https://docs.aws.amazon.com/redshift-data/latest/APIReference/API_BatchExecuteStatement.html>).
-    pub fn max_batch_statements(self) -> Option<u32> {
+    /// What the planner checks a run against: a Redshift transaction is one `BatchExecuteStatement`, of at most 40
+    /// SQL statements (<https://docs.aws.amazon.com/redshift-data/latest/APIReference/API_BatchExecuteStatement.html>),
+    /// and Redshift folds identifiers to lower case.
+    pub fn limits(self) -> crate::contract::load::WarehouseLimits {
         match self {
-            Dialect::Redshift => Some(crate::contract::load::REDSHIFT_BATCH_STATEMENTS),
-            Dialect::Postgres => None,
+            Dialect::Redshift => crate::contract::load::WarehouseLimits::redshift(),
+            Dialect::Postgres => crate::contract::load::WarehouseLimits::default(),
         }
     }
 
