@@ -55,6 +55,10 @@ impl Stage for HookedStage {
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>> {
         self.inner.delete_prefix(prefix)
     }
+    fn put_new<'a>(&'a self, key: &'a str, body: bytes::Bytes) -> BoxFuture<'a, Result<bool, StageError>> {
+        (self.hook)(key);
+        self.inner.put_new(key, body)
+    }
     fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
         self.inner.local_path(key)
     }

@@ -414,3 +414,83 @@ async fn a_source_table_emptied_since_the_last_run_empties_its_target() -> Resul
     assert_eq!(second.report.tables[0].parquet_bytes, 0, "no part was written");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_delivery_of_a_running_run_ends_at_once_and_touches_nothing() -> Result<()> {
+    let source = db("pipedup", SALES).await?;
+    let target = cluster().create_db("pipedupwh").await?;
+    let stage_path = stage_dir("pipeline-dup");
+    let stage = format!("file://{}", stage_path.display());
+    let mut req = request(&stage, &["sales.orders"], 2);
+    req.run_id = Some("snap-nightly-1".into());
+    req.load = Some(pgshift::contract::load::LoadOptions {
+        mode: pgshift::contract::load::LoadMode::Replace,
+        ..Default::default()
+    });
+    // Another execution took the run id and is still running (no status.json, no finished load.json).
+    let run_dir = stage_path.join("snap-nightly-1");
+    std::fs::create_dir_all(&run_dir)?;
+    let lock = serde_json::json!({"execution": "arn:aws:states:local:000000000000:execution:pgshift:first", "taken_at": "2026-12-03T00:00:00Z"});
+    std::fs::write(run_dir.join("lock.json"), lock.to_string())?;
+    let out = run_local(
+        &source,
+        req.clone(),
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(&target)?),
+    )
+    .await?;
+    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    assert_eq!(
+        output["trigger"]["duplicate_of"]["execution"], lock["execution"],
+        "{output:#}"
+    );
+    assert!(output.get("plan").is_none(), "nothing planned");
+    assert!(!run_dir.join("plan.json").exists(), "nothing written under the run");
+    let tables: i64 = connect(&target)
+        .await?
+        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'sales'", &[])
+        .await?
+        .get(0);
+    assert_eq!(tables, 0, "the warehouse is untouched");
+    // Once the holder ended, the run id passes on: this execution runs and loads.
+    std::fs::write(
+        run_dir.join("status.json"),
+        r#"{"error": "States.Timeout", "cause": "killed"}"#,
+    )?;
+    let out = run_local(
+        &source,
+        req.clone(),
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(&target)?),
+    )
+    .await?;
+    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    assert!(
+        output["trigger"].get("duplicate_of").is_none() && output["plan"].is_object(),
+        "{output:#}"
+    );
+    let lock: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("lock.json"))?)?;
+    assert!(
+        lock["execution"].as_str().is_some_and(|e| e.ends_with(":test")),
+        "{lock}"
+    );
+    // The same execution again (a retried Trigger state, a redrive) holds its lock already.
+    req.run_id = Some("snap-nightly-2".into());
+    let run_dir = stage_path.join("snap-nightly-2");
+    std::fs::create_dir_all(&run_dir)?;
+    let mine = serde_json::json!({"execution": "arn:aws:states:local:000000000000:execution:pgshift:test", "taken_at": "2026-12-03T00:00:00Z"});
+    std::fs::write(run_dir.join("lock.json"), mine.to_string())?;
+    let out = run_local(
+        &source,
+        req,
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(&target)?),
+    )
+    .await?;
+    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    assert!(
+        output["trigger"].get("duplicate_of").is_none() && output["plan"].is_object(),
+        "{output:#}"
+    );
+    Ok(())
+}

@@ -249,7 +249,12 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         warehouse: wh,
         memory_mb: args.lambda_memory_mb,
     };
-    let name = execution_name();
+    // A run id given again is the same execution again (the local counterpart of a redrive), so the run's lock
+    // (`<run>/lock.json`) lets it in; a fresh run gets a fresh name.
+    let name = match &args.run_id {
+        Some(id) => execution_name_of(id),
+        None => execution_name(),
+    };
     let handle = run.start(&name)?;
     let mode = match args.progress {
         ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Line,
@@ -439,6 +444,22 @@ fn redact(url: &str) -> String {
 }
 
 /// A unique execution name, as Step Functions would generate one.
+/// An execution name from a run id: Step Functions' characters (letters, digits, `-`, `_`), at most 80 in all.
+fn execution_name_of(run_id: &str) -> String {
+    let name: String = run_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(76)
+        .collect();
+    format!("run-{name}")
+}
+
 fn execution_name() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -91,6 +91,11 @@ pub fn attempt_key(task: &ExtractTask, attempt: u32) -> String {
 }
 
 /// `<run>/restore.json`: the snapshot a run restored, and the restored instance's life.
+pub fn lock_key(run_id: &str) -> String {
+    format!("{}/lock.json", key_segment(run_id))
+}
+
+/// The run's restore record: `<run>/restore.json`.
 pub fn restore_key(run_id: &str) -> String {
     format!("{}/restore.json", key_segment(run_id))
 }

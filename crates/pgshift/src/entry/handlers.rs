@@ -33,7 +33,14 @@ pub async fn planner(
         .map(str::to_string);
     let req = match action.as_deref() {
         Some("trigger") => {
-            let t = triggered(input.get("input").unwrap_or(&serde_json::Value::Null), defaults)?;
+            let mut t = triggered(input.get("input").unwrap_or(&serde_json::Value::Null), defaults)?;
+            if let Some(execution) = input.get("execution").and_then(serde_json::Value::as_str) {
+                let stage = ctx.stages.open(&t.stage).await?;
+                t.duplicate_of = crate::stage::run::take_run_lock(stage.as_ref(), &t.run_id, execution).await?;
+                if let Some(holder) = &t.duplicate_of {
+                    tracing::warn!(run = %t.run_id, holder = %holder.execution, "a duplicate trigger: ending");
+                }
+            }
             return Ok(PlannerOutput::Triggered(Box::new(t)));
         }
         Some("plan") => serde_json::from_value(input.get("request").cloned().unwrap_or_default())

@@ -26,6 +26,10 @@ pub struct Triggered {
     /// Absent for a run from the live source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestorePlan>,
+    /// Another execution holds this run id and has not ended (a duplicate delivery of the same event): this one
+    /// ends at once and touches nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<crate::stage::run::RunLock>,
 }
 
 /// The trigger input (an RDS snapshot event, or a manual input that may name a snapshot) made into the run's
@@ -54,6 +58,7 @@ pub(crate) fn triggered(input: &Value, defaults: &PlannerDefaults) -> Result<Tri
         stage: request.stage.clone(),
         request,
         restore,
+        duplicate_of: None,
     })
 }
 

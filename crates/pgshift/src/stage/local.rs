@@ -65,6 +65,24 @@ impl Stage for LocalStage {
         })
     }
 
+    fn put_new<'a>(&'a self, key: &'a str, body: Bytes) -> BoxFuture<'a, Result<bool, StageError>> {
+        Box::pin(async move {
+            let path = self.path(key)?;
+            let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| io(&dir, e))?;
+            let tmp = dir.join(format!(".lock.{}.tmp", uuid::Uuid::new_v4().simple()));
+            tokio::fs::write(&tmp, &body).await.map_err(|e| io(&tmp, e))?;
+            // link(2) fails when the name exists: the object appears whole, and only once.
+            let linked = tokio::fs::hard_link(&tmp, &path).await;
+            let _ = tokio::fs::remove_file(&tmp).await;
+            match linked {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(io(&path, e)),
+            }
+        })
+    }
+
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StageError>> {
         Box::pin(async move {
             let path = self.path(key)?;

@@ -117,6 +117,23 @@ pub trait Stage: Send + Sync {
     /// Deletes every object whose key starts with `prefix` (a run restarted from scratch); returns how many.
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>>;
 
+    /// Writes a small object at `key` only if none is there: `false` when one is (a lock another holder took). The
+    /// adapters make it atomic (S3's conditional `PutObject` with `If-None-Match: *`, a hard link locally); this
+    /// default, for wrappers, checks and then writes.
+    fn put_new<'a>(&'a self, key: &'a str, body: Bytes) -> BoxFuture<'a, Result<bool, StageError>> {
+        Box::pin(async move {
+            if self.head(key).await?.is_some() {
+                return Ok(false);
+            }
+            let mut w = self.create(key).await?;
+            if let Err(e) = w.write(body).await {
+                let _ = w.abort().await;
+                return Err(e);
+            }
+            w.finish().await.map(|_| true)
+        })
+    }
+
     /// Where the object at `key` is on this machine's file system, when the stage is local: a reader can then read
     /// the parts of it it needs instead of the whole object.
     fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {

@@ -55,3 +55,52 @@ pub(crate) async fn read_load(stages: &dyn StageOpener, plan_url: &str) -> Resul
     let stage = stages.open(stage_url).await?;
     read_json(stage.as_ref(), &load_key_at(run)).await
 }
+
+/// Who owns a run id: `<run>/lock.json`, taken by the execution that triggered it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunLock {
+    pub execution: String,
+    pub taken_at: String,
+}
+
+/// Takes the run id's lock for `execution` (`<run>/lock.json`, written only if absent): `None` when this execution
+/// holds it now (taken, or taken before by this same execution: a retried state, a redrive), or `Some(holder)` when
+/// another execution does and has not ended (no `status.json`, no finished `load.json`): a duplicate delivery of
+/// the same event, which must not run. The lock of an execution that ended passes to the next.
+pub(crate) async fn take_run_lock(
+    stage: &dyn Stage,
+    run_id: &str,
+    execution: &str,
+) -> Result<Option<RunLock>, StageError> {
+    let key = crate::contract::layout::lock_key(run_id);
+    let mine = RunLock {
+        execution: execution.to_string(),
+        taken_at: crate::contract::clock::now_rfc3339().0,
+    };
+    let body = bytes::Bytes::from(serde_json::to_vec(&mine).unwrap_or_default());
+    if stage.put_new(&key, body.clone()).await? {
+        return Ok(None);
+    }
+    let holder: Option<RunLock> = read_json(stage, &key).await?;
+    match holder {
+        Some(h) if h.execution == execution => Ok(None),
+        Some(h) if !run_ended(stage, run_id).await? => Ok(Some(h)),
+        _ => {
+            crate::stage::put(stage, &key, body).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Whether the run's execution ended: its failure recorded (`status.json`), or its load finished.
+async fn run_ended(stage: &dyn Stage, run_id: &str) -> Result<bool, StageError> {
+    if stage
+        .head(&crate::contract::layout::status_key(run_id))
+        .await?
+        .is_some()
+    {
+        return Ok(true);
+    }
+    let load: Option<LoadResult> = read_json(stage, &crate::contract::layout::load_key(run_id)).await?;
+    Ok(load.is_some_and(|l| l.done))
+}

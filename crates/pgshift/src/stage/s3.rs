@@ -140,6 +140,32 @@ impl Stage for S3Stage {
         })
     }
 
+    /// A conditional write: S3 refuses it with 412 PreconditionFailed when the key exists
+    /// (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html>).
+    fn put_new<'a>(&'a self, key: &'a str, body: Bytes) -> BoxFuture<'a, Result<bool, StageError>> {
+        Box::pin(async move {
+            let object_key = self.object_key(key)?;
+            let s = &self.inner;
+            let mut req = s
+                .client
+                .put_object()
+                .bucket(&s.bucket)
+                .key(&object_key)
+                .if_none_match("*")
+                .body(ByteStream::from(body));
+            if let Some(kms) = &s.options.sse_kms_key_id {
+                req = req
+                    .server_side_encryption(ServerSideEncryption::AwsKms)
+                    .ssekms_key_id(kms);
+            }
+            match req.send().await {
+                Ok(_) => Ok(true),
+                Err(e) if e.code() == Some("PreconditionFailed") => Ok(false),
+                Err(e) => Err(remote(&format!("{}/{key}", self.url), e)),
+            }
+        })
+    }
+
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StageError>> {
         Box::pin(async move {
             let object_key = self.object_key(key)?;
