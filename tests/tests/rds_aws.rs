@@ -19,6 +19,9 @@ use pgshift::sweep::{sweep, SweepRequest};
 
 const DAY_AGO: i64 = 86_400;
 
+/// The identifiers deleted, with their `SkipFinalSnapshot`.
+type Deleted = Arc<Mutex<Vec<(String, Option<bool>)>>>;
+
 fn tags(stack: &str) -> Vec<Tag> {
     vec![
         Tag::builder().key("pgshift:stack").value(stack).build(),
@@ -30,7 +33,7 @@ fn instance(id: &str, stack: Option<&str>, age_secs: i64) -> DbInstance {
     let now = DateTime::from_secs(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
+            .unwrap_or_default()
             .as_secs() as i64,
     );
     DbInstance::builder()
@@ -69,7 +72,7 @@ async fn the_sweep_pages_the_describes_and_deletes_only_this_stacks_old_restores
                 .build()
         })
         .build();
-    let deleted: Arc<Mutex<Vec<(String, Option<bool>)>>> = Arc::default();
+    let deleted: Deleted = Arc::default();
     let seen = deleted.clone();
     let delete = mock!(Client::delete_db_instance)
         .match_requests(move |r| {
@@ -106,7 +109,7 @@ async fn the_sweep_pages_the_describes_and_deletes_only_this_stacks_old_restores
             )
             .build()
     });
-    let cluster_deleted: Arc<Mutex<Vec<(String, Option<bool>)>>> = Arc::default();
+    let cluster_deleted: Deleted = Arc::default();
     let seen = cluster_deleted.clone();
     let delete_cluster = mock!(Client::delete_db_cluster)
         .match_requests(move |r| {

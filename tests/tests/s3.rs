@@ -352,10 +352,25 @@ async fn a_conditional_write_creates_once_on_s3_and_locally() -> Result<()> {
     let dir = pgshift_tests::stage_dir("locks");
     let local = pgshift::stage::open(&format!("file://{}", dir.display()))?;
     for stage in [&s3 as &dyn Stage, local.as_ref()] {
-        assert!(stage.put_new("r1/lock.json", Bytes::from_static(b"first")).await?, "{}", stage.url());
-        assert!(!stage.put_new("r1/lock.json", Bytes::from_static(b"second")).await?, "{}", stage.url());
-        assert_eq!(stage.get("r1/lock.json").await?, Bytes::from_static(b"first"), "the first write stays");
+        assert!(
+            stage.put_new("r1/lock.json", Bytes::from_static(b"first")).await?,
+            "{}",
+            stage.url()
+        );
+        assert!(
+            !stage.put_new("r1/lock.json", Bytes::from_static(b"second")).await?,
+            "{}",
+            stage.url()
+        );
+        assert_eq!(
+            stage.get("r1/lock.json").await?,
+            Bytes::from_static(b"first"),
+            "the first write stays"
+        );
     }
-    assert!(pgshift_tests::list_files(&dir).iter().all(|f| !f.contains(".tmp")), "no temporary left");
+    assert!(
+        pgshift_tests::list_files(&dir).iter().all(|f| !f.contains(".tmp")),
+        "no temporary left"
+    );
     Ok(())
 }
