@@ -2,10 +2,12 @@
 # Installs what pgshift's tests and demo need on a fresh Debian/Ubuntu machine with Rust:
 # PostgreSQL server binaries (initdb, postgres, psql), openssl (TLS certificates for the test cluster), Chromium (the
 # run report's headless browser test), pyarrow (the tests' second Parquet reader), and the
-# asl-validator npm package (an independent check of statemachine/pipeline.asl.json) under .tools/, and cfn-lint
-# (the check of infra/template.yaml).
+# asl-validator npm package (an independent check of statemachine/pipeline.asl.json) under .tools/, and cfn-lint,
+# aws-sam-cli and checkov (the checks of infra/template.yaml; the last two in .tools/iac).
 # Idempotent: installs only what is missing.
 set -euo pipefail
+SAM_VERSION=1.148.0
+CHECKOV_VERSION=3.3.30
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -42,6 +44,15 @@ if ! command -v cfn-lint >/dev/null 2>&1; then
   echo "setup: installing cfn-lint" >&2
   python3 -m pip install -q --disable-pip-version-check cfn-lint \
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages cfn-lint
+fi
+
+# The IaC checks beside cfn-lint: `sam validate --lint` and `checkov --skip-download` (offline), in their own
+# virtualenv (their dependencies conflict with each other's and the system's).
+IAC="$(cd "$(dirname "$0")/.." && pwd)/.tools/iac"
+if [ ! -x "$IAC/bin/sam" ] || [ ! -x "$IAC/bin/checkov" ]; then
+  echo "setup: installing aws-sam-cli $SAM_VERSION and checkov $CHECKOV_VERSION into .tools/iac" >&2
+  python3 -m venv "$IAC" || { as_root apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$IAC"; }
+  "$IAC/bin/pip" install -q --disable-pip-version-check "aws-sam-cli==$SAM_VERSION" "checkov==$CHECKOV_VERSION"
 fi
 
 ASL_VALIDATOR_VERSION=4.0.0

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: set-up, formatting, lints, the state machine definition and the infrastructure template checked
-# by independent validators (asl-validator, cfn-lint), and every test (unit and integration, against throwaway PostgreSQL clusters started from the installed
+# by independent validators (asl-validator; cfn-lint, sam validate --lint, checkov), and every test (unit and integration, against throwaway PostgreSQL clusters started from the installed
 # binaries). Ends with one tally line over every test binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 .tools/node_modules/.bin/asl-validator --json-path statemachine/pipeline.asl.json
 cfn-lint infra/template.yaml
+SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 .tools/iac/bin/sam validate --lint --template-file infra/template.yaml
+.tools/iac/bin/checkov -f infra/template.yaml --framework cloudformation --skip-download --compact --quiet
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

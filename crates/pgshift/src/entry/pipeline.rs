@@ -671,8 +671,42 @@ mod tests {
             loader.contains(&format!("PGSHIFT_EXTRACTOR_MEMORY_MB: \"{}\"", memory.unwrap_or("?"))),
             "the loader prices the extractor at its MemorySize ({memory:?})"
         );
-        // Only the functions that reach the source are in the VPC; the loader reaches public AWS endpoints only.
+        // What `sam build` (rust-cargolambda, scripts/package.sh) builds: each function's Binary is a [[bin]] of the
+        // functions package, in the workspace at CodeUri, run as `bootstrap` on provided.al2023, arm64.
+        let bins = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../functions/Cargo.toml"))
+            .expect("functions/Cargo.toml");
+        let workspace = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"))
+            .expect("the workspace's Cargo.toml");
+        assert!(
+            workspace.contains("\"functions\""),
+            "the workspace at CodeUri builds the functions package"
+        );
         let globals = section("Globals", "Resources");
+        for (text, want) in [
+            ("Runtime: provided.al2023", true),
+            ("Architectures: [arm64]", true),
+            ("Handler: bootstrap", true),
+            ("CodeUri: ../", true),
+            ("CostCenter: !Ref CostCenter", true),
+        ] {
+            assert_eq!(globals.contains(text), want, "Globals: {text}");
+        }
+        for (function, binary) in [
+            ("PlannerFunction", "planner"),
+            ("ExtractorFunction", "extractor"),
+            ("LoaderFunction", "loader"),
+        ] {
+            let f = section(function, "    Properties");
+            assert!(
+                f.contains("BuildMethod: rust-cargolambda") && f.contains(&format!("Binary: {binary}")),
+                "{function} builds {binary}"
+            );
+            assert!(
+                bins.contains(&format!("[[bin]]\nname = \"{binary}\"")),
+                "functions/Cargo.toml has {binary}"
+            );
+        }
+        // Only the functions that reach the source are in the VPC; the loader reaches public AWS endpoints only.
         assert!(!globals.contains("VpcConfig"), "no VPC for every function");
         assert!(planner.contains("VpcConfig") && extractor.contains("VpcConfig"));
         assert!(!loader.contains("VpcConfig"), "the loader is out of the VPC");

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds what `sam deploy` uploads: the three Lambda `bootstrap` binaries (planner, extractor, loader) for arm64
+# (Graviton, `provided.al2023`), by `sam build` with `BuildMethod: rust-cargolambda` from infra/template.yaml, into
+# .aws-sam/build; then prints each function's zip size. The tools come from PyPI into .tools/iac (aws-sam-cli,
+# cargo-lambda, and zig, which cargo-lambda cross-compiles with): no Docker, no AWS account.
+#   https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/building-rust.html
+# Then: sam deploy --guided --template-file .aws-sam/build/template.yaml (docs/deploy.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=.tools/iac
+if [ ! -x "$VENV/bin/sam" ] || [ ! -x "$VENV/bin/cargo-lambda" ] || ! "$VENV/bin/python" -c "import ziglang" 2>/dev/null; then
+  echo "package: installing aws-sam-cli, cargo-lambda and zig into $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check aws-sam-cli cargo-lambda ziglang
+fi
+export PATH="$PWD/$VENV/bin:$PATH"
+rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true
+# rust-cargolambda is a beta build method of SAM: opted in here, not by a prompt.
+export SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
+export SAM_CLI_TELEMETRY=0
+sam build --template-file infra/template.yaml --build-dir .aws-sam/build
+
+echo "== the functions as Lambda receives them (zip of bootstrap)"
+for f in PlannerFunction ExtractorFunction LoaderFunction; do
+  bin=.aws-sam/build/$f/bootstrap
+  [ -x "$bin" ] || { echo "package: $bin was not built" >&2; exit 1; }
+  zip=$(mktemp -d)/$f.zip
+  (cd "$(dirname "$bin")" && python3 -c "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1],'w',zipfile.ZIP_DEFLATED,compresslevel=9); z.write('bootstrap'); z.close()" "$zip")
+  printf '  %-18s bootstrap %6.1f MB   zip %6.1f MB   %s\n' "$f" \
+    "$(python3 -c "import os,sys; print(os.path.getsize(sys.argv[1])/1e6)" "$bin")" \
+    "$(python3 -c "import os,sys; print(os.path.getsize(sys.argv[1])/1e6)" "$zip")" \
+    "$(file -b "$bin" 2>/dev/null | cut -d, -f1-2)"
+done
