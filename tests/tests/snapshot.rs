@@ -131,29 +131,67 @@ async fn instances(rds: &LocalRds) -> Result<Vec<String>> {
         .collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_run_loads_what_the_snapshot_holds_not_the_changed_source_and_removes_its_server() -> Result<()> {
-    let source = crate::db("snapsrc", SOURCE).await?;
-    let target = cluster().create_db("snapwh").await?;
-    let stage_path = stage_dir("snapshot-run");
+/// A test's source (seeded), warehouse, stage and RDS stand-in, with snapshot `id` of the source taken.
+struct Fixture {
+    source: String,
+    target: String,
+    stage_path: std::path::PathBuf,
+    stage: String,
+    rds: LocalRds,
+    snapshot: serde_json::Value,
+}
+
+async fn fixture(name: &str, id: &str, cluster_snapshot: bool) -> Result<Fixture> {
+    let source = crate::db(&format!("snap{name}"), SOURCE).await?;
+    let target = cluster().create_db(&format!("snap{name}wh")).await?;
+    let stage_path = stage_dir(&format!("snapshot-{name}"));
     let stage = format!("file://{}", stage_path.display());
-    let rds = LocalRds::new(rds_dir("run"));
-    let (src, r) = (source.clone(), rds.clone());
-    tokio::task::spawn_blocking(move || r.create_snapshot(&src, "nightly", false)).await??;
-    // What the snapshot holds, fingerprinted on the source before it changes.
+    let rds = LocalRds::new(rds_dir(name));
+    let (src, r, id) = (source.clone(), rds.clone(), id.to_string());
+    let snapshot = tokio::task::spawn_blocking(move || r.create_snapshot(&src, &id, cluster_snapshot)).await??;
+    Ok(Fixture {
+        source,
+        target,
+        stage_path,
+        stage,
+        rds,
+        snapshot,
+    })
+}
+
+/// What the snapshot holds, fingerprinted on the source before it changes (by a live run's plan); then the source
+/// changes.
+async fn fingerprints_then_change(
+    f: &Fixture,
+    name: &str,
+) -> Result<(pgshift::contract::plan::Plan, Vec<Vec<String>>)> {
     let probe = crate::pipeline::run_local(
-        &source,
-        request(&format!("file://{}", stage_dir("snapshot-probe").display()), &TABLES, 1),
+        &f.source,
+        request(
+            &format!("file://{}", stage_dir(&format!("snapshot-{name}-probe")).display()),
+            &TABLES,
+            1,
+        ),
         Arc::new(UrlStages::default()),
-        Arc::new(PgWarehouse::new(&cluster().create_db("snapprobe").await?)?),
+        Arc::new(PgWarehouse::new(
+            &cluster().create_db(&format!("snap{name}probe")).await?,
+        )?),
     )
     .await?;
-    let plan = plan_of(probe.output.as_ref().map_err(|f| anyhow::anyhow!("{f}"))?).await?;
+    let plan = plan_of(probe.output.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?).await?;
     let mut at_snapshot = Vec::new();
     for t in TABLES {
-        at_snapshot.push(fingerprint(&source, &plan, t, true).await?);
+        at_snapshot.push(fingerprint(&f.source, &plan, t, true).await?);
     }
-    connect(&source).await?.batch_execute(CHANGE).await?;
+    connect(&f.source).await?.batch_execute(CHANGE).await?;
+    Ok((plan, at_snapshot))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_run_loads_what_the_snapshot_holds_not_the_changed_source_and_removes_its_server() -> Result<()> {
+    let f = fixture("run", "nightly", false).await?;
+    let (source, target, stage, stage_path, rds) = (&f.source, &f.target, &f.stage, &f.stage_path, &f.rds);
+    let (plan, at_snapshot) = fingerprints_then_change(&f, "run").await?;
 
     let input = json!({"snapshot": {"identifier": "nightly"}});
     let out = run_snapshot(&source, &target, &stage, input, rds.clone(), fast()).await?;
@@ -193,31 +231,9 @@ async fn a_snapshot_run_loads_what_the_snapshot_holds_not_the_changed_source_and
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aurora_cluster_snapshot_run_restores_a_cluster_and_its_instance_and_removes_both() -> Result<()> {
-    let source = crate::db("snapaurora", SOURCE).await?;
-    let target = cluster().create_db("snapaurorawh").await?;
-    let stage_path = stage_dir("snapshot-aurora");
-    let stage = format!("file://{}", stage_path.display());
-    let rds = LocalRds::new(rds_dir("aurora"));
-    let (src, r) = (source.clone(), rds.clone());
-    tokio::task::spawn_blocking(move || r.create_snapshot(&src, "aurora-nightly", true)).await??;
-    let probe = cluster().create_db("snapauroraprobe").await?;
-    let out = crate::pipeline::run_local(
-        &source,
-        request(
-            &format!("file://{}", stage_dir("snapshot-aurora-probe").display()),
-            &TABLES,
-            1,
-        ),
-        Arc::new(UrlStages::default()),
-        Arc::new(PgWarehouse::new(&probe)?),
-    )
-    .await?;
-    let plan = plan_of(out.output.as_ref().map_err(|f| anyhow::anyhow!("{f}"))?).await?;
-    let mut at_snapshot = Vec::new();
-    for t in TABLES {
-        at_snapshot.push(fingerprint(&source, &plan, t, true).await?);
-    }
-    connect(&source).await?.batch_execute(CHANGE).await?;
+    let f = fixture("aurora", "aurora-nightly", true).await?;
+    let (source, target, stage, stage_path, rds) = (&f.source, &f.target, &f.stage, &f.stage_path, &f.rds);
+    let (plan, at_snapshot) = fingerprints_then_change(&f, "aurora").await?;
 
     // The event EventBridge delivers for an Aurora cluster snapshot.
     let event = json!({
@@ -276,12 +292,8 @@ fn kill_restored_server(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_run_whose_server_dies_mid_extraction_fails_by_name_and_still_removes_it() -> Result<()> {
-    let source = crate::db("snapdie", SOURCE).await?;
-    let target = cluster().create_db("snapdiewh").await?;
-    let stage = format!("file://{}", stage_dir("snapshot-die").display());
-    let rds = LocalRds::new(rds_dir("die"));
-    let (src, r) = (source.clone(), rds.clone());
-    tokio::task::spawn_blocking(move || r.create_snapshot(&src, "s", false)).await??;
+    let f = fixture("die", "s", false).await?;
+    let (source, target, stage, rds) = (&f.source, &f.target, &f.stage, &f.rds);
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stages = Arc::new(pgshift_tests::hooked::HookedStages {
         inner: Arc::new(UrlStages::default()),
@@ -330,17 +342,13 @@ async fn a_snapshot_run_whose_server_dies_mid_extraction_fails_by_name_and_still
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_run_that_fails_at_load_still_removes_its_server() -> Result<()> {
-    let source = crate::db("snapfail", SOURCE).await?;
-    let target = cluster().create_db("snapfailwh").await?;
+    let f = fixture("fail", "before", false).await?;
+    let (source, target, stage, rds) = (&f.source, &f.target, &f.stage, &f.rds);
     // A target whose columns differ: with schema_evolution = fail the load refuses it.
     connect(&target)
         .await?
         .batch_execute("CREATE SCHEMA shop; CREATE TABLE shop.orders (id bigint, other text);")
         .await?;
-    let stage = format!("file://{}", stage_dir("snapshot-fail").display());
-    let rds = LocalRds::new(rds_dir("fail"));
-    let (src, r) = (source.clone(), rds.clone());
-    tokio::task::spawn_blocking(move || r.create_snapshot(&src, "before", false)).await??;
     let out = run_snapshot(
         &source,
         &target,
@@ -361,12 +369,8 @@ async fn a_snapshot_run_that_fails_at_load_still_removes_its_server() -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_snapshots_fail_at_once_by_name_and_leave_nothing_running() -> Result<()> {
-    let source = crate::db("snapbad", SOURCE).await?;
-    let target = cluster().create_db("snapbadwh").await?;
-    let stage = format!("file://{}", stage_dir("snapshot-bad").display());
-    let rds = LocalRds::new(rds_dir("bad"));
-    let (src, r) = (source.clone(), rds.clone());
-    tokio::task::spawn_blocking(move || r.create_snapshot(&src, "ok", false)).await??;
+    let f = fixture("bad", "ok", false).await?;
+    let (source, target, stage, rds) = (&f.source, &f.target, &f.stage, &f.rds);
     // A snapshot record that is still being created, and one of another engine.
     let snaps = rds.dir().join("snapshots");
     for (id, engine, status) in [("busy", "postgres", "creating"), ("mysql", "mysql", "available")] {
@@ -424,12 +428,8 @@ async fn bad_snapshots_fail_at_once_by_name_and_leave_nothing_running() -> Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_of_a_database_this_stack_does_not_load_ends_the_run_before_any_restore() -> Result<()> {
-    let source = crate::db("snapother", SOURCE).await?;
-    let target = cluster().create_db("snapotherwh").await?;
-    let stage = format!("file://{}", stage_dir("snapshot-other").display());
-    let rds = LocalRds::new(rds_dir("other"));
-    let (src, r) = (source.clone(), rds.clone());
-    let snap = tokio::task::spawn_blocking(move || r.create_snapshot(&src, "theirs", false)).await??;
+    let f = fixture("other", "theirs", false).await?;
+    let (source, target, stage, rds, snap) = (&f.source, &f.target, &f.stage, &f.rds, &f.snapshot);
     let db = snap["DbInstanceIdentifier"]
         .as_str()
         .expect("the snapshot's database")
