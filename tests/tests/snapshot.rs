@@ -194,16 +194,16 @@ async fn a_snapshot_run_loads_what_the_snapshot_holds_not_the_changed_source_and
     let (plan, at_snapshot) = fingerprints_then_change(&f, "run").await?;
 
     let input = json!({"snapshot": {"identifier": "nightly"}});
-    let out = run_snapshot(&source, &target, &stage, input, rds.clone(), fast()).await?;
+    let out = run_snapshot(source, target, stage, input, rds.clone(), fast()).await?;
     let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
     assert!(output["restored_deleted"]["deleted_at"].is_string(), "{output:#}");
     for (t, want) in TABLES.iter().zip(&at_snapshot) {
-        let got = fingerprint(&target, &plan, t, false).await?;
+        let got = fingerprint(target, &plan, t, false).await?;
         assert_eq!(&got, want, "{t}: the warehouse holds the snapshot");
-        let live = fingerprint(&source, &plan, t, true).await?;
+        let live = fingerprint(source, &plan, t, true).await?;
         assert_ne!(&live, want, "{t}: the source changed after the snapshot");
     }
-    assert!(instances(&rds).await?.is_empty(), "the restored server is removed");
+    assert!(instances(rds).await?.is_empty(), "the restored server is removed");
     // The run recorded its restore: the snapshot, the instance, when it was available and deleted.
     let run_id = output["trigger"]["run_id"].as_str().expect("run id");
     let record_path = stage_path.join(run_id).join("restore.json");
@@ -245,16 +245,16 @@ async fn an_aurora_cluster_snapshot_run_restores_a_cluster_and_its_instance_and_
                    "Date": "2026-12-03T01:00:00Z", "SourceIdentifier": "aurora-nightly",
                    "Message": "Manual cluster snapshot created", "EventID": "RDS-EVENT-0075"}
     });
-    let out = run_snapshot(&source, &target, &stage, event, rds.clone(), fast()).await?;
+    let out = run_snapshot(source, target, stage, event, rds.clone(), fast()).await?;
     let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
     for (t, want) in TABLES.iter().zip(&at_snapshot) {
         assert_eq!(
-            &fingerprint(&target, &plan, t, false).await?,
+            &fingerprint(target, &plan, t, false).await?,
             want,
             "{t}: the warehouse holds the snapshot"
         );
     }
-    assert!(instances(&rds).await?.is_empty(), "the cluster's instance is removed");
+    assert!(instances(rds).await?.is_empty(), "the cluster's instance is removed");
     let clusters = rds.call("describeDBClusters", json!({})).await?;
     assert_eq!(clusters["DbClusters"], json!([]), "the cluster is removed");
     let run_id = output["trigger"]["run_id"].as_str().expect("run id");
@@ -302,9 +302,9 @@ async fn a_snapshot_run_whose_server_dies_mid_extraction_fails_by_name_and_still
     // Four ranges, at most three at once: when the first part is created the fourth has not started, so at least
     // one range reads from a dead server.
     let out = run_with(
-        &source,
-        &target,
-        &stage,
+        source,
+        target,
+        stage,
         json!({"snapshot": {"identifier": "s"}}),
         rds.clone(),
         fast(),
@@ -324,14 +324,14 @@ async fn a_snapshot_run_whose_server_dies_mid_extraction_fails_by_name_and_still
         "named as the source's: {f:?}"
     );
     assert!(
-        instances(&rds).await?.is_empty(),
+        instances(rds).await?.is_empty(),
         "the dead server's instance is removed"
     );
     assert!(
         out.report.tables.iter().all(|t| t.loaded_rows.is_none()),
         "nothing was loaded"
     );
-    let tables: i64 = connect(&target)
+    let tables: i64 = connect(target)
         .await?
         .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'shop'", &[])
         .await?
@@ -345,14 +345,14 @@ async fn a_snapshot_run_that_fails_at_load_still_removes_its_server() -> Result<
     let f = fixture("fail", "before", false).await?;
     let (source, target, stage, rds) = (&f.source, &f.target, &f.stage, &f.rds);
     // A target whose columns differ: with schema_evolution = fail the load refuses it.
-    connect(&target)
+    connect(target)
         .await?
         .batch_execute("CREATE SCHEMA shop; CREATE TABLE shop.orders (id bigint, other text);")
         .await?;
     let out = run_snapshot(
-        &source,
-        &target,
-        &stage,
+        source,
+        target,
+        stage,
         json!({"snapshot": {"identifier": "before"}}),
         rds.clone(),
         fast(),
@@ -361,7 +361,7 @@ async fn a_snapshot_run_that_fails_at_load_still_removes_its_server() -> Result<
     let f = out.output.expect_err("the load fails");
     assert_eq!(f.error, "Pipeline.Fatal.SchemaDrift", "{f:?}");
     assert!(
-        instances(&rds).await?.is_empty(),
+        instances(rds).await?.is_empty(),
         "the restored server is removed after a failure"
     );
     Ok(())
@@ -389,9 +389,9 @@ async fn bad_snapshots_fail_at_once_by_name_and_leave_nothing_running() -> Resul
     for (id, name, said) in cases {
         let t0 = std::time::Instant::now();
         let out = run_snapshot(
-            &source,
-            &target,
-            &stage,
+            source,
+            target,
+            stage,
             json!({"snapshot": {"identifier": id}}),
             rds.clone(),
             fast(),
@@ -411,9 +411,9 @@ async fn bad_snapshots_fail_at_once_by_name_and_leave_nothing_running() -> Resul
         ..RestoreSettings::default()
     };
     let out = run_snapshot(
-        &source,
-        &target,
-        &stage,
+        source,
+        target,
+        stage,
         json!({"snapshot": {"identifier": "ok"}}),
         held,
         capped,
@@ -422,7 +422,7 @@ async fn bad_snapshots_fail_at_once_by_name_and_leave_nothing_running() -> Resul
     let f = out.output.expect_err("timed out");
     assert_eq!(f.error, "Pipeline.Fatal.Restore", "{f:?}");
     assert!(f.cause.contains("RestoreTimeoutMinutes"), "{}", f.cause);
-    assert!(instances(&rds).await?.is_empty(), "nothing left running");
+    assert!(instances(rds).await?.is_empty(), "nothing left running");
     Ok(())
 }
 
@@ -440,9 +440,9 @@ async fn a_snapshot_of_a_database_this_stack_does_not_load_ends_the_run_before_a
     };
     let input = json!({"snapshot": {"identifier": "theirs"}});
     let out = run_snapshot(
-        &source,
-        &target,
-        &stage,
+        source,
+        target,
+        stage,
         input.clone(),
         rds.clone(),
         only(&["orders-prod"]),
@@ -454,10 +454,10 @@ async fn a_snapshot_of_a_database_this_stack_does_not_load_ends_the_run_before_a
         output.get("restored").is_none() && output.get("plan").is_none(),
         "nothing restored or planned"
     );
-    assert!(instances(&rds).await?.is_empty());
+    assert!(instances(rds).await?.is_empty());
     // Listed, it runs; `*` is any database.
     for sources in [vec![db.as_str()], vec!["*"]] {
-        let out = run_snapshot(&source, &target, &stage, input.clone(), rds.clone(), only(&sources)).await?;
+        let out = run_snapshot(source, target, stage, input.clone(), rds.clone(), only(&sources)).await?;
         let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
         assert!(
             output.get("skipped").is_none() && output["plan"].is_object(),
