@@ -18,6 +18,8 @@ rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true
 # rust-cargolambda is a beta build method of SAM: opted in here, not by a prompt.
 export SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
 export SAM_CLI_TELEMETRY=0
+# SAM copies the binaries from <CodeUri>/target/lambda/<bin>/bootstrap: a CARGO_TARGET_DIR elsewhere would hide them.
+unset CARGO_TARGET_DIR
 sam build --template-file infra/template.yaml --build-dir .aws-sam/build
 
 echo "== the functions as Lambda receives them (zip of bootstrap)"
