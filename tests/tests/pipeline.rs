@@ -427,19 +427,26 @@ async fn a_duplicate_delivery_of_a_running_run_ends_at_once_and_touches_nothing(
         mode: pgshift::contract::load::LoadMode::Replace,
         ..Default::default()
     });
+    // One run of the definition: its output.
+    let run = |req: PlanRequest| {
+        let (source, target) = (source.clone(), target.clone());
+        async move {
+            let out = run_local(
+                &source,
+                req,
+                Arc::new(UrlStages::default()),
+                Arc::new(PgWarehouse::new(&target)?),
+            )
+            .await?;
+            out.output.map_err(|f| anyhow::anyhow!("{f}"))
+        }
+    };
     // Another execution took the run id and is still running (no status.json, no finished load.json).
     let run_dir = stage_path.join("snap-nightly-1");
     std::fs::create_dir_all(&run_dir)?;
     let lock = serde_json::json!({"execution": "arn:aws:states:local:000000000000:execution:pgshift:first", "taken_at": "2026-12-03T00:00:00Z"});
     std::fs::write(run_dir.join("lock.json"), lock.to_string())?;
-    let out = run_local(
-        &source,
-        req.clone(),
-        Arc::new(UrlStages::default()),
-        Arc::new(PgWarehouse::new(&target)?),
-    )
-    .await?;
-    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let output = run(req.clone()).await?;
     assert_eq!(
         output["trigger"]["duplicate_of"]["execution"], lock["execution"],
         "{output:#}"
@@ -457,14 +464,7 @@ async fn a_duplicate_delivery_of_a_running_run_ends_at_once_and_touches_nothing(
         run_dir.join("status.json"),
         r#"{"error": "States.Timeout", "cause": "killed"}"#,
     )?;
-    let out = run_local(
-        &source,
-        req.clone(),
-        Arc::new(UrlStages::default()),
-        Arc::new(PgWarehouse::new(&target)?),
-    )
-    .await?;
-    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let output = run(req.clone()).await?;
     assert!(
         output["trigger"].get("duplicate_of").is_none() && output["plan"].is_object(),
         "{output:#}"
@@ -480,14 +480,7 @@ async fn a_duplicate_delivery_of_a_running_run_ends_at_once_and_touches_nothing(
     std::fs::create_dir_all(&run_dir)?;
     let mine = serde_json::json!({"execution": "arn:aws:states:local:000000000000:execution:pgshift:test", "taken_at": "2026-12-03T00:00:00Z"});
     std::fs::write(run_dir.join("lock.json"), mine.to_string())?;
-    let out = run_local(
-        &source,
-        req,
-        Arc::new(UrlStages::default()),
-        Arc::new(PgWarehouse::new(&target)?),
-    )
-    .await?;
-    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let output = run(req).await?;
     assert!(
         output["trigger"].get("duplicate_of").is_none() && output["plan"].is_object(),
         "{output:#}"
