@@ -46,18 +46,35 @@ async fn run_snapshot(
     rds: LocalRds,
     restore: RestoreSettings,
 ) -> Result<RunOutcome> {
-    let stages = Arc::new(UrlStages::default());
-    run_with(
-        source,
-        target,
-        stage,
-        input,
-        rds,
+    let run = snapshot_run(source, target, stage, input, rds, restore)?;
+    Ok(run.start("snapshot")?.outcome.await?)
+}
+
+/// The run `run_snapshot` starts, for a test to change (its stages, its definition) before it starts it.
+fn snapshot_run(
+    source: &str,
+    target: &str,
+    stage: &str,
+    input: serde_json::Value,
+    rds: LocalRds,
+    restore: RestoreSettings,
+) -> Result<LocalRun> {
+    let mut req = request(stage, &TABLES, 2);
+    req.load = Some(LoadOptions {
+        schema_evolution: SchemaEvolution::Refuse,
+        ..LoadOptions::default()
+    });
+    Ok(LocalRun {
+        definition: DEFINITION.to_string(),
+        input: Some(input),
+        request: req,
+        source: Arc::new(PgConnector::new(source)?),
+        stages: Arc::new(UrlStages::default()),
+        warehouse: Arc::new(PgWarehouse::new(target)?),
+        memory_mb: 1024,
         restore,
-        stages,
-        DEFINITION.to_string(),
-    )
-    .await
+        rds: Some(Arc::new(rds)),
+    })
 }
 
 /// The definition with every retry shortened to milliseconds: the same states and the same paths, without minutes
@@ -81,36 +98,6 @@ fn fast_retries() -> Result<String> {
     let mut d: serde_json::Value = serde_json::from_str(DEFINITION)?;
     walk(&mut d);
     Ok(d.to_string())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_with(
-    source: &str,
-    target: &str,
-    stage: &str,
-    input: serde_json::Value,
-    rds: LocalRds,
-    restore: RestoreSettings,
-    stages: Arc<dyn pgshift::stage::StageOpener>,
-    definition: String,
-) -> Result<RunOutcome> {
-    let mut req = request(stage, &TABLES, 2);
-    req.load = Some(LoadOptions {
-        schema_evolution: SchemaEvolution::Refuse,
-        ..LoadOptions::default()
-    });
-    let run = LocalRun {
-        definition,
-        input: Some(input),
-        request: req,
-        source: Arc::new(PgConnector::new(source)?),
-        stages,
-        warehouse: Arc::new(PgWarehouse::new(target)?),
-        memory_mb: 1024,
-        restore,
-        rds: Some(Arc::new(rds)),
-    };
-    Ok(run.start("snapshot")?.outcome.await?)
 }
 
 fn fast() -> RestoreSettings {
@@ -301,17 +288,16 @@ async fn a_snapshot_run_whose_server_dies_mid_extraction_fails_by_name_and_still
     });
     // Four ranges, at most three at once: when the first part is created the fourth has not started, so at least
     // one range reads from a dead server.
-    let out = run_with(
+    let mut run = snapshot_run(
         source,
         target,
         stage,
         json!({"snapshot": {"identifier": "s"}}),
         rds.clone(),
         fast(),
-        stages,
-        fast_retries()?,
-    )
-    .await?;
+    )?;
+    (run.stages, run.definition) = (stages, fast_retries()?);
+    let out = run.start("snapshot")?.outcome.await?;
     assert!(
         killed.load(std::sync::atomic::Ordering::SeqCst),
         "the server was killed mid-extraction"
