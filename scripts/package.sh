@@ -22,12 +22,34 @@ export SAM_CLI_TELEMETRY=0
 unset CARGO_TARGET_DIR
 sam build --template-file infra/template.yaml --build-dir .aws-sam/build
 
+# The RDS CA bundle beside the planner's and the extractor's bootstrap: the template's source URL verifies the
+# server against /var/task/rds-global-bundle.pem (sslmode=verify-full; /var/task is LAMBDA_TASK_ROOT, where the zip
+# is unpacked). The bundle of every region, from
+# https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.SSL.html#UsingWithRDS.SSL.CertificatesAllRegions
+BUNDLE_URL=https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+bundle=$(mktemp)
+if ! python3 - "$BUNDLE_URL" "$bundle" <<'PY'
+import sys, urllib.request
+data = urllib.request.urlopen(sys.argv[1], timeout=30).read()
+if b"-----BEGIN CERTIFICATE-----" not in data:
+    sys.exit(f"{sys.argv[1]}: not a PEM bundle")
+open(sys.argv[2], "wb").write(data)
+PY
+then
+  echo "package: could not download the RDS CA bundle from $BUNDLE_URL; without it sslmode=verify-full cannot connect." >&2
+  echo "         Download it by hand to .aws-sam/build/{PlannerFunction,ExtractorFunction}/rds-global-bundle.pem," >&2
+  echo "         or deploy with SourceSslMode=require." >&2
+  exit 1
+fi
+for f in PlannerFunction ExtractorFunction; do cp "$bundle" ".aws-sam/build/$f/rds-global-bundle.pem"; done
+echo "package: RDS CA bundle ($(grep -c 'BEGIN CERTIFICATE' "$bundle") certificates) added to the planner and the extractor"
+
 echo "== the functions as Lambda receives them (zip of bootstrap)"
 for f in PlannerFunction ExtractorFunction LoaderFunction; do
   bin=.aws-sam/build/$f/bootstrap
   [ -x "$bin" ] || { echo "package: $bin was not built" >&2; exit 1; }
   zip=$(mktemp -d)/$f.zip
-  (cd "$(dirname "$bin")" && python3 -c "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1],'w',zipfile.ZIP_DEFLATED,compresslevel=9); z.write('bootstrap'); z.close()" "$zip")
+  (cd "$(dirname "$bin")" && python3 -c "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1],'w',zipfile.ZIP_DEFLATED,compresslevel=9); [z.write(n) for n in ('bootstrap', 'rds-global-bundle.pem') if __import__('os').path.exists(n)]; z.close()" "$zip")
   printf '  %-18s bootstrap %6.1f MB   zip %6.1f MB   %s\n' "$f" \
     "$(python3 -c "import os,sys; print(os.path.getsize(sys.argv[1])/1e6)" "$bin")" \
     "$(python3 -c "import os,sys; print(os.path.getsize(sys.argv[1])/1e6)" "$zip")" \

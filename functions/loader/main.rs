@@ -2,7 +2,8 @@
 //! Cleanup, Sweep and Finish states);
 //! load progress or the cleanup's result out. Handler: `pgshift::entry::handlers::loader`.
 //! Configuration (`pgshift::entry::config`): PGSHIFT_WAREHOUSE (and PGSHIFT_WAREHOUSE_SECRET_ARN for a postgres:// one),
-//! PGSHIFT_EXTRACTOR_MEMORY_MB for the run report's cost,
+//! PGSHIFT_EXTRACTOR_MEMORY_MB for the run report's cost, PGSHIFT_LOADER_BUDGET_SECONDS (time to set tables up per
+//! invocation),
 //! PGSHIFT_STACK and PGSHIFT_SWEEP_AFTER_HOURS for the sweep.
 
 use std::sync::Arc;
@@ -21,7 +22,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .map_err(fatal)?;
     let memory_mb = config::extractor_memory_mb(&ProcessEnv).map_err(fatal)?;
     let restore = config::restore_settings(&ProcessEnv).map_err(fatal)?;
-    let ctx = LoadContext::new(Arc::new(UrlStages::default()), warehouse);
+    let mut ctx = LoadContext::new(Arc::new(UrlStages::default()), warehouse);
+    ctx.budget = Some(config::loader_budget(&ProcessEnv).map_err(fatal)?);
     let sweep = handlers::SweepContext {
         rds: Arc::new(pgshift::rds::aws::AwsRds::from_env().await),
         request: pgshift::sweep::SweepRequest {

@@ -56,6 +56,7 @@ pub(crate) async fn run_local(
         input: None,
         restore: Default::default(),
         rds: None,
+        load_budget: None,
     };
     let handle = run.start("test")?;
     Ok(handle.outcome.await?)

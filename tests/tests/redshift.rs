@@ -194,7 +194,6 @@ async fn a_failed_copy_reports_file_column_and_error() -> Result<()> {
         files: &[],
         stage: stage.as_ref(),
         truncate_long_text: false,
-        super_columns: false,
     };
     let e = wh
         .submit(Batch::new(vec![Step::Copy(job)], Until::Committed))
@@ -277,39 +276,6 @@ async fn serverless_workgroups_and_urls() -> Result<()> {
     let client = mock_client!(aws_sdk_redshiftdata, RuleMode::MatchAny, [&exec, &describe]);
     execute(&RedshiftWarehouse::new(client, t, fast()), vec!["SELECT 1".into()]).await?;
     assert_eq!(workgroup.lock().expect("lock").as_deref(), Some("etl"));
-    Ok(())
-}
-
-#[test]
-fn super_columns_copy_with_serializetojson() -> Result<()> {
-    let stage = pgshift::stage::open("file:///tmp")?;
-    let columns = vec![ColumnSpec {
-        name: "attrs".into(),
-        pg_type: PgType {
-            name: "jsonb".into(),
-            oid: 3802,
-            typmod: -1,
-            declared: None,
-        },
-        nullable: true,
-        cast: None,
-        mapping: Mapping::Jsonb,
-    }];
-    let staging = TableRef::new("s", "t__pgshift_r");
-    let job = |super_columns| CopyJob {
-        staging: &staging,
-        columns: &columns,
-        manifest_url: "s3://b/m.json",
-        files: &[],
-        stage: stage.as_ref(),
-        truncate_long_text: false,
-        super_columns,
-    };
-    let sql = pgshift::warehouse::redshift::copy_sql(&job(true), "arn:aws:iam::1:role/r")?;
-    assert!(sql.ends_with("FORMAT AS PARQUET MANIFEST SERIALIZETOJSON"), "{sql}");
-    let sql = pgshift::warehouse::redshift::copy_sql(&job(false), "arn:aws:iam::1:role/r")?;
-    assert!(sql.ends_with("FORMAT AS PARQUET MANIFEST"), "{sql}");
-    assert!(!sql.contains("REGION") && !sql.contains("MAXERROR"));
     Ok(())
 }
 
@@ -400,11 +366,11 @@ async fn run_redshift_with(
     tables: &[&str],
     client: Client,
     name: &str,
-    edit: impl FnOnce(&mut PlanRequest),
+    edit: impl FnOnce(&mut LocalRun),
 ) -> Result<pgshift::entry::pipeline::RunOutcome> {
     let stage = format!("file://{}", pgshift_tests::stage_dir(name).display());
     let wh = RedshiftWarehouse::new(client, cluster(), fast());
-    let mut request = PlanRequest {
+    let request = PlanRequest {
         tables: tables.iter().map(|t| t.to_string()).collect(),
         settings: PlanSettings {
             parts: Some(2),
@@ -415,8 +381,7 @@ async fn run_redshift_with(
         warehouse: wh.dialect().limits(),
         ..PlanRequest::default()
     };
-    edit(&mut request);
-    let run = LocalRun {
+    let mut run = LocalRun {
         definition: DEFINITION.to_string(),
         request,
         source: Arc::new(PgConnector::new(source)?),
@@ -426,7 +391,9 @@ async fn run_redshift_with(
         input: None,
         restore: Default::default(),
         rds: None,
+        load_budget: None,
     };
+    edit(&mut run);
     Ok(run.start(name)?.outcome.await?)
 }
 
@@ -481,7 +448,7 @@ async fn atomic_run_past_the_data_apis_batch_is_refused_at_plan_time_before_anyt
     let sent: Sent = Arc::default();
     let t0 = std::time::Instant::now();
     let out = run_redshift_with(&source, &["s.*"], data_api(&sent, 0, None), "rsatomic", |r| {
-        r.load = Some(pgshift::contract::load::LoadOptions {
+        r.request.load = Some(pgshift::contract::load::LoadOptions {
             atomic: pgshift::contract::load::Atomicity::Run,
             ..Default::default()
         });
@@ -546,6 +513,9 @@ fn progress() -> LoadProgress {
             rows: vec![20_000],
             swaps: Vec::new(),
         }],
+        queued: Vec::new(),
+        options: Default::default(),
+        deadline: None,
         summary: LoadSummary::default(),
     }
 }
@@ -702,5 +672,226 @@ async fn names_that_differ_only_in_case_are_refused_at_plan_time_by_name() -> Re
         f.cause
     );
     assert!(sent.lock().expect("lock").is_empty(), "nothing reached the warehouse");
+    Ok(())
+}
+
+/// What a tracking Data API saw: every request in order (`load <table>` for a load batch, `batch`/`exec` for the
+/// others, `describe <id>`), with ids `load-N` for load batches.
+type Events = Arc<Mutex<Vec<String>>>;
+
+/// A Data API whose statements all finish at their first describe, recording the order of requests.
+fn tracking_data_api(events: &Events) -> Client {
+    let (b, e, d) = (events.clone(), events.clone(), events.clone());
+    let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let last_was_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, flag2) = (last_was_load.clone(), last_was_load);
+    let batch = mock!(Client::batch_execute_statement)
+        .match_requests(move |r| {
+            let sqls = r.sqls();
+            let load = sqls
+                .get(1)
+                .is_some_and(|s| s.starts_with("SELECT 1 / CASE WHEN count(*) ="));
+            flag.store(load, std::sync::atomic::Ordering::SeqCst);
+            let what = match load {
+                true => format!("load {}", sqls[2].trim_start_matches("LOCK ")),
+                false => "batch".to_string(),
+            };
+            b.lock().expect("lock").push(what);
+            true
+        })
+        .then_output(move || {
+            let id = match flag2.load(std::sync::atomic::Ordering::SeqCst) {
+                true => format!("load-{}", loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst)),
+                false => "setup".to_string(),
+            };
+            BatchExecuteStatementOutput::builder().id(id).build()
+        });
+    let exec = mock!(Client::execute_statement)
+        .match_requests(move |_| {
+            e.lock().expect("lock").push("exec".into());
+            true
+        })
+        .then_output(|| ExecuteStatementOutput::builder().id("setup").build());
+    let zero = mock!(Client::get_statement_result).then_output(|| {
+        GetStatementResultOutput::builder()
+            .records(vec![Field::LongValue(0)])
+            .build()
+            .expect("records set")
+    });
+    let describe = mock!(Client::describe_statement)
+        .match_requests(move |r| {
+            d.lock()
+                .expect("lock")
+                .push(format!("describe {}", r.id().unwrap_or_default()));
+            true
+        })
+        .then_output(|| described(StatusString::Finished));
+    mock_client!(
+        aws_sdk_redshiftdata,
+        RuleMode::MatchAny,
+        [&batch, &exec, &zero, &describe]
+    )
+}
+
+/// The most load batches ever running at once, and the tables in the order their loads were submitted.
+fn most_pending(events: &[String]) -> (usize, Vec<String>) {
+    let (mut running, mut most, mut order) = (std::collections::BTreeSet::new(), 0, Vec::new());
+    let mut next = 0;
+    for e in events {
+        if let Some(t) = e.strip_prefix("load ") {
+            running.insert(format!("load-{next}"));
+            next += 1;
+            order.push(t.to_string());
+            most = most.max(running.len());
+        } else if let Some(id) = e.strip_prefix("describe ") {
+            running.remove(id);
+        }
+    }
+    (most, order)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_concurrency_loads_are_pending_and_the_rest_are_set_up_by_the_checks() -> Result<()> {
+    let source = super::db(
+        "rsqueue",
+        "CREATE SCHEMA q; CREATE TABLE q.a (id int8 PRIMARY KEY, v text); CREATE TABLE q.b (LIKE q.a INCLUDING ALL);
+         CREATE TABLE q.c (LIKE q.a INCLUDING ALL); CREATE TABLE q.d (LIKE q.a INCLUDING ALL);
+         INSERT INTO q.a SELECT g, 'a' || g FROM generate_series(1, 300) g; INSERT INTO q.b SELECT * FROM q.a;
+         INSERT INTO q.c SELECT * FROM q.a; INSERT INTO q.d SELECT * FROM q.a; ANALYZE;",
+    )
+    .await?;
+    // (concurrency, budget, the most pending at once, checks at least): with no time to spare, one table is set up
+    // per invocation, and the start and three checks set up the four.
+    let cases = [
+        ("rsqueue1", 1, None, 1, 4),
+        ("rsqueue2", 2, None, 2, 2),
+        ("rsqueue3", 2, Some(Duration::ZERO), 1, 3),
+    ];
+    for (name, concurrency, budget, expected_most, checks) in cases {
+        let events: Events = Arc::default();
+        let mut stage = String::new();
+        let out = run_redshift_with(&source, &["q.*"], tracking_data_api(&events), name, |r| {
+            stage = r.request.stage.clone();
+            r.request.load = Some(pgshift::contract::load::LoadOptions {
+                concurrency: Some(concurrency),
+                ..Default::default()
+            });
+            r.load_budget = budget;
+        })
+        .await?;
+        let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+        let events = events.lock().expect("lock").clone();
+        let (most, order) = most_pending(&events);
+        assert_eq!(most, expected_most, "{name}: {events:#?}");
+        assert_eq!(order.len(), 4, "{name}: every table loaded once: {events:#?}");
+        // The checks set up and submitted the tables the start left queued.
+        assert!(
+            output["load"]["progress"]["checks"].as_u64() >= Some(checks),
+            "{name}: {output:#}"
+        );
+        assert!(output["load"]["progress"].get("queued").is_none(), "{output:#}");
+        assert!(out.report.reconciled(), "{name}: {}", out.report.render());
+        let path = std::path::Path::new(stage.trim_start_matches("file://"))
+            .join(pgshift::contract::layout::load_key(&out.report.run_id));
+        let load: pgshift::contract::load::LoadResult = serde_json::from_slice(&std::fs::read(&path)?)?;
+        assert!(load.done, "{name}: {load:?}");
+        for t in &load.tables {
+            assert_eq!(t.committed_rows, Some(300), "{name}: {t:?}");
+            assert!(
+                t.steps.iter().any(|s| s.step == StepKind::Setup),
+                "{name}: set-up timed: {t:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_load_still_running_at_its_deadline_fails_as_a_load_timeout_before_the_executions_own() -> Result<()> {
+    let sent: Sent = Arc::default();
+    let c = LoadContext::new(
+        Arc::new(UrlStages::default()),
+        Arc::new(RedshiftWarehouse::new(data_api(&sent, 10, None), cluster(), fast())),
+    );
+    for _ in 0..SETUP_DESCRIBES {
+        let _ = c.warehouse.status("s-1").await?;
+    }
+    // Before the deadline a running transaction is waited on.
+    let mut p = progress();
+    p.deadline = Some(pgshift::contract::clock::unix_now() + 3600.0);
+    let p = pgshift::load::check(&c, p).await?;
+    assert!(!p.done && p.pending.len() == 1, "{p:?}");
+    // Past it, the check gives up by a name of its own, which the definition's Catch sends to Cleanup (which cancels).
+    let mut p = p;
+    p.deadline = Some(pgshift::contract::clock::unix_now() - 1.0);
+    let e = pgshift::load::check(&c, p).await.expect_err("past the deadline");
+    assert_eq!(e.name(), "Pipeline.Fatal.LoadTimeout", "{e}");
+    assert!(e.to_string().contains("sales.orders"), "{e}");
+    // The Load state sets the deadline from the execution's start and the definition's own TimeoutSeconds.
+    let asl: serde_json::Value = serde_json::from_str(DEFINITION)?;
+    let params = &asl["States"]["Load"]["Parameters"];
+    assert_eq!(params["execution_timeout_seconds"], asl["TimeoutSeconds"], "{params:#}");
+    assert_eq!(params["execution_started_at.$"], "$$.Execution.StartTime", "{params:#}");
+    let req: pgshift::contract::load::LoadRequest = serde_json::from_value(serde_json::json!({
+        "plan_url": "file:///s/r/plan.json",
+        "execution_started_at": "2026-12-03T00:00:00Z",
+        "execution_timeout_seconds": 86400,
+    }))?;
+    let start = pgshift::contract::clock::parse_rfc3339("2026-12-03T00:00:00Z").expect("time");
+    assert_eq!(req.deadline(), Ok(Some(start + 86400.0 - 1800.0)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_as_super_copies_text_into_varchar_staging_and_parses_it_in_the_swap() -> Result<()> {
+    let source = super::db(
+        "rsjson",
+        "CREATE SCHEMA j; CREATE TABLE j.docs (id int8 PRIMARY KEY, doc jsonb NOT NULL, raw json);
+         INSERT INTO j.docs SELECT g, jsonb_build_object('n', g), '[1, 2]' FROM generate_series(1, 50) g; ANALYZE;",
+    )
+    .await?;
+    let sent: Sent = Arc::default();
+    let out = run_redshift_with(&source, &["j.docs"], data_api(&sent, 0, None), "rsjson", |r| {
+        r.request.load = Some(pgshift::contract::load::LoadOptions {
+            json_as_super: true,
+            ..Default::default()
+        });
+    })
+    .await?;
+    out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let all: Vec<String> = sent.lock().expect("lock").iter().flatten().cloned().collect();
+    let created = |prefix: &str| {
+        all.iter()
+            .find(|s| s.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix}: {all:#?}"))
+            .clone()
+    };
+    // The target's JSON columns are SUPER; staging holds the same columns as VARCHAR text.
+    let target = created("CREATE TABLE IF NOT EXISTS \"j\".\"docs\"");
+    assert!(
+        target.contains("\"doc\" SUPER NOT NULL") && target.contains("\"raw\" SUPER"),
+        "{target}"
+    );
+    let staging = created("CREATE TABLE \"j\".\"docs__pgshift_");
+    assert!(
+        staging.contains("\"doc\" VARCHAR(") && !staging.contains("SUPER"),
+        "{staging}"
+    );
+    let load = load_batch(&sent);
+    assert!(
+        load[0].ends_with("FORMAT AS PARQUET MANIFEST"),
+        "no SERIALIZETOJSON: {}",
+        load[0]
+    );
+    // A string inserted into SUPER stays a string: the swap parses each document.
+    assert_eq!(
+        load[3], "DELETE FROM \"j\".\"docs\"",
+        "replaced by rows, not renamed: {load:#?}"
+    );
+    assert!(
+        load[4].starts_with("INSERT INTO \"j\".\"docs\" (\"id\", \"doc\", \"raw\") SELECT \"id\", JSON_PARSE(\"doc\"), JSON_PARSE(\"raw\") FROM"),
+        "{}",
+        load[4]
+    );
     Ok(())
 }

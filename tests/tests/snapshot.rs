@@ -74,6 +74,7 @@ fn snapshot_run(
         memory_mb: 1024,
         restore,
         rds: Some(Arc::new(rds)),
+        load_budget: None,
     })
 }
 

@@ -54,6 +54,7 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
             schema_evolution: args.schema_evolution,
             concurrency: Some(args.load_concurrency),
         },
+        ..LoadRequest::default()
     };
     let ctx = LoadContext::new(Arc::new(UrlStages::default()), warehouse);
     match pgshift::load::load(&ctx, req).await {

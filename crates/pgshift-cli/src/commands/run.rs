@@ -244,6 +244,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         input,
         restore,
         rds: Some(rds),
+        load_budget: None,
         source: Arc::new(PgConnector::new(&source)?),
         stages: Arc::new(UrlStages::default()),
         warehouse: wh,

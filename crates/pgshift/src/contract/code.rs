@@ -31,6 +31,7 @@ pub enum Code {
     FatalRds,
     FatalSnapshot,
     FatalRestore,
+    FatalLoadTimeout,
 }
 
 impl Code {
@@ -62,6 +63,7 @@ impl Code {
         Code::FatalRds,
         Code::FatalSnapshot,
         Code::FatalRestore,
+        Code::FatalLoadTimeout,
     ];
 
     /// The names the definition raises itself (a Pass state into Cleanup), not a handler: a snapshot pgshift cannot
@@ -97,6 +99,7 @@ impl Code {
             Code::FatalRds => "Pipeline.Fatal.Rds",
             Code::FatalSnapshot => "Pipeline.Fatal.Snapshot",
             Code::FatalRestore => "Pipeline.Fatal.Restore",
+            Code::FatalLoadTimeout => "Pipeline.Fatal.LoadTimeout",
         }
     }
 

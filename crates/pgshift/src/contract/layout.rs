@@ -48,6 +48,11 @@ pub fn load_key_at(run_dir: &str) -> String {
     format!("{run_dir}/load.json")
 }
 
+/// `<run>/load-queue.json`: the facts of the tables a load's checks still set up, written by its start.
+pub fn load_queue_key(run_id: &str) -> String {
+    format!("{}/load-queue.json", key_segment(run_id))
+}
+
 /// `<run>/status.json`: a failed run's outcome, written by Cleanup.
 pub fn status_key(run_id: &str) -> String {
     format!("{}/status.json", key_segment(run_id))

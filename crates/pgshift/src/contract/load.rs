@@ -149,8 +149,29 @@ pub struct LoadRequest {
     /// The extractors' results as the Map state hands them over; read back from the stage when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<ExtractResult>>,
+    /// When the execution started (`$$.Execution.StartTime`) and its `TimeoutSeconds`: the load's checks end, and
+    /// Cleanup runs, [`LoadRequest::CLEANUP_MARGIN_SECONDS`] before that timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_timeout_seconds: Option<u64>,
     #[serde(flatten)]
     pub options: LoadOptions,
+}
+
+impl LoadRequest {
+    /// Time kept for Cleanup (cancel, drop, status) and the restore's teardown after the load gives up.
+    pub const CLEANUP_MARGIN_SECONDS: f64 = 1800.0;
+
+    /// The unix time after which the load gives up, when the execution's start and timeout are known.
+    pub fn deadline(&self) -> Result<Option<f64>, String> {
+        let (Some(at), Some(timeout)) = (&self.execution_started_at, self.execution_timeout_seconds) else {
+            return Ok(None);
+        };
+        let start = super::clock::parse_rfc3339(at)
+            .ok_or_else(|| format!("execution_started_at {at:?} is not an RFC 3339 time"))?;
+        Ok(Some(start + timeout as f64 - Self::CLEANUP_MARGIN_SECONDS))
+    }
 }
 
 /// A [`LoadRequest`] as it arrives. serde ignores `deny_unknown_fields` of a flattened struct, so the keys beside
@@ -160,6 +181,10 @@ struct FlatLoadRequest {
     plan_url: String,
     #[serde(default)]
     results: Option<Vec<ExtractResult>>,
+    #[serde(default)]
+    execution_started_at: Option<String>,
+    #[serde(default)]
+    execution_timeout_seconds: Option<u64>,
     #[serde(flatten)]
     options: serde_json::Map<String, serde_json::Value>,
 }
@@ -171,6 +196,8 @@ impl TryFrom<FlatLoadRequest> for LoadRequest {
         Ok(LoadRequest {
             plan_url: f.plan_url,
             results: f.results,
+            execution_started_at: f.execution_started_at,
+            execution_timeout_seconds: f.execution_timeout_seconds,
             options: serde_json::from_value(serde_json::Value::Object(f.options))?,
         })
     }
@@ -394,6 +421,17 @@ pub struct LoadProgress {
     pub started_at: f64,
     #[serde(default)]
     pub pending: Vec<PendingLoad>,
+    /// Tables not set up yet: the next check sets them up and submits them as pending transactions end (at most
+    /// [`LoadOptions::concurrency`] pending at once) and as its time allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<TableRef>,
+    /// How the load was asked to run, for the tables a check still sets up.
+    #[serde(default)]
+    pub options: LoadOptions,
+    /// Unix time after which a check gives up on the transactions still running and fails as
+    /// `Pipeline.Fatal.LoadTimeout`, so that Cleanup runs before the execution's own timeout (which runs no Catch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<f64>,
     pub summary: LoadSummary,
 }
 

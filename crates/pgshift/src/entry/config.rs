@@ -322,6 +322,25 @@ pub fn extractor_memory_mb(env: &dyn Env) -> Result<u32, ConfigError> {
     }
 }
 
+/// How long one loader invocation may go on setting tables up before the next check takes the rest
+/// (`PGSHIFT_LOADER_BUDGET_SECONDS`, default 420): with one Data API statement waited on for at most 300 s
+/// ([`crate::warehouse::redshift::Polling`]), an invocation ends well inside the function's 900 s timeout.
+pub fn loader_budget(env: &dyn Env) -> Result<std::time::Duration, ConfigError> {
+    match env.get("PGSHIFT_LOADER_BUDGET_SECONDS") {
+        None => Ok(std::time::Duration::from_secs(420)),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s <= 600)
+            .map(std::time::Duration::from_secs)
+            .ok_or(ConfigError::Invalid {
+                var: "PGSHIFT_LOADER_BUDGET_SECONDS",
+                reason: format!("{v:?} is not a number of seconds from 0 to 600 (the loader's timeout is 900 s)"),
+            }),
+    }
+}
+
 /// The loader's warehouse.
 pub async fn warehouse(env: &dyn Env, secrets: &dyn SecretReader) -> Result<Arc<dyn Warehouse>, ConfigError> {
     let url = env.get("PGSHIFT_WAREHOUSE").ok_or(ConfigError::Missing {
@@ -346,6 +365,23 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn the_loaders_budget_is_seconds_below_its_timeout() {
+        let env = |v: &'static str| BTreeMap::from([("PGSHIFT_LOADER_BUDGET_SECONDS", v)]);
+        assert_eq!(
+            loader_budget(&BTreeMap::new()).ok(),
+            Some(std::time::Duration::from_secs(420))
+        );
+        assert_eq!(loader_budget(&env("0")).ok(), Some(std::time::Duration::ZERO));
+        for bad in ["900", "-1", "ten"] {
+            let e = loader_budget(&env(bad)).expect_err(bad).to_string();
+            assert!(
+                e.contains("PGSHIFT_LOADER_BUDGET_SECONDS") && e.contains("900 s"),
+                "{e}"
+            );
+        }
+    }
 
     struct Fake(&'static str);
 

@@ -155,6 +155,10 @@ mod tests {
                 problems: Vec::new(),
             },
             LoadError::SchemaDrift(Vec::new()),
+            LoadError::Deadline {
+                tables: Vec::new(),
+                hours: 23.5,
+            },
             LoadError::Warehouse(crate::warehouse::WarehouseError::Invalid(String::new())),
             LoadError::Warehouse(crate::warehouse::WarehouseError::Reconcile {
                 table: t(),

@@ -468,6 +468,8 @@ pub struct LocalRun {
     pub restore: RestoreSettings,
     /// The RDS stand-in the definition's `aws-sdk:rds:*` tasks call; a run that restores nothing needs none.
     pub rds: Option<Arc<dyn crate::rds::Rds>>,
+    /// How long one loader invocation may set tables up ([`LoadContext::budget`]); `None`, as on the command line.
+    pub load_budget: Option<std::time::Duration>,
 }
 
 /// How a local run ended.
@@ -509,6 +511,7 @@ impl LocalRun {
                 stages: self.stages.clone(),
                 warehouse: self.warehouse,
                 watch: Some(progress.clone()),
+                budget: self.load_budget,
             },
             stages: self.stages,
             progress: progress.clone(),
@@ -734,6 +737,35 @@ mod tests {
             .filter(|a| a.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
             .map(|a| format!("rds:{a}"))
             .collect()
+    }
+
+    #[test]
+    fn the_templates_source_url_verifies_the_server_against_the_packaged_rds_bundle() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+        let template = std::fs::read_to_string(path).expect("infra/template.yaml");
+        let urls: Vec<&str> = template
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("PGSHIFT_SOURCE: !Sub \""))
+            .map(|l| l.trim_end_matches('"'))
+            .collect();
+        assert_eq!(urls.len(), 2, "the planner's and the extractor's");
+        let url = |mode: &str| {
+            urls[0]
+                .replace("${SourceHost}", "orders.abc.eu-west-1.rds.amazonaws.com")
+                .replace("${SourcePort}", "5432")
+                .replace("${SourceDatabase}", "orders")
+                .replace("${SourceSslMode}", mode)
+        };
+        assert!(urls.iter().all(|u| *u == urls[0]));
+        // verify-full reads the bundle at cold start: here, where /var/task holds none, it names the path.
+        let e = crate::pgclient::tls::config(&url("verify-full"))
+            .err()
+            .expect("no bundle here");
+        assert!(e.contains("sslrootcert /var/task/rds-global-bundle.pem"), "{e}");
+        assert!(crate::pgclient::tls::config(&url("require")).is_ok());
+        let package = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/package.sh"))
+            .expect("scripts/package.sh");
+        assert!(package.contains("/$f/rds-global-bundle.pem") && package.contains("PlannerFunction ExtractorFunction"));
     }
 
     #[test]

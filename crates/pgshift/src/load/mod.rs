@@ -21,14 +21,14 @@ use progress::{record, summarize, wait_seconds};
 use statements::{ident, logged_sql, qualified, setup_sql, swap_sql};
 pub(crate) use statements::{staging_table, varchar_bytes};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::contract::layout::manifest_key;
+use crate::contract::layout::{load_queue_key, manifest_key};
 use crate::contract::load::*;
 use crate::contract::model::{ExtractResult, StagedFile, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
@@ -61,6 +61,8 @@ pub enum LoadError {
         column: String,
         bytes: u64,
     },
+    #[error("{} still loading {hours:.1} h after the load started, too close to the execution's timeout: cancelled, nothing of them committed; load them in a run of their own or give the warehouse more capacity", .tables.join(", "))]
+    Deadline { tables: Vec<String>, hours: f64 },
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
     #[error(transparent)]
@@ -77,6 +79,7 @@ impl LoadError {
             LoadError::SchemaDrift(_) => Code::FatalSchemaDrift,
             LoadError::Reconcile { .. } => Code::FatalReconcile,
             LoadError::TooLong { .. } => Code::FatalBadValue,
+            LoadError::Deadline { .. } => Code::FatalLoadTimeout,
             LoadError::Warehouse(e) => e.code(),
             LoadError::Stage(e) => e.code(),
         }
@@ -93,6 +96,9 @@ pub struct LoadContext {
     pub stages: Arc<dyn StageOpener>,
     pub warehouse: Arc<dyn Warehouse>,
     pub watch: Option<Arc<dyn LoadWatch>>,
+    /// How long one `start` or `check` may go on setting tables up before it hands the rest to the next check (a
+    /// Lambda's timeout bounds each invocation; at least one table is set up each time). `None`: no bound.
+    pub budget: Option<std::time::Duration>,
 }
 
 impl LoadContext {
@@ -101,6 +107,38 @@ impl LoadContext {
             stages,
             warehouse,
             watch: None,
+            budget: None,
+        }
+    }
+}
+
+/// What the stage says of one table's load, worked out once by `start` (and kept on the stage for the tables a
+/// check sets up later): the files its extractors recorded, their rows, each column's longest value, its manifest.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TableFacts {
+    table: TableRef,
+    files: Vec<StagedFile>,
+    rows: u64,
+    observed: BTreeMap<String, u64>,
+    manifest_url: String,
+}
+
+impl TableFacts {
+    /// The table's load before its set-up: pending, nothing known of the warehouse yet.
+    fn table_load(&self) -> TableLoad {
+        TableLoad {
+            table: self.table.clone(),
+            rows: self.rows,
+            files: self.files.len(),
+            bytes: self.files.iter().map(|f| f.bytes).sum(),
+            manifest_url: self.manifest_url.clone(),
+            loaded: true,
+            status: TableStatus::Pending,
+            committed_rows: None,
+            error: None,
+            steps: Vec::new(),
+            swap: None,
+            swap_note: None,
         }
     }
 }
@@ -111,6 +149,7 @@ struct Prepared<'a> {
     staging: TableRef,
     load: TableLoad,
     files: Vec<StagedFile>,
+    /// The target's JSON columns are SUPER: staging holds their text, the swap parses it.
     super_columns: bool,
     /// `replace` swaps the staging table in by rename, carrying these (PostgreSQL, when nothing would be lost).
     rename: Option<warehouse::RenameFacts>,
@@ -161,39 +200,42 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     };
     let by_part = verify::match_results(&plan, &results)?;
     verify::verify_parts(stage.as_ref(), &by_part).await?;
-
-    if req.options.concurrency == Some(0) {
-        return Err(LoadError::InvalidRequest(
-            "load concurrency 0: set --load-concurrency (or [load] concurrency in pgshift.toml) to 1 or more".into(),
-        ));
-    }
     let wh = ctx.warehouse.as_ref();
-    if !wh.dialect().truncates_long_text() && req.options.long_text == LongText::Truncate {
-        // Whether Parquet COPY takes TRUNCATECOLUMNS is not verified; refuse rather than fail inside the COPY.
-        return Err(LoadError::InvalidRequest(
-            "long_text: truncate is not supported for Redshift yet (Parquet COPY cannot cut values)".into(),
-        ));
+    check_options(wh, &req.options)?;
+    let deadline = req.deadline().map_err(LoadError::InvalidRequest)?;
+    let mut facts = Vec::new();
+    for t in &plan.tables {
+        facts.push(table_facts(wh, stage.as_ref(), &plan, &req.options, &by_part, t).await?);
     }
     let pctx = PrepareContext {
         wh,
         stage: stage.as_ref(),
         plan: &plan,
-        req: &req,
-        by_part: &by_part,
+        options: &req.options,
         watch: ctx.watch.as_deref(),
     };
-    let mut prepared = Vec::new();
-    for t in &plan.tables {
-        prepared.push(prepare_table(&pctx, t).await?);
+    let mut queue: VecDeque<(&TablePlan, &TableFacts)> = plan.tables.iter().zip(&facts).collect();
+    let mut pending = Vec::new();
+    let (touched, failure) = advance(&pctx, &mut queue, &mut pending, ctx.budget.map(|b| started + b)).await?;
+    let mut tables: Vec<TableLoad> = facts.iter().map(TableFacts::table_load).collect();
+    for l in touched {
+        if let Some(t) = tables.iter_mut().find(|t| t.table == l.table) {
+            *t = l;
+        }
     }
-    let (pending, failure) = submit_all(&pctx, &mut prepared).await?;
+    let queued: Vec<TableRef> = queue.iter().map(|(t, _)| t.table.clone()).collect();
+    if !queued.is_empty() && failure.is_none() {
+        let rest: Vec<&TableFacts> = queue.iter().map(|(_, f)| *f).collect();
+        let json = serde_json::to_vec(&rest).map_err(|e| LoadError::InvalidRequest(e.to_string()))?;
+        crate::stage::put(stage.as_ref(), &load_queue_key(&plan.run_id), Bytes::from(json)).await?;
+    }
     let result = LoadResult {
         run_id: plan.run_id.clone(),
         mode: req.options.mode,
-        tables: prepared.into_iter().map(|p| p.load).collect(),
+        tables,
         started_at,
         seconds: started.elapsed().as_secs_f64(),
-        done: pending.is_empty() && failure.is_none(),
+        done: pending.is_empty() && queued.is_empty() && failure.is_none(),
     };
     let summary = summarize(&result);
     span.record("rows", summary.rows);
@@ -203,16 +245,94 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     if let Some(e) = failure {
         return Err(e);
     }
-    tracing::info!(pending = pending.len(), "load started");
-    Ok(LoadProgress {
+    tracing::info!(pending = pending.len(), queued = queued.len(), "load started");
+    let mut progress = LoadProgress {
         done: result.done,
         plan_url: req.plan_url,
-        wait_seconds: wait_seconds(0),
+        wait_seconds: 0,
         checks: 0,
         started_at,
         pending,
+        queued,
+        options: req.options,
+        deadline,
         summary,
-    })
+    };
+    progress.wait_seconds = next_wait(&progress);
+    Ok(progress)
+}
+
+/// Seconds before the next check: soon when tables wait for a free slot that is free now, else the backoff.
+pub(super) fn next_wait(p: &LoadProgress) -> u64 {
+    if !p.queued.is_empty() && p.pending.len() < p.options.concurrency() {
+        1
+    } else {
+        wait_seconds(p.checks)
+    }
+}
+
+/// The options a load cannot run with, refused before anything reaches the warehouse.
+fn check_options(wh: &dyn Warehouse, options: &LoadOptions) -> Result<(), LoadError> {
+    if options.concurrency == Some(0) {
+        return Err(LoadError::InvalidRequest(
+            "load concurrency 0: set --load-concurrency (or [load] concurrency in pgshift.toml) to 1 or more".into(),
+        ));
+    }
+    if !wh.dialect().truncates_long_text() && options.long_text == LongText::Truncate {
+        // Whether Parquet COPY takes TRUNCATECOLUMNS is not verified; refuse rather than fail inside the COPY.
+        return Err(LoadError::InvalidRequest(
+            "long_text: truncate is not supported for Redshift yet (Parquet COPY cannot cut values)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Sets tables up and submits their transactions from the front of `queue`: every table at once for `atomic: run`;
+/// else while fewer than `concurrency` are pending and, past `until`, once at least one table was set up. The
+/// tables it touched, as they stand, and the first failure (set-up or submit), after which it stops.
+async fn advance<'a>(
+    c: &PrepareContext<'a>,
+    queue: &mut VecDeque<(&'a TablePlan, &'a TableFacts)>,
+    pending: &mut Vec<PendingLoad>,
+    until: Option<Instant>,
+) -> Result<(Vec<TableLoad>, Option<LoadError>), LoadError> {
+    let limit = match c.options.atomic {
+        Atomicity::Run => usize::MAX,
+        Atomicity::Table => c.options.concurrency(),
+    };
+    let late = || until.is_some_and(|u| Instant::now() >= u) && c.options.atomic == Atomicity::Table;
+    let mut out: Vec<TableLoad> = Vec::new();
+    while !queue.is_empty() && pending.len() < limit && (out.is_empty() || !late()) {
+        let mut prepared = Vec::new();
+        let mut failure = None;
+        while prepared.len() + pending.len() < limit {
+            let Some((t, f)) = queue.pop_front() else { break };
+            match prepare_table(c, t, f).await {
+                Ok(p) => prepared.push(p),
+                Err(e) => {
+                    let mut load = f.table_load();
+                    load.status = TableStatus::Failed;
+                    load.error = Some(format!("{}: {e}", e.name()));
+                    out.push(load);
+                    failure = Some(e);
+                    break;
+                }
+            }
+            if late() {
+                break;
+            }
+        }
+        if failure.is_none() {
+            let (p, f) = submit_all(c, &mut prepared).await?;
+            pending.extend(p);
+            failure = f;
+        }
+        out.extend(prepared.into_iter().map(|p| p.load));
+        if failure.is_some() {
+            return Ok((out, failure));
+        }
+    }
+    Ok((out, None))
 }
 
 /// Every task's result as the extractors left it beside their files (a range without one is named by the check).
@@ -233,19 +353,22 @@ struct PrepareContext<'a> {
     wh: &'a dyn Warehouse,
     stage: &'a dyn Stage,
     plan: &'a Plan,
-    req: &'a LoadRequest,
-    by_part: &'a BTreeMap<(TableRef, u32), &'a ExtractResult>,
+    options: &'a LoadOptions,
     watch: Option<&'a dyn LoadWatch>,
 }
 
-/// One table made ready: its manifest written, target and staging set up, the target's columns checked against the
-/// run's, and the load log asked whether this plan already loaded it.
-async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Prepared<'a>, LoadError> {
+/// One table made ready: target and staging set up, the target's columns checked against the run's, and the load
+/// log asked whether this plan already loaded it.
+async fn prepare_table<'a>(
+    c: &PrepareContext<'a>,
+    t: &'a TablePlan,
+    facts: &'a TableFacts,
+) -> Result<Prepared<'a>, LoadError> {
     if let Some(w) = c.watch {
         w.step(&t.table, StepKind::Setup);
     }
     let (started_at, t0) = (crate::contract::clock::unix_now(), Instant::now());
-    let mut p = set_up_table(c, t).await?;
+    let mut p = set_up_table(c, t, facts).await?;
     p.load.add_step(StepKind::Setup, started_at, t0.elapsed().as_secs_f64());
     if let (Some(w), TableStatus::AlreadyLoaded) = (c.watch, p.load.status) {
         w.done(&t.table, p.load.status);
@@ -253,24 +376,30 @@ async fn prepare_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<P
     Ok(p)
 }
 
-async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Prepared<'a>, LoadError> {
-    let dialect = c.wh.dialect();
-    let parts: Vec<&ExtractResult> = c
-        .by_part
+/// A table's facts from its ranges' results, its manifest written; values too long for the warehouse refused here,
+/// before any table is set up.
+async fn table_facts(
+    wh: &dyn Warehouse,
+    stage: &dyn Stage,
+    plan: &Plan,
+    options: &LoadOptions,
+    by_part: &BTreeMap<(TableRef, u32), &ExtractResult>,
+    t: &TablePlan,
+) -> Result<TableFacts, LoadError> {
+    let parts: Vec<&ExtractResult> = by_part
         .iter()
         .filter(|((tb, _), _)| tb == &t.table)
         .map(|(_, r)| *r)
         .collect();
     let files: Vec<StagedFile> = parts.iter().flat_map(|r| r.files.iter().cloned()).collect();
-    let rows: u64 = parts.iter().map(|r| r.rows).sum();
-    let mut observed: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut observed: BTreeMap<String, u64> = BTreeMap::new();
     for r in &parts {
         for (col, n) in &r.max_value_bytes {
-            let e = observed.entry(col.as_str()).or_default();
+            let e = observed.entry(col.clone()).or_default();
             *e = (*e).max(*n);
         }
     }
-    if let (Some(max), LongText::Fail) = (dialect.max_text_bytes(), c.req.options.long_text) {
+    if let (Some(max), LongText::Fail) = (wh.dialect().max_text_bytes(), options.long_text) {
         // bytea goes to VARBYTE, whose own maximum its width already is; the limit is text's.
         let binary = |name: &str| {
             t.columns
@@ -285,9 +414,25 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
             });
         }
     }
-    let manifest_url = write_manifest(c, &t.table, &files).await?;
+    let manifest_url = write_manifest(stage, &plan.run_id, &t.table, &files).await?;
+    Ok(TableFacts {
+        table: t.table.clone(),
+        rows: parts.iter().map(|r| r.rows).sum(),
+        files,
+        observed,
+        manifest_url,
+    })
+}
+
+async fn set_up_table<'a>(
+    c: &PrepareContext<'a>,
+    t: &'a TablePlan,
+    facts: &'a TableFacts,
+) -> Result<Prepared<'a>, LoadError> {
+    let dialect = c.wh.dialect();
+    let observed: BTreeMap<&str, u64> = facts.observed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let staging = staging_table(&t.table, &c.plan.run_id);
-    let json_as_super = c.req.options.json_as_super && dialect.has_super();
+    let json_as_super = c.options.json_as_super && dialect.has_super();
     let existed = !warehouse::columns(c.wh, &t.table).await?.is_empty();
     warehouse::execute(c.wh, setup_sql(dialect, t, &staging, &observed, json_as_super)?).await?;
     if existed {
@@ -297,22 +442,17 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
         0 => -1,
         _ => warehouse::count(c.wh, logged_sql(c.plan, &t.table, "max(rows)")?).await?,
     };
-    let mut load = TableLoad {
-        table: t.table.clone(),
-        rows,
-        files: files.len(),
-        bytes: files.iter().map(|f| f.bytes).sum(),
-        manifest_url,
-        loaded: already < 0,
-        status: TableStatus::Pending,
-        committed_rows: None,
-        error: None,
-        steps: Vec::new(),
-        swap: None,
-        swap_note: None,
-    };
+    let mut load = facts.table_load();
+    load.loaded = already < 0;
     let mut rename = None;
-    if c.req.options.mode == LoadMode::Replace && already < 0 {
+    let super_columns = json_as_super && t.columns.iter().any(warehouse::is_json);
+    if c.options.mode == LoadMode::Replace && already < 0 && super_columns {
+        // Staging holds the JSON as text: only INSERT … SELECT JSON_PARSE(…) makes it the target's SUPER.
+        (load.swap, load.swap_note) = (
+            Some(SwapKind::Rows),
+            Some("rows replaced, not renamed: JSON columns are parsed into SUPER".into()),
+        );
+    } else if c.options.mode == LoadMode::Replace && already < 0 {
         let (kind, note, facts) = replace_swap(c.wh, &t.table, &staging).await?;
         (load.swap, load.swap_note, rename) = (Some(kind), note, facts);
     }
@@ -326,21 +466,26 @@ async fn set_up_table<'a>(c: &PrepareContext<'a>, t: &'a TablePlan) -> Result<Pr
         plan: t,
         staging,
         load,
-        files,
-        super_columns: json_as_super && t.columns.iter().any(warehouse::is_json),
+        files: facts.files.clone(),
+        super_columns,
         rename,
     })
 }
 
 /// The table's manifest on the stage: exactly the files the extractors recorded, never a prefix listing. Its URL.
-async fn write_manifest(c: &PrepareContext<'_>, table: &TableRef, files: &[StagedFile]) -> Result<String, LoadError> {
+async fn write_manifest(
+    stage: &dyn Stage,
+    run_id: &str,
+    table: &TableRef,
+    files: &[StagedFile],
+) -> Result<String, LoadError> {
     let manifest = serde_json::json!({
         "entries": files.iter().map(|f| serde_json::json!({
             "url": f.url, "mandatory": true, "meta": {"content_length": f.bytes}
         })).collect::<Vec<_>>()
     });
-    let key = manifest_key(&c.plan.run_id, table);
-    Ok(crate::stage::put(c.stage, &key, Bytes::from(manifest.to_string()))
+    let key = manifest_key(run_id, table);
+    Ok(crate::stage::put(stage, &key, Bytes::from(manifest.to_string()))
         .await?
         .url)
 }
@@ -373,7 +518,15 @@ async fn evolve_target(
     observed: &BTreeMap<&str, u64>,
 ) -> Result<(), LoadError> {
     let target = warehouse::columns(c.wh, &t.table).await?;
-    let run = warehouse::columns(c.wh, staging).await?;
+    let mut run = warehouse::columns(c.wh, staging).await?;
+    if c.options.json_as_super && c.wh.dialect().has_super() {
+        // Staging holds JSON as text for the swap to parse: the run's column is the SUPER it becomes.
+        for col in run.iter_mut() {
+            if t.columns.iter().any(|s| s.name == col.name && warehouse::is_json(s)) {
+                (col.data_type, col.char_length) = ("super".into(), None);
+            }
+        }
+    }
     let run_columns: Vec<drift::RunColumn<'_>> = run
         .iter()
         .map(|col| drift::RunColumn {
@@ -381,10 +534,10 @@ async fn evolve_target(
             observed_bytes: observed.get(col.name.as_str()).copied(),
         })
         .collect();
-    let changes = drift::compare(&t.table, &target, &run_columns, c.req.options.schema_evolution)
-        .map_err(LoadError::SchemaDrift)?;
+    let changes =
+        drift::compare(&t.table, &target, &run_columns, c.options.schema_evolution).map_err(LoadError::SchemaDrift)?;
     let dialect = c.wh.dialect();
-    let json_as_super = c.req.options.json_as_super && dialect.has_super();
+    let json_as_super = c.options.json_as_super && dialect.has_super();
     for change in changes {
         let name = match &change {
             drift::Change::Add(n) | drift::Change::Widen(n) => n,
@@ -416,7 +569,7 @@ async fn submit_all(
     prepared: &mut [Prepared<'_>],
 ) -> Result<(Vec<PendingLoad>, Option<LoadError>), LoadError> {
     let todo: Vec<usize> = (0..prepared.len()).filter(|&i| prepared[i].load.loaded).collect();
-    let groups: Vec<Vec<usize>> = match c.req.options.atomic {
+    let groups: Vec<Vec<usize>> = match c.options.atomic {
         Atomicity::Table => todo.into_iter().map(|i| vec![i]).collect(),
         Atomicity::Run if todo.is_empty() => Vec::new(),
         Atomicity::Run => vec![todo],
@@ -509,7 +662,7 @@ async fn submit_groups<'a>(
         })
         .collect();
     futures_util::stream::iter(jobs)
-        .buffered(c.req.options.concurrency())
+        .buffered(c.options.concurrency())
         .collect()
         .await
 }
@@ -562,8 +715,7 @@ fn group_steps<'a>(
                 manifest_url: &p.load.manifest_url,
                 files: &p.files,
                 stage: c.stage,
-                truncate_long_text: c.req.options.long_text == LongText::Truncate,
-                super_columns: p.super_columns,
+                truncate_long_text: c.options.long_text == LongText::Truncate,
             })
         };
         steps.extend([
@@ -578,7 +730,7 @@ fn group_steps<'a>(
         labels.push((p.plan.table.clone(), StepKind::Reconcile));
     }
     for &i in group {
-        let swap = swap_sql(c.wh.dialect(), c.req.options.mode, c.plan, &prepared[i])?;
+        let swap = swap_sql(c.wh.dialect(), c.options.mode, c.plan, &prepared[i])?;
         labels.extend(swap.iter().map(|_| (prepared[i].plan.table.clone(), StepKind::Swap)));
         steps.extend(swap.into_iter().map(Step::Sql));
     }
@@ -623,6 +775,9 @@ mod tests {
             checks: 12,
             started_at: 1.0,
             pending,
+            queued: Vec::new(),
+            options: LoadOptions::default(),
+            deadline: None,
             summary: LoadSummary::default(),
         };
         let bytes = serde_json::to_vec(&p).expect("json").len();

@@ -32,9 +32,11 @@ pub(super) fn wait_seconds(checks: u32) -> u64 {
     (2u64 << checks.min(5)).min(60)
 }
 
-/// Checks the pending transactions of a load once: done when none runs any more; an error naming the table and the
-/// failing step when one failed.
+/// Checks the pending transactions of a load once, then sets up and submits queued tables into the free slots: done
+/// when none runs and none waits any more; an error naming the table and the failing step when one failed, and
+/// `Pipeline.Fatal.LoadTimeout` when transactions still run (or tables wait) at the load's deadline.
 pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<LoadProgress, LoadError> {
+    let began = std::time::Instant::now();
     let wh = ctx.warehouse.as_ref();
     let mut still = Vec::new();
     let mut committed: Vec<TableRef> = Vec::new();
@@ -68,18 +70,37 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
             }
         }
     }
-    progress.checks += 1;
-    progress.wait_seconds = wait_seconds(progress.checks);
-    progress.done = still.is_empty() && failure.is_none();
     progress.pending = still;
+    if failure.is_none() {
+        failure = past_deadline(&progress);
+    }
+    let mut prepared = Vec::new();
+    if failure.is_none() && !progress.queued.is_empty() {
+        let (touched, f) = continue_queued(ctx, &mut progress, ctx.budget.map(|b| began + b)).await?;
+        prepared = touched;
+        failure = f.map(|e| {
+            (
+                prepared
+                    .iter()
+                    .filter(|t| t.status == TableStatus::Failed)
+                    .map(|t| t.table.clone())
+                    .collect(),
+                e,
+            )
+        });
+    }
+    progress.checks += 1;
+    progress.done = progress.pending.is_empty() && progress.queued.is_empty() && failure.is_none();
+    progress.wait_seconds = super::next_wait(&progress);
     progress.summary.seconds = (crate::contract::clock::unix_now() - progress.started_at).max(0.0);
-    if progress.done || !committed.is_empty() || failure.is_some() {
+    if progress.done || !committed.is_empty() || failure.is_some() || !prepared.is_empty() {
         let ended = Ended {
             committed: &committed,
             times: &times,
             failure: failure.as_ref(),
+            prepared,
         };
-        let recorded = record_outcomes(ctx, &progress, ended).await;
+        let recorded = record_outcomes(ctx, &mut progress, ended).await;
         match (&failure, recorded) {
             // The load's own error is the one to report; the record is best effort then.
             (Some(_), Err(e)) => tracing::warn!(error = %e, "could not record the tables' outcomes"),
@@ -92,24 +113,87 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
     }
 }
 
+/// The load's failure when its deadline has passed with transactions still running or tables still waiting: the
+/// tables it gives up on (Cleanup cancels their transactions; nothing of them was committed).
+fn past_deadline(progress: &LoadProgress) -> Option<(Vec<TableRef>, LoadError)> {
+    let deadline = progress.deadline?;
+    let now = crate::contract::clock::unix_now();
+    if now < deadline || (progress.pending.is_empty() && progress.queued.is_empty()) {
+        return None;
+    }
+    let mut tables: Vec<TableRef> = progress.pending.iter().flat_map(|p| p.tables.iter().cloned()).collect();
+    tables.extend(progress.queued.iter().cloned());
+    let e = LoadError::Deadline {
+        tables: tables.iter().map(ToString::to_string).collect(),
+        hours: (now - progress.started_at).max(0.0) / 3600.0,
+    };
+    Some((tables, e))
+}
+
+/// The queued tables set up and submitted as slots and time allow, from the facts `start` left on the stage.
+async fn continue_queued(
+    ctx: &LoadContext,
+    progress: &mut LoadProgress,
+    until: Option<std::time::Instant>,
+) -> Result<(Vec<TableLoad>, Option<LoadError>), LoadError> {
+    let stage = stage_of(ctx, &progress.plan_url).await?;
+    let plan = run::read_plan(stage.as_ref(), &progress.plan_url).await?;
+    let key = crate::contract::layout::load_queue_key(&plan.run_id);
+    let bytes = stage.get(&key).await?;
+    let facts: Vec<super::TableFacts> = serde_json::from_slice(&bytes)
+        .map_err(|e| LoadError::InvalidRequest(format!("{key}: the queued tables' facts: {e}")))?;
+    let mut queue = std::collections::VecDeque::new();
+    for table in &progress.queued {
+        let t = plan.tables.iter().find(|t| &t.table == table);
+        let f = facts.iter().find(|f| &f.table == table);
+        match (t, f) {
+            (Some(t), Some(f)) => queue.push_back((t, f)),
+            _ => {
+                return Err(LoadError::InvalidRequest(format!(
+                    "{table} is queued for loading but not in the plan or in {key}"
+                )))
+            }
+        }
+    }
+    let options = progress.options.clone();
+    let pctx = super::PrepareContext {
+        wh: ctx.warehouse.as_ref(),
+        stage: stage.as_ref(),
+        plan: &plan,
+        options: &options,
+        watch: ctx.watch.as_deref(),
+    };
+    let out = super::advance(&pctx, &mut queue, &mut progress.pending, until).await?;
+    progress.queued = queue.iter().map(|(t, _)| t.table.clone()).collect();
+    Ok(out)
+}
+
 /// The transactions that ended at a check: the tables committed, their steps' times, and a failure.
 struct Ended<'a> {
     committed: &'a [TableRef],
     times: &'a [(TableRef, StepTime)],
     failure: Option<&'a (Vec<TableRef>, LoadError)>,
+    /// Queued tables this check set up, as they stand (set-up step, swap kind, already loaded).
+    prepared: Vec<TableLoad>,
 }
 
 /// Sets the outcome of the tables whose transactions ended on `<run>/load.json`.
-async fn record_outcomes(ctx: &LoadContext, progress: &LoadProgress, ended: Ended<'_>) -> Result<(), LoadError> {
+async fn record_outcomes(ctx: &LoadContext, progress: &mut LoadProgress, ended: Ended<'_>) -> Result<(), LoadError> {
     let Ended {
         committed,
         times,
         failure,
+        prepared,
     } = ended;
     {
         let mut result = run::read_load(ctx.stages.as_ref(), &progress.plan_url)
             .await?
             .ok_or_else(|| LoadError::InvalidRequest(format!("{}: no load.json", progress.plan_url)))?;
+        for l in prepared {
+            if let Some(t) = result.tables.iter_mut().find(|t| t.table == l.table) {
+                *t = l;
+            }
+        }
         for t in result.tables.iter_mut() {
             if committed.contains(&t.table) {
                 t.status = TableStatus::Committed;
@@ -133,6 +217,7 @@ async fn record_outcomes(ctx: &LoadContext, progress: &LoadProgress, ended: Ende
         }
         result.done = progress.done;
         result.seconds = progress.summary.seconds;
+        progress.summary.loaded = result.tables.iter().filter(|t| t.loaded).count();
         record(stage_of(ctx, &progress.plan_url).await?.as_ref(), &result).await
     }
 }

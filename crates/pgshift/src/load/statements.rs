@@ -79,15 +79,17 @@ pub(super) fn setup_sql(
     observed: &BTreeMap<&str, u64>,
     json_as_super: bool,
 ) -> Result<Vec<String>, LoadError> {
-    let mut cols = Vec::new();
+    let (mut cols, mut staging_cols) = (Vec::new(), Vec::new());
     for c in &t.columns {
         let bytes = varchar_bytes(c, observed.get(c.name.as_str()).copied().unwrap_or(0)) as u32;
         let not_null = if c.nullable { "" } else { " NOT NULL" };
+        let name = ident(&c.name)?;
         cols.push(format!(
-            "{} {}{not_null}",
-            ident(&c.name)?,
+            "{name} {}{not_null}",
             dialect.column_type(c, bytes, json_as_super)
         ));
+        // Staging holds JSON as the text it is in the Parquet part; the swap parses it into the target's SUPER.
+        staging_cols.push(format!("{name} {}{not_null}", dialect.column_type(c, bytes, false)));
     }
     let key = t
         .key
@@ -100,7 +102,7 @@ pub(super) fn setup_sql(
     let schema = ident(&t.table.schema)?;
     let target = qualified(&t.table)?;
     let staging = qualified(staging)?;
-    let list = cols.join(", ");
+    let (list, staging_list) = (cols.join(", "), staging_cols.join(", "));
     // Set-ups of every run on this warehouse take turns where the dialect needs it.
     let mut out: Vec<String> = dialect.setup_lock().into_iter().collect();
     out.extend([
@@ -113,7 +115,7 @@ pub(super) fn setup_sql(
              loaded_at TIMESTAMP NOT NULL, plan_id VARCHAR(64) NOT NULL)"
         ),
         format!("DROP TABLE IF EXISTS {staging}"),
-        format!("CREATE TABLE {staging} ({list}){table_extra}"),
+        format!("CREATE TABLE {staging} ({staging_list}){table_extra}"),
     ]);
     Ok(out)
 }
@@ -132,6 +134,7 @@ pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepar
         .map(|c| ident(&c.name))
         .collect::<Result<Vec<_>, _>>()?
         .join(", ");
+    let values = select_list(p)?;
     let mut out = vec![dialect.lock_target(&target)];
     if let (LoadMode::Replace, Some(facts)) = (mode, &p.rename) {
         out.extend(rename_sql(&p.plan.table, &p.staging, facts)?);
@@ -158,10 +161,28 @@ pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepar
             out.push(format!("DELETE FROM {target} USING {staging} WHERE {on}"));
         }
     }
-    out.push(format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {staging}"));
+    out.push(format!("INSERT INTO {target} ({cols}) SELECT {values} FROM {staging}"));
     out.push(log_sql(dialect, mode, plan, p)?);
     out.push(format!("DROP TABLE {staging}"));
     Ok(out)
+}
+
+/// The staging columns as the target takes them: JSON text parsed into SUPER when the target's JSON columns are
+/// SUPER (a string copied straight into SUPER would stay a string,
+/// <https://docs.aws.amazon.com/redshift/latest/dg/ingest-super.html>: "If the json_parse function is missing in the
+/// query, Amazon Redshift treats the value as a single string"), else the columns themselves.
+fn select_list(p: &Prepared) -> Result<String, LoadError> {
+    Ok(p.plan
+        .columns
+        .iter()
+        .map(|c| {
+            ident(&c.name).map(|n| match p.super_columns && crate::warehouse::is_json(c) {
+                true => format!("JSON_PARSE({n})"),
+                false => n,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", "))
 }
 
 /// The load log's row of a table's load.

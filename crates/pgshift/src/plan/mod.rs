@@ -261,7 +261,12 @@ async fn write_plan(
             let (bucket, prefix) = layout::object_location(stage.url(), &layout::map_results_prefix(&plan.run_id));
             ResultsLocation { bucket, prefix }
         },
-        load: req.load.clone().unwrap_or_default(),
+        load: {
+            // The Load state passes `concurrency` on as it is: always present, the default when the request had none.
+            let mut load = req.load.clone().unwrap_or_default();
+            load.concurrency = Some(load.concurrency() as u32);
+            load
+        },
         snapshot: plan.snapshot.clone(),
     };
     tracing::info!(seconds = plan.planning_seconds, "planned");

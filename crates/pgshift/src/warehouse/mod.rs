@@ -84,7 +84,7 @@ impl Dialect {
         }
     }
 
-    /// Whether json and jsonb may load into SUPER (COPY … SERIALIZETOJSON).
+    /// Whether json and jsonb may load into SUPER (through VARCHAR staging and `JSON_PARSE` in the swap).
     pub fn has_super(self) -> bool {
         self == Dialect::Redshift
     }
@@ -177,8 +177,6 @@ pub struct CopyJob<'a> {
     pub files: &'a [StagedFile],
     pub stage: &'a dyn Stage,
     pub truncate_long_text: bool,
-    /// Some column is SUPER (Redshift: the COPY needs SERIALIZETOJSON).
-    pub super_columns: bool,
 }
 
 impl CopyJob<'_> {

@@ -104,7 +104,9 @@ impl Default for Polling {
         Self {
             first: Duration::from_millis(250),
             max: Duration::from_secs(5),
-            deadline: Duration::from_secs(1800),
+            // Below the loader's 900 s timeout with room for its other work: the load transactions themselves are
+            // never waited on here (the state machine's Wait states do), only set-up statements and counts.
+            deadline: Duration::from_secs(300),
         }
     }
 }
@@ -322,12 +324,12 @@ pub fn copy_sql(job: &CopyJob<'_>, iam_role: &str) -> Result<String, WarehouseEr
         }
         Ok(format!("'{s}'"))
     };
-    // No REGION and no MAXERROR: Parquet COPY rejects both. SUPER columns take SERIALIZETOJSON.
+    // No REGION and no MAXERROR: Parquet COPY rejects both. No SERIALIZETOJSON: JSON arrives as text into VARCHAR
+    // staging columns and the swap parses it (SERIALIZETOJSON would keep a string column a SUPER string).
     Ok(format!(
-        "COPY {staging} ({cols}) FROM {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST{}",
+        "COPY {staging} ({cols}) FROM {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST",
         lit(job.manifest_url)?,
-        lit(iam_role)?,
-        if job.super_columns { " SERIALIZETOJSON" } else { "" }
+        lit(iam_role)?
     ))
 }
 
