@@ -344,10 +344,12 @@ fn data_api(sent: &Sent, running_checks: usize, fail: Option<(usize, &'static st
         }),
     };
     let describe = seq.repeatedly().build();
+    // Cleanup cancels what the state last saw pending, even if it has ended since.
+    let cancel = mock!(Client::cancel_statement).then_output(|| CancelStatementOutput::builder().status(false).build());
     mock_client!(
         aws_sdk_redshiftdata,
         RuleMode::MatchAny,
-        [&batch, &exec, &zero, &describe]
+        [&batch, &exec, &zero, &describe, &cancel]
     )
 }
 
@@ -893,5 +895,117 @@ async fn json_as_super_copies_text_into_varchar_staging_and_parses_it_in_the_swa
         "{}",
         load[4]
     );
+    Ok(())
+}
+
+/// The load batch of one `sales.orders` load in `mode`, through the definition against the recorded Data API.
+async fn one_load(name: &str, mode: pgshift::contract::load::LoadMode) -> Result<Vec<String>> {
+    let source = super::db(name, super::load::SALES).await?;
+    let sent: Sent = Arc::default();
+    let out = run_redshift_with(&source, &["sales.orders"], data_api(&sent, 0, None), name, |r| {
+        r.request.load = Some(pgshift::contract::load::LoadOptions {
+            mode,
+            ..Default::default()
+        });
+    })
+    .await?;
+    out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    assert!(out.report.reconciled(), "{}", out.report.render());
+    Ok(load_batch(&sent))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_and_merge_send_exactly_their_statements_in_one_transaction() -> Result<()> {
+    use pgshift::contract::load::LoadMode;
+    let cols = "(\"id\", \"amount\", \"note\", \"placed\")";
+    let append = one_load("rsappend", LoadMode::Append).await?;
+    assert_eq!(append.len(), 6, "{append:#?}");
+    assert!(
+        append[0].starts_with("COPY \"sales\".\"orders__pgshift_") && append[0].ends_with("FORMAT AS PARQUET MANIFEST")
+    );
+    assert!(append[1].starts_with("SELECT 1 / CASE WHEN count(*) = 20000 THEN 1 ELSE 0 END FROM"));
+    assert_eq!(append[2], "LOCK \"sales\".\"orders\"");
+    assert!(
+        append[3].starts_with(&format!(
+            "INSERT INTO \"sales\".\"orders\" {cols} SELECT \"id\", \"amount\""
+        )),
+        "{}",
+        append[3]
+    );
+    assert!(
+        append[4].starts_with("INSERT INTO \"pgshift\".\"load_log\"") && append[4].contains("'append'"),
+        "{}",
+        append[4]
+    );
+    assert!(
+        append[5].starts_with("DROP TABLE \"sales\".\"orders__pgshift_"),
+        "{}",
+        append[5]
+    );
+
+    let merge = one_load("rsmerge", LoadMode::Merge).await?;
+    assert_eq!(merge.len(), 7, "{merge:#?}");
+    assert_eq!(merge[2], "LOCK \"sales\".\"orders\"");
+    // Rows of the same key are replaced: deleted by key from the target, then every staged row inserted.
+    assert!(
+        merge[3].starts_with("DELETE FROM \"sales\".\"orders\" USING \"sales\".\"orders__pgshift_")
+            && merge[3].contains("WHERE \"sales\".\"orders\".\"id\" = \"sales\".\"orders__pgshift_"),
+        "{}",
+        merge[3]
+    );
+    assert!(
+        merge[4].starts_with(&format!("INSERT INTO \"sales\".\"orders\" {cols} SELECT")),
+        "{}",
+        merge[4]
+    );
+    assert!(merge[5].contains("'merge'"), "{}", merge[5]);
+    assert!(merge[6].starts_with("DROP TABLE \"sales\".\"orders__pgshift_"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_copy_and_a_failed_reconcile_end_the_run_by_name_with_the_warehouse_as_it_was() -> Result<()> {
+    let source = super::db("rsfail", super::load::SALES).await?;
+    let cases = [
+        (
+            0,
+            "ERROR: Spectrum Scan Error",
+            "Pipeline.Fatal.Warehouse",
+            "COPY into sales.orders failed",
+        ),
+        (
+            1,
+            "ERROR: division by zero",
+            "Pipeline.Fatal.Reconcile",
+            "sales.orders: staging holds",
+        ),
+    ];
+    for (step, error, name, says) in cases {
+        let sent: Sent = Arc::default();
+        let out = run_redshift(
+            &source,
+            "sales.orders",
+            data_api(&sent, 0, Some((step, error))),
+            &format!("rsfail{step}"),
+        )
+        .await?;
+        let f = out.output.expect_err("the load fails");
+        assert_eq!(f.error, name, "{f:?}");
+        assert!(f.cause.contains(says), "{f:?}");
+        let all: Vec<String> = sent.lock().expect("lock").iter().flatten().cloned().collect();
+        if step == 0 {
+            // The failed COPY is explained from SYS_LOAD_ERROR_DETAIL by the sub-statement's query id.
+            assert!(
+                all.iter()
+                    .any(|s| s.contains("sys_load_error_detail") && s.contains("4242")),
+                "{all:#?}"
+            );
+        }
+        // Cleanup ran; the report says nothing was committed.
+        assert!(out.cleanup.is_some(), "cleanup ran");
+        let report = out.report.render();
+        assert!(report.contains("no table of this run was committed"), "{report}");
+        assert!(out.report.tables.iter().all(|t| t.loaded_rows.is_none()), "{report}");
+    }
     Ok(())
 }
