@@ -1009,3 +1009,49 @@ async fn a_failed_copy_and_a_failed_reconcile_end_the_run_by_name_with_the_wareh
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_run_copies_reconciles_and_swaps_every_table_in_one_transaction() -> Result<()> {
+    let source = super::db("rsatomicok", super::load::SALES).await?;
+    let sent: Sent = Arc::default();
+    let out = run_redshift_with(&source, &["sales.*"], data_api(&sent, 0, None), "rsatomicok", |r| {
+        r.request.load = Some(pgshift::contract::load::LoadOptions {
+            atomic: pgshift::contract::load::Atomicity::Run,
+            ..Default::default()
+        });
+    })
+    .await?;
+    out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    assert!(out.report.reconciled(), "{}", out.report.render());
+    let loads: Vec<Vec<String>> = sent
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|b| b.iter().any(|s| s.starts_with("COPY ")))
+        .cloned()
+        .collect();
+    assert_eq!(loads.len(), 1, "one transaction for the run: {loads:#?}");
+    let b = &loads[0];
+    // Both tables' COPY and reconcile first, then both swaps: nothing changes unless everything staged.
+    let kinds: Vec<&str> = b
+        .iter()
+        .map(|s| match s {
+            s if s.starts_with("COPY ") => "copy",
+            s if s.starts_with("SELECT 1 / CASE") => "reconcile",
+            s if s.starts_with("LOCK ") => "lock",
+            _ => "swap",
+        })
+        .collect();
+    assert_eq!(
+        &kinds[..6],
+        ["copy", "reconcile", "copy", "reconcile", "lock", "swap"],
+        "{b:#?}"
+    );
+    assert_eq!(kinds.iter().filter(|k| **k == "lock").count(), 2, "{b:#?}");
+    assert!(
+        b.len() <= 40,
+        "inside the Data API's 40 statements a batch: {}",
+        b.len()
+    );
+    Ok(())
+}
