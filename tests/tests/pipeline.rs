@@ -488,3 +488,49 @@ async fn a_duplicate_delivery_of_a_running_run_ends_at_once_and_touches_nothing(
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_sharing_a_long_name_prefix_get_staging_tables_of_their_own() -> Result<()> {
+    // 45-character names equal in their first 40: their staging tables used to be one and the same.
+    let (a, b) = (
+        "customer_lifetime_value_snapshots_by_region_a",
+        "customer_lifetime_value_snapshots_by_region_b",
+    );
+    let source = db(
+        "pipeprefix",
+        &format!(
+            "CREATE SCHEMA s; CREATE TABLE s.{a} (id int8 PRIMARY KEY, v text);
+             CREATE TABLE s.{b} (id int8 PRIMARY KEY, w int4, v text);
+             INSERT INTO s.{a} SELECT g, 'a' || g FROM generate_series(1, 2000) g;
+             INSERT INTO s.{b} SELECT g, g, 'b' || g FROM generate_series(1, 3000) g; ANALYZE;"
+        ),
+    )
+    .await?;
+    let target = cluster().create_db("pipeprefixwh").await?;
+    let stage = format!("file://{}", stage_dir("pipeprefix").display());
+    let out = run_local(
+        &source,
+        request(&stage, &["s.*"], 2),
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(&target)?),
+    )
+    .await?;
+    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    assert!(out.report.reconciled(), "{}", out.report.render());
+    let plan = plan_of(&output).await?;
+    for t in [a, b] {
+        let table = format!("s.{t}");
+        assert_eq!(
+            super::load::fingerprint(&target, &plan, &table, false).await?,
+            super::load::fingerprint(&source, &plan, &table, true).await?,
+            "{table}"
+        );
+    }
+    let left: i64 = connect(&target)
+        .await?
+        .query_one("SELECT count(*) FROM pg_tables WHERE tablename LIKE '%pgshift%'", &[])
+        .await?
+        .get(0);
+    assert_eq!(left, 0, "no staging table left");
+    Ok(())
+}

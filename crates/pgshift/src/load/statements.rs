@@ -49,13 +49,19 @@ pub(super) fn qualified(t: &TableRef) -> Result<String, LoadError> {
 
 /// The staging table of a run: beside the target, named after it and the run (identifiers stay under 63 bytes).
 pub(crate) fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
+    use sha2::Digest;
     let run: String = run_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     let run = &run[run.len().saturating_sub(12)..];
-    let mut name: String = target.name.chars().take(40).collect();
-    while name.len() > 40 {
+    // The target's name, cut to 30 bytes on a character boundary, is only for people reading a listing; the hash of
+    // the whole target name (and the run id) is what keeps two tables' staging tables apart. At most
+    // 30 + 10 + 12 + 1 + 8 = 61 bytes: inside PostgreSQL's 63 (and Redshift's 127).
+    let mut name: String = target.name.chars().take(30).collect();
+    while name.len() > 30 {
         name.pop();
     }
-    TableRef::new(target.schema.clone(), format!("{name}__pgshift_{run}"))
+    let digest = sha2::Sha256::digest(format!("{}\0{}\0{run_id}", target.schema, target.name).as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    TableRef::new(target.schema.clone(), format!("{name}__pgshift_{run}_{hash}"))
 }
 
 const LOG: &str = "\"pgshift\".\"load_log\"";
@@ -265,6 +271,30 @@ mod tests {
             cast: None,
             mapping,
         }
+    }
+
+    #[test]
+    fn staging_names_are_distinct_per_table_and_fit_postgres_identifiers() {
+        let run = "20261203T171500Z-rds-orders-2026-12-03-03-05";
+        let long = "é".repeat(40);
+        let names = [
+            TableRef::new("s", format!("{}_a", "x".repeat(60))),
+            TableRef::new("s", format!("{}_b", "x".repeat(60))),
+            TableRef::new("t", format!("{}_a", "x".repeat(60))),
+            TableRef::new("s", long.clone()),
+            TableRef::new("s", "orders"),
+        ];
+        let staged: Vec<String> = names.iter().map(|t| staging_table(t, run).name).collect();
+        for (i, a) in staged.iter().enumerate() {
+            assert!(a.len() <= 63, "{a}: {} bytes", a.len());
+            assert!(a.contains("__pgshift_"), "{a}");
+            for b in &staged[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // The same table and run always stage into the same table (Cleanup and a retried load find it again).
+        assert_eq!(staging_table(&names[0], run), staging_table(&names[0], run));
+        assert_ne!(staging_table(&names[0], run), staging_table(&names[0], "another-run"));
     }
 
     #[test]
