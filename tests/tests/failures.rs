@@ -307,3 +307,52 @@ async fn a_connection_dropped_mid_stream_leaves_no_file() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_cannot_succeed_fail_at_once_by_name_and_transient_ones_are_retried() -> Result<()> {
+    use pgshift::source::SourceConnector;
+    let url = db("connfail", "SELECT 1").await?;
+    let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or_default();
+    let port = base.rsplit(':').next().unwrap_or_default().to_string();
+    let unused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let cases = [
+        // (connection string, stable name, what the message must say)
+        (
+            url.replace("postgres://postgres@", "postgres://no_such_role@"),
+            "Pipeline.Fatal.PermissionDenied",
+            vec!["no_such_role", "check the user and password"],
+        ),
+        (
+            format!("{base}/no_such_database"),
+            "Pipeline.Fatal.NotFound",
+            vec!["no_such_database", "check the database name"],
+        ),
+        (
+            url.replace("127.0.0.1", "no-such-host.invalid"),
+            "Pipeline.Fatal.NotFound",
+            vec!["no-such-host.invalid", "check the host name"],
+        ),
+        // Nobody listens: a server restarting looks the same, so this one is worth a retry.
+        (
+            url.replace(&format!(":{port}/"), &format!(":{unused}/")),
+            "Pipeline.Retryable.SourceUnavailable",
+            vec!["127.0.0.1"],
+        ),
+    ];
+    for (conn, name, says) in cases {
+        let e = match pgshift::PgConnector::new(&conn)?.connect().await {
+            Ok(_) => anyhow::bail!("{conn}: connected"),
+            Err(e) => e,
+        };
+        assert_eq!(e.name(), name, "{conn}: {e}");
+        let text = e.to_string();
+        for s in says {
+            assert!(text.contains(s), "{conn}: {text:?} should say {s:?}");
+        }
+        assert!(text.contains(':'), "names host and port: {text}");
+    }
+    Ok(())
+}

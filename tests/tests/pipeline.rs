@@ -521,8 +521,8 @@ async fn tables_sharing_a_long_name_prefix_get_staging_tables_of_their_own() -> 
     for t in [a, b] {
         let table = format!("s.{t}");
         assert_eq!(
-            super::load::fingerprint(&target, &plan, &table, false).await?,
-            super::load::fingerprint(&source, &plan, &table, true).await?,
+            fingerprint(&target, &plan, &table, false).await?,
+            fingerprint(&source, &plan, &table, true).await?,
             "{table}"
         );
     }

@@ -9,3 +9,55 @@ pub(crate) mod tls;
 pub(crate) fn transient(code: &tokio_postgres::error::SqlState) -> bool {
     matches!(&code.code()[..2], "08" | "40" | "53" | "57" | "58")
 }
+
+/// A connection attempt that cannot succeed by retrying, and what to do about it: the server refused who we are or
+/// the database we asked for, the host name does not exist, or its certificate does not verify. `None`: the error
+/// may pass (refused or reset connections, timeouts, a server starting up or out of slots, a name server that did
+/// not answer).
+pub(crate) fn permanent_connect_error(e: &tokio_postgres::Error) -> Option<Permanent> {
+    use tokio_postgres::error::SqlState;
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        return match code.code() {
+            c if c.starts_with("28") => Some(Permanent::Refused(
+                "check the user and password (the secret's username and password)",
+            )),
+            _ if *code == SqlState::INVALID_CATALOG_NAME => {
+                Some(Permanent::NotFound("check the database name in the connection string"))
+            }
+            _ => None,
+        };
+    }
+    let text = crate::source::chain(e);
+    let has = |s: &str| text.contains(s);
+    if has("Name or service not known") || has("nodename nor servname") || has("No address associated with hostname") {
+        Some(Permanent::NotFound("check the host name"))
+    } else if has("invalid peer certificate") || has("UnknownIssuer") || has("NotValidForName") || has("certificate") {
+        Some(Permanent::Refused(
+            "the server's certificate does not verify against sslrootcert for this host: check sslrootcert and the host name, or sslmode",
+        ))
+    } else {
+        None
+    }
+}
+
+/// Why a connection cannot succeed, and the advice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Permanent {
+    /// Authentication or certificate: the caller is not let in.
+    Refused(&'static str),
+    /// The host or the database does not exist.
+    NotFound(&'static str),
+}
+
+/// `host:port` of a connection config, for error messages (never the password).
+pub(crate) fn endpoint(c: &tokio_postgres::Config) -> String {
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}

@@ -59,6 +59,16 @@ pub enum SourceError {
     #[error("source unavailable: {0}")]
     Unavailable(String),
 
+    /// A connection that cannot succeed however often it is retried (authentication, no such database or host, a
+    /// certificate that does not verify): fails at once.
+    #[error("connecting to the source at {at}: {cause}; {hint}")]
+    Connect {
+        at: String,
+        cause: String,
+        hint: &'static str,
+        not_found: bool,
+    },
+
     #[error("statement timeout after {secs} s extracting {table}")]
     Timeout { table: TableRef, secs: u64 },
 
@@ -80,6 +90,8 @@ impl SourceError {
             SourceError::SchemaChanged { .. } => Code::FatalSchemaChanged,
             SourceError::PermissionDenied { .. } => Code::FatalPermissionDenied,
             SourceError::Unavailable(_) => Code::RetryableSourceUnavailable,
+            SourceError::Connect { not_found: true, .. } => Code::FatalNotFound,
+            SourceError::Connect { not_found: false, .. } => Code::FatalPermissionDenied,
             SourceError::Timeout { .. } => Code::RetryableTimeout,
             SourceError::Sql { retryable: true, .. } => Code::RetryableSource,
             SourceError::Sql { retryable: false, .. } => Code::FatalSource,
@@ -211,6 +223,27 @@ impl PgConnector {
     }
 }
 
+/// A failed connection: at once fatal when retrying cannot help ([`crate::pgclient::permanent_connect_error`]),
+/// else retryable; either way naming host, port and cause.
+fn connect_error(config: &tokio_postgres::Config, e: &tokio_postgres::Error) -> SourceError {
+    let at = crate::pgclient::endpoint(config);
+    match crate::pgclient::permanent_connect_error(e) {
+        Some(p) => {
+            let (hint, not_found) = match p {
+                crate::pgclient::Permanent::Refused(h) => (h, false),
+                crate::pgclient::Permanent::NotFound(h) => (h, true),
+            };
+            SourceError::Connect {
+                at,
+                cause: chain(e),
+                hint,
+                not_found,
+            }
+        }
+        None => SourceError::Unavailable(format!("connecting to the source at {at}: {}", chain(e))),
+    }
+}
+
 impl SourceConnector for PgConnector {
     fn connect(&self) -> BoxFuture<'_, Result<Client, SourceError>> {
         Box::pin(async move {
@@ -226,7 +259,7 @@ impl SourceConnector for PgConnector {
                 .config
                 .connect(self.tls.clone())
                 .await
-                .map_err(|e| SourceError::Unavailable(format!("connecting to the source: {}", chain(&e))))?;
+                .map_err(|e| connect_error(&self.config, &e))?;
             Ok((client, Box::pin(ended(connection)) as Connection))
         })
     }

@@ -47,7 +47,11 @@ impl PgWarehouse {
     }
 
     async fn connect(&self) -> Result<Client, WarehouseError> {
-        let (client, conn) = self.config.connect(self.tls.clone()).await.map_err(pg)?;
+        let (client, conn) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| connect_error(&self.config, &e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -56,6 +60,25 @@ impl PgWarehouse {
 }
 
 /// A driver error: retryable when the connection failed or the server may answer differently next time.
+/// A failed connection to the warehouse, naming host and port: fatal when no retry can help (authentication, no
+/// such database or host, a certificate that does not verify), else retryable.
+fn connect_error(config: &tokio_postgres::Config, e: &tokio_postgres::Error) -> WarehouseError {
+    let at = crate::pgclient::endpoint(config);
+    let cause = crate::source::chain(e);
+    match crate::pgclient::permanent_connect_error(e) {
+        Some(crate::pgclient::Permanent::Refused(hint) | crate::pgclient::Permanent::NotFound(hint)) => {
+            WarehouseError::Sql {
+                detail: format!("connecting to the warehouse at {at}: {cause}; {hint}"),
+                retryable: false,
+            }
+        }
+        None => WarehouseError::Sql {
+            detail: format!("connecting to the warehouse at {at}: {cause}"),
+            retryable: true,
+        },
+    }
+}
+
 fn pg(e: tokio_postgres::Error) -> WarehouseError {
     // No server error: the connection broke, which a retry may mend.
     let retryable = e.code().is_none_or(crate::pgclient::transient);
