@@ -348,3 +348,33 @@ async fn only_low_cardinality_columns_are_dictionary_encoded() -> Result<()> {
     assert_eq!(dictionary, [false, true, false], "id, status, note");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_settings_no_extractor_could_use_are_refused_at_plan_time_by_flag() -> Result<()> {
+    use pgshift::contract::model::{Compression, WriterSettings};
+    let url = db(
+        "badwriter",
+        "CREATE TABLE w (id int8 PRIMARY KEY); INSERT INTO w VALUES (1);",
+    )
+    .await?;
+    let mib = 1024 * 1024;
+    let cases = [
+        (Compression::Zstd { level: 100 }, 16 * mib, 256 * mib, "--zstd-level"),
+        (Compression::Zstd { level: 0 }, 16 * mib, 256 * mib, "--zstd-level"),
+        (Compression::Snappy, 0, 256 * mib, "--row-group-mib"),
+        (Compression::Snappy, 64 * mib, 32 * mib, "--file-mib"),
+    ];
+    for (compression, row_group_bytes, target_file_bytes, flag) in cases {
+        let mut req = request(&["public.w"], 1);
+        req.writer = WriterSettings {
+            compression,
+            row_group_bytes,
+            target_file_bytes,
+            ..WriterSettings::default()
+        };
+        let e = plan(&url, req).await.expect_err("refused");
+        assert_eq!(e.name(), "Pipeline.Fatal.InvalidInput", "{e}");
+        assert!(e.to_string().contains(flag), "{e} should name {flag}");
+    }
+    Ok(())
+}

@@ -262,6 +262,37 @@ pub struct WriterSettings {
     pub dictionary_columns: Vec<String>,
 }
 
+impl WriterSettings {
+    /// What no extractor could write with, named by the command line's flag: refused when the run is planned, not
+    /// by every extractor after the plan was made.
+    pub fn check(&self) -> Result<(), String> {
+        const MIB: u64 = 1024 * 1024;
+        if let Compression::Zstd { level } = self.compression {
+            // Parquet's zstd levels: https://docs.rs/parquet/latest/parquet/basic/struct.ZstdLevel.html
+            if !(1..=22).contains(&level) {
+                return Err(format!("zstd level {level}: give --zstd-level from 1 to 22"));
+            }
+        }
+        if !(MIB..=1024 * MIB).contains(&self.row_group_bytes) {
+            return Err(format!(
+                "row groups of {} bytes: give --row-group-mib from 1 to 1024",
+                self.row_group_bytes
+            ));
+        }
+        if self.target_file_bytes < self.row_group_bytes {
+            return Err(format!(
+                "files of {} MiB cannot hold a row group of {} MiB: give --file-mib at least --row-group-mib",
+                self.target_file_bytes / MIB,
+                self.row_group_bytes / MIB
+            ));
+        }
+        if self.batch_bytes == 0 {
+            return Err("batch_bytes 0: give 1 or more (default 4 MiB)".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for WriterSettings {
     fn default() -> Self {
         Self {

@@ -78,6 +78,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     }
     let settings = &req.settings;
     check_settings(settings)?;
+    req.writer.check().map_err(PlanError::InvalidRequest)?;
     let src = |e| PlanError::from(SourceError::Unavailable(format!("planning: {e}")));
     client.batch_execute(SESSION_SETTINGS).await.map_err(src)?;
     let (created_at, _) = crate::contract::clock::now_rfc3339();
