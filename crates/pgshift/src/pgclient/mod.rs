@@ -28,7 +28,7 @@ pub(crate) fn permanent_connect_error(e: &tokio_postgres::Error) -> Option<Perma
             _ => None,
         };
     }
-    let text = crate::source::chain(e);
+    let text = chain(e);
     let has = |s: &str| text.contains(s);
     if has("Name or service not known") || has("nodename nor servname") || has("No address associated with hostname") {
         Some(Permanent::NotFound("check the host name"))
@@ -60,4 +60,19 @@ pub(crate) fn endpoint(c: &tokio_postgres::Config) -> String {
     };
     let port = c.get_ports().first().copied().unwrap_or(5432);
     format!("{host}:{port}")
+}
+
+/// An error and its causes, `a: b: c` (a TLS failure's reason is in the cause).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }

@@ -313,20 +313,7 @@ where
     }
 }
 
-/// An error and its causes, `a: b: c` (a TLS failure's reason is in the cause).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
-}
+pub use crate::pgclient::chain;
 
 /// Settings that make every value's wire and text form independent of the server's and the role's defaults.
 pub const SESSION_SETTINGS: &str = "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; \

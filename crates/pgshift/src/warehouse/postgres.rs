@@ -64,7 +64,7 @@ impl PgWarehouse {
 /// such database or host, a certificate that does not verify), else retryable.
 fn connect_error(config: &tokio_postgres::Config, e: &tokio_postgres::Error) -> WarehouseError {
     let at = crate::pgclient::endpoint(config);
-    let cause = crate::source::chain(e);
+    let cause = crate::pgclient::chain(e);
     match crate::pgclient::permanent_connect_error(e) {
         Some(crate::pgclient::Permanent::Refused(hint) | crate::pgclient::Permanent::NotFound(hint)) => {
             WarehouseError::Sql {
