@@ -273,9 +273,9 @@ impl WriterSettings {
                 return Err(format!("zstd level {level}: give --zstd-level from 1 to 22"));
             }
         }
-        if !(MIB..=1024 * MIB).contains(&self.row_group_bytes) {
+        if !(1..=1024 * MIB).contains(&self.row_group_bytes) {
             return Err(format!(
-                "row groups of {} bytes: give --row-group-mib from 1 to 1024",
+                "row groups of {} bytes: give --row-group-mib from 1 to 1024 (MiB)",
                 self.row_group_bytes
             ));
         }
