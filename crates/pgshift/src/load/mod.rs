@@ -148,7 +148,7 @@ struct Prepared<'a> {
     plan: &'a TablePlan,
     staging: TableRef,
     load: TableLoad,
-    files: Vec<StagedFile>,
+    files: &'a [StagedFile],
     /// The target's JSON columns are SUPER: staging holds their text, the swap parses it.
     super_columns: bool,
     /// `replace` swaps the staging table in by rename, carrying these (PostgreSQL, when nothing would be lost).
@@ -466,7 +466,7 @@ async fn set_up_table<'a>(
         plan: t,
         staging,
         load,
-        files: facts.files.clone(),
+        files: &facts.files,
         super_columns,
         rename,
     })
@@ -713,7 +713,7 @@ fn group_steps<'a>(
                 staging: &p.staging,
                 columns: &p.plan.columns,
                 manifest_url: &p.load.manifest_url,
-                files: &p.files,
+                files: p.files,
                 stage: c.stage,
                 truncate_long_text: c.options.long_text == LongText::Truncate,
             })
