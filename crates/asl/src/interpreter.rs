@@ -19,6 +19,45 @@ pub(crate) struct Ctx {
     machine: Arc<str>,
     execution: Arc<Value>,
     item: Option<(usize, Value)>,
+    /// History events of the execution this state runs in (a Distributed Map's items are executions of their own).
+    history: Arc<History>,
+}
+
+/// Step Functions caps a standard execution's history at 25,000 events and fails the execution that reaches it
+/// (<https://docs.aws.amazon.com/step-functions/latest/dg/bp-history-limit.html>). The interpreter counts what
+/// Step Functions would record (a state entered and exited: 2 events; a task attempt scheduled, started and ended:
+/// 3 more; a Map iteration started and ended: 2) and fails the same way, so a definition that loops ends by name
+/// instead of hanging.
+pub(crate) struct History {
+    events: std::sync::atomic::AtomicU64,
+    limit: u64,
+}
+
+/// The cap of a standard execution's history.
+pub const HISTORY_LIMIT: u64 = 25_000;
+
+impl History {
+    fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            events: std::sync::atomic::AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    fn record(&self, n: u64, state: &str) -> Result<(), Failure> {
+        let total = self.events.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        if total > self.limit {
+            return Err(Failure::new(
+                "States.Runtime",
+                format!(
+                    "the execution's history reached {} events at state {state:?} (Step Functions' cap for a \
+                     standard execution): the definition loops, or a run needs fewer polls or a Distributed Map",
+                    self.limit
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Ctx {
@@ -51,6 +90,7 @@ pub struct Interpreter {
     resources: Arc<dyn Resources>,
     transitions: Arc<std::sync::atomic::AtomicU64>,
     name: Arc<str>,
+    history_limit: u64,
 }
 
 /// A local ARN of a resource type (Step Functions' shape, in the `local` region of account 000000000000).
@@ -70,7 +110,14 @@ impl Interpreter {
             resources,
             transitions: Arc::default(),
             name: Arc::from("state-machine"),
+            history_limit: HISTORY_LIMIT,
         }
+    }
+
+    /// Another cap on an execution's history events (tests; [`HISTORY_LIMIT`] by default).
+    pub fn with_history_limit(mut self, events: u64) -> Self {
+        self.history_limit = events;
+        self
     }
 
     /// The state machine's name in the ARNs of its context object (`$$.StateMachine`, `$$.Execution.Id`, Map runs).
@@ -95,6 +142,7 @@ impl Interpreter {
                 "StartTime": now_rfc3339(),
             })),
             item: None,
+            history: History::new(self.history_limit),
         };
         let run = self.run_machine(self.machine.clone(), input, ctx);
         match self.machine.timeout {
@@ -121,6 +169,7 @@ impl Interpreter {
                     .get(&current)
                     .ok_or_else(|| Failure::new("States.Runtime", format!("no state {current:?}")))?;
                 this.transitions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctx.history.record(2, &state.name)?;
                 let span = tracing::debug_span!("state", name = %state.name, item = ?ctx.item.as_ref().map(|i| i.0));
                 let step = tracing::Instrument::instrument(this.run_state(state, data, &ctx), span).await?;
                 match step {
@@ -223,6 +272,7 @@ impl Interpreter {
         let effective = input_of(s, raw, &c)?;
         let result = match &s.kind {
             Kind::Task { resource, timeout } => {
+                ctx.history.record(3, &s.name)?;
                 let input = match &s.parameters {
                     Some(p) => p.eval(&effective, &c, &s.name)?,
                     None => effective,
@@ -273,6 +323,12 @@ impl Interpreter {
                 machine: ctx.machine.clone(),
                 execution: ctx.execution.clone(),
                 item: Some((i, item.clone())),
+                history: if m.distributed {
+                    History::new(self.history_limit)
+                } else {
+                    ctx.history.record(2, &s.name)?;
+                    ctx.history.clone()
+                },
             };
             let input = match &m.selector {
                 Some(t) => t.eval(&effective, &child_ctx.object(&s.name, 0), &s.name)?,

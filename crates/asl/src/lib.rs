@@ -25,7 +25,7 @@ mod template;
 
 pub use ast::Machine;
 pub use error::{AslError, Failure};
-pub use interpreter::Interpreter;
+pub use interpreter::{Interpreter, HISTORY_LIMIT};
 pub use resources::{Resources, TaskCall};
 
 #[cfg(test)]

@@ -510,3 +510,30 @@ fn the_interpreter_depends_on_no_part_of_pgshift() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_looping_definition_fails_at_the_history_cap_instead_of_running_forever() {
+    // Task → Choice → back to Task, forever: 5 events per Task and 2 per Choice.
+    let states = json!({
+        "Start": {"Type": "Task", "Resource": "arn:aws:lambda:local:0:function:poll", "Next": "Again"},
+        "Again": {"Type": "Choice", "Choices": [{"Variable": "$.echo", "IsPresent": true, "Next": "Start"}],
+                  "Default": "Start"}
+    });
+    let fake = Fake::echo();
+    let out = Interpreter::new(machine(states.clone()), fake.clone())
+        .execute("loop", json!({}))
+        .await;
+    let f = out.expect_err("the loop is stopped");
+    assert_eq!(f.error, "States.Runtime");
+    assert!(f.cause.contains("25000 events"), "{}", f.cause);
+    // 7 events a round: the 3,571st Task is the last that fits under 25,000.
+    assert_eq!(fake.calls().len(), 3571);
+    // A lower cap for a test stops sooner, by the same rule.
+    let fake = Fake::echo();
+    let f = Interpreter::new(machine(states), fake.clone())
+        .with_history_limit(70)
+        .execute("loop", json!({}))
+        .await
+        .expect_err("stopped");
+    assert_eq!((f.error.as_str(), fake.calls().len()), ("States.Runtime", 10));
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pgshift::contract::model::{Bounds, Compression, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
-use pgshift::contract::types::{Cast, InfinityPolicy, TypePolicies};
+use pgshift::contract::types::TypePolicies;
 use pgshift::source::{column_specs, describe_table, PgConnector, SourceConnector};
 use pgshift::{ExtractContext, UrlStages};
 
@@ -36,15 +36,8 @@ pub(crate) struct ExtractArgs {
     run_id: String,
     #[arg(long, default_value_t = 0)]
     range_index: u32,
-    /// Per-column cast for types without a default mapping: --cast col=text (text, json or numeric).
-    #[arg(long, value_parser = parse_cast)]
-    cast: Vec<(String, Cast)>,
-    /// What ±infinity dates and timestamps become.
-    #[arg(long, value_enum, default_value_t = InfinityPolicy::Error)]
-    infinity: InfinityPolicy,
-    /// Extract numerics without a Redshift-sized precision as text instead of decimal(38,18).
-    #[arg(long)]
-    numeric_as_text: bool,
+    #[command(flatten)]
+    types: crate::commands::types::TypeArgs,
     #[command(flatten)]
     writer: WriterArgs,
     /// statement_timeout for the COPY, seconds (0: none).
@@ -100,12 +93,6 @@ pub(crate) enum Codec {
     None,
 }
 
-fn parse_cast(s: &str) -> Result<(String, Cast), String> {
-    let (col, cast) = s.split_once('=').ok_or("expected column=cast, e.g. location=text")?;
-    let cast = Cast::parse(cast).ok_or_else(|| format!("unknown cast {cast:?}: use text, json or numeric"))?;
-    Ok((col.to_string(), cast))
-}
-
 pub(crate) async fn run(args: ExtractArgs) -> Result<()> {
     let source = Arc::new(PgConnector::new(&args.source)?);
     let task = match &args.task {
@@ -131,17 +118,50 @@ pub(crate) async fn run(args: ExtractArgs) -> Result<()> {
     }
 }
 
+/// `--lower` at or above `--upper` selects nothing: refused, compared by the source in the key's own types (and
+/// collation), so that a typo does not write an empty part that looks like a finished range.
+async fn empty_range(
+    client: &tokio_postgres::Client,
+    lower: &[KeyValue],
+    upper: &[KeyValue],
+    given_lower: &[String],
+    given_upper: &[String],
+) -> Result<()> {
+    let row = |v: &[KeyValue]| -> Result<String> {
+        let lits = v
+            .iter()
+            .map(pgshift::contract::sql::literal)
+            .collect::<Result<Vec<_>, _>>();
+        Ok(format!("ROW({})", lits.map_err(anyhow::Error::msg)?.join(", ")))
+    };
+    let sql = format!("SELECT {} >= {}", row(lower)?, row(upper)?);
+    if client.query_one(&sql, &[]).await?.get::<_, bool>(0) {
+        bail!(
+            "--lower {} is not below --upper {}: the range is empty (lower is inclusive, upper exclusive)",
+            given_lower.join(" "),
+            given_upper.join(" ")
+        );
+    }
+    Ok(())
+}
+
 /// A task for one range of a table, from the catalog and the flags.
 pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs) -> Result<ExtractTask> {
     let table = TableRef::parse(args.table.as_deref().unwrap_or_default()).map_err(anyhow::Error::msg)?;
     let client = source.connect().await?;
     let catalog = describe_table(&client, &table).await?;
-    let policies = TypePolicies {
-        infinity: args.infinity,
-        unconstrained_numeric: None,
-        unconstrained_numeric_as_text: args.numeric_as_text,
-    };
-    let columns = column_specs(&catalog, &policies, &args.cast)?;
+    let policies = args.types.policies(TypePolicies::default());
+    // A cast may name the table (as run and plan take it); it must be this one.
+    let mut casts = Vec::new();
+    for c in &args.types.cast {
+        if let Some(t) = &c.table {
+            if TableRef::parse(t).map_err(anyhow::Error::msg)? != table {
+                bail!("--cast {t}.{}: this extract reads {table}", c.column);
+            }
+        }
+        casts.push((c.column.clone(), c.cast));
+    }
+    let columns = column_specs(&catalog, &policies, &casts)?;
     let key = if args.key.is_empty() {
         catalog.key.clone()
     } else {
@@ -174,10 +194,11 @@ pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs)
                 .collect(),
         ))
     };
-    let bounds = Bounds::Key {
-        lower: bound(&args.lower, "lower")?,
-        upper: bound(&args.upper, "upper")?,
-    };
+    let (lower, upper) = (bound(&args.lower, "lower")?, bound(&args.upper, "upper")?);
+    if let (Some(l), Some(u)) = (&lower, &upper) {
+        empty_range(&client, l, u, &args.lower, &args.upper).await?;
+    }
+    let bounds = Bounds::Key { lower, upper };
     Ok(ExtractTask {
         plan_id: String::new(),
         run_id: args.run_id.clone(),

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, LoadRequest, LongText, SchemaEvolution};
+use pgshift::contract::load::{
+    Atomicity, CleanupRequest, LoadMode, LoadOptions, LoadRequest, LongText, SchemaEvolution,
+};
 use pgshift::load::LoadContext;
 use pgshift::warehouse::Warehouse;
 use pgshift::UrlStages;
@@ -57,11 +59,28 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
         ..LoadRequest::default()
     };
     let ctx = LoadContext::new(Arc::new(UrlStages::default()), warehouse);
-    match pgshift::load::load(&ctx, req).await {
+    let plan_url = req.plan_url.clone();
+    let loaded = match pgshift::load::hold_run(&ctx, &plan_url).await {
+        Ok(()) => pgshift::load::load(&ctx, req).await,
+        Err(e) => bail!("{e} [{}]", e.name()),
+    };
+    match loaded {
         Ok(r) => {
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
-        Err(e) => bail!("{e} [{}]", e.name()),
+        Err(e) => {
+            // As the state machine's Cleanup state would: staging dropped, the run marked failed on the stage.
+            let state = serde_json::json!({
+                "plan": {"plan_url": plan_url},
+                "error": {"Error": e.name(), "Cause": e.to_string()},
+            });
+            let said = match pgshift::load::cleanup(&ctx, CleanupRequest { state }).await {
+                Ok(c) if c.dropped.is_empty() => "no staging table was left".to_string(),
+                Ok(c) => format!("staging tables dropped: {}", c.dropped.join(", ")),
+                Err(ce) => format!("cleanup failed too: {ce}; pgshift gc --warehouse drops what is left"),
+            };
+            bail!("{e} [{}] ({said})", e.name())
+        }
     }
 }

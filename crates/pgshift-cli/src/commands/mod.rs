@@ -7,3 +7,4 @@ pub(crate) mod plan;
 pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod snapshot;
+pub(crate) mod types;

@@ -57,6 +57,8 @@ pub(crate) struct PlanArgs {
     static_source: bool,
     #[command(flatten)]
     writer: WriterArgs,
+    #[command(flatten)]
+    types: crate::commands::types::TypeArgs,
 }
 
 pub(crate) async fn run(args: PlanArgs) -> Result<()> {
@@ -72,7 +74,11 @@ pub(crate) async fn run(args: PlanArgs) -> Result<()> {
         static_source: args.static_source,
         ..PlanSettings::default()
     };
+    let mut overrides = std::collections::BTreeMap::new();
+    args.types.merge_into(&mut overrides)?;
     let req = PlanRequest {
+        policies: args.types.policies(Default::default()),
+        overrides,
         run_id: args.run_id.clone(),
         tables: args.tables.clone(),
         exclude: args.exclude.clone(),

@@ -1,5 +1,6 @@
 //! `pgshift run`: the whole pipeline on this machine, through the same state machine definition AWS runs.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, SchemaEvolution};
 use pgshift::contract::model::WriterSettings;
-use pgshift::contract::plan::{PlanRequest, PlanSettings};
+use pgshift::contract::plan::{PlanRequest, PlanSettings, TableOverride};
+use pgshift::contract::types::TypePolicies;
 use pgshift::entry::pipeline::{LocalRun, Progress, RunState, TableLoadState, DEFINITION};
 use pgshift::source::PgConnector;
 use pgshift::stage::StageOpener;
@@ -64,6 +66,8 @@ pub(crate) struct RunArgs {
     /// What a load may change in an existing target whose columns differ from the source's.
     #[arg(long, value_enum)]
     schema_evolution: Option<SchemaEvolution>,
+    #[command(flatten)]
+    types: crate::commands::types::TypeArgs,
     /// The source does not change during the run (a restored snapshot, a paused replica): tables without a key
     /// may then be read in parallel ctid ranges.
     #[arg(long)]
@@ -122,6 +126,11 @@ struct RunConfig {
     load: Option<LoadOptions>,
     settings: Option<PlanSettings>,
     writer: Option<WriterSettings>,
+    /// The type policies of every table (`infinity`, `unconstrained_numeric_as_text`, …).
+    policies: Option<TypePolicies>,
+    /// Per table, keyed by `schema.table`: `key`, `casts = { column = "text" }`, `policies`, `parts`.
+    #[serde(default, alias = "overrides")]
+    table: BTreeMap<String, TableOverride>,
 }
 
 fn read_config(args: &RunArgs) -> Result<RunConfig> {
@@ -190,7 +199,12 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
     if let Some(c) = args.load_concurrency {
         load.concurrency = Some(c);
     }
+    let policies = args.types.policies(config.policies.unwrap_or_default());
+    let mut overrides = config.table;
+    args.types.merge_into(&mut overrides)?;
     let request = PlanRequest {
+        policies,
+        overrides,
         run_id: args.run_id.clone().or(config.run_id),
         tables,
         exclude: if args.exclude.is_empty() {
@@ -256,18 +270,19 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         Some(id) => execution_name_of(id),
         None => execution_name(),
     };
-    let handle = run.start(&name)?;
+    let mut handle = run.start(&name)?;
     let mode = match args.progress {
         ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Line,
         ProgressMode::Auto => ProgressMode::Log,
         m => m,
     };
-    let mut outcome = handle.outcome;
     let mut last = String::new();
     let mut rate = Rate::default();
+    let mut signals = Signals::new()?;
     let out = loop {
         tokio::select! {
-            r = &mut outcome => break r?,
+            r = &mut handle.outcome => break r?,
+            signal = signals.next() => return stopped(handle, signal, signals, mode).await,
             _ = tokio::time::sleep(Duration::from_millis(if mode == ProgressMode::Line { 200 } else { 1000 })) => {
                 let line = status_line(&handle.progress, &mut rate);
                 match mode {
@@ -312,6 +327,59 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
             cleanup_said(out.cleanup.as_ref())
         ),
     }
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, as the shell's exit codes: 130 and 143.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next signal: its name and the exit code it ends the process with.
+    async fn next(&mut self) -> (&'static str, u8) {
+        tokio::select! {
+            _ = self.int.recv() => ("SIGINT", 130),
+            _ = self.term.recv() => ("SIGTERM", 143),
+        }
+    }
+}
+
+/// A run stopped by a signal: its tasks dropped, Cleanup run (staging tables dropped, the run marked failed on the
+/// stage), then the process ends with the signal's code. A second signal during Cleanup ends it at once.
+async fn stopped(
+    handle: pgshift::entry::pipeline::RunHandle,
+    (name, code): (&'static str, u8),
+    mut signals: Signals,
+    mode: ProgressMode,
+) -> Result<()> {
+    if mode == ProgressMode::Line {
+        eprintln!();
+    }
+    eprintln!("{name}: stopping the run and cleaning up (again to force)");
+    let cause = format!("stopped by {name}");
+    let cleanup = handle.stop(pgshift::contract::code::Code::FatalInterrupted.name(), &cause);
+    let said = tokio::select! {
+        r = cleanup => match r {
+            Ok(Some(c)) => cleanup_said(Some(&c)),
+            Ok(None) => "it had no plan yet; nothing to clean".into(),
+            Err(e) => format!("cleanup failed: {e}; pgshift gc --warehouse drops what is left"),
+        },
+        (again, code) = signals.next() => {
+            eprintln!("{again}: forced; staging tables may be left (pgshift gc --warehouse drops them)");
+            std::process::exit(code.into());
+        }
+    };
+    eprintln!("stopped: {said}; pgshift run --run-id with the same settings resumes it");
+    std::process::exit(code.into())
 }
 
 /// The execution's input: the request, naming the snapshot to restore (`--snapshot`), or an RDS event (`--event`)
@@ -474,6 +542,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use pgshift::contract::types::{Cast, InfinityPolicy};
 
     #[derive(Parser)]
     struct Cli {
@@ -539,6 +608,55 @@ target_part_bytes = 1048576
         assert_eq!(r.request.settings.target_part_bytes, 1 << 20);
         let load = r.request.load.expect("load");
         assert_eq!((load.mode, load.atomic), (LoadMode::Merge, Atomicity::Run));
+    }
+
+    #[test]
+    fn type_policies_reach_the_request_from_flags_and_the_config_file() {
+        let config: RunConfig = toml::from_str(
+            "[policies]\ninfinity = \"null\"\n[table.\"sales.orders\"]\ncasts = { location = \"text\" }\nparts = 3\n",
+        )
+        .expect("config");
+        let r = resolve(
+            &args(&[
+                "--source",
+                "postgres://u@h/db",
+                "--stage",
+                "file:///s",
+                "--warehouse",
+                "postgres://u@h/w",
+                "--tables",
+                "sales.*",
+                "--cast",
+                "sales.orders.tags=json",
+                "--numeric-as-text",
+            ]),
+            config,
+        )
+        .expect("resolved");
+        let o = &r.request.overrides["sales.orders"];
+        assert_eq!(
+            (o.casts["location"], o.casts["tags"], o.parts),
+            (Cast::Text, Cast::Json, Some(3))
+        );
+        assert_eq!(r.request.policies.infinity, InfinityPolicy::Null);
+        assert!(r.request.policies.unconstrained_numeric_as_text);
+        let flag = resolve(
+            &args(&[
+                "--source",
+                "postgres://u@h/db",
+                "--stage",
+                "file:///s",
+                "--warehouse",
+                "postgres://u@h/w",
+                "--tables",
+                "t",
+                "--infinity",
+                "clamp",
+            ]),
+            toml::from_str("[policies]\ninfinity = \"null\"").expect("config"),
+        )
+        .expect("resolved");
+        assert_eq!(flag.request.policies.infinity, InfinityPolicy::Clamp, "the flag wins");
     }
 
     #[test]

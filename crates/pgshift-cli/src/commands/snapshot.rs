@@ -67,6 +67,10 @@ pub(crate) struct GcArgs {
     /// List what would be deleted; delete nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Also drop the staging tables that dead runs left in this warehouse (those of runs that may still be running
+    /// are kept, and listed). Also PGSHIFT_WAREHOUSE.
+    #[arg(long, env = "PGSHIFT_WAREHOUSE", hide_env_values = true)]
+    warehouse: Option<String>,
 }
 
 pub(crate) async fn gc(a: GcArgs) -> Result<()> {
@@ -77,6 +81,9 @@ pub(crate) async fn gc(a: GcArgs) -> Result<()> {
             a.snapshot_dir.clone().unwrap_or_else(pgshift::rds::local::default_dir),
         ))
     };
+    if let Some(url) = &a.warehouse {
+        staging_gc(url, a.dry_run).await?;
+    }
     let hours = a.older_than_hours.unwrap_or(if a.aws { 26.0 } else { 0.0 });
     let req = pgshift::sweep::SweepRequest {
         stack: a.stack.clone(),
@@ -103,5 +110,30 @@ pub(crate) async fn gc(a: GcArgs) -> Result<()> {
     if !out.failed.is_empty() {
         anyhow::bail!("{} deletion(s) failed; run pgshift gc again", out.failed.len());
     }
+    Ok(())
+}
+
+/// The staging tables of dead runs in a warehouse, dropped (`pgshift gc --warehouse`).
+async fn staging_gc(url: &str, dry_run: bool) -> Result<()> {
+    let wh = pgshift::warehouse::warehouse(url).await?;
+    let ctx = pgshift::load::LoadContext::new(Arc::new(pgshift::UrlStages::default()), wh);
+    let scope = pgshift::load::gc::GcScope {
+        targets: None,
+        own_run: None,
+        dry_run,
+    };
+    let found = match pgshift::load::gc::collect(&ctx, &scope).await {
+        Ok(f) => f,
+        Err(e) => anyhow::bail!("{e} [{}]", e.name()),
+    };
+    let verb = if dry_run { "would drop" } else { "dropped" };
+    for c in &found {
+        match c.dead {
+            true => println!("{verb} staging table {} of run {} ({})", c.staging, c.run_id, c.why),
+            false => println!("kept staging table {} of run {}: {}", c.staging, c.run_id, c.why),
+        }
+    }
+    let dropped = found.iter().filter(|c| c.dead).count();
+    println!("gc: {dropped} staging table(s) {verb}, {} kept", found.len() - dropped);
     Ok(())
 }

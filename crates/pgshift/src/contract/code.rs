@@ -32,6 +32,8 @@ pub enum Code {
     FatalSnapshot,
     FatalRestore,
     FatalLoadTimeout,
+    /// A local run stopped by SIGINT or SIGTERM (its Cleanup ran; `--run-id` resumes it).
+    FatalInterrupted,
 }
 
 impl Code {
@@ -64,6 +66,7 @@ impl Code {
         Code::FatalSnapshot,
         Code::FatalRestore,
         Code::FatalLoadTimeout,
+        Code::FatalInterrupted,
     ];
 
     /// The names the definition raises itself (a Pass state into Cleanup), not a handler: a snapshot pgshift cannot
@@ -100,6 +103,7 @@ impl Code {
             Code::FatalSnapshot => "Pipeline.Fatal.Snapshot",
             Code::FatalRestore => "Pipeline.Fatal.Restore",
             Code::FatalLoadTimeout => "Pipeline.Fatal.LoadTimeout",
+            Code::FatalInterrupted => "Pipeline.Fatal.Interrupted",
         }
     }
 

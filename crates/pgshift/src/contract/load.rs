@@ -36,11 +36,12 @@ pub const REDSHIFT_BATCH_STATEMENTS: u32 = 40;
 
 impl LoadMode {
     /// The fewest statements a table adds to its load transaction: COPY, reconcile, LOCK, the mode's DELETE (none to
-    /// append), INSERT, the load log, DROP of the staging table. A `replace` by rename may add its grants.
+    /// append), INSERT, the load log, DROP of the staging table and its row in the staging registry. A `replace` by
+    /// rename may add its grants.
     pub fn statements_per_table(self) -> u32 {
         match self {
-            LoadMode::Append => 6,
-            LoadMode::Replace | LoadMode::Merge => 7,
+            LoadMode::Append => 7,
+            LoadMode::Replace | LoadMode::Merge => 8,
         }
     }
 }
@@ -456,6 +457,10 @@ pub struct CleanupResult {
     pub status_url: Option<String>,
     /// What could not be cleaned (cleanup never fails on them: the run has failed already).
     pub notes: Vec<String>,
+    /// Every table's outcome as the warehouse holds it: the load's record, corrected from the warehouse's load log
+    /// where a commit landed that the record missed (its write after the commit failed, or the run died between).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableLoad>,
 }
 
 /// What the loader Lambda is asked: `{"action": "start", …LoadRequest}` (the default when `action` is absent),

@@ -387,6 +387,10 @@ pub struct ExtractResult {
     /// When the attempt started, in seconds since the Unix epoch (its end is `started_at + seconds`; 0: unknown).
     #[serde(default, skip_serializing_if = "is_unknown_time")]
     pub started_at: f64,
+    /// The range landed and verified in an earlier attempt or an interrupted run of the same plan, and was kept
+    /// as it was: nothing was read again (the result on the stage is that earlier attempt's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

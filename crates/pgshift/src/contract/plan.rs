@@ -110,6 +110,8 @@ pub struct PlanSettings {
     pub samples_per_part: u32,
     /// Plan the leaf partitions of partitioned tables themselves instead of their parent.
     pub include_partitions: bool,
+    /// Plan the views and materialized views a wildcard pattern matches (a view named exactly is always planned).
+    pub include_views: bool,
     /// A fixed number of parts for every non-empty table, instead of the count from the data (still capped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
@@ -135,6 +137,7 @@ impl Default for PlanSettings {
             statement_timeout_secs: crate::contract::model::DEFAULT_STATEMENT_TIMEOUT_SECS,
             samples_per_part: 2000,
             include_partitions: false,
+            include_views: false,
             parts: None,
             dictionary_max_distinct: 1000,
             static_source: false,

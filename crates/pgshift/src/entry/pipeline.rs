@@ -451,6 +451,32 @@ fn bucket_key(p: &Value, second: &str, state: &str) -> Result<(String, String), 
     Ok((get("Bucket")?, get(second)?))
 }
 
+/// The load's record with Cleanup's correction from the warehouse's load log (tables committed that the record
+/// missed), so that a failed run's report says what the warehouse committed.
+fn corrected(
+    load: Option<crate::contract::load::LoadResult>,
+    cleanup: Option<&crate::contract::load::CleanupResult>,
+) -> Option<crate::contract::load::LoadResult> {
+    let Some(c) = cleanup.filter(|c| !c.tables.is_empty()) else {
+        return load;
+    };
+    let mut l = load.unwrap_or_else(|| crate::contract::load::LoadResult {
+        run_id: c.run_id.clone().unwrap_or_default(),
+        mode: Default::default(),
+        tables: Vec::new(),
+        started_at: 0.0,
+        seconds: 0.0,
+        done: false,
+    });
+    for t in &c.tables {
+        match l.tables.iter_mut().find(|x| x.table == t.table) {
+            Some(x) => *x = t.clone(),
+            None => l.tables.push(t.clone()),
+        }
+    }
+    Some(l)
+}
+
 /// A run of the pipeline on this machine: the definition, the run's request, and the ports.
 pub struct LocalRun {
     /// The state machine definition (with its placeholders): [`DEFINITION`] unless given.
@@ -485,6 +511,34 @@ pub struct RunOutcome {
 pub struct RunHandle {
     pub progress: Arc<Progress>,
     pub outcome: tokio::task::JoinHandle<RunOutcome>,
+    /// What [`RunHandle::stop`]'s Cleanup uses: the run's stages and warehouse.
+    stop_ctx: LoadContext,
+}
+
+impl RunHandle {
+    /// Stops the execution where it stands (a Ctrl-C, a SIGTERM): every task of it is dropped, which ends the
+    /// extractors' COPY and rolls back a load transaction in flight, then Cleanup runs as the definition's Catch
+    /// would run it: the run's staging tables dropped, `<run>/status.json` written with `error` as the failure.
+    /// The parts that landed stay: `pgshift run --run-id` resumes from them. `None` when the run was stopped before
+    /// it had a plan (nothing to clean).
+    pub async fn stop(
+        self,
+        error: &str,
+        cause: &str,
+    ) -> Result<Option<crate::contract::load::CleanupResult>, crate::load::LoadError> {
+        self.outcome.abort();
+        let _ = self.outcome.await;
+        let Some(plan_url) = self.progress.snapshot().plan_url else {
+            return Ok(None);
+        };
+        let state = serde_json::json!({
+            "plan": {"plan_url": plan_url},
+            "error": {"Error": error, "Cause": cause},
+        });
+        let out = crate::load::cleanup(&self.stop_ctx, crate::contract::load::CleanupRequest { state }).await?;
+        self.progress.update(|s| s.phase = "stopped");
+        Ok(Some(out))
+    }
 }
 
 impl LocalRun {
@@ -493,6 +547,7 @@ impl LocalRun {
         let machine = local_machine(&self.definition)?;
         let progress = Arc::new(Progress::default());
         let stages = self.stages.clone();
+        let stop_ctx = LoadContext::new(self.stages.clone(), self.warehouse.clone());
         let pipeline = LocalPipeline {
             planner: PlanContext {
                 source: self.source.clone(),
@@ -546,6 +601,8 @@ impl LocalRun {
                 Some(url) => crate::stage::run::read_load(stages.as_ref(), url).await.ok().flatten(),
                 None => None,
             };
+            // Cleanup read the warehouse's load log: what it says was committed is what the report says.
+            let load = corrected(load, snap.cleanup.as_ref());
             let run_id = output
                 .as_ref()
                 .ok()
@@ -578,7 +635,11 @@ impl LocalRun {
                 cleanup: snap.cleanup,
             }
         });
-        Ok(RunHandle { progress, outcome })
+        Ok(RunHandle {
+            progress,
+            outcome,
+            stop_ctx,
+        })
     }
 }
 

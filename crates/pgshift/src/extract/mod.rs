@@ -131,6 +131,14 @@ async fn record_failure(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt, e
 async fn run(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt) -> Result<ExtractResult, ExtractError> {
     validate(task)?;
     let stage = ctx.stages.open(&task.stage).await?;
+    if let Some(kept) = landed(stage.as_ref(), task).await? {
+        tracing::info!(
+            rows = kept.rows,
+            files = kept.files.len(),
+            "range already landed and verified: kept"
+        );
+        return Ok(kept);
+    }
     // The connection is polled in this task, beside the COPY stream it feeds (no cross-thread wake-ups).
     let source = crate::source::connector_for(&ctx.source, task.source_endpoint.as_ref())?;
     let (mut client, connection) = source.connect_driven().await?;
@@ -139,6 +147,40 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt) -> Result<Ex
     let json = serde_json::to_vec(&result).map_err(|e| parquet_error(task, format!("result JSON: {e}")))?;
     crate::stage::put(stage.as_ref(), &result_key(task), bytes::Bytes::from(json)).await?;
     Ok(result)
+}
+
+/// The result of this task's range that an earlier attempt (a retry after its result landed, or an interrupted run
+/// resumed with its plan) left on the stage, when it is of this plan and every file is there with the size and CRC32
+/// it records. Anything else (no result, another plan's, a file missing or changed) is extracted again, over it.
+async fn landed(stage: &dyn crate::stage::Stage, task: &ExtractTask) -> Result<Option<ExtractResult>, ExtractError> {
+    let bytes = match stage.get(&result_key(task)).await {
+        Ok(b) => b,
+        Err(crate::stage::StageError::Missing { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Ok(mut r) = serde_json::from_slice::<ExtractResult>(&bytes) else {
+        tracing::warn!("an earlier result does not parse: the range is extracted again");
+        return Ok(None);
+    };
+    let same = r.run_id == task.run_id
+        && r.plan_id == task.plan_id
+        && !task.plan_id.is_empty()
+        && r.table == task.table
+        && r.range_index == task.range_index;
+    if !same {
+        return Ok(None);
+    }
+    for f in &r.files {
+        if let Some(problem) = crate::stage::file_problem(stage, f).await? {
+            tracing::warn!(
+                ?problem,
+                "an earlier result's file does not verify: the range is extracted again"
+            );
+            return Ok(None);
+        }
+    }
+    r.reused = true;
+    Ok(Some(r))
 }
 
 /// The range read in one snapshot and written to Parquet on the stage: its result, once the files are complete.
@@ -302,6 +344,7 @@ fn result_of(
         peak_memory_bytes: peak_memory_bytes(),
         attempt: a.number,
         started_at: a.started_at,
+        reused: false,
     })
 }
 

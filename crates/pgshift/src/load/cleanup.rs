@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::statements::{qualified, staging_table};
+use super::statements::{logged_sql, qualified, staging_table, unregister_sql};
 use super::{stage_of, LoadContext, LoadError};
 use crate::contract::layout::status_key;
 use crate::contract::load::*;
@@ -22,6 +22,7 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
         cancelled: Vec::new(),
         status_url: None,
         notes: Vec::new(),
+        tables: Vec::new(),
     };
     cancel_pending(ctx.warehouse.as_ref(), state, &mut out).await?;
     let Some(plan_url) = state.pointer("/plan/plan_url").and_then(|v| v.as_str()) else {
@@ -42,6 +43,16 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
             Vec::new()
         }
     };
+    let mut tables = tables;
+    if committed_by_log(ctx.warehouse.as_ref(), &plan, &mut tables, &mut out.notes).await {
+        if let Ok(Some(mut load)) = run::read_load(ctx.stages.as_ref(), plan_url).await {
+            load.tables = tables.clone();
+            if let Err(e) = super::progress::record(stage.as_ref(), &load).await {
+                out.notes.push(format!("correcting load.json from the load log: {e}"));
+            }
+        }
+    }
+    out.tables = tables.clone();
     let error = state.get("error").cloned().unwrap_or(Value::Null);
     let status = status_of(&plan, &tables, &error, &out);
     match crate::stage::put(
@@ -76,6 +87,64 @@ async fn cancel_pending(wh: &dyn Warehouse, state: &Value, out: &mut CleanupResu
     Ok(())
 }
 
+/// Corrects the load's record from the warehouse: a table the load log says this plan committed is committed,
+/// whatever the record says (the record's write after the commit may have failed). `true` when it changed.
+async fn committed_by_log(
+    wh: &dyn Warehouse,
+    plan: &Plan,
+    tables: &mut Vec<TableLoad>,
+    notes: &mut Vec<String>,
+) -> bool {
+    let mut changed = false;
+    for t in &plan.tables {
+        if tables.iter().any(|l| l.table == t.table && l.status.is_committed()) {
+            continue;
+        }
+        let logged = async {
+            let n = crate::warehouse::count(wh, logged_sql(plan, &t.table, "count(*)")?).await?;
+            if n == 0 {
+                return Ok::<_, LoadError>(None);
+            }
+            Ok(Some(
+                crate::warehouse::count(wh, logged_sql(plan, &t.table, "max(rows)")?).await? as u64,
+            ))
+        };
+        let rows = match logged.await {
+            Ok(Some(rows)) => rows,
+            Ok(None) => continue,
+            // No load log yet: nothing of this run was ever committed.
+            Err(e) if !tables.is_empty() => {
+                notes.push(format!("reading the load log for {}: {e}", t.table));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        changed = true;
+        match tables.iter_mut().find(|l| l.table == t.table) {
+            Some(l) => {
+                l.status = TableStatus::Committed;
+                l.committed_rows = Some(rows);
+                l.error = None;
+            }
+            None => tables.push(TableLoad {
+                table: t.table.clone(),
+                rows,
+                files: 0,
+                bytes: 0,
+                manifest_url: String::new(),
+                loaded: true,
+                status: TableStatus::Committed,
+                committed_rows: Some(rows),
+                error: None,
+                steps: Vec::new(),
+                swap: None,
+                swap_note: None,
+            }),
+        }
+    }
+    changed
+}
+
 /// Drops the run's staging tables: only those that exist, and only those are reported dropped.
 async fn drop_staging(wh: &dyn Warehouse, plan: &Plan, out: &mut CleanupResult) -> Result<(), LoadError> {
     for t in &plan.tables {
@@ -88,7 +157,11 @@ async fn drop_staging(wh: &dyn Warehouse, plan: &Plan, out: &mut CleanupResult) 
                 continue;
             }
         }
-        match crate::warehouse::execute(wh, vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)]).await {
+        let drop = vec![
+            format!("DROP TABLE IF EXISTS {}", qualified(&staging)?),
+            unregister_sql(&staging)?,
+        ];
+        match crate::warehouse::execute(wh, drop).await {
             Ok(()) => out.dropped.push(staging.to_string()),
             Err(e) => out.notes.push(format!("dropping {staging}: {e}")),
         }

@@ -10,6 +10,7 @@
 
 mod cleanup;
 mod drift;
+pub mod gc;
 mod progress;
 mod statements;
 mod verify;
@@ -18,7 +19,7 @@ use crate::contract::code::Code;
 pub use cleanup::cleanup;
 pub use progress::check;
 use progress::{record, summarize, wait_seconds};
-use statements::{ident, logged_sql, qualified, setup_sql, swap_sql};
+use statements::{ident, logged_sql, qualified, setup_sql, swap_sql, unregister_sql};
 pub(crate) use statements::{staging_table, varchar_bytes};
 
 use std::collections::{BTreeMap, VecDeque};
@@ -169,6 +170,22 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
         .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url}: the load left no load.json")))
 }
 
+/// A load by hand (`pgshift load`) holds the run's lock as an execution does, as this process: another live
+/// execution of the run is refused, and once this process is gone (even by kill -9) what it left is known to be
+/// garbage ([`gc`]).
+pub async fn hold_run(ctx: &LoadContext, plan_url: &str) -> Result<(), LoadError> {
+    let stage = stage_of(ctx, plan_url).await?;
+    let plan = run::read_plan(stage.as_ref(), plan_url).await?;
+    let execution = format!("local:load-{}", std::process::id());
+    match run::take_run_lock(stage.as_ref(), &plan.run_id, &execution).await? {
+        None => Ok(()),
+        Some(h) => Err(LoadError::InvalidRequest(format!(
+            "run {} is held by execution {} (since {}), which has not ended: wait for it, or let it fail first",
+            plan.run_id, h.execution, h.taken_at
+        ))),
+    }
+}
+
 /// Starts loading a run: every part verified landed, a manifest per table, target and staging tables set up, then one
 /// transaction per table (or one for the run) of COPY, reconcile and swap. PostgreSQL runs it to the end; Redshift
 /// takes it as a Data API batch and the returned progress is pending.
@@ -207,6 +224,14 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     for t in &plan.tables {
         facts.push(table_facts(wh, stage.as_ref(), &plan, &req.options, &by_part, t).await?);
     }
+    // Staging tables that dead runs left beside these targets go first (never another live run's).
+    let targets: Vec<TableRef> = plan.tables.iter().map(|t| t.table.clone()).collect();
+    let scope = gc::GcScope {
+        targets: Some(&targets),
+        own_run: Some(&plan.run_id),
+        dry_run: false,
+    };
+    gc::collect(ctx, &scope).await?;
     let pctx = PrepareContext {
         wh,
         stage: stage.as_ref(),
@@ -434,7 +459,7 @@ async fn set_up_table<'a>(
     let staging = staging_table(&t.table, &c.plan.run_id);
     let json_as_super = c.options.json_as_super && dialect.has_super();
     let existed = !warehouse::columns(c.wh, &t.table).await?.is_empty();
-    warehouse::execute(c.wh, setup_sql(dialect, t, &staging, &observed, json_as_super)?).await?;
+    warehouse::execute(c.wh, setup_sql(dialect, c.plan, t, &staging, &observed, json_as_super)?).await?;
     if existed {
         evolve_target(c, t, &staging, &observed).await?;
     }
@@ -460,7 +485,11 @@ async fn set_up_table<'a>(
         tracing::info!(table = %t.table, rows = already, "already loaded by this plan");
         load.status = TableStatus::AlreadyLoaded;
         load.committed_rows = Some(already as u64);
-        warehouse::execute(c.wh, vec![format!("DROP TABLE IF EXISTS {}", qualified(&staging)?)]).await?;
+        let drop = vec![
+            format!("DROP TABLE IF EXISTS {}", qualified(&staging)?),
+            unregister_sql(&staging)?,
+        ];
+        warehouse::execute(c.wh, drop).await?;
     }
     Ok(Prepared {
         plan: t,

@@ -66,6 +66,48 @@ pub(crate) fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
 
 const LOG: &str = "\"pgshift\".\"load_log\"";
 
+/// Every staging table a load created and has not dropped yet, with the run and stage it belongs to: what garbage
+/// collection reads to find the staging tables of dead runs (a run killed, a load that failed without its Cleanup).
+pub(super) const REGISTRY: &str = "\"pgshift\".\"staging\"";
+
+/// The registry (if missing) and this staging table's row in it, in the set-up transaction before the table is
+/// created: no staging table exists that the registry does not name.
+fn register_sql(plan: &Plan, target: &TableRef, staging: &TableRef) -> Result<Vec<String>, LoadError> {
+    Ok(vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {REGISTRY} (schema_name VARCHAR(256) NOT NULL, table_name VARCHAR(256) NOT \
+             NULL, target_schema VARCHAR(256) NOT NULL, target_name VARCHAR(256) NOT NULL, run_id VARCHAR(256) NOT \
+             NULL, plan_id VARCHAR(64) NOT NULL, stage VARCHAR(1024) NOT NULL)"
+        ),
+        unregister_sql(staging)?,
+        format!(
+            "INSERT INTO {REGISTRY} (schema_name, table_name, target_schema, target_name, run_id, plan_id, stage) \
+             VALUES ({}, {}, {}, {}, {}, {}, {})",
+            text_literal(&staging.schema)?,
+            text_literal(&staging.name)?,
+            text_literal(&target.schema)?,
+            text_literal(&target.name)?,
+            text_literal(&plan.run_id)?,
+            text_literal(&plan.plan_id)?,
+            text_literal(&plan.stage)?
+        ),
+    ])
+}
+
+/// The registry's row of a staging table, deleted in the transaction that drops (or renames) the table.
+pub(super) fn unregister_sql(staging: &TableRef) -> Result<String, LoadError> {
+    Ok(format!(
+        "DELETE FROM {REGISTRY} WHERE schema_name = {} AND table_name = {}",
+        text_literal(&staging.schema)?,
+        text_literal(&staging.name)?
+    ))
+}
+
+/// The registry's rows: staging schema and name, target schema and name, run id, stage.
+pub(super) fn registry_sql() -> String {
+    format!("SELECT schema_name, table_name, target_schema, target_name, run_id, stage FROM {REGISTRY}")
+}
+
 /// `what` (an aggregate) over the load log's rows for this plan's load of `table`.
 pub(super) fn logged_sql(plan: &Plan, table: &TableRef, what: &str) -> Result<String, LoadError> {
     Ok(format!(
@@ -80,6 +122,7 @@ pub(super) fn logged_sql(plan: &Plan, table: &TableRef, what: &str) -> Result<St
 /// Target (if missing), load log, and a fresh staging table in the Parquet column order.
 pub(super) fn setup_sql(
     dialect: Dialect,
+    plan: &Plan,
     t: &TablePlan,
     staging: &TableRef,
     observed: &BTreeMap<&str, u64>,
@@ -107,6 +150,7 @@ pub(super) fn setup_sql(
     let table_extra = dialect.table_clause(&key);
     let schema = ident(&t.table.schema)?;
     let target = qualified(&t.table)?;
+    let staging_ref = staging;
     let staging = qualified(staging)?;
     let (list, staging_list) = (cols.join(", "), staging_cols.join(", "));
     // Set-ups of every run on this warehouse take turns where the dialect needs it.
@@ -120,6 +164,9 @@ pub(super) fn setup_sql(
              table_name VARCHAR(256) NOT NULL, mode VARCHAR(16) NOT NULL, rows BIGINT NOT NULL, \
              loaded_at TIMESTAMP NOT NULL, plan_id VARCHAR(64) NOT NULL)"
         ),
+    ]);
+    out.extend(register_sql(plan, &t.table, staging_ref)?);
+    out.extend([
         format!("DROP TABLE IF EXISTS {staging}"),
         format!("CREATE TABLE {staging} ({staging_list}){table_extra}"),
     ]);
@@ -145,6 +192,7 @@ pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepar
     if let (LoadMode::Replace, Some(facts)) = (mode, &p.rename) {
         out.extend(rename_sql(&p.plan.table, &p.staging, facts)?);
         out.push(log_sql(dialect, mode, plan, p)?);
+        out.push(unregister_sql(&p.staging)?);
         return Ok(out);
     }
     match mode {
@@ -170,6 +218,7 @@ pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepar
     out.push(format!("INSERT INTO {target} ({cols}) SELECT {values} FROM {staging}"));
     out.push(log_sql(dialect, mode, plan, p)?);
     out.push(format!("DROP TABLE {staging}"));
+    out.push(unregister_sql(&p.staging)?);
     Ok(out)
 }
 

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use super::LoadError;
 use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, StagedFile, TableRef};
 use crate::contract::plan::Plan;
-use crate::stage::Stage;
+use crate::stage::{FileProblem, Stage};
 
 /// Parts checked on the stage at once (each a `HeadObject` on S3).
 const CHECKS_AT_ONCE: usize = 16;
@@ -176,8 +176,8 @@ pub(crate) async fn verify_parts(
     let (mut missing, mut corrupt) = (Vec::new(), Vec::new());
     for c in checks {
         match c? {
-            Some(Problem::Missing(m)) => missing.push(m),
-            Some(Problem::Corrupt(m)) => corrupt.push(m),
+            Some(FileProblem::Missing(m)) => missing.push(m),
+            Some(FileProblem::Corrupt(m)) => corrupt.push(m),
             None => {}
         }
     }
@@ -192,39 +192,8 @@ pub(crate) async fn verify_parts(
 
 /// One part against the stage. Boxed with a named lifetime: a stream of closures' async blocks borrowing the stage
 /// is not provably `Send` across the handler's await points.
-fn check_file<'a>(stage: &'a dyn Stage, f: &'a StagedFile) -> BoxFuture<'a, Result<Option<Problem>, LoadError>> {
-    Box::pin(async move {
-        let Some(key) = stage.key_of(&f.url) else {
-            return Ok(Some(Problem::Missing(format!(
-                "{} is not on the stage {}",
-                f.url,
-                stage.url()
-            ))));
-        };
-        Ok(match stage.checksum(key).await? {
-            None => Some(Problem::Missing(format!("{}: missing", f.url))),
-            Some(s) if s.bytes != f.bytes => Some(Problem::Missing(format!(
-                "{}: {} bytes, the extractor wrote {}",
-                f.url, s.bytes, f.bytes
-            ))),
-            Some(s) => match &f.crc32 {
-                None => Some(Problem::Corrupt(format!(
-                    "{}: its result records no checksum (an older extractor); extract it again",
-                    f.url
-                ))),
-                Some(c) if *c != s.crc32 => Some(Problem::Corrupt(format!(
-                    "{}: CRC32 {} on the stage, the extractor wrote {c}",
-                    f.url, s.crc32
-                ))),
-                Some(_) => None,
-            },
-        })
-    })
-}
-
-enum Problem {
-    Missing(String),
-    Corrupt(String),
+fn check_file<'a>(stage: &'a dyn Stage, f: &'a StagedFile) -> BoxFuture<'a, Result<Option<FileProblem>, LoadError>> {
+    Box::pin(async move { Ok(crate::stage::file_problem(stage, f).await?) })
 }
 
 #[cfg(test)]

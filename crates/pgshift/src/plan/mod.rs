@@ -94,6 +94,12 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     // Introspect all at once.
     let ids: Vec<(u32, TableRef, char)> = selected.iter().map(|r| (r.oid, r.table.clone(), r.kind)).collect();
     let catalogs = describe_tables(client, &ids).await.map_err(src)?;
+    if let Some(c) = catalogs.iter().find(|c| c.columns.is_empty()) {
+        return Err(PlanError::InvalidRequest(format!(
+            "{} has no columns: there is nothing to extract; leave it out with --exclude {}",
+            c.table, c.table
+        )));
+    }
     if req.warehouse.folds_case {
         check_case_folding(&catalogs)?;
     }
@@ -104,6 +110,20 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     let (wanted, run_note) = parts::wanted_parts(&selected, req);
     let mut notes = vec![consistency(settings).to_string()];
     notes.extend(run_note);
+    let views = select::skipped_views(&relations, req);
+    if !views.is_empty() {
+        notes.push(format!(
+            "views matched by a pattern and left out: {} (name them, or set include_views, to plan them)",
+            views.join(", ")
+        ));
+    }
+    notes.extend(selected.iter().filter(|r| r.is_view()).map(|r| {
+        format!(
+            "{} is a {}: it is read by running its query, as of the extraction's snapshot",
+            r.table,
+            if r.kind == 'm' { "materialized view" } else { "view" }
+        )
+    }));
     let (mut tables, mut tasks) = (Vec::new(), Vec::new());
     for ((rel, catalog), (parts, clamp_note)) in selected.iter().zip(&catalogs).zip(wanted) {
         let (t, ts) = table::plan_table(table::TableContext {

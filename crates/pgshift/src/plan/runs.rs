@@ -3,6 +3,7 @@
 
 use super::PlanError;
 use crate::contract::layout;
+use crate::contract::load::LoadResult;
 use crate::contract::plan::{Plan, PlanRequest};
 use crate::stage::Stage;
 
@@ -31,14 +32,19 @@ pub(super) async fn existing_run(
             return Err(run_exists(run_id, why));
         }
     };
-    if stage.head(&layout::load_key(run_id)).await?.is_some() {
+    let load = match stage.get(&layout::load_key(run_id)).await {
+        Ok(b) => Some(serde_json::from_slice::<LoadResult>(&b).map(|l| l.done).unwrap_or(true)),
+        Err(crate::stage::StageError::Missing { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if load == Some(true) {
         return Err(run_exists(
             run_id,
             format!(
-            "it was loaded (or is loading) from plan {} of {}; a run id loads once: use a new --run-id, or --restart \
+                "it was loaded from plan {} of {}; a run id loads once: use a new --run-id, or --restart \
              to extract and load it again",
-            plan.plan_id, plan.created_at
-        ),
+                plan.plan_id, plan.created_at
+            ),
         ));
     }
     if plan.request_id != req.identity() || plan.plan_id != plan.identity() {
@@ -51,6 +57,13 @@ pub(super) async fn existing_run(
             ),
         ));
     }
+    // Resumed: the plan is kept, and so is every range whose result landed and verifies (the extractors keep them);
+    // the tables the interrupted load committed are in the warehouse's load log, which makes their load a no-op.
+    // The interrupted run's failure record and queue are its own, not this run's.
+    for key in [layout::status_key(run_id), layout::load_queue_key(run_id)] {
+        stage.delete_prefix(&key).await?;
+    }
+    tracing::info!(run = %run_id, plan = %plan.plan_id, interrupted_load = load.is_some(), "resuming the run with its plan");
     Ok(Some(plan))
 }
 

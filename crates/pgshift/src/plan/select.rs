@@ -23,6 +23,13 @@ pub(super) struct Relation {
     pub(super) total_bytes: u64,
 }
 
+impl Relation {
+    /// A view or a materialized view: what it holds is a query's, not a table's.
+    pub(super) fn is_view(&self) -> bool {
+        matches!(self.kind, 'v' | 'm')
+    }
+}
+
 /// Every user relation that could be extracted, with its size (partitioned parents sum their leaves).
 const RELATIONS_SQL: &str = "
 SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence = 'u', c.relispartition,
@@ -86,6 +93,7 @@ pub(super) fn select<'a>(relations: &'a [Relation], req: &PlanRequest) -> Result
             .iter()
             .filter(|r| matches(pattern, &r.table))
             .filter(|r| req.settings.include_partitions || !r.is_partition || !raw.contains(['*', '?']))
+            .filter(|r| req.settings.include_views || !r.is_view() || !raw.contains(['*', '?']))
             .filter(|r| !excludes.iter().any(|x| matches(x, &r.table)))
             .collect();
         if hits.is_empty() {
@@ -109,6 +117,31 @@ pub(super) fn select<'a>(relations: &'a [Relation], req: &PlanRequest) -> Result
         .into());
     }
     Ok(selected)
+}
+
+/// The views and materialized views a wildcard matched and [`select`] left out (`include_views` off): the plan says
+/// so, by name, instead of leaving them out silently.
+pub(super) fn skipped_views(relations: &[Relation], req: &PlanRequest) -> Vec<String> {
+    let parse = |p: &String| TableRef::parse(p).ok();
+    let excludes: Vec<TableRef> = req.exclude.iter().filter_map(parse).collect();
+    if req.settings.include_views {
+        return Vec::new();
+    }
+    relations
+        .iter()
+        .filter(|r| r.is_view() && !excludes.iter().any(|x| matches(x, &r.table)))
+        .filter(|r| {
+            let hit = |wild: bool| {
+                req.tables
+                    .iter()
+                    .filter(|raw| raw.contains(['*', '?']) == wild)
+                    .filter_map(parse)
+                    .any(|p| matches(&p, &r.table))
+            };
+            hit(true) && !hit(false)
+        })
+        .map(|r| r.table.to_string())
+        .collect()
 }
 
 /// `*` and `?` glob over one name.

@@ -40,6 +40,8 @@ pub struct TableReport {
     /// Where the table's load stands, when it was loaded at all.
     pub status: Option<TableStatus>,
     pub reconciled: bool,
+    /// Ranges whose parts landed in an earlier attempt or an interrupted run and were kept, not read again.
+    pub reused_parts: usize,
 }
 
 /// List prices used for the cost estimate (us-east-1, arm64 Lambda, Standard workflows), in dollars.
@@ -242,6 +244,7 @@ impl RunReport {
                 loaded_rows: loaded,
                 status,
                 reconciled: loaded == Some(rows),
+                reused_parts: rs.iter().filter(|r| r.reused).count(),
                 parts,
             });
         }
@@ -380,6 +383,15 @@ impl RunReport {
         let _ = writeln!(o, " (limit {})", self.max_concurrency);
         for (t, r, e) in &self.retried {
             let _ = writeln!(o, "retried: {t} range {r} after {e}");
+        }
+        for t in self.tables.iter().filter(|t| t.reused_parts > 0) {
+            let _ = writeln!(
+                o,
+                "resumed: {}: {} of {} ranges kept from an earlier attempt (verified on the stage, not read again)",
+                t.table,
+                t.reused_parts,
+                t.parts.len()
+            );
         }
         self.render_outcome(&mut o);
         let c = &self.cost;

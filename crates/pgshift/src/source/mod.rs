@@ -30,7 +30,8 @@ pub enum SourceError {
 
     #[error(
         "column {column:?} of {table} has type {ty}, which pgshift does not map; override it with a per-column cast: \
-         \"cast\": \"text\" (or \"json\") in the task, or --cast {column}=text on the command line"
+         --cast {table}.{column}=text (or json) on pgshift run, plan or extract, or casts = {{ {column} = \"text\" }} \
+         under [table.\"{table}\"] in pgshift.toml"
     )]
     UnsupportedType {
         table: TableRef,

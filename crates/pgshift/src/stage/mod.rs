@@ -41,10 +41,8 @@ impl StageError {
             StageError::Malformed { .. } => Code::FatalInvalidInput,
             StageError::Remote { retryable: true, .. } => Code::RetryableStage,
             StageError::Remote { retryable: false, .. } => Code::FatalStage,
-            StageError::Io { source, .. } => match source.kind() {
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => Code::FatalStage,
-                _ => Code::RetryableStage,
-            },
+            StageError::Io { source, .. } if io_is_permanent(source) => Code::FatalStage,
+            StageError::Io { .. } => Code::RetryableStage,
         }
     }
 
@@ -52,6 +50,25 @@ impl StageError {
     pub fn name(&self) -> &'static str {
         self.code().name()
     }
+}
+
+/// Local file errors no retry can fix: no permission, a missing directory, a path through a file (ENOTDIR), a full
+/// disk or quota (ENOSPC, EDQUOT), a read-only file system, a name too long (ENAMETOOLONG). Retrying them for a
+/// minute and a half only delays the error the user has to act on.
+fn io_is_permanent(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::PermissionDenied
+            | K::NotFound
+            | K::NotADirectory
+            | K::IsADirectory
+            | K::StorageFull
+            | K::QuotaExceeded
+            | K::ReadOnlyFilesystem
+            | K::InvalidFilename
+            | K::FileTooLarge
+    )
 }
 
 /// What a completed object is.
@@ -156,6 +173,46 @@ pub async fn put(stage: &dyn Stage, key: &str, body: Bytes) -> Result<StagedObje
     w.finish().await
 }
 
+/// What is wrong with a staged file against the size and CRC32 its extractor recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FileProblem {
+    Missing(String),
+    Corrupt(String),
+}
+
+/// One file against the stage: `None` when it is there exactly as its extractor wrote it. The loader checks every
+/// part with it before loading; an extractor, before it keeps a range that landed in an earlier attempt.
+pub(crate) async fn file_problem(
+    stage: &dyn Stage,
+    f: &crate::contract::model::StagedFile,
+) -> Result<Option<FileProblem>, StageError> {
+    let Some(key) = stage.key_of(&f.url) else {
+        return Ok(Some(FileProblem::Missing(format!(
+            "{} is not on the stage {}",
+            f.url,
+            stage.url()
+        ))));
+    };
+    Ok(match stage.checksum(key).await? {
+        None => Some(FileProblem::Missing(format!("{}: missing", f.url))),
+        Some(s) if s.bytes != f.bytes => Some(FileProblem::Missing(format!(
+            "{}: {} bytes, the extractor wrote {}",
+            f.url, s.bytes, f.bytes
+        ))),
+        Some(s) => match &f.crc32 {
+            None => Some(FileProblem::Corrupt(format!(
+                "{}: its result records no checksum (an older extractor); extract it again",
+                f.url
+            ))),
+            Some(c) if *c != s.crc32 => Some(FileProblem::Corrupt(format!(
+                "{}: CRC32 {} on the stage, the extractor wrote {c}",
+                f.url, s.crc32
+            ))),
+            Some(_) => None,
+        },
+    })
+}
+
 /// Opens the stage a task names. A port, so the Lambda gets exactly the stages its role may write.
 pub trait StageOpener: Send + Sync {
     fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, StageError>>;
@@ -248,6 +305,37 @@ pub trait ObjectWriter: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn local_errors_no_retry_can_fix_are_fatal_at_once() {
+        let dir = std::env::temp_dir().join(format!("pgshift-stage-{}", uuid::Uuid::new_v4().simple()));
+        let stage = open(&format!("file://{}", dir.display())).expect("stage");
+        put(stage.as_ref(), "run/afile", Bytes::from_static(b"x"))
+            .await
+            .expect("a file");
+        let code = |r: Result<StagedObject, StageError>| r.expect_err("fails").code();
+        // A directory where a file is (ENOTDIR), and a name longer than the file system's 255 bytes.
+        let through_a_file = put(stage.as_ref(), "run/afile/part.parquet", Bytes::from_static(b"x")).await;
+        assert_eq!(code(through_a_file), Code::FatalStage);
+        let long = format!("run/{}.parquet", "n".repeat(300));
+        assert_eq!(
+            code(put(stage.as_ref(), &long, Bytes::from_static(b"x")).await),
+            Code::FatalStage
+        );
+        for errno in [28 /* ENOSPC */, 122 /* EDQUOT */, 30 /* EROFS */] {
+            let e = StageError::Io {
+                location: "x".into(),
+                source: std::io::Error::from_raw_os_error(errno),
+            };
+            assert_eq!(e.code(), Code::FatalStage, "errno {errno}");
+        }
+        let transient = StageError::Io {
+            location: "x".into(),
+            source: std::io::Error::from(std::io::ErrorKind::Interrupted),
+        };
+        assert_eq!(transient.code(), Code::RetryableStage);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[tokio::test]
     async fn a_local_object_reports_the_crc32_it_was_written_with_and_a_prefix_goes_whole() {

@@ -61,6 +61,108 @@ pub(crate) async fn read_load(stages: &dyn StageOpener, plan_url: &str) -> Resul
 pub struct RunLock {
     pub execution: String,
     pub taken_at: String,
+    /// A local execution's process (`pgshift run`, `pgshift load` on this machine): whether it still runs is
+    /// known, so its leftovers can be collected the moment it is gone (a kill -9) instead of after a day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<LocalProcess>,
+}
+
+/// A process on a host: its pid and its start time (so a pid used again by another process is not mistaken for it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalProcess {
+    pub host: String,
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` (clock ticks since boot); 0 where there is no /proc.
+    pub start_ticks: u64,
+}
+
+impl LocalProcess {
+    /// This process.
+    pub fn current() -> Self {
+        let pid = std::process::id();
+        Self {
+            host: hostname(),
+            pid,
+            start_ticks: start_ticks(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether the process still runs: `None` when that cannot be told from here (another host).
+    pub fn alive(&self) -> Option<bool> {
+        if self.host != hostname() {
+            return None;
+        }
+        Some(match start_ticks(self.pid) {
+            Some(t) => self.start_ticks == 0 || t == self.start_ticks,
+            None => false,
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count fields after its closing one.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether a run can still touch the warehouse: what garbage collection of staging tables asks of each run it finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// Its execution ended (failure recorded, load finished), its process is gone, its lock is older than any
+    /// execution can live, or its records are gone from the stage: what it left is garbage.
+    Dead(String),
+    /// It may still run: nothing of it is touched.
+    Live(String),
+}
+
+/// No execution lives longer than this: the state machine's TimeoutSeconds (a day), with an hour's margin.
+pub(crate) const MAX_EXECUTION_SECONDS: u64 = 86_400 + 3_600;
+
+/// Whether run `run_id` on this stage may still be running, from its records (`status.json`, `load.json`,
+/// `lock.json`, `plan.json`).
+pub(crate) async fn liveness(stage: &dyn Stage, run_id: &str) -> Result<Liveness, StageError> {
+    use crate::contract::layout;
+    if run_ended(stage, run_id).await? {
+        return Ok(Liveness::Dead("its execution ended".into()));
+    }
+    let lock: Option<RunLock> = read_json(stage, &layout::lock_key(run_id)).await.unwrap_or(None);
+    let Some(lock) = lock else {
+        if stage.head(&layout::plan_key(run_id)).await?.is_none() {
+            return Ok(Liveness::Dead("its records are gone from the stage".into()));
+        }
+        return Ok(Liveness::Live("planned, not ended, and no execution holds it".into()));
+    };
+    if let Some(p) = &lock.process {
+        match p.alive() {
+            Some(false) => return Ok(Liveness::Dead(format!("its process {} on {} is gone", p.pid, p.host))),
+            Some(true) => return Ok(Liveness::Live(format!("its process {} still runs", p.pid))),
+            None => {}
+        }
+    }
+    let age = chrono::DateTime::parse_from_rfc3339(&lock.taken_at)
+        .map(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                .num_seconds()
+                .max(0) as u64
+        })
+        .unwrap_or(0);
+    if age > MAX_EXECUTION_SECONDS {
+        return Ok(Liveness::Dead(format!(
+            "its execution {} started {age} s ago, longer than any execution lives",
+            lock.execution
+        )));
+    }
+    Ok(Liveness::Live(format!(
+        "its execution {} may still run",
+        lock.execution
+    )))
 }
 
 /// Takes the run id's lock for `execution` (`<run>/lock.json`, written only if absent): `None` when this execution
@@ -73,9 +175,12 @@ pub(crate) async fn take_run_lock(
     execution: &str,
 ) -> Result<Option<RunLock>, StageError> {
     let key = crate::contract::layout::lock_key(run_id);
+    // Local executions (the interpreter's ARNs are in the `local` region) are this process.
+    let local = execution.starts_with("arn:aws:states:local:") || execution.starts_with("local:");
     let mine = RunLock {
         execution: execution.to_string(),
         taken_at: crate::contract::clock::now_rfc3339().0,
+        process: local.then(LocalProcess::current),
     };
     let body = bytes::Bytes::from(serde_json::to_vec(&mine).unwrap_or_default());
     if stage.put_new(&key, body.clone()).await? {
@@ -84,6 +189,11 @@ pub(crate) async fn take_run_lock(
     let holder: Option<RunLock> = read_json(stage, &key).await?;
     match holder {
         Some(h) if h.execution == execution => Ok(None),
+        // A local holder whose process is gone (killed) holds nothing any more.
+        Some(h) if h.process.as_ref().and_then(LocalProcess::alive) == Some(false) => {
+            crate::stage::put(stage, &key, body).await?;
+            Ok(None)
+        }
         Some(h) if !run_ended(stage, run_id).await? => Ok(Some(h)),
         _ => {
             crate::stage::put(stage, &key, body).await?;

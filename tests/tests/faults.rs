@@ -1,0 +1,558 @@
+//! The fault matrix: a run broken at a named point, then resumed with the same run id (`pgshift run --run-id`), and
+//! what the warehouse holds afterwards checked against the source: every table equal by fingerprint, no duplicate
+//! key, no staging table and no registry row left, no object left half-written on the stage, and a report that says
+//! what was committed. Faults are injected at the ports (a stage whose writes fail at a key, a warehouse whose
+//! transactions fail at a statement), so each is a real failure of a real PostgreSQL transaction or a real file.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use futures_util::future::BoxFuture;
+use pgshift::contract::load::{Atomicity, LoadOptions};
+use pgshift::contract::plan::PlanRequest;
+use pgshift::entry::pipeline::{LocalRun, RunOutcome, DEFINITION};
+use pgshift::source::PgConnector;
+use pgshift::stage::{ObjectSum, ObjectWriter, Stage, StageError, StageOpener, StagedObject};
+use pgshift::warehouse::postgres::PgWarehouse;
+use pgshift::warehouse::{Batch, Cell, Dialect, Step, Submission, Warehouse, WarehouseError};
+use pgshift::UrlStages;
+use pgshift_tests::{cluster, connect, list_files, stage_dir};
+
+use super::load::{fingerprint, SALES};
+use super::pipeline::{plan_of, request};
+
+/// Where a fault strikes.
+#[derive(Clone, Copy, Debug)]
+enum At {
+    /// Creating a stage object whose key contains the text fails (a full disk: fatal).
+    Create(&'static str),
+    /// The object whose key contains the text lands, but its writer reports a failure (a lost response).
+    Landed(&'static str),
+    /// Reading back (checksum) an object whose key contains the text fails.
+    Checksum(&'static str),
+    /// A transaction fails right before its first statement that starts with the text (and contains the second).
+    Before(&'static str, &'static str),
+    /// A transaction fails right after its first statement that starts with the text (and contains the second).
+    After(&'static str, &'static str),
+    /// A transaction fails right after its staging COPY for the table.
+    AfterCopy(&'static str),
+    /// A transaction fails right before its row-count check.
+    BeforeReconcile,
+    /// Queries of the warehouse fail as a cut connection does (retryable), while armed.
+    QueryCut,
+}
+
+/// One point of the matrix.
+struct Fault {
+    name: &'static str,
+    at: Vec<At>,
+    atomic: Atomicity,
+    /// Whether the faulted run must fail (a fault in a best-effort step does not).
+    fails: bool,
+}
+
+fn fault(name: &'static str, at: At) -> Fault {
+    Fault {
+        name,
+        at: vec![at],
+        atomic: Atomicity::Table,
+        fails: true,
+    }
+}
+
+/// Faults armed until the run ends; how many struck.
+#[derive(Default)]
+struct Switch {
+    armed: AtomicBool,
+    struck: AtomicUsize,
+}
+
+impl Switch {
+    fn hits(&self) -> bool {
+        let on = self.armed.load(Ordering::SeqCst);
+        if on {
+            self.struck.fetch_add(1, Ordering::SeqCst);
+        }
+        on
+    }
+}
+
+fn disk_full(key: &str) -> StageError {
+    StageError::Io {
+        location: format!("injected at {key}"),
+        source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+    }
+}
+
+struct FaultStages {
+    inner: UrlStages,
+    at: Vec<At>,
+    switch: Arc<Switch>,
+}
+
+impl StageOpener for FaultStages {
+    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, StageError>> {
+        Box::pin(async move {
+            let inner = self.inner.open(url).await?;
+            Ok(Arc::new(FaultStage {
+                inner,
+                at: self.at.clone(),
+                switch: self.switch.clone(),
+            }) as Arc<dyn Stage>)
+        })
+    }
+}
+
+struct FaultStage {
+    inner: Arc<dyn Stage>,
+    at: Vec<At>,
+    switch: Arc<Switch>,
+}
+
+impl FaultStage {
+    fn strikes(&self, key: &str, pick: fn(&At) -> Option<&'static str>) -> bool {
+        self.at.iter().filter_map(pick).any(|k| key.contains(k)) && self.switch.hits()
+    }
+}
+
+impl Stage for FaultStage {
+    fn url(&self) -> &str {
+        self.inner.url()
+    }
+    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
+        Box::pin(async move {
+            if self.strikes(key, |a| if let At::Create(k) = a { Some(k) } else { None }) {
+                return Err(disk_full(key));
+            }
+            let w = self.inner.create(key).await?;
+            if self.strikes(key, |a| if let At::Landed(k) = a { Some(k) } else { None }) {
+                return Ok(Box::new(LostResponse { inner: w }) as Box<dyn ObjectWriter>);
+            }
+            Ok(w)
+        })
+    }
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StageError>> {
+        self.inner.head(key)
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, StageError>> {
+        self.inner.list(prefix)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bytes::Bytes, StageError>> {
+        self.inner.get(key)
+    }
+    fn checksum<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectSum>, StageError>> {
+        Box::pin(async move {
+            if self.strikes(key, |a| if let At::Checksum(k) = a { Some(k) } else { None }) {
+                return Err(disk_full(key));
+            }
+            self.inner.checksum(key).await
+        })
+    }
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>> {
+        self.inner.delete_prefix(prefix)
+    }
+    fn put_new<'a>(&'a self, key: &'a str, body: bytes::Bytes) -> BoxFuture<'a, Result<bool, StageError>> {
+        Box::pin(async move {
+            if self.strikes(key, |a| if let At::Create(k) = a { Some(k) } else { None }) {
+                return Err(disk_full(key));
+            }
+            self.inner.put_new(key, body).await
+        })
+    }
+    fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.inner.local_path(key)
+    }
+}
+
+/// An object that lands, and a writer that says it did not.
+struct LostResponse {
+    inner: Box<dyn ObjectWriter>,
+}
+
+impl ObjectWriter for LostResponse {
+    fn write(&mut self, chunk: bytes::Bytes) -> BoxFuture<'_, Result<(), StageError>> {
+        self.inner.write(chunk)
+    }
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StagedObject, StageError>> {
+        Box::pin(async move {
+            let done = self.inner.finish().await?;
+            Err(StageError::Remote {
+                location: done.url,
+                detail: "injected: the response was lost after the object landed".into(),
+                retryable: false,
+            })
+        })
+    }
+    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StageError>> {
+        self.inner.abort()
+    }
+}
+
+struct FaultWarehouse {
+    inner: PgWarehouse,
+    at: Vec<At>,
+    switch: Arc<Switch>,
+}
+
+const RAISE: &str = "DO $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$";
+
+fn sql_is(step: &Step<'_>, prefix: &str, part: &str) -> bool {
+    matches!(step, Step::Sql(q) if q.starts_with(prefix) && q.contains(part))
+}
+
+impl FaultWarehouse {
+    /// Where in this transaction the fault goes, if it strikes it.
+    fn position(&self, steps: &[Step<'_>]) -> Option<usize> {
+        for a in &self.at {
+            let at = match *a {
+                At::Before(p, part) => steps.iter().position(|s| sql_is(s, p, part)),
+                At::After(p, part) => steps.iter().position(|s| sql_is(s, p, part)).map(|i| i + 1),
+                At::AfterCopy(table) => steps
+                    .iter()
+                    .position(|s| matches!(s, Step::Copy(c) if c.staging.name.starts_with(&format!("{table}__"))))
+                    .map(|i| i + 1),
+                At::BeforeReconcile => steps.iter().position(|s| matches!(s, Step::Reconcile { .. })),
+                _ => None,
+            };
+            if at.is_some() {
+                return at;
+            }
+        }
+        None
+    }
+}
+
+impl Warehouse for FaultWarehouse {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+    fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>> {
+        Box::pin(async move {
+            if self.at.iter().any(|a| matches!(a, At::QueryCut)) && self.switch.hits() {
+                return Err(WarehouseError::Sql {
+                    detail: "injected: connection reset by peer".into(),
+                    retryable: true,
+                });
+            }
+            self.inner.query(sql).await
+        })
+    }
+    fn submit<'a>(&'a self, mut batch: Batch<'a>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
+        if let Some(i) = self.position(&batch.steps) {
+            if self.switch.hits() {
+                batch.steps.insert(i, Step::Sql(RAISE.into()));
+            }
+        }
+        self.inner.submit(batch)
+    }
+}
+
+/// The definition with its retry intervals cut to a hundredth of a second: a retried fault costs no wall time.
+fn quick_definition() -> String {
+    DEFINITION
+        .replace("\"IntervalSeconds\": 10", "\"IntervalSeconds\": 0.01")
+        .replace("\"IntervalSeconds\": 2", "\"IntervalSeconds\": 0.01")
+        .replace("\"IntervalSeconds\": 5", "\"IntervalSeconds\": 0.01")
+}
+
+async fn run_once(
+    source: &str,
+    request: PlanRequest,
+    stages: Arc<dyn StageOpener>,
+    warehouse: Arc<dyn Warehouse>,
+    execution: &str,
+) -> Result<RunOutcome> {
+    let run = LocalRun {
+        definition: quick_definition(),
+        request,
+        source: Arc::new(PgConnector::new(source)?),
+        stages,
+        warehouse,
+        memory_mb: 1024,
+        input: None,
+        restore: Default::default(),
+        rds: None,
+        load_budget: None,
+    };
+    Ok(run.start(execution)?.outcome.await?)
+}
+
+const TABLES: [&str; 2] = ["sales.orders", "sales.items"];
+
+/// Runs a fault's point: the run broken there, then resumed; everything the matrix asserts, checked.
+async fn prove(source: &str, f: &Fault) -> Result<()> {
+    let tag = f.name.replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let target = cluster().create_db(&format!("f{}", &tag[..tag.len().min(20)])).await?;
+    let dir = stage_dir(&format!("fault-{tag}"));
+    let stage = format!("file://{}", dir.display());
+    let mut req = request(&stage, &["sales.*"], 3);
+    req.run_id = Some(format!("fault-{tag}"));
+    // Small files: ranges write several files, so a fault can strike between them.
+    req.writer.batch_bytes = 8 * 1024;
+    req.writer.target_file_bytes = 16 * 1024;
+    req.writer.row_group_bytes = 16 * 1024;
+    req.load = Some(LoadOptions {
+        atomic: f.atomic,
+        ..LoadOptions::default()
+    });
+    let switch = Arc::new(Switch::default());
+    switch.armed.store(true, Ordering::SeqCst);
+    let stages = Arc::new(FaultStages {
+        inner: UrlStages::default(),
+        at: f.at.clone(),
+        switch: switch.clone(),
+    });
+    let wh = Arc::new(FaultWarehouse {
+        inner: PgWarehouse::new(&target)?,
+        at: f.at.clone(),
+        switch: switch.clone(),
+    });
+    let first = run_once(source, req.clone(), stages.clone(), wh.clone(), "run-fault").await?;
+    anyhow::ensure!(switch.struck.load(Ordering::SeqCst) > 0, "the fault never struck");
+    anyhow::ensure!(
+        first.output.is_err() == f.fails,
+        "the faulted run: {:?}",
+        first.output.as_ref().err()
+    );
+    if let Err(failure) = &first.output {
+        anyhow::ensure!(
+            failure.error.starts_with("Pipeline.") || failure.error.starts_with("States."),
+            "{failure:?}"
+        );
+        // The failed run's report says what the warehouse holds: nothing it did not commit.
+        let committed: u64 = first.report.tables.iter().map(|t| t.loaded_rows.unwrap_or(0)).sum();
+        let held = held_rows(&target).await?;
+        anyhow::ensure!(
+            committed == held,
+            "the failed run's report claims {committed} rows, the warehouse holds {held}"
+        );
+    }
+    // The same run id again, healthy: it resumes (the plan and the landed parts kept) and ends loaded. A fault in
+    // a best-effort step left a run that succeeded: that run is the one checked.
+    switch.armed.store(false, Ordering::SeqCst);
+    let again = match f.fails {
+        true => run_once(source, req, stages, wh, "run-fault").await?,
+        false => first,
+    };
+    let output = again
+        .output
+        .map_err(|e| anyhow::anyhow!("the resumed run failed: {e}"))?;
+    anyhow::ensure!(again.report.reconciled(), "the resumed run does not reconcile");
+    let plan = plan_of(&output).await?;
+    for t in TABLES {
+        let (got, want) = (
+            fingerprint(&target, &plan, t, false).await?,
+            fingerprint(source, &plan, t, true).await?,
+        );
+        anyhow::ensure!(got == want, "{t} differs from the source: {got:?} vs {want:?}");
+    }
+    let wh = connect(&target).await?;
+    let row = wh
+        .query_one("SELECT count(*), count(DISTINCT id) FROM sales.orders", &[])
+        .await?;
+    let (n, distinct) = (row.get::<_, i64>(0), row.get::<_, i64>(1));
+    anyhow::ensure!(
+        (n, distinct) == (20_000, 20_000),
+        "sales.orders holds {n} rows, {distinct} distinct"
+    );
+    let staging: i64 = wh
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_\\_pgshift\\_%'",
+            &[],
+        )
+        .await?
+        .get(0);
+    anyhow::ensure!(staging == 0, "{staging} staging tables left");
+    let registered: i64 = wh.query_one("SELECT count(*) FROM pgshift.staging", &[]).await?.get(0);
+    anyhow::ensure!(registered == 0, "{registered} rows left in the staging registry");
+    let files = list_files(&dir);
+    anyhow::ensure!(
+        !files.iter().any(|f| f.ends_with(".tmp")),
+        "half-written objects left: {files:?}"
+    );
+    anyhow::ensure!(
+        !files.iter().any(|f| f.ends_with("status.json")),
+        "the resumed run is marked failed"
+    );
+    let reported: u64 = again.report.tables.iter().map(|t| t.loaded_rows.unwrap_or(0)).sum();
+    let loaded_now: u64 = again.report.tables.iter().map(|t| t.rows).sum();
+    anyhow::ensure!(loaded_now == 50_000, "the report counts {loaded_now} rows of 50000");
+    anyhow::ensure!(reported == 50_000, "the report says {reported} rows committed of 50000");
+    Ok(())
+}
+
+/// Rows the warehouse holds in the run's tables (0 for a table not created).
+async fn held_rows(url: &str) -> Result<u64> {
+    let c = connect(url).await?;
+    let mut n = 0;
+    for t in TABLES {
+        if let Ok(r) = c.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await {
+            n += r.get::<_, i64>(0) as u64;
+        }
+    }
+    Ok(n)
+}
+
+fn planner_and_extractor_faults() -> Vec<Fault> {
+    vec![
+        fault("planner before writing the plan", At::Create("tasks.json")),
+        fault("planner after writing the plan", At::Landed("plan.json")),
+        fault("trigger cannot take the run lock", At::Create("lock.json")),
+        fault("extractor before its first row", At::Create("part-00001-000.parquet")),
+        fault("extractor mid-stream", At::Create("orders/part-00001-001.parquet")),
+        fault(
+            "extractor after a file landed, before its result",
+            At::Landed("orders/part-00002-000.parquet"),
+        ),
+        fault(
+            "extractor before its result",
+            At::Create("items/part-00000.result.json"),
+        ),
+        fault("extractor after its result", At::Landed("items/part-00002.result.json")),
+        fault("a failed attempt's record cannot be written", At::Create("attempt")),
+    ]
+}
+
+fn loader_faults() -> Vec<Fault> {
+    let mut out = vec![
+        fault("loader before writing manifests", At::Create("orders/manifest")),
+        fault(
+            "loader after writing manifests",
+            At::Before("CREATE SCHEMA IF NOT EXISTS", "sales"),
+        ),
+        fault("loader reads a part back and fails", At::Checksum("items/part-00001")),
+        fault("mid-COPY", At::AfterCopy("items")),
+        fault("after COPY, before the reconcile", At::BeforeReconcile),
+        fault(
+            "mid-swap: the old target dropped, the new one not renamed in",
+            At::After("DROP TABLE \"sales\".\"orders\"", ""),
+        ),
+        fault(
+            "after the swap, before the load log",
+            At::Before("INSERT INTO \"pgshift\".\"load_log\"", "items"),
+        ),
+        fault(
+            "after the swap and its log, before the staging registry row",
+            At::Before("DELETE FROM \"pgshift\".\"staging\"", "orders"),
+        ),
+        fault("after commit, before load.json", At::Create("load.json")),
+        fault("the warehouse connection cut", At::QueryCut),
+    ];
+    out.push(Fault {
+        name: "atomic run: mid-swap of the second table",
+        at: vec![At::After("ALTER TABLE \"sales\".\"items__pgshift", "RENAME")],
+        atomic: Atomicity::Run,
+        fails: true,
+    });
+    out.push(Fault {
+        name: "cleanup itself fails",
+        at: vec![At::AfterCopy("orders"), At::Create("status.json")],
+        atomic: Atomicity::Table,
+        fails: true,
+    });
+    out.push(Fault {
+        name: "cleanup cannot drop the staging table",
+        at: vec![At::BeforeReconcile, At::Before("DROP TABLE IF EXISTS", "__pgshift_")],
+        atomic: Atomicity::Table,
+        fails: true,
+    });
+    out.push(Fault {
+        name: "the report cannot be written",
+        at: vec![At::Create("report.html")],
+        atomic: Atomicity::Table,
+        fails: false,
+    });
+    out
+}
+
+async fn matrix(faults: Vec<Fault>, source_name: &str) -> Result<()> {
+    let source = super::db(source_name, SALES).await?;
+    let mut failed = Vec::new();
+    for f in &faults {
+        if let Err(e) = prove(&source, f).await {
+            failed.push(format!("{}: {e:#}", f.name));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} fault points failed:\n{}",
+        failed.len(),
+        faults.len(),
+        failed.join("\n")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planner_and_extractor_faults_resume_to_the_source_exactly() -> Result<()> {
+    matrix(planner_and_extractor_faults(), "faultsrc1").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loader_and_cleanup_faults_resume_to_the_source_exactly() -> Result<()> {
+    matrix(loader_faults(), "faultsrc2").await
+}
+
+#[test]
+fn the_matrix_has_at_least_twenty_points() {
+    assert!(planner_and_extractor_faults().len() + loader_faults().len() >= 20);
+}
+
+/// A resumed run extracts only what did not land: the ranges whose results verify are kept as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_keeps_the_ranges_that_landed_and_extracts_the_rest() -> Result<()> {
+    let source = super::db("resumesrc", SALES).await?;
+    let target = cluster().create_db("resumewh").await?;
+    let dir = stage_dir("resume");
+    let stage = format!("file://{}", dir.display());
+    let mut req = request(&stage, &["sales.orders"], 4);
+    req.run_id = Some("resume-1".into());
+    let switch = Arc::new(Switch::default());
+    switch.armed.store(true, Ordering::SeqCst);
+    let stages = Arc::new(FaultStages {
+        inner: UrlStages::default(),
+        at: vec![At::Create("part-00002-000.parquet")],
+        switch: switch.clone(),
+    });
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+    let first = run_once(&source, req.clone(), stages.clone(), wh.clone(), "run-resume-1").await?;
+    let failure = first.output.expect_err("range 2 cannot land");
+    assert!(failure.cause.contains("Pipeline.Fatal.Stage"), "{failure:?}");
+    let landed = |d: &std::path::Path| -> Vec<(String, std::time::SystemTime)> {
+        let mut v: Vec<_> = list_files(d)
+            .into_iter()
+            .filter(|f| f.ends_with(".result.json"))
+            .map(|f| {
+                let at = std::fs::metadata(d.join(&f)).and_then(|m| m.modified()).expect("mtime");
+                (f, at)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = landed(&dir);
+    assert_eq!(before.len(), 3, "three ranges landed: {before:?}");
+    switch.armed.store(false, Ordering::SeqCst);
+    let again = run_once(&source, req, stages, wh, "run-resume-1").await?;
+    let output = again.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let plan = plan_of(&output).await?;
+    assert_eq!(
+        fingerprint(&target, &plan, "sales.orders", false).await?,
+        fingerprint(&source, &plan, "sales.orders", true).await?
+    );
+    let after = landed(&dir);
+    assert_eq!(after.len(), 4);
+    // The three landed results are the same objects (not rewritten); only range 2's is new.
+    for b in &before {
+        assert!(after.contains(b), "{} was kept as it was", b.0);
+    }
+    let kept: usize = again.report.tables.iter().map(|t| t.reused_parts).sum();
+    assert_eq!(kept, 3, "the report says three ranges were kept");
+    assert!(
+        again.report.render().contains("kept from an earlier attempt"),
+        "{}",
+        again.report.render()
+    );
+    Ok(())
+}
