@@ -35,6 +35,9 @@ enum At {
     Before(&'static str, &'static str),
     /// A transaction fails right after its first statement that starts with the text (and contains the second).
     After(&'static str, &'static str),
+    /// A transaction whose first statement starts with the text (and contains the second) fails: Cleanup's and
+    /// garbage collection's drops of a staging table, not the set-up's.
+    First(&'static str, &'static str),
     /// A transaction fails right after its staging COPY for the table.
     AfterCopy(&'static str),
     /// A transaction fails right before its row-count check.
@@ -213,6 +216,7 @@ impl FaultWarehouse {
                     .position(|s| matches!(s, Step::Copy(c) if c.staging.name.starts_with(&format!("{table}__"))))
                     .map(|i| i + 1),
                 At::BeforeReconcile => steps.iter().position(|s| matches!(s, Step::Reconcile { .. })),
+                At::First(p, part) => steps.first().filter(|s| sql_is(s, p, part)).map(|_| 0),
                 _ => None,
             };
             if at.is_some() {
@@ -453,7 +457,7 @@ fn loader_faults() -> Vec<Fault> {
     });
     out.push(Fault {
         name: "cleanup cannot drop the staging table",
-        at: vec![At::BeforeReconcile, At::Before("DROP TABLE IF EXISTS", "__pgshift_")],
+        at: vec![At::BeforeReconcile, At::First("DROP TABLE IF EXISTS", "__pgshift_")],
         atomic: Atomicity::Table,
         fails: true,
     });
@@ -554,5 +558,159 @@ async fn a_resumed_run_keeps_the_ranges_that_landed_and_extracts_the_rest() -> R
         "{}",
         again.report.render()
     );
+    Ok(())
+}
+
+/// An unreachable warehouse, or a stage that refuses writes, is found before anything is extracted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_warehouse_or_stage_fails_the_run_before_any_extraction() -> Result<()> {
+    let source = super::db("preflightsrc", SALES).await?;
+    // A port nothing listens on: the connection is refused (a transient error, retried, then the run fails).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let nowhere = format!("postgres://postgres@127.0.0.1:{closed}/nowhere?sslmode=disable&connect_timeout=2");
+    let dir = stage_dir("preflight-wh");
+    let mut req = request(&format!("file://{}", dir.display()), &["sales.*"], 2);
+    req.run_id = Some("preflight-wh".into());
+    let out = run_once(
+        &source,
+        req,
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(&nowhere)?),
+        "run-preflight-wh",
+    )
+    .await?;
+    let failure = out.output.expect_err("the warehouse cannot be reached");
+    assert!(failure.cause.contains("before extracting anything"), "{failure:?}");
+    assert!(
+        failure.cause.contains(&closed.to_string()),
+        "names the port: {failure:?}"
+    );
+    let parts: Vec<String> = list_files(&dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .collect();
+    assert!(parts.is_empty(), "nothing was extracted: {parts:?}");
+
+    let target = cluster().create_db("preflightwh").await?;
+    let dir = stage_dir("preflight-stage");
+    let mut req = request(&format!("file://{}", dir.display()), &["sales.*"], 2);
+    req.run_id = Some("preflight-stage".into());
+    let switch = Arc::new(Switch::default());
+    switch.armed.store(true, Ordering::SeqCst);
+    let stages = Arc::new(FaultStages {
+        inner: UrlStages::default(),
+        at: vec![At::Create("preflight.json")],
+        switch,
+    });
+    let out = run_once(
+        &source,
+        req,
+        stages,
+        Arc::new(PgWarehouse::new(&target)?),
+        "run-preflight-stage",
+    )
+    .await?;
+    let failure = out.output.expect_err("the stage refuses writes");
+    assert_eq!(failure.error, "Pipeline.Fatal.Stage", "{failure:?}");
+    assert!(list_files(&dir).iter().all(|f| !f.ends_with(".parquet")));
+    Ok(())
+}
+
+/// A dead run's staging tables go with the next load of the same target; a live run's are never touched, and
+/// `gc` tells the two apart by the run's records on its stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_tables_of_dead_runs_are_collected_and_live_runs_are_left_alone() -> Result<()> {
+    let source = super::db("gcsrc", SALES).await?;
+    let target = cluster().create_db("gcwh").await?;
+    let dir = stage_dir("gc");
+    let stage = format!("file://{}", dir.display());
+    // A run that fails with its Cleanup unable to drop the staging tables: they stay, registered.
+    let mut req = request(&stage, &["sales.*"], 2);
+    req.run_id = Some("gc-dead".into());
+    let switch = Arc::new(Switch::default());
+    switch.armed.store(true, Ordering::SeqCst);
+    let at = vec![At::BeforeReconcile, At::First("DROP TABLE IF EXISTS", "__pgshift_")];
+    let wh = Arc::new(FaultWarehouse {
+        inner: PgWarehouse::new(&target)?,
+        at: at.clone(),
+        switch: switch.clone(),
+    });
+    let out = run_once(&source, req, Arc::new(UrlStages::default()), wh, "run-gc-dead").await?;
+    assert!(out.output.is_err());
+    let c = connect(&target).await?;
+    let left = |c: tokio_postgres::Client| async move {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_\\_pgshift\\_%'",
+                &[],
+            )
+            .await?
+            .get(0);
+        anyhow::Ok((c, n))
+    };
+    let (c, n) = left(c).await?;
+    assert_eq!(n, 2, "the dead run's staging tables are left");
+
+    // A live run's staging table, registered, its lock held by this very process.
+    c.batch_execute(
+        "CREATE TABLE sales.orders__pgshift_live_1 (id int8);
+         INSERT INTO pgshift.staging VALUES ('sales', 'orders__pgshift_live_1', 'sales', 'orders', 'gc-live', 'p', '')",
+    )
+    .await?;
+    c.execute(
+        "UPDATE pgshift.staging SET stage = $1 WHERE run_id = 'gc-live'",
+        &[&stage],
+    )
+    .await?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_string();
+    std::fs::create_dir_all(dir.join("gc-live"))?;
+    std::fs::write(
+        dir.join("gc-live/lock.json"),
+        serde_json::json!({"execution": "local:test", "taken_at": "2026-12-04T00:00:00Z",
+            "process": {"host": host, "pid": std::process::id(), "start_ticks": 0}})
+        .to_string(),
+    )?;
+
+    // A dry run lists both and drops nothing.
+    let ctx = pgshift::load::LoadContext::new(Arc::new(UrlStages::default()), Arc::new(PgWarehouse::new(&target)?));
+    let scope = |dry_run| pgshift::load::gc::GcScope {
+        targets: None,
+        own_run: None,
+        dry_run,
+    };
+    let seen = pgshift::load::gc::collect(&ctx, &scope(true)).await?;
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| s.dead).count(), 2, "{seen:?}");
+    assert!(seen.iter().all(|s| !s.dropped));
+
+    // The next load of the same targets (another run id) drops the dead run's, and keeps the live one's.
+    let mut req = request(&stage, &["sales.*"], 2);
+    req.run_id = Some("gc-next".into());
+    let out = run_once(
+        &source,
+        req,
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(&target)?),
+        "run-gc-next",
+    )
+    .await?;
+    out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let (c, n) = left(c).await?;
+    assert_eq!(n, 1, "only the live run's staging table is left");
+    let kept: String = c.query_one("SELECT table_name FROM pgshift.staging", &[]).await?.get(0);
+    assert_eq!(kept, "orders__pgshift_live_1");
+
+    // Its process gone (a pid no process has), the live run is dead: gc drops its table.
+    std::fs::write(
+        dir.join("gc-live/lock.json"),
+        serde_json::json!({"execution": "local:test", "taken_at": "2026-12-04T00:00:00Z",
+            "process": {"host": host, "pid": 4_194_999u32, "start_ticks": 0}})
+        .to_string(),
+    )?;
+    let swept = pgshift::load::gc::collect(&ctx, &scope(false)).await?;
+    assert_eq!(swept.len(), 1);
+    assert!(swept[0].dropped && swept[0].why.contains("is gone"), "{swept:?}");
+    let (_, n) = left(c).await?;
+    assert_eq!(n, 0);
     Ok(())
 }

@@ -279,8 +279,9 @@ async fn serverless_workgroups_and_urls() -> Result<()> {
     Ok(())
 }
 
-/// Statements a one-table `start` waits on before its load batch: the target's columns, the set-up batch, the log.
-const SETUP_DESCRIBES: usize = 3;
+/// Statements a one-table run waits on before its load batch: the pre-flight write and read, the staging registry's
+/// columns (garbage collection), the target's columns, the set-up batch, the log.
+const SETUP_DESCRIBES: usize = 6;
 
 /// Every statement the mocked Data API received, in order, one entry per request.
 type Sent = Arc<Mutex<Vec<Vec<String>>>>;
@@ -423,7 +424,7 @@ async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()
     let load = load_batch(&sent);
     // COPY, reconcile and swap are one batch: one transaction. The target is locked after the COPY, before the
     // swap, so a second run loading it waits instead of doubling it.
-    assert_eq!(load.len(), 7, "{load:#?}");
+    assert_eq!(load.len(), 8, "{load:#?}");
     assert!(load[0].contains("FORMAT AS PARQUET MANIFEST") && load[0].contains("/manifest.json'"));
     assert!(load[1].starts_with("SELECT 1 / CASE WHEN count(*) = 20000 THEN 1 ELSE 0 END FROM"));
     assert_eq!(load[2], "LOCK \"sales\".\"orders\"");
@@ -437,6 +438,11 @@ async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()
         load[5]
     );
     assert!(load[6].starts_with("DROP TABLE \"sales\".\"orders__pgshift_"));
+    assert!(
+        load[7].starts_with("DELETE FROM \"pgshift\".\"staging\""),
+        "{}",
+        load[7]
+    );
     Ok(())
 }
 
@@ -919,7 +925,7 @@ async fn append_and_merge_send_exactly_their_statements_in_one_transaction() -> 
     use pgshift::contract::load::LoadMode;
     let cols = "(\"id\", \"amount\", \"note\", \"placed\")";
     let append = one_load("rsappend", LoadMode::Append).await?;
-    assert_eq!(append.len(), 6, "{append:#?}");
+    assert_eq!(append.len(), 7, "{append:#?}");
     assert!(
         append[0].starts_with("COPY \"sales\".\"orders__pgshift_") && append[0].ends_with("FORMAT AS PARQUET MANIFEST")
     );
@@ -942,9 +948,15 @@ async fn append_and_merge_send_exactly_their_statements_in_one_transaction() -> 
         "{}",
         append[5]
     );
+    // The staging table leaves the registry in the transaction that drops it.
+    assert!(
+        append[6].starts_with("DELETE FROM \"pgshift\".\"staging\" WHERE") && append[6].contains("orders__pgshift_"),
+        "{}",
+        append[6]
+    );
 
     let merge = one_load("rsmerge", LoadMode::Merge).await?;
-    assert_eq!(merge.len(), 7, "{merge:#?}");
+    assert_eq!(merge.len(), 8, "{merge:#?}");
     assert_eq!(merge[2], "LOCK \"sales\".\"orders\"");
     // Rows of the same key are replaced: deleted by key from the target, then every staged row inserted.
     assert!(

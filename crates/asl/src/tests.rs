@@ -519,7 +519,8 @@ async fn a_looping_definition_fails_at_the_history_cap_instead_of_running_foreve
         "Again": {"Type": "Choice", "Choices": [{"Variable": "$.echo", "IsPresent": true, "Next": "Start"}],
                   "Default": "Start"}
     });
-    let fake = Fake::echo();
+    let poll = || Fake::new(|_| Box::pin(async { Ok(json!({"echo": "still running"})) }));
+    let fake = poll();
     let out = Interpreter::new(machine(states.clone()), fake.clone())
         .execute("loop", json!({}))
         .await;
@@ -529,7 +530,7 @@ async fn a_looping_definition_fails_at_the_history_cap_instead_of_running_foreve
     // 7 events a round: the 3,571st Task is the last that fits under 25,000.
     assert_eq!(fake.calls().len(), 3571);
     // A lower cap for a test stops sooner, by the same rule.
-    let fake = Fake::echo();
+    let fake = poll();
     let f = Interpreter::new(machine(states), fake.clone())
         .with_history_limit(70)
         .execute("loop", json!({}))

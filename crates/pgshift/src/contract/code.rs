@@ -73,6 +73,9 @@ impl Code {
     /// restore (not PostgreSQL, not available), a restore that failed or never became available.
     pub const RAISED_BY_DEFINITION: &'static [Code] = &[Code::FatalSnapshot, Code::FatalRestore];
 
+    /// Names a local run reports by itself, not from an error of a function: a run stopped by a signal.
+    pub const RAISED_BY_COMMAND_LINE: &'static [Code] = &[Code::FatalInterrupted];
+
     /// The name, as the definition's `ErrorEquals` lists it.
     pub fn name(self) -> &'static str {
         match self {

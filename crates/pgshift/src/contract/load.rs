@@ -463,13 +463,33 @@ pub struct CleanupResult {
     pub tables: Vec<TableLoad>,
 }
 
+/// The run the pre-flight checks are for: its stage and run directory.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PreflightRequest {
+    pub plan_url: String,
+}
+
+/// What the pre-flight checks reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreflightResult {
+    /// The warehouse answered and took a write (the pgshift schema).
+    pub warehouse: String,
+    /// The object written to the stage and read back.
+    pub stage_object: String,
+    pub seconds: f64,
+}
+
 /// What the loader Lambda is asked: `{"action": "start", …LoadRequest}` (the default when `action` is absent),
 /// `{"action": "check", "progress": …}` or `{"action": "cleanup", "state": …}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum LoaderInput {
+    /// Before anything is extracted: the warehouse and the stage reached, and written, by the loader.
+    Preflight(PreflightRequest),
     Start(LoadRequest),
-    Check { progress: LoadProgress },
+    Check {
+        progress: LoadProgress,
+    },
     Cleanup(CleanupRequest),
 }
 

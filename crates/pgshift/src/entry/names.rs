@@ -177,6 +177,7 @@ mod tests {
             .chain(load.iter().map(LoadError::name))
             .chain(sweep.iter().map(crate::sweep::SweepError::name))
             .chain(Code::RAISED_BY_DEFINITION.iter().map(|c| c.name()))
+            .chain(Code::RAISED_BY_COMMAND_LINE.iter().map(|c| c.name()))
             .collect();
         for n in &names {
             assert!(Code::of(n).is_some(), "{n} is reported but not a Code");

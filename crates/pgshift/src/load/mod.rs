@@ -170,6 +170,43 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
         .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url}: the load left no load.json")))
 }
 
+/// Before the extraction: the warehouse reached and written (its `pgshift` schema created if missing), and an object
+/// written to the run's stage directory and read back, so that an unreachable warehouse or a stage that refuses
+/// writes is found in seconds, not after the whole extraction.
+pub async fn preflight(ctx: &LoadContext, req: PreflightRequest) -> Result<PreflightResult, LoadError> {
+    let started = Instant::now();
+    let stage = stage_of(ctx, &req.plan_url).await?;
+    let (_, run_dir) = run::plan_dirs(&req.plan_url)?;
+    let key = format!("{run_dir}/preflight.json");
+    let body = serde_json::json!({"checked_at": crate::contract::clock::now_rfc3339().0}).to_string();
+    let put = crate::stage::put(stage.as_ref(), &key, Bytes::from(body)).await?;
+    stage.get(&key).await?;
+    let wh = ctx.warehouse.as_ref();
+    warehouse::execute(wh, vec!["CREATE SCHEMA IF NOT EXISTS \"pgshift\"".into()])
+        .await
+        .map_err(|e| LoadError::Warehouse(preflight_context(e)))?;
+    warehouse::count(wh, "SELECT 1".into())
+        .await
+        .map_err(|e| LoadError::Warehouse(preflight_context(e)))?;
+    tracing::info!(stage = %put.url, "pre-flight: warehouse and stage reached and written");
+    Ok(PreflightResult {
+        warehouse: format!("{:?}", wh.dialect()),
+        stage_object: put.url,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A warehouse error of the pre-flight check, saying that nothing was extracted yet.
+fn preflight_context(e: WarehouseError) -> WarehouseError {
+    match e {
+        WarehouseError::Sql { detail, retryable } => WarehouseError::Sql {
+            detail: format!("before extracting anything, the warehouse check failed: {detail}"),
+            retryable,
+        },
+        other => other,
+    }
+}
+
 /// A load by hand (`pgshift load`) holds the run's lock as an execution does, as this process: another live
 /// execution of the run is refused, and once this process is gone (even by kill -9) what it left is known to be
 /// garbage ([`gc`]).
@@ -771,6 +808,7 @@ fn group_steps<'a>(
 pub async fn handle(ctx: &LoadContext, input: serde_json::Value) -> Result<serde_json::Value, LoadError> {
     let bad = |e: serde_json::Error| LoadError::InvalidRequest(format!("loader input: {e}"));
     let out = match LoaderInput::from_json(input).map_err(bad)? {
+        LoaderInput::Preflight(req) => serde_json::to_value(preflight(ctx, req).await?),
         LoaderInput::Start(req) => serde_json::to_value(start(ctx, req).await?),
         LoaderInput::Check { progress } => serde_json::to_value(check(ctx, progress).await?),
         LoaderInput::Cleanup(req) => serde_json::to_value(cleanup(ctx, req).await?),

@@ -57,7 +57,7 @@ impl Stage for LocalStage {
             Ok(Box::new(LocalObject {
                 url: format!("{}/{key}", self.url),
                 path,
-                tmp,
+                tmp: TmpFile(Some(tmp)),
                 file,
                 bytes: 0,
                 crc: Crc32::default(),
@@ -169,10 +169,33 @@ impl Stage for LocalStage {
     }
 }
 
+/// The file an object is written to before it is renamed into place: removed when the writer is dropped unfinished
+/// (its task aborted, as a failing Map aborts its other iterations), so no half-written file is left behind.
+struct TmpFile(Option<PathBuf>);
+
+impl TmpFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The path, no longer removed on drop (renamed into place, or removed by the caller).
+    fn keep(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 struct LocalObject {
     url: String,
     path: PathBuf,
-    tmp: PathBuf,
+    tmp: TmpFile,
     file: tokio::fs::File,
     bytes: u64,
     crc: Crc32,
@@ -209,7 +232,7 @@ async fn file_sum(path: &Path) -> Result<Option<ObjectSum>, StageError> {
 impl ObjectWriter for LocalObject {
     fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StageError>> {
         Box::pin(async move {
-            self.file.write_all(&chunk).await.map_err(|e| io(&self.tmp, e))?;
+            self.file.write_all(&chunk).await.map_err(|e| io(self.tmp.path(), e))?;
             self.bytes += chunk.len() as u64;
             self.crc.update(&chunk);
             Ok(())
@@ -230,12 +253,14 @@ impl ObjectWriter for LocalObject {
                 file.flush().await?;
                 file.sync_all().await?;
                 drop(file);
-                tokio::fs::rename(&tmp, &path).await
+                tokio::fs::rename(tmp.path(), &path).await
             };
             if let Err(e) = done.await {
-                let _ = tokio::fs::remove_file(&tmp).await;
+                // Dropping the guard removes the temporary file.
+                drop(tmp);
                 return Err(io(&path, e));
             }
+            tmp.keep();
             Ok(StagedObject {
                 url,
                 bytes,
@@ -248,6 +273,7 @@ impl ObjectWriter for LocalObject {
         Box::pin(async move {
             let LocalObject { tmp, file, .. } = *self;
             drop(file);
+            let tmp = tmp.keep();
             match tokio::fs::remove_file(&tmp).await {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -52,7 +52,8 @@ impl StageError {
     }
 }
 
-/// Local file errors no retry can fix: no permission, a missing directory, a path through a file (ENOTDIR), a full
+/// Local file errors no retry can fix: no permission, a missing directory, a path through a file (ENOTDIR, or the
+/// EEXIST of a directory that cannot be made where a file is), a full
 /// disk or quota (ENOSPC, EDQUOT), a read-only file system, a name too long (ENAMETOOLONG). Retrying them for a
 /// minute and a half only delays the error the user has to act on.
 fn io_is_permanent(e: &std::io::Error) -> bool {
@@ -62,6 +63,7 @@ fn io_is_permanent(e: &std::io::Error) -> bool {
         K::PermissionDenied
             | K::NotFound
             | K::NotADirectory
+            | K::AlreadyExists
             | K::IsADirectory
             | K::StorageFull
             | K::QuotaExceeded

@@ -470,6 +470,8 @@ impl S3Object {
             .send()
             .await
             .map_err(|e| remote(&self.url, e))?;
+        // Completed: nothing left for a drop to abort.
+        self.upload_id = None;
         Ok(())
     }
 
@@ -490,6 +492,36 @@ impl S3Object {
                 .map_err(|e| remote(&self.url, e))?;
         }
         Ok(())
+    }
+}
+
+/// A writer dropped with its multipart upload neither completed nor aborted (its task aborted: a failing Map drops
+/// its other iterations, a Ctrl-C drops the run) aborts the upload in the background, once the parts it has in
+/// flight are done, so that no upload is left in progress to be billed until the lifecycle rule removes it.
+impl Drop for S3Object {
+    fn drop(&mut self) {
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (shared, key, url) = (self.shared.clone(), self.key.clone(), self.url.clone());
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        rt.spawn(async move {
+            while in_flight.join_next().await.is_some() {}
+            let abort = shared
+                .client
+                .abort_multipart_upload()
+                .bucket(&shared.bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            if let Err(e) = abort {
+                tracing::warn!(error = %remote(&url, e), "could not abort a dropped multipart upload");
+            }
+        });
     }
 }
 
