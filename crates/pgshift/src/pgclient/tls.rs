@@ -77,9 +77,46 @@ pub(crate) fn config(conn: &str) -> Result<(tokio_postgres::Config, MakeRustlsCo
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let config: tokio_postgres::Config = rewritten.parse().map_err(|e| format!("connection string: {e}"))?;
+    let config: tokio_postgres::Config = rewritten.parse().map_err(|e: tokio_postgres::Error| {
+        format!(
+            "connection string: {}",
+            which_part(conn).unwrap_or_else(|| e.to_string())
+        )
+    })?;
     let tls = connector(verify, root.as_deref(), config.get_ssl_mode())?;
     Ok((config, tls))
+}
+
+/// What is wrong with a connection string the driver refused, where that can be told: its scheme, its port, its
+/// `sslmode` (libpq's names). The password never appears in the message.
+fn which_part(conn: &str) -> Option<String> {
+    const MODES: [&str; 6] = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+    let query = |q: &str| -> Option<String> {
+        q.split(['&', ' ']).find_map(|p| match p.split_once('=') {
+            Some(("sslmode", v)) if !MODES.contains(&v) => {
+                Some(format!("unknown sslmode {v:?}: use one of {}", MODES.join(", ")))
+            }
+            _ => None,
+        })
+    };
+    let Some((scheme, rest)) = conn.split_once("://") else {
+        return query(conn);
+    };
+    if scheme != "postgres" && scheme != "postgresql" {
+        return Some(format!("scheme {scheme:?}: use postgres:// (or postgresql://)"));
+    }
+    let (authority, tail) = rest
+        .split_once(['/', '?'])
+        .map_or((rest, ""), |(a, _)| (a, &rest[a.len()..]));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    for hp in host_port.split(',') {
+        if let Some((_, port)) = hp.rsplit_once(':').filter(|_| !hp.ends_with(']')) {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Some(format!("port {port:?} is not a number from 1 to 65535"));
+            }
+        }
+    }
+    tail.split_once('?').and_then(|(_, q)| query(q))
 }
 
 /// The connector for a config built elsewhere (from a secret): `prefer`/`require` without verification.
@@ -220,6 +257,19 @@ impl ServerCertVerifier for ChainOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_connection_string_says_which_part_is_wrong() {
+        let part = |c: &str| which_part(c).unwrap_or_default();
+        assert!(part("mysql://u@h/db").contains("scheme \"mysql\""));
+        assert!(part("postgres://u:secret@h:port/db").contains("port \"port\""));
+        assert!(!part("postgres://u:secret@h:port/db").contains("secret"));
+        assert!(part("postgres://u@h:0/db").contains("port \"0\""));
+        assert!(part("postgres://u@h/db?sslmode=sometimes").contains("unknown sslmode \"sometimes\""));
+        assert!(part("host=h sslmode=on").contains("unknown sslmode \"on\""));
+        assert_eq!(which_part("postgres://u@h:5432,h2:5433/db?sslmode=verify-full"), None);
+        assert_eq!(which_part("postgres://u@[::1]:5432/db"), None);
+    }
 
     #[test]
     fn pgshift_reads_the_verify_modes_and_tokio_postgres_the_rest() {

@@ -1,0 +1,126 @@
+//! `pgshift run` stopped by Ctrl-C (SIGINT) or SIGTERM mid-extraction: Cleanup runs (the run marked failed on the
+//! stage, no staging table, no half-written object), the exit code is the shell's (130, 143), and the same command
+//! with `--run-id` resumes it, keeping the ranges that landed, to a warehouse equal to the source.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgshift_tests::{cluster, connect, list_files};
+
+const SOURCE: &str = "
+CREATE SCHEMA sales;
+CREATE TABLE sales.orders (id int8 PRIMARY KEY, amount numeric(12,2) NOT NULL, note text);
+INSERT INTO sales.orders SELECT g, (g % 100000) / 100.0, 'note ' || g FROM generate_series(1, 1000000) g;
+ANALYZE;";
+
+fn start(src: &str, wh: &str, stage: &Path, run_id: &str) -> std::io::Result<Child> {
+    Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["run", "--source", src, "--warehouse", wh, "--tables", "sales.orders"])
+        .args([
+            "--parts",
+            "8",
+            "--concurrency",
+            "1",
+            "--progress",
+            "none",
+            "--run-id",
+            run_id,
+        ])
+        .arg("--stage")
+        .arg(format!("file://{}", stage.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+}
+
+/// Waits until a range's result has landed (the run is mid-extraction), up to a minute.
+fn wait_for_a_result(stage: &Path) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        if list_files(stage).iter().any(|f| f.ends_with(".result.json")) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    anyhow::bail!("no range landed within a minute")
+}
+
+fn signal(child: &Child, name: &str) -> anyhow::Result<()> {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()?;
+    anyhow::ensure!(ok.success(), "kill -{name}");
+    Ok(())
+}
+
+/// Stops a run by `name` mid-extraction; checks what it left and how it ended.
+fn stopped_by(src: &str, wh: &str, stage: &Path, run_id: &str, name: &str, code: i32) -> anyhow::Result<()> {
+    let child = start(src, wh, stage, run_id)?;
+    wait_for_a_result(stage)?;
+    signal(&child, name)?;
+    let out = child.wait_with_output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{name}: {err}");
+    assert!(err.contains(name) && err.contains("resumes it"), "{err}");
+    let files = list_files(stage);
+    let status = files
+        .iter()
+        .find(|f| f.ends_with("status.json"))
+        .unwrap_or_else(|| panic!("the run is marked failed: {files:?}"));
+    let status: serde_json::Value = serde_json::from_slice(&std::fs::read(stage.join(status))?)?;
+    assert_eq!(status["error"], "Pipeline.Fatal.Interrupted", "{status}");
+    assert!(
+        !files.iter().any(|f| f.ends_with(".tmp")),
+        "no half-written object: {files:?}"
+    );
+    let parts = files.iter().filter(|f| f.ends_with(".result.json")).count();
+    assert!(
+        (1..8).contains(&parts),
+        "stopped mid-extraction: {parts} of 8 ranges landed"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_run_stopped_by_a_signal_cleans_up_exits_by_the_signal_and_resumes_by_its_run_id() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (src, wh) = rt.block_on(async {
+        let src = cluster().create_db("sigsrc").await?;
+        connect(&src).await?.batch_execute(SOURCE).await?;
+        anyhow::Ok((src, cluster().create_db("sigwh").await?))
+    })?;
+    let root = std::env::temp_dir().join(format!("pgshift-signals-{}", std::process::id()));
+    let stage = root.join("stage");
+    std::fs::create_dir_all(&stage)?;
+    stopped_by(&src, &wh, &stage, "sig-int", "INT", 130)?;
+
+    // The same command again resumes: the ranges that landed are kept, the rest extracted, then the load.
+    let out = start(&src, &wh, &stage, "sig-int")?.wait_with_output()?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("kept from an earlier attempt"), "{said}");
+    let (rows, distinct, staging) = rt.block_on(async {
+        let c = connect(&wh).await?;
+        let r = c
+            .query_one("SELECT count(*), count(DISTINCT id) FROM sales.orders", &[])
+            .await?;
+        let s: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_\\_pgshift\\_%'",
+                &[],
+            )
+            .await?
+            .get(0);
+        anyhow::Ok((r.get::<_, i64>(0), r.get::<_, i64>(1), s))
+    })?;
+    assert_eq!((rows, distinct, staging), (1_000_000, 1_000_000, 0));
+
+    // SIGTERM (a container stopping, systemd) likewise, with its own exit code.
+    let stage = root.join("stage-term");
+    std::fs::create_dir_all(&stage)?;
+    stopped_by(&src, &wh, &stage, "sig-term", "TERM", 143)?;
+    let _ = std::fs::remove_dir_all(root);
+    Ok(())
+}
