@@ -16,6 +16,7 @@ use pgshift_tests::{cluster, connect, list_files, stage_dir};
 
 mod failures;
 mod faults;
+mod fuzz;
 mod hooked;
 mod load;
 mod pipeline;

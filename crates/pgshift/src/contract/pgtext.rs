@@ -134,6 +134,20 @@ impl<'a> NumericWire<'a> {
         if ndigits < 0 || b.len() != 8 + 2 * ndigits as usize {
             return Err(format!("numeric value with {ndigits} digits has {} bytes", b.len()));
         }
+        // PostgreSQL's display scale is 14 bits (NUMERIC_DSCALE_MASK, src/backend/utils/adt/numeric.c), its signs
+        // these four, and every digit base 10000: anything else is not a numeric a server sent.
+        if dscale > 0x3FFF {
+            return Err(format!("numeric display scale {dscale} is above PostgreSQL's 16383"));
+        }
+        if ![NUMERIC_POS, NUMERIC_NEG, NUMERIC_NAN, NUMERIC_PINF, NUMERIC_NINF].contains(&sign) {
+            return Err(format!("numeric sign {sign:#06x} is not one PostgreSQL sends"));
+        }
+        if b[8..]
+            .chunks_exact(2)
+            .any(|c| !(0..10000).contains(&i16::from_be_bytes([c[0], c[1]])))
+        {
+            return Err("numeric digit outside 0..9999".into());
+        }
         Ok(Self {
             weight,
             sign,
@@ -245,7 +259,7 @@ impl<'a> NumericWire<'a> {
             s.push('.');
             let mut frac = String::new();
             let mut i = weight + 1;
-            while (frac.len() as u16) < self.dscale {
+            while frac.len() < self.dscale as usize {
                 let d = if i >= 0 {
                     digits.get(i as usize).copied().unwrap_or(0)
                 } else {
@@ -285,6 +299,32 @@ pub fn key_value(ty: KeyType, b: &[u8]) -> Result<KeyValue, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_numeric_header_no_server_sends_is_an_error_not_a_hang() {
+        // Found by the fuzz test: a display scale of 65535 made to_text loop until an integer overflowed.
+        let wire = |sign: u16, dscale: u16, digit: i16| {
+            let mut b = vec![0, 1, 0, 0];
+            b.extend(sign.to_be_bytes());
+            b.extend(dscale.to_be_bytes());
+            b.extend(digit.to_be_bytes());
+            b
+        };
+        assert!(NumericWire::parse(&wire(NUMERIC_POS, 0xFFFF, 1))
+            .unwrap_err()
+            .contains("display scale"));
+        assert!(NumericWire::parse(&wire(0x1234, 2, 1)).unwrap_err().contains("sign"));
+        assert!(NumericWire::parse(&wire(NUMERIC_POS, 2, 10000))
+            .unwrap_err()
+            .contains("digit"));
+        assert_eq!(
+            NumericWire::parse(&wire(NUMERIC_POS, 0x3FFF, 7))
+                .unwrap()
+                .to_text()
+                .len(),
+            2 + 0x3FFF
+        );
+    }
 
     fn numeric(ndigits: &[i16], weight: i16, sign: u16, dscale: u16) -> Vec<u8> {
         let mut v = Vec::new();

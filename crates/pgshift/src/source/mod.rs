@@ -13,6 +13,8 @@ use crate::contract::model::{ColumnSpec, KeyType, PgType, TableRef};
 use crate::contract::types::{default_mapping, mapping_for_cast, Cast, CatalogType, TypePolicies};
 
 pub(crate) mod decode;
+#[doc(hidden)]
+pub use decode::decode_chunks;
 
 /// What the source reports: a table or column that is not there (or changed), a type pgshift does not map, a
 /// privilege missing, the server out of reach, a statement timed out or failed (retryable when the server may

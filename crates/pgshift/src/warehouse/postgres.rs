@@ -462,3 +462,17 @@ mod tests {
         }
     }
 }
+
+/// Reads a Parquet part as a load reads it back (decoded, then encoded as binary COPY rows): the bytes of COPY data
+/// it makes, or the error. The fuzz targets' and the bounded fuzz test's entry: no input may panic it.
+#[doc(hidden)]
+pub fn read_part_bytes(part: Bytes) -> Result<usize, String> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1 << 16);
+    encode_part(Part::Bytes(part), &tx)?;
+    drop(tx);
+    let mut n = 0;
+    while let Ok(chunk) = rx.try_recv() {
+        n += chunk.len();
+    }
+    Ok(n)
+}
