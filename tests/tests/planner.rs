@@ -378,3 +378,45 @@ async fn writer_settings_no_extractor_could_use_are_refused_at_plan_time_by_flag
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_matched_by_a_wildcard_are_left_out_by_name_unless_included() -> Result<()> {
+    let url = db(
+        "views",
+        "CREATE SCHEMA s; CREATE TABLE s.t (id int8 PRIMARY KEY); INSERT INTO s.t SELECT generate_series(1, 10);
+         CREATE VIEW s.v AS SELECT id FROM s.t WHERE id > 5; CREATE MATERIALIZED VIEW s.m AS SELECT id FROM s.t;
+         ANALYZE;",
+    )
+    .await?;
+    let names = |p: &pgshift::Plan| p.tables.iter().map(|t| t.table.to_string()).collect::<Vec<_>>();
+    let p = plan(&url, request(&["s.*"], 1)).await?;
+    assert_eq!(names(&p), ["s.t"]);
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("views matched by a pattern and left out: s.m, s.v")),
+        "{:?}",
+        p.notes
+    );
+    // Named exactly, a view is planned, and the plan says what it is.
+    let p = plan(&url, request(&["s.*", "s.v"], 1)).await?;
+    assert_eq!(names(&p), ["s.t", "s.v"]);
+    assert!(p.notes.iter().any(|n| n.contains("s.m")) && p.notes.iter().any(|n| n.contains("s.v is a view")));
+    let mut req = request(&["s.*"], 1);
+    req.settings.include_views = true;
+    let p = plan(&url, req).await?;
+    assert_eq!(names(&p), ["s.m", "s.t", "s.v"]);
+    assert!(
+        p.notes.iter().any(|n| n.contains("s.m is a materialized view")),
+        "{:?}",
+        p.notes
+    );
+    // A table without columns is refused at plan time, by name, with the flag that leaves it out.
+    connect(&url).await?.batch_execute("CREATE TABLE s.empty ()").await?;
+    let e = plan(&url, request(&["s.*"], 1)).await.expect_err("no columns");
+    assert!(
+        e.to_string().contains("s.empty has no columns") && e.to_string().contains("--exclude s.empty"),
+        "{e}"
+    );
+    Ok(())
+}

@@ -1067,3 +1067,81 @@ async fn atomic_run_copies_reconciles_and_swaps_every_table_in_one_transaction()
     );
     Ok(())
 }
+
+/// A load that fails after it submitted another table's transaction cancels that transaction before it reports the
+/// error: the state machine keeps the progress of the call before, so Cleanup would never see it, and it could
+/// commit after the run is marked failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_fails_after_submitting_cancels_what_it_submitted() -> Result<()> {
+    use aws_sdk_redshiftdata::operation::batch_execute_statement::BatchExecuteStatementError;
+    use aws_sdk_redshiftdata::types::error::ValidationException;
+    let source = super::db(
+        "rscancel",
+        "CREATE SCHEMA q; CREATE TABLE q.a (id int8 PRIMARY KEY, v text); CREATE TABLE q.b (LIKE q.a INCLUDING ALL);
+         INSERT INTO q.a SELECT g, 'a' || g FROM generate_series(1, 300) g; INSERT INTO q.b SELECT * FROM q.a;
+         ANALYZE;",
+    )
+    .await?;
+    let is_load = |sqls: &[String]| {
+        sqls.get(1)
+            .is_some_and(|s| s.starts_with("SELECT 1 / CASE WHEN count(*) ="))
+    };
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load_ok = mock!(Client::batch_execute_statement)
+        .match_requests(move |r| is_load(r.sqls()) && !first.swap(true, std::sync::atomic::Ordering::SeqCst))
+        .then_output(|| BatchExecuteStatementOutput::builder().id("load-a").build());
+    let load_refused = mock!(Client::batch_execute_statement)
+        .match_requests(move |r| is_load(r.sqls()))
+        .then_error(|| {
+            BatchExecuteStatementError::ValidationException(
+                ValidationException::builder()
+                    .message("injected: the second load batch is refused")
+                    .meta(
+                        aws_sdk_redshiftdata::error::ErrorMetadata::builder()
+                            .code("ValidationException")
+                            .message("injected: the second load batch is refused")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+    let setup = mock!(Client::batch_execute_statement)
+        .match_requests(move |r| !is_load(r.sqls()))
+        .then_output(|| BatchExecuteStatementOutput::builder().id("setup").build());
+    let exec = mock!(Client::execute_statement).then_output(|| ExecuteStatementOutput::builder().id("setup").build());
+    let zero = mock!(Client::get_statement_result).then_output(|| {
+        GetStatementResultOutput::builder()
+            .records(vec![Field::LongValue(0)])
+            .build()
+            .expect("records set")
+    });
+    let describe = mock!(Client::describe_statement).then_output(|| described(StatusString::Finished));
+    let cancelled: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = cancelled.clone();
+    let cancel = mock!(Client::cancel_statement)
+        .match_requests(move |r| {
+            seen.lock().expect("lock").push(r.id().unwrap_or_default().to_string());
+            true
+        })
+        .then_output(|| CancelStatementOutput::builder().status(true).build());
+    let client = mock_client!(
+        aws_sdk_redshiftdata,
+        RuleMode::MatchAny,
+        [&load_ok, &load_refused, &setup, &exec, &zero, &describe, &cancel]
+    );
+    let out = run_redshift_with(&source, &["q.*"], client, "rscancel", |r| {
+        r.request.load = Some(pgshift::contract::load::LoadOptions {
+            concurrency: Some(2),
+            ..Default::default()
+        });
+    })
+    .await?;
+    let f = out.output.expect_err("the second load batch is refused");
+    assert!(f.cause.contains("injected"), "{f:?}");
+    let cancelled = cancelled.lock().expect("lock").clone();
+    assert!(
+        cancelled.contains(&"load-a".to_string()),
+        "the submitted load was cancelled: {cancelled:?}"
+    );
+    Ok(())
+}

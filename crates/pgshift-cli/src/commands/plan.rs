@@ -55,6 +55,9 @@ pub(crate) struct PlanArgs {
     /// The source does not change during the run: tables without a key may be split into ctid ranges.
     #[arg(long)]
     static_source: bool,
+    /// Plan the views and materialized views a wildcard matches (by default they are left out, and the plan says so).
+    #[arg(long)]
+    include_views: bool,
     #[command(flatten)]
     writer: WriterArgs,
     #[command(flatten)]
@@ -72,6 +75,7 @@ pub(crate) async fn run(args: PlanArgs) -> Result<()> {
         max_concurrency: args.max_concurrency,
         parts: args.parts,
         static_source: args.static_source,
+        include_views: args.include_views,
         ..PlanSettings::default()
     };
     let mut overrides = std::collections::BTreeMap::new();

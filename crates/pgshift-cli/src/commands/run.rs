@@ -72,6 +72,9 @@ pub(crate) struct RunArgs {
     /// may then be read in parallel ctid ranges.
     #[arg(long)]
     static_source: bool,
+    /// Plan the views and materialized views a wildcard matches (by default they are left out, and the plan says so).
+    #[arg(long)]
+    include_views: bool,
     /// Run this state machine definition instead of the embedded statemachine/pipeline.asl.json.
     #[arg(long)]
     definition: Option<PathBuf>,
@@ -185,6 +188,9 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
     }
     if args.static_source {
         settings.static_source = true;
+    }
+    if args.include_views {
+        settings.include_views = true;
     }
     let mut load = config.load.unwrap_or_default();
     if let Some(m) = args.mode {

@@ -278,7 +278,14 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     };
     let mut queue: VecDeque<(&TablePlan, &TableFacts)> = plan.tables.iter().zip(&facts).collect();
     let mut pending = Vec::new();
-    let (touched, failure) = advance(&pctx, &mut queue, &mut pending, ctx.budget.map(|b| started + b)).await?;
+    let advanced = advance(&pctx, &mut queue, &mut pending, ctx.budget.map(|b| started + b)).await;
+    let (touched, failure) = match advanced {
+        Ok(a) => a,
+        Err(e) => {
+            progress::cancel_all(wh, &pending).await;
+            return Err(e);
+        }
+    };
     let mut tables: Vec<TableLoad> = facts.iter().map(TableFacts::table_load).collect();
     for l in touched {
         if let Some(t) = tables.iter_mut().find(|t| t.table == l.table) {
@@ -303,8 +310,13 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     span.record("rows", summary.rows);
     span.record("bytes", summary.bytes);
     // The record says what the warehouse committed, failed tables included, before any error is reported.
-    record(stage.as_ref(), &result).await?;
+    let recorded = record(stage.as_ref(), &result).await;
     if let Some(e) = failure {
+        progress::cancel_all(wh, &pending).await;
+        return Err(e);
+    }
+    if let Err(e) = recorded {
+        progress::cancel_all(wh, &pending).await;
         return Err(e);
     }
     tracing::info!(pending = pending.len(), queued = queued.len(), "load started");

@@ -27,6 +27,20 @@ pub(super) async fn record(stage: &dyn Stage, result: &LoadResult) -> Result<(),
     Ok(())
 }
 
+/// A load call that fails cancels the transactions it leaves pending before it reports the error. The state machine
+/// keeps the progress of the call before, so Cleanup would not see the transactions this call submitted, and they
+/// could commit after the run is marked failed. Best effort: a transaction that ended already cannot be cancelled.
+pub(super) async fn cancel_all(wh: &dyn Warehouse, pending: &[PendingLoad]) {
+    for p in pending {
+        match wh.cancel(&p.statement_id).await {
+            Ok(()) => {
+                tracing::warn!(statement = %p.statement_id, tables = ?p.tables, "cancelled after the load failed")
+            }
+            Err(e) => tracing::warn!(statement = %p.statement_id, error = %e, "could not cancel after the load failed"),
+        }
+    }
+}
+
 /// Seconds to wait before check number `checks + 1`: 2, 4, 8, 16, 32, then every 60.
 pub(super) fn wait_seconds(checks: u32) -> u64 {
     (2u64 << checks.min(5)).min(60)
@@ -76,7 +90,14 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
     }
     let mut prepared = Vec::new();
     if failure.is_none() && !progress.queued.is_empty() {
-        let (touched, f) = continue_queued(ctx, &mut progress, ctx.budget.map(|b| began + b)).await?;
+        let queued = continue_queued(ctx, &mut progress, ctx.budget.map(|b| began + b)).await;
+        let (touched, f) = match queued {
+            Ok(q) => q,
+            Err(e) => {
+                cancel_all(wh, &progress.pending).await;
+                return Err(e);
+            }
+        };
         prepared = touched;
         failure = f.map(|e| {
             (
@@ -108,7 +129,10 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
         }
     }
     match failure {
-        Some((_, e)) => Err(e),
+        Some((_, e)) => {
+            cancel_all(wh, &progress.pending).await;
+            Err(e)
+        }
         None => Ok(progress),
     }
 }

@@ -13,7 +13,7 @@ pub(crate) fn part_count(bytes: u64, s: &PlanSettings) -> (u32, Option<String>) 
         return (1, None);
     }
     if let Some(p) = s.parts {
-        return (p.clamp(1, s.max_parts_per_table.max(1)), None);
+        return fixed_parts(p, s);
     }
     let by_size = bytes.div_ceil(s.target_part_bytes.max(1));
     let by_time = bytes.div_ceil((s.throughput_bytes_per_sec.max(1)).saturating_mul(s.part_seconds_budget.max(1)));
@@ -38,6 +38,14 @@ pub(crate) fn part_count(bytes: u64, s: &PlanSettings) -> (u32, Option<String>) 
     (p as u32, None)
 }
 
+/// A fixed part count (`parts`, or a table's override) within 1 ..= max_parts_per_table, saying so when it was not.
+fn fixed_parts(p: u32, s: &PlanSettings) -> (u32, Option<String>) {
+    let max = s.max_parts_per_table.max(1);
+    let n = p.clamp(1, max);
+    let note = (n != p).then(|| format!("{p} parts asked for, clamped to {n} (max_parts_per_table = {max})"));
+    (n, note)
+}
+
 /// The parts of every selected table (an override's fixed count, else [`part_count`]) with each table's clamp note,
 /// and the note of the run-level cap when it applied.
 pub(super) fn wanted_parts(selected: &[&Relation], req: &PlanRequest) -> (Vec<(u32, Option<String>)>, Option<String>) {
@@ -46,7 +54,7 @@ pub(super) fn wanted_parts(selected: &[&Relation], req: &PlanRequest) -> (Vec<(u
         .iter()
         .map(
             |r| match req.overrides.get(&r.table.to_string()).and_then(|o| o.parts) {
-                Some(p) => (p.clamp(1, settings.max_parts_per_table.max(1)), None),
+                Some(p) => fixed_parts(p, settings),
                 None => part_count(r.bytes, settings),
             },
         )
@@ -69,6 +77,20 @@ pub(super) fn wanted_parts(selected: &[&Relation], req: &PlanRequest) -> (Vec<(u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fixed_part_count_past_the_cap_says_it_was_clamped() {
+        let s = PlanSettings {
+            parts: Some(500),
+            max_parts_per_table: 64,
+            ..PlanSettings::default()
+        };
+        let (n, note) = part_count(1 << 30, &s);
+        assert_eq!(n, 64);
+        assert!(note.is_some_and(|n| n.contains("500 parts asked for, clamped to 64")));
+        let (n, note) = part_count(1 << 30, &PlanSettings { parts: Some(0), ..s });
+        assert_eq!((n, note.is_some()), (1, true));
+    }
 
     #[test]
     fn part_count_follows_size_time_and_slices() {
