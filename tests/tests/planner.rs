@@ -388,7 +388,7 @@ async fn views_matched_by_a_wildcard_are_left_out_by_name_unless_included() -> R
          ANALYZE;",
     )
     .await?;
-    let names = |p: &pgshift::Plan| p.tables.iter().map(|t| t.table.to_string()).collect::<Vec<_>>();
+    let names = |p: &Plan| p.tables.iter().map(|t| t.table.to_string()).collect::<Vec<_>>();
     let p = plan(&url, request(&["s.*"], 1)).await?;
     assert_eq!(names(&p), ["s.t"]);
     assert!(

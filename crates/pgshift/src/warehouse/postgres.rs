@@ -439,6 +439,20 @@ pub(crate) fn numeric_binary(v: i128, scale: i8) -> Vec<u8> {
     out
 }
 
+/// Reads a Parquet part as a load reads it back (decoded, then encoded as binary COPY rows): the bytes of COPY data
+/// it makes, or the error. The fuzz targets' and the bounded fuzz test's entry: no input may panic it.
+#[doc(hidden)]
+pub fn read_part_bytes(part: Bytes) -> Result<usize, String> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1 << 16);
+    encode_part(Part::Bytes(part), &tx)?;
+    drop(tx);
+    let mut n = 0;
+    while let Ok(chunk) = rx.try_recv() {
+        n += chunk.len();
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,18 +475,4 @@ mod tests {
             assert_eq!(n.to_scaled_i128(38, scale).unwrap(), v);
         }
     }
-}
-
-/// Reads a Parquet part as a load reads it back (decoded, then encoded as binary COPY rows): the bytes of COPY data
-/// it makes, or the error. The fuzz targets' and the bounded fuzz test's entry: no input may panic it.
-#[doc(hidden)]
-pub fn read_part_bytes(part: Bytes) -> Result<usize, String> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1 << 16);
-    encode_part(Part::Bytes(part), &tx)?;
-    drop(tx);
-    let mut n = 0;
-    while let Ok(chunk) = rx.try_recv() {
-        n += chunk.len();
-    }
-    Ok(n)
 }
