@@ -28,6 +28,10 @@ enum Command {
     Run(commands::run::RunArgs),
     /// How a run's data moved and what it cost, read back from its stage.
     Report(commands::report::ReportArgs),
+    /// One line per run on a stage, from the run ledger (<run>/ledger.json).
+    Runs(commands::ledger::RunsArgs),
+    /// What runs cost, item by item, per run and per table, actual or estimated, with the trend over runs.
+    Cost(commands::ledger::CostArgs),
     /// Local snapshots: the RDS stand-in's counterpart of CreateDBSnapshot.
     #[command(subcommand)]
     Snapshot(commands::snapshot::SnapshotCommand),
@@ -68,6 +72,8 @@ fn run() -> Result<()> {
             Command::Load(args) => commands::load::run(args).await,
             Command::Run(args) => commands::run::run(args).await,
             Command::Report(args) => commands::report::run(args).await,
+            Command::Runs(args) => commands::ledger::runs(args).await,
+            Command::Cost(args) => commands::ledger::cost(args).await,
             Command::Snapshot(cmd) => commands::snapshot::run(cmd).await,
             Command::Gc(args) => commands::snapshot::gc(args).await,
             Command::Bench(cmd) => commands::bench::run(cmd).await,

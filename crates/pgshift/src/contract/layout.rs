@@ -105,6 +105,11 @@ pub fn restore_key(run_id: &str) -> String {
     format!("{}/restore.json", key_segment(run_id))
 }
 
+/// `<run>/ledger.json`: the run's record in the ledger (what it did and the facts of its cost).
+pub fn ledger_key(run_id: &str) -> String {
+    format!("{}/ledger.json", key_segment(run_id))
+}
+
 /// The run's self-contained HTML report: `<run>/report.html`.
 pub fn report_key(run_id: &str) -> String {
     format!("{}/report.html", key_segment(run_id))

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod code;
 pub mod layout;
+pub mod ledger;
 pub mod load;
 pub mod model;
 pub mod pgtext;

@@ -391,6 +391,9 @@ pub struct ExtractResult {
     /// as it was: nothing was read again (the result on the stage is that earlier attempt's).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reused: bool,
+    /// The attempt as Lambda bills it (duration, memory, architecture), measured by the extractor itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed: Option<crate::contract::ledger::Billed>,
 }
 
 fn is_zero(n: &u32) -> bool {

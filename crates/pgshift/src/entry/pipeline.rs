@@ -548,6 +548,7 @@ impl LocalRun {
         let progress = Arc::new(Progress::default());
         let stages = self.stages.clone();
         let stop_ctx = LoadContext::new(self.stages.clone(), self.warehouse.clone());
+        let warehouse_kind = self.warehouse.kind();
         let pipeline = LocalPipeline {
             planner: PlanContext {
                 source: self.source.clone(),
@@ -603,6 +604,24 @@ impl LocalRun {
             };
             // Cleanup read the warehouse's load log: what it says was committed is what the report says.
             let load = corrected(load, snap.cleanup.as_ref());
+            // The ledger record again, with what this machine counted: the invocations and the transitions.
+            if let Some(url) = &snap.plan_url {
+                let facts = crate::report::ledger::LedgerFacts {
+                    assumed_memory_mb: memory_mb,
+                    invocations: Some(
+                        snap.invocations
+                            .iter()
+                            .filter(|(f, _)| *f != "extractor")
+                            .map(|(f, s)| crate::contract::ledger::Billed::here(f, *s, memory_mb))
+                            .collect(),
+                    ),
+                    transitions: Some(interpreter.transitions()),
+                    warehouse: Some(warehouse_kind.to_string()),
+                };
+                if let Err(e) = crate::report::ledger::write(stages.as_ref(), url, &facts).await {
+                    tracing::warn!(error = %e, "could not write the run's ledger record");
+                }
+            }
             let run_id = output
                 .as_ref()
                 .ok()

@@ -6,7 +6,9 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+pub mod cost;
 pub mod html;
+pub mod ledger;
 pub mod record;
 
 use crate::contract::layout::report_key;

@@ -220,6 +220,14 @@ pub trait Warehouse: Send + Sync {
     }
     /// The rows of one read-only query, each cell an integer, a text or NULL.
     fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>>;
+    /// What bills the load (the ledger's `warehouse`): `postgres`, `redshift` (a provisioned cluster) or
+    /// `redshift-serverless`.
+    fn kind(&self) -> &'static str {
+        match self.dialect() {
+            Dialect::Postgres => "postgres",
+            Dialect::Redshift => "redshift",
+        }
+    }
 }
 
 /// One transaction for [`Warehouse::submit`]: its steps, how long to wait, and who to tell as each step starts (a

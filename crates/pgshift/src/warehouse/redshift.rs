@@ -338,6 +338,13 @@ impl Warehouse for RedshiftWarehouse {
         Dialect::Redshift
     }
 
+    fn kind(&self) -> &'static str {
+        match self.target.workgroup_name {
+            Some(_) => "redshift-serverless",
+            None => "redshift",
+        }
+    }
+
     fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>> {
         Box::pin(async move {
             let rows = self.rows(&sql).await?;

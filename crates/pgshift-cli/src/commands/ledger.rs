@@ -1,0 +1,326 @@
+//! `pgshift runs` and `pgshift cost`: the run ledger on a stage (`<run>/ledger.json`, one per run) as one line per
+//! run, and the billing review: per run and per table, the cost by item, totals per GB and per million rows, the
+//! trend over runs and the most expensive tables.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use pgshift::contract::ledger::{Basis, Ledger};
+use pgshift::report::cost::{run_cost, PriceTable, RunCost};
+use pgshift::stage::StageOpener;
+use pgshift::UrlStages;
+
+#[derive(Args)]
+pub(crate) struct RunsArgs {
+    /// The stage whose runs to list: file:///dir or s3://bucket/prefix.
+    #[arg(long)]
+    stage: String,
+    /// Only runs that started this long ago or later: 30d, 12h, 90m.
+    #[arg(long, value_parser = parse_age)]
+    since: Option<f64>,
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    #[arg(long)]
+    csv: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct CostArgs {
+    /// The stage whose runs to review: file:///dir or s3://bucket/prefix.
+    #[arg(long)]
+    stage: String,
+    /// One run.
+    #[arg(long, conflicts_with = "since")]
+    run: Option<String>,
+    /// Runs that started this long ago or later: 30d, 12h, 90m.
+    #[arg(long, value_parser = parse_age)]
+    since: Option<f64>,
+    /// A price table (TOML, or JSON by its .json name) replacing the built-in list prices it names.
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// One line per cost item.
+    #[arg(long)]
+    csv: bool,
+}
+
+/// `30d`, `12h`, `90m`, `45s` as seconds.
+fn parse_age(s: &str) -> Result<f64, String> {
+    let (n, unit) = s.split_at(s.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len());
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 30d or 12h"))?;
+    let mult = match unit {
+        "d" => 86_400.0,
+        "h" => 3_600.0,
+        "m" => 60.0,
+        "s" | "" => 1.0,
+        other => return Err(format!("{s:?}: unknown unit {other:?}; use d, h, m or s")),
+    };
+    Ok(n * mult)
+}
+
+/// Every ledger record on the stage, oldest first (runs without one are still running, or ended before ledgers).
+async fn ledgers(stage_url: &str, since: Option<f64>) -> Result<Vec<Ledger>> {
+    let stage = UrlStages::default().open(stage_url).await?;
+    let mut out = Vec::new();
+    for (key, _) in stage.list("").await? {
+        if !key.ends_with("/ledger.json") {
+            continue;
+        }
+        let bytes = stage.get(&key).await?;
+        let l: Ledger = serde_json::from_slice(&bytes).with_context(|| format!("{}/{key}", stage.url()))?;
+        out.push(l);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    out.retain(|l| since.is_none_or(|s| l.started_at >= now - s));
+    out.sort_by(|a, b| a.started_at.total_cmp(&b.started_at));
+    Ok(out)
+}
+
+fn when(t: f64) -> String {
+    let secs = t as i64;
+    let days = secs.div_euclid(86_400);
+    let (h, m) = (secs.rem_euclid(86_400) / 3600, secs.rem_euclid(3600) / 60);
+    // Days since the epoch to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}Z")
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
+    let all = ledgers(&a.stage, a.since).await?;
+    let prices = PriceTable::default();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    let header = [
+        "run_id",
+        "started",
+        "status",
+        "trigger",
+        "tables",
+        "rows",
+        "source_mb",
+        "parts",
+        "retries",
+        "seconds",
+        "cost_usd",
+    ];
+    if a.csv {
+        println!("{}", header.join(","));
+    } else {
+        println!(
+            "{:<34} {:<17} {:<10} {:<9} {:>6} {:>12} {:>10} {:>6} {:>7} {:>8} {:>10}",
+            "run",
+            "started",
+            "status",
+            "trigger",
+            "tables",
+            "rows",
+            "source MB",
+            "parts",
+            "retries",
+            "seconds",
+            "cost $"
+        );
+    }
+    for l in &all {
+        let trigger = match &l.trigger {
+            pgshift::contract::ledger::Trigger::Manual => "manual".to_string(),
+            pgshift::contract::ledger::Trigger::Snapshot { identifier } => format!("snapshot:{identifier}"),
+        };
+        let cost = run_cost(l, &prices).total;
+        let row = [
+            l.run_id.clone(),
+            when(l.started_at),
+            l.status.clone(),
+            trigger,
+            l.tables.len().to_string(),
+            l.rows().to_string(),
+            format!("{:.1}", l.source_bytes() as f64 / 1e6),
+            l.parts().to_string(),
+            l.retries().to_string(),
+            format!("{:.1}", l.ended_at - l.started_at),
+            format!("{cost:.6}"),
+        ];
+        if a.csv {
+            println!("{}", row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+        } else {
+            println!(
+                "{:<34} {:<17} {:<10} {:<9} {:>6} {:>12} {:>10} {:>6} {:>7} {:>8} {:>10}",
+                row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10]
+            );
+        }
+    }
+    if !a.csv {
+        println!(
+            "{} run(s) on {}; cost at {} list prices of {} (pgshift cost for the items)",
+            all.len(),
+            a.stage,
+            prices.region,
+            prices.date
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn cost(a: CostArgs) -> Result<()> {
+    let prices = match &a.prices {
+        Some(p) => PriceTable::load(p).map_err(anyhow::Error::msg)?,
+        None => PriceTable::default(),
+    };
+    let mut all = ledgers(&a.stage, a.since).await?;
+    if let Some(id) = &a.run {
+        all.retain(|l| &l.run_id == id);
+        if all.is_empty() {
+            bail!(
+                "no ledger record of run {id:?} on {}: list the runs with pgshift runs --stage {}",
+                a.stage,
+                a.stage
+            );
+        }
+    }
+    let bills: Vec<RunCost> = all.iter().map(|l| run_cost(l, &prices)).collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&bills)?);
+        return Ok(());
+    }
+    if a.csv {
+        println!("run_id,table,item,quantity,unit,unit_price_usd,usd,basis");
+        for b in &bills {
+            for i in &b.items {
+                let table = i.table.as_ref().map_or("(run)".to_string(), |t| t.to_string());
+                let fields = [
+                    b.run_id.clone(),
+                    table,
+                    i.item.clone(),
+                    format!("{}", i.quantity),
+                    i.unit.clone(),
+                    format!("{}", i.unit_price),
+                    format!("{}", i.dollars),
+                    basis(i.basis).to_string(),
+                ];
+                println!("{}", fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+            }
+        }
+        return Ok(());
+    }
+    for b in &bills {
+        print_bill(b);
+    }
+    print_review(&bills);
+    Ok(())
+}
+
+fn basis(b: Basis) -> &'static str {
+    match b {
+        Basis::Actual => "actual",
+        Basis::Estimated => "estimated",
+    }
+}
+
+fn print_bill(b: &RunCost) {
+    println!(
+        "\nrun {} ({}, started {}): {}",
+        b.run_id,
+        b.status,
+        when(b.started_at),
+        b.prices
+    );
+    println!(
+        "  {:<28} {:<48} {:>14} {:<12} {:<9} {:>12}",
+        "table", "item", "quantity", "unit", "basis", "$"
+    );
+    for i in &b.items {
+        let table = i.table.as_ref().map_or("(run)".to_string(), |t| t.to_string());
+        println!(
+            "  {:<28} {:<48} {:>14.6} {:<12} {:<9} {:>12.6}{}",
+            table,
+            i.item,
+            i.quantity,
+            i.unit,
+            basis(i.basis),
+            i.dollars,
+            i.note.as_ref().map_or(String::new(), |n| format!("  ({n})"))
+        );
+    }
+    let per = |x: Option<f64>, what: &str| x.map_or(String::new(), |v| format!(", ${v:.6} {what}"));
+    println!(
+        "  total ${:.6}{}{}",
+        b.total,
+        per(b.per_gb, "per GB read"),
+        per(b.per_million_rows, "per million rows")
+    );
+}
+
+/// Across runs: the trend, and the tables that cost most.
+fn print_review(bills: &[RunCost]) {
+    if bills.is_empty() {
+        println!("no run with a ledger record on this stage");
+        return;
+    }
+    println!("\ntrend:");
+    for b in bills {
+        let per_gb = b.per_gb.map_or("-".to_string(), |v| format!("{v:.6}"));
+        println!(
+            "  {}  {:<34} ${:>12.6}  $/GB {per_gb}",
+            when(b.started_at),
+            b.run_id,
+            b.total
+        );
+    }
+    let mut by_table: BTreeMap<String, f64> = BTreeMap::new();
+    for b in bills {
+        for i in &b.items {
+            if let Some(t) = &i.table {
+                *by_table.entry(t.to_string()).or_default() += i.dollars;
+            }
+        }
+    }
+    let mut top: Vec<(String, f64)> = by_table.into_iter().collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("most expensive tables:");
+    for (t, d) in top.iter().take(5) {
+        println!("  {t:<40} ${d:.6}");
+    }
+    let total: f64 = bills.iter().map(|b| b.total).sum();
+    println!("{} run(s), ${total:.6} in all", bills.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_dates_read_as_people_write_them() {
+        assert_eq!(parse_age("30d"), Ok(30.0 * 86_400.0));
+        assert_eq!(parse_age("12h"), Ok(43_200.0));
+        assert!(parse_age("3w").is_err());
+        assert!(parse_age("d").is_err());
+        assert_eq!(when(0.0), "1970-01-01 00:00Z");
+        assert_eq!(when(1_796_342_400.0), "2026-12-04 00:00Z");
+    }
+}

@@ -1,0 +1,146 @@
+//! The run ledger and the billing review from the command line: two local runs, then `pgshift runs` lists both and
+//! `pgshift cost` bills each item by item, per table and for the run, with items that add up to the totals.
+
+use std::process::Command;
+
+use pgshift_tests::{cluster, connect};
+
+const SOURCE: &str = "
+CREATE SCHEMA sales;
+CREATE TABLE sales.orders (id int8 PRIMARY KEY, amount numeric(12,2) NOT NULL, note text);
+INSERT INTO sales.orders SELECT g, g / 100.0, 'n' || g FROM generate_series(1, 20000) g;
+CREATE TABLE sales.items (order_id int8, line int4, qty int4, PRIMARY KEY (order_id, line));
+INSERT INTO sales.items SELECT g / 3, g % 3, g % 7 FROM generate_series(3, 9002) g;
+ANALYZE;";
+
+fn pgshift(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshift")).args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "pgshift {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[test]
+fn two_local_runs_are_listed_and_billed_item_by_item_adding_up() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (src, wh) = rt.block_on(async {
+        let src = cluster().create_db("ledgersrc").await?;
+        connect(&src).await?.batch_execute(SOURCE).await?;
+        anyhow::Ok((src, cluster().create_db("ledgerwh").await?))
+    })?;
+    let dir = std::env::temp_dir().join(format!("pgshift-ledger-{}", std::process::id()));
+    let stage = format!("file://{}", dir.display());
+    for id in ["ledger-1", "ledger-2"] {
+        pgshift(&[
+            "run",
+            "--source",
+            &src,
+            "--warehouse",
+            &wh,
+            "--stage",
+            &stage,
+            "--tables",
+            "sales.*",
+            "--parts",
+            "3",
+            "--progress",
+            "none",
+            "--run-id",
+            id,
+        ])?;
+    }
+    let listed = pgshift(&["runs", "--stage", &stage])?;
+    for id in ["ledger-1", "ledger-2"] {
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} listed: {listed}"));
+        assert!(
+            line.contains("succeeded") && line.contains("manual") && line.contains("29000"),
+            "{line}"
+        );
+    }
+    let csv = pgshift(&["runs", "--stage", &stage, "--csv"])?;
+    assert_eq!(csv.lines().count(), 3, "a header and two runs: {csv}");
+
+    let bills: serde_json::Value = serde_json::from_str(&pgshift(&["cost", "--stage", &stage, "--json"])?)?;
+    let bills = bills.as_array().expect("runs");
+    assert_eq!(bills.len(), 2);
+    for b in bills {
+        let items = b["items"].as_array().expect("items");
+        let sum: f64 = items.iter().map(|i| i["dollars"].as_f64().expect("dollars")).sum();
+        let total = b["total"].as_f64().expect("total");
+        assert!(
+            (sum - total).abs() < 1e-12 && total > 0.0,
+            "items add up: {sum} vs {total}"
+        );
+        let item = |table: Option<&str>, name: &str| {
+            items
+                .iter()
+                .find(|i| {
+                    i["item"] == name
+                        && i["table"]
+                            .as_object()
+                            .map(|t| {
+                                format!(
+                                    "{}.{}",
+                                    t["schema"].as_str().unwrap_or(""),
+                                    t["name"].as_str().unwrap_or("")
+                                )
+                            })
+                            .as_deref()
+                            == table
+                })
+                .unwrap_or_else(|| panic!("{table:?} {name}: {items:#?}"))
+        };
+        // Extractor time per table, measured; its memory assumed off Lambda: estimated.
+        let ex = item(Some("sales.orders"), "Lambda extractor duration");
+        assert!(
+            ex["quantity"].as_f64() > Some(0.0) && ex["basis"] == "estimated",
+            "{ex}"
+        );
+        assert_eq!(item(Some("sales.orders"), "Lambda extractor requests")["quantity"], 3.0);
+        // The interpreter counted the state transitions: actual.
+        let tr = item(None, "Step Functions state transitions");
+        assert!(tr["quantity"].as_f64() > Some(5.0) && tr["basis"] == "actual", "{tr}");
+        assert!(b["per_gb"].as_f64().is_some() && b["per_million_rows"].as_f64().is_some());
+        assert!(b["prices"].as_str().is_some_and(|p| p.contains("us-east-1")));
+    }
+    let text = pgshift(&["cost", "--stage", &stage, "--run", "ledger-2"])?;
+    assert!(
+        text.contains("run ledger-2") && !text.contains("run ledger-1 "),
+        "{text}"
+    );
+    assert!(
+        text.contains("most expensive tables") && text.contains("sales.orders"),
+        "{text}"
+    );
+    let csv = pgshift(&["cost", "--stage", &stage, "--csv"])?;
+    let items: usize = bills.iter().map(|b| b["items"].as_array().map_or(0, Vec::len)).sum();
+    assert_eq!(csv.lines().count(), 1 + items);
+    // A price file replaces what it names.
+    let prices = dir.join("prices.toml");
+    std::fs::write(
+        &prices,
+        "region = \"eu-west-1\"\ndate = \"2026-11-01\"\ntransition = 1.0\n",
+    )?;
+    let dear = pgshift(&[
+        "cost",
+        "--stage",
+        &stage,
+        "--run",
+        "ledger-1",
+        "--prices",
+        prices.to_str().unwrap_or(""),
+    ])?;
+    assert!(dear.contains("eu-west-1 list prices of 2026-11-01"), "{dear}");
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["cost", "--stage", &stage, "--run", "nope"])
+        .output()?;
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("pgshift runs --stage"));
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}

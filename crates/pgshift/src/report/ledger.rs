@@ -1,0 +1,171 @@
+//! The run's ledger record (`<run>/ledger.json`), built from what the stage holds of the run and what the caller
+//! counted itself (a local run counts its invocations and state transitions), and written at the end of every run.
+
+use bytes::Bytes;
+
+use super::record::{self, RunRecord};
+use crate::contract::layout::ledger_key;
+use crate::contract::ledger::*;
+use crate::contract::model::{StagedFile, TableRef};
+use crate::stage::{run, StageError, StageOpener};
+
+/// Multipart parts of the S3 stage's uploads (`stage::s3::PART_BYTES`).
+const PART_BYTES: u64 = 8 * 1024 * 1024;
+
+/// What the caller knows beyond the stage.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerFacts {
+    /// The memory the run's functions are assumed to have where a record does not say (off Lambda).
+    pub assumed_memory_mb: u32,
+    /// The planner's and loader's invocations, counted (a local run); `None`: estimated from the records.
+    pub invocations: Option<Vec<Billed>>,
+    /// State transitions counted (a local run); `None`: estimated from the run's shape.
+    pub transitions: Option<u64>,
+    /// The warehouse's kind.
+    pub warehouse: Option<String>,
+}
+
+/// Builds the ledger record of the run whose plan is at `plan_url`.
+pub async fn build(stages: &dyn StageOpener, plan_url: &str, facts: &LedgerFacts) -> Result<Ledger, StageError> {
+    let r = record::read(stages, plan_url).await?;
+    Ok(of(&r, facts))
+}
+
+/// Builds and writes the ledger record; returns its URL.
+pub async fn write(stages: &dyn StageOpener, plan_url: &str, facts: &LedgerFacts) -> Result<String, StageError> {
+    let ledger = build(stages, plan_url, facts).await?;
+    let stage = run::stage_of(stages, plan_url).await?;
+    let body = serde_json::to_vec_pretty(&ledger).unwrap_or_default();
+    let put = crate::stage::put(stage.as_ref(), &ledger_key(&ledger.run_id), Bytes::from(body)).await?;
+    tracing::info!(url = %put.url, run = %ledger.run_id, "ledger record written");
+    Ok(put.url)
+}
+
+/// PUT-class requests of writing one object of `bytes`: one PutObject, or CreateMultipartUpload, its parts and
+/// CompleteMultipartUpload.
+fn puts_of(bytes: u64) -> u64 {
+    if bytes <= PART_BYTES {
+        1
+    } else {
+        2 + bytes.div_ceil(PART_BYTES)
+    }
+}
+
+/// The ledger record of a run read back from its stage: pure, so its arithmetic is tested without a stage.
+pub fn of(r: &RunRecord, facts: &LedgerFacts) -> Ledger {
+    let memory = facts.assumed_memory_mb.max(128);
+    let estimated = |function: &str, seconds: f64| Billed {
+        function: function.into(),
+        seconds,
+        memory_mb: memory,
+        arch: "arm64".into(),
+        basis: Basis::Estimated,
+    };
+    let tables: Vec<LedgerTable> = r.plan.tables.iter().map(|t| table_of(r, &t.table, memory)).collect();
+    let load = r.load.as_ref();
+    let invocations = facts.invocations.clone().unwrap_or_else(|| {
+        let mut v = vec![estimated("planner", r.plan.planning_seconds)];
+        if let Some(l) = load {
+            v.push(estimated("loader", l.seconds));
+        }
+        v
+    });
+    let (transitions, transitions_basis) = match facts.transitions {
+        Some(n) => (n, Basis::Actual),
+        // The parent's states of a run (trigger, plan, pre-flight, load, the finish: about 14) and one per Map item
+        // and per retry; the Redshift checks' Wait and CheckLoad (two a check) are not on the stage, so not counted.
+        None => {
+            let items = r.plan.tasks.len() as u64 + r.failed.len() as u64;
+            (14 + items, Basis::Estimated)
+        }
+    };
+    // The planner's lock, tasks and plan; the loader's pre-flight object, manifests, load record, report and this
+    // ledger; the Map's result writer; a status record for a failed run. GETs: the plan, each result, each file's
+    // checksum, the task list.
+    let manifests = r.plan.tables.len() as u64;
+    let record_puts = 3 + 1 + manifests + 1 + 1 + 1 + 2 + u64::from(r.failure.is_some());
+    let record_gets = 2 + r.plan.tasks.len() as u64 + tables.iter().map(|t| t.files as u64).sum::<u64>() + 1;
+    let part_bytes: u64 = tables.iter().map(|t| t.parquet_bytes).sum();
+    let (started_at, ended_at) = r.span();
+    Ledger {
+        run_id: r.plan.run_id.clone(),
+        plan_id: r.plan.plan_id.clone(),
+        trigger: match &r.restore {
+            Some(x) => Trigger::Snapshot {
+                identifier: x.snapshot.clone(),
+            },
+            None => Trigger::Manual,
+        },
+        started_at,
+        ended_at,
+        status: r.status().label().to_string(),
+        error: r.failure.as_ref().map(|(e, _)| e.clone()),
+        tables,
+        invocations,
+        transitions,
+        transitions_basis,
+        stage_requests: StageRequests {
+            put_class: record_puts,
+            get_class: record_gets,
+        },
+        // Records are a few KiB each.
+        stage_bytes: part_bytes + 4096 * (record_puts + r.plan.tasks.len() as u64),
+        restore: r.restore.clone(),
+        warehouse: facts.warehouse.clone(),
+        warehouse_seconds: load.map_or(0.0, |l| l.tables.iter().flat_map(|t| &t.steps).map(|s| s.seconds).sum()),
+    }
+}
+
+fn table_of(r: &RunRecord, table: &TableRef, memory: u32) -> LedgerTable {
+    let results: Vec<_> = r.results.iter().filter(|x| &x.table == table).collect();
+    let failed: Vec<_> = r.failed.iter().filter(|x| &x.table == table).collect();
+    let files: Vec<&StagedFile> = results.iter().flat_map(|x| &x.files).collect();
+    let mut invocations: Vec<Billed> = results
+        .iter()
+        .map(|x| match &x.billed {
+            Some(b) if b.memory_mb > 0 => b.clone(),
+            Some(b) => Billed {
+                memory_mb: memory,
+                basis: Basis::Estimated,
+                ..b.clone()
+            },
+            None => Billed {
+                function: "extractor".into(),
+                seconds: x.seconds,
+                memory_mb: memory,
+                arch: "arm64".into(),
+                basis: Basis::Estimated,
+            },
+        })
+        .collect();
+    invocations.extend(failed.iter().map(|f| Billed {
+        function: "extractor".into(),
+        seconds: f.seconds,
+        memory_mb: memory,
+        arch: "arm64".into(),
+        basis: Basis::Estimated,
+    }));
+    let committed = r
+        .load
+        .as_ref()
+        .and_then(|l| l.tables.iter().find(|t| &t.table == table))
+        .filter(|t| t.status.is_committed())
+        .and_then(|t| t.committed_rows);
+    LedgerTable {
+        table: table.clone(),
+        parts: results.len(),
+        files: files.len(),
+        rows: results.iter().map(|x| x.rows).sum(),
+        source_bytes: results.iter().map(|x| x.source_bytes).sum(),
+        parquet_bytes: files.iter().map(|f| f.bytes).sum(),
+        retries: failed.len(),
+        committed_rows: committed,
+        invocations,
+        stage_requests: StageRequests {
+            // Each file, each result, each failed attempt's record.
+            put_class: files.iter().map(|f| puts_of(f.bytes)).sum::<u64>() + (results.len() + failed.len()) as u64,
+            // The resume check of each attempt.
+            get_class: (results.len() + failed.len()) as u64,
+        },
+    }
+}
