@@ -52,6 +52,25 @@ fn two_local_runs_are_listed_and_billed_item_by_item_adding_up() -> anyhow::Resu
             id,
         ])?;
     }
+    // Before any run: the plan's predicted bill.
+    let explained = pgshift(&[
+        "plan",
+        "--source",
+        &src,
+        "--stage",
+        &format!("{stage}-plan"),
+        "--tables",
+        "sales.*",
+        "--parts",
+        "3",
+        "--explain",
+    ])?;
+    let predicted = explained
+        .lines()
+        .find(|l| l.starts_with("predicted cost (estimated: 6 predicted parts"))
+        .unwrap_or_else(|| panic!("{explained}"));
+    assert!(predicted.contains("$0.0"), "{predicted}");
+    assert!(explained.contains("Lambda extractor duration") && explained.contains("Step Functions state transitions"));
     let listed = pgshift(&["runs", "--stage", &stage])?;
     for id in ["ledger-1", "ledger-2"] {
         let line = listed
@@ -141,6 +160,7 @@ fn two_local_runs_are_listed_and_billed_item_by_item_adding_up() -> anyhow::Resu
         .args(["cost", "--stage", &stage, "--run", "nope"])
         .output()?;
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("pgshift runs --stage"));
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(format!("{}-plan", dir.display()));
     Ok(())
 }

@@ -62,6 +62,9 @@ pub(crate) struct PlanArgs {
     writer: WriterArgs,
     #[command(flatten)]
     types: crate::commands::types::TypeArgs,
+    /// With --explain: the extractors' Lambda memory (MB) the predicted cost assumes.
+    #[arg(long, default_value_t = 2048)]
+    lambda_memory_mb: u32,
 }
 
 pub(crate) async fn run(args: PlanArgs) -> Result<()> {
@@ -127,6 +130,7 @@ pub(crate) async fn run(args: PlanArgs) -> Result<()> {
             println!("note: {n}");
         }
         println!("planned in {:.2} s", plan.planning_seconds);
+        predicted_cost(&plan, args.lambda_memory_mb);
     }
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
@@ -170,4 +174,29 @@ fn explain(t: &TablePlan, actual: Option<&[u64]>) {
         "  skew max/mean {:.3}, emptiest part {min} rows",
         max as f64 / mean.max(1.0)
     );
+}
+
+/// The run this plan predicts, priced: every figure estimated from the predicted parts (a dry run of the bill).
+fn predicted_cost(plan: &pgshift::Plan, memory_mb: u32) {
+    let ledger = pgshift::report::ledger::predicted(plan, memory_mb, None);
+    let bill = pgshift::report::cost::run_cost(&ledger, &pgshift::report::cost::PriceTable::default());
+    let mut by_item: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    for i in &bill.items {
+        *by_item.entry(i.item.as_str()).or_default() += i.dollars;
+    }
+    let mut items: Vec<(&str, f64)> = by_item.into_iter().filter(|(_, d)| *d > 0.0).collect();
+    items.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "\npredicted cost (estimated: {} predicted parts at {} MB/s each, {memory_mb} MB extractors, Parquet at {:.0}% \
+         of the source; {}; the warehouse's own time not included): ${:.6}{}",
+        plan.tasks.len(),
+        plan.settings.throughput_bytes_per_sec / 1_000_000,
+        pgshift::report::ledger::PREDICTED_PARQUET_RATIO * 100.0,
+        bill.prices,
+        bill.total,
+        bill.per_gb.map_or(String::new(), |g| format!(", ${g:.6} per GB"))
+    );
+    for (item, dollars) in items {
+        println!("  {item:<48} ${dollars:.6}");
+    }
 }

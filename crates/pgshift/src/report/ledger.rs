@@ -169,3 +169,94 @@ fn table_of(r: &RunRecord, table: &TableRef, memory: u32) -> LedgerTable {
         },
     }
 }
+
+/// Parquet bytes per source byte the prediction assumes (zstd level 1 on typical tables: parts of 512 MiB of source
+/// become 150–250 MB of Parquet, docs/planner.md).
+pub const PREDICTED_PARQUET_RATIO: f64 = 0.4;
+
+/// The ledger a plan predicts, before anything runs: each predicted part one extractor invocation at the planner's
+/// assumed throughput, at `memory_mb`; Parquet at [`PREDICTED_PARQUET_RATIO`]; every figure estimated. What
+/// `pgshift plan --explain` prices.
+pub fn predicted(plan: &crate::contract::plan::Plan, memory_mb: u32, warehouse: Option<&str>) -> Ledger {
+    let rate = plan.settings.throughput_bytes_per_sec.max(1) as f64;
+    let file_bytes = plan
+        .tasks
+        .first()
+        .map_or(256 << 20, |t| t.writer.target_file_bytes)
+        .max(1);
+    let billed = |function: &str, seconds: f64| Billed {
+        function: function.into(),
+        seconds,
+        memory_mb,
+        arch: "arm64".into(),
+        basis: Basis::Estimated,
+    };
+    let tables: Vec<LedgerTable> = plan
+        .tables
+        .iter()
+        .map(|t| {
+            let parquet: Vec<u64> = t
+                .parts
+                .iter()
+                .map(|p| (p.bytes as f64 * PREDICTED_PARQUET_RATIO) as u64)
+                .collect();
+            let files: Vec<u64> = parquet
+                .iter()
+                .flat_map(|&b| {
+                    let n = b.div_ceil(file_bytes).max(1);
+                    (0..n).map(move |i| {
+                        if i + 1 < n {
+                            file_bytes
+                        } else {
+                            b - file_bytes * (n - 1)
+                        }
+                    })
+                })
+                .collect();
+            LedgerTable {
+                table: t.table.clone(),
+                parts: t.parts.len(),
+                files: files.len(),
+                rows: t.parts.iter().map(|p| p.rows).sum(),
+                source_bytes: t.parts.iter().map(|p| p.bytes).sum(),
+                parquet_bytes: parquet.iter().sum(),
+                retries: 0,
+                committed_rows: None,
+                invocations: t
+                    .parts
+                    .iter()
+                    .map(|p| billed("extractor", p.bytes as f64 / rate))
+                    .collect(),
+                stage_requests: StageRequests {
+                    put_class: files.iter().map(|&b| puts_of(b)).sum::<u64>() + t.parts.len() as u64,
+                    get_class: t.parts.len() as u64,
+                },
+            }
+        })
+        .collect();
+    let part_bytes: u64 = tables.iter().map(|t| t.parquet_bytes).sum();
+    let files: u64 = tables.iter().map(|t| t.files as u64).sum();
+    let manifests = plan.tables.len() as u64;
+    Ledger {
+        run_id: plan.run_id.clone(),
+        plan_id: plan.plan_id.clone(),
+        trigger: Trigger::Manual,
+        started_at: plan.started_at,
+        ended_at: plan.started_at,
+        status: "predicted".into(),
+        error: None,
+        invocations: vec![billed("planner", plan.planning_seconds), billed("loader", 10.0)],
+        transitions: 14 + plan.tasks.len() as u64,
+        transitions_basis: Basis::Estimated,
+        stage_requests: StageRequests {
+            put_class: 3 + 1 + manifests + 4,
+            get_class: 2 + plan.tasks.len() as u64 + files + 1,
+        },
+        stage_bytes: part_bytes + 4096 * (10 + plan.tasks.len() as u64),
+        restore: None,
+        warehouse: warehouse.map(str::to_string),
+        // COPY of the parts at about 100 MB/s of Parquet.
+        warehouse_seconds: part_bytes as f64 / 100e6,
+        tables,
+    }
+}
