@@ -26,6 +26,8 @@ enum Command {
     Load(commands::load::LoadArgs),
     /// Run the whole pipeline on this machine through the state machine definition (plan, extract in parallel, load).
     Run(commands::run::RunArgs),
+    /// Start a run on the deployed state machine (or --redrive a failed one), and --follow it to its end.
+    Start(commands::start::StartArgs),
     /// How a run's data moved and what it cost, read back from its stage.
     Report(commands::report::ReportArgs),
     /// One line per run on a stage, from the run ledger (<run>/ledger.json).
@@ -72,6 +74,7 @@ fn run() -> Result<()> {
             Command::Load(args) => commands::load::run(args).await,
             Command::Run(args) => commands::run::run(args).await,
             Command::Report(args) => commands::report::run(args).await,
+            Command::Start(args) => commands::start::run(args).await,
             Command::Runs(args) => commands::ledger::runs(args).await,
             Command::Cost(args) => commands::ledger::cost(args).await,
             Command::Snapshot(cmd) => commands::snapshot::run(cmd).await,

@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("pgclient", 1),
     ("awsclient", 1),
     ("rds", 1),
+    ("executions", 1),
     ("stage", 2),
     ("source", 3),
     ("warehouse", 3),

@@ -15,8 +15,11 @@ use pgshift::UrlStages;
 #[derive(Args)]
 pub(crate) struct RunsArgs {
     /// The stage whose runs to list: file:///dir or s3://bucket/prefix.
+    #[arg(long, required_unless_present = "state_machine", conflicts_with = "state_machine")]
+    stage: Option<String>,
+    /// List the executions of this deployed state machine instead (ListExecutions).
     #[arg(long)]
-    stage: String,
+    state_machine: Option<String>,
     /// Only runs that started this long ago or later: 30d, 12h, 90m.
     #[arg(long, value_parser = parse_age)]
     since: Option<f64>,
@@ -24,6 +27,41 @@ pub(crate) struct RunsArgs {
     json: bool,
     #[arg(long)]
     csv: bool,
+}
+
+/// One line per execution of a deployed state machine.
+async fn executions(machine: &str, since: Option<f64>, json: bool) -> Result<()> {
+    let x = pgshift::executions::aws::AwsExecutions::from_env().await;
+    let mut all = pgshift::executions::all_executions(&x, Some(machine), None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} [{}]", e.name()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    all.retain(|e| since.is_none_or(|s| e.started_at >= now - s));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    for e in &all {
+        let took = e
+            .stopped_at
+            .map_or("-".into(), |s| format!("{:.0} s", s - e.started_at));
+        println!(
+            "{:<40} {:<17} {:<16} {:>8}  redriven {}",
+            e.name,
+            when(e.started_at),
+            e.status,
+            took,
+            e.redrive_count
+        );
+    }
+    println!(
+        "{} execution(s) of {machine} (pgshift report --execution ARN for one)",
+        all.len()
+    );
+    Ok(())
 }
 
 #[derive(Args)]
@@ -110,7 +148,10 @@ fn csv_field(s: &str) -> String {
 }
 
 pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
-    let all = ledgers(&a.stage, a.since).await?;
+    let Some(stage) = a.stage.clone() else {
+        return executions(a.state_machine.as_deref().unwrap_or_default(), a.since, a.json).await;
+    };
+    let all = ledgers(&stage, a.since).await?;
     let prices = PriceTable::default();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&all)?);
@@ -179,7 +220,7 @@ pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
         println!(
             "{} run(s) on {}; cost at {} list prices of {} (pgshift cost for the items)",
             all.len(),
-            a.stage,
+            stage,
             prices.region,
             prices.date
         );

@@ -8,4 +8,5 @@ pub(crate) mod plan;
 pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod snapshot;
+pub(crate) mod start;
 pub(crate) mod types;

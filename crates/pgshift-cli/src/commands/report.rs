@@ -7,8 +7,11 @@ use pgshift::UrlStages;
 #[derive(Args)]
 pub(crate) struct ReportArgs {
     /// The run's plan: <stage>/<run>/plan.json.
+    #[arg(long, required_unless_present = "execution", conflicts_with = "execution")]
+    plan: Option<String>,
+    /// A deployed run: its execution's ARN (the run's stage is read from the execution's history).
     #[arg(long)]
-    plan: String,
+    execution: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -21,9 +24,36 @@ pub(crate) struct ReportArgs {
     lambda_memory_mb: u32,
 }
 
+/// The plan of a deployed run: from the output of its Plan state in the execution's history.
+pub(crate) async fn plan_of_execution(x: &dyn pgshift::executions::Executions, arn: &str) -> Result<String> {
+    let events = match pgshift::executions::full_history(x, arn).await {
+        Ok(e) => e,
+        Err(e) => bail!("{e} [{}]", e.name()),
+    };
+    match pgshift::executions::plan_url_of(&events) {
+        Some(u) => Ok(u),
+        None => {
+            bail!("execution {arn} has no plan yet (it failed or is still before its Plan state): nothing to report")
+        }
+    }
+}
+
 pub(crate) async fn run(args: ReportArgs) -> Result<()> {
+    let plan = match (&args.plan, &args.execution) {
+        (Some(p), _) => p.clone(),
+        (None, Some(arn)) => {
+            let x = pgshift::executions::aws::AwsExecutions::from_env().await;
+            plan_of_execution(&x, arn).await?
+        }
+        (None, None) => bail!("pass --plan <stage>/<run>/plan.json or --execution ARN"),
+    };
+    let args = ReportArgs {
+        plan: Some(plan),
+        ..args
+    };
+    let plan = args.plan.as_deref().unwrap_or_default();
     if let Some(path) = &args.html {
-        let (html, _) = match pgshift::report::html_of(&UrlStages::default(), &args.plan, args.lambda_memory_mb).await {
+        let (html, _) = match pgshift::report::html_of(&UrlStages::default(), plan, args.lambda_memory_mb).await {
             Ok(r) => r,
             Err(e) => bail!("{e} [{}]", e.name()),
         };
@@ -31,11 +61,10 @@ pub(crate) async fn run(args: ReportArgs) -> Result<()> {
         println!("report: {}", path.display());
         return Ok(());
     }
-    let (report, notes) =
-        match pgshift::report::from_stage(&UrlStages::default(), &args.plan, args.lambda_memory_mb).await {
-            Ok(r) => r,
-            Err(e) => bail!("{e} [{}]", e.name()),
-        };
+    let (report, notes) = match pgshift::report::from_stage(&UrlStages::default(), plan, args.lambda_memory_mb).await {
+        Ok(r) => r,
+        Err(e) => bail!("{e} [{}]", e.name()),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

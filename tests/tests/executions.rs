@@ -1,0 +1,293 @@
+//! The Step Functions port over the AWS SDK, at the SDK boundary with recorded responses: every action the command
+//! line uses, histories and listings over several pages, and each error a clear, named one.
+
+use anyhow::Result;
+use aws_sdk_sfn::operation::describe_execution::{DescribeExecutionError, DescribeExecutionOutput};
+use aws_sdk_sfn::operation::describe_map_run::DescribeMapRunOutput;
+use aws_sdk_sfn::operation::get_execution_history::GetExecutionHistoryOutput;
+use aws_sdk_sfn::operation::list_executions::ListExecutionsOutput;
+use aws_sdk_sfn::operation::redrive_execution::{RedriveExecutionError, RedriveExecutionOutput};
+use aws_sdk_sfn::operation::start_execution::{StartExecutionError, StartExecutionOutput};
+use aws_sdk_sfn::primitives::DateTime;
+use aws_sdk_sfn::types::error::{ExecutionDoesNotExist, ExecutionNotRedrivable, StateMachineDoesNotExist};
+use aws_sdk_sfn::types::{
+    ExecutionListItem, ExecutionStatus, HistoryEvent, HistoryEventType, MapRunItemCounts, MapRunStartedEventDetails,
+    StateEnteredEventDetails, StateExitedEventDetails,
+};
+use aws_sdk_sfn::Client;
+use aws_smithy_mocks::{mock, mock_client, RuleMode};
+use pgshift::executions::aws::AwsExecutions;
+use pgshift::executions::{self, ExecutionError, Executions};
+
+const MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:pgshift";
+const EXECUTION: &str = "arn:aws:states:us-east-1:123456789012:execution:pgshift:run-1";
+const MAP_RUN: &str = "arn:aws:states:us-east-1:123456789012:mapRun:pgshift/Extract:run-1";
+
+fn meta(code: &str, message: &str) -> aws_sdk_sfn::error::ErrorMetadata {
+    aws_sdk_sfn::error::ErrorMetadata::builder()
+        .code(code)
+        .message(message)
+        .build()
+}
+
+fn entered(id: i64, state: &str) -> HistoryEvent {
+    HistoryEvent::builder()
+        .id(id)
+        .r#type(HistoryEventType::TaskStateEntered)
+        .timestamp(DateTime::from_secs(1_796_342_400 + id))
+        .state_entered_event_details(StateEnteredEventDetails::builder().name(state).build().expect("name"))
+        .build()
+        .expect("event")
+}
+
+fn exited(id: i64, state: &str, output: &str) -> HistoryEvent {
+    HistoryEvent::builder()
+        .id(id)
+        .r#type(HistoryEventType::TaskStateExited)
+        .timestamp(DateTime::from_secs(1_796_342_400 + id))
+        .state_exited_event_details(
+            StateExitedEventDetails::builder()
+                .name(state)
+                .output(output)
+                .build()
+                .expect("name"),
+        )
+        .build()
+        .expect("event")
+}
+
+fn map_started(id: i64) -> HistoryEvent {
+    HistoryEvent::builder()
+        .id(id)
+        .r#type(HistoryEventType::MapRunStarted)
+        .timestamp(DateTime::from_secs(1_796_342_400 + id))
+        .map_run_started_event_details(MapRunStartedEventDetails::builder().map_run_arn(MAP_RUN).build())
+        .build()
+        .expect("event")
+}
+
+fn described(status: ExecutionStatus) -> DescribeExecutionOutput {
+    let mut b = DescribeExecutionOutput::builder()
+        .execution_arn(EXECUTION)
+        .state_machine_arn(MACHINE)
+        .name("run-1")
+        .status(status.clone())
+        .start_date(DateTime::from_secs(1_796_342_400))
+        .input("{}");
+    if status != ExecutionStatus::Running {
+        b = b.stop_date(DateTime::from_secs(1_796_342_460));
+    }
+    if status == ExecutionStatus::Failed {
+        b = b
+            .error("Pipeline.Fatal.Warehouse")
+            .cause("warehouse: relation is locked");
+    }
+    b.build().expect("described")
+}
+
+/// A history of three pages: Trigger, Plan (with the plan URL in its output), the Map run, Load.
+fn history_pages() -> aws_smithy_mocks::Rule {
+    let plan = r#"{"plan": {"plan_url": "s3://stage/runs/run-1/plan.json", "run_id": "run-1"}}"#;
+    mock!(Client::get_execution_history)
+        .sequence()
+        .output(|| {
+            GetExecutionHistoryOutput::builder()
+                .events(entered(1, "Trigger"))
+                .events(entered(2, "Plan"))
+                .next_token("page-2")
+                .build()
+                .expect("page")
+        })
+        .output(move || {
+            GetExecutionHistoryOutput::builder()
+                .events(exited(3, "Plan", plan))
+                .events(entered(4, "Extract"))
+                .events(map_started(5))
+                .next_token("page-3")
+                .build()
+                .expect("page")
+        })
+        .output(|| {
+            GetExecutionHistoryOutput::builder()
+                .events(entered(6, "Load"))
+                .build()
+                .expect("page")
+        })
+        .build()
+}
+
+#[tokio::test]
+async fn start_describe_history_map_run_and_listings_read_every_page() -> Result<()> {
+    let start = mock!(Client::start_execution)
+        .match_requests(|r| r.state_machine_arn() == Some(MACHINE) && r.name() == Some("run-1"))
+        .then_output(|| {
+            StartExecutionOutput::builder()
+                .execution_arn(EXECUTION)
+                .start_date(DateTime::from_secs(1_796_342_400))
+                .build()
+                .expect("started")
+        });
+    let describe = mock!(Client::describe_execution).then_output(|| described(ExecutionStatus::Failed));
+    let history = history_pages();
+    let map_run = mock!(Client::describe_map_run).then_output(|| {
+        DescribeMapRunOutput::builder()
+            .map_run_arn(MAP_RUN)
+            .execution_arn(EXECUTION)
+            .status(aws_sdk_sfn::types::MapRunStatus::Failed)
+            .start_date(DateTime::from_secs(1_796_342_410))
+            .max_concurrency(16)
+            .tolerated_failure_percentage(0.0)
+            .tolerated_failure_count(0)
+            .item_counts(
+                MapRunItemCounts::builder()
+                    .pending(0)
+                    .running(1)
+                    .succeeded(6)
+                    .failed(1)
+                    .timed_out(0)
+                    .aborted(0)
+                    .total(8)
+                    .results_written(7)
+                    .build(),
+            )
+            .execution_counts(
+                aws_sdk_sfn::types::MapRunExecutionCounts::builder()
+                    .pending(0)
+                    .running(1)
+                    .succeeded(6)
+                    .failed(1)
+                    .timed_out(0)
+                    .aborted(0)
+                    .total(8)
+                    .results_written(7)
+                    .build(),
+            )
+            .build()
+            .expect("map run")
+    });
+    let item = |n: i64| {
+        ExecutionListItem::builder()
+            .execution_arn(format!("{EXECUTION}-{n}"))
+            .state_machine_arn(MACHINE)
+            .name(format!("run-{n}"))
+            .status(ExecutionStatus::Succeeded)
+            .start_date(DateTime::from_secs(1_796_342_400 + n))
+            .build()
+            .expect("item")
+    };
+    let list = mock!(Client::list_executions)
+        .sequence()
+        .output(move || {
+            ListExecutionsOutput::builder()
+                .executions(item(1))
+                .executions(item(2))
+                .next_token("n2")
+                .build()
+                .expect("page")
+        })
+        .output(move || {
+            ListExecutionsOutput::builder()
+                .executions(item(3))
+                .build()
+                .expect("page")
+        })
+        .build();
+    let client = mock_client!(
+        aws_sdk_sfn,
+        RuleMode::MatchAny,
+        [&start, &describe, &history, &map_run, &list]
+    );
+    let x = AwsExecutions::new(client);
+    assert_eq!(x.start(MACHINE, "run-1", "{}").await?, EXECUTION);
+    let e = x.describe(EXECUTION).await?;
+    assert_eq!(
+        (e.status.as_str(), e.error.as_deref()),
+        ("FAILED", Some("Pipeline.Fatal.Warehouse"))
+    );
+    assert_eq!(e.stopped_at.map(|s| s - e.started_at), Some(60.0));
+    let events = executions::full_history(&x, EXECUTION).await?;
+    assert_eq!(
+        events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6],
+        "all three pages"
+    );
+    assert_eq!(executions::transitions(&events), 4);
+    assert_eq!(executions::map_run_of(&events), Some(MAP_RUN));
+    assert_eq!(
+        executions::plan_url_of(&events).as_deref(),
+        Some("s3://stage/runs/run-1/plan.json")
+    );
+    let c = x.map_run(MAP_RUN).await?;
+    assert_eq!((c.total, c.succeeded, c.running, c.failed), (8, 6, 1, 1));
+    let all = executions::all_executions(&x, Some(MACHINE), None).await?;
+    assert_eq!(
+        all.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["run-1", "run-2", "run-3"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_error_is_named_and_says_what_to_do() -> Result<()> {
+    let missing = mock!(Client::describe_execution).then_error(|| {
+        DescribeExecutionError::ExecutionDoesNotExist(
+            ExecutionDoesNotExist::builder()
+                .message("Execution Does Not Exist")
+                .meta(meta("ExecutionDoesNotExist", "Execution Does Not Exist"))
+                .build(),
+        )
+    });
+    let not_redrivable = mock!(Client::redrive_execution).then_error(|| {
+        RedriveExecutionError::ExecutionNotRedrivable(
+            ExecutionNotRedrivable::builder()
+                .message("Execution succeeded: only failed, aborted or timed-out executions can be redriven")
+                .meta(meta("ExecutionNotRedrivable", "Execution succeeded"))
+                .build(),
+        )
+    });
+    let no_machine = mock!(Client::start_execution).then_error(|| {
+        StartExecutionError::StateMachineDoesNotExist(
+            StateMachineDoesNotExist::builder()
+                .message("State Machine Does Not Exist")
+                .meta(meta("StateMachineDoesNotExist", "State Machine Does Not Exist"))
+                .build(),
+        )
+    });
+    let client = mock_client!(
+        aws_sdk_sfn,
+        RuleMode::MatchAny,
+        [&missing, &not_redrivable, &no_machine]
+    );
+    let x = AwsExecutions::new(client);
+    let e = x.describe(EXECUTION).await.expect_err("missing");
+    assert!(matches!(e, ExecutionError::NotFound { .. }), "{e:?}");
+    assert_eq!(e.name(), "Sfn.ExecutionDoesNotExist");
+    assert!(
+        e.to_string().contains(EXECUTION) && e.to_string().contains("check the ARN"),
+        "{e}"
+    );
+    assert!(!e.is_retryable());
+    let e = x.redrive(EXECUTION).await.expect_err("not redrivable");
+    assert_eq!(e.name(), "Sfn.ExecutionNotRedrivable");
+    assert!(e.to_string().contains("cannot be redriven: Execution succeeded"), "{e}");
+    let e = x.start(MACHINE, "run-1", "{}").await.expect_err("no machine");
+    assert_eq!(e.name(), "Sfn.StateMachineDoesNotExist");
+    assert!(e.to_string().contains("--state-machine"), "{e}");
+
+    // Throttled: a named, retryable error.
+    let throttled = mock!(Client::describe_execution)
+        .then_error(|| DescribeExecutionError::generic(meta("ThrottlingException", "Rate exceeded")));
+    let redrive_ok = mock!(Client::redrive_execution).then_output(|| {
+        RedriveExecutionOutput::builder()
+            .redrive_date(DateTime::from_secs(1))
+            .build()
+            .expect("out")
+    });
+    let client = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, [&throttled, &redrive_ok]);
+    let x = AwsExecutions::new(client);
+    let e = x.describe(EXECUTION).await.expect_err("throttled");
+    assert_eq!((e.name(), e.is_retryable()), ("Sfn.ThrottlingException", true));
+    assert!(e.to_string().contains("Rate exceeded"), "{e}");
+    x.redrive(EXECUTION).await?;
+    Ok(())
+}
