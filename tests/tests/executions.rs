@@ -291,3 +291,55 @@ async fn every_error_is_named_and_says_what_to_do() -> Result<()> {
     x.redrive(EXECUTION).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_deployed_runs_transitions_are_counted_from_its_history_and_every_map_child() -> Result<()> {
+    // The parent: four states entered over three pages, the Map run among them; its two children: one state each,
+    // one of them entered twice (a retry).
+    let parent = history_pages();
+    let child = |n: i64| format!("{MAP_RUN}:child-{n}");
+    let children = mock!(Client::list_executions)
+        .match_requests(|r| r.map_run_arn() == Some(MAP_RUN))
+        .then_output(move || {
+            let item = |n: i64| {
+                ExecutionListItem::builder()
+                    .execution_arn(child(n))
+                    .state_machine_arn(MACHINE)
+                    .name(format!("child-{n}"))
+                    .status(ExecutionStatus::Succeeded)
+                    .start_date(DateTime::from_secs(1))
+                    .build()
+                    .expect("item")
+            };
+            ListExecutionsOutput::builder()
+                .executions(item(1))
+                .executions(item(2))
+                .build()
+                .expect("page")
+        });
+    let child_one = mock!(Client::get_execution_history)
+        .match_requests(|r| r.execution_arn().is_some_and(|a| a.ends_with("child-1")))
+        .then_output(|| {
+            GetExecutionHistoryOutput::builder()
+                .events(entered(1, "ExtractRange"))
+                .build()
+                .expect("page")
+        });
+    let child_two = mock!(Client::get_execution_history)
+        .match_requests(|r| r.execution_arn().is_some_and(|a| a.ends_with("child-2")))
+        .then_output(|| {
+            GetExecutionHistoryOutput::builder()
+                .events(entered(1, "ExtractRange"))
+                .events(entered(2, "ExtractRange"))
+                .build()
+                .expect("page")
+        });
+    let client = mock_client!(
+        aws_sdk_sfn,
+        RuleMode::MatchAny,
+        [&child_one, &child_two, &parent, &children]
+    );
+    let x = AwsExecutions::new(client);
+    assert_eq!(executions::run_transitions(&x, EXECUTION).await?, 4 + 1 + 2);
+    Ok(())
+}

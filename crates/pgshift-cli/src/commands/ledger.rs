@@ -67,8 +67,15 @@ async fn executions(machine: &str, since: Option<f64>, json: bool) -> Result<()>
 #[derive(Args)]
 pub(crate) struct CostArgs {
     /// The stage whose runs to review: file:///dir or s3://bucket/prefix.
-    #[arg(long)]
-    stage: String,
+    #[arg(long, required_unless_present = "execution")]
+    stage: Option<String>,
+    /// A deployed run by its execution: its stage read from the history, its state transitions counted from the
+    /// history of the execution and of every child execution of its Map run (actual, not estimated).
+    #[arg(long, conflicts_with_all = ["run", "since", "stage"])]
+    execution: Option<String>,
+    /// The extractors' Lambda memory (MB) assumed where a record does not say (with --execution).
+    #[arg(long, default_value_t = 2048)]
+    lambda_memory_mb: u32,
     /// One run.
     #[arg(long, conflicts_with = "since")]
     run: Option<String>,
@@ -233,15 +240,15 @@ pub(crate) async fn cost(a: CostArgs) -> Result<()> {
         Some(p) => PriceTable::load(p).map_err(anyhow::Error::msg)?,
         None => PriceTable::default(),
     };
-    let mut all = ledgers(&a.stage, a.since).await?;
-    if let Some(id) = &a.run {
+    let mut all = match (&a.execution, &a.stage) {
+        (Some(arn), _) => vec![deployed(arn, a.lambda_memory_mb).await?],
+        (None, Some(stage)) => ledgers(stage, a.since).await?,
+        (None, None) => bail!("pass --stage URL or --execution ARN"),
+    };
+    if let (Some(id), Some(stage)) = (&a.run, &a.stage) {
         all.retain(|l| &l.run_id == id);
         if all.is_empty() {
-            bail!(
-                "no ledger record of run {id:?} on {}: list the runs with pgshift runs --stage {}",
-                a.stage,
-                a.stage
-            );
+            bail!("no ledger record of run {id:?} on {stage}: list the runs with pgshift runs --stage {stage}");
         }
     }
     let bills: Vec<RunCost> = all.iter().map(|l| run_cost(l, &prices)).collect();
@@ -274,6 +281,25 @@ pub(crate) async fn cost(a: CostArgs) -> Result<()> {
     }
     print_review(&bills);
     Ok(())
+}
+
+/// The ledger of a deployed run: from its stage, with the state transitions counted from the execution's history
+/// and the history of every child execution of its Map run.
+async fn deployed(arn: &str, memory_mb: u32) -> Result<Ledger> {
+    let x = pgshift::executions::aws::AwsExecutions::from_env().await;
+    let plan_url = crate::commands::report::plan_of_execution(&x, arn).await?;
+    let n = pgshift::executions::run_transitions(&x, arn)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} [{}]", e.name()))?;
+    let facts = pgshift::report::ledger::LedgerFacts {
+        assumed_memory_mb: memory_mb,
+        transitions: Some(n),
+        ..Default::default()
+    };
+    match pgshift::report::ledger::build(&UrlStages::default(), &plan_url, &facts).await {
+        Ok(l) => Ok(l),
+        Err(e) => bail!("{e} [{}]", e.name()),
+    }
 }
 
 fn basis(b: Basis) -> &'static str {

@@ -92,6 +92,13 @@ pub struct LedgerTable {
     /// Every extraction attempt of its ranges (the last successful one and those that failed).
     pub invocations: Vec<Billed>,
     pub stage_requests: StageRequests,
+    /// `actual` when every attempt counted its requests (the extractors do), `estimated` from the objects otherwise.
+    #[serde(default = "estimated")]
+    pub stage_requests_basis: Basis,
+}
+
+fn estimated() -> Basis {
+    Basis::Estimated
 }
 
 /// What started the run.

@@ -394,6 +394,9 @@ pub struct ExtractResult {
     /// The attempt as Lambda bills it (duration, memory, architecture), measured by the extractor itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billed: Option<crate::contract::ledger::Billed>,
+    /// The requests the attempt made of the stage, counted as S3 bills them (its result's PUT included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<crate::contract::ledger::StageRequests>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -161,6 +161,19 @@ pub fn transitions(events: &[HistoryEvent]) -> u64 {
     events.iter().filter(|e| e.kind.ends_with("StateEntered")).count() as u64
 }
 
+/// A deployed run's state transitions as Step Functions bills them: the states its execution entered, and those of
+/// every child execution of its Distributed Map run (each a Standard execution of its own).
+pub async fn run_transitions(x: &dyn Executions, execution: &str) -> Result<u64, ExecutionError> {
+    let events = full_history(x, execution).await?;
+    let mut n = transitions(&events);
+    if let Some(map_run) = map_run_of(&events) {
+        for child in all_executions(x, None, Some(map_run)).await? {
+            n += transitions(&full_history(x, &child.arn).await?);
+        }
+    }
+    Ok(n)
+}
+
 /// The Map run an execution started, from its history.
 pub fn map_run_of(events: &[HistoryEvent]) -> Option<&str> {
     events.iter().rev().find_map(|e| e.map_run_arn.as_deref())

@@ -130,7 +130,11 @@ async fn record_failure(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt, e
 
 async fn run(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt) -> Result<ExtractResult, ExtractError> {
     validate(task)?;
-    let stage = ctx.stages.open(&task.stage).await?;
+    let count = Arc::new(crate::stage::RequestCount::default());
+    let stage: Arc<dyn crate::stage::Stage> = Arc::new(crate::stage::Counted::new(
+        ctx.stages.open(&task.stage).await?,
+        count.clone(),
+    ));
     if let Some(kept) = landed(stage.as_ref(), task).await? {
         tracing::info!(
             rows = kept.rows,
@@ -142,8 +146,12 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt) -> Result<Ex
     // The connection is polled in this task, beside the COPY stream it feeds (no cross-thread wake-ups).
     let source = crate::source::connector_for(&ctx.source, task.source_endpoint.as_ref())?;
     let (mut client, connection) = source.connect_driven().await?;
-    let result = crate::source::drive(connection, read_range(&mut client, stage.clone(), task, a)).await?;
+    let mut result = crate::source::drive(connection, read_range(&mut client, stage.clone(), task, a)).await?;
     // The result lands beside the files, last: the loader reads it back from the stage (or takes it from the Map).
+    // Its own PUT is counted in it.
+    let mut requests = count.snapshot();
+    requests.put_class += 1;
+    result.requests = Some(requests);
     let json = serde_json::to_vec(&result).map_err(|e| parquet_error(task, format!("result JSON: {e}")))?;
     crate::stage::put(stage.as_ref(), &result_key(task), bytes::Bytes::from(json)).await?;
     Ok(result)
@@ -351,6 +359,7 @@ fn result_of(
             a.started.elapsed().as_secs_f64(),
             0,
         )),
+        requests: None,
     })
 }
 

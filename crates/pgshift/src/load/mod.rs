@@ -182,7 +182,11 @@ pub async fn preflight(ctx: &LoadContext, req: PreflightRequest) -> Result<Prefl
     let put = crate::stage::put(stage.as_ref(), &key, Bytes::from(body)).await?;
     stage.get(&key).await?;
     let wh = ctx.warehouse.as_ref();
-    warehouse::execute(wh, vec!["CREATE SCHEMA IF NOT EXISTS \"pgshift\"".into()])
+    // Set-ups of every run take turns where the dialect needs it: two concurrent CREATE SCHEMA IF NOT EXISTS of one
+    // name fail with a duplicate key in PostgreSQL.
+    let mut ddl: Vec<String> = wh.dialect().setup_lock().into_iter().collect();
+    ddl.push("CREATE SCHEMA IF NOT EXISTS \"pgshift\"".into());
+    warehouse::execute(wh, ddl)
         .await
         .map_err(|e| LoadError::Warehouse(preflight_context(e)))?;
     warehouse::count(wh, "SELECT 1".into())

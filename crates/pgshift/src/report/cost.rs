@@ -188,7 +188,11 @@ fn lambda(table: Option<&TableRef>, what: &str, invocations: &[Billed], p: &Pric
 }
 
 /// S3 requests and storage of `bytes` kept until the lifecycle rule expires them.
-fn stage(table: Option<&TableRef>, r: StageRequests, bytes: u64, p: &PriceTable) -> Vec<CostItem> {
+fn stage(table: Option<&TableRef>, r: StageRequests, basis: Basis, bytes: u64, p: &PriceTable) -> Vec<CostItem> {
+    let how = match basis {
+        Basis::Actual => "counted by the functions as they made them",
+        Basis::Estimated => "derived from the objects the run wrote",
+    };
     vec![
         line(Line {
             table,
@@ -196,8 +200,8 @@ fn stage(table: Option<&TableRef>, r: StageRequests, bytes: u64, p: &PriceTable)
             quantity: r.put_class as f64,
             unit: "requests",
             unit_price: p.s3_put_class,
-            basis: Basis::Estimated,
-            note: Some("counted from the objects the run wrote".into()),
+            basis,
+            note: Some(how.into()),
         }),
         line(Line {
             table,
@@ -205,7 +209,7 @@ fn stage(table: Option<&TableRef>, r: StageRequests, bytes: u64, p: &PriceTable)
             quantity: r.get_class as f64,
             unit: "requests",
             unit_price: p.s3_get_class,
-            basis: Basis::Estimated,
+            basis,
             note: None,
         }),
         line(Line {
@@ -225,16 +229,18 @@ pub fn run_cost(l: &Ledger, p: &PriceTable) -> RunCost {
     let mut items = Vec::new();
     for t in &l.tables {
         items.extend(lambda(Some(&t.table), "extractor", &t.invocations, p));
-        items.extend(stage(Some(&t.table), t.stage_requests, t.parquet_bytes, p));
+        items.extend(stage(
+            Some(&t.table),
+            t.stage_requests,
+            t.stage_requests_basis,
+            t.parquet_bytes,
+            p,
+        ));
     }
     let part_bytes: u64 = l.tables.iter().map(|t| t.parquet_bytes).sum();
     items.extend(lambda(None, "planner and loader", &l.invocations, p));
-    items.extend(stage(
-        None,
-        l.stage_requests,
-        l.stage_bytes.saturating_sub(part_bytes),
-        p,
-    ));
+    let records = l.stage_bytes.saturating_sub(part_bytes);
+    items.extend(stage(None, l.stage_requests, Basis::Estimated, records, p));
     items.push(line(Line {
         table: None,
         item: "Step Functions state transitions",
@@ -360,6 +366,7 @@ mod tests {
                     put_class: 100,
                     get_class: 2,
                 },
+                stage_requests_basis: Basis::Actual,
             }],
             invocations: vec![
                 billed("planner", 1.0, 1024, "arm64"),

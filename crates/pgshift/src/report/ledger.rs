@@ -7,10 +7,7 @@ use super::record::{self, RunRecord};
 use crate::contract::layout::ledger_key;
 use crate::contract::ledger::*;
 use crate::contract::model::{StagedFile, TableRef};
-use crate::stage::{run, StageError, StageOpener};
-
-/// Multipart parts of the S3 stage's uploads (`stage::s3::PART_BYTES`).
-const PART_BYTES: u64 = 8 * 1024 * 1024;
+use crate::stage::{puts_of, run, StageError, StageOpener};
 
 /// What the caller knows beyond the stage.
 #[derive(Debug, Clone, Default)]
@@ -39,16 +36,6 @@ pub async fn write(stages: &dyn StageOpener, plan_url: &str, facts: &LedgerFacts
     let put = crate::stage::put(stage.as_ref(), &ledger_key(&ledger.run_id), Bytes::from(body)).await?;
     tracing::info!(url = %put.url, run = %ledger.run_id, "ledger record written");
     Ok(put.url)
-}
-
-/// PUT-class requests of writing one object of `bytes`: one PutObject, or CreateMultipartUpload, its parts and
-/// CompleteMultipartUpload.
-fn puts_of(bytes: u64) -> u64 {
-    if bytes <= PART_BYTES {
-        1
-    } else {
-        2 + bytes.div_ceil(PART_BYTES)
-    }
 }
 
 /// The ledger record of a run read back from its stage: pure, so its arithmetic is tested without a stage.
@@ -145,6 +132,26 @@ fn table_of(r: &RunRecord, table: &TableRef, memory: u32) -> LedgerTable {
         arch: "arm64".into(),
         basis: Basis::Estimated,
     }));
+    // Counted by every attempt that landed (failed attempts add their record); estimated from the objects when an
+    // attempt did not count.
+    let counted: Option<Vec<StageRequests>> = results.iter().map(|x| x.requests).collect();
+    let (stage_requests, stage_requests_basis) = match counted {
+        Some(c) if !c.is_empty() => (
+            StageRequests {
+                put_class: c.iter().map(|r| r.put_class).sum::<u64>() + failed.len() as u64,
+                get_class: c.iter().map(|r| r.get_class).sum(),
+            },
+            Basis::Actual,
+        ),
+        _ => (
+            StageRequests {
+                // Each file, each result, each failed attempt's record; the resume check of each attempt.
+                put_class: files.iter().map(|f| puts_of(f.bytes)).sum::<u64>() + (results.len() + failed.len()) as u64,
+                get_class: (results.len() + failed.len()) as u64,
+            },
+            Basis::Estimated,
+        ),
+    };
     let committed = r
         .load
         .as_ref()
@@ -161,12 +168,8 @@ fn table_of(r: &RunRecord, table: &TableRef, memory: u32) -> LedgerTable {
         retries: failed.len(),
         committed_rows: committed,
         invocations,
-        stage_requests: StageRequests {
-            // Each file, each result, each failed attempt's record.
-            put_class: files.iter().map(|f| puts_of(f.bytes)).sum::<u64>() + (results.len() + failed.len()) as u64,
-            // The resume check of each attempt.
-            get_class: (results.len() + failed.len()) as u64,
-        },
+        stage_requests,
+        stage_requests_basis,
     }
 }
 
@@ -231,6 +234,7 @@ pub fn predicted(plan: &crate::contract::plan::Plan, memory_mb: u32, warehouse: 
                     put_class: files.iter().map(|&b| puts_of(b)).sum::<u64>() + t.parts.len() as u64,
                     get_class: t.parts.len() as u64,
                 },
+                stage_requests_basis: Basis::Estimated,
             }
         })
         .collect();

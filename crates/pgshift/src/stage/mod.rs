@@ -175,6 +175,122 @@ pub async fn put(stage: &dyn Stage, key: &str, body: Bytes) -> Result<StagedObje
     w.finish().await
 }
 
+/// Requests made of a stage by S3's price classes, counted by [`Counted`] (what an extractor records in its result).
+#[derive(Debug, Default)]
+pub(crate) struct RequestCount {
+    put_class: std::sync::atomic::AtomicU64,
+    get_class: std::sync::atomic::AtomicU64,
+}
+
+impl RequestCount {
+    fn add(&self, put: u64, get: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.put_class.fetch_add(put, Relaxed);
+        self.get_class.fetch_add(get, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> crate::contract::ledger::StageRequests {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::contract::ledger::StageRequests {
+            put_class: self.put_class.load(Relaxed),
+            get_class: self.get_class.load(Relaxed),
+        }
+    }
+}
+
+/// PUT-class requests of writing one object of `bytes` to S3: one PutObject, or CreateMultipartUpload, a part per
+/// [`s3::PART_BYTES`] and CompleteMultipartUpload.
+pub(crate) fn puts_of(bytes: u64) -> u64 {
+    let part = s3::PART_BYTES as u64;
+    if bytes <= part {
+        1
+    } else {
+        2 + bytes.div_ceil(part)
+    }
+}
+
+/// A stage that counts the requests made of it as S3 would bill them (on a local stage too: what the same run would
+/// make of S3). LIST is PUT-class, a page of 1,000 keys a request; HEAD and GET are GET-class.
+pub(crate) struct Counted {
+    inner: Arc<dyn Stage>,
+    count: Arc<RequestCount>,
+}
+
+impl Counted {
+    pub(crate) fn new(inner: Arc<dyn Stage>, count: Arc<RequestCount>) -> Self {
+        Self { inner, count }
+    }
+}
+
+struct CountedWriter {
+    inner: Box<dyn ObjectWriter>,
+    count: Arc<RequestCount>,
+    bytes: u64,
+}
+
+impl ObjectWriter for CountedWriter {
+    fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StageError>> {
+        self.bytes += chunk.len() as u64;
+        self.inner.write(chunk)
+    }
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StagedObject, StageError>> {
+        self.count.add(puts_of(self.bytes), 0);
+        self.inner.finish()
+    }
+    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StageError>> {
+        // The parts sent so far, and the CreateMultipartUpload; the abort itself is free.
+        let parts = self.bytes / s3::PART_BYTES as u64;
+        self.count.add(if parts > 0 { parts + 1 } else { 0 }, 0);
+        self.inner.abort()
+    }
+}
+
+impl Stage for Counted {
+    fn url(&self) -> &str {
+        self.inner.url()
+    }
+    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
+        Box::pin(async move {
+            let inner = self.inner.create(key).await?;
+            Ok(Box::new(CountedWriter {
+                inner,
+                count: self.count.clone(),
+                bytes: 0,
+            }) as Box<dyn ObjectWriter>)
+        })
+    }
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StageError>> {
+        self.count.add(0, 1);
+        self.inner.head(key)
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, StageError>> {
+        Box::pin(async move {
+            let out = self.inner.list(prefix).await?;
+            self.count.add((out.len() as u64).div_ceil(1000).max(1), 0);
+            Ok(out)
+        })
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Bytes, StageError>> {
+        self.count.add(0, 1);
+        self.inner.get(key)
+    }
+    fn checksum<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectSum>, StageError>> {
+        self.count.add(0, 1);
+        self.inner.checksum(key)
+    }
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>> {
+        self.count.add(1, 0);
+        self.inner.delete_prefix(prefix)
+    }
+    fn put_new<'a>(&'a self, key: &'a str, body: Bytes) -> BoxFuture<'a, Result<bool, StageError>> {
+        self.count.add(1, 0);
+        self.inner.put_new(key, body)
+    }
+    fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.inner.local_path(key)
+    }
+}
+
 /// What is wrong with a staged file against the size and CRC32 its extractor recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FileProblem {
