@@ -23,6 +23,7 @@ use tokio_postgres::NoTls;
 pub mod hooked;
 pub mod lambda_api;
 pub mod parquet_text;
+pub mod sfn;
 
 /// A running throwaway cluster.
 #[derive(Debug)]

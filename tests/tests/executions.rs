@@ -3,7 +3,6 @@
 
 use anyhow::Result;
 use aws_sdk_sfn::operation::describe_execution::{DescribeExecutionError, DescribeExecutionOutput};
-use aws_sdk_sfn::operation::describe_map_run::DescribeMapRunOutput;
 use aws_sdk_sfn::operation::get_execution_history::GetExecutionHistoryOutput;
 use aws_sdk_sfn::operation::list_executions::ListExecutionsOutput;
 use aws_sdk_sfn::operation::redrive_execution::{RedriveExecutionError, RedriveExecutionOutput};
@@ -11,13 +10,14 @@ use aws_sdk_sfn::operation::start_execution::{StartExecutionError, StartExecutio
 use aws_sdk_sfn::primitives::DateTime;
 use aws_sdk_sfn::types::error::{ExecutionDoesNotExist, ExecutionNotRedrivable, StateMachineDoesNotExist};
 use aws_sdk_sfn::types::{
-    ExecutionListItem, ExecutionStatus, HistoryEvent, HistoryEventType, MapRunItemCounts, MapRunStartedEventDetails,
+    ExecutionListItem, ExecutionStatus, HistoryEvent, HistoryEventType, MapRunStartedEventDetails,
     StateEnteredEventDetails, StateExitedEventDetails,
 };
 use aws_sdk_sfn::Client;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use pgshift::executions::aws::AwsExecutions;
 use pgshift::executions::{self, ExecutionError, Executions};
+use pgshift_tests::sfn::Counts;
 
 const MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:pgshift";
 const EXECUTION: &str = "arn:aws:states:us-east-1:123456789012:execution:pgshift:run-1";
@@ -130,40 +130,14 @@ async fn start_describe_history_map_run_and_listings_read_every_page() -> Result
     let describe = mock!(Client::describe_execution).then_output(|| described(ExecutionStatus::Failed));
     let history = history_pages();
     let map_run = mock!(Client::describe_map_run).then_output(|| {
-        DescribeMapRunOutput::builder()
-            .map_run_arn(MAP_RUN)
-            .execution_arn(EXECUTION)
-            .status(aws_sdk_sfn::types::MapRunStatus::Failed)
-            .start_date(DateTime::from_secs(1_796_342_410))
-            .max_concurrency(16)
-            .tolerated_failure_percentage(0.0)
-            .tolerated_failure_count(0)
-            .item_counts(
-                MapRunItemCounts::builder()
-                    .pending(0)
-                    .running(1)
-                    .succeeded(6)
-                    .failed(1)
-                    .timed_out(0)
-                    .aborted(0)
-                    .total(8)
-                    .results_written(7)
-                    .build(),
-            )
-            .execution_counts(
-                aws_sdk_sfn::types::MapRunExecutionCounts::builder()
-                    .pending(0)
-                    .running(1)
-                    .succeeded(6)
-                    .failed(1)
-                    .timed_out(0)
-                    .aborted(0)
-                    .total(8)
-                    .results_written(7)
-                    .build(),
-            )
-            .build()
-            .expect("map run")
+        let c = Counts {
+            total: 8,
+            succeeded: 6,
+            failed: 1,
+            running: 1,
+            pending: 0,
+        };
+        pgshift_tests::sfn::map_run(MAP_RUN, EXECUTION, aws_sdk_sfn::types::MapRunStatus::Failed, c)
     });
     let item = |n: i64| {
         ExecutionListItem::builder()

@@ -374,3 +374,34 @@ async fn a_conditional_write_creates_once_on_s3_and_locally() -> Result<()> {
     );
     Ok(())
 }
+
+/// A writer dropped mid-upload (its task aborted: a failing Map drops its other iterations, a Ctrl-C drops the run)
+/// aborts its multipart upload: nothing is left in progress to be billed until the lifecycle rule removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_dropped_mid_upload_leaves_no_multipart_upload() -> Result<()> {
+    let server = s3_server();
+    let bucket = server.bucket("dropped");
+    let stage = S3Stage::new(server.client(), &format!("s3://{bucket}/stage"), S3Options::default())?;
+    let mut w = stage.create("run-1/t/part-00000-000.parquet").await?;
+    // Two parts' worth: the upload is created and a part is on its way when the writer goes.
+    let chunk = Bytes::from(vec![7u8; pgshift::stage::s3::PART_BYTES]);
+    w.write(chunk.clone()).await?;
+    w.write(chunk).await?;
+    let started = server.uploads_in_progress();
+    assert!(!started.is_empty(), "a multipart upload is under way");
+    drop(w);
+    let t0 = std::time::Instant::now();
+    while !server.uploads_in_progress().is_empty() && t0.elapsed() < std::time::Duration::from_secs(10) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        server.uploads_in_progress().is_empty(),
+        "the dropped upload was aborted: {:?}",
+        server.uploads_in_progress()
+    );
+    assert!(
+        stage.head("run-1/t/part-00000-000.parquet").await?.is_none(),
+        "and no object appeared"
+    );
+    Ok(())
+}

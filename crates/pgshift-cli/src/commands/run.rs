@@ -518,10 +518,9 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// A unique execution name, as Step Functions would generate one.
-/// An execution name from a run id: Step Functions' characters (letters, digits, `-`, `_`), at most 80 in all.
-fn execution_name_of(run_id: &str) -> String {
-    let name: String = run_id
+/// A run id in the characters Step Functions takes in an execution name (letters, digits, `-`, `_`), at most `max`.
+pub(crate) fn name_chars(run_id: &str, max: usize) -> String {
+    run_id
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -530,11 +529,16 @@ fn execution_name_of(run_id: &str) -> String {
                 '_'
             }
         })
-        .take(76)
-        .collect();
-    format!("run-{name}")
+        .take(max)
+        .collect()
 }
 
+/// An execution name from a run id: at most 80 characters in all.
+fn execution_name_of(run_id: &str) -> String {
+    format!("run-{}", name_chars(run_id, 76))
+}
+
+/// A unique execution name, as Step Functions would generate one.
 fn execution_name() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -143,17 +143,7 @@ fn input_of(a: &StartArgs) -> Result<Value> {
 /// An execution name: the run id's characters Step Functions takes, else one from the time.
 fn execution_name(run_id: Option<&str>) -> String {
     match run_id {
-        Some(id) => id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(80)
-            .collect(),
+        Some(id) => crate::commands::run::name_chars(id, 80),
         None => format!(
             "pgshift-{}",
             std::time::SystemTime::now()
@@ -344,10 +334,9 @@ fn now() -> f64 {
 mod tests {
     use super::*;
     use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
-    use aws_sdk_sfn::operation::describe_map_run::DescribeMapRunOutput;
     use aws_sdk_sfn::operation::get_execution_history::GetExecutionHistoryOutput;
     use aws_sdk_sfn::primitives::DateTime;
-    use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent, HistoryEventType, MapRunItemCounts};
+    use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent, HistoryEventType};
     use aws_sdk_sfn::Client;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
     use clap::Parser;
@@ -488,40 +477,14 @@ mod tests {
                 .expect("history")
         });
         let map = mock!(Client::describe_map_run).then_output(move || {
-            DescribeMapRunOutput::builder()
-                .map_run_arn("arn:map")
-                .execution_arn(arn)
-                .status(aws_sdk_sfn::types::MapRunStatus::Running)
-                .start_date(DateTime::from_secs(1_010))
-                .max_concurrency(4)
-                .tolerated_failure_percentage(0.0)
-                .tolerated_failure_count(0)
-                .item_counts(
-                    MapRunItemCounts::builder()
-                        .pending(2)
-                        .running(4)
-                        .succeeded(2)
-                        .failed(0)
-                        .timed_out(0)
-                        .aborted(0)
-                        .total(8)
-                        .results_written(2)
-                        .build(),
-                )
-                .execution_counts(
-                    aws_sdk_sfn::types::MapRunExecutionCounts::builder()
-                        .pending(2)
-                        .running(4)
-                        .succeeded(2)
-                        .failed(0)
-                        .timed_out(0)
-                        .aborted(0)
-                        .total(8)
-                        .results_written(2)
-                        .build(),
-                )
-                .build()
-                .expect("map run")
+            let c = pgshift_tests::sfn::Counts {
+                total: 8,
+                succeeded: 2,
+                failed: 0,
+                running: 4,
+                pending: 2,
+            };
+            pgshift_tests::sfn::map_run("arn:map", arn, aws_sdk_sfn::types::MapRunStatus::Running, c)
         });
         let client = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, [&describe, &history, &map]);
         let x = executions::aws::AwsExecutions::new(client);
