@@ -13,10 +13,11 @@ use pgshift::contract::load::{Atomicity, LoadOptions};
 use pgshift::contract::plan::PlanRequest;
 use pgshift::entry::pipeline::{LocalRun, RunOutcome, DEFINITION};
 use pgshift::source::PgConnector;
-use pgshift::stage::{ObjectSum, ObjectWriter, Stage, StageError, StageOpener, StagedObject};
+use pgshift::stage::{StageError, StageOpener};
 use pgshift::warehouse::postgres::PgWarehouse;
 use pgshift::warehouse::{Batch, Cell, Dialect, Step, Submission, Warehouse, WarehouseError};
 use pgshift::UrlStages;
+use pgshift_tests::hooked::{Gate, HookedStages, Op, Verdict};
 use pgshift_tests::{cluster, connect, list_files, stage_dir};
 
 use super::load::{fingerprint, SALES};
@@ -88,108 +89,29 @@ fn disk_full(key: &str) -> StageError {
     }
 }
 
-struct FaultStages {
-    inner: UrlStages,
-    at: Vec<At>,
-    switch: Arc<Switch>,
-}
-
-impl StageOpener for FaultStages {
-    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Arc<dyn Stage>, StageError>> {
-        Box::pin(async move {
-            let inner = self.inner.open(url).await?;
-            Ok(Arc::new(FaultStage {
-                inner,
-                at: self.at.clone(),
-                switch: self.switch.clone(),
-            }) as Arc<dyn Stage>)
-        })
-    }
-}
-
-struct FaultStage {
-    inner: Arc<dyn Stage>,
-    at: Vec<At>,
-    switch: Arc<Switch>,
-}
-
-impl FaultStage {
-    fn strikes(&self, key: &str, pick: fn(&At) -> Option<&'static str>) -> bool {
-        self.at.iter().filter_map(pick).any(|k| key.contains(k)) && self.switch.hits()
-    }
-}
-
-impl Stage for FaultStage {
-    fn url(&self) -> &str {
-        self.inner.url()
-    }
-    fn create<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn ObjectWriter>, StageError>> {
-        Box::pin(async move {
-            if self.strikes(key, |a| if let At::Create(k) = a { Some(k) } else { None }) {
-                return Err(disk_full(key));
+/// A stage whose requests meet the faults `at` while the switch is armed (pgshift_tests::hooked).
+fn fault_stages(at: Vec<At>, switch: Arc<Switch>) -> Arc<HookedStages> {
+    let gate: Gate = Arc::new(move |op| {
+        let hit = |pick: fn(&At) -> Option<&'static str>, key: &str| {
+            at.iter().filter_map(pick).any(|k| key.contains(k)) && switch.hits()
+        };
+        match op {
+            Op::Create(key) if hit(|a| if let At::Create(k) = a { Some(k) } else { None }, key) => {
+                Verdict::Fail(disk_full(key))
             }
-            let w = self.inner.create(key).await?;
-            if self.strikes(key, |a| if let At::Landed(k) = a { Some(k) } else { None }) {
-                return Ok(Box::new(LostResponse { inner: w }) as Box<dyn ObjectWriter>);
+            Op::Create(key) if hit(|a| if let At::Landed(k) = a { Some(k) } else { None }, key) => {
+                Verdict::LoseResponse
             }
-            Ok(w)
-        })
-    }
-    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StageError>> {
-        self.inner.head(key)
-    }
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, StageError>> {
-        self.inner.list(prefix)
-    }
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bytes::Bytes, StageError>> {
-        self.inner.get(key)
-    }
-    fn checksum<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectSum>, StageError>> {
-        Box::pin(async move {
-            if self.strikes(key, |a| if let At::Checksum(k) = a { Some(k) } else { None }) {
-                return Err(disk_full(key));
+            Op::Checksum(key) if hit(|a| if let At::Checksum(k) = a { Some(k) } else { None }, key) => {
+                Verdict::Fail(disk_full(key))
             }
-            self.inner.checksum(key).await
-        })
-    }
-    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StageError>> {
-        self.inner.delete_prefix(prefix)
-    }
-    fn put_new<'a>(&'a self, key: &'a str, body: bytes::Bytes) -> BoxFuture<'a, Result<bool, StageError>> {
-        Box::pin(async move {
-            if self.strikes(key, |a| if let At::Create(k) = a { Some(k) } else { None }) {
-                return Err(disk_full(key));
-            }
-            self.inner.put_new(key, body).await
-        })
-    }
-    fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
-        self.inner.local_path(key)
-    }
-}
-
-/// An object that lands, and a writer that says it did not.
-struct LostResponse {
-    inner: Box<dyn ObjectWriter>,
-}
-
-impl ObjectWriter for LostResponse {
-    fn write(&mut self, chunk: bytes::Bytes) -> BoxFuture<'_, Result<(), StageError>> {
-        self.inner.write(chunk)
-    }
-    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StagedObject, StageError>> {
-        Box::pin(async move {
-            let done = self.inner.finish().await?;
-            Err(StageError::Remote {
-                location: done.url,
-                detail: "injected: the response was lost after the object landed".into(),
-                retryable: false,
-            })
-        })
-    }
-    fn abort(self: Box<Self>) -> BoxFuture<'static, Result<(), StageError>> {
-        self.inner.abort()
-    }
+            _ => Verdict::Pass,
+        }
+    });
+    Arc::new(HookedStages {
+        inner: Arc::new(UrlStages::default()),
+        gate,
+    })
 }
 
 struct FaultWarehouse {
@@ -302,11 +224,7 @@ async fn prove(source: &str, f: &Fault) -> Result<()> {
     });
     let switch = Arc::new(Switch::default());
     switch.armed.store(true, Ordering::SeqCst);
-    let stages = Arc::new(FaultStages {
-        inner: UrlStages::default(),
-        at: f.at.clone(),
-        switch: switch.clone(),
-    });
+    let stages = fault_stages(f.at.clone(), switch.clone());
     let wh = Arc::new(FaultWarehouse {
         inner: PgWarehouse::new(&target)?,
         at: f.at.clone(),
@@ -514,11 +432,7 @@ async fn a_resumed_run_keeps_the_ranges_that_landed_and_extracts_the_rest() -> R
     req.run_id = Some("resume-1".into());
     let switch = Arc::new(Switch::default());
     switch.armed.store(true, Ordering::SeqCst);
-    let stages = Arc::new(FaultStages {
-        inner: UrlStages::default(),
-        at: vec![At::Create("part-00002-000.parquet")],
-        switch: switch.clone(),
-    });
+    let stages = fault_stages(vec![At::Create("part-00002-000.parquet")], switch.clone());
     let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
     let first = run_once(&source, req.clone(), stages.clone(), wh.clone(), "run-resume-1").await?;
     let failure = first.output.expect_err("range 2 cannot land");
@@ -597,11 +511,7 @@ async fn an_unreachable_warehouse_or_stage_fails_the_run_before_any_extraction()
     req.run_id = Some("preflight-stage".into());
     let switch = Arc::new(Switch::default());
     switch.armed.store(true, Ordering::SeqCst);
-    let stages = Arc::new(FaultStages {
-        inner: UrlStages::default(),
-        at: vec![At::Create("preflight.json")],
-        switch,
-    });
+    let stages = fault_stages(vec![At::Create("preflight.json")], switch);
     let out = run_once(
         &source,
         req,

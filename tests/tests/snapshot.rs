@@ -283,10 +283,10 @@ async fn a_snapshot_run_whose_server_dies_mid_extraction_fails_by_name_and_still
     let f = fixture("die", "s", false).await?;
     let (source, target, stage, rds) = (&f.source, &f.target, &f.stage, &f.rds);
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stages = Arc::new(pgshift_tests::hooked::HookedStages {
-        inner: Arc::new(UrlStages::default()),
-        hook: kill_restored_server(rds.dir().to_path_buf(), killed.clone()),
-    });
+    let stages = Arc::new(pgshift_tests::hooked::HookedStages::watched(
+        Arc::new(UrlStages::default()),
+        kill_restored_server(rds.dir().to_path_buf(), killed.clone()),
+    ));
     // Four ranges, at most three at once: when the first part is created the fourth has not started, so at least
     // one range reads from a dead server.
     let mut run = snapshot_run(
