@@ -349,6 +349,18 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+/// Staging tables (`…__pgshift_…`) the database at `url` holds: what every test of a failure checks is zero.
+pub async fn staging_tables(url: &str) -> Result<i64> {
+    let c = connect(url).await?;
+    let row = c
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_\\_pgshift\\_%'",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// A fresh empty directory for a test's stage.
 pub fn stage_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir()

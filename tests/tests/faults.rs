@@ -18,7 +18,7 @@ use pgshift::warehouse::postgres::PgWarehouse;
 use pgshift::warehouse::{Batch, Cell, Dialect, Step, Submission, Warehouse, WarehouseError};
 use pgshift::UrlStages;
 use pgshift_tests::hooked::{Gate, HookedStages, Op, Verdict};
-use pgshift_tests::{cluster, connect, list_files, stage_dir};
+use pgshift_tests::{cluster, connect, list_files, stage_dir, staging_tables};
 
 use super::load::{fingerprint, SALES};
 use super::pipeline::{plan_of, request};
@@ -278,13 +278,7 @@ async fn prove(source: &str, f: &Fault) -> Result<()> {
         (n, distinct) == (20_000, 20_000),
         "sales.orders holds {n} rows, {distinct} distinct"
     );
-    let staging: i64 = wh
-        .query_one(
-            "SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_\\_pgshift\\_%'",
-            &[],
-        )
-        .await?
-        .get(0);
+    let staging = staging_tables(&target).await?;
     anyhow::ensure!(staging == 0, "{staging} staging tables left");
     let registered: i64 = wh.query_one("SELECT count(*) FROM pgshift.staging", &[]).await?.get(0);
     anyhow::ensure!(registered == 0, "{registered} rows left in the staging registry");
@@ -548,18 +542,11 @@ async fn staging_tables_of_dead_runs_are_collected_and_live_runs_are_left_alone(
     let out = run_once(&source, req, Arc::new(UrlStages::default()), wh, "run-gc-dead").await?;
     assert!(out.output.is_err());
     let c = connect(&target).await?;
-    let left = |c: tokio_postgres::Client| async move {
-        let n: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_\\_pgshift\\_%'",
-                &[],
-            )
-            .await?
-            .get(0);
-        anyhow::Ok((c, n))
-    };
-    let (c, n) = left(c).await?;
-    assert_eq!(n, 2, "the dead run's staging tables are left");
+    assert_eq!(
+        staging_tables(&target).await?,
+        2,
+        "the dead run's staging tables are left"
+    );
 
     // A live run's staging table, registered, its lock held by this very process.
     c.batch_execute(
@@ -605,8 +592,11 @@ async fn staging_tables_of_dead_runs_are_collected_and_live_runs_are_left_alone(
     )
     .await?;
     out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
-    let (c, n) = left(c).await?;
-    assert_eq!(n, 1, "only the live run's staging table is left");
+    assert_eq!(
+        staging_tables(&target).await?,
+        1,
+        "only the live run's staging table is left"
+    );
     let kept: String = c.query_one("SELECT table_name FROM pgshift.staging", &[]).await?.get(0);
     assert_eq!(kept, "orders__pgshift_live_1");
 
@@ -620,7 +610,6 @@ async fn staging_tables_of_dead_runs_are_collected_and_live_runs_are_left_alone(
     let swept = pgshift::load::gc::collect(&ctx, &scope(false)).await?;
     assert_eq!(swept.len(), 1);
     assert!(swept[0].dropped && swept[0].why.contains("is gone"), "{swept:?}");
-    let (_, n) = left(c).await?;
-    assert_eq!(n, 0);
+    assert_eq!(staging_tables(&target).await?, 0);
     Ok(())
 }

@@ -106,13 +106,7 @@ fn a_run_stopped_by_a_signal_cleans_up_exits_by_the_signal_and_resumes_by_its_ru
         let r = c
             .query_one("SELECT count(*), count(DISTINCT id) FROM sales.orders", &[])
             .await?;
-        let s: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_\\_pgshift\\_%'",
-                &[],
-            )
-            .await?
-            .get(0);
+        let s = pgshift_tests::staging_tables(&wh).await?;
         anyhow::Ok((r.get::<_, i64>(0), r.get::<_, i64>(1), s))
     })?;
     assert_eq!((rows, distinct, staging), (1_000_000, 1_000_000, 0));
