@@ -310,6 +310,10 @@ pub struct LoadResult {
     /// False while the warehouse still runs the load transactions.
     #[serde(default)]
     pub done: bool,
+    /// The loader's invocations that wrote this record, as Lambda bills them (the start, and each check that
+    /// recorded an outcome).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub billed: Vec<crate::contract::ledger::Billed>,
 }
 
 /// What a step of a submitted transaction was: lets a later status check name the table and the kind of failure.

@@ -245,6 +245,9 @@ pub struct Plan {
     #[serde(default)]
     pub started_at: f64,
     pub planning_seconds: f64,
+    /// The planner's invocation as Lambda bills it (its duration, memory and architecture).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed: Option<crate::contract::ledger::Billed>,
 }
 
 impl Plan {

@@ -467,6 +467,7 @@ fn corrected(
         started_at: 0.0,
         seconds: 0.0,
         done: false,
+        billed: Vec::new(),
     });
     for t in &c.tables {
         match l.tables.iter_mut().find(|x| x.table == t.table) {

@@ -309,6 +309,12 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
         started_at,
         seconds: started.elapsed().as_secs_f64(),
         done: pending.is_empty() && queued.is_empty() && failure.is_none(),
+        // Memory 0 off Lambda: the ledger puts the memory the run assumes in its place.
+        billed: vec![crate::contract::ledger::Billed::here(
+            "loader",
+            started.elapsed().as_secs_f64(),
+            0,
+        )],
     };
     let summary = summarize(&result);
     span.record("rows", summary.rows);

@@ -120,6 +120,7 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
             times: &times,
             failure: failure.as_ref(),
             prepared,
+            billed: crate::contract::ledger::Billed::here("loader", began.elapsed().as_secs_f64(), 0),
         };
         let recorded = record_outcomes(ctx, &mut progress, ended).await;
         match (&failure, recorded) {
@@ -199,6 +200,8 @@ struct Ended<'a> {
     failure: Option<&'a (Vec<TableRef>, LoadError)>,
     /// Queued tables this check set up, as they stand (set-up step, swap kind, already loaded).
     prepared: Vec<TableLoad>,
+    /// This check's invocation, as Lambda bills it.
+    billed: crate::contract::ledger::Billed,
 }
 
 /// Sets the outcome of the tables whose transactions ended on `<run>/load.json`.
@@ -208,6 +211,7 @@ async fn record_outcomes(ctx: &LoadContext, progress: &mut LoadProgress, ended: 
         times,
         failure,
         prepared,
+        billed,
     } = ended;
     {
         let mut result = run::read_load(ctx.stages.as_ref(), &progress.plan_url)
@@ -241,6 +245,7 @@ async fn record_outcomes(ctx: &LoadContext, progress: &mut LoadProgress, ended: 
         }
         result.done = progress.done;
         result.seconds = progress.summary.seconds;
+        result.billed.push(billed);
         progress.summary.loaded = result.tables.iter().filter(|t| t.loaded).count();
         record(stage_of(ctx, &progress.plan_url).await?.as_ref(), &result).await
     }

@@ -50,10 +50,25 @@ pub fn of(r: &RunRecord, facts: &LedgerFacts) -> Ledger {
     };
     let tables: Vec<LedgerTable> = r.plan.tables.iter().map(|t| table_of(r, &t.table, memory)).collect();
     let load = r.load.as_ref();
+    // What the planner and the loader recorded of themselves (actual on Lambda), else estimated from their times.
+    let own = |b: &Billed| match b.memory_mb {
+        0 => Billed {
+            memory_mb: memory,
+            basis: Basis::Estimated,
+            ..b.clone()
+        },
+        _ => b.clone(),
+    };
     let invocations = facts.invocations.clone().unwrap_or_else(|| {
-        let mut v = vec![estimated("planner", r.plan.planning_seconds)];
-        if let Some(l) = load {
-            v.push(estimated("loader", l.seconds));
+        let mut v = vec![r
+            .plan
+            .billed
+            .as_ref()
+            .map_or_else(|| estimated("planner", r.plan.planning_seconds), own)];
+        match load {
+            Some(l) if !l.billed.is_empty() => v.extend(l.billed.iter().map(own)),
+            Some(l) => v.push(estimated("loader", l.seconds)),
+            None => {}
         }
         v
     });
