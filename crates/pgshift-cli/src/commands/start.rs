@@ -15,8 +15,11 @@ use serde_json::{json, Map, Value};
 #[derive(Args)]
 pub(crate) struct StartArgs {
     /// The deployed state machine (the stack's StateMachineArn output). Also PGSHIFT_STATE_MACHINE.
-    #[arg(long, env = "PGSHIFT_STATE_MACHINE", required_unless_present = "redrive")]
+    #[arg(long, env = "PGSHIFT_STATE_MACHINE", required_unless_present_any = ["redrive", "attach"])]
     state_machine: Option<String>,
+    /// Follow this execution, already running, to its end (starts nothing).
+    #[arg(long, conflicts_with_all = ["redrive", "input", "event", "tables"])]
+    attach: Option<String>,
     /// Redrive this failed execution instead of starting one: its failed and unfinished ranges run again, the
     /// ranges that landed are kept, then the load.
     #[arg(long, conflicts_with_all = ["input", "event", "tables"])]
@@ -160,9 +163,13 @@ fn named<T>(r: Result<T, executions::ExecutionError>) -> Result<T> {
 
 pub(crate) async fn run(a: StartArgs) -> Result<()> {
     let x = executions::aws::AwsExecutions::from_env().await;
-    let arn = match &a.redrive {
-        Some(arn) => redrive(&x, arn).await?,
-        None => {
+    let arn = match (&a.attach, &a.redrive) {
+        (Some(arn), _) => {
+            let end = follow(&x, arn, Duration::from_secs(a.every.max(1)), &mut |l| eprintln!("{l}")).await?;
+            return outcome(&end, arn);
+        }
+        (None, Some(arn)) => redrive(&x, arn).await?,
+        (None, None) => {
             let machine = a.state_machine.as_deref().unwrap_or_default();
             let input = serde_json::to_string(&input_of(&a)?)?;
             let arn = named(x.start(machine, &execution_name(a.run_id.as_deref()), &input).await)?;
@@ -171,7 +178,7 @@ pub(crate) async fn run(a: StartArgs) -> Result<()> {
         }
     };
     if !a.follow {
-        println!("follow it with: pgshift start --follow --redrive … or pgshift report --execution {arn}");
+        println!("follow it with: pgshift start --attach {arn}; its report: pgshift report --execution {arn}");
         return Ok(());
     }
     let end = follow(&x, &arn, Duration::from_secs(a.every.max(1)), &mut |line| {
