@@ -34,7 +34,7 @@ fn two_local_runs_are_listed_and_billed_item_by_item_adding_up() -> anyhow::Resu
     let dir = std::env::temp_dir().join(format!("pgshift-ledger-{}", std::process::id()));
     let stage = format!("file://{}", dir.display());
     for id in ["ledger-1", "ledger-2"] {
-        pgshift(&[
+        let said = pgshift(&[
             "run",
             "--source",
             &src,
@@ -51,6 +51,17 @@ fn two_local_runs_are_listed_and_billed_item_by_item_adding_up() -> anyhow::Resu
             "--run-id",
             id,
         ])?;
+        // The run's own report ends with its bill from the ledger, item by item.
+        assert!(
+            said.contains("cost on AWS at us-east-1 list prices of 2026-12-01: $"),
+            "{said}"
+        );
+        let transitions = said
+            .lines()
+            .find(|l| l.contains("Step Functions state transitions"))
+            .unwrap_or_default();
+        assert!(transitions.ends_with("(actual)"), "{said}");
+        assert!(said.contains(&format!("pgshift cost --stage … --run {id}")), "{said}");
     }
     // Before any run: the plan's predicted bill.
     let explained = pgshift(&[

@@ -606,6 +606,7 @@ impl LocalRun {
             // Cleanup read the warehouse's load log: what it says was committed is what the report says.
             let load = corrected(load, snap.cleanup.as_ref());
             // The ledger record again, with what this machine counted: the invocations and the transitions.
+            let mut bill = None;
             if let Some(url) = &snap.plan_url {
                 let facts = crate::report::ledger::LedgerFacts {
                     assumed_memory_mb: memory_mb,
@@ -622,6 +623,10 @@ impl LocalRun {
                 if let Err(e) = crate::report::ledger::write(stages.as_ref(), url, &facts).await {
                     tracing::warn!(error = %e, "could not write the run's ledger record");
                 }
+                bill = crate::report::ledger::build(stages.as_ref(), url, &facts)
+                    .await
+                    .ok()
+                    .map(|l| crate::report::cost::run_cost(&l, &crate::report::cost::PriceTable::default()));
             }
             let run_id = output
                 .as_ref()
@@ -632,7 +637,7 @@ impl LocalRun {
                 .or_else(|| snap.results.first().map(|r| r.run_id.clone()))
                 .unwrap_or_default();
             let retried = snap.retried();
-            let report = RunReport::new(
+            let mut report = RunReport::new(
                 RunFacts {
                     run_id: &run_id,
                     seconds: Some(p.elapsed()),
@@ -649,6 +654,7 @@ impl LocalRun {
                 },
                 Prices::default(),
             );
+            report.bill = bill;
             RunOutcome {
                 output,
                 report,

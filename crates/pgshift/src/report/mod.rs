@@ -46,6 +46,28 @@ pub struct TableReport {
     pub reused_parts: usize,
 }
 
+/// The bill by item (summed over tables), each marked actual or estimated, and the total.
+fn render_bill(o: &mut String, b: &cost::RunCost) {
+    let mut items: Vec<(&str, f64, bool)> = Vec::new();
+    for i in &b.items {
+        let actual = i.basis == crate::contract::ledger::Basis::Actual;
+        match items.iter_mut().find(|(n, _, _)| *n == i.item) {
+            Some(x) => {
+                x.1 += i.dollars;
+                x.2 &= actual;
+            }
+            None => items.push((i.item.as_str(), i.dollars, actual)),
+        }
+    }
+    let per = b.per_gb.map_or(String::new(), |g| format!(", ${g:.6} per GB read"));
+    let _ = writeln!(o, "cost on AWS at {}: ${:.6}{per}", b.prices, b.total);
+    for (item, dollars, actual) in items.iter().filter(|(_, d, _)| *d > 0.0) {
+        let basis = if *actual { "actual" } else { "estimated" };
+        let _ = writeln!(o, "  {item:<48} ${dollars:>10.6}  ({basis})");
+    }
+    let _ = writeln!(o, "  per table and per item: pgshift cost --stage … --run {}", b.run_id);
+}
+
 /// List prices used for the cost estimate (us-east-1, arm64 Lambda, Standard workflows), in dollars.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Prices {
@@ -187,6 +209,10 @@ pub struct RunReport {
     pub cost: Cost,
     /// The error name and message that ended a failed run.
     pub failure: Option<(String, String)>,
+    /// The run's bill item by item from its ledger record (`report::cost`), when it has one: what the text report
+    /// prints instead of the estimate in `cost`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bill: Option<cost::RunCost>,
 }
 
 /// Inputs of a report.
@@ -275,6 +301,7 @@ impl RunReport {
                 dollars,
             },
             failure: f.failure,
+            bill: None,
         }
     }
 
@@ -399,6 +426,10 @@ impl RunReport {
         let c = &self.cost;
         if let Some(r) = &c.restore {
             let _ = writeln!(o, "{}", r.line());
+        }
+        if let Some(b) = &self.bill {
+            render_bill(&mut o, b);
+            return o;
         }
         let _ = writeln!(
             o,
