@@ -11,8 +11,7 @@ use anyhow::Result;
 use futures_util::future::BoxFuture;
 use pgshift::contract::load::{Atomicity, LoadOptions};
 use pgshift::contract::plan::PlanRequest;
-use pgshift::entry::pipeline::{LocalRun, RunOutcome, DEFINITION};
-use pgshift::source::PgConnector;
+use pgshift::entry::pipeline::{RunOutcome, DEFINITION};
 use pgshift::stage::{StageError, StageOpener};
 use pgshift::warehouse::postgres::PgWarehouse;
 use pgshift::warehouse::{Batch, Cell, Dialect, Step, Submission, Warehouse, WarehouseError};
@@ -21,7 +20,7 @@ use pgshift_tests::hooked::{Gate, HookedStages, Op, Verdict};
 use pgshift_tests::{cluster, connect, list_files, stage_dir, staging_tables};
 
 use super::load::{fingerprint, SALES};
-use super::pipeline::{plan_of, request};
+use super::pipeline::{plan_of, request, run_definition};
 
 /// Where a fault strikes.
 #[derive(Clone, Copy, Debug)]
@@ -189,19 +188,7 @@ async fn run_once(
     warehouse: Arc<dyn Warehouse>,
     execution: &str,
 ) -> Result<RunOutcome> {
-    let run = LocalRun {
-        definition: quick_definition(),
-        request,
-        source: Arc::new(PgConnector::new(source)?),
-        stages,
-        warehouse,
-        memory_mb: 1024,
-        input: None,
-        restore: Default::default(),
-        rds: None,
-        load_budget: None,
-    };
-    Ok(run.start(execution)?.outcome.await?)
+    run_definition(quick_definition(), source, request, (stages, warehouse), execution).await
 }
 
 const TABLES: [&str; 2] = ["sales.orders", "sales.items"];
@@ -443,8 +430,9 @@ async fn a_resumed_run_keeps_the_ranges_that_landed_and_extracts_the_rest() -> R
         v.sort();
         v
     };
+    // Range 2 fails at once; the Map then stops the ranges still running, so one to three of the others landed.
     let before = landed(&dir);
-    assert_eq!(before.len(), 3, "three ranges landed: {before:?}");
+    assert!((1..4).contains(&before.len()), "some ranges landed: {before:?}");
     switch.armed.store(false, Ordering::SeqCst);
     let again = run_once(&source, req, stages, wh, "run-resume-1").await?;
     let output = again.output.map_err(|f| anyhow::anyhow!("{f}"))?;
@@ -455,12 +443,12 @@ async fn a_resumed_run_keeps_the_ranges_that_landed_and_extracts_the_rest() -> R
     );
     let after = landed(&dir);
     assert_eq!(after.len(), 4);
-    // The three landed results are the same objects (not rewritten); only range 2's is new.
+    // The landed results are the same objects (not rewritten); only the others are new.
     for b in &before {
         assert!(after.contains(b), "{} was kept as it was", b.0);
     }
     let kept: usize = again.report.tables.iter().map(|t| t.reused_parts).sum();
-    assert_eq!(kept, 3, "the report says three ranges were kept");
+    assert_eq!(kept, before.len(), "the report says how many ranges were kept");
     assert!(
         again.report.render().contains("kept from an earlier attempt"),
         "{}",

@@ -46,11 +46,23 @@ pub(crate) async fn run_local(
     stages: Arc<dyn StageOpener>,
     warehouse: Arc<dyn Warehouse>,
 ) -> Result<RunOutcome> {
+    run_definition(DEFINITION.to_string(), source, request, (stages, warehouse), "test").await
+}
+
+/// A run of `definition` as the execution `execution` (the same name again is the same execution again, as
+/// `pgshift run --run-id` is).
+pub(crate) async fn run_definition(
+    definition: String,
+    source: &str,
+    request: PlanRequest,
+    (stages, warehouse): (Arc<dyn StageOpener>, Arc<dyn Warehouse>),
+    execution: &str,
+) -> Result<RunOutcome> {
     let run = LocalRun {
-        definition: DEFINITION.to_string(),
+        definition,
         request,
         source: Arc::new(PgConnector::new(source)?),
-        stages: stages.clone(),
+        stages,
         warehouse,
         memory_mb: 1024,
         input: None,
@@ -58,8 +70,7 @@ pub(crate) async fn run_local(
         rds: None,
         load_budget: None,
     };
-    let handle = run.start("test")?;
-    Ok(handle.outcome.await?)
+    Ok(run.start(execution)?.outcome.await?)
 }
 
 pub(crate) async fn plan_of(out: &serde_json::Value) -> Result<Plan> {

@@ -206,7 +206,7 @@ async fn a_snapshot_run_loads_what_the_snapshot_holds_not_the_changed_source_and
     assert!(cost.billed_seconds >= 600.0 && cost.dollars > 0.0, "{cost:?}");
     let text = out.report.render();
     assert!(
-        text.contains("snapshot nightly") && text.contains("restored-instance minutes"),
+        text.contains("snapshot nightly") && text.contains("restored snapshot instance"),
         "{text}"
     );
     let html = std::fs::read_to_string(stage_path.join(run_id).join("report.html"))?;
