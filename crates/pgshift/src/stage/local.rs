@@ -53,12 +53,15 @@ impl Stage for LocalStage {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-            let file = tokio::fs::File::create(&tmp).await.map_err(|e| io(&tmp, e))?;
+            // Created without an await point, its guard at once: a task aborted here (a failing Map drops its other
+            // iterations) can leave no file behind, as it could while a blocking create was still in flight.
+            let file = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+            let tmp = TmpFile(Some(tmp));
             Ok(Box::new(LocalObject {
                 url: format!("{}/{key}", self.url),
                 path,
-                tmp: TmpFile(Some(tmp)),
-                file,
+                tmp,
+                file: tokio::fs::File::from_std(file),
                 bytes: 0,
                 crc: Crc32::default(),
             }) as Box<dyn ObjectWriter>)
