@@ -33,16 +33,16 @@ pub struct Billed {
 }
 
 impl Billed {
-    /// This process's invocation of `function`, `seconds` long: the memory from the Lambda runtime when there is one,
-    /// else `assumed_memory_mb`.
-    pub fn here(function: &str, seconds: f64, assumed_memory_mb: u32) -> Self {
+    /// This process's invocation of `function`, `seconds` long, with the memory of the Lambda runtime it runs in;
+    /// off Lambda the memory is unknown (0) until [`Self::assuming`] fills it in.
+    pub fn here(function: &str, seconds: f64) -> Self {
         let lambda = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
             .ok()
             .and_then(|m| m.parse::<u32>().ok());
         Self {
             function: function.to_string(),
             seconds,
-            memory_mb: lambda.unwrap_or(assumed_memory_mb),
+            memory_mb: lambda.unwrap_or(0),
             arch: match std::env::consts::ARCH {
                 "aarch64" => "arm64".into(),
                 other => other.to_string(),
@@ -52,6 +52,29 @@ impl Billed {
             } else {
                 Basis::Estimated
             },
+        }
+    }
+
+    /// An invocation nothing recorded but its duration: estimated at `memory_mb`, on arm64 (the template's).
+    pub fn estimated(function: &str, seconds: f64, memory_mb: u32) -> Self {
+        Self {
+            function: function.to_string(),
+            seconds,
+            memory_mb,
+            arch: "arm64".into(),
+            basis: Basis::Estimated,
+        }
+    }
+
+    /// The invocation with `memory_mb` where its memory is unknown (recorded off Lambda): estimated then.
+    pub fn assuming(self, memory_mb: u32) -> Self {
+        match self.memory_mb {
+            0 => Self {
+                memory_mb,
+                basis: Basis::Estimated,
+                ..self
+            },
+            _ => self,
         }
     }
 

@@ -614,7 +614,7 @@ impl LocalRun {
                         snap.invocations
                             .iter()
                             .filter(|(f, _)| *f != "extractor")
-                            .map(|(f, s)| crate::contract::ledger::Billed::here(f, *s, memory_mb))
+                            .map(|(f, s)| crate::contract::ledger::Billed::here(f, *s).assuming(memory_mb))
                             .collect(),
                     ),
                     transitions: Some(interpreter.transitions()),

@@ -353,11 +353,9 @@ fn result_of(
         attempt: a.number,
         started_at: a.started_at,
         reused: false,
-        // Memory 0 off Lambda: the ledger puts the memory the run assumes in its place.
         billed: Some(crate::contract::ledger::Billed::here(
             "extractor",
             a.started.elapsed().as_secs_f64(),
-            0,
         )),
         requests: None,
     })

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::statements::{logged_sql, qualified, staging_table, unregister_sql};
+use super::statements::{drop_staging_sql, logged_sql, staging_table};
 use super::{stage_of, LoadContext, LoadError};
 use crate::contract::layout::status_key;
 use crate::contract::load::*;
@@ -35,7 +35,7 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
     out.run_id = Some(plan.run_id.clone());
     drop_staging(ctx.warehouse.as_ref(), &plan, &mut out).await?;
     // Every table's outcome as the load recorded it: tables committed before the failure stay committed.
-    let tables = match run::read_load(ctx.stages.as_ref(), plan_url).await {
+    let mut tables = match run::read_load(ctx.stages.as_ref(), plan_url).await {
         Ok(Some(r)) => r.tables,
         Ok(None) => Vec::new(),
         Err(e) => {
@@ -43,7 +43,6 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
             Vec::new()
         }
     };
-    let mut tables = tables;
     if committed_by_log(ctx.warehouse.as_ref(), &plan, &mut tables, &mut out.notes).await {
         if let Ok(Some(mut load)) = run::read_load(ctx.stages.as_ref(), plan_url).await {
             load.tables = tables.clone();
@@ -157,10 +156,7 @@ async fn drop_staging(wh: &dyn Warehouse, plan: &Plan, out: &mut CleanupResult) 
                 continue;
             }
         }
-        let drop = vec![
-            format!("DROP TABLE IF EXISTS {}", qualified(&staging)?),
-            unregister_sql(&staging)?,
-        ];
+        let drop = drop_staging_sql(&staging)?;
         match crate::warehouse::execute(wh, drop).await {
             Ok(()) => out.dropped.push(staging.to_string()),
             Err(e) => out.notes.push(format!("dropping {staging}: {e}")),

@@ -4,7 +4,7 @@
 //! its stage say whether it can still touch them ([`Liveness`]). Only the dead runs' tables are dropped: the next load
 //! of the same target does it, and `pgshift gc --warehouse` does it for the whole warehouse.
 
-use super::statements::{qualified, registry_sql, unregister_sql, REGISTRY};
+use super::statements::{drop_staging_sql, registry_sql, registry_table};
 use super::{LoadContext, LoadError};
 use crate::contract::model::TableRef;
 use crate::stage::run::{liveness, Liveness};
@@ -64,10 +64,7 @@ pub async fn collect(ctx: &LoadContext, scope: &GcScope<'_>) -> Result<Vec<Colle
             Liveness::Live(w) => (false, w),
         };
         if dead && !scope.dry_run {
-            let drop = vec![
-                format!("DROP TABLE IF EXISTS {}", qualified(&row.staging)?),
-                unregister_sql(&row.staging)?,
-            ];
+            let drop = drop_staging_sql(&row.staging)?;
             warehouse::execute(wh, drop).await?;
         }
         tracing::info!(staging = %row.staging, run = %row.run_id, dropped = dead && !scope.dry_run, %why,
@@ -82,12 +79,6 @@ pub async fn collect(ctx: &LoadContext, scope: &GcScope<'_>) -> Result<Vec<Colle
         });
     }
     Ok(out)
-}
-
-fn registry_table() -> TableRef {
-    let unquoted = REGISTRY.replace('"', "");
-    let (schema, name) = unquoted.split_once('.').unwrap_or(("pgshift", "staging"));
-    TableRef::new(schema, name)
 }
 
 fn parse_row(r: &[Cell]) -> Option<Row> {

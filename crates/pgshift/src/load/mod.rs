@@ -19,7 +19,7 @@ use crate::contract::code::Code;
 pub use cleanup::cleanup;
 pub use progress::check;
 use progress::{record, summarize, wait_seconds};
-use statements::{ident, logged_sql, qualified, setup_sql, swap_sql, unregister_sql};
+use statements::{drop_staging_sql, ident, logged_sql, qualified, setup_sql, swap_sql};
 pub(crate) use statements::{staging_table, varchar_bytes};
 
 use std::collections::{BTreeMap, VecDeque};
@@ -309,11 +309,9 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
         started_at,
         seconds: started.elapsed().as_secs_f64(),
         done: pending.is_empty() && queued.is_empty() && failure.is_none(),
-        // Memory 0 off Lambda: the ledger puts the memory the run assumes in its place.
         billed: vec![crate::contract::ledger::Billed::here(
             "loader",
             started.elapsed().as_secs_f64(),
-            0,
         )],
     };
     let summary = summarize(&result);
@@ -544,10 +542,7 @@ async fn set_up_table<'a>(
         tracing::info!(table = %t.table, rows = already, "already loaded by this plan");
         load.status = TableStatus::AlreadyLoaded;
         load.committed_rows = Some(already as u64);
-        let drop = vec![
-            format!("DROP TABLE IF EXISTS {}", qualified(&staging)?),
-            unregister_sql(&staging)?,
-        ];
+        let drop = drop_staging_sql(&staging)?;
         warehouse::execute(c.wh, drop).await?;
     }
     Ok(Prepared {

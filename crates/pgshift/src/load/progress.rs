@@ -120,7 +120,7 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
             times: &times,
             failure: failure.as_ref(),
             prepared,
-            billed: crate::contract::ledger::Billed::here("loader", began.elapsed().as_secs_f64(), 0),
+            billed: crate::contract::ledger::Billed::here("loader", began.elapsed().as_secs_f64()),
         };
         let recorded = record_outcomes(ctx, &mut progress, ended).await;
         match (&failure, recorded) {

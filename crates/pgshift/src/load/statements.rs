@@ -70,6 +70,11 @@ const LOG: &str = "\"pgshift\".\"load_log\"";
 /// collection reads to find the staging tables of dead runs (a run killed, a load that failed without its Cleanup).
 pub(super) const REGISTRY: &str = "\"pgshift\".\"staging\"";
 
+/// [`REGISTRY`] as a table, to ask the warehouse whether it exists.
+pub(super) fn registry_table() -> TableRef {
+    TableRef::new("pgshift", "staging")
+}
+
 /// The registry (if missing) and this staging table's row in it, in the set-up transaction before the table is
 /// created: no staging table exists that the registry does not name.
 fn register_sql(plan: &Plan, target: &TableRef, staging: &TableRef) -> Result<Vec<String>, LoadError> {
@@ -101,6 +106,14 @@ pub(super) fn unregister_sql(staging: &TableRef) -> Result<String, LoadError> {
         text_literal(&staging.schema)?,
         text_literal(&staging.name)?
     ))
+}
+
+/// A staging table dropped, if it is there, and its registry row with it (one transaction).
+pub(super) fn drop_staging_sql(staging: &TableRef) -> Result<Vec<String>, LoadError> {
+    Ok(vec![
+        format!("DROP TABLE IF EXISTS {}", qualified(staging)?),
+        unregister_sql(staging)?,
+    ])
 }
 
 /// The registry's rows: staging schema and name, target schema and name, run id, stage.

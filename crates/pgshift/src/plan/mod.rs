@@ -156,11 +156,9 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
         notes,
         started_at,
         planning_seconds: started.elapsed().as_secs_f64(),
-        // Memory 0 off Lambda: the ledger puts the memory the run assumes in its place.
         billed: Some(crate::contract::ledger::Billed::here(
             "planner",
             started.elapsed().as_secs_f64(),
-            0,
         )),
     }
     .seal()

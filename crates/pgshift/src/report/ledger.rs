@@ -41,32 +41,17 @@ pub async fn write(stages: &dyn StageOpener, plan_url: &str, facts: &LedgerFacts
 /// The ledger record of a run read back from its stage: pure, so its arithmetic is tested without a stage.
 pub fn of(r: &RunRecord, facts: &LedgerFacts) -> Ledger {
     let memory = facts.assumed_memory_mb.max(128);
-    let estimated = |function: &str, seconds: f64| Billed {
-        function: function.into(),
-        seconds,
-        memory_mb: memory,
-        arch: "arm64".into(),
-        basis: Basis::Estimated,
-    };
+    let estimated = |function: &str, seconds: f64| Billed::estimated(function, seconds, memory);
     let tables: Vec<LedgerTable> = r.plan.tables.iter().map(|t| table_of(r, &t.table, memory)).collect();
     let load = r.load.as_ref();
     // What the planner and the loader recorded of themselves (actual on Lambda), else estimated from their times.
-    let own = |b: &Billed| match b.memory_mb {
-        0 => Billed {
-            memory_mb: memory,
-            basis: Basis::Estimated,
-            ..b.clone()
-        },
-        _ => b.clone(),
-    };
     let invocations = facts.invocations.clone().unwrap_or_else(|| {
-        let mut v = vec![r
-            .plan
-            .billed
-            .as_ref()
-            .map_or_else(|| estimated("planner", r.plan.planning_seconds), own)];
+        let mut v = vec![r.plan.billed.as_ref().map_or_else(
+            || estimated("planner", r.plan.planning_seconds),
+            |b| b.clone().assuming(memory),
+        )];
         match load {
-            Some(l) if !l.billed.is_empty() => v.extend(l.billed.iter().map(own)),
+            Some(l) if !l.billed.is_empty() => v.extend(l.billed.iter().map(|b| b.clone().assuming(memory))),
             Some(l) => v.push(estimated("loader", l.seconds)),
             None => {}
         }
@@ -125,28 +110,11 @@ fn table_of(r: &RunRecord, table: &TableRef, memory: u32) -> LedgerTable {
     let mut invocations: Vec<Billed> = results
         .iter()
         .map(|x| match &x.billed {
-            Some(b) if b.memory_mb > 0 => b.clone(),
-            Some(b) => Billed {
-                memory_mb: memory,
-                basis: Basis::Estimated,
-                ..b.clone()
-            },
-            None => Billed {
-                function: "extractor".into(),
-                seconds: x.seconds,
-                memory_mb: memory,
-                arch: "arm64".into(),
-                basis: Basis::Estimated,
-            },
+            Some(b) => b.clone().assuming(memory),
+            None => Billed::estimated("extractor", x.seconds, memory),
         })
         .collect();
-    invocations.extend(failed.iter().map(|f| Billed {
-        function: "extractor".into(),
-        seconds: f.seconds,
-        memory_mb: memory,
-        arch: "arm64".into(),
-        basis: Basis::Estimated,
-    }));
+    invocations.extend(failed.iter().map(|f| Billed::estimated("extractor", f.seconds, memory)));
     // Counted by every attempt that landed (failed attempts add their record); estimated from the objects when an
     // attempt did not count.
     let counted: Option<Vec<StageRequests>> = results.iter().map(|x| x.requests).collect();
@@ -202,13 +170,7 @@ pub fn predicted(plan: &crate::contract::plan::Plan, memory_mb: u32, warehouse: 
         .first()
         .map_or(256 << 20, |t| t.writer.target_file_bytes)
         .max(1);
-    let billed = |function: &str, seconds: f64| Billed {
-        function: function.into(),
-        seconds,
-        memory_mb,
-        arch: "arm64".into(),
-        basis: Basis::Estimated,
-    };
+    let billed = |function: &str, seconds: f64| Billed::estimated(function, seconds, memory_mb);
     let tables: Vec<LedgerTable> = plan
         .tables
         .iter()
