@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use pgshift_tests::fingerprint::fingerprint_of;
 use pgshift_tests::lambda_api::{Answer, RuntimeApi};
 use pgshift_tests::{cluster, connect, stage_dir};
 use serde_json::{json, Value};
@@ -157,12 +158,17 @@ async fn the_three_binaries_answer_events_and_report_errors_by_name() -> Result<
     assert_eq!(progress["done"], true);
     assert_eq!(progress["summary"]["rows"], 5300);
     assert_eq!(progress["summary"]["loaded"], 2);
-    let n: i64 = connect(&target)
-        .await?
-        .query_one("SELECT count(*) FROM sales.orders", &[])
-        .await?
-        .get(0);
-    assert_eq!(n, 5000);
+    // What the Lambdas loaded equals the source, row count and every column's values in key order.
+    for (table, key, rows) in [("orders", "id", "rows=5000"), ("customers", "id", "rows=300")] {
+        let key = [key.to_string()];
+        let loaded = fingerprint_of(&target, ("sales", table), &[], &key, &[]).await?;
+        assert_eq!(
+            loaded,
+            fingerprint_of(&source, ("sales", table), &[], &key, &[]).await?,
+            "{table}"
+        );
+        assert_eq!(loaded[0], rows, "{table}");
+    }
     let (ty, _) = error(api.call(json!({"action": "frobnicate"}), WAIT).await?)?;
     assert_eq!(ty, "Pipeline.Fatal.InvalidInput");
     Ok(())

@@ -22,5 +22,5 @@ fuzz_target!(|data: &[u8]| {
         from = c.max(from);
     }
     chunks.push(&stream[from..]);
-    let _ = pgshift::source::decode_chunks(&task.columns, &task.key, &chunks);
+    let _ = pgshift::source::decode_chunks(&task.columns, &task.key, &chunks, 4096);
 });

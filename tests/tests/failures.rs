@@ -309,7 +309,8 @@ async fn a_connection_dropped_mid_stream_leaves_no_file() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_that_cannot_succeed_fail_at_once_by_name_and_transient_ones_are_retried() -> Result<()> {
+async fn connections_that_cannot_succeed_fail_within_seconds_by_name_and_transient_ones_are_named_retryable(
+) -> Result<()> {
     use pgshift::source::SourceConnector;
     let url = db("connfail", "SELECT 1").await?;
     let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or_default();
@@ -343,10 +344,17 @@ async fn connections_that_cannot_succeed_fail_at_once_by_name_and_transient_ones
         ),
     ];
     for (conn, name, says) in cases {
+        // At once: one attempt, no retry inside the connector (the state machine's Retry decides by the name).
+        let t0 = std::time::Instant::now();
         let e = match pgshift::PgConnector::new(&conn)?.connect().await {
             Ok(_) => anyhow::bail!("{conn}: connected"),
             Err(e) => e,
         };
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "{conn}: failed after {:?}",
+            t0.elapsed()
+        );
         assert_eq!(e.name(), name, "{conn}: {e}");
         let text = e.to_string();
         for s in says {

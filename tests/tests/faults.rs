@@ -4,7 +4,7 @@
 //! what was committed. Faults are injected at the ports (a stage whose writes fail at a key, a warehouse whose
 //! transactions fail at a statement), so each is a real failure of a real PostgreSQL transaction or a real file.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -64,20 +64,30 @@ fn fault(name: &'static str, at: At) -> Fault {
     }
 }
 
-/// Faults armed until the run ends; how many struck.
+/// Faults armed until the run ends; how many times each of a point's faults struck (by its index in `at`).
 #[derive(Default)]
 struct Switch {
     armed: AtomicBool,
-    struck: AtomicUsize,
+    struck: std::sync::Mutex<std::collections::BTreeMap<usize, usize>>,
 }
 
 impl Switch {
-    fn hits(&self) -> bool {
+    /// Whether fault `i` strikes now (armed); counted if so.
+    fn hits(&self, i: usize) -> bool {
         let on = self.armed.load(Ordering::SeqCst);
         if on {
-            self.struck.fetch_add(1, Ordering::SeqCst);
+            *self.struck.lock().expect("lock").entry(i).or_default() += 1;
         }
         on
+    }
+
+    /// The faults of `at` that never struck.
+    fn missed(&self, at: &[At]) -> Vec<At> {
+        let struck = self.struck.lock().expect("lock");
+        (0..at.len())
+            .filter(|i| !struck.contains_key(i))
+            .map(|i| at[i])
+            .collect()
     }
 }
 
@@ -92,7 +102,9 @@ fn disk_full(key: &str) -> StageError {
 fn fault_stages(at: Vec<At>, switch: Arc<Switch>) -> Arc<HookedStages> {
     let gate: Gate = Arc::new(move |op| {
         let hit = |pick: fn(&At) -> Option<&'static str>, key: &str| {
-            at.iter().filter_map(pick).any(|k| key.contains(k)) && switch.hits()
+            at.iter()
+                .enumerate()
+                .any(|(i, a)| pick(a).is_some_and(|k| key.contains(k)) && switch.hits(i))
         };
         match op {
             Op::Create(key) if hit(|a| if let At::Create(k) = a { Some(k) } else { None }, key) => {
@@ -126,9 +138,9 @@ fn sql_is(step: &Step<'_>, prefix: &str, part: &str) -> bool {
 }
 
 impl FaultWarehouse {
-    /// Where in this transaction the fault goes, if it strikes it.
-    fn position(&self, steps: &[Step<'_>]) -> Option<usize> {
-        for a in &self.at {
+    /// Where in this transaction a fault goes (its index in `at`, and the step it goes before), if one is set for it.
+    fn position(&self, steps: &[Step<'_>]) -> Option<(usize, usize)> {
+        for (i, a) in self.at.iter().enumerate() {
             let at = match *a {
                 At::Before(p, part) => steps.iter().position(|s| sql_is(s, p, part)),
                 At::After(p, part) => steps.iter().position(|s| sql_is(s, p, part)).map(|i| i + 1),
@@ -140,8 +152,8 @@ impl FaultWarehouse {
                 At::First(p, part) => steps.first().filter(|s| sql_is(s, p, part)).map(|_| 0),
                 _ => None,
             };
-            if at.is_some() {
-                return at;
+            if let Some(at) = at {
+                return Some((i, at));
             }
         }
         None
@@ -154,7 +166,8 @@ impl Warehouse for FaultWarehouse {
     }
     fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>> {
         Box::pin(async move {
-            if self.at.iter().any(|a| matches!(a, At::QueryCut)) && self.switch.hits() {
+            let cut = self.at.iter().position(|a| matches!(a, At::QueryCut));
+            if cut.is_some_and(|i| self.switch.hits(i)) {
                 return Err(WarehouseError::Sql {
                     detail: "injected: connection reset by peer".into(),
                     retryable: true,
@@ -164,8 +177,8 @@ impl Warehouse for FaultWarehouse {
         })
     }
     fn submit<'a>(&'a self, mut batch: Batch<'a>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
-        if let Some(i) = self.position(&batch.steps) {
-            if self.switch.hits() {
+        if let Some((fault, i)) = self.position(&batch.steps) {
+            if self.switch.hits(fault) {
                 batch.steps.insert(i, Step::Sql(RAISE.into()));
             }
         }
@@ -231,7 +244,8 @@ async fn prove(source: &str, f: &Fault) -> Result<()> {
         switch: switch.clone(),
     });
     let first = run_once(source, req.clone(), stages.clone(), wh.clone(), "run-fault").await?;
-    anyhow::ensure!(switch.struck.load(Ordering::SeqCst) > 0, "the fault never struck");
+    let missed = switch.missed(&f.at);
+    anyhow::ensure!(missed.is_empty(), "these faults never struck: {missed:?}");
     anyhow::ensure!(
         first.output.is_err() == f.fails,
         "the faulted run: {:?}",
@@ -363,7 +377,9 @@ fn loader_faults() -> Vec<Fault> {
     ];
     out.push(Fault {
         name: "atomic run: mid-swap of the second table",
-        at: vec![At::After("ALTER TABLE \"sales\".\"items__pgshift", "RENAME")],
+        // One transaction: every COPY and reconcile, then the swaps in name order (items, then orders). The fault
+        // strikes once items is swapped in and orders' old target is dropped, before its staging table is renamed.
+        at: vec![At::After("DROP TABLE \"sales\".\"orders\"", "")],
         atomic: Atomicity::Run,
         fails: true,
     });
@@ -417,8 +433,14 @@ async fn loader_and_cleanup_faults_resume_to_the_source_exactly() -> Result<()> 
 }
 
 #[test]
-fn the_matrix_has_at_least_twenty_points() {
-    assert!(planner_and_extractor_faults().len() + loader_faults().len() >= 20);
+fn the_matrix_has_twenty_three_distinct_points() {
+    let names: std::collections::BTreeSet<&str> = planner_and_extractor_faults()
+        .iter()
+        .chain(loader_faults().iter())
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names.len(), 23, "{names:?}");
+    assert_eq!(planner_and_extractor_faults().len() + loader_faults().len(), 23);
 }
 
 /// A resumed run extracts only what did not land: the ranges whose results verify are kept as they are.

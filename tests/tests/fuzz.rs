@@ -124,8 +124,10 @@ async fn the_copy_decoder_never_panics_and_a_split_never_changes_what_it_decodes
     while let Some(chunk) = stream.next().await {
         data.extend_from_slice(&chunk?);
     }
-    let whole = decode_chunks(&columns, &key, &[&data]).map_err(anyhow::Error::msg)?;
-    assert_eq!(whole.iter().sum::<usize>(), 300);
+    // Batches of about 4 KiB: a split must leave every batch boundary, and every decoded value, where it was.
+    let whole = decode_chunks(&columns, &key, &[&data], 4096).map_err(anyhow::Error::msg)?;
+    assert_eq!(whole.iter().map(|b| b.num_rows()).sum::<usize>(), 300);
+    assert!(whole.len() > 3, "several batches: {}", whole.len());
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut panics, mut errors) = (Vec::new(), 0usize);
     for case in 0..4000u32 {
@@ -137,7 +139,7 @@ async fn the_copy_decoder_never_panics_and_a_split_never_changes_what_it_decodes
         };
         let cuts = splits(&mut rng, input.len());
         let out = catch_unwind(AssertUnwindSafe(|| {
-            decode_chunks(&columns, &key, &chunks(&input, &cuts))
+            decode_chunks(&columns, &key, &chunks(&input, &cuts), 4096)
         }));
         match out {
             Err(_) => panics.push(format!("case {case} (seed {seed:#x})")),
@@ -152,7 +154,7 @@ async fn the_copy_decoder_never_panics_and_a_split_never_changes_what_it_decodes
         input.extend((0..rng.below(512)).map(|_| rng.next() as u8));
         let cuts = splits(&mut rng, input.len());
         if catch_unwind(AssertUnwindSafe(|| {
-            decode_chunks(&columns, &key, &chunks(&input, &cuts))
+            decode_chunks(&columns, &key, &chunks(&input, &cuts), 4096)
         }))
         .is_err()
         {

@@ -46,7 +46,17 @@ impl Warehouse for Hooked {
         (self.edit)(&mut batch.steps);
         Box::pin(async move {
             if let Some(b) = &self.together {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), b.wait()).await;
+                // A test that holds transactions to start them together proves nothing if they never met: the
+                // transaction fails instead, and so does the test.
+                if tokio::time::timeout(std::time::Duration::from_secs(30), b.wait())
+                    .await
+                    .is_err()
+                {
+                    return Err(WarehouseError::Sql {
+                        detail: "test barrier: the held load transactions never ran together".into(),
+                        retryable: false,
+                    });
+                }
             }
             self.inner.submit(batch).await
         })

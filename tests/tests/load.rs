@@ -5,17 +5,18 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, LoadRequest};
-use pgshift::contract::model::{ColumnSpec, ExtractTask};
+use pgshift::contract::model::ExtractTask;
 use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings};
-use pgshift::contract::types::Mapping;
+use pgshift::contract::types::Cast;
 use pgshift::load::{LoadContext, LoadError};
 use pgshift::plan::PlanContext;
-use pgshift::source::{PgConnector, SESSION_SETTINGS};
+use pgshift::source::PgConnector;
 use pgshift::stage::s3::S3Options;
 use pgshift::stage::Stage;
 use pgshift::warehouse::postgres::PgWarehouse;
 use pgshift::warehouse::{Step, Warehouse};
 use pgshift::UrlStages;
+use pgshift_tests::fingerprint::{fingerprint_of, Canon};
 use pgshift_tests::{cluster, connect, s3_server, stage_dir};
 
 use super::hooked::{is_sql, Edit, Hooked};
@@ -30,55 +31,34 @@ CREATE TABLE sales.items (order_id int8, line int2, qty int4 NOT NULL, sku uuid 
 INSERT INTO sales.items SELECT g / 3, (g % 3)::int2, g % 7, md5('s' || g)::uuid FROM generate_series(3, 30002) g;
 ANALYZE;";
 
-/// The same aggregate over source (through the extraction's select expression) and target (the plain column).
-fn aggregates(c: &ColumnSpec, source: bool) -> String {
-    let col = pgshift::contract::sql::ident(&c.name).expect("column name");
-    let e = if source {
-        pgshift::contract::sql::select_expr(c).expect("column")
-    } else {
-        col
-    };
-    let agg = match c.mapping {
-        Mapping::Bool => format!("count(*) FILTER (WHERE {e})"),
-        // Through text: exact for every numeric type (oid has no cast to numeric; float text is shortest-exact).
-        Mapping::Int16
-        | Mapping::Int32
-        | Mapping::Int64
-        | Mapping::Oid
-        | Mapping::Decimal { .. }
-        | Mapping::Float32
-        | Mapping::Float64 => format!("sum(({e})::text::numeric)"),
-        Mapping::Text | Mapping::Json | Mapping::Jsonb | Mapping::Uuid => {
-            format!("sum(octet_length(CASE WHEN {e} IS NULL THEN NULL ELSE format('%s', {e}) END))")
-        }
-        Mapping::Binary => format!("sum(octet_length({e}))"),
-        Mapping::Date { .. } => format!("sum({e} - DATE '1970-01-01')"),
-        Mapping::Timestamp { .. } | Mapping::TimestampTz { .. } => format!("sum(extract(epoch FROM {e}))"),
-    };
-    format!("count({e})::text || '/' || coalesce(({agg})::text, 'null')")
-}
-
-/// Row count and per-column aggregates of a table, as text.
+/// What `table` holds in the database at `url`: its row count and a hash of every column's values in key order,
+/// computed by the tests' own SQL (`pgshift_tests::fingerprint`). On the source side (`source`), the columns the plan
+/// casts are rendered as the cast's result by the test's expression, not the extractor's.
 pub(crate) async fn fingerprint(url: &str, plan: &Plan, table: &str, source: bool) -> Result<Vec<String>> {
     let t = plan
         .tables
         .iter()
         .find(|t| t.table.to_string() == table)
         .expect("planned table");
-    let client = connect(url).await?;
-    client.batch_execute(SESSION_SETTINGS).await?;
-    let list = t
-        .columns
-        .iter()
-        .map(|c| aggregates(c, source))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let q = format!(
-        "SELECT count(*)::text, {list} FROM {}",
-        pgshift::contract::sql::table(&t.table).expect("table")
-    );
-    let row = client.query_one(&q, &[]).await?;
-    Ok((0..=t.columns.len()).map(|i| row.get::<_, String>(i)).collect())
+    let names: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+    let canon: Vec<(String, Canon)> = match source {
+        false => Vec::new(),
+        true => t
+            .columns
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), canon_of(c.cast?))))
+            .collect(),
+    };
+    fingerprint_of(url, (&t.table.schema, &t.table.name), &names, &t.key, &canon).await
+}
+
+/// How the test renders a source column the extractor casts.
+fn canon_of(cast: Cast) -> Canon {
+    match cast {
+        Cast::Text => Canon::Output,
+        Cast::Json => Canon::Json,
+        Cast::Numeric => Canon::Numeric,
+    }
 }
 
 pub(crate) async fn plan_and_extract(
@@ -473,5 +453,88 @@ async fn replace_swaps_by_rename_keeping_owner_grants_and_key_and_falls_back_whe
         after.3,
         "the same table, its rows replaced"
     );
+    Ok(())
+}
+
+/// The evidence can fail: in a loaded copy of every column type, two rows' values swapped (every length, sum and
+/// count kept), or one value changed at the same length and sum, changes exactly that column's hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fingerprint_sees_a_swapped_or_changed_value_in_every_column_type() -> Result<()> {
+    let source = db("fpsrc", ALL_TYPES).await?;
+    let target = cluster().create_db("fpwh").await?;
+    let stage = format!("file://{}", stage_dir("fingerprint").display());
+    let plan = plan_and_extract(
+        &source,
+        &[r#""Odd ""Schema""".all_types"#],
+        &stage,
+        Arc::new(UrlStages::default()),
+    )
+    .await?;
+    load(
+        Arc::new(PgWarehouse::new(&target)?),
+        &plan,
+        LoadMode::Replace,
+        Atomicity::Table,
+    )
+    .await?;
+    let name = r#"Odd "Schema".all_types"#;
+    let want = fingerprint(&source, &plan, name, true).await?;
+    assert_eq!(fingerprint(&target, &plan, name, false).await?, want);
+    let t = &plan.tables[0];
+    let wh = connect(&target).await?;
+    let table = r#""Odd ""Schema""".all_types"#;
+    let mut mappings = std::collections::BTreeSet::new();
+    for (i, c) in t.columns.iter().enumerate().filter(|(_, c)| c.name != "id") {
+        let col = pgshift_tests::fingerprint::quote(&c.name);
+        // Rows 2 and 3 differ in every column.
+        let swap = format!(
+            "UPDATE {table} SET {col} = CASE id WHEN 2 THEN (SELECT {col} FROM {table} WHERE id = 3) \
+             ELSE (SELECT {col} FROM {table} WHERE id = 2) END WHERE id IN (2, 3)"
+        );
+        wh.batch_execute(&swap).await?;
+        let got = fingerprint(&target, &plan, name, false).await?;
+        let changed: Vec<usize> = (0..got.len()).filter(|&k| got[k] != want[k]).collect();
+        assert_eq!(changed, [i + 1], "{}: a swap of two rows' values", c.name);
+        wh.batch_execute(&swap).await?;
+        assert_eq!(fingerprint(&target, &plan, name, false).await?, want, "{}", c.name);
+        mappings.insert(
+            format!("{:?}", c.mapping)
+                .split([' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    // Every Arrow mapping of the type table is among the columns.
+    assert_eq!(mappings.len(), 16, "{mappings:?}");
+    // One value changed, its length (and where there is one, the column's sum) kept: text, uuid, bytea, json; a
+    // pair of numbers, dates and timestamps moved in opposite directions.
+    let changes = [
+        ("t", "UPDATE {t} SET t = 'hellp' WHERE id = 2"),
+        ("u", "UPDATE {t} SET u = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12' WHERE id = 2"),
+        ("by", "UPDATE {t} SET by = '\\xdeadbeef01' WHERE id = 2"),
+        ("jb", "UPDATE {t} SET jb = replace(jb, '1', '2') WHERE id = 2"),
+        ("i4", "UPDATE {t} SET i4 = i4 + CASE id WHEN 2 THEN 1 ELSE -1 END WHERE id IN (2, 4)"),
+        ("n12", "UPDATE {t} SET n12 = n12 + CASE id WHEN 2 THEN 0.01 ELSE -0.01 END WHERE id IN (2, 4)"),
+        ("dt", "UPDATE {t} SET dt = dt + CASE id WHEN 2 THEN 1 ELSE -1 END WHERE id IN (2, 4)"),
+        (
+            "tstz",
+            "UPDATE {t} SET tstz = tstz + CASE id WHEN 2 THEN INTERVAL '1 s' ELSE INTERVAL '-1 s' END WHERE id IN (2, 4)",
+        ),
+    ];
+    wh.batch_execute(&format!("CREATE TABLE public.kept AS SELECT * FROM {table}"))
+        .await?;
+    for (column, sql) in changes {
+        let i = t.columns.iter().position(|c| c.name == column).expect("column");
+        wh.batch_execute(&sql.replace("{t}", table)).await?;
+        let got = fingerprint(&target, &plan, name, false).await?;
+        let changed: Vec<usize> = (0..got.len()).filter(|&k| got[k] != want[k]).collect();
+        assert_eq!(changed, [i + 1], "{column}: {sql}");
+        wh.batch_execute(&format!(
+            "UPDATE {table} t SET {column} = k.{column} FROM public.kept k WHERE t.id = k.id"
+        ))
+        .await?;
+    }
+    assert_eq!(fingerprint(&target, &plan, name, false).await?, want);
     Ok(())
 }

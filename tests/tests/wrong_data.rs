@@ -430,22 +430,29 @@ async fn keyless_tables_on_a_live_source_are_read_in_one_snapshot() -> Result<()
     assert!(matches!(plan.tables[0].strategy, Strategy::CtidPages { .. }));
     assert_eq!(plan.tasks.len(), 4);
 
-    // A run while every row is being updated (each UPDATE moves a row to another page): every row once.
+    // A run while every row is being updated (each UPDATE moves 2,500 rows to other pages): every row once, and
+    // every UPDATE either wholly in or wholly out of what was read.
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (stop, source) = (stop.clone(), source.clone());
+        let (stop, done, source) = (stop.clone(), done.clone(), source.clone());
         tokio::spawn(async move {
             let c = connect(&source).await?;
-            for k in 0..10_000u32 {
+            for k in 0..100_000u32 {
                 if stop.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
                 }
                 c.execute("UPDATE h SET v = v + 1 WHERE id % 20 = $1", &[&i64::from(k % 20)])
                     .await?;
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             anyhow::Ok(())
         })
     };
+    while done.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let before = done.load(std::sync::atomic::Ordering::SeqCst);
     let out = run_local(
         &source,
         request(&stage, &["public.h"], 4),
@@ -453,12 +460,24 @@ async fn keyless_tables_on_a_live_source_are_read_in_one_snapshot() -> Result<()
         Arc::new(PgWarehouse::new(&target)?),
     )
     .await?;
+    let after = done.load(std::sync::atomic::Ordering::SeqCst);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     writer.await??;
     out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
     let wh = connect(&target).await?;
-    let row = wh.query_one("SELECT count(*), count(DISTINCT id) FROM h", &[]).await?;
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (50_000, 50_000));
+    let row = wh
+        .query_one("SELECT count(*), count(DISTINCT id), sum(v)::int8 FROM h", &[])
+        .await?;
+    let (n, distinct, sum) = (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2));
+    assert_eq!((n, distinct), (50_000, 50_000));
+    // Each committed UPDATE adds 2,500 to sum(v): one snapshot holds a whole number of them, and the writer ran on
+    // both sides of it (more UPDATEs were read than had committed when the run started, fewer than when it ended).
+    assert_eq!(sum % 2_500, 0, "a torn read: sum(v) = {sum}");
+    let read = (sum / 2_500) as u64;
+    assert!(
+        before < read && read < after,
+        "the writer ran during the run: {before} UPDATEs before it, {read} read, {after} when it ended"
+    );
     Ok(())
 }
 

@@ -266,11 +266,22 @@ async fn full_jitter_never_waits_longer_than_the_backoff() {
             "End": true
         }
     });
-    for _ in 0..5 {
+    // Full jitter waits a uniform fraction of the backoff: never longer, and not the backoff itself each time (a
+    // plain 8 s wait fails here). Over 40 retries the waits differ, and their mean is near 4 s, far from 8 s.
+    let mut waits = Vec::new();
+    for _ in 0..40 {
         let t0 = tokio::time::Instant::now();
         assert!(run(states.clone(), flaky(1, "E"), json!({})).await.is_ok());
-        assert!(t0.elapsed() <= Duration::from_secs(8));
+        waits.push(t0.elapsed());
     }
+    assert!(waits.iter().all(|w| *w <= Duration::from_secs(8)), "{waits:?}");
+    let distinct: std::collections::BTreeSet<_> = waits.iter().collect();
+    assert!(distinct.len() > 20, "the waits vary: {waits:?}");
+    let mean = waits.iter().sum::<Duration>() / 40;
+    assert!(
+        mean > Duration::from_secs(2) && mean < Duration::from_secs(6),
+        "mean wait {mean:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -26,10 +26,8 @@ fn a_failure_is_printed_once_without_colour_codes_when_stderr_is_not_a_terminal(
         "names host and port: {stderr}"
     );
     assert!(stderr.contains("check the host name"), "{stderr}");
-    let cause = "Name or service not known";
-    assert!(
-        stderr.matches(cause).count() <= 1,
-        "the failure is printed once: {stderr}"
-    );
-    assert!(stderr.contains("Pipeline.Fatal.NotFound"), "{stderr}");
+    // Printed, and printed once: the cause and the error's name each appear exactly once, logs included.
+    for once in ["Name or service not known", "Pipeline.Fatal.NotFound"] {
+        assert_eq!(stderr.matches(once).count(), 1, "{once:?} printed once: {stderr}");
+    }
 }

@@ -34,9 +34,11 @@ pub fn select_expr(c: &ColumnSpec) -> Result<String, String> {
     let col = ident(&c.name)?;
     Ok(match c.cast {
         None => col,
-        Some(Cast::Text) => format!("{col}::text"),
-        Some(Cast::Json) => format!("to_json({col})::text"),
-        Some(Cast::Numeric) => format!("{col}::numeric"),
+        // The type's own output function (what psql prints), which `::text` is not for every type: `inet`'s cast
+        // adds the mask (`::1/128` for `::1`), `bool`'s spells `true` for `t`, `bpchar`'s trims the padding.
+        Some(Cast::Text) => format!("CASE WHEN {col} IS NULL THEN NULL ELSE pg_catalog.format('%s', {col}) END"),
+        Some(Cast::Json) => format!("pg_catalog.to_json({col})::pg_catalog.text"),
+        Some(Cast::Numeric) => format!("{col}::pg_catalog.numeric"),
     })
 }
 

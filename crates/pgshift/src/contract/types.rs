@@ -47,9 +47,10 @@ pub mod oid {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cast {
-    /// `col::text`: the value as Postgres prints it (with the session's ISO settings).
+    /// The value as Postgres prints it: the type's output function (`format('%s', col)`, with the session's ISO
+    /// settings), not the `::text` cast, which differs for `inet`, `bool` and `bpchar`.
     Text,
-    /// `to_json(col)::text`: arrays and composites as JSON.
+    /// `pg_catalog.to_json(col)::text`: arrays and composites as JSON.
     Json,
     /// `col::numeric`: money as an exact decimal.
     Numeric,

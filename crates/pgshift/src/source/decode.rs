@@ -548,22 +548,27 @@ fn infinity<T>(positive: bool, inf: InfinityPolicy, (lo, hi): (T, T)) -> Result<
     }
 }
 
-/// Decodes a binary COPY stream handed over in `chunks` (split anywhere) for the columns of a task: the rows decoded
-/// and, per batch, its row count, or the decoder's error. The fuzz targets' and the bounded fuzz test's entry: any
-/// input, however malformed, must end in one of the two, never a panic.
+/// Decodes a binary COPY stream handed over in `chunks` (split anywhere) for the columns of a task, in batches of about
+/// `batch_bytes`: the batches decoded, or the decoder's error. The fuzz targets' and the bounded fuzz test's entry: any input,
+/// however malformed, must end in one of the two, never a panic; and however it is split, in the same batches.
 #[doc(hidden)]
-pub fn decode_chunks(columns: &[ColumnSpec], key: &[String], chunks: &[&[u8]]) -> Result<Vec<usize>, String> {
+pub fn decode_chunks(
+    columns: &[ColumnSpec],
+    key: &[String],
+    chunks: &[&[u8]],
+    batch_bytes: usize,
+) -> Result<Vec<RecordBatch>, String> {
     let schema = Arc::new(crate::contract::types::arrow_schema(columns));
-    let mut d = CopyDecoder::new(schema, columns, key, 4096);
+    let mut d = CopyDecoder::new(schema, columns, key, batch_bytes);
     let mut batches = Vec::new();
     for c in chunks {
         d.feed(c, &mut |b| {
-            batches.push(b.num_rows());
+            batches.push(b);
             Ok(())
         })
         .map_err(|e| format!("{e:?}"))?;
     }
     let (last, _) = d.finish().map_err(|e| format!("{e:?}"))?;
-    batches.extend(last.map(|b| b.num_rows()));
+    batches.extend(last);
     Ok(batches)
 }
