@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio_postgres::NoTls;
 
+pub mod data_api;
 pub mod fingerprint;
 pub mod hooked;
 pub mod lambda_api;

@@ -85,20 +85,35 @@ fn described(status: ExecutionStatus) -> DescribeExecutionOutput {
     b.build().expect("described")
 }
 
-/// A history of three pages: Trigger, Plan (with the plan URL in its output), the Map run, Load.
-fn history_pages() -> aws_smithy_mocks::Rule {
-    let plan = r#"{"plan": {"plan_url": "s3://stage/runs/run-1/plan.json", "run_id": "run-1"}}"#;
+/// One page of `GetExecutionHistory` of `execution`, answered once and only to the request that carries exactly
+/// `token` (`None`: the first page): an adapter that drops or repeats the token asks for a page no rule serves, and
+/// the mock refuses it.
+fn history_page(
+    execution: &'static str,
+    token: Option<&'static str>,
+    page: impl Fn() -> GetExecutionHistoryOutput + Send + Sync + 'static,
+) -> aws_smithy_mocks::Rule {
     mock!(Client::get_execution_history)
+        .match_requests(move |r| r.execution_arn() == Some(execution) && r.next_token() == token)
         .sequence()
-        .output(|| {
+        .output(page)
+        .build()
+}
+
+/// A history of three pages: Trigger, Plan (with the plan URL in its output), the Map run, Load; each page served
+/// only for the token the page before it returned.
+fn history_pages() -> [aws_smithy_mocks::Rule; 3] {
+    let plan = r#"{"plan": {"plan_url": "s3://stage/runs/run-1/plan.json", "run_id": "run-1"}}"#;
+    [
+        history_page(EXECUTION, None, || {
             GetExecutionHistoryOutput::builder()
                 .events(entered(1, "Trigger"))
                 .events(entered(2, "Plan"))
                 .next_token("page-2")
                 .build()
                 .expect("page")
-        })
-        .output(move || {
+        }),
+        history_page(EXECUTION, Some("page-2"), move || {
             GetExecutionHistoryOutput::builder()
                 .events(exited(3, "Plan", plan))
                 .events(entered(4, "Extract"))
@@ -106,14 +121,14 @@ fn history_pages() -> aws_smithy_mocks::Rule {
                 .next_token("page-3")
                 .build()
                 .expect("page")
-        })
-        .output(|| {
+        }),
+        history_page(EXECUTION, Some("page-3"), || {
             GetExecutionHistoryOutput::builder()
                 .events(entered(6, "Load"))
                 .build()
                 .expect("page")
-        })
-        .build()
+        }),
+    ]
 }
 
 #[tokio::test]
@@ -128,7 +143,6 @@ async fn start_describe_history_map_run_and_listings_read_every_page() -> Result
                 .expect("started")
         });
     let describe = mock!(Client::describe_execution).then_output(|| described(ExecutionStatus::Failed));
-    let history = history_pages();
     let map_run = mock!(Client::describe_map_run).then_output(|| {
         let c = Counts {
             total: 8,
@@ -149,8 +163,13 @@ async fn start_describe_history_map_run_and_listings_read_every_page() -> Result
             .build()
             .expect("item")
     };
-    let list = mock!(Client::list_executions)
-        .sequence()
+    // Each listing page answered once, and only to the token the page before returned.
+    let list_page = |token: Option<&'static str>| {
+        mock!(Client::list_executions)
+            .match_requests(move |r| r.state_machine_arn() == Some(MACHINE) && r.next_token() == token)
+            .sequence()
+    };
+    let list_1 = list_page(None)
         .output(move || {
             ListExecutionsOutput::builder()
                 .executions(item(1))
@@ -159,6 +178,8 @@ async fn start_describe_history_map_run_and_listings_read_every_page() -> Result
                 .build()
                 .expect("page")
         })
+        .build();
+    let list_2 = list_page(Some("n2"))
         .output(move || {
             ListExecutionsOutput::builder()
                 .executions(item(3))
@@ -166,10 +187,11 @@ async fn start_describe_history_map_run_and_listings_read_every_page() -> Result
                 .expect("page")
         })
         .build();
+    let [h1, h2, h3] = history_pages();
     let client = mock_client!(
         aws_sdk_sfn,
         RuleMode::MatchAny,
-        [&start, &describe, &history, &map_run, &list]
+        [&start, &describe, &h1, &h2, &h3, &map_run, &list_1, &list_2]
     );
     let x = AwsExecutions::new(client);
     assert_eq!(x.start(MACHINE, "run-1", "{}").await?, EXECUTION);
@@ -270,10 +292,10 @@ async fn every_error_is_named_and_says_what_to_do() -> Result<()> {
 async fn a_deployed_runs_transitions_are_counted_from_its_history_and_every_map_child() -> Result<()> {
     // The parent: four states entered over three pages, the Map run among them; its two children: one state each,
     // one of them entered twice (a retry).
-    let parent = history_pages();
+    let [p1, p2, p3] = history_pages();
     let child = |n: i64| format!("{MAP_RUN}:child-{n}");
     let children = mock!(Client::list_executions)
-        .match_requests(|r| r.map_run_arn() == Some(MAP_RUN))
+        .match_requests(|r| r.map_run_arn() == Some(MAP_RUN) && r.next_token().is_none())
         .then_output(move || {
             let item = |n: i64| {
                 ExecutionListItem::builder()
@@ -291,27 +313,26 @@ async fn a_deployed_runs_transitions_are_counted_from_its_history_and_every_map_
                 .build()
                 .expect("page")
         });
-    let child_one = mock!(Client::get_execution_history)
-        .match_requests(|r| r.execution_arn().is_some_and(|a| a.ends_with("child-1")))
-        .then_output(|| {
-            GetExecutionHistoryOutput::builder()
-                .events(entered(1, "ExtractRange"))
-                .build()
-                .expect("page")
-        });
-    let child_two = mock!(Client::get_execution_history)
-        .match_requests(|r| r.execution_arn().is_some_and(|a| a.ends_with("child-2")))
-        .then_output(|| {
-            GetExecutionHistoryOutput::builder()
-                .events(entered(1, "ExtractRange"))
-                .events(entered(2, "ExtractRange"))
-                .build()
-                .expect("page")
-        });
+    const CHILD_1: &str = "arn:aws:states:us-east-1:123456789012:mapRun:pgshift/Extract:run-1:child-1";
+    const CHILD_2: &str = "arn:aws:states:us-east-1:123456789012:mapRun:pgshift/Extract:run-1:child-2";
+    assert_eq!((child(1).as_str(), child(2).as_str()), (CHILD_1, CHILD_2));
+    let child_one = history_page(CHILD_1, None, || {
+        GetExecutionHistoryOutput::builder()
+            .events(entered(1, "ExtractRange"))
+            .build()
+            .expect("page")
+    });
+    let child_two = history_page(CHILD_2, None, || {
+        GetExecutionHistoryOutput::builder()
+            .events(entered(1, "ExtractRange"))
+            .events(entered(2, "ExtractRange"))
+            .build()
+            .expect("page")
+    });
     let client = mock_client!(
         aws_sdk_sfn,
         RuleMode::MatchAny,
-        [&child_one, &child_two, &parent, &children]
+        [&child_one, &child_two, &p1, &p2, &p3, &children]
     );
     let x = AwsExecutions::new(client);
     assert_eq!(executions::run_transitions(&x, EXECUTION).await?, 4 + 1 + 2);

@@ -24,6 +24,7 @@ mod pipeline;
 mod planner;
 mod rds_aws;
 mod redshift;
+mod redshift_pipeline;
 mod report;
 mod s3;
 mod snapshot;

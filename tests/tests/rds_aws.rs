@@ -55,7 +55,10 @@ fn request() -> SweepRequest {
 
 #[tokio::test]
 async fn the_sweep_pages_the_describes_and_deletes_only_this_stacks_old_restores() -> Result<()> {
-    let pages = mock!(Client::describe_db_instances)
+    // Each page answered once, and only to the request carrying exactly the marker the page before returned (none
+    // for the first): a sweep that drops or repeats the marker asks for a page no rule serves.
+    let page_1 = mock!(Client::describe_db_instances)
+        .match_requests(|r| r.marker().is_none())
         .sequence()
         .output(|| {
             DescribeDbInstancesOutput::builder()
@@ -64,6 +67,10 @@ async fn the_sweep_pages_the_describes_and_deletes_only_this_stacks_old_restores
                 .marker("page-2")
                 .build()
         })
+        .build();
+    let page_2 = mock!(Client::describe_db_instances)
+        .match_requests(|r| r.marker() == Some("page-2"))
+        .sequence()
         .output(|| {
             DescribeDbInstancesOutput::builder()
                 .db_instances(instance("pgshift-young", Some("pgshift"), 60))
@@ -85,30 +92,32 @@ async fn the_sweep_pages_the_describes_and_deletes_only_this_stacks_old_restores
                 .db_instance(DbInstance::builder().db_instance_status("deleting").build())
                 .build()
         });
-    let clusters = mock!(Client::describe_db_clusters).then_output(|| {
-        DescribeDbClustersOutput::builder()
-            .db_clusters(
-                DbCluster::builder()
-                    .db_cluster_identifier("pgshift-aurora")
-                    .status("available")
-                    .cluster_create_time(DateTime::from_secs(0))
-                    .set_tag_list(Some(tags("pgshift")))
-                    .db_cluster_members(
-                        DbClusterMember::builder()
-                            .db_instance_identifier("pgshift-dead")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .db_clusters(
-                DbCluster::builder()
-                    .db_cluster_identifier("analytics")
-                    .status("available")
-                    .cluster_create_time(DateTime::from_secs(0))
-                    .build(),
-            )
-            .build()
-    });
+    let clusters = mock!(Client::describe_db_clusters)
+        .match_requests(|r| r.marker().is_none())
+        .then_output(|| {
+            DescribeDbClustersOutput::builder()
+                .db_clusters(
+                    DbCluster::builder()
+                        .db_cluster_identifier("pgshift-aurora")
+                        .status("available")
+                        .cluster_create_time(DateTime::from_secs(0))
+                        .set_tag_list(Some(tags("pgshift")))
+                        .db_cluster_members(
+                            DbClusterMember::builder()
+                                .db_instance_identifier("pgshift-dead")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .db_clusters(
+                    DbCluster::builder()
+                        .db_cluster_identifier("analytics")
+                        .status("available")
+                        .cluster_create_time(DateTime::from_secs(0))
+                        .build(),
+                )
+                .build()
+        });
     let cluster_deleted: Deleted = Arc::default();
     let seen = cluster_deleted.clone();
     let delete_cluster = mock!(Client::delete_db_cluster)
@@ -121,7 +130,7 @@ async fn the_sweep_pages_the_describes_and_deletes_only_this_stacks_old_restores
     let client = mock_client!(
         aws_sdk_rds,
         RuleMode::MatchAny,
-        [&pages, &delete, &clusters, &delete_cluster]
+        [&page_1, &page_2, &delete, &clusters, &delete_cluster]
     );
     let out = sweep(&AwsRds::new(client), &request()).await?;
     assert_eq!(out.deleted_instances, ["pgshift-dead", "pgshift-dead-2"], "{out:?}");
@@ -139,7 +148,7 @@ async fn the_sweep_pages_the_describes_and_deletes_only_this_stacks_old_restores
         *cluster_deleted.lock().unwrap(),
         [("pgshift-aurora".to_string(), Some(true))]
     );
-    assert_eq!(pages.num_calls(), 2, "both pages were read");
+    assert!(page_1.is_exhausted() && page_2.is_exhausted(), "both pages were read");
     Ok(())
 }
 

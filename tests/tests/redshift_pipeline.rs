@@ -1,0 +1,670 @@
+//! Whole runs through the definition (`LocalRun`) from a real PostgreSQL source into Redshift, the Data API faked
+//! (`pgshift_tests::data_api`): every statement a run sends, in full, built here from the run's plan as the stage
+//! holds it; the fake answers each statement by its own id.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use aws_sdk_redshiftdata::types::StatusString;
+use pgshift::contract::layout::{manifest_key, plan_key};
+use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, StepKind};
+use pgshift::contract::model::TableRef;
+use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings, TablePlan};
+use pgshift::entry::pipeline::{LocalRun, RunOutcome, DEFINITION};
+use pgshift::source::PgConnector;
+use pgshift::warehouse::redshift::{copy_sql, RedshiftWarehouse};
+use pgshift::warehouse::{reconcile_sql, CopyJob, Dialect, Warehouse};
+use pgshift::UrlStages;
+use pgshift_tests::data_api::{DataApi, Refusal, Request, Script};
+
+use super::redshift::{cluster, cluster_target, fast};
+
+const IAM_ROLE: &str = "arn:aws:iam::123456789012:role/pgshift-copy";
+
+/// A run through the definition, loading `tables` into Redshift answered by `api`; its outcome and stage URL.
+async fn run_redshift(
+    source: &str,
+    tables: &[&str],
+    api: &DataApi,
+    name: &str,
+    edit: impl FnOnce(&mut LocalRun),
+) -> Result<(RunOutcome, String)> {
+    let stage = format!("file://{}", pgshift_tests::stage_dir(name).display());
+    let wh = RedshiftWarehouse::new(api.client(), cluster(), fast());
+    let request = PlanRequest {
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        settings: PlanSettings {
+            parts: Some(2),
+            ..PlanSettings::default()
+        },
+        stage: stage.clone(),
+        // What `pgshift run` sets from a Redshift warehouse, and the planner Lambda from its environment.
+        warehouse: wh.dialect().limits(),
+        ..PlanRequest::default()
+    };
+    let mut run = LocalRun {
+        definition: DEFINITION.to_string(),
+        request,
+        source: Arc::new(PgConnector::new(source)?),
+        stages: Arc::new(UrlStages::default()),
+        warehouse: Arc::new(wh),
+        memory_mb: 1024,
+        input: None,
+        restore: Default::default(),
+        rds: None,
+        load_budget: None,
+    };
+    edit(&mut run);
+    Ok((run.start(name)?.outcome.await?, stage))
+}
+
+fn with_load(options: LoadOptions) -> impl FnOnce(&mut LocalRun) {
+    move |r| r.request.load = Some(options)
+}
+
+/// `"schema"."name"`.
+fn q(t: &TableRef) -> String {
+    format!("\"{}\".\"{}\"", t.schema, t.name)
+}
+
+/// A load transaction: the batch whose second statement reconciles.
+fn is_load(sqls: &[String]) -> bool {
+    sqls.get(1)
+        .is_some_and(|s| s.starts_with("SELECT 1 / CASE WHEN count(*) = "))
+}
+
+/// The load transactions `api` accepted, in order: id and statements.
+fn loads(api: &DataApi) -> Vec<(String, Vec<String>)> {
+    api.batches()
+        .into_iter()
+        .filter(|b| is_load(&b.sqls))
+        .map(|b| (b.id, b.sqls))
+        .collect()
+}
+
+/// The only load transaction `api` accepted.
+fn the_load(api: &DataApi) -> (String, Vec<String>) {
+    let mut all = loads(api);
+    assert_eq!(all.len(), 1, "one load transaction: {all:#?}");
+    all.remove(0)
+}
+
+/// Every statement of a run, built from its plan as the stage holds it (what `load::statements` builds; its builders
+/// are the crate's own, so the text is spelled out here, with the public builders where there are some).
+struct Run {
+    plan: Plan,
+}
+
+impl Run {
+    fn read(stage: &str, out: &RunOutcome) -> Result<Self> {
+        let path = Path::new(stage.trim_start_matches("file://")).join(plan_key(&out.report.run_id));
+        Ok(Self {
+            plan: serde_json::from_slice(&std::fs::read(path)?)?,
+        })
+    }
+
+    fn table(&self, name: &str) -> &TablePlan {
+        self.plan
+            .tables
+            .iter()
+            .find(|t| t.table.to_string() == name)
+            .unwrap_or_else(|| panic!("{name} is not in the plan"))
+    }
+
+    /// The run's staging table of `target`: its name cut to 30 bytes, the last 12 alphanumerics of the run id, and
+    /// 4 bytes of the SHA-256 of schema, name and run id.
+    fn staging(&self, target: &TableRef) -> TableRef {
+        use sha2::Digest;
+        let run_id = &self.plan.run_id;
+        let run: String = run_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        let run = &run[run.len().saturating_sub(12)..];
+        let name: String = target.name.chars().take(30).collect();
+        let digest = sha2::Sha256::digest(format!("{}\0{}\0{run_id}", target.schema, target.name).as_bytes());
+        let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        TableRef::new(target.schema.clone(), format!("{name}__pgshift_{run}_{hash}"))
+    }
+
+    /// The pre-flight write and read of the warehouse.
+    fn preflight() -> Vec<Vec<String>> {
+        vec![
+            vec!["CREATE SCHEMA IF NOT EXISTS \"pgshift\"".into()],
+            vec!["SELECT 1".into()],
+        ]
+    }
+
+    /// A table's columns asked of `information_schema`.
+    fn columns_query(t: &TableRef) -> String {
+        format!(
+            "SELECT column_name::text, data_type::text, character_maximum_length::int8, numeric_precision::int8, \
+             numeric_scale::int8 FROM information_schema.columns WHERE table_schema = '{}' AND table_name = '{}' \
+             ORDER BY ordinal_position",
+            t.schema, t.name
+        )
+    }
+
+    fn unregister(staging: &TableRef) -> String {
+        format!(
+            "DELETE FROM \"pgshift\".\"staging\" WHERE schema_name = '{}' AND table_name = '{}'",
+            staging.schema, staging.name
+        )
+    }
+
+    /// The set-up transaction of `table`: the target made with `target_columns` if missing, the load log and staging
+    /// registry, the staging table registered and made with `staging_columns`.
+    fn setup(&self, table: &str, target_columns: &str, staging_columns: &str) -> Vec<String> {
+        let t = self.table(table);
+        let s = self.staging(&t.table);
+        let key: Vec<String> = t.key.iter().map(|k| format!("\"{k}\"")).collect();
+        let clause = format!(" DISTSTYLE AUTO SORTKEY ({})", key.join(", "));
+        let p = &self.plan;
+        vec![
+            format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", t.table.schema),
+            format!("CREATE TABLE IF NOT EXISTS {} ({target_columns}){clause}", q(&t.table)),
+            "CREATE SCHEMA IF NOT EXISTS \"pgshift\"".into(),
+            "CREATE TABLE IF NOT EXISTS \"pgshift\".\"load_log\" (run_id VARCHAR(256) NOT NULL, schema_name \
+             VARCHAR(256) NOT NULL, table_name VARCHAR(256) NOT NULL, mode VARCHAR(16) NOT NULL, rows BIGINT NOT \
+             NULL, loaded_at TIMESTAMP NOT NULL, plan_id VARCHAR(64) NOT NULL)"
+                .into(),
+            "CREATE TABLE IF NOT EXISTS \"pgshift\".\"staging\" (schema_name VARCHAR(256) NOT NULL, table_name \
+             VARCHAR(256) NOT NULL, target_schema VARCHAR(256) NOT NULL, target_name VARCHAR(256) NOT NULL, run_id \
+             VARCHAR(256) NOT NULL, plan_id VARCHAR(64) NOT NULL, stage VARCHAR(1024) NOT NULL)"
+                .into(),
+            Self::unregister(&s),
+            format!(
+                "INSERT INTO \"pgshift\".\"staging\" (schema_name, table_name, target_schema, target_name, run_id, \
+                 plan_id, stage) VALUES ('{}', '{}', '{}', '{}', '{}', '{}', '{}')",
+                s.schema, s.name, t.table.schema, t.table.name, p.run_id, p.plan_id, p.stage
+            ),
+            format!("DROP TABLE IF EXISTS {}", q(&s)),
+            format!("CREATE TABLE {} ({staging_columns}){clause}", q(&s)),
+        ]
+    }
+
+    /// Whether this plan already loaded `table`, asked of the load log.
+    fn logged(&self, table: &str) -> String {
+        let t = &self.table(table).table;
+        format!(
+            "SELECT count(*) FROM \"pgshift\".\"load_log\" WHERE run_id = '{}' AND plan_id = '{}' AND schema_name = \
+             '{}' AND table_name = '{}'",
+            self.plan.run_id, self.plan.plan_id, t.schema, t.name
+        )
+    }
+
+    /// Every statement a one-table run sends before its load transaction: pre-flight, the staging registry looked
+    /// for, the target looked for, its set-up, the load log asked.
+    fn before_load(&self, table: &str, target_columns: &str, staging_columns: &str) -> Vec<Vec<String>> {
+        let mut out = Self::preflight();
+        out.push(vec![Self::columns_query(&TableRef::new("pgshift", "staging"))]);
+        out.push(vec![Self::columns_query(&self.table(table).table)]);
+        out.push(self.setup(table, target_columns, staging_columns));
+        out.push(vec![self.logged(table)]);
+        out
+    }
+
+    /// COPY (from the table's manifest) and reconcile of `table`, whose parts hold `rows`.
+    fn copy_and_reconcile(&self, table: &str, rows: u64) -> Result<Vec<String>> {
+        let t = self.table(table);
+        let staging = self.staging(&t.table);
+        let stage = pgshift::stage::open(&self.plan.stage)?;
+        let manifest = format!("{}/{}", self.plan.stage, manifest_key(&self.plan.run_id, &t.table));
+        let copy = match rows {
+            0 => "SELECT 0 AS no_parts_to_copy".to_string(),
+            _ => copy_sql(
+                &CopyJob {
+                    staging: &staging,
+                    columns: &t.columns,
+                    manifest_url: &manifest,
+                    files: &[],
+                    stage: stage.as_ref(),
+                    truncate_long_text: false,
+                },
+                IAM_ROLE,
+            )?,
+        };
+        Ok(vec![copy, reconcile_sql(&staging, rows)?])
+    }
+
+    /// The swap of `table` in `mode`: lock, change the target, log, drop and unregister the staging table. `select`
+    /// is the staging columns as the target takes them (`None`: the columns themselves).
+    fn swap(&self, table: &str, mode: LoadMode, rows: u64, select: Option<&str>) -> Vec<String> {
+        let t = self.table(table);
+        let (target, staging) = (q(&t.table), q(&self.staging(&t.table)));
+        let columns: Vec<String> = t.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
+        let columns = columns.join(", ");
+        let mut out = vec![Dialect::Redshift.lock_target(&target)];
+        match mode {
+            LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
+            LoadMode::Append => {}
+            LoadMode::Merge => {
+                let on: Vec<String> = t
+                    .key
+                    .iter()
+                    .map(|k| format!("{target}.\"{k}\" = {staging}.\"{k}\""))
+                    .collect();
+                out.push(format!(
+                    "DELETE FROM {target} USING {staging} WHERE {}",
+                    on.join(" AND ")
+                ));
+            }
+        }
+        let mode_name = match mode {
+            LoadMode::Replace => "replace",
+            LoadMode::Append => "append",
+            LoadMode::Merge => "merge",
+        };
+        out.extend([
+            format!(
+                "INSERT INTO {target} ({columns}) SELECT {} FROM {staging}",
+                select.unwrap_or(&columns)
+            ),
+            // GETDATE(): Redshift's CURRENT_TIMESTAMP is a leader-node function and fails on a user table.
+            format!(
+                "INSERT INTO \"pgshift\".\"load_log\" (run_id, schema_name, table_name, mode, rows, loaded_at, plan_id) \
+                 VALUES ('{}', '{}', '{}', '{mode_name}', {rows}, GETDATE(), '{}')",
+                self.plan.run_id, t.table.schema, t.table.name, self.plan.plan_id
+            ),
+            format!("DROP TABLE {staging}"),
+            Self::unregister(&self.staging(&t.table)),
+        ]);
+        out
+    }
+
+    /// One table's load transaction.
+    fn load(&self, table: &str, mode: LoadMode, rows: u64, select: Option<&str>) -> Result<Vec<String>> {
+        let mut out = self.copy_and_reconcile(table, rows)?;
+        out.extend(self.swap(table, mode, rows, select));
+        Ok(out)
+    }
+}
+
+const ORDERS_COLUMNS: &str =
+    "\"id\" BIGINT NOT NULL, \"amount\" DECIMAL(12,2) NOT NULL, \"note\" VARCHAR(65535), \"placed\" TIMESTAMPTZ NOT NULL";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()> {
+    let source = super::db("rswait", super::load::SALES).await?;
+    let api = DataApi::new();
+    api.script(is_load, Script::running_for(1));
+    let (out, stage) = run_redshift(&source, &["sales.orders"], &api, "rswait", |_| {}).await?;
+    let output = out.output.as_ref().map_err(|f| anyhow!("{f}"))?.clone();
+    assert!(out.report.reconciled(), "{}", out.report.render());
+    let run = Run::read(&stage, &out)?;
+    // Every statement of the run, in order. COPY, reconcile and swap are one batch: one transaction. The target is
+    // locked after the COPY, before the swap, so a second run loading it waits instead of doubling it.
+    let mut expected = run.before_load("sales.orders", ORDERS_COLUMNS, ORDERS_COLUMNS);
+    expected.push(run.load("sales.orders", LoadMode::Replace, 20_000, None)?);
+    let sent: Vec<Vec<String>> = api.submitted().into_iter().map(|s| s.sqls).collect();
+    assert_eq!(sent, expected);
+    assert!(api.submitted().iter().all(|s| s.target == cluster_target()));
+    // Running at the first check, finished at the second: the Wait state did the waiting, one status asked per
+    // check, and the run ended only once the load had finished.
+    let (id, _) = the_load(&api);
+    assert_eq!(output["load"]["progress"]["done"], true);
+    assert_eq!(
+        output["load"]["progress"]["checks"].as_u64(),
+        Some(api.describes(&id) as u64),
+        "{output:#}"
+    );
+    assert_eq!(api.answered(&id), [StatusString::Started, StatusString::Finished]);
+    assert!(api.cancelled().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_run_past_the_data_apis_batch_is_refused_at_plan_time_before_anything_is_sent() -> Result<()> {
+    // Six tables of 7 statements each: 42, past the 40 of one BatchExecuteStatement.
+    let ddl: String = (1..=6)
+        .map(|i| format!("CREATE TABLE s.t{i} (id int8 PRIMARY KEY); INSERT INTO s.t{i} VALUES (1);"))
+        .collect();
+    let source = super::db("rsatomic", &format!("CREATE SCHEMA s; {ddl} ANALYZE;")).await?;
+    let api = DataApi::new();
+    let t0 = std::time::Instant::now();
+    let atomic = LoadOptions {
+        atomic: Atomicity::Run,
+        ..Default::default()
+    };
+    let (out, _) = run_redshift(&source, &["s.*"], &api, "rsatomic", with_load(atomic)).await?;
+    let f = out.output.expect_err("refused");
+    assert_eq!(f.error, "Pipeline.Fatal.InvalidInput", "{f:?}");
+    assert!(
+        f.cause.contains("--atomic table") && f.cause.contains("at most 5 tables"),
+        "{}",
+        f.cause
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20), "at once");
+    assert_eq!(
+        api.requests(),
+        [],
+        "nothing reached the warehouse: no staging table exists"
+    );
+    assert!(out.report.tables.is_empty(), "nothing was extracted");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_table_loads_without_a_copy_and_still_empties_its_target() -> Result<()> {
+    let source = super::db(
+        "rsempty",
+        "CREATE SCHEMA sales; CREATE TABLE sales.gone (id int8 PRIMARY KEY, note text); ANALYZE;",
+    )
+    .await?;
+    let api = DataApi::new();
+    let (out, stage) = run_redshift(&source, &["sales.gone"], &api, "rsempty", |_| {}).await?;
+    out.output.as_ref().map_err(|f| anyhow!("{f}"))?;
+    assert!(out.report.reconciled(), "{}", out.report.render());
+    let all = api.statements();
+    assert!(
+        !all.iter().any(|s| s.starts_with("COPY ")),
+        "no COPY from a manifest that lists no file: {all:#?}"
+    );
+    // The COPY's place holds a statement that changes nothing; the reconcile against 0 and the replace still run: an
+    // emptied source empties its target.
+    let run = Run::read(&stage, &out)?;
+    let (_, load) = the_load(&api);
+    assert_eq!(load, run.load("sales.gone", LoadMode::Replace, 0, None)?);
+    assert_eq!(load[3], "DELETE FROM \"sales\".\"gone\"");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_bytea_loads_into_varbyte_and_text_gets_varchars_maximum() -> Result<()> {
+    // A 100 kB bytea: more than VARCHAR's 65,535, well within VARBYTE's 1,024,000.
+    let source = super::db(
+        "rsbytea",
+        "CREATE SCHEMA sales; CREATE TABLE sales.blobs (id int8 PRIMARY KEY, body bytea, note text);
+         INSERT INTO sales.blobs SELECT g, decode(repeat('ab', 100000), 'hex'), 'n' FROM generate_series(1, 3) g;
+         ANALYZE;",
+    )
+    .await?;
+    let api = DataApi::new();
+    let (out, stage) = run_redshift(&source, &["sales.blobs"], &api, "rsbytea", |_| {}).await?;
+    out.output.as_ref().map_err(|f| anyhow!("{f}"))?;
+    let run = Run::read(&stage, &out)?;
+    // The first run's values are one byte long; the columns are sized for any later run's.
+    let columns = "\"id\" BIGINT NOT NULL, \"body\" VARBYTE(1024000), \"note\" VARCHAR(65535)";
+    let setups: Vec<Vec<String>> = api
+        .batches()
+        .into_iter()
+        .map(|b| b.sqls)
+        .filter(|b| !is_load(b))
+        .collect();
+    assert_eq!(setups, [run.setup("sales.blobs", columns, columns)]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_differ_only_in_case_are_refused_at_plan_time_by_name() -> Result<()> {
+    let source = super::db(
+        "rscase",
+        r#"CREATE SCHEMA s;
+           CREATE TABLE s.t ("Id" int8 PRIMARY KEY, id int8, "Note" text);
+           CREATE TABLE s."Orders" (id int8 PRIMARY KEY); CREATE TABLE s.orders (id int8 PRIMARY KEY);
+           ANALYZE;"#,
+    )
+    .await?;
+    let api = DataApi::new();
+    let (out, _) = run_redshift(&source, &["s.*"], &api, "rscase", |_| {}).await?;
+    let f = out.output.expect_err("refused");
+    assert_eq!(f.error, "Pipeline.Fatal.InvalidInput", "{f:?}");
+    for said in [r#"columns \"Id\" and \"id\""#, "s.Orders and s.orders", "--exclude"] {
+        assert!(f.cause.contains(said), "{said}: {}", f.cause);
+    }
+    assert!(
+        !f.cause.contains("Note"),
+        "a mixed-case name alone is fine: {}",
+        f.cause
+    );
+    assert_eq!(api.requests(), [], "nothing reached the warehouse");
+    Ok(())
+}
+
+/// The most load transactions ever pending at once (submitted, and not yet seen ended by a status), and the target
+/// each load locks, in the order they were submitted.
+fn most_pending(requests: &[Request]) -> (usize, Vec<String>) {
+    let (mut running, mut most, mut order) = (BTreeSet::new(), 0, Vec::new());
+    for r in requests {
+        match r {
+            Request::Submit(s) if is_load(&s.sqls) => {
+                running.insert(s.id.clone());
+                order.push(s.sqls[2].clone());
+                most = most.max(running.len());
+            }
+            Request::Describe { id, status: Some(s) } if *s != StatusString::Started => {
+                running.remove(id);
+            }
+            _ => {}
+        }
+    }
+    (most, order)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_concurrency_loads_are_pending_and_the_rest_are_set_up_by_the_checks() -> Result<()> {
+    let source = super::db(
+        "rsqueue",
+        "CREATE SCHEMA q; CREATE TABLE q.a (id int8 PRIMARY KEY, v text); CREATE TABLE q.b (LIKE q.a INCLUDING ALL);
+         CREATE TABLE q.c (LIKE q.a INCLUDING ALL); CREATE TABLE q.d (LIKE q.a INCLUDING ALL);
+         INSERT INTO q.a SELECT g, 'a' || g FROM generate_series(1, 300) g; INSERT INTO q.b SELECT * FROM q.a;
+         INSERT INTO q.c SELECT * FROM q.a; INSERT INTO q.d SELECT * FROM q.a; ANALYZE;",
+    )
+    .await?;
+    // (concurrency, budget, the most pending at once, checks at least): every load finishes by its first status, so
+    // the checks that set the queued tables up are counted; with no time to spare, one table is set up per
+    // invocation, and the start and three checks set up the four.
+    let cases = [
+        ("rsqueue1", 1, None, 1, 4),
+        ("rsqueue2", 2, None, 2, 2),
+        ("rsqueue3", 2, Some(Duration::ZERO), 1, 3),
+    ];
+    let every_lock: BTreeSet<String> = ["a", "b", "c", "d"]
+        .map(|t| Dialect::Redshift.lock_target(&q(&TableRef::new("q", t))))
+        .into();
+    for (name, concurrency, budget, expected_most, checks) in cases {
+        let api = DataApi::new();
+        let options = LoadOptions {
+            concurrency: Some(concurrency),
+            ..Default::default()
+        };
+        let (out, stage) = run_redshift(&source, &["q.*"], &api, name, |r| {
+            r.request.load = Some(options);
+            r.load_budget = budget;
+        })
+        .await?;
+        let output = out.output.as_ref().map_err(|f| anyhow!("{f}"))?;
+        let requests = api.requests();
+        let (most, order) = most_pending(&requests);
+        assert_eq!(most, expected_most, "{name}: {requests:#?}");
+        assert_eq!(order.len(), 4, "{name}: every table loaded once: {order:#?}");
+        assert_eq!(order.into_iter().collect::<BTreeSet<_>>(), every_lock, "{name}");
+        // The checks set up and submitted the tables the start left queued.
+        assert!(
+            output["load"]["progress"]["checks"].as_u64() >= Some(checks),
+            "{name}: {output:#}"
+        );
+        assert!(output["load"]["progress"].get("queued").is_none(), "{output:#}");
+        assert!(out.report.reconciled(), "{name}: {}", out.report.render());
+        let path = Path::new(stage.trim_start_matches("file://"))
+            .join(pgshift::contract::layout::load_key(&out.report.run_id));
+        let load: pgshift::contract::load::LoadResult = serde_json::from_slice(&std::fs::read(&path)?)?;
+        assert!(load.done, "{name}: {load:?}");
+        for t in &load.tables {
+            assert_eq!(t.committed_rows, Some(300), "{name}: {t:?}");
+            assert!(
+                t.steps.iter().any(|s| s.step == StepKind::Setup),
+                "{name}: set-up timed: {t:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_as_super_copies_text_into_varchar_staging_and_parses_it_in_the_swap() -> Result<()> {
+    let source = super::db(
+        "rsjson",
+        "CREATE SCHEMA j; CREATE TABLE j.docs (id int8 PRIMARY KEY, doc jsonb NOT NULL, raw json);
+         INSERT INTO j.docs SELECT g, jsonb_build_object('n', g), '[1, 2]' FROM generate_series(1, 50) g; ANALYZE;",
+    )
+    .await?;
+    let api = DataApi::new();
+    let options = LoadOptions {
+        json_as_super: true,
+        ..Default::default()
+    };
+    let (out, stage) = run_redshift(&source, &["j.docs"], &api, "rsjson", with_load(options)).await?;
+    out.output.as_ref().map_err(|f| anyhow!("{f}"))?;
+    let run = Run::read(&stage, &out)?;
+    // The target's JSON columns are SUPER; staging holds the same columns as VARCHAR text.
+    let target = "\"id\" BIGINT NOT NULL, \"doc\" SUPER NOT NULL, \"raw\" SUPER";
+    let staging = "\"id\" BIGINT NOT NULL, \"doc\" VARCHAR(65535) NOT NULL, \"raw\" VARCHAR(65535)";
+    let mut expected = run.before_load("j.docs", target, staging);
+    // No SERIALIZETOJSON in the COPY; a string inserted into SUPER stays a string, so the swap parses each document
+    // (replaced by rows, not renamed).
+    let select = "\"id\", JSON_PARSE(\"doc\"), JSON_PARSE(\"raw\")";
+    expected.push(run.load("j.docs", LoadMode::Replace, 50, Some(select))?);
+    let sent: Vec<Vec<String>> = api.submitted().into_iter().map(|s| s.sqls).collect();
+    assert_eq!(sent, expected);
+    Ok(())
+}
+
+/// The load transaction of one `sales.orders` load in `mode`, through the definition against the fake, and what
+/// it should be.
+async fn one_load(name: &str, mode: LoadMode) -> Result<(Vec<String>, Vec<String>)> {
+    let source = super::db(name, super::load::SALES).await?;
+    let api = DataApi::new();
+    let options = LoadOptions {
+        mode,
+        ..Default::default()
+    };
+    let (out, stage) = run_redshift(&source, &["sales.orders"], &api, name, with_load(options)).await?;
+    out.output.as_ref().map_err(|f| anyhow!("{f}"))?;
+    assert!(out.report.reconciled(), "{}", out.report.render());
+    let run = Run::read(&stage, &out)?;
+    Ok((the_load(&api).1, run.load("sales.orders", mode, 20_000, None)?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_and_merge_send_exactly_their_statements_in_one_transaction() -> Result<()> {
+    // Append: COPY, reconcile, lock, insert every staged row, log, drop staging and its registry row.
+    let (append, expected) = one_load("rsappend", LoadMode::Append).await?;
+    assert_eq!(append, expected);
+    // Merge: rows of the same key replaced: deleted by key from the target, then every staged row inserted.
+    let (merge, expected) = one_load("rsmerge", LoadMode::Merge).await?;
+    assert_eq!(merge, expected);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_copy_and_a_failed_reconcile_end_the_run_by_name_with_the_warehouse_as_it_was() -> Result<()> {
+    let source = super::db("rsfail", super::load::SALES).await?;
+    let cases = [
+        (
+            0,
+            "ERROR: Spectrum Scan Error",
+            "Pipeline.Fatal.Warehouse",
+            "COPY into sales.orders failed",
+        ),
+        (
+            1,
+            "ERROR: division by zero",
+            "Pipeline.Fatal.Reconcile",
+            "sales.orders: staging holds",
+        ),
+    ];
+    let explain = "SELECT file_name, column_name, error_message FROM sys_load_error_detail WHERE query_id = 4242 \
+                   ORDER BY start_time LIMIT 10";
+    for (step, error, name, says) in cases {
+        let api = DataApi::new();
+        api.script(is_load, Script::fails_at(step, error, 4242));
+        let (out, _) = run_redshift(&source, &["sales.orders"], &api, &format!("rsfail{step}"), |_| {}).await?;
+        let f = out.output.expect_err("the load fails");
+        assert_eq!(f.error, name, "{f:?}");
+        assert!(f.cause.contains(says), "{f:?}");
+        // A failed COPY is explained from SYS_LOAD_ERROR_DETAIL by the failing sub-statement's query id.
+        let explained = api.statements().iter().any(|s| s == explain);
+        assert_eq!(explained, step == 0, "{:#?}", api.statements());
+        // Cleanup cancelled what the state last saw pending (the load, though it had ended), and nothing else; the
+        // report says nothing was committed.
+        let (id, _) = the_load(&api);
+        let cleanup = out.cleanup.expect("cleanup ran");
+        assert_eq!(cleanup.cancelled, std::slice::from_ref(&id));
+        assert_eq!(api.cancelled(), [id]);
+        let report = out.report.render();
+        assert!(report.contains("no table of this run was committed"), "{report}");
+        assert!(out.report.tables.iter().all(|t| t.loaded_rows.is_none()), "{report}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_run_copies_reconciles_and_swaps_every_table_in_one_transaction() -> Result<()> {
+    let source = super::db("rsatomicok", super::load::SALES).await?;
+    let api = DataApi::new();
+    let atomic = LoadOptions {
+        atomic: Atomicity::Run,
+        ..Default::default()
+    };
+    let (out, stage) = run_redshift(&source, &["sales.*"], &api, "rsatomicok", with_load(atomic)).await?;
+    out.output.as_ref().map_err(|f| anyhow!("{f}"))?;
+    assert!(out.report.reconciled(), "{}", out.report.render());
+    let run = Run::read(&stage, &out)?;
+    // Every table's COPY and reconcile first, then every swap: nothing changes unless everything staged.
+    let tables: Vec<(String, u64)> = run
+        .plan
+        .tables
+        .iter()
+        .map(|t| {
+            let rows = if t.table.name == "orders" { 20_000 } else { 30_000 };
+            (t.table.to_string(), rows)
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for (t, rows) in &tables {
+        expected.extend(run.copy_and_reconcile(t, *rows)?);
+    }
+    for (t, rows) in &tables {
+        expected.extend(run.swap(t, LoadMode::Replace, *rows, None));
+    }
+    let (_, load) = the_load(&api);
+    assert_eq!(load, expected, "one transaction for the run");
+    assert!(
+        load.len() <= 40,
+        "inside the Data API's 40 statements a batch: {}",
+        load.len()
+    );
+    Ok(())
+}
+
+/// A load that fails after it submitted another table's transaction cancels that transaction before it reports the
+/// error: the state machine keeps the progress of the call before, so Cleanup would never see it, and it could
+/// commit after the run is marked failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_fails_after_submitting_cancels_what_it_submitted() -> Result<()> {
+    let source = super::db(
+        "rscancel",
+        "CREATE SCHEMA q; CREATE TABLE q.a (id int8 PRIMARY KEY, v text); CREATE TABLE q.b (LIKE q.a INCLUDING ALL);
+         INSERT INTO q.a SELECT g, 'a' || g FROM generate_series(1, 300) g; INSERT INTO q.b SELECT * FROM q.a;
+         ANALYZE;",
+    )
+    .await?;
+    let api = DataApi::new();
+    let seen = AtomicUsize::new(0);
+    api.refuse(
+        move |sqls| is_load(sqls) && seen.fetch_add(1, Ordering::SeqCst) == 1,
+        Refusal::Invalid("injected: the second load batch is refused".into()),
+    );
+    let options = LoadOptions {
+        concurrency: Some(2),
+        ..Default::default()
+    };
+    let (out, _) = run_redshift(&source, &["q.*"], &api, "rscancel", with_load(options)).await?;
+    let f = out.output.expect_err("the second load batch is refused");
+    assert!(f.cause.contains("injected: the second load batch is refused"), "{f:?}");
+    let (submitted, _) = the_load(&api);
+    assert_eq!(api.cancelled(), [submitted], "the submitted load was cancelled");
+    Ok(())
+}
