@@ -10,6 +10,7 @@
 //!   row still changes the hash.
 //! - A column the extractor casts (`--cast`, the default casts of types Parquet has no type for) is compared as the
 //!   cast's result, computed here by the test's own expression on the source side.
+//! - A plain table is read without the rows of the tables that inherit from it (`FROM ONLY`).
 
 use anyhow::{Context, Result};
 
@@ -24,6 +25,8 @@ pub enum Canon {
     Json,
     /// The value as `numeric` (money).
     Numeric,
+    /// ±infinity as NULL, every other value as itself (`--infinity null`).
+    FiniteOrNull,
 }
 
 /// Settings that make every value's text independent of the server's and the role's defaults.
@@ -41,10 +44,11 @@ fn canonical(col: &str, canon: Canon, numeric: bool) -> String {
     let value = match canon {
         Canon::Json => format!("pg_catalog.to_json({col})"),
         Canon::Numeric => format!("pg_catalog.trim_scale({col}::pg_catalog.numeric)"),
+        Canon::FiniteOrNull => format!("CASE WHEN pg_catalog.isfinite({col}) THEN {col} END"),
         Canon::Output if numeric => format!("pg_catalog.trim_scale({col})"),
         Canon::Output => col.to_string(),
     };
-    format!("CASE WHEN {col} IS NULL THEN '~' ELSE '=' OPERATOR(pg_catalog.||) pg_catalog.format('%s', {value}) END")
+    format!("CASE WHEN {value} IS NULL THEN '~' ELSE '=' OPERATOR(pg_catalog.||) pg_catalog.format('%s', {value}) END")
 }
 
 /// The row count and `column=md5` for each of `columns` (all of the table's columns when empty) of `schema.table`,
@@ -102,8 +106,18 @@ pub async fn fingerprint_of(
         .iter()
         .map(|t| format!("COALESCE(pg_catalog.md5(pg_catalog.string_agg({t}, E'\\x1f' ORDER BY {order})), 'empty')"))
         .collect();
+    // A plain table without the rows of tables that inherit from it; a partitioned one with its partitions'.
+    let kind: i8 = client
+        .query_one(
+            "SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = \
+             (pg_catalog.quote_ident($1) || '.' || pg_catalog.quote_ident($2))::pg_catalog.regclass",
+            &[&schema, &table],
+        )
+        .await?
+        .get(0);
+    let only = if kind as u8 == b'r' { "ONLY " } else { "" };
     let sql = format!(
-        "SELECT pg_catalog.count(*)::pg_catalog.text{} FROM {}.{}",
+        "SELECT pg_catalog.count(*)::pg_catalog.text{} FROM {only}{}.{}",
         hashes.iter().map(|h| format!(", {h}")).collect::<String>(),
         quote(schema),
         quote(table)

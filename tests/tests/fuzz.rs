@@ -116,6 +116,7 @@ async fn the_copy_decoder_never_panics_and_a_split_never_changes_what_it_decodes
             lower: None,
             upper: None,
         },
+        true,
     )
     .map_err(anyhow::Error::msg)?;
     let stream = client.copy_out(&sql::copy_out(&select)).await?;

@@ -26,6 +26,7 @@ mod rds_aws;
 mod redshift;
 mod redshift_pipeline;
 mod report;
+mod round_two;
 mod s3;
 mod snapshot;
 mod tls;

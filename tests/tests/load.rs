@@ -46,19 +46,22 @@ pub(crate) async fn fingerprint(url: &str, plan: &Plan, table: &str, source: boo
         true => t
             .columns
             .iter()
-            .filter_map(|c| Some((c.name.clone(), canon_of(c.cast?))))
+            .filter_map(|c| Some((c.name.clone(), canon_of(c)?)))
             .collect(),
     };
     fingerprint_of(url, (&t.table.schema, &t.table.name), &names, &t.key, &canon).await
 }
 
-/// How the test renders a source column the extractor casts.
-fn canon_of(cast: Cast) -> Canon {
-    match cast {
+/// How the test renders a source column the extractor casts, or whose values a policy changes.
+fn canon_of(c: &pgshift::contract::model::ColumnSpec) -> Option<Canon> {
+    if c.mapping.nulls_values() {
+        return Some(Canon::FiniteOrNull);
+    }
+    Some(match c.cast? {
         Cast::Text => Canon::Output,
         Cast::Json => Canon::Json,
         Cast::Numeric => Canon::Numeric,
-    }
+    })
 }
 
 pub(crate) async fn plan_and_extract(

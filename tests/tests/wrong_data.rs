@@ -82,7 +82,7 @@ async fn load_with(
 /// A warehouse whose replace swaps hold the window between their first change of the target (the DELETE, or the
 /// DROP of a swap by rename) and their commit open, and whose two load transactions start together: what two runs of
 /// a large table look like.
-fn overlapping(url: &str) -> Result<Hooked> {
+pub(crate) fn overlapping(url: &str) -> Result<Hooked> {
     let edit: Edit = Box::new(|steps| {
         if let Some(i) = steps.iter().position(|s| is_sql(s, "LOCK TABLE", "")) {
             steps.insert(i + 2, Step::Sql("SELECT pg_sleep(0.5)".into()));

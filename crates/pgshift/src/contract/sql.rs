@@ -82,14 +82,23 @@ fn compare(key: &[String], op: &str, values: &[KeyValue]) -> Result<String, Stri
     })
 }
 
-/// The SELECT of a task.
-pub fn select(table_ref: &TableRef, columns: &[ColumnSpec], key: &[String], bounds: &Bounds) -> Result<String, String> {
+/// The SELECT of a task. `only`: the relation is a plain table, read without the rows of tables that inherit from it
+/// (`FROM ONLY`; each child is a table of its own). A declaratively partitioned table is read whole: its rows are all
+/// in its partitions.
+pub fn select(
+    table_ref: &TableRef,
+    columns: &[ColumnSpec],
+    key: &[String],
+    bounds: &Bounds,
+    only: bool,
+) -> Result<String, String> {
     let list = columns
         .iter()
         .map(select_expr)
         .collect::<Result<Vec<_>, _>>()?
         .join(", ");
-    let mut q = format!("SELECT {list} FROM {}", table(table_ref)?);
+    let only = if only { "ONLY " } else { "" };
+    let mut q = format!("SELECT {list} FROM {only}{}", table(table_ref)?);
     if let Some(p) = predicate(key, bounds)? {
         q.push_str(" WHERE ");
         q.push_str(&p);

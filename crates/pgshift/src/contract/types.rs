@@ -281,6 +281,16 @@ impl Mapping {
         }
     }
 
+    /// Whether the policy may turn a value into NULL (±infinity under `infinity: null`): such a column is nullable in
+    /// Parquet and in the target whatever the source's NOT NULL says.
+    pub fn nulls_values(&self) -> bool {
+        matches!(
+            *self,
+            Mapping::Date { infinity } | Mapping::Timestamp { infinity } | Mapping::TimestampTz { infinity }
+                if infinity == InfinityPolicy::Null
+        )
+    }
+
     /// The Redshift column type that loads this Parquet column (the loader refines VARCHAR widths from observed
     /// byte lengths). `varchar_bytes` is the width to use for text.
     pub fn redshift_type(&self, varchar_bytes: u32) -> String {

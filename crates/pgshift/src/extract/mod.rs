@@ -206,8 +206,10 @@ async fn read_range(
     let catalog = describe_table(&tx, table).await?;
     check_columns(&catalog, &task.columns)?;
     check_key(task, &catalog)?;
-    let query =
-        sql::copy_out(&sql::select(table, &task.columns, &task.key, &task.bounds).map_err(ExtractError::InvalidTask)?);
+    let query = sql::copy_out(
+        &sql::select(table, &task.columns, &task.key, &task.bounds, catalog.kind == 'r')
+            .map_err(ExtractError::InvalidTask)?,
+    );
     tracing::debug!(%query, "copy");
     let stream = tx.copy_out(&query).await.map_err(pg)?;
     pin_mut!(stream);

@@ -17,12 +17,37 @@ WHERE c.oid = ANY($1)
   AND CASE WHEN s.n_distinct >= 0 THEN s.n_distinct ELSE -s.n_distinct * greatest(c.reltuples, 0) END BETWEEN 1 AND $2
 ORDER BY c.oid, s.attname";
 
+/// The selected tables whose row-level security policies apply to this role: RLS enabled, and the role neither a
+/// superuser, nor `BYPASSRLS`, nor (unless the table forces RLS on its owner) a member of the owning role
+/// (<https://www.postgresql.org/docs/current/ddl-rowsecurity.html>). With each, its policies' names.
+const ROW_SECURITY_SQL: &str = "
+SELECT c.oid, pg_catalog.string_agg(p.polname::text, ', ' ORDER BY p.polname) AS policies, current_user::text
+FROM pg_catalog.pg_class c
+LEFT JOIN pg_catalog.pg_policy p ON p.polrelid = c.oid
+WHERE c.oid = ANY($1) AND c.relrowsecurity
+  AND NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+  AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE'))
+GROUP BY c.oid";
+
+/// Tables (by oid) whose rows a row-level security policy would hide from this role: the oid, the policies' names, the
+/// role.
+pub(super) async fn row_security(
+    client: &Client,
+    oids: &[u32],
+) -> Result<Vec<(u32, String, String)>, tokio_postgres::Error> {
+    let rows = client.query(ROW_SECURITY_SQL, &[&oids]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default(), r.get(2)))
+        .collect())
+}
+
 /// The server's version and database, and its system identifier when the role may read it.
 pub(super) async fn source_info(client: &Client) -> Result<SourceInfo, tokio_postgres::Error> {
     let info = client
         .query_one(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, \
-             current_database()::text",
+            "SELECT pg_catalog.current_setting('server_version'), \
+             pg_catalog.current_setting('server_version_num')::pg_catalog.int4, pg_catalog.current_database()::text",
             &[],
         )
         .await?;

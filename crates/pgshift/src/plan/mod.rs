@@ -27,7 +27,7 @@ use crate::contract::layout;
 use crate::contract::model::{ExtractTask, TableRef};
 use crate::contract::plan::{ObjectLocation, Plan, PlanRequest, PlanSettings, PlanSummary, ResultsLocation};
 use crate::contract::sql;
-use crate::source::{describe_tables, SourceConnector, SourceError, SESSION_SETTINGS};
+use crate::source::{describe_tables, CatalogTable, SourceConnector, SourceError, SESSION_SETTINGS};
 use crate::stage::StageOpener;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     let settings = &req.settings;
     check_settings(settings)?;
     req.writer.check().map_err(PlanError::InvalidRequest)?;
-    let src = |e| PlanError::from(SourceError::Unavailable(format!("planning: {e}")));
+    let src = |e: tokio_postgres::Error| PlanError::from(planning_error(e));
     client.batch_execute(SESSION_SETTINGS).await.map_err(src)?;
     let (created_at, _) = crate::contract::clock::now_rfc3339();
     let started_at = crate::contract::clock::unix_now();
@@ -104,6 +104,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
         check_case_folding(&catalogs)?;
     }
     let oids: Vec<u32> = selected.iter().map(|r| r.oid).collect();
+    check_row_security(&catalog::row_security(client, &oids).await.map_err(src)?, &catalogs)?;
     let mut low_cardinality = catalog::low_cardinality(client, &oids, settings.dictionary_max_distinct)
         .await
         .map_err(src)?;
@@ -181,7 +182,7 @@ pub fn consistency(settings: &PlanSettings) -> &'static str {
 
 /// Names a case-folding warehouse would make one: two columns of a table, or two tables of the run, that differ only in
 /// case. Refused at plan time, by name, before anything is extracted or created.
-fn check_case_folding(tables: &[crate::source::CatalogTable]) -> Result<(), PlanError> {
+fn check_case_folding(tables: &[CatalogTable]) -> Result<(), PlanError> {
     let mut problems = Vec::new();
     let mut seen: BTreeMap<(String, String), &TableRef> = BTreeMap::new();
     for t in tables {
@@ -210,6 +211,44 @@ fn check_case_folding(tables: &[crate::source::CatalogTable]) -> Result<(), Plan
 }
 
 /// Settings that would make a run misbehave are refused before anything is read.
+/// A driver error met while planning, by the server's own message and SQLSTATE (never only "db error"): retryable
+/// only when the server may answer differently next time; a broken connection as the source being unavailable.
+fn planning_error(e: tokio_postgres::Error) -> SourceError {
+    match e.as_db_error() {
+        Some(db) => {
+            let detail = format!("while planning: {} (SQLSTATE {})", db.message(), db.code().code());
+            match crate::pgclient::transient(db.code()) {
+                true => SourceError::Unavailable(detail),
+                false => SourceError::Server(detail),
+            }
+        }
+        None => SourceError::Unavailable(format!("planning: {}", crate::pgclient::chain(&e))),
+    }
+}
+
+/// Refuses a table whose rows a row-level security policy would hide from the role: pgshift reads every row or none
+/// (its sessions set `row_security = off`, so the read would fail anyway; this names the policies first).
+fn check_row_security(hidden: &[(u32, String, String)], catalogs: &[CatalogTable]) -> Result<(), PlanError> {
+    for c in catalogs {
+        let Some((_, policies, role)) = hidden.iter().find(|h| h.0 == c.oid) else {
+            continue;
+        };
+        let named = match policies.is_empty() {
+            true => "row-level security (no policy: it hides every row)".to_string(),
+            false => format!("row-level security policy {policies}"),
+        };
+        return Err(PlanError::from(SourceError::PermissionDenied {
+            table: c.table.clone(),
+            detail: format!(
+                "{named} would hide rows from role {role:?}; pgshift reads every row or none: let the role bypass \
+                 it (ALTER ROLE {role} BYPASSRLS), run as the table's owner, or leave the table out (--exclude {})",
+                c.table
+            ),
+        }));
+    }
+    Ok(())
+}
+
 fn check_settings(s: &PlanSettings) -> Result<(), PlanError> {
     if s.max_concurrency == 0 {
         // Step Functions reads MaxConcurrency 0 as "no limit": every range at once against the source.
@@ -245,6 +284,11 @@ async fn write_plan(
     };
     let plan = match existing {
         Some(plan) => {
+            let source = crate::source::connector_for(&ctx.source, req.source_endpoint.as_ref())?;
+            let client = source.connect().await?;
+            client.batch_execute(SESSION_SETTINGS).await.map_err(planning_error)?;
+            let now = catalog::source_info(&client).await.map_err(planning_error)?;
+            runs::same_source(&plan, &now)?;
             tracing::info!(run = %plan.run_id, plan = %plan.plan_id, "the same request planned this run: plan kept");
             plan
         }

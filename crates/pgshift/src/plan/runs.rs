@@ -4,7 +4,7 @@
 use super::PlanError;
 use crate::contract::layout;
 use crate::contract::load::LoadResult;
-use crate::contract::plan::{Plan, PlanRequest};
+use crate::contract::plan::{Plan, PlanRequest, SourceInfo};
 use crate::stage::Stage;
 
 /// What is on the stage under a run id that is planned again. `--restart` clears it; the same request before any
@@ -65,6 +65,32 @@ pub(super) async fn existing_run(
     }
     tracing::info!(run = %run_id, plan = %plan.plan_id, interrupted_load = load.is_some(), "resuming the run with its plan");
     Ok(Some(plan))
+}
+
+/// A resumed run reads the source it was planned on: the same database of the same server (its system identifier,
+/// which a restored snapshot or a base backup keeps), or it would load ranges of two databases as one table.
+pub(super) fn same_source(plan: &Plan, now: &SourceInfo) -> Result<(), PlanError> {
+    let was = &plan.source;
+    let other_server = match (&was.system_identifier, &now.system_identifier) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
+    };
+    if was.database == now.database && !other_server {
+        return Ok(());
+    }
+    let id = |s: &SourceInfo| match &s.system_identifier {
+        Some(i) => format!("database {:?} of the server with system identifier {i}", s.database),
+        None => format!("database {:?}", s.database),
+    };
+    Err(run_exists(
+        &plan.run_id,
+        format!(
+            "it was planned on {} and --source now reaches {}: a run reads one source; point --source back at it to \
+             resume, or use a new --run-id",
+            id(was),
+            id(now)
+        ),
+    ))
 }
 
 fn run_exists(run_id: &str, detail: String) -> PlanError {

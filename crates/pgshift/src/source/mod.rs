@@ -62,6 +62,10 @@ pub enum SourceError {
     #[error("source unavailable: {0}")]
     Unavailable(String),
 
+    /// A server error no retry mends, met outside any one table's read (the planner's catalog reads).
+    #[error("source error {0}")]
+    Server(String),
+
     /// A connection that cannot succeed however often it is retried (authentication, no such database or host, a
     /// certificate that does not verify): fails at once.
     #[error("connecting to the source at {at}: {cause}; {hint}")]
@@ -93,6 +97,7 @@ impl SourceError {
             SourceError::SchemaChanged { .. } => Code::FatalSchemaChanged,
             SourceError::PermissionDenied { .. } => Code::FatalPermissionDenied,
             SourceError::Unavailable(_) => Code::RetryableSourceUnavailable,
+            SourceError::Server(_) => Code::FatalSource,
             SourceError::Connect { not_found: true, .. } => Code::FatalNotFound,
             SourceError::Connect { not_found: false, .. } => Code::FatalPermissionDenied,
             SourceError::Timeout { .. } => Code::RetryableTimeout,
@@ -318,10 +323,18 @@ where
 
 pub use crate::pgclient::chain;
 
-/// Settings that make every value's wire and text form independent of the server's and the role's defaults.
-pub const SESSION_SETTINGS: &str = "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; \
+/// Settings that make what a source session reads independent of the server's, the database's and the role's defaults:
+/// - every value's wire and text form (encoding, dates, intervals, time zone, floats, bytea);
+/// - `search_path = pg_catalog`: a user's function or operator (`public.to_json(int[])`, say) can never shadow a
+///   built-in the generated SQL calls, whatever the role's path (every table pgshift reads is schema-qualified);
+/// - `row_security = off`: a row-level security policy makes the read fail, naming the table, instead of hiding rows
+///   (<https://www.postgresql.org/docs/current/runtime-config-client.html#GUC-ROW-SECURITY>);
+/// - no statement, lock or idle-in-transaction timeout of the role's: the extractor sets its own per task.
+pub const SESSION_SETTINGS: &str = "SET search_path = pg_catalog; SET row_security = off; \
+     SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; \
      SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; \
-     SET extra_float_digits = 3; SET bytea_output = 'hex'";
+     SET extra_float_digits = 3; SET bytea_output = 'hex'; SET statement_timeout = 0; SET lock_timeout = 0; \
+     SET idle_in_transaction_session_timeout = 0";
 
 /// A column as the catalog describes it.
 #[derive(Debug, Clone)]
@@ -502,7 +515,8 @@ pub fn column_specs(
             Ok(ColumnSpec {
                 name: c.name.clone(),
                 pg_type: c.ty.pg.clone(),
-                nullable: !c.not_null,
+                // `--infinity null` on a NOT NULL column: its infinities become NULL, so the column may hold NULL.
+                nullable: !c.not_null || mapping.nulls_values(),
                 cast,
                 mapping,
             })

@@ -55,9 +55,22 @@ impl PgWarehouse {
         tokio::spawn(async move {
             let _ = conn.await;
         });
+        client.batch_execute(SESSION).await.map_err(pg)?;
         Ok(client)
     }
 }
+
+/// What every warehouse session pins, whatever the database's or the role's defaults: built-ins resolved in
+/// `pg_catalog` only (a user's function can never stand in for one the loader calls; every table it names is
+/// schema-qualified), rows never hidden by a policy, no timeout of the role's, writable, `READ COMMITTED` (each load
+/// transaction also begins with it explicitly: under `REPEATABLE READ` its snapshot would be taken before it locks
+/// the target, and two replaces would both keep rows the other deleted), and the value formats of the source's
+/// sessions.
+const SESSION: &str = "SET search_path = pg_catalog; SET row_security = off; SET statement_timeout = 0; \
+     SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET default_transaction_read_only = off; \
+     SET default_transaction_isolation = 'read committed'; SET client_encoding = 'UTF8'; \
+     SET standard_conforming_strings = on; SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'; \
+     SET extra_float_digits = 3";
 
 /// A driver error: retryable when the connection failed or the server may answer differently next time.
 /// A failed connection to the warehouse, naming host and port: fatal when no retry can help (authentication, no
@@ -106,7 +119,12 @@ impl Warehouse for PgWarehouse {
     fn submit<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<Submission, WarehouseError>> {
         Box::pin(async move {
             let mut client = self.connect().await?;
-            let tx = client.transaction().await.map_err(pg)?;
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+                .start()
+                .await
+                .map_err(pg)?;
             let mut timings = Vec::with_capacity(batch.steps.len());
             for (i, step) in batch.steps.into_iter().enumerate() {
                 if let Some(f) = batch.on_step {
