@@ -175,6 +175,7 @@ async fn the_warehouses_parquet_read_back_never_panics_on_a_damaged_part() -> Re
     let table = TableRef::new("public", "f");
     let catalog = describe_table(&client, &table).await?;
     let task = ExtractTask {
+        task_id: String::new(),
         run_id: "fuzz".into(),
         plan_id: String::new(),
         table: table.clone(),

@@ -54,6 +54,7 @@ async fn task_for(url: &str, table: &str, policies: &TypePolicies, casts: &[(Str
     let columns = column_specs(&catalog, policies, casts)?;
     let dir = stage_dir(&table.name);
     Ok(ExtractTask {
+        task_id: String::new(),
         plan_id: String::new(),
         run_id: "test-run".into(),
         table,

@@ -342,3 +342,62 @@ async fn a_roles_timeouts_change_nothing_and_planning_errors_say_what_the_server
     assert!(t0.elapsed() < std::time::Duration::from_secs(20), "{:?}", t0.elapsed());
     Ok(())
 }
+
+/// 4. A tasks.json edited after planning (range 0's upper bound moved down): the extractor refuses the task that no
+/// longer hashes to what the plan sealed; an edit that reseals the task is extracted but refused by the loader, which
+/// compares each result's task with the plan's own. Nothing is loaded either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_task_is_refused_by_the_extractor_and_by_the_loader() -> Result<()> {
+    let source = db(
+        "editsrc",
+        "CREATE TABLE public.e (id int8 PRIMARY KEY, v text);
+         INSERT INTO public.e SELECT g, 'v' || g FROM generate_series(1, 10000) g; ANALYZE;",
+    )
+    .await?;
+    let target = cluster().create_db("editwh").await?;
+    let dir = stage_dir("edited");
+    let stages = Arc::new(UrlStages::default());
+    let pctx = pgshift::plan::PlanContext {
+        source: Arc::new(pgshift::source::PgConnector::new(&source)?),
+        stages: stages.clone(),
+    };
+    let (plan, summary) =
+        pgshift::plan::handle(&pctx, request(&format!("file://{}", dir.display()), &["public.e"], 4)).await?;
+    let tasks_path = summary
+        .tasks_url
+        .strip_prefix("file://")
+        .expect("file stage")
+        .to_string();
+    let mut tasks: serde_json::Value = serde_json::from_slice(&std::fs::read(&tasks_path)?)?;
+    tasks[0]["bounds"]["upper"][0]["value"] = serde_json::json!("100");
+    let edited: Vec<pgshift::contract::model::ExtractTask> = serde_json::from_value(tasks)?;
+    let ectx = pgshift::ExtractContext {
+        source: Arc::new(pgshift::source::PgConnector::new(&source)?),
+        stages,
+    };
+    let e = pgshift::extract(&ectx, edited[0].clone())
+        .await
+        .expect_err("an edited task");
+    assert_eq!(e.name(), "Pipeline.Fatal.InvalidInput", "{e}");
+    assert!(e.to_string().contains("tasks.json was changed after planning"), "{e}");
+
+    // Resealed: extracted as edited, then refused by the loader before anything reaches the warehouse.
+    for t in edited {
+        let mut t = t;
+        t.task_id = t.identity();
+        pgshift::extract(&ectx, t).await?;
+    }
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+    let loaded = super::load::load(
+        wh,
+        &plan,
+        pgshift::contract::load::LoadMode::Replace,
+        pgshift::contract::load::Atomicity::Table,
+    )
+    .await;
+    let e = loaded.expect_err("refused");
+    assert!(e.to_string().contains("public.e range 0"), "{e}");
+    assert!(e.to_string().contains("differs from the plan's"), "{e}");
+    assert_eq!(rows_of(&target, "public.e").await?, None, "nothing loaded");
+    Ok(())
+}

@@ -200,6 +200,7 @@ pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs)
     }
     let bounds = Bounds::Key { lower, upper };
     Ok(ExtractTask {
+        task_id: String::new(),
         plan_id: String::new(),
         run_id: args.run_id.clone(),
         table,

@@ -313,6 +313,11 @@ pub struct ExtractTask {
     /// it in its result, and the loader accepts only results of the plan it loads.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub plan_id: String,
+    /// The task's own identity ([`ExtractTask::identity`]), sealed by the planner: the extractor refuses a task that
+    /// no longer hashes to it (tasks.json edited after planning), and its result records the identity of the task it
+    /// ran, which the loader compares with the plan's own task. Empty for a task made by hand (`pgshift extract`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task_id: String,
     pub table: TableRef,
     /// Output columns in order (this is the Parquet and the warehouse staging-table column order).
     pub columns: Vec<ColumnSpec>,
@@ -333,6 +338,16 @@ pub struct ExtractTask {
     /// Where to read the range when not at the configured source: the instance restored from the run's snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_endpoint: Option<crate::contract::snapshot::Endpoint>,
+}
+
+impl ExtractTask {
+    /// A hash of everything in the task but its own `task_id` (its plan's id, table, columns and casts, key, bounds,
+    /// stage, writer settings, timeout, endpoint included).
+    pub fn identity(&self) -> String {
+        let mut bare = self.clone();
+        bare.task_id.clear();
+        crate::contract::plan::json_digest(&bare)
+    }
 }
 
 /// `statement_timeout` of an extraction, seconds: 14 minutes, under Lambda's 15 with a minute for the rest.
@@ -362,6 +377,9 @@ pub struct ExtractResult {
     /// The plan the task came from (its `plan_id`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub plan_id: String,
+    /// The identity of the task the extractor ran ([`ExtractTask::identity`] of it as it read it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task_id: String,
     pub table: TableRef,
     pub range_index: u32,
     /// Files written, in order. An empty range writes no file: `files` is empty and `rows` is 0.

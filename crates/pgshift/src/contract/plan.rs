@@ -56,7 +56,7 @@ pub struct PlanRequest {
 }
 
 /// SHA-256 of a value's JSON, as 32 hex digits (its first 16 bytes): the identities of requests and plans.
-fn json_digest<T: Serialize>(value: &T) -> String {
+pub(crate) fn json_digest<T: Serialize>(value: &T) -> String {
     use sha2::Digest;
     let json = serde_json::to_vec(value).unwrap_or_default();
     sha2::Sha256::digest(&json)[..16]
@@ -258,17 +258,19 @@ impl Plan {
         bare.plan_id.clear();
         for t in &mut bare.tasks {
             t.plan_id.clear();
+            t.task_id.clear();
         }
         json_digest(&bare)
     }
 
-    /// Sets the identity on the plan and on every task. The plan goes through JSON first, so the hash is the one a
+    /// Sets the identity on the plan and on every task (its plan's, and its own: [`ExtractTask::identity`]). The plan goes through JSON first, so the hash is the one a
     /// reader of plan.json computes.
     pub fn seal(self) -> Result<Self, serde_json::Error> {
         let mut plan: Plan = serde_json::from_slice(&serde_json::to_vec(&self)?)?;
         plan.plan_id = plan.identity();
         for t in &mut plan.tasks {
             t.plan_id = plan.plan_id.clone();
+            t.task_id = t.identity();
         }
         Ok(plan)
     }

@@ -37,6 +37,13 @@ fn validate(task: &ExtractTask) -> Result<(), ExtractError> {
     if task.run_id.is_empty() {
         return bad("run_id is empty".into());
     }
+    if !task.task_id.is_empty() && task.task_id != task.identity() {
+        return bad(format!(
+            "{} range {} no longer hashes to the task its plan sealed ({}): tasks.json was changed after planning; \
+             plan the run again (pgshift run … --restart)",
+            task.table, task.range_index, task.task_id
+        ));
+    }
     if task.columns.is_empty() {
         return bad(format!("no columns to extract from {}", task.table));
     }
@@ -342,6 +349,7 @@ fn result_of(
     Ok(ExtractResult {
         run_id: task.run_id.clone(),
         plan_id: task.plan_id.clone(),
+        task_id: task.identity(),
         table: task.table.clone(),
         range_index: task.range_index,
         files,

@@ -138,7 +138,15 @@ pub(crate) fn match_results<'a>(
     let mut wrong = Vec::new();
     for task in &plan.tasks {
         let key = (task.table.clone(), task.range_index);
-        if by_part.contains_key(&key) {
+        if let Some(r) = by_part.get(&key) {
+            // Extracted for the plan's own task: its bounds, key, columns and casts, not an edited copy's.
+            if !task.task_id.is_empty() && r.task_id != task.task_id {
+                wrong.push(format!(
+                    "{} range {}: the result was extracted from a task that differs from the plan's (task {:?}, not \
+                     {:?}: tasks.json was edited?); extract the range again from the plan's tasks",
+                    task.table, task.range_index, r.task_id, task.task_id
+                ));
+            }
             continue;
         }
         match stale.get(&key) {

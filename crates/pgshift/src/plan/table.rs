@@ -214,6 +214,7 @@ fn assemble(
         .into_iter()
         .enumerate()
         .map(|(i, b)| ExtractTask {
+            task_id: String::new(),
             run_id: cx.run_id.to_string(),
             plan_id: String::new(),
             table: rel.table.clone(),
