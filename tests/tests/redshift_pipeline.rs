@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use aws_sdk_redshiftdata::types::StatusString;
+use aws_sdk_redshiftdata::types::{Field, StatusString};
 use pgshift::contract::layout::{manifest_key, plan_key};
 use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, StepKind};
 use pgshift::contract::model::TableRef;
@@ -666,5 +666,69 @@ async fn a_load_that_fails_after_submitting_cancels_what_it_submitted() -> Resul
     assert!(f.cause.contains("injected: the second load batch is refused"), "{f:?}");
     let (submitted, _) = the_load(&api);
     assert_eq!(api.cancelled(), [submitted], "the submitted load was cancelled");
+    Ok(())
+}
+
+/// A column of the warehouse's catalog, as `information_schema.columns` answers: name, data_type,
+/// character_maximum_length, numeric_precision, numeric_scale.
+fn catalog_row(name: &str, ty: &str, chars: Option<i64>, numeric: Option<(i64, i64)>) -> Vec<Field> {
+    let int = |v: Option<i64>| v.map_or(Field::IsNull(true), Field::LongValue);
+    vec![
+        Field::StringValue(name.into()),
+        Field::StringValue(ty.into()),
+        int(chars),
+        int(numeric.map(|n| n.0)),
+        int(numeric.map(|n| n.1)),
+    ]
+}
+
+/// Issue "never load wrong data, round two" 7: a mixed-case schema and table on Redshift, which stores them folded
+/// to lower case. The loader reads the catalog under the folded names, finds the existing target, and its drift check
+/// runs: a column the source dropped fails the load by name before any load transaction, instead of loading NULL in
+/// every row of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_case_target_is_found_under_redshifts_folded_names_and_its_drift_checked() -> Result<()> {
+    let source = super::db(
+        "rsmixed",
+        "CREATE SCHEMA \"Sales\"; CREATE TABLE \"Sales\".\"Orders\" (\"Id\" int8 PRIMARY KEY, amount numeric(12,2));
+         INSERT INTO \"Sales\".\"Orders\" SELECT g, g / 100.0 FROM generate_series(1, 100) g; ANALYZE;",
+    )
+    .await?;
+    let api = DataApi::new();
+    // The target as Redshift holds it, with a column the source no longer has; the staging table as the run made it.
+    api.answer(
+        |sql| sql.contains("FROM information_schema.columns WHERE table_schema = 'sales' AND table_name = 'orders' "),
+        vec![
+            catalog_row("id", "bigint", None, Some((64, 0))),
+            catalog_row("amount", "numeric", None, Some((12, 2))),
+            catalog_row("dropped", "character varying", Some(256), None),
+        ],
+    );
+    api.answer(
+        |sql| sql.contains("WHERE table_schema = 'sales' AND table_name = 'orders__pgshift"),
+        vec![
+            catalog_row("id", "bigint", None, Some((64, 0))),
+            catalog_row("amount", "numeric", None, Some((12, 2))),
+        ],
+    );
+    let (out, _) = run_redshift(&source, &["Sales.Orders"], &api, "rsmixed", |_| {}).await?;
+    let failure = out.output.expect_err("the drift is refused");
+    let text = format!("{failure}");
+    assert!(text.contains("Pipeline.Fatal.SchemaDrift"), "{text}");
+    assert!(text.contains("dropped") && text.contains("no longer"), "{text}");
+    assert!(
+        !api.submitted().iter().any(|s| is_load(&s.sqls)),
+        "no load transaction was sent"
+    );
+    // Every catalog read used the folded names.
+    let reads: Vec<String> = api
+        .statements()
+        .into_iter()
+        .filter(|s| s.contains("information_schema.columns"))
+        .collect();
+    assert!(
+        !reads.is_empty() && reads.iter().all(|s| !s.contains("'Sales'") && !s.contains("'Orders")),
+        "{reads:?}"
+    );
     Ok(())
 }

@@ -600,12 +600,16 @@ async fn evolve_target(
     staging: &TableRef,
     observed: &BTreeMap<&str, u64>,
 ) -> Result<(), LoadError> {
+    let dialect = c.wh.dialect();
+    // The catalog's names are the warehouse's (Redshift's folded to lower case); the plan's are the source's.
+    let spec_of = |name: &str| t.columns.iter().find(|s| dialect.fold(&s.name) == name);
+    let observed_of = |name: &str| observed.iter().find(|(k, _)| dialect.fold(k) == name).map(|(_, n)| *n);
     let target = warehouse::columns(c.wh, &t.table).await?;
     let mut run = warehouse::columns(c.wh, staging).await?;
-    if c.options.json_as_super && c.wh.dialect().has_super() {
+    if c.options.json_as_super && dialect.has_super() {
         // Staging holds JSON as text for the swap to parse: the run's column is the SUPER it becomes.
         for col in run.iter_mut() {
-            if t.columns.iter().any(|s| s.name == col.name && warehouse::is_json(s)) {
+            if spec_of(&col.name).is_some_and(warehouse::is_json) {
                 (col.data_type, col.char_length) = ("super".into(), None);
             }
         }
@@ -614,21 +618,20 @@ async fn evolve_target(
         .iter()
         .map(|col| drift::RunColumn {
             column: col,
-            observed_bytes: observed.get(col.name.as_str()).copied(),
+            observed_bytes: observed_of(&col.name),
         })
         .collect();
     let changes =
         drift::compare(&t.table, &target, &run_columns, c.options.schema_evolution).map_err(LoadError::SchemaDrift)?;
-    let dialect = c.wh.dialect();
     let json_as_super = c.options.json_as_super && dialect.has_super();
     for change in changes {
         let name = match &change {
             drift::Change::Add(n) | drift::Change::Widen(n) => n,
         };
-        let Some(spec) = t.columns.iter().find(|col| &col.name == name) else {
+        let Some(spec) = spec_of(name) else {
             continue;
         };
-        let bytes = varchar_bytes(spec, observed.get(name.as_str()).copied().unwrap_or(0)) as u32;
+        let bytes = varchar_bytes(spec, observed_of(name).unwrap_or(0)) as u32;
         let ty = dialect.column_type(spec, bytes, json_as_super);
         let sql = match change {
             drift::Change::Add(_) => format!("ALTER TABLE {} ADD COLUMN {} {ty}", qualified(&t.table)?, ident(name)?),

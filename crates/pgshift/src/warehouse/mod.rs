@@ -136,6 +136,17 @@ impl Dialect {
         }
     }
 
+    /// A name as the warehouse stores it in its catalog. Redshift folds the ASCII letters of every identifier, quoted
+    /// or not, to lower case ("ASCII letters in standard and delimited identifiers are case-insensitive and are
+    /// folded to lowercase in the database", <https://docs.aws.amazon.com/redshift/latest/dg/r_names.html>; pgshift
+    /// does not set `enable_case_sensitive_identifier`); PostgreSQL keeps a quoted name as it is.
+    pub fn fold(self, name: &str) -> String {
+        match self {
+            Dialect::Redshift => name.to_ascii_lowercase(),
+            Dialect::Postgres => name.to_string(),
+        }
+    }
+
     /// The current time in a statement that writes a table. Redshift's CURRENT_TIMESTAMP is a deprecated leader-node
     /// function that fails in a statement on a user table
     /// (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQL_functions_leader_node_only.html>); GETDATE() runs on the
@@ -309,7 +320,7 @@ pub async fn count(wh: &dyn Warehouse, sql: String) -> Result<i64, WarehouseErro
 
 /// The columns of a table, in order; empty when there is no such table.
 pub async fn columns(wh: &dyn Warehouse, table: &TableRef) -> Result<Vec<WarehouseColumn>, WarehouseError> {
-    let rows = wh.query(columns_sql(table)?).await?;
+    let rows = wh.query(columns_sql(table, wh.dialect())?).await?;
     Ok(rows
         .iter()
         // A row without a name is not a column (the result is not of this query).
@@ -329,13 +340,15 @@ pub async fn columns(wh: &dyn Warehouse, table: &TableRef) -> Result<Vec<Warehou
 /// The query behind [`columns`]: `information_schema.columns` has the same shape in PostgreSQL and
 /// Redshift (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQLreference.html>; Redshift's `information_schema`
 /// follows PostgreSQL's). Columns: name, data_type, character_maximum_length, numeric_precision, numeric_scale.
-pub(crate) fn columns_sql(table: &TableRef) -> Result<String, WarehouseError> {
+/// The catalog is read under the names the warehouse stores ([`Dialect::fold`]): a mixed-case target on Redshift is
+/// found, not taken for a new one whose drift check never runs.
+pub(crate) fn columns_sql(table: &TableRef, dialect: Dialect) -> Result<String, WarehouseError> {
     Ok(format!(
         "SELECT column_name::text, data_type::text, character_maximum_length::int8, numeric_precision::int8, \
          numeric_scale::int8 FROM information_schema.columns WHERE table_schema = {} AND table_name = {} \
          ORDER BY ordinal_position",
-        text_literal(&table.schema)?,
-        text_literal(&table.name)?
+        text_literal(&dialect.fold(&table.schema))?,
+        text_literal(&dialect.fold(&table.name))?
     ))
 }
 
