@@ -401,3 +401,61 @@ async fn an_edited_task_is_refused_by_the_extractor_and_by_the_loader() -> Resul
     assert_eq!(rows_of(&target, "public.e").await?, None, "nothing loaded");
     Ok(())
 }
+
+/// 8. An older run's data loaded after a newer one's (two snapshots of one database, or a manual run beside a
+/// triggered one): refused by name with the two instants, the target keeping the newer data; `allow_older` loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_older_than_the_targets_is_refused_unless_allowed() -> Result<()> {
+    use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, LoadRequest};
+    let source = db(
+        "oldsrc",
+        "CREATE TABLE public.o (id int8 PRIMARY KEY, v text);
+         INSERT INTO public.o SELECT g, 'old' || g FROM generate_series(1, 2000) g; ANALYZE;",
+    )
+    .await?;
+    let target = cluster().create_db("oldwh").await?;
+    let stage = format!("file://{}", stage_dir("older").display());
+    let stages = Arc::new(UrlStages::default());
+    let older = super::load::plan_and_extract(&source, &["public.o"], &stage, stages.clone()).await?;
+    let at_older = fingerprint(&source, &older, "public.o", true).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    connect(&source)
+        .await?
+        .batch_execute("UPDATE public.o SET v = 'new' || id WHERE id % 2 = 0")
+        .await?;
+    let newer = super::load::plan_and_extract(&source, &["public.o"], &stage, stages).await?;
+    let at_newer = fingerprint(&source, &newer, "public.o", true).await?;
+    assert!(older.data_instant() < newer.data_instant());
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+    super::load::load(wh.clone(), &newer, LoadMode::Replace, Atomicity::Table).await?;
+    let e = super::load::load(wh.clone(), &older, LoadMode::Replace, Atomicity::Table)
+        .await
+        .expect_err("older data");
+    assert_eq!(e.name(), "Pipeline.Fatal.OlderData", "{e}");
+    assert!(
+        e.to_string().contains("public.o") && e.to_string().contains("--allow-older"),
+        "{e}"
+    );
+    assert_eq!(
+        fingerprint(&target, &newer, "public.o", false).await?,
+        at_newer,
+        "the newer data stays"
+    );
+
+    let ctx = pgshift::load::LoadContext::new(Arc::new(UrlStages::default()), wh);
+    let req = LoadRequest {
+        plan_url: super::load::plan_url(&older),
+        options: LoadOptions {
+            allow_older: true,
+            ..LoadOptions::default()
+        },
+        ..LoadRequest::default()
+    };
+    pgshift::load::load(&ctx, req).await?;
+    assert_eq!(
+        fingerprint(&target, &older, "public.o", false).await?,
+        at_older,
+        "allowed: the older data"
+    );
+    Ok(())
+}

@@ -37,6 +37,9 @@ pub(crate) struct LoadArgs {
     /// Tables loaded side by side (load transactions at once, 1 or more).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = LoadOptions::DEFAULT_CONCURRENCY)]
     load_concurrency: u32,
+    /// Load even when the run's data is older than what the target holds (an older snapshot after a newer one).
+    #[arg(long)]
+    allow_older: bool,
 }
 
 pub(crate) async fn run(args: LoadArgs) -> Result<()> {
@@ -55,6 +58,7 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
             json_as_super: args.json_as_super,
             schema_evolution: args.schema_evolution,
             concurrency: Some(args.load_concurrency),
+            allow_older: args.allow_older,
         },
         ..LoadRequest::default()
     };

@@ -66,6 +66,9 @@ pub(crate) struct RunArgs {
     /// What a load may change in an existing target whose columns differ from the source's.
     #[arg(long, value_enum)]
     schema_evolution: Option<SchemaEvolution>,
+    /// Load even when the run's data is older than what the target holds (an older snapshot after a newer one).
+    #[arg(long)]
+    allow_older: bool,
     #[command(flatten)]
     types: crate::commands::types::TypeArgs,
     /// The source does not change during the run (a restored snapshot, a paused replica): tables without a key
@@ -198,6 +201,9 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
     }
     if let Some(e) = args.schema_evolution {
         load.schema_evolution = e;
+    }
+    if args.allow_older {
+        load.allow_older = true;
     }
     if let Some(a) = args.atomic {
         load.atomic = a;

@@ -23,6 +23,14 @@ pub fn parse_rfc3339(t: &str) -> Option<f64> {
     Some(d.timestamp_millis() as f64 / 1000.0)
 }
 
+/// Seconds since the Unix epoch as RFC 3339 in UTC to the second (`1970-01-01T00:00:00Z` when out of range).
+pub fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
 /// A new run id: the time, compact, and 8 random hex digits.
 pub fn new_run_id() -> String {
     let (_, compact) = now_rfc3339();

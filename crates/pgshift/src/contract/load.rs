@@ -35,13 +35,13 @@ pub enum LoadMode {
 pub const REDSHIFT_BATCH_STATEMENTS: u32 = 40;
 
 impl LoadMode {
-    /// The fewest statements a table adds to its load transaction: COPY, reconcile, LOCK, the mode's DELETE (none to
-    /// append), INSERT, the load log, DROP of the staging table and its row in the staging registry. A `replace` by
-    /// rename may add its grants.
+    /// The fewest statements a table adds to its load transaction: COPY, reconcile, LOCK, the guard against older
+    /// data, the mode's DELETE (none to append), INSERT, the load log, DROP of the staging table and its row in the
+    /// staging registry. A `replace` by rename may add its grants.
     pub fn statements_per_table(self) -> u32 {
         match self {
-            LoadMode::Append => 7,
-            LoadMode::Replace | LoadMode::Merge => 8,
+            LoadMode::Append => 8,
+            LoadMode::Replace | LoadMode::Merge => 9,
         }
     }
 }
@@ -128,6 +128,10 @@ pub struct LoadOptions {
     /// Load transactions run side by side (each holds a warehouse connection or a Data API statement); default 8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// Load data older than what the target holds: by default a load whose data is from an earlier instant than the
+    /// target's last load (an older snapshot loaded after a newer one) is refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_older: bool,
 }
 
 impl LoadOptions {

@@ -263,6 +263,16 @@ impl Plan {
         json_digest(&bare)
     }
 
+    /// The instant the run's data is from, in seconds since the Unix epoch: the snapshot's (the time of the RDS
+    /// event that announced it, when it was taken) for a run from a snapshot, else when planning started (a live
+    /// source is read after that). The load log records it; a load of older data than the target's is refused.
+    pub fn data_instant(&self) -> i64 {
+        self.snapshot
+            .as_ref()
+            .and_then(|s| crate::contract::clock::parse_rfc3339(&s.time))
+            .map_or(self.started_at as i64, |t| t as i64)
+    }
+
     /// Sets the identity on the plan and on every task (its plan's, and its own: [`ExtractTask::identity`]). The plan goes through JSON first, so the hash is the one a
     /// reader of plan.json computes.
     pub fn seal(self) -> Result<Self, serde_json::Error> {

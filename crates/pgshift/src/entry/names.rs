@@ -155,6 +155,11 @@ mod tests {
                 problems: Vec::new(),
             },
             LoadError::SchemaDrift(Vec::new()),
+            LoadError::OlderData {
+                table: t(),
+                instant: 0,
+                current: 1,
+            },
             LoadError::Deadline {
                 tables: Vec::new(),
                 hours: 23.5,

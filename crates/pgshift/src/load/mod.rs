@@ -64,6 +64,16 @@ pub enum LoadError {
     },
     #[error("{} still loading {hours:.1} h after the load started, too close to the execution's timeout: cancelled, nothing of them committed; load them in a run of their own or give the warehouse more capacity", .tables.join(", "))]
     Deadline { tables: Vec<String>, hours: f64 },
+    #[error(
+        "{table} holds data from {} (the instant of its last load); this run's data is older, from {}: refused, \
+         nothing of it loaded (pass --allow-older to load it anyway)",
+        crate::contract::clock::rfc3339(*current), crate::contract::clock::rfc3339(*instant)
+    )]
+    OlderData {
+        table: TableRef,
+        instant: i64,
+        current: i64,
+    },
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
     #[error(transparent)]
@@ -81,6 +91,7 @@ impl LoadError {
             LoadError::Reconcile { .. } => Code::FatalReconcile,
             LoadError::TooLong { .. } => Code::FatalBadValue,
             LoadError::Deadline { .. } => Code::FatalLoadTimeout,
+            LoadError::OlderData { .. } => Code::FatalOlderData,
             LoadError::Warehouse(e) => e.code(),
             LoadError::Stage(e) => e.code(),
         }
@@ -506,6 +517,34 @@ async fn table_facts(
     })
 }
 
+/// Refuses a load whose data is older than what the target holds (an older snapshot after a newer one), unless
+/// `allow_older`; a load log without the instant's column (set up by an earlier pgshift) gets it first.
+async fn refuse_older_data(c: &PrepareContext<'_>, table: &TableRef) -> Result<(), LoadError> {
+    let log = warehouse::columns(c.wh, &statements::log_table()).await?;
+    if !log.is_empty() && !log.iter().any(|col| col.name == "data_at") {
+        if let Err(e) = warehouse::execute(c.wh, vec![statements::log_instant_sql()]).await {
+            // Another run may have added it meanwhile.
+            let again = warehouse::columns(c.wh, &statements::log_table()).await?;
+            if !again.iter().any(|col| col.name == "data_at") {
+                return Err(e.into());
+            }
+        }
+    }
+    if c.options.allow_older {
+        return Ok(());
+    }
+    let current = warehouse::count(c.wh, statements::data_at_sql(table)?).await?;
+    let instant = c.plan.data_instant();
+    if current > instant {
+        return Err(LoadError::OlderData {
+            table: table.clone(),
+            instant,
+            current,
+        });
+    }
+    Ok(())
+}
+
 async fn set_up_table<'a>(
     c: &PrepareContext<'a>,
     t: &'a TablePlan,
@@ -517,6 +556,7 @@ async fn set_up_table<'a>(
     let json_as_super = c.options.json_as_super && dialect.has_super();
     let existed = !warehouse::columns(c.wh, &t.table).await?.is_empty();
     warehouse::execute(c.wh, setup_sql(dialect, c.plan, t, &staging, &observed, json_as_super)?).await?;
+    refuse_older_data(c, &t.table).await?;
     if existed {
         evolve_target(c, t, &staging, &observed).await?;
     }
@@ -816,7 +856,7 @@ fn group_steps<'a>(
         labels.push((p.plan.table.clone(), StepKind::Reconcile));
     }
     for &i in group {
-        let swap = swap_sql(c.wh.dialect(), c.options.mode, c.plan, &prepared[i])?;
+        let swap = swap_sql(c.wh.dialect(), c.options, c.plan, &prepared[i])?;
         labels.extend(swap.iter().map(|_| (prepared[i].plan.table.clone(), StepKind::Swap)));
         steps.extend(swap.into_iter().map(Step::Sql));
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{LoadError, Prepared};
-use crate::contract::load::LoadMode;
+use crate::contract::load::{LoadMode, LoadOptions};
 use crate::contract::model::{ColumnSpec, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::contract::sql;
@@ -121,6 +121,37 @@ pub(super) fn registry_sql() -> String {
     format!("SELECT schema_name, table_name, target_schema, target_name, run_id, stage FROM {REGISTRY}")
 }
 
+/// The instant of the newest data loaded into `table` (0 when none), by the load log.
+pub(super) fn data_at_sql(table: &TableRef) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT COALESCE(MAX(data_at), 0) FROM {LOG} WHERE schema_name = {} AND table_name = {}",
+        text_literal(&table.schema)?,
+        text_literal(&table.name)?
+    ))
+}
+
+/// In the load transaction, once the target is locked: fails (a division by zero) when the target already holds
+/// data newer than this run's, which another run committed since the set-up's check.
+fn newer_guard_sql(plan: &Plan, table: &TableRef) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT 1 / CASE WHEN COALESCE(MAX(data_at), 0) <= {} THEN 1 ELSE 0 END FROM {LOG} WHERE schema_name = {} \
+         AND table_name = {}",
+        plan.data_instant(),
+        text_literal(&table.schema)?,
+        text_literal(&table.name)?
+    ))
+}
+
+/// The load log of a warehouse set up before it recorded the data's instant gets the column.
+pub(super) fn log_instant_sql() -> String {
+    format!("ALTER TABLE {LOG} ADD COLUMN data_at BIGINT")
+}
+
+/// The load log's table.
+pub(super) fn log_table() -> TableRef {
+    TableRef::new("pgshift", "load_log")
+}
+
 /// `what` (an aggregate) over the load log's rows for this plan's load of `table`.
 pub(super) fn logged_sql(plan: &Plan, table: &TableRef, what: &str) -> Result<String, LoadError> {
     Ok(format!(
@@ -175,7 +206,7 @@ pub(super) fn setup_sql(
         format!(
             "CREATE TABLE IF NOT EXISTS {LOG} (run_id VARCHAR(256) NOT NULL, schema_name VARCHAR(256) NOT NULL, \
              table_name VARCHAR(256) NOT NULL, mode VARCHAR(16) NOT NULL, rows BIGINT NOT NULL, \
-             loaded_at TIMESTAMP NOT NULL, plan_id VARCHAR(64) NOT NULL)"
+             loaded_at TIMESTAMP NOT NULL, plan_id VARCHAR(64) NOT NULL, data_at BIGINT)"
         ),
     ]);
     out.extend(register_sql(plan, &t.table, staging_ref)?);
@@ -190,7 +221,13 @@ pub(super) fn setup_sql(
 /// target, so that two runs loading it serialize: the second waits, then its DELETE sees the first one's rows
 /// ([`Dialect::lock_target`]: it comes after the COPY, so Redshift's ACCESS EXCLUSIVE lock does not block readers
 /// during it).
-pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<Vec<String>, LoadError> {
+pub(super) fn swap_sql(
+    dialect: Dialect,
+    options: &LoadOptions,
+    plan: &Plan,
+    p: &Prepared,
+) -> Result<Vec<String>, LoadError> {
+    let mode = options.mode;
     let target = qualified(&p.plan.table)?;
     let staging = qualified(&p.staging)?;
     let cols = p
@@ -202,6 +239,9 @@ pub(super) fn swap_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepar
         .join(", ");
     let values = select_list(p)?;
     let mut out = vec![dialect.lock_target(&target)];
+    if !options.allow_older {
+        out.push(newer_guard_sql(plan, &p.plan.table)?);
+    }
     if let (LoadMode::Replace, Some(facts)) = (mode, &p.rename) {
         out.extend(rename_sql(&p.plan.table, &p.staging, facts)?);
         out.push(log_sql(dialect, mode, plan, p)?);
@@ -261,14 +301,15 @@ fn log_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepared) -> Resul
         LoadMode::Merge => "merge",
     };
     Ok(format!(
-        "INSERT INTO {LOG} (run_id, schema_name, table_name, mode, rows, loaded_at, plan_id) VALUES ({}, {}, {}, \
-         '{mode_name}', {}, {}, {})",
+        "INSERT INTO {LOG} (run_id, schema_name, table_name, mode, rows, loaded_at, plan_id, data_at) VALUES ({}, \
+         {}, {}, '{mode_name}', {}, {}, {}, {})",
         text_literal(&plan.run_id)?,
         text_literal(&p.plan.table.schema)?,
         text_literal(&p.plan.table.name)?,
         p.load.rows,
         dialect.now(),
-        text_literal(&plan.plan_id)?
+        text_literal(&plan.plan_id)?,
+        plan.data_instant()
     ))
 }
 
