@@ -339,6 +339,18 @@ async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()
     );
     assert_eq!(api.answered(&id), [StatusString::Started, StatusString::Finished]);
     assert!(api.cancelled().is_empty());
+    // Under Redshift's serializable isolation, the load transaction locks the tables every load shares (the load
+    // log, the staging registry) with its target, in that order, before it reads or writes any of them.
+    let (_, load) = the_load(&api);
+    let lock = "LOCK \"pgshift\".\"load_log\", \"pgshift\".\"staging\", \"sales\".\"orders\"";
+    let at = load
+        .iter()
+        .position(|s| s == lock)
+        .expect("the shared tables and the target locked");
+    let shared = load
+        .iter()
+        .position(|s| s != lock && (s.contains("\"pgshift\".\"load_log\"") || s.contains("\"pgshift\".\"staging\"")));
+    assert!(shared.is_some_and(|s| s > at), "{load:#?}");
     Ok(())
 }
 

@@ -161,10 +161,19 @@ impl Dialect {
     /// The statement that locks a target inside its load transaction, so two loads of it serialize. PostgreSQL's
     /// EXCLUSIVE mode still lets readers read; Redshift's LOCK is ACCESS EXCLUSIVE
     /// (<https://docs.aws.amazon.com/redshift/latest/dg/r_LOCK.html>), so the loader takes it after the COPY.
+    ///
+    /// On Redshift the same statement first locks the tables every load transaction shares, the load log and the
+    /// staging registry, always in this order: under Redshift's serializable isolation, two load transactions of
+    /// different targets that both read and write them could otherwise be cancelled with "ERROR:1023 Serializable
+    /// isolation violation", and the docs' remedy is to "force serialization by having each session lock all tables"
+    /// (<https://docs.aws.amazon.com/redshift/latest/dg/c_serial_isolation-serializable-isolation-troubleshooting.html>).
+    /// The transaction touches nothing shared before it (its COPY and reconcile read and write only the run's own
+    /// staging table), and a fixed order means no two of them wait on each other. PostgreSQL loads under READ
+    /// COMMITTED, where row locks suffice.
     pub fn lock_target(self, target: &str) -> String {
         match self {
             Dialect::Postgres => format!("LOCK TABLE {target} IN EXCLUSIVE MODE"),
-            Dialect::Redshift => format!("LOCK {target}"),
+            Dialect::Redshift => format!("LOCK \"pgshift\".\"load_log\", \"pgshift\".\"staging\", {target}"),
         }
     }
 }
