@@ -459,3 +459,53 @@ async fn data_older_than_the_targets_is_refused_unless_allowed() -> Result<()> {
     );
     Ok(())
 }
+
+/// 16. A local run standing in for Redshift applies Redshift's value limits (`--warehouse-dialect redshift`): a
+/// 70,000-byte text, an 80,000-byte `varchar(20000)` value or a bytea past VARBYTE's 16 MiB fail the load by column
+/// before anything loads, as they would on Redshift; without it, PostgreSQL holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_rehearsal_for_redshift_fails_where_redshift_would() -> Result<()> {
+    use pgshift::contract::load::{LoadOptions, WarehouseDialect};
+    let source = db(
+        "limsrc",
+        "CREATE TABLE public.big_t (id int8 PRIMARY KEY, t text);
+         INSERT INTO public.big_t VALUES (1, repeat('x', 70000)), (2, 'short');
+         CREATE TABLE public.big_v (id int8 PRIMARY KEY, v varchar(20000));
+         INSERT INTO public.big_v VALUES (1, repeat('😀', 20000)), (2, 'short');
+         CREATE TABLE public.big_b (id int8 PRIMARY KEY, b bytea);
+         INSERT INTO public.big_b VALUES (1, decode(repeat('ab', 16777217), 'hex')), (2, '\\x00');
+         ANALYZE;",
+    )
+    .await?;
+    for (table, column, limit) in [
+        ("public.big_t", "t", "VARCHAR(65535)"),
+        ("public.big_v", "v", "VARCHAR(65535)"),
+        ("public.big_b", "b", "VARBYTE(16777216)"),
+    ] {
+        let target = cluster().create_db("limwh").await?;
+        let stage = format!("file://{}", stage_dir("limits").display());
+        let mut req = request(&stage, &[table], 1);
+        req.load = Some(LoadOptions {
+            warehouse_dialect: Some(WarehouseDialect::Redshift),
+            ..LoadOptions::default()
+        });
+        let out = run_local(
+            &source,
+            req,
+            Arc::new(UrlStages::default()),
+            Arc::new(PgWarehouse::new(&target)?),
+        )
+        .await?;
+        let failure = format!("{}", out.output.expect_err("past Redshift's limit"));
+        for says in ["Pipeline.Fatal.BadValue", &format!("{table}.{column}"), limit] {
+            assert!(failure.contains(says), "{says:?} in {failure}");
+        }
+        assert_eq!(rows_of(&target, table).await?, None, "{table}: nothing loaded");
+        // Without the rehearsal, PostgreSQL holds the values.
+        let out = run(&source, &target, &stage, &[table])
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        equal(&source, &target, &out, &[table]).await?;
+    }
+    Ok(())
+}

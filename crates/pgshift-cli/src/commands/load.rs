@@ -40,6 +40,9 @@ pub(crate) struct LoadArgs {
     /// Load even when the run's data is older than what the target holds (an older snapshot after a newer one).
     #[arg(long)]
     allow_older: bool,
+    /// Check every value against this warehouse's limits too (a rehearsal on PostgreSQL for a load into Redshift).
+    #[arg(long, value_enum)]
+    warehouse_dialect: Option<pgshift::contract::load::WarehouseDialect>,
 }
 
 pub(crate) async fn run(args: LoadArgs) -> Result<()> {
@@ -59,6 +62,7 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
             schema_evolution: args.schema_evolution,
             concurrency: Some(args.load_concurrency),
             allow_older: args.allow_older,
+            warehouse_dialect: args.warehouse_dialect,
         },
         ..LoadRequest::default()
     };

@@ -69,6 +69,10 @@ pub(crate) struct RunArgs {
     /// Load even when the run's data is older than what the target holds (an older snapshot after a newer one).
     #[arg(long)]
     allow_older: bool,
+    /// Check every value against this warehouse's limits too: `redshift` makes a run into a local PostgreSQL fail
+    /// where the same run into Redshift would (text past VARCHAR(65535), binary past VARBYTE's maximum).
+    #[arg(long, value_enum)]
+    warehouse_dialect: Option<pgshift::contract::load::WarehouseDialect>,
     #[command(flatten)]
     types: crate::commands::types::TypeArgs,
     /// The source does not change during the run (a restored snapshot, a paused replica): tables without a key
@@ -204,6 +208,9 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
     }
     if args.allow_older {
         load.allow_older = true;
+    }
+    if let Some(d) = args.warehouse_dialect {
+        load.warehouse_dialect = Some(d);
     }
     if let Some(a) = args.atomic {
         load.atomic = a;

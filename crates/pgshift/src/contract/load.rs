@@ -129,9 +129,24 @@ pub struct LoadOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
     /// Load data older than what the target holds: by default a load whose data is from an earlier instant than the
-    /// target's last load (an older snapshot loaded after a newer one) is refused.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// target's last load (an older snapshot loaded after a newer one) is refused. Always serialized: the Load state
+    /// passes it on by path.
     pub allow_older: bool,
+    /// Check every value against this warehouse's limits as well as the configured one's: a local rehearsal on
+    /// PostgreSQL (`--warehouse-dialect redshift`) fails where the real run on Redshift would, before anything loads.
+    /// Always serialized (`null`: the warehouse's own limits only): the Load state passes it on by path.
+    pub warehouse_dialect: Option<WarehouseDialect>,
+}
+
+/// A warehouse whose value limits a load can apply on another (`--warehouse-dialect`).
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarehouseDialect {
+    /// PostgreSQL: no limit on a text's or a bytea's length beyond its own.
+    Postgres,
+    /// Amazon Redshift: VARCHAR(65535) and VARBYTE(16777216), in bytes.
+    Redshift,
 }
 
 impl LoadOptions {

@@ -43,6 +43,12 @@ pub mod oid {
     pub const JSONB: u32 = 3802;
 }
 
+/// Redshift's widest VARCHAR, in bytes (<https://docs.aws.amazon.com/redshift/latest/dg/r_Character_types.html>).
+pub const REDSHIFT_VARCHAR_MAX: u64 = 65_535;
+/// Redshift's widest VARBYTE, in bytes: "The maximum number of bytes (n) can range from 1 – 16,777,216"
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_VARBYTE_type.html>; it was 1,024,000 when VARBYTE shipped).
+pub const REDSHIFT_VARBYTE_MAX: u64 = 16_777_216;
+
 /// A cast in the SELECT list. A closed set: the SQL for each is fixed text, never user input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -304,9 +310,9 @@ impl Mapping {
             Mapping::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
             Mapping::Uuid => "CHAR(36)".into(),
             Mapping::Text | Mapping::Json | Mapping::Jsonb => {
-                format!("VARCHAR({})", varchar_bytes.clamp(1, 65_535))
+                format!("VARCHAR({})", u64::from(varchar_bytes).clamp(1, REDSHIFT_VARCHAR_MAX))
             }
-            Mapping::Binary => format!("VARBYTE({})", varchar_bytes.clamp(1, 1_024_000)),
+            Mapping::Binary => format!("VARBYTE({})", u64::from(varchar_bytes).clamp(1, REDSHIFT_VARBYTE_MAX)),
             Mapping::Date { .. } => "DATE".into(),
             Mapping::Timestamp { .. } => "TIMESTAMP".into(),
             Mapping::TimestampTz { .. } => "TIMESTAMPTZ".into(),

@@ -140,6 +140,8 @@ mod tests {
                 table: t(),
                 column: String::new(),
                 bytes: 1,
+                limit: String::new(),
+                what: "",
             },
             LoadError::Warehouse(crate::warehouse::WarehouseError::Sql {
                 detail: String::new(),

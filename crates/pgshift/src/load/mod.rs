@@ -56,11 +56,15 @@ pub enum LoadError {
         staged: Option<i64>,
         expected: u64,
     },
-    #[error("{table}.{column}: values of {bytes} bytes exceed Redshift's VARCHAR(65535); set long_text: truncate to cut them")]
+    #[error("{table}.{column}: values of {bytes} bytes exceed Redshift's {limit}, nothing loaded; {what}")]
     TooLong {
         table: TableRef,
         column: String,
         bytes: u64,
+        /// The limit: `VARCHAR(65535)` or `VARBYTE(16777216)`.
+        limit: String,
+        /// What to do.
+        what: &'static str,
     },
     #[error("{} still loading {hours:.1} h after the load started, too close to the execution's timeout: cancelled, nothing of them committed; load them in a run of their own or give the warehouse more capacity", .tables.join(", "))]
     Deadline { tables: Vec<String>, hours: f64 },
@@ -492,21 +496,12 @@ async fn table_facts(
             *e = (*e).max(*n);
         }
     }
-    if let (Some(max), LongText::Fail) = (wh.dialect().max_text_bytes(), options.long_text) {
-        // bytea goes to VARBYTE, whose own maximum its width already is; the limit is text's.
-        let binary = |name: &str| {
-            t.columns
-                .iter()
-                .any(|col| col.name == name && col.mapping == crate::contract::types::Mapping::Binary)
-        };
-        if let Some((col, n)) = observed.iter().find(|(col, n)| **n > max && !binary(col)) {
-            return Err(LoadError::TooLong {
-                table: t.table.clone(),
-                column: col.to_string(),
-                bytes: *n,
-            });
-        }
-    }
+    check_value_limits(
+        wh.dialect().checked_as(options.warehouse_dialect),
+        options,
+        t,
+        &observed,
+    )?;
     let manifest_url = write_manifest(stage, &plan.run_id, &t.table, &files).await?;
     Ok(TableFacts {
         table: t.table.clone(),
@@ -515,6 +510,47 @@ async fn table_facts(
         observed,
         manifest_url,
     })
+}
+
+/// Values longer than the warehouse can hold (or the warehouse a local run rehearses for, `warehouse_dialect`),
+/// found from the lengths the extractors recorded, before anything loads: text past VARCHAR's limit unless
+/// `long_text: truncate` cuts it, binary past VARBYTE's.
+fn check_value_limits(
+    limits: warehouse::Dialect,
+    options: &LoadOptions,
+    t: &TablePlan,
+    observed: &BTreeMap<String, u64>,
+) -> Result<(), LoadError> {
+    let binary = |name: &str| {
+        t.columns
+            .iter()
+            .any(|col| col.name == name && col.mapping == crate::contract::types::Mapping::Binary)
+    };
+    for (col, n) in observed {
+        let (max, limit, what) = match binary(col) {
+            true => (
+                limits.max_binary_bytes(),
+                "VARBYTE",
+                "leave the column out, or keep such values elsewhere",
+            ),
+            false if options.long_text == LongText::Truncate => (None, "", ""),
+            false => (
+                limits.max_text_bytes(),
+                "VARCHAR",
+                "set long_text: truncate (--truncate-long-text) to cut them",
+            ),
+        };
+        if let Some(max) = max.filter(|m| n > m) {
+            return Err(LoadError::TooLong {
+                table: t.table.clone(),
+                column: col.to_string(),
+                bytes: *n,
+                limit: format!("{limit}({max})"),
+                what,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a load whose data is older than what the target holds (an older snapshot after a newer one), unless

@@ -29,11 +29,7 @@ pub(crate) fn varchar_bytes(c: &ColumnSpec, observed: u64) -> u64 {
     declared.unwrap_or(VARCHAR_MAX).max(observed).clamp(1, VARCHAR_MAX)
 }
 
-/// Redshift's widest VARCHAR and VARBYTE, in bytes
-/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_Character_types.html>,
-/// <https://docs.aws.amazon.com/redshift/latest/dg/r_VARBYTE_type.html>).
-const VARCHAR_MAX: u64 = 65_535;
-const VARBYTE_MAX: u64 = 1_024_000;
+use crate::contract::types::{REDSHIFT_VARBYTE_MAX as VARBYTE_MAX, REDSHIFT_VARCHAR_MAX as VARCHAR_MAX};
 
 pub(super) fn text_literal(s: &str) -> Result<String, LoadError> {
     sql::text_literal(s).map_err(LoadError::InvalidRequest)
@@ -410,7 +406,7 @@ mod tests {
         // varchar(20000): 80,000 bytes would be more than VARCHAR holds.
         assert_eq!(varchar_bytes(&col(oid::VARCHAR, 20_000 + 4, Mapping::Text), 3), 65_535);
         // bytea: VARBYTE's own maximum, not VARCHAR's.
-        assert_eq!(varchar_bytes(&col(oid::BYTEA, -1, Mapping::Binary), 10), 1_024_000);
-        assert_eq!(Mapping::Binary.redshift_type(1_024_000), "VARBYTE(1024000)");
+        assert_eq!(varchar_bytes(&col(oid::BYTEA, -1, Mapping::Binary), 10), 16_777_216);
+        assert_eq!(Mapping::Binary.redshift_type(16_777_216), "VARBYTE(16777216)");
     }
 }

@@ -91,7 +91,21 @@ impl Dialect {
 
     /// The longest text value in bytes a column holds, when the warehouse has a limit (Redshift's VARCHAR(65535)).
     pub fn max_text_bytes(self) -> Option<u64> {
-        (self == Dialect::Redshift).then_some(65_535)
+        (self == Dialect::Redshift).then_some(crate::contract::types::REDSHIFT_VARCHAR_MAX)
+    }
+
+    /// The longest binary value in bytes a column holds, when the warehouse has a limit (Redshift's VARBYTE).
+    pub fn max_binary_bytes(self) -> Option<u64> {
+        (self == Dialect::Redshift).then_some(crate::contract::types::REDSHIFT_VARBYTE_MAX)
+    }
+
+    /// The dialect whose value limits a load applies: the warehouse's own, or Redshift's on a warehouse that stands in
+    /// for it (`--warehouse-dialect redshift` on a local PostgreSQL rehearsal).
+    pub fn checked_as(self, rehearse: Option<crate::contract::load::WarehouseDialect>) -> Self {
+        match rehearse {
+            Some(crate::contract::load::WarehouseDialect::Redshift) => Dialect::Redshift,
+            _ => self,
+        }
     }
 
     /// Whether a load may cut text longer than the limit. Redshift's Parquet COPY and TRUNCATECOLUMNS are not
