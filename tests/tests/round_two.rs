@@ -509,3 +509,60 @@ async fn a_local_rehearsal_for_redshift_fails_where_redshift_would() -> Result<(
     }
     Ok(())
 }
+
+/// 10. A first load that fails after its set-up created the target: Cleanup drops the target again (still empty, never
+/// committed to), so the warehouse is as it was, as the report says. A target that existed before stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_load_leaves_no_empty_target_behind() -> Result<()> {
+    use super::hooked::{Edit, Hooked};
+    use pgshift::warehouse::Step;
+    let source = db(
+        "firstsrc",
+        "CREATE TABLE public.f (id int8 PRIMARY KEY, v text);
+         INSERT INTO public.f SELECT g, 'v' || g FROM generate_series(1, 1000) g; ANALYZE;",
+    )
+    .await?;
+    let target = cluster().create_db("firstwh").await?;
+    let failing = || -> Result<Arc<dyn Warehouse>> {
+        let edit: Edit = Box::new(|steps| {
+            steps.insert(
+                1,
+                Step::Sql("DO $$ BEGIN RAISE EXCEPTION 'injected: the load fails'; END $$".into()),
+            );
+        });
+        Ok(Arc::new(Hooked::new(PgWarehouse::new(&target)?, edit)))
+    };
+    let stage = format!("file://{}", stage_dir("first").display());
+    let out = run_local(
+        &source,
+        request(&stage, &["public.f"], 2),
+        Arc::new(UrlStages::default()),
+        failing()?,
+    )
+    .await?;
+    assert!(out.output.is_err(), "the load fails");
+    assert_eq!(
+        rows_of(&target, "public.f").await?,
+        None,
+        "the target the run created is gone"
+    );
+    let committed: u64 = out.report.tables.iter().map(|t| t.loaded_rows.unwrap_or(0)).sum();
+    assert_eq!(committed, 0, "the report claims nothing");
+
+    // Loaded once; a later failed load keeps the target and its rows.
+    let stage = format!("file://{}", stage_dir("first-ok").display());
+    let ok = run(&source, &target, &stage, &["public.f"])
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let stage = format!("file://{}", stage_dir("first-again").display());
+    let again = run_local(
+        &source,
+        request(&stage, &["public.f"], 2),
+        Arc::new(UrlStages::default()),
+        failing()?,
+    )
+    .await?;
+    assert!(again.output.is_err());
+    equal(&source, &target, &ok, &["public.f"]).await?;
+    Ok(())
+}

@@ -251,6 +251,10 @@ pub struct TableLoad {
     pub swap: Option<SwapKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap_note: Option<String>,
+    /// The load's set-up created the target (it did not exist): when the load does not commit, Cleanup drops it again
+    /// if it is still empty and no run ever committed to it, so a failed first load leaves the warehouse as it was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created_target: bool,
 }
 
 /// How a `replace` load changed its target.
@@ -590,6 +594,7 @@ mod tests {
             steps: Vec::new(),
             swap: None,
             swap_note: None,
+            created_target: false,
         };
         t.add_step(Swap, 10.0, 1.0);
         t.add_step(Swap, 9.5, 0.5);

@@ -51,6 +51,7 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
             }
         }
     }
+    drop_created_targets(ctx.warehouse.as_ref(), &tables, &mut out).await;
     out.tables = tables.clone();
     let error = state.get("error").cloned().unwrap_or(Value::Null);
     let status = status_of(&plan, &tables, &error, &out);
@@ -66,6 +67,31 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
     }
     tracing::warn!(run = %plan.run_id, dropped = out.dropped.len(), "run cleaned up after a failure");
     Ok(out)
+}
+
+/// Drops the targets this run's set-up created whose load did not commit, so that a failed first load leaves the
+/// warehouse as it was. In one transaction, after the target is locked: only a target still empty, into which no run
+/// ever committed (no row of it in the load log), is dropped; anything else fails a guard and the target stays.
+async fn drop_created_targets(wh: &dyn Warehouse, tables: &[TableLoad], out: &mut CleanupResult) {
+    for t in tables.iter().filter(|t| t.created_target && !t.status.is_committed()) {
+        let steps = match super::statements::drop_created_target_sql(wh.dialect(), &t.table) {
+            Ok(s) => s,
+            Err(e) => {
+                out.notes
+                    .push(format!("dropping the target {} this run created: {e}", t.table));
+                continue;
+            }
+        };
+        match crate::warehouse::execute(wh, steps).await {
+            Ok(()) => out
+                .notes
+                .push(format!("dropped the empty target {} this run had created", t.table)),
+            Err(e) => out.notes.push(format!(
+                "kept the target {} this run created (not empty, or loaded by another run): {e}",
+                t.table
+            )),
+        }
+    }
 }
 
 /// Cancels the load transactions the state says are still running.
@@ -138,6 +164,7 @@ async fn committed_by_log(
                 steps: Vec::new(),
                 swap: None,
                 swap_note: None,
+                created_target: false,
             }),
         }
     }

@@ -155,6 +155,7 @@ impl TableFacts {
             steps: Vec::new(),
             swap: None,
             swap_note: None,
+            created_target: false,
         }
     }
 }
@@ -602,6 +603,7 @@ async fn set_up_table<'a>(
     };
     let mut load = facts.table_load();
     load.loaded = already < 0;
+    load.created_target = !existed;
     let mut rename = None;
     let super_columns = json_as_super && t.columns.iter().any(warehouse::is_json);
     if c.options.mode == LoadMode::Replace && already < 0 && super_columns {

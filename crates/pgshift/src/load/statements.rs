@@ -143,6 +143,22 @@ pub(super) fn log_instant_sql() -> String {
     format!("ALTER TABLE {LOG} ADD COLUMN data_at BIGINT")
 }
 
+/// A target the run's set-up created, dropped again after its load failed: locked, then dropped only if it is still
+/// empty and the load log has no row of it (a division by zero fails the transaction otherwise).
+pub(super) fn drop_created_target_sql(dialect: Dialect, table: &TableRef) -> Result<Vec<String>, LoadError> {
+    let target = qualified(table)?;
+    Ok(vec![
+        dialect.lock_target(&target),
+        format!("SELECT 1 / CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM {target}"),
+        format!(
+            "SELECT 1 / CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM {LOG} WHERE schema_name = {} AND table_name = {}",
+            text_literal(&table.schema)?,
+            text_literal(&table.name)?
+        ),
+        format!("DROP TABLE {target}"),
+    ])
+}
+
 /// The load log's table.
 pub(super) fn log_table() -> TableRef {
     TableRef::new("pgshift", "load_log")
