@@ -566,3 +566,72 @@ async fn a_failed_first_load_leaves_no_empty_target_behind() -> Result<()> {
     equal(&source, &target, &ok, &["public.f"]).await?;
     Ok(())
 }
+
+/// 11. `--atomic run --schema-evolution add-and-widen` with the run's transaction failing: the report does not say
+/// "the warehouse is as it was" when a target's type was widened before it; it names each statement that was kept
+/// and why it is harmless, and every table holds the rows it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_atomic_run_that_fails_names_the_schema_evolution_it_kept() -> Result<()> {
+    use super::hooked::{Edit, Hooked};
+    use pgshift::contract::load::{Atomicity, LoadOptions, SchemaEvolution};
+    use pgshift::warehouse::Step;
+    let source = db(
+        "evosrc",
+        "CREATE TABLE public.d (id int8 PRIMARY KEY, amount smallint NOT NULL);
+         INSERT INTO public.d SELECT g, g FROM generate_series(1, 500) g;
+         CREATE TABLE public.e (id int8 PRIMARY KEY, v text);
+         INSERT INTO public.e SELECT g, 'v' || g FROM generate_series(1, 500) g; ANALYZE;",
+    )
+    .await?;
+    let target = cluster().create_db("evowh").await?;
+    let first = run(
+        &source,
+        &target,
+        &format!("file://{}", stage_dir("evo-0").display()),
+        &["public.d"],
+    )
+    .await?;
+    let first = plan_of(&first.map_err(anyhow::Error::msg)?).await?;
+    let before = fingerprint(&target, &first, "public.d", false).await?;
+    connect(&source)
+        .await?
+        .batch_execute("ALTER TABLE public.d ALTER COLUMN amount TYPE int8; ANALYZE public.d;")
+        .await?;
+    let edit: Edit = Box::new(|steps| {
+        steps.insert(
+            1,
+            Step::Sql("DO $$ BEGIN RAISE EXCEPTION 'injected: the run fails'; END $$".into()),
+        );
+    });
+    let wh: Arc<dyn Warehouse> = Arc::new(Hooked::new(PgWarehouse::new(&target)?, edit));
+    let mut req = request(
+        &format!("file://{}", stage_dir("evo").display()),
+        &["public.d", "public.e"],
+        2,
+    );
+    req.load = Some(LoadOptions {
+        atomic: Atomicity::Run,
+        schema_evolution: SchemaEvolution::AddAndWiden,
+        ..LoadOptions::default()
+    });
+    let out = run_local(&source, req, Arc::new(UrlStages::default()), wh).await?;
+    assert!(out.output.is_err(), "the run fails");
+    let said = out.report.render();
+    assert!(!said.contains("the warehouse is as it was"), "{said}");
+    assert!(said.contains("changed before the load transaction, and kept"), "{said}");
+    assert!(
+        said.contains("public.d: ALTER TABLE \"public\".\"d\" ALTER COLUMN \"amount\" TYPE BIGINT"),
+        "{said}"
+    );
+    assert_eq!(
+        fingerprint(&target, &first, "public.d", false).await?,
+        before,
+        "d holds what it held"
+    );
+    assert_eq!(
+        rows_of(&target, "public.e").await?,
+        None,
+        "e, created by the run, is gone"
+    );
+    Ok(())
+}

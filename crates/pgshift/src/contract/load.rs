@@ -255,6 +255,11 @@ pub struct TableLoad {
     /// if it is still empty and no run ever committed to it, so a failed first load leaves the warehouse as it was.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub created_target: bool,
+    /// Schema evolution applied to the existing target before its load transaction (`ALTER TABLE … ADD COLUMN`,
+    /// `… ALTER COLUMN … TYPE`): committed on their own (Redshift alters a column's type outside a transaction block
+    /// only), so they stay even when the load then fails; the report says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evolved: Vec<String>,
 }
 
 /// How a `replace` load changed its target.
@@ -595,6 +600,7 @@ mod tests {
             swap: None,
             swap_note: None,
             created_target: false,
+            evolved: Vec::new(),
         };
         t.add_step(Swap, 10.0, 1.0);
         t.add_step(Swap, 9.5, 0.5);

@@ -165,6 +165,7 @@ async fn committed_by_log(
                 swap: None,
                 swap_note: None,
                 created_target: false,
+                evolved: Vec::new(),
             }),
         }
     }

@@ -156,6 +156,7 @@ impl TableFacts {
             swap: None,
             swap_note: None,
             created_target: false,
+            evolved: Vec::new(),
         }
     }
 }
@@ -594,9 +595,10 @@ async fn set_up_table<'a>(
     let existed = !warehouse::columns(c.wh, &t.table).await?.is_empty();
     warehouse::execute(c.wh, setup_sql(dialect, c.plan, t, &staging, &observed, json_as_super)?).await?;
     refuse_older_data(c, &t.table).await?;
-    if existed {
-        evolve_target(c, t, &staging, &observed).await?;
-    }
+    let evolved = match existed {
+        true => evolve_target(c, t, &staging, &observed).await?,
+        false => Vec::new(),
+    };
     let already = match warehouse::count(c.wh, logged_sql(c.plan, &t.table, "count(*)")?).await? {
         0 => -1,
         _ => warehouse::count(c.wh, logged_sql(c.plan, &t.table, "max(rows)")?).await?,
@@ -604,6 +606,7 @@ async fn set_up_table<'a>(
     let mut load = facts.table_load();
     load.loaded = already < 0;
     load.created_target = !existed;
+    load.evolved = evolved;
     let mut rename = None;
     let super_columns = json_as_super && t.columns.iter().any(warehouse::is_json);
     if c.options.mode == LoadMode::Replace && already < 0 && super_columns {
@@ -677,7 +680,7 @@ async fn evolve_target(
     t: &TablePlan,
     staging: &TableRef,
     observed: &BTreeMap<&str, u64>,
-) -> Result<(), LoadError> {
+) -> Result<Vec<String>, LoadError> {
     let dialect = c.wh.dialect();
     // The catalog's names are the warehouse's (Redshift's folded to lower case); the plan's are the source's.
     let spec_of = |name: &str| t.columns.iter().find(|s| dialect.fold(&s.name) == name);
@@ -702,6 +705,7 @@ async fn evolve_target(
     let changes =
         drift::compare(&t.table, &target, &run_columns, c.options.schema_evolution).map_err(LoadError::SchemaDrift)?;
     let json_as_super = c.options.json_as_super && dialect.has_super();
+    let mut applied = Vec::new();
     for change in changes {
         let name = match &change {
             drift::Change::Add(n) | drift::Change::Widen(n) => n,
@@ -721,9 +725,10 @@ async fn evolve_target(
         };
         tracing::warn!(table = %t.table, sql = %sql, "schema evolution");
         // One statement at a time: Redshift runs ALTER COLUMN … TYPE outside a transaction block only.
-        warehouse::execute(c.wh, vec![sql]).await?;
+        warehouse::execute(c.wh, vec![sql.clone()]).await?;
+        applied.push(sql);
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// The load transactions: COPY, reconcile and swap of a table (or of every table) all or nothing, side by side, a

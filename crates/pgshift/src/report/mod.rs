@@ -44,6 +44,8 @@ pub struct TableReport {
     pub reconciled: bool,
     /// Ranges whose parts landed in an earlier attempt or an interrupted run and were kept, not read again.
     pub reused_parts: usize,
+    /// Schema evolution applied to the target before its load transaction, kept whatever the load did.
+    pub evolved: Vec<String>,
 }
 
 /// The bill by item (summed over tables), each marked actual or estimated, and the total.
@@ -273,6 +275,7 @@ impl RunReport {
                 status,
                 reconciled: loaded == Some(rows),
                 reused_parts: rs.iter().filter(|r| r.reused).count(),
+                evolved: load.map(|t| t.evolved.clone()).unwrap_or_default(),
                 parts,
             });
         }
@@ -314,9 +317,28 @@ impl RunReport {
     /// its load committed before the failure and that the others are as they were.
     fn render_outcome(&self, o: &mut String) {
         let committed: Vec<&TableReport> = self.tables.iter().filter(|t| t.loaded_rows.is_some()).collect();
+        let evolved: Vec<&TableReport> = self.tables.iter().filter(|t| !t.evolved.is_empty()).collect();
         if let Some((name, cause)) = &self.failure {
             let _ = writeln!(o, "run FAILED [{name}]: {}", truncate(cause, 400));
+            if !evolved.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "changed before the load transaction, and kept (schema evolution only adds a nullable column or \
+                     widens a type: the target's rows read the same):"
+                );
+                for t in &evolved {
+                    for s in &t.evolved {
+                        let _ = writeln!(o, "  {}: {s}", t.table);
+                    }
+                }
+            }
             match committed.as_slice() {
+                [] if !evolved.is_empty() => {
+                    let _ = writeln!(
+                        o,
+                        "no table of this run was committed: every table holds the rows it held"
+                    );
+                }
                 [] => {
                     let _ = writeln!(o, "the warehouse is as it was: no table of this run was committed");
                 }
