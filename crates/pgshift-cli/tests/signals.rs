@@ -132,3 +132,54 @@ fn resumes(rt: &tokio::runtime::Runtime, (src, wh): (&str, &str), stage: &Path, 
         anyhow::Ok(())
     })
 }
+
+/// Two `pgshift run --run-id dup` at once on one machine: the second is refused at once by name (the first holds the
+/// run's lock, its process alive), touching nothing; the first loads the source exactly.
+#[test]
+fn a_second_run_of_a_run_id_held_by_a_live_process_is_refused_at_once() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (src, wh) = rt.block_on(async {
+        let src = cluster().create_db("dupsrc").await?;
+        connect(&src).await?.batch_execute(SOURCE).await?;
+        anyhow::Ok((src, cluster().create_db("dupwh").await?))
+    })?;
+    let root = std::env::temp_dir().join(format!("pgshift-dup-{}", std::process::id()));
+    let stage = root.join("stage");
+    std::fs::create_dir_all(&stage)?;
+    let first = start(&src, &wh, &stage, "dup")?;
+    let t0 = Instant::now();
+    while !list_files(&stage).iter().any(|f| f.ends_with("dup/lock.json")) {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the first run never took its lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let t1 = Instant::now();
+    let second = start(&src, &wh, &stage, "dup")?.wait_with_output()?;
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        t1.elapsed() < Duration::from_secs(20),
+        "refused at once: {:?}",
+        t1.elapsed()
+    );
+    for says in [
+        "Pipeline.Fatal.RunExists",
+        "\"dup\" is being run by process",
+        "--run-id",
+    ] {
+        assert!(err.contains(says), "{says:?} in {err}");
+    }
+    let first = first.wait_with_output()?;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    rt.block_on(async {
+        let key = ["id".to_string()];
+        let loaded = fingerprint_of(&wh, ("sales", "orders"), &[], &key, &[]).await?;
+        assert_eq!(loaded, fingerprint_of(&src, ("sales", "orders"), &[], &key, &[]).await?);
+        assert_eq!(pgshift_tests::staging_tables(&wh).await?, 0);
+        anyhow::Ok(())
+    })?;
+    let _ = std::fs::remove_dir_all(root);
+    Ok(())
+}

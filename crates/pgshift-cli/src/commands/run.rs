@@ -322,6 +322,12 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
     if mode == ProgressMode::Line {
         eprintln!("\r\x1b[2K{}", status_line(&handle.progress, &mut rate));
     }
+    if let Some(trigger) = out.output.as_ref().ok().and_then(|v| v.get("trigger")) {
+        if let Some(holder) = trigger.get("duplicate_of") {
+            let run_id = trigger["run_id"].as_str().unwrap_or_default();
+            bail!("{} [Pipeline.Fatal.RunExists]", held_by(run_id, holder));
+        }
+    }
     println!("{}", out.report.render());
     println!("stage: {stage}   warehouse: {}", redact(&warehouse));
     let key = pgshift::contract::layout::report_key(&out.report.run_id);
@@ -346,6 +352,23 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
             cleanup_said(out.cleanup.as_ref())
         ),
     }
+}
+
+/// Why a run id is refused while another execution holds it: who holds it, since when, and what to do.
+fn held_by(run_id: &str, holder: &serde_json::Value) -> String {
+    let since = holder["taken_at"].as_str().unwrap_or("?");
+    let who = match holder.get("process") {
+        Some(p) if p.is_object() => format!(
+            "process {} on {}",
+            p["pid"].as_u64().unwrap_or(0),
+            p["host"].as_str().unwrap_or("?")
+        ),
+        _ => format!("execution {}", holder["execution"].as_str().unwrap_or("?")),
+    };
+    format!(
+        "run id {run_id:?} is being run by {who} (since {since}): nothing was done; wait for it to end (the same \
+         command then resumes or refuses it), or use another --run-id"
+    )
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, as the shell's exit codes: 130 and 143.

@@ -188,7 +188,9 @@ pub(crate) async fn take_run_lock(
     }
     let holder: Option<RunLock> = read_json(stage, &key).await?;
     match holder {
-        Some(h) if h.execution == execution => Ok(None),
+        // The same execution again (a retried state, a redrive) — unless another live process on this machine runs
+        // an execution of that name (two `pgshift run --run-id X` at once): that one holds the run.
+        Some(h) if h.execution == execution && !another_live_process(&h) => Ok(None),
         // A local holder whose process is gone (killed) holds nothing any more.
         Some(h) if h.process.as_ref().and_then(LocalProcess::alive) == Some(false) => {
             crate::stage::put(stage, &key, body).await?;
@@ -200,6 +202,13 @@ pub(crate) async fn take_run_lock(
             Ok(None)
         }
     }
+}
+
+/// Whether a lock is held by a process other than this one that still runs on this host.
+fn another_live_process(lock: &RunLock) -> bool {
+    lock.process
+        .as_ref()
+        .is_some_and(|p| *p != LocalProcess::current() && p.alive() == Some(true))
 }
 
 /// Whether the run's execution ended: its failure recorded (`status.json`), or its load finished.
