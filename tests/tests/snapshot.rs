@@ -507,3 +507,56 @@ async fn gc_removes_what_a_killed_run_left_and_nothing_else() -> Result<()> {
     }
     Ok(())
 }
+
+/// An interrupted snapshot run resumes with the same command (issue "never load wrong data, round two", 13). Its
+/// first attempt fails mid-extraction; then, as a killed process leaves it, the run's instance exists again (restored
+/// under the run's own name, at another address). The same command adopts that instance instead of failing with
+/// `DbInstanceAlreadyExists`, keeps its plan and the ranges that landed although the server's address changed, loads
+/// what the snapshot holds and removes the instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_snapshot_run_resumes_with_the_same_command() -> Result<()> {
+    use pgshift_tests::hooked::{Gate, HookedStages, Op, Verdict};
+    let f = fixture("resume", "s", false).await?;
+    let (source, target, stage, rds) = (&f.source, &f.target, &f.stage, &f.rds);
+    let (plan, at_snapshot) = fingerprints_then_change(&f, "resume").await?;
+    let input = json!({"snapshot": {"identifier": "s"}, "run_id": "snap-resume"});
+    let gate: Gate = Arc::new(|op| match op {
+        Op::Create(key) if key.contains("part-00001.result.json") => Verdict::Fail(pgshift::stage::StageError::Io {
+            location: key.to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        }),
+        _ => Verdict::Pass,
+    });
+    let mut run = snapshot_run(source, target, stage, input.clone(), rds.clone(), fast())?;
+    run.stages = Arc::new(HookedStages {
+        inner: Arc::new(UrlStages::default()),
+        gate,
+    });
+    let first = run.start("snapshot")?.outcome.await?;
+    assert!(first.output.is_err(), "the first attempt fails mid-extraction");
+    let plan_path = f.stage_path.join("snap-resume").join("plan.json");
+    let planned: pgshift::contract::plan::Plan = serde_json::from_slice(&std::fs::read(&plan_path)?)?;
+    let instance = pgshift::contract::snapshot::instance_name("snap-resume");
+    rds.call(
+        "restoreDBInstanceFromDBSnapshot",
+        json!({"DbInstanceIdentifier": instance, "DbSnapshotIdentifier": "s",
+               "Tags": [{"Key": "pgshift:stack", "Value": "pgshift"}, {"Key": "pgshift:run", "Value": "snap-resume"}]}),
+    )
+    .await?;
+    let again = run_snapshot(source, target, stage, input, rds.clone(), fast()).await?;
+    again.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    for (t, want) in TABLES.iter().zip(&at_snapshot) {
+        assert_eq!(
+            &fingerprint(target, &plan, t, false).await?,
+            want,
+            "{t}: the warehouse holds the snapshot"
+        );
+    }
+    let resumed: pgshift::contract::plan::Plan = serde_json::from_slice(&std::fs::read(&plan_path)?)?;
+    assert_eq!(
+        resumed.plan_id, planned.plan_id,
+        "the plan is kept although the server moved"
+    );
+    assert!(instances(rds).await?.is_empty(), "the adopted instance is removed");
+    Ok(())
+}

@@ -341,11 +341,13 @@ pub struct ExtractTask {
 }
 
 impl ExtractTask {
-    /// A hash of everything in the task but its own `task_id` (its plan's id, table, columns and casts, key, bounds,
-    /// stage, writer settings, timeout, endpoint included).
+    /// A hash of everything in the task but its own `task_id` and the endpoint it reads from (its plan's id, table,
+    /// columns and casts, key, bounds, stage, writer settings, timeout included).
     pub fn identity(&self) -> String {
         let mut bare = self.clone();
         bare.task_id.clear();
+        // Where the range is read (a restored snapshot's server) is not what is read.
+        bare.source_endpoint = None;
         crate::contract::plan::json_digest(&bare)
     }
 }

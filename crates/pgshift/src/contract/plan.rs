@@ -70,6 +70,9 @@ impl PlanRequest {
     pub fn identity(&self) -> String {
         let mut bare = self.clone();
         bare.restart = false;
+        // Where the source is read (a restored snapshot's server, at another address when restored again) is not
+        // what is planned: the snapshot is.
+        bare.source_endpoint = None;
         json_digest(&bare)
     }
 }
@@ -259,6 +262,7 @@ impl Plan {
         for t in &mut bare.tasks {
             t.plan_id.clear();
             t.task_id.clear();
+            t.source_endpoint = None;
         }
         json_digest(&bare)
     }

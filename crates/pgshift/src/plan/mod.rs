@@ -290,6 +290,11 @@ async fn write_plan(
             let now = catalog::source_info(&client).await.map_err(planning_error)?;
             runs::same_source(&plan, &now)?;
             tracing::info!(run = %plan.run_id, plan = %plan.plan_id, "the same request planned this run: plan kept");
+            // A snapshot restored again is read where it is now.
+            let mut plan = plan;
+            for t in &mut plan.tasks {
+                t.source_endpoint.clone_from(&req.source_endpoint);
+            }
             plan
         }
         None => {

@@ -490,8 +490,12 @@ mod tests {
             pg.lock_target("\"s\".\"t\""),
             "LOCK TABLE \"s\".\"t\" IN EXCLUSIVE MODE"
         );
-        assert_eq!(rs.lock_target("\"s\".\"t\""), "LOCK \"s\".\"t\"");
+        assert_eq!(
+            rs.lock_target("\"s\".\"t\""),
+            "LOCK \"pgshift\".\"load_log\", \"pgshift\".\"staging\", \"s\".\"t\""
+        );
         assert_eq!((pg.max_text_bytes(), rs.max_text_bytes()), (None, Some(65_535)));
+        assert_eq!((pg.max_binary_bytes(), rs.max_binary_bytes()), (None, Some(16_777_216)));
         assert!(rs.has_super() && !pg.has_super());
         assert!(pg.truncates_long_text() && !rs.truncates_long_text());
     }
