@@ -183,3 +183,76 @@ fn a_second_run_of_a_run_id_held_by_a_live_process_is_refused_at_once() -> anyho
     let _ = std::fs::remove_dir_all(root);
     Ok(())
 }
+
+/// A run stopped while its load COPYs into the staging table, after some of the parallel COPY streams committed their
+/// share: by SIGKILL (no Cleanup at all) and by Ctrl-C (Cleanup runs). The same command resumes at once and loads the
+/// source exactly: the resumed load starts from an empty staging table.
+#[test]
+fn a_run_stopped_mid_copy_resumes_at_once_from_an_empty_staging_table() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let src = rt.block_on(async {
+        let src = cluster().create_db("midcopysrc").await?;
+        connect(&src).await?.batch_execute(SOURCE).await?;
+        anyhow::Ok(src)
+    })?;
+    let root = std::env::temp_dir().join(format!("pgshift-midcopy-{}", std::process::id()));
+    for how in ["KILL", "INT"] {
+        let wh = rt.block_on(cluster().create_db("midcopywh"))?;
+        let stage = root.join(format!("stage-{how}"));
+        std::fs::create_dir_all(&stage)?;
+        let run_id = format!("midcopy-{}", how.to_lowercase());
+        let first = start(&src, &wh, &stage, &run_id)?;
+        let staged = rt.block_on(committed_share(&wh))?;
+        signal(&first, how)?;
+        let _ = first.wait_with_output()?;
+        assert!(
+            staged > 0 && staged < 1_000_000,
+            "{how}: stopped mid-COPY, {staged} rows staged"
+        );
+        let out = start(&src, &wh, &stage, &run_id)?.wait_with_output()?;
+        assert!(
+            out.status.success(),
+            "{how}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rt.block_on(async {
+            let key = ["id".to_string()];
+            let loaded = fingerprint_of(&wh, ("sales", "orders"), &[], &key, &[]).await?;
+            assert_eq!(
+                loaded,
+                fingerprint_of(&src, ("sales", "orders"), &[], &key, &[]).await?,
+                "{how}"
+            );
+            assert_eq!(pgshift_tests::staging_tables(&wh).await?, 0, "{how}");
+            anyhow::Ok(())
+        })?;
+    }
+    let _ = std::fs::remove_dir_all(root);
+    Ok(())
+}
+
+/// Waits until a COPY stream's share is committed in a staging table of `sales.orders`: its row count.
+async fn committed_share(wh: &str) -> anyhow::Result<i64> {
+    let c = connect(wh).await?;
+    let t0 = Instant::now();
+    loop {
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(120), "no share was ever committed");
+        let rows = c
+            .query(
+                "SELECT c.oid::regclass::text FROM pg_class c WHERE c.relname LIKE 'orders\\_\\_pgshift%' \
+                 AND c.relkind = 'r'",
+                &[],
+            )
+            .await?;
+        for r in rows {
+            let name: String = r.get(0);
+            if let Ok(n) = c.query_one(&format!("SELECT count(*) FROM {name}"), &[]).await {
+                if n.get::<_, i64>(0) > 0 {
+                    return Ok(n.get(0));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
