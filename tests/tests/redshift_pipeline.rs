@@ -425,7 +425,7 @@ async fn long_bytea_loads_into_varbyte_and_text_gets_varchars_maximum() -> Resul
     out.output.as_ref().map_err(|f| anyhow!("{f}"))?;
     let run = Run::read(&stage, &out)?;
     // The first run's values are one byte long; the columns are sized for any later run's.
-    let columns = "\"id\" BIGINT NOT NULL, \"body\" VARBYTE(1024000), \"note\" VARCHAR(65535)";
+    let columns = "\"id\" BIGINT NOT NULL, \"body\" VARBYTE(16777216), \"note\" VARCHAR(65535)";
     let setups: Vec<Vec<String>> = api
         .batches()
         .into_iter()

@@ -149,9 +149,10 @@ pub(super) fn drop_created_target_sql(dialect: Dialect, table: &TableRef) -> Res
     let target = qualified(table)?;
     Ok(vec![
         dialect.lock_target(&target),
-        format!("SELECT 1 / CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM {target}"),
+        format!("SELECT 1 / CASE WHEN EXISTS (SELECT 1 FROM {target}) THEN 0 ELSE 1 END"),
         format!(
-            "SELECT 1 / CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM {LOG} WHERE schema_name = {} AND table_name = {}",
+            "SELECT 1 / CASE WHEN EXISTS (SELECT 1 FROM {LOG} WHERE schema_name = {} AND table_name = {}) THEN 0 ELSE 1 \
+             END",
             text_literal(&table.schema)?,
             text_literal(&table.name)?
         ),
