@@ -37,6 +37,10 @@ pub(crate) struct LoadArgs {
     /// Tables loaded side by side (load transactions at once, 1 or more).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = LoadOptions::DEFAULT_CONCURRENCY)]
     load_concurrency: u32,
+    /// Load into targets that have rules or triggers on INSERT, UPDATE or DELETE (refused by default: they change
+    /// what the load writes); what such a target holds is then theirs.
+    #[arg(long)]
+    allow_target_triggers: bool,
 }
 
 pub(crate) async fn run(args: LoadArgs) -> Result<()> {
@@ -55,6 +59,7 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
             json_as_super: args.json_as_super,
             schema_evolution: args.schema_evolution,
             concurrency: Some(args.load_concurrency),
+            allow_target_triggers: args.allow_target_triggers,
         },
         ..LoadRequest::default()
     };

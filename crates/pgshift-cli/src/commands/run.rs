@@ -66,6 +66,10 @@ pub(crate) struct RunArgs {
     /// What a load may change in an existing target whose columns differ from the source's.
     #[arg(long, value_enum)]
     schema_evolution: Option<SchemaEvolution>,
+    /// Load into targets that have rules or triggers on INSERT, UPDATE or DELETE (refused by default, before
+    /// anything is extracted: they change what the load writes); what such a target holds is then theirs.
+    #[arg(long)]
+    allow_target_triggers: bool,
     #[command(flatten)]
     types: crate::commands::types::TypeArgs,
     /// The source does not change during the run (a restored snapshot, a paused replica): tables without a key
@@ -201,6 +205,9 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
     }
     if let Some(a) = args.atomic {
         load.atomic = a;
+    }
+    if args.allow_target_triggers {
+        load.allow_target_triggers = true;
     }
     if let Some(c) = args.load_concurrency {
         load.concurrency = Some(c);

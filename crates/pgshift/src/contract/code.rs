@@ -32,6 +32,8 @@ pub enum Code {
     FatalSnapshot,
     FatalRestore,
     FatalLoadTimeout,
+    /// The target has rules or triggers that change what a load writes (`--allow-target-triggers` allows them).
+    FatalTargetTriggers,
     /// A local run stopped by SIGINT or SIGTERM (its Cleanup ran; `--run-id` resumes it).
     FatalInterrupted,
 }
@@ -66,6 +68,7 @@ impl Code {
         Code::FatalSnapshot,
         Code::FatalRestore,
         Code::FatalLoadTimeout,
+        Code::FatalTargetTriggers,
         Code::FatalInterrupted,
     ];
 
@@ -106,6 +109,7 @@ impl Code {
             Code::FatalSnapshot => "Pipeline.Fatal.Snapshot",
             Code::FatalRestore => "Pipeline.Fatal.Restore",
             Code::FatalLoadTimeout => "Pipeline.Fatal.LoadTimeout",
+            Code::FatalTargetTriggers => "Pipeline.Fatal.TargetTriggers",
             Code::FatalInterrupted => "Pipeline.Fatal.Interrupted",
         }
     }

@@ -128,6 +128,11 @@ pub struct LoadOptions {
     /// Load transactions run side by side (each holds a warehouse connection or a Data API statement); default 8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// Load into a target that has rules or enabled triggers on INSERT, UPDATE or DELETE (`--allow-target-triggers`).
+    /// Refused by default: they change what the load writes, and no count of the run's rows can see it. Allowed,
+    /// the target's contents are its rules' and triggers' business, and the load's outcome says so.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_target_triggers: bool,
 }
 
 impl LoadOptions {

@@ -155,6 +155,7 @@ mod tests {
                 problems: Vec::new(),
             },
             LoadError::SchemaDrift(Vec::new()),
+            LoadError::TargetTriggers(Vec::new()),
             LoadError::Deadline {
                 tables: Vec::new(),
                 hours: 23.5,
@@ -164,6 +165,7 @@ mod tests {
                 table: t(),
                 staged: 0,
                 expected: 1,
+                target: false,
             }),
         ];
         let sweep = [

@@ -13,6 +13,7 @@ mod drift;
 pub mod gc;
 mod progress;
 mod statements;
+mod triggers;
 mod verify;
 
 use crate::contract::code::Code;
@@ -64,6 +65,8 @@ pub enum LoadError {
     },
     #[error("{} still loading {hours:.1} h after the load started, too close to the execution's timeout: cancelled, nothing of them committed; load them in a run of their own or give the warehouse more capacity", .tables.join(", "))]
     Deadline { tables: Vec<String>, hours: f64 },
+    #[error("rules or triggers on the target change what a load writes, and no count of the run's rows can see it; nothing loaded: {}; drop or disable them, or pass --allow-target-triggers to load anyway (what the target holds is then theirs)", .0.join("; "))]
+    TargetTriggers(Vec<String>),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
     #[error(transparent)]
@@ -81,6 +84,7 @@ impl LoadError {
             LoadError::Reconcile { .. } => Code::FatalReconcile,
             LoadError::TooLong { .. } => Code::FatalBadValue,
             LoadError::Deadline { .. } => Code::FatalLoadTimeout,
+            LoadError::TargetTriggers(_) => Code::FatalTargetTriggers,
             LoadError::Warehouse(e) => e.code(),
             LoadError::Stage(e) => e.code(),
         }
@@ -192,6 +196,8 @@ pub async fn preflight(ctx: &LoadContext, req: PreflightRequest) -> Result<Prefl
     warehouse::count(wh, "SELECT 1".into())
         .await
         .map_err(|e| LoadError::Warehouse(preflight_context(e)))?;
+    let plan = run::read_plan(stage.as_ref(), &req.plan_url).await?;
+    triggers::check(wh, &plan, triggers::allowed(&plan, false)).await?;
     tracing::info!(stage = %put.url, "pre-flight: warehouse and stage reached and written");
     Ok(PreflightResult {
         warehouse: format!("{:?}", wh.dialect()),
@@ -241,7 +247,7 @@ pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, 
     tracing::Instrument::instrument(start_load(ctx, req, span.clone()), span).await
 }
 
-async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) -> Result<LoadProgress, LoadError> {
+async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span) -> Result<LoadProgress, LoadError> {
     let started = Instant::now();
     let started_at = crate::contract::clock::unix_now();
     let stage = stage_of(ctx, &req.plan_url).await?;
@@ -260,6 +266,8 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     verify::verify_parts(stage.as_ref(), &by_part).await?;
     let wh = ctx.warehouse.as_ref();
     check_options(wh, &req.options)?;
+    req.options.allow_target_triggers = triggers::allowed(&plan, req.options.allow_target_triggers);
+    let hooked = triggers::check(wh, &plan, req.options.allow_target_triggers).await?;
     let deadline = req.deadline().map_err(LoadError::InvalidRequest)?;
     let mut facts = Vec::new();
     for t in &plan.tables {
@@ -294,6 +302,11 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
     for l in touched {
         if let Some(t) = tables.iter_mut().find(|t| t.table == l.table) {
             *t = l;
+        }
+    }
+    for t in tables.iter_mut() {
+        if let Some(note) = hooked.get(&t.table) {
+            t.swap_note = Some(t.swap_note.take().map_or(note.clone(), |s| format!("{s}; {note}")));
         }
     }
     let queued: Vec<TableRef> = queue.iter().map(|(t, _)| t.table.clone()).collect();
@@ -814,8 +827,21 @@ fn group_steps<'a>(
     }
     for &i in group {
         let swap = swap_sql(c.wh.dialect(), c.options.mode, c.plan, &prepared[i])?;
-        labels.extend(swap.iter().map(|_| (prepared[i].plan.table.clone(), StepKind::Swap)));
+        let table = &prepared[i].plan.table;
+        labels.extend(swap.iter().map(|_| (table.clone(), StepKind::Swap)));
         steps.extend(swap.into_iter().map(Step::Sql));
+        if c.options.mode == LoadMode::Replace
+            && c.wh.dialect().has_rules_and_triggers()
+            && !c.options.allow_target_triggers
+        {
+            // What reached the target, not only what staging held: a rule or trigger made since the check shows here.
+            steps.push(Step::Reconcile {
+                table: table.clone(),
+                staging: table.clone(),
+                expected: prepared[i].load.rows,
+            });
+            labels.push((table.clone(), StepKind::Reconcile));
+        }
     }
     Ok((steps, labels))
 }

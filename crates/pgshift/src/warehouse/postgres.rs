@@ -141,6 +141,7 @@ async fn run_step(wh: &PgWarehouse, tx: &Transaction<'_>, step: Step<'_>) -> Res
             let staged: i64 = tx.query_one(&q, &[]).await.map_err(pg)?.get(0);
             if staged != expected as i64 {
                 return Err(WarehouseError::Reconcile {
+                    target: table == staging,
                     table,
                     staged,
                     expected,

@@ -1,0 +1,147 @@
+//! Never load wrong data, round two (continued): the target's own rules and triggers, foreign files, swapped plans.
+//! Every test asserts what the warehouse holds (row count and a per-column fingerprint), not only an outcome.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use pgshift::contract::load::{LoadMode, LoadOptions, LoadRequest, LoadResult};
+use pgshift::contract::plan::Plan;
+use pgshift::load::{LoadContext, LoadError};
+use pgshift::warehouse::postgres::PgWarehouse;
+use pgshift::warehouse::{Step, Warehouse};
+use pgshift::UrlStages;
+use pgshift_tests::{cluster, connect, list_files, stage_dir};
+
+use super::db;
+use super::hooked::{is_sql, Edit, Hooked};
+use super::load::{fingerprint, plan_and_extract, plan_url};
+use super::pipeline::{request, run_local};
+
+const RR: &str = "CREATE TABLE public.rr (id int8 PRIMARY KEY, v text);
+    INSERT INTO public.rr SELECT g, 'v' || g FROM generate_series(1, 2000) g; ANALYZE;";
+
+async fn count(url: &str, table: &str) -> Result<i64> {
+    Ok(connect(url)
+        .await?
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await?
+        .get(0))
+}
+
+async fn load_opts(wh: Arc<dyn Warehouse>, plan: &Plan, options: LoadOptions) -> Result<LoadResult, LoadError> {
+    let ctx = LoadContext::new(Arc::new(UrlStages::default()), wh);
+    let req = LoadRequest {
+        plan_url: plan_url(plan),
+        options,
+        ..LoadRequest::default()
+    };
+    pgshift::load::load(&ctx, req).await
+}
+
+fn mode(mode: LoadMode, allow_target_triggers: bool) -> LoadOptions {
+    LoadOptions {
+        mode,
+        allow_target_triggers,
+        ..LoadOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_rules_and_triggers_are_refused_by_name_before_anything_is_extracted() -> Result<()> {
+    let source = db("rrsrc", RR).await?;
+    let target = cluster().create_db("rrwh").await?;
+    let wh_sql = connect(&target).await?;
+    wh_sql
+        .batch_execute(
+            "CREATE TABLE public.rr (id int8 PRIMARY KEY, v text); INSERT INTO public.rr VALUES (1, 'old');
+             CREATE RULE rr_nothing AS ON INSERT TO public.rr DO INSTEAD NOTHING;",
+        )
+        .await?;
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+
+    // The pipeline: refused by name in the pre-flight, before any range is extracted; the target as it was.
+    let dir = stage_dir("rr");
+    let stage = format!("file://{}", dir.display());
+    let mut req = request(&stage, &["public.rr"], 2);
+    req.load = Some(mode(LoadMode::Replace, false));
+    let out = run_local(&source, req, Arc::new(UrlStages::default()), wh.clone()).await?;
+    let failure = out.output.as_ref().expect_err("a target with a rule is refused");
+    assert_eq!(failure.error, "Pipeline.Fatal.TargetTriggers", "{}", failure.cause);
+    assert!(
+        failure.cause.contains("public.rr: rule rr_nothing") && failure.cause.contains("--allow-target-triggers"),
+        "{}",
+        failure.cause
+    );
+    let parquet: Vec<String> = list_files(&dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .collect();
+    assert!(parquet.is_empty(), "nothing was extracted: {parquet:?}");
+    assert_eq!(count(&target, "public.rr").await?, 1);
+
+    // A BEFORE INSERT trigger that skips even ids and rewrites the rest: a load by hand is refused too, in every
+    // mode, and the target is untouched.
+    wh_sql
+        .batch_execute(
+            "DROP RULE rr_nothing ON public.rr;
+             CREATE FUNCTION public.rr_skip() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN IF NEW.id % 2 = 0 THEN RETURN NULL; END IF; NEW.v := 'changed'; RETURN NEW; END $$;
+             CREATE TRIGGER rr_skip BEFORE INSERT OR UPDATE ON public.rr FOR EACH ROW EXECUTE FUNCTION public.rr_skip();",
+        )
+        .await?;
+    let plan = plan_and_extract(&source, &["public.rr"], &stage, Arc::new(UrlStages::default())).await?;
+    let before = fingerprint(&target, &plan, "public.rr", false).await?;
+    for m in [LoadMode::Replace, LoadMode::Append, LoadMode::Merge] {
+        let e = load_opts(wh.clone(), &plan, mode(m, false))
+            .await
+            .expect_err("a target with a trigger is refused");
+        assert_eq!(e.name(), "Pipeline.Fatal.TargetTriggers", "{m:?}: {e}");
+        assert!(e.to_string().contains("public.rr: trigger rr_skip"), "{e}");
+        assert_eq!(fingerprint(&target, &plan, "public.rr", false).await?, before, "{m:?}");
+    }
+
+    // Allowed explicitly: the trigger has its way, and the outcome says the target's contents are its business.
+    let r = load_opts(wh.clone(), &plan, mode(LoadMode::Replace, true)).await?;
+    let note = r.tables[0].swap_note.clone().unwrap_or_default();
+    assert!(
+        note.contains("trigger rr_skip") && note.contains("--allow-target-triggers"),
+        "{note}"
+    );
+    assert_eq!(count(&target, "public.rr").await?, 1_000);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replace_counts_what_reached_the_target_not_only_staging() -> Result<()> {
+    let source = db("rrlatesrc", RR).await?;
+    let target = cluster().create_db("rrlatewh").await?;
+    // A view on the target: replace keeps the table and replaces its rows (no rename).
+    connect(&target)
+        .await?
+        .batch_execute(
+            "CREATE TABLE public.rr (id int8 PRIMARY KEY, v text); INSERT INTO public.rr VALUES (1, 'old');
+             CREATE VIEW public.rr_view AS SELECT id FROM public.rr;",
+        )
+        .await?;
+    let stage = format!("file://{}", stage_dir("rrlate").display());
+    let plan = plan_and_extract(&source, &["public.rr"], &stage, Arc::new(UrlStages::default())).await?;
+    let before = fingerprint(&target, &plan, "public.rr", false).await?;
+    // A rule made after the checks, inside the load transaction, before the swap.
+    let edit: Edit = Box::new(|steps| {
+        if let Some(i) = steps.iter().position(|s| is_sql(s, "LOCK TABLE", "")) {
+            steps.insert(
+                i,
+                Step::Sql("CREATE RULE rr_late AS ON INSERT TO public.rr DO INSTEAD NOTHING".into()),
+            );
+        }
+    });
+    let wh: Arc<dyn Warehouse> = Arc::new(Hooked::new(PgWarehouse::new(&target)?, edit));
+    let e = load_opts(wh, &plan, mode(LoadMode::Replace, false))
+        .await
+        .expect_err("the target holds none of the rows");
+    assert_eq!(e.name(), "Pipeline.Fatal.Reconcile", "{e}");
+    assert!(e.to_string().contains("the target after its swap holds 0 rows"), "{e}");
+    assert_eq!(fingerprint(&target, &plan, "public.rr", false).await?, before);
+    assert_eq!(count(&target, "public.rr").await?, 1);
+    Ok(())
+}
