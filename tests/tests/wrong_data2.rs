@@ -145,3 +145,68 @@ async fn a_replace_counts_what_reached_the_target_not_only_staging() -> Result<(
     assert_eq!(count(&target, "public.rr").await?, 1);
     Ok(())
 }
+
+/// Plans `tables` as run `run_id` in one range each, and extracts every range.
+async fn plan_run(source: &str, tables: &[&str], stage: &str, run_id: &str) -> Result<Plan> {
+    let stages = Arc::new(UrlStages::default());
+    let pctx = pgshift::plan::PlanContext {
+        source: Arc::new(pgshift::source::PgConnector::new(source)?),
+        stages: stages.clone(),
+    };
+    let mut req = request(stage, tables, 1);
+    req.run_id = Some(run_id.to_string());
+    let (plan, _) = pgshift::plan::handle(&pctx, req).await?;
+    let ectx = pgshift::ExtractContext {
+        source: Arc::new(pgshift::source::PgConnector::new(source)?),
+        stages,
+    };
+    for t in &plan.tasks {
+        pgshift::extract(&ectx, t.clone()).await?;
+    }
+    Ok(plan)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_naming_another_runs_or_tables_parquet_is_refused() -> Result<()> {
+    let source = db(
+        "foreignsrc",
+        "CREATE TABLE public.st (id int8 PRIMARY KEY, v text);
+         INSERT INTO public.st SELECT g, 'st' || g FROM generate_series(1, 1000) g;
+         CREATE TABLE public.st2 (id int8 PRIMARY KEY, v text);
+         INSERT INTO public.st2 SELECT g, 'other' || g FROM generate_series(1, 500) g; ANALYZE;",
+    )
+    .await?;
+    let target = cluster().create_db("foreignwh").await?;
+    let dir = stage_dir("foreign");
+    let stage = format!("file://{}", dir.display());
+    plan_run(&source, &["public.st2"], &stage, "other").await?;
+    let victim = plan_run(&source, &["public.st"], &stage, "victim").await?;
+
+    // victim's result of st range 0 edited to name other's st2 files (sizes and CRCs valid, plan_id untouched).
+    let theirs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("other/public/st2/part-00000.result.json"))?)?;
+    let path = dir.join("victim/public/st/part-00000.result.json");
+    let mut ours: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    for field in ["files", "rows", "first_key", "last_key"] {
+        ours[field] = theirs[field].clone();
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&ours)?)?;
+
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+    let e = load_opts(wh, &victim, mode(LoadMode::Replace, false))
+        .await
+        .expect_err("another run's files are refused");
+    assert_eq!(e.name(), "Pipeline.Fatal.PlanMismatch", "{e}");
+    assert!(
+        e.to_string().contains("public.st range 0")
+            && e.to_string().contains("other/public/st2/part-00000-000.parquet"),
+        "{e}"
+    );
+    let exists: bool = connect(&target)
+        .await?
+        .query_one("SELECT to_regclass('public.st') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    assert!(!exists, "nothing reached the warehouse");
+    Ok(())
+}

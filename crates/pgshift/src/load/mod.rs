@@ -263,6 +263,7 @@ async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span
         None => read_results(stage.as_ref(), &plan).await?,
     };
     let by_part = verify::match_results(&plan, &results)?;
+    verify::check_file_keys(stage.as_ref(), &plan, &by_part)?;
     verify::verify_parts(stage.as_ref(), &by_part).await?;
     let wh = ctx.warehouse.as_ref();
     check_options(wh, &req.options)?;

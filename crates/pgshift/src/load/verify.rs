@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 
 use super::LoadError;
+use crate::contract::layout;
 use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, StagedFile, TableRef};
 use crate::contract::plan::Plan;
 use crate::stage::{FileProblem, Stage};
@@ -160,6 +161,42 @@ pub(crate) fn match_results<'a>(
         return Err(LoadError::PartsMissing(missing));
     }
     Ok(by_part)
+}
+
+/// Every file a result names is one its own task writes: under the run, schema, table and range of the task, on this
+/// stage. A result edited to name another run's or another table's Parquet (whose sizes and CRC32s are valid) is
+/// refused by name, never loaded.
+pub(crate) fn check_file_keys(
+    stage: &dyn Stage,
+    plan: &Plan,
+    by_part: &BTreeMap<(TableRef, u32), &ExtractResult>,
+) -> Result<(), LoadError> {
+    let mut problems = Vec::new();
+    for task in &plan.tasks {
+        let Some(r) = by_part.get(&(task.table.clone(), task.range_index)) else {
+            continue;
+        };
+        for f in &r.files {
+            if !stage.key_of(&f.url).is_some_and(|k| layout::is_part_file_key(task, k)) {
+                problems.push(format!(
+                    "{} range {}: its result names {}, which is not a file of this range ({}-<n>.parquet on {}); \
+                     extract the range again",
+                    task.table,
+                    task.range_index,
+                    f.url,
+                    layout::file_key_prefix(task),
+                    stage.url()
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(LoadError::PlanMismatch {
+        plan_url: format!("{}/{}/plan.json", plan.stage, plan.run_id),
+        problems,
+    })
 }
 
 /// Every file of every result is on the stage with the size and CRC32 its extractor recorded.
