@@ -210,3 +210,55 @@ async fn a_result_naming_another_runs_or_tables_parquet_is_refused() -> Result<(
     assert!(!exists, "nothing reached the warehouse");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_copied_over_another_runs_is_refused_before_anything_commits() -> Result<()> {
+    let source = db(
+        "swapsrc",
+        "CREATE TABLE public.pa (id int8 PRIMARY KEY, v text);
+         INSERT INTO public.pa SELECT g, 'a' || g FROM generate_series(1, 1000) g;
+         CREATE TABLE public.pb (id int8 PRIMARY KEY, v text);
+         INSERT INTO public.pb SELECT g, 'b' || g FROM generate_series(1, 10) g; ANALYZE;",
+    )
+    .await?;
+    let target = cluster().create_db("swapwh").await?;
+    connect(&target)
+        .await?
+        .batch_execute("CREATE TABLE public.pa (id int8 PRIMARY KEY, v text); INSERT INTO public.pa VALUES (1, 'old');")
+        .await?;
+    let dir = stage_dir("swap");
+    let stage = format!("file://{}", dir.display());
+    let a = plan_run(&source, &["public.pa"], &stage, "runa").await?;
+    plan_run(&source, &["public.pb"], &stage, "runb").await?;
+    let before = fingerprint(&target, &a, "public.pa", false).await?;
+    std::fs::copy(dir.join("runa/plan.json"), dir.join("runb/plan.json"))?;
+
+    let ctx = LoadContext::new(
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(&target)?) as Arc<dyn Warehouse>,
+    );
+    let b_url = format!("{stage}/runb/plan.json");
+    let held = pgshift::load::hold_run(&ctx, &b_url)
+        .await
+        .expect_err("run a's plan read as run b's");
+    assert_eq!(held.name(), "Pipeline.Fatal.PlanMismatch", "{held}");
+    let req = LoadRequest {
+        plan_url: b_url,
+        ..LoadRequest::default()
+    };
+    let e = pgshift::load::load(&ctx, req)
+        .await
+        .expect_err("run a's plan read as run b's");
+    assert_eq!(e.name(), "Pipeline.Fatal.PlanMismatch", "{e}");
+    assert!(
+        e.to_string().contains("\"runa\"") && e.to_string().contains(&format!("{stage}/runa/plan.json")),
+        "{e}"
+    );
+    assert_eq!(
+        fingerprint(&target, &a, "public.pa", false).await?,
+        before,
+        "nothing committed"
+    );
+    assert_eq!(count(&target, "public.pa").await?, 1);
+    Ok(())
+}

@@ -169,9 +169,15 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
         tokio::time::sleep(std::time::Duration::from_secs(p.wait_seconds.min(5))).await;
         p = check(ctx, p).await?;
     }
-    run::read_load(ctx.stages.as_ref(), &plan_url)
-        .await?
-        .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url}: the load left no load.json")))
+    run::read_load(ctx.stages.as_ref(), &plan_url).await?.ok_or_else(|| {
+        // Never a failure that hides what the load committed.
+        let s = &p.summary;
+        LoadError::InvalidRequest(format!(
+            "{plan_url}: the load of run {} committed {} of {} tables ({} rows) but left no load.json beside this \
+             plan; see the run's load log (pgshift.load_log) for what the warehouse holds",
+            s.run_id, s.loaded, s.tables, s.rows
+        ))
+    })
 }
 
 /// Before the extraction: the warehouse reached and written (its `pgshift` schema created if missing), and an object
@@ -223,6 +229,13 @@ fn preflight_context(e: WarehouseError) -> WarehouseError {
 pub async fn hold_run(ctx: &LoadContext, plan_url: &str) -> Result<(), LoadError> {
     let stage = stage_of(ctx, plan_url).await?;
     let plan = run::read_plan(stage.as_ref(), plan_url).await?;
+    let problems = verify::location_problems(&plan, plan_url);
+    if !problems.is_empty() {
+        return Err(LoadError::PlanMismatch {
+            plan_url: plan_url.to_string(),
+            problems,
+        });
+    }
     let execution = format!("local:load-{}", std::process::id());
     match run::take_run_lock(stage.as_ref(), &plan.run_id, &execution).await? {
         None => Ok(()),

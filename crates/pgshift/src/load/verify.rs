@@ -34,6 +34,7 @@ pub(crate) fn check_plan(plan: &Plan, plan_url: &str) -> Result<(), LoadError> {
             t.table, t.range_index, t.plan_id, plan.plan_id
         ));
     }
+    problems.extend(location_problems(plan, plan_url));
     problems.extend(coverage(plan));
     if problems.is_empty() {
         Ok(())
@@ -42,6 +43,31 @@ pub(crate) fn check_plan(plan: &Plan, plan_url: &str) -> Result<(), LoadError> {
             plan_url: plan_url.to_string(),
             problems,
         })
+    }
+}
+
+/// The plan was read from where it says it lives, `<its stage>/<its run>/plan.json`: a plan.json copied over another
+/// run's would load its own run's tables while the load's record is looked for in the other run. Refused, with the
+/// URL to load it from.
+pub(crate) fn location_problems(plan: &Plan, plan_url: &str) -> Vec<String> {
+    let own = format!(
+        "{}/{}",
+        plan.stage.trim_end_matches('/'),
+        layout::plan_key(&plan.run_id)
+    );
+    match layout::split_plan_url(plan_url) {
+        Some((stage, run_dir))
+            if run_dir == layout::key_segment(&plan.run_id)
+                && stage.trim_end_matches('/') == plan.stage.trim_end_matches('/') =>
+        {
+            Vec::new()
+        }
+        _ => vec![format!(
+            "this plan.json is run {:?}'s (it lives at {own}), not the plan of the run it was read from: it was \
+             copied from another run; load run {:?} with --plan {own}, or plan this run again (pgshift run … \
+             --restart)",
+            plan.run_id, plan.run_id
+        )],
     }
 }
 
