@@ -15,7 +15,7 @@ use pgshift_tests::{cluster, connect, list_files, stage_dir};
 use super::db;
 use super::hooked::{is_sql, Edit, Hooked};
 use super::load::{fingerprint, plan_and_extract, plan_url};
-use super::pipeline::{request, run_local};
+use super::pipeline::{plan_of, request, run_local};
 
 const RR: &str = "CREATE TABLE public.rr (id int8 PRIMARY KEY, v text);
     INSERT INTO public.rr SELECT g, 'v' || g FROM generate_series(1, 2000) g; ANALYZE;";
@@ -260,5 +260,61 @@ async fn a_plan_copied_over_another_runs_is_refused_before_anything_commits() ->
         "nothing committed"
     );
     assert_eq!(count(&target, "public.pa").await?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_is_refused_while_the_lock_holder_lives() -> Result<()> {
+    let source = db("heldsrc", RR).await?;
+    let target = cluster().create_db("heldwh").await?;
+    let dir = stage_dir("held");
+    let stage = format!("file://{}", dir.display());
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+    let mut req = request(&stage, &["public.rr"], 2);
+    req.run_id = Some("held".into());
+    let first = run_local(&source, req.clone(), Arc::new(UrlStages::default()), wh.clone()).await?;
+    let plan = plan_of(first.output.as_ref().map_err(|f| anyhow::anyhow!("{f}"))?).await?;
+    let loaded = fingerprint(&target, &plan, "public.rr", false).await?;
+    assert_eq!(loaded, fingerprint(&source, &plan, "public.rr", true).await?);
+
+    // The same execution of the run as another live process on this host holds it, its load not finished.
+    let mut holder = std::process::Command::new("sleep").arg("120").spawn()?;
+    let lock_path = dir.join("held/lock.json");
+    let mut lock: serde_json::Value = serde_json::from_slice(&std::fs::read(&lock_path)?)?;
+    lock["process"]["pid"] = holder.id().into();
+    lock["process"]["start_ticks"] = 0.into();
+    std::fs::write(&lock_path, serde_json::to_vec(&lock)?)?;
+    std::fs::remove_file(dir.join("held/load.json"))?;
+    let before = list_files(&dir);
+    assert!(before.iter().any(|f| f.starts_with("held/") && f.ends_with(".parquet")), "{before:?}");
+
+    req.restart = true;
+    let again = run_local(&source, req.clone(), Arc::new(UrlStages::default()), wh.clone()).await?;
+    let refused = again
+        .output
+        .as_ref()
+        .map(|_| ())
+        .map_err(|f| (f.error.clone(), f.cause.clone()));
+    holder.kill()?;
+    holder.wait()?;
+    let (name, cause) = refused.expect_err("a restart beside a live holder is refused");
+    assert_eq!(name, "Pipeline.Fatal.RunExists", "{cause}");
+    assert!(
+        cause.contains(&format!("process {}", lock["process"]["pid"])),
+        "{cause}"
+    );
+    let after = list_files(&dir);
+    for f in before.iter().filter(|f| f.starts_with("held/")) {
+        assert!(after.contains(f), "{f} deleted beside the live holder");
+    }
+    assert_eq!(fingerprint(&target, &plan, "public.rr", false).await?, loaded);
+
+    // The holder gone, the restart runs.
+    let restarted = run_local(&source, req, Arc::new(UrlStages::default()), wh).await?;
+    let plan2 = plan_of(restarted.output.as_ref().map_err(|f| anyhow::anyhow!("{f}"))?).await?;
+    assert_eq!(
+        fingerprint(&target, &plan2, "public.rr", false).await?,
+        fingerprint(&source, &plan2, "public.rr", true).await?
+    );
     Ok(())
 }

@@ -202,6 +202,24 @@ pub(crate) async fn take_run_lock(
     }
 }
 
+/// The holder of the run's lock when it is another process on this host that still runs and whose run has not
+/// ended: the run id is not restarted, resumed or planned again beside it (a restart would delete its objects, lock
+/// included, and race it).
+pub(crate) async fn live_holder(stage: &dyn Stage, run_id: &str) -> Result<Option<RunLock>, StageError> {
+    let lock: Option<RunLock> = read_json(stage, &crate::contract::layout::lock_key(run_id))
+        .await
+        .unwrap_or(None);
+    let Some(lock) = lock else { return Ok(None) };
+    let other_and_alive = lock
+        .process
+        .as_ref()
+        .is_some_and(|p| !(p.host == hostname() && p.pid == std::process::id()) && p.alive() == Some(true));
+    if !other_and_alive || run_ended(stage, run_id).await? {
+        return Ok(None);
+    }
+    Ok(Some(lock))
+}
+
 /// Whether the run's execution ended: its failure recorded (`status.json`), or its load finished.
 async fn run_ended(stage: &dyn Stage, run_id: &str) -> Result<bool, StageError> {
     if stage
