@@ -286,7 +286,10 @@ async fn a_restart_is_refused_while_the_lock_holder_lives() -> Result<()> {
     std::fs::write(&lock_path, serde_json::to_vec(&lock)?)?;
     std::fs::remove_file(dir.join("held/load.json"))?;
     let before = list_files(&dir);
-    assert!(before.iter().any(|f| f.starts_with("held/") && f.ends_with(".parquet")), "{before:?}");
+    assert!(
+        before.iter().any(|f| f.starts_with("held/") && f.ends_with(".parquet")),
+        "{before:?}"
+    );
 
     req.restart = true;
     let again = run_local(&source, req.clone(), Arc::new(UrlStages::default()), wh.clone()).await?;
@@ -316,5 +319,43 @@ async fn a_restart_is_refused_while_the_lock_holder_lives() -> Result<()> {
         fingerprint(&target, &plan2, "public.rr", false).await?,
         fingerprint(&source, &plan2, "public.rr", true).await?
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_drops_the_runs_staging_tables_through_the_registry_when_the_plan_is_gone() -> Result<()> {
+    let source = db("noplansrc", RR).await?;
+    let target = cluster().create_db("noplanwh").await?;
+    connect(&target)
+        .await?
+        .batch_execute("CREATE TABLE public.rr (id int8 PRIMARY KEY, v text); INSERT INTO public.rr VALUES (1, 'old');")
+        .await?;
+    let dir = stage_dir("noplan");
+    let stage = format!("file://{}", dir.display());
+    let mut req = request(&stage, &["public.rr"], 2);
+    req.run_id = Some("noplan".into());
+    // plan.json deleted while the load transaction runs, which then fails.
+    let plan_path = dir.join("noplan/plan.json");
+    let edit: Edit = Box::new(move |steps| {
+        if steps.iter().any(|s| is_sql(s, "LOCK TABLE", "")) {
+            let _ = std::fs::remove_file(&plan_path);
+            steps.push(Step::Sql("SELECT 1 / 0".into()));
+        }
+    });
+    let wh: Arc<dyn Warehouse> = Arc::new(Hooked::new(PgWarehouse::new(&target)?, edit));
+    let out = run_local(&source, req, Arc::new(UrlStages::default()), wh).await?;
+    let failure = out.output.as_ref().expect_err("the load fails");
+    assert_eq!(failure.error, "Pipeline.Fatal.Warehouse", "{}", failure.cause);
+    let cleanup = out.cleanup.as_ref().expect("the Cleanup state ran");
+    assert_eq!(cleanup.dropped.len(), 1, "{cleanup:?}");
+    assert!(cleanup.dropped[0].contains("rr__pgshift_"), "{cleanup:?}");
+    assert_eq!(
+        pgshift_tests::staging_tables(&target).await?,
+        0,
+        "no staging table is left"
+    );
+    let status: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("noplan/status.json"))?)?;
+    assert_eq!(status["status"], "FAILED");
+    assert_eq!(count(&target, "public.rr").await?, 1, "the target as it was");
     Ok(())
 }
