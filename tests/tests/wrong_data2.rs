@@ -359,3 +359,48 @@ async fn cleanup_drops_the_runs_staging_tables_through_the_registry_when_the_pla
     assert_eq!(count(&target, "public.rr").await?, 1, "the target as it was");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_report_says_whether_its_reconciliation_is_exact_or_of_a_live_source() -> Result<()> {
+    let source = db("consistsrc", RR).await?;
+    let target = cluster().create_db("consistwh").await?;
+    let stage = format!("file://{}", stage_dir("consist").display());
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+    for static_source in [false, true] {
+        let mut req = request(&stage, &["public.rr"], 4);
+        req.settings.static_source = static_source;
+        let out = run_local(&source, req, Arc::new(UrlStages::default()), wh.clone()).await?;
+        let plan = plan_of(out.output.as_ref().map_err(|f| anyhow::anyhow!("{f}"))?).await?;
+        let (want, not) = match static_source {
+            false => ("consistency: live source", "consistency: exact"),
+            true => ("consistency: exact", "consistency: live source"),
+        };
+        // The summary of the run, next to its reconciliation line.
+        let text = out.report.render();
+        assert!(out.report.reconciled(), "{text}");
+        let reconciliation = text.find("reconciliation:").expect("a reconciliation line");
+        let consistency = text.find(want).unwrap_or_else(|| panic!("{want:?} in {text}"));
+        assert!(consistency > reconciliation && !text.contains(not), "{text}");
+        if !static_source {
+            assert!(text.contains("missed or read twice"), "{text}");
+        }
+        // `pgshift report` (the run read back from the stage) and report.html.
+        let url = plan_url(&plan);
+        let (back, _) = pgshift::report::from_stage(&UrlStages::default(), &url, 1024).await?;
+        assert!(back.render().contains(want), "{}", back.render());
+        let html = std::fs::read_to_string(format!(
+            "{}/{}/report.html",
+            stage.trim_start_matches("file://"),
+            plan.run_id
+        ))?;
+        assert!(
+            html.contains(want) && !html.contains(not),
+            "report.html of a static_source={static_source} run"
+        );
+        assert_eq!(
+            fingerprint(&target, &plan, "public.rr", false).await?,
+            fingerprint(&source, &plan, "public.rr", true).await?
+        );
+    }
+    Ok(())
+}
