@@ -175,3 +175,67 @@ fn two_local_runs_are_listed_and_billed_item_by_item_adding_up() -> anyhow::Resu
     let _ = std::fs::remove_dir_all(format!("{}-plan", dir.display()));
     Ok(())
 }
+
+#[test]
+fn an_unreadable_ledger_record_is_named_and_every_readable_run_still_listed_and_billed() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (src, wh) = rt.block_on(async {
+        let src = cluster().create_db("brokensrc").await?;
+        connect(&src)
+            .await?
+            .batch_execute(
+                "CREATE TABLE public.t (id int8 PRIMARY KEY); INSERT INTO public.t SELECT generate_series(1, 100);",
+            )
+            .await?;
+        anyhow::Ok((src, cluster().create_db("brokenwh").await?))
+    })?;
+    let dir = std::env::temp_dir().join(format!("pgshift-broken-ledger-{}", std::process::id()));
+    let stage = format!("file://{}", dir.display());
+    pgshift(&[
+        "run",
+        "--source",
+        &src,
+        "--warehouse",
+        &wh,
+        "--stage",
+        &stage,
+        "--tables",
+        "public.t",
+        "--progress",
+        "none",
+        "--run-id",
+        "healthy",
+    ])?;
+    std::fs::create_dir_all(dir.join("broken"))?;
+    std::fs::write(dir.join("broken/ledger.json"), "{\"run_id\": \"broken\", truncated")?;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["runs", "--stage", &stage])
+        .output()?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.lines().any(|l| l.starts_with("healthy")), "{stdout}");
+    assert!(stderr.contains("broken/ledger.json"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["cost", "--stage", &stage, "--run", "healthy"])
+        .output()?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("run healthy") && stdout.contains("total $"), "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["cost", "--stage", &stage])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("broken/ledger.json"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
