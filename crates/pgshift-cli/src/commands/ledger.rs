@@ -123,8 +123,13 @@ async fn ledgers(stage_url: &str, since: Option<f64>) -> Result<(Vec<Ledger>, Ve
             Ok(bytes) => serde_json::from_slice::<Ledger>(&bytes).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        match parsed {
-            Ok(l) => out.push(l),
+        match parsed.map(|l| (l.impossible(), l)) {
+            Ok((bad, l)) if bad.is_empty() => out.push(l),
+            Ok((bad, _)) => unreadable.push(format!(
+                "{}/{key}: impossible values, not priced: {}",
+                stage.url(),
+                first_few(&bad)
+            )),
             Err(e) => unreadable.push(format!("{}/{key}: {e}", stage.url())),
         }
     }
@@ -135,6 +140,16 @@ async fn ledgers(stage_url: &str, since: Option<f64>) -> Result<(Vec<Ledger>, Ve
     out.retain(|l| since.is_none_or(|s| l.started_at >= now - s));
     out.sort_by(|a, b| a.started_at.total_cmp(&b.started_at));
     Ok((out, unreadable))
+}
+
+/// The first few of `items`, and how many more.
+fn first_few(items: &[String]) -> String {
+    const FEW: usize = 3;
+    let mut s = items.iter().take(FEW).cloned().collect::<Vec<_>>().join("; ");
+    if items.len() > FEW {
+        s.push_str(&format!("; and {} more", items.len() - FEW));
+    }
+    s
 }
 
 /// Names the ledger records that could not be read (on stderr, so that --json and --csv stay parseable).
