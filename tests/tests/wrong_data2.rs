@@ -404,3 +404,41 @@ async fn every_report_says_whether_its_reconciliation_is_exact_or_of_a_live_sour
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drift_of_a_thousand_columns_is_one_short_line() -> Result<()> {
+    let cols = |ty: &str| (1..=1198).map(|i| format!("c{i} {ty}")).collect::<Vec<_>>().join(", ");
+    let source = db(
+        "widesrc",
+        &format!(
+            "CREATE TABLE public.wide (id int8 PRIMARY KEY, {});
+             INSERT INTO public.wide (id) SELECT generate_series(1, 10); ANALYZE;",
+            cols("text")
+        ),
+    )
+    .await?;
+    let target = cluster().create_db("widewh").await?;
+    connect(&target)
+        .await?
+        .batch_execute(&format!(
+            "CREATE TABLE public.wide (id int8 PRIMARY KEY, {}); INSERT INTO public.wide (id) VALUES (1);",
+            cols("int4")
+        ))
+        .await?;
+    let stage = format!("file://{}", stage_dir("wide").display());
+    let plan = plan_and_extract(&source, &["public.wide"], &stage, Arc::new(UrlStages::default())).await?;
+    let before = fingerprint(&target, &plan, "public.wide", false).await?;
+    let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
+    let e = load_opts(wh, &plan, mode(LoadMode::Replace, false))
+        .await
+        .expect_err("drift");
+    assert_eq!(e.name(), "Pipeline.Fatal.SchemaDrift");
+    let text = e.to_string();
+    assert!(text.len() < 2_000, "{} bytes: {}…", text.len(), &text[..300]);
+    assert!(
+        text.contains("public.wide.c1") && text.contains("and 1193 more"),
+        "{text}"
+    );
+    assert_eq!(fingerprint(&target, &plan, "public.wide", false).await?, before);
+    Ok(())
+}

@@ -123,3 +123,16 @@ impl Code {
         Code::ALL.iter().copied().find(|c| c.name() == name)
     }
 }
+
+/// How many items of a list an error names before it says how many more there are.
+pub const FEW: usize = 5;
+
+/// The first [`FEW`] of `items` joined by `sep`, and how many more: an error names what is wrong without growing
+/// with the size of a schema (a drift of 1,199 columns is one line of a few hundred bytes, not 200 KB).
+pub fn first_few(items: &[String], sep: &str) -> String {
+    let mut s = items.iter().take(FEW).map(String::as_str).collect::<Vec<_>>().join(sep);
+    if items.len() > FEW {
+        s.push_str(&format!("{sep}and {} more", items.len() - FEW));
+    }
+    s
+}

@@ -16,7 +16,7 @@ mod statements;
 mod triggers;
 mod verify;
 
-use crate::contract::code::Code;
+use crate::contract::code::{first_few, Code};
 pub use cleanup::cleanup;
 pub use progress::check;
 use progress::{record, summarize, wait_seconds};
@@ -42,13 +42,13 @@ use crate::warehouse::{self, Batch, CopyJob, Step, Submission, Until, Warehouse,
 pub enum LoadError {
     #[error("invalid load request: {0}")]
     InvalidRequest(String),
-    #[error("parts missing or incomplete on the stage, nothing loaded: {}", .0.join("; "))]
+    #[error("parts missing or incomplete on the stage, nothing loaded: {}", first_few(.0, "; "))]
     PartsMissing(Vec<String>),
-    #[error("parts on the stage differ from what their extractors wrote, nothing loaded: {}", .0.join("; "))]
+    #[error("parts on the stage differ from what their extractors wrote, nothing loaded: {}", first_few(.0, "; "))]
     PartCorrupt(Vec<String>),
-    #[error("{plan_url}: the plan and its results do not hold together, nothing loaded: {}", .problems.join("; "))]
+    #[error("{plan_url}: the plan and its results do not hold together, nothing loaded: {}", first_few(.problems, "; "))]
     PlanMismatch { plan_url: String, problems: Vec<String> },
-    #[error("the source's columns differ from the existing target's, nothing loaded: {}", .0.join("; "))]
+    #[error("the source's columns differ from the existing target's, nothing loaded: {}", first_few(.0, "; "))]
     SchemaDrift(Vec<String>),
     #[error("{table}: staging holds {} rows but the parts hold {expected}; rolled back", staged.map_or("a different number of".to_string(), |n| n.to_string()))]
     Reconcile {
@@ -63,9 +63,9 @@ pub enum LoadError {
         column: String,
         bytes: u64,
     },
-    #[error("{} still loading {hours:.1} h after the load started, too close to the execution's timeout: cancelled, nothing of them committed; load them in a run of their own or give the warehouse more capacity", .tables.join(", "))]
+    #[error("{} still loading {hours:.1} h after the load started, too close to the execution's timeout: cancelled, nothing of them committed; load them in a run of their own or give the warehouse more capacity", first_few(.tables, ", "))]
     Deadline { tables: Vec<String>, hours: f64 },
-    #[error("rules or triggers on the target change what a load writes, and no count of the run's rows can see it; nothing loaded: {}; drop or disable them, or pass --allow-target-triggers to load anyway (what the target holds is then theirs)", .0.join("; "))]
+    #[error("rules or triggers on the target change what a load writes, and no count of the run's rows can see it; nothing loaded: {}; drop or disable them, or pass --allow-target-triggers to load anyway (what the target holds is then theirs)", first_few(.0, "; "))]
     TargetTriggers(Vec<String>),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
