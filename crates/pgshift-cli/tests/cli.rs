@@ -31,3 +31,40 @@ fn a_failure_is_printed_once_without_colour_codes_when_stderr_is_not_a_terminal(
         assert_eq!(stderr.matches(once).count(), 1, "{once:?} printed once: {stderr}");
     }
 }
+
+#[test]
+fn run_id_with_an_event_is_refused_before_anything_runs() {
+    let dir = std::env::temp_dir().join(format!("pgshift-cli-event-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let event = dir.join("event.json");
+    std::fs::write(
+        &event,
+        r#"{"source": "aws.rds", "detail-type": "RDS DB Snapshot Event"}"#,
+    )
+    .expect("event");
+    let stage = dir.join("stage");
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "run",
+            "--source",
+            "postgres://u@no-such-host.invalid:5432/db?sslmode=disable",
+        ])
+        .args([
+            "--warehouse",
+            "postgres://u@no-such-host.invalid:5432/wh?sslmode=disable",
+        ])
+        .args(["--tables", "sales.*", "--run-id", "mine", "--event"])
+        .arg(&event)
+        .arg("--stage")
+        .arg(format!("file://{}", stage.display()))
+        .output()
+        .expect("runs pgshift");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--run-id mine with --event") && stderr.contains("--snapshot IDENTIFIER --run-id mine"),
+        "{stderr}"
+    );
+    assert!(!stage.exists(), "nothing reached the stage");
+    let _ = std::fs::remove_dir_all(&dir);
+}

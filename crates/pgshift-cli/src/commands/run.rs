@@ -240,6 +240,14 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<()> {
+    if let (Some(event), Some(id)) = (&args.event, &args.run_id) {
+        anyhow::bail!(
+            "--run-id {id} with --event {}: a run from an RDS snapshot event takes its run id from the event (its time \
+             and snapshot), so that a redelivered event is the same run; drop --run-id, or run the snapshot with \
+             --snapshot IDENTIFIER --run-id {id} [Pipeline.Fatal.InvalidInput]",
+            event.display()
+        );
+    }
     let Resolved {
         source,
         warehouse,
