@@ -203,7 +203,7 @@ pub async fn preflight(ctx: &LoadContext, req: PreflightRequest) -> Result<Prefl
         .await
         .map_err(|e| LoadError::Warehouse(preflight_context(e)))?;
     let plan = run::read_plan(stage.as_ref(), &req.plan_url).await?;
-    triggers::check(wh, &plan, triggers::allowed(&plan, false)).await?;
+    triggers::check(wh, &plan, &mut LoadOptions::default()).await?;
     tracing::info!(stage = %put.url, "pre-flight: warehouse and stage reached and written");
     Ok(PreflightResult {
         warehouse: format!("{:?}", wh.dialect()),
@@ -280,8 +280,7 @@ async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span
     verify::verify_parts(stage.as_ref(), &by_part).await?;
     let wh = ctx.warehouse.as_ref();
     check_options(wh, &req.options)?;
-    req.options.allow_target_triggers = triggers::allowed(&plan, req.options.allow_target_triggers);
-    let hooked = triggers::check(wh, &plan, req.options.allow_target_triggers).await?;
+    let hooked = triggers::check(wh, &plan, &mut req.options).await?;
     let deadline = req.deadline().map_err(LoadError::InvalidRequest)?;
     let mut facts = Vec::new();
     for t in &plan.tables {
@@ -318,11 +317,7 @@ async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span
             *t = l;
         }
     }
-    for t in tables.iter_mut() {
-        if let Some(note) = hooked.get(&t.table) {
-            t.swap_note = Some(t.swap_note.take().map_or(note.clone(), |s| format!("{s}; {note}")));
-        }
-    }
+    triggers::annotate(&mut tables, &hooked);
     let queued: Vec<TableRef> = queue.iter().map(|(t, _)| t.table.clone()).collect();
     if !queued.is_empty() && failure.is_none() {
         let rest: Vec<&TableFacts> = queue.iter().map(|(_, f)| *f).collect();

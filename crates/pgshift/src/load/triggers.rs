@@ -7,22 +7,21 @@
 use std::collections::BTreeMap;
 
 use super::LoadError;
+use crate::contract::load::{LoadOptions, TableLoad};
 use crate::contract::model::TableRef;
 use crate::contract::plan::Plan;
 use crate::warehouse::{self, Warehouse};
 
-/// Whether the load allows them: its own option, or the run's (the plan's load options, as `run` gave them).
-pub(crate) fn allowed(plan: &Plan, own: bool) -> bool {
-    own || plan.load.as_ref().is_some_and(|l| l.allow_target_triggers)
-}
-
-/// The planned targets' rules and triggers: refused unless `allowed`; allowed, the note each such table's outcome
-/// carries.
+/// The planned targets' rules and triggers: refused unless the load allows them (its own option, or the run's: the
+/// plan's load options, as `run` gave them; `options` is set to what holds); allowed, the note each such table's
+/// outcome carries.
 pub(crate) async fn check(
     wh: &dyn Warehouse,
     plan: &Plan,
-    allowed: bool,
+    options: &mut LoadOptions,
 ) -> Result<BTreeMap<TableRef, String>, LoadError> {
+    options.allow_target_triggers |= plan.load.as_ref().is_some_and(|l| l.allow_target_triggers);
+    let allowed = options.allow_target_triggers;
     let mut found = BTreeMap::new();
     for t in &plan.tables {
         let hooks = warehouse::target_hooks(wh, &t.table).await?;
@@ -53,4 +52,13 @@ pub(crate) async fn check(
             (t, note)
         })
         .collect())
+}
+
+/// The note of each allowed target with rules or triggers, on its outcome (beside a swap's own note).
+pub(crate) fn annotate(tables: &mut [TableLoad], notes: &BTreeMap<TableRef, String>) {
+    for t in tables.iter_mut() {
+        if let Some(note) = notes.get(&t.table) {
+            t.swap_note = Some(t.swap_note.take().map_or(note.clone(), |s| format!("{s}; {note}")));
+        }
+    }
 }
