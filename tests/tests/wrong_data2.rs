@@ -108,6 +108,21 @@ async fn target_rules_and_triggers_are_refused_by_name_before_anything_is_extrac
         "{note}"
     );
     assert_eq!(count(&target, "public.rr").await?, 1_000);
+
+    // Allowed on the run: the run's summary says whose business the target's contents are.
+    let mut req = request(&stage, &["public.rr"], 2);
+    req.load = Some(mode(LoadMode::Replace, true));
+    let out = run_local(&source, req, Arc::new(UrlStages::default()), wh.clone()).await?;
+    out.output.as_ref().map_err(|f| anyhow::anyhow!("{f}"))?;
+    let text = out.report.render();
+    assert!(
+        text.lines().any(|l| l.starts_with("  public.rr: ")
+            && l.contains(
+                "the target has trigger rr_skip, allowed by --allow-target-triggers: what it holds is their business"
+            )),
+        "{text}"
+    );
+    assert_eq!(count(&target, "public.rr").await?, 1_000);
     Ok(())
 }
 

@@ -45,6 +45,10 @@ pub struct TableReport {
     pub reconciled: bool,
     /// Ranges whose parts landed in an earlier attempt or an interrupted run and were kept, not read again.
     pub reused_parts: usize,
+    /// What the load said of the table beyond its rows: how its swap ran, and a target whose rules or triggers were
+    /// allowed (what it holds is then theirs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The bill by item (summed over tables), each marked actual or estimated, and the total.
@@ -280,6 +284,7 @@ impl RunReport {
                 status,
                 reconciled: loaded == Some(rows),
                 reused_parts: rs.iter().filter(|r| r.reused).count(),
+                note: load.and_then(|t| t.swap_note.clone()),
                 parts,
             });
         }
@@ -355,6 +360,11 @@ impl RunReport {
         );
         if let Some(c) = &self.consistency {
             let _ = writeln!(o, "{c}");
+        }
+        for t in &self.tables {
+            if let Some(n) = &t.note {
+                let _ = writeln!(o, "  {}: {}", t.table, truncate(n, 400));
+            }
         }
         for t in self.tables.iter().filter(|t| !t.reconciled) {
             let loaded = match (t.loaded_rows, t.status) {
