@@ -134,28 +134,32 @@ async fn a_replace_counts_what_reached_the_target_not_only_staging() -> Result<(
     connect(&target)
         .await?
         .batch_execute(
-            "CREATE TABLE public.rr (id int8 PRIMARY KEY, v text); INSERT INTO public.rr VALUES (1, 'old');
+            "CREATE TABLE public.rr (id int8 PRIMARY KEY, v text); INSERT INTO public.rr VALUES (100000, 'old');
              CREATE VIEW public.rr_view AS SELECT id FROM public.rr;",
         )
         .await?;
     let stage = format!("file://{}", stage_dir("rrlate").display());
     let plan = plan_and_extract(&source, &["public.rr"], &stage, Arc::new(UrlStages::default())).await?;
     let before = fingerprint(&target, &plan, "public.rr", false).await?;
-    // A rule made after the checks, inside the load transaction, before the swap.
+    // A rule made after the checks, inside the load transaction, before the swap: its DELETE keeps the old rows
+    // (the INSERT still writes every row of the run).
     let edit: Edit = Box::new(|steps| {
         if let Some(i) = steps.iter().position(|s| is_sql(s, "LOCK TABLE", "")) {
             steps.insert(
                 i,
-                Step::Sql("CREATE RULE rr_late AS ON INSERT TO public.rr DO INSTEAD NOTHING".into()),
+                Step::Sql("CREATE RULE rr_late AS ON DELETE TO public.rr DO INSTEAD NOTHING".into()),
             );
         }
     });
     let wh: Arc<dyn Warehouse> = Arc::new(Hooked::new(PgWarehouse::new(&target)?, edit));
     let e = load_opts(wh, &plan, mode(LoadMode::Replace, false))
         .await
-        .expect_err("the target holds none of the rows");
+        .expect_err("the target holds its old row beside the run's");
     assert_eq!(e.name(), "Pipeline.Fatal.Reconcile", "{e}");
-    assert!(e.to_string().contains("the target after its swap holds 0 rows"), "{e}");
+    assert!(
+        e.to_string().contains("the target after its swap holds 2001 rows"),
+        "{e}"
+    );
     assert_eq!(fingerprint(&target, &plan, "public.rr", false).await?, before);
     assert_eq!(count(&target, "public.rr").await?, 1);
     Ok(())
@@ -455,5 +459,48 @@ async fn a_drift_of_a_thousand_columns_is_one_short_line() -> Result<()> {
         "{text}"
     );
     assert_eq!(fingerprint(&target, &plan, "public.wide", false).await?, before);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_and_merge_count_the_rows_their_insert_wrote() -> Result<()> {
+    let source = db("rrwrotesrc", RR).await?;
+    let target = cluster().create_db("rrwrotewh").await?;
+    connect(&target)
+        .await?
+        .batch_execute(
+            "CREATE TABLE public.rr (id int8 PRIMARY KEY, v text); INSERT INTO public.rr VALUES (100000, 'old');
+             CREATE FUNCTION public.rr_skip() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN IF NEW.id % 2 = 0 THEN RETURN NULL; END IF; NEW.v := 'changed'; RETURN NEW; END $$;",
+        )
+        .await?;
+    let stage = format!("file://{}", stage_dir("rrwrote").display());
+    let plan = plan_and_extract(&source, &["public.rr"], &stage, Arc::new(UrlStages::default())).await?;
+    let before = fingerprint(&target, &plan, "public.rr", false).await?;
+    // A trigger made after the checks, inside the load transaction, before the swap.
+    let edit: Edit = Box::new(|steps| {
+        if let Some(i) = steps.iter().position(|s| is_sql(s, "LOCK TABLE", "")) {
+            steps.insert(
+                i,
+                Step::Sql(
+                    "CREATE TRIGGER rr_late BEFORE INSERT ON public.rr FOR EACH ROW EXECUTE FUNCTION public.rr_skip()"
+                        .into(),
+                ),
+            );
+        }
+    });
+    let wh: Arc<dyn Warehouse> = Arc::new(Hooked::new(PgWarehouse::new(&target)?, edit));
+    for m in [LoadMode::Append, LoadMode::Merge] {
+        let e = load_opts(wh.clone(), &plan, mode(m, false))
+            .await
+            .expect_err("the insert wrote half the rows");
+        assert_eq!(e.name(), "Pipeline.Fatal.Reconcile", "{m:?}: {e}");
+        assert!(
+            e.to_string()
+                .contains("the swap's INSERT wrote 1000 rows but the parts hold 2000"),
+            "{m:?}: {e}"
+        );
+        assert_eq!(fingerprint(&target, &plan, "public.rr", false).await?, before, "{m:?}");
+    }
     Ok(())
 }

@@ -165,7 +165,7 @@ mod tests {
                 table: t(),
                 staged: 0,
                 expected: 1,
-                target: false,
+                counted: crate::warehouse::COUNTED_STAGING,
             }),
         ];
         let sweep = [

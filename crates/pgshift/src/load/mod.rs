@@ -20,7 +20,7 @@ use crate::contract::code::{first_few, Code};
 pub use cleanup::cleanup;
 pub use progress::check;
 use progress::{record, summarize, wait_seconds};
-use statements::{drop_staging_sql, ident, logged_sql, qualified, setup_sql, swap_sql};
+use statements::{drop_staging_sql, ident, logged_sql, qualified, setup_sql, swap_sql, SwapSql};
 pub(crate) use statements::{staging_table, varchar_bytes};
 
 use std::collections::{BTreeMap, VecDeque};
@@ -838,7 +838,15 @@ fn group_steps<'a>(
         let swap = swap_sql(c.wh.dialect(), c.options.mode, c.plan, &prepared[i])?;
         let table = &prepared[i].plan.table;
         labels.extend(swap.iter().map(|_| (table.clone(), StepKind::Swap)));
-        steps.extend(swap.into_iter().map(Step::Sql));
+        steps.extend(swap.into_iter().map(|s| match s {
+            // What the INSERT wrote, after the target's rules and triggers, is the run's rows (unless allowed).
+            SwapSql::Insert(sql) if !c.options.allow_target_triggers => Step::Written {
+                table: table.clone(),
+                sql,
+                expected: prepared[i].load.rows,
+            },
+            SwapSql::Insert(sql) | SwapSql::Plain(sql) => Step::Sql(sql),
+        }));
         if c.options.mode == LoadMode::Replace
             && c.wh.dialect().has_rules_and_triggers()
             && !c.options.allow_target_triggers

@@ -25,13 +25,13 @@ pub enum WarehouseError {
     Sql { detail: String, retryable: bool },
     #[error("{0}")]
     Invalid(String),
-    #[error("{table}: {} holds {staged} rows but the parts hold {expected}; rolled back", if *.target { "the target after its swap" } else { "staging" })]
+    #[error("{table}: {counted} {staged} rows but the parts hold {expected}; rolled back")]
     Reconcile {
         table: TableRef,
         staged: i64,
         expected: u64,
-        /// The count was of the target itself after its swap (what reached it), not of staging.
-        target: bool,
+        /// What was counted: [`COUNTED_STAGING`], [`COUNTED_TARGET`] or [`COUNTED_WRITTEN`].
+        counted: &'static str,
     },
     #[error(transparent)]
     Stage(#[from] StageError),
@@ -414,6 +414,11 @@ pub async fn warehouse(url: &str) -> Result<Arc<dyn Warehouse>, WarehouseError> 
     })
 }
 
+/// What a reconcile counted: the staging table, the target after its swap, or the rows a swap's INSERT reported.
+pub const COUNTED_STAGING: &str = "staging holds";
+pub const COUNTED_TARGET: &str = "the target after its swap holds";
+pub const COUNTED_WRITTEN: &str = "the swap's INSERT wrote";
+
 /// One step of a load transaction.
 pub enum Step<'a> {
     /// Fill a staging table from the parts of its manifest.
@@ -425,6 +430,14 @@ pub enum Step<'a> {
         expected: u64,
     },
     Sql(String),
+    /// A statement that writes the target: where the warehouse reports the rows a statement wrote (PostgreSQL, after
+    /// the target's rules and triggers), it must be `expected`, or the whole transaction fails. Redshift, which has
+    /// neither rules nor triggers, runs it as it is.
+    Written {
+        table: TableRef,
+        sql: String,
+        expected: u64,
+    },
 }
 
 /// The statement that fails a transaction unless `staging` holds `expected` rows (a division by zero otherwise): the
