@@ -337,6 +337,22 @@ fn hostile_prices_and_impossible_records_are_refused_by_name() -> anyhow::Result
     ])?;
     assert!(ok, "{stderr}");
     assert!(stdout.contains(&format!("as given by {}", good.display())), "{stdout}");
+
+    // A result with negative seconds and rows of u64::MAX: the run's report is refused naming it.
+    let result = dir.join("sane/public/t/part-00000.result.json");
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&result)?)?;
+    r["seconds"] = serde_json::json!(-5.0);
+    r["rows"] = serde_json::json!(u64::MAX);
+    std::fs::write(&result, serde_json::to_vec(&r)?)?;
+    let (ok, stdout, stderr) = run(&["report", "--plan", &format!("{stage}/sane/plan.json")])?;
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("sane/public/t/part-00000.result.json")
+            && stderr.contains("seconds: -5")
+            && stderr.contains("rows: 18446744073709551615, past any count"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("inf") && !stdout.contains("NaN"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
