@@ -317,6 +317,18 @@ async fn a_restart_is_refused_while_the_lock_holder_lives() -> Result<()> {
         .as_ref()
         .map(|_| ())
         .map_err(|f| (f.error.clone(), f.cause.clone()));
+    // Held by another execution (a deployed one, or another name): a restart is refused too, not ended silently
+    // as a duplicate delivery.
+    let mut other = lock.clone();
+    other["execution"] = "arn:aws:states:local:000000000000:execution:pgshift:someone-else".into();
+    std::fs::write(&lock_path, serde_json::to_vec(&other)?)?;
+    let beside = run_local(&source, req.clone(), Arc::new(UrlStages::default()), wh.clone()).await?;
+    let beside = beside
+        .output
+        .as_ref()
+        .map(|_| ())
+        .map_err(|f| (f.error.clone(), f.cause.clone()));
+    std::fs::write(&lock_path, serde_json::to_vec(&lock)?)?;
     holder.kill()?;
     holder.wait()?;
     let (name, cause) = refused.expect_err("a restart beside a live holder is refused");
@@ -325,6 +337,9 @@ async fn a_restart_is_refused_while_the_lock_holder_lives() -> Result<()> {
         cause.contains(&format!("process {}", lock["process"]["pid"])),
         "{cause}"
     );
+    let (name, cause) = beside.expect_err("a restart beside another live execution is refused");
+    assert_eq!(name, "Pipeline.Fatal.RunExists", "{cause}");
+    assert!(cause.contains("someone-else"), "{cause}");
     let after = list_files(&dir);
     for f in before.iter().filter(|f| f.starts_with("held/")) {
         assert!(after.contains(f), "{f} deleted beside the live holder");

@@ -39,6 +39,17 @@ pub async fn planner(
                 refuse_loaded(stage.as_ref(), &t).await?;
                 t.duplicate_of = crate::stage::run::take_run_lock(stage.as_ref(), &t.run_id, execution).await?;
                 if let Some(holder) = &t.duplicate_of {
+                    if t.request.restart {
+                        // A restart asked for by hand is no duplicate delivery: it is refused, naming the holder.
+                        return Err(PlanError::RunExists {
+                            run_id: t.run_id.clone(),
+                            detail: format!(
+                                "it is held by execution {} (since {}), which has not ended; nothing was deleted: wait \
+                                 for it to end, or stop it, before --restart",
+                                holder.execution, holder.taken_at
+                            ),
+                        });
+                    }
                     tracing::warn!(run = %t.run_id, holder = %holder.execution, "a duplicate trigger: ending");
                 }
             }
