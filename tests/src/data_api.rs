@@ -491,9 +491,7 @@ fn sub_statements(
 fn empty_warehouse(sql: &str) -> Vec<Vec<Field>> {
     if sql == "SELECT 1" {
         vec![vec![Field::LongValue(1)]]
-    } else if sql.starts_with("SELECT count(*) ") {
-        vec![vec![Field::LongValue(0)]]
-    } else if sql.starts_with("SELECT COALESCE(MAX(") {
+    } else if sql.starts_with("SELECT count(*) ") || sql.starts_with("SELECT COALESCE(MAX(") {
         vec![vec![Field::LongValue(0)]]
     } else if sql.starts_with("SELECT max(") {
         vec![vec![Field::IsNull(true)]]

@@ -31,6 +31,7 @@ mod s3;
 mod snapshot;
 mod tls;
 mod wrong_data;
+mod wrong_data2;
 
 /// A database with `setup` run in it.
 async fn db(prefix: &str, setup: &str) -> Result<String> {

@@ -560,3 +560,74 @@ async fn an_interrupted_snapshot_run_resumes_with_the_same_command() -> Result<(
     assert!(instances(rds).await?.is_empty(), "the adopted instance is removed");
     Ok(())
 }
+
+/// An EventBridge RDS event: manual DB snapshot `id` created.
+fn event_of(id: &str) -> serde_json::Value {
+    let arn = format!("arn:aws:rds:eu-west-1:123456789012:snapshot:{id}");
+    json!({
+        "version": "0", "id": "e-redelivered", "detail-type": "RDS DB Snapshot Event", "source": "aws.rds",
+        "account": "123456789012", "time": "2026-11-24T03:10:00Z", "region": "eu-west-1", "resources": [arn],
+        "detail": {"EventCategories": ["creation"], "SourceType": "SNAPSHOT", "SourceArn": arn,
+                   "Date": "2026-11-24T03:10:00.123Z", "Message": "Manual snapshot created",
+                   "SourceIdentifier": id, "EventID": "RDS-EVENT-0042"}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_is_refused_before_any_restore_and_event_identifiers_are_bounded() -> Result<()> {
+    let f = fixture("redeliver", "nightly", false).await?;
+    let (source, target, stage, stage_path, rds) = (&f.source, &f.target, &f.stage, &f.stage_path, &f.rds);
+    let first = run_snapshot(source, target, stage, event_of("nightly"), rds.clone(), fast()).await?;
+    let output = first.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let run_id = output["trigger"]["run_id"].as_str().expect("run id").to_string();
+    let plan = plan_of(&output).await?;
+    let mut loaded = Vec::new();
+    for t in TABLES {
+        loaded.push(fingerprint(target, &plan, t, false).await?);
+    }
+    let record_path = stage_path.join(&run_id).join("restore.json");
+    let record = std::fs::read(&record_path)?;
+
+    // Delivered again: refused by name before anything is restored, with advice an event run can follow.
+    let again = run_snapshot(source, target, stage, event_of("nightly"), rds.clone(), fast()).await?;
+    let failure = again.output.expect_err("a loaded event run is refused");
+    assert_eq!(failure.error, "Pipeline.Fatal.RunExists", "{}", failure.cause);
+    assert!(
+        failure.cause.contains("nothing was restored") && failure.cause.contains("--snapshot nightly"),
+        "{}",
+        failure.cause
+    );
+    assert_eq!(std::fs::read(&record_path)?, record, "no second restore was recorded");
+    assert!(instances(rds).await?.is_empty());
+    for (t, want) in TABLES.iter().zip(&loaded) {
+        assert_eq!(&fingerprint(target, &plan, t, false).await?, want, "{t}");
+    }
+
+    // A 5 MB SourceIdentifier is refused by name, in a short message, before anything reaches the stage.
+    let empty = stage_dir("snapshot-huge");
+    let out = run_snapshot(
+        source,
+        target,
+        &format!("file://{}", empty.display()),
+        event_of(&"a".repeat(5 << 20)),
+        rds.clone(),
+        fast(),
+    )
+    .await?;
+    let failure = out.output.expect_err("refused");
+    assert_eq!(
+        failure.error,
+        "Pipeline.Fatal.InvalidInput",
+        "{}",
+        &failure.cause[..200.min(failure.cause.len())]
+    );
+    assert!(
+        failure.cause.contains("SourceIdentifier") && failure.cause.len() < 1_000,
+        "{} bytes: {}",
+        failure.cause.len(),
+        &failure.cause[..200.min(failure.cause.len())]
+    );
+    assert!(pgshift_tests::list_files(&empty).is_empty(), "nothing on the stage");
+    assert!(instances(rds).await?.is_empty());
+    Ok(())
+}

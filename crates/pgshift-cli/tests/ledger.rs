@@ -175,3 +175,184 @@ fn two_local_runs_are_listed_and_billed_item_by_item_adding_up() -> anyhow::Resu
     let _ = std::fs::remove_dir_all(format!("{}-plan", dir.display()));
     Ok(())
 }
+
+#[test]
+fn an_unreadable_ledger_record_is_named_and_every_readable_run_still_listed_and_billed() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (src, wh) = rt.block_on(async {
+        let src = cluster().create_db("brokensrc").await?;
+        connect(&src)
+            .await?
+            .batch_execute(
+                "CREATE TABLE public.t (id int8 PRIMARY KEY); INSERT INTO public.t SELECT generate_series(1, 100);",
+            )
+            .await?;
+        anyhow::Ok((src, cluster().create_db("brokenwh").await?))
+    })?;
+    let dir = std::env::temp_dir().join(format!("pgshift-broken-ledger-{}", std::process::id()));
+    let stage = format!("file://{}", dir.display());
+    pgshift(&[
+        "run",
+        "--source",
+        &src,
+        "--warehouse",
+        &wh,
+        "--stage",
+        &stage,
+        "--tables",
+        "public.t",
+        "--progress",
+        "none",
+        "--run-id",
+        "healthy",
+    ])?;
+    std::fs::create_dir_all(dir.join("broken"))?;
+    std::fs::write(dir.join("broken/ledger.json"), "{\"run_id\": \"broken\", truncated")?;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["runs", "--stage", &stage])
+        .output()?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.lines().any(|l| l.starts_with("healthy")), "{stdout}");
+    assert!(stderr.contains("broken/ledger.json"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["cost", "--stage", &stage, "--run", "healthy"])
+        .output()?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("run healthy") && stdout.contains("total $"), "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["cost", "--stage", &stage])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("broken/ledger.json"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[test]
+fn hostile_prices_and_impossible_records_are_refused_by_name() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (src, wh) = rt.block_on(async {
+        let src = cluster().create_db("hostilesrc").await?;
+        connect(&src)
+            .await?
+            .batch_execute(
+                "CREATE TABLE public.t (id int8 PRIMARY KEY); INSERT INTO public.t SELECT generate_series(1, 100);",
+            )
+            .await?;
+        anyhow::Ok((src, cluster().create_db("hostilewh").await?))
+    })?;
+    let dir = std::env::temp_dir().join(format!("pgshift-hostile-ledger-{}", std::process::id()));
+    let stage = format!("file://{}", dir.display());
+    pgshift(&[
+        "run",
+        "--source",
+        &src,
+        "--warehouse",
+        &wh,
+        "--stage",
+        &stage,
+        "--tables",
+        "public.t",
+        "--progress",
+        "none",
+        "--run-id",
+        "sane",
+    ])?;
+    // Another run's record with rows of u64::MAX and negative seconds.
+    let mut l: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("sane/ledger.json"))?)?;
+    l["run_id"] = "insane".into();
+    l["tables"][0]["rows"] = serde_json::json!(u64::MAX);
+    l["tables"][0]["invocations"][0]["seconds"] = serde_json::json!(-5.0);
+    std::fs::create_dir_all(dir.join("insane"))?;
+    std::fs::write(dir.join("insane/ledger.json"), serde_json::to_vec(&l)?)?;
+    let run = |args: &[&str]| -> anyhow::Result<(bool, String, String)> {
+        let out = Command::new(env!("CARGO_BIN_EXE_pgshift")).args(args).output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (ok, stdout, stderr) = run(&["cost", "--stage", &stage])?;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("run sane") && !stdout.contains("run insane"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("inf") && !stdout.contains("NaN") && !stdout.contains("$-"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("insane/ledger.json") && stderr.contains("public.t: rows: 18446744073709551615"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("public.t: extractor invocation: -5 seconds"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(&["cost", "--stage", &stage, "--run", "insane"])?;
+    assert!(
+        !ok && stderr.contains("insane/ledger.json") && stderr.contains("impossible"),
+        "{stderr}"
+    );
+
+    // Prices: negative, NaN and infinite values are refused naming the file and the price; a good file is named.
+    for (i, bad) in ["transition = -1.0", "lambda_request = nan", "s3_gb_month = inf"]
+        .iter()
+        .enumerate()
+    {
+        let path = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&path, format!("{bad}\n"))?;
+        let (ok, stdout, stderr) = run(&["cost", "--stage", &stage, "--prices", path.to_str().unwrap_or("")])?;
+        let name = bad.split(' ').next().unwrap_or("");
+        assert!(!ok && stdout.is_empty(), "{bad}: {stdout}");
+        assert!(
+            stderr.contains(&path.display().to_string()) && stderr.contains(name),
+            "{bad}: {stderr}"
+        );
+    }
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "transition = 0.0001\n")?;
+    let (ok, stdout, stderr) = run(&[
+        "cost",
+        "--stage",
+        &stage,
+        "--run",
+        "sane",
+        "--prices",
+        good.to_str().unwrap_or(""),
+    ])?;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&format!("as given by {}", good.display())), "{stdout}");
+
+    // A result with negative seconds and rows of u64::MAX: the run's report is refused naming it.
+    let result = dir.join("sane/public/t/part-00000.result.json");
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&result)?)?;
+    r["seconds"] = serde_json::json!(-5.0);
+    r["rows"] = serde_json::json!(u64::MAX);
+    std::fs::write(&result, serde_json::to_vec(&r)?)?;
+    let (ok, stdout, stderr) = run(&["report", "--plan", &format!("{stage}/sane/plan.json")])?;
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("sane/public/t/part-00000.result.json")
+            && stderr.contains("seconds: -5")
+            && stderr.contains("rows: 18446744073709551615, past any count"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("inf") && !stdout.contains("NaN"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

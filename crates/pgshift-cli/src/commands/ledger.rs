@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use pgshift::contract::ledger::{Basis, Ledger};
 use pgshift::report::cost::{run_cost, PriceTable, RunCost};
@@ -108,17 +108,30 @@ fn parse_age(s: &str) -> Result<f64, String> {
     Ok(n * mult)
 }
 
-/// Every ledger record on the stage, oldest first (runs without one are still running, or ended before ledgers).
-async fn ledgers(stage_url: &str, since: Option<f64>) -> Result<Vec<Ledger>> {
+/// Every readable ledger record on the stage, oldest first (runs without one are still running, or ended before
+/// ledgers), and the records that could not be read or parsed, each named with why: one broken record never hides
+/// the others.
+async fn ledgers(stage_url: &str, since: Option<f64>) -> Result<(Vec<Ledger>, Vec<String>)> {
     let stage = UrlStages::default().open(stage_url).await?;
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     for (key, _) in stage.list("").await? {
         if !key.ends_with("/ledger.json") {
             continue;
         }
-        let bytes = stage.get(&key).await?;
-        let l: Ledger = serde_json::from_slice(&bytes).with_context(|| format!("{}/{key}", stage.url()))?;
-        out.push(l);
+        let parsed = match stage.get(&key).await {
+            Ok(bytes) => serde_json::from_slice::<Ledger>(&bytes).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match parsed.map(|l| (l.impossible(), l)) {
+            Ok((bad, l)) if bad.is_empty() => out.push(l),
+            Ok((bad, _)) => unreadable.push(format!(
+                "{}/{key}: impossible values, not priced: {}",
+                stage.url(),
+                first_few(&bad)
+            )),
+            Err(e) => unreadable.push(format!("{}/{key}: {e}", stage.url())),
+        }
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -126,7 +139,31 @@ async fn ledgers(stage_url: &str, since: Option<f64>) -> Result<Vec<Ledger>> {
         .unwrap_or(0.0);
     out.retain(|l| since.is_none_or(|s| l.started_at >= now - s));
     out.sort_by(|a, b| a.started_at.total_cmp(&b.started_at));
-    Ok(out)
+    Ok((out, unreadable))
+}
+
+/// The first few of `items`, and how many more.
+fn first_few(items: &[String]) -> String {
+    const FEW: usize = 3;
+    let mut s = items.iter().take(FEW).cloned().collect::<Vec<_>>().join("; ");
+    if items.len() > FEW {
+        s.push_str(&format!("; and {} more", items.len() - FEW));
+    }
+    s
+}
+
+/// Names the ledger records that could not be read (on stderr, so that --json and --csv stay parseable).
+fn name_unreadable(unreadable: &[String]) {
+    if unreadable.is_empty() {
+        return;
+    }
+    eprintln!(
+        "{} unreadable ledger record(s), left out (move or delete them, or run pgshift report on their runs):",
+        unreadable.len()
+    );
+    for u in unreadable {
+        eprintln!("  {u}");
+    }
 }
 
 fn when(t: f64) -> String {
@@ -158,7 +195,8 @@ pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
     let Some(stage) = a.stage.clone() else {
         return executions(a.state_machine.as_deref().unwrap_or_default(), a.since, a.json).await;
     };
-    let all = ledgers(&stage, a.since).await?;
+    let (all, unreadable) = ledgers(&stage, a.since).await?;
+    name_unreadable(&unreadable);
     let prices = PriceTable::default();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&all)?);
@@ -240,17 +278,24 @@ pub(crate) async fn cost(a: CostArgs) -> Result<()> {
         Some(p) => PriceTable::load(p).map_err(anyhow::Error::msg)?,
         None => PriceTable::default(),
     };
-    let mut all = match (&a.execution, &a.stage) {
-        (Some(arn), _) => vec![deployed(arn, a.lambda_memory_mb).await?],
+    let (mut all, mut unreadable) = match (&a.execution, &a.stage) {
+        (Some(arn), _) => (vec![deployed(arn, a.lambda_memory_mb).await?], Vec::new()),
         (None, Some(stage)) => ledgers(stage, a.since).await?,
         (None, None) => bail!("pass --stage URL or --execution ARN"),
     };
     if let (Some(id), Some(stage)) = (&a.run, &a.stage) {
         all.retain(|l| &l.run_id == id);
+        // Only this run's own record matters: another run's broken record is not this one's business.
+        let own = format!("/{}", pgshift::contract::layout::ledger_key(id));
+        unreadable.retain(|u| u.split(": ").next().is_some_and(|k| k.ends_with(&own)));
         if all.is_empty() {
-            bail!("no ledger record of run {id:?} on {stage}: list the runs with pgshift runs --stage {stage}");
+            name_unreadable(&unreadable);
+            bail!(
+                "no readable ledger record of run {id:?} on {stage}: list the runs with pgshift runs --stage {stage}"
+            );
         }
     }
+    name_unreadable(&unreadable);
     let bills: Vec<RunCost> = all.iter().map(|l| run_cost(l, &prices)).collect();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&bills)?);

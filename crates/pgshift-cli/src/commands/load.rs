@@ -43,6 +43,10 @@ pub(crate) struct LoadArgs {
     /// Check every value against this warehouse's limits too (a rehearsal on PostgreSQL for a load into Redshift).
     #[arg(long, value_enum)]
     warehouse_dialect: Option<pgshift::contract::load::WarehouseDialect>,
+    /// Load into targets that have rules or triggers on INSERT, UPDATE or DELETE (refused by default: they change
+    /// what the load writes); what such a target holds is then theirs.
+    #[arg(long)]
+    allow_target_triggers: bool,
 }
 
 pub(crate) async fn run(args: LoadArgs) -> Result<()> {
@@ -63,6 +67,7 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
             concurrency: Some(args.load_concurrency),
             allow_older: args.allow_older,
             warehouse_dialect: args.warehouse_dialect,
+            allow_target_triggers: args.allow_target_triggers,
         },
         ..LoadRequest::default()
     };
@@ -84,11 +89,38 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
                 "error": {"Error": e.name(), "Cause": e.to_string()},
             });
             let said = match pgshift::load::cleanup(&ctx, CleanupRequest { state }).await {
-                Ok(c) if c.dropped.is_empty() => "no staging table was left".to_string(),
-                Ok(c) => format!("staging tables dropped: {}", c.dropped.join(", ")),
-                Err(ce) => format!("cleanup failed too: {ce}; pgshift gc --warehouse drops what is left"),
+                Ok(c) => format!("{}; {}", committed_of(&c.tables), dropped_of(&c.dropped)),
+                Err(ce) => format!(
+                    "cleanup failed too: {ce}; what the warehouse committed is in its load log (pgshift.load_log); \
+                     pgshift gc --warehouse drops what is left"
+                ),
             };
             bail!("{e} [{}] ({said})", e.name())
         }
+    }
+}
+
+/// What a failed load committed, table by table: never a failure that hides it.
+fn committed_of(tables: &[pgshift::contract::load::TableLoad]) -> String {
+    let committed: Vec<String> = tables
+        .iter()
+        .filter(|t| t.status.is_committed())
+        .map(|t| format!("{} ({} rows)", t.table, t.committed_rows.unwrap_or(0)))
+        .collect();
+    match committed.as_slice() {
+        [] => "nothing of this run was committed: the warehouse is as it was".to_string(),
+        c => format!(
+            "committed before the failure: {} of {} tables, {}; every other table is as it was",
+            c.len(),
+            tables.len(),
+            pgshift::contract::code::first_few(c, ", ")
+        ),
+    }
+}
+
+fn dropped_of(dropped: &[String]) -> String {
+    match dropped {
+        [] => "no staging table was left".to_string(),
+        d => format!("staging tables dropped: {}", d.join(", ")),
     }
 }

@@ -73,6 +73,10 @@ pub(crate) struct RunArgs {
     /// where the same run into Redshift would (text past VARCHAR(65535), binary past VARBYTE's maximum).
     #[arg(long, value_enum)]
     warehouse_dialect: Option<pgshift::contract::load::WarehouseDialect>,
+    /// Load into targets that have rules or triggers on INSERT, UPDATE or DELETE (refused by default, before
+    /// anything is extracted: they change what the load writes); what such a target holds is then theirs.
+    #[arg(long)]
+    allow_target_triggers: bool,
     #[command(flatten)]
     types: crate::commands::types::TypeArgs,
     /// The source does not change during the run (a restored snapshot, a paused replica): tables without a key
@@ -215,6 +219,9 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
     if let Some(a) = args.atomic {
         load.atomic = a;
     }
+    if args.allow_target_triggers {
+        load.allow_target_triggers = true;
+    }
     if let Some(c) = args.load_concurrency {
         load.concurrency = Some(c);
     }
@@ -246,6 +253,14 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<()> {
+    if let (Some(event), Some(id)) = (&args.event, &args.run_id) {
+        anyhow::bail!(
+            "--run-id {id} with --event {}: a run from an RDS snapshot event takes its run id from the event (its time \
+             and snapshot), so that a redelivered event is the same run; drop --run-id, or run the snapshot with \
+             --snapshot IDENTIFIER --run-id {id} [Pipeline.Fatal.InvalidInput]",
+            event.display()
+        );
+    }
     let Resolved {
         source,
         warehouse,

@@ -33,6 +33,8 @@ pub enum Code {
     FatalSnapshot,
     FatalRestore,
     FatalLoadTimeout,
+    /// The target has rules or triggers that change what a load writes (`--allow-target-triggers` allows them).
+    FatalTargetTriggers,
     /// A local run stopped by SIGINT or SIGTERM (its Cleanup ran; `--run-id` resumes it).
     FatalInterrupted,
 }
@@ -68,6 +70,7 @@ impl Code {
         Code::FatalSnapshot,
         Code::FatalRestore,
         Code::FatalLoadTimeout,
+        Code::FatalTargetTriggers,
         Code::FatalInterrupted,
     ];
 
@@ -109,6 +112,7 @@ impl Code {
             Code::FatalSnapshot => "Pipeline.Fatal.Snapshot",
             Code::FatalRestore => "Pipeline.Fatal.Restore",
             Code::FatalLoadTimeout => "Pipeline.Fatal.LoadTimeout",
+            Code::FatalTargetTriggers => "Pipeline.Fatal.TargetTriggers",
             Code::FatalInterrupted => "Pipeline.Fatal.Interrupted",
         }
     }
@@ -121,4 +125,17 @@ impl Code {
     pub fn of(name: &str) -> Option<Code> {
         Code::ALL.iter().copied().find(|c| c.name() == name)
     }
+}
+
+/// How many items of a list an error names before it says how many more there are.
+pub const FEW: usize = 5;
+
+/// The first [`FEW`] of `items` joined by `sep`, and how many more: an error names what is wrong without growing
+/// with the size of a schema (a drift of 1,199 columns is one line of a few hundred bytes, not 200 KB).
+pub fn first_few(items: &[String], sep: &str) -> String {
+    let mut s = items.iter().take(FEW).map(String::as_str).collect::<Vec<_>>().join(sep);
+    if items.len() > FEW {
+        s.push_str(&format!("{sep}and {} more", items.len() - FEW));
+    }
+    s
 }

@@ -85,6 +85,16 @@ pub fn file_key_prefix(task: &ExtractTask) -> String {
     )
 }
 
+/// Whether `key` is one of the files a task writes (`<run>/<schema>/<table>/part-<range>-<n>.parquet`, as
+/// [`file_key_prefix`] and the Parquet writer name them): a result naming any other object (another run's, another
+/// table's or range's) is not the task's.
+pub fn is_part_file_key(task: &ExtractTask, key: &str) -> bool {
+    let prefix = format!("{}-", file_key_prefix(task));
+    key.strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(".parquet"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Where a task's `ExtractResult` lands on the stage: `<run>/<schema>/<table>/part-<range>.result.json`.
 pub fn result_key(task: &ExtractTask) -> String {
     format!("{}.result.json", file_key_prefix(task))

@@ -166,13 +166,67 @@ pub struct Ledger {
     pub warehouse_seconds: f64,
 }
 
+/// The largest count a record may hold: PostgreSQL counts rows and bytes in int8.
+const MAX_COUNT: u64 = i64::MAX as u64;
+
 impl Ledger {
     pub fn rows(&self) -> u64 {
-        self.tables.iter().map(|t| t.rows).sum()
+        self.tables.iter().fold(0u64, |a, t| a.saturating_add(t.rows))
     }
 
     pub fn source_bytes(&self) -> u64 {
-        self.tables.iter().map(|t| t.source_bytes).sum()
+        self.tables.iter().fold(0u64, |a, t| a.saturating_add(t.source_bytes))
+    }
+
+    /// What in the record cannot be true: seconds negative or not finite, an end before the start, counts past int8.
+    /// A record with any is refused by name, never priced or printed as fact.
+    pub fn impossible(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut secs = |what: &str, s: f64| {
+            if !(s.is_finite() && s >= 0.0) {
+                out.push(format!("{what}: {s} seconds"));
+            }
+        };
+        secs("started_at", self.started_at);
+        secs("ended_at", self.ended_at);
+        secs("warehouse_seconds", self.warehouse_seconds);
+        for b in &self.invocations {
+            secs(&format!("{} invocation", b.function), b.seconds);
+        }
+        for t in &self.tables {
+            for b in &t.invocations {
+                secs(&format!("{}: {} invocation", t.table, b.function), b.seconds);
+            }
+        }
+        if self.ended_at < self.started_at {
+            out.push(format!(
+                "ended_at {} before started_at {}",
+                self.ended_at, self.started_at
+            ));
+        }
+        let mut counts: Vec<(String, u64)> = vec![
+            ("transitions".into(), self.transitions),
+            ("stage_bytes".into(), self.stage_bytes),
+            ("stage PUT requests".into(), self.stage_requests.put_class),
+            ("stage GET requests".into(), self.stage_requests.get_class),
+        ];
+        for t in &self.tables {
+            counts.extend([
+                (format!("{}: rows", t.table), t.rows),
+                (format!("{}: source_bytes", t.table), t.source_bytes),
+                (format!("{}: parquet_bytes", t.table), t.parquet_bytes),
+                (format!("{}: committed_rows", t.table), t.committed_rows.unwrap_or(0)),
+                (format!("{}: stage PUT requests", t.table), t.stage_requests.put_class),
+                (format!("{}: stage GET requests", t.table), t.stage_requests.get_class),
+            ]);
+        }
+        out.extend(
+            counts
+                .into_iter()
+                .filter(|(_, n)| *n > MAX_COUNT)
+                .map(|(what, n)| format!("{what}: {n}, past any count PostgreSQL keeps")),
+        );
+        out
     }
 
     pub fn parts(&self) -> usize {

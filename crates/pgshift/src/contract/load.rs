@@ -136,6 +136,11 @@ pub struct LoadOptions {
     /// PostgreSQL (`--warehouse-dialect redshift`) fails where the real run on Redshift would, before anything loads.
     /// Always serialized (`null`: the warehouse's own limits only): the Load state passes it on by path.
     pub warehouse_dialect: Option<WarehouseDialect>,
+    /// Load into a target that has rules or enabled triggers on INSERT, UPDATE or DELETE (`--allow-target-triggers`).
+    /// Refused by default: they change what the load writes, and no count of the run's rows can see it. Allowed,
+    /// the target's contents are its rules' and triggers' business, and the load's outcome says so.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_target_triggers: bool,
 }
 
 /// A warehouse whose value limits a load can apply on another (`--warehouse-dialect`).

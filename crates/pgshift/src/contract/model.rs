@@ -419,6 +419,31 @@ pub struct ExtractResult {
     pub requests: Option<crate::contract::ledger::StageRequests>,
 }
 
+impl ExtractResult {
+    /// What in the result cannot be true (an edited or corrupted record): seconds negative or not finite, counts past
+    /// int8 (PostgreSQL's own count type). A run with such a result is refused by name, never reported as fact.
+    pub fn impossible(&self) -> Vec<String> {
+        let max = i64::MAX as u64;
+        let mut out = Vec::new();
+        for (what, s) in [("seconds", self.seconds), ("started_at", self.started_at)] {
+            if !(s.is_finite() && s >= 0.0) {
+                out.push(format!("{what}: {s}"));
+            }
+        }
+        let mut counts = vec![("rows", self.rows), ("source_bytes", self.source_bytes)];
+        for f in &self.files {
+            counts.extend([("a file's rows", f.rows), ("a file's bytes", f.bytes)]);
+        }
+        out.extend(
+            counts
+                .into_iter()
+                .filter(|(_, n)| *n > max)
+                .map(|(what, n)| format!("{what}: {n}, past any count PostgreSQL keeps")),
+        );
+        out
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }

@@ -253,6 +253,18 @@ pub struct Plan {
     pub billed: Option<crate::contract::ledger::Billed>,
 }
 
+/// What a run's reconciliation means, by its consistency: the line every report prints next to it.
+pub fn consistency_line(static_source: bool) -> &'static str {
+    if static_source {
+        "consistency: exact (a static source: a restored snapshot, or a source nothing wrote to during the run); every \
+         range read the same data"
+    } else {
+        "consistency: live source (each range read in its own snapshot, when its extractor started): rows whose key \
+         moved between ranges during the run may be missed or read twice, so the count reconciles what was extracted, \
+         not the source at one instant; for one instant, run from a snapshot or with --static-source on a quiet source"
+    }
+}
+
 impl Plan {
     /// The hash of the plan with its identity fields blank: SHA-256 of its JSON, 32 hex digits. A plan.json edited
     /// after planning (a task removed, a bound moved) no longer hashes to its `plan_id`.

@@ -36,8 +36,20 @@ pub async fn planner(
             let mut t = triggered(input.get("input").unwrap_or(&serde_json::Value::Null), defaults)?;
             if let Some(execution) = input.get("execution").and_then(serde_json::Value::as_str) {
                 let stage = ctx.stages.open(&t.stage).await?;
+                refuse_loaded(stage.as_ref(), &t).await?;
                 t.duplicate_of = crate::stage::run::take_run_lock(stage.as_ref(), &t.run_id, execution).await?;
                 if let Some(holder) = &t.duplicate_of {
+                    if t.request.restart {
+                        // A restart asked for by hand is no duplicate delivery: it is refused, naming the holder.
+                        return Err(PlanError::RunExists {
+                            run_id: t.run_id.clone(),
+                            detail: format!(
+                                "it is held by execution {} (since {}), which has not ended; nothing was deleted: wait \
+                                 for it to end, or stop it, before --restart",
+                                holder.execution, holder.taken_at
+                            ),
+                        });
+                    }
                     tracing::warn!(run = %t.run_id, holder = %holder.execution, "a duplicate trigger: ending");
                 }
             }
@@ -53,6 +65,32 @@ pub async fn planner(
         None => crate::entry::trigger::plan_request(&input, &defaults.request)?,
     };
     Ok(PlannerOutput::Planned(Box::new(crate::plan::handle(ctx, req).await?.1)))
+}
+
+/// A run id already loaded is refused here, before any restore is paid for: a redelivered RDS event is that same run
+/// (its run id comes from the event), and a restart must be asked for.
+async fn refuse_loaded(stage: &dyn crate::stage::Stage, t: &Triggered) -> Result<(), PlanError> {
+    if t.request.restart {
+        return Ok(());
+    }
+    let key = layout::load_key(&t.run_id);
+    let load: Option<crate::contract::load::LoadResult> =
+        crate::stage::run::read_json(stage, &key).await.ok().flatten();
+    if !load.is_some_and(|l| l.done) {
+        return Ok(());
+    }
+    let how = match &t.request.snapshot {
+        Some(s) if !s.event_id.is_empty() => format!(
+            "this RDS event was delivered again (a run from an event takes its run id from it), and nothing was \
+             restored; to load snapshot {} again, run pgshift run --snapshot {} with a new --run-id",
+            s.identifier, s.identifier
+        ),
+        _ => "nothing was restored; use a new --run-id, or --restart to extract and load it again".into(),
+    };
+    Err(PlanError::RunExists {
+        run_id: t.run_id.clone(),
+        detail: format!("it was loaded already; {how}"),
+    })
 }
 
 /// The extractor Lambda's handler: a task as the Map hands it over (JSON, with its attempt number), checked, then

@@ -162,6 +162,7 @@ mod tests {
                 instant: 0,
                 current: 1,
             },
+            LoadError::TargetTriggers(Vec::new()),
             LoadError::Deadline {
                 tables: Vec::new(),
                 hours: 23.5,
@@ -171,6 +172,7 @@ mod tests {
                 table: t(),
                 staged: 0,
                 expected: 1,
+                counted: crate::warehouse::COUNTED_STAGING,
             }),
         ];
         let sweep = [

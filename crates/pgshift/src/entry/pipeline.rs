@@ -637,6 +637,10 @@ impl LocalRun {
                 .or_else(|| snap.results.first().map(|r| r.run_id.clone()))
                 .unwrap_or_default();
             let retried = snap.retried();
+            let static_source = match &snap.plan_url {
+                Some(url) => planned_static_source(stages.as_ref(), url).await,
+                None => None,
+            };
             let mut report = RunReport::new(
                 RunFacts {
                     run_id: &run_id,
@@ -651,6 +655,7 @@ impl LocalRun {
                     transitions: interpreter.transitions(),
                     failure: output.as_ref().err().map(|f| (f.error.clone(), failure_message(f))),
                     restore: snap.restore.as_ref(),
+                    static_source,
                 },
                 Prices::default(),
             );
@@ -667,6 +672,14 @@ impl LocalRun {
             stop_ctx,
         })
     }
+}
+
+/// Whether the run's plan read a static source (its report says what its reconciliation means); `None` when the plan
+/// cannot be read.
+async fn planned_static_source(stages: &dyn StageOpener, plan_url: &str) -> Option<bool> {
+    let stage = crate::stage::run::stage_of(stages, plan_url).await.ok()?;
+    let plan = crate::stage::run::read_plan(stage.as_ref(), plan_url).await.ok()?;
+    Some(plan.settings.static_source)
 }
 
 #[cfg(test)]

@@ -47,7 +47,10 @@ pub(crate) fn triggered(input: &Value, defaults: &PlannerDefaults) -> Result<Tri
                 "the input names a snapshot without an identifier: give \"snapshot\": {\"identifier\": \"…\"}".into(),
             ))
         }
-        Some(s) => Some(restore_plan(&defaults.restore, &run_id, s)),
+        Some(s) => {
+            check_identifier("snapshot.identifier", &s.identifier)?;
+            Some(restore_plan(&defaults.restore, &run_id, s))
+        }
         None => None,
     };
     if restore.is_some() {
@@ -124,6 +127,26 @@ pub(crate) fn snapshot_of(event: &Value) -> Result<Snapshot, PlanError> {
     if identifier.is_empty() {
         return Err(bad(format!("{detail_type} {rds_event_id}: no SourceIdentifier")));
     }
+    check_identifier("SourceIdentifier", &identifier)?;
+    for (name, value, max) in [
+        ("SourceArn", d("SourceArn"), MAX_ARN),
+        (
+            "resources[0]",
+            event
+                .pointer("/resources/0")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            MAX_ARN,
+        ),
+        ("id", s("id"), MAX_SHORT),
+        ("time", s("time"), MAX_SHORT),
+        ("account", s("account"), MAX_SHORT),
+        ("region", s("region"), MAX_SHORT),
+        ("Message", d("Message"), MAX_MESSAGE),
+    ] {
+        check_len(name, &value, max)?;
+    }
     let arn = match d("SourceArn") {
         a if !a.is_empty() => a,
         _ => event
@@ -144,6 +167,54 @@ pub(crate) fn snapshot_of(event: &Value) -> Result<Snapshot, PlanError> {
         account: s("account"),
         region: s("region"),
     })
+}
+
+/// AWS's own limits on what an RDS event names, checked before anything of it is used (a run id, a stage key, an
+/// RDS request): a DB or cluster snapshot identifier is 1 to 255 letters, digits and hyphens, an automated one
+/// prefixed `rds:` (<https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_CreateDBSnapshot.html>,
+/// <https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_CreateDBClusterSnapshot.html>); an ARN is at most
+/// 2,048 characters (<https://docs.aws.amazon.com/IAM/latest/UserGuide/reference-arns.html>). Event ids, times,
+/// accounts and regions are far shorter than 256; an RDS event message is a sentence.
+const MAX_IDENTIFIER: usize = 255;
+const MAX_ARN: usize = 2048;
+const MAX_SHORT: usize = 256;
+const MAX_MESSAGE: usize = 4096;
+
+/// A snapshot identifier within AWS's limits, or an error naming the field and showing only its start.
+pub(crate) fn check_identifier(name: &str, value: &str) -> Result<(), PlanError> {
+    check_len(name, value, MAX_IDENTIFIER)?;
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == ':'))
+    {
+        return Err(bad(format!(
+            "the snapshot identifier in {name} ({:?}) holds {c:?}: RDS identifiers are letters, digits and hyphens \
+             (an automated snapshot's prefixed rds:)",
+            start_of(value)
+        )));
+    }
+    Ok(())
+}
+
+fn check_len(name: &str, value: &str, max: usize) -> Result<(), PlanError> {
+    let n = value.chars().count();
+    if n <= max {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "the event's {name} is {n} characters, more than AWS allows ({max}): not an RDS event pgshift runs from; it \
+         starts {:?}",
+        start_of(value)
+    )))
+}
+
+/// The first characters of a value, for a message.
+fn start_of(value: &str) -> String {
+    let mut s: String = value.chars().take(40).collect();
+    if value.chars().count() > 40 {
+        s.push('…');
+    }
+    s
 }
 
 /// A run id for a snapshot: deterministic, so a redelivered event (EventBridge delivers at least once) makes the same

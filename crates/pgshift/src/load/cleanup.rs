@@ -31,9 +31,29 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
         return Ok(out);
     };
     let stage = stage_of(ctx, plan_url).await?;
-    let plan = run::read_plan(stage.as_ref(), plan_url).await?;
-    out.run_id = Some(plan.run_id.clone());
-    drop_staging(ctx.warehouse.as_ref(), &plan, &mut out).await?;
+    // The plan may be gone (deleted mid-load): the run's staging tables are still found, through the registry.
+    let plan = match run::read_plan(stage.as_ref(), plan_url).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            out.notes.push(format!(
+                "the plan could not be read ({e}): the run's staging tables were found through the registry"
+            ));
+            None
+        }
+    };
+    let from_url = || crate::contract::layout::split_plan_url(plan_url).map(|(_, dir)| dir.to_string());
+    let Some(run_id) = plan
+        .as_ref()
+        .map(|p| p.run_id.clone())
+        .or_else(|| run_id_of(state))
+        .or_else(from_url)
+    else {
+        out.notes
+            .push("no run id: the run failed before planning finished".into());
+        return Ok(out);
+    };
+    out.run_id = Some(run_id.clone());
+    drop_staging(ctx.warehouse.as_ref(), (&run_id, stage.url()), plan.as_ref(), &mut out).await?;
     // Every table's outcome as the load recorded it: tables committed before the failure stay committed.
     let mut tables = match run::read_load(ctx.stages.as_ref(), plan_url).await {
         Ok(Some(r)) => r.tables,
@@ -43,7 +63,11 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
             Vec::new()
         }
     };
-    if committed_by_log(ctx.warehouse.as_ref(), &plan, &mut tables, &mut out.notes).await {
+    let corrected = match &plan {
+        Some(plan) => committed_by_log(ctx.warehouse.as_ref(), plan, &mut tables, &mut out.notes).await,
+        None => false,
+    };
+    if corrected {
         if let Ok(Some(mut load)) = run::read_load(ctx.stages.as_ref(), plan_url).await {
             load.tables = tables.clone();
             if let Err(e) = super::progress::record(stage.as_ref(), &load).await {
@@ -54,18 +78,12 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
     drop_created_targets(ctx.warehouse.as_ref(), &tables, &mut out).await;
     out.tables = tables.clone();
     let error = state.get("error").cloned().unwrap_or(Value::Null);
-    let status = status_of(&plan, &tables, &error, &out);
-    match crate::stage::put(
-        stage.as_ref(),
-        &status_key(&plan.run_id),
-        Bytes::from(status.to_string()),
-    )
-    .await
-    {
+    let status = status_of((&run_id, plan.as_ref()), &tables, &error, &out);
+    match crate::stage::put(stage.as_ref(), &status_key(&run_id), Bytes::from(status.to_string())).await {
         Ok(o) => out.status_url = Some(o.url),
         Err(e) => out.notes.push(format!("marking the run failed: {e}")),
     }
-    tracing::warn!(run = %plan.run_id, dropped = out.dropped.len(), "run cleaned up after a failure");
+    tracing::warn!(run = %run_id, dropped = out.dropped.len(), "run cleaned up after a failure");
     Ok(out)
 }
 
@@ -172,10 +190,36 @@ async fn committed_by_log(
     changed
 }
 
-/// Drops the run's staging tables: only those that exist, and only those are reported dropped.
-async fn drop_staging(wh: &dyn Warehouse, plan: &Plan, out: &mut CleanupResult) -> Result<(), LoadError> {
-    for t in &plan.tables {
-        let staging = staging_table(&t.table, &plan.run_id);
+/// The run id the state names (the plan summary's), when the plan itself cannot be read.
+fn run_id_of(state: &Value) -> Option<String> {
+    state
+        .pointer("/plan/run_id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Drops the run's staging tables, those the registry names for this run on this stage and those its plan would
+/// have made: only those that exist, and only those are reported dropped.
+async fn drop_staging(
+    wh: &dyn Warehouse,
+    (run_id, stage_url): (&str, &str),
+    plan: Option<&Plan>,
+    out: &mut CleanupResult,
+) -> Result<(), LoadError> {
+    let mut candidates = match super::gc::staging_of_run(wh, run_id, stage_url).await {
+        Ok(c) => c,
+        Err(e) => {
+            out.notes.push(format!("reading the staging registry: {e}"));
+            Vec::new()
+        }
+    };
+    for t in plan.iter().flat_map(|p| &p.tables) {
+        let staging = staging_table(&t.table, run_id);
+        if !candidates.contains(&staging) {
+            candidates.push(staging);
+        }
+    }
+    for staging in candidates {
         match crate::warehouse::columns(wh, &staging).await {
             Ok(cols) if cols.is_empty() => continue,
             Ok(_) => {}
@@ -193,25 +237,30 @@ async fn drop_staging(wh: &dyn Warehouse, plan: &Plan, out: &mut CleanupResult) 
     Ok(())
 }
 
-/// `<run>/status.json`: the failure, and every table's outcome as the load recorded it.
-fn status_of(plan: &Plan, tables: &[TableLoad], error: &Value, out: &CleanupResult) -> Value {
-    let outcome = |t: &TablePlan| {
-        let load = tables.iter().find(|l| l.table == t.table);
+/// `<run>/status.json`: the failure, and every table's outcome as the load recorded it (every planned table's, when
+/// the plan could be read).
+fn status_of((run_id, plan): (&str, Option<&Plan>), tables: &[TableLoad], error: &Value, out: &CleanupResult) -> Value {
+    let outcome = |table: &crate::contract::model::TableRef| {
+        let load = tables.iter().find(|l| &l.table == table);
         json!({
-            "table": t.table,
+            "table": table,
             "status": load.map_or(TableStatus::Pending, |l| l.status),
             "committed_rows": load.and_then(|l| l.committed_rows),
             "error": load.and_then(|l| l.error.clone()),
         })
     };
+    let outcomes: Vec<Value> = match plan {
+        Some(plan) => plan.tables.iter().map(|t: &TablePlan| outcome(&t.table)).collect(),
+        None => tables.iter().map(|l| outcome(&l.table)).collect(),
+    };
     json!({
-        "run_id": plan.run_id,
-        "plan_id": plan.plan_id,
+        "run_id": run_id,
+        "plan_id": plan.map(|p| p.plan_id.as_str()),
         "status": "FAILED",
         "error": error.get("Error"),
         "cause": error.get("Cause"),
         "at": crate::contract::clock::unix_now(),
-        "tables": plan.tables.iter().map(outcome).collect::<Vec<_>>(),
+        "tables": outcomes,
         "dropped_staging": out.dropped,
         "cancelled": out.cancelled,
     })

@@ -81,6 +81,25 @@ pub async fn collect(ctx: &LoadContext, scope: &GcScope<'_>) -> Result<Vec<Colle
     Ok(out)
 }
 
+/// The staging tables the registry names for run `run_id` on the stage `stage_url` (none when there is no registry):
+/// what a Cleanup drops, with or without the run's plan.
+pub(super) async fn staging_of_run(
+    wh: &dyn warehouse::Warehouse,
+    run_id: &str,
+    stage_url: &str,
+) -> Result<Vec<TableRef>, LoadError> {
+    if warehouse::columns(wh, &registry_table()).await?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = wh.query(registry_sql()).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| parse_row(r))
+        .filter(|r| r.run_id == run_id && r.stage.trim_end_matches('/') == stage_url.trim_end_matches('/'))
+        .map(|r| r.staging)
+        .collect())
+}
+
 fn parse_row(r: &[Cell]) -> Option<Row> {
     let text = |i: usize| match r.get(i) {
         Some(Cell::Text(s)) => Some(s.clone()),

@@ -13,13 +13,14 @@ mod drift;
 pub mod gc;
 mod progress;
 mod statements;
+mod triggers;
 mod verify;
 
-use crate::contract::code::Code;
+use crate::contract::code::{first_few, Code};
 pub use cleanup::cleanup;
 pub use progress::check;
 use progress::{record, summarize, wait_seconds};
-use statements::{drop_staging_sql, ident, logged_sql, qualified, setup_sql, swap_sql};
+use statements::{drop_staging_sql, ident, logged_sql, qualified, setup_sql, swap_sql, SwapSql};
 pub(crate) use statements::{staging_table, varchar_bytes};
 
 use std::collections::{BTreeMap, VecDeque};
@@ -41,13 +42,13 @@ use crate::warehouse::{self, Batch, CopyJob, Step, Submission, Until, Warehouse,
 pub enum LoadError {
     #[error("invalid load request: {0}")]
     InvalidRequest(String),
-    #[error("parts missing or incomplete on the stage, nothing loaded: {}", .0.join("; "))]
+    #[error("parts missing or incomplete on the stage, nothing loaded: {}", first_few(.0, "; "))]
     PartsMissing(Vec<String>),
-    #[error("parts on the stage differ from what their extractors wrote, nothing loaded: {}", .0.join("; "))]
+    #[error("parts on the stage differ from what their extractors wrote, nothing loaded: {}", first_few(.0, "; "))]
     PartCorrupt(Vec<String>),
-    #[error("{plan_url}: the plan and its results do not hold together, nothing loaded: {}", .problems.join("; "))]
+    #[error("{plan_url}: the plan and its results do not hold together, nothing loaded: {}", first_few(.problems, "; "))]
     PlanMismatch { plan_url: String, problems: Vec<String> },
-    #[error("the source's columns differ from the existing target's, nothing loaded: {}", .0.join("; "))]
+    #[error("the source's columns differ from the existing target's, nothing loaded: {}", first_few(.0, "; "))]
     SchemaDrift(Vec<String>),
     #[error("{table}: staging holds {} rows but the parts hold {expected}; rolled back", staged.map_or("a different number of".to_string(), |n| n.to_string()))]
     Reconcile {
@@ -66,7 +67,7 @@ pub enum LoadError {
         /// What to do.
         what: &'static str,
     },
-    #[error("{} still loading {hours:.1} h after the load started, too close to the execution's timeout: cancelled, nothing of them committed; load them in a run of their own or give the warehouse more capacity", .tables.join(", "))]
+    #[error("{} still loading {hours:.1} h after the load started, too close to the execution's timeout: cancelled, nothing of them committed; load them in a run of their own or give the warehouse more capacity", first_few(.tables, ", "))]
     Deadline { tables: Vec<String>, hours: f64 },
     #[error(
         "{table} holds data from {} (the instant of its last load); this run's data is older, from {}: refused, \
@@ -78,6 +79,8 @@ pub enum LoadError {
         instant: i64,
         current: i64,
     },
+    #[error("rules or triggers on the target change what a load writes, and no count of the run's rows can see it; nothing loaded: {}; drop or disable them, or pass --allow-target-triggers to load anyway (what the target holds is then theirs)", first_few(.0, "; "))]
+    TargetTriggers(Vec<String>),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
     #[error(transparent)]
@@ -96,6 +99,7 @@ impl LoadError {
             LoadError::TooLong { .. } => Code::FatalBadValue,
             LoadError::Deadline { .. } => Code::FatalLoadTimeout,
             LoadError::OlderData { .. } => Code::FatalOlderData,
+            LoadError::TargetTriggers(_) => Code::FatalTargetTriggers,
             LoadError::Warehouse(e) => e.code(),
             LoadError::Stage(e) => e.code(),
         }
@@ -182,9 +186,15 @@ pub async fn load(ctx: &LoadContext, req: LoadRequest) -> Result<LoadResult, Loa
         tokio::time::sleep(std::time::Duration::from_secs(p.wait_seconds.min(5))).await;
         p = check(ctx, p).await?;
     }
-    run::read_load(ctx.stages.as_ref(), &plan_url)
-        .await?
-        .ok_or_else(|| LoadError::InvalidRequest(format!("{plan_url}: the load left no load.json")))
+    run::read_load(ctx.stages.as_ref(), &plan_url).await?.ok_or_else(|| {
+        // Never a failure that hides what the load committed.
+        let s = &p.summary;
+        LoadError::InvalidRequest(format!(
+            "{plan_url}: the load of run {} committed {} of {} tables ({} rows) but left no load.json beside this \
+             plan; see the run's load log (pgshift.load_log) for what the warehouse holds",
+            s.run_id, s.loaded, s.tables, s.rows
+        ))
+    })
 }
 
 /// Before the extraction: the warehouse reached and written (its `pgshift` schema created if missing), and an object
@@ -209,6 +219,8 @@ pub async fn preflight(ctx: &LoadContext, req: PreflightRequest) -> Result<Prefl
     warehouse::count(wh, "SELECT 1".into())
         .await
         .map_err(|e| LoadError::Warehouse(preflight_context(e)))?;
+    let plan = run::read_plan(stage.as_ref(), &req.plan_url).await?;
+    triggers::check(wh, &plan, &mut LoadOptions::default()).await?;
     tracing::info!(stage = %put.url, "pre-flight: warehouse and stage reached and written");
     Ok(PreflightResult {
         warehouse: format!("{:?}", wh.dialect()),
@@ -234,6 +246,13 @@ fn preflight_context(e: WarehouseError) -> WarehouseError {
 pub async fn hold_run(ctx: &LoadContext, plan_url: &str) -> Result<(), LoadError> {
     let stage = stage_of(ctx, plan_url).await?;
     let plan = run::read_plan(stage.as_ref(), plan_url).await?;
+    let problems = verify::location_problems(&plan, plan_url);
+    if !problems.is_empty() {
+        return Err(LoadError::PlanMismatch {
+            plan_url: plan_url.to_string(),
+            problems,
+        });
+    }
     let execution = format!("local:load-{}", std::process::id());
     match run::take_run_lock(stage.as_ref(), &plan.run_id, &execution).await? {
         None => Ok(()),
@@ -258,7 +277,7 @@ pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, 
     tracing::Instrument::instrument(start_load(ctx, req, span.clone()), span).await
 }
 
-async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) -> Result<LoadProgress, LoadError> {
+async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span) -> Result<LoadProgress, LoadError> {
     let started = Instant::now();
     let started_at = crate::contract::clock::unix_now();
     let stage = stage_of(ctx, &req.plan_url).await?;
@@ -274,9 +293,11 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
         None => read_results(stage.as_ref(), &plan).await?,
     };
     let by_part = verify::match_results(&plan, &results)?;
+    verify::check_file_keys(stage.as_ref(), &plan, &by_part)?;
     verify::verify_parts(stage.as_ref(), &by_part).await?;
     let wh = ctx.warehouse.as_ref();
     check_options(wh, &req.options)?;
+    let hooked = triggers::check(wh, &plan, &mut req.options).await?;
     let deadline = req.deadline().map_err(LoadError::InvalidRequest)?;
     let mut facts = Vec::new();
     for t in &plan.tables {
@@ -313,6 +334,7 @@ async fn start_load(ctx: &LoadContext, req: LoadRequest, span: tracing::Span) ->
             *t = l;
         }
     }
+    triggers::annotate(&mut tables, &hooked);
     let queued: Vec<TableRef> = queue.iter().map(|(t, _)| t.table.clone()).collect();
     if !queued.is_empty() && failure.is_none() {
         let rest: Vec<&TableFacts> = queue.iter().map(|(_, f)| *f).collect();
@@ -900,8 +922,29 @@ fn group_steps<'a>(
     }
     for &i in group {
         let swap = swap_sql(c.wh.dialect(), c.options, c.plan, &prepared[i])?;
-        labels.extend(swap.iter().map(|_| (prepared[i].plan.table.clone(), StepKind::Swap)));
-        steps.extend(swap.into_iter().map(Step::Sql));
+        let table = &prepared[i].plan.table;
+        labels.extend(swap.iter().map(|_| (table.clone(), StepKind::Swap)));
+        steps.extend(swap.into_iter().map(|s| match s {
+            // What the INSERT wrote, after the target's rules and triggers, is the run's rows (unless allowed).
+            SwapSql::Insert(sql) if !c.options.allow_target_triggers => Step::Written {
+                table: table.clone(),
+                sql,
+                expected: prepared[i].load.rows,
+            },
+            SwapSql::Insert(sql) | SwapSql::Plain(sql) => Step::Sql(sql),
+        }));
+        if c.options.mode == LoadMode::Replace
+            && c.wh.dialect().has_rules_and_triggers()
+            && !c.options.allow_target_triggers
+        {
+            // What reached the target, not only what staging held: a rule or trigger made since the check shows here.
+            steps.push(Step::Reconcile {
+                table: table.clone(),
+                staging: table.clone(),
+                expected: prepared[i].load.rows,
+            });
+            labels.push((table.clone(), StepKind::Reconcile));
+        }
     }
     Ok((steps, labels))
 }

@@ -234,12 +234,35 @@ pub(super) fn setup_sql(
 /// target, so that two runs loading it serialize: the second waits, then its DELETE sees the first one's rows
 /// ([`Dialect::lock_target`]: it comes after the COPY, so Redshift's ACCESS EXCLUSIVE lock does not block readers
 /// during it).
+/// One statement of a swap: the INSERT that writes the target is told apart (where the warehouse reports the rows a
+/// statement wrote, they are reconciled with the run's).
+pub(super) enum SwapSql {
+    Plain(String),
+    Insert(String),
+}
+
 pub(super) fn swap_sql(
     dialect: Dialect,
     options: &LoadOptions,
     plan: &Plan,
     p: &Prepared,
-) -> Result<Vec<String>, LoadError> {
+) -> Result<Vec<SwapSql>, LoadError> {
+    let mut out = Vec::new();
+    let (pre, insert, post) = swap_parts(dialect, options, plan, p)?;
+    out.extend(pre.into_iter().map(SwapSql::Plain));
+    out.extend(insert.map(SwapSql::Insert));
+    out.extend(post.into_iter().map(SwapSql::Plain));
+    Ok(out)
+}
+
+/// The swap's statements before its INSERT into the target, the INSERT (none for a swap by rename), and after.
+#[allow(clippy::type_complexity)]
+fn swap_parts(
+    dialect: Dialect,
+    options: &LoadOptions,
+    plan: &Plan,
+    p: &Prepared,
+) -> Result<(Vec<String>, Option<String>, Vec<String>), LoadError> {
     let mode = options.mode;
     let target = qualified(&p.plan.table)?;
     let staging = qualified(&p.staging)?;
@@ -259,7 +282,7 @@ pub(super) fn swap_sql(
         out.extend(rename_sql(&p.plan.table, &p.staging, facts)?);
         out.push(log_sql(dialect, mode, plan, p)?);
         out.push(unregister_sql(&p.staging)?);
-        return Ok(out);
+        return Ok((out, None, Vec::new()));
     }
     match mode {
         LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
@@ -281,11 +304,13 @@ pub(super) fn swap_sql(
             out.push(format!("DELETE FROM {target} USING {staging} WHERE {on}"));
         }
     }
-    out.push(format!("INSERT INTO {target} ({cols}) SELECT {values} FROM {staging}"));
-    out.push(log_sql(dialect, mode, plan, p)?);
-    out.push(format!("DROP TABLE {staging}"));
-    out.push(unregister_sql(&p.staging)?);
-    Ok(out)
+    let insert = format!("INSERT INTO {target} ({cols}) SELECT {values} FROM {staging}");
+    let post = vec![
+        log_sql(dialect, mode, plan, p)?,
+        format!("DROP TABLE {staging}"),
+        unregister_sql(&p.staging)?,
+    ];
+    Ok((out, Some(insert), post))
 }
 
 /// The staging columns as the target takes them: JSON text parsed into SUPER when the target's JSON columns are

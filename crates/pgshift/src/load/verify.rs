@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 
 use super::LoadError;
+use crate::contract::layout;
 use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, StagedFile, TableRef};
 use crate::contract::plan::Plan;
 use crate::stage::{FileProblem, Stage};
@@ -33,6 +34,7 @@ pub(crate) fn check_plan(plan: &Plan, plan_url: &str) -> Result<(), LoadError> {
             t.table, t.range_index, t.plan_id, plan.plan_id
         ));
     }
+    problems.extend(location_problems(plan, plan_url));
     problems.extend(coverage(plan));
     if problems.is_empty() {
         Ok(())
@@ -41,6 +43,31 @@ pub(crate) fn check_plan(plan: &Plan, plan_url: &str) -> Result<(), LoadError> {
             plan_url: plan_url.to_string(),
             problems,
         })
+    }
+}
+
+/// The plan was read from where it says it lives, `<its stage>/<its run>/plan.json`: a plan.json copied over another
+/// run's would load its own run's tables while the load's record is looked for in the other run. Refused, with the
+/// URL to load it from.
+pub(crate) fn location_problems(plan: &Plan, plan_url: &str) -> Vec<String> {
+    let own = format!(
+        "{}/{}",
+        plan.stage.trim_end_matches('/'),
+        layout::plan_key(&plan.run_id)
+    );
+    match layout::split_plan_url(plan_url) {
+        Some((stage, run_dir))
+            if run_dir == layout::key_segment(&plan.run_id)
+                && stage.trim_end_matches('/') == plan.stage.trim_end_matches('/') =>
+        {
+            Vec::new()
+        }
+        _ => vec![format!(
+            "this plan.json is run {:?}'s (it lives at {own}), not the plan of the run it was read from: it was \
+             copied from another run; load run {:?} with --plan {own}, or plan this run again (pgshift run … \
+             --restart)",
+            plan.run_id, plan.run_id
+        )],
     }
 }
 
@@ -168,6 +195,42 @@ pub(crate) fn match_results<'a>(
         return Err(LoadError::PartsMissing(missing));
     }
     Ok(by_part)
+}
+
+/// Every file a result names is one its own task writes: under the run, schema, table and range of the task, on this
+/// stage. A result edited to name another run's or another table's Parquet (whose sizes and CRC32s are valid) is
+/// refused by name, never loaded.
+pub(crate) fn check_file_keys(
+    stage: &dyn Stage,
+    plan: &Plan,
+    by_part: &BTreeMap<(TableRef, u32), &ExtractResult>,
+) -> Result<(), LoadError> {
+    let mut problems = Vec::new();
+    for task in &plan.tasks {
+        let Some(r) = by_part.get(&(task.table.clone(), task.range_index)) else {
+            continue;
+        };
+        for f in &r.files {
+            if !stage.key_of(&f.url).is_some_and(|k| layout::is_part_file_key(task, k)) {
+                problems.push(format!(
+                    "{} range {}: its result names {}, which is not a file of this range ({}-<n>.parquet on {}); \
+                     extract the range again",
+                    task.table,
+                    task.range_index,
+                    f.url,
+                    layout::file_key_prefix(task),
+                    stage.url()
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(LoadError::PlanMismatch {
+        plan_url: format!("{}/{}/plan.json", plan.stage, plan.run_id),
+        problems,
+    })
 }
 
 /// Every file of every result is on the stage with the size and CRC32 its extractor recorded.

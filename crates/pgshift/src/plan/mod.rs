@@ -206,7 +206,7 @@ fn check_case_folding(tables: &[CatalogTable]) -> Result<(), PlanError> {
     Err(PlanError::InvalidRequest(format!(
         "{}. Redshift folds identifiers to lower case (enable_case_sensitive_identifier is off by default): \
          exclude one of each pair (--exclude), or rename it in the source",
-        problems.join("; ")
+        crate::contract::code::first_few(&problems, "; ")
     )))
 }
 

@@ -15,6 +15,17 @@ pub(super) async fn existing_run(
     run_id: &str,
     req: &PlanRequest,
 ) -> Result<Option<Plan>, PlanError> {
+    if let Some(h) = crate::stage::run::live_holder(stage, run_id).await? {
+        let (pid, host) = h.process.as_ref().map_or((0, ""), |p| (p.pid, p.host.as_str()));
+        return Err(run_exists(
+            run_id,
+            format!(
+                "it is held by execution {} (process {pid} on {host}, since {}), which still runs; nothing was \
+                 deleted: wait for it to end, or stop it (kill {pid}), before --restart or a new attempt",
+                h.execution, h.taken_at
+            ),
+        ));
+    }
     if req.restart {
         let n = stage.delete_prefix(&layout::run_prefix(run_id)).await?;
         tracing::warn!(run = %run_id, objects = n, "restart: the run's objects on the stage deleted");

@@ -126,6 +126,45 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), RdsError> {
     Err(io(what, String::from_utf8_lossy(&out.stderr).trim()))
 }
 
+/// A server with user tablespaces is refused before anything is copied, naming each: their files live outside the
+/// data directory, and a plain base backup writes them back to their own paths on this machine (where the source
+/// server may keep them), which the stand-in's snapshots and restored servers cannot share. When the catalog cannot
+/// be read here, `pg_basebackup` reports why.
+fn refuse_tablespaces(source_url: &str) -> Result<(), RdsError> {
+    let bin = pg_bin(None)?;
+    let query = "SELECT spcname OPERATOR(pg_catalog.||) ' (' OPERATOR(pg_catalog.||) \
+                 pg_catalog.pg_tablespace_location(oid) OPERATOR(pg_catalog.||) ')' FROM pg_catalog.pg_tablespace \
+                 WHERE spcname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_default', 'pg_global']::pg_catalog.name[]) \
+                 ORDER BY 1";
+    let out = Command::new(bin.join("psql"))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(source_url)
+        .args(["-c", query])
+        .stdin(Stdio::null())
+        .output();
+    let Some(out) = out.ok().filter(|o| o.status.success()) else {
+        return Ok(());
+    };
+    let found: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(RdsError::new(
+        INVALID_PARAMETER,
+        format!(
+            "the --source server has user tablespaces, which the local stand-in cannot snapshot: {}; move what they \
+             hold to pg_default (ALTER TABLE … SET TABLESPACE pg_default) and drop them, or snapshot a server \
+             without them",
+            crate::contract::code::first_few(&found, ", ")
+        ),
+    ))
+}
+
 fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
     use std::os::unix::process::CommandExt;
     if let Some((uid, gid)) = user {
@@ -195,6 +234,7 @@ impl LocalRds {
                 ),
             ));
         }
+        refuse_tablespaces(source_url)?;
         std::fs::create_dir_all(&dir).map_err(|e| io("creating the snapshot directory", e))?;
         let mut record = json!({
             "DbSnapshotIdentifier": id,

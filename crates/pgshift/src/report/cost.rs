@@ -38,6 +38,9 @@ pub struct PriceTable {
     /// (<https://aws.amazon.com/redshift/pricing/>), billed per second with a 60-second minimum.
     pub redshift_rpu_hour: f64,
     pub redshift_base_rpus: f64,
+    /// The file these prices were read from, when one replaced the defaults (bills name it).
+    #[serde(skip)]
+    pub file: Option<String>,
 }
 
 impl Default for PriceTable {
@@ -57,6 +60,7 @@ impl Default for PriceTable {
             log_bytes_per_invocation: 2048,
             redshift_rpu_hour: 0.375,
             redshift_base_rpus: 8.0,
+            file: None,
         }
     }
 }
@@ -70,7 +74,51 @@ impl PriceTable {
         } else {
             toml::from_str(&text).map_err(|e| e.to_string())
         };
-        parsed.map_err(|e| format!("price table {}: {e}", path.display()))
+        let mut table: Self = parsed.map_err(|e| format!("price table {}: {e}", path.display()))?;
+        let bad: Vec<String> = table
+            .numbers()
+            .iter()
+            .filter(|(_, v)| !(v.is_finite() && *v >= 0.0))
+            .map(|(name, v)| format!("{name} = {v}"))
+            .collect();
+        if !bad.is_empty() {
+            return Err(format!(
+                "price table {}: {}: every price must be a finite number of 0 or more; correct it in the file",
+                path.display(),
+                bad.join(", ")
+            ));
+        }
+        table.file = Some(path.display().to_string());
+        Ok(table)
+    }
+
+    /// Every price and quantity of the table, by name.
+    fn numbers(&self) -> [(&'static str, f64); 12] {
+        [
+            ("lambda_gb_second_arm64", self.lambda_gb_second_arm64),
+            ("lambda_gb_second_x86_64", self.lambda_gb_second_x86_64),
+            ("lambda_request", self.lambda_request),
+            ("transition", self.transition),
+            ("s3_put_class", self.s3_put_class),
+            ("s3_get_class", self.s3_get_class),
+            ("s3_gb_month", self.s3_gb_month),
+            ("stage_retention_days", self.stage_retention_days),
+            ("logs_ingest_gb", self.logs_ingest_gb),
+            ("log_bytes_per_invocation", self.log_bytes_per_invocation as f64),
+            ("redshift_rpu_hour", self.redshift_rpu_hour),
+            ("redshift_base_rpus", self.redshift_base_rpus),
+        ]
+    }
+
+    /// What a bill's header says of its prices: the region and date, and the file when one replaced the defaults.
+    pub fn describe(&self) -> String {
+        match &self.file {
+            Some(f) => format!(
+                "{} list prices of {} as given by {f} (built-in list prices for what it does not name)",
+                self.region, self.date
+            ),
+            None => format!("{} list prices of {}", self.region, self.date),
+        }
     }
 
     fn gb_second(&self, arch: &str) -> f64 {
@@ -287,7 +335,7 @@ pub fn run_cost(l: &Ledger, p: &PriceTable) -> RunCost {
         total,
         per_gb: (bytes > 0).then(|| total / (bytes as f64 / 1e9)),
         per_million_rows: (rows > 0).then(|| total / (rows as f64 / 1e6)),
-        prices: format!("{} list prices of {}", p.region, p.date),
+        prices: p.describe(),
     }
 }
 

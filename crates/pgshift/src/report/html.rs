@@ -145,6 +145,11 @@ fn header(o: &mut String, r: &RunRecord, cost: &Cost) {
         );
     }
     o.push_str("</div>");
+    let _ = write!(
+        o,
+        "<p class=\"note\" id=\"consistency\">{}</p>",
+        esc(crate::contract::plan::consistency_line(r.plan.settings.static_source))
+    );
     for n in &r.notes {
         let _ = write!(o, "<p class=\"note\">{}</p>", esc(n));
     }

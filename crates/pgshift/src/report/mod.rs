@@ -14,6 +14,7 @@ pub mod record;
 use crate::contract::layout::report_key;
 use crate::contract::load::{LoadResult, TableStatus};
 use crate::contract::model::{ExtractResult, TableRef};
+use crate::contract::plan::consistency_line;
 use crate::contract::snapshot::RestoreRecord;
 use crate::stage::{run, StageError};
 
@@ -46,6 +47,10 @@ pub struct TableReport {
     pub reused_parts: usize,
     /// Schema evolution applied to the target before its load transaction, kept whatever the load did.
     pub evolved: Vec<String>,
+    /// What the load said of the table beyond its rows: how its swap ran, and a target whose rules or triggers were
+    /// allowed (what it holds is then theirs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The bill by item (summed over tables), each marked actual or estimated, and the total.
@@ -215,6 +220,10 @@ pub struct RunReport {
     /// prints instead of the estimate in `cost`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bill: Option<cost::RunCost>,
+    /// What the reconciliation means: exact (a static source) or live ([`consistency_line`]); `None` for a run that
+    /// was never planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
 }
 
 /// Inputs of a report.
@@ -234,6 +243,8 @@ pub struct RunFacts<'a> {
     pub failure: Option<(String, String)>,
     /// The restore of a snapshot run (`<run>/restore.json`).
     pub restore: Option<&'a RestoreRecord>,
+    /// Whether the plan read a static source (`None`: the run was never planned).
+    pub static_source: Option<bool>,
 }
 
 impl RunReport {
@@ -276,6 +287,7 @@ impl RunReport {
                 reconciled: loaded == Some(rows),
                 reused_parts: rs.iter().filter(|r| r.reused).count(),
                 evolved: load.map(|t| t.evolved.clone()).unwrap_or_default(),
+                note: load.and_then(|t| t.swap_note.clone()),
                 parts,
             });
         }
@@ -305,6 +317,7 @@ impl RunReport {
             },
             failure: f.failure,
             bill: None,
+            consistency: f.static_source.map(|s| consistency_line(s).to_string()),
         }
     }
 
@@ -353,6 +366,9 @@ impl RunReport {
                         let _ = writeln!(o, "  {}: {} rows", t.table, t.loaded_rows.unwrap_or(0));
                     }
                     let _ = writeln!(o, "every other table is as it was");
+                    if let Some(c) = &self.consistency {
+                        let _ = writeln!(o, "{c}");
+                    }
                 }
             }
             return;
@@ -364,6 +380,14 @@ impl RunReport {
             self.tables.len(),
             if self.reconciled() { " ✓" } else { " ✗" }
         );
+        if let Some(c) = &self.consistency {
+            let _ = writeln!(o, "{c}");
+        }
+        for t in &self.tables {
+            if let Some(n) = &t.note {
+                let _ = writeln!(o, "  {}: {}", t.table, truncate(n, 400));
+            }
+        }
         for t in self.tables.iter().filter(|t| !t.reconciled) {
             let loaded = match (t.loaded_rows, t.status) {
                 (Some(n), Some(TableStatus::AlreadyLoaded)) => format!("{n} (committed by an earlier attempt)"),
@@ -542,6 +566,7 @@ fn report_of(rec: &record::RunRecord, memory_mb: u32) -> RunReport {
             transitions: 5 + plan.tasks.len() as u64 + rec.failed.len() as u64,
             failure: rec.failure.clone(),
             restore: rec.restore.as_ref(),
+            static_source: Some(plan.settings.static_source),
         },
         Prices::default(),
     )

@@ -82,6 +82,15 @@ pub async fn read(stages: &dyn StageOpener, plan_url: &str) -> Result<RunRecord,
     let mut results = Vec::new();
     for task in &plan.tasks {
         match run::read_result(stage.as_ref(), task).await? {
+            Some(r) if !r.impossible().is_empty() => {
+                return Err(StageError::Malformed {
+                    location: format!("{}/{}", stage.url(), crate::contract::layout::result_key(task)),
+                    reason: format!(
+                        "impossible values, not reported: {}; extract the range again",
+                        crate::contract::code::first_few(&r.impossible(), "; ")
+                    ),
+                })
+            }
             Some(r) => results.push(r),
             None => notes.push(format!("{} range {}: not extracted", task.table, task.range_index)),
         }

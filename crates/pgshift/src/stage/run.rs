@@ -211,6 +211,20 @@ fn another_live_process(lock: &RunLock) -> bool {
         .is_some_and(|p| *p != LocalProcess::current() && p.alive() == Some(true))
 }
 
+/// The holder of the run's lock when it is another process on this host that still runs and whose run has not
+/// ended: the run id is not restarted, resumed or planned again beside it (a restart would delete its objects, lock
+/// included, and race it).
+pub(crate) async fn live_holder(stage: &dyn Stage, run_id: &str) -> Result<Option<RunLock>, StageError> {
+    let lock: Option<RunLock> = read_json(stage, &crate::contract::layout::lock_key(run_id))
+        .await
+        .unwrap_or(None);
+    let Some(lock) = lock else { return Ok(None) };
+    if !another_live_process(&lock) || run_ended(stage, run_id).await? {
+        return Ok(None);
+    }
+    Ok(Some(lock))
+}
+
 /// Whether the run's execution ended: its failure recorded (`status.json`), or its load finished.
 async fn run_ended(stage: &dyn Stage, run_id: &str) -> Result<bool, StageError> {
     if stage

@@ -25,11 +25,13 @@ pub enum WarehouseError {
     Sql { detail: String, retryable: bool },
     #[error("{0}")]
     Invalid(String),
-    #[error("{table}: staging holds {staged} rows but the parts hold {expected}; rolled back")]
+    #[error("{table}: {counted} {staged} rows but the parts hold {expected}; rolled back")]
     Reconcile {
         table: TableRef,
         staged: i64,
         expected: u64,
+        /// What was counted: [`COUNTED_STAGING`], [`COUNTED_TARGET`] or [`COUNTED_WRITTEN`].
+        counted: &'static str,
     },
     #[error(transparent)]
     Stage(#[from] StageError),
@@ -82,6 +84,12 @@ impl Dialect {
             Dialect::Redshift => c.mapping.redshift_type(varchar_bytes),
             Dialect::Postgres => c.mapping.postgres_type(),
         }
+    }
+
+    /// Whether a table may have rules or triggers that change what an INSERT, UPDATE or DELETE writes. Redshift has
+    /// neither (no CREATE RULE, no CREATE TRIGGER), so nothing there can change a load behind its counts.
+    pub fn has_rules_and_triggers(self) -> bool {
+        self == Dialect::Postgres
     }
 
     /// Whether json and jsonb may load into SUPER (through VARCHAR staging and `JSON_PARSE` in the swap).
@@ -360,6 +368,42 @@ pub async fn columns(wh: &dyn Warehouse, table: &TableRef) -> Result<Vec<Warehou
         .collect())
 }
 
+/// What on `table` changes what an INSERT, UPDATE or DELETE writes: its rules on those events and its enabled user
+/// triggers on them, each as `rule <name>` or `trigger <name>`; empty where the dialect has neither, or for no such
+/// table.
+pub async fn target_hooks(wh: &dyn Warehouse, table: &TableRef) -> Result<Vec<String>, WarehouseError> {
+    if !wh.dialect().has_rules_and_triggers() {
+        return Ok(Vec::new());
+    }
+    let rows = wh.query(target_hooks_sql(table)?).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.first().and_then(Cell::text).map(str::to_string))
+        .collect())
+}
+
+/// The query behind [`target_hooks`] (PostgreSQL's catalog): `pg_rewrite.ev_type` 2, 3, 4 are UPDATE, INSERT,
+/// DELETE; `pg_trigger.tgtype` bits 4, 8, 16 are INSERT, DELETE, UPDATE; `tgenabled` 'D' is disabled.
+fn target_hooks_sql(table: &TableRef) -> Result<String, WarehouseError> {
+    let (schema, name) = (text_literal(&table.schema)?, text_literal(&table.name)?);
+    let of = |rel: &str| {
+        format!(
+            "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) {rel} JOIN pg_catalog.pg_namespace n ON n.oid \
+         OPERATOR(pg_catalog.=) c.relnamespace WHERE n.nspname OPERATOR(pg_catalog.=) {schema} AND c.relname \
+         OPERATOR(pg_catalog.=) {name}"
+        )
+    };
+    Ok(format!(
+        "SELECT ('rule ' OPERATOR(pg_catalog.||) r.rulename)::pg_catalog.text FROM pg_catalog.pg_rewrite r {} \
+         AND r.ev_type OPERATOR(pg_catalog.=) ANY (ARRAY['2', '3', '4']::pg_catalog.\"char\"[]) \
+         UNION ALL SELECT ('trigger ' OPERATOR(pg_catalog.||) t.tgname)::pg_catalog.text \
+         FROM pg_catalog.pg_trigger t {} AND NOT t.tgisinternal AND t.tgenabled OPERATOR(pg_catalog.<>) 'D' \
+         AND (t.tgtype::pg_catalog.int4 OPERATOR(pg_catalog.&) 28) OPERATOR(pg_catalog.<>) 0 ORDER BY 1",
+        of("r.ev_class"),
+        of("t.tgrelid"),
+    ))
+}
+
 /// The query behind [`columns`]: `information_schema.columns` has the same shape in PostgreSQL and
 /// Redshift (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQLreference.html>; Redshift's `information_schema`
 /// follows PostgreSQL's). Columns: name, data_type, character_maximum_length, numeric_precision, numeric_scale.
@@ -406,6 +450,11 @@ pub async fn warehouse(url: &str) -> Result<Arc<dyn Warehouse>, WarehouseError> 
     })
 }
 
+/// What a reconcile counted: the staging table, the target after its swap, or the rows a swap's INSERT reported.
+pub const COUNTED_STAGING: &str = "staging holds";
+pub const COUNTED_TARGET: &str = "the target after its swap holds";
+pub const COUNTED_WRITTEN: &str = "the swap's INSERT wrote";
+
 /// One step of a load transaction.
 pub enum Step<'a> {
     /// Fill a staging table from the parts of its manifest.
@@ -417,6 +466,14 @@ pub enum Step<'a> {
         expected: u64,
     },
     Sql(String),
+    /// A statement that writes the target: where the warehouse reports the rows a statement wrote (PostgreSQL, after
+    /// the target's rules and triggers), it must be `expected`, or the whole transaction fails. Redshift, which has
+    /// neither rules nor triggers, runs it as it is.
+    Written {
+        table: TableRef,
+        sql: String,
+        expected: u64,
+    },
 }
 
 /// The statement that fails a transaction unless `staging` holds `expected` rows (a division by zero otherwise): the

@@ -159,6 +159,11 @@ async fn run_step(wh: &PgWarehouse, tx: &Transaction<'_>, step: Step<'_>) -> Res
             let staged: i64 = tx.query_one(&q, &[]).await.map_err(pg)?.get(0);
             if staged != expected as i64 {
                 return Err(WarehouseError::Reconcile {
+                    counted: if table == staging {
+                        super::COUNTED_TARGET
+                    } else {
+                        super::COUNTED_STAGING
+                    },
                     table,
                     staged,
                     expected,
@@ -169,6 +174,19 @@ async fn run_step(wh: &PgWarehouse, tx: &Transaction<'_>, step: Step<'_>) -> Res
         Step::Sql(s) => {
             tracing::debug!(sql = %s, "warehouse");
             tx.batch_execute(&s).await.map_err(pg)
+        }
+        Step::Written { table, sql, expected } => {
+            tracing::debug!(sql = %sql, "warehouse");
+            let written = tx.execute(&sql, &[]).await.map_err(pg)?;
+            if written != expected {
+                return Err(WarehouseError::Reconcile {
+                    table,
+                    staged: i64::try_from(written).unwrap_or(i64::MAX),
+                    expected,
+                    counted: super::COUNTED_WRITTEN,
+                });
+            }
+            Ok(())
         }
     }
 }

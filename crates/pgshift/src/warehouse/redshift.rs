@@ -360,7 +360,7 @@ impl Warehouse for RedshiftWarehouse {
                 sqls.push(match s {
                     Step::Copy(job) => copy_sql(job, &self.target.iam_role)?,
                     Step::Reconcile { staging, expected, .. } => reconcile_sql(staging, *expected)?,
-                    Step::Sql(sql) => sql.clone(),
+                    Step::Sql(sql) | Step::Written { sql, .. } => sql.clone(),
                 });
             }
             if sqls.len() > MAX_BATCH {
