@@ -37,21 +37,13 @@ pub(crate) struct LoadArgs {
     /// Tables loaded side by side (load transactions at once, 1 or more).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = LoadOptions::DEFAULT_CONCURRENCY)]
     load_concurrency: u32,
-    /// Load even when the run's data is older than what the target holds (an older snapshot after a newer one).
-    #[arg(long)]
-    allow_older: bool,
-    /// Check every value against this warehouse's limits too (a rehearsal on PostgreSQL for a load into Redshift).
-    #[arg(long, value_enum)]
-    warehouse_dialect: Option<pgshift::contract::load::WarehouseDialect>,
-    /// Load into targets that have rules or triggers on INSERT, UPDATE or DELETE (refused by default: they change
-    /// what the load writes); what such a target holds is then theirs.
-    #[arg(long)]
-    allow_target_triggers: bool,
+    #[command(flatten)]
+    guards: crate::commands::guards::GuardArgs,
 }
 
 pub(crate) async fn run(args: LoadArgs) -> Result<()> {
     let warehouse: Arc<dyn Warehouse> = pgshift::warehouse::warehouse(&args.warehouse).await?;
-    let req = LoadRequest {
+    let mut req = LoadRequest {
         plan_url: args.plan,
         results: None,
         options: LoadOptions {
@@ -65,12 +57,11 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
             json_as_super: args.json_as_super,
             schema_evolution: args.schema_evolution,
             concurrency: Some(args.load_concurrency),
-            allow_older: args.allow_older,
-            warehouse_dialect: args.warehouse_dialect,
-            allow_target_triggers: args.allow_target_triggers,
+            ..LoadOptions::default()
         },
         ..LoadRequest::default()
     };
+    args.guards.apply(&mut req.options);
     let ctx = LoadContext::new(Arc::new(UrlStages::default()), warehouse);
     let plan_url = req.plan_url.clone();
     let loaded = match pgshift::load::hold_run(&ctx, &plan_url).await {

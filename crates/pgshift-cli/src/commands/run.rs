@@ -66,17 +66,8 @@ pub(crate) struct RunArgs {
     /// What a load may change in an existing target whose columns differ from the source's.
     #[arg(long, value_enum)]
     schema_evolution: Option<SchemaEvolution>,
-    /// Load even when the run's data is older than what the target holds (an older snapshot after a newer one).
-    #[arg(long)]
-    allow_older: bool,
-    /// Check every value against this warehouse's limits too: `redshift` makes a run into a local PostgreSQL fail
-    /// where the same run into Redshift would (text past VARCHAR(65535), binary past VARBYTE's maximum).
-    #[arg(long, value_enum)]
-    warehouse_dialect: Option<pgshift::contract::load::WarehouseDialect>,
-    /// Load into targets that have rules or triggers on INSERT, UPDATE or DELETE (refused by default, before
-    /// anything is extracted: they change what the load writes); what such a target holds is then theirs.
-    #[arg(long)]
-    allow_target_triggers: bool,
+    #[command(flatten)]
+    guards: crate::commands::guards::GuardArgs,
     #[command(flatten)]
     types: crate::commands::types::TypeArgs,
     /// The source does not change during the run (a restored snapshot, a paused replica): tables without a key
@@ -210,17 +201,9 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
     if let Some(e) = args.schema_evolution {
         load.schema_evolution = e;
     }
-    if args.allow_older {
-        load.allow_older = true;
-    }
-    if let Some(d) = args.warehouse_dialect {
-        load.warehouse_dialect = Some(d);
-    }
+    args.guards.apply(&mut load);
     if let Some(a) = args.atomic {
         load.atomic = a;
-    }
-    if args.allow_target_triggers {
-        load.allow_target_triggers = true;
     }
     if let Some(c) = args.load_concurrency {
         load.concurrency = Some(c);

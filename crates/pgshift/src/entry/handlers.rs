@@ -44,9 +44,9 @@ pub async fn planner(
                         return Err(PlanError::RunExists {
                             run_id: t.run_id.clone(),
                             detail: format!(
-                                "it is held by execution {} (since {}), which has not ended; nothing was deleted: wait \
-                                 for it to end, or stop it, before --restart",
-                                holder.execution, holder.taken_at
+                                "it is held by {}, which has not ended; nothing was deleted: wait for it to end, or \
+                                 stop it, before --restart",
+                                holder.holder()
                             ),
                         });
                     }

@@ -16,13 +16,13 @@ pub(super) async fn existing_run(
     req: &PlanRequest,
 ) -> Result<Option<Plan>, PlanError> {
     if let Some(h) = crate::stage::run::live_holder(stage, run_id).await? {
-        let (pid, host) = h.process.as_ref().map_or((0, ""), |p| (p.pid, p.host.as_str()));
+        let pid = h.process.as_ref().map_or(0, |p| p.pid);
         return Err(run_exists(
             run_id,
             format!(
-                "it is held by execution {} (process {pid} on {host}, since {}), which still runs; nothing was \
-                 deleted: wait for it to end, or stop it (kill {pid}), before --restart or a new attempt",
-                h.execution, h.taken_at
+                "it is held by {}, which still runs; nothing was deleted: wait for it to end, or stop it (kill \
+                 {pid}), before --restart or a new attempt",
+                h.holder()
             ),
         ));
     }

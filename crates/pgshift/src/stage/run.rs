@@ -67,6 +67,19 @@ pub struct RunLock {
     pub process: Option<LocalProcess>,
 }
 
+impl RunLock {
+    /// Who holds the run, for a message: the execution, its process where it is a local one, and since when.
+    pub fn holder(&self) -> String {
+        match &self.process {
+            Some(p) => format!(
+                "execution {} (process {} on {}, since {})",
+                self.execution, p.pid, p.host, self.taken_at
+            ),
+            None => format!("execution {} (since {})", self.execution, self.taken_at),
+        }
+    }
+}
+
 /// A process on a host: its pid and its start time (so a pid used again by another process is not mistaken for it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LocalProcess {
