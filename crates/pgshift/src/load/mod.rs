@@ -277,6 +277,61 @@ pub async fn start(ctx: &LoadContext, req: LoadRequest) -> Result<LoadProgress, 
     tracing::Instrument::instrument(start_load(ctx, req, span.clone()), span).await
 }
 
+/// The load's record as this invocation leaves it, billed as Lambda bills it.
+fn load_result(
+    plan: &Plan,
+    mode: LoadMode,
+    tables: Vec<TableLoad>,
+    (started, started_at): (Instant, f64),
+    done: bool,
+) -> LoadResult {
+    let seconds = started.elapsed().as_secs_f64();
+    LoadResult {
+        run_id: plan.run_id.clone(),
+        mode,
+        tables,
+        started_at,
+        seconds,
+        done,
+        billed: vec![crate::contract::ledger::Billed::here("loader", seconds)],
+    }
+}
+
+/// Staging tables that dead runs left beside this run's targets go first (never another live run's).
+async fn collect_beside(ctx: &LoadContext, plan: &Plan) -> Result<(), LoadError> {
+    let targets: Vec<TableRef> = plan.tables.iter().map(|t| t.table.clone()).collect();
+    let scope = gc::GcScope {
+        targets: Some(&targets),
+        own_run: Some(&plan.run_id),
+        dry_run: false,
+    };
+    gc::collect(ctx, &scope).await?;
+    Ok(())
+}
+
+/// Every table's outcome: as the set-ups and transactions left it, else as planned (not reached yet).
+fn outcomes(facts: &[TableFacts], touched: Vec<TableLoad>) -> Vec<TableLoad> {
+    let mut tables: Vec<TableLoad> = facts.iter().map(TableFacts::table_load).collect();
+    for l in touched {
+        if let Some(t) = tables.iter_mut().find(|t| t.table == l.table) {
+            *t = l;
+        }
+    }
+    tables
+}
+
+/// The tables past this invocation's budget, for the checks to set up (`<run>/load-queue.json`).
+async fn save_queue(
+    stage: &dyn Stage,
+    run_id: &str,
+    queue: &VecDeque<(&TablePlan, &TableFacts)>,
+) -> Result<(), LoadError> {
+    let rest: Vec<&TableFacts> = queue.iter().map(|(_, f)| *f).collect();
+    let json = serde_json::to_vec(&rest).map_err(|e| LoadError::InvalidRequest(e.to_string()))?;
+    crate::stage::put(stage, &load_queue_key(run_id), Bytes::from(json)).await?;
+    Ok(())
+}
+
 async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span) -> Result<LoadProgress, LoadError> {
     let started = Instant::now();
     let started_at = crate::contract::clock::unix_now();
@@ -303,14 +358,7 @@ async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span
     for t in &plan.tables {
         facts.push(table_facts(wh, stage.as_ref(), &plan, &req.options, &by_part, t).await?);
     }
-    // Staging tables that dead runs left beside these targets go first (never another live run's).
-    let targets: Vec<TableRef> = plan.tables.iter().map(|t| t.table.clone()).collect();
-    let scope = gc::GcScope {
-        targets: Some(&targets),
-        own_run: Some(&plan.run_id),
-        dry_run: false,
-    };
-    gc::collect(ctx, &scope).await?;
+    collect_beside(ctx, &plan).await?;
     let pctx = PrepareContext {
         wh,
         stage: stage.as_ref(),
@@ -328,41 +376,20 @@ async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span
             return Err(e);
         }
     };
-    let mut tables: Vec<TableLoad> = facts.iter().map(TableFacts::table_load).collect();
-    for l in touched {
-        if let Some(t) = tables.iter_mut().find(|t| t.table == l.table) {
-            *t = l;
-        }
-    }
+    let mut tables = outcomes(&facts, touched);
     triggers::annotate(&mut tables, &hooked);
     let queued: Vec<TableRef> = queue.iter().map(|(t, _)| t.table.clone()).collect();
     if !queued.is_empty() && failure.is_none() {
-        let rest: Vec<&TableFacts> = queue.iter().map(|(_, f)| *f).collect();
-        let json = serde_json::to_vec(&rest).map_err(|e| LoadError::InvalidRequest(e.to_string()))?;
-        crate::stage::put(stage.as_ref(), &load_queue_key(&plan.run_id), Bytes::from(json)).await?;
+        save_queue(stage.as_ref(), &plan.run_id, &queue).await?;
     }
-    let result = LoadResult {
-        run_id: plan.run_id.clone(),
-        mode: req.options.mode,
-        tables,
-        started_at,
-        seconds: started.elapsed().as_secs_f64(),
-        done: pending.is_empty() && queued.is_empty() && failure.is_none(),
-        billed: vec![crate::contract::ledger::Billed::here(
-            "loader",
-            started.elapsed().as_secs_f64(),
-        )],
-    };
+    let done = pending.is_empty() && queued.is_empty() && failure.is_none();
+    let result = load_result(&plan, req.options.mode, tables, (started, started_at), done);
     let summary = summarize(&result);
     span.record("rows", summary.rows);
     span.record("bytes", summary.bytes);
     // The record says what the warehouse committed, failed tables included, before any error is reported.
     let recorded = record(stage.as_ref(), &result).await;
-    if let Some(e) = failure {
-        progress::cancel_all(wh, &pending).await;
-        return Err(e);
-    }
-    if let Err(e) = recorded {
+    if let Some(e) = failure.or(recorded.err()) {
         progress::cancel_all(wh, &pending).await;
         return Err(e);
     }
