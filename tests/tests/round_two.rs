@@ -507,6 +507,31 @@ async fn a_local_rehearsal_for_redshift_fails_where_redshift_would() -> Result<(
             .map_err(anyhow::Error::msg)?;
         equal(&source, &target, &out, &[table]).await?;
     }
+    // Cutting long text is refused by the rehearsal as by Redshift, not done quietly on PostgreSQL.
+    let target = cluster().create_db("limwh").await?;
+    let mut req = request(
+        &format!("file://{}", stage_dir("limits-cut").display()),
+        &["public.big_t"],
+        1,
+    );
+    req.load = Some(LoadOptions {
+        warehouse_dialect: Some(WarehouseDialect::Redshift),
+        long_text: pgshift::contract::load::LongText::Truncate,
+        ..LoadOptions::default()
+    });
+    let out = run_local(
+        &source,
+        req,
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(&target)?),
+    )
+    .await?;
+    let failure = format!("{}", out.output.expect_err("Redshift cannot cut"));
+    assert!(
+        failure.contains("long_text: truncate is not supported for Redshift"),
+        "{failure}"
+    );
+    assert_eq!(rows_of(&target, "public.big_t").await?, None);
     Ok(())
 }
 

@@ -320,12 +320,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
     if mode == ProgressMode::Line {
         eprintln!("\r\x1b[2K{}", status_line(&handle.progress, &mut rate));
     }
-    if let Some(trigger) = out.output.as_ref().ok().and_then(|v| v.get("trigger")) {
-        if let Some(holder) = trigger.get("duplicate_of") {
-            let run_id = trigger["run_id"].as_str().unwrap_or_default();
-            bail!("{} [Pipeline.Fatal.RunExists]", held_by(run_id, holder));
-        }
-    }
+    refuse_duplicate(&out.output)?;
     println!("{}", out.report.render());
     println!("stage: {stage}   warehouse: {}", redact(&warehouse));
     let key = pgshift::contract::layout::report_key(&out.report.run_id);
@@ -349,6 +344,21 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
             f.error,
             cleanup_said(out.cleanup.as_ref())
         ),
+    }
+}
+
+/// A run that ended at the Duplicate state (another live execution holds its run id) is refused by name, before
+/// any report of a run it did not make.
+fn refuse_duplicate<E>(output: &Result<serde_json::Value, E>) -> Result<()> {
+    let Some(trigger) = output.as_ref().ok().and_then(|v| v.get("trigger")) else {
+        return Ok(());
+    };
+    match trigger.get("duplicate_of") {
+        Some(holder) => bail!(
+            "{} [Pipeline.Fatal.RunExists]",
+            held_by(trigger["run_id"].as_str().unwrap_or_default(), holder)
+        ),
+        None => Ok(()),
     }
 }
 

@@ -81,9 +81,10 @@ pub enum InfinityPolicy {
     /// Fail the task, naming table, column and key (default: nothing is changed silently).
     #[default]
     Error,
-    /// Write NULL.
+    /// Write NULL (the column is then nullable in Parquet and the target, whatever its NOT NULL).
     Null,
-    /// Write the earliest/latest value Redshift accepts: 4713-01-01 BC / 294276-12-31 (23:59:59.999999).
+    /// Write the earliest/latest value the column can hold: dates 4713-01-01 BC / 294276-12-31; timestamps
+    /// 4713-01-01 00:00:00 BC / 294247-01-10 04:00:54.775807 (Parquet's microseconds end there).
     Clamp,
 }
 

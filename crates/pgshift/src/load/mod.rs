@@ -426,7 +426,9 @@ fn check_options(wh: &dyn Warehouse, options: &LoadOptions) -> Result<(), LoadEr
             "load concurrency 0: set --load-concurrency (or [load] concurrency in pgshift.toml) to 1 or more".into(),
         ));
     }
-    if !wh.dialect().truncates_long_text() && options.long_text == LongText::Truncate {
+    // A rehearsal for Redshift (`warehouse_dialect`) refuses what Redshift would.
+    let checked = wh.dialect().checked_as(options.warehouse_dialect);
+    if !checked.truncates_long_text() && options.long_text == LongText::Truncate {
         // Whether Parquet COPY takes TRUNCATECOLUMNS is not verified; refuse rather than fail inside the COPY.
         return Err(LoadError::InvalidRequest(
             "long_text: truncate is not supported for Redshift yet (Parquet COPY cannot cut values)".into(),
@@ -582,13 +584,14 @@ fn check_value_limits(
             true => (
                 limits.max_binary_bytes(),
                 "VARBYTE",
-                "leave the column out, or keep such values elsewhere",
+                "shorten such values at the source, or leave the table out (--exclude)",
             ),
             false if options.long_text == LongText::Truncate => (None, "", ""),
             false => (
                 limits.max_text_bytes(),
                 "VARCHAR",
-                "set long_text: truncate (--truncate-long-text) to cut them",
+                "shorten such values at the source, or leave the table out (--exclude): Redshift's Parquet load \
+                 cannot cut them",
             ),
         };
         if let Some(max) = max.filter(|m| n > m) {

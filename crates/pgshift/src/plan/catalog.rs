@@ -21,24 +21,36 @@ ORDER BY c.oid, s.attname";
 /// superuser, nor `BYPASSRLS`, nor (unless the table forces RLS on its owner) a member of the owning role
 /// (<https://www.postgresql.org/docs/current/ddl-rowsecurity.html>). With each, its policies' names.
 const ROW_SECURITY_SQL: &str = "
-SELECT c.oid, pg_catalog.string_agg(p.polname::text, ', ' ORDER BY p.polname) AS policies, current_user::text
+SELECT c.oid, pg_catalog.string_agg(p.polname::text, ', ' ORDER BY p.polname) AS policies, current_user::text,
+       c.relforcerowsecurity AND pg_catalog.pg_has_role(c.relowner, 'USAGE') AS forced_on_owner
 FROM pg_catalog.pg_class c
 LEFT JOIN pg_catalog.pg_policy p ON p.polrelid = c.oid
 WHERE c.oid = ANY($1) AND c.relrowsecurity
   AND NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
   AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE'))
-GROUP BY c.oid";
+GROUP BY c.oid, c.relforcerowsecurity, c.relowner";
 
-/// Tables (by oid) whose rows a row-level security policy would hide from this role: the oid, the policies' names, the
-/// role.
-pub(super) async fn row_security(
-    client: &Client,
-    oids: &[u32],
-) -> Result<Vec<(u32, String, String)>, tokio_postgres::Error> {
+/// A table whose rows a row-level security policy would hide from this role.
+pub(super) struct Hidden {
+    pub(super) oid: u32,
+    /// The policies' names (empty: RLS without a policy hides every row).
+    pub(super) policies: String,
+    pub(super) role: String,
+    /// The role owns the table, which forces RLS on its owner (`FORCE ROW LEVEL SECURITY`).
+    pub(super) forced_on_owner: bool,
+}
+
+/// Tables (by oid) whose rows a row-level security policy would hide from this role.
+pub(super) async fn row_security(client: &Client, oids: &[u32]) -> Result<Vec<Hidden>, tokio_postgres::Error> {
     let rows = client.query(ROW_SECURITY_SQL, &[&oids]).await?;
     Ok(rows
         .iter()
-        .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default(), r.get(2)))
+        .map(|r| Hidden {
+            oid: r.get(0),
+            policies: r.get::<_, Option<String>>(1).unwrap_or_default(),
+            role: r.get(2),
+            forced_on_owner: r.get(3),
+        })
         .collect())
 }
 

@@ -228,21 +228,28 @@ fn planning_error(e: tokio_postgres::Error) -> SourceError {
 
 /// Refuses a table whose rows a row-level security policy would hide from the role: pgshift reads every row or none
 /// (its sessions set `row_security = off`, so the read would fail anyway; this names the policies first).
-fn check_row_security(hidden: &[(u32, String, String)], catalogs: &[CatalogTable]) -> Result<(), PlanError> {
+fn check_row_security(hidden: &[catalog::Hidden], catalogs: &[CatalogTable]) -> Result<(), PlanError> {
     for c in catalogs {
-        let Some((_, policies, role)) = hidden.iter().find(|h| h.0 == c.oid) else {
+        let Some(h) = hidden.iter().find(|h| h.oid == c.oid) else {
             continue;
         };
-        let named = match policies.is_empty() {
+        let named = match h.policies.is_empty() {
             true => "row-level security (no policy: it hides every row)".to_string(),
-            false => format!("row-level security policy {policies}"),
+            false => format!("row-level security policy {}", h.policies),
+        };
+        let (role, table) = (&h.role, &c.table);
+        let remedy = match h.forced_on_owner {
+            true => format!(
+                "the table forces it on its owner: ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY, or let the role \
+                 bypass it (ALTER ROLE {role} BYPASSRLS)"
+            ),
+            false => format!("let the role bypass it (ALTER ROLE {role} BYPASSRLS), or run as the table's owner"),
         };
         return Err(PlanError::from(SourceError::PermissionDenied {
-            table: c.table.clone(),
+            table: table.clone(),
             detail: format!(
-                "{named} would hide rows from role {role:?}; pgshift reads every row or none: let the role bypass \
-                 it (ALTER ROLE {role} BYPASSRLS), run as the table's owner, or leave the table out (--exclude {})",
-                c.table
+                "{named} would hide rows from role {role:?}; pgshift reads every row or none: {remedy}, or leave the \
+                 table out (--exclude {table})"
             ),
         }));
     }
