@@ -454,7 +454,25 @@ async fn a_resumed_run_keeps_the_ranges_that_landed_and_extracts_the_rest() -> R
     req.run_id = Some("resume-1".into());
     let switch = Arc::new(Switch::default());
     switch.armed.store(true, Ordering::SeqCst);
-    let stages = fault_stages(vec![At::Create("part-00002-000.parquet")], switch.clone());
+    // Range 2 fails at its first file, but only once another range has landed: what the resumed run keeps never
+    // depends on which range the Map started first (the gate holds range 2's writer, up to 30 s, until then).
+    let (armed, seen) = (switch.clone(), dir.clone());
+    let gate: Gate = Arc::new(move |op| match op {
+        Op::Create(key) if key.contains("part-00002-000.parquet") && armed.hits(0) => {
+            let t0 = std::time::Instant::now();
+            while !list_files(&seen).iter().any(|f| f.ends_with(".result.json"))
+                && t0.elapsed() < std::time::Duration::from_secs(30)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Verdict::Fail(disk_full(key))
+        }
+        _ => Verdict::Pass,
+    });
+    let stages = Arc::new(HookedStages {
+        inner: Arc::new(UrlStages::default()),
+        gate,
+    });
     let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
     let first = run_once(&source, req.clone(), stages.clone(), wh.clone(), "run-resume-1").await?;
     let failure = first.output.expect_err("range 2 cannot land");
