@@ -631,3 +631,21 @@ async fn a_redelivered_event_is_refused_before_any_restore_and_event_identifiers
     assert!(instances(rds).await?.is_empty());
     Ok(())
 }
+
+/// An automated snapshot (an `rds:` name, what a stack's default `SnapshotTypes` sees first) is described with
+/// `SnapshotType: automated`, as the RDS API requires of an automated snapshot's identifier (the stand-in refuses it
+/// otherwise, as RDS does), and loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automated_snapshot_is_described_as_automated_and_loads() -> Result<()> {
+    let f = fixture("automated", "rds:orders-2026-12-06", false).await?;
+    let (source, target, stage, rds) = (&f.source, &f.target, &f.stage, &f.rds);
+    let (plan, at_snapshot) = fingerprints_then_change(&f, "automated").await?;
+    let input = json!({"snapshot": {"identifier": "rds:orders-2026-12-06"}});
+    let out = run_snapshot(source, target, stage, input, rds.clone(), fast()).await?;
+    out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    for (t, want) in TABLES.iter().zip(&at_snapshot) {
+        assert_eq!(&fingerprint(target, &plan, t, false).await?, want, "{t}");
+    }
+    assert!(instances(rds).await?.is_empty());
+    Ok(())
+}

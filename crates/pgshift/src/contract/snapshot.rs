@@ -121,6 +121,13 @@ pub struct RestorePlan {
     /// `RestoreDBClusterFromSnapshot` (Aurora only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_request: Option<Value>,
+    /// `DescribeDBSnapshots` (`DescribeDBClusterSnapshots` for Aurora) of the snapshot. An automated snapshot's
+    /// identifier must come with `SnapshotType: automated` ("If this identifier is for an automated snapshot, the
+    /// SnapshotType parameter must also be specified",
+    /// <https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_DescribeDBSnapshots.html>; likewise
+    /// <https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_DescribeDBClusterSnapshots.html>).
+    #[serde(default)]
+    pub describe_request: Value,
     /// Status checks before the restore counts as timed out, and the seconds between two.
     pub max_checks: u32,
     pub poll_seconds: u32,
@@ -186,6 +193,19 @@ fn networking(request: &mut Value, settings: &RestoreSettings) {
     }
 }
 
+/// The describe request of a snapshot: its identifier, and its type when it is an automated one (an `rds:` name).
+fn describe_request(snapshot: &Snapshot) -> Value {
+    let key = match snapshot.kind {
+        SnapshotKind::Instance => "DbSnapshotIdentifier",
+        SnapshotKind::Cluster => "DbClusterSnapshotIdentifier",
+    };
+    let mut request = json!({ key: snapshot.identifier });
+    if snapshot.automated || snapshot.identifier.starts_with("rds:") {
+        request["SnapshotType"] = json!("automated");
+    }
+    request
+}
+
 /// The restore of `snapshot` for run `run_id`.
 pub fn restore_plan(settings: &RestoreSettings, run_id: &str, snapshot: &Snapshot) -> RestorePlan {
     let instance = instance_name(run_id);
@@ -215,6 +235,7 @@ pub fn restore_plan(settings: &RestoreSettings, run_id: &str, snapshot: &Snapsho
                 cluster: None,
                 instance_request: common,
                 cluster_request: None,
+                describe_request: describe_request(snapshot),
                 max_checks,
                 poll_seconds: settings.poll_seconds,
                 sources: settings.sources.clone(),
@@ -250,6 +271,7 @@ pub fn restore_plan(settings: &RestoreSettings, run_id: &str, snapshot: &Snapsho
                 cluster: Some(cluster),
                 instance_request: common,
                 cluster_request: Some(restore),
+                describe_request: describe_request(snapshot),
                 max_checks,
                 poll_seconds: settings.poll_seconds,
                 sources: settings.sources.clone(),

@@ -955,4 +955,44 @@ mod tests {
             }
         }
     }
+
+    /// What a first deploy and a first run need of the template, beyond what the linters can see: credentials for
+    /// the loader's database as well as its user, and the Distributed Map's child executions stoppable.
+    #[test]
+    fn the_loader_may_get_credentials_for_its_database_and_the_map_may_stop_its_children() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+        let template = std::fs::read_to_string(path).expect("infra/template.yaml");
+        let compact: String = template.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            compact.contains(
+                "Action: [redshift:GetClusterCredentials] Resource: [!Ref RedshiftDbUserArn, !Ref RedshiftDbNameArn]"
+            ),
+            "GetClusterCredentials on the dbuser and the dbname"
+        );
+        assert!(
+            compact.contains("DbUserNeedsItsDatabase:"),
+            "a user alone is refused at deploy"
+        );
+        let stop = compact
+            .split("Action: [states:DescribeExecution, states:StopExecution]")
+            .nth(1)
+            .expect("the Map's execution rights");
+        let stop = &stop[..stop.find("- Effect").unwrap_or(stop.len())];
+        assert!(stop.contains(":execution:${AWS::StackName}-pipeline:*"), "{stop}");
+        assert!(
+            stop.contains(":execution:${AWS::StackName}-pipeline/*"),
+            "the Map's children: {stop}"
+        );
+        // Each function that reads a secret may decrypt it with the customer-managed key when one is given.
+        let kms = "- HasSecretsKey - Effect: Allow Action: [kms:Decrypt] Resource: !Ref SecretsKmsKeyArn";
+        assert_eq!(compact.matches(kms).count(), 3, "planner, extractor, loader");
+        // Every function logs to a group of the stack's, kept LogRetentionDays, as the state machine's is.
+        for f in ["Planner", "Extractor", "Loader"] {
+            assert!(
+                compact.contains(&format!("LoggingConfig: LogGroup: !Ref {f}Logs")),
+                "{f}"
+            );
+        }
+        assert_eq!(compact.matches("RetentionInDays: !Ref LogRetentionDays").count(), 4);
+    }
 }

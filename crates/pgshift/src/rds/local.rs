@@ -240,7 +240,8 @@ impl LocalRds {
             "DbSnapshotIdentifier": id,
             "Engine": if cluster { "aurora-postgresql" } else { "postgres" },
             "Status": "creating",
-            "SnapshotType": "manual",
+            // RDS names its automated snapshots `rds:…`.
+            "SnapshotType": if id.starts_with("rds:") { "automated" } else { "manual" },
             "SnapshotCreateTime": now(),
             // The database the snapshot is of, as RDS names it: the stand-in's is the source's database name.
             "DbInstanceIdentifier": source_name(source_url),
@@ -299,6 +300,14 @@ impl LocalRds {
             return Err(RdsError::new(
                 missing,
                 format!("{id} is not a DB {}snapshot", if cluster { "cluster " } else { "" }),
+            ));
+        }
+        // As RDS: an automated snapshot's identifier is described only with `SnapshotType: automated`.
+        let automated = s.get("SnapshotType").and_then(Value::as_str) == Some("automated");
+        if automated && request.get("SnapshotType").and_then(Value::as_str) != Some("automated") {
+            return Err(RdsError::new(
+                missing,
+                format!("{id} is an automated snapshot: describe it with SnapshotType automated"),
             ));
         }
         Ok(json!({ list: [s] }))
