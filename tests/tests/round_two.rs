@@ -40,9 +40,18 @@ async fn rows_of(url: &str, table: &str) -> Result<Option<i64>> {
 
 /// Runs `tables` from `source` into `target` through the definition; the run's output or its failure as text.
 async fn run(source: &str, target: &str, stage: &str, tables: &[&str]) -> Result<Result<serde_json::Value, String>> {
+    run_request(source, target, request(stage, tables, 2)).await
+}
+
+/// Runs `req` from `source` into the PostgreSQL warehouse `target`; the run's output or its failure as text.
+async fn run_request(
+    source: &str,
+    target: &str,
+    req: pgshift::PlanRequest,
+) -> Result<Result<serde_json::Value, String>> {
     let out = run_local(
         source,
-        request(stage, tables, 2),
+        req,
         Arc::new(UrlStages::default()),
         Arc::new(PgWarehouse::new(target)?),
     )
@@ -285,14 +294,7 @@ async fn infinity_null_on_a_not_null_column_loads_null() -> Result<()> {
     let mut req = request(&stage, &["public.ev"], 2);
     req.policies.infinity = InfinityPolicy::Null;
     let t0 = std::time::Instant::now();
-    let out = run_local(
-        &source,
-        req,
-        Arc::new(UrlStages::default()),
-        Arc::new(PgWarehouse::new(&target)?),
-    )
-    .await?;
-    let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
+    let output = run_request(&source, &target, req).await?.map_err(anyhow::Error::msg)?;
     assert!(t0.elapsed() < std::time::Duration::from_secs(20), "{:?}", t0.elapsed());
     equal(&source, &target, &output, &["public.ev"]).await?;
     let nulls: i64 = connect(&target)
@@ -489,14 +491,9 @@ async fn a_local_rehearsal_for_redshift_fails_where_redshift_would() -> Result<(
             warehouse_dialect: Some(WarehouseDialect::Redshift),
             ..LoadOptions::default()
         });
-        let out = run_local(
-            &source,
-            req,
-            Arc::new(UrlStages::default()),
-            Arc::new(PgWarehouse::new(&target)?),
-        )
-        .await?;
-        let failure = format!("{}", out.output.expect_err("past Redshift's limit"));
+        let failure = run_request(&source, &target, req)
+            .await?
+            .expect_err("past Redshift's limit");
         for says in ["Pipeline.Fatal.BadValue", &format!("{table}.{column}"), limit] {
             assert!(failure.contains(says), "{says:?} in {failure}");
         }
@@ -519,14 +516,9 @@ async fn a_local_rehearsal_for_redshift_fails_where_redshift_would() -> Result<(
         long_text: pgshift::contract::load::LongText::Truncate,
         ..LoadOptions::default()
     });
-    let out = run_local(
-        &source,
-        req,
-        Arc::new(UrlStages::default()),
-        Arc::new(PgWarehouse::new(&target)?),
-    )
-    .await?;
-    let failure = format!("{}", out.output.expect_err("Redshift cannot cut"));
+    let failure = run_request(&source, &target, req)
+        .await?
+        .expect_err("Redshift cannot cut");
     assert!(
         failure.contains("long_text: truncate is not supported for Redshift"),
         "{failure}"
