@@ -201,9 +201,20 @@ async fn a_snapshot_run_loads_what_the_snapshot_holds_not_the_changed_source_and
     let (wait, life) = record.durations();
     assert!(wait.is_some() && life >= wait, "{record:?}");
     // The report and the cost say how long it waited and lived, and what its minutes cost (10 at least).
-    let cost = out.report.cost.restore.as_ref().expect("the restore is in the cost");
+    let cost = out.report.restore.as_ref().expect("the restore is in the report");
     assert_eq!(cost.record, record);
     assert!(cost.billed_seconds >= 600.0 && cost.dollars > 0.0, "{cost:?}");
+    let item = out
+        .report
+        .bill
+        .items
+        .iter()
+        .find(|i| i.item == "restored snapshot instance");
+    assert_eq!(
+        item.map(|i| i.dollars),
+        Some(cost.dollars),
+        "the bill prices the restore"
+    );
     let text = out.report.render();
     assert!(
         text.contains("snapshot nightly") && text.contains("restored snapshot instance"),
@@ -211,7 +222,7 @@ async fn a_snapshot_run_loads_what_the_snapshot_holds_not_the_changed_source_and
     );
     let html = std::fs::read_to_string(stage_path.join(run_id).join("report.html"))?;
     assert!(
-        html.contains("id=\"restore\"") && html.contains("restored instance"),
+        html.contains("id=\"restore\"") && html.contains("restored snapshot instance"),
         "the HTML report too"
     );
     Ok(())

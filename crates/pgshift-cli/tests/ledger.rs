@@ -356,3 +356,123 @@ fn hostile_prices_and_impossible_records_are_refused_by_name() -> anyhow::Result
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// The `cost on AWS at …: $X` total of a run's text summary.
+fn summary_total(said: &str) -> f64 {
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("cost on AWS at "))
+        .unwrap_or_else(|| panic!("no bill in the summary: {said}"));
+    let dollars = line.rsplit_once(": $").map_or("", |x| x.1);
+    let dollars = dollars.split(',').next().unwrap_or_default();
+    dollars.parse().unwrap_or_else(|_| panic!("{line}"))
+}
+
+/// The total an HTML report's bill shows (`<td id="cost-total" data-dollars="…">`) and its header tile.
+fn html_totals(html: &str) -> (f64, String) {
+    let at = html
+        .find("id=\"cost-total\" data-dollars=\"")
+        .expect("the bill's total")
+        + 30;
+    let exact: f64 = html[at..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .expect("a number");
+    let tile = html.find("id=\"total-cost\">").expect("the cost tile") + 16;
+    (exact, html[tile..].split('<').next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn every_view_of_a_run_prints_the_same_bill_for_a_run_that_succeeded_and_one_that_failed() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (src, wh) = rt.block_on(async {
+        let src = cluster().create_db("onebillsrc").await?;
+        connect(&src).await?.batch_execute(SOURCE).await?;
+        let wh = cluster().create_db("onebillwh").await?;
+        // Appending to this target fails in the load, after every part landed: the warehouse refuses the rows.
+        connect(&wh)
+            .await?
+            .batch_execute(
+                "CREATE SCHEMA sales; CREATE TABLE sales.items (order_id int8, line int4, qty int4 CHECK (qty < 3), \
+                 PRIMARY KEY (order_id, line));",
+            )
+            .await?;
+        anyhow::Ok((src, wh))
+    })?;
+    let dir = std::env::temp_dir().join(format!("pgshift-onebill-{}", std::process::id()));
+    let stage = format!("file://{}", dir.display());
+    let common = [
+        "--warehouse",
+        &wh,
+        "--stage",
+        &stage,
+        "--parts",
+        "3",
+        "--progress",
+        "none",
+    ];
+    for (id, tables, mode, succeeds) in [
+        ("bill-ok", "sales.orders", "replace", true),
+        ("bill-failed", "sales.items", "append", false),
+    ] {
+        let mut args = vec![
+            "run", "--source", &src, "--tables", tables, "--mode", mode, "--run-id", id,
+        ];
+        args.extend(common);
+        let out = Command::new(env!("CARGO_BIN_EXE_pgshift")).args(&args).output()?;
+        let said = String::from_utf8(out.stdout)?;
+        assert_eq!(
+            out.status.success(),
+            succeeds,
+            "{id}: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bills: serde_json::Value =
+            serde_json::from_str(&pgshift(&["cost", "--stage", &stage, "--run", id, "--json"])?)?;
+        let bill = &bills[0];
+        let total = bill["total"].as_f64().expect("total");
+        assert!(total > 0.0, "{id}: {bill}");
+        assert_eq!(bill["status"], if succeeds { "succeeded" } else { "failed" }, "{id}");
+        // The run's own summary.
+        assert_eq!(
+            format!("{:.6}", summary_total(&said)),
+            format!("{total:.6}"),
+            "{id}: {said}"
+        );
+        // `pgshift report --json` and its text.
+        let plan = format!("{stage}/{id}/plan.json");
+        let report: serde_json::Value = serde_json::from_str(&pgshift(&["report", "--plan", &plan, "--json"])?)?;
+        assert_eq!(
+            report["bill"], *bill,
+            "{id}: the report's bill is the cost's, item by item"
+        );
+        let text = pgshift(&["report", "--plan", &plan])?;
+        assert_eq!(
+            format!("{:.6}", summary_total(&text)),
+            format!("{total:.6}"),
+            "{id}: {text}"
+        );
+        // The HTML the run wrote on its stage, and the one `pgshift report --html` writes.
+        let written = std::fs::read_to_string(dir.join(id).join("report.html"))?;
+        let file = dir.join(format!("{id}.html"));
+        pgshift(&["report", "--plan", &plan, "--html", file.to_str().unwrap_or("")])?;
+        for html in [written, std::fs::read_to_string(&file)?] {
+            let (exact, tile) = html_totals(&html);
+            assert_eq!(exact, total, "{id}: the HTML's total is the cost's");
+            assert_eq!(tile, format!("${total:.6}"), "{id}");
+            for i in bill["items"].as_array().expect("items") {
+                if i["dollars"].as_f64() > Some(0.0) {
+                    let item = i["item"].as_str().unwrap_or_default();
+                    assert!(
+                        html.contains(&format!("<td>{item}</td>")),
+                        "{id}: the HTML lists {item}"
+                    );
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
-use pgshift::contract::model::{Bounds, Compression, ExtractTask, KeyType, KeyValue, TableRef, WriterSettings};
+use clap::Args;
+use pgshift::contract::model::{Bounds, ExtractTask, KeyType, KeyValue, TableRef};
 use pgshift::contract::types::TypePolicies;
 use pgshift::source::{column_specs, describe_table, PgConnector, SourceConnector};
 use pgshift::{ExtractContext, UrlStages};
@@ -39,58 +39,10 @@ pub(crate) struct ExtractArgs {
     #[command(flatten)]
     types: crate::commands::types::TypeArgs,
     #[command(flatten)]
-    writer: WriterArgs,
+    writer: crate::commands::flags::WriterArgs,
     /// statement_timeout for the COPY, seconds (0: none).
     #[arg(long, default_value_t = pgshift::contract::model::DEFAULT_STATEMENT_TIMEOUT_SECS)]
     statement_timeout: u64,
-}
-
-#[derive(Args, Clone)]
-pub(crate) struct WriterArgs {
-    #[arg(long, value_enum, default_value_t = Codec::Zstd)]
-    pub(crate) compression: Codec,
-    #[arg(long, default_value_t = 1)]
-    pub(crate) zstd_level: i32,
-    /// Row-group budget in MiB of encoded data (bounds memory).
-    #[arg(long, default_value_t = 16)]
-    pub(crate) row_group_mib: u64,
-    /// Start a new file once a file reaches this many MiB.
-    #[arg(long, default_value_t = 256)]
-    pub(crate) file_mib: u64,
-    /// Columns to dictionary-encode (the planner picks low-cardinality ones itself); the rest are plain.
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) dictionary: Vec<String>,
-}
-
-impl WriterArgs {
-    pub(crate) fn compression_name(&self) -> &'static str {
-        match self.compression {
-            Codec::Zstd => "zstd",
-            Codec::Snappy => "snappy",
-            Codec::None => "none",
-        }
-    }
-
-    pub(crate) fn settings(&self) -> WriterSettings {
-        WriterSettings {
-            compression: match self.compression {
-                Codec::Zstd => Compression::Zstd { level: self.zstd_level },
-                Codec::Snappy => Compression::Snappy,
-                Codec::None => Compression::None,
-            },
-            row_group_bytes: self.row_group_mib * 1024 * 1024,
-            target_file_bytes: self.file_mib * 1024 * 1024,
-            dictionary_columns: self.dictionary.clone(),
-            ..WriterSettings::default()
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum Codec {
-    Zstd,
-    Snappy,
-    None,
 }
 
 pub(crate) async fn run(args: ExtractArgs) -> Result<()> {

@@ -12,10 +12,15 @@ use pgshift::report::cost::{run_cost, PriceTable, RunCost};
 use pgshift::stage::StageOpener;
 use pgshift::UrlStages;
 
+use crate::commands::flags::{need, ConfigArg};
+
 #[derive(Args)]
 pub(crate) struct RunsArgs {
-    /// The stage whose runs to list: file:///dir or s3://bucket/prefix.
-    #[arg(long, required_unless_present = "state_machine", conflicts_with = "state_machine")]
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The stage whose runs to list: file:///dir or s3://bucket/prefix. Also PGSHIFT_STAGE, or stage in
+    /// pgshift.toml.
+    #[arg(long, env = "PGSHIFT_STAGE", conflicts_with = "state_machine")]
     stage: Option<String>,
     /// List the executions of this deployed state machine instead (ListExecutions).
     #[arg(long)]
@@ -66,8 +71,11 @@ async fn executions(machine: &str, since: Option<f64>, json: bool) -> Result<()>
 
 #[derive(Args)]
 pub(crate) struct CostArgs {
-    /// The stage whose runs to review: file:///dir or s3://bucket/prefix.
-    #[arg(long, required_unless_present = "execution")]
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The stage whose runs to review: file:///dir or s3://bucket/prefix. Also PGSHIFT_STAGE, or stage in
+    /// pgshift.toml.
+    #[arg(long, env = "PGSHIFT_STAGE")]
     stage: Option<String>,
     /// A deployed run by its execution: its stage read from the history, its state transitions counted from the
     /// history of the execution and of every child execution of its Map run (actual, not estimated).
@@ -192,9 +200,10 @@ fn csv_field(s: &str) -> String {
 }
 
 pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
-    let Some(stage) = a.stage.clone() else {
-        return executions(a.state_machine.as_deref().unwrap_or_default(), a.since, a.json).await;
-    };
+    if let Some(machine) = &a.state_machine {
+        return executions(machine, a.since, a.json).await;
+    }
+    let stage = need(&a.stage, a.config.read()?.stage, "stage")?;
     let (all, unreadable) = ledgers(&stage, a.since).await?;
     name_unreadable(&unreadable);
     let prices = PriceTable::default();
@@ -278,12 +287,16 @@ pub(crate) async fn cost(a: CostArgs) -> Result<()> {
         Some(p) => PriceTable::load(p).map_err(anyhow::Error::msg)?,
         None => PriceTable::default(),
     };
-    let (mut all, mut unreadable) = match (&a.execution, &a.stage) {
+    let stage = match &a.execution {
+        Some(_) => None,
+        None => Some(need(&a.stage, a.config.read()?.stage, "stage")?),
+    };
+    let (mut all, mut unreadable) = match (&a.execution, &stage) {
         (Some(arn), _) => (vec![deployed(arn, a.lambda_memory_mb).await?], Vec::new()),
         (None, Some(stage)) => ledgers(stage, a.since).await?,
         (None, None) => bail!("pass --stage URL or --execution ARN"),
     };
-    if let (Some(id), Some(stage)) = (&a.run, &a.stage) {
+    if let (Some(id), Some(stage)) = (&a.run, &stage) {
         all.retain(|l| &l.run_id == id);
         // Only this run's own record matters: another run's broken record is not this one's business.
         let own = format!("/{}", pgshift::contract::layout::ledger_key(id));

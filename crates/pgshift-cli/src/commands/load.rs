@@ -4,64 +4,39 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use pgshift::contract::load::{
-    Atomicity, CleanupRequest, LoadMode, LoadOptions, LoadRequest, LongText, SchemaEvolution,
-};
+use pgshift::contract::load::{CleanupRequest, LoadRequest};
 use pgshift::load::LoadContext;
 use pgshift::warehouse::Warehouse;
 use pgshift::UrlStages;
 
+use crate::commands::flags::{need, ConfigArg, LoadFlags};
+
 #[derive(Args)]
 pub(crate) struct LoadArgs {
+    #[command(flatten)]
+    config: ConfigArg,
     /// The run's plan: <stage>/<run>/plan.json (the planner prints it as plan_url).
     #[arg(long)]
     plan: String,
     /// Warehouse: postgres://user@host:port/db, redshift://<cluster>/<db>?db_user=<user>&iam_role=<arn> (or
-    /// secret_arn=<arn>), redshift-serverless://<workgroup>/<db>?iam_role=<arn>[&secret_arn=<arn>].
+    /// secret_arn=<arn>), redshift-serverless://<workgroup>/<db>?iam_role=<arn>[&secret_arn=<arn>]. Also
+    /// PGSHIFT_WAREHOUSE.
     #[arg(long, env = "PGSHIFT_WAREHOUSE", hide_env_values = true)]
-    warehouse: String,
-    #[arg(long, value_enum, default_value_t = LoadMode::Replace)]
-    mode: LoadMode,
-    /// Swap tables one by one, or all of the run in one transaction.
-    #[arg(long, value_enum, default_value_t = Atomicity::Table)]
-    atomic: Atomicity,
-    /// Cut text longer than Redshift's VARCHAR(65535) instead of failing.
-    #[arg(long)]
-    truncate_long_text: bool,
-    /// Redshift: load json and jsonb columns into SUPER instead of VARCHAR.
-    #[arg(long)]
-    json_as_super: bool,
-    /// What the load may change in an existing target whose columns differ from the source's.
-    #[arg(long, value_enum, default_value_t = SchemaEvolution::Refuse)]
-    schema_evolution: SchemaEvolution,
-    /// Tables loaded side by side (load transactions at once, 1 or more).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = LoadOptions::DEFAULT_CONCURRENCY)]
-    load_concurrency: u32,
+    warehouse: Option<String>,
     #[command(flatten)]
-    guards: crate::commands::guards::GuardArgs,
+    load: LoadFlags,
 }
 
 pub(crate) async fn run(args: LoadArgs) -> Result<()> {
-    let warehouse: Arc<dyn Warehouse> = pgshift::warehouse::warehouse(&args.warehouse).await?;
-    let mut req = LoadRequest {
+    let config = args.config.read()?;
+    let warehouse = need(&args.warehouse, config.warehouse.clone(), "warehouse")?;
+    let warehouse: Arc<dyn Warehouse> = pgshift::warehouse::warehouse(&warehouse).await?;
+    let req = LoadRequest {
         plan_url: args.plan,
         results: None,
-        options: LoadOptions {
-            mode: args.mode,
-            atomic: args.atomic,
-            long_text: if args.truncate_long_text {
-                LongText::Truncate
-            } else {
-                LongText::Fail
-            },
-            json_as_super: args.json_as_super,
-            schema_evolution: args.schema_evolution,
-            concurrency: Some(args.load_concurrency),
-            ..LoadOptions::default()
-        },
+        options: args.load.over(config.load)?,
         ..LoadRequest::default()
     };
-    args.guards.apply(&mut req.options);
     let ctx = LoadContext::new(Arc::new(UrlStages::default()), warehouse);
     let plan_url = req.plan_url.clone();
     let loaded = match pgshift::load::hold_run(&ctx, &plan_url).await {

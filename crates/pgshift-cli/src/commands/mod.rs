@@ -2,7 +2,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod extract;
-pub(crate) mod guards;
+pub(crate) mod flags;
 pub(crate) mod ledger;
 pub(crate) mod load;
 pub(crate) mod plan;

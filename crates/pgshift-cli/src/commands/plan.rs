@@ -4,28 +4,22 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use pgshift::contract::plan::{PlanRequest, PlanSettings, TablePlan};
+use pgshift::contract::plan::TablePlan;
 use pgshift::plan::{count_rows, PlanContext};
 use pgshift::source::{PgConnector, SourceConnector};
 use pgshift::UrlStages;
 
-use crate::commands::extract::WriterArgs;
+use crate::commands::flags::{self, need, ConfigArg, PlanFlags};
 
 #[derive(Args)]
 pub(crate) struct PlanArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Source connection string (postgres://user:pass@host:port/db). Also PGSHIFT_SOURCE.
     #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
-    source: String,
-    /// Table patterns: schema.table with * and ? (sales.* public.orders).
-    #[arg(long, num_args = 1.., required = true)]
-    tables: Vec<String>,
-    /// Patterns to leave out.
-    #[arg(long, num_args = 1..)]
-    exclude: Vec<String>,
-    /// Stage URL prefix where plan.json and tasks.json are written.
-    #[arg(long)]
-    stage: String,
-    #[arg(long)]
-    run_id: Option<String>,
+    source: Option<String>,
+    #[command(flatten)]
+    plan: PlanFlags,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -35,66 +29,15 @@ pub(crate) struct PlanArgs {
     /// With --explain: count the actual rows of every range (one index range scan per part).
     #[arg(long)]
     verify: bool,
-    /// Parts per table, fixed (default: from the data).
-    #[arg(long)]
-    parts: Option<u32>,
-    /// Source MiB per part.
-    #[arg(long, default_value_t = 512)]
-    target_part_mib: u64,
-    /// Redshift slices (part counts above it are rounded to a multiple).
-    #[arg(long, default_value_t = 1)]
-    slices: u32,
-    #[arg(long, default_value_t = 256)]
-    max_parts_per_table: u32,
-    /// Extractors at once (the Map's MaxConcurrency), 1 or more.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
-    max_concurrency: u32,
-    /// Delete what the run id left on the stage and plan it anew.
-    #[arg(long)]
-    restart: bool,
-    /// The source does not change during the run: tables without a key may be split into ctid ranges.
-    #[arg(long)]
-    static_source: bool,
-    /// Plan the views and materialized views a wildcard matches (by default they are left out, and the plan says so).
-    #[arg(long)]
-    include_views: bool,
-    #[command(flatten)]
-    writer: WriterArgs,
-    #[command(flatten)]
-    types: crate::commands::types::TypeArgs,
     /// With --explain: the extractors' Lambda memory (MB) the predicted cost assumes.
     #[arg(long, default_value_t = 2048)]
     lambda_memory_mb: u32,
 }
 
 pub(crate) async fn run(args: PlanArgs) -> Result<()> {
-    let source = Arc::new(PgConnector::new(&args.source)?);
-    let settings = PlanSettings {
-        target_part_bytes: args.target_part_mib * 1024 * 1024,
-        slices: args.slices,
-        max_parts_per_table: args
-            .parts
-            .map_or(args.max_parts_per_table, |p| p.max(args.max_parts_per_table)),
-        max_concurrency: args.max_concurrency,
-        parts: args.parts,
-        static_source: args.static_source,
-        include_views: args.include_views,
-        ..PlanSettings::default()
-    };
-    let mut overrides = std::collections::BTreeMap::new();
-    args.types.merge_into(&mut overrides)?;
-    let req = PlanRequest {
-        policies: args.types.policies(Default::default()),
-        overrides,
-        run_id: args.run_id.clone(),
-        tables: args.tables.clone(),
-        exclude: args.exclude.clone(),
-        settings,
-        stage: args.stage.clone(),
-        writer: args.writer.settings(),
-        restart: args.restart,
-        ..PlanRequest::default()
-    };
+    let config = args.config.read()?;
+    let source = Arc::new(PgConnector::new(&need(&args.source, config.source.clone(), "source")?)?);
+    let req = flags::request(config, &args.plan, None)?;
     let ctx = PlanContext {
         source: source.clone(),
         stages: Arc::new(UrlStages::default()),

@@ -1,6 +1,5 @@
 //! `pgshift run`: the whole pipeline on this machine, through the same state machine definition AWS runs.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,75 +7,28 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, SchemaEvolution};
-use pgshift::contract::model::WriterSettings;
-use pgshift::contract::plan::{PlanRequest, PlanSettings, TableOverride};
-use pgshift::contract::types::TypePolicies;
+use pgshift::contract::plan::PlanRequest;
 use pgshift::entry::pipeline::{LocalRun, Progress, RunState, TableLoadState, DEFINITION};
 use pgshift::source::PgConnector;
 use pgshift::stage::StageOpener;
 use pgshift::UrlStages;
-use serde::Deserialize;
+
+use crate::commands::flags::{self, need, ConfigArg, LoadFlags, PlanFlags, RunConfig};
 
 #[derive(Args)]
 pub(crate) struct RunArgs {
-    /// A config file with the same settings (flags override it); ./pgshift.toml is read when present.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Source connection string (postgres://user:pass@host:port/db). Also PGSHIFT_SOURCE.
     #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
     source: Option<String>,
-    /// Table patterns: schema.table with * and ? (sales.* public.orders).
-    #[arg(long, num_args = 1..)]
-    tables: Vec<String>,
-    #[arg(long, num_args = 1..)]
-    exclude: Vec<String>,
-    /// Stage URL prefix: file:///dir or s3://bucket/prefix.
-    #[arg(long)]
-    stage: Option<String>,
     /// Warehouse: postgres://…, redshift://<cluster>/<db>?…, redshift-serverless://<workgroup>/<db>?…
     #[arg(long, env = "PGSHIFT_WAREHOUSE", hide_env_values = true)]
     warehouse: Option<String>,
-    #[arg(long, value_enum)]
-    mode: Option<LoadMode>,
-    #[arg(long, value_enum)]
-    atomic: Option<Atomicity>,
-    /// Tables loaded side by side (load transactions at once, 1 or more; default 8): protects the warehouse.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    load_concurrency: Option<u32>,
-    /// Extractors at once (the Map's MaxConcurrency, 1 or more): protects the source.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    concurrency: Option<u32>,
-    /// Parts per table, fixed (default: from the data).
-    #[arg(long)]
-    parts: Option<u32>,
-    /// Source MiB per part.
-    #[arg(long)]
-    target_part_mib: Option<u64>,
-    /// Redshift slices (part counts above it are rounded to a multiple).
-    #[arg(long)]
-    slices: Option<u32>,
-    /// The run's id (default: from the time). A run id is loaded once: running it again with the same settings
-    /// before its load goes on with its plan; after, or with other settings, it is refused.
-    #[arg(long)]
-    run_id: Option<String>,
-    /// Start the run over: delete what it left on the stage (plan, parts, results) and plan it anew.
-    #[arg(long)]
-    restart: bool,
-    /// What a load may change in an existing target whose columns differ from the source's.
-    #[arg(long, value_enum)]
-    schema_evolution: Option<SchemaEvolution>,
     #[command(flatten)]
-    guards: crate::commands::guards::GuardArgs,
+    plan: PlanFlags,
     #[command(flatten)]
-    types: crate::commands::types::TypeArgs,
-    /// The source does not change during the run (a restored snapshot, a paused replica): tables without a key
-    /// may then be read in parallel ctid ranges.
-    #[arg(long)]
-    static_source: bool,
-    /// Plan the views and materialized views a wildcard matches (by default they are left out, and the plan says so).
-    #[arg(long)]
-    include_views: bool,
+    load: LoadFlags,
     /// Run this state machine definition instead of the embedded statemachine/pipeline.asl.json.
     #[arg(long)]
     definition: Option<PathBuf>,
@@ -115,39 +67,6 @@ enum ProgressMode {
     None,
 }
 
-/// `pgshift.toml`: the run's settings; `settings` and `writer` are the planner's tables of the same name.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunConfig {
-    source: Option<String>,
-    #[serde(default)]
-    tables: Vec<String>,
-    #[serde(default)]
-    exclude: Vec<String>,
-    stage: Option<String>,
-    warehouse: Option<String>,
-    run_id: Option<String>,
-    concurrency: Option<u32>,
-    load: Option<LoadOptions>,
-    settings: Option<PlanSettings>,
-    writer: Option<WriterSettings>,
-    /// The type policies of every table (`infinity`, `unconstrained_numeric_as_text`, …).
-    policies: Option<TypePolicies>,
-    /// Per table, keyed by `schema.table`: `key`, `casts = { column = "text" }`, `policies`, `parts`.
-    #[serde(default, alias = "overrides")]
-    table: BTreeMap<String, TableOverride>,
-}
-
-fn read_config(args: &RunArgs) -> Result<RunConfig> {
-    let path = match &args.config {
-        Some(p) => p.clone(),
-        None if std::path::Path::new("pgshift.toml").exists() => PathBuf::from("pgshift.toml"),
-        None => return Ok(RunConfig::default()),
-    };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{}", path.display()))
-}
-
 /// What a run needs, from the flags over the config file.
 #[derive(Debug)]
 struct Resolved {
@@ -157,86 +76,17 @@ struct Resolved {
 }
 
 fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
-    let need = |flag: &Option<String>, conf: Option<String>, what: &str| -> Result<String> {
-        match flag.clone().or(conf) {
-            Some(v) if !v.is_empty() => Ok(v),
-            _ => bail!("no {what}: pass --{what} or set {what} in pgshift.toml"),
-        }
-    };
-    let source = need(&args.source, config.source, "source")?;
-    let stage = need(&args.stage, config.stage, "stage")?;
-    let warehouse = need(&args.warehouse, config.warehouse, "warehouse")?;
-    let tables = if args.tables.is_empty() {
-        config.tables
-    } else {
-        args.tables.clone()
-    };
-    if tables.is_empty() {
-        bail!("no tables: pass --tables or set tables in pgshift.toml");
-    }
-    let mut settings = config.settings.unwrap_or_default();
-    if let Some(c) = args.concurrency.or(config.concurrency) {
-        settings.max_concurrency = c;
-    }
-    if let Some(p) = args.parts {
-        settings.parts = Some(p);
-        settings.max_parts_per_table = settings.max_parts_per_table.max(p);
-    }
-    if let Some(m) = args.target_part_mib {
-        settings.target_part_bytes = m * 1024 * 1024;
-    }
-    if let Some(s) = args.slices {
-        settings.slices = s;
-    }
-    if args.static_source {
-        settings.static_source = true;
-    }
-    if args.include_views {
-        settings.include_views = true;
-    }
-    let mut load = config.load.unwrap_or_default();
-    if let Some(m) = args.mode {
-        load.mode = m;
-    }
-    if let Some(e) = args.schema_evolution {
-        load.schema_evolution = e;
-    }
-    args.guards.apply(&mut load);
-    if let Some(a) = args.atomic {
-        load.atomic = a;
-    }
-    if let Some(c) = args.load_concurrency {
-        load.concurrency = Some(c);
-    }
-    let policies = args.types.policies(config.policies.unwrap_or_default());
-    let mut overrides = config.table;
-    args.types.merge_into(&mut overrides)?;
-    let request = PlanRequest {
-        policies,
-        overrides,
-        run_id: args.run_id.clone().or(config.run_id),
-        tables,
-        exclude: if args.exclude.is_empty() {
-            config.exclude
-        } else {
-            args.exclude.clone()
-        },
-        settings,
-        stage,
-        writer: config.writer.unwrap_or_default(),
-        load: Some(load),
-        restart: args.restart,
-        ..PlanRequest::default()
-    };
+    let source = need(&args.source, config.source.clone(), "source")?;
+    let warehouse = need(&args.warehouse, config.warehouse.clone(), "warehouse")?;
     Ok(Resolved {
         source,
         warehouse,
-        request,
+        request: flags::request(config, &args.plan, Some(&args.load))?,
     })
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<()> {
-    if let (Some(event), Some(id)) = (&args.event, &args.run_id) {
+    if let (Some(event), Some(id)) = (&args.event, &args.plan.run_id) {
         anyhow::bail!(
             "--run-id {id} with --event {}: a run from an RDS snapshot event takes its run id from the event (its time \
              and snapshot), so that a redelivered event is the same run; drop --run-id, or run the snapshot with \
@@ -248,7 +98,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         source,
         warehouse,
         mut request,
-    } = resolve(&args, read_config(&args)?)?;
+    } = resolve(&args, args.config.read()?)?;
     let stage = request.stage.clone();
     let definition = match &args.definition {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -283,7 +133,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
     };
     // A run id given again is the same execution again (the local counterpart of a redrive), so the run's lock
     // (`<run>/lock.json`) lets it in; a fresh run gets a fresh name.
-    let name = match &args.run_id {
+    let name = match &args.plan.run_id {
         Some(id) => execution_name_of(id),
         None => execution_name(),
     };
@@ -596,6 +446,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use pgshift::contract::load::{Atomicity, LoadMode};
     use pgshift::contract::types::{Cast, InfinityPolicy};
 
     #[derive(Parser)]

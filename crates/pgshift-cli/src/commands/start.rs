@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pgshift::contract::load::{Atomicity, LoadMode, SchemaEvolution};
 use pgshift::executions::{self, Executions};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+
+use crate::commands::flags::{LoadFlags, PlanFlags};
 
 #[derive(Args)]
 pub(crate) struct StartArgs {
@@ -36,42 +37,10 @@ pub(crate) struct StartArgs {
     /// Seconds between checks while following.
     #[arg(long, default_value_t = 5)]
     every: u64,
-    /// Table patterns: schema.table with * and ?.
-    #[arg(long, num_args = 1..)]
-    tables: Vec<String>,
-    #[arg(long, num_args = 1..)]
-    exclude: Vec<String>,
-    /// The stage (default: the stack's).
-    #[arg(long)]
-    stage: Option<String>,
-    /// The run's id, and the execution's name (default: from the time).
-    #[arg(long)]
-    run_id: Option<String>,
-    #[arg(long)]
-    restart: bool,
-    #[arg(long, value_enum)]
-    mode: Option<LoadMode>,
-    #[arg(long, value_enum)]
-    atomic: Option<Atomicity>,
-    #[arg(long, value_enum)]
-    schema_evolution: Option<SchemaEvolution>,
-    /// Extractors at once (the Map's MaxConcurrency).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    concurrency: Option<u32>,
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    load_concurrency: Option<u32>,
-    #[arg(long)]
-    parts: Option<u32>,
-    #[arg(long)]
-    target_part_mib: Option<u64>,
-    #[arg(long)]
-    slices: Option<u32>,
-    #[arg(long)]
-    static_source: bool,
-    #[arg(long)]
-    include_views: bool,
     #[command(flatten)]
-    types: crate::commands::types::TypeArgs,
+    plan: PlanFlags,
+    #[command(flatten)]
+    load: LoadFlags,
 }
 
 /// The execution's input: the file or event given, or a manual input of exactly the flags given (the planner's
@@ -81,64 +50,13 @@ fn input_of(a: &StartArgs) -> Result<Value> {
         let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         return serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()));
     }
-    if a.tables.is_empty() {
+    if a.plan.tables.is_empty() {
         bail!("no tables: pass --tables (or --input FILE, --event FILE)");
     }
-    let mut m = Map::new();
-    m.insert("tables".into(), json!(a.tables));
-    if !a.exclude.is_empty() {
-        m.insert("exclude".into(), json!(a.exclude));
-    }
-    for (k, v) in [("stage", a.stage.clone()), ("run_id", a.run_id.clone())] {
-        if let Some(v) = v {
-            m.insert(k.into(), json!(v));
-        }
-    }
-    if a.restart {
-        m.insert("restart".into(), json!(true));
-    }
-    let mut settings = Map::new();
-    let mut set = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            settings.insert(k.into(), v);
-        }
-    };
-    set("max_concurrency", a.concurrency.map(|c| json!(c)));
-    set("parts", a.parts.map(|p| json!(p)));
-    set("target_part_bytes", a.target_part_mib.map(|m| json!(m * 1024 * 1024)));
-    set("slices", a.slices.map(|s| json!(s)));
-    set("static_source", a.static_source.then_some(json!(true)));
-    set("include_views", a.include_views.then_some(json!(true)));
-    if !settings.is_empty() {
-        m.insert("settings".into(), Value::Object(settings));
-    }
-    let mut load = Map::new();
-    for (k, v) in [
-        ("mode", a.mode.map(|x| serde_json::to_value(x).unwrap_or_default())),
-        ("atomic", a.atomic.map(|x| serde_json::to_value(x).unwrap_or_default())),
-        (
-            "schema_evolution",
-            a.schema_evolution.map(|x| serde_json::to_value(x).unwrap_or_default()),
-        ),
-        ("concurrency", a.load_concurrency.map(|c| json!(c))),
-    ] {
-        if let Some(v) = v {
-            load.insert(k.into(), v);
-        }
-    }
+    let mut m = a.plan.fields()?;
+    let load = a.load.fields();
     if !load.is_empty() {
         m.insert("load".into(), Value::Object(load));
-    }
-    let mut overrides = std::collections::BTreeMap::new();
-    a.types.merge_into(&mut overrides)?;
-    if !overrides.is_empty() {
-        m.insert("overrides".into(), serde_json::to_value(overrides)?);
-    }
-    if a.types.numeric_as_text || a.types.infinity.is_some() {
-        m.insert(
-            "policies".into(),
-            serde_json::to_value(a.types.policies(Default::default()))?,
-        );
     }
     Ok(Value::Object(m))
 }
@@ -172,7 +90,10 @@ pub(crate) async fn run(a: StartArgs) -> Result<()> {
         (None, None) => {
             let machine = a.state_machine.as_deref().unwrap_or_default();
             let input = serde_json::to_string(&input_of(&a)?)?;
-            let arn = named(x.start(machine, &execution_name(a.run_id.as_deref()), &input).await)?;
+            let arn = named(
+                x.start(machine, &execution_name(a.plan.run_id.as_deref()), &input)
+                    .await,
+            )?;
             println!("started: {arn}");
             arn
         }
@@ -379,7 +300,7 @@ mod tests {
         assert_eq!(v["load"], json!({"mode": "merge"}));
         assert_eq!(v["overrides"]["sales.orders"]["casts"]["location"], "text");
         assert!(v.get("stage").is_none() && v.get("policies").is_none(), "{v}");
-        assert_eq!(execution_name(a.run_id.as_deref()), "nightly_1");
+        assert_eq!(execution_name(a.plan.run_id.as_deref()), "nightly_1");
         let none = Cli::try_parse_from(["pgshift", "--state-machine", "arn:m"])
             .expect("flags")
             .start;

@@ -60,6 +60,18 @@ impl TypeArgs {
         }
     }
 
+    /// The policies the flags give, and only those, as a request's `policies` fields.
+    pub(crate) fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        if let Some(i) = self.infinity {
+            m.insert("infinity".into(), serde_json::to_value(i).unwrap_or_default());
+        }
+        if self.numeric_as_text {
+            m.insert("unconstrained_numeric_as_text".into(), serde_json::Value::Bool(true));
+        }
+        m
+    }
+
     /// The casts as per-table overrides merged into `overrides` (a flag wins over the config file's cast of the same
     /// column). A cast without a table is refused: run and plan move many tables.
     pub(crate) fn merge_into(&self, overrides: &mut BTreeMap<String, TableOverride>) -> Result<()> {

@@ -55,6 +55,49 @@ pub struct PlanRequest {
     pub restart: bool,
 }
 
+/// `over` merged into `base`: objects key by key, at every depth; anything else (a list, a value) replaced.
+fn merge_into(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge_into(slot, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+impl PlanRequest {
+    /// This request with `over` (the fields of a request as JSON: a run's input, a config file, flags) merged in:
+    /// objects key by key at every depth (`settings`, `writer`, `load`, `policies`, a table's override), lists and
+    /// values replaced. The one way a request is made from layers of settings: the deployed planner merges a run's
+    /// input over its defaults with it, and the command line merges `pgshift.toml` and then the flags the same way.
+    /// A fixed `settings.parts` given without `settings.max_parts_per_table` raises the cap to it (asking for parts
+    /// is asking for that many). An unknown field is an error naming it.
+    pub fn merged(&self, over: &serde_json::Map<String, serde_json::Value>) -> Result<PlanRequest, String> {
+        let mut merged = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        let over_value = serde_json::Value::Object(over.clone());
+        merge_into(&mut merged, &over_value);
+        let mut req: PlanRequest = serde_json::from_value(merged).map_err(|e| e.to_string())?;
+        let settings = over.get("settings");
+        if let Some(p) = settings
+            .and_then(|s| s.get("parts"))
+            .and_then(serde_json::Value::as_u64)
+        {
+            if settings.and_then(|s| s.get("max_parts_per_table")).is_none() {
+                let p = u32::try_from(p).unwrap_or(u32::MAX);
+                req.settings.max_parts_per_table = req.settings.max_parts_per_table.max(p);
+            }
+        }
+        Ok(req)
+    }
+}
+
 /// SHA-256 of a value's JSON, as 32 hex digits (its first 16 bytes): the identities of requests and plans.
 pub(crate) fn json_digest<T: Serialize>(value: &T) -> String {
     use sha2::Digest;

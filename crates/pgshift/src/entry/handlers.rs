@@ -149,24 +149,16 @@ pub async fn loader(
     Ok(out)
 }
 
-/// Writes the run's ledger record (`<run>/ledger.json`) as its stage has it; a record that cannot be written is
-/// logged and never fails the run.
-async fn write_ledger(ctx: &LoadContext, plan_url: &str, memory_mb: u32) {
+/// Writes the run's ledger record (`<run>/ledger.json`) as its stage has it, then its HTML report priced from that
+/// record; what cannot be written is logged and never fails the run.
+async fn write_report(ctx: &LoadContext, plan_url: &str, extractor_memory_mb: u32) {
     let facts = crate::report::ledger::LedgerFacts {
-        assumed_memory_mb: memory_mb,
+        assumed_memory_mb: extractor_memory_mb,
         warehouse: Some(ctx.warehouse.kind().to_string()),
         ..Default::default()
     };
-    if let Err(e) = crate::report::ledger::write(ctx.stages.as_ref(), plan_url, &facts).await {
-        tracing::warn!(error = %e, "could not write the run's ledger record");
-    }
-}
-
-/// Writes the run's HTML report; a report that cannot be written is logged and never fails the run.
-async fn write_report(ctx: &LoadContext, plan_url: &str, extractor_memory_mb: u32) {
-    match crate::report::write_html(ctx.stages.as_ref(), plan_url, extractor_memory_mb).await {
-        Ok(url) => tracing::info!(%url, "run report written"),
-        Err(e) => tracing::warn!(error = %e, "could not write the run report"),
+    if let Err(e) = crate::report::publish(ctx.stages.as_ref(), plan_url, &facts).await {
+        tracing::warn!(error = %e, "could not write the run's ledger record and report");
     }
 }
 
@@ -212,7 +204,7 @@ async fn finish(
     let state = input.get("state").cloned().unwrap_or_default();
     let Some(record) = restore_record(&state) else {
         if let Some(plan_url) = text_at(&state, "/plan/plan_url") {
-            write_ledger(ctx, &plan_url, extractor_memory_mb).await;
+            write_report(ctx, &plan_url, extractor_memory_mb).await;
         }
         return Ok(serde_json::json!({"restore": null}));
     };
@@ -225,7 +217,6 @@ async fn finish(
     tracing::info!(url = %put.url, instance = %record.instance, "restore recorded");
     if let Some(plan_url) = text_at(&state, "/plan/plan_url") {
         write_report(ctx, &plan_url, extractor_memory_mb).await;
-        write_ledger(ctx, &plan_url, extractor_memory_mb).await;
     }
     Ok(serde_json::json!({"restore": record, "url": put.url}))
 }

@@ -23,7 +23,7 @@ use crate::entry::trigger::PlannerDefaults;
 use crate::extract::ExtractContext;
 use crate::load::LoadContext;
 use crate::plan::PlanContext;
-use crate::report::{Prices, RunFacts, RunReport};
+use crate::report::RunReport;
 use crate::stage::StageOpener;
 use asl::{AslError, Failure, Machine, Resources, TaskCall};
 
@@ -82,7 +82,9 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// What the run has done so far, for a live display and the final summary.
+/// What the run has done so far, for the live display only: the run's report is read from its stage when it ends
+/// ([`crate::report::publish`]), with what only this process knows (its wall time, its invocations, its state
+/// transitions).
 #[derive(Debug, Default, Clone)]
 pub struct RunState {
     pub phase: &'static str,
@@ -99,8 +101,6 @@ pub struct RunState {
     pub tables: usize,
     /// Each table's load as it runs: the step running, or how it ended.
     pub load: BTreeMap<TableRef, TableLoadState>,
-    /// The restore of a snapshot run, as the Finish state recorded it.
-    pub restore: Option<crate::contract::snapshot::RestoreRecord>,
 }
 
 /// Where one table's load stands, as the live line shows it.
@@ -111,20 +111,6 @@ pub enum TableLoadState {
 }
 
 impl RunState {
-    /// Failed attempts whose range a later attempt landed: (table, range, error name).
-    pub fn retried(&self) -> Vec<(TableRef, u32, String)> {
-        let done: std::collections::BTreeSet<(&TableRef, u32)> =
-            self.results.iter().map(|r| (&r.table, r.range_index)).collect();
-        self.attempts
-            .iter()
-            .filter_map(|a| {
-                let e = a.error.clone()?;
-                done.contains(&(&a.table, a.range_index))
-                    .then(|| (a.table.clone(), a.range_index, e))
-            })
-            .collect()
-    }
-
     /// Rows of the tables whose load committed (their parts' rows).
     pub fn loaded_rows(&self) -> u64 {
         self.results
@@ -140,22 +126,6 @@ impl RunState {
 
     pub fn failed_attempts(&self) -> usize {
         self.attempts.iter().filter(|a| a.error.is_some()).count()
-    }
-
-    /// The most extractions that ran at once.
-    pub fn peak_concurrency(&self) -> usize {
-        let mut edges: Vec<(f64, i32)> = Vec::new();
-        for a in &self.attempts {
-            edges.push((a.started, 1));
-            edges.push((a.ended.unwrap_or(f64::INFINITY), -1));
-        }
-        edges.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-        let (mut now, mut peak) = (0i32, 0i32);
-        for (_, d) in edges {
-            now += d;
-            peak = peak.max(now);
-        }
-        peak as usize
     }
 }
 
@@ -337,7 +307,7 @@ impl Resources for LocalPipeline {
                 "extractor" => self.extract(call).await,
                 "loader" => {
                     let action = call.input.get("action").and_then(Value::as_str).unwrap_or("start");
-                    let (cleanup, finish) = (action == "cleanup", action == "finish");
+                    let cleanup = action == "cleanup";
                     let phase = if cleanup { "cleaning up" } else { "loading" };
                     self.progress.update(|s| s.phase = phase);
                     let out =
@@ -347,10 +317,6 @@ impl Resources for LocalPipeline {
                     if let (Ok(v), true) = (&out, cleanup) {
                         let done = serde_json::from_value(v.clone()).ok();
                         self.progress.update(|s| s.cleanup = done);
-                    }
-                    if let (Ok(v), true) = (&out, finish) {
-                        let restore = v.get("restore").and_then(|r| serde_json::from_value(r.clone()).ok());
-                        self.progress.update(|s| s.restore = restore);
                     }
                     out
                 }
@@ -451,33 +417,6 @@ fn bucket_key(p: &Value, second: &str, state: &str) -> Result<(String, String), 
     Ok((get("Bucket")?, get(second)?))
 }
 
-/// The load's record with Cleanup's correction from the warehouse's load log (tables committed that the record
-/// missed), so that a failed run's report says what the warehouse committed.
-fn corrected(
-    load: Option<crate::contract::load::LoadResult>,
-    cleanup: Option<&crate::contract::load::CleanupResult>,
-) -> Option<crate::contract::load::LoadResult> {
-    let Some(c) = cleanup.filter(|c| !c.tables.is_empty()) else {
-        return load;
-    };
-    let mut l = load.unwrap_or_else(|| crate::contract::load::LoadResult {
-        run_id: c.run_id.clone().unwrap_or_default(),
-        mode: Default::default(),
-        tables: Vec::new(),
-        started_at: 0.0,
-        seconds: 0.0,
-        done: false,
-        billed: Vec::new(),
-    });
-    for t in &c.tables {
-        match l.tables.iter_mut().find(|x| x.table == t.table) {
-            Some(x) => *x = t.clone(),
-            None => l.tables.push(t.clone()),
-        }
-    }
-    Some(l)
-}
-
 /// A run of the pipeline on this machine: the definition, the run's request, and the ports.
 pub struct LocalRun {
     /// The state machine definition (with its placeholders): [`DEFINITION`] unless given.
@@ -543,14 +482,9 @@ impl RunHandle {
 }
 
 impl LocalRun {
-    /// Parses the definition and starts the execution on the current runtime.
-    pub fn start(self, execution_name: &str) -> Result<RunHandle, AslError> {
-        let machine = local_machine(&self.definition)?;
-        let progress = Arc::new(Progress::default());
-        let stages = self.stages.clone();
-        let stop_ctx = LoadContext::new(self.stages.clone(), self.warehouse.clone());
-        let warehouse_kind = self.warehouse.kind();
-        let pipeline = LocalPipeline {
+    /// The in-process binding of the definition's resources to this run's ports.
+    fn pipeline(&self, progress: Arc<Progress>) -> LocalPipeline {
+        LocalPipeline {
             planner: PlanContext {
                 source: self.source.clone(),
                 stages: self.stages.clone(),
@@ -561,17 +495,17 @@ impl LocalRun {
                 restore: self.restore.clone(),
             },
             extractor: ExtractContext {
-                source: self.source,
+                source: self.source.clone(),
                 stages: self.stages.clone(),
             },
             loader: LoadContext {
                 stages: self.stages.clone(),
-                warehouse: self.warehouse,
+                warehouse: self.warehouse.clone(),
                 watch: Some(progress.clone()),
                 budget: self.load_budget,
             },
-            stages: self.stages,
-            progress: progress.clone(),
+            stages: self.stages.clone(),
+            progress,
             memory_mb: self.memory_mb,
             sweep: self.rds.clone().map(|rds| crate::entry::handlers::SweepContext {
                 rds,
@@ -581,90 +515,30 @@ impl LocalRun {
                     dry_run: false,
                 },
             }),
-            rds: self.rds,
-        };
-        let interpreter = asl::Interpreter::new(machine, Arc::new(pipeline)).named("pgshift");
+            rds: self.rds.clone(),
+        }
+    }
+
+    /// Parses the definition and starts the execution on the current runtime.
+    pub fn start(self, execution_name: &str) -> Result<RunHandle, AslError> {
+        let machine = local_machine(&self.definition)?;
+        let progress = Arc::new(Progress::default());
+        let stop_ctx = LoadContext::new(self.stages.clone(), self.warehouse.clone());
+        let interpreter = asl::Interpreter::new(machine, Arc::new(self.pipeline(progress.clone()))).named("pgshift");
         let input = match self.input.clone() {
             Some(v) => v,
             None => serde_json::to_value(&self.request).map_err(|e| AslError::Invalid(format!("run input: {e}")))?,
         };
+        let ending = Ending {
+            stages: self.stages.clone(),
+            progress: progress.clone(),
+            memory_mb: self.memory_mb,
+            warehouse: self.warehouse.kind().to_string(),
+        };
         let name = execution_name.to_string();
-        let p = progress.clone();
-        let memory_mb = self.memory_mb;
-        let max_concurrency = self.request.settings.max_concurrency;
         let outcome = tokio::spawn(async move {
             let output = interpreter.execute(&name, input).await;
-            p.update(|s| {
-                s.phase = if output.is_ok() { "succeeded" } else { "failed" };
-            });
-            let snap = p.snapshot();
-            // The load's record, finished or not: the tables it committed are in the warehouse either way.
-            let load = match &snap.plan_url {
-                Some(url) => crate::stage::run::read_load(stages.as_ref(), url).await.ok().flatten(),
-                None => None,
-            };
-            // Cleanup read the warehouse's load log: what it says was committed is what the report says.
-            let load = corrected(load, snap.cleanup.as_ref());
-            // The ledger record again, with what this machine counted: the invocations and the transitions.
-            let mut bill = None;
-            if let Some(url) = &snap.plan_url {
-                let facts = crate::report::ledger::LedgerFacts {
-                    assumed_memory_mb: memory_mb,
-                    invocations: Some(
-                        snap.invocations
-                            .iter()
-                            .filter(|(f, _)| *f != "extractor")
-                            .map(|(f, s)| crate::contract::ledger::Billed::here(f, *s).assuming(memory_mb))
-                            .collect(),
-                    ),
-                    transitions: Some(interpreter.transitions()),
-                    warehouse: Some(warehouse_kind.to_string()),
-                };
-                if let Err(e) = crate::report::ledger::write(stages.as_ref(), url, &facts).await {
-                    tracing::warn!(error = %e, "could not write the run's ledger record");
-                }
-                bill = crate::report::ledger::build(stages.as_ref(), url, &facts)
-                    .await
-                    .ok()
-                    .map(|l| crate::report::cost::run_cost(&l, &crate::report::cost::PriceTable::default()));
-            }
-            let run_id = output
-                .as_ref()
-                .ok()
-                .and_then(|o| o.pointer("/plan/run_id"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or_else(|| snap.results.first().map(|r| r.run_id.clone()))
-                .unwrap_or_default();
-            let retried = snap.retried();
-            let static_source = match &snap.plan_url {
-                Some(url) => planned_static_source(stages.as_ref(), url).await,
-                None => None,
-            };
-            let mut report = RunReport::new(
-                RunFacts {
-                    run_id: &run_id,
-                    seconds: Some(p.elapsed()),
-                    results: &snap.results,
-                    load: load.as_ref(),
-                    peak_concurrency: snap.peak_concurrency(),
-                    max_concurrency,
-                    retried,
-                    invocations: &snap.invocations,
-                    memory_mb,
-                    transitions: interpreter.transitions(),
-                    failure: output.as_ref().err().map(|f| (f.error.clone(), failure_message(f))),
-                    restore: snap.restore.as_ref(),
-                    static_source,
-                },
-                Prices::default(),
-            );
-            report.bill = bill;
-            RunOutcome {
-                output,
-                report,
-                cleanup: snap.cleanup,
-            }
+            ending.end(output, interpreter.transitions()).await
         });
         Ok(RunHandle {
             progress,
@@ -674,12 +548,65 @@ impl LocalRun {
     }
 }
 
-/// Whether the run's plan read a static source (its report says what its reconciliation means); `None` when the plan
-/// cannot be read.
-async fn planned_static_source(stages: &dyn StageOpener, plan_url: &str) -> Option<bool> {
-    let stage = crate::stage::run::stage_of(stages, plan_url).await.ok()?;
-    let plan = crate::stage::run::read_plan(stage.as_ref(), plan_url).await.ok()?;
-    Some(plan.settings.static_source)
+/// What a local run needs once its execution ended: where its record is, and what only this process counted.
+struct Ending {
+    stages: Arc<dyn StageOpener>,
+    progress: Arc<Progress>,
+    memory_mb: u32,
+    warehouse: String,
+}
+
+impl Ending {
+    /// The run's ledger record and report written again with what this process counted (the planner's and loader's
+    /// invocations, the state transitions), and its report read back from the stage, as `pgshift report` reads it.
+    async fn end(self, output: Result<Value, Failure>, transitions: u64) -> RunOutcome {
+        self.progress.update(|s| {
+            s.phase = if output.is_ok() { "succeeded" } else { "failed" };
+        });
+        let snap = self.progress.snapshot();
+        let facts = crate::report::ledger::LedgerFacts {
+            assumed_memory_mb: self.memory_mb,
+            invocations: Some(
+                snap.invocations
+                    .iter()
+                    .filter(|(f, _)| *f != "extractor")
+                    .map(|(f, s)| crate::contract::ledger::Billed::here(f, *s).assuming(self.memory_mb))
+                    .collect(),
+            ),
+            transitions: Some(transitions),
+            warehouse: Some(self.warehouse.clone()),
+        };
+        let failure = output.as_ref().err().map(|f| (f.error.clone(), failure_message(f)));
+        let read = match &snap.plan_url {
+            Some(url) => crate::report::publish(self.stages.as_ref(), url, &facts)
+                .await
+                .map_err(|e| tracing::warn!(error = %e, "could not write the run's ledger record and report"))
+                .ok(),
+            None => None,
+        };
+        let mut report = read.unwrap_or_else(|| RunReport::unplanned(&run_id_of(&output), failure.clone()));
+        report.seconds = Some(self.progress.elapsed());
+        // A failure the stage does not record (a run that ended before its Cleanup state could write it).
+        if report.failure.is_none() {
+            report.failure = failure;
+        }
+        RunOutcome {
+            output,
+            report,
+            cleanup: snap.cleanup,
+        }
+    }
+}
+
+/// The run id an execution's output names.
+fn run_id_of(output: &Result<Value, Failure>) -> String {
+    output
+        .as_ref()
+        .ok()
+        .and_then(|o| o.pointer("/plan/run_id"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[cfg(test)]

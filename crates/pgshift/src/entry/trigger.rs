@@ -230,7 +230,7 @@ fn run_id_for(s: &Snapshot) -> String {
 }
 
 /// The plan request for a trigger input over the planner's defaults: an RDS snapshot event takes the defaults as they
-/// are (and records the snapshot); a manual input overrides any of their fields (`settings` and `writer` field by
+/// are (and records the snapshot); a manual input is merged over them ([`PlanRequest::merged`]: objects field by
 /// field). Unknown fields are an error naming them.
 pub(crate) fn plan_request(input: &Value, defaults: &PlanRequest) -> Result<PlanRequest, PlanError> {
     if is_event(input) {
@@ -245,20 +245,7 @@ pub(crate) fn plan_request(input: &Value, defaults: &PlanRequest) -> Result<Plan
             "the run input must be a JSON object (a manual input or an RDS snapshot event), not {input}"
         )));
     };
-    let mut merged = serde_json::to_value(defaults).map_err(|e| bad(e.to_string()))?;
-    for (k, v) in fields {
-        match (merged.get_mut(k), v) {
-            (Some(Value::Object(base)), Value::Object(over)) if k == "settings" || k == "writer" => {
-                for (kk, vv) in over {
-                    base.insert(kk.clone(), vv.clone());
-                }
-            }
-            _ => {
-                merged[k] = v.clone();
-            }
-        }
-    }
-    serde_json::from_value(merged).map_err(|e| bad(format!("run input: {e}")))
+    defaults.merged(fields).map_err(|e| bad(format!("run input: {e}")))
 }
 
 #[cfg(test)]

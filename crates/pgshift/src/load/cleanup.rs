@@ -68,11 +68,22 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
         None => false,
     };
     if corrected {
-        if let Ok(Some(mut load)) = run::read_load(ctx.stages.as_ref(), plan_url).await {
-            load.tables = tables.clone();
-            if let Err(e) = super::progress::record(stage.as_ref(), &load).await {
-                out.notes.push(format!("correcting load.json from the load log: {e}"));
-            }
+        // The run's record says what the warehouse committed, whether or not the load wrote its own record.
+        let mut load = match run::read_load(ctx.stages.as_ref(), plan_url).await {
+            Ok(Some(l)) => l,
+            _ => LoadResult {
+                run_id: run_id.clone(),
+                mode: Default::default(),
+                tables: Vec::new(),
+                started_at: 0.0,
+                seconds: 0.0,
+                done: false,
+                billed: Vec::new(),
+            },
+        };
+        load.tables = tables.clone();
+        if let Err(e) = super::progress::record(stage.as_ref(), &load).await {
+            out.notes.push(format!("correcting load.json from the load log: {e}"));
         }
     }
     drop_created_targets(ctx.warehouse.as_ref(), &tables, &mut out).await;

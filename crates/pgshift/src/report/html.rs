@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use super::cost::RunCost;
 use super::record::RunRecord;
-use super::{Cost, Prices};
+use crate::contract::ledger::Basis;
 use crate::contract::load::{StepKind, TableLoad};
 use crate::contract::model::{ExtractResult, TableRef};
 
@@ -33,7 +34,7 @@ struct Bar<'a> {
 }
 
 /// The whole report.
-pub fn render(r: &RunRecord, cost: &Cost, prices: &Prices) -> String {
+pub fn render(r: &RunRecord, bill: &RunCost) -> String {
     let mut o = String::with_capacity(64 * 1024 + 600 * r.results.len());
     let bars = bars(r);
     o.push_str(HEAD);
@@ -45,13 +46,13 @@ pub fn render(r: &RunRecord, cost: &Cost, prices: &Prices) -> String {
         r.plan.tasks.len(),
         bars.len()
     );
-    header(&mut o, r, cost);
+    header(&mut o, r, bill);
     timeline(&mut o, r, &bars);
     concurrency(&mut o, r, &bars);
     tables(&mut o, r);
     throughput(&mut o, r);
     load(&mut o, r);
-    cost_items(&mut o, cost, prices);
+    cost_items(&mut o, r, bill);
     failures(&mut o, r);
     o.push_str(CHECK);
     o.push_str("</body></html>\n");
@@ -105,7 +106,7 @@ fn lanes(bars: &[Bar<'_>]) -> (Vec<usize>, usize) {
     (out, free_at.len())
 }
 
-fn header(o: &mut String, r: &RunRecord, cost: &Cost) {
+fn header(o: &mut String, r: &RunRecord, bill: &RunCost) {
     let (start, end) = r.span();
     let rows: u64 = r.results.iter().map(|x| x.rows).sum();
     let read: u64 = r.results.iter().map(|x| x.source_bytes).sum();
@@ -136,7 +137,7 @@ fn header(o: &mut String, r: &RunRecord, cost: &Cost) {
         ("rows", group(rows), "rows"),
         ("read from source", mb(read), "read"),
         ("Parquet", mb(parquet), "parquet"),
-        ("cost (estimate)", format!("${:.4}", cost.dollars), "cost"),
+        ("cost", format!("${:.6}", bill.total), "cost"),
     ];
     for (k, v, id) in tiles {
         let _ = write!(
@@ -305,14 +306,7 @@ fn concurrency(o: &mut String, r: &RunRecord, bars: &[Bar<'_>]) {
     let mut edges: Vec<(f64, i32)> = bars.iter().flat_map(|b| [(b.start, 1), (b.end, -1)]).collect();
     edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let limit = r.plan.settings.max_concurrency.max(1) as f64;
-    let peak = {
-        let (mut now, mut peak) = (0i32, 0i32);
-        for (_, d) in &edges {
-            now += d;
-            peak = peak.max(now);
-        }
-        peak
-    };
+    let peak = r.peak_concurrency();
     let top = limit.max(peak as f64).max(1.0);
     let (h, base) = (120.0, 130.0);
     let x = |t: f64| LABEL + (t - t0) / (t1 - t0).max(1e-6) * (WIDTH - LABEL - 10.0);
@@ -529,59 +523,42 @@ fn load(o: &mut String, r: &RunRecord) {
     );
 }
 
-fn cost_items(o: &mut String, c: &Cost, p: &Prices) {
-    let items = [
-        (
-            "Lambda compute",
-            format!("{:.2} GB-s × ${}", c.lambda_gb_seconds, p.lambda_gb_second),
-            c.lambda_gb_seconds * p.lambda_gb_second,
-        ),
-        (
-            "Lambda requests",
-            format!("{} × ${}", c.lambda_invocations, p.lambda_request),
-            c.lambda_invocations as f64 * p.lambda_request,
-        ),
-        (
-            "Step Functions state transitions",
-            format!("{} × ${}", c.transitions, p.transition),
-            c.transitions as f64 * p.transition,
-        ),
-        (
-            "S3 PUT requests",
-            format!("{} × ${}", c.s3_puts, p.s3_put),
-            c.s3_puts as f64 * p.s3_put,
-        ),
-    ];
-    let restore = c.restore.as_ref().map(|r| {
-        (
-            format!("restored instance {} ({})", r.record.instance, r.record.instance_class),
-            match r.hourly {
-                Some(h) => format!("{:.1} min × ${h}/h (10-minute minimum)", r.billed_seconds / 60.0),
-                None => format!("{:.1} min × unknown price", r.billed_seconds / 60.0),
-            },
-            r.dollars,
-        )
-    });
-    o.push_str(
-        "<section><h2>Cost</h2><p class=\"sub\">Estimated at list prices (us-east-1, arm64 Lambda, Standard \
-         workflows); the Redshift side is not included.</p><table id=\"cost\"><tr><th>item</th><th>quantity × price</th>\
-         <th>dollars</th><th>basis</th></tr>",
+/// The run's bill, item by item, as `pgshift cost` prints it: the same ledger record, the same prices.
+fn cost_items(o: &mut String, r: &RunRecord, b: &RunCost) {
+    let _ = write!(
+        o,
+        "<section><h2>Cost</h2><p class=\"sub\">At {}; each quantity actual (measured or counted by the run) or \
+         estimated. Per table and per item: <code>pgshift cost --run {}</code>.</p><table id=\"cost\"><tr>\
+         <th>table</th><th>item</th><th>quantity × price</th><th>dollars</th><th>basis</th></tr>",
+        esc(&b.prices),
+        esc(&b.run_id)
     );
-    for (k, q, d) in items.into_iter().map(|(k, q, d)| (k.to_string(), q, d)).chain(restore) {
+    for i in b.items.iter().filter(|i| i.dollars > 0.0 || i.quantity > 0.0) {
+        let table = i.table.as_ref().map_or("(run)".to_string(), |t| t.to_string());
+        let basis = match i.basis {
+            Basis::Actual => "actual",
+            Basis::Estimated => "estimated",
+        };
         let _ = write!(
             o,
-            "<tr><td>{}</td><td>{}</td><td>${d:.6}</td><td>estimated</td></tr>",
-            esc(&k),
-            esc(&q)
+            "<tr><td>{}</td><td>{}</td><td>{:.6} {} × ${}</td><td>${:.6}</td><td>{basis}</td></tr>",
+            esc(&table),
+            esc(&i.item),
+            i.quantity,
+            esc(&i.unit),
+            i.unit_price,
+            i.dollars
         );
     }
     let _ = write!(
         o,
-        "<tr class=\"total\"><td>total</td><td></td><td>${:.6}</td><td></td></tr></table>",
-        c.dollars
+        "<tr class=\"total\"><td>total</td><td></td><td></td><td id=\"cost-total\" data-dollars=\"{}\">${:.6}</td>\
+         <td></td></tr></table>",
+        b.total, b.total
     );
-    if let Some(r) = &c.restore {
-        let _ = write!(o, "<p class=\"sub\" id=\"restore\">{}</p>", esc(&r.line()));
+    if let Some(x) = &r.restore {
+        let line = super::RestoreCost::of(x).line();
+        let _ = write!(o, "<p class=\"sub\" id=\"restore\">{}</p>", esc(&line));
     }
     o.push_str("</section>");
 }
@@ -608,10 +585,7 @@ fn failures(o: &mut String, r: &RunRecord) {
     }
     o.push_str("<table id=\"failures\"><tr><th>where</th><th>attempt</th><th>error</th><th>message</th></tr>");
     for a in &r.failed {
-        let retried = r
-            .results
-            .iter()
-            .any(|x| x.table == a.table && x.range_index == a.range_index);
+        let retried = r.landed(&a.table, a.range_index);
         let _ = write!(
             o,
             "<tr><td>{} range {}</td><td>{}{}</td><td><code>{}</code></td><td>{}</td></tr>",

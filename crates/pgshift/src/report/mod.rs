@@ -11,12 +11,16 @@ pub mod html;
 pub mod ledger;
 pub mod record;
 
-use crate::contract::layout::report_key;
-use crate::contract::load::{LoadResult, TableStatus};
+use bytes::Bytes;
+
+use crate::contract::layout::{ledger_key, report_key};
+use crate::contract::ledger::Ledger;
+use crate::contract::load::{LoadResult, TableLoad, TableStatus};
 use crate::contract::model::{ExtractResult, TableRef};
 use crate::contract::plan::consistency_line;
 use crate::contract::snapshot::RestoreRecord;
 use crate::stage::{run, StageError};
+use cost::PriceTable;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PartReport {
@@ -73,26 +77,6 @@ fn render_bill(o: &mut String, b: &cost::RunCost) {
         let _ = writeln!(o, "  {item:<48} ${dollars:>10.6}  ({basis})");
     }
     let _ = writeln!(o, "  per table and per item: pgshift cost --stage … --run {}", b.run_id);
-}
-
-/// List prices used for the cost estimate (us-east-1, arm64 Lambda, Standard workflows), in dollars.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Prices {
-    pub lambda_gb_second: f64,
-    pub lambda_request: f64,
-    pub transition: f64,
-    pub s3_put: f64,
-}
-
-impl Default for Prices {
-    fn default() -> Self {
-        Self {
-            lambda_gb_second: 0.000_013_333_4,
-            lambda_request: 0.000_000_2,
-            transition: 0.000_025,
-            s3_put: 0.000_005,
-        }
-    }
 }
 
 /// RDS bills an instance per second from the moment it is `available` until it is deleted, with a 10-minute minimum
@@ -192,17 +176,9 @@ impl RestoreCost {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Cost {
-    pub lambda_gb_seconds: f64,
-    pub lambda_invocations: usize,
-    pub transitions: u64,
-    pub s3_puts: usize,
-    /// The restored snapshot instance of a snapshot run.
-    pub restore: Option<RestoreCost>,
-    pub dollars: f64,
-}
-
+/// A run as its stage records it, in numbers: per table and per part, the load's outcome, and the run's bill. One
+/// report for every view of a run (the summary of `pgshift run`, `pgshift report`, `report.html`), read from the one
+/// run record ([`record::RunRecord`]) and priced from the one ledger record ([`ledger`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunReport {
     pub run_id: String,
@@ -213,111 +189,114 @@ pub struct RunReport {
     pub max_concurrency: u32,
     /// Failed extraction attempts that a retry then completed: (table, range, error name).
     pub retried: Vec<(TableRef, u32, String)>,
-    pub cost: Cost,
+    /// The restored snapshot instance of a snapshot run: its times and what it cost (an item of `bill` too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreCost>,
     /// The error name and message that ended a failed run.
     pub failure: Option<(String, String)>,
-    /// The run's bill item by item from its ledger record (`report::cost`), when it has one: what the text report
-    /// prints instead of the estimate in `cost`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bill: Option<cost::RunCost>,
-    /// What the reconciliation means: exact (a static source) or live ([`consistency_line`]); `None` for a run that
-    /// was never planned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub consistency: Option<String>,
+    /// The run's bill item by item, from its ledger record: what `pgshift cost` prints for the run.
+    pub bill: cost::RunCost,
+    /// What the reconciliation means: exact (a static source) or live ([`consistency_line`]).
+    pub consistency: String,
 }
 
-/// Inputs of a report.
-pub struct RunFacts<'a> {
-    pub run_id: &'a str,
-    pub seconds: Option<f64>,
-    pub results: &'a [ExtractResult],
-    pub load: Option<&'a LoadResult>,
-    pub peak_concurrency: usize,
-    pub max_concurrency: u32,
-    pub retried: Vec<(TableRef, u32, String)>,
-    /// (function, seconds) of every invocation, and the memory each function is deployed with.
-    pub invocations: &'a [(&'static str, f64)],
-    pub memory_mb: u32,
-    pub transitions: u64,
-    /// The error name and message, when the run failed.
-    pub failure: Option<(String, String)>,
-    /// The restore of a snapshot run (`<run>/restore.json`).
-    pub restore: Option<&'a RestoreRecord>,
-    /// Whether the plan read a static source (`None`: the run was never planned).
-    pub static_source: Option<bool>,
-}
-
-impl RunReport {
-    pub fn new(f: RunFacts<'_>, prices: Prices) -> Self {
-        let mut by_table: BTreeMap<&TableRef, Vec<&ExtractResult>> = BTreeMap::new();
-        for r in f.results {
-            by_table.entry(&r.table).or_default().push(r);
-        }
-        let mut tables = Vec::new();
-        for (table, mut rs) in by_table {
+/// Per table: its parts, and what the load said of it.
+fn table_reports(results: &[ExtractResult], load: Option<&LoadResult>) -> Vec<TableReport> {
+    let mut by_table: BTreeMap<&TableRef, Vec<&ExtractResult>> = BTreeMap::new();
+    for r in results {
+        by_table.entry(&r.table).or_default().push(r);
+    }
+    by_table
+        .into_iter()
+        .map(|(table, mut rs)| {
             rs.sort_by_key(|r| r.range_index);
             // A retried range reports once: its last successful result.
             rs.dedup_by_key(|r| r.range_index);
-            let parts: Vec<PartReport> = rs
-                .iter()
-                .map(|r| PartReport {
-                    range_index: r.range_index,
-                    rows: r.rows,
-                    files: r.files.len(),
-                    parquet_bytes: r.files.iter().map(|x| x.bytes).sum(),
-                    source_bytes: r.source_bytes,
-                    seconds: r.seconds,
-                })
-                .collect();
-            let rows: u64 = parts.iter().map(|p| p.rows).sum();
-            let max = parts.iter().map(|p| p.rows).max().unwrap_or(0);
-            let mean = rows as f64 / parts.len().max(1) as f64;
-            let load = f.load.and_then(|l| l.tables.iter().find(|t| &t.table == table));
-            let status = load.map(|t| t.status);
-            // Only what the warehouse committed counts as loaded.
-            let loaded = load.filter(|t| t.status.is_committed()).and_then(|t| t.committed_rows);
-            tables.push(TableReport {
-                table: table.clone(),
-                rows,
-                parquet_bytes: parts.iter().map(|p| p.parquet_bytes).sum(),
-                source_bytes: parts.iter().map(|p| p.source_bytes).sum(),
-                skew: if mean > 0.0 { max as f64 / mean } else { 1.0 },
-                loaded_rows: loaded,
-                status,
-                reconciled: loaded == Some(rows),
-                reused_parts: rs.iter().filter(|r| r.reused).count(),
-                evolved: load.map(|t| t.evolved.clone()).unwrap_or_default(),
-                note: load.and_then(|t| t.swap_note.clone()),
-                parts,
-            });
-        }
-        let gb = f.memory_mb as f64 / 1024.0;
-        let lambda_gb_seconds: f64 = f.invocations.iter().map(|(_, s)| s * gb).sum();
-        let s3_puts = f.results.iter().map(|r| r.files.len() + 1).sum::<usize>() + 2 + 2 * tables.len();
-        let restore = f.restore.map(RestoreCost::of);
-        let dollars = lambda_gb_seconds * prices.lambda_gb_second
-            + f.invocations.len() as f64 * prices.lambda_request
-            + f.transitions as f64 * prices.transition
-            + s3_puts as f64 * prices.s3_put
-            + restore.as_ref().map_or(0.0, |r| r.dollars);
+            table_report(
+                table,
+                &rs,
+                load.and_then(|l| l.tables.iter().find(|t| &t.table == table)),
+            )
+        })
+        .collect()
+}
+
+fn table_report(table: &TableRef, rs: &[&ExtractResult], load: Option<&TableLoad>) -> TableReport {
+    let parts: Vec<PartReport> = rs
+        .iter()
+        .map(|r| PartReport {
+            range_index: r.range_index,
+            rows: r.rows,
+            files: r.files.len(),
+            parquet_bytes: r.files.iter().map(|x| x.bytes).sum(),
+            source_bytes: r.source_bytes,
+            seconds: r.seconds,
+        })
+        .collect();
+    let rows: u64 = parts.iter().map(|p| p.rows).sum();
+    let max = parts.iter().map(|p| p.rows).max().unwrap_or(0);
+    let mean = rows as f64 / parts.len().max(1) as f64;
+    // Only what the warehouse committed counts as loaded.
+    let loaded = load.filter(|t| t.status.is_committed()).and_then(|t| t.committed_rows);
+    TableReport {
+        table: table.clone(),
+        rows,
+        parquet_bytes: parts.iter().map(|p| p.parquet_bytes).sum(),
+        source_bytes: parts.iter().map(|p| p.source_bytes).sum(),
+        skew: if mean > 0.0 { max as f64 / mean } else { 1.0 },
+        loaded_rows: loaded,
+        status: load.map(|t| t.status),
+        reconciled: loaded == Some(rows),
+        reused_parts: rs.iter().filter(|r| r.reused).count(),
+        evolved: load.map(|t| t.evolved.clone()).unwrap_or_default(),
+        note: load.and_then(|t| t.swap_note.clone()),
+        parts,
+    }
+}
+
+impl RunReport {
+    /// The report of a run record, priced by its ledger record's bill.
+    pub fn of(rec: &record::RunRecord, bill: cost::RunCost) -> Self {
         RunReport {
-            run_id: f.run_id.to_string(),
-            seconds: f.seconds,
-            tables,
-            peak_concurrency: f.peak_concurrency,
-            max_concurrency: f.max_concurrency,
-            retried: f.retried,
-            cost: Cost {
-                lambda_gb_seconds,
-                lambda_invocations: f.invocations.len(),
-                transitions: f.transitions,
-                s3_puts,
-                restore,
-                dollars,
+            run_id: rec.plan.run_id.clone(),
+            seconds: None,
+            tables: table_reports(&rec.results, rec.load.as_ref()),
+            peak_concurrency: rec.peak_concurrency(),
+            max_concurrency: rec.plan.settings.max_concurrency,
+            retried: rec.retried(),
+            restore: rec.restore.as_ref().map(RestoreCost::of),
+            failure: rec.failure.clone(),
+            bill,
+            consistency: consistency_line(rec.plan.settings.static_source).to_string(),
+        }
+    }
+
+    /// The report of a run that ended before it had a plan: nothing extracted, nothing loaded, nothing billed that
+    /// the stage records.
+    pub fn unplanned(run_id: &str, failure: Option<(String, String)>) -> Self {
+        let prices = PriceTable::default();
+        RunReport {
+            run_id: run_id.to_string(),
+            seconds: None,
+            tables: Vec::new(),
+            peak_concurrency: 0,
+            max_concurrency: 0,
+            retried: Vec::new(),
+            restore: None,
+            failure,
+            bill: cost::RunCost {
+                run_id: run_id.to_string(),
+                status: "failed".into(),
+                started_at: 0.0,
+                rows: 0,
+                source_bytes: 0,
+                items: Vec::new(),
+                total: 0.0,
+                per_gb: None,
+                per_million_rows: None,
+                prices: prices.describe(),
             },
-            failure: f.failure,
-            bill: None,
-            consistency: f.static_source.map(|s| consistency_line(s).to_string()),
+            consistency: "nothing was read: the run ended before it had a plan".into(),
         }
     }
 
@@ -366,9 +345,7 @@ impl RunReport {
                         let _ = writeln!(o, "  {}: {} rows", t.table, t.loaded_rows.unwrap_or(0));
                     }
                     let _ = writeln!(o, "every other table is as it was");
-                    if let Some(c) = &self.consistency {
-                        let _ = writeln!(o, "{c}");
-                    }
+                    let _ = writeln!(o, "{}", self.consistency);
                 }
             }
             return;
@@ -380,9 +357,7 @@ impl RunReport {
             self.tables.len(),
             if self.reconciled() { " ✓" } else { " ✗" }
         );
-        if let Some(c) = &self.consistency {
-            let _ = writeln!(o, "{c}");
-        }
+        let _ = writeln!(o, "{}", self.consistency);
         for t in &self.tables {
             if let Some(n) = &t.note {
                 let _ = writeln!(o, "  {}: {}", t.table, truncate(n, 400));
@@ -469,54 +444,67 @@ impl RunReport {
             );
         }
         self.render_outcome(&mut o);
-        let c = &self.cost;
-        if let Some(r) = &c.restore {
+        if let Some(r) = &self.restore {
             let _ = writeln!(o, "{}", r.line());
         }
-        if let Some(b) = &self.bill {
-            render_bill(&mut o, b);
-            return o;
-        }
-        let _ = writeln!(
-            o,
-            "cost on AWS at list prices (estimate): ${:.4} = {:.1} Lambda GB-s in {} invocations, {} state \
-             transitions, {} S3 PUTs{}",
-            c.dollars,
-            c.lambda_gb_seconds,
-            c.lambda_invocations,
-            c.transitions,
-            c.s3_puts,
-            c.restore.as_ref().map_or(String::new(), |r| format!(
-                ", {:.1} restored-instance minutes",
-                r.billed_seconds / 60.0
-            ))
-        );
+        render_bill(&mut o, &self.bill);
         o
     }
 }
 
-/// The report of a run read back from its stage: the plan, every part's result, and the load's result when the run
-/// was loaded. Lambda time is the extractors' own seconds (at `memory_mb`); transitions are those of a run that
-/// loaded at once (a Redshift load adds three per check).
+/// A run as its stage has it: the run record, and its ledger record (`<run>/ledger.json`; built from the record as
+/// `facts` say when the run has none yet, as while it runs).
+pub async fn read_run(
+    stages: &dyn crate::stage::StageOpener,
+    plan_url: &str,
+    facts: &ledger::LedgerFacts,
+) -> Result<(record::RunRecord, Ledger), StageError> {
+    let rec = record::read(stages, plan_url).await?;
+    let stage = run::stage_of(stages, plan_url).await?;
+    let written: Option<Ledger> = run::read_json(stage.as_ref(), &ledger_key(&rec.plan.run_id))
+        .await
+        .ok()
+        .flatten()
+        .filter(|l: &Ledger| l.impossible().is_empty());
+    let l = written.unwrap_or_else(|| ledger::of(&rec, facts));
+    Ok((rec, l))
+}
+
+/// The report of a run read back from its stage, and what the stage lacks of it. `memory_mb` is the extractors'
+/// memory assumed where neither the ledger record nor a result says.
 pub async fn from_stage(
     stages: &dyn crate::stage::StageOpener,
     plan_url: &str,
     memory_mb: u32,
 ) -> Result<(RunReport, Vec<String>), StageError> {
-    let rec = record::read(stages, plan_url).await?;
-    Ok((report_of(&rec, memory_mb), rec.notes))
+    let (rec, l) = read_run(stages, plan_url, &assuming(memory_mb)).await?;
+    let report = RunReport::of(&rec, cost::run_cost(&l, &PriceTable::default()));
+    Ok((report, rec.notes))
 }
 
-/// Writes the run's HTML report to `<run>/report.html` on its stage; returns its URL.
-pub async fn write_html(
+fn assuming(memory_mb: u32) -> ledger::LedgerFacts {
+    ledger::LedgerFacts {
+        assumed_memory_mb: memory_mb,
+        ..Default::default()
+    }
+}
+
+/// Writes the run's ledger record (`<run>/ledger.json`, from the stage and `facts`) and then its HTML report
+/// (`<run>/report.html`), priced from that same record; returns the report. What the loader does when a run ends, and
+/// what a local run does again with what it counted.
+pub async fn publish(
     stages: &dyn crate::stage::StageOpener,
     plan_url: &str,
-    memory_mb: u32,
-) -> Result<String, StageError> {
-    let (html, run_id) = html_of(stages, plan_url, memory_mb).await?;
+    facts: &ledger::LedgerFacts,
+) -> Result<RunReport, StageError> {
+    ledger::write(stages, plan_url, facts).await?;
+    let (rec, l) = read_run(stages, plan_url, facts).await?;
+    let bill = cost::run_cost(&l, &PriceTable::default());
     let stage = run::stage_of(stages, plan_url).await?;
-    let put = crate::stage::put(stage.as_ref(), &report_key(&run_id), bytes::Bytes::from(html)).await?;
-    Ok(put.url)
+    let html = Bytes::from(html::render(&rec, &bill));
+    let put = crate::stage::put(stage.as_ref(), &report_key(&rec.plan.run_id), html).await?;
+    tracing::info!(url = %put.url, "run report written");
+    Ok(RunReport::of(&rec, bill))
 }
 
 /// The run's HTML report, and its run id.
@@ -525,51 +513,9 @@ pub async fn html_of(
     plan_url: &str,
     memory_mb: u32,
 ) -> Result<(String, String), StageError> {
-    let rec = record::read(stages, plan_url).await?;
-    let report = report_of(&rec, memory_mb);
-    Ok((
-        html::render(&rec, &report.cost, &Prices::default()),
-        rec.plan.run_id.clone(),
-    ))
-}
-
-/// The numbers of a run record, as the text report shows them.
-fn report_of(rec: &record::RunRecord, memory_mb: u32) -> RunReport {
-    let plan = &rec.plan;
-    let mut invocations: Vec<(&'static str, f64)> = rec.results.iter().map(|r| ("extractor", r.seconds)).collect();
-    invocations.extend(rec.failed.iter().map(|a| ("extractor", a.seconds)));
-    invocations.push(("planner", plan.planning_seconds));
-    if let Some(l) = &rec.load {
-        invocations.push(("loader", l.seconds));
-    }
-    let retried = rec
-        .failed
-        .iter()
-        .filter(|a| {
-            rec.results
-                .iter()
-                .any(|r| r.table == a.table && r.range_index == a.range_index)
-        })
-        .map(|a| (a.table.clone(), a.range_index, a.error.clone()))
-        .collect();
-    RunReport::new(
-        RunFacts {
-            run_id: &plan.run_id,
-            seconds: None,
-            results: &rec.results,
-            load: rec.load.as_ref(),
-            peak_concurrency: 0,
-            max_concurrency: plan.settings.max_concurrency,
-            retried,
-            invocations: &invocations,
-            memory_mb,
-            transitions: 5 + plan.tasks.len() as u64 + rec.failed.len() as u64,
-            failure: rec.failure.clone(),
-            restore: rec.restore.as_ref(),
-            static_source: Some(plan.settings.static_source),
-        },
-        Prices::default(),
-    )
+    let (rec, l) = read_run(stages, plan_url, &assuming(memory_mb)).await?;
+    let bill = cost::run_cost(&l, &PriceTable::default());
+    Ok((html::render(&rec, &bill), rec.plan.run_id.clone()))
 }
 
 fn truncate(s: &str, n: usize) -> String {

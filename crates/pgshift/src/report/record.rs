@@ -3,7 +3,7 @@
 
 use crate::contract::layout::{restore_key, status_key, table_dir};
 use crate::contract::load::LoadResult;
-use crate::contract::model::{ExtractResult, FailedAttempt};
+use crate::contract::model::{ExtractResult, FailedAttempt, TableRef};
 use crate::contract::plan::Plan;
 use crate::contract::snapshot::RestoreRecord;
 use crate::stage::{run, Stage, StageError, StageOpener};
@@ -51,6 +51,46 @@ impl RunRecord {
             (None, Some(l)) if l.done && l.tables.iter().all(|t| t.status.is_committed()) => RunStatus::Succeeded,
             _ => RunStatus::Incomplete,
         }
+    }
+
+    /// Failed attempts whose range a later attempt landed: (table, range, error name), oldest first.
+    pub fn retried(&self) -> Vec<(TableRef, u32, String)> {
+        self.failed
+            .iter()
+            .filter(|a| self.landed(&a.table, a.range_index))
+            .map(|a| (a.table.clone(), a.range_index, a.error.clone()))
+            .collect()
+    }
+
+    /// Whether a range of a table landed.
+    pub fn landed(&self, table: &TableRef, range_index: u32) -> bool {
+        self.results
+            .iter()
+            .any(|r| &r.table == table && r.range_index == range_index)
+    }
+
+    /// Every extraction attempt, landed or failed, as (start, end) in seconds since the Unix epoch.
+    pub fn attempt_spans(&self) -> Vec<(f64, f64)> {
+        let landed = self.results.iter().map(|r| (r.started_at, r.seconds));
+        let failed = self.failed.iter().map(|a| (a.started_at, a.seconds));
+        landed.chain(failed).map(|(s, d)| (s, s + d)).collect()
+    }
+
+    /// The most extractions that ran at once.
+    pub fn peak_concurrency(&self) -> usize {
+        let mut edges: Vec<(f64, i32)> = self
+            .attempt_spans()
+            .into_iter()
+            .flat_map(|(s, e)| [(s, 1), (e, -1)])
+            .collect();
+        // An attempt that ends as another starts does not overlap it.
+        edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let (mut now, mut peak) = (0i32, 0i32);
+        for (_, d) in edges {
+            now += d;
+            peak = peak.max(now);
+        }
+        peak as usize
     }
 
     /// When the run started and ended, in seconds since the Unix epoch: from the planner's start to the last thing

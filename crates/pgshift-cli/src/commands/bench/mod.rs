@@ -22,7 +22,7 @@ use pgshift::source::{PgConnector, SourceConnector};
 use pgshift::{ExtractContext, UrlStages};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::extract::WriterArgs;
+use crate::commands::flags::WriterArgs;
 
 #[derive(Subcommand)]
 pub(crate) enum BenchCommand {
@@ -184,18 +184,7 @@ fn sample(
         .args(["--lower", &lower.to_string(), "--upper", &upper.to_string()])
         .arg("--stage-dir")
         .arg(stage_dir)
-        .args([
-            "--compression",
-            w.compression_name(),
-            "--zstd-level",
-            &w.zstd_level.to_string(),
-        ])
-        .args([
-            "--row-group-mib",
-            &w.row_group_mib.to_string(),
-            "--file-mib",
-            &w.file_mib.to_string(),
-        ])
+        .args(w.argv())
         .env("PGSHIFT_SOURCE", &args.source)
         .output()?;
     if !out.status.success() {
