@@ -174,29 +174,42 @@ fn name_unreadable(unreadable: &[String]) {
     }
 }
 
+/// A time in seconds since the Unix epoch as `YYYY-MM-DD HH:MMZ`.
 fn when(t: f64) -> String {
-    let secs = t as i64;
-    let days = secs.div_euclid(86_400);
-    let (h, m) = (secs.rem_euclid(86_400) / 3600, secs.rem_euclid(3600) / 60);
-    // Days since the epoch to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}Z")
+    chrono::DateTime::from_timestamp(t as i64, 0)
+        .map_or_else(|| "-".into(), |d| d.format("%Y-%m-%d %H:%MZ").to_string())
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// A table for the terminal: a header and right-aligned numbers in the columns named.
+fn table(header: &[&str], right: &[usize]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.iter().copied());
+    let last = header.len().saturating_sub(1);
+    for (i, c) in t.column_iter_mut().enumerate() {
+        // Two spaces between columns, none after the last.
+        c.set_padding((0, if i == last { 0 } else { 2 }));
+        if right.contains(&i) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
     }
+    t
+}
+
+/// Rows as CSV on standard output, quoted where a field needs it.
+fn print_csv<I, R>(header: &[&str], rows: I) -> Result<()>
+where
+    I: IntoIterator<Item = R>,
+    R: IntoIterator<Item = String>,
+{
+    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    w.write_record(header)?;
+    for r in rows {
+        w.write_record(r)?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
@@ -224,31 +237,12 @@ pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
         "seconds",
         "cost_usd",
     ];
-    if a.csv {
-        println!("{}", header.join(","));
-    } else {
-        println!(
-            "{:<34} {:<17} {:<10} {:<9} {:>6} {:>12} {:>10} {:>6} {:>7} {:>8} {:>10}",
-            "run",
-            "started",
-            "status",
-            "trigger",
-            "tables",
-            "rows",
-            "source MB",
-            "parts",
-            "retries",
-            "seconds",
-            "cost $"
-        );
-    }
-    for l in &all {
+    let rows = all.iter().map(|l| {
         let trigger = match &l.trigger {
             pgshift::contract::ledger::Trigger::Manual => "manual".to_string(),
             pgshift::contract::ledger::Trigger::Snapshot { identifier } => format!("snapshot:{identifier}"),
         };
-        let cost = run_cost(l, &prices).total;
-        let row = [
+        vec![
             l.run_id.clone(),
             when(l.started_at),
             l.status.clone(),
@@ -259,26 +253,37 @@ pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
             l.parts().to_string(),
             l.retries().to_string(),
             format!("{:.1}", l.ended_at - l.started_at),
-            format!("{cost:.6}"),
-        ];
-        if a.csv {
-            println!("{}", row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-        } else {
-            println!(
-                "{:<34} {:<17} {:<10} {:<9} {:>6} {:>12} {:>10} {:>6} {:>7} {:>8} {:>10}",
-                row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10]
-            );
-        }
+            format!("{:.6}", run_cost(l, &prices).total),
+        ]
+    });
+    if a.csv {
+        return print_csv(&header, rows);
     }
-    if !a.csv {
-        println!(
-            "{} run(s) on {}; cost at {} list prices of {} (pgshift cost for the items)",
-            all.len(),
-            stage,
-            prices.region,
-            prices.date
-        );
-    }
+    let mut t = table(
+        &[
+            "run",
+            "started",
+            "status",
+            "trigger",
+            "tables",
+            "rows",
+            "source MB",
+            "parts",
+            "retries",
+            "seconds",
+            "cost $",
+        ],
+        &[4, 5, 6, 7, 8, 9, 10],
+    );
+    t.add_rows(rows);
+    println!("{t}");
+    println!(
+        "{} run(s) on {}; cost at {} list prices of {} (pgshift cost for the items)",
+        all.len(),
+        stage,
+        prices.region,
+        prices.date
+    );
     Ok(())
 }
 
@@ -315,24 +320,33 @@ pub(crate) async fn cost(a: CostArgs) -> Result<()> {
         return Ok(());
     }
     if a.csv {
-        println!("run_id,table,item,quantity,unit,unit_price_usd,usd,basis");
-        for b in &bills {
-            for i in &b.items {
-                let table = i.table.as_ref().map_or("(run)".to_string(), |t| t.to_string());
-                let fields = [
+        let rows = bills.iter().flat_map(|b| {
+            b.items.iter().map(|i| {
+                vec![
                     b.run_id.clone(),
-                    table,
+                    i.table.as_ref().map_or("(run)".to_string(), |t| t.to_string()),
                     i.item.clone(),
-                    format!("{}", i.quantity),
+                    i.quantity.to_string(),
                     i.unit.clone(),
-                    format!("{}", i.unit_price),
-                    format!("{}", i.dollars),
+                    i.unit_price.to_string(),
+                    i.dollars.to_string(),
                     basis(i.basis).to_string(),
-                ];
-                println!("{}", fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-            }
-        }
-        return Ok(());
+                ]
+            })
+        });
+        return print_csv(
+            &[
+                "run_id",
+                "table",
+                "item",
+                "quantity",
+                "unit",
+                "unit_price_usd",
+                "usd",
+                "basis",
+            ],
+            rows,
+        );
     }
     for b in &bills {
         print_bill(b);
@@ -375,23 +389,19 @@ fn print_bill(b: &RunCost) {
         when(b.started_at),
         b.prices
     );
-    println!(
-        "  {:<28} {:<48} {:>14} {:<12} {:<9} {:>12}",
-        "table", "item", "quantity", "unit", "basis", "$"
-    );
-    for i in &b.items {
-        let table = i.table.as_ref().map_or("(run)".to_string(), |t| t.to_string());
-        println!(
-            "  {:<28} {:<48} {:>14.6} {:<12} {:<9} {:>12.6}{}",
-            table,
-            i.item,
-            i.quantity,
-            i.unit,
-            basis(i.basis),
-            i.dollars,
-            i.note.as_ref().map_or(String::new(), |n| format!("  ({n})"))
-        );
-    }
+    let mut t = table(&["table", "item", "quantity", "unit", "basis", "$", "note"], &[2, 5]);
+    t.add_rows(b.items.iter().map(|i| {
+        vec![
+            i.table.as_ref().map_or("(run)".to_string(), |t| t.to_string()),
+            i.item.clone(),
+            format!("{:.6}", i.quantity),
+            i.unit.clone(),
+            basis(i.basis).to_string(),
+            format!("{:.6}", i.dollars),
+            i.note.clone().unwrap_or_default(),
+        ]
+    }));
+    println!("{t}");
     let per = |x: Option<f64>, what: &str| x.map_or(String::new(), |v| format!(", ${v:.6} {what}"));
     println!(
         "  total ${:.6}{}{}",

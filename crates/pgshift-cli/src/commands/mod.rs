@@ -6,6 +6,7 @@ pub(crate) mod flags;
 pub(crate) mod ledger;
 pub(crate) mod load;
 pub(crate) mod plan;
+pub(crate) mod progress;
 pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod snapshot;

@@ -1,19 +1,18 @@
 //! `pgshift run`: the whole pipeline on this machine, through the same state machine definition AWS runs.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use pgshift::contract::plan::PlanRequest;
-use pgshift::entry::pipeline::{LocalRun, Progress, RunState, TableLoadState, DEFINITION};
+use pgshift::entry::pipeline::{LocalRun, DEFINITION};
 use pgshift::source::PgConnector;
 use pgshift::stage::StageOpener;
 use pgshift::UrlStages;
 
 use crate::commands::flags::{self, need, ConfigArg, LoadFlags, PlanFlags, RunConfig};
+use crate::commands::progress::{Live, ProgressMode};
 
 #[derive(Args)]
 pub(crate) struct RunArgs {
@@ -57,14 +56,6 @@ pub(crate) struct RunArgs {
     /// The RDS instance class the cost prices the restored server at (what the same run would cost on AWS).
     #[arg(long, default_value = "db.r6g.large")]
     restore_class: String,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum ProgressMode {
-    Auto,
-    Line,
-    Log,
-    None,
 }
 
 /// What a run needs, from the flags over the config file.
@@ -138,38 +129,19 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         None => execution_name(),
     };
     let mut handle = run.start(&name)?;
-    let mode = match args.progress {
-        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Line,
-        ProgressMode::Auto => ProgressMode::Log,
-        m => m,
-    };
-    let mut last = String::new();
-    let mut rate = Rate::default();
+    let mut live = Live::new(args.progress);
     let mut signals = Signals::new()?;
     let out = loop {
         tokio::select! {
             r = &mut handle.outcome => break r?,
-            signal = signals.next() => return stopped(handle, signal, signals, mode).await,
-            _ = tokio::time::sleep(Duration::from_millis(if mode == ProgressMode::Line { 200 } else { 1000 })) => {
-                let line = status_line(&handle.progress, &mut rate);
-                match mode {
-                    ProgressMode::Line => {
-                        eprint!("\r\x1b[2K{line}");
-                        let _ = std::io::stderr().flush();
-                    }
-                    // Log lines only when something moved (the elapsed time aside).
-                    ProgressMode::Log if line.split_once(' ').map(|x| x.1) != last.split_once(' ').map(|x| x.1) => {
-                        eprintln!("{line}");
-                    }
-                    _ => {}
-                }
-                last = line;
+            signal = signals.next() => {
+                live.finish(&handle.progress);
+                return stopped(handle, signal, signals).await;
             }
+            _ = tokio::time::sleep(live.every()) => live.tick(&handle.progress),
         }
     };
-    if mode == ProgressMode::Line {
-        eprintln!("\r\x1b[2K{}", status_line(&handle.progress, &mut rate));
-    }
+    live.finish(&handle.progress);
     refuse_duplicate(&out.output)?;
     println!("{}", out.report.render());
     println!("stage: {stage}   warehouse: {}", redact(&warehouse));
@@ -259,11 +231,7 @@ async fn stopped(
     handle: pgshift::entry::pipeline::RunHandle,
     (name, code): (&'static str, u8),
     mut signals: Signals,
-    mode: ProgressMode,
 ) -> Result<()> {
-    if mode == ProgressMode::Line {
-        eprintln!();
-    }
     eprintln!("{name}: stopping the run and cleaning up (again to force)");
     let cause = format!("stopped by {name}");
     let cleanup = handle.stop(pgshift::contract::code::Code::FatalInterrupted.name(), &cause);
@@ -315,87 +283,6 @@ fn cleanup_said(c: Option<&pgshift::contract::load::CleanupResult>) -> String {
         said.push_str(&format!("; {n}"));
     }
     said
-}
-
-/// The current throughput: rows and bytes moved over the last few seconds of samples, not since the start.
-#[derive(Default)]
-struct Rate {
-    samples: std::collections::VecDeque<(f64, u64, u64)>,
-}
-
-impl Rate {
-    const WINDOW: f64 = 5.0;
-
-    /// Adds a sample (seconds, rows and bytes moved so far); returns rows/s and MB/s over the window.
-    fn push(&mut self, t: f64, rows: u64, bytes: u64) -> (f64, f64) {
-        self.samples.push_back((t, rows, bytes));
-        while self.samples.len() > 2 && self.samples.front().is_some_and(|s| t - s.0 > Self::WINDOW) {
-            self.samples.pop_front();
-        }
-        let (t0, r0, b0) = self.samples.front().copied().unwrap_or((0.0, 0, 0));
-        let dt = (t - t0).max(1e-3);
-        if self.samples.len() < 2 {
-            return (rows as f64 / t.max(1e-3), bytes as f64 / 1e6 / t.max(1e-3));
-        }
-        (
-            rows.saturating_sub(r0) as f64 / dt,
-            bytes.saturating_sub(b0) as f64 / 1e6 / dt,
-        )
-    }
-}
-
-/// One line of progress: phase, parts (or, loading, the tables and the step each is at), rows and bytes moved, and
-/// the current throughput.
-fn status_line(p: &Progress, rate: &mut Rate) -> String {
-    let s = p.snapshot();
-    let t = p.elapsed();
-    let rows: u64 = s.results.iter().map(|r| r.rows).sum();
-    let src: u64 = s.results.iter().map(|r| r.source_bytes).sum();
-    let parquet: u64 = s.results.iter().flat_map(|r| &r.files).map(|f| f.bytes).sum();
-    if s.phase == "loading" || !s.load.is_empty() {
-        let loaded = s.loaded_rows();
-        let (rps, _) = rate.push(t, loaded, 0);
-        return format!(
-            "[{t:6.1}s] {:<11} {} | {loaded} of {rows} rows committed | {rps:.0} rows/s",
-            s.phase,
-            load_line(&s),
-        );
-    }
-    let (rps, mbps) = rate.push(t, rows, src);
-    format!(
-        "[{t:6.1}s] {:<11} parts {}/{} done, {} running, {} failed attempts | {rows} rows, {:.1} MB read, {:.1} MB \
-         Parquet | {rps:.0} rows/s, {mbps:.1} MB/s",
-        s.phase,
-        s.results.len(),
-        s.parts,
-        s.running(),
-        s.failed_attempts(),
-        src as f64 / 1e6,
-        parquet as f64 / 1e6,
-    )
-}
-
-/// Tables done of total, and the step each running table is at.
-fn load_line(s: &RunState) -> String {
-    let done = s
-        .load
-        .values()
-        .filter(|l| matches!(l, TableLoadState::Ended(_)))
-        .count();
-    let running: Vec<String> = s
-        .load
-        .iter()
-        .filter_map(|(t, l)| match l {
-            TableLoadState::Running(step) => Some(format!("{t} ({})", step.label())),
-            TableLoadState::Ended(_) => None,
-        })
-        .collect();
-    let now = match running.as_slice() {
-        [] => String::new(),
-        [a] => format!("; now {a}"),
-        [a, rest @ ..] => format!("; now {a} and {} more", rest.len()),
-    };
-    format!("tables {done}/{} loaded{now}", s.tables.max(s.load.len()))
 }
 
 /// A connection string without its password.
@@ -475,27 +362,6 @@ mode = "merge"
 slices = 4
 target_part_bytes = 1048576
 "#;
-
-    #[test]
-    fn the_rate_is_the_current_one_not_the_average_since_the_start() {
-        let mut r = Rate::default();
-        // 1,000 rows/s for 10 s, then nothing moves for 6 s.
-        for t in 0..=10 {
-            r.push(t as f64, t * 1000, 0);
-        }
-        let (now, _) = r.push(11.0, 11_000, 0);
-        assert!((now - 1000.0).abs() < 1.0, "{now}");
-        for t in 12..=16 {
-            r.push(t as f64, 11_000, 0);
-        }
-        let (stalled, _) = r.push(17.0, 11_000, 0);
-        assert_eq!(
-            stalled,
-            0.0,
-            "a stalled run shows 0, not the average of {} rows/s",
-            11_000 / 17
-        );
-    }
 
     #[test]
     fn flags_override_the_config_file() {

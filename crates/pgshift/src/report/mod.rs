@@ -376,51 +376,96 @@ impl RunReport {
     /// The report as text tables for a terminal.
     pub fn render(&self) -> String {
         let mut o = String::new();
-        let mb = |b: u64| b as f64 / 1e6;
-        let _ = writeln!(
-            o,
-            "\n{:<40} {:>5} {:>12} {:>10} {:>10} {:>8} {:>6}  loaded",
-            "table", "parts", "rows", "source MB", "parquet MB", "max s", "skew"
+        let _ = writeln!(o, "\n{}", self.tables_table());
+        for t in self.tables.iter().filter(|t| t.parts.len() > 1) {
+            let _ = writeln!(o, "\nparts of {}:\n{}", t.table, parts_table(t));
+        }
+        self.render_totals(&mut o);
+        self.render_outcome(&mut o);
+        if let Some(r) = &self.restore {
+            let _ = writeln!(o, "{}", r.line());
+        }
+        render_bill(&mut o, &self.bill);
+        o
+    }
+}
+
+/// A text table with a header, columns two spaces apart, the numbers right-aligned (every column but the first
+/// `left` ones and the last `trailing_left`).
+fn text_table(header: &[&str], left: usize, trailing_left: usize) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.iter().copied());
+    let n = header.len();
+    let last = header.len().saturating_sub(1);
+    for (i, c) in t.column_iter_mut().enumerate() {
+        // Two spaces between columns, none after the last.
+        c.set_padding((0, if i == last { 0 } else { 2 }));
+        if i >= left && i + trailing_left < n {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    t
+}
+
+fn mb(b: u64) -> f64 {
+    b as f64 / 1e6
+}
+
+/// Per part of a table: its rows, size, time and rate, and a bar of its rows against the largest part's.
+fn parts_table(t: &TableReport) -> comfy_table::Table {
+    let mut out = text_table(&["range", "rows", "MB", "s", "MB/s", "rows"], 0, 1);
+    let max = t.parts.iter().map(|p| p.rows).max().unwrap_or(0).max(1);
+    for p in &t.parts {
+        let bar = "█".repeat((p.rows as f64 / max as f64 * 30.0).round() as usize);
+        out.add_row(vec![
+            p.range_index.to_string(),
+            p.rows.to_string(),
+            format!("{:.2}", mb(p.parquet_bytes)),
+            format!("{:.2}", p.seconds),
+            format!("{:.1}", mb(p.source_bytes) / p.seconds.max(1e-9)),
+            bar,
+        ]);
+    }
+    out
+}
+
+impl RunReport {
+    /// Per table: parts, rows, bytes, the slowest part, the skew, and the rows loaded.
+    fn tables_table(&self) -> comfy_table::Table {
+        let mut out = text_table(
+            &[
+                "table",
+                "parts",
+                "rows",
+                "source MB",
+                "parquet MB",
+                "max s",
+                "skew",
+                "loaded",
+            ],
+            1,
+            1,
         );
         for t in &self.tables {
             let max_s = t.parts.iter().map(|p| p.seconds).fold(0.0, f64::max);
-            let _ = writeln!(
-                o,
-                "{:<40} {:>5} {:>12} {:>10.1} {:>10.1} {:>8.2} {:>6.3}  {}",
+            out.add_row(vec![
                 truncate(&t.table.to_string(), 40),
-                t.parts.len(),
-                t.rows,
-                mb(t.source_bytes),
-                mb(t.parquet_bytes),
-                max_s,
-                t.skew,
-                match t.loaded_rows {
-                    Some(n) => n.to_string(),
-                    None => "-".into(),
-                }
-            );
+                t.parts.len().to_string(),
+                t.rows.to_string(),
+                format!("{:.1}", mb(t.source_bytes)),
+                format!("{:.1}", mb(t.parquet_bytes)),
+                format!("{max_s:.2}"),
+                format!("{:.3}", t.skew),
+                t.loaded_rows.map_or("-".into(), |n| n.to_string()),
+            ]);
         }
-        for t in self.tables.iter().filter(|t| t.parts.len() > 1) {
-            let _ = writeln!(o, "\nparts of {}:", t.table);
-            let _ = writeln!(
-                o,
-                "  {:>5} {:>10} {:>9} {:>7} {:>8}  rows",
-                "range", "rows", "MB", "s", "MB/s"
-            );
-            let max = t.parts.iter().map(|p| p.rows).max().unwrap_or(0).max(1);
-            for p in &t.parts {
-                let bar = "█".repeat((p.rows as f64 / max as f64 * 30.0).round() as usize);
-                let _ = writeln!(
-                    o,
-                    "  {:>5} {:>10} {:>9.2} {:>7.2} {:>8.1}  {bar}",
-                    p.range_index,
-                    p.rows,
-                    mb(p.parquet_bytes),
-                    p.seconds,
-                    mb(p.source_bytes) / p.seconds.max(1e-9),
-                );
-            }
-        }
+        out
+    }
+
+    /// Rows and bytes read, the rate, the peak concurrency, the retries and the ranges kept from an earlier attempt.
+    fn render_totals(&self, o: &mut String) {
         let rows: u64 = self.tables.iter().map(|t| t.rows).sum();
         let src: u64 = self.tables.iter().map(|t| t.source_bytes).sum();
         let _ = write!(o, "\n{rows} rows, {:.1} MB read from the source", mb(src));
@@ -443,12 +488,6 @@ impl RunReport {
                 t.parts.len()
             );
         }
-        self.render_outcome(&mut o);
-        if let Some(r) = &self.restore {
-            let _ = writeln!(o, "{}", r.line());
-        }
-        render_bill(&mut o, &self.bill);
-        o
     }
 }
 
