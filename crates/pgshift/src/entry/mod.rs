@@ -7,4 +7,6 @@ pub mod handlers;
 pub(crate) mod names;
 pub use names::Named;
 pub mod pipeline;
+#[cfg(test)]
+mod template_tests;
 pub mod trigger;
