@@ -31,17 +31,22 @@ pub use start::{hold_run, load, start};
 
 use crate::contract::load::*;
 
-/// The loader Lambda's handler: `{"action": "start", …LoadRequest}` (the default), `{"action": "check", "progress":
-/// …}` or `{"action": "cleanup", "state": …}`.
-pub async fn handle(ctx: &LoadContext, input: serde_json::Value) -> Result<serde_json::Value, LoadError> {
-    let bad = |e: serde_json::Error| LoadError::InvalidRequest(format!("loader input: {e}"));
-    let out = match LoaderInput::from_json(input).map_err(bad)? {
+/// The load's actions of the loader Lambda, its input parsed by `entry::handlers`: `preflight`, `start`, `check` and
+/// `cleanup`. `sweep` and `finish` are the entry's (they reach beyond the load) and are refused here.
+pub async fn handle(ctx: &LoadContext, input: LoaderInput) -> Result<serde_json::Value, LoadError> {
+    let out = match input {
         LoaderInput::Preflight(req) => serde_json::to_value(preflight(ctx, req).await?),
         LoaderInput::Start(req) => serde_json::to_value(start(ctx, req).await?),
         LoaderInput::Check { progress } => serde_json::to_value(check(ctx, progress).await?),
         LoaderInput::Cleanup(req) => serde_json::to_value(cleanup(ctx, req).await?),
+        other @ (LoaderInput::Sweep {} | LoaderInput::Finish(_)) => {
+            return Err(LoadError::InvalidRequest(format!(
+                "loader action {:?} is not the load's (entry::handlers::loader answers it)",
+                other.action()
+            )))
+        }
     };
-    out.map_err(bad)
+    out.map_err(|e| LoadError::InvalidRequest(format!("loader output: {e}")))
 }
 
 #[cfg(test)]
