@@ -19,5 +19,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         source: Arc::new(source),
         stages: Arc::new(UrlStages::default()),
     };
-    serve(ctx, |c, input| async move { handlers::extractor(&c, input).await }).await
+    serve(ctx, |c, input| async move {
+        handlers::extractor(&c, handlers::extractor_input(input)?).await
+    })
+    .await
 }

@@ -1,5 +1,5 @@
-//! Lambda `loader`: `{"action": "start" | "check" | "cleanup" | "sweep" | "finish", …}` in (the Load, CheckLoad,
-//! Cleanup, Sweep and Finish states);
+//! Lambda `loader`: `{"action": "preflight" | "start" | "check" | "cleanup" | "sweep" | "finish", …}` in (the
+//! Preflight, Load, CheckLoad, Cleanup, Sweep and Finish states), parsed once into `LoaderInput`;
 //! load progress or the cleanup's result out. Handler: `pgshift::entry::handlers::loader`.
 //! Configuration (`pgshift::entry::config`): PGSHIFT_WAREHOUSE (and PGSHIFT_WAREHOUSE_SECRET_ARN for a postgres:// one),
 //! PGSHIFT_EXTRACTOR_MEMORY_MB for the run report's cost, PGSHIFT_LOADER_BUDGET_SECONDS (time to set tables up per
@@ -33,7 +33,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         },
     };
     serve((ctx, sweep), move |c, input| async move {
-        handlers::loader(&c.0, Some(&c.1), input, memory_mb).await
+        handlers::loader(&c.0, Some(&c.1), handlers::loader_input(input)?, memory_mb).await
     })
     .await
 }

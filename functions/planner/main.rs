@@ -23,7 +23,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         stages: Arc::new(UrlStages::default()),
     };
     serve((ctx, defaults), |c, input| async move {
-        handlers::planner(&c.0, &c.1, input).await
+        handlers::planner(&c.0, &c.1, handlers::planner_input(input)?).await
     })
     .await
 }

@@ -469,17 +469,28 @@ pub struct FailedAttempt {
 
 /// What the extractor Lambda is handed: `{"task": …, "attempt": n}` as the definition's Parameters build it, or a
 /// bare task (attempt 0), as `pgshift extract --task` and older definitions send it.
-pub fn extractor_input(input: serde_json::Value) -> Result<(ExtractTask, u32), serde_json::Error> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Wrapped {
-        task: ExtractTask,
-        #[serde(default)]
-        attempt: u32,
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtractorInput {
+    pub task: ExtractTask,
+    /// The Map's retry count of this task (`$$.State.RetryCount`).
+    pub attempt: u32,
+}
+
+impl<'de> Deserialize<'de> for ExtractorInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wrapped {
+            task: ExtractTask,
+            #[serde(default)]
+            attempt: u32,
+        }
+        let input = serde_json::Value::deserialize(d)?;
+        let parsed = match input.get("task") {
+            Some(_) => serde_json::from_value(input).map(|w: Wrapped| (w.task, w.attempt)),
+            None => serde_json::from_value(input).map(|t| (t, 0)),
+        };
+        let (task, attempt) = parsed.map_err(serde::de::Error::custom)?;
+        Ok(ExtractorInput { task, attempt })
     }
-    if input.get("task").is_some() {
-        let w: Wrapped = serde_json::from_value(input)?;
-        return Ok((w.task, w.attempt));
-    }
-    Ok((serde_json::from_value(input)?, 0))
 }

@@ -379,6 +379,39 @@ pub struct ResultsLocation {
     pub prefix: String,
 }
 
+/// What the planner Lambda is asked: `{"action": "trigger", "input": …, "execution": …}` (the `Trigger` state: a
+/// trigger input, an RDS snapshot event or a manual input, made the run's request), `{"action": "plan", "request": …}`
+/// (the `Plan` state), or, without `action`, a trigger input itself, planned at once (a direct invocation). An
+/// unknown action, or an unknown field beside a known one, is refused.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(remote = "Self", tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PlannerInput {
+    Trigger {
+        /// The execution's input (`$$.Execution.Input`).
+        #[serde(default)]
+        input: serde_json::Value,
+        /// The execution's id, which takes the run's lock.
+        #[serde(default)]
+        execution: Option<String>,
+    },
+    Plan {
+        request: Box<PlanRequest>,
+    },
+    /// A trigger input without `action`, as it was invoked.
+    #[serde(skip)]
+    Direct(serde_json::Value),
+}
+
+impl<'de> Deserialize<'de> for PlannerInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        if v.get("action").is_none() {
+            return Ok(PlannerInput::Direct(v));
+        }
+        PlannerInput::deserialize(v).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,7 +99,7 @@ mod tests {
             },
             ExtractError::Parquet {
                 table: t(),
-                detail: String::new(),
+                source: crate::extract::ParquetFailure::EncoderStopped,
             },
             ExtractError::Stage(io(std::io::ErrorKind::ConnectionReset)),
             ExtractError::Stage(io(std::io::ErrorKind::PermissionDenied)),

@@ -212,8 +212,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, Failure> {
 
 impl LocalPipeline {
     async fn extract(&self, call: TaskCall) -> Result<Value, Failure> {
-        let (task, attempt) = crate::contract::model::extractor_input(call.input)
-            .map_err(|e| lambda_failure("Pipeline.Fatal.InvalidInput", format!("extract task: {e}")))?;
+        let input =
+            crate::entry::handlers::extractor_input(call.input).map_err(|e| lambda_failure(e.name(), e.to_string()))?;
+        let (task, attempt) = (&input.task, input.attempt);
         let t0 = self.progress.elapsed();
         let slot = {
             let mut slot = 0;
@@ -231,7 +232,7 @@ impl LocalPipeline {
             });
             slot
         };
-        let r = crate::extract::extract_attempt(&self.extractor, task, attempt).await;
+        let r = crate::entry::handlers::extractor(&self.extractor, input).await;
         let now = self.progress.elapsed();
         match r {
             Ok(result) => {
@@ -293,9 +294,11 @@ impl Resources for LocalPipeline {
             let out = match function {
                 "planner" => {
                     self.progress.update(|s| s.phase = "planning");
-                    let out = crate::entry::handlers::planner(&self.planner, &self.plan_defaults, call.input)
+                    let failed = |e: crate::plan::PlanError| lambda_failure(e.name(), e.to_string());
+                    let input = crate::entry::handlers::planner_input(call.input).map_err(failed)?;
+                    let out = crate::entry::handlers::planner(&self.planner, &self.plan_defaults, input)
                         .await
-                        .map_err(|e| lambda_failure(e.name(), e.to_string()))?;
+                        .map_err(failed)?;
                     if let PlannerOutput::Planned(summary) = &out {
                         self.progress.update(|s| {
                             s.plan_url = Some(summary.plan_url.clone());
@@ -306,14 +309,19 @@ impl Resources for LocalPipeline {
                 }
                 "extractor" => self.extract(call).await,
                 "loader" => {
-                    let action = call.input.get("action").and_then(Value::as_str).unwrap_or("start");
-                    let cleanup = action == "cleanup";
+                    use crate::contract::load::LoaderInput;
+                    let input = crate::entry::handlers::loader_input(call.input);
+                    let cleanup = matches!(input, Ok(LoaderInput::Cleanup(_)));
                     let phase = if cleanup { "cleaning up" } else { "loading" };
                     self.progress.update(|s| s.phase = phase);
-                    let out =
-                        crate::entry::handlers::loader(&self.loader, self.sweep.as_ref(), call.input, self.memory_mb)
-                            .await
-                            .map_err(|e| lambda_failure(e.name(), e.to_string()));
+                    let out = match input {
+                        Ok(input) => {
+                            crate::entry::handlers::loader(&self.loader, self.sweep.as_ref(), input, self.memory_mb)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    }
+                    .map_err(|e| lambda_failure(e.name(), e.to_string()));
                     if let (Ok(v), true) = (&out, cleanup) {
                         let done = serde_json::from_value(v.clone()).ok();
                         self.progress.update(|s| s.cleanup = done);

@@ -24,7 +24,7 @@ use crate::source::decode::{CopyDecoder, DecodeError, DecoderSummary};
 use crate::source::{check_columns, describe_table, key_columns, SourceConnector, SourceError, SESSION_SETTINGS};
 use crate::stage::parquet::{upload, RollingWriter, Upload, WriteError, CHUNKS_IN_FLIGHT};
 use crate::stage::StageOpener;
-pub use error::ExtractError;
+pub use error::{ExtractError, ParquetFailure};
 
 /// The ports an extractor uses.
 pub struct ExtractContext {
@@ -159,7 +159,7 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt) -> Result<Ex
     let mut requests = count.snapshot();
     requests.put_class += 1;
     result.requests = Some(requests);
-    let json = serde_json::to_vec(&result).map_err(|e| parquet_error(task, format!("result JSON: {e}")))?;
+    let json = serde_json::to_vec(&result).map_err(|e| parquet_error(task, ParquetFailure::ResultJson(e)))?;
     crate::stage::put(stage.as_ref(), &result_key(task), bytes::Bytes::from(json)).await?;
     Ok(result)
 }
@@ -256,14 +256,13 @@ async fn read_range(
     drop(tx_batches);
     let encoded = encoder
         .await
-        .map_err(|e| parquet_error(task, format!("encoder thread: {e}")))?;
+        .map_err(|e| parquet_error(task, ParquetFailure::EncoderThread(e)))?;
     // The uploader's own error first: when it stopped, the encoder only saw its channel close.
     let files = uploader
         .await
-        .map_err(|e| parquet_error(task, format!("uploader task: {e}")))??;
+        .map_err(|e| parquet_error(task, ParquetFailure::UploaderTask(e)))??;
     encoded.map_err(|e| write_error(table, e))?;
-    let (summary, source_bytes) =
-        read.ok_or_else(|| parquet_error(task, "the encoder stopped before the end of the stream".into()))?;
+    let (summary, source_bytes) = read.ok_or_else(|| parquet_error(task, ParquetFailure::EncoderStopped))?;
     tx.commit().await.map_err(pg)?;
     result_of(task, files, summary, source_bytes, a)
 }
@@ -336,7 +335,10 @@ fn result_of(
     if rows_in_files != summary.rows {
         return Err(parquet_error(
             task,
-            format!("decoded {} rows but the files hold {rows_in_files}", summary.rows),
+            ParquetFailure::RowCount {
+                decoded: summary.rows,
+                in_files: rows_in_files,
+            },
         ));
     }
     let max_value_bytes: BTreeMap<String, u64> = task
@@ -371,10 +373,10 @@ fn result_of(
     })
 }
 
-fn parquet_error(task: &ExtractTask, detail: String) -> ExtractError {
+fn parquet_error(task: &ExtractTask, source: ParquetFailure) -> ExtractError {
     ExtractError::Parquet {
         table: task.table.clone(),
-        detail,
+        source,
     }
 }
 
@@ -435,7 +437,7 @@ fn decode_error(task: &ExtractTask, e: DecodeError) -> ExtractError {
 fn write_error(table: &crate::contract::model::TableRef, e: WriteError) -> ExtractError {
     ExtractError::Parquet {
         table: table.clone(),
-        detail: e.to_string(),
+        source: e.into(),
     }
 }
 

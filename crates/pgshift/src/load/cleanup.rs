@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 
+use super::context::{stage_of, LoadContext};
+use super::error::LoadError;
 use super::statements::{drop_staging_sql, logged_sql, staging_table};
-use super::{stage_of, LoadContext, LoadError};
 use crate::contract::layout::status_key;
 use crate::contract::load::*;
 use crate::contract::plan::{Plan, TablePlan};

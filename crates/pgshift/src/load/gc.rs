@@ -4,8 +4,9 @@
 //! its stage say whether it can still touch them ([`Liveness`]). Only the dead runs' tables are dropped: the next load
 //! of the same target does it, and `pgshift gc --warehouse` does it for the whole warehouse.
 
+use super::context::LoadContext;
+use super::error::LoadError;
 use super::statements::{drop_staging_sql, registry_sql, registry_table};
-use super::{LoadContext, LoadError};
 use crate::contract::model::TableRef;
 use crate::stage::run::{liveness, Liveness};
 use crate::warehouse::{self, Cell};

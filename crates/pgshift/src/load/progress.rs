@@ -3,7 +3,10 @@
 
 use bytes::Bytes;
 
-use super::{stage_of, LoadContext, LoadError};
+use super::context::{stage_of, LoadContext};
+use super::error::LoadError;
+use super::setup::{PrepareContext, TableFacts};
+use super::submit::advance;
 use crate::contract::layout::load_key;
 use crate::contract::load::*;
 use crate::contract::model::TableRef;
@@ -112,7 +115,7 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
     }
     progress.checks += 1;
     progress.done = progress.pending.is_empty() && progress.queued.is_empty() && failure.is_none();
-    progress.wait_seconds = super::next_wait(&progress);
+    progress.wait_seconds = next_wait(&progress);
     progress.summary.seconds = (crate::contract::clock::unix_now() - progress.started_at).max(0.0);
     if progress.done || !committed.is_empty() || failure.is_some() || !prepared.is_empty() {
         let ended = Ended {
@@ -165,7 +168,7 @@ async fn continue_queued(
     let plan = run::read_plan(stage.as_ref(), &progress.plan_url).await?;
     let key = crate::contract::layout::load_queue_key(&plan.run_id);
     let bytes = stage.get(&key).await?;
-    let facts: Vec<super::TableFacts> = serde_json::from_slice(&bytes)
+    let facts: Vec<TableFacts> = serde_json::from_slice(&bytes)
         .map_err(|e| LoadError::InvalidRequest(format!("{key}: the queued tables' facts: {e}")))?;
     let mut queue = std::collections::VecDeque::new();
     for table in &progress.queued {
@@ -181,14 +184,14 @@ async fn continue_queued(
         }
     }
     let options = progress.options.clone();
-    let pctx = super::PrepareContext {
+    let pctx = PrepareContext {
         wh: ctx.warehouse.as_ref(),
         stage: stage.as_ref(),
         plan: &plan,
         options: &options,
         watch: ctx.watch.as_deref(),
     };
-    let out = super::advance(&pctx, &mut queue, &mut progress.pending, until).await?;
+    let out = advance(&pctx, &mut queue, &mut progress.pending, until).await?;
     progress.queued = queue.iter().map(|(t, _)| t.table.clone()).collect();
     Ok(out)
 }
@@ -288,5 +291,14 @@ async fn failed_step(
             detail: format!("load transaction of {tables} failed and rolled back: {detail}"),
             retryable: false,
         }),
+    }
+}
+
+/// Seconds before the next check: soon when tables wait for a free slot that is free now, else the backoff.
+pub(super) fn next_wait(p: &LoadProgress) -> u64 {
+    if !p.queued.is_empty() && p.pending.len() < p.options.concurrency() {
+        1
+    } else {
+        wait_seconds(p.checks)
     }
 }

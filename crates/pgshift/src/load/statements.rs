@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{LoadError, Prepared};
+use super::error::LoadError;
+use super::setup::Prepared;
 use crate::contract::load::{LoadMode, LoadOptions};
 use crate::contract::model::{ColumnSpec, TableRef};
 use crate::contract::plan::{Plan, TablePlan};

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::LoadError;
+use super::error::LoadError;
 use crate::contract::load::{LoadOptions, TableLoad};
 use crate::contract::model::TableRef;
 use crate::contract::plan::Plan;

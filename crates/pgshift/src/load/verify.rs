@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 
-use super::LoadError;
+use super::error::LoadError;
 use crate::contract::layout;
 use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, StagedFile, TableRef};
 use crate::contract::plan::Plan;

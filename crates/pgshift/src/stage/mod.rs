@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 
 mod local;
 pub(crate) mod parquet;
+pub use parquet::WriteError;
 pub(crate) mod run;
 pub mod s3;
 

@@ -123,7 +123,7 @@ impl ChannelSink {
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(STAGE_CHUNK_BYTES)));
         self.tx
             .blocking_send(Upload::Bytes(chunk))
-            .map_err(|_| std::io::Error::other(UPLOADER_STOPPED))
+            .map_err(|_| std::io::Error::other(UploaderStopped))
     }
 }
 
@@ -141,7 +141,11 @@ impl Write for ChannelSink {
     }
 }
 
-const UPLOADER_STOPPED: &str = "the uploader stopped";
+/// What the sink's writes fail with when the uploader's channel is closed: found again, by its type, inside the
+/// Parquet error that carries it.
+#[derive(Debug, thiserror::Error)]
+#[error("the uploader stopped")]
+struct UploaderStopped;
 
 /// Encodes a stream of batches into files `<prefix>-000.parquet`, `<prefix>-001.parquet`, …, handed to the uploader
 /// as they are produced. Synchronous (it runs on the encoder's blocking thread); it never touches the stage itself.
@@ -155,13 +159,17 @@ pub(crate) struct RollingWriter {
     started: usize,
 }
 
+/// Why the Parquet writer stopped.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WriteError {
+pub enum WriteError {
     /// The uploader stopped (its own error says why).
-    #[error("{UPLOADER_STOPPED}")]
+    #[error("the uploader stopped")]
     UploaderStopped,
+    /// The writer's settings (a compression level out of range).
     #[error("{0}")]
-    Parquet(String),
+    Settings(String),
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
 }
 
 impl RollingWriter {
@@ -174,7 +182,7 @@ impl RollingWriter {
         Ok(Self {
             tx,
             schema,
-            props: writer_properties(settings).map_err(WriteError::Parquet)?,
+            props: writer_properties(settings).map_err(WriteError::Settings)?,
             settings: settings.clone(),
             key_prefix,
             current: None,
@@ -196,7 +204,7 @@ impl RollingWriter {
                 buf: Vec::with_capacity(STAGE_CHUNK_BYTES),
             };
             let writer = ArrowWriter::try_new(sink, self.schema.clone(), Some(self.props.clone()))
-                .map_err(|e| WriteError::Parquet(e.to_string()))?;
+                .map_err(WriteError::Parquet)?;
             self.current = Some((writer, 0));
         }
         let Some((writer, rows)) = self.current.as_mut() else {
@@ -228,9 +236,83 @@ impl RollingWriter {
 
 /// A Parquet error; one from writing into the channel means the uploader stopped.
 fn parquet_error(e: parquet::errors::ParquetError) -> WriteError {
-    if e.to_string().contains(UPLOADER_STOPPED) {
+    if stopped_uploader(&e) {
         WriteError::UploaderStopped
     } else {
-        WriteError::Parquet(e.to_string())
+        WriteError::Parquet(e)
+    }
+}
+
+/// Whether the error, or any error in its chain, is the sink's [`UploaderStopped`] (inside the `io::Error` it
+/// travels in).
+fn stopped_uploader(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let inner = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        if e.is::<UploaderStopped>() || inner.is_some_and(|i| i.is::<UploaderStopped>()) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::errors::ParquetError;
+
+    #[test]
+    fn a_write_into_a_closed_channel_is_the_uploader_stopping_by_its_type() {
+        let closed = ParquetError::from(std::io::Error::other(UploaderStopped));
+        assert!(matches!(parquet_error(closed), WriteError::UploaderStopped));
+        // Its words in another error's message are not it.
+        let other = ParquetError::General("the uploader stopped".into());
+        let e = parquet_error(other);
+        assert!(matches!(e, WriteError::Parquet(_)), "{e:?}");
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "transparent: the Parquet error's own source"
+        );
+    }
+
+    /// Bytes past the sink's chunk size, into a channel whose uploader is gone: the Parquet writer's own error,
+    /// wrapping the sink's, is the uploader stopping.
+    #[test]
+    fn a_parquet_write_after_the_uploader_stopped_says_so() {
+        let (tx, rx) = mpsc::channel(16);
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "b",
+            arrow_schema::DataType::Binary,
+            false,
+        )]));
+        let settings = WriterSettings {
+            compression: Compression::Snappy,
+            ..Default::default()
+        };
+        let mut writer = RollingWriter::new(tx, schema.clone(), &settings, "t/part".into()).expect("writer");
+        let mut x = 0x2545_f491_u32;
+        let values: Vec<Vec<u8>> = (0..12)
+            .map(|_| {
+                (0..1024 * 1024)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        let column = arrow_array::BinaryArray::from_vec(values.iter().map(Vec::as_slice).collect());
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(column)]).expect("batch");
+        // The file started while the uploader was there; its bytes reach the sink only as the file closes.
+        writer.write(&batch.slice(0, 1)).expect("buffered");
+        drop(rx);
+        let e = writer
+            .write(&batch)
+            .and_then(|()| writer.finish())
+            .expect_err("nobody uploads");
+        assert!(matches!(e, WriteError::UploaderStopped), "{e:?}");
     }
 }
