@@ -11,7 +11,7 @@ use anyhow::Result;
 use futures_util::future::BoxFuture;
 use pgshift::contract::load::{Atomicity, LoadOptions};
 use pgshift::contract::plan::PlanRequest;
-use pgshift::entry::pipeline::{RunOutcome, DEFINITION};
+use pgshift::entry::local::{RunOutcome, DEFINITION};
 use pgshift::stage::{StageError, StageOpener};
 use pgshift::warehouse::postgres::PgWarehouse;
 use pgshift::warehouse::{Batch, Cell, Dialect, Step, Submission, Warehouse, WarehouseError};

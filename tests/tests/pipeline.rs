@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use futures_util::future::BoxFuture;
 use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings};
-use pgshift::entry::pipeline::{LocalRun, RunOutcome, DEFINITION};
+use pgshift::entry::local::{LocalRun, RunOutcome, DEFINITION};
 use pgshift::source::PgConnector;
 use pgshift::stage::StageOpener;
 use pgshift::stage::{ObjectWriter, Stage, StageError};

@@ -12,7 +12,7 @@ use aws_sdk_redshiftdata::types::{Field, StatusString};
 use pgshift::contract::load::{LoadProgress, LoadSummary, PendingLoad, StepKind};
 use pgshift::contract::model::{ColumnSpec, PgType, TableRef};
 use pgshift::contract::types::Mapping;
-use pgshift::entry::pipeline::DEFINITION;
+use pgshift::entry::local::DEFINITION;
 use pgshift::load::{LoadContext, LoadError};
 use pgshift::warehouse::redshift::{Polling, RedshiftTarget, RedshiftWarehouse};
 use pgshift::warehouse::{

@@ -14,7 +14,7 @@ use pgshift::contract::layout::{manifest_key, plan_key};
 use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, StepKind};
 use pgshift::contract::model::TableRef;
 use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings, TablePlan};
-use pgshift::entry::pipeline::{LocalRun, RunOutcome, DEFINITION};
+use pgshift::entry::local::{LocalRun, RunOutcome, DEFINITION};
 use pgshift::source::PgConnector;
 use pgshift::warehouse::redshift::{copy_sql, RedshiftWarehouse};
 use pgshift::warehouse::{reconcile_sql, CopyJob, Dialect, Warehouse};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use pgshift::contract::load::{LoadOptions, SchemaEvolution};
 use pgshift::contract::snapshot::RestoreSettings;
-use pgshift::entry::pipeline::{LocalRun, RunOutcome, DEFINITION};
+use pgshift::entry::local::{LocalRun, RunOutcome, DEFINITION};
 use pgshift::rds::local::LocalRds;
 use pgshift::rds::Rds;
 use pgshift::warehouse::postgres::PgWarehouse;

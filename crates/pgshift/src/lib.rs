@@ -36,7 +36,7 @@ pub mod warehouse;
 pub use contract::load::{LoadRequest, LoadResult};
 pub use contract::model::{ExtractResult, ExtractTask};
 pub use contract::plan::{Plan, PlanRequest};
-pub use entry::pipeline::LocalRun;
+pub use entry::local::LocalRun;
 pub use extract::{extract, ExtractContext, ExtractError};
 pub use load::{LoadContext, LoadError};
 pub use plan::{PlanContext, PlanError};
@@ -46,3 +46,5 @@ pub use warehouse::{Warehouse, WarehouseError};
 
 #[cfg(test)]
 mod layers;
+#[cfg(test)]
+mod sizes;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pgshift::entry::pipeline::{Progress, RunState, TableLoadState};
+use pgshift::entry::local::{Progress, RunState, TableLoadState};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub(crate) enum ProgressMode {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pgshift::contract::plan::PlanRequest;
-use pgshift::entry::pipeline::{LocalRun, DEFINITION};
+use pgshift::entry::local::{LocalRun, DEFINITION};
 use pgshift::source::PgConnector;
 use pgshift::stage::StageOpener;
 use pgshift::UrlStages;
@@ -85,43 +85,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
             event.display()
         );
     }
-    let Resolved {
-        source,
-        warehouse,
-        mut request,
-    } = resolve(&args, args.config.read()?)?;
-    let stage = request.stage.clone();
-    let definition = match &args.definition {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        None => DEFINITION.to_string(),
-    };
-    let wh = pgshift::warehouse::warehouse(&warehouse).await?;
-    // What the planner checks the run against (Redshift: 40 statements a transaction, case-folded names).
-    request.warehouse = wh.dialect().limits();
-    let input = run_input(&args, &request)?;
-    let restore = pgshift::contract::snapshot::RestoreSettings {
-        instance_class: args.restore_class.clone(),
-        poll_seconds: 1,
-        timeout_seconds: args.restore_checks.max(1),
-        ..Default::default()
-    };
-    let rds: Arc<dyn pgshift::rds::Rds> = Arc::new(pgshift::rds::local::LocalRds::new(
-        args.snapshot_dir
-            .clone()
-            .unwrap_or_else(pgshift::rds::local::default_dir),
-    ));
-    let run = LocalRun {
-        definition,
-        request,
-        input,
-        restore,
-        rds: Some(rds),
-        load_budget: None,
-        source: Arc::new(PgConnector::new(&source)?),
-        stages: Arc::new(UrlStages::default()),
-        warehouse: wh,
-        memory_mb: args.lambda_memory_mb,
-    };
+    let resolved = resolve(&args, args.config.read()?)?;
+    let (stage, warehouse) = (resolved.request.stage.clone(), resolved.warehouse.clone());
+    let run = local_run(&args, resolved).await?;
     // A run id given again is the same execution again (the local counterpart of a redrive), so the run's lock
     // (`<run>/lock.json`) lets it in; a fresh run gets a fresh name.
     let name = match &args.plan.run_id {
@@ -157,12 +123,58 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
             Err(f) => println!("{}", serde_json::to_string_pretty(f)?),
         }
     }
+    ended(out)
+}
+
+/// The run on this machine: the definition, the request checked against the warehouse's limits, the execution's
+/// input, the RDS stand-in, and the ports.
+async fn local_run(args: &RunArgs, resolved: Resolved) -> Result<LocalRun> {
+    let Resolved {
+        source,
+        warehouse,
+        mut request,
+    } = resolved;
+    let definition = match &args.definition {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => DEFINITION.to_string(),
+    };
+    let wh = pgshift::warehouse::warehouse(&warehouse).await?;
+    // What the planner checks the run against (Redshift: 40 statements a transaction, case-folded names).
+    request.warehouse = wh.dialect().limits();
+    let input = run_input(args, &request)?;
+    let restore = pgshift::contract::snapshot::RestoreSettings {
+        instance_class: args.restore_class.clone(),
+        poll_seconds: 1,
+        timeout_seconds: args.restore_checks.max(1),
+        ..Default::default()
+    };
+    let rds: Arc<dyn pgshift::rds::Rds> = Arc::new(pgshift::rds::local::LocalRds::new(
+        args.snapshot_dir
+            .clone()
+            .unwrap_or_else(pgshift::rds::local::default_dir),
+    ));
+    Ok(LocalRun {
+        definition,
+        request,
+        input,
+        restore,
+        rds: Some(rds),
+        load_budget: None,
+        source: Arc::new(PgConnector::new(&source)?),
+        stages: Arc::new(UrlStages::default()),
+        warehouse: wh,
+        memory_mb: args.lambda_memory_mb,
+    })
+}
+
+/// The exit of a run that ended: success only when the warehouse holds exactly the rows extracted.
+fn ended(out: pgshift::entry::local::RunOutcome) -> Result<()> {
     match out.output {
         Ok(_) if out.report.reconciled() => Ok(()),
         Ok(_) => bail!("the run succeeded but did not reconcile"),
         Err(f) => bail!(
             "the run failed: {} [{}] ({})",
-            pgshift::entry::pipeline::failure_message(&f),
+            pgshift::entry::local::failure_message(&f),
             f.error,
             cleanup_said(out.cleanup.as_ref())
         ),
@@ -228,7 +240,7 @@ impl Signals {
 /// A run stopped by a signal: its tasks dropped, Cleanup run (staging tables dropped, the run marked failed on the
 /// stage), then the process ends with the signal's code. A second signal during Cleanup ends it at once.
 async fn stopped(
-    handle: pgshift::entry::pipeline::RunHandle,
+    handle: pgshift::entry::local::RunHandle,
     (name, code): (&'static str, u8),
     mut signals: Signals,
 ) -> Result<()> {

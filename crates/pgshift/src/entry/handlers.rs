@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn every_task_state_of_the_definition_parses_into_its_functions_input() {
-        let definition: Value = serde_json::from_str(crate::entry::pipeline::DEFINITION).expect("definition");
+        let definition: Value = serde_json::from_str(crate::entry::local::DEFINITION).expect("definition");
         let mut tasks = Vec::new();
         function_tasks(&definition, &mut tasks);
         let state = sample_state();

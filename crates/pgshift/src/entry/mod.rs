@@ -6,7 +6,7 @@ pub mod config;
 pub mod handlers;
 pub(crate) mod names;
 pub use names::Named;
-pub mod pipeline;
+pub mod local;
 #[cfg(test)]
 mod template_tests;
 pub mod trigger;

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use serde_norway::Value;
 
 use crate::contract::code::Code;
-use crate::entry::pipeline::{local_machine, DEFINITION, FUNCTIONS, RDS_SDK};
+use crate::entry::local::{local_machine, DEFINITION, FUNCTIONS, RDS_SDK};
 
 fn repo(path: &str) -> String {
     let p = format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"));

@@ -69,23 +69,7 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
         None => false,
     };
     if corrected {
-        // The run's record says what the warehouse committed, whether or not the load wrote its own record.
-        let mut load = match run::read_load(ctx.stages.as_ref(), plan_url).await {
-            Ok(Some(l)) => l,
-            _ => LoadResult {
-                run_id: run_id.clone(),
-                mode: Default::default(),
-                tables: Vec::new(),
-                started_at: 0.0,
-                seconds: 0.0,
-                done: false,
-                billed: Vec::new(),
-            },
-        };
-        load.tables = tables.clone();
-        if let Err(e) = super::progress::record(stage.as_ref(), &load).await {
-            out.notes.push(format!("correcting load.json from the load log: {e}"));
-        }
+        record_correction(ctx, (stage.as_ref(), plan_url, &run_id), &tables, &mut out.notes).await;
     }
     drop_created_targets(ctx.warehouse.as_ref(), &tables, &mut out).await;
     out.tables = tables.clone();
@@ -97,6 +81,32 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
     }
     tracing::warn!(run = %run_id, dropped = out.dropped.len(), "run cleaned up after a failure");
     Ok(out)
+}
+
+/// The load's record corrected from the load log, so that the run's record says what the warehouse committed,
+/// whether or not the load wrote its own record.
+async fn record_correction(
+    ctx: &LoadContext,
+    (stage, plan_url, run_id): (&dyn crate::stage::Stage, &str, &str),
+    tables: &[TableLoad],
+    notes: &mut Vec<String>,
+) {
+    let mut load = match run::read_load(ctx.stages.as_ref(), plan_url).await {
+        Ok(Some(l)) => l,
+        _ => LoadResult {
+            run_id: run_id.to_string(),
+            mode: Default::default(),
+            tables: Vec::new(),
+            started_at: 0.0,
+            seconds: 0.0,
+            done: false,
+            billed: Vec::new(),
+        },
+    };
+    load.tables = tables.to_vec();
+    if let Err(e) = super::progress::record(stage, &load).await {
+        notes.push(format!("correcting load.json from the load log: {e}"));
+    }
 }
 
 /// Drops the targets this run's set-up created whose load did not commit, so that a failed first load leaves the

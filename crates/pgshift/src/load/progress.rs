@@ -55,39 +55,11 @@ pub(super) fn wait_seconds(checks: u32) -> u64 {
 pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<LoadProgress, LoadError> {
     let began = std::time::Instant::now();
     let wh = ctx.warehouse.as_ref();
-    let mut still = Vec::new();
-    let mut committed: Vec<TableRef> = Vec::new();
-    let mut times: Vec<(TableRef, StepTime)> = Vec::new();
-    let mut failure: Option<(Vec<TableRef>, LoadError)> = None;
-    for p in std::mem::take(&mut progress.pending) {
-        if failure.is_some() {
-            still.push(p);
-            continue;
-        }
-        match wh.status(&p.statement_id).await? {
-            TxStatus::Running => still.push(p),
-            TxStatus::Finished(timings) => {
-                tracing::info!(statement = %p.statement_id, "load transaction committed");
-                for (i, t) in timings.iter().enumerate() {
-                    let l = p.label(i);
-                    times.push((
-                        l.table,
-                        StepTime {
-                            step: l.kind,
-                            started_at: t.started_at,
-                            seconds: t.seconds,
-                        },
-                    ));
-                }
-                committed.extend(p.tables.iter().cloned());
-            }
-            TxStatus::Failed { step, detail, query_id } => {
-                let e = failed_step(wh, &p, step, detail, query_id).await;
-                failure = Some((p.tables.clone(), e));
-            }
-        }
-    }
-    progress.pending = still;
+    let Polled {
+        committed,
+        times,
+        mut failure,
+    } = poll(wh, &mut progress).await?;
     if failure.is_none() {
         failure = past_deadline(&progress);
     }
@@ -139,6 +111,52 @@ pub async fn check(ctx: &LoadContext, mut progress: LoadProgress) -> Result<Load
         }
         None => Ok(progress),
     }
+}
+
+/// What one look at the pending transactions found.
+struct Polled {
+    committed: Vec<TableRef>,
+    times: Vec<(TableRef, StepTime)>,
+    failure: Option<(Vec<TableRef>, LoadError)>,
+}
+
+/// Asks the warehouse for each pending transaction (until one failed): those still running stay pending, a
+/// committed one gives its tables and its steps' times, a failed one the error of its step.
+async fn poll(wh: &dyn Warehouse, progress: &mut LoadProgress) -> Result<Polled, LoadError> {
+    let mut still = Vec::new();
+    let mut out = Polled {
+        committed: Vec::new(),
+        times: Vec::new(),
+        failure: None,
+    };
+    for p in std::mem::take(&mut progress.pending) {
+        if out.failure.is_some() {
+            still.push(p);
+            continue;
+        }
+        match wh.status(&p.statement_id).await? {
+            TxStatus::Running => still.push(p),
+            TxStatus::Finished(timings) => {
+                tracing::info!(statement = %p.statement_id, "load transaction committed");
+                for (i, t) in timings.iter().enumerate() {
+                    let l = p.label(i);
+                    let step = StepTime {
+                        step: l.kind,
+                        started_at: t.started_at,
+                        seconds: t.seconds,
+                    };
+                    out.times.push((l.table, step));
+                }
+                out.committed.extend(p.tables.iter().cloned());
+            }
+            TxStatus::Failed { step, detail, query_id } => {
+                let e = failed_step(wh, &p, step, detail, query_id).await;
+                out.failure = Some((p.tables.clone(), e));
+            }
+        }
+    }
+    progress.pending = still;
+    Ok(out)
 }
 
 /// The load's failure when its deadline has passed with transactions still running or tables still waiting: the

@@ -109,22 +109,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
         .await
         .map_err(src)?;
     let (wanted, run_note) = parts::wanted_parts(&selected, req);
-    let mut notes = vec![consistency(settings).to_string()];
-    notes.extend(run_note);
-    let views = select::skipped_views(&relations, req);
-    if !views.is_empty() {
-        notes.push(format!(
-            "views matched by a pattern and left out: {} (name them, or set include_views, to plan them)",
-            views.join(", ")
-        ));
-    }
-    notes.extend(selected.iter().filter(|r| r.is_view()).map(|r| {
-        format!(
-            "{} is a {}: it is read by running its query, as of the extraction's snapshot",
-            r.table,
-            if r.kind == 'm' { "materialized view" } else { "view" }
-        )
-    }));
+    let notes = plan_notes(req, &relations, &selected, run_note);
     let (mut tables, mut tasks) = (Vec::new(), Vec::new());
     for ((rel, catalog), (parts, clamp_note)) in selected.iter().zip(&catalogs).zip(wanted) {
         let (t, ts) = table::plan_table(table::TableContext {
@@ -164,6 +149,32 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     }
     .seal()
     .map_err(|e| PlanError::InvalidRequest(format!("plan JSON: {e}")))
+}
+
+/// The plan's notes: what it reflects of the source, the run's part cap, the views left out and those planned.
+fn plan_notes(
+    req: &PlanRequest,
+    relations: &[select::Relation],
+    selected: &[&select::Relation],
+    run_note: Option<String>,
+) -> Vec<String> {
+    let mut notes = vec![consistency(&req.settings).to_string()];
+    notes.extend(run_note);
+    let views = select::skipped_views(relations, req);
+    if !views.is_empty() {
+        notes.push(format!(
+            "views matched by a pattern and left out: {} (name them, or set include_views, to plan them)",
+            views.join(", ")
+        ));
+    }
+    notes.extend(selected.iter().filter(|r| r.is_view()).map(|r| {
+        format!(
+            "{} is a {}: it is read by running its query, as of the extraction's snapshot",
+            r.table,
+            if r.kind == 'm' { "materialized view" } else { "view" }
+        )
+    }));
+    notes
 }
 
 /// What the warehouse will reflect of the source, in words (`plan --explain` prints it; docs/planner.md).
