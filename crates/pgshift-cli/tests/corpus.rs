@@ -205,7 +205,7 @@ fn cases() -> Vec<Case> {
         case(
             "zero extractors in plan",
             "plan --source {src} --stage {stage} --tables t --max-concurrency 0",
-            &["'0' for '--max-concurrency", "not in 1.."],
+            &["'0' for '--concurrency", "not in 1.."],
         ),
         // Config files
         case(

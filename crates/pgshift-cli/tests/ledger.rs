@@ -454,6 +454,18 @@ fn every_view_of_a_run_prints_the_same_bill_for_a_run_that_succeeded_and_one_tha
             format!("{total:.6}"),
             "{id}: {text}"
         );
+        // One run record: the run's own summary says what `pgshift report` reads back from the stage, line for
+        // line, but for the wall time only the watching process knows.
+        for line in text
+            .lines()
+            .skip(1)
+            .filter(|l| !l.contains(" rows, ") && !l.trim().is_empty())
+        {
+            assert!(
+                said.contains(line),
+                "{id}: the summary lacks {line:?} of the report:\n{said}\n---\n{text}"
+            );
+        }
         // The HTML the run wrote on its stage, and the one `pgshift report --html` writes.
         let written = std::fs::read_to_string(dir.join(id).join("report.html"))?;
         let file = dir.join(format!("{id}.html"));

@@ -1,5 +1,4 @@
-//! Layer 1, AWS SDK plumbing shared by the S3 stage and the Redshift warehouse: which SDK errors may pass on a
-//! retry.
+//! Layer 1, AWS SDK plumbing shared by the S3 stage and the Redshift warehouse: which SDK errors may pass on a retry.
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;

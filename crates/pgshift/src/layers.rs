@@ -215,3 +215,28 @@ fn the_checker_sees_plain_grouped_multi_line_super_and_macro_paths() {
         .collect();
     assert_eq!(from_mod, ["Y", "entry"]);
 }
+
+/// Every top-level module says its layer in the first words of its header (`//! Layer N, …`), as this list does, so
+/// the map in the headers, in docs/architecture.md and in the test is one.
+#[test]
+fn every_module_header_names_its_layer_as_the_test_ranks_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let doc = std::fs::read_to_string(root.join("../../../docs/architecture.md")).expect("docs/architecture.md");
+    for (module, rank) in LAYERS {
+        let file = [root.join(module).join("mod.rs"), root.join(format!("{module}.rs"))]
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{module} has no file"));
+        let text = std::fs::read_to_string(&file).expect("source file");
+        let want = format!("//! Layer {rank}, ");
+        assert!(text.starts_with(&want), "{} starts with {want:?}", file.display());
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| {rank} |")))
+            .unwrap_or_else(|| panic!("docs/architecture.md has a row for layer {rank}"));
+        assert!(
+            row.contains(&format!("`{module}`")),
+            "docs/architecture.md puts {module} in layer {rank}: {row}"
+        );
+    }
+}

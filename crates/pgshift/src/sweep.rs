@@ -1,7 +1,8 @@
-//! The sweep: instances and Aurora clusters that pgshift restored for a run whose execution died before deleting
-//! them (killed, timed out, its Cleanup failed) are found by their name prefix and this stack's tags and deleted once
-//! older than a limit. It runs as a state at the start of every run and as `pgshift gc`. Nothing is deleted that
-//! does not carry both pgshift's name prefix and this stack's tag ([`crate::contract::snapshot::is_orphan`]).
+//! Layer 4, the sweep: instances and Aurora clusters that pgshift restored for a run whose execution died before
+//! deleting them (killed, timed out, its Cleanup failed) are found by their name prefix and this stack's tags and
+//! deleted once older than a limit. It runs as a state at the start of every run and as `pgshift gc`. Nothing is
+//! deleted that does not carry both pgshift's name prefix and this stack's tag
+//! ([`crate::contract::snapshot::is_orphan`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

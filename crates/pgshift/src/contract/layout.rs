@@ -105,6 +105,12 @@ pub fn attempt_key(task: &ExtractTask, attempt: u32) -> String {
     format!("{}.attempt-{attempt}.failed.json", file_key_prefix(task))
 }
 
+/// Where a range kept from an earlier attempt is recorded: `<run>/<schema>/<table>/part-<range>.kept.json` (listed with
+/// the failed attempts: the run's record tells a kept range from one read again without rewriting its result).
+pub fn kept_key(task: &ExtractTask) -> String {
+    format!("{}.kept.json", file_key_prefix(task))
+}
+
 /// `<run>/restore.json`: the snapshot a run restored, and the restored instance's life.
 pub fn lock_key(run_id: &str) -> String {
     format!("{}/lock.json", key_segment(run_id))

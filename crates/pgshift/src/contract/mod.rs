@@ -1,6 +1,6 @@
-//! Layer 1, the contract: the JSON model between the states (tasks, results, plans, loads, snapshots), the
-//! Postgres → Arrow → Redshift type table, SQL quoting and value rendering, and where every object lives on the stage.
-//! It depends on nothing else of pgshift; everything else may depend on it.
+//! Layer 0, the contract: the JSON model between the states (tasks, results, plans, loads, snapshots), the Postgres →
+//! Arrow → Redshift type table, SQL quoting and value rendering, and where every object lives on the stage. It depends
+//! on nothing else of pgshift; everything else may depend on it.
 
 pub mod clock;
 pub mod code;

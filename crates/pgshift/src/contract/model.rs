@@ -467,6 +467,17 @@ pub struct FailedAttempt {
     pub message: String,
 }
 
+/// A range an attempt kept because an earlier attempt landed it and it verified (`<range>.kept.json`): which result
+/// (by its start) was kept, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptRange {
+    pub table: TableRef,
+    pub range_index: u32,
+    /// The kept result's `started_at`: the marker names that result, not a later one of the same range.
+    pub result_started_at: f64,
+    pub kept_at: f64,
+}
+
 /// What the extractor Lambda is handed: `{"task": …, "attempt": n}` as the definition's Parameters build it, or a
 /// bare task (attempt 0), as `pgshift extract --task` and older definitions send it.
 #[derive(Debug, Clone, PartialEq)]

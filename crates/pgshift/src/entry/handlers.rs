@@ -174,7 +174,7 @@ async fn write_report(ctx: &LoadContext, plan_url: &str, extractor_memory_mb: u3
         ..Default::default()
     };
     if let Err(e) = crate::report::publish(ctx.stages.as_ref(), plan_url, &facts).await {
-        tracing::warn!(error = %e, "could not write the run's ledger record and report");
+        tracing::warn!(error = %e, "could not read the run's record for its ledger and report");
     }
 }
 

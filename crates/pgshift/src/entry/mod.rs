@@ -1,4 +1,4 @@
-//! Layer 4, the entry points: the Lambda handlers, the configuration read once at cold start, the triggers (RDS
+//! Layer 5, the entry points: the Lambda handlers, the configuration read once at cold start, the triggers (RDS
 //! snapshot events, manual input), the state machine bound to the in-process handlers for a local run, and the list of
 //! every error name the handlers report.
 

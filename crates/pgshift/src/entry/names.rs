@@ -80,18 +80,23 @@ mod tests {
                 key: String::new(),
                 reason: String::new(),
             },
-            ExtractError::Source(SourceError::Unavailable(String::new())),
+            ExtractError::Source(SourceError::Unavailable {
+                detail: String::new(),
+                driver: None,
+            }),
             ExtractError::Source(SourceError::Timeout { table: t(), secs: 1 }),
             ExtractError::Source(SourceError::Sql {
                 table: t(),
                 detail: String::new(),
                 retryable: true,
+                driver: None,
             }),
             ExtractError::Source(SourceError::BadUrl(String::new())),
             ExtractError::Source(SourceError::Sql {
                 table: t(),
                 detail: String::new(),
                 retryable: false,
+                driver: None,
             }),
             ExtractError::Protocol {
                 table: t(),

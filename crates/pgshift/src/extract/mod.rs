@@ -1,4 +1,4 @@
-//! The extractor's handler: one [`ExtractTask`] → Parquet files on the stage → [`ExtractResult`].
+//! Layer 4, the extractor's handler: one [`ExtractTask`] → Parquet files on the stage → [`ExtractResult`].
 //!
 //! The COPY runs inside a `REPEATABLE READ READ ONLY` transaction with `statement_timeout`. Decoding (binary COPY →
 //! Arrow) runs on the async task that reads the stream; Parquet encoding runs on a blocking thread, fed through a
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 use tracing::Instrument;
 
-use crate::contract::layout::{attempt_key, file_key_prefix, result_key};
+use crate::contract::layout::{attempt_key, file_key_prefix, kept_key, result_key};
 use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, FailedAttempt, KeyType, StagedFile};
 use crate::contract::{sql, types};
 mod error;
@@ -148,7 +148,7 @@ async fn run(ctx: &ExtractContext, task: &ExtractTask, a: &Attempt) -> Result<Ex
             files = kept.files.len(),
             "range already landed and verified: kept"
         );
-        return Ok(kept);
+        return Ok(keep(stage.as_ref(), task, kept).await);
     }
     // The connection is polled in this task, beside the COPY stream it feeds (no cross-thread wake-ups).
     let source = crate::source::connector_for(&ctx.source, task.source_endpoint.as_ref())?;
@@ -173,7 +173,7 @@ async fn landed(stage: &dyn crate::stage::Stage, task: &ExtractTask) -> Result<O
         Err(crate::stage::StageError::Missing { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let Ok(mut r) = serde_json::from_slice::<ExtractResult>(&bytes) else {
+    let Ok(r) = serde_json::from_slice::<ExtractResult>(&bytes) else {
         tracing::warn!("an earlier result does not parse: the range is extracted again");
         return Ok(None);
     };
@@ -194,8 +194,24 @@ async fn landed(stage: &dyn crate::stage::Stage, task: &ExtractTask) -> Result<O
             return Ok(None);
         }
     }
-    r.reused = true;
     Ok(Some(r))
+}
+
+/// A range an earlier attempt landed, kept as it is: a marker beside it (`kept_key`) says so to the run's record, which
+/// every report reads back; a marker that cannot be written is logged and never fails the range.
+async fn keep(stage: &dyn crate::stage::Stage, task: &ExtractTask, mut kept: ExtractResult) -> ExtractResult {
+    kept.reused = true;
+    let marker = crate::contract::model::KeptRange {
+        table: task.table.clone(),
+        range_index: task.range_index,
+        result_started_at: kept.started_at,
+        kept_at: crate::contract::clock::unix_now(),
+    };
+    let body = bytes::Bytes::from(serde_json::to_vec(&marker).unwrap_or_default());
+    if let Err(e) = crate::stage::put(stage, &kept_key(task), body).await {
+        tracing::warn!(error = %e, "could not record the kept range");
+    }
+    kept
 }
 
 /// The range read in one snapshot and written to Parquet on the stage: its result, once the files are complete.

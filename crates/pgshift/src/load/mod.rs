@@ -1,5 +1,5 @@
-//! The loader: every part verified landed, one manifest and one COPY per table into a staging table, the row count
-//! reconciled, then the target changed in one transaction, so a failure at any point leaves the target as it was.
+//! Layer 4, the loader: every part verified landed, one manifest and one COPY per table into a staging table, the row
+//! count reconciled, then the target changed in one transaction, so a failure at any point leaves the target as it was.
 //!
 //! Modes: `replace` (the target's rows become the run's), `append`, `merge` (rows with the same key replaced). Each
 //! ends in a single transaction: `DELETE`/`INSERT … SELECT` from staging, a row in `pgshift.load_log`, and the

@@ -1,5 +1,5 @@
-//! Layer 1, PostgreSQL client plumbing shared by the source and the PostgreSQL warehouse: connection strings with
-//! TLS (libpq's `sslmode`, [`tls`]), and which server errors may pass on a retry.
+//! Layer 1, PostgreSQL client plumbing shared by the source and the PostgreSQL warehouse: connection strings with TLS
+//! (libpq's `sslmode`, [`tls`]), and which server errors may pass on a retry.
 
 pub(crate) mod tls;
 

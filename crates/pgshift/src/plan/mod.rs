@@ -1,6 +1,6 @@
-//! The planner: selects tables, introspects them in a handful of catalog queries, and splits each into key ranges of
-//! equal row count (quantiles of the key, never an even stride, never a hash), with the number of parts tuned from
-//! the data, the worker's limits and Redshift's slices. It writes the full plan and the task list to the stage and
+//! Layer 4, the planner: selects tables, introspects them in a handful of catalog queries, and splits each into key
+//! ranges of equal row count (quantiles of the key, never an even stride, never a hash), with the number of parts tuned
+//! from the data, the worker's limits and Redshift's slices. It writes the full plan and the task list to the stage and
 //! returns a small summary (Step Functions payloads stay far below 256 KiB).
 //!
 //! [`select`] picks the relations, [`catalog`] reads what else the source says of them, [`parts`] counts the parts,
@@ -225,15 +225,23 @@ fn check_case_folding(tables: &[CatalogTable]) -> Result<(), PlanError> {
 /// A driver error met while planning, by the server's own message and SQLSTATE (never only "db error"): retryable
 /// only when the server may answer differently next time; a broken connection as the source being unavailable.
 fn planning_error(e: tokio_postgres::Error) -> SourceError {
-    match e.as_db_error() {
-        Some(db) => {
-            let detail = format!("while planning: {} (SQLSTATE {})", db.message(), db.code().code());
-            match crate::pgclient::transient(db.code()) {
-                true => SourceError::Unavailable(detail),
-                false => SourceError::Server(detail),
-            }
-        }
-        None => SourceError::Unavailable(format!("planning: {}", crate::pgclient::chain(&e))),
+    let Some(db) = e.as_db_error() else {
+        let detail = format!("planning: {}", crate::pgclient::chain(&e));
+        return SourceError::Unavailable {
+            detail,
+            driver: Some(e),
+        };
+    };
+    let detail = format!("while planning: {} (SQLSTATE {})", db.message(), db.code().code());
+    match crate::pgclient::transient(db.code()) {
+        true => SourceError::Unavailable {
+            detail,
+            driver: Some(e),
+        },
+        false => SourceError::Server {
+            detail,
+            driver: Some(e),
+        },
     }
 }
 

@@ -1,6 +1,6 @@
-//! The RDS control plane port: the few RDS API actions a snapshot run makes (restore, describe, delete), in the JSON
-//! shapes of Step Functions' AWS SDK integrations, so the state machine's `arn:aws:states:::aws-sdk:rds:*` tasks can
-//! be bound to it locally and the sweep can run against either side.
+//! Layer 1, the RDS control plane port: the few RDS API actions a snapshot run makes (restore, describe, delete), in
+//! the JSON shapes of Step Functions' AWS SDK integrations, so the state machine's `arn:aws:states:::aws-sdk:rds:*`
+//! tasks can be bound to it locally and the sweep can run against either side.
 //!
 //! Adapters: [`local::LocalRds`], the stand-in that restores a base backup into a throwaway PostgreSQL server, and
 //! [`aws::AwsRds`], the AWS SDK (the sweep and `pgshift gc` on AWS; the deployed state machine calls RDS itself).

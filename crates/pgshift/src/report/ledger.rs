@@ -121,7 +121,10 @@ fn table_of(r: &RunRecord, table: &TableRef, memory: u32) -> LedgerTable {
     let (stage_requests, stage_requests_basis) = match counted {
         Some(c) if !c.is_empty() => (
             StageRequests {
-                put_class: c.iter().map(|r| r.put_class).sum::<u64>() + failed.len() as u64,
+                // A failed attempt's record, a kept range's marker.
+                put_class: c.iter().map(|r| r.put_class).sum::<u64>()
+                    + failed.len() as u64
+                    + results.iter().filter(|x| x.reused).count() as u64,
                 get_class: c.iter().map(|r| r.get_class).sum(),
             },
             Basis::Actual,

@@ -1,5 +1,5 @@
-//! How the data moved in a run: per table and per part rows, bytes and seconds, the skew of the parts, the peak
-//! concurrency, the reconciliation of extracted and loaded rows, and what the run would cost on AWS.
+//! Layer 4, how the data moved in a run: per table and per part rows, bytes and seconds, the skew of the parts, the
+//! peak concurrency, the reconciliation of extracted and loaded rows, and what the run would cost on AWS.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -530,19 +530,27 @@ fn assuming(memory_mb: u32) -> ledger::LedgerFacts {
 
 /// Writes the run's ledger record (`<run>/ledger.json`, from the stage and `facts`) and then its HTML report
 /// (`<run>/report.html`), priced from that same record; returns the report. What the loader does when a run ends, and
-/// what a local run does again with what it counted.
+/// what a local run does again with what it counted. A record or a report that cannot be written is logged and the
+/// report still returned (it never fails a run); only a run whose record cannot be read is an error.
 pub async fn publish(
     stages: &dyn crate::stage::StageOpener,
     plan_url: &str,
     facts: &ledger::LedgerFacts,
 ) -> Result<RunReport, StageError> {
-    ledger::write(stages, plan_url, facts).await?;
+    if let Err(e) = ledger::write(stages, plan_url, facts).await {
+        tracing::warn!(error = %e, "could not write the run's ledger record");
+    }
     let (rec, l) = read_run(stages, plan_url, facts).await?;
     let bill = cost::run_cost(&l, &PriceTable::default());
-    let stage = run::stage_of(stages, plan_url).await?;
     let html = Bytes::from(html::render(&rec, &bill));
-    let put = crate::stage::put(stage.as_ref(), &report_key(&rec.plan.run_id), html).await?;
-    tracing::info!(url = %put.url, "run report written");
+    let written = async {
+        let stage = run::stage_of(stages, plan_url).await?;
+        crate::stage::put(stage.as_ref(), &report_key(&rec.plan.run_id), html).await
+    };
+    match written.await {
+        Ok(put) => tracing::info!(url = %put.url, "run report written"),
+        Err(e) => tracing::warn!(error = %e, "could not write the run report"),
+    }
     Ok(RunReport::of(&rec, bill))
 }
 

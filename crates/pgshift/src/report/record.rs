@@ -3,7 +3,7 @@
 
 use crate::contract::layout::{restore_key, status_key, table_dir};
 use crate::contract::load::LoadResult;
-use crate::contract::model::{ExtractResult, FailedAttempt, TableRef};
+use crate::contract::model::{ExtractResult, FailedAttempt, KeptRange, TableRef};
 use crate::contract::plan::Plan;
 use crate::contract::snapshot::RestoreRecord;
 use crate::stage::{run, Stage, StageError, StageOpener};
@@ -135,7 +135,8 @@ pub async fn read(stages: &dyn StageOpener, plan_url: &str) -> Result<RunRecord,
             None => notes.push(format!("{} range {}: not extracted", task.table, task.range_index)),
         }
     }
-    let failed = failed_attempts(stage.as_ref(), &plan).await?;
+    let (failed, kept) = attempts(stage.as_ref(), &plan).await?;
+    mark_kept(&mut results, &kept);
     let load = run::read_load(stages, plan_url).await?;
     match &load {
         None => notes.push("not loaded (no load.json)".into()),
@@ -146,6 +147,10 @@ pub async fn read(stages: &dyn StageOpener, plan_url: &str) -> Result<RunRecord,
         .await
         .ok()
         .flatten();
+    let mut load = load;
+    if let Some(v) = &status {
+        committed_by_cleanup(&mut load, v, &plan.run_id);
+    }
     let failure = status.map(|v| {
         let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
         (text("error"), text("cause"))
@@ -165,17 +170,80 @@ pub async fn read(stages: &dyn StageOpener, plan_url: &str) -> Result<RunRecord,
     })
 }
 
-/// The failed-attempt records of every table of the plan (one listing per table).
-async fn failed_attempts(stage: &dyn Stage, plan: &Plan) -> Result<Vec<FailedAttempt>, StageError> {
-    let mut out = Vec::new();
+/// The failed-attempt records of every table of the plan, and the ranges kept from an earlier attempt (one listing per
+/// table: both lie beside the parts).
+async fn attempts(stage: &dyn Stage, plan: &Plan) -> Result<(Vec<FailedAttempt>, Vec<KeptRange>), StageError> {
+    let (mut failed, mut kept) = (Vec::new(), Vec::new());
     for t in &plan.tables {
         let dir = format!("{}/", table_dir(&plan.run_id, &t.table));
         for (key, _) in stage.list(&dir).await? {
             if key.ends_with(".failed.json") {
-                out.extend(run::read_json::<FailedAttempt>(stage, &key).await.ok().flatten());
+                failed.extend(run::read_json::<FailedAttempt>(stage, &key).await.ok().flatten());
+            } else if key.ends_with(".kept.json") {
+                kept.extend(run::read_json::<KeptRange>(stage, &key).await.ok().flatten());
             }
         }
     }
-    out.sort_by(|a, b| a.started_at.total_cmp(&b.started_at));
-    Ok(out)
+    failed.sort_by(|a, b| a.started_at.total_cmp(&b.started_at));
+    Ok((failed, kept))
+}
+
+/// The tables Cleanup found committed (`status.json`, from the warehouse's load log) that the load's own record
+/// lacks (its write after the commit failed): the record says what the warehouse committed.
+fn committed_by_cleanup(load: &mut Option<LoadResult>, status: &serde_json::Value, run_id: &str) {
+    #[derive(serde::Deserialize)]
+    struct Outcome {
+        table: TableRef,
+        status: crate::contract::load::TableStatus,
+        committed_rows: Option<u64>,
+    }
+    let outcomes: Vec<Outcome> = status
+        .get("tables")
+        .cloned()
+        .and_then(|t| serde_json::from_value(t).ok())
+        .unwrap_or_default();
+    for o in outcomes.into_iter().filter(|o| o.status.is_committed()) {
+        let l = load.get_or_insert_with(|| LoadResult {
+            run_id: run_id.to_string(),
+            mode: Default::default(),
+            tables: Vec::new(),
+            started_at: 0.0,
+            seconds: 0.0,
+            done: false,
+            billed: Vec::new(),
+        });
+        match l.tables.iter_mut().find(|t| t.table == o.table) {
+            Some(t) if t.status.is_committed() => {}
+            Some(t) => {
+                t.status = o.status;
+                t.committed_rows = o.committed_rows;
+                t.error = None;
+            }
+            None => l.tables.push(crate::contract::load::TableLoad {
+                table: o.table,
+                rows: o.committed_rows.unwrap_or(0),
+                files: 0,
+                bytes: 0,
+                manifest_url: String::new(),
+                loaded: true,
+                status: o.status,
+                committed_rows: o.committed_rows,
+                error: None,
+                steps: Vec::new(),
+                swap: None,
+                swap_note: None,
+                created_target: false,
+                evolved: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// Marks the results a later attempt kept (its marker names that very result by its start).
+fn mark_kept(results: &mut [ExtractResult], kept: &[KeptRange]) {
+    for r in results {
+        r.reused = kept
+            .iter()
+            .any(|k| k.table == r.table && k.range_index == r.range_index && k.result_started_at == r.started_at);
+    }
 }

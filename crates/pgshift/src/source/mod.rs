@@ -1,5 +1,5 @@
-//! The source database: the connector port, its Postgres adapter, the session settings every extraction runs with,
-//! and catalog introspection of one table (the planner extends this to many tables at once).
+//! Layer 3, the source database: the connector port, its Postgres adapter, the session settings every extraction runs
+//! with, and catalog introspection of one table (the planner extends this to many tables at once).
 
 use crate::contract::code::Code;
 use crate::contract::snapshot::Endpoint;
@@ -59,12 +59,21 @@ pub enum SourceError {
     #[error("permission denied reading {table}: {detail}")]
     PermissionDenied { table: TableRef, detail: String },
 
-    #[error("source unavailable: {0}")]
-    Unavailable(String),
+    /// The server out of reach, or an error it may not repeat; `driver` is the driver's error when there is one.
+    #[error("source unavailable: {detail}")]
+    Unavailable {
+        detail: String,
+        #[source]
+        driver: Option<tokio_postgres::Error>,
+    },
 
     /// A server error no retry mends, met outside any one table's read (the planner's catalog reads).
-    #[error("source error {0}")]
-    Server(String),
+    #[error("source error {detail}")]
+    Server {
+        detail: String,
+        #[source]
+        driver: Option<tokio_postgres::Error>,
+    },
 
     /// A connection that cannot succeed however often it is retried (authentication, no such database or host, a
     /// certificate that does not verify): fails at once.
@@ -84,6 +93,8 @@ pub enum SourceError {
         table: TableRef,
         detail: String,
         retryable: bool,
+        #[source]
+        driver: Option<tokio_postgres::Error>,
     },
 }
 
@@ -96,8 +107,8 @@ impl SourceError {
             SourceError::UnsupportedType { .. } | SourceError::UnsupportedKeyType { .. } => Code::FatalUnsupportedType,
             SourceError::SchemaChanged { .. } => Code::FatalSchemaChanged,
             SourceError::PermissionDenied { .. } => Code::FatalPermissionDenied,
-            SourceError::Unavailable(_) => Code::RetryableSourceUnavailable,
-            SourceError::Server(_) => Code::FatalSource,
+            SourceError::Unavailable { .. } => Code::RetryableSourceUnavailable,
+            SourceError::Server { .. } => Code::FatalSource,
             SourceError::Connect { not_found: true, .. } => Code::FatalNotFound,
             SourceError::Connect { not_found: false, .. } => Code::FatalPermissionDenied,
             SourceError::Timeout { .. } => Code::RetryableTimeout,
@@ -116,7 +127,10 @@ impl SourceError {
         use tokio_postgres::error::SqlState;
         let Some(db) = e.as_db_error() else {
             // No server error: the connection broke (closed, reset, timed out).
-            return SourceError::Unavailable(format!("{e} (while extracting {table})"));
+            return SourceError::Unavailable {
+                detail: format!("{e} (while extracting {table})"),
+                driver: Some(e),
+            };
         };
         let code = db.code();
         let detail = format!("{} (SQLSTATE {})", db.message(), code.code());
@@ -133,10 +147,12 @@ impl SourceError {
         } else if *code == SqlState::UNDEFINED_TABLE {
             SourceError::TableNotFound(table.clone())
         } else {
+            let retryable = crate::pgclient::transient(code);
             SourceError::Sql {
                 table: table.clone(),
                 detail,
-                retryable: crate::pgclient::transient(code),
+                retryable,
+                driver: Some(e),
             }
         }
     }
@@ -248,7 +264,10 @@ fn connect_error(config: &tokio_postgres::Config, e: &tokio_postgres::Error) -> 
                 not_found,
             }
         }
-        None => SourceError::Unavailable(format!("connecting to the source at {at}: {}", chain(e))),
+        None => SourceError::Unavailable {
+            detail: format!("connecting to the source at {at}: {}", chain(e)),
+            driver: None,
+        },
     }
 }
 

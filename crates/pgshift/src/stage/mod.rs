@@ -1,6 +1,6 @@
-//! The stage: where Parquet parts land between extraction and load. A narrow port ([`Stage`], [`ObjectWriter`]) with
-//! one adapter per URL scheme. Every adapter makes an object visible under its final name only once it is complete,
-//! and [`ObjectWriter::abort`] leaves nothing behind.
+//! Layer 2, the stage: where Parquet parts land between extraction and load. A narrow port ([`Stage`],
+//! [`ObjectWriter`]) with one adapter per URL scheme. Every adapter makes an object visible under its final name only
+//! once it is complete, and [`ObjectWriter::abort`] leaves nothing behind.
 
 use crate::contract::code::Code;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
-//! Layer 2, the warehouse port and its adapters: what the loader may do to a warehouse (submit a transaction of SQL,
-//! COPY, reconcile and swap; poll and cancel it; explain a failed COPY; read a query's rows), and the
-//! PostgreSQL and Redshift (Data API) warehouses behind it.
+//! Layer 3, the warehouse port and its adapters: what the loader may do to a warehouse (submit a transaction of SQL,
+//! COPY, reconcile and swap; poll and cancel it; explain a failed COPY; read a query's rows), and the PostgreSQL and
+//! Redshift (Data API) warehouses behind it.
 
 pub mod postgres;
 pub mod redshift;

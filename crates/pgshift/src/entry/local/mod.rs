@@ -234,7 +234,7 @@ impl Ending {
         let read = match &snap.plan_url {
             Some(url) => crate::report::publish(self.stages.as_ref(), url, &facts)
                 .await
-                .map_err(|e| tracing::warn!(error = %e, "could not write the run's ledger record and report"))
+                .map_err(|e| tracing::warn!(error = %e, "could not read the run's record back"))
                 .ok(),
             None => None,
         };
