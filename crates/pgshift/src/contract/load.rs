@@ -349,6 +349,55 @@ pub struct LoadResult {
     pub billed: Vec<crate::contract::ledger::Billed>,
 }
 
+/// A table the warehouse committed (`rows` of it), as its load log says, into a load's outcomes: marked committed
+/// where they have it otherwise, added where they lack it.
+pub fn mark_committed(tables: &mut Vec<TableLoad>, table: &TableRef, status: TableStatus, rows: Option<u64>) {
+    match tables.iter_mut().find(|t| &t.table == table) {
+        Some(t) if t.status.is_committed() => {}
+        Some(t) => {
+            t.status = status;
+            t.committed_rows = rows;
+            t.error = None;
+        }
+        None => tables.push(TableLoad {
+            table: table.clone(),
+            rows: rows.unwrap_or(0),
+            files: 0,
+            bytes: 0,
+            manifest_url: String::new(),
+            loaded: true,
+            status,
+            committed_rows: rows,
+            error: None,
+            steps: Vec::new(),
+            swap: None,
+            swap_note: None,
+            created_target: false,
+            evolved: Vec::new(),
+        }),
+    }
+}
+
+impl LoadResult {
+    /// The record of a load that wrote none of its own (what Cleanup and the run's record fill in from the load log).
+    pub fn unrecorded(run_id: &str) -> Self {
+        LoadResult {
+            run_id: run_id.to_string(),
+            mode: LoadMode::default(),
+            tables: Vec::new(),
+            started_at: 0.0,
+            seconds: 0.0,
+            done: false,
+            billed: Vec::new(),
+        }
+    }
+
+    /// A table the warehouse committed, as its load log says, into the record ([`mark_committed`]).
+    pub fn mark_committed(&mut self, table: &TableRef, status: TableStatus, rows: Option<u64>) {
+        mark_committed(&mut self.tables, table, status, rows);
+    }
+}
+
 /// What a step of a submitted transaction was: lets a later status check name the table and the kind of failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepLabel {

@@ -93,15 +93,7 @@ async fn record_correction(
 ) {
     let mut load = match run::read_load(ctx.stages.as_ref(), plan_url).await {
         Ok(Some(l)) => l,
-        _ => LoadResult {
-            run_id: run_id.to_string(),
-            mode: Default::default(),
-            tables: Vec::new(),
-            started_at: 0.0,
-            seconds: 0.0,
-            done: false,
-            billed: Vec::new(),
-        },
+        _ => LoadResult::unrecorded(run_id),
     };
     load.tables = tables.to_vec();
     if let Err(e) = super::progress::record(stage, &load).await {
@@ -185,29 +177,7 @@ async fn committed_by_log(
             Err(_) => continue,
         };
         changed = true;
-        match tables.iter_mut().find(|l| l.table == t.table) {
-            Some(l) => {
-                l.status = TableStatus::Committed;
-                l.committed_rows = Some(rows);
-                l.error = None;
-            }
-            None => tables.push(TableLoad {
-                table: t.table.clone(),
-                rows,
-                files: 0,
-                bytes: 0,
-                manifest_url: String::new(),
-                loaded: true,
-                status: TableStatus::Committed,
-                committed_rows: Some(rows),
-                error: None,
-                steps: Vec::new(),
-                swap: None,
-                swap_note: None,
-                created_target: false,
-                evolved: Vec::new(),
-            }),
-        }
+        mark_committed(tables, &t.table, TableStatus::Committed, Some(rows));
     }
     changed
 }

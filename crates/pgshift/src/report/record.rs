@@ -203,39 +203,8 @@ fn committed_by_cleanup(load: &mut Option<LoadResult>, status: &serde_json::Valu
         .and_then(|t| serde_json::from_value(t).ok())
         .unwrap_or_default();
     for o in outcomes.into_iter().filter(|o| o.status.is_committed()) {
-        let l = load.get_or_insert_with(|| LoadResult {
-            run_id: run_id.to_string(),
-            mode: Default::default(),
-            tables: Vec::new(),
-            started_at: 0.0,
-            seconds: 0.0,
-            done: false,
-            billed: Vec::new(),
-        });
-        match l.tables.iter_mut().find(|t| t.table == o.table) {
-            Some(t) if t.status.is_committed() => {}
-            Some(t) => {
-                t.status = o.status;
-                t.committed_rows = o.committed_rows;
-                t.error = None;
-            }
-            None => l.tables.push(crate::contract::load::TableLoad {
-                table: o.table,
-                rows: o.committed_rows.unwrap_or(0),
-                files: 0,
-                bytes: 0,
-                manifest_url: String::new(),
-                loaded: true,
-                status: o.status,
-                committed_rows: o.committed_rows,
-                error: None,
-                steps: Vec::new(),
-                swap: None,
-                swap_note: None,
-                created_target: false,
-                evolved: Vec::new(),
-            }),
-        }
+        load.get_or_insert_with(|| LoadResult::unrecorded(run_id))
+            .mark_committed(&o.table, o.status, o.committed_rows);
     }
 }
 
