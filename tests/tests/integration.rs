@@ -14,6 +14,7 @@ use pgshift::{ExtractContext, UrlStages};
 use pgshift_tests::parquet_text::{read_pyarrow, read_rust, Columns};
 use pgshift_tests::{cluster, connect, list_files, stage_dir};
 
+mod cleanup_scale;
 mod executions;
 mod failures;
 mod faults;

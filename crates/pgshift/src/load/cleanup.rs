@@ -5,12 +5,17 @@ use bytes::Bytes;
 
 use super::context::{stage_of, LoadContext};
 use super::error::LoadError;
-use super::statements::{drop_staging_sql, logged_sql, staging_table};
+use std::collections::BTreeSet;
+
+use super::statements::{
+    drop_staging_sql, drop_stagings_sql, logged_tables_sql, marked_tables_sql, staging_table, STAGINGS_PER_TRANSACTION,
+};
 use crate::contract::layout::status_key;
 use crate::contract::load::*;
+use crate::contract::model::TableRef;
 use crate::contract::plan::{Plan, TablePlan};
 use crate::stage::run;
-use crate::warehouse::Warehouse;
+use crate::warehouse::{Cell, Warehouse};
 use serde_json::{json, Value};
 
 /// After a failure: cancels the load transactions still running, drops the run's staging tables, and marks the run
@@ -105,26 +110,32 @@ async fn record_correction(
 /// warehouse as it was. In one transaction, after the target is locked: only a target still empty, into which no run
 /// ever committed (no row of it in the load log), is dropped; anything else fails a guard and the target stays.
 async fn drop_created_targets(wh: &dyn Warehouse, tables: &[TableLoad], out: &mut CleanupResult) {
-    for t in tables.iter().filter(|t| t.created_target && !t.status.is_committed()) {
-        let steps = match super::statements::drop_created_target_sql(wh.dialect(), &t.table) {
-            Ok(s) => s,
-            Err(e) => {
-                out.notes
-                    .push(format!("dropping the target {} this run created: {e}", t.table));
-                continue;
-            }
-        };
-        match crate::warehouse::execute(wh, steps).await {
-            Ok(()) => out
-                .notes
-                .push(format!("dropped the empty target {} this run had created", t.table)),
-            Err(e) => out.notes.push(format!(
-                "kept the target {} this run created (not empty, or loaded by another run): {e}",
-                t.table
-            )),
-        }
+    // Each its own guarded transaction (a target another run loaded meanwhile must stay), several at once: the
+    // round trips' wall time is that of a few, whatever the count.
+    let created: Vec<&TableLoad> = tables
+        .iter()
+        .filter(|t| t.created_target && !t.status.is_committed())
+        .collect();
+    for group in created.chunks(CREATED_AT_ONCE) {
+        let said = futures_util::future::join_all(group.iter().map(|t| drop_created(wh, &t.table))).await;
+        out.notes.extend(said);
     }
 }
+
+/// One created target dropped when it is still empty and no run committed into it; what happened, in words.
+async fn drop_created(wh: &dyn Warehouse, table: &TableRef) -> String {
+    let steps = match super::statements::drop_created_target_sql(wh.dialect(), table) {
+        Ok(s) => s,
+        Err(e) => return format!("dropping the target {table} this run created: {e}"),
+    };
+    match crate::warehouse::execute(wh, steps).await {
+        Ok(()) => format!("dropped the empty target {table} this run had created"),
+        Err(e) => format!("kept the target {table} this run created (not empty, or loaded by another run): {e}"),
+    }
+}
+
+/// Created targets Cleanup drops at once (each a transaction of its own).
+const CREATED_AT_ONCE: usize = 8;
 
 /// Cancels the load transactions the state says are still running.
 async fn cancel_pending(wh: &dyn Warehouse, state: &Value, out: &mut CleanupResult) -> Result<(), LoadError> {
@@ -152,32 +163,32 @@ async fn committed_by_log(
     tables: &mut Vec<TableLoad>,
     notes: &mut Vec<String>,
 ) -> bool {
-    let mut changed = false;
-    for t in &plan.tables {
-        if tables.iter().any(|l| l.table == t.table && l.status.is_committed()) {
-            continue;
+    let rows = match logged_tables_sql(plan) {
+        Ok(sql) => wh.query(sql).await.map_err(LoadError::from),
+        Err(e) => Err(e),
+    };
+    let rows = match rows {
+        Ok(rows) => rows,
+        // No load log yet: nothing of this run was ever committed.
+        Err(_) if tables.is_empty() => return false,
+        Err(e) => {
+            notes.push(format!("reading the load log: {e}"));
+            return false;
         }
-        let logged = async {
-            let n = crate::warehouse::count(wh, logged_sql(plan, &t.table, "count(*)")?).await?;
-            if n == 0 {
-                return Ok::<_, LoadError>(None);
-            }
-            Ok(Some(
-                crate::warehouse::count(wh, logged_sql(plan, &t.table, "max(rows)")?).await? as u64,
-            ))
+    };
+    let mut changed = false;
+    for row in &rows {
+        let (Some(Cell::Text(schema)), Some(Cell::Text(name)), Some(Cell::Int(n))) =
+            (row.first(), row.get(1), row.get(2))
+        else {
+            continue;
         };
-        let rows = match logged.await {
-            Ok(Some(rows)) => rows,
-            Ok(None) => continue,
-            // No load log yet: nothing of this run was ever committed.
-            Err(e) if !tables.is_empty() => {
-                notes.push(format!("reading the load log for {}: {e}", t.table));
-                continue;
-            }
-            Err(_) => continue,
-        };
-        changed = true;
-        mark_committed(tables, &t.table, TableStatus::Committed, Some(rows));
+        let table = TableRef::new(schema.clone(), name.clone());
+        let known = plan.tables.iter().any(|t| t.table == table);
+        if known && !tables.iter().any(|l| l.table == table && l.status.is_committed()) {
+            changed = true;
+            mark_committed(tables, &table, TableStatus::Committed, Some(*n as u64));
+        }
     }
     changed
 }
@@ -211,6 +222,48 @@ async fn drop_staging(
             candidates.push(staging);
         }
     }
+    // One query finds which are there, whatever their number; then one transaction drops them all (per 4,000).
+    let present = match wh.query(marked_tables_sql(wh.dialect(), run_id)?).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            out.notes
+                .push(format!("listing the run's staging tables: {e}; dropped one by one"));
+            return drop_one_by_one(wh, candidates, out).await;
+        }
+    };
+    let fold = |t: &TableRef| (wh.dialect().fold(&t.schema), wh.dialect().fold(&t.name));
+    let present: BTreeSet<(String, String)> = present
+        .iter()
+        .filter_map(|r| match (r.first(), r.get(1)) {
+            (Some(Cell::Text(s)), Some(Cell::Text(n))) => Some((s.clone(), n.clone())),
+            _ => None,
+        })
+        .collect();
+    let there: Vec<TableRef> = candidates.into_iter().filter(|c| present.contains(&fold(c))).collect();
+    for (tx, group) in drop_stagings_sql(&there)?
+        .into_iter()
+        .zip(there.chunks(STAGINGS_PER_TRANSACTION))
+    {
+        match crate::warehouse::execute(wh, tx).await {
+            Ok(()) => out.dropped.extend(group.iter().map(|t| t.to_string())),
+            Err(e) => {
+                out.notes.push(format!(
+                    "dropping {} staging tables at once: {e}; one by one",
+                    group.len()
+                ));
+                drop_one_by_one(wh, group.to_vec(), out).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each staging table that is there dropped in its own transaction: the way back when the bounded way failed.
+async fn drop_one_by_one(
+    wh: &dyn Warehouse,
+    candidates: Vec<TableRef>,
+    out: &mut CleanupResult,
+) -> Result<(), LoadError> {
     for staging in candidates {
         match crate::warehouse::columns(wh, &staging).await {
             Ok(cols) if cols.is_empty() => continue,
@@ -220,8 +273,7 @@ async fn drop_staging(
                 continue;
             }
         }
-        let drop = drop_staging_sql(&staging)?;
-        match crate::warehouse::execute(wh, drop).await {
+        match crate::warehouse::execute(wh, drop_staging_sql(&staging)?).await {
             Ok(()) => out.dropped.push(staging.to_string()),
             Err(e) => out.notes.push(format!("dropping {staging}: {e}")),
         }
@@ -232,7 +284,7 @@ async fn drop_staging(
 /// `<run>/status.json`: the failure, and every table's outcome as the load recorded it (every planned table's, when
 /// the plan could be read).
 fn status_of((run_id, plan): (&str, Option<&Plan>), tables: &[TableLoad], error: &Value, out: &CleanupResult) -> Value {
-    let outcome = |table: &crate::contract::model::TableRef| {
+    let outcome = |table: &TableRef| {
         let load = tables.iter().find(|l| &l.table == table);
         json!({
             "table": table,

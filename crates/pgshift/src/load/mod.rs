@@ -28,6 +28,8 @@ pub use error::LoadError;
 pub use preflight::preflight;
 pub use progress::check;
 pub use start::{hold_run, load, start};
+/// The staging table a load of a target uses in a run (beside the target, named after it and the run).
+pub use statements::staging_table;
 
 use crate::contract::load::*;
 

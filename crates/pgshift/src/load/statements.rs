@@ -45,10 +45,15 @@ pub(super) fn qualified(t: &TableRef) -> Result<String, LoadError> {
 }
 
 /// The staging table of a run: beside the target, named after it and the run (identifiers stay under 63 bytes).
-pub(crate) fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
-    use sha2::Digest;
+/// What every staging table of a run has in its name: `__pgshift_<the run id's last 12 letters and digits>_`.
+fn staging_mark(run_id: &str) -> String {
     let run: String = run_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let run = &run[run.len().saturating_sub(12)..];
+    format!("__pgshift_{}_", &run[run.len().saturating_sub(12)..])
+}
+
+pub fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
+    use sha2::Digest;
+    let mark = staging_mark(run_id);
     // The target's name, cut to 30 bytes on a character boundary, is only for people reading a listing; the hash of
     // the whole target name (and the run id) is what keeps two tables' staging tables apart. At most
     // 30 + 10 + 12 + 1 + 8 = 61 bytes: inside PostgreSQL's 63 (and Redshift's 127).
@@ -58,7 +63,7 @@ pub(crate) fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
     }
     let digest = sha2::Sha256::digest(format!("{}\0{}\0{run_id}", target.schema, target.name).as_bytes());
     let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    TableRef::new(target.schema.clone(), format!("{name}__pgshift_{run}_{hash}"))
+    TableRef::new(target.schema.clone(), format!("{name}{mark}{hash}"))
 }
 
 const LOG: &str = "\"pgshift\".\"load_log\"";
@@ -111,6 +116,50 @@ pub(super) fn drop_staging_sql(staging: &TableRef) -> Result<Vec<String>, LoadEr
         format!("DROP TABLE IF EXISTS {}", qualified(staging)?),
         unregister_sql(staging)?,
     ])
+}
+
+/// The tables whose name carries a run's staging mark, in one query whatever the run's table count (the caller keeps
+/// only the run's own staging tables by name: `_` in the pattern matches any one character, itself included).
+pub(super) fn marked_tables_sql(dialect: Dialect, run_id: &str) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT table_schema::text, table_name::text FROM information_schema.tables WHERE table_name LIKE {}",
+        text_literal(&format!("%{}%", dialect.fold(&staging_mark(run_id))))?
+    ))
+}
+
+/// Tables named in one DROP or one registry DELETE: 200 names are about 26 KB of SQL, well inside the Data API's
+/// 100 KB a statement (<https://docs.aws.amazon.com/redshift/latest/mgmt/data-api.html>, "Considerations when calling
+/// the Amazon Redshift Data API"); one DROP TABLE takes many tables
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_DROP_TABLE.html>).
+const NAMES_PER_STATEMENT: usize = 200;
+
+/// Staging tables one transaction drops: its DROPs and registry DELETEs fill one Data API batch of
+/// [`crate::contract::load::REDSHIFT_BATCH_STATEMENTS`] statements.
+pub(super) const STAGINGS_PER_TRANSACTION: usize =
+    NAMES_PER_STATEMENT * crate::contract::load::REDSHIFT_BATCH_STATEMENTS as usize / 2;
+
+/// Staging tables dropped and their registry rows deleted: one transaction per [`STAGINGS_PER_TRANSACTION`] tables
+/// (in the order of `tables`).
+pub(super) fn drop_stagings_sql(tables: &[TableRef]) -> Result<Vec<Vec<String>>, LoadError> {
+    let mut txs = Vec::new();
+    for group in tables.chunks(STAGINGS_PER_TRANSACTION) {
+        let (mut drops, mut deletes) = (Vec::new(), Vec::new());
+        for chunk in group.chunks(NAMES_PER_STATEMENT) {
+            let names: Vec<String> = chunk.iter().map(qualified).collect::<Result<_, _>>()?;
+            drops.push(format!("DROP TABLE IF EXISTS {}", names.join(", ")));
+            let rows: Vec<String> = chunk
+                .iter()
+                .map(|t| {
+                    let (s, n) = (text_literal(&t.schema)?, text_literal(&t.name)?);
+                    Ok(format!("(schema_name = {s} AND table_name = {n})"))
+                })
+                .collect::<Result<_, LoadError>>()?;
+            deletes.push(format!("DELETE FROM {REGISTRY} WHERE {}", rows.join(" OR ")));
+        }
+        drops.extend(deletes);
+        txs.push(drops);
+    }
+    Ok(txs)
 }
 
 /// The registry's rows: staging schema and name, target schema and name, run id, stage.
@@ -174,6 +223,16 @@ pub(super) fn logged_sql(plan: &Plan, table: &TableRef, what: &str) -> Result<St
         text_literal(&plan.plan_id)?,
         text_literal(&table.schema)?,
         text_literal(&table.name)?
+    ))
+}
+
+/// Every table the load log says this plan committed, with the most rows it logged: one query for the whole run.
+pub(super) fn logged_tables_sql(plan: &Plan) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT schema_name, table_name, MAX(rows) FROM {LOG} WHERE run_id = {} AND plan_id = {} \
+         GROUP BY schema_name, table_name",
+        text_literal(&plan.run_id)?,
+        text_literal(&plan.plan_id)?
     ))
 }
 
