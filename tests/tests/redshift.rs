@@ -70,6 +70,13 @@ fn load_errors_sql(query_id: i64) -> String {
     )
 }
 
+/// The query that explains a failed load on a provisioned cluster from `STL_LOAD_ERRORS`, by the Data API's query id.
+fn stl_errors_sql(query_id: i64) -> String {
+    format!(
+        "SELECT filename, colname, err_reason FROM stl_load_errors WHERE query = {query_id} ORDER BY starttime LIMIT 10"
+    )
+}
+
 // ---- The adapter ----
 
 #[tokio::test]
@@ -160,25 +167,26 @@ fn order_columns() -> Vec<ColumnSpec> {
     ]
 }
 
-#[tokio::test]
-async fn a_failed_copy_reports_file_column_and_error() -> Result<()> {
+/// A failed COPY on `target`, its load errors answered by `answers` (by SQL); the error, the COPY's id and every
+/// statement sent.
+async fn failed_copy(target: RedshiftTarget, answers: &[(String, &str)]) -> Result<(String, String, Vec<String>)> {
     let api = DataApi::new();
-    let copy = "COPY \"sales\".\"orders__pgshift_run1\" (\"id\", \"amount\") FROM \
-                's3://stage/run/sales/orders/manifest.json' IAM_ROLE 'arn:aws:iam::123456789012:role/pgshift-copy' \
-                FORMAT AS PARQUET MANIFEST";
     api.script(
         |sqls| sqls.iter().any(|s| s.starts_with("COPY ")),
         Script::fails_at(0, "ERROR: Spectrum Scan Error", 777),
     );
-    api.answer(
-        |sql| sql == load_errors_sql(777),
-        vec![vec![
-            Field::StringValue("s3://stage/run/sales/orders/part-00000-000.parquet ".into()),
-            Field::StringValue("amount ".into()),
-            Field::StringValue("numeric overflow".into()),
-        ]],
-    );
-    let wh = warehouse(&api);
+    for (sql, file) in answers {
+        let (sql, file) = (sql.clone(), file.to_string());
+        api.answer(
+            move |q| q == sql,
+            vec![vec![
+                Field::StringValue(format!("{file} ")),
+                Field::StringValue("amount ".into()),
+                Field::StringValue("numeric overflow".into()),
+            ]],
+        );
+    }
+    let wh = RedshiftWarehouse::new(api.client(), target, fast());
     let stage = pgshift::stage::open("file:///tmp")?;
     let columns = order_columns();
     let staging = TableRef::new("sales", "orders__pgshift_run1");
@@ -194,17 +202,43 @@ async fn a_failed_copy_reports_file_column_and_error() -> Result<()> {
         .submit(Batch::new(vec![Step::Copy(job)], Until::Committed))
         .await
         .expect_err("the COPY fails");
-    let id = id_of(&api, copy);
-    assert_eq!(
-        e.to_string(),
-        format!(
-            "warehouse: statement {id}: ERROR: Spectrum Scan Error; load errors: \
-             s3://stage/run/sales/orders/part-00000-000.parquet column amount: numeric overflow"
-        )
-    );
     assert_eq!(e.name(), "Pipeline.Fatal.Warehouse");
-    // The COPY, then the failed load's query id looked up in SYS_LOAD_ERROR_DETAIL.
-    assert_eq!(api.statements(), [copy.to_string(), load_errors_sql(777)]);
+    let copy = api.statements().first().cloned().unwrap_or_default();
+    Ok((e.to_string(), id_of(&api, &copy), api.statements()))
+}
+
+#[tokio::test]
+async fn a_failed_copy_reports_file_column_and_error() -> Result<()> {
+    let said = |id: &str, file: &str| {
+        format!(
+            "warehouse: statement {id}: ERROR: Spectrum Scan Error; load errors: s3://stage/run/sales/orders/{file} \
+             column amount: numeric overflow"
+        )
+    };
+    let (stl, sys) = (stl_errors_sql(777), load_errors_sql(777));
+    // A provisioned cluster: the Data API's query id is STL's `query`, so STL_LOAD_ERRORS is read first.
+    let (e, id, sent) = failed_copy(cluster(), &[(stl.clone(), "s3://stage/run/sales/orders/a.parquet")]).await?;
+    assert_eq!(e, said(&id, "a.parquet"));
+    assert_eq!(
+        sent[1..],
+        [stl.clone()],
+        "the COPY, then STL_LOAD_ERRORS by its query id"
+    );
+    // STL has nothing (the id names something else there): SYS_LOAD_ERROR_DETAIL by query_id.
+    let (e, id, sent) = failed_copy(cluster(), &[(sys.clone(), "s3://stage/run/sales/orders/b.parquet")]).await?;
+    assert_eq!(e, said(&id, "b.parquet"));
+    assert_eq!(sent[1..], [stl.clone(), sys.clone()]);
+    // Serverless has no STL views: SYS_LOAD_ERROR_DETAIL only.
+    let serverless = RedshiftTarget::parse("redshift-serverless://etl/dev?iam_role=arn:aws:iam::1:role/copy")?;
+    let (e, id, sent) = failed_copy(serverless, &[(sys.clone(), "s3://stage/run/sales/orders/c.parquet")]).await?;
+    assert_eq!(e, said(&id, "c.parquet"));
+    assert_eq!(sent[1..], [sys.clone()]);
+    // Neither has rows: the error says where it looked.
+    let (e, _, _) = failed_copy(cluster(), &[]).await?;
+    assert!(
+        e.ends_with("no rows in STL_LOAD_ERRORS; no rows in SYS_LOAD_ERROR_DETAIL"),
+        "{e}"
+    );
     Ok(())
 }
 

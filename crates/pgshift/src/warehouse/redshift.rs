@@ -1,7 +1,8 @@
 //! Redshift through the Data API: provisioned clusters (cluster id with a database user or a secret) and Serverless
 //! (workgroup). A transaction is one `BatchExecuteStatement` (its statements run as one transaction); waiting is
 //! `DescribeStatement` polled with backoff on the async runtime until a deadline, then `CancelStatement`. A failed
-//! COPY is explained from `SYS_LOAD_ERROR_DETAIL` (file, column, error text).
+//! COPY is explained from `STL_LOAD_ERRORS` on a provisioned cluster, else `SYS_LOAD_ERROR_DETAIL` (file, column,
+//! error text).
 //!
 //! Warehouse URLs:
 //! - `redshift://<cluster-id>/<database>?db_user=<user>&iam_role=<arn>` (or `secret_arn=<arn>` instead of `db_user`)
@@ -231,7 +232,7 @@ impl RedshiftWarehouse {
         }
     }
 
-    /// Waits for a submitted statement to commit; a failed load is explained from `SYS_LOAD_ERROR_DETAIL`.
+    /// Waits for a submitted statement to commit; a failed load is explained from its load errors.
     async fn committed(&self, id: &str) -> Result<Vec<Timing>, WarehouseError> {
         match self.wait(id).await {
             Ok(timings) => Ok(timings),
@@ -259,28 +260,64 @@ impl RedshiftWarehouse {
         Ok(out.records().to_vec())
     }
 
-    /// File, column and error text of a failed load, from `SYS_LOAD_ERROR_DETAIL`.
+    /// File, column and error text of a failed load. The Data API's `RedshiftQueryId` is the id "also available
+    /// in the query column of the STL_QUERY system view"
+    /// (<https://docs.aws.amazon.com/redshift-data/latest/APIReference/API_DescribeStatement.html>), and STL's
+    /// `query` is not the SYS views' `query_id` (<https://docs.aws.amazon.com/redshift/latest/dg/r_STL_QUERY.html>,
+    /// "Important"). So a provisioned cluster's errors are read from `STL_LOAD_ERRORS` by `query` first, and from
+    /// `SYS_LOAD_ERROR_DETAIL` by `query_id` when STL has none; Serverless has no STL views
+    /// (<https://docs.aws.amazon.com/redshift/latest/dg/r_STL_LOAD_ERRORS.html>, "Note"): `SYS_LOAD_ERROR_DETAIL` only.
     async fn describe_load_errors(&self, query_id: i64) -> String {
-        let q = format!(
-            "SELECT file_name, column_name, error_message FROM sys_load_error_detail WHERE query_id = {query_id} \
-             ORDER BY start_time LIMIT 10"
-        );
-        match self.rows(&q).await {
-            Ok(rows) if !rows.is_empty() => rows
-                .iter()
-                .map(|r| {
-                    let f = |i: usize| match r.get(i) {
-                        Some(Field::StringValue(s)) => s.trim().to_string(),
-                        _ => String::new(),
-                    };
-                    format!("{} column {}: {}", f(0), f(1), f(2))
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-            Ok(_) => "no rows in SYS_LOAD_ERROR_DETAIL".into(),
-            Err(e) => format!("SYS_LOAD_ERROR_DETAIL unavailable: {e}"),
+        let mut said = Vec::new();
+        if self.target.workgroup_name.is_none() {
+            match self.load_errors(&stl_load_errors_sql(query_id)).await {
+                Ok(Some(rows)) => return rows,
+                Ok(None) => said.push("no rows in STL_LOAD_ERRORS".to_string()),
+                Err(e) => said.push(format!("STL_LOAD_ERRORS unavailable: {e}")),
+            }
         }
+        match self.load_errors(&sys_load_errors_sql(query_id)).await {
+            Ok(Some(rows)) => return rows,
+            Ok(None) => said.push("no rows in SYS_LOAD_ERROR_DETAIL".into()),
+            Err(e) => said.push(format!("SYS_LOAD_ERROR_DETAIL unavailable: {e}")),
+        }
+        said.join("; ")
     }
+
+    /// `file column name: error` of each row of a load-errors query; `None` when it has no rows.
+    async fn load_errors(&self, q: &str) -> Result<Option<String>, WarehouseError> {
+        let rows = self.rows(q).await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let f = |i: usize| match r.get(i) {
+                    Some(Field::StringValue(s)) => s.trim().to_string(),
+                    _ => String::new(),
+                };
+                format!("{} column {}: {}", f(0), f(1), f(2))
+            })
+            .collect();
+        Ok(Some(lines.join("; ")))
+    }
+}
+
+/// A failed COPY's rows in `STL_LOAD_ERRORS`, by the statement's query id (provisioned clusters).
+pub fn stl_load_errors_sql(query_id: i64) -> String {
+    format!(
+        "SELECT filename, colname, err_reason FROM stl_load_errors WHERE query = {query_id} ORDER BY starttime \
+         LIMIT 10"
+    )
+}
+
+/// A failed COPY's rows in `SYS_LOAD_ERROR_DETAIL`, by the statement's query id.
+pub fn sys_load_errors_sql(query_id: i64) -> String {
+    format!(
+        "SELECT file_name, column_name, error_message FROM sys_load_error_detail WHERE query_id = {query_id} \
+         ORDER BY start_time LIMIT 10"
+    )
 }
 
 /// When and how long each statement of a finished statement or batch ran: `DescribeStatement` gives each
