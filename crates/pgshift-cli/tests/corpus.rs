@@ -207,6 +207,21 @@ fn cases() -> Vec<Case> {
             "plan --source {src} --stage {stage} --tables t --max-concurrency 0",
             &["'0' for '--concurrency", "not in 1.."],
         ),
+        case(
+            "zero parts",
+            "plan --source {src} --stage {stage} --tables t --parts 0",
+            &["'0' for '--parts", "not in 1.."],
+        ),
+        case(
+            "parts of zero bytes in the config file",
+            "plan --config {dir}/zero.toml --source {src} --stage {stage} --tables sales.orders",
+            &["target_part_bytes (--target-part-mib) is 0", "give 1 or more"],
+        ),
+        case(
+            "a writer typo in the config file",
+            "plan --config {dir}/writer.toml --source {src} --stage {stage} --tables sales.orders",
+            &["writer.toml", "compresion"],
+        ),
         // Config files
         case(
             "config file missing",
@@ -414,6 +429,8 @@ fn files(dir: &Path) -> anyhow::Result<()> {
     write("garbage.toml", "this = is [not toml")?;
     write("unknown.toml", "sauce = \"x\"\n")?;
     write("typo.toml", "[settings]\nslice = 4\n")?;
+    write("zero.toml", "[settings]\ntarget_part_bytes = 0\n")?;
+    write("writer.toml", "[writer]\ncompresion = \"snappy\"\n")?;
     write("mode.toml", "[load]\nmode = \"upsert\"\n")?;
     write("cast.toml", "[table.\"sales.orders\"]\ncasts = { note = \"float\" }\n")?;
     write("whatever.txt", "x")?;

@@ -488,3 +488,27 @@ fn every_view_of_a_run_prints_the_same_bill_for_a_run_that_succeeded_and_one_tha
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[test]
+fn a_run_planned_by_pgshift_plan_is_run_by_the_same_settings_on_pgshift_run() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (src, wh) = rt.block_on(async {
+        let src = cluster().create_db("plannedsrc").await?;
+        connect(&src).await?.batch_execute(SOURCE).await?;
+        anyhow::Ok((src, cluster().create_db("plannedwh").await?))
+    })?;
+    let dir = std::env::temp_dir().join(format!("pgshift-planned-{}", std::process::id()));
+    let stage = format!("file://{}", dir.display());
+    let common = [
+        "--source", &src, "--stage", &stage, "--tables", "sales.*", "--parts", "2", "--run-id", "p1",
+    ];
+    let mut plan = vec!["plan"];
+    plan.extend(common);
+    pgshift(&plan)?;
+    let mut run = vec!["run", "--warehouse", &wh, "--progress", "none"];
+    run.extend(common);
+    let said = pgshift(&run)?;
+    assert!(said.contains("loaded exactly the rows extracted ✓"), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -82,6 +82,25 @@ fn stopped_by(src: &str, wh: &str, stage: &Path, run_id: &str, name: &str, code:
         (1..8).contains(&parts),
         "stopped mid-extraction: {parts} of 8 ranges landed"
     );
+    // A stopped run is a run like any other: its ledger record and report, and `pgshift cost` bills it.
+    let ledger = files
+        .iter()
+        .find(|f| f.ends_with("ledger.json"))
+        .unwrap_or_else(|| panic!("the stopped run has a ledger record: {files:?}"));
+    let ledger: serde_json::Value = serde_json::from_slice(&std::fs::read(stage.join(ledger))?)?;
+    assert_eq!(ledger["status"], "failed", "{ledger}");
+    assert!(files.iter().any(|f| f.ends_with("report.html")), "{files:?}");
+    let billed = Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "cost",
+            "--stage",
+            &format!("file://{}", stage.display()),
+            "--run",
+            run_id,
+            "--json",
+        ])
+        .output()?;
+    assert!(billed.status.success(), "{}", String::from_utf8_lossy(&billed.stderr));
     Ok(())
 }
 

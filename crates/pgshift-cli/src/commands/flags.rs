@@ -95,17 +95,18 @@ pub(crate) struct PlanFlags {
     /// Extractors at once (the Map's MaxConcurrency, 1 or more; default 16): protects the source.
     #[arg(long, visible_alias = "max-concurrency", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) concurrency: Option<u32>,
-    /// Parts per table, fixed (default: from the data); raises --max-parts-per-table to it.
-    #[arg(long)]
+    /// Parts per table, fixed, 1 or more (default: from the data); raises the cap of parts per table to it unless
+    /// --max-parts-per-table is given.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) parts: Option<u32>,
-    /// Source MiB per part (default 512).
-    #[arg(long)]
+    /// Source MiB per part, 1 or more (default 512).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) target_part_mib: Option<u64>,
-    /// Redshift slices (part counts above it are rounded to a multiple; default 1).
-    #[arg(long)]
+    /// Redshift slices, 1 or more (part counts above it are rounded to a multiple; default 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) slices: Option<u32>,
-    /// The most parts a table is split into (default 256).
-    #[arg(long)]
+    /// The most parts a table is split into, 1 or more (default 256).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_parts_per_table: Option<u32>,
     /// The source does not change during the run (a restored snapshot, a paused replica): tables without a key
     /// may then be read in parallel ctid ranges.

@@ -37,7 +37,9 @@ pub(crate) struct PlanArgs {
 pub(crate) async fn run(args: PlanArgs) -> Result<()> {
     let config = args.config.read()?;
     let source = Arc::new(PgConnector::new(&need(&args.source, config.source.clone(), "source")?)?);
-    let req = flags::request(config, &args.plan, None)?;
+    // The load's defaults (and pgshift.toml's [load]) are part of the request, as `run` makes it: `plan` then `run` with
+    // the same settings is one run.
+    let req = flags::request(config, &args.plan, Some(&flags::LoadFlags::default()))?;
     let ctx = PlanContext {
         source: source.clone(),
         stages: Arc::new(UrlStages::default()),

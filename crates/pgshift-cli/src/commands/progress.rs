@@ -139,7 +139,12 @@ fn load_line(s: &RunState) -> String {
     let done = s
         .load
         .values()
-        .filter(|l| matches!(l, TableLoadState::Ended(_)))
+        .filter(|l| matches!(l, TableLoadState::Ended(st) if st.is_committed()))
+        .count();
+    let failed = s
+        .load
+        .values()
+        .filter(|l| matches!(l, TableLoadState::Ended(st) if !st.is_committed()))
         .count();
     let running: Vec<String> = s
         .load
@@ -154,7 +159,11 @@ fn load_line(s: &RunState) -> String {
         [a] => format!("; now {a}"),
         [a, rest @ ..] => format!("; now {a} and {} more", rest.len()),
     };
-    format!("tables {done}/{} loaded{now}", s.tables.max(s.load.len()))
+    let failed = match failed {
+        0 => String::new(),
+        n => format!(", {n} not loaded"),
+    };
+    format!("tables {done}/{} loaded{failed}{now}", s.tables.max(s.load.len()))
 }
 
 #[cfg(test)]

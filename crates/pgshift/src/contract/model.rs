@@ -248,7 +248,7 @@ pub enum Compression {
 
 /// How the extractor shapes its Parquet output. Defaults are sized for a 1–10 GB Lambda and Redshift COPY.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct WriterSettings {
     pub compression: Compression,
     /// A row group is flushed once its encoded, buffered size reaches this many bytes: this bounds memory.

@@ -121,7 +121,7 @@ impl PlanRequest {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TableOverride {
     /// Key columns to range on instead of the primary key.
     pub key: Option<Vec<String>>,

@@ -139,7 +139,7 @@ pub enum Mapping {
 
 /// Options that pick among the documented policies when building the default column specs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TypePolicies {
     pub infinity: InfinityPolicy,
     /// `(precision, scale)` for numerics Redshift cannot hold as declared; `None` means [`UNCONSTRAINED_NUMERIC`].

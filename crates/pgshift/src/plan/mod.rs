@@ -284,6 +284,24 @@ fn check_settings(s: &PlanSettings) -> Result<(), PlanError> {
                 .into(),
         ));
     }
+    let zero: Vec<&str> = [
+        ("target_part_bytes (--target-part-mib)", s.target_part_bytes == 0),
+        ("slices (--slices)", s.slices == 0),
+        (
+            "max_parts_per_table (--max-parts-per-table)",
+            s.max_parts_per_table == 0,
+        ),
+        ("parts (--parts)", s.parts == Some(0)),
+    ]
+    .into_iter()
+    .filter_map(|(name, bad)| bad.then_some(name))
+    .collect();
+    if !zero.is_empty() {
+        return Err(PlanError::InvalidRequest(format!(
+            "{} is 0: give 1 or more (or leave it out for the default)",
+            zero.join(", ")
+        )));
+    }
     Ok(())
 }
 

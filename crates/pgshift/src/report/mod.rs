@@ -59,6 +59,14 @@ pub struct TableReport {
 
 /// The bill by item (summed over tables), each marked actual or estimated, and the total.
 fn render_bill(o: &mut String, b: &cost::RunCost) {
+    if b.items.is_empty() {
+        let _ = writeln!(
+            o,
+            "cost: no ledger record (the run ended before it had a plan; its planner call and state transitions are \
+             not itemized)"
+        );
+        return;
+    }
     let mut items: Vec<(&str, f64, bool)> = Vec::new();
     for i in &b.items {
         let actual = i.basis == crate::contract::ledger::Basis::Actual;
@@ -76,7 +84,9 @@ fn render_bill(o: &mut String, b: &cost::RunCost) {
         let basis = if *actual { "actual" } else { "estimated" };
         let _ = writeln!(o, "  {item:<48} ${dollars:>10.6}  ({basis})");
     }
-    let _ = writeln!(o, "  per table and per item: pgshift cost --stage … --run {}", b.run_id);
+    if !b.run_id.is_empty() {
+        let _ = writeln!(o, "  per table and per item: pgshift cost --stage … --run {}", b.run_id);
+    }
 }
 
 /// RDS bills an instance per second from the moment it is `available` until it is deleted, with a 10-minute minimum
@@ -376,11 +386,14 @@ impl RunReport {
     /// The report as text tables for a terminal.
     pub fn render(&self) -> String {
         let mut o = String::new();
-        let _ = writeln!(o, "\n{}", self.tables_table());
-        for t in self.tables.iter().filter(|t| t.parts.len() > 1) {
-            let _ = writeln!(o, "\nparts of {}:\n{}", t.table, parts_table(t));
+        // A run that ended before it had a plan read nothing: its outcome alone.
+        if !self.tables.is_empty() {
+            let _ = writeln!(o, "\n{}", self.tables_table());
+            for t in self.tables.iter().filter(|t| t.parts.len() > 1) {
+                let _ = writeln!(o, "\nparts of {}:\n{}", t.table, parts_table(t));
+            }
+            self.render_totals(&mut o);
         }
-        self.render_totals(&mut o);
         self.render_outcome(&mut o);
         if let Some(r) = &self.restore {
             let _ = writeln!(o, "{}", r.line());

@@ -107,6 +107,8 @@ pub struct RunHandle {
     pub outcome: tokio::task::JoinHandle<RunOutcome>,
     /// What [`RunHandle::stop`]'s Cleanup uses: the run's stages and warehouse.
     stop_ctx: LoadContext,
+    /// What it writes after: the run's ledger record and report.
+    ending: Ending,
 }
 
 impl RunHandle {
@@ -131,6 +133,9 @@ impl RunHandle {
         });
         let out = crate::load::cleanup(&self.stop_ctx, crate::contract::load::CleanupRequest { state }).await?;
         self.progress.update(|s| s.phase = "stopped");
+        // The stopped run is a run like any other: its ledger record and report (the transitions estimated: the
+        // interpreter's count went with its task).
+        self.ending.publish(None).await;
         Ok(Some(out))
     }
 }
@@ -190,19 +195,22 @@ impl LocalRun {
             warehouse: self.warehouse.kind().to_string(),
         };
         let name = execution_name.to_string();
+        let at_end = ending.clone();
         let outcome = tokio::spawn(async move {
             let output = interpreter.execute(&name, input).await;
-            ending.end(output, interpreter.transitions()).await
+            at_end.end(output, interpreter.transitions()).await
         });
         Ok(RunHandle {
             progress,
             outcome,
             stop_ctx,
+            ending,
         })
     }
 }
 
 /// What a local run needs once its execution ended: where its record is, and what only this process counted.
+#[derive(Clone)]
 struct Ending {
     stages: Arc<dyn StageOpener>,
     progress: Arc<Progress>,
@@ -211,12 +219,10 @@ struct Ending {
 }
 
 impl Ending {
-    /// The run's ledger record and report written again with what this process counted (the planner's and loader's
-    /// invocations, the state transitions), and its report read back from the stage, as `pgshift report` reads it.
-    async fn end(self, output: Result<Value, Failure>, transitions: u64) -> RunOutcome {
-        self.progress.update(|s| {
-            s.phase = if output.is_ok() { "succeeded" } else { "failed" };
-        });
+    /// The run's ledger record and report written with what this process counted (the planner's and loader's
+    /// invocations; the state transitions, when the execution ended by itself), and its report read back from the
+    /// stage, as `pgshift report` reads it; `None` for a run without a plan, or whose record cannot be read.
+    async fn publish(&self, transitions: Option<u64>) -> Option<RunReport> {
         let snap = self.progress.snapshot();
         let facts = crate::report::ledger::LedgerFacts {
             assumed_memory_mb: self.memory_mb,
@@ -227,17 +233,22 @@ impl Ending {
                     .map(|(f, s)| crate::contract::ledger::Billed::here(f, *s).assuming(self.memory_mb))
                     .collect(),
             ),
-            transitions: Some(transitions),
+            transitions,
             warehouse: Some(self.warehouse.clone()),
         };
+        let url = snap.plan_url?;
+        crate::report::publish(self.stages.as_ref(), &url, &facts)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "could not read the run's record back"))
+            .ok()
+    }
+
+    async fn end(self, output: Result<Value, Failure>, transitions: u64) -> RunOutcome {
+        self.progress.update(|s| {
+            s.phase = if output.is_ok() { "succeeded" } else { "failed" };
+        });
         let failure = output.as_ref().err().map(|f| (f.error.clone(), failure_message(f)));
-        let read = match &snap.plan_url {
-            Some(url) => crate::report::publish(self.stages.as_ref(), url, &facts)
-                .await
-                .map_err(|e| tracing::warn!(error = %e, "could not read the run's record back"))
-                .ok(),
-            None => None,
-        };
+        let read = self.publish(Some(transitions)).await;
         let mut report = read.unwrap_or_else(|| RunReport::unplanned(&run_id_of(&output), failure.clone()));
         report.seconds = Some(self.progress.elapsed());
         // A failure the stage does not record (a run that ended before its Cleanup state could write it).
@@ -247,7 +258,7 @@ impl Ending {
         RunOutcome {
             output,
             report,
-            cleanup: snap.cleanup,
+            cleanup: self.progress.snapshot().cleanup,
         }
     }
 }
