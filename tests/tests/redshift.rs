@@ -221,7 +221,7 @@ async fn a_failed_copy_reports_file_column_and_error() -> Result<()> {
     assert_eq!(e, said(&id, "a.parquet"));
     assert_eq!(
         sent[1..],
-        [stl.clone()],
+        *std::slice::from_ref(&stl),
         "the COPY, then STL_LOAD_ERRORS by its query id"
     );
     // STL has nothing (the id names something else there): SYS_LOAD_ERROR_DETAIL by query_id.
@@ -232,7 +232,7 @@ async fn a_failed_copy_reports_file_column_and_error() -> Result<()> {
     let serverless = RedshiftTarget::parse("redshift-serverless://etl/dev?iam_role=arn:aws:iam::1:role/copy")?;
     let (e, id, sent) = failed_copy(serverless, &[(sys.clone(), "s3://stage/run/sales/orders/c.parquet")]).await?;
     assert_eq!(e, said(&id, "c.parquet"));
-    assert_eq!(sent[1..], [sys.clone()]);
+    assert_eq!(sent[1..], *std::slice::from_ref(&sys));
     // Neither has rows: the error says where it looked.
     let (e, _, _) = failed_copy(cluster(), &[]).await?;
     assert!(
