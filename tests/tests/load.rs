@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, LoadRequest};
 use pgshift::contract::model::ExtractTask;
+use pgshift::contract::model::TableRef;
 use pgshift::contract::plan::{Plan, PlanRequest, PlanSettings};
 use pgshift::contract::types::Cast;
 use pgshift::load::{LoadContext, LoadError};
@@ -14,7 +15,7 @@ use pgshift::source::PgConnector;
 use pgshift::stage::s3::S3Options;
 use pgshift::stage::Stage;
 use pgshift::warehouse::postgres::PgWarehouse;
-use pgshift::warehouse::{Step, Warehouse};
+use pgshift::warehouse::{Batch, Step, Until, Warehouse};
 use pgshift::UrlStages;
 use pgshift_tests::fingerprint::{fingerprint_of, Canon};
 use pgshift_tests::{cluster, connect, s3_server, stage_dir};
@@ -325,7 +326,7 @@ async fn the_reconcile_guard_fails_the_transaction_unless_the_count_matches() ->
     )
     .await?;
     let client = connect(&url).await?;
-    let staging = pgshift::contract::model::TableRef::new("s", "t");
+    let staging = TableRef::new("s", "t");
     client
         .batch_execute(&pgshift::warehouse::reconcile_sql(&staging, 7)?)
         .await?;
@@ -539,5 +540,63 @@ async fn the_fingerprint_sees_a_swapped_or_changed_value_in_every_column_type() 
         .await?;
     }
     assert_eq!(fingerprint(&target, &plan, name, false).await?, want);
+    Ok(())
+}
+
+/// Issue 25 item 18: a COPY step that finds rows in its staging table (an earlier attempt's streams committed their
+/// share before that attempt died) starts over from an empty staging table, so the reconcile counts this attempt's
+/// rows only. Here the same multi-file COPY runs twice into one staging table, as a retried or resumed load would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_into_a_staging_table_an_earlier_attempt_filled_starts_from_empty() -> Result<()> {
+    let source = db("restagesrc", SALES).await?;
+    let dir = stage_dir("restage");
+    let stage_url = format!("file://{}", dir.display());
+    let stages = Arc::new(UrlStages::default());
+    let plan = plan_and_extract(&source, &["sales.orders"], &stage_url, stages.clone()).await?;
+    let stage = pgshift::stage::open(&stage_url)?;
+    let mut files = Vec::new();
+    for t in &plan.tasks {
+        let key = pgshift::contract::layout::result_key(t);
+        let r: pgshift::contract::model::ExtractResult = serde_json::from_slice(&stage.get(&key).await?)?;
+        files.extend(r.files);
+    }
+    assert!(
+        files.len() > 1,
+        "several files: the COPY runs as several streams, each committing its share"
+    );
+    let target = db("restagewh", "CREATE SCHEMA sales;").await?;
+    connect(&target)
+        .await?
+        .batch_execute("CREATE TABLE sales.orders_stg (id int8, amount numeric(12,2), note text, placed timestamptz);")
+        .await?;
+    let wh = PgWarehouse::new(&target)?;
+    let staging = TableRef::new("sales", "orders_stg");
+    let columns = &plan.tables[0].columns;
+    for attempt in 0..2 {
+        let job = pgshift::warehouse::CopyJob {
+            staging: &staging,
+            columns,
+            manifest_url: "",
+            files: &files,
+            stage: stage.as_ref(),
+            truncate_long_text: false,
+        };
+        let steps = vec![
+            Step::Copy(job),
+            Step::Reconcile {
+                table: TableRef::new("sales", "orders"),
+                staging: staging.clone(),
+                expected: 20_000,
+            },
+        ];
+        let done = wh.submit(Batch::new(steps, Until::Committed)).await;
+        assert!(done.is_ok(), "attempt {attempt}: {:?}", done.err());
+    }
+    let held: i64 = connect(&target)
+        .await?
+        .query_one("SELECT count(*) FROM sales.orders_stg", &[])
+        .await?
+        .get(0);
+    assert_eq!(held, 20_000, "the second attempt's rows only");
     Ok(())
 }

@@ -226,11 +226,18 @@ const COPY_STREAMS: usize = 4;
 async fn copy_into(wh: &PgWarehouse, tx: &Transaction<'_>, job: &CopyJob<'_>) -> Result<(), WarehouseError> {
     let (staging, cols) = job.target()?;
     let sql = format!("COPY {staging} ({cols}) FROM STDIN (FORMAT binary)");
+    // An earlier attempt's streams may have committed their shares before it died (a load retried, or resumed after
+    // a kill): the COPY starts from an empty staging table, so that the reconcile counts this attempt's rows only.
+    let empty = format!("TRUNCATE {staging}");
     let shares = shares(job.files, COPY_STREAMS);
     if shares.len() <= 1 {
+        tx.batch_execute(&empty).await.map_err(pg)?;
         let sink = tx.copy_in::<_, Bytes>(&sql).await.map_err(pg)?;
         return stream_parts(wh, sink, job.stage, job.files.iter()).await;
     }
+    // On a connection of its own, committed before the streams start (the load transaction holds no lock on the
+    // staging table yet: its COPY comes first).
+    wh.connect().await?.batch_execute(&empty).await.map_err(pg)?;
     let streams = shares.iter().map(|share| {
         let sql = &sql;
         async move {
