@@ -5,8 +5,21 @@
 # cargo-lambda, and zig, which cargo-lambda cross-compiles with): no Docker, no AWS account.
 #   https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/building-rust.html
 # Then: sam deploy --guided --template-file .aws-sam/build/template.yaml (docs/deploy.md).
+#
+#   scripts/package.sh [--ca-bundle FILE]
+#
+# --ca-bundle FILE: the RDS CA bundle (global-bundle.pem) from a file instead of downloading it, so the build runs
+# where only the crates and PyPI are reachable.
 set -euo pipefail
+CA_BUNDLE=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ca-bundle) CA_BUNDLE=$(realpath "${2:?--ca-bundle needs a file}"); shift 2 ;;
+    *) echo "package: unknown argument $1 (use --ca-bundle FILE)" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
+started=$(date +%s)
 VENV=.tools/iac
 if [ ! -x "$VENV/bin/sam" ] || [ ! -x "$VENV/bin/cargo-lambda" ] || ! "$VENV/bin/python" -c "import ziglang" 2>/dev/null; then
   echo "package: installing aws-sam-cli, cargo-lambda and zig into $VENV" >&2
@@ -28,7 +41,10 @@ sam build --template-file infra/template.yaml --build-dir .aws-sam/build
 # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.SSL.html#UsingWithRDS.SSL.CertificatesAllRegions
 BUNDLE_URL=https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
 bundle=$(mktemp)
-if ! python3 - "$BUNDLE_URL" "$bundle" <<'PY'
+if [ -n "$CA_BUNDLE" ]; then
+  grep -q -- "-----BEGIN CERTIFICATE-----" "$CA_BUNDLE" || { echo "package: --ca-bundle $CA_BUNDLE is not a PEM bundle" >&2; exit 1; }
+  cp "$CA_BUNDLE" "$bundle"
+elif ! python3 - "$BUNDLE_URL" "$bundle" <<'PY'
 import sys, urllib.request
 data = urllib.request.urlopen(sys.argv[1], timeout=30).read()
 if b"-----BEGIN CERTIFICATE-----" not in data:
@@ -37,7 +53,7 @@ open(sys.argv[2], "wb").write(data)
 PY
 then
   echo "package: could not download the RDS CA bundle from $BUNDLE_URL; without it sslmode=verify-full cannot connect." >&2
-  echo "         Download it by hand to .aws-sam/build/{PlannerFunction,ExtractorFunction}/rds-global-bundle.pem," >&2
+  echo "         Download it where you can and pass it: scripts/package.sh --ca-bundle global-bundle.pem;" >&2
   echo "         or deploy with SourceSslMode=require." >&2
   exit 1
 fi
@@ -55,3 +71,4 @@ for f in PlannerFunction ExtractorFunction LoaderFunction; do
     "$(python3 -c "import os,sys; print(os.path.getsize(sys.argv[1])/1e6)" "$zip")" \
     "$(file -b "$bin" 2>/dev/null | cut -d, -f1-2)"
 done
+echo "package: built in $(( $(date +%s) - started )) s"

@@ -64,7 +64,8 @@ impl ConfigArg {
 
 /// A connection setting: the flag (or its environment variable), else the config file's, else an error naming both.
 pub(crate) fn need(flag: &Option<String>, conf: Option<String>, what: &str) -> Result<String> {
-    match flag.clone().or(conf) {
+    // An empty flag or variable (PGSHIFT_STAGE= in a script) is no value: the file's stands.
+    match flag.clone().filter(|v| !v.is_empty()).or(conf) {
         Some(v) if !v.is_empty() => Ok(v),
         _ => bail!(
             "no {what}: pass --{what} (or PGSHIFT_{}) or set {what} in pgshift.toml",

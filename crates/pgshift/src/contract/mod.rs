@@ -7,6 +7,7 @@ pub mod code;
 pub mod layout;
 pub mod ledger;
 pub mod load;
+pub mod loader;
 pub mod model;
 pub mod pgtext;
 pub mod plan;
