@@ -127,6 +127,15 @@ struct Fixture {
     stage: String,
     rds: LocalRds,
     snapshot: serde_json::Value,
+    rds_path: std::path::PathBuf,
+}
+
+/// A snapshot is a base backup of the whole test cluster (every test's database): gone with its test, so that the
+/// suite's disk stays bounded.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.rds_path);
+    }
 }
 
 async fn fixture(name: &str, id: &str, cluster_snapshot: bool) -> Result<Fixture> {
@@ -134,7 +143,8 @@ async fn fixture(name: &str, id: &str, cluster_snapshot: bool) -> Result<Fixture
     let target = cluster().create_db(&format!("snap{name}wh")).await?;
     let stage_path = stage_dir(&format!("snapshot-{name}"));
     let stage = format!("file://{}", stage_path.display());
-    let rds = LocalRds::new(rds_dir(name));
+    let rds_dir_path = rds_dir(name);
+    let rds = LocalRds::new(rds_dir_path.clone());
     let (src, r, id) = (source.clone(), rds.clone(), id.to_string());
     let snapshot = tokio::task::spawn_blocking(move || r.create_snapshot(&src, &id, cluster_snapshot)).await??;
     Ok(Fixture {
@@ -144,6 +154,7 @@ async fn fixture(name: &str, id: &str, cluster_snapshot: bool) -> Result<Fixture
         stage,
         rds,
         snapshot,
+        rds_path: rds_dir_path,
     })
 }
 
@@ -516,6 +527,7 @@ async fn gc_removes_what_a_killed_run_left_and_nothing_else() -> Result<()> {
         rds.call("deleteDBInstance", json!({"DbInstanceIdentifier": id}))
             .await?;
     }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
