@@ -19,6 +19,7 @@ mod executions;
 mod failures;
 mod faults;
 mod fuzz;
+mod grants;
 mod hooked;
 mod load;
 mod pipeline;

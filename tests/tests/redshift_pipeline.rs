@@ -128,12 +128,21 @@ impl Run {
         TableRef::new(target.schema.clone(), format!("{name}__pgshift_{run}_{hash}"))
     }
 
-    /// The pre-flight write and read of the warehouse.
-    fn preflight() -> Vec<Vec<String>> {
+    /// The pre-flight's one query of the grants the run needs (`load::grants`), then its write and read of the
+    /// warehouse.
+    fn preflight(&self) -> Vec<Vec<String>> {
         vec![
+            vec![self.grants_check()],
             vec!["CREATE SCHEMA IF NOT EXISTS \"pgshift\"".into()],
             vec!["SELECT 1".into()],
         ]
+    }
+
+    /// The pre-flight's grants query of this run.
+    fn grants_check(&self) -> String {
+        let targets: Vec<TableRef> = self.plan.tables.iter().map(|t| t.table.clone()).collect();
+        let options = self.plan.load.clone().unwrap_or_default();
+        pgshift::load::grants::check_sql(Dialect::Redshift, &targets, &options).expect("the grants query")
     }
 
     /// A table's columns asked of `information_schema`.
@@ -207,7 +216,7 @@ impl Run {
     /// Every statement a one-table run sends before its load transaction: pre-flight, the staging registry looked
     /// for, the target looked for, its set-up, the load log asked.
     fn before_load(&self, table: &str, target_columns: &str, staging_columns: &str) -> Vec<Vec<String>> {
-        let mut out = Self::preflight();
+        let mut out = self.preflight();
         out.push(vec![Self::columns_query(&TableRef::new("pgshift", "staging"))]);
         out.push(vec![Self::columns_query(&self.table(table).table)]);
         out.push(self.setup(table, target_columns, staging_columns));
@@ -382,6 +391,54 @@ async fn atomic_run_past_the_data_apis_batch_is_refused_at_plan_time_before_anyt
         "nothing reached the warehouse: no staging table exists"
     );
     assert!(out.report.tables.is_empty(), "nothing was extracted");
+    Ok(())
+}
+
+/// The grants check on Redshift (`load::grants`): one read-only statement before anything else is sent to the
+/// warehouse, whose rows (what the Serverless IAM user `IAMR:<role>` lacks) end the run by name, before any range is
+/// extracted, with the statements to run for that user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_grants_on_redshift_are_one_query_whose_rows_end_the_run_with_the_statements_to_run() -> Result<()> {
+    let source = super::db("rsgrants", super::load::SALES).await?;
+    let api = DataApi::new();
+    let user = "IAMR:pgshift-LoaderFunctionRole-XYZ";
+    let row = |kind: &str, schema: &str, table: &str, privilege: &str| {
+        [user, "dev", kind, schema, table, privilege]
+            .map(|s| Field::StringValue(s.to_string()))
+            .to_vec()
+    };
+    api.answer(
+        |s| s.starts_with("WITH targets AS ("),
+        vec![
+            row("schema", "sales", "", "CREATE"),
+            row("table", "sales", "orders", "DELETE"),
+            row("table", "sales", "orders", "SELECT"),
+        ],
+    );
+    let (out, stage) = run_redshift(&source, &["sales.orders"], &api, "rsgrants", |_| {}).await?;
+    let failure = out.output.as_ref().err().ok_or_else(|| anyhow!("refused"))?;
+    assert_eq!(failure.error, "Pipeline.Fatal.PermissionDenied", "{}", failure.cause);
+    let cause: serde_json::Value = serde_json::from_str(&failure.cause)?;
+    assert!(
+        cause["errorMessage"].as_str().unwrap_or_default().ends_with(&format!(
+            "run: GRANT CREATE ON SCHEMA \"sales\" TO \"{user}\"; GRANT SELECT, DELETE ON TABLE \"sales\".\"orders\" TO \"{user}\";"
+        )),
+        "{}",
+        failure.cause
+    );
+    // The check was the only statement the pre-flight sent, and it is the one the run's plan makes.
+    let run = Run::read(&stage, &out)?;
+    let sent: Vec<Vec<String>> = api.submitted().into_iter().map(|s| s.sqls).collect();
+    assert_eq!(sent.first(), Some(&vec![run.grants_check()]), "{sent:#?}");
+    assert!(
+        !sent.iter().flatten().any(|s| s.starts_with("CREATE SCHEMA")),
+        "{sent:#?}"
+    );
+    let parts: Vec<String> = pgshift_tests::list_files(&pgshift_tests::stage_dir("rsgrants"))
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .collect();
+    assert!(parts.is_empty(), "nothing extracted: {parts:?}");
     Ok(())
 }
 

@@ -48,6 +48,18 @@ pub enum LoadError {
     },
     #[error("rules or triggers on the target change what a load writes, and no count of the run's rows can see it; nothing loaded: {}; drop or disable them, or pass --allow-target-triggers to load anyway (what the target holds is then theirs)", first_few(.0, "; "))]
     TargetTriggers(Vec<String>),
+    #[error(
+        "the warehouse user {user:?} lacks privileges this run needs, nothing extracted: {}. As a superuser or the \
+         objects' owner, run: {}",
+        .missing.join("; "), .statements.join(" ")
+    )]
+    Grants {
+        user: String,
+        /// What is missing, one phrase each.
+        missing: Vec<String>,
+        /// The GRANT and ALTER TABLE … OWNER TO statements that give it.
+        statements: Vec<String>,
+    },
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
     #[error(transparent)]
@@ -67,6 +79,7 @@ impl LoadError {
             LoadError::Deadline { .. } => Code::FatalLoadTimeout,
             LoadError::OlderData { .. } => Code::FatalOlderData,
             LoadError::TargetTriggers(_) => Code::FatalTargetTriggers,
+            LoadError::Grants { .. } => Code::FatalPermissionDenied,
             LoadError::Warehouse(e) => e.code(),
             LoadError::Stage(e) => e.code(),
         }

@@ -13,6 +13,7 @@ mod context;
 mod drift;
 mod error;
 pub mod gc;
+pub mod grants;
 mod preflight;
 mod progress;
 mod setup;

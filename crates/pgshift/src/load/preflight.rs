@@ -1,4 +1,5 @@
-//! The pre-flight check, before anything is extracted: the warehouse and the stage reached, and written.
+//! The pre-flight check, before anything is extracted: the warehouse and the stage reached, and written; the
+//! warehouse user's privileges checked against what the run will ask of it (`load::grants`).
 
 use std::time::Instant;
 
@@ -10,11 +11,12 @@ use crate::warehouse::{self, WarehouseError};
 
 use super::context::{stage_of, LoadContext};
 use super::error::LoadError;
-use super::triggers;
+use super::{grants, triggers};
 
 /// Before the extraction: the warehouse reached and written (its `pgshift` schema created if missing), and an object
 /// written to the run's stage directory and read back, so that an unreachable warehouse or a stage that refuses
-/// writes is found in seconds, not after the whole extraction.
+/// writes is found in seconds, not after the whole extraction. First of all on the warehouse, the grants a run needs
+/// (`load::grants`, one read-only query): a user without them fails here by name, with the statements to run.
 pub async fn preflight(ctx: &LoadContext, req: PreflightRequest) -> Result<PreflightResult, LoadError> {
     let started = Instant::now();
     let stage = stage_of(ctx, &req.plan_url).await?;
@@ -24,6 +26,11 @@ pub async fn preflight(ctx: &LoadContext, req: PreflightRequest) -> Result<Prefl
     let put = crate::stage::put(stage.as_ref(), &key, Bytes::from(body)).await?;
     stage.get(&key).await?;
     let wh = ctx.warehouse.as_ref();
+    let plan = run::read_plan(stage.as_ref(), &req.plan_url).await?;
+    grants::check(wh, &plan).await.map_err(|e| match e {
+        LoadError::Warehouse(w) => LoadError::Warehouse(preflight_context(w)),
+        other => other,
+    })?;
     // Set-ups of every run take turns where the dialect needs it: two concurrent CREATE SCHEMA IF NOT EXISTS of one
     // name fail with a duplicate key in PostgreSQL.
     let mut ddl: Vec<String> = wh.dialect().setup_lock().into_iter().collect();
@@ -34,7 +41,6 @@ pub async fn preflight(ctx: &LoadContext, req: PreflightRequest) -> Result<Prefl
     warehouse::count(wh, "SELECT 1".into())
         .await
         .map_err(|e| LoadError::Warehouse(preflight_context(e)))?;
-    let plan = run::read_plan(stage.as_ref(), &req.plan_url).await?;
     triggers::check(wh, &plan, &mut LoadOptions::default()).await?;
     tracing::info!(stage = %put.url, "pre-flight: warehouse and stage reached and written");
     Ok(PreflightResult {

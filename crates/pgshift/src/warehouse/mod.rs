@@ -92,6 +92,30 @@ impl Dialect {
         self == Dialect::Postgres
     }
 
+    /// Whether [`Self::lock_target`] needs a privilege that writes the table: PostgreSQL's `LOCK … IN EXCLUSIVE MODE`
+    /// needs UPDATE, DELETE or TRUNCATE; INSERT allows only ROW EXCLUSIVE
+    /// (<https://www.postgresql.org/docs/current/sql-lock.html>). Redshift's LOCK page names no privilege
+    /// (<https://docs.aws.amazon.com/redshift/latest/dg/r_LOCK.html>).
+    pub fn lock_needs_write(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// A condition that holds when the current user may act as the owner `relowner` (a `pg_class.relowner`), as
+    /// ALTER TABLE requires: PostgreSQL through role membership (`pg_has_role(…, 'USAGE')`, superusers included);
+    /// Redshift, which has no `pg_has_role`, by the user's own id or superuser flag in `pg_user` ("Only the owner has
+    /// the permission to modify or destroy an object", <https://docs.aws.amazon.com/redshift/latest/dg/r_Privileges.html>;
+    /// a user given the RBAC system permission ALTER TABLE may too,
+    /// <https://docs.aws.amazon.com/redshift/latest/dg/r_roles-system-privileges.html>, which this does not see).
+    pub fn owns(self, relowner: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("pg_catalog.pg_has_role({relowner}, 'USAGE')"),
+            Dialect::Redshift => format!(
+                "EXISTS (SELECT 1 FROM pg_catalog.pg_user u WHERE u.usename = current_user AND (u.usesysid = \
+                 {relowner} OR u.usesuper))"
+            ),
+        }
+    }
+
     /// Whether json and jsonb may load into SUPER (through VARCHAR staging and `JSON_PARSE` in the swap).
     pub fn has_super(self) -> bool {
         self == Dialect::Redshift
@@ -322,7 +346,7 @@ impl Cell {
         }
     }
 
-    fn text(&self) -> Option<&str> {
+    pub(crate) fn text(&self) -> Option<&str> {
         match self {
             Cell::Text(s) => Some(s),
             _ => None,
