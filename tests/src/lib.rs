@@ -49,6 +49,19 @@ pub fn cluster() -> &'static Cluster {
     })
 }
 
+static SNAPSHOT_CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// A second cluster, for the sources of snapshot tests: a local snapshot is a base backup of a whole cluster, so
+/// theirs holds only their own databases (tens of MB), not every other test's (1.7 GB a backup in the shared one).
+pub fn snapshot_cluster() -> &'static Cluster {
+    SNAPSHOT_CLUSTER.get_or_init(|| {
+        std::thread::spawn(Cluster::start)
+            .join()
+            .expect("cluster start thread")
+            .expect("starting a throwaway PostgreSQL cluster for snapshots")
+    })
+}
+
 /// The uid/gid to run the server as: `postgres` when we are root, ourselves otherwise.
 fn server_user() -> Option<(u32, u32)> {
     if !is_root() {

@@ -119,6 +119,13 @@ async fn instances(rds: &LocalRds) -> Result<Vec<String>> {
         .collect())
 }
 
+/// A seeded source on the snapshot tests' own cluster (what a snapshot copies whole).
+async fn snap_db(prefix: &str) -> Result<String> {
+    let url = pgshift_tests::snapshot_cluster().create_db(prefix).await?;
+    connect(&url).await?.batch_execute(SOURCE).await?;
+    Ok(url)
+}
+
 /// A test's source (seeded), warehouse, stage and RDS stand-in, with snapshot `id` of the source taken.
 struct Fixture {
     source: String,
@@ -139,7 +146,7 @@ impl Drop for Fixture {
 }
 
 async fn fixture(name: &str, id: &str, cluster_snapshot: bool) -> Result<Fixture> {
-    let source = crate::db(&format!("snap{name}"), SOURCE).await?;
+    let source = snap_db(&format!("snap{name}")).await?;
     let target = cluster().create_db(&format!("snap{name}wh")).await?;
     let stage_path = stage_dir(&format!("snapshot-{name}"));
     let stage = format!("file://{}", stage_path.display());
@@ -478,7 +485,7 @@ async fn a_snapshot_of_a_database_this_stack_does_not_load_ends_the_run_before_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_removes_what_a_killed_run_left_and_nothing_else() -> Result<()> {
-    let source = crate::db("snapgc", SOURCE).await?;
+    let source = snap_db("snapgc").await?;
     let rds = LocalRds::new(rds_dir("gc"));
     let dir = rds.dir().to_path_buf();
     let (src, r) = (source.clone(), rds.clone());
