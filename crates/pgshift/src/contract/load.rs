@@ -286,6 +286,26 @@ pub struct StepTime {
 }
 
 impl TableLoad {
+    /// A table's load before anything happened to it: pending, with the parts' rows, files and bytes.
+    pub fn pending(table: TableRef, (rows, files, bytes): (u64, usize, u64), manifest_url: String) -> Self {
+        TableLoad {
+            table,
+            rows,
+            files,
+            bytes,
+            manifest_url,
+            loaded: true,
+            status: TableStatus::Pending,
+            committed_rows: None,
+            error: None,
+            steps: Vec::new(),
+            swap: None,
+            swap_note: None,
+            created_target: false,
+            evolved: Vec::new(),
+        }
+    }
+
     /// Adds a step's time; several statements of one kind (the swap's) add up to one step.
     pub fn add_step(&mut self, step: StepKind, started_at: f64, seconds: f64) {
         match self.steps.iter_mut().find(|s| s.step == step) {
@@ -360,20 +380,9 @@ pub fn mark_committed(tables: &mut Vec<TableLoad>, table: &TableRef, status: Tab
             t.error = None;
         }
         None => tables.push(TableLoad {
-            table: table.clone(),
-            rows: rows.unwrap_or(0),
-            files: 0,
-            bytes: 0,
-            manifest_url: String::new(),
-            loaded: true,
             status,
             committed_rows: rows,
-            error: None,
-            steps: Vec::new(),
-            swap: None,
-            swap_note: None,
-            created_target: false,
-            evolved: Vec::new(),
+            ..TableLoad::pending(table.clone(), (rows.unwrap_or(0), 0, 0), String::new())
         }),
     }
 }
@@ -621,20 +630,9 @@ mod tests {
         );
         assert_eq!(p.label(3).expected, Some(20));
         let mut t = TableLoad {
-            table: a,
-            rows: 1,
-            files: 1,
-            bytes: 1,
-            manifest_url: String::new(),
-            loaded: true,
             status: TableStatus::Committed,
             committed_rows: Some(1),
-            error: None,
-            steps: Vec::new(),
-            swap: None,
-            swap_note: None,
-            created_target: false,
-            evolved: Vec::new(),
+            ..TableLoad::pending(a, (1, 1, 1), String::new())
         };
         t.add_step(Swap, 10.0, 1.0);
         t.add_step(Swap, 9.5, 0.5);

@@ -30,22 +30,12 @@ pub(crate) struct TableFacts {
 impl TableFacts {
     /// The table's load before its set-up: pending, nothing known of the warehouse yet.
     pub(super) fn table_load(&self) -> TableLoad {
-        TableLoad {
-            table: self.table.clone(),
-            rows: self.rows,
-            files: self.files.len(),
-            bytes: self.files.iter().map(|f| f.bytes).sum(),
-            manifest_url: self.manifest_url.clone(),
-            loaded: true,
-            status: TableStatus::Pending,
-            committed_rows: None,
-            error: None,
-            steps: Vec::new(),
-            swap: None,
-            swap_note: None,
-            created_target: false,
-            evolved: Vec::new(),
-        }
+        let bytes = self.files.iter().map(|f| f.bytes).sum();
+        TableLoad::pending(
+            self.table.clone(),
+            (self.rows, self.files.len(), bytes),
+            self.manifest_url.clone(),
+        )
     }
 }
 
