@@ -1,5 +1,19 @@
 //! `pgshift`: the command line.
 
+/// `println!` for output a reader may stop reading (`pgshift cost --json | head`): a closed pipe ends the process
+/// quietly, as it ends `cat`, instead of a panic; any other write error is reported as one.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("writing to standard output: {e}");
+        }
+    }};
+}
+
 mod commands;
 
 use anyhow::Result;

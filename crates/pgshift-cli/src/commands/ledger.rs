@@ -46,14 +46,14 @@ async fn executions(machine: &str, since: Option<f64>, json: bool) -> Result<()>
         .unwrap_or(0.0);
     all.retain(|e| since.is_none_or(|s| e.started_at >= now - s));
     if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        out!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
     for e in &all {
         let took = e
             .stopped_at
             .map_or("-".into(), |s| format!("{:.0} s", s - e.started_at));
-        println!(
+        out!(
             "{:<40} {:<17} {:<16} {:>8}  redriven {}",
             e.name,
             when(e.started_at),
@@ -62,7 +62,7 @@ async fn executions(machine: &str, since: Option<f64>, json: bool) -> Result<()>
             e.redrive_count
         );
     }
-    println!(
+    out!(
         "{} execution(s) of {machine} (pgshift report --execution ARN for one)",
         all.len()
     );
@@ -221,7 +221,7 @@ pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
     name_unreadable(&unreadable);
     let prices = PriceTable::default();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        out!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
     let header = [
@@ -276,8 +276,8 @@ pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
         &[4, 5, 6, 7, 8, 9, 10],
     );
     t.add_rows(rows);
-    println!("{t}");
-    println!(
+    out!("{t}");
+    out!(
         "{} run(s) on {}; cost at {} list prices of {} (pgshift cost for the items)",
         all.len(),
         stage,
@@ -316,7 +316,7 @@ pub(crate) async fn cost(a: CostArgs) -> Result<()> {
     name_unreadable(&unreadable);
     let bills: Vec<RunCost> = all.iter().map(|l| run_cost(l, &prices)).collect();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&bills)?);
+        out!("{}", serde_json::to_string_pretty(&bills)?);
         return Ok(());
     }
     if a.csv {
@@ -382,7 +382,7 @@ fn basis(b: Basis) -> &'static str {
 }
 
 fn print_bill(b: &RunCost) {
-    println!(
+    out!(
         "\nrun {} ({}, started {}): {}",
         b.run_id,
         b.status,
@@ -401,9 +401,9 @@ fn print_bill(b: &RunCost) {
             i.note.clone().unwrap_or_default(),
         ]
     }));
-    println!("{t}");
+    out!("{t}");
     let per = |x: Option<f64>, what: &str| x.map_or(String::new(), |v| format!(", ${v:.6} {what}"));
-    println!(
+    out!(
         "  total ${:.6}{}{}",
         b.total,
         per(b.per_gb, "per GB read"),
@@ -414,13 +414,13 @@ fn print_bill(b: &RunCost) {
 /// Across runs: the trend, and the tables that cost most.
 fn print_review(bills: &[RunCost]) {
     if bills.is_empty() {
-        println!("no run with a ledger record on this stage");
+        out!("no run with a ledger record on this stage");
         return;
     }
-    println!("\ntrend:");
+    out!("\ntrend:");
     for b in bills {
         let per_gb = b.per_gb.map_or("-".to_string(), |v| format!("{v:.6}"));
-        println!(
+        out!(
             "  {}  {:<34} ${:>12.6}  $/GB {per_gb}",
             when(b.started_at),
             b.run_id,
@@ -437,12 +437,12 @@ fn print_review(bills: &[RunCost]) {
     }
     let mut top: Vec<(String, f64)> = by_table.into_iter().collect();
     top.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!("most expensive tables:");
+    out!("most expensive tables:");
     for (t, d) in top.iter().take(5) {
-        println!("  {t:<40} ${d:.6}");
+        out!("  {t:<40} ${d:.6}");
     }
     let total: f64 = bills.iter().map(|b| b.total).sum();
-    println!("{} run(s), ${total:.6} in all", bills.len());
+    out!("{} run(s), ${total:.6} in all", bills.len());
 }
 
 #[cfg(test)]

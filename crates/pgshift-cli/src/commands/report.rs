@@ -58,7 +58,7 @@ pub(crate) async fn run(args: ReportArgs) -> Result<()> {
             Err(e) => bail!("{e} [{}]", e.name()),
         };
         std::fs::write(path, html).with_context(|| format!("writing --html {}", path.display()))?;
-        println!("report: {}", path.display());
+        out!("report: {}", path.display());
         return Ok(());
     }
     let (report, notes) = match pgshift::report::from_stage(&UrlStages::default(), plan, args.lambda_memory_mb).await {
@@ -66,9 +66,9 @@ pub(crate) async fn run(args: ReportArgs) -> Result<()> {
         Err(e) => bail!("{e} [{}]", e.name()),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("run {}{}", report.run_id, report.render());
+        out!("run {}{}", report.run_id, report.render());
     }
     for n in &notes {
         eprintln!("note: {n}");
