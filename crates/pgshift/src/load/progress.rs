@@ -24,6 +24,30 @@ pub(super) fn summarize(r: &LoadResult) -> LoadSummary {
     }
 }
 
+/// Targets the set-up just created, on the load's record before their load transactions are submitted: a run
+/// stopped while they run (a signal, a dead invocation) is cleaned up by a Cleanup that knows to drop them, so a first
+/// load that never committed leaves the warehouse as it was. Best effort, and only when a target was created.
+pub(super) async fn note_created(stage: &dyn Stage, run_id: &str, prepared: &[super::setup::Prepared<'_>]) {
+    let created: Vec<&TableLoad> = prepared.iter().map(|p| &p.load).filter(|l| l.created_target).collect();
+    if created.is_empty() {
+        return;
+    }
+    let mut load = match run::read_json::<LoadResult>(stage, &load_key(run_id)).await {
+        Ok(Some(l)) => l,
+        _ => LoadResult::unrecorded(run_id),
+    };
+    for c in created {
+        match load.tables.iter_mut().find(|t| t.table == c.table) {
+            Some(t) if t.status.is_committed() => {}
+            Some(t) => t.created_target = true,
+            None => load.tables.push(c.clone()),
+        }
+    }
+    if let Err(e) = record(stage, &load).await {
+        tracing::warn!(error = %e, "could not record the targets the set-up created");
+    }
+}
+
 pub(super) async fn record(stage: &dyn Stage, result: &LoadResult) -> Result<(), LoadError> {
     let json = serde_json::to_vec(result).map_err(|e| LoadError::InvalidRequest(e.to_string()))?;
     crate::stage::put(stage, &load_key(&result.run_id), Bytes::from(json)).await?;

@@ -51,6 +51,7 @@ pub(super) async fn advance<'a>(
             }
         }
         if failure.is_none() {
+            super::progress::note_created(c.stage, &c.plan.run_id, &prepared).await;
             let (p, f) = submit_all(c, &mut prepared).await?;
             pending.extend(p);
             failure = f;
