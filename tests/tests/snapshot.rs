@@ -233,6 +233,19 @@ async fn a_snapshot_run_loads_what_the_snapshot_holds_not_the_changed_source_and
         Some(cost.dollars),
         "the bill prices the restore"
     );
+    // And the storage RDS provisioned for it (the stand-in's: 20 GiB of gp3), from the restore to its deletion.
+    assert_eq!(
+        (record.allocated_gb, record.storage_type.as_deref()),
+        (Some(20), Some("gp3"))
+    );
+    let storage = out
+        .report
+        .bill
+        .items
+        .iter()
+        .find(|i| i.item == "restored instance storage");
+    let storage = storage.expect("the bill prices the restore's storage");
+    assert!(storage.quantity > 0.0 && storage.unit_price == 0.115, "{storage:?}");
     let text = out.report.render();
     assert!(
         text.contains("snapshot nightly") && text.contains("restored snapshot instance"),

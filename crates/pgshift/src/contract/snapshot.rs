@@ -298,6 +298,12 @@ pub struct RestoreRecord {
     pub deleted_at: Option<String>,
     /// Why the restored instance was not deleted by the run (the sweep and `pgshift gc` will).
     pub teardown_error: Option<String>,
+    /// The storage RDS provisioned for the restore (`AllocatedStorage`, GiB, and `StorageType`), billed per GB-month
+    /// from the restore to the deletion; `None` in records older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_gb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_type: Option<String>,
 }
 
 impl RestoreRecord {

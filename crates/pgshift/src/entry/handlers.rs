@@ -200,6 +200,8 @@ pub fn restore_record(state: &Value) -> Option<RestoreRecord> {
         started_at: text("/restored/started_at"),
         available_at: text("/restored/available_at"),
         deleted_at: text("/restored_deleted/deleted_at"),
+        allocated_gb: state.pointer("/restored/allocated_gb").and_then(Value::as_u64),
+        storage_type: text("/restored/storage_type"),
         teardown_error: state.get("teardown_error").map(|e| {
             format!(
                 "{}: {}",

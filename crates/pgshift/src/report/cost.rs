@@ -322,6 +322,20 @@ pub fn run_cost(l: &Ledger, p: &PriceTable) -> RunCost {
         });
         i.dollars = c.dollars;
         items.push(i);
+        if let Some(s) = &c.storage {
+            items.push(line(Line {
+                table: None,
+                item: "restored instance storage",
+                quantity: s.gb_months,
+                unit: "GB-months",
+                unit_price: s.gb_month_price,
+                basis: Basis::Actual,
+                note: Some(format!(
+                    "{} GiB of {} from the restore to its deletion",
+                    s.gb, s.storage_type
+                )),
+            }));
+        }
     }
     let total: f64 = items.iter().map(|i| i.dollars).sum();
     let (rows, bytes) = (l.rows(), l.source_bytes());

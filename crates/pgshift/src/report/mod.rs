@@ -10,6 +10,9 @@ pub mod cost;
 pub mod html;
 pub mod ledger;
 pub mod record;
+mod restore;
+
+pub use restore::{rds_hourly_price, RestoreCost, StorageCost, RDS_MINIMUM_BILLED_SECONDS};
 
 use bytes::Bytes;
 
@@ -18,7 +21,6 @@ use crate::contract::ledger::Ledger;
 use crate::contract::load::{LoadResult, TableLoad, TableStatus};
 use crate::contract::model::{ExtractResult, TableRef};
 use crate::contract::plan::consistency_line;
-use crate::contract::snapshot::RestoreRecord;
 use crate::stage::{run, StageError};
 use cost::PriceTable;
 
@@ -86,103 +88,6 @@ fn render_bill(o: &mut String, b: &cost::RunCost) {
     }
     if !b.run_id.is_empty() {
         let _ = writeln!(o, "  per table and per item: pgshift cost --stage … --run {}", b.run_id);
-    }
-}
-
-/// RDS bills an instance per second from the moment it is `available` until it is deleted, with a 10-minute minimum
-/// (<https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_OnDemandDBInstances.html>).
-pub const RDS_MINIMUM_BILLED_SECONDS: f64 = 600.0;
-
-/// On-demand list prices per instance-hour (us-east-1, Single-AZ, no Extended Support), for the classes a restore
-/// is likely to use: (class, RDS for PostgreSQL, Aurora PostgreSQL Standard). `None` where the engine has no such
-/// class. The t4g prices of RDS for PostgreSQL were checked against a 2026 pricing breakdown; the others are list
-/// prices as published on aws.amazon.com/rds/pricing (2025) and are estimates (`docs/snapshots.md`).
-const RDS_HOURLY: &[(&str, Option<f64>, Option<f64>)] = &[
-    ("db.t4g.micro", Some(0.016), None),
-    ("db.t4g.small", Some(0.032), None),
-    ("db.t4g.medium", Some(0.065), Some(0.073)),
-    ("db.t4g.large", Some(0.129), Some(0.146)),
-    ("db.t3.micro", Some(0.018), None),
-    ("db.t3.small", Some(0.036), None),
-    ("db.t3.medium", Some(0.072), Some(0.082)),
-    ("db.m6g.large", Some(0.152), None),
-    ("db.m6g.xlarge", Some(0.304), None),
-    ("db.m7g.large", Some(0.168), None),
-    ("db.r6g.large", Some(0.225), Some(0.26)),
-    ("db.r6g.xlarge", Some(0.45), Some(0.519)),
-    ("db.r6g.2xlarge", Some(0.899), Some(1.038)),
-    ("db.r7g.large", Some(0.239), Some(0.276)),
-    ("db.r7g.xlarge", Some(0.478), Some(0.553)),
-];
-
-/// The on-demand hourly price of an instance class for an engine (`aurora-postgresql` or RDS for PostgreSQL).
-pub fn rds_hourly_price(class: &str, engine: Option<&str>) -> Option<f64> {
-    let aurora = engine.is_some_and(|e| e.starts_with("aurora"));
-    RDS_HOURLY
-        .iter()
-        .find(|(c, _, _)| *c == class)
-        .and_then(|(_, rds, au)| if aurora { *au } else { *rds })
-}
-
-/// The instance a snapshot run restored, as the run's cost counts it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RestoreCost {
-    pub record: RestoreRecord,
-    /// From the restore call to `available`.
-    pub wait_seconds: Option<f64>,
-    /// From the restore call to its deletion.
-    pub life_seconds: Option<f64>,
-    /// From `available` to deleted, at least the 10-minute minimum; 0 for an instance that never became available
-    /// (RDS bills from `available`). An instance not deleted by the run counts the minimum (it is billed until the
-    /// sweep deletes it).
-    pub billed_seconds: f64,
-    /// The class's on-demand price per hour; `None` for a class the price table does not know.
-    pub hourly: Option<f64>,
-    pub dollars: f64,
-}
-
-impl RestoreCost {
-    pub fn of(record: &RestoreRecord) -> Self {
-        let (wait_seconds, life_seconds) = record.durations();
-        let billed_seconds = match (wait_seconds, life_seconds) {
-            (None, _) => 0.0,
-            (Some(w), Some(l)) => (l - w).max(RDS_MINIMUM_BILLED_SECONDS),
-            (Some(_), None) => RDS_MINIMUM_BILLED_SECONDS,
-        };
-        let hourly = rds_hourly_price(&record.instance_class, record.engine.as_deref());
-        RestoreCost {
-            record: record.clone(),
-            wait_seconds,
-            life_seconds,
-            billed_seconds,
-            hourly,
-            dollars: hourly.unwrap_or(0.0) * billed_seconds / 3600.0,
-        }
-    }
-
-    /// One line: the snapshot, the instant it reflects, the restore's wait and life, and what it cost.
-    pub fn line(&self) -> String {
-        let r = &self.record;
-        let s = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.0} s"));
-        let price = match self.hourly {
-            Some(h) => format!("${:.4} at ${h}/h", self.dollars),
-            None => format!("price of {} unknown", r.instance_class),
-        };
-        let deleted = match (&r.deleted_at, &r.teardown_error) {
-            (Some(_), _) => String::new(),
-            (None, Some(e)) => format!("; NOT deleted ({}): `pgshift gc` deletes it", truncate(e, 120)),
-            (None, None) => "; NOT deleted: `pgshift gc` deletes it".into(),
-        };
-        format!(
-            "snapshot {} (taken {}) restored into {} ({}): waited {} for available, lived {}; billed {:.1} min, {price}{deleted}",
-            r.snapshot,
-            r.snapshot_created_at.as_deref().unwrap_or("?"),
-            r.instance,
-            r.instance_class,
-            s(self.wait_seconds),
-            s(self.life_seconds),
-            self.billed_seconds / 60.0,
-        )
     }
 }
 
@@ -591,6 +496,7 @@ fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::snapshot::RestoreRecord;
 
     fn record(available: Option<&str>, deleted: Option<&str>) -> RestoreRecord {
         RestoreRecord {
@@ -615,6 +521,14 @@ mod tests {
         // 2 min available: the 10-minute minimum.
         let c = RestoreCost::of(&record(Some("2026-12-03T10:12:00Z"), Some("2026-12-03T10:14:00Z")));
         assert_eq!(c.billed_seconds, 600.0);
+        // Storage: 100 GiB of gp3 for the 42 minutes from the restore to the deletion, at $0.115 a GB-month.
+        let mut r = record(Some("2026-12-03T10:12:00Z"), Some("2026-12-03T10:42:00Z"));
+        (r.allocated_gb, r.storage_type) = (Some(100), Some("gp3".into()));
+        let s = RestoreCost::of(&r).storage.expect("priced");
+        assert!((s.gb_months - 100.0 * 2520.0 / 3600.0 / 730.0).abs() < 1e-12, "{s:?}");
+        assert!((s.dollars - s.gb_months * 0.115).abs() < 1e-12);
+        r.storage_type = Some("aurora".into());
+        assert_eq!(RestoreCost::of(&r).storage, None, "Aurora's volume is billed otherwise");
         // Never available: never billed.
         let c = RestoreCost::of(&record(None, Some("2026-12-03T10:14:00Z")));
         assert_eq!((c.billed_seconds, c.dollars), (0.0, 0.0));

@@ -228,6 +228,9 @@ impl LocalRds {
         record["Engine"] = snapshot.get("Engine").cloned().unwrap_or(json!("postgres"));
         record["EngineVersion"] = snapshot.get("EngineVersion").cloned().unwrap_or(Value::Null);
         record["OwnerPid"] = json!(std::process::id());
+        // What RDS provisions for a restore: the snapshot's allocated storage (20 GiB at least, as gp3 takes), gp3.
+        record["AllocatedStorage"] = snapshot.get("AllocatedStorage").cloned().unwrap_or(json!(20));
+        record["StorageType"] = snapshot.get("StorageType").cloned().unwrap_or(json!("gp3"));
         write_json(&dir.join("instance.json"), &record)?;
         if !self.hold_creating {
             let source = self.snapshot_dir(snapshot["DbSnapshotIdentifier"].as_str().unwrap_or_default());
