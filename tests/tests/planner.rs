@@ -420,3 +420,40 @@ async fn views_matched_by_a_wildcard_are_left_out_by_name_unless_included() -> R
     );
     Ok(())
 }
+
+/// Issue 27 item 6: past the planning budget (here 0 s), a static source's keyed tables are split by heap pages,
+/// reading no key (a restored instance's cold pages cost a first read from S3), and the plan says so; every row is
+/// still in exactly one range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_planning_budget_a_static_source_is_split_by_pages_and_the_plan_says_so() -> Result<()> {
+    let url = db(
+        "budget",
+        "CREATE TABLE public.b (id int8 PRIMARY KEY, pad text);
+         INSERT INTO public.b SELECT g, repeat('x', 200) FROM generate_series(1, 40000) g; ANALYZE;",
+    )
+    .await?;
+    let mut req = request(&["public.b"], 4);
+    req.settings.static_source = true;
+    req.settings.planning_budget_seconds = 0;
+    let spent = plan(&url, req.clone()).await?;
+    let t = &spent.tables[0];
+    assert_eq!(t.strategy.kind(), "ctid_pages", "{:?}", t.strategy);
+    assert!(t.reason.contains("planning budget"), "{}", t.reason);
+    assert!(
+        spent
+            .notes
+            .iter()
+            .any(|n| n.contains("planning budget (0 s) was spent: 1 of 1")),
+        "{:?}",
+        spent.notes
+    );
+    let counts = assert_cover_exactly_once(&url, &spent, "public.b").await?;
+    assert_eq!(counts.len(), 4);
+    // Within the budget, the key is read as always.
+    req.settings.planning_budget_seconds = 120;
+    req.run_id = Some("within".into());
+    let within = plan(&url, req).await?;
+    assert_ne!(within.tables[0].strategy.kind(), "ctid_pages");
+    assert!(!within.notes.iter().any(|n| n.contains("planning budget")));
+    Ok(())
+}

@@ -167,6 +167,10 @@ pub struct PlanSettings {
     /// table without a key split into ctid ranges: on a live source, ranges read in separate snapshots duplicate a
     /// row that an UPDATE moves to another page, or lose it, so such a table is read in one range.
     pub static_source: bool,
+    /// Seconds the planner reads boundary keys for; past them, the remaining tables of a static source are split by
+    /// equal heap-page (ctid) ranges, which read nothing (a restored instance's cold pages come from S3 as they are
+    /// first read, and the planner Lambda has 300 s). The plan says which tables.
+    pub planning_budget_seconds: u64,
 }
 
 impl Default for PlanSettings {
@@ -187,6 +191,7 @@ impl Default for PlanSettings {
             parts: None,
             dictionary_max_distinct: 1000,
             static_source: false,
+            planning_budget_seconds: 120,
         }
     }
 }

@@ -25,7 +25,9 @@ use tokio_postgres::Client;
 
 use crate::contract::layout;
 use crate::contract::model::{ExtractTask, TableRef};
-use crate::contract::plan::{ObjectLocation, Plan, PlanRequest, PlanSettings, PlanSummary, ResultsLocation};
+use crate::contract::plan::{
+    ObjectLocation, Plan, PlanRequest, PlanSettings, PlanSummary, ResultsLocation, SourceInfo, TablePlan,
+};
 use crate::contract::sql;
 use crate::source::{describe_tables, CatalogTable, SourceConnector, SourceError, SESSION_SETTINGS};
 use crate::stage::StageOpener;
@@ -109,24 +111,15 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
         .await
         .map_err(src)?;
     let (wanted, run_note) = parts::wanted_parts(&selected, req);
-    let notes = plan_notes(req, &relations, &selected, run_note);
-    let (mut tables, mut tasks) = (Vec::new(), Vec::new());
-    for ((rel, catalog), (parts, clamp_note)) in selected.iter().zip(&catalogs).zip(wanted) {
-        let (t, ts) = table::plan_table(table::TableContext {
-            client,
-            req,
-            run_id: &run_id,
-            rel,
-            catalog,
-            parts,
-            clamp_note,
-            source: &source,
-            low_cardinality: low_cardinality.remove(&rel.oid).unwrap_or_default(),
-        })
-        .await?;
-        tables.push(t);
-        tasks.extend(ts);
-    }
+    let mut notes = plan_notes(req, &relations, &selected, run_note);
+    let each = Each {
+        client,
+        req,
+        run_id: &run_id,
+        source: &source,
+        started,
+    };
+    let (tables, tasks) = plan_tables(&each, &selected, catalogs, wanted, &mut low_cardinality, &mut notes).await?;
     Plan {
         run_id,
         plan_id: String::new(),
@@ -149,6 +142,56 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     }
     .seal()
     .map_err(|e| PlanError::InvalidRequest(format!("plan JSON: {e}")))
+}
+
+/// What planning every table shares.
+struct Each<'a> {
+    client: &'a Client,
+    req: &'a PlanRequest,
+    run_id: &'a str,
+    source: &'a SourceInfo,
+    started: Instant,
+}
+
+/// Every selected table planned in turn, each told whether the planning budget is spent by then; the plan's note
+/// says how many tables that changed.
+async fn plan_tables(
+    each: &Each<'_>,
+    selected: &[&select::Relation],
+    catalogs: Vec<CatalogTable>,
+    wanted: Vec<(u32, Option<String>)>,
+    low_cardinality: &mut std::collections::HashMap<u32, Vec<String>>,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<TablePlan>, Vec<ExtractTask>), PlanError> {
+    let budget = each.req.settings.planning_budget_seconds;
+    let (mut tables, mut tasks, mut spent) = (Vec::new(), Vec::new(), 0usize);
+    for ((rel, catalog), (parts, clamp_note)) in selected.iter().zip(&catalogs).zip(wanted) {
+        let over_budget = each.started.elapsed().as_secs() >= budget;
+        let (t, ts) = table::plan_table(table::TableContext {
+            client: each.client,
+            req: each.req,
+            run_id: each.run_id,
+            rel,
+            catalog,
+            parts,
+            clamp_note,
+            source: each.source,
+            low_cardinality: low_cardinality.remove(&rel.oid).unwrap_or_default(),
+            over_budget,
+        })
+        .await?;
+        spent += usize::from(over_budget && t.strategy.kind() == "ctid_pages" && !t.key.is_empty());
+        tables.push(t);
+        tasks.extend(ts);
+    }
+    if spent > 0 {
+        notes.push(format!(
+            "the planning budget ({budget} s) was spent: {spent} of {} tables were split by equal heap-page (ctid) \
+             ranges of the static source instead of key quantiles (parts as even as the rows are over the pages)",
+            selected.len()
+        ));
+    }
+    Ok((tables, tasks))
 }
 
 /// The plan's notes: what it reflects of the source, the run's part cap, the views left out and those planned.

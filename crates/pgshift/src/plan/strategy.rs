@@ -22,6 +22,8 @@ pub(super) struct Shape {
     pub(super) fixed_parts: bool,
     pub(super) static_source: bool,
     pub(super) samples_per_part: u32,
+    /// The planning budget is spent: read no more boundary keys where the source allows.
+    pub(super) over_budget: bool,
 }
 
 impl Shape {
@@ -61,6 +63,15 @@ pub(super) fn choose(s: &Shape) -> Choice {
         return Choice::Single {
             reason: format!("{} bytes: {why}", s.bytes),
         };
+    }
+    if s.over_budget && s.static_source && s.heap() && s.server_version_num >= 140_000 && s.pages > 0 {
+        let bounds = ctid_ranges(s.pages, s.parts);
+        let reason = format!(
+            "the planning budget was spent: {} equal ranges of {} heap pages by ctid, no key read (the source is static)",
+            bounds.len(),
+            s.pages
+        );
+        return Choice::Ctid { bounds, reason };
     }
     if s.has_key() && s.kind != 'f' && s.kind != 'v' {
         return Choice::KeyRanges;
@@ -180,7 +191,32 @@ mod tests {
             fixed_parts: false,
             static_source: false,
             samples_per_part: 2000,
+            over_budget: false,
         }
+    }
+
+    #[test]
+    fn past_the_planning_budget_a_static_source_is_split_by_pages_without_reading_a_key() {
+        let spent = Shape {
+            over_budget: true,
+            static_source: true,
+            ..shape()
+        };
+        assert!(
+            matches!(&choose(&spent), Choice::Ctid { bounds, reason } if bounds.len() == 8 && reason.contains("budget"))
+        );
+        // A live source keeps its key ranges (ctid ranges read in separate snapshots would lose or repeat rows).
+        let live = Shape {
+            static_source: false,
+            ..spent.clone()
+        };
+        assert_eq!(choose(&live), Choice::KeyRanges);
+        // Within the budget, a static source's key is read as always.
+        let within = Shape {
+            over_budget: false,
+            ..spent
+        };
+        assert_eq!(choose(&within), Choice::KeyRanges);
     }
 
     #[test]

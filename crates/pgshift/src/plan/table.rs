@@ -25,6 +25,8 @@ pub(super) struct TableContext<'a> {
     pub(super) source: &'a SourceInfo,
     /// Columns with few distinct values: dictionary-encoded in Parquet.
     pub(super) low_cardinality: Vec<String>,
+    /// The planning budget is spent ([`crate::contract::plan::PlanSettings::planning_budget_seconds`]).
+    pub(super) over_budget: bool,
 }
 
 /// How a table is split: the strategy, the ranges, why, and the rows they hold in all.
@@ -103,6 +105,7 @@ async fn split(
         fixed_parts: cx.req.settings.parts.is_some(),
         static_source: cx.req.settings.static_source,
         samples_per_part: cx.req.settings.samples_per_part,
+        over_budget: cx.over_budget,
     };
     let rows_est = rel.rows.max(0.0) as u64;
     match strategy::choose(&shape) {
