@@ -31,6 +31,11 @@ impl Shape {
         matches!(self.kind, 'r' | 'm')
     }
 
+    /// Whether it can be read in heap-page ranges (TID range scans: PostgreSQL 14+).
+    fn by_pages(&self) -> bool {
+        self.heap() && self.server_version_num >= 140_000 && self.pages > 0
+    }
+
     fn has_key(&self) -> bool {
         !self.key_types.is_empty()
     }
@@ -64,14 +69,8 @@ pub(super) fn choose(s: &Shape) -> Choice {
             reason: format!("{} bytes: {why}", s.bytes),
         };
     }
-    if s.over_budget && s.static_source && s.heap() && s.server_version_num >= 140_000 && s.pages > 0 {
-        let bounds = ctid_ranges(s.pages, s.parts);
-        let reason = format!(
-            "the planning budget was spent: {} equal ranges of {} heap pages by ctid, no key read (the source is static)",
-            bounds.len(),
-            s.pages
-        );
-        return Choice::Ctid { bounds, reason };
+    if s.over_budget && s.static_source && s.by_pages() {
+        return by_pages(s, "the planning budget was spent", "no key read (the source is static)");
     }
     if s.has_key() && s.kind != 'f' && s.kind != 'v' {
         return Choice::KeyRanges;
@@ -86,14 +85,8 @@ pub(super) fn choose(s: &Shape) -> Choice {
             ),
         };
     }
-    if s.heap() && s.server_version_num >= 140_000 && s.pages > 0 {
-        let bounds = ctid_ranges(s.pages, s.parts);
-        let reason = format!(
-            "no primary key or unique NOT NULL index: {} equal ranges of {} heap pages by ctid",
-            bounds.len(),
-            s.pages
-        );
-        return Choice::Ctid { bounds, reason };
+    if s.by_pages() {
+        return by_pages(s, "no primary key or unique NOT NULL index", "");
     }
     let why = if !s.has_key() && s.heap() {
         "no usable key and PostgreSQL < 14 (no TID range scans)"
@@ -105,6 +98,22 @@ pub(super) fn choose(s: &Shape) -> Choice {
     Choice::Single {
         reason: format!("one part: {why}"),
     }
+}
+
+/// Equal heap-page ranges by ctid, and why.
+fn by_pages(s: &Shape, why: &str, after: &str) -> Choice {
+    let bounds = ctid_ranges(s.pages, s.parts);
+    let after = if after.is_empty() {
+        String::new()
+    } else {
+        format!(", {after}")
+    };
+    let reason = format!(
+        "{why}: {} equal ranges of {} heap pages by ctid{after}",
+        bounds.len(),
+        s.pages
+    );
+    Choice::Ctid { bounds, reason }
 }
 
 /// How key boundaries are found.
