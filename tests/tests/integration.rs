@@ -37,7 +37,12 @@ mod wrong_data2;
 
 /// A database with `setup` run in it.
 async fn db(prefix: &str, setup: &str) -> Result<String> {
-    let url = cluster().create_db(prefix).await?;
+    db_on(cluster(), prefix, setup).await
+}
+
+/// A database with `setup` run in it, on the cluster given.
+async fn db_on(on: &pgshift_tests::Cluster, prefix: &str, setup: &str) -> Result<String> {
+    let url = on.create_db(prefix).await?;
     connect(&url).await?.batch_execute(setup).await?;
     Ok(url)
 }

@@ -121,9 +121,7 @@ async fn instances(rds: &LocalRds) -> Result<Vec<String>> {
 
 /// A seeded source on the snapshot tests' own cluster (what a snapshot copies whole).
 async fn snap_db(prefix: &str) -> Result<String> {
-    let url = pgshift_tests::snapshot_cluster().create_db(prefix).await?;
-    connect(&url).await?.batch_execute(SOURCE).await?;
-    Ok(url)
+    crate::db_on(pgshift_tests::snapshot_cluster(), prefix, SOURCE).await
 }
 
 /// A test's source (seeded), warehouse, stage and RDS stand-in, with snapshot `id` of the source taken.

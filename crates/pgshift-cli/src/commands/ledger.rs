@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use pgshift::contract::ledger::{Basis, Ledger};
 use pgshift::report::cost::{run_cost, PriceTable, RunCost};
+use pgshift::report::text_table as table;
 use pgshift::stage::StageOpener;
 use pgshift::UrlStages;
 
@@ -178,23 +179,6 @@ fn name_unreadable(unreadable: &[String]) {
 fn when(t: f64) -> String {
     chrono::DateTime::from_timestamp(t as i64, 0)
         .map_or_else(|| "-".into(), |d| d.format("%Y-%m-%d %H:%MZ").to_string())
-}
-
-/// A table for the terminal: a header and right-aligned numbers in the columns named.
-fn table(header: &[&str], right: &[usize]) -> comfy_table::Table {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::NOTHING)
-        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
-        .set_header(header.iter().copied());
-    let last = header.len().saturating_sub(1);
-    for (i, c) in t.column_iter_mut().enumerate() {
-        // Two spaces between columns, none after the last.
-        c.set_padding((0, if i == last { 0 } else { 2 }));
-        if right.contains(&i) {
-            c.set_cell_alignment(comfy_table::CellAlignment::Right);
-        }
-    }
-    t
 }
 
 /// Rows as CSV on standard output, quoted where a field needs it.

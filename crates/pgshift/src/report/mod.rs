@@ -308,19 +308,17 @@ impl RunReport {
     }
 }
 
-/// A text table with a header, columns two spaces apart, the numbers right-aligned (every column but the first
-/// `left` ones and the last `trailing_left`).
-fn text_table(header: &[&str], left: usize, trailing_left: usize) -> comfy_table::Table {
+/// A text table for a terminal: the header, columns two spaces apart (none after the last), the columns named in
+/// `right` right-aligned (the numbers). Every text table pgshift prints is one of these.
+pub fn text_table(header: &[&str], right: &[usize]) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING)
         .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
         .set_header(header.iter().copied());
-    let n = header.len();
     let last = header.len().saturating_sub(1);
     for (i, c) in t.column_iter_mut().enumerate() {
-        // Two spaces between columns, none after the last.
         c.set_padding((0, if i == last { 0 } else { 2 }));
-        if i >= left && i + trailing_left < n {
+        if right.contains(&i) {
             c.set_cell_alignment(comfy_table::CellAlignment::Right);
         }
     }
@@ -333,7 +331,7 @@ fn mb(b: u64) -> f64 {
 
 /// Per part of a table: its rows, size, time and rate, and a bar of its rows against the largest part's.
 fn parts_table(t: &TableReport) -> comfy_table::Table {
-    let mut out = text_table(&["range", "rows", "MB", "s", "MB/s", "rows"], 0, 1);
+    let mut out = text_table(&["range", "rows", "MB", "s", "MB/s", "rows"], &[0, 1, 2, 3, 4]);
     let max = t.parts.iter().map(|p| p.rows).max().unwrap_or(0).max(1);
     for p in &t.parts {
         let bar = "█".repeat((p.rows as f64 / max as f64 * 30.0).round() as usize);
@@ -363,8 +361,7 @@ impl RunReport {
                 "skew",
                 "loaded",
             ],
-            1,
-            1,
+            &[1, 2, 3, 4, 5, 6],
         );
         for t in &self.tables {
             let max_s = t.parts.iter().map(|p| p.seconds).fold(0.0, f64::max);
@@ -409,13 +406,13 @@ impl RunReport {
     }
 }
 
-/// A run as its stage has it: the run record, and its ledger record (`<run>/ledger.json`; built from the record as
-/// `facts` say when the run has none yet, as while it runs).
+/// A run as its stage has it: the run record, and its bill, priced from its ledger record (`<run>/ledger.json`;
+/// built from the record as `facts` say when the run has none yet, as while it runs). The one bill every view shows.
 pub async fn read_run(
     stages: &dyn crate::stage::StageOpener,
     plan_url: &str,
     facts: &ledger::LedgerFacts,
-) -> Result<(record::RunRecord, Ledger), StageError> {
+) -> Result<(record::RunRecord, cost::RunCost), StageError> {
     let rec = record::read(stages, plan_url).await?;
     let stage = run::stage_of(stages, plan_url).await?;
     let written: Option<Ledger> = run::read_json(stage.as_ref(), &ledger_key(&rec.plan.run_id))
@@ -424,7 +421,7 @@ pub async fn read_run(
         .flatten()
         .filter(|l: &Ledger| l.impossible().is_empty());
     let l = written.unwrap_or_else(|| ledger::of(&rec, facts));
-    Ok((rec, l))
+    Ok((rec, cost::run_cost(&l, &PriceTable::default())))
 }
 
 /// The report of a run read back from its stage, and what the stage lacks of it. `memory_mb` is the extractors'
@@ -434,8 +431,8 @@ pub async fn from_stage(
     plan_url: &str,
     memory_mb: u32,
 ) -> Result<(RunReport, Vec<String>), StageError> {
-    let (rec, l) = read_run(stages, plan_url, &assuming(memory_mb)).await?;
-    let report = RunReport::of(&rec, cost::run_cost(&l, &PriceTable::default()));
+    let (rec, bill) = read_run(stages, plan_url, &assuming(memory_mb)).await?;
+    let report = RunReport::of(&rec, bill);
     Ok((report, rec.notes))
 }
 
@@ -458,8 +455,7 @@ pub async fn publish(
     if let Err(e) = ledger::write(stages, plan_url, facts).await {
         tracing::warn!(error = %e, "could not write the run's ledger record");
     }
-    let (rec, l) = read_run(stages, plan_url, facts).await?;
-    let bill = cost::run_cost(&l, &PriceTable::default());
+    let (rec, bill) = read_run(stages, plan_url, facts).await?;
     let html = Bytes::from(html::render(&rec, &bill));
     let written = async {
         let stage = run::stage_of(stages, plan_url).await?;
@@ -478,8 +474,7 @@ pub async fn html_of(
     plan_url: &str,
     memory_mb: u32,
 ) -> Result<(String, String), StageError> {
-    let (rec, l) = read_run(stages, plan_url, &assuming(memory_mb)).await?;
-    let bill = cost::run_cost(&l, &PriceTable::default());
+    let (rec, bill) = read_run(stages, plan_url, &assuming(memory_mb)).await?;
     Ok((html::render(&rec, &bill), rec.plan.run_id.clone()))
 }
 
