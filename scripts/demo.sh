@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The demo, on embedded defaults: no AWS account, no network. A throwaway local PostgreSQL (installed by
-# scripts/setup.sh if absent) with a seeded star schema (a fact table of a few million rows with a skewed key, several
+# The demo, on embedded defaults: no AWS account, no network. A throwaway local PostgreSQL (its server binaries
+# installed by `scripts/setup.sh --demo` if absent: nothing else the tests need) with a seeded star schema (a fact table of a few million rows with a skewed key, several
 # dimensions, a UUID-keyed table), moved by `pgshift run`: the state machine of statemachine/pipeline.asl.json run
 # locally, planning balanced key ranges, extracting them in parallel to Parquet on a local stage, and loading them into
 # a second database. It ends with the summary, the reconciliation, and where the files and the warehouse are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --demo
 cargo build --profile cli -q -p pgshift-cli
 PGSHIFT=$PWD/target/cli/pgshift
 

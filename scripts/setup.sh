@@ -4,7 +4,8 @@
 # run report's headless browser test), pyarrow (the tests' second Parquet reader), and the
 # asl-validator npm package (an independent check of statemachine/pipeline.asl.json) under .tools/, and cfn-lint,
 # aws-sam-cli and checkov (the checks of infra/template.yaml; the last two in .tools/iac).
-# Idempotent: installs only what is missing.
+# Idempotent: installs only what is missing. `scripts/setup.sh --demo`: only what the demo uses (the PostgreSQL server
+# binaries and psql).
 set -euo pipefail
 SAM_VERSION=1.148.0
 CHECKOV_VERSION=3.3.30
@@ -20,6 +21,9 @@ if ! have_pg_server || ! command -v psql >/dev/null 2>&1; then
   echo "setup: installing PostgreSQL server binaries" >&2
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+fi
+if [ "${1:-}" = --demo ]; then
+  exit 0
 fi
 
 if ! command -v openssl >/dev/null 2>&1; then

@@ -265,6 +265,38 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// A role that must give its password over TCP (scram-sha-256), on a cluster whose other roles are trusted: a
+    /// rule for it alone at the top of pg_hba.conf, the configuration reloaded. Idempotent.
+    pub async fn password_role(&self, role: &str, password: &str) -> Result<()> {
+        let hba = self.data_dir.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba)?;
+        let rule = format!("host all {role} 127.0.0.1/32 scram-sha-256\n");
+        if !text.contains(&rule) {
+            std::fs::write(&hba, format!("{rule}{text}"))?;
+        }
+        let c = connect(&self.url("postgres")).await?;
+        let exists = c
+            .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&role])
+            .await?
+            .is_some();
+        if !exists {
+            c.batch_execute(&format!(
+                "SET password_encryption = 'scram-sha-256'; CREATE ROLE \"{role}\" LOGIN SUPERUSER PASSWORD '{password}'"
+            ))
+            .await?;
+        }
+        c.query_one("SELECT pg_catalog.pg_reload_conf()", &[]).await?;
+        // The reload is asynchronous: wait until the rule is in force (the role without its password refused).
+        let bare = format!("postgres://{role}@127.0.0.1:{}/postgres", self.port);
+        for _ in 0..100 {
+            if tokio_postgres::connect(&bare, NoTls).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// A fresh database for one test; returns its connection string.
     pub async fn create_db(&self, prefix: &str) -> Result<String> {
         let name = format!("{prefix}_{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));

@@ -362,5 +362,13 @@ async fn connections_that_cannot_succeed_fail_within_seconds_by_name_and_transie
         }
         assert!(text.contains(':'), "names host and port: {text}");
     }
+    // The run's first contact (the planner's): nobody listening is a wrong host or port, named at once, not retried.
+    let closed = url.replace(&format!(":{port}/"), &format!(":{unused}/"));
+    let e = match pgshift::PgConnector::new(&closed)?.connect_first().await {
+        Ok(_) => anyhow::bail!("{closed}: connected"),
+        Err(e) => e,
+    };
+    assert_eq!(e.name(), "Pipeline.Fatal.NotFound", "{e}");
+    assert!(e.to_string().contains("nothing listens there"), "{e}");
     Ok(())
 }

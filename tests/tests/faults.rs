@@ -164,6 +164,9 @@ impl Warehouse for FaultWarehouse {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
+    fn reach(&self) -> BoxFuture<'_, Result<(), WarehouseError>> {
+        self.inner.reach()
+    }
     fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>> {
         Box::pin(async move {
             let cut = self.at.iter().position(|a| matches!(a, At::QueryCut));

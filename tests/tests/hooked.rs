@@ -35,6 +35,9 @@ impl Warehouse for Hooked {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
+    fn reach(&self) -> BoxFuture<'_, Result<(), WarehouseError>> {
+        self.inner.reach()
+    }
     fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>> {
         self.inner.query(sql)
     }

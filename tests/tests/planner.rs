@@ -243,7 +243,7 @@ async fn bad_plan_input_is_named() -> Result<()> {
     .await?;
     let e = plan(&url, request(&["nosuch.*"], 2)).await.expect_err("no match");
     assert!(
-        matches!(e, PlanError::NoMatch(_)) && e.to_string().contains("nosuch.*"),
+        matches!(e, PlanError::NoMatch { .. }) && e.to_string().contains("nosuch.*"),
         "{e}"
     );
     let e = plan(&url, request(&["public.missing"], 2))

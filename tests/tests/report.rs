@@ -150,3 +150,124 @@ async fn the_html_report_of_a_real_run_renders_in_chromium_with_every_attempt_an
     );
     Ok(())
 }
+
+/// The text of the element with `id` in a DOM dump (its tags stripped).
+fn element_text(dom: &str, id: &str) -> Option<String> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let open = at + dom[at..].find('>')? + 1;
+    let tag_start = dom[..at].rfind('<')? + 1;
+    let tag: String = dom[tag_start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let close = open + dom[open..].find(&format!("</{tag}>"))?;
+    let mut out = String::new();
+    let mut inside = false;
+    for c in dom[open..close].chars() {
+        match c {
+            '<' => inside = true,
+            '>' => inside = false,
+            c if !inside => out.push(c),
+            _ => {}
+        }
+    }
+    Some(out.replace("&amp;", "&").replace("&quot;", "\"").replace("&#39;", "'"))
+}
+
+/// A failed run's report says first what failed (the error's name and its message in words, never a Lambda error's
+/// JSON), where, what the warehouse holds now, and the command that goes on; its wall time is the run's, and a run
+/// that failed before it had a plan has a report too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_runs_report_says_first_what_failed_where_what_the_warehouse_holds_and_what_to_do() -> Result<()> {
+    let source = db("failedsrc", SALES).await?;
+    let dir = stage_dir("failed-report");
+    let stage = format!("file://{}", dir.display());
+    let profile = stage_dir("chromium-profile-failed");
+    // The warehouse on a closed port: the pre-flight names it after planning, before anything is extracted.
+    let closed = Arc::new(PgWarehouse::new("postgres://postgres@127.0.0.1:1/wh")?);
+    let mut req = request(&stage, &["sales.orders"], 3);
+    req.run_id = Some("warehouse-down".into());
+    let out = run_local(&source, req, Arc::new(UrlStages::default()), closed.clone()).await?;
+    assert!(out.output.is_err(), "the run failed");
+    // A typo: the run fails in planning, with nothing but its run id.
+    let mut req = request(&stage, &["sales.ordrs"], 3);
+    req.run_id = Some("typo".into());
+    let out = run_local(&source, req, Arc::new(UrlStages::default()), closed).await?;
+    assert!(out.output.is_err(), "the run failed");
+
+    let cases = [
+        (
+            "warehouse-down",
+            "Pipeline.Fatal.Warehouse",
+            "127.0.0.1:1",
+            "before extracting anything",
+        ),
+        (
+            "typo",
+            "Pipeline.Fatal.NotFound",
+            "did you mean sales.orders?",
+            "before it had a plan",
+        ),
+    ];
+    for (run, name, message, place) in cases {
+        let page = dir.join(run).join("report.html");
+        let dom = chromium(&profile, &["--dump-dom"], &page)?;
+        let text = String::from_utf8_lossy(&dom.stdout);
+        let log = String::from_utf8_lossy(&dom.stderr);
+        for bad in ["Uncaught", "CONSOLE", "net::ERR_"] {
+            assert!(!log.contains(bad), "{run}: the browser reported {bad}: {log}");
+        }
+        let failure = text
+            .find("id=\"failure\"")
+            .with_context(|| format!("{run}: no failure section"))?;
+        for later in ["<h2>Timeline", "<h2>Tables", "<h2>Cost"] {
+            if let Some(at) = text.find(later) {
+                assert!(failure < at, "{run}: the failure comes before {later}");
+            }
+        }
+        let el = |id: &str| element_text(&text, id).unwrap_or_default();
+        assert_eq!(el("failure-name"), name, "{run}");
+        assert!(
+            el("failure-message").contains(message),
+            "{run}: {}",
+            el("failure-message")
+        );
+        assert!(
+            !el("failure-message").contains("errorMessage"),
+            "{run}: words, not JSON"
+        );
+        assert!(el("failure-where").contains(place), "{run}: {}", el("failure-where"));
+        assert!(
+            el("failure-warehouse").contains("as it was: no table of this run was committed"),
+            "{run}: {}",
+            el("failure-warehouse")
+        );
+        assert!(
+            el("failure-next").contains(&format!("--run-id {run}")),
+            "{run}: {}",
+            el("failure-next")
+        );
+        // The wall time runs to the failure's record (not to the last part, of which there is none).
+        let status: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(run).join("status.json"))?)?;
+        let plan: Option<serde_json::Value> = std::fs::read(dir.join(run).join("plan.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let started = match &plan {
+            Some(p) => p["started_at"].as_f64(),
+            None => status["started_at"].as_f64(),
+        }
+        .with_context(|| format!("{run}: a start"))?;
+        let ended = status["at"].as_f64().context("the failure's time")?;
+        assert_eq!(
+            el("total-wall"),
+            format!("{:.1} s", ended - started),
+            "{run}: the wall time is the run's"
+        );
+        assert_eq!(
+            body_attr(&text, "data-check").as_deref(),
+            Some("ok"),
+            "{run}: the page's own check"
+        );
+    }
+    Ok(())
+}

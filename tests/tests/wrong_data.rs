@@ -549,7 +549,7 @@ async fn a_failed_run_reports_exactly_what_the_warehouse_committed() -> Result<(
     let text = out.report.render();
     assert!(text.contains("committed before the failure: 1 of 2 tables"), "{text}");
     assert!(
-        text.contains("sales.orders: 20000 rows") && !text.contains('✓'),
+        text.contains("sales.orders: 20,000 rows") && !text.contains('✓'),
         "{text}"
     );
     let status: serde_json::Value =

@@ -28,6 +28,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The AWS profile of the commands that call AWS (the S3 stage, Redshift, Step Functions, RDS): sets
+    /// AWS_PROFILE for this command.
+    #[arg(long, global = true, value_name = "NAME")]
+    profile: Option<String>,
+    /// The AWS region of the commands that call AWS: sets AWS_REGION for this command.
+    #[arg(long, global = true, value_name = "REGION")]
+    region: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -58,28 +65,45 @@ enum Command {
     Bench(commands::bench::BenchCommand),
 }
 
+/// The exit status by class (`commands::exit`): 0, 1 other, 2 usage, 3 failed for good, 4 failed and retryable,
+/// 130/143 stopped by a signal.
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A reader that stopped reading (`pgshift cost --csv | head`) is not a failure.
+        Err(e) if commands::exit::broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The error and its causes, never a backtrace: this is for the person at the terminal.
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(commands::exit::code_of(&e))
         }
     }
+}
+
+/// Colour only for a person at a terminal who did not ask for none (<https://no-color.org>).
+pub(crate) fn colour() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
 fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGSHIFT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            // The SDK's own warnings (every credential provider it tried) are said once, by the error that follows.
+            tracing_subscriber::EnvFilter::try_from_env("PGSHIFT_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,aws_config=error,aws_smithy_runtime=error")
+            }),
         )
         .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never in a log file or CI.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour())
         .init();
     let cli = Cli::parse();
+    // Before any thread starts: the SDK's default chain reads these.
+    if let Some(p) = &cli.profile {
+        std::env::set_var("AWS_PROFILE", p);
+    }
+    if let Some(r) = &cli.region {
+        std::env::set_var("AWS_REGION", r);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         match cli.command {

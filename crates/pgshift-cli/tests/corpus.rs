@@ -1,6 +1,7 @@
 //! The bad-input corpus: the `pgshift` binary given wrong URLs, flags, config files, plans, tasks, types, values and
-//! names. Every case must exit with a failure within 20 s (killed and failed past that), without a panic, with an
-//! error that names the thing that is wrong, and leave the warehouse untouched.
+//! names. Every case must exit with a failure within 20 s (killed and failed past that; a run's first contact with a
+//! server, 5 s), without a panic, with an error that names the thing that is wrong, with the exit code of its class
+//! where the case says one, and leave the warehouse untouched.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -25,11 +26,56 @@ struct Case {
     name: &'static str,
     args: &'static str,
     says: &'static [&'static str],
+    /// How long it may take (default [`LIMIT`]).
+    within: Option<Duration>,
+    /// The exit code it must end with (`commands::exit`: 2 usage, 3 failed for good, 4 retryable).
+    code: Option<i32>,
+    /// Environment variables set for it; an empty value removes the variable.
+    env: &'static [(&'static str, &'static str)],
 }
 
 const fn case(name: &'static str, args: &'static str, says: &'static [&'static str]) -> Case {
-    Case { name, args, says }
+    Case {
+        name,
+        args,
+        says,
+        within: None,
+        code: None,
+        env: &[],
+    }
 }
+
+impl Case {
+    /// A run's first contact with a server: named within 5 s, not after retries.
+    const fn first_contact(mut self) -> Self {
+        self.within = Some(Duration::from_secs(5));
+        self
+    }
+
+    const fn exits(mut self, code: i32) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    const fn env(mut self, env: &'static [(&'static str, &'static str)]) -> Self {
+        self.env = env;
+        self
+    }
+}
+
+/// No AWS set-up at all: no region, no credentials, no instance metadata to ask.
+const NO_AWS: &[(&str, &str)] = &[
+    ("AWS_REGION", ""),
+    ("AWS_DEFAULT_REGION", ""),
+    ("AWS_PROFILE", ""),
+    ("AWS_ACCESS_KEY_ID", ""),
+    ("AWS_SECRET_ACCESS_KEY", ""),
+    ("AWS_ENDPOINT_URL", ""),
+    ("AWS_ENDPOINT_URL_S3", ""),
+    ("AWS_CONFIG_FILE", "/nonexistent/config"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
 
 /// `run` with a good source, stage and warehouse before the rest of the flags.
 const RUN: &str = "run --source {src} --stage {stage} --warehouse {wh} --progress none";
@@ -280,7 +326,7 @@ fn cases() -> Vec<Case> {
         case(
             "task not JSON",
             "extract --source {src} --stage {stage} --task {dir}/garbage.toml",
-            &["parsing task", "garbage.toml"],
+            &["--task", "garbage.toml: not JSON"],
         ),
         case(
             "task without columns",
@@ -364,6 +410,88 @@ fn cases() -> Vec<Case> {
             "{run} --tables sales.* --snapshot nope --snapshot-dir {dir}/snaps",
             &["snapshot nope not found", "Rds.DbSnapshotNotFoundException"],
         ),
+        // A run's first contact with each server: named within 5 s, with host, port and what to do.
+        case(
+            "source without a password",
+            "run --source {pwsrc} --stage {stage} --warehouse {wh} --progress none --tables sales.*",
+            &["127.0.0.1:", "password missing", "PGPASSWORD is unset", "~/.pgpass", "Pipeline.Fatal.PermissionDenied"],
+        )
+        .first_contact()
+        .exits(3),
+        case(
+            "source with a wrong password",
+            "run --source {pwbadsrc} --stage {stage} --warehouse {wh} --progress none --tables sales.*",
+            &["password authentication failed", "check the user and password", "the password in the connection string"],
+        )
+        .first_contact()
+        .exits(3),
+        case(
+            "source on a closed port",
+            "run --source postgres://postgres@127.0.0.1:1/db --stage {stage} --warehouse {wh} --progress none --tables sales.*",
+            &["127.0.0.1:1", "nothing listens there", "check the host and port", "Pipeline.Fatal.NotFound"],
+        )
+        .first_contact()
+        .exits(3),
+        case(
+            "warehouse on a closed port",
+            "run --source {src} --stage {stage} --warehouse postgres://postgres@127.0.0.1:1/wh --progress none --tables sales.*",
+            &["127.0.0.1:1", "nothing listens there", "before extracting anything"],
+        )
+        .first_contact()
+        .exits(3),
+        case(
+            "warehouse without a password",
+            "run --source {src} --stage {stage} --warehouse {pwwh} --progress none --tables sales.*",
+            &["password missing", "PGPASSWORD is unset"],
+        )
+        .first_contact()
+        .exits(3),
+        case(
+            "S3 stage without an AWS region",
+            "run --source {src} --stage s3://pgshift-corpus/stage --warehouse {wh} --progress none --tables sales.*",
+            &["no AWS region", "AWS_REGION", "--region"],
+        )
+        .first_contact()
+        .exits(3)
+        .env(NO_AWS),
+        case(
+            "AWS call without credentials",
+            "runs --state-machine arn:aws:states:us-east-1:123456789012:stateMachine:pgshift --region us-east-1",
+            &["no AWS credentials", "AWS_PROFILE"],
+        )
+        .first_contact()
+        .env(NO_AWS),
+        // Errors that give the next step.
+        case(
+            "table typo",
+            "{run} --tables sales.ordrs",
+            &["table sales.ordrs not found", "did you mean sales.orders?"],
+        )
+        .exits(3),
+        case(
+            "schema typo in a pattern",
+            "{run} --tables sale.*",
+            &["pattern \"sale.*\" matches no table", "did you mean sales.*?"],
+        )
+        .exits(3),
+        case(
+            "a task list given as one task",
+            "extract --source {src} --stage {stage} --task {dir}/tasks.json",
+            &["holds 2 tasks", "--index N"],
+        )
+        .exits(2),
+        case(
+            "a task index past the list",
+            "extract --source {src} --stage {stage} --task {dir}/tasks.json --index 7",
+            &["--index 7", "holds 2 tasks", "--index 0 to 1"],
+        )
+        .exits(2),
+        case(
+            "no warehouse",
+            "run --source {src} --stage {stage} --tables sales.*",
+            &["no warehouse", "--warehouse"],
+        )
+        .exits(2),
     ]
 }
 
@@ -409,11 +537,18 @@ struct Env {
     dir: PathBuf,
 }
 
+/// The role of the cases that must give a password (scram over TCP).
+const PW_ROLE: &str = "corpus_pw";
+
 fn fill(args: &str, env: &Env, stage: &Path) -> Vec<String> {
     let args = args.replace("{run}", RUN);
     args.split_whitespace()
         .map(|a| {
-            a.replace("{src}", &env.src)
+            let as_role = |url: &str, who: &str| url.replacen("postgres://postgres@", &format!("postgres://{who}@"), 1);
+            a.replace("{pwsrc}", &as_role(&env.src, PW_ROLE))
+                .replace("{pwbadsrc}", &as_role(&env.src, &format!("{PW_ROLE}:wrong")))
+                .replace("{pwwh}", &as_role(&env.wh, PW_ROLE))
+                .replace("{src}", &env.src)
                 .replace("{srv}", &env.srv)
                 .replace("{wh}", &env.wh)
                 .replace("{stage}", &format!("file://{}", stage.display()))
@@ -445,6 +580,7 @@ fn files(dir: &Path) -> anyhow::Result<()> {
     let col = "[{\"name\": \"id\", \"type\": {\"name\": \"bigint\", \"oid\": 20, \"typmod\": -1}, \
                \"nullable\": false, \"mapping\": {\"as\": \"int64\"}}]";
     write("norun-task.json", &task(col, ""))?;
+    write("tasks.json", &format!("[{}, {}]", task(col, "r"), task(col, "r")))?;
     Ok(())
 }
 
@@ -475,6 +611,7 @@ fn every_bad_input_fails_fast_by_name_without_a_panic_and_touches_nothing() -> a
     let (src, wh) = rt.block_on(async {
         let src = cluster().create_db("corpussrc").await?;
         connect(&src).await?.batch_execute(SOURCE).await?;
+        cluster().password_role(PW_ROLE, "corpus-secret").await?;
         let wh = cluster().create_db("corpuswh").await?;
         anyhow::Ok((src, wh))
     })?;
@@ -488,15 +625,37 @@ fn every_bad_input_fails_fast_by_name_without_a_panic_and_touches_nothing() -> a
     let mut wrong = Vec::new();
     for (i, c) in all.iter().enumerate() {
         let stage = env.dir.join(format!("stage-{i}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_pgshift"))
-            .args(fill(c.args, &env, &stage))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgshift"));
+        cmd.args(fill(c.args, &env, &stage))
             .env_remove("PGSHIFT_SOURCE")
             .env_remove("PGSHIFT_WAREHOUSE")
+            // libpq's variables are honoured: none of the machine's may stand in for what a case leaves out.
+            .env("HOME", &env.dir)
             .current_dir(&env.dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let (out, killed) = bounded(child, LIMIT)?;
+            .stderr(Stdio::piped());
+        for v in [
+            "PGPASSWORD",
+            "PGPASSFILE",
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGDATABASE",
+            "PGSSLMODE",
+        ] {
+            cmd.env_remove(v);
+        }
+        for (k, v) in c.env {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        let limit = c.within.unwrap_or(LIMIT);
+        let t0 = Instant::now();
+        let (out, killed) = bounded(cmd.spawn()?, limit)?;
+        let took = t0.elapsed();
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         let lower = err.to_lowercase();
         let mut why = Vec::new();
@@ -514,7 +673,15 @@ fn every_bad_input_fails_fast_by_name_without_a_panic_and_touches_nothing() -> a
         // A bad input is refused in seconds, not after retries of a permanent error: a case still running at the
         // limit is killed and fails, so a hang cannot stall the suite.
         if killed {
-            why.push(format!("it was still running after {LIMIT:?} and was killed"));
+            why.push(format!("it was still running after {limit:?} and was killed"));
+        }
+        if let (Some(want), Some(got)) = (c.code, out.status.code()) {
+            if want != got {
+                why.push(format!("it exited {got}, not {want}"));
+            }
+        }
+        if c.within.is_some() {
+            eprintln!("{}: {:.2} s", c.name, took.as_secs_f64());
         }
         if !why.is_empty() {
             wrong.push(format!("{}: {} — stderr: {}", c.name, why.join("; "), err.trim()));

@@ -61,7 +61,11 @@ fn two_local_runs_are_listed_and_billed_item_by_item_adding_up() -> anyhow::Resu
             .find(|l| l.contains("Step Functions state transitions"))
             .unwrap_or_default();
         assert!(transitions.ends_with("(actual)"), "{said}");
-        assert!(said.contains(&format!("pgshift cost --stage … --run {id}")), "{said}");
+        // The hint pastes: the real stage and run id.
+        assert!(
+            said.contains(&format!("pgshift cost --stage {stage} --run {id}")),
+            "{said}"
+        );
     }
     // Before any run: the plan's predicted bill.
     let explained = pgshift(&[
@@ -89,7 +93,7 @@ fn two_local_runs_are_listed_and_billed_item_by_item_adding_up() -> anyhow::Resu
             .find(|l| l.starts_with(id))
             .unwrap_or_else(|| panic!("{id} listed: {listed}"));
         assert!(
-            line.contains("succeeded") && line.contains("manual") && line.contains("29000"),
+            line.contains("succeeded") && line.contains("manual") && line.contains("29,000"),
             "{line}"
         );
     }

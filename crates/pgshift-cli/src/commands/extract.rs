@@ -17,9 +17,13 @@ pub(crate) struct ExtractArgs {
     /// Table as schema.name (quote parts with dots: "a.b"."c").
     #[arg(long, required_unless_present = "task")]
     table: Option<String>,
-    /// Run a task given as a JSON file (as the planner writes them) instead of building one from flags.
+    /// Run a task given as a JSON file (as the planner writes them) instead of building one from flags: one task,
+    /// or a plan's task list (<stage>/<run>/tasks.json) with --index.
     #[arg(long, conflicts_with_all = ["table", "key", "lower", "upper"])]
     task: Option<std::path::PathBuf>,
+    /// With --task naming a task list: which task (0 for the first).
+    #[arg(long, requires = "task")]
+    index: Option<usize>,
     /// Key columns, comma-separated (default: the primary key, else a unique NOT NULL index).
     #[arg(long, value_delimiter = ',')]
     key: Vec<String>,
@@ -29,8 +33,8 @@ pub(crate) struct ExtractArgs {
     /// Upper bound (exclusive), one value per key column.
     #[arg(long)]
     upper: Vec<String>,
-    /// Stage URL prefix (file:///dir).
-    #[arg(long)]
+    /// The stage: file:///dir, a directory, or s3://bucket/prefix.
+    #[arg(long, value_parser = crate::commands::flags::stage_arg)]
     stage: String,
     #[arg(long, default_value = "manual")]
     run_id: String,
@@ -49,9 +53,7 @@ pub(crate) async fn run(args: ExtractArgs) -> Result<()> {
     let source = Arc::new(PgConnector::new(&args.source)?);
     let task = match &args.task {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let mut task: ExtractTask =
-                serde_json::from_str(&text).with_context(|| format!("parsing task {}", path.display()))?;
+            let mut task = task_of(path, args.index)?;
             task.stage = args.stage.clone();
             task
         }
@@ -63,11 +65,43 @@ pub(crate) async fn run(args: ExtractArgs) -> Result<()> {
     };
     match pgshift::extract(&ctx, task).await {
         Ok(result) => {
-            println!("{}", serde_json::to_string_pretty(&result)?);
+            out!("{}", serde_json::to_string_pretty(&result)?);
             Ok(())
         }
         Err(e) => bail!("{e} [{}]", e.name()),
     }
+}
+
+/// The task a `--task` file holds: the one task, or the `index`th of a task list.
+fn task_of(path: &std::path::Path, index: Option<usize>) -> Result<ExtractTask> {
+    let shown = path.display();
+    let file = path
+        .to_str()
+        .and_then(|p| p.strip_prefix("file://"))
+        .map_or_else(|| path.to_path_buf(), std::path::PathBuf::from);
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading --task {shown}"))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| crate::commands::exit::usage(format!("--task {shown}: not JSON ({e})")))?;
+    let one = match (v, index) {
+        (serde_json::Value::Array(tasks), Some(i)) if i < tasks.len() => tasks[i].clone(),
+        (serde_json::Value::Array(tasks), Some(i)) => {
+            return Err(crate::commands::exit::usage(format!(
+                "--index {i}: {shown} holds {} tasks; give --index 0 to {}",
+                tasks.len(),
+                tasks.len().saturating_sub(1)
+            )))
+        }
+        (serde_json::Value::Array(tasks), None) => {
+            return Err(crate::commands::exit::usage(format!(
+                "{shown} holds {} tasks (a plan's task list): give one with --index N (0 to {}), or the whole run \
+                 with pgshift run --run-id",
+                tasks.len(),
+                tasks.len().saturating_sub(1)
+            )))
+        }
+        (v, _) => v,
+    };
+    serde_json::from_value(one).map_err(|e| crate::commands::exit::usage(format!("--task {shown}: not a task ({e})")))
 }
 
 /// `--lower` at or above `--upper` selects nothing: refused, compared by the source in the key's own types (and

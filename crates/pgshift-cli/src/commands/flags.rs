@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, LongText, SchemaEvolution, WarehouseDialect};
 use pgshift::contract::model::{Compression, WriterSettings};
@@ -57,9 +57,44 @@ impl ConfigArg {
             None if Path::new("pgshift.toml").exists() => PathBuf::from("pgshift.toml"),
             None => return Ok(RunConfig::default()),
         };
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{}", path.display()))
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| super::exit::usage(format!("reading {}: {e} (--config FILE)", path.display())))?;
+        toml::from_str(&text).map_err(|e| super::exit::usage(format!("{}: {e}", path.display())))
     }
+}
+
+/// A stage as the user gave it, as a URL: `s3://bucket/prefix` and `file:///dir` as they are, a directory path
+/// (absolute or relative to the working directory) as `file:///` its absolute path. Anything else is a usage error,
+/// before any run starts.
+pub(crate) fn stage_url(given: &str) -> Result<String> {
+    let bad = |why: &str| super::exit::usage(format!("stage {given:?}: {why}"));
+    if given.starts_with("s3://") {
+        return Ok(given.to_string());
+    }
+    if let Some(path) = given.strip_prefix("file://") {
+        return if path.starts_with('/') {
+            Ok(given.to_string())
+        } else {
+            Err(bad(&format!(
+                "a file:// URL needs an absolute path, three slashes: file:///{path} (or give the directory as a path:                  --stage /{path})"
+            )))
+        };
+    }
+    if let Some((scheme, _)) = given.split_once("://") {
+        return Err(bad(&format!(
+            "unsupported scheme {scheme:?}: use s3://bucket/prefix, file:///dir, or a directory path"
+        )));
+    }
+    if given.is_empty() {
+        return Err(bad("empty: give s3://bucket/prefix, file:///dir, or a directory path"));
+    }
+    let path = std::path::absolute(given).map_err(|e| bad(&e.to_string()))?;
+    Ok(format!("file://{}", path.display()))
+}
+
+/// [`stage_url`] as a flag's parser.
+pub(crate) fn stage_arg(given: &str) -> Result<String, String> {
+    stage_url(given).map_err(|e| e.to_string())
 }
 
 /// A connection setting: the flag (or its environment variable), else the config file's, else an error naming both.
@@ -67,10 +102,10 @@ pub(crate) fn need(flag: &Option<String>, conf: Option<String>, what: &str) -> R
     // An empty flag or variable (PGSHIFT_STAGE= in a script) is no value: the file's stands.
     match flag.clone().filter(|v| !v.is_empty()).or(conf) {
         Some(v) if !v.is_empty() => Ok(v),
-        _ => bail!(
+        _ => Err(super::exit::usage(format!(
             "no {what}: pass --{what} (or PGSHIFT_{}) or set {what} in pgshift.toml",
             what.to_uppercase()
-        ),
+        ))),
     }
 }
 
@@ -78,43 +113,44 @@ pub(crate) fn need(flag: &Option<String>, conf: Option<String>, what: &str) -> R
 #[derive(Args, Clone, Default, Debug)]
 pub(crate) struct PlanFlags {
     /// Table patterns: schema.table with * and ? (sales.* public.orders).
-    #[arg(long, num_args = 1..)]
+    #[arg(long, num_args = 1.., help_heading = "Selection")]
     pub(crate) tables: Vec<String>,
-    /// Patterns to leave out.
-    #[arg(long, num_args = 1..)]
+    /// Table patterns to leave out of those --tables selects: schema.table with * and ? (sales.tmp_*).
+    #[arg(long, num_args = 1.., help_heading = "Selection")]
     pub(crate) exclude: Vec<String>,
-    /// Stage URL prefix: file:///dir or s3://bucket/prefix (start: default the stack's).
-    #[arg(long, env = "PGSHIFT_STAGE")]
+    /// Where parts and the run's records go: s3://bucket/prefix, file:///dir or a directory (pgshift start: the
+    /// stack's stage by default).
+    #[arg(long, env = "PGSHIFT_STAGE", hide_env_values = true, help_heading = "Run")]
     pub(crate) stage: Option<String>,
     /// The run's id (default: from the time). A run id is loaded once: running it again with the same settings
     /// before its load goes on with its plan; after, or with other settings, it is refused.
-    #[arg(long)]
+    #[arg(long, help_heading = "Run")]
     pub(crate) run_id: Option<String>,
     /// Start the run over: delete what it left on the stage (plan, parts, results) and plan it anew.
-    #[arg(long)]
+    #[arg(long, help_heading = "Run")]
     pub(crate) restart: bool,
     /// Extractors at once (the Map's MaxConcurrency, 1 or more; default 16): protects the source.
-    #[arg(long, visible_alias = "max-concurrency", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, visible_alias = "max-concurrency", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Planning")]
     pub(crate) concurrency: Option<u32>,
     /// Parts per table, fixed, 1 or more (default: from the data); raises the cap of parts per table to it unless
     /// --max-parts-per-table is given.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Planning")]
     pub(crate) parts: Option<u32>,
     /// Source MiB per part, 1 or more (default 512).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Planning")]
     pub(crate) target_part_mib: Option<u64>,
     /// Redshift slices, 1 or more (part counts above it are rounded to a multiple; default 1).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Planning")]
     pub(crate) slices: Option<u32>,
     /// The most parts a table is split into, 1 or more (default 256).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Planning")]
     pub(crate) max_parts_per_table: Option<u32>,
     /// The source does not change during the run (a restored snapshot, a paused replica): tables without a key
     /// may then be read in parallel ctid ranges.
-    #[arg(long)]
+    #[arg(long, help_heading = "Planning")]
     pub(crate) static_source: bool,
     /// Plan the views and materialized views a wildcard matches (by default they are left out, and the plan says so).
-    #[arg(long)]
+    #[arg(long, help_heading = "Selection")]
     pub(crate) include_views: bool,
     #[command(flatten)]
     pub(crate) types: TypeArgs,
@@ -181,23 +217,24 @@ impl PlanFlags {
 /// How the loader loads: the same flags, with the same names, on `run`, `load` and `start`.
 #[derive(Args, Clone, Default, Debug)]
 pub(crate) struct LoadFlags {
-    /// replace (default), append or merge.
-    #[arg(long, value_enum)]
+    /// How each target is written [default: replace]: replace (the target becomes the source's rows), append, or
+    /// merge (by key).
+    #[arg(long, value_enum, help_heading = "Load")]
     pub(crate) mode: Option<LoadMode>,
-    /// Swap tables one by one (default), or all of the run in one transaction.
-    #[arg(long, value_enum)]
+    /// Commit each table on its own [default: table], or the whole run in one transaction (run).
+    #[arg(long, value_enum, help_heading = "Load")]
     pub(crate) atomic: Option<Atomicity>,
-    /// What a load may change in an existing target whose columns differ from the source's (default refuse).
-    #[arg(long, value_enum)]
+    /// What a load may change in an existing target whose columns differ from the source's [default: refuse].
+    #[arg(long, value_enum, help_heading = "Load")]
     pub(crate) schema_evolution: Option<SchemaEvolution>,
     /// Tables loaded side by side (load transactions at once, 1 or more; default 8): protects the warehouse.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Load")]
     pub(crate) load_concurrency: Option<u32>,
     /// Cut text longer than Redshift's VARCHAR(65535) instead of failing.
-    #[arg(long)]
+    #[arg(long, help_heading = "Load")]
     pub(crate) truncate_long_text: bool,
     /// Redshift: load json and jsonb columns into SUPER instead of VARCHAR.
-    #[arg(long)]
+    #[arg(long, help_heading = "Load")]
     pub(crate) json_as_super: bool,
     #[command(flatten)]
     pub(crate) guards: GuardArgs,
@@ -205,6 +242,7 @@ pub(crate) struct LoadFlags {
 
 /// What a load may do that it refuses by default, and the limits it checks values against.
 #[derive(Args, Clone, Default, Debug)]
+#[command(next_help_heading = "Load")]
 pub(crate) struct GuardArgs {
     /// Load even when the run's data is older than what the target holds (an older snapshot after a newer one).
     #[arg(long)]
@@ -295,18 +333,25 @@ pub(crate) fn request(config: RunConfig, plan: &PlanFlags, load: Option<&LoadFla
     let req = base
         .merged(&config_fields(config)?)
         .and_then(|r| r.merged(&flags))
-        .map_err(|e| anyhow::anyhow!("the run's settings: {e}"))?;
+        .map_err(|e| super::exit::usage(format!("the run's settings: {e}")))?;
     if req.tables.is_empty() {
-        bail!("no tables: pass --tables or set tables in pgshift.toml");
+        return Err(super::exit::usage(
+            "no tables: pass --tables or set tables in pgshift.toml",
+        ));
     }
     if req.stage.is_empty() {
-        bail!("no stage: pass --stage (or PGSHIFT_STAGE) or set stage in pgshift.toml");
+        return Err(super::exit::usage(
+            "no stage: pass --stage (or PGSHIFT_STAGE) or set stage in pgshift.toml",
+        ));
     }
+    let mut req = req;
+    req.stage = stage_url(&req.stage)?;
     Ok(req)
 }
 
 /// How parts are written: the same flags on `plan`, `run`, `start`, `extract` and `bench`.
 #[derive(Args, Clone, Default, Debug)]
+#[command(next_help_heading = "Extraction")]
 pub(crate) struct WriterArgs {
     /// zstd (default), snappy or none.
     #[arg(long, value_enum)]

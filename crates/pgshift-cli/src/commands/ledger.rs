@@ -200,7 +200,7 @@ pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
     if let Some(machine) = &a.state_machine {
         return executions(machine, a.since, a.json).await;
     }
-    let stage = need(&a.stage, a.config.read()?.stage, "stage")?;
+    let stage = crate::commands::flags::stage_url(&need(&a.stage, a.config.read()?.stage, "stage")?)?;
     let (all, unreadable) = ledgers(&stage, a.since).await?;
     name_unreadable(&unreadable);
     let prices = PriceTable::default();
@@ -220,6 +220,7 @@ pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
         "retries",
         "seconds",
         "cost_usd",
+        "error",
     ];
     let rows = all.iter().map(|l| {
         let trigger = match &l.trigger {
@@ -238,11 +239,25 @@ pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
             l.retries().to_string(),
             format!("{:.1}", l.ended_at - l.started_at),
             format!("{:.6}", run_cost(l, &prices).total),
+            l.error.clone().unwrap_or_default(),
         ]
     });
     if a.csv {
         return print_csv(&header, rows);
     }
+    runs_table(rows);
+    out!(
+        "{} run(s) on {}; cost at {} list prices of {} (pgshift cost for the items)",
+        all.len(),
+        stage,
+        prices.region,
+        prices.date
+    );
+    Ok(())
+}
+
+/// The runs as a text table, counts as a person reads them (the CSV keeps plain numbers).
+fn runs_table(rows: impl Iterator<Item = Vec<String>>) {
     let mut t = table(
         &[
             "run",
@@ -256,19 +271,18 @@ pub(crate) async fn runs(a: RunsArgs) -> Result<()> {
             "retries",
             "seconds",
             "cost $",
+            "error",
         ],
         &[4, 5, 6, 7, 8, 9, 10],
     );
-    t.add_rows(rows);
+    t.add_rows(rows.map(|mut r| {
+        r[5] = r[5].parse::<u64>().map_or(r[5].clone(), pgshift::report::thousands);
+        if r[11].is_empty() {
+            r[11] = "-".into();
+        }
+        r
+    }));
     out!("{t}");
-    out!(
-        "{} run(s) on {}; cost at {} list prices of {} (pgshift cost for the items)",
-        all.len(),
-        stage,
-        prices.region,
-        prices.date
-    );
-    Ok(())
 }
 
 pub(crate) async fn cost(a: CostArgs) -> Result<()> {
@@ -278,7 +292,11 @@ pub(crate) async fn cost(a: CostArgs) -> Result<()> {
     };
     let stage = match &a.execution {
         Some(_) => None,
-        None => Some(need(&a.stage, a.config.read()?.stage, "stage")?),
+        None => Some(crate::commands::flags::stage_url(&need(
+            &a.stage,
+            a.config.read()?.stage,
+            "stage",
+        )?)?),
     };
     let (mut all, mut unreadable) = match (&a.execution, &stage) {
         (Some(arn), _) => (vec![deployed(arn, a.lambda_memory_mb).await?], Vec::new()),

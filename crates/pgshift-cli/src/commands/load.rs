@@ -45,7 +45,7 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
     };
     match loaded {
         Ok(r) => {
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            out!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
         Err(e) => {

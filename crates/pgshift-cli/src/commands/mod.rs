@@ -1,6 +1,7 @@
 //! One module a command: `run`, `plan`, `extract`, `load`, `report`, `snapshot` and `gc`, and the benchmarks under `bench`.
 
 pub(crate) mod bench;
+pub(crate) mod exit;
 pub(crate) mod extract;
 pub(crate) mod flags;
 pub(crate) mod ledger;

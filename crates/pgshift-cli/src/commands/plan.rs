@@ -49,7 +49,7 @@ pub(crate) async fn run(args: PlanArgs) -> Result<()> {
         Err(e) => bail!("{e} [{}]", e.name()),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        out!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(());
     }
     if args.explain {
@@ -72,36 +72,48 @@ pub(crate) async fn run(args: PlanArgs) -> Result<()> {
             explain(t, actual.as_deref());
         }
         for n in &plan.notes {
-            println!("note: {n}");
+            out!("note: {n}");
         }
-        println!("planned in {:.2} s", plan.planning_seconds);
+        out!("planned in {:.2} s", plan.planning_seconds);
         predicted_cost(&plan, args.lambda_memory_mb);
     }
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    out!(
+        "planned run {}: {} tables, {} parts, ~{} rows, {}; the plan: {}",
+        plan.run_id,
+        summary.tables,
+        summary.tasks,
+        pgshift::report::thousands(summary.estimated_rows),
+        pgshift::contract::plan::human_bytes(summary.estimated_bytes),
+        summary.plan_url
+    );
+    out!(
+        "next: pgshift run with the same settings and --run-id {} extracts and loads it",
+        pgshift::report::shell_word(&plan.run_id)
+    );
     Ok(())
 }
 
 fn explain(t: &TablePlan, actual: Option<&[u64]>) {
-    println!(
+    out!(
         "\n{}  ({}{})  key ({})",
         t.table,
         t.kind,
         if t.unlogged { ", unlogged" } else { "" },
         t.key.join(", ")
     );
-    println!("  strategy: {}", serde_json::to_string(&t.strategy).unwrap_or_default());
-    println!("  {}", t.reason);
-    println!(
-        "  estimated {} rows, {:.1} MB ({} B/row) in {} parts of ~{} rows / {:.1} MB",
-        t.estimates.rows,
-        t.estimates.bytes as f64 / 1e6,
+    out!("  strategy: {}", t.strategy.describe());
+    out!("  {}", t.reason);
+    out!(
+        "  estimated {} rows, {} ({} B/row) in {} parts of ~{} rows / {}",
+        pgshift::report::thousands(t.estimates.rows),
+        pgshift::contract::plan::human_bytes(t.estimates.bytes),
         t.estimates.avg_row_bytes,
         t.parts.len(),
-        t.parts.first().map_or(0, |p| p.rows),
-        t.parts.first().map_or(0.0, |p| p.bytes as f64 / 1e6),
+        pgshift::report::thousands(t.parts.first().map_or(0, |p| p.rows)),
+        pgshift::contract::plan::human_bytes(t.parts.first().map_or(0, |p| p.bytes)),
     );
     for n in &t.notes {
-        println!("  note: {n}");
+        out!("  note: {n}");
     }
     let (label, rows): (&str, Vec<u64>) = match actual {
         Some(a) => ("actual rows", a.to_vec()),
@@ -109,13 +121,13 @@ fn explain(t: &TablePlan, actual: Option<&[u64]>) {
     };
     let max = rows.iter().copied().max().unwrap_or(0).max(1);
     let mean = rows.iter().sum::<u64>() as f64 / rows.len().max(1) as f64;
-    println!("  {label} per part:");
+    out!("  {label} per part:");
     for (i, r) in rows.iter().enumerate() {
         let width = (*r as f64 / max as f64 * 50.0).round() as usize;
-        println!("  {i:>5} {:<50} {r}", "█".repeat(width));
+        out!("  {i:>5} {:<50} {}", "█".repeat(width), pgshift::report::thousands(*r));
     }
     let min = rows.iter().copied().min().unwrap_or(0);
-    println!(
+    out!(
         "  skew max/mean {:.3}, emptiest part {min} rows",
         max as f64 / mean.max(1.0)
     );
@@ -131,7 +143,7 @@ fn predicted_cost(plan: &pgshift::Plan, memory_mb: u32) {
     }
     let mut items: Vec<(&str, f64)> = by_item.into_iter().filter(|(_, d)| *d > 0.0).collect();
     items.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!(
+    out!(
         "\npredicted cost (estimated: {} predicted parts at {} MB/s each, {memory_mb} MB extractors, Parquet at {:.0}% \
          of the source; {}; the warehouse's own time not included): ${:.6}{}",
         plan.tasks.len(),
@@ -142,6 +154,6 @@ fn predicted_cost(plan: &pgshift::Plan, memory_mb: u32) {
         bill.per_gb.map_or(String::new(), |g| format!(", ${g:.6} per GB"))
     );
     for (item, dollars) in items {
-        println!("  {item:<48} ${dollars:.6}");
+        out!("  {item:<48} ${dollars:.6}");
     }
 }

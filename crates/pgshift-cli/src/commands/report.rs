@@ -6,9 +6,18 @@ use pgshift::UrlStages;
 
 #[derive(Args)]
 pub(crate) struct ReportArgs {
-    /// The run's plan: <stage>/<run>/plan.json.
-    #[arg(long, required_unless_present = "execution", conflicts_with = "execution")]
+    /// The run's plan: <stage>/<run>/plan.json (or --stage and --run).
+    #[arg(long, conflicts_with_all = ["execution", "stage"])]
     plan: Option<String>,
+    /// The run's stage (with --run): file:///dir, a directory, or s3://bucket/prefix.
+    #[arg(long, requires = "run", conflicts_with = "execution")]
+    stage: Option<String>,
+    /// The run's id (with --stage).
+    #[arg(long, requires = "stage")]
+    run: Option<String>,
+    /// List every part of every table (the summary lists a dozen at most).
+    #[arg(long)]
+    parts: bool,
     /// A deployed run: its execution's ARN (the run's stage is read from the execution's history).
     #[arg(long)]
     execution: Option<String>,
@@ -39,13 +48,25 @@ pub(crate) async fn plan_of_execution(x: &dyn pgshift::executions::Executions, a
 }
 
 pub(crate) async fn run(args: ReportArgs) -> Result<()> {
-    let plan = match (&args.plan, &args.execution) {
-        (Some(p), _) => p.clone(),
-        (None, Some(arn)) => {
+    let plan = match (&args.plan, &args.execution, &args.stage, &args.run) {
+        (Some(p), ..) => p.clone(),
+        (None, Some(arn), ..) => {
             let x = pgshift::executions::aws::AwsExecutions::from_env().await;
             plan_of_execution(&x, arn).await?
         }
-        (None, None) => bail!("pass --plan <stage>/<run>/plan.json or --execution ARN"),
+        (None, None, Some(stage), Some(run)) => {
+            let stage = crate::commands::flags::stage_url(stage)?;
+            format!(
+                "{}/{}",
+                stage.trim_end_matches('/'),
+                pgshift::contract::layout::plan_key(run)
+            )
+        }
+        _ => {
+            return Err(crate::commands::exit::usage(
+                "pass --stage STAGE --run ID, --plan <stage>/<run>/plan.json, or --execution ARN",
+            ))
+        }
     };
     let args = ReportArgs {
         plan: Some(plan),
@@ -68,7 +89,7 @@ pub(crate) async fn run(args: ReportArgs) -> Result<()> {
     if args.json {
         out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        out!("run {}{}", report.run_id, report.render());
+        out!("run {}{}", report.run_id, report.render_parts(args.parts));
     }
     for n in &notes {
         eprintln!("note: {n}");

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use pgshift::contract::plan::PlanRequest;
 use pgshift::entry::local::{LocalRun, DEFINITION};
@@ -11,6 +11,7 @@ use pgshift::source::PgConnector;
 use pgshift::stage::StageOpener;
 use pgshift::UrlStages;
 
+use crate::commands::exit::{usage, Failed};
 use crate::commands::flags::{self, need, ConfigArg, LoadFlags, PlanFlags, RunConfig};
 use crate::commands::progress::{Live, ProgressMode};
 
@@ -19,42 +20,48 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// Source connection string (postgres://user:pass@host:port/db). Also PGSHIFT_SOURCE.
-    #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
+    #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true, help_heading = "Connections")]
     source: Option<String>,
     /// Warehouse: postgres://…, redshift://<cluster>/<db>?…, redshift-serverless://<workgroup>/<db>?…
-    #[arg(long, env = "PGSHIFT_WAREHOUSE", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PGSHIFT_WAREHOUSE",
+        hide_env_values = true,
+        help_heading = "Connections"
+    )]
     warehouse: Option<String>,
     #[command(flatten)]
     plan: PlanFlags,
     #[command(flatten)]
     load: LoadFlags,
     /// Run this state machine definition instead of the embedded statemachine/pipeline.asl.json.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     definition: Option<PathBuf>,
     /// Live progress: a redrawn line on a terminal, log lines otherwise.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, help_heading = "Output")]
     progress: ProgressMode,
-    /// Print the execution's output as JSON after the summary.
-    #[arg(long)]
+    /// Print one JSON document on standard output (the run id, status, error, the execution's output and the
+    /// report); the summary then goes to standard error.
+    #[arg(long, help_heading = "Output")]
     json: bool,
     /// Lambda memory (MB) the cost estimate assumes.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, help_heading = "Output")]
     lambda_memory_mb: u32,
     /// Run from this snapshot (made by `pgshift snapshot create`): it is restored into a throwaway server, the run
     /// reads that server (with --source's credentials), and the server is removed on every path.
-    #[arg(long, conflicts_with = "event")]
+    #[arg(long, conflicts_with = "event", help_heading = "Snapshot")]
     snapshot: Option<String>,
     /// Run from an RDS-shaped snapshot event (EventBridge JSON) in this file, as the deployed rule would.
-    #[arg(long)]
+    #[arg(long, help_heading = "Snapshot")]
     event: Option<PathBuf>,
     /// Where snapshots and restored servers live (default $PGSHIFT_SNAPSHOT_DIR, else ~/.pgshift/snapshots).
-    #[arg(long)]
+    #[arg(long, help_heading = "Snapshot")]
     snapshot_dir: Option<PathBuf>,
     /// Status checks of a restore before it counts as never available (1 s apart locally).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, help_heading = "Snapshot")]
     restore_checks: u32,
     /// The RDS instance class the cost prices the restored server at (what the same run would cost on AWS).
-    #[arg(long, default_value = "db.r6g.large")]
+    #[arg(long, default_value = "db.r6g.large", help_heading = "Snapshot")]
     restore_class: String,
 }
 
@@ -78,12 +85,12 @@ fn resolve(args: &RunArgs, config: RunConfig) -> Result<Resolved> {
 
 pub(crate) async fn run(args: RunArgs) -> Result<()> {
     if let (Some(event), Some(id)) = (&args.event, &args.plan.run_id) {
-        anyhow::bail!(
+        return Err(usage(format!(
             "--run-id {id} with --event {}: a run from an RDS snapshot event takes its run id from the event (its time \
              and snapshot), so that a redelivered event is the same run; drop --run-id, or run the snapshot with \
              --snapshot IDENTIFIER --run-id {id} [Pipeline.Fatal.InvalidInput]",
             event.display()
-        );
+        )));
     }
     let resolved = resolve(&args, args.config.read()?)?;
     let (stage, warehouse) = (resolved.request.stage.clone(), resolved.warehouse.clone());
@@ -109,21 +116,56 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
     };
     live.finish(&handle.progress);
     refuse_duplicate(&out.output)?;
-    println!("{}", out.report.render());
-    println!("stage: {stage}   warehouse: {}", redact(&warehouse));
-    let key = pgshift::contract::layout::report_key(&out.report.run_id);
-    if let Ok(st) = UrlStages::default().open(&stage).await {
-        if let Ok(Some(_)) = st.head(&key).await {
-            println!("report: {}/{key}", stage.trim_end_matches('/'));
-        }
-    }
+    let summary = summary(&out, &stage, &warehouse).await;
+    // With --json, standard output is the one JSON document; what a person reads goes to standard error.
     if args.json {
-        match &out.output {
-            Ok(v) => println!("{}", serde_json::to_string_pretty(v)?),
-            Err(f) => println!("{}", serde_json::to_string_pretty(f)?),
-        }
+        eprintln!("{summary}");
+        out!("{}", serde_json::to_string_pretty(&json_document(&out))?);
+    } else {
+        out!("{summary}");
     }
     ended(out)
+}
+
+/// The run's summary: its report, where its stage and warehouse are, and where its HTML report is.
+async fn summary(out: &pgshift::entry::local::RunOutcome, stage: &str, warehouse: &str) -> String {
+    let mut s = format!(
+        "{}\nstage: {stage}   warehouse: {}",
+        out.report.render(),
+        redact(warehouse)
+    );
+    let key = pgshift::contract::layout::report_key(&out.report.run_id);
+    if let Ok(st) = UrlStages::default().open(stage).await {
+        if let Ok(Some(_)) = st.head(&key).await {
+            s.push_str(&format!("\nreport: {}/{key}", stage.trim_end_matches('/')));
+        }
+    }
+    s
+}
+
+/// `pgshift run --json`: the run id, how it ended (and the error's name and message), the execution's output, and
+/// the report (the same as `pgshift report --json`).
+fn json_document(out: &pgshift::entry::local::RunOutcome) -> serde_json::Value {
+    let (status, error, output) = match &out.output {
+        Ok(v) if out.report.reconciled() => ("succeeded", serde_json::Value::Null, v.clone()),
+        Ok(v) => (
+            "failed",
+            serde_json::json!({"name": "Pipeline.Fatal.Reconcile", "message": "the run did not reconcile"}),
+            v.clone(),
+        ),
+        Err(f) => (
+            "failed",
+            serde_json::json!({"name": f.error, "message": pgshift::entry::local::failure_message(f)}),
+            serde_json::Value::Null,
+        ),
+    };
+    serde_json::json!({
+        "run_id": out.report.run_id,
+        "status": status,
+        "error": error,
+        "output": output,
+        "report": out.report,
+    })
 }
 
 /// The run on this machine: the definition, the request checked against the warehouse's limits, the execution's
@@ -138,7 +180,9 @@ async fn local_run(args: &RunArgs, resolved: Resolved) -> Result<LocalRun> {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => DEFINITION.to_string(),
     };
-    let wh = pgshift::warehouse::warehouse(&warehouse).await?;
+    let wh = pgshift::warehouse::warehouse(&warehouse)
+        .await
+        .map_err(|e| usage(format!("--warehouse: {e}")))?;
     // What the planner checks the run against (Redshift: 40 statements a transaction, case-folded names).
     request.warehouse = wh.dialect().limits();
     let input = run_input(args, &request)?;
@@ -160,7 +204,7 @@ async fn local_run(args: &RunArgs, resolved: Resolved) -> Result<LocalRun> {
         restore,
         rds: Some(rds),
         load_budget: None,
-        source: Arc::new(PgConnector::new(&source)?),
+        source: Arc::new(PgConnector::new(&source).map_err(|e| usage(format!("--source: {e}")))?),
         stages: Arc::new(UrlStages::default()),
         warehouse: wh,
         memory_mb: args.lambda_memory_mb,
@@ -171,13 +215,21 @@ async fn local_run(args: &RunArgs, resolved: Resolved) -> Result<LocalRun> {
 fn ended(out: pgshift::entry::local::RunOutcome) -> Result<()> {
     match out.output {
         Ok(_) if out.report.reconciled() => Ok(()),
-        Ok(_) => bail!("the run succeeded but did not reconcile"),
-        Err(f) => bail!(
-            "the run failed: {} [{}] ({})",
-            pgshift::entry::local::failure_message(&f),
-            f.error,
-            cleanup_said(out.cleanup.as_ref())
-        ),
+        Ok(_) => Err(Failed {
+            name: "Pipeline.Fatal.Reconcile".into(),
+            message: "the run succeeded but did not reconcile".into(),
+        }
+        .into()),
+        Err(f) => Err(Failed {
+            message: format!(
+                "the run failed: {} [{}] ({})",
+                pgshift::entry::local::failure_message(&f),
+                f.error,
+                cleanup_said(out.cleanup.as_ref())
+            ),
+            name: f.error,
+        }
+        .into()),
     }
 }
 
@@ -188,10 +240,14 @@ fn refuse_duplicate<E>(output: &Result<serde_json::Value, E>) -> Result<()> {
         return Ok(());
     };
     match trigger.get("duplicate_of") {
-        Some(holder) => bail!(
-            "{} [Pipeline.Fatal.RunExists]",
-            held_by(trigger["run_id"].as_str().unwrap_or_default(), holder)
-        ),
+        Some(holder) => Err(Failed {
+            name: "Pipeline.Fatal.RunExists".into(),
+            message: format!(
+                "{} [Pipeline.Fatal.RunExists]",
+                held_by(trigger["run_id"].as_str().unwrap_or_default(), holder)
+            ),
+        }
+        .into()),
         None => Ok(()),
     }
 }
@@ -285,7 +341,8 @@ fn cleanup_said(c: Option<&pgshift::contract::load::CleanupResult>) -> String {
         return "the Cleanup state did not run".into();
     };
     let mut said = match c.dropped.as_slice() {
-        [] => "the Cleanup state ran; no staging table was left to drop".to_string(),
+        [] if c.notes.is_empty() => "the Cleanup state ran; no staging table was left to drop".to_string(),
+        [] => "the Cleanup state ran".to_string(),
         d => format!("the Cleanup state dropped the staging tables {}", d.join(", ")),
     };
     if let Some(url) = &c.status_url {

@@ -39,7 +39,7 @@ pub(crate) async fn run(cmd: SnapshotCommand) -> Result<()> {
     let record = tokio::task::spawn_blocking(move || rds.create_snapshot(&source, &id, a.cluster))
         .await?
         .with_context(|| format!("snapshot {} of the --source server", a.id))?;
-    println!(
+    out!(
         "snapshot {} created in {dir}: PostgreSQL {} at {}",
         a.id,
         record["EngineVersion"].as_str().unwrap_or("?"),
@@ -93,15 +93,15 @@ pub(crate) async fn gc(a: GcArgs) -> Result<()> {
     let out = pgshift::sweep::sweep(rds.as_ref(), &req).await?;
     let verb = if a.dry_run { "would delete" } else { "deleted" };
     for i in &out.deleted_instances {
-        println!("{verb} instance {i}");
+        out!("{verb} instance {i}");
     }
     for c in &out.deleted_clusters {
-        println!("{verb} cluster {c}");
+        out!("{verb} cluster {c}");
     }
     for f in &out.failed {
         eprintln!("could not delete {f}");
     }
-    println!(
+    out!(
         "gc: {} instance(s) and {} cluster(s) {verb}, {} instance(s) kept (not pgshift's, another stack's, or in use)",
         out.deleted_instances.len(),
         out.deleted_clusters.len(),
@@ -129,11 +129,11 @@ async fn staging_gc(url: &str, dry_run: bool) -> Result<()> {
     let verb = if dry_run { "would drop" } else { "dropped" };
     for c in &found {
         match c.dead {
-            true => println!("{verb} staging table {} of run {} ({})", c.staging, c.run_id, c.why),
-            false => println!("kept staging table {} of run {}: {}", c.staging, c.run_id, c.why),
+            true => out!("{verb} staging table {} of run {} ({})", c.staging, c.run_id, c.why),
+            false => out!("kept staging table {} of run {}: {}", c.staging, c.run_id, c.why),
         }
     }
     let dropped = found.iter().filter(|c| c.dead).count();
-    println!("gc: {dropped} staging table(s) {verb}, {} kept", found.len() - dropped);
+    out!("gc: {dropped} staging table(s) {verb}, {} kept", found.len() - dropped);
     Ok(())
 }

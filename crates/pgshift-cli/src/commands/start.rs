@@ -94,12 +94,12 @@ pub(crate) async fn run(a: StartArgs) -> Result<()> {
                 x.start(machine, &execution_name(a.plan.run_id.as_deref()), &input)
                     .await,
             )?;
-            println!("started: {arn}");
+            out!("started: {arn}");
             arn
         }
     };
     if !a.follow {
-        println!("follow it with: pgshift start --attach {arn}; its report: pgshift report --execution {arn}");
+        out!("follow it with: pgshift start --attach {arn}; its report: pgshift report --execution {arn}");
         return Ok(());
     }
     let end = follow(&x, &arn, Duration::from_secs(a.every.max(1)), &mut |line| {
@@ -179,7 +179,7 @@ async fn redrive(x: &dyn Executions, arn: &str) -> Result<String> {
     match redrive_plan(&e, &events)? {
         Redrive::Redrive => {
             named(x.redrive(arn).await)?;
-            println!("redriven: {arn} (its failed and unfinished states run again; the ranges that landed are kept)");
+            out!("redriven: {arn} (its failed and unfinished states run again; the ranges that landed are kept)");
             Ok(arn.to_string())
         }
         Redrive::Resume {
@@ -188,7 +188,7 @@ async fn redrive(x: &dyn Executions, arn: &str) -> Result<String> {
             input,
         } => {
             let next = named(x.start(&state_machine, &name, &serde_json::to_string(&input)?).await)?;
-            println!(
+            out!(
                 "{arn} ended in its Fail state after Cleanup, which a redrive would only repeat: resumed as {next} \
                  (the same run id: its plan and every range that landed kept, committed tables skipped)"
             );
@@ -201,7 +201,7 @@ async fn redrive(x: &dyn Executions, arn: &str) -> Result<String> {
 pub(crate) fn outcome(e: &executions::Execution, arn: &str) -> Result<()> {
     match e.status.as_str() {
         "SUCCEEDED" => {
-            println!("succeeded: pgshift report --execution {arn}");
+            out!("succeeded: pgshift report --execution {arn}");
             Ok(())
         }
         status => bail!(

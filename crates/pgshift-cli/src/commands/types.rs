@@ -9,6 +9,7 @@ use pgshift::contract::plan::TableOverride;
 use pgshift::contract::types::{Cast, InfinityPolicy, TypePolicies};
 
 #[derive(Args, Clone, Default, Debug)]
+#[command(next_help_heading = "Extraction")]
 pub(crate) struct TypeArgs {
     /// A cast for a column whose type has no default mapping: --cast sales.orders.location=text (text, json or
     /// numeric); a bare table.column means public.table. Repeat it for more columns.

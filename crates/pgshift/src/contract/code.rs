@@ -139,3 +139,12 @@ pub fn first_few(items: &[String], sep: &str) -> String {
     }
     s
 }
+
+/// An error's cause in words: a Lambda function error's `errorMessage` (Step Functions' cause is the function's
+/// error as JSON), else the cause as it is.
+pub fn in_words(cause: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(cause)
+        .ok()
+        .and_then(|v| v.get("errorMessage").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| cause.to_string())
+}

@@ -551,6 +551,10 @@ pub struct CleanupResult {
     /// `<stage>/<run>/status.json`, marking the run failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_url: Option<String>,
+    /// `<stage>/<run>/plan.json`: the run's record is read by it (a run that failed before planning has none, and
+    /// its record is its `status.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_url: Option<String>,
     /// What could not be cleaned (cleanup never fails on them: the run has failed already).
     pub notes: Vec<String>,
     /// Every table's outcome as the warehouse holds it: the load's record, corrected from the warehouse's load log

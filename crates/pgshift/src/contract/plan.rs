@@ -111,13 +111,44 @@ pub(crate) fn json_digest<T: Serialize>(value: &T) -> String {
 impl PlanRequest {
     /// A hash of the request as it bears on the plan (`restart` aside): equal requests make the same run.
     pub fn identity(&self) -> String {
+        json_digest(&self.bare())
+    }
+
+    /// The request as it bears on the plan.
+    pub fn bare(&self) -> Self {
         let mut bare = self.clone();
         bare.restart = false;
         // Where the source is read (a restored snapshot's server, at another address when restored again) is not
         // what is planned: the snapshot is.
         bare.source_endpoint = None;
-        json_digest(&bare)
+        bare
     }
+}
+
+/// Where two requests differ, setting by setting (`settings.max_concurrency: 16 → 4`), at most `max` of them.
+pub fn request_differences(was: &serde_json::Value, now: &serde_json::Value, max: usize) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                let null = serde_json::Value::Null;
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(&p, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                }
+            }
+            (a, b) if a != b => out.push(format!("{path}: {a} → {b}")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", was, now, &mut out);
+    out.truncate(max);
+    out
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -221,6 +252,32 @@ impl Strategy {
             Strategy::Single => "single",
         }
     }
+
+    /// In words, for `plan --explain`.
+    pub fn describe(&self) -> String {
+        match self {
+            Strategy::KeyQuantiles {
+                sampled_rows,
+                sample_percent,
+            } => format!("quantiles of the key, from a sample of {sampled_rows} rows ({sample_percent}% of the pages)"),
+            Strategy::KeyPageProbes { pages, correlation } => format!(
+                "the first key on evenly spaced heap pages (the key is physically ordered: correlation {correlation:.2};                  {pages} pages)"
+            ),
+            Strategy::CtidPages { pages } => format!("equal ranges of heap pages by ctid ({pages} pages)"),
+            Strategy::Single => "one part: the whole table".into(),
+        }
+    }
+}
+
+/// A byte count for a person: `81.9 kB`, `13.7 MB`, `2.1 GB` (decimal units).
+pub fn human_bytes(b: u64) -> String {
+    let units = [("GB", 1e9), ("MB", 1e6), ("kB", 1e3)];
+    for (unit, size) in units {
+        if b as f64 >= size {
+            return format!("{:.1} {unit}", b as f64 / size);
+        }
+    }
+    format!("{b} B")
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -299,6 +356,10 @@ pub struct Plan {
     /// The planner's invocation as Lambda bills it (its duration, memory and architecture).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billed: Option<crate::contract::ledger::Billed>,
+    /// The request that made the plan, as [`PlanRequest::identity`] hashes it: what a request with other settings
+    /// for the same run id is told apart from, setting by setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<serde_json::Value>,
 }
 
 /// What a run's reconciliation means, by its consistency: the line every report prints next to it.

@@ -121,7 +121,10 @@ async fn pg_config(
 ) -> Result<(tokio_postgres::Config, MakeRustlsConnect), ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid { var: url_var, reason };
     let (mut config, tls) = match env.get(url_var) {
-        Some(url) => crate::pgclient::tls::config(&url).map_err(invalid)?,
+        Some(url) => {
+            let p = crate::pgclient::tls::config(&url).map_err(invalid)?;
+            (p.config, p.tls)
+        }
         None => (
             tokio_postgres::Config::new(),
             crate::pgclient::tls::unverified().map_err(invalid)?,

@@ -152,14 +152,20 @@ pub async fn loader(
     input: LoaderInput,
     extractor_memory_mb: u32,
 ) -> Result<Value, LoaderError> {
-    let cleanup_of = match &input {
+    let cleanup = match &input {
         LoaderInput::Sweep {} => return run_sweep(sweep).await,
         LoaderInput::Finish(req) => return Ok(finish(ctx, &req.state, extractor_memory_mb).await?),
-        LoaderInput::Cleanup(req) => text_at(&req.state, "/plan/plan_url"),
-        _ => None,
+        LoaderInput::Cleanup(_) => true,
+        _ => false,
     };
     let out = crate::load::handle(ctx, input).await?;
-    if let Some(plan_url) = cleanup_of.or_else(|| done_plan_url(&out)) {
+    // Cleanup names the run's plan URL, also of a run that failed before planning (its record is its status).
+    let ended = if cleanup {
+        text_at(&out, "/plan_url")
+    } else {
+        done_plan_url(&out)
+    };
+    if let Some(plan_url) = ended {
         write_report(ctx, &plan_url, extractor_memory_mb).await;
     }
     Ok(out)
@@ -215,8 +221,9 @@ pub fn restore_record(state: &Value) -> Option<RestoreRecord> {
 /// Writes `<run>/restore.json` for a run that restored a snapshot, and then the run's report again (it now holds the
 /// restore's times and cost); nothing for a live run.
 async fn finish(ctx: &LoadContext, state: &Value, extractor_memory_mb: u32) -> Result<Value, LoadError> {
+    let plan_url = text_at(state, "/plan/plan_url").or_else(|| text_at(state, "/cleanup/plan_url"));
     let Some(record) = restore_record(state) else {
-        if let Some(plan_url) = text_at(state, "/plan/plan_url") {
+        if let Some(plan_url) = plan_url {
             write_report(ctx, &plan_url, extractor_memory_mb).await;
         }
         return Ok(serde_json::json!({"restore": null}));
@@ -228,7 +235,7 @@ async fn finish(ctx: &LoadContext, state: &Value, extractor_memory_mb: u32) -> R
     let body = serde_json::to_vec_pretty(&record).unwrap_or_default();
     let put = crate::stage::put(stage.as_ref(), &layout::restore_key(&run), bytes::Bytes::from(body)).await?;
     tracing::info!(url = %put.url, instance = %record.instance, "restore recorded");
-    if let Some(plan_url) = text_at(state, "/plan/plan_url") {
+    if let Some(plan_url) = plan_url {
         write_report(ctx, &plan_url, extractor_memory_mb).await;
     }
     Ok(serde_json::json!({"restore": record, "url": put.url}))

@@ -123,7 +123,14 @@ mod tests {
         ];
         let plan = [
             PlanError::InvalidRequest(String::new()),
-            PlanError::NoMatch(String::new()),
+            PlanError::NoMatch {
+                pattern: String::new(),
+                hint: String::new(),
+            },
+            PlanError::NoTable {
+                table: t(),
+                hint: String::new(),
+            },
             PlanError::NullKey {
                 table: t(),
                 column: String::new(),

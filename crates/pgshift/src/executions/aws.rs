@@ -29,6 +29,9 @@ fn named<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Deb
     e: SdkError<E, R>,
     subject: &str,
 ) -> ExecutionError {
+    if let Some(problem) = crate::awsclient::setup_problem(&e) {
+        return ExecutionError::Other { detail: problem };
+    }
     let code = e.code().unwrap_or_default().to_string();
     let message = e.message().map(str::to_string).unwrap_or_else(|| {
         let mut s = e.to_string();

@@ -1,4 +1,4 @@
-//! Layer 1, the Step Functions control-plane port: what the command line asks of a deployed state machine (start an
+//! Layer 2, the Step Functions control-plane port: what the command line asks of a deployed state machine (start an
 //! execution, redrive it, follow it, read its history and its Map run, list executions), each error one named,
 //! actionable [`ExecutionError`]. The adapter is [`aws::AwsExecutions`] (aws-sdk-sfn); tests bind it to recorded
 //! responses at the SDK boundary.

@@ -27,15 +27,16 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
         dropped: Vec::new(),
         cancelled: Vec::new(),
         status_url: None,
+        plan_url: None,
         notes: Vec::new(),
         tables: Vec::new(),
     };
     cancel_pending(ctx.warehouse.as_ref(), state, &mut out).await?;
     let Some(plan_url) = state.pointer("/plan/plan_url").and_then(|v| v.as_str()) else {
-        out.notes
-            .push("no plan: the run failed before planning finished".into());
+        unplanned(ctx, state, &mut out).await;
         return Ok(out);
     };
+    out.plan_url = Some(plan_url.to_string());
     let stage = stage_of(ctx, plan_url).await?;
     // The plan may be gone (deleted mid-load): the run's staging tables are still found, through the registry.
     let plan = match run::read_plan(stage.as_ref(), plan_url).await {
@@ -84,8 +85,57 @@ pub async fn cleanup(ctx: &LoadContext, req: CleanupRequest) -> Result<CleanupRe
         Ok(o) => out.status_url = Some(o.url),
         Err(e) => out.notes.push(format!("marking the run failed: {e}")),
     }
-    tracing::warn!(run = %run_id, dropped = out.dropped.len(), "run cleaned up after a failure");
+    tracing::info!(run = %run_id, dropped = out.dropped.len(), "run cleaned up after a failure");
     Ok(out)
+}
+
+/// A run that failed before it had a plan, but after its trigger gave it a run id and a stage: `<run>/status.json`
+/// records its failure (with `"planned": false`), which is its whole record; a run id whose plan exists (another
+/// run's, planned with other settings) is left as it is.
+async fn unplanned(ctx: &LoadContext, state: &Value, out: &mut CleanupResult) {
+    let text = |p: &str| state.pointer(p).and_then(Value::as_str);
+    let (Some(run_id), Some(stage_url)) = (text("/trigger/run_id"), text("/trigger/stage")) else {
+        out.notes
+            .push("no plan and no run id: the run failed before its trigger".into());
+        return;
+    };
+    out.run_id = Some(run_id.to_string());
+    let written = async {
+        let stage = ctx.stages.open(stage_url).await?;
+        if stage.head(&crate::contract::layout::plan_key(run_id)).await?.is_some() {
+            return Ok::<_, crate::stage::StageError>(None);
+        }
+        let lock: Option<run::RunLock> = run::read_json(stage.as_ref(), &crate::contract::layout::lock_key(run_id))
+            .await
+            .unwrap_or(None);
+        let started_at = lock.and_then(|l| crate::contract::clock::parse_rfc3339(&l.taken_at));
+        let error = state.get("error").cloned().unwrap_or(Value::Null);
+        let status = json!({
+            "run_id": run_id,
+            "planned": false,
+            "status": "FAILED",
+            "error": error.get("Error"),
+            "cause": error.get("Cause"),
+            "started_at": started_at,
+            "at": crate::contract::clock::unix_now(),
+            "tables": [],
+        });
+        let put = crate::stage::put(stage.as_ref(), &status_key(run_id), Bytes::from(status.to_string())).await?;
+        Ok(Some((
+            put.url,
+            format!("{}/{}", stage.url(), crate::contract::layout::plan_key(run_id)),
+        )))
+    };
+    match written.await {
+        Ok(Some((status_url, plan_url))) => {
+            out.status_url = Some(status_url);
+            out.plan_url = Some(plan_url);
+        }
+        Ok(None) => out.notes.push(format!(
+            "run id {run_id} has a plan on the stage (another run's): its record is left as it is"
+        )),
+        Err(e) => out.notes.push(format!("marking the run failed: {e}")),
+    }
 }
 
 /// The load's record corrected from the load log, so that the run's record says what the warehouse committed,

@@ -68,11 +68,11 @@ pub(super) fn compare(
                 t.render()
             )),
             Fit::Loses => problems.push(format!(
-                "{table}.{}: the source has {}, the target {}, which cannot hold every value; recreate the target, \
-                 or cast the column in the source (--cast)",
+                "{table}.{}: the source has {}, the target {}, which cannot hold every value; {}",
                 c.name,
                 c.render(),
-                t.render()
+                t.render(),
+                loses_hint(table, t)
             )),
         }
     }
@@ -80,6 +80,27 @@ pub(super) fn compare(
         Ok(changes)
     } else {
         Err(problems)
+    }
+}
+
+/// What to do about a target column that cannot hold the source's values: `--cast` only where it yields the
+/// target's kind (text, json or numeric: it never turns text into a number); else change or recreate the target.
+fn loses_hint(table: &TableRef, t: &WarehouseColumn) -> String {
+    let cast = match t.data_type.as_str() {
+        "text" | "character varying" => Some("text"),
+        "json" | "jsonb" | "super" => Some("json"),
+        "numeric" => Some("numeric"),
+        _ => None,
+    };
+    match cast {
+        Some(to) => format!(
+            "cast the source column to {to} (--cast {table}.{}={to}), or drop the target so that the load creates it",
+            t.name
+        ),
+        None => format!(
+            "alter the target column to a type that holds the source's values, or drop the target {table} so that the \
+             load creates it anew"
+        ),
     }
 }
 
@@ -212,8 +233,17 @@ mod tests {
         );
         let n52 = col("amount", "numeric", Some(5), Some(2), None);
         let big = col("amount", "bigint", Some(64), Some(0), None);
-        let e = check(vec![n52], vec![big], SchemaEvolution::AddAndWiden).expect_err("lossy");
+        let e = check(vec![n52], vec![big.clone()], SchemaEvolution::AddAndWiden).expect_err("lossy");
         assert!(e[0].contains("cannot hold"), "{e:?}");
+        // --cast is advised only where it yields the target's kind: it never turns text into a number.
+        assert!(e[0].contains("--cast s.t.amount=numeric"), "{e:?}");
+        let int_target = col("amount", "integer", Some(32), Some(0), None);
+        let text = col("amount", "text", None, None, None);
+        let e = check(vec![int_target], vec![text], SchemaEvolution::Refuse).expect_err("text into integer");
+        assert!(
+            !e[0].contains("--cast") && e[0].contains("alter the target column"),
+            "{e:?}"
+        );
         // A column dropped in the source is refused whatever the policy; an added one only by default.
         let e = check(
             vec![id.clone(), int.clone()],

@@ -9,7 +9,13 @@ use crate::warehouse::WarehouseError;
 pub enum LoadError {
     #[error("invalid load request: {0}")]
     InvalidRequest(String),
-    #[error("parts missing or incomplete on the stage, nothing loaded: {}", first_few(.0, "; "))]
+    #[error(
+        "{} range(s) missing or incomplete on the stage, nothing loaded: {}; extract them first: pgshift run with the \
+         run's --run-id and settings extracts what is missing and loads (pgshift extract --task \
+         <stage>/<run>/tasks.json --index N extracts one)",
+        .0.len(),
+        first_few(.0, "; ")
+    )]
     PartsMissing(Vec<String>),
     #[error("parts on the stage differ from what their extractors wrote, nothing loaded: {}", first_few(.0, "; "))]
     PartCorrupt(Vec<String>),

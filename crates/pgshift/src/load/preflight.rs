@@ -19,6 +19,11 @@ use super::{grants, triggers};
 /// (`load::grants`, one read-only query): a user without them fails here by name, with the statements to run.
 pub async fn preflight(ctx: &LoadContext, req: PreflightRequest) -> Result<PreflightResult, LoadError> {
     let started = Instant::now();
+    // The warehouse first: a wrong host, port or password is named in seconds, not after retries.
+    ctx.warehouse
+        .reach()
+        .await
+        .map_err(|e| LoadError::Warehouse(preflight_context(e)))?;
     let stage = stage_of(ctx, &req.plan_url).await?;
     let (_, run_dir) = run::plan_dirs(&req.plan_url)?;
     let key = format!("{run_dir}/preflight.json");

@@ -1,6 +1,7 @@
 //! Layer 1, PostgreSQL client plumbing shared by the source and the PostgreSQL warehouse: connection strings with TLS
 //! (libpq's `sslmode`, [`tls`]), and which server errors may pass on a retry.
 
+pub(crate) mod libpq;
 pub(crate) mod tls;
 
 /// Whether a server error may pass on a retry, by its SQLSTATE class: 08 (connection), 40 (serialization failure,
@@ -11,43 +12,77 @@ pub(crate) fn transient(code: &tokio_postgres::error::SqlState) -> bool {
 }
 
 /// A connection attempt that cannot succeed by retrying, and what to do about it: the server refused who we are or
-/// the database we asked for, the host name does not exist, or its certificate does not verify. `None`: the error
-/// may pass (refused or reset connections, timeouts, a server starting up or out of slots, a name server that did
-/// not answer).
-pub(crate) fn permanent_connect_error(e: &tokio_postgres::Error) -> Option<Permanent> {
+/// the database we asked for, no password was found for a server that asks for one, the host name does not exist,
+/// or its certificate does not verify; and, at a run's first contact with a server (`first`), a refused connection
+/// too: a server the run never reached is a wrong host or port far more often than a restart (the retries are for a
+/// server the run has reached). `None`: the error may pass (reset connections, timeouts, a server starting up or out
+/// of slots, a name server that did not answer). `password` says where the password came from.
+pub(crate) fn permanent_connect_error(
+    e: &tokio_postgres::Error,
+    first: bool,
+    password: &libpq::PasswordOrigin,
+) -> Option<Permanent> {
     use tokio_postgres::error::SqlState;
+    let auth = |what: &str| {
+        Some(Permanent::Refused(format!(
+            "{what} (password: {}); give it in the URL (postgres://user:password@host/db), PGPASSWORD or ~/.pgpass",
+            password.0
+        )))
+    };
     if let Some(db) = e.as_db_error() {
         let code = db.code();
         return match code.code() {
-            c if c.starts_with("28") => Some(Permanent::Refused(
-                "check the user and password (the secret's username and password)",
+            c if c.starts_with("28") => auth("check the user and password"),
+            _ if *code == SqlState::INVALID_CATALOG_NAME => Some(Permanent::NotFound(
+                "check the database name in the connection string".into(),
             )),
-            _ if *code == SqlState::INVALID_CATALOG_NAME => {
-                Some(Permanent::NotFound("check the database name in the connection string"))
-            }
             _ => None,
         };
     }
     let text = chain(e);
     let has = |s: &str| text.contains(s);
-    if has("Name or service not known") || has("nodename nor servname") || has("No address associated with hostname") {
-        Some(Permanent::NotFound("check the host name"))
+    if has("password missing") {
+        auth("the server asks for a password and none was found")
+    } else if has("Name or service not known")
+        || has("nodename nor servname")
+        || has("No address associated with hostname")
+    {
+        Some(Permanent::NotFound("check the host name".into()))
     } else if has("invalid peer certificate") || has("UnknownIssuer") || has("NotValidForName") || has("certificate") {
         Some(Permanent::Refused(
-            "the server's certificate does not verify against sslrootcert for this host: check sslrootcert and the host name, or sslmode",
+            "the server's certificate does not verify against sslrootcert for this host: check sslrootcert and the host name, or sslmode".into(),
+        ))
+    } else if first && refused(e) {
+        Some(Permanent::NotFound(
+            "nothing listens there: check the host and port (and that the server runs and accepts TCP connections)"
+                .into(),
         ))
     } else {
         None
     }
 }
 
+/// Whether the connection was refused (nothing listening at the address).
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 /// Why a connection cannot succeed, and the advice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Permanent {
     /// Authentication or certificate: the caller is not let in.
-    Refused(&'static str),
-    /// The host or the database does not exist.
-    NotFound(&'static str),
+    Refused(String),
+    /// The host, the port or the database does not exist.
+    NotFound(String),
 }
 
 /// `host:port` of a connection config, for error messages (never the password).

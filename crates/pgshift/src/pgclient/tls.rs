@@ -28,8 +28,22 @@ enum Verify {
     ChainAndHost,
 }
 
-/// A connection string parsed, with the TLS connector its `sslmode` asks for.
-pub(crate) fn config(conn: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), String> {
+/// A connection string parsed, what libpq's environment adds to it ([`super::libpq`]), the TLS connector its
+/// `sslmode` asks for, and where its password came from.
+pub(crate) struct Parsed {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) tls: MakeRustlsConnect,
+    pub(crate) password: super::libpq::PasswordOrigin,
+}
+
+/// A connection string parsed, in this process's environment.
+pub(crate) fn config(conn: &str) -> Result<Parsed, String> {
+    config_in(conn, &super::libpq::process_vars)
+}
+
+/// A connection string parsed in an environment.
+pub(crate) fn config_in(conn: &str, vars: super::libpq::Vars) -> Result<Parsed, String> {
+    let conn = &super::libpq::with_ssl_env(conn, vars);
     let mut verify = Verify::None;
     let mut root: Option<String> = None;
     let mut take = |k: &str, v: &str| -> Option<String> {
@@ -83,8 +97,10 @@ pub(crate) fn config(conn: &str) -> Result<(tokio_postgres::Config, MakeRustlsCo
             which_part(conn).unwrap_or_else(|| e.to_string())
         )
     })?;
+    let mut config = config;
+    let password = super::libpq::fill(&mut config, vars);
     let tls = connector(verify, root.as_deref(), config.get_ssl_mode())?;
-    Ok((config, tls))
+    Ok(Parsed { config, tls, password })
 }
 
 /// What is wrong with a connection string the driver refused, where that can be told: its scheme, its port, its
@@ -273,12 +289,24 @@ mod tests {
 
     #[test]
     fn pgshift_reads_the_verify_modes_and_tokio_postgres_the_rest() {
-        let (c, _) = config("postgres://u@h:5433/db?sslmode=require&application_name=x").expect("ok");
+        let none = |_: &str| None;
+        let c = config_in("postgres://u@h:5433/db?sslmode=require&application_name=x", &none)
+            .expect("ok")
+            .config;
         assert_eq!((c.get_ssl_mode(), c.get_ports()), (SslMode::Require, &[5433][..]));
-        let (c, _) = config("postgres://u@h/db").expect("ok");
+        let c = config_in("postgres://u@h/db", &none).expect("ok").config;
         assert_eq!(c.get_ssl_mode(), SslMode::Prefer);
-        let (c, _) = config("host=h user=u sslmode=disable").expect("ok");
+        let c = config_in("host=h user=u sslmode=disable", &none).expect("ok").config;
         assert_eq!(c.get_ssl_mode(), SslMode::Disable);
+        let env = |k: &str| (k == "PGSSLMODE").then(|| "require".to_string());
+        let c = config_in("postgres://u@h/db", &env).expect("ok").config;
+        assert_eq!(c.get_ssl_mode(), SslMode::Require, "PGSSLMODE");
+        let e = config_in("postgres://u@h/db", &|k: &str| {
+            (k == "PGSSLMODE").then(|| "verify-full".into())
+        })
+        .err()
+        .expect("no root");
+        assert!(e.contains("sslrootcert"), "{e}");
         let e = config("postgres://u@h/db?sslmode=verify-full").err().expect("no root");
         assert!(e.contains("sslrootcert"), "{e}");
         let e = config("postgres://u@h/db?sslmode=verify-ca&sslrootcert=%2Fnonexistent.pem")

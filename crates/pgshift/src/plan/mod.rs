@@ -36,8 +36,11 @@ use crate::stage::StageOpener;
 pub enum PlanError {
     #[error("invalid plan request: {0}")]
     InvalidRequest(String),
-    #[error("table pattern {0:?} matches no table (system schemas are never matched)")]
-    NoMatch(String),
+    #[error("table pattern {pattern:?} matches no table (system schemas are never matched){hint}")]
+    NoMatch { pattern: String, hint: String },
+    /// A table named outright that the source does not have (or does not show this user).
+    #[error("table {table} not found (or not visible to this user){hint}")]
+    NoTable { table: TableRef, hint: String },
     #[error("key column {column:?} of {table} holds NULLs; choose a NOT NULL key")]
     NullKey { table: TableRef, column: String },
     #[error("run {run_id:?} exists on the stage already: {detail}")]
@@ -52,7 +55,7 @@ impl PlanError {
     pub fn code(&self) -> Code {
         match self {
             PlanError::InvalidRequest(_) => Code::FatalInvalidInput,
-            PlanError::NoMatch(_) => Code::FatalNotFound,
+            PlanError::NoMatch { .. } | PlanError::NoTable { .. } => Code::FatalNotFound,
             PlanError::NullKey { .. } => Code::FatalInvalidInput,
             PlanError::RunExists { .. } => Code::FatalRunExists,
             PlanError::Source(e) => e.code(),
@@ -139,6 +142,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
             "planner",
             started.elapsed().as_secs_f64(),
         )),
+        request: serde_json::to_value(req.bare()).ok(),
     }
     .seal()
     .map_err(|e| PlanError::InvalidRequest(format!("plan JSON: {e}")))
@@ -372,7 +376,7 @@ async fn write_plan(
     let plan = match existing {
         Some(plan) => {
             let source = crate::source::connector_for(&ctx.source, req.source_endpoint.as_ref())?;
-            let client = source.connect().await?;
+            let client = source.connect_first().await?;
             client.batch_execute(SESSION_SETTINGS).await.map_err(planning_error)?;
             let now = catalog::source_info(&client).await.map_err(planning_error)?;
             runs::same_source(&plan, &now)?;
@@ -386,7 +390,7 @@ async fn write_plan(
         }
         None => {
             let source = crate::source::connector_for(&ctx.source, req.source_endpoint.as_ref())?;
-            let client = source.connect().await?;
+            let client = source.connect_first().await?;
             plan(&client, &req).await?
         }
     };

@@ -33,7 +33,17 @@ pub(super) async fn existing_run(
     }
     let bytes = match stage.get(&layout::plan_key(run_id)).await {
         Ok(b) => b,
-        Err(crate::stage::StageError::Missing { .. }) => return Ok(None),
+        Err(crate::stage::StageError::Missing { .. }) => {
+            // An attempt that failed before its plan left its record (status, ledger, report): this attempt's replace it.
+            for key in [
+                layout::status_key(run_id),
+                layout::ledger_key(run_id),
+                layout::report_key(run_id),
+            ] {
+                stage.delete_prefix(&key).await?;
+            }
+            return Ok(None);
+        }
         Err(e) => return Err(e.into()),
     };
     let plan: Plan = match serde_json::from_slice(&bytes) {
@@ -62,9 +72,11 @@ pub(super) async fn existing_run(
         return Err(run_exists(
             run_id,
             format!(
-                "it was planned at {} with other settings (plan {}); use a new --run-id, or --restart to plan it anew \
-             (its extracted parts are deleted)",
-                plan.created_at, plan.plan_id
+                "it was planned at {} with other settings (plan {}){}; give the same settings to resume it, use a new \
+                 --run-id, or --restart to plan it anew (its extracted parts are deleted)",
+                plan.created_at,
+                plan.plan_id,
+                differences(&plan, req)
             ),
         ));
     }
@@ -102,6 +114,19 @@ pub(super) fn same_source(plan: &Plan, now: &SourceInfo) -> Result<(), PlanError
             id(now)
         ),
     ))
+}
+
+/// `: tables: … → …, settings.max_concurrency: 16 → 4`: what differs from the request that planned the run.
+fn differences(plan: &Plan, req: &PlanRequest) -> String {
+    let (Some(was), Ok(now)) = (&plan.request, serde_json::to_value(req.bare())) else {
+        return String::new();
+    };
+    let d = crate::contract::plan::request_differences(was, &now, 6);
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", d.join(", "))
+    }
 }
 
 fn run_exists(run_id: &str, detail: String) -> PlanError {

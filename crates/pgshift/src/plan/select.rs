@@ -82,6 +82,56 @@ pub(super) async fn relations(client: &Client) -> Result<Vec<Relation>, tokio_po
         .collect())
 }
 
+/// `; did you mean sales.orders?`: the relations (or, for a pattern, the schemas) nearest to what matched nothing, by
+/// edit distance, at most three; empty when none is near.
+fn did_you_mean(relations: &[Relation], pattern: &TableRef) -> String {
+    let wild = |s: &str| s.contains(['*', '?']);
+    let mut near: Vec<(usize, String)> = if wild(&pattern.name) && !wild(&pattern.schema) {
+        let mut schemas: Vec<&str> = relations.iter().map(|r| r.table.schema.as_str()).collect();
+        schemas.sort_unstable();
+        schemas.dedup();
+        schemas
+            .into_iter()
+            .map(|s| (distance(&pattern.schema, s), format!("{s}.{}", pattern.name)))
+            .collect()
+    } else {
+        let want = format!("{}.{}", pattern.schema, pattern.name);
+        relations
+            .iter()
+            .map(|r| {
+                (
+                    distance(&want, &format!("{}.{}", r.table.schema, r.table.name)),
+                    r.table.to_string(),
+                )
+            })
+            .collect()
+    };
+    let limit = (pattern.schema.len() + pattern.name.len()).div_ceil(4).clamp(1, 3);
+    near.retain(|(d, _)| *d <= limit);
+    near.sort();
+    near.dedup_by(|a, b| a.1 == b.1);
+    let names: Vec<String> = near.into_iter().take(3).map(|(_, n)| n).collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean {}?", names.join(" or "))
+    }
+}
+
+/// Levenshtein distance, case-insensitive.
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// The relations the request's patterns select, in pattern order, each once.
 pub(super) fn select<'a>(relations: &'a [Relation], req: &PlanRequest) -> Result<Vec<&'a Relation>, PlanError> {
     let parse = |p: &String| TableRef::parse(p).map_err(PlanError::InvalidRequest);
@@ -97,10 +147,17 @@ pub(super) fn select<'a>(relations: &'a [Relation], req: &PlanRequest) -> Result
             .filter(|r| !excludes.iter().any(|x| matches(x, &r.table)))
             .collect();
         if hits.is_empty() {
+            let hint = did_you_mean(relations, pattern);
             return Err(if raw.contains(['*', '?']) {
-                PlanError::NoMatch(raw.clone())
+                PlanError::NoMatch {
+                    pattern: raw.clone(),
+                    hint,
+                }
             } else {
-                SourceError::TableNotFound(pattern.clone()).into()
+                PlanError::NoTable {
+                    table: pattern.clone(),
+                    hint,
+                }
             });
         }
         for h in hits {
@@ -217,12 +274,30 @@ mod tests {
         );
         assert!(matches!(
             select(&all, &req(&["sales.nope*"], &[])),
-            Err(PlanError::NoMatch(_))
+            Err(PlanError::NoMatch { .. })
         ));
         assert!(matches!(
             select(&all, &req(&["sales.nope"], &[])),
-            Err(PlanError::Source(SourceError::TableNotFound(_)))
+            Err(PlanError::NoTable { .. })
         ));
+        // A typo is answered with the names nearest to it; nothing near, nothing suggested.
+        let said = |p: &str| {
+            select(&all, &req(&[p], &[]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(
+            said("sales.ordrs").ends_with("; did you mean sales.orders?"),
+            "{}",
+            said("sales.ordrs")
+        );
+        assert!(
+            said("sale.*").ends_with("; did you mean sales.*?"),
+            "{}",
+            said("sale.*")
+        );
+        assert!(!said("zzz.qqqqqq").contains("did you mean"), "{}", said("zzz.qqqqqq"));
         let mut hidden = all.clone();
         hidden[0].can_select = false;
         assert!(matches!(

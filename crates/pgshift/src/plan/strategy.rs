@@ -66,7 +66,7 @@ pub(super) fn choose(s: &Shape) -> Choice {
             "one part wanted"
         };
         return Choice::Single {
-            reason: format!("{} bytes: {why}", s.bytes),
+            reason: format!("{}: {why}", crate::contract::plan::human_bytes(s.bytes)),
         };
     }
     if s.over_budget && s.static_source && s.by_pages() {

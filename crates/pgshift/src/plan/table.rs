@@ -184,7 +184,10 @@ async fn key_split(
     Ok(Split {
         strategy,
         bounds: strategy::key_ranges(boundaries),
-        reason: format!("{} bytes ⇒ {parts} parts; boundaries at {how}", cx.rel.bytes),
+        reason: format!(
+            "{} ⇒ {parts} parts; boundaries at {how}",
+            crate::contract::plan::human_bytes(cx.rel.bytes)
+        ),
         rows,
     })
 }

@@ -45,9 +45,12 @@ pub fn step_functions_name(code: &str) -> String {
     format!("Rds.{base}Exception")
 }
 
-fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+fn sdk_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     e: aws_smithy_runtime_api::client::result::SdkError<E, R>,
 ) -> RdsError {
+    if let Some(problem) = crate::awsclient::setup_problem(&e) {
+        return RdsError::new("Rds.SdkClientException", problem);
+    }
     let code = e.code().map(str::to_string);
     let message = e.message().map(str::to_string).unwrap_or_else(|| format!("{e:?}"));
     match code {

@@ -1,4 +1,4 @@
-//! Layer 1, the RDS control plane port: the few RDS API actions a snapshot run makes (restore, describe, delete), in
+//! Layer 2, the RDS control plane port: the few RDS API actions a snapshot run makes (restore, describe, delete), in
 //! the JSON shapes of Step Functions' AWS SDK integrations, so the state machine's `arn:aws:states:::aws-sdk:rds:*`
 //! tasks can be bound to it locally and the sweep can run against either side.
 //!

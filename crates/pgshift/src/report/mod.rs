@@ -60,7 +60,7 @@ pub struct TableReport {
 }
 
 /// The bill by item (summed over tables), each marked actual or estimated, and the total.
-fn render_bill(o: &mut String, b: &cost::RunCost) {
+fn render_bill(o: &mut String, b: &cost::RunCost, stage: &str) {
     if b.items.is_empty() {
         let _ = writeln!(
             o,
@@ -86,8 +86,13 @@ fn render_bill(o: &mut String, b: &cost::RunCost) {
         let basis = if *actual { "actual" } else { "estimated" };
         let _ = writeln!(o, "  {item:<48} ${dollars:>10.6}  ({basis})");
     }
-    if !b.run_id.is_empty() {
-        let _ = writeln!(o, "  per table and per item: pgshift cost --stage … --run {}", b.run_id);
+    if !b.run_id.is_empty() && !stage.is_empty() {
+        let _ = writeln!(
+            o,
+            "  per table and per item: pgshift cost --stage {} --run {}",
+            shell_word(stage),
+            shell_word(&b.run_id)
+        );
     }
 }
 
@@ -113,7 +118,43 @@ pub struct RunReport {
     pub bill: cost::RunCost,
     /// What the reconciliation means: exact (a static source) or live ([`consistency_line`]).
     pub consistency: String,
+    /// The run's stage (for the commands the report suggests).
+    pub stage: String,
+    /// Where a failed run stopped, in words ([`record::RunRecord::failed_where`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_where: Option<String>,
+    /// The command that goes on from a failed run ([`record::RunRecord::resume_hint`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
+
+/// A count with thousands separators: `3,000,000`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A word as a POSIX shell reads it back: as it is when it is plain, else in single quotes, so that a command the
+/// report suggests can be pasted.
+pub fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The parts of a table a terminal summary lists one by one; more are summed up in a line (`pgshift report --parts`
+/// lists them all).
+const PARTS_SHOWN: usize = 12;
 
 /// Per table: its parts, and what the load said of it.
 fn table_reports(results: &[ExtractResult], load: Option<&LoadResult>) -> Vec<TableReport> {
@@ -183,6 +224,9 @@ impl RunReport {
             failure: rec.failure.clone(),
             bill,
             consistency: consistency_line(rec.plan.settings.static_source).to_string(),
+            stage: rec.plan.stage.clone(),
+            failed_where: rec.failed_where(),
+            resume: rec.resume_hint(),
         }
     }
 
@@ -212,6 +256,9 @@ impl RunReport {
                 prices: prices.describe(),
             },
             consistency: "nothing was read: the run ended before it had a plan".into(),
+            stage: String::new(),
+            failed_where: None,
+            resume: None,
         }
     }
 
@@ -227,6 +274,12 @@ impl RunReport {
         let evolved: Vec<&TableReport> = self.tables.iter().filter(|t| !t.evolved.is_empty()).collect();
         if let Some((name, cause)) = &self.failure {
             let _ = writeln!(o, "run FAILED [{name}]: {}", truncate(cause, 400));
+            if let Some(w) = &self.failed_where {
+                let _ = writeln!(o, "where: {w}");
+            }
+            if let Some(r) = &self.resume {
+                let _ = writeln!(o, "next: {r}");
+            }
             if !evolved.is_empty() {
                 let _ = writeln!(
                     o,
@@ -257,7 +310,7 @@ impl RunReport {
                         self.tables.len()
                     );
                     for t in c {
-                        let _ = writeln!(o, "  {}: {} rows", t.table, t.loaded_rows.unwrap_or(0));
+                        let _ = writeln!(o, "  {}: {} rows", t.table, thousands(t.loaded_rows.unwrap_or(0)));
                     }
                     let _ = writeln!(o, "every other table is as it was");
                     let _ = writeln!(o, "{}", self.consistency);
@@ -288,14 +341,23 @@ impl RunReport {
         }
     }
 
-    /// The report as text tables for a terminal.
+    /// The report as text tables for a terminal; a table's parts listed one by one up to a dozen.
     pub fn render(&self) -> String {
+        self.render_parts(false)
+    }
+
+    /// The report as text tables for a terminal, every part listed when `all_parts`.
+    pub fn render_parts(&self, all_parts: bool) -> String {
         let mut o = String::new();
         // A run that ended before it had a plan read nothing: its outcome alone.
         if !self.tables.is_empty() {
             let _ = writeln!(o, "\n{}", self.tables_table());
             for t in self.tables.iter().filter(|t| t.parts.len() > 1) {
-                let _ = writeln!(o, "\nparts of {}:\n{}", t.table, parts_table(t));
+                if all_parts || t.parts.len() <= PARTS_SHOWN {
+                    let _ = writeln!(o, "\nparts of {}:\n{}", t.table, parts_table(t));
+                } else {
+                    let _ = writeln!(o, "\n{}", self.parts_line(t));
+                }
             }
             self.render_totals(&mut o);
         }
@@ -303,8 +365,36 @@ impl RunReport {
         if let Some(r) = &self.restore {
             let _ = writeln!(o, "{}", r.line());
         }
-        render_bill(&mut o, &self.bill);
+        render_bill(&mut o, &self.bill, &self.stage);
         o
+    }
+
+    /// A table's parts in one line: how many, the smallest, median and largest by rows, the slowest, and the command
+    /// that lists them all.
+    fn parts_line(&self, t: &TableReport) -> String {
+        let mut rows: Vec<u64> = t.parts.iter().map(|p| p.rows).collect();
+        rows.sort_unstable();
+        let slowest = t.parts.iter().max_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        let slow = slowest.map_or(String::new(), |p| {
+            format!("; slowest range {} ({:.2} s)", p.range_index, p.seconds)
+        });
+        let every = if self.stage.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; every part: pgshift report --stage {} --run {} --parts",
+                shell_word(&self.stage),
+                shell_word(&self.run_id)
+            )
+        };
+        format!(
+            "parts of {}: {} parts, rows smallest {} / median {} / largest {}{slow}{every}",
+            t.table,
+            t.parts.len(),
+            thousands(rows[0]),
+            thousands(rows[rows.len() / 2]),
+            thousands(rows[rows.len() - 1]),
+        )
     }
 }
 
@@ -331,13 +421,16 @@ fn mb(b: u64) -> f64 {
 
 /// Per part of a table: its rows, size, time and rate, and a bar of its rows against the largest part's.
 fn parts_table(t: &TableReport) -> comfy_table::Table {
-    let mut out = text_table(&["range", "rows", "MB", "s", "MB/s", "rows"], &[0, 1, 2, 3, 4]);
+    let mut out = text_table(
+        &["range", "rows", "parquet MB", "s", "source MB/s", "rows"],
+        &[0, 1, 2, 3, 4],
+    );
     let max = t.parts.iter().map(|p| p.rows).max().unwrap_or(0).max(1);
     for p in &t.parts {
         let bar = "█".repeat((p.rows as f64 / max as f64 * 30.0).round() as usize);
         out.add_row(vec![
             p.range_index.to_string(),
-            p.rows.to_string(),
+            thousands(p.rows),
             format!("{:.2}", mb(p.parquet_bytes)),
             format!("{:.2}", p.seconds),
             format!("{:.1}", mb(p.source_bytes) / p.seconds.max(1e-9)),
@@ -368,12 +461,12 @@ impl RunReport {
             out.add_row(vec![
                 truncate(&t.table.to_string(), 40),
                 t.parts.len().to_string(),
-                t.rows.to_string(),
+                thousands(t.rows),
                 format!("{:.1}", mb(t.source_bytes)),
                 format!("{:.1}", mb(t.parquet_bytes)),
                 format!("{max_s:.2}"),
                 format!("{:.3}", t.skew),
-                t.loaded_rows.map_or("-".into(), |n| n.to_string()),
+                t.loaded_rows.map_or("-".into(), thousands),
             ]);
         }
         out
@@ -383,9 +476,10 @@ impl RunReport {
     fn render_totals(&self, o: &mut String) {
         let rows: u64 = self.tables.iter().map(|t| t.rows).sum();
         let src: u64 = self.tables.iter().map(|t| t.source_bytes).sum();
-        let _ = write!(o, "\n{rows} rows, {:.1} MB read from the source", mb(src));
+        let _ = write!(o, "\n{} rows, {:.1} MB read from the source", thousands(rows), mb(src));
         if let Some(s) = self.seconds {
-            let _ = write!(o, " in {s:.1} s ({:.0} rows/s)", rows as f64 / s.max(1e-9));
+            let rate = (rows as f64 / s.max(1e-9)).round() as u64;
+            let _ = write!(o, " in {s:.1} s ({} rows/s)", thousands(rate));
         }
         if self.peak_concurrency > 0 {
             let _ = write!(o, "; peak {} extractors at once", self.peak_concurrency);
@@ -535,6 +629,18 @@ mod tests {
             "{}",
             c.line()
         );
+    }
+
+    #[test]
+    fn counts_group_by_thousands_and_words_paste_into_a_shell() {
+        let t: Vec<String> = [0, 999, 1_000, 3_000_000, 1_234_567_890]
+            .into_iter()
+            .map(thousands)
+            .collect();
+        assert_eq!(t, ["0", "999", "1,000", "3,000,000", "1,234,567,890"]);
+        assert_eq!(shell_word("file:///tmp/stage"), "file:///tmp/stage");
+        assert_eq!(shell_word("it's a run"), "'it'\\''s a run'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]

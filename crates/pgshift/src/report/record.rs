@@ -17,8 +17,11 @@ pub struct RunRecord {
     /// Attempts that failed, retried or not.
     pub failed: Vec<FailedAttempt>,
     pub load: Option<LoadResult>,
-    /// The error name and message that ended a failed run (`status.json`).
+    /// The error name and message (in words: a Lambda error's `errorMessage`) that ended a failed run
+    /// (`status.json`).
     pub failure: Option<(String, String)>,
+    /// When the failure was recorded, in seconds since the Unix epoch (the run's end).
+    pub failed_at: Option<f64>,
     /// The restore of a snapshot run (`restore.json`, written when its instance is gone).
     pub restore: Option<RestoreRecord>,
     /// What the stage lacks: ranges never extracted, a load that did not finish.
@@ -93,6 +96,83 @@ impl RunRecord {
         peak as usize
     }
 
+    /// Where a failed run stopped, in words: before its plan, in its pre-flight or extraction, or in a table's load.
+    pub fn failed_where(&self) -> Option<String> {
+        self.failure.as_ref()?;
+        if self.plan.tables.is_empty() {
+            return Some("before it had a plan (nothing was read from the source)".into());
+        }
+        let load_failed = self.load.iter().flat_map(|l| &l.tables).find(|t| t.error.is_some());
+        if let Some(t) = load_failed {
+            return Some(format!("loading {}", t.table));
+        }
+        let lost = self
+            .failed
+            .iter()
+            .filter(|a| !self.landed(&a.table, a.range_index))
+            .map(|a| format!("{} range {}", a.table, a.range_index))
+            .collect::<Vec<_>>();
+        if !lost.is_empty() {
+            return Some(format!("extracting {}", crate::contract::code::first_few(&lost, ", ")));
+        }
+        if self.results.is_empty() && self.load.is_none() {
+            return Some(format!(
+                "before extracting anything: the plan was made ({} ranges), no range was read",
+                self.plan.tasks.len()
+            ));
+        }
+        if self.results.len() < self.plan.tasks.len() {
+            let landed = self.results.len();
+            return Some(format!(
+                "before the load, with {landed} of {} ranges extracted",
+                self.plan.tasks.len()
+            ));
+        }
+        Some("in the load, after every range was extracted".into())
+    }
+
+    /// What the warehouse holds after a failed run: the tables its load committed, the others as they were.
+    pub fn warehouse_now(&self) -> String {
+        let committed: Vec<String> = self
+            .load
+            .iter()
+            .flat_map(|l| &l.tables)
+            .filter(|t| t.status.is_committed())
+            .map(|t| {
+                format!(
+                    "{} ({} rows)",
+                    t.table,
+                    t.committed_rows.map_or("?".into(), super::thousands)
+                )
+            })
+            .collect();
+        if committed.is_empty() {
+            "as it was: no table of this run was committed".into()
+        } else {
+            format!(
+                "{} of {} tables committed: {}; every other table as it was",
+                committed.len(),
+                self.plan.tables.len(),
+                committed.join(", ")
+            )
+        }
+    }
+
+    /// The command that goes on from a failed run: the same run id resumes it (the ranges that landed kept, the
+    /// tables committed skipped); after a failure no retry mends, once its cause is fixed.
+    pub fn resume_hint(&self) -> Option<String> {
+        let (name, _) = self.failure.as_ref()?;
+        let id = super::shell_word(&self.plan.run_id);
+        let how = format!(
+            "run the same command again with --run-id {id} (pgshift run, or pgshift start on the deployed stack)"
+        );
+        Some(if name.starts_with("Pipeline.Fatal.") {
+            format!("fix what the error names, then {how}; or start over with --restart")
+        } else {
+            format!("{how}: the ranges that landed are kept and committed tables skipped")
+        })
+    }
+
     /// When the run started and ended, in seconds since the Unix epoch: from the planner's start to the last thing
     /// the stage records (a part, a failed attempt, a load step).
     pub fn span(&self) -> (f64, f64) {
@@ -103,6 +183,9 @@ impl RunRecord {
         }
         for a in &self.failed {
             end = end.max(a.started_at + a.seconds);
+        }
+        if let Some(at) = self.failed_at {
+            end = end.max(at);
         }
         if let Some(l) = &self.load {
             end = end.max(l.started_at + l.seconds);
@@ -117,7 +200,10 @@ impl RunRecord {
 /// Reads a run back from its stage by its plan's URL.
 pub async fn read(stages: &dyn StageOpener, plan_url: &str) -> Result<RunRecord, StageError> {
     let stage = run::stage_of(stages, plan_url).await?;
-    let plan = run::read_plan(stage.as_ref(), plan_url).await?;
+    let plan = match run::read_plan(stage.as_ref(), plan_url).await {
+        Ok(p) => p,
+        Err(e) => return unplanned(stage.as_ref(), plan_url).await.ok_or(e),
+    };
     let mut notes = Vec::new();
     let mut results = Vec::new();
     for task in &plan.tasks {
@@ -151,9 +237,13 @@ pub async fn read(stages: &dyn StageOpener, plan_url: &str) -> Result<RunRecord,
     if let Some(v) = &status {
         committed_by_cleanup(&mut load, v, &plan.run_id);
     }
+    let failed_at = status
+        .as_ref()
+        .and_then(|v| v.get("at"))
+        .and_then(serde_json::Value::as_f64);
     let failure = status.map(|v| {
         let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-        (text("error"), text("cause"))
+        (text("error"), crate::contract::code::in_words(&text("cause")))
     });
     let restore = run::read_json(stage.as_ref(), &restore_key(&plan.run_id))
         .await
@@ -165,8 +255,60 @@ pub async fn read(stages: &dyn StageOpener, plan_url: &str) -> Result<RunRecord,
         failed,
         load,
         failure,
+        failed_at,
         restore,
         notes,
+    })
+}
+
+/// The record of a run that failed before it had a plan: its `status.json` (written by Cleanup, `"planned": false`)
+/// and its restore's record, if it restored a snapshot; `None` for anything else.
+async fn unplanned(stage: &dyn Stage, plan_url: &str) -> Option<RunRecord> {
+    let (_, run_dir) = crate::contract::layout::split_plan_url(plan_url)?;
+    let status: serde_json::Value = run::read_json(stage, &format!("{run_dir}/status.json")).await.ok()??;
+    if status.get("planned") != Some(&serde_json::Value::Bool(false)) {
+        return None;
+    }
+    let text = |k: &str| status.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    let run_id = text("run_id");
+    let ended = status.get("at").and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    let started = status
+        .get("started_at")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(ended);
+    let plan = Plan {
+        run_id: run_id.clone(),
+        plan_id: String::new(),
+        request_id: String::new(),
+        created_at: crate::contract::clock::rfc3339(started as i64),
+        source: crate::contract::plan::SourceInfo {
+            server_version: String::new(),
+            server_version_num: 0,
+            database: String::new(),
+            system_identifier: None,
+        },
+        stage: stage.url().to_string(),
+        settings: Default::default(),
+        load: None,
+        snapshot: None,
+        tables: Vec::new(),
+        tasks: Vec::new(),
+        notes: Vec::new(),
+        started_at: started,
+        planning_seconds: (ended - started).max(0.0),
+        billed: None,
+        request: None,
+    };
+    let restore = run::read_json(stage, &restore_key(&run_id)).await.ok().flatten();
+    Some(RunRecord {
+        plan,
+        results: Vec::new(),
+        failed: Vec::new(),
+        load: None,
+        failure: Some((text("error"), crate::contract::code::in_words(&text("cause")))),
+        failed_at: Some(ended),
+        restore,
+        notes: vec!["the run failed before it had a plan: nothing was read from the source".into()],
     })
 }
 

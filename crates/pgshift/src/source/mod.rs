@@ -81,7 +81,7 @@ pub enum SourceError {
     Connect {
         at: String,
         cause: String,
-        hint: &'static str,
+        hint: String,
         not_found: bool,
     },
 
@@ -163,6 +163,12 @@ pub trait SourceConnector: Send + Sync {
     /// A session whose connection runs on its own task.
     fn connect(&self) -> BoxFuture<'_, Result<Client, SourceError>>;
 
+    /// A run's first session with the source (the planner's): as [`Self::connect`], but a server that refuses the
+    /// connection is an error no retry mends, named at once ([`crate::pgclient::permanent_connect_error`]).
+    fn connect_first(&self) -> BoxFuture<'_, Result<Client, SourceError>> {
+        self.connect()
+    }
+
     /// A session and the future that drives its connection, for a caller that polls both in one task with
     /// [`drive`]: the extractor reads its COPY stream and the socket on one thread, without a wake-up of another
     /// worker thread for every batch of messages. By default the connection runs on its own task.
@@ -213,6 +219,8 @@ pub async fn drive<T>(connection: Connection, work: impl std::future::Future<Out
 pub struct PgConnector {
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// Where the password came from (for an authentication error).
+    password: crate::pgclient::libpq::PasswordOrigin,
 }
 
 impl std::fmt::Debug for PgConnector {
@@ -229,8 +237,10 @@ impl std::fmt::Debug for PgConnector {
 
 impl PgConnector {
     pub fn new(url: &str) -> Result<Self, SourceError> {
-        let (config, tls) = crate::pgclient::tls::config(url).map_err(|e| SourceError::BadUrl(e.to_string()))?;
-        Ok(Self::from_parts(config, tls))
+        let parsed = crate::pgclient::tls::config(url).map_err(|e| SourceError::BadUrl(e.to_string()))?;
+        let mut c = Self::from_parts(parsed.config, parsed.tls);
+        c.password = parsed.password;
+        Ok(c)
     }
 
     /// A connector for a ready config and TLS connector (see [`crate::pgclient::tls`]; the password may come from a secret:
@@ -243,15 +253,29 @@ impl PgConnector {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.keepalives_idle(Duration::from_secs(30));
-        Self { config, tls }
+        Self {
+            config,
+            tls,
+            password: Default::default(),
+        }
+    }
+
+    /// A session and its connection's future; `first`: the run's first contact ([`SourceConnector::connect_first`]).
+    async fn open(&self, first: bool) -> Result<(Client, Connection), SourceError> {
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| connect_error(self, &e, first))?;
+        Ok((client, Box::pin(ended(connection)) as Connection))
     }
 }
 
 /// A failed connection: at once fatal when retrying cannot help ([`crate::pgclient::permanent_connect_error`]),
 /// else retryable; either way naming host, port and cause.
-fn connect_error(config: &tokio_postgres::Config, e: &tokio_postgres::Error) -> SourceError {
-    let at = crate::pgclient::endpoint(config);
-    match crate::pgclient::permanent_connect_error(e) {
+fn connect_error(c: &PgConnector, e: &tokio_postgres::Error, first: bool) -> SourceError {
+    let at = crate::pgclient::endpoint(&c.config);
+    match crate::pgclient::permanent_connect_error(e, first, &c.password) {
         Some(p) => {
             let (hint, not_found) = match p {
                 crate::pgclient::Permanent::Refused(h) => (h, false),
@@ -280,21 +304,23 @@ impl SourceConnector for PgConnector {
         })
     }
 
-    fn connect_driven(&self) -> BoxFuture<'_, Result<(Client, Connection), SourceError>> {
+    fn connect_first(&self) -> BoxFuture<'_, Result<Client, SourceError>> {
         Box::pin(async move {
-            let (client, connection) = self
-                .config
-                .connect(self.tls.clone())
-                .await
-                .map_err(|e| connect_error(&self.config, &e))?;
-            Ok((client, Box::pin(ended(connection)) as Connection))
+            let (client, connection) = self.open(true).await?;
+            tokio::spawn(connection);
+            Ok(client)
         })
+    }
+
+    fn connect_driven(&self) -> BoxFuture<'_, Result<(Client, Connection), SourceError>> {
+        Box::pin(self.open(false))
     }
 
     fn at(&self, endpoint: &Endpoint) -> Result<Arc<dyn SourceConnector>, SourceError> {
         Ok(Arc::new(Self {
             config: moved(&self.config, endpoint),
             tls: self.tls.clone(),
+            password: self.password.clone(),
         }))
     }
 }

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier,
@@ -112,7 +112,7 @@ fn remote<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R
     );
     StageError::Remote {
         location: location.to_string(),
-        detail: DisplayErrorContext(&e).to_string(),
+        detail: crate::awsclient::describe(&e),
         retryable,
     }
 }

@@ -286,6 +286,12 @@ pub trait Warehouse: Send + Sync {
     }
     /// The rows of one read-only query, each cell an integer, a text or NULL.
     fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>>;
+    /// A run's first contact with the warehouse (the pre-flight's): a connection opened and closed, where a server
+    /// that refuses it, an unknown host, a missing password or a failed authentication is an error no retry mends,
+    /// named at once. A warehouse reached through an API has nothing to open: `Ok`.
+    fn reach(&self) -> BoxFuture<'_, Result<(), WarehouseError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// What bills the load (the ledger's `warehouse`): `postgres`, `redshift` (a provisioned cluster) or
     /// `redshift-serverless`.
     fn kind(&self) -> &'static str {

@@ -29,13 +29,17 @@ pub struct PgWarehouse {
     /// Parts decoded at once across every load this warehouse runs: what bounds the loader's memory, however many
     /// tables load side by side and however large they are.
     decoders: Arc<tokio::sync::Semaphore>,
+    /// Where the password came from (for an authentication error).
+    password: crate::pgclient::libpq::PasswordOrigin,
 }
 
 impl PgWarehouse {
     pub fn new(url: &str) -> Result<Self, WarehouseError> {
-        let (config, tls) =
+        let parsed =
             crate::pgclient::tls::config(url).map_err(|e| WarehouseError::Invalid(format!("warehouse {e}")))?;
-        Ok(Self::from_parts(config, tls))
+        let mut wh = Self::from_parts(parsed.config, parsed.tls);
+        wh.password = parsed.password;
+        Ok(wh)
     }
 
     pub fn from_parts(config: tokio_postgres::Config, tls: tokio_postgres_rustls::MakeRustlsConnect) -> Self {
@@ -43,15 +47,21 @@ impl PgWarehouse {
             config,
             tls,
             decoders: Arc::new(tokio::sync::Semaphore::new(COPY_STREAMS)),
+            password: Default::default(),
         }
     }
 
     async fn connect(&self) -> Result<Client, WarehouseError> {
+        self.open(false).await
+    }
+
+    /// A session; `first`: the run's first contact ([`Warehouse::reach`]).
+    async fn open(&self, first: bool) -> Result<Client, WarehouseError> {
         let (client, conn) = self
             .config
             .connect(self.tls.clone())
             .await
-            .map_err(|e| connect_error(&self.config, &e))?;
+            .map_err(|e| connect_error(self, &e, first))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -75,10 +85,10 @@ const SESSION: &str = "SET search_path = pg_catalog; SET row_security = off; SET
 /// A driver error: retryable when the connection failed or the server may answer differently next time.
 /// A failed connection to the warehouse, naming host and port: fatal when no retry can help (authentication, no
 /// such database or host, a certificate that does not verify), else retryable.
-fn connect_error(config: &tokio_postgres::Config, e: &tokio_postgres::Error) -> WarehouseError {
-    let at = crate::pgclient::endpoint(config);
+fn connect_error(wh: &PgWarehouse, e: &tokio_postgres::Error, first: bool) -> WarehouseError {
+    let at = crate::pgclient::endpoint(&wh.config);
     let cause = crate::pgclient::chain(e);
-    match crate::pgclient::permanent_connect_error(e) {
+    match crate::pgclient::permanent_connect_error(e, first, &wh.password) {
         Some(crate::pgclient::Permanent::Refused(hint) | crate::pgclient::Permanent::NotFound(hint)) => {
             WarehouseError::Sql {
                 detail: format!("connecting to the warehouse at {at}: {cause}; {hint}"),
@@ -105,6 +115,10 @@ fn pg(e: tokio_postgres::Error) -> WarehouseError {
 impl Warehouse for PgWarehouse {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
+    }
+
+    fn reach(&self) -> BoxFuture<'_, Result<(), WarehouseError>> {
+        Box::pin(async move { self.open(true).await.map(drop) })
     }
 
     fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>> {

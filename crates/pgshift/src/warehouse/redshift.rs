@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_redshiftdata::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_redshiftdata::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_redshiftdata::types::{Field, StatementStatusString, StatusString};
 use aws_sdk_redshiftdata::Client;
 use futures_util::future::BoxFuture;
@@ -134,7 +134,7 @@ fn sdk<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: s
         ],
     );
     WarehouseError::Sql {
-        detail: format!("{what}: {}", DisplayErrorContext(&e)),
+        detail: format!("{what}: {}", crate::awsclient::describe(&e)),
         retryable,
     }
 }

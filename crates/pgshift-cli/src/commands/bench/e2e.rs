@@ -112,9 +112,10 @@ pub(crate) async fn run(args: BenchE2eArgs) -> Result<()> {
         .stage_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("pgshift-bench-e2e"));
-    println!(
+    out!(
         "pgshift bench e2e: {} alternating rounds, medians; parallel pipe and pgshift --concurrency {}\n",
-        args.rounds, args.parallel
+        args.rounds,
+        args.parallel
     );
     for name in &args.datasets {
         let ds = ensure_dataset(&args, name).await?;
@@ -339,7 +340,7 @@ fn median(samples: &[E2eSample]) -> E2eSample {
 }
 
 fn print_dataset(args: &BenchE2eArgs, ds: &Dataset, [seq, par, ours]: [&E2eSample; 3], load: &E2eSample) {
-    println!(
+    out!(
         "{}: {} ({} tables), {} rows, {:.1} MB binary COPY",
         ds.name,
         ds.pattern,
@@ -347,9 +348,14 @@ fn print_dataset(args: &BenchE2eArgs, ds: &Dataset, [seq, par, ours]: [&E2eSampl
         seq.rows,
         seq.bytes as f64 / 1e6
     );
-    println!(
+    out!(
         "  {:<40} {:>8} {:>9} {:>9} {:>9} {:>10}",
-        "path", "wall s", "client s", "server s", "peak MiB", "wall/pipe"
+        "path",
+        "wall s",
+        "client s",
+        "server s",
+        "peak MiB",
+        "wall/pipe"
     );
     let n = args.parallel;
     for (label, s) in [
@@ -357,7 +363,7 @@ fn print_dataset(args: &BenchE2eArgs, ds: &Dataset, [seq, par, ours]: [&E2eSampl
         (format!("COPY pipe, {n} tables at once"), par),
         (format!("pgshift run (replace, --concurrency {n})"), ours),
     ] {
-        println!(
+        out!(
             "  {label:<40} {:>8.2} {:>9.2} {:>9} {:>9.1} {:>10.3}",
             s.wall,
             s.client_cpu,
@@ -367,7 +373,7 @@ fn print_dataset(args: &BenchE2eArgs, ds: &Dataset, [seq, par, ours]: [&E2eSampl
         );
     }
     let gb = ours.bytes as f64 / 1e9;
-    println!(
+    out!(
         "  ratios: pgshift run {:.3}x the sequential pipe, {:.3}x the parallel pipe; the loader alone peaks at {:.1} MiB\n  \
          extractors: {:.1} Lambda GB-s per GB of source at {} MB from their summed durations (on this machine they \
          share its cores with each other and the server; `bench extract` times one alone)\n",

@@ -37,7 +37,7 @@ pub(crate) async fn run(args: BenchLoadArgs) -> Result<()> {
     let staged = stage_parts(source).await?;
     let chunks = raw_stream(&src).await?;
     let wh = PgConnector::new(&args.warehouse)?.connect().await?;
-    println!(
+    out!(
         "pgshift bench load: {} rows ({:.1} MB binary COPY, {:.1} MB Parquet in {} parts) into a PostgreSQL warehouse\n",
         args.rows,
         chunks.iter().map(|c| c.len()).sum::<usize>() as f64 / 1e6,
@@ -203,18 +203,18 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn print_results(rows: i64, rounds: usize, raw: f64, ours: f64) {
-    println!("{:<44} {:>8} {:>12}", "path", "wall s", "rows/s");
-    println!(
+    out!("{:<44} {:>8} {:>12}", "path", "wall s", "rows/s");
+    out!(
         "{:<44} {raw:>8.2} {:>12.0}",
         "plain binary COPY FROM STDIN",
         rows as f64 / raw
     );
-    println!(
+    out!(
         "{:<44} {ours:>8.2} {:>12.0}",
         "pgshift load (Parquet → staging → swap)",
         rows as f64 / ours
     );
-    println!(
+    out!(
         "ratio: pgshift load takes {:.2}x the plain COPY's wall time (medians of {rounds} rounds)",
         ours / raw
     );

@@ -119,7 +119,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::E2eLoad(args) => e2e::load_once(args).await,
         BenchCommand::Once(args) => {
             let s = once(args).await?;
-            println!("{}", serde_json::to_string(&s)?);
+            out!("{}", serde_json::to_string(&s)?);
             Ok(())
         }
     }
@@ -132,15 +132,24 @@ async fn extract_bench(args: BenchArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("pgshift-bench-stage"));
     let exe = std::env::current_exe()?;
-    println!(
+    out!(
         "pgshift bench extract: orders, {} rows; writer {:?}; {} alternating rounds per size; medians\n",
         args.rows,
         args.writer.settings(),
         args.rounds
     );
-    println!(
+    out!(
         "{:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>10} {:>9}",
-        "rows", "mode", "wall s", "client s", "server s", "Mrows/s", "COPY MB/s", "peak MiB", "parquet MB", "wall/raw"
+        "rows",
+        "mode",
+        "wall s",
+        "client s",
+        "server s",
+        "Mrows/s",
+        "COPY MB/s",
+        "peak MiB",
+        "parquet MB",
+        "wall/raw"
     );
     for size in &args.sizes {
         let n = if size == "all" {
@@ -196,7 +205,7 @@ fn sample(
 /// The medians of one range size: a line per mode, then the ratios.
 fn print_size(raw: &Sample, ext: &Sample) {
     for s in [raw, ext] {
-        println!(
+        out!(
             "{:>10} {:>8} {:>8.2} {:>9.2} {:>9} {:>9.2} {:>10.1} {:>9.1} {:>10.1} {:>9.3}",
             s.rows,
             format!("{:?}", s.mode).to_lowercase(),
@@ -210,7 +219,7 @@ fn print_size(raw: &Sample, ext: &Sample) {
             s.wall / raw.wall,
         );
     }
-    println!(
+    out!(
         "{:>10} ratios: wall {:.3}x raw COPY; client CPU {:.2}x raw client{}",
         "",
         ext.wall / raw.wall,

@@ -55,13 +55,21 @@ pub(crate) async fn run(args: BenchPlanArgs) -> Result<()> {
         client,
         args,
     };
-    println!(
+    out!(
         "pgshift bench plan: {} rows per table, {} parts; rows per part counted with the extractor's predicate\n",
-        b.args.rows, b.args.parts
+        b.args.rows,
+        b.args.parts
     );
-    println!(
+    out!(
         "{:<14} {:<14} {:>8} {:>9} {:>10} {:>10} | {:>13} {:>13}",
-        "shape", "strategy", "plan s", "max/mean", "emptiest", "sampled", "stride max/mn", "stride empty"
+        "shape",
+        "strategy",
+        "plan s",
+        "max/mean",
+        "emptiest",
+        "sampled",
+        "stride max/mn",
+        "stride empty"
     );
     for (name, _, stride) in SHAPES {
         shape_line(&b, name, *stride).await?;
@@ -142,7 +150,7 @@ async fn shape_line(b: &Bench, name: &str, stride: Option<&str>) -> Result<()> {
         }
         None => ("n/a".into(), "n/a".into()),
     };
-    println!(
+    out!(
         "{name:<14} {strategy:<14} {secs:>8.3} {:>9.3} {:>10} {sampled:>10} | {stride_skew:>13} {stride_min:>13}",
         skew(&counts),
         counts.iter().min().copied().unwrap_or(0),
@@ -159,7 +167,7 @@ async fn planning_times(b: &Bench) -> Result<()> {
         .get(0);
     if orders {
         let (plan, secs) = timed_plan(&b.ctx, "public.orders", &b.stage).await?;
-        println!(
+        out!(
             "\nplanning public.orders ({} rows, {:.1} GB, {} parts by default settings): {secs:.3} s",
             plan.tables[0].estimates.rows,
             plan.tables[0].estimates.bytes as f64 / 1e9,
@@ -168,7 +176,7 @@ async fn planning_times(b: &Bench) -> Result<()> {
     }
     build_many(&b.client, b.args.many).await?;
     let (plan, secs) = timed_plan(&b.ctx, "pgshift_bench_many.*", &b.stage).await?;
-    println!(
+    out!(
         "planning {} small tables in one run: {secs:.3} s ({} tasks)",
         plan.tables.len(),
         plan.tasks.len()

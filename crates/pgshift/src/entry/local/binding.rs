@@ -40,10 +40,7 @@ pub(crate) struct LocalPipeline {
 
 /// The message of a failure: a Lambda function error's `errorMessage` (its cause is that JSON), else the cause.
 pub fn failure_message(f: &Failure) -> String {
-    serde_json::from_str::<Value>(&f.cause)
-        .ok()
-        .and_then(|v| v.get("errorMessage").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| f.cause.clone())
+    crate::contract::code::in_words(&f.cause)
 }
 
 /// A handler error as Step Functions reports a Lambda function error: the `errorType` is the error name.
@@ -144,11 +141,15 @@ impl Resources for LocalPipeline {
                     let out = crate::entry::handlers::planner(&self.planner, &self.plan_defaults, input)
                         .await
                         .map_err(failed)?;
-                    if let PlannerOutput::Planned(summary) = &out {
-                        self.progress.update(|s| {
+                    match &out {
+                        PlannerOutput::Planned(summary) => self.progress.update(|s| {
                             s.plan_url = Some(summary.plan_url.clone());
                             s.tables = summary.tables;
-                        });
+                        }),
+                        PlannerOutput::Triggered(t) if t.duplicate_of.is_none() => self.progress.update(|s| {
+                            s.trigger = Some((t.run_id.clone(), t.stage.clone()));
+                        }),
+                        PlannerOutput::Triggered(_) => {}
                     }
                     to_json(&out)
                 }

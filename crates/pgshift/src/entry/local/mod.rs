@@ -124,15 +124,22 @@ impl RunHandle {
     ) -> Result<Option<crate::contract::load::CleanupResult>, crate::load::LoadError> {
         self.outcome.abort();
         let _ = self.outcome.await;
-        let Some(plan_url) = self.progress.snapshot().plan_url else {
-            return Ok(None);
+        let snap = self.progress.snapshot();
+        let error = serde_json::json!({"Error": error, "Cause": cause});
+        // Before its plan, a run that has its run id is recorded by it (its status), as the Catch would.
+        let state = match (snap.plan_url, snap.trigger) {
+            (Some(plan_url), _) => serde_json::json!({"plan": {"plan_url": plan_url}, "error": error}),
+            (None, Some((run_id, stage))) => {
+                serde_json::json!({"trigger": {"run_id": run_id, "stage": stage}, "error": error})
+            }
+            (None, None) => return Ok(None),
         };
-        let state = serde_json::json!({
-            "plan": {"plan_url": plan_url},
-            "error": {"Error": error, "Cause": cause},
-        });
         let out = crate::load::cleanup(&self.stop_ctx, crate::contract::load::CleanupRequest { state }).await?;
-        self.progress.update(|s| s.phase = "stopped");
+        let done = out.clone();
+        self.progress.update(|s| {
+            s.phase = "stopped";
+            s.cleanup = Some(done);
+        });
         // The stopped run is a run like any other: its ledger record and report (the transitions estimated: the
         // interpreter's count went with its task).
         self.ending.publish(None).await;
@@ -236,7 +243,8 @@ impl Ending {
             transitions,
             warehouse: Some(self.warehouse.clone()),
         };
-        let url = snap.plan_url?;
+        // A run that failed before its plan is recorded by the plan URL its Cleanup named.
+        let url = snap.plan_url.or(snap.cleanup.and_then(|c| c.plan_url))?;
         crate::report::publish(self.stages.as_ref(), &url, &facts)
             .await
             .map_err(|e| tracing::warn!(error = %e, "could not read the run's record back"))

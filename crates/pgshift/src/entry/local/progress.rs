@@ -33,6 +33,8 @@ pub struct RunState {
     pub invocations: Vec<(&'static str, f64)>,
     /// `<stage>/<run>/plan.json`, once the planner returned.
     pub plan_url: Option<String>,
+    /// The run's id and stage, once its trigger fixed them (before it has a plan).
+    pub trigger: Option<(String, String)>,
     /// What the Cleanup state did, when it ran.
     pub cleanup: Option<crate::contract::load::CleanupResult>,
     /// Tables in the plan, once the planner returned.

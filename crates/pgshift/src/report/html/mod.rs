@@ -90,6 +90,7 @@ fn header(o: &mut String, r: &RunRecord, bill: &RunCost) {
         );
     }
     o.push_str("</div>");
+    failure_first(o, r);
     let _ = write!(
         o,
         "<p class=\"note\" id=\"consistency\">{}</p>",
@@ -99,6 +100,27 @@ fn header(o: &mut String, r: &RunRecord, bill: &RunCost) {
         let _ = write!(o, "<p class=\"note\">{}</p>", esc(n));
     }
     o.push_str("</header>");
+}
+
+/// A failed run's first screen: what failed (the error's name and message in words), where, what the warehouse
+/// holds now, and the command that goes on.
+fn failure_first(o: &mut String, r: &RunRecord) {
+    let Some((name, message)) = &r.failure else {
+        return;
+    };
+    let _ = write!(
+        o,
+        "<section id=\"failure\" class=\"failure\"><h2>The run failed</h2><dl>\
+         <dt>error</dt><dd><code id=\"failure-name\">{}</code> <span id=\"failure-message\">{}</span></dd>\
+         <dt>where</dt><dd id=\"failure-where\">{}</dd>\
+         <dt>the warehouse now</dt><dd id=\"failure-warehouse\">{}</dd>\
+         <dt>next</dt><dd id=\"failure-next\">{}</dd></dl></section>",
+        esc(name),
+        esc(&short(message, 2000)),
+        esc(&r.failed_where().unwrap_or_default()),
+        esc(&r.warehouse_now()),
+        esc(&r.resume_hint().unwrap_or_default()),
+    );
 }
 
 /// Per table: how it was split and why, rows and bytes per part with the skew, the slowest parts.
@@ -253,6 +275,15 @@ fn swap_cell(t: &TableLoad, secs: String) -> String {
     }
 }
 
+/// A table's load status; a table a failed run never got to is "not attempted", not "Pending".
+fn status_cell(r: &RunRecord, t: &TableLoad) -> String {
+    use crate::contract::load::TableStatus;
+    match t.status {
+        TableStatus::Pending if r.failure.is_some() => "not attempted (the run failed first)".into(),
+        s => format!("{s:?}"),
+    }
+}
+
 /// The load of each table: its outcome, rows reconciled, seconds per step.
 fn load(o: &mut String, r: &RunRecord) {
     o.push_str("<section><h2>Load</h2>");
@@ -276,9 +307,9 @@ fn load(o: &mut String, r: &RunRecord) {
         };
         let _ = write!(
             o,
-            "<tr><td>{}</td><td>{:?}</td><td>{}</td><td>{committed}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{committed}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&t.table.to_string()),
-            t.status,
+            status_cell(r, t),
             group(t.rows),
             secs(StepKind::Setup),
             secs(StepKind::Copy),
@@ -298,10 +329,11 @@ fn cost_items(o: &mut String, r: &RunRecord, b: &RunCost) {
     let _ = write!(
         o,
         "<section><h2>Cost</h2><p class=\"sub\">At {}; each quantity actual (measured or counted by the run) or \
-         estimated. Per table and per item: <code>pgshift cost --run {}</code>.</p><table id=\"cost\"><tr>\
+         estimated. Per table and per item: <code>pgshift cost --stage {} --run {}</code>.</p><table id=\"cost\"><tr>\
          <th>table</th><th>item</th><th>quantity × price</th><th>dollars</th><th>basis</th></tr>",
         esc(&b.prices),
-        esc(&b.run_id)
+        esc(&super::shell_word(&r.plan.stage)),
+        esc(&super::shell_word(&b.run_id))
     );
     for i in b.items.iter().filter(|i| i.dollars > 0.0 || i.quantity > 0.0) {
         let table = i.table.as_ref().map_or("(run)".to_string(), |t| t.to_string());
@@ -425,7 +457,7 @@ const HEAD: &str = r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1180px;color:#1d2430;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px;border-bottom:1px solid #dde3ea;padding-bottom:4px}
 h3{font-size:15px;margin:18px 0 4px}code{font:12px ui-monospace,monospace;background:#f2f4f7;padding:1px 4px;border-radius:3px}
-.sub{color:#5a6472;margin:2px 0 8px}.note{color:#8a5a00}.fail{color:#b42318}
+.sub{color:#5a6472;margin:2px 0 8px}.note{color:#8a5a00}.fail{color:#b42318}.failure{border:2px solid #b42318;border-radius:6px;padding:4px 14px;margin:10px 0}.failure dt{font-weight:600}.failure dd{margin:0 0 6px 0}
 .status{font-size:13px;padding:2px 8px;border-radius:10px;vertical-align:middle;color:#fff}
 .status.succeeded{background:#2e7d32}.status.failed{background:#b42318}.status.incomplete{background:#8a5a00}
 .tiles{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}.tile{border:1px solid #dde3ea;border-radius:6px;padding:8px 14px;min-width:110px}
