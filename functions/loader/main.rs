@@ -4,7 +4,8 @@
 //! Configuration (`pgshift::entry::config`): PGSHIFT_WAREHOUSE (and PGSHIFT_WAREHOUSE_SECRET_ARN for a postgres:// one),
 //! PGSHIFT_EXTRACTOR_MEMORY_MB for the run report's cost, PGSHIFT_LOADER_BUDGET_SECONDS (time to set tables up per
 //! invocation),
-//! PGSHIFT_STACK and PGSHIFT_SWEEP_AFTER_HOURS for the sweep.
+//! PGSHIFT_STACK and PGSHIFT_SWEEP_AFTER_HOURS for the sweep; PGSHIFT_EVENT_BUS, PGSHIFT_OPENLINEAGE_URL and
+//! PGSHIFT_LINEAGE_SOURCE for what a run's end tells (its events, EMF metrics on standard output, its lineage).
 
 use std::sync::Arc;
 
@@ -22,7 +23,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .map_err(fatal)?;
     let memory_mb = config::extractor_memory_mb(&ProcessEnv).map_err(fatal)?;
     let restore = config::restore_settings(&ProcessEnv).map_err(fatal)?;
-    let mut ctx = LoadContext::new(Arc::new(UrlStages::default()), warehouse);
+    let stages = Arc::new(UrlStages::default());
+    let announce = config::announce(&ProcessEnv, stages.clone()).await.map_err(fatal)?;
+    let mut ctx = LoadContext::new(stages, warehouse);
     ctx.budget = Some(config::loader_budget(&ProcessEnv).map_err(fatal)?);
     let sweep = handlers::SweepContext {
         rds: Arc::new(pgshift::rds::aws::AwsRds::from_env().await),
@@ -32,8 +35,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             dry_run: false,
         },
     };
-    serve((ctx, sweep), move |c, input| async move {
-        handlers::loader(&c.0, Some(&c.1), handlers::loader_input(input)?, memory_mb).await
+    serve((ctx, sweep, announce), move |c, input| async move {
+        let extras = handlers::LoaderExtras {
+            sweep: Some(&c.1),
+            announce: Some(&c.2),
+            extractor_memory_mb: memory_mb,
+        };
+        handlers::loader(&c.0, &extras, handlers::loader_input(input)?).await
     })
     .await
 }

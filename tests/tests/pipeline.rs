@@ -69,6 +69,7 @@ pub(crate) async fn run_definition(
         restore: Default::default(),
         rds: None,
         load_budget: None,
+        announce: Default::default(),
     };
     Ok(run.start(execution)?.outcome.await?)
 }

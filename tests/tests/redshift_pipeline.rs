@@ -57,6 +57,7 @@ async fn run_redshift(
         restore: Default::default(),
         rds: None,
         load_budget: None,
+        announce: Default::default(),
     };
     edit(&mut run);
     Ok((run.start(name)?.outcome.await?, stage))

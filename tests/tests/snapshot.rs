@@ -75,6 +75,7 @@ fn snapshot_run(
         restore,
         rds: Some(Arc::new(rds)),
         load_budget: None,
+        announce: Default::default(),
     })
 }
 

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("rds", 2),
     ("executions", 2),
     ("stage", 2),
+    ("events", 3),
     ("source", 3),
     ("warehouse", 3),
     ("plan", 4),

@@ -19,6 +19,7 @@
 pub(crate) mod awsclient;
 pub mod contract;
 pub mod entry;
+pub mod events;
 pub mod executions;
 pub mod extract;
 pub mod load;

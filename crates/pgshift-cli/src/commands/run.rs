@@ -60,6 +60,14 @@ pub(crate) struct RunArgs {
     /// Status checks of a restore before it counts as never available (1 s apart locally).
     #[arg(long, default_value_t = 120, help_heading = "Snapshot")]
     restore_checks: u32,
+    /// Also send the run's events (docs/events.md) here when it ends: a file (appended, one JSON line each) or an
+    /// http(s):// endpoint (each POSTed). They are always written to <run>/events.jsonl on the stage.
+    #[arg(long, value_name = "URL", help_heading = "Output")]
+    events: Option<String>,
+    /// Send the run's OpenLineage events (START, COMPLETE or FAIL) here: an http(s):// endpoint (Marquez:
+    /// http://host:5000/api/v1/lineage) or a file.
+    #[arg(long, value_name = "URL", help_heading = "Output")]
+    openlineage: Option<String>,
     /// The RDS instance class the cost prices the restored server at (what the same run would cost on AWS).
     #[arg(long, default_value = "db.r6g.large", help_heading = "Snapshot")]
     restore_class: String,
@@ -208,6 +216,24 @@ async fn local_run(args: &RunArgs, resolved: Resolved) -> Result<LocalRun> {
         stages: Arc::new(UrlStages::default()),
         warehouse: wh,
         memory_mb: args.lambda_memory_mb,
+        announce: local_announce(args, &source, &warehouse)?,
+    })
+}
+
+/// `--events` and `--openlineage`, the datasets named from the source's and the warehouse's connection strings.
+fn local_announce(args: &RunArgs, source: &str, warehouse: &str) -> Result<pgshift::entry::local::LocalAnnounce> {
+    let lineage = match &args.openlineage {
+        None => None,
+        Some(url) => {
+            let region = std::env::var("AWS_REGION").ok();
+            let ds = pgshift::entry::announce::datasets(source, warehouse, "pgshift-local", region.as_deref())
+                .map_err(|e| usage(format!("--openlineage: {e}")))?;
+            Some((url.clone(), ds))
+        }
+    };
+    Ok(pgshift::entry::local::LocalAnnounce {
+        events_url: args.events.clone(),
+        lineage,
     })
 }
 

@@ -126,7 +126,12 @@ pub fn ledger_key(run_id: &str) -> String {
     format!("{}/ledger.json", key_segment(run_id))
 }
 
-/// The run's self-contained HTML report: `<run>/report.html`.
+/// `<run>/events.jsonl`: the events the run emitted when it ended (`docs/events.md`), one JSON line each.
+pub fn events_key(run_id: &str) -> String {
+    format!("{}/events.jsonl", key_segment(run_id))
+}
+
+/// `<run>/report.html`: the run's HTML report.
 pub fn report_key(run_id: &str) -> String {
     format!("{}/report.html", key_segment(run_id))
 }

@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod code;
+pub mod events;
 pub mod layout;
 pub mod ledger;
 pub mod load;

@@ -17,6 +17,9 @@
 //! | `PGSHIFT_RESTORE_TIMEOUT_MINUTES`, `PGSHIFT_RESTORE_POLL_SECONDS` | planner | how long a restore may take, checked how often |
 //! | `PGSHIFT_SWEEP_AFTER_HOURS` | loader | restored instances of this stack older than this are orphans the sweep deletes |
 //! | `PGSHIFT_EXTRACTOR_MEMORY_MB` | loader | the extractor's memory, for the run report's cost (default 2048, the template's) |
+//! | `PGSHIFT_EVENT_BUS` | loader | the EventBridge bus the run's events go to (its name or ARN; `default`) |
+//! | `PGSHIFT_OPENLINEAGE_URL` | loader | an OpenLineage endpoint the run's lineage goes to (none when unset) |
+//! | `PGSHIFT_LINEAGE_SOURCE` | loader | the source as lineage names it (`postgres://host:port/db`: the live source a snapshot is of) |
 
 use std::sync::Arc;
 
@@ -361,6 +364,47 @@ pub async fn warehouse(env: &dyn Env, secrets: &dyn SecretReader) -> Result<Arc<
         )));
     }
     crate::warehouse::warehouse(&url).await.map_err(invalid)
+}
+
+/// What the loader tells when a run ends (`PGSHIFT_STACK`, `PGSHIFT_EVENT_BUS`, `PGSHIFT_OPENLINEAGE_URL` with
+/// `PGSHIFT_LINEAGE_SOURCE` and `PGSHIFT_WAREHOUSE`): events to EventBridge and to the run's `events.jsonl`, EMF
+/// metrics on standard output, lineage when an endpoint is set. Told by the Finish state.
+pub async fn announce(
+    env: &dyn Env,
+    stages: Arc<dyn crate::stage::StageOpener>,
+) -> Result<crate::entry::announce::Announce, ConfigError> {
+    let text = |var: &str| env.get(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let stack = text("PGSHIFT_STACK").unwrap_or_else(|| "pgshift".into());
+    let mut sinks: Vec<Arc<dyn crate::events::EventSink>> = vec![Arc::new(crate::events::StageEvents { stages })];
+    if let Some(bus) = text("PGSHIFT_EVENT_BUS") {
+        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        sinks.push(Arc::new(crate::events::eventbridge::EventBridgeEvents {
+            client: aws_sdk_eventbridge::Client::new(&conf),
+            bus,
+        }));
+    }
+    let lineage = match text("PGSHIFT_OPENLINEAGE_URL") {
+        None => None,
+        Some(url) => {
+            let invalid = |var: &'static str| move |reason: String| ConfigError::Invalid { var, reason };
+            let source = text("PGSHIFT_LINEAGE_SOURCE").ok_or(ConfigError::Missing {
+                var: "PGSHIFT_LINEAGE_SOURCE",
+                hint: "the source as lineage names it, postgres://host:port/db (with PGSHIFT_OPENLINEAGE_URL)",
+            })?;
+            let warehouse = text("PGSHIFT_WAREHOUSE").unwrap_or_default();
+            let region = text("AWS_REGION");
+            let ds = crate::entry::announce::datasets(&source, &warehouse, &stack, region.as_deref())
+                .map_err(invalid("PGSHIFT_LINEAGE_SOURCE"))?;
+            Some((url, ds))
+        }
+    };
+    Ok(crate::entry::announce::Announce {
+        stack,
+        sinks: crate::events::Fanout(sinks),
+        metrics: true,
+        lineage,
+        at_finish: true,
+    })
 }
 
 #[cfg(test)]

@@ -142,21 +142,27 @@ pub fn loader_input(input: Value) -> Result<LoaderInput, LoaderError> {
     LoaderInput::from_json(input).map_err(|e| LoadError::InvalidRequest(format!("loader input: {e}")).into())
 }
 
-/// The loader Lambda's handler: `sweep` (restored instances dead runs left) and `finish` (the restore's record) here,
-/// the load's own actions by [`crate::load::handle`]. When the run ends here (its load done, or its cleanup run), the
-/// run's HTML report is written to `<run>/report.html`; a report that cannot be written is logged and never fails the
-/// run. `extractor_memory_mb` prices the extractors' GB-seconds in the report.
-pub async fn loader(
-    ctx: &LoadContext,
-    sweep: Option<&SweepContext>,
-    input: LoaderInput,
-    extractor_memory_mb: u32,
-) -> Result<Value, LoaderError> {
-    let cleanup = match &input {
-        LoaderInput::Sweep {} => return run_sweep(sweep).await,
-        LoaderInput::Finish(req) => return Ok(finish(ctx, &req.state, extractor_memory_mb).await?),
-        LoaderInput::Cleanup(_) => true,
-        _ => false,
+/// What the loader has beside its load context: the sweep's RDS client, what a run's end tells
+/// ([`crate::entry::announce`]), and the extractors' memory the report prices their GB-seconds at.
+#[derive(Default, Clone, Copy)]
+pub struct LoaderExtras<'a> {
+    pub sweep: Option<&'a SweepContext>,
+    pub announce: Option<&'a crate::entry::announce::Announce>,
+    pub extractor_memory_mb: u32,
+}
+
+/// The loader Lambda's handler: `sweep` (restored instances dead runs left) and `finish` (the restore's record, and
+/// the run's end told: its events, metrics and lineage) here, the load's own actions by [`crate::load::handle`]. When
+/// the run ends here (its load done, or its cleanup run), the run's HTML report is written to `<run>/report.html`; a
+/// report that cannot be written is logged and never fails the run.
+pub async fn loader(ctx: &LoadContext, extras: &LoaderExtras<'_>, input: LoaderInput) -> Result<Value, LoaderError> {
+    let memory = extras.extractor_memory_mb;
+    let (cleanup, preflight) = match &input {
+        LoaderInput::Sweep {} => return run_sweep(extras.sweep).await,
+        LoaderInput::Finish(req) => return Ok(finish(ctx, &req.state, extras).await?),
+        LoaderInput::Cleanup(_) => (true, None),
+        LoaderInput::Preflight(p) => (false, Some(p.plan_url.clone())),
+        _ => (false, None),
     };
     let out = crate::load::handle(ctx, input).await?;
     // Cleanup names the run's plan URL, also of a run that failed before planning (its record is its status).
@@ -166,7 +172,12 @@ pub async fn loader(
         done_plan_url(&out)
     };
     if let Some(plan_url) = ended {
-        write_report(ctx, &plan_url, extractor_memory_mb).await;
+        write_report(ctx, &plan_url, memory).await;
+    }
+    if let (Some(plan_url), Some(a)) = (preflight, extras.announce) {
+        for e in a.run_started(ctx.stages.as_ref(), &plan_url).await {
+            tracing::warn!(error = %e, "lineage START not sent");
+        }
     }
     Ok(out)
 }
@@ -218,13 +229,38 @@ pub fn restore_record(state: &Value) -> Option<RestoreRecord> {
     })
 }
 
-/// Writes `<run>/restore.json` for a run that restored a snapshot, and then the run's report again (it now holds the
-/// restore's times and cost); nothing for a live run.
-async fn finish(ctx: &LoadContext, state: &Value, extractor_memory_mb: u32) -> Result<Value, LoadError> {
+/// The run's end: its restore recorded (a snapshot run), its report written, and, where the Finish state tells it
+/// (deployed), its events, metrics and lineage.
+async fn finish(ctx: &LoadContext, state: &Value, extras: &LoaderExtras<'_>) -> Result<Value, LoadError> {
     let plan_url = text_at(state, "/plan/plan_url").or_else(|| text_at(state, "/cleanup/plan_url"));
+    let out = record_end(ctx, state, plan_url.as_deref(), extras.extractor_memory_mb).await?;
+    if let (Some(url), Some(a)) = (&plan_url, extras.announce.filter(|a| a.at_finish)) {
+        let facts = crate::report::ledger::LedgerFacts {
+            assumed_memory_mb: extras.extractor_memory_mb,
+            warehouse: Some(ctx.warehouse.kind().to_string()),
+            ..Default::default()
+        };
+        let told = a
+            .run_ended(ctx.stages.as_ref(), url, &facts, Some(ctx.warehouse.as_ref()))
+            .await;
+        for e in &told.errors {
+            tracing::warn!(error = %e, "the run's end not told everywhere");
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `<run>/restore.json` for a run that restored a snapshot, and then the run's report again (it now holds the
+/// restore's times and cost); for a live run, the report.
+async fn record_end(
+    ctx: &LoadContext,
+    state: &Value,
+    plan_url: Option<&str>,
+    extractor_memory_mb: u32,
+) -> Result<Value, LoadError> {
     let Some(record) = restore_record(state) else {
         if let Some(plan_url) = plan_url {
-            write_report(ctx, &plan_url, extractor_memory_mb).await;
+            write_report(ctx, plan_url, extractor_memory_mb).await;
         }
         return Ok(serde_json::json!({"restore": null}));
     };
@@ -236,7 +272,7 @@ async fn finish(ctx: &LoadContext, state: &Value, extractor_memory_mb: u32) -> R
     let put = crate::stage::put(stage.as_ref(), &layout::restore_key(&run), bytes::Bytes::from(body)).await?;
     tracing::info!(url = %put.url, instance = %record.instance, "restore recorded");
     if let Some(plan_url) = plan_url {
-        write_report(ctx, &plan_url, extractor_memory_mb).await;
+        write_report(ctx, plan_url, extractor_memory_mb).await;
     }
     Ok(serde_json::json!({"restore": record, "url": put.url}))
 }

@@ -2,6 +2,7 @@
 //! snapshot events, manual input), the state machine bound to the in-process handlers for a local run, and the list of
 //! every error name the handlers report.
 
+pub mod announce;
 pub mod config;
 pub mod handlers;
 pub(crate) mod names;

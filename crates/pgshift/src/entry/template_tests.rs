@@ -434,3 +434,108 @@ fn the_loader_may_get_credentials_for_its_database_and_the_map_may_stop_its_chil
         );
     }
 }
+
+/// The operations resources agree with what the code emits: the loader may put events on the bus it is told; the
+/// failure rule matches the `Run Failed` events of this stack and its message reads fields they have; each alarm
+/// watches a metric the loader's EMF lines carry, with exactly their dimensions (CloudWatch does not aggregate across
+/// dimensions); every opt-in resource hangs on its parameter.
+#[test]
+fn the_alarms_rules_and_permissions_match_the_events_and_metrics_the_loader_emits() {
+    use crate::contract::events::{Common, RunFailed, RUN_FAILED, SOURCE};
+    let t = Template::load();
+    assert_eq!(
+        t.env("LoaderFunction", "PGSHIFT_EVENT_BUS").as_deref(),
+        Some("!Ref EventBusName")
+    );
+    assert_eq!(
+        t.env("LoaderFunction", "PGSHIFT_STACK").as_deref(),
+        Some("!Ref AWS::StackName")
+    );
+    assert_eq!(
+        t.env("ExtractorFunction", "PGSHIFT_STACK").as_deref(),
+        Some("!Ref AWS::StackName")
+    );
+    let put = t
+        .statements("LoaderFunction")
+        .into_iter()
+        .find(|s| s.allows("events:PutEvents"))
+        .expect("the loader may put events");
+    assert_eq!(
+        put.resources,
+        ["!Sub arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"]
+    );
+
+    // The rule's pattern is the events' source, type and stack; its message's paths are fields of Run Failed.
+    let rule = t.props("RunFailedRule");
+    assert_eq!(text(&rule["EventBusName"]), "!Ref EventBusName");
+    let pattern = &rule["EventPattern"];
+    assert_eq!(list(&pattern["source"]), [SOURCE]);
+    assert_eq!(list(&pattern["detail-type"]), [RUN_FAILED]);
+    assert_eq!(list(&pattern["detail"]["stack"]), ["!Ref AWS::StackName"]);
+    let sample = RunFailed {
+        common: Common {
+            version: 1,
+            stack: "s".into(),
+            run_id: "r".into(),
+            stage: "s3://b".into(),
+            report_url: "s3://b/r/report.html".into(),
+            snapshot: None,
+            data_as_of: String::new(),
+            started_at: String::new(),
+            ended_at: String::new(),
+            seconds: 0.0,
+        },
+        error: "e".into(),
+        message: "m".into(),
+        failed_at: "w".into(),
+        table: None,
+        warehouse: "as it was".into(),
+        resume: "again".into(),
+        retryable: false,
+    };
+    let detail = serde_json::to_value(&sample).expect("json");
+    let paths = &rule["Targets"][0]["InputTransformer"]["InputPathsMap"];
+    for (_, path) in paths.as_mapping().expect("paths") {
+        let field = text(path).strip_prefix("$.detail.").expect("a detail path").to_string();
+        assert!(detail.get(&field).is_some(), "Run Failed has {field}");
+    }
+    let stopped = &t.props("ExecutionStoppedRule")["EventPattern"];
+    assert_eq!(list(&stopped["detail"]["status"]), ["TIMED_OUT", "ABORTED"]);
+    assert_eq!(list(&stopped["detail"]["stateMachineArn"]), ["!Ref Pipeline"]);
+
+    // Each alarm: a Stack-only metric the run's EMF line carries.
+    let stack_metrics: Vec<String> = {
+        let rec_line = crate::report::metrics::emitted_at_stack();
+        rec_line.into_iter().map(str::to_string).collect()
+    };
+    for (alarm, condition) in [
+        ("FreshnessAlarm", "HasFreshnessAlarm"),
+        ("RowDropAlarm", "HasRowDropAlarm"),
+    ] {
+        let p = t.props(alarm);
+        assert_eq!(text(&t.resource(alarm)["Condition"]), condition);
+        assert_eq!(text(&p["Namespace"]), crate::report::metrics::NAMESPACE);
+        assert!(
+            stack_metrics.contains(&text(&p["MetricName"])),
+            "{alarm}: {}",
+            text(&p["MetricName"])
+        );
+        let dims = p["Dimensions"].as_sequence().expect("dimensions");
+        assert_eq!(dims.len(), 1, "{alarm}: exactly the line's dimensions");
+        assert_eq!(
+            (text(&dims[0]["Name"]), text(&dims[0]["Value"])),
+            ("Stack".into(), "!Ref AWS::StackName".into())
+        );
+        assert_eq!(list(&p["AlarmActions"]), ["!Ref AlertsTopic"]);
+    }
+    for (r, condition) in [
+        ("AlertsTopic", "Alerts"),
+        ("AlertsTopicPolicy", "Alerts"),
+        ("AlertsEmail", "HasAlarmEmail"),
+        ("RunFailedRule", "Alerts"),
+        ("ExecutionStoppedRule", "Alerts"),
+        ("Dashboard", "WantsDashboard"),
+    ] {
+        assert_eq!(text(&t.resource(r)["Condition"]), condition, "{r}");
+    }
+}

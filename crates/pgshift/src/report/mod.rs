@@ -7,8 +7,11 @@ use std::fmt::Write;
 use serde::Serialize;
 
 pub mod cost;
+pub mod events;
 pub mod html;
 pub mod ledger;
+pub mod lineage;
+pub mod metrics;
 pub mod record;
 mod restore;
 

@@ -36,6 +36,8 @@ pub(crate) struct LocalPipeline {
     /// The RDS stand-in, and what the loader's sweep may delete.
     pub rds: Option<Arc<dyn crate::rds::Rds>>,
     pub sweep: Option<crate::entry::handlers::SweepContext>,
+    /// What the run's end tells (lineage's START at the pre-flight; the rest once the execution ended).
+    pub announce: Option<Arc<crate::entry::announce::Announce>>,
 }
 
 /// The message of a failure: a Lambda function error's `errorMessage` (its cause is that JSON), else the cause.
@@ -162,8 +164,12 @@ impl Resources for LocalPipeline {
                     self.progress.update(|s| s.phase = phase);
                     let out = match input {
                         Ok(input) => {
-                            crate::entry::handlers::loader(&self.loader, self.sweep.as_ref(), input, self.memory_mb)
-                                .await
+                            let extras = crate::entry::handlers::LoaderExtras {
+                                sweep: self.sweep.as_ref(),
+                                announce: self.announce.as_deref(),
+                                extractor_memory_mb: self.memory_mb,
+                            };
+                            crate::entry::handlers::loader(&self.loader, &extras, input).await
                         }
                         Err(e) => Err(e),
                     }

@@ -90,6 +90,36 @@ pub struct LocalRun {
     pub rds: Option<Arc<dyn crate::rds::Rds>>,
     /// How long one loader invocation may set tables up ([`LoadContext::budget`]); `None`, as on the command line.
     pub load_budget: Option<std::time::Duration>,
+    /// Where the run's end is told beside `<run>/events.jsonl` (always written): `--events URL`, `--openlineage URL`.
+    pub announce: LocalAnnounce,
+}
+
+/// What a local run tells when it ends, beyond its stage's `events.jsonl`.
+#[derive(Debug, Clone, Default)]
+pub struct LocalAnnounce {
+    /// `--events URL`: a file or an HTTP endpoint.
+    pub events_url: Option<String>,
+    /// `--openlineage URL`, and the datasets' names.
+    pub lineage: Option<(String, crate::report::lineage::Datasets)>,
+}
+
+impl LocalRun {
+    /// The announcer of this run: the stage's `events.jsonl`, `--events`, lineage; told by the run, not by Finish.
+    fn announcer(&self) -> Arc<crate::entry::announce::Announce> {
+        let mut sinks: Vec<Arc<dyn crate::events::EventSink>> = vec![Arc::new(crate::events::StageEvents {
+            stages: self.stages.clone(),
+        })];
+        if let Some(url) = &self.announce.events_url {
+            sinks.push(Arc::new(crate::events::UrlEvents { url: url.clone() }));
+        }
+        Arc::new(crate::entry::announce::Announce {
+            stack: "local".into(),
+            sinks: crate::events::Fanout(sinks),
+            metrics: false,
+            lineage: self.announce.lineage.clone(),
+            at_finish: false,
+        })
+    }
 }
 
 /// How a local run ended.
@@ -182,6 +212,7 @@ impl LocalRun {
                 },
             }),
             rds: self.rds.clone(),
+            announce: Some(self.announcer()),
         }
     }
 
@@ -200,6 +231,7 @@ impl LocalRun {
             progress: progress.clone(),
             memory_mb: self.memory_mb,
             warehouse: self.warehouse.kind().to_string(),
+            announce: self.announcer(),
         };
         let name = execution_name.to_string();
         let at_end = ending.clone();
@@ -223,6 +255,7 @@ struct Ending {
     progress: Arc<Progress>,
     memory_mb: u32,
     warehouse: String,
+    announce: Arc<crate::entry::announce::Announce>,
 }
 
 impl Ending {
@@ -245,10 +278,16 @@ impl Ending {
         };
         // A run that failed before its plan is recorded by the plan URL its Cleanup named.
         let url = snap.plan_url.or(snap.cleanup.and_then(|c| c.plan_url))?;
-        crate::report::publish(self.stages.as_ref(), &url, &facts)
+        let report = crate::report::publish(self.stages.as_ref(), &url, &facts)
             .await
             .map_err(|e| tracing::warn!(error = %e, "could not read the run's record back"))
-            .ok()
+            .ok()?;
+        // The run's end told from the same record and bill, the transitions counted.
+        let told = self.announce.run_ended(self.stages.as_ref(), &url, &facts, None).await;
+        for e in &told.errors {
+            tracing::warn!(error = %e, "the run's end not told everywhere");
+        }
+        Some(report)
     }
 
     async fn end(self, output: Result<Value, Failure>, transitions: u64) -> RunOutcome {
