@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pgshift's tests and demo need on a fresh Debian/Ubuntu machine with Rust:
 # PostgreSQL server binaries (initdb, postgres, psql), openssl (TLS certificates for the test cluster), Chromium (the
-# run report's headless browser test), pyarrow (the tests' second Parquet reader), and the
+# run report's headless browser test), pyarrow (the tests' second Parquet reader), sqlglot (a second parser of the
+# Redshift SQL), and the
 # asl-validator npm package (an independent check of statemachine/pipeline.asl.json) under .tools/, and cfn-lint,
 # aws-sam-cli and checkov (the checks of infra/template.yaml; the last two in .tools/iac).
 # Idempotent: installs only what is missing. `scripts/setup.sh --demo`: only what the demo uses (the PostgreSQL server
@@ -42,6 +43,14 @@ if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
   echo "setup: installing pyarrow" >&2
   python3 -m pip install -q --disable-pip-version-check pyarrow \
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages pyarrow
+fi
+
+# sqlglot: an independent parser of the Redshift SQL the loader generates (tests/tests/dialect.rs).
+SQLGLOT_VERSION=30.31.0
+if ! python3 -c "import sqlglot, sys; sys.exit(sqlglot.__version__ != '$SQLGLOT_VERSION')" >/dev/null 2>&1; then
+  echo "setup: installing sqlglot $SQLGLOT_VERSION" >&2
+  python3 -m pip install -q --disable-pip-version-check "sqlglot==$SQLGLOT_VERSION" \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages "sqlglot==$SQLGLOT_VERSION"
 fi
 
 if ! command -v cfn-lint >/dev/null 2>&1; then

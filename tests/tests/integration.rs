@@ -15,6 +15,7 @@ use pgshift_tests::parquet_text::{read_pyarrow, read_rust, Columns};
 use pgshift_tests::{cluster, connect, list_files, stage_dir};
 
 mod cleanup_scale;
+mod dialect;
 mod events;
 mod executions;
 mod failures;

@@ -25,18 +25,31 @@ pub(crate) struct LoadArgs {
     warehouse: Option<String>,
     #[command(flatten)]
     load: LoadFlags,
+    /// Print every statement the load would send to the warehouse, in order, one block a transaction, and send
+    /// none: nothing is read from or written to the warehouse (AWS is not called), nothing is written to the stage.
+    /// What the load would read from the warehouse is taken as absent (a target to create), or from --assume-target.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: the existing targets' columns, as information_schema.columns has them, in a JSON file:
+    /// {"sales.orders": [{"name": "id", "data_type": "bigint"}, {"name": "note", "data_type": "character varying",
+    /// "char_length": 256}]} (also precision, scale).
+    #[arg(long, requires = "dry_run", value_name = "FILE")]
+    assume_target: Option<std::path::PathBuf>,
 }
 
 pub(crate) async fn run(args: LoadArgs) -> Result<()> {
     let config = args.config.read()?;
     let warehouse = need(&args.warehouse, config.warehouse.clone(), "warehouse")?;
-    let warehouse: Arc<dyn Warehouse> = pgshift::warehouse::warehouse(&warehouse).await?;
     let req = LoadRequest {
-        plan_url: args.plan,
+        plan_url: args.plan.clone(),
         results: None,
         options: args.load.over(config.load)?,
         ..LoadRequest::default()
     };
+    if args.dry_run {
+        return dry_run(&warehouse, args.assume_target.as_deref(), req).await;
+    }
+    let warehouse: Arc<dyn Warehouse> = pgshift::warehouse::warehouse(&warehouse).await?;
     let ctx = LoadContext::new(Arc::new(UrlStages::default()), warehouse);
     let plan_url = req.plan_url.clone();
     let loaded = match pgshift::load::hold_run(&ctx, &plan_url).await {
@@ -64,6 +77,74 @@ pub(crate) async fn run(args: LoadArgs) -> Result<()> {
             bail!("{e} [{}] ({said})", e.name())
         }
     }
+}
+
+/// `--dry-run`: the load's transactions, printed as SQL a reader can review (and a client run), nothing sent.
+async fn dry_run(url: &str, assume: Option<&std::path::Path>, req: LoadRequest) -> Result<()> {
+    let assumed = match assume {
+        Some(path) => assumed_targets(path)?,
+        None => Vec::new(),
+    };
+    let wh = pgshift::warehouse::dryrun::DryRunWarehouse::of(url, &assumed)
+        .map_err(|e| crate::commands::exit::usage(format!("--warehouse: {e}")))?;
+    let txs = match pgshift::load::dry_run(Arc::new(UrlStages::default()), Arc::new(wh), req).await {
+        Ok(t) => t,
+        Err(e) => bail!("{e} [{}]", e.name()),
+    };
+    for (i, t) in txs.iter().enumerate() {
+        out!(
+            "-- transaction {} of {}: {} statements",
+            i + 1,
+            txs.len(),
+            t.statements.len()
+        );
+        out!("BEGIN;");
+        for s in &t.statements {
+            out!("{s};");
+        }
+        out!("COMMIT;\n");
+    }
+    Ok(())
+}
+
+/// `--assume-target FILE`: `{"schema.table": [{"name", "data_type", "char_length"?, "precision"?, "scale"?}]}`.
+fn assumed_targets(
+    path: &std::path::Path,
+) -> Result<
+    Vec<(
+        pgshift::contract::model::TableRef,
+        Vec<pgshift::warehouse::WarehouseColumn>,
+    )>,
+> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Col {
+        name: String,
+        data_type: String,
+        char_length: Option<i64>,
+        precision: Option<i64>,
+        scale: Option<i64>,
+    }
+    let bad = |why: String| crate::commands::exit::usage(format!("--assume-target {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let map: std::collections::BTreeMap<String, Vec<Col>> =
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    map.into_iter()
+        .map(|(t, cols)| {
+            let table = pgshift::contract::model::TableRef::parse(&t).map_err(bad)?;
+            let cols = cols
+                .into_iter()
+                .map(|c| pgshift::warehouse::WarehouseColumn {
+                    name: c.name,
+                    data_type: c.data_type,
+                    char_length: c.char_length,
+                    precision: c.precision,
+                    scale: c.scale,
+                })
+                .collect();
+            Ok((table, cols))
+        })
+        .collect()
 }
 
 /// What a failed load committed, table by table: never a failure that hides it.

@@ -11,6 +11,7 @@
 mod cleanup;
 mod context;
 mod drift;
+mod dryrun;
 mod error;
 pub mod gc;
 pub mod grants;
@@ -25,6 +26,7 @@ mod verify;
 
 pub use cleanup::cleanup;
 pub use context::LoadContext;
+pub use dryrun::dry_run;
 pub use error::LoadError;
 pub use preflight::preflight;
 pub use progress::check;

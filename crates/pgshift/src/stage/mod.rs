@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 mod local;
+pub mod overlay;
 pub(crate) mod parquet;
 pub use parquet::WriteError;
 pub(crate) mod run;

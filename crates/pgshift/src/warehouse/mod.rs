@@ -2,6 +2,7 @@
 //! COPY, reconcile and swap; poll and cancel it; explain a failed COPY; read a query's rows), and the PostgreSQL and
 //! Redshift (Data API) warehouses behind it.
 
+pub mod dryrun;
 pub mod postgres;
 pub mod redshift;
 mod rename;
