@@ -156,6 +156,7 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
     let plan = plan_and_extract(&source, &tables, &stage, Arc::new(UrlStages::default())).await?;
     let before = list_files(&dir);
     let mut all = Vec::new();
+    let mut merged: Vec<String> = Vec::new();
     for c in cases() {
         let wh = Arc::new(DryRunWarehouse::of(WAREHOUSE, &c.assumed)?);
         let req = LoadRequest {
@@ -185,7 +186,24 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
         assert!(has(r#"INSERT INTO "pgshift"."load_log""#), "{name}");
         match name {
             "replace" | "atomic run" | "json as super" => assert!(has(r#"DELETE FROM "sales"."orders""#), "{name}"),
-            "merge" => assert!(has(r#"DELETE FROM "sales"."orders" USING"#), "{name}"),
+            "merge" => {
+                assert!(
+                    has(r#"MERGE INTO "sales"."orders" USING "sales"."orders__pgshift_"#),
+                    "{name}: {flat:#?}"
+                );
+                assert!(
+                    has("AS unique_keys_to_merge") && !has("DELETE FROM \"sales\""),
+                    "{name}: {flat:#?}"
+                );
+                merged.extend(
+                    flat.iter()
+                        .filter(|s| {
+                            s.contains("\"sales\".\"orders__pgshift_")
+                                && (s.contains("unique_keys_to_merge") || s.starts_with("MERGE INTO"))
+                        })
+                        .map(|s| s.to_string()),
+                );
+            }
             _ => assert!(!has("DELETE FROM \"sales\""), "{name}: an append deletes nothing"),
         }
         if name == "atomic run" {
@@ -207,6 +225,7 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
         all.extend(flat.into_iter().cloned());
     }
     assert_eq!(list_files(&dir), before, "a dry run writes nothing to the stage");
+    merge_runs_on_postgres(&source, &merged).await?;
 
     // The second opinion: every distinct statement parsed with sqlglot's Redshift dialect.
     all.sort();
@@ -230,5 +249,54 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
         all.len(),
         wrong.join("\n")
     );
+    Ok(())
+}
+
+/// Redshift's `MERGE` and its guard are PostgreSQL's too (15+): run as the dry run printed them against a target with
+/// rows to update and rows the run does not touch, the target then holds the source's rows, by the test's own
+/// fingerprint, and the untouched ones as they were; a staging table with a key twice fails the guard.
+async fn merge_runs_on_postgres(source: &str, statements: &[String]) -> Result<()> {
+    let [guard, merge] = statements else {
+        anyhow::bail!("the merge of sales.orders: its guard and its MERGE, not {statements:#?}");
+    };
+    let staging = merge
+        .split(" USING ")
+        .nth(1)
+        .and_then(|r| r.split(" AS s ").next())
+        .context("the staging table")?
+        .to_string();
+    let wh = db(
+        "mergewh",
+        &format!(
+            "CREATE SCHEMA sales; \
+             CREATE TABLE sales.orders (id int8 PRIMARY KEY, amount numeric(12,2) NOT NULL, note text, placed timestamptz NOT NULL); \
+             INSERT INTO sales.orders SELECT g, 7.77, 'old', TIMESTAMPTZ '2020-01-01' FROM generate_series(1, 100) g; \
+             INSERT INTO sales.orders SELECT g, 7.77, 'kept', TIMESTAMPTZ '2020-01-01' FROM generate_series(5001, 5010) g; \
+             CREATE TABLE {staging} (LIKE sales.orders); \
+             INSERT INTO {staging} SELECT g, g / 100.0, CASE WHEN g % 3 = 0 THEN 'n' || g END, \
+                 TIMESTAMPTZ '2024-01-01' + g * INTERVAL '1 minute' FROM generate_series(1, 3000) g; \
+             CREATE SCHEMA checks; CREATE VIEW checks.merged AS SELECT * FROM sales.orders WHERE id <= 3000;"
+        ),
+    )
+    .await?;
+    let c = pgshift_tests::connect(&wh).await?;
+    c.batch_execute(&format!("BEGIN; {guard}; {merge}; COMMIT;")).await?;
+    let key = ["id".to_string()];
+    let merged = pgshift_tests::fingerprint::fingerprint_of(&wh, ("checks", "merged"), &[], &key, &[]).await?;
+    let want = pgshift_tests::fingerprint::fingerprint_of(source, ("sales", "orders"), &[], &key, &[]).await?;
+    assert_eq!(merged, want, "the merged rows are the source's");
+    let kept: i64 = c
+        .query_one(
+            "SELECT count(*) FROM sales.orders WHERE id > 5000 AND amount = 7.77 AND note = 'kept'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(kept, 10, "rows the run does not touch are as they were");
+    c.batch_execute(&format!("INSERT INTO {staging} SELECT * FROM {staging} WHERE id = 1"))
+        .await?;
+    let e = c.batch_execute(guard).await.expect_err("a key twice");
+    let said = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    assert!(said.contains("division by zero"), "{e:?}");
     Ok(())
 }

@@ -345,7 +345,7 @@ fn orders_load() -> Result<Vec<String>> {
     let staging = TableRef::new("sales", "orders__pgshift_run1");
     Ok(vec![
         "COPY \"sales\".\"orders__pgshift_run1\" (\"id\", \"amount\") FROM 's3://stage/run/sales/orders/manifest.json' \
-         IAM_ROLE 'arn:aws:iam::123456789012:role/pgshift-copy' FORMAT AS PARQUET MANIFEST"
+         IAM_ROLE 'arn:aws:iam::123456789012:role/pgshift-copy' FORMAT AS PARQUET MANIFEST STATUPDATE OFF"
             .into(),
         reconcile_sql(&staging, 20_000)?,
         "LOCK \"sales\".\"orders\"".into(),

@@ -274,14 +274,28 @@ impl Run {
             LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
             LoadMode::Append => {}
             LoadMode::Merge => {
-                let on: Vec<String> = t
-                    .key
-                    .iter()
-                    .map(|k| format!("{target}.\"{k}\" = {staging}.\"{k}\""))
-                    .collect();
+                // Redshift's MERGE (docs/state-machine.md): a guard against a key twice in staging, then one MERGE
+                // that updates the rows of the run's keys and inserts the others.
+                let key: Vec<String> = t.key.iter().map(|k| format!("\"{k}\"")).collect();
                 out.push(format!(
-                    "DELETE FROM {target} USING {staging} WHERE {}",
-                    on.join(" AND ")
+                    "SELECT 1 / (CASE WHEN EXISTS (SELECT 1 FROM {staging} GROUP BY {} HAVING COUNT(*) > 1) THEN 0 ELSE \
+                     1 END) AS unique_keys_to_merge",
+                    key.join(", ")
+                ));
+                let on: Vec<String> = key.iter().map(|k| format!("{target}.{k} = s.{k}")).collect();
+                let names: Vec<String> = t.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
+                let set: Vec<String> = names
+                    .iter()
+                    .filter(|n| !key.contains(n))
+                    .map(|n| format!("{n} = s.{n}"))
+                    .collect();
+                let values: Vec<String> = names.iter().map(|n| format!("s.{n}")).collect();
+                out.push(format!(
+                    "MERGE INTO {target} USING {staging} AS s ON {} WHEN MATCHED THEN UPDATE SET {} WHEN NOT MATCHED \
+                     THEN INSERT ({columns}) VALUES ({})",
+                    on.join(" AND "),
+                    set.join(", "),
+                    values.join(", ")
                 ));
             }
         }
@@ -290,11 +304,13 @@ impl Run {
             LoadMode::Append => "append",
             LoadMode::Merge => "merge",
         };
-        out.extend([
-            format!(
+        if mode != LoadMode::Merge {
+            out.push(format!(
                 "INSERT INTO {target} ({columns}) SELECT {} FROM {staging}",
                 select.unwrap_or(&columns)
-            ),
+            ));
+        }
+        out.extend([
             // GETDATE(): Redshift's CURRENT_TIMESTAMP is a leader-node function and fails on a user table.
             format!(
                 "INSERT INTO \"pgshift\".\"load_log\" (run_id, schema_name, table_name, mode, rows, loaded_at, plan_id, \
@@ -650,7 +666,7 @@ async fn append_and_merge_send_exactly_their_statements_in_one_transaction() -> 
     // Append: COPY, reconcile, lock, insert every staged row, log, drop staging and its registry row.
     let (append, expected) = one_load("rsappend", LoadMode::Append).await?;
     assert_eq!(append, expected);
-    // Merge: rows of the same key replaced: deleted by key from the target, then every staged row inserted.
+    // Merge: the staged keys checked unique, then one MERGE: rows of the run's keys updated, the others inserted.
     let (merge, expected) = one_load("rsmerge", LoadMode::Merge).await?;
     assert_eq!(merge, expected);
     Ok(())

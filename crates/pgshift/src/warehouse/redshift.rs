@@ -363,8 +363,13 @@ pub fn copy_sql(job: &CopyJob<'_>, iam_role: &str) -> Result<String, WarehouseEr
     };
     // No REGION and no MAXERROR: Parquet COPY rejects both. No SERIALIZETOJSON: JSON arrives as text into VARCHAR
     // staging columns and the swap parses it (SERIALIZETOJSON would keep a string column a SUPER string).
+    // STATUPDATE OFF: a COPY into an empty table analyzes it by default, and the staging table is read once by the
+    // swap and dropped, so its statistics are work thrown away ("If you specify STATUPDATE OFF, no ANALYZE is
+    // performed": https://docs.aws.amazon.com/redshift/latest/dg/t_Analyzing_tables.html). STATUPDATE is one of the
+    // few parameters a Parquet COPY takes; COMPUPDATE is not, and a columnar COPY applies no compression encodings
+    // anyway (https://docs.aws.amazon.com/redshift/latest/dg/copy-usage_notes-copy-from-columnar.html).
     Ok(format!(
-        "COPY {staging} ({cols}) FROM {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST",
+        "COPY {staging} ({cols}) FROM {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST STATUPDATE OFF",
         lit(job.manifest_url)?,
         lit(iam_role)?
     ))
