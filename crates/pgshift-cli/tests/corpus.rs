@@ -492,6 +492,21 @@ fn cases() -> Vec<Case> {
             &["no warehouse", "--warehouse"],
         )
         .exits(2),
+        case(
+            "events to a scheme that takes none",
+            "{run} --tables sales.* --events s3://bucket/events.jsonl",
+            &["--events", "scheme \"s3\"", "http://"],
+        )
+        .exits(2),
+        // A server that accepts the connection and never answers: the whole handshake is bounded by connect_timeout,
+        // as libpq bounds it (not only the socket's connect).
+        case(
+            "source that accepts and never answers",
+            "plan --source postgres://u@127.0.0.1:{silent}/db?connect_timeout=2&sslmode=disable --stage {stage} --tables t",
+            &["no answer within 2 s", "connect_timeout"],
+        )
+        .first_contact()
+        .exits(4),
     ]
 }
 
@@ -535,6 +550,8 @@ struct Env {
     srv: String,
     wh: String,
     dir: PathBuf,
+    /// A port whose listener accepts connections and never answers.
+    silent: u16,
 }
 
 /// The role of the cases that must give a password (scram over TCP).
@@ -549,6 +566,7 @@ fn fill(args: &str, env: &Env, stage: &Path) -> Vec<String> {
                 .replace("{pwbadsrc}", &as_role(&env.src, &format!("{PW_ROLE}:wrong")))
                 .replace("{pwwh}", &as_role(&env.wh, PW_ROLE))
                 .replace("{src}", &env.src)
+                .replace("{silent}", &env.silent.to_string())
                 .replace("{srv}", &env.srv)
                 .replace("{wh}", &env.wh)
                 .replace("{stage}", &format!("file://{}", stage.display()))
@@ -619,7 +637,21 @@ fn every_bad_input_fails_fast_by_name_without_a_panic_and_touches_nothing() -> a
     let dir = std::env::temp_dir().join(format!("pgshift-corpus-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     files(&dir)?;
-    let env = Env { src, srv, wh, dir };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let silent = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let env = Env {
+        src,
+        srv,
+        wh,
+        dir,
+        silent,
+    };
     let all = cases();
     assert!(all.len() >= 50, "{} cases", all.len());
     let mut wrong = Vec::new();

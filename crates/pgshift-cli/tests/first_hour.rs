@@ -488,5 +488,14 @@ fn a_run_stopped_before_it_had_a_plan_is_on_the_record() -> anyhow::Result<()> {
             .any(|l| l.starts_with("early") && l.contains("Pipeline.Fatal.Interrupted")),
         "{listed}"
     );
+    // Stopped is not broken: the same command goes on as it is, and the event says so.
+    let events = std::fs::read_to_string(stage.join("early/events.jsonl"))?;
+    let failed: serde_json::Value = serde_json::from_str(events.lines().next().unwrap_or("{}"))?;
+    assert_eq!(failed["detail-type"], "Run Failed", "{events}");
+    assert_eq!(failed["detail"]["retryable"], true, "{events}");
+    assert!(
+        !failed["detail"]["resume"].as_str().unwrap_or("fix").contains("fix"),
+        "{events}"
+    );
     Ok(())
 }

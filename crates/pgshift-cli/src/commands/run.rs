@@ -60,12 +60,13 @@ pub(crate) struct RunArgs {
     /// Status checks of a restore before it counts as never available (1 s apart locally).
     #[arg(long, default_value_t = 120, help_heading = "Snapshot")]
     restore_checks: u32,
-    /// Also send the run's events (docs/events.md) here when it ends: a file (appended, one JSON line each) or an
-    /// http(s):// endpoint (each POSTed). They are always written to <run>/events.jsonl on the stage.
+    /// Also send the run's events (Run Succeeded or Run Failed, Table Loaded, Run Cost; their shapes: docs/events.md)
+    /// here when it ends: a file (a path or file:///path, appended, one JSON line each) or an http(s):// endpoint
+    /// (each POSTed, 5 s each). They are always written to <run>/events.jsonl on the stage.
     #[arg(long, value_name = "URL", help_heading = "Output")]
     events: Option<String>,
-    /// Send the run's OpenLineage events (START, COMPLETE or FAIL) here: an http(s):// endpoint (Marquez:
-    /// http://host:5000/api/v1/lineage) or a file.
+    /// Send the run's OpenLineage events here: START once its pre-flight passed (the run waits for it, 5 s at most),
+    /// then COMPLETE, FAIL or ABORT; an http(s):// endpoint (Marquez: http://host:5000/api/v1/lineage) or a file.
     #[arg(long, value_name = "URL", help_heading = "Output")]
     openlineage: Option<String>,
     /// The RDS instance class the cost prices the restored server at (what the same run would cost on AWS).
@@ -222,6 +223,11 @@ async fn local_run(args: &RunArgs, resolved: Resolved) -> Result<LocalRun> {
 
 /// `--events` and `--openlineage`, the datasets named from the source's and the warehouse's connection strings.
 fn local_announce(args: &RunArgs, source: &str, warehouse: &str) -> Result<pgshift::entry::local::LocalAnnounce> {
+    for (flag, url) in [("--events", &args.events), ("--openlineage", &args.openlineage)] {
+        if let Some(u) = url {
+            pgshift::events::check_target(u).map_err(|e| usage(format!("{flag} {e}")))?;
+        }
+    }
     let lineage = match &args.openlineage {
         None => None,
         Some(url) => {
@@ -253,7 +259,8 @@ fn ended(out: pgshift::entry::local::RunOutcome) -> Result<()> {
                 f.error,
                 cleanup_said(out.cleanup.as_ref())
             ),
-            name: f.error,
+            // The exit code goes by what the failure stands for (a Map's by its items' error).
+            name: pgshift::contract::code::effective_name(&f.error, &f.cause),
         }
         .into()),
     }
@@ -326,6 +333,12 @@ async fn stopped(
     (name, code): (&'static str, u8),
     mut signals: Signals,
 ) -> Result<()> {
+    // A run whose execution ended is only telling its end (events, lineage): its record stands as it ended.
+    let phase = handle.progress.snapshot().phase;
+    if matches!(phase, "succeeded" | "failed") {
+        eprintln!("{name}: the run had {phase}; stopped telling its end (its record on the stage stands)");
+        std::process::exit(code.into());
+    }
     eprintln!("{name}: stopping the run and cleaning up (again to force)");
     let cause = format!("stopped by {name}");
     let cleanup = handle.stop(pgshift::contract::code::Code::FatalInterrupted.name(), &cause);

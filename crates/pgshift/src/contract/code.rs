@@ -143,8 +143,80 @@ pub fn first_few(items: &[String], sep: &str) -> String {
 /// An error's cause in words: a Lambda function error's `errorMessage` (Step Functions' cause is the function's
 /// error as JSON), else the cause as it is.
 pub fn in_words(cause: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(cause)
+    if let Some(m) = serde_json::from_str::<serde_json::Value>(cause)
         .ok()
         .and_then(|v| v.get("errorMessage").and_then(|m| m.as_str()).map(str::to_string))
-        .unwrap_or_else(|| cause.to_string())
+    {
+        return m;
+    }
+    // A Map's failure quotes its item's error inside its own cause: that error's message, after the Map's words.
+    match cause.find("{\"errorMessage\"") {
+        Some(at) => {
+            let inner = serde_json::Deserializer::from_str(&cause[at..])
+                .into_iter::<serde_json::Value>()
+                .next()
+                .and_then(Result::ok)
+                .and_then(|v| v.get("errorMessage").and_then(|m| m.as_str()).map(str::to_string));
+            match inner {
+                Some(m) => format!("{}{m}", cause[..at].trim_end_matches(['"', '\\', ' '])),
+                None => cause.to_string(),
+            }
+        }
+        None => cause.to_string(),
+    }
+}
+
+/// The name a failure is by what caused it: a state machine's own error (`States.ExceedToleratedFailureThreshold`:
+/// the Map's items failed) stands for the pipeline error its cause names, when it names one; else the error itself.
+pub fn effective_name(error: &str, cause: &str) -> String {
+    if !error.starts_with("States.") {
+        return error.to_string();
+    }
+    let first = ["Pipeline.Fatal.", "Pipeline.Retryable."]
+        .iter()
+        .filter_map(|p| cause.find(p))
+        .min();
+    match first {
+        Some(at) => {
+            let name: String = cause[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
+                .collect();
+            name.trim_end_matches('.').to_string()
+        }
+        None => error.to_string(),
+    }
+}
+
+/// Whether the same command may pass as it is: a retryable error, a timeout, or a run stopped by a signal.
+pub fn may_pass_again(name: &str) -> bool {
+    name.starts_with("Pipeline.Retryable.") || name == "States.Timeout" || name == Code::FatalInterrupted.name()
+}
+
+#[cfg(test)]
+mod effective_tests {
+    #[test]
+    fn a_maps_failure_stands_for_its_items_error_in_words() {
+        let cause = "The specified tolerated failure threshold was exceeded: {\"errorMessage\":\"source unavailable: reset\",\"errorType\":\"Pipeline.Retryable.SourceUnavailable\"}";
+        assert_eq!(
+            super::effective_name("States.ExceedToleratedFailureThreshold", cause),
+            "Pipeline.Retryable.SourceUnavailable"
+        );
+        assert_eq!(
+            super::effective_name("Pipeline.Fatal.NotFound", cause),
+            "Pipeline.Fatal.NotFound"
+        );
+        assert_eq!(
+            super::effective_name("States.Timeout", "no name here"),
+            "States.Timeout"
+        );
+        let words = super::in_words(cause);
+        assert!(
+            words.ends_with("source unavailable: reset") && !words.contains("errorType"),
+            "{words}"
+        );
+        assert!(
+            super::may_pass_again("Pipeline.Fatal.Interrupted") && !super::may_pass_again("Pipeline.Fatal.NotFound")
+        );
+    }
 }

@@ -108,17 +108,51 @@ impl EventSink for UrlEvents {
     }
 }
 
+/// Whether `url` names an HTTP endpoint (the scheme in any case).
+pub fn is_http(url: &str) -> bool {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// Whether `url` is a target [`deliver`] takes: an `http(s)://` endpoint, a `file://` URL or a path; anything else
+/// (`s3://…`) is named, before a run starts.
+pub fn check_target(url: &str) -> Result<(), String> {
+    match url.split_once("://") {
+        _ if is_http(url) => Ok(()),
+        Some(("file", _)) => Ok(()),
+        Some((scheme, _)) => Err(format!(
+            "{url:?}: scheme {scheme:?} is not one this takes: give an http:// or https:// endpoint, or a file (a path or \
+             file:///path)"
+        )),
+        None if url.is_empty() => Err("empty: give an http(s):// endpoint or a file".into()),
+        None => Ok(()),
+    }
+}
+
 /// Delivers JSON documents to `url`: appended as lines to a file, or POSTed one by one to an HTTP endpoint.
 pub async fn deliver(url: &str, bodies: &[Vec<u8>]) -> Result<(), EventError> {
     let err = |cause: String| EventError {
         to: url.to_string(),
         cause,
     };
-    if url.starts_with("http://") || url.starts_with("https://") {
-        for b in bodies {
-            http::post_json(url, b.clone()).await.map_err(err)?;
+    if is_http(url) {
+        // Every document is tried, whatever the one before it got; an endpoint that does not answer at all is given
+        // up at once rather than waited on once a document.
+        let mut failed = Vec::new();
+        for (i, b) in bodies.iter().enumerate() {
+            match http::post_json(url, b.clone()).await {
+                Ok(()) => {}
+                Err(http::PostError::NoAnswer(why)) => {
+                    failed.push(format!("{why}; {} of {} not sent", bodies.len() - i, bodies.len()));
+                    break;
+                }
+                Err(http::PostError::Refused(why)) => failed.push(why),
+            }
         }
-        return Ok(());
+        return match failed.as_slice() {
+            [] => Ok(()),
+            f => Err(err(crate::contract::code::first_few(f, "; "))),
+        };
     }
     let path = url.strip_prefix("file://").unwrap_or(url);
     let mut text = Vec::new();
@@ -133,5 +167,7 @@ pub async fn deliver(url: &str, bodies: &[Vec<u8>]) -> Result<(), EventError> {
         .open(path)
         .await
         .map_err(|e| err(e.to_string()))?;
-    f.write_all(&text).await.map_err(|e| err(e.to_string()))
+    f.write_all(&text).await.map_err(|e| err(e.to_string()))?;
+    // tokio's file hands the write to a blocking thread: done only once flushed.
+    f.flush().await.map_err(|e| err(e.to_string()))
 }

@@ -85,6 +85,35 @@ pub(crate) enum Permanent {
     NotFound(String),
 }
 
+/// A session's connection, as [`connect`] returns it.
+pub(crate) type PgConnection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+>;
+
+/// Why [`connect`] did not: the driver's error, or no answer within the connect timeout (seconds).
+pub(crate) enum ConnectFailure {
+    Driver(tokio_postgres::Error),
+    NoAnswer(u64),
+}
+
+/// Connects with the whole handshake bounded by the config's connect timeout (10 s when it sets none), as libpq
+/// bounds it: tokio-postgres bounds only the socket's connect, and a server that accepts and never answers would hold
+/// the caller.
+pub(crate) async fn connect(
+    config: &tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+) -> Result<(tokio_postgres::Client, PgConnection), ConnectFailure> {
+    let limit = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(std::time::Duration::from_secs(10));
+    match tokio::time::timeout(limit, config.connect(tls)).await {
+        Ok(r) => r.map_err(ConnectFailure::Driver),
+        Err(_) => Err(ConnectFailure::NoAnswer(limit.as_secs())),
+    }
+}
+
 /// `host:port` of a connection config, for error messages (never the password).
 pub(crate) fn endpoint(c: &tokio_postgres::Config) -> String {
     let host = match c.get_hosts().first() {

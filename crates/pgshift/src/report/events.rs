@@ -81,7 +81,7 @@ fn failed(rec: &RunRecord, common: &Common, name: &str, message: &str) -> RunFai
         table,
         warehouse: rec.warehouse_now(),
         resume: rec.resume_hint().unwrap_or_default(),
-        retryable: name.starts_with("Pipeline.Retryable.") || name == "States.Timeout",
+        retryable: rec.may_pass_again().unwrap_or(false),
     }
 }
 

@@ -61,6 +61,23 @@ fn fields(t: &TablePlan) -> Value {
     )
 }
 
+/// An output's fields in the warehouse's types (what a cast column became, not the source's type).
+fn warehouse_fields(t: &TablePlan, ds: &Datasets) -> Value {
+    let redshift = ds.warehouse_namespace.starts_with("redshift://");
+    Value::Array(
+        t.columns
+            .iter()
+            .map(|c| {
+                let ty = match redshift {
+                    true => c.mapping.redshift_type(65_535),
+                    false => c.mapping.postgres_type(),
+                };
+                json!({"name": c.name, "type": ty.to_lowercase()})
+            })
+            .collect(),
+    )
+}
+
 fn inputs(plan: &Plan, ds: &Datasets) -> Value {
     Value::Array(
         plan.tables
@@ -112,7 +129,7 @@ fn outputs(plan: &Plan, ds: &Datasets, rows: &dyn Fn(&TablePlan) -> Option<u64>)
                     "namespace": ds.warehouse_namespace,
                     "name": format!("{}.{}.{}", ds.warehouse_database, t.table.schema, t.table.name),
                     "facets": {
-                        "schema": facet(SCHEMA_FACET, json!({"fields": fields(t)})),
+                        "schema": facet(SCHEMA_FACET, json!({"fields": warehouse_fields(t, ds)})),
                         "columnLineage": column_lineage(t, ds),
                     },
                 });
@@ -157,6 +174,15 @@ pub fn ended(rec: &RunRecord, ds: &Datasets, now: f64) -> Value {
     match &rec.failure {
         None => event(
             "COMPLETE",
+            &rec.plan,
+            ds,
+            now,
+            json!({}),
+            outputs(&rec.plan, ds, &committed),
+        ),
+        // A run stopped by a signal was aborted, not failed: it resumes as it is.
+        Some((name, _)) if name == crate::contract::code::Code::FatalInterrupted.name() => event(
+            "ABORT",
             &rec.plan,
             ds,
             now,

@@ -112,6 +112,8 @@ impl RunRecord {
             .filter(|a| !self.landed(&a.table, a.range_index))
             .map(|a| format!("{} range {}", a.table, a.range_index))
             .collect::<Vec<_>>();
+        let mut lost = lost;
+        lost.dedup();
         if !lost.is_empty() {
             return Some(format!("extracting {}", crate::contract::code::first_few(&lost, ", ")));
         }
@@ -161,16 +163,23 @@ impl RunRecord {
     /// The command that goes on from a failed run: the same run id resumes it (the ranges that landed kept, the
     /// tables committed skipped); after a failure no retry mends, once its cause is fixed.
     pub fn resume_hint(&self) -> Option<String> {
-        let (name, _) = self.failure.as_ref()?;
         let id = super::shell_word(&self.plan.run_id);
         let how = format!(
             "run the same command again with --run-id {id} (pgshift run, or pgshift start on the deployed stack)"
         );
-        Some(if name.starts_with("Pipeline.Fatal.") {
-            format!("fix what the error names, then {how}; or start over with --restart")
-        } else {
+        Some(if self.may_pass_again()? {
             format!("{how}: the ranges that landed are kept and committed tables skipped")
+        } else {
+            format!("fix what the error names, then {how}; or start over with --restart")
         })
+    }
+
+    /// Of a failed run: whether the same command may pass as it is (a retryable error, a timeout, a run stopped by a
+    /// signal), judged by the error its failure stands for ([`crate::contract::code::effective_name`]).
+    pub fn may_pass_again(&self) -> Option<bool> {
+        let (name, cause) = self.failure.as_ref()?;
+        let name = crate::contract::code::effective_name(name, cause);
+        Some(crate::contract::code::may_pass_again(&name))
     }
 
     /// When the run started and ended, in seconds since the Unix epoch: from the planner's start to the last thing

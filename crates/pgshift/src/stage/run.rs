@@ -192,7 +192,8 @@ pub(crate) async fn take_run_lock(
     let local = execution.starts_with("arn:aws:states:local:") || execution.starts_with("local:");
     let mine = RunLock {
         execution: execution.to_string(),
-        taken_at: crate::contract::clock::now_rfc3339().0,
+        // To the millisecond: a run that fails before its plan is timed from its lock.
+        taken_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         process: local.then(LocalProcess::current),
     };
     let body = bytes::Bytes::from(serde_json::to_vec(&mine).unwrap_or_default());

@@ -57,11 +57,20 @@ impl PgWarehouse {
 
     /// A session; `first`: the run's first contact ([`Warehouse::reach`]).
     async fn open(&self, first: bool) -> Result<Client, WarehouseError> {
-        let (client, conn) = self
-            .config
-            .connect(self.tls.clone())
-            .await
-            .map_err(|e| connect_error(self, &e, first))?;
+        use crate::pgclient::ConnectFailure;
+        let (client, conn) = match crate::pgclient::connect(&self.config, self.tls.clone()).await {
+            Ok(c) => c,
+            Err(ConnectFailure::Driver(e)) => return Err(connect_error(self, &e, first)),
+            Err(ConnectFailure::NoAnswer(secs)) => {
+                return Err(WarehouseError::Sql {
+                    detail: format!(
+                        "connecting to the warehouse at {}: no answer within {secs} s (connect_timeout)",
+                        crate::pgclient::endpoint(&self.config)
+                    ),
+                    retryable: true,
+                })
+            }
+        };
         tokio::spawn(async move {
             let _ = conn.await;
         });
