@@ -74,7 +74,7 @@ for t in sales.customers sales.products sales.stores sales.days sales.orders; do
 done
 leftover=$(ls "$WORK/rds/instances" 2>/dev/null | wc -l)
 echo "   restored servers left running: $leftover (each run deletes its own; pgshift gc removes a killed run's)"
-echo "== Parquet parts, manifests and plan: $WORK/stage"
+echo "== plans, results, manifests, ledgers and reports: $WORK/stage (the Parquet parts are deleted once a run's load committed; --keep-parts keeps them)"
 for r in "$WORK"/stage/*/report.html; do
   [ -e "$r" ] && echo "== how the data moved (timeline, skew, load steps, cost): open $r in a browser"
 done

@@ -108,12 +108,16 @@ fn common(e: &Value, run_id: &str, stage: &str) {
     assert!(d["seconds"].as_f64().is_some_and(|s| s >= 0.0), "{e}");
 }
 
-/// Parquet bytes of a table's parts, as the stage's files have them.
+/// Parquet bytes of the parts under `dir`, as the results on the stage name them (the parts themselves are deleted
+/// once the load committed).
 fn parquet_bytes(dir: &std::path::Path) -> u64 {
     walk(dir)
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .filter(|p| p.to_string_lossy().ends_with(".result.json"))
+        .filter_map(|p| std::fs::read(p).ok())
+        .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+        .flat_map(|r| r["files"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f["bytes"].as_u64())
         .sum()
 }
 

@@ -24,6 +24,7 @@ mod fuzz;
 mod grants;
 mod hooked;
 mod load;
+mod parts;
 mod pipeline;
 mod planner;
 mod rds_aws;

@@ -112,9 +112,11 @@ pub(crate) async fn load(
     let lctx = LoadContext::new(Arc::new(UrlStages::default()), wh);
     let req = LoadRequest {
         plan_url: plan_url(plan),
+        // Kept: these tests load one extracted plan several times, in several modes.
         options: LoadOptions {
             mode,
             atomic,
+            keep_parts: true,
             ..LoadOptions::default()
         },
         ..LoadRequest::default()
@@ -252,6 +254,10 @@ async fn parts_are_verified_before_anything_loads_and_s3_stages_load_too() -> Re
         &lctx,
         LoadRequest {
             plan_url: plan_url(&plan),
+            options: LoadOptions {
+                keep_parts: true,
+                ..LoadOptions::default()
+            },
             ..LoadRequest::default()
         },
     )

@@ -221,6 +221,11 @@ async fn an_extractor_that_fails_once_is_retried_and_nothing_is_duplicated() -> 
     req.writer.batch_bytes = 8 * 1024;
     req.writer.target_file_bytes = 16 * 1024;
     req.writer.row_group_bytes = 16 * 1024;
+    // Kept, to count them on the stage after the run.
+    req.load = Some(pgshift::contract::load::LoadOptions {
+        keep_parts: true,
+        ..Default::default()
+    });
     let out = run_local(&source, req, stages, Arc::new(PgWarehouse::new(&target)?)).await?;
     let output = out.output.map_err(|f| anyhow::anyhow!("{f}"))?;
     assert!(failed.load(Ordering::SeqCst), "the failure was injected");

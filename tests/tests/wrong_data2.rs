@@ -291,6 +291,11 @@ async fn a_restart_is_refused_while_the_lock_holder_lives() -> Result<()> {
     let wh: Arc<dyn Warehouse> = Arc::new(PgWarehouse::new(&target)?);
     let mut req = request(&stage, &["public.rr"], 2);
     req.run_id = Some("held".into());
+    // Kept: the restart below must find what it would delete.
+    req.load = Some(LoadOptions {
+        keep_parts: true,
+        ..Default::default()
+    });
     let first = run_local(&source, req.clone(), Arc::new(UrlStages::default()), wh.clone()).await?;
     let plan = plan_of(first.output.as_ref().map_err(|f| anyhow::anyhow!("{f}"))?).await?;
     let loaded = fingerprint(&target, &plan, "public.rr", false).await?;

@@ -94,7 +94,16 @@ fn a_failed_load_says_what_it_committed() -> anyhow::Result<()> {
     let stage = format!("file://{}", dir.display());
     let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
         .args(["run", "--source", &src, "--warehouse", &wh1, "--stage", &stage])
-        .args(["--tables", "public.*", "--progress", "none", "--run-id", "said"])
+        // Kept: the same parts are loaded again into the second warehouse.
+        .args([
+            "--tables",
+            "public.*",
+            "--progress",
+            "none",
+            "--run-id",
+            "said",
+            "--keep-parts",
+        ])
         .output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))

@@ -236,6 +236,10 @@ pub(crate) struct LoadFlags {
     /// Redshift: load json and jsonb columns into SUPER instead of VARCHAR.
     #[arg(long, help_heading = "Load")]
     pub(crate) json_as_super: bool,
+    /// Keep the Parquet parts on the stage after every table committed (by default they are deleted then; the plan,
+    /// results, ledger and report stay).
+    #[arg(long, help_heading = "Load")]
+    pub(crate) keep_parts: bool,
     #[command(flatten)]
     pub(crate) guards: GuardArgs,
 }
@@ -282,6 +286,7 @@ impl LoadFlags {
             self.guards.allow_target_triggers.then_some(json!(true)),
         );
         put(&mut m, "warehouse_dialect", self.guards.warehouse_dialect.map(value_of));
+        put(&mut m, "keep_parts", self.keep_parts.then_some(json!(true)));
         m
     }
 

@@ -164,6 +164,10 @@ pub struct Ledger {
     pub warehouse: Option<String>,
     /// Seconds of the load's statements in the warehouse (from the load's timed steps).
     pub warehouse_seconds: f64,
+    /// When the load deleted the run's parts (every table committed, `--keep-parts` not given): their storage is
+    /// billed until then, not until the lifecycle rule expires them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts_deleted_at: Option<f64>,
 }
 
 /// The largest count a record may hold: PostgreSQL counts rows and bytes in int8.

@@ -141,6 +141,9 @@ pub struct LoadOptions {
     /// the target's contents are its rules' and triggers' business, and the load's outcome says so.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allow_target_triggers: bool,
+    /// Keep the Parquet parts once every table committed (`--keep-parts`); else they are deleted then. Always
+    /// serialized: the Load state passes it on by path.
+    pub keep_parts: bool,
 }
 
 /// A warehouse whose value limits a load can apply on another (`--warehouse-dialect`).
@@ -367,6 +370,17 @@ pub struct LoadResult {
     /// recorded an outcome).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub billed: Vec<crate::contract::ledger::Billed>,
+    /// The run's Parquet parts, deleted from the stage once every table committed (unless `keep_parts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts_deleted: Option<PartsDeleted>,
+}
+
+/// Parts deleted after a committed load: when (seconds since the Unix epoch), how many files and bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartsDeleted {
+    pub at: f64,
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// A table the warehouse committed (`rows` of it), as its load log says, into a load's outcomes: marked committed
@@ -398,6 +412,7 @@ impl LoadResult {
             seconds: 0.0,
             done: false,
             billed: Vec::new(),
+            parts_deleted: None,
         }
     }
 

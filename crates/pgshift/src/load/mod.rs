@@ -15,6 +15,7 @@ mod dryrun;
 mod error;
 pub mod gc;
 pub mod grants;
+mod parts;
 mod preflight;
 mod progress;
 mod setup;

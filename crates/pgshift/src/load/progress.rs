@@ -292,7 +292,9 @@ async fn record_outcomes(ctx: &LoadContext, progress: &mut LoadProgress, ended: 
         result.seconds = progress.summary.seconds;
         result.billed.push(billed);
         progress.summary.loaded = result.tables.iter().filter(|t| t.loaded).count();
-        record(stage_of(ctx, &progress.plan_url).await?.as_ref(), &result).await
+        let stage = stage_of(ctx, &progress.plan_url).await?;
+        super::parts::delete_after_commit(stage.as_ref(), &mut result, &progress.options).await;
+        record(stage.as_ref(), &result).await
     }
 }
 

@@ -94,6 +94,7 @@ fn load_result(
         seconds,
         done,
         billed: vec![crate::contract::ledger::Billed::here("loader", seconds)],
+        parts_deleted: None,
     }
 }
 
@@ -187,6 +188,8 @@ async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span
     let summary = summarize(&result);
     span.record("rows", summary.rows);
     span.record("bytes", summary.bytes);
+    let mut result = result;
+    super::parts::delete_after_commit(stage.as_ref(), &mut result, &req.options).await;
     // The record says what the warehouse committed, failed tables included, before any error is reported.
     let recorded = record(stage.as_ref(), &result).await;
     if let Some(e) = failure.or(recorded.err()) {

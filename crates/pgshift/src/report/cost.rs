@@ -235,8 +235,22 @@ fn lambda(table: Option<&TableRef>, what: &str, invocations: &[Billed], p: &Pric
     ]
 }
 
-/// S3 requests and storage of `bytes` kept until the lifecycle rule expires them.
-fn stage(table: Option<&TableRef>, r: StageRequests, basis: Basis, bytes: u64, p: &PriceTable) -> Vec<CostItem> {
+/// How long objects stay on the stage: until the lifecycle rule expires them, or, for parts the load deleted, from
+/// the run's start until then.
+#[derive(Clone, Copy)]
+enum Kept {
+    Lifecycle,
+    DeletedAfter { days: f64 },
+}
+
+/// S3 requests and storage of `bytes` kept as `kept` says.
+fn stage(
+    table: Option<&TableRef>,
+    (r, basis): (StageRequests, Basis),
+    bytes: u64,
+    kept: Kept,
+    p: &PriceTable,
+) -> Vec<CostItem> {
     let how = match basis {
         Basis::Actual => "counted by the functions as they made them",
         Basis::Estimated => "derived from the objects the run wrote",
@@ -260,35 +274,68 @@ fn stage(table: Option<&TableRef>, r: StageRequests, basis: Basis, bytes: u64, p
             basis,
             note: None,
         }),
-        line(Line {
-            table,
-            item: "S3 storage until the lifecycle rule expires it",
-            quantity: bytes as f64 / 1e9 * p.stage_retention_days / 30.0,
-            unit: "GB-months",
-            unit_price: p.s3_gb_month,
-            basis: Basis::Actual,
-            note: Some(format!("{:.0} days", p.stage_retention_days)),
-        }),
+        match kept {
+            Kept::Lifecycle => line(Line {
+                table,
+                item: "S3 storage until the lifecycle rule expires it",
+                quantity: bytes as f64 / 1e9 * p.stage_retention_days / 30.0,
+                unit: "GB-months",
+                unit_price: p.s3_gb_month,
+                basis: Basis::Actual,
+                note: Some(format!("{:.0} days", p.stage_retention_days)),
+            }),
+            Kept::DeletedAfter { days } => line(Line {
+                table,
+                item: "S3 storage of the parts until the load deleted them",
+                quantity: bytes as f64 / 1e9 * days / 30.0,
+                unit: "GB-months",
+                unit_price: p.s3_gb_month,
+                basis: Basis::Actual,
+                note: Some(format!(
+                    "{:.2} h, not the lifecycle rule's {:.0} days (--keep-parts keeps them)",
+                    days * 24.0,
+                    p.stage_retention_days
+                )),
+            }),
+        },
     ]
 }
 
-/// The run's bill from its ledger record.
-pub fn run_cost(l: &Ledger, p: &PriceTable) -> RunCost {
+/// Each table's items: its extractors' Lambda, its stage requests and its parts' storage.
+fn table_items(l: &Ledger, p: &PriceTable) -> Vec<CostItem> {
+    let kept = match l.parts_deleted_at {
+        Some(at) => Kept::DeletedAfter {
+            days: (at - l.started_at).max(0.0) / 86_400.0,
+        },
+        None => Kept::Lifecycle,
+    };
     let mut items = Vec::new();
     for t in &l.tables {
         items.extend(lambda(Some(&t.table), "extractor", &t.invocations, p));
         items.extend(stage(
             Some(&t.table),
-            t.stage_requests,
-            t.stage_requests_basis,
+            (t.stage_requests, t.stage_requests_basis),
             t.parquet_bytes,
+            kept,
             p,
         ));
     }
+    items
+}
+
+/// The run's bill from its ledger record.
+pub fn run_cost(l: &Ledger, p: &PriceTable) -> RunCost {
+    let mut items = table_items(l, p);
     let part_bytes: u64 = l.tables.iter().map(|t| t.parquet_bytes).sum();
     items.extend(lambda(None, "planner and loader", &l.invocations, p));
     let records = l.stage_bytes.saturating_sub(part_bytes);
-    items.extend(stage(None, l.stage_requests, Basis::Estimated, records, p));
+    items.extend(stage(
+        None,
+        (l.stage_requests, Basis::Estimated),
+        records,
+        Kept::Lifecycle,
+        p,
+    ));
     items.push(line(Line {
         table: None,
         item: "Step Functions state transitions",
@@ -444,6 +491,7 @@ mod tests {
             restore: None,
             warehouse: Some("redshift-serverless".into()),
             warehouse_seconds: 30.0,
+            parts_deleted_at: None,
         };
         let p = PriceTable::default();
         let c = run_cost(&l, &p);

@@ -100,6 +100,7 @@ pub fn of(r: &RunRecord, facts: &LedgerFacts) -> Ledger {
         restore: r.restore.clone(),
         warehouse: facts.warehouse.clone(),
         warehouse_seconds: load.map_or(0.0, |l| l.tables.iter().flat_map(|t| &t.steps).map(|s| s.seconds).sum()),
+        parts_deleted_at: load.and_then(|l| l.parts_deleted.as_ref()).map(|d| d.at),
     }
 }
 
@@ -241,6 +242,8 @@ pub fn predicted(plan: &crate::contract::plan::Plan, memory_mb: u32, warehouse: 
         warehouse: warehouse.map(str::to_string),
         // COPY of the parts at about 100 MB/s of Parquet.
         warehouse_seconds: part_bytes as f64 / 100e6,
+        // A predicted run is priced as one that keeps its parts until the lifecycle rule: the most it can cost.
+        parts_deleted_at: None,
         tables,
     }
 }
