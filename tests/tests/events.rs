@@ -236,7 +236,7 @@ async fn a_run_that_succeeds_and_one_that_fails_leave_the_documented_events() ->
         common(e, "down-run", &stage);
     }
     let d = &events[0]["detail"];
-    assert_eq!(d["error"], "Pipeline.Fatal.Warehouse", "{d}");
+    assert_eq!(d["error"], "Pipeline.Fatal.NotFound", "{d}");
     assert!(
         d["message"]
             .as_str()

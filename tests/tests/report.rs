@@ -198,7 +198,7 @@ async fn a_failed_runs_report_says_first_what_failed_where_what_the_warehouse_ho
     let cases = [
         (
             "warehouse-down",
-            "Pipeline.Fatal.Warehouse",
+            "Pipeline.Fatal.NotFound",
             "127.0.0.1:1",
             "before extracting anything",
         ),

@@ -435,14 +435,14 @@ fn cases() -> Vec<Case> {
         case(
             "warehouse on a closed port",
             "run --source {src} --stage {stage} --warehouse postgres://postgres@127.0.0.1:1/wh --progress none --tables sales.*",
-            &["127.0.0.1:1", "nothing listens there", "before extracting anything"],
+            &["127.0.0.1:1", "nothing listens there", "before extracting anything", "Pipeline.Fatal.NotFound"],
         )
         .first_contact()
         .exits(3),
         case(
             "warehouse without a password",
             "run --source {src} --stage {stage} --warehouse {pwwh} --progress none --tables sales.*",
-            &["password missing", "PGPASSWORD is unset"],
+            &["password missing", "PGPASSWORD is unset", "Pipeline.Fatal.PermissionDenied"],
         )
         .first_contact()
         .exits(3),

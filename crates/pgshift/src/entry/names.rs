@@ -163,6 +163,13 @@ mod tests {
                 detail: String::new(),
                 retryable: false,
             }),
+            LoadError::Warehouse(crate::warehouse::WarehouseError::Connect {
+                context: String::new(),
+                at: String::new(),
+                cause: String::new(),
+                hint: String::new(),
+                not_found: false,
+            }),
             LoadError::PartCorrupt(Vec::new()),
             LoadError::PlanMismatch {
                 plan_url: String::new(),

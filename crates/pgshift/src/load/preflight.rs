@@ -62,6 +62,19 @@ fn preflight_context(e: WarehouseError) -> WarehouseError {
             detail: format!("before extracting anything, the warehouse check failed: {detail}"),
             retryable,
         },
+        WarehouseError::Connect {
+            at,
+            cause,
+            hint,
+            not_found,
+            ..
+        } => WarehouseError::Connect {
+            context: "before extracting anything: ".into(),
+            at,
+            cause,
+            hint,
+            not_found,
+        },
         other => other,
     }
 }

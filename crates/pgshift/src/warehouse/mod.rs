@@ -24,6 +24,16 @@ use crate::stage::{Stage, StageError};
 pub enum WarehouseError {
     #[error("warehouse: {detail}")]
     Sql { detail: String, retryable: bool },
+    /// A connection no retry mends, named as the source's are: not let in (authentication, a certificate), or no
+    /// such host, port or database. `context` says when it happened (the pre-flight: before anything was extracted).
+    #[error("{context}connecting to the warehouse at {at}: {cause}; {hint}")]
+    Connect {
+        context: String,
+        at: String,
+        cause: String,
+        hint: String,
+        not_found: bool,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("{table}: {counted} {staged} rows but the parts hold {expected}; rolled back")]
@@ -44,6 +54,8 @@ impl WarehouseError {
         match self {
             WarehouseError::Sql { retryable: true, .. } => Code::RetryableWarehouse,
             WarehouseError::Sql { retryable: false, .. } => Code::FatalWarehouse,
+            WarehouseError::Connect { not_found: true, .. } => Code::FatalNotFound,
+            WarehouseError::Connect { not_found: false, .. } => Code::FatalPermissionDenied,
             WarehouseError::Invalid(_) => Code::FatalInvalidInput,
             WarehouseError::Reconcile { .. } => Code::FatalReconcile,
             WarehouseError::Stage(e) => e.code(),

@@ -98,10 +98,17 @@ fn connect_error(wh: &PgWarehouse, e: &tokio_postgres::Error, first: bool) -> Wa
     let at = crate::pgclient::endpoint(&wh.config);
     let cause = crate::pgclient::chain(e);
     match crate::pgclient::permanent_connect_error(e, first, &wh.password) {
-        Some(crate::pgclient::Permanent::Refused(hint) | crate::pgclient::Permanent::NotFound(hint)) => {
-            WarehouseError::Sql {
-                detail: format!("connecting to the warehouse at {at}: {cause}; {hint}"),
-                retryable: false,
+        Some(p) => {
+            let (hint, not_found) = match p {
+                crate::pgclient::Permanent::Refused(h) => (h, false),
+                crate::pgclient::Permanent::NotFound(h) => (h, true),
+            };
+            WarehouseError::Connect {
+                context: String::new(),
+                at,
+                cause,
+                hint,
+                not_found,
             }
         }
         None => WarehouseError::Sql {
