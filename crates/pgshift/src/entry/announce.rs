@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::contract::model::TableRef;
 use crate::events::{Fanout, RunAt};
-use crate::report::ledger::LedgerFacts;
+use crate::report::cost::RunCost;
+use crate::report::record::RunRecord;
 use crate::stage::StageOpener;
 use crate::warehouse::Warehouse;
 
@@ -36,25 +37,12 @@ pub struct Told {
 }
 
 impl Announce {
-    /// Tells the end of the run whose plan is at `plan_url` (a run that failed before planning: the plan URL its
-    /// Cleanup named). `warehouse`, when given, is asked for each table's rows before this run (the metrics' drop).
-    pub async fn run_ended(
-        &self,
-        stages: &dyn StageOpener,
-        plan_url: &str,
-        facts: &LedgerFacts,
-        warehouse: Option<&dyn Warehouse>,
-    ) -> Told {
+    /// Tells the end of a run, from its record and bill as [`crate::report::publish`] wrote them. `warehouse`, when
+    /// given, is asked for each table's rows before this run (the metrics' drop).
+    pub async fn run_ended(&self, rec: &RunRecord, bill: &RunCost, warehouse: Option<&dyn Warehouse>) -> Told {
         let mut told = Told::default();
-        let (rec, bill) = match crate::report::read_run(stages, plan_url, facts).await {
-            Ok(r) => r,
-            Err(e) => {
-                told.errors.push(format!("reading the run's record: {e}"));
-                return told;
-            }
-        };
         let now = crate::contract::clock::unix_now();
-        let events = crate::report::events::of(&rec, &bill, &self.stack, now);
+        let events = crate::report::events::of(rec, bill, &self.stack, now);
         let at = RunAt {
             stage: &rec.plan.stage,
             run_id: &rec.plan.run_id,
@@ -69,17 +57,17 @@ impl Announce {
         told.events = events.len();
         if self.metrics {
             let previous = match warehouse {
-                Some(wh) => previous_rows(wh, &rec).await,
+                Some(wh) => previous_rows(wh, rec).await,
                 None => BTreeMap::new(),
             };
-            told.metric_lines = crate::report::metrics::run_lines(&rec, &bill, &self.stack, now, &previous);
+            told.metric_lines = crate::report::metrics::run_lines(rec, bill, &self.stack, now, &previous);
             for l in &told.metric_lines {
                 // EMF: one JSON document a line on standard output, which Lambda sends to CloudWatch Logs.
                 println!("{l}");
             }
         }
         if let Some((url, ds)) = &self.lineage {
-            let ev = crate::report::lineage::ended(&rec, ds, now);
+            let ev = crate::report::lineage::ended(rec, ds, now);
             let body = serde_json::to_vec(&ev).unwrap_or_default();
             if let Err(e) = crate::events::deliver(url, &[body]).await {
                 told.errors.push(e.to_string());
@@ -110,7 +98,7 @@ impl Announce {
 }
 
 /// Each committed table's rows before this run, from the warehouse's load log (its latest load by another run).
-async fn previous_rows(wh: &dyn Warehouse, rec: &crate::report::record::RunRecord) -> BTreeMap<TableRef, u64> {
+async fn previous_rows(wh: &dyn Warehouse, rec: &RunRecord) -> BTreeMap<TableRef, u64> {
     let mut out = BTreeMap::new();
     let Ok(run) = crate::contract::sql::text_literal(&rec.plan.run_id) else {
         return out;

@@ -184,15 +184,16 @@ pub async fn loader(ctx: &LoadContext, extras: &LoaderExtras<'_>, input: LoaderI
 
 /// Writes the run's ledger record (`<run>/ledger.json`) as its stage has it, then its HTML report priced from that
 /// record; what cannot be written is logged and never fails the run.
-async fn write_report(ctx: &LoadContext, plan_url: &str, extractor_memory_mb: u32) {
+async fn write_report(ctx: &LoadContext, plan_url: &str, extractor_memory_mb: u32) -> Option<crate::report::Published> {
     let facts = crate::report::ledger::LedgerFacts {
         assumed_memory_mb: extractor_memory_mb,
         warehouse: Some(ctx.warehouse.kind().to_string()),
         ..Default::default()
     };
-    if let Err(e) = crate::report::publish(ctx.stages.as_ref(), plan_url, &facts).await {
-        tracing::warn!(error = %e, "could not read the run's record for its ledger and report");
-    }
+    crate::report::publish(ctx.stages.as_ref(), plan_url, &facts)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "could not read the run's record for its ledger and report"))
+        .ok()
 }
 
 async fn run_sweep(sweep: Option<&SweepContext>) -> Result<Value, LoaderError> {
@@ -233,16 +234,10 @@ pub fn restore_record(state: &Value) -> Option<RestoreRecord> {
 /// (deployed), its events, metrics and lineage.
 async fn finish(ctx: &LoadContext, state: &Value, extras: &LoaderExtras<'_>) -> Result<Value, LoadError> {
     let plan_url = text_at(state, "/plan/plan_url").or_else(|| text_at(state, "/cleanup/plan_url"));
-    let out = record_end(ctx, state, plan_url.as_deref(), extras.extractor_memory_mb).await?;
-    if let (Some(url), Some(a)) = (&plan_url, extras.announce.filter(|a| a.at_finish)) {
-        let facts = crate::report::ledger::LedgerFacts {
-            assumed_memory_mb: extras.extractor_memory_mb,
-            warehouse: Some(ctx.warehouse.kind().to_string()),
-            ..Default::default()
-        };
-        let told = a
-            .run_ended(ctx.stages.as_ref(), url, &facts, Some(ctx.warehouse.as_ref()))
-            .await;
+    let (out, published) = record_end(ctx, state, plan_url.as_deref(), extras.extractor_memory_mb).await?;
+    // Told from the record and bill the report was drawn from: the stage is not read again.
+    if let (Some(p), Some(a)) = (published, extras.announce.filter(|a| a.at_finish)) {
+        let told = a.run_ended(&p.record, &p.bill, Some(ctx.warehouse.as_ref())).await;
         for e in &told.errors {
             tracing::warn!(error = %e, "the run's end not told everywhere");
         }
@@ -251,30 +246,32 @@ async fn finish(ctx: &LoadContext, state: &Value, extras: &LoaderExtras<'_>) -> 
 }
 
 /// Writes `<run>/restore.json` for a run that restored a snapshot, and then the run's report again (it now holds the
-/// restore's times and cost); for a live run, the report.
+/// restore's times and cost); for a live run, the report. Returns what was published.
 async fn record_end(
     ctx: &LoadContext,
     state: &Value,
     plan_url: Option<&str>,
     extractor_memory_mb: u32,
-) -> Result<Value, LoadError> {
+) -> Result<(Value, Option<crate::report::Published>), LoadError> {
     let Some(record) = restore_record(state) else {
-        if let Some(plan_url) = plan_url {
-            write_report(ctx, plan_url, extractor_memory_mb).await;
-        }
-        return Ok(serde_json::json!({"restore": null}));
+        let published = match plan_url {
+            Some(u) => write_report(ctx, u, extractor_memory_mb).await,
+            None => None,
+        };
+        return Ok((serde_json::json!({"restore": null}), published));
     };
     let (Some(stage), Some(run)) = (text_at(state, "/trigger/stage"), text_at(state, "/trigger/run_id")) else {
-        return Ok(serde_json::json!({"restore": record}));
+        return Ok((serde_json::json!({"restore": record}), None));
     };
     let stage = ctx.stages.open(&stage).await?;
     let body = serde_json::to_vec_pretty(&record).unwrap_or_default();
     let put = crate::stage::put(stage.as_ref(), &layout::restore_key(&run), bytes::Bytes::from(body)).await?;
     tracing::info!(url = %put.url, instance = %record.instance, "restore recorded");
-    if let Some(plan_url) = plan_url {
-        write_report(ctx, plan_url, extractor_memory_mb).await;
-    }
-    Ok(serde_json::json!({"restore": record, "url": put.url}))
+    let published = match plan_url {
+        Some(u) => write_report(ctx, u, extractor_memory_mb).await,
+        None => None,
+    };
+    Ok((serde_json::json!({"restore": record, "url": put.url}), published))
 }
 
 fn text_at(v: &Value, pointer: &str) -> Option<String> {

@@ -7,7 +7,7 @@ use super::record::{self, RunRecord};
 use crate::contract::layout::ledger_key;
 use crate::contract::ledger::*;
 use crate::contract::model::{StagedFile, TableRef};
-use crate::stage::{puts_of, run, StageError, StageOpener};
+use crate::stage::{puts_of, StageError, StageOpener};
 
 /// What the caller knows beyond the stage.
 #[derive(Debug, Clone, Default)]
@@ -28,12 +28,10 @@ pub async fn build(stages: &dyn StageOpener, plan_url: &str, facts: &LedgerFacts
     Ok(of(&r, facts))
 }
 
-/// Builds and writes the ledger record; returns its URL.
-pub async fn write(stages: &dyn StageOpener, plan_url: &str, facts: &LedgerFacts) -> Result<String, StageError> {
-    let ledger = build(stages, plan_url, facts).await?;
-    let stage = run::stage_of(stages, plan_url).await?;
-    let body = serde_json::to_vec_pretty(&ledger).unwrap_or_default();
-    let put = crate::stage::put(stage.as_ref(), &ledger_key(&ledger.run_id), Bytes::from(body)).await?;
+/// Writes a ledger record to its run's place on `stage`; returns its URL.
+pub async fn put(stage: &dyn crate::stage::Stage, ledger: &Ledger) -> Result<String, StageError> {
+    let body = serde_json::to_vec_pretty(ledger).unwrap_or_default();
+    let put = crate::stage::put(stage, &ledger_key(&ledger.run_id), Bytes::from(body)).await?;
     tracing::info!(url = %put.url, run = %ledger.run_id, "ledger record written");
     Ok(put.url)
 }

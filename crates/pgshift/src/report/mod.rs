@@ -540,29 +540,40 @@ fn assuming(memory_mb: u32) -> ledger::LedgerFacts {
     }
 }
 
+/// A run's end as [`publish`] wrote it: its report, and the record and bill it was drawn from (what the run's end is
+/// told from, with no second read of the stage).
+pub struct Published {
+    pub report: RunReport,
+    pub record: record::RunRecord,
+    pub bill: cost::RunCost,
+}
+
 /// Writes the run's ledger record (`<run>/ledger.json`, from the stage and `facts`) and then its HTML report
-/// (`<run>/report.html`), priced from that same record; returns the report. What the loader does when a run ends, and
-/// what a local run does again with what it counted. A record or a report that cannot be written is logged and the
-/// report still returned (it never fails a run); only a run whose record cannot be read is an error.
+/// (`<run>/report.html`), priced from that same record; the run's record is read once. What the loader does when a
+/// run ends, and what a local run does again with what it counted. A record or a report that cannot be written is
+/// logged and the rest still done (it never fails a run); only a run whose record cannot be read is an error.
 pub async fn publish(
     stages: &dyn crate::stage::StageOpener,
     plan_url: &str,
     facts: &ledger::LedgerFacts,
-) -> Result<RunReport, StageError> {
-    if let Err(e) = ledger::write(stages, plan_url, facts).await {
+) -> Result<Published, StageError> {
+    let rec = record::read(stages, plan_url).await?;
+    let l = ledger::of(&rec, facts);
+    let stage = run::stage_of(stages, plan_url).await?;
+    if let Err(e) = ledger::put(stage.as_ref(), &l).await {
         tracing::warn!(error = %e, "could not write the run's ledger record");
     }
-    let (rec, bill) = read_run(stages, plan_url, facts).await?;
+    let bill = cost::run_cost(&l, &PriceTable::default());
     let html = Bytes::from(html::render(&rec, &bill));
-    let written = async {
-        let stage = run::stage_of(stages, plan_url).await?;
-        crate::stage::put(stage.as_ref(), &report_key(&rec.plan.run_id), html).await
-    };
-    match written.await {
+    match crate::stage::put(stage.as_ref(), &report_key(&rec.plan.run_id), html).await {
         Ok(put) => tracing::info!(url = %put.url, "run report written"),
         Err(e) => tracing::warn!(error = %e, "could not write the run report"),
     }
-    Ok(RunReport::of(&rec, bill))
+    Ok(Published {
+        report: RunReport::of(&rec, bill.clone()),
+        record: rec,
+        bill,
+    })
 }
 
 /// The run's HTML report, and its run id.

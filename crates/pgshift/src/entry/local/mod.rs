@@ -278,16 +278,16 @@ impl Ending {
         };
         // A run that failed before its plan is recorded by the plan URL its Cleanup named.
         let url = snap.plan_url.or(snap.cleanup.and_then(|c| c.plan_url))?;
-        let report = crate::report::publish(self.stages.as_ref(), &url, &facts)
+        let published = crate::report::publish(self.stages.as_ref(), &url, &facts)
             .await
             .map_err(|e| tracing::warn!(error = %e, "could not read the run's record back"))
             .ok()?;
         // The run's end told from the same record and bill, the transitions counted.
-        let told = self.announce.run_ended(self.stages.as_ref(), &url, &facts, None).await;
+        let told = self.announce.run_ended(&published.record, &published.bill, None).await;
         for e in &told.errors {
             tracing::warn!(error = %e, "the run's end not told everywhere");
         }
-        Some(report)
+        Some(published.report)
     }
 
     async fn end(self, output: Result<Value, Failure>, transitions: u64) -> RunOutcome {

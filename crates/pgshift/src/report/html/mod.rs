@@ -78,7 +78,7 @@ fn header(o: &mut String, r: &RunRecord, bill: &RunCost) {
         ("wall time", format!("{:.1} s", end - start), "wall"),
         ("tables", r.plan.tables.len().to_string(), "tables"),
         ("parts", r.plan.tasks.len().to_string(), "parts"),
-        ("rows", group(rows), "rows"),
+        ("rows", super::thousands(rows), "rows"),
         ("read from source", mb(read), "read"),
         ("Parquet", mb(parquet), "parquet"),
         ("cost", format!("${:.6}", bill.total), "cost"),
@@ -141,7 +141,7 @@ fn tables(o: &mut String, r: &RunRecord) {
             esc(&t.table.to_string()),
             parts.len(),
             t.parts.len(),
-            group(rows),
+            super::thousands(rows),
             t.strategy.kind(),
             esc(&t.reason)
         );
@@ -151,7 +151,7 @@ fn tables(o: &mut String, r: &RunRecord) {
                 .iter()
                 .map(|p| p.files.iter().map(|f| f.bytes).sum::<u64>() as f64)
                 .collect();
-            part_bars(o, "rows per part", &rows_of, &|v| group(v as u64));
+            part_bars(o, "rows per part", &rows_of, &|v| super::thousands(v as u64));
             part_bars(o, "Parquet bytes per part", &bytes_of, &|v| mb(v as u64));
         }
         slowest(o, &parts);
@@ -200,7 +200,7 @@ fn slowest(o: &mut String, parts: &[&ExtractResult]) {
             o,
             "<tr><td>range {}</td><td>{}</td><td>{:.2}</td><td>{:.1}</td><td>{}</td></tr>",
             p.range_index,
-            group(p.rows),
+            super::thousands(p.rows),
             p.seconds,
             p.source_bytes as f64 / 1e6 / p.seconds.max(1e-9),
             p.attempt
@@ -301,8 +301,8 @@ fn load(o: &mut String, r: &RunRecord) {
             None => "–".into(),
         };
         let committed = match t.committed_rows.filter(|_| t.status.is_committed()) {
-            Some(n) if n == t.rows => format!("{} ✓", group(n)),
-            Some(n) => format!("{} ✗", group(n)),
+            Some(n) if n == t.rows => format!("{} ✓", super::thousands(n)),
+            Some(n) => format!("{} ✗", super::thousands(n)),
             None => "–".into(),
         };
         let _ = write!(
@@ -310,7 +310,7 @@ fn load(o: &mut String, r: &RunRecord) {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{committed}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&t.table.to_string()),
             status_cell(r, t),
-            group(t.rows),
+            super::thousands(t.rows),
             secs(StepKind::Setup),
             secs(StepKind::Copy),
             secs(StepKind::Reconcile),
@@ -438,19 +438,6 @@ fn mb(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1e6)
 }
 
-/// 1234567 → "1,234,567".
-pub(super) fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 const HEAD: &str = r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
@@ -528,12 +515,9 @@ mod tests {
     }
 
     #[test]
-    fn text_is_escaped_and_numbers_are_grouped() {
+    fn text_is_escaped_and_seconds_labelled() {
+        // Counts are grouped by `report::thousands`, tested beside it.
         assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
-        assert_eq!(group(0), "0");
-        assert_eq!(group(999), "999");
-        assert_eq!(group(1_000), "1,000");
-        assert_eq!(group(1_234_567), "1,234,567");
         assert_eq!(seconds_label(2.0), "2s");
         assert_eq!(seconds_label(0.5), "0.5s");
         assert_eq!(seconds_label(150.0), "2m30s");

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{esc, group, short, LABEL, LANE, WIDTH};
+use super::{esc, short, LABEL, LANE, WIDTH};
 use crate::contract::load::{StepKind, TableLoad};
 use crate::contract::model::TableRef;
 use crate::report::record::RunRecord;
@@ -115,7 +115,7 @@ pub(super) fn timeline(o: &mut String, r: &RunRecord, bars: &[Bar<'_>]) {
         };
         let what = match b.error {
             Some(e) => format!("failed: {e}"),
-            None => format!("{} rows", group(b.rows)),
+            None => format!("{} rows", crate::report::thousands(b.rows)),
         };
         let _ = write!(
             o,
