@@ -9,13 +9,14 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use pgshift::contract::load::{Atomicity, LoadMode, LoadOptions, LoadRequest, SchemaEvolution};
 use pgshift::contract::model::TableRef;
+use pgshift::contract::plan::{PlanRequest, TableOverride};
 use pgshift::warehouse::dryrun::DryRunWarehouse;
 use pgshift::warehouse::WarehouseColumn;
 use pgshift::UrlStages;
 use pgshift_tests::{list_files, stage_dir};
 
 use super::db;
-use super::load::{plan_and_extract, plan_url};
+use super::load::{plan_and_extract, plan_and_extract_request, plan_url};
 
 const SOURCE: &str = r#"
 CREATE SCHEMA sales;
@@ -30,6 +31,13 @@ CREATE TABLE sales.empty (id int4 PRIMARY KEY, v text);
 ANALYZE;"#;
 
 const WAREHOUSE: &str = "redshift://analytics/dw?db_user=loader&iam_role=arn:aws:iam::123456789012:role/pgshift-copy";
+
+/// Statements that end so, which sqlglot does not take, and why the AWS docs win.
+const ALLOWED_ENDINGS: &[(&str, &str)] = &[(
+    ") ENCODE AUTO",
+    "CREATE TABLE's table attribute `[ ENCODE AUTO ]` (https://docs.aws.amazon.com/redshift/latest/dg/r_CREATE_TABLE_NEW.html), \
+     which keeps the encodings set per column and lets Redshift choose the others; sqlglot models column ENCODE only",
+)];
 
 /// The statements sqlglot does not take, and why the AWS docs win.
 const ALLOWED: &[(&str, &str)] = &[(
@@ -138,6 +146,19 @@ fn cases() -> Vec<Case> {
             assumed: vec![],
         },
         Case {
+            // A target made by an earlier run whose longest note was shorter: widened first, whatever the policy.
+            name: "longer text",
+            options: with(LoadMode::Append, Atomicity::Table, |_| {}),
+            assumed: vec![(TableRef::new("sales", "orders"), {
+                let mut t = orders.clone();
+                t.push(WarehouseColumn {
+                    char_length: Some(2),
+                    ..col("note", "character varying")
+                });
+                t
+            })],
+        },
+        Case {
             name: "schema evolution",
             options: with(LoadMode::Append, Atomicity::Table, |o| {
                 o.schema_evolution = SchemaEvolution::AddAndWiden
@@ -164,7 +185,7 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
             options: c.options.clone(),
             ..LoadRequest::default()
         };
-        let txs = pgshift::load::dry_run(Arc::new(UrlStages::default()), wh, req)
+        let txs = pgshift::load::dry_run(Arc::new(UrlStages::default()), wh.clone(), req)
             .await
             .with_context(|| c.name)?;
         let flat: Vec<&String> = txs.iter().flat_map(|t| &t.statements).collect();
@@ -184,8 +205,25 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
         );
         assert!(has(r#"LOCK "pgshift"."load_log", "pgshift"."staging""#), "{name}");
         assert!(has(r#"INSERT INTO "pgshift"."load_log""#), "{name}");
+        // Once each table committed, its statistics are asked for, outside the load transaction.
+        assert!(
+            txs.iter()
+                .any(|t| t.statements == [r#"ANALYZE "sales"."orders" PREDICATE COLUMNS"#]),
+            "{name}: {txs:#?}"
+        );
+        // Unbounded text is sized from the data: `note`'s longest value is 5 bytes.
+        assert!(has(r#""note" VARCHAR(256)"#), "{name}: {flat:#?}");
         match name {
-            "replace" | "atomic run" | "json as super" => assert!(has(r#"DELETE FROM "sales"."orders""#), "{name}"),
+            "replace" | "atomic run" => {
+                // Replace by rename: nothing depends on the (new) target, so the staging table becomes it.
+                assert!(
+                    has(r#"ALTER TABLE "sales"."orders__pgshift_"#) && has(r#"RENAME TO "orders""#),
+                    "{name}: {flat:#?}"
+                );
+                assert!(has(r#"DROP TABLE "sales"."orders""#), "{name}");
+                assert!(!has(r#"DELETE FROM "sales"."orders""#), "{name}: {flat:#?}");
+            }
+            "json as super" => assert!(has(r#"DELETE FROM "sales"."docs""#), "{name}: {flat:#?}"),
             "merge" => {
                 assert!(
                     has(r#"MERGE INTO "sales"."orders" USING "sales"."orders__pgshift_"#),
@@ -216,6 +254,11 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
         if name == "json as super" {
             assert!(has("JSON_PARSE(\"body\")") && has("SUPER"), "{name}: {flat:#?}");
         }
+        if name == "longer text" {
+            let widen = r#"ALTER TABLE "sales"."orders" ALTER COLUMN "note" TYPE VARCHAR(256)"#;
+            // Alone in its transaction: Redshift alters a column's type outside a transaction block only.
+            assert!(txs.iter().any(|t| t.statements == [widen]), "{name}: {txs:#?}");
+        }
         if name == "schema evolution" {
             assert!(
                 has(r#"ALTER TABLE "sales"."orders" ADD COLUMN "note""#),
@@ -223,8 +266,18 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
             );
         }
         all.extend(flat.into_iter().cloned());
+        // The catalog reads too: Redshift SQL no local server runs (the rename's facts among them).
+        let reads = wh.reads();
+        if matches!(name, "replace" | "atomic run") {
+            assert!(
+                reads.iter().any(|r| r.contains("svv_relation_privileges")),
+                "{name}: {reads:#?}"
+            );
+        }
+        all.extend(reads);
     }
     assert_eq!(list_files(&dir), before, "a dry run writes nothing to the stage");
+    all.extend(designed(&source, &stage).await?);
     merge_runs_on_postgres(&source, &merged).await?;
 
     // The second opinion: every distinct statement parsed with sqlglot's Redshift dialect.
@@ -233,7 +286,8 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
     let verdicts = sqlglot(&all)?;
     let mut wrong = Vec::new();
     for (s, v) in all.iter().zip(&verdicts) {
-        let allowed = ALLOWED.iter().any(|(prefix, _)| s.starts_with(prefix));
+        let allowed = ALLOWED.iter().any(|(prefix, _)| s.starts_with(prefix))
+            || ALLOWED_ENDINGS.iter().any(|(end, _)| s.ends_with(end));
         let parsed = !v.starts_with("ERROR") && v != "Command";
         if !parsed && !allowed {
             wrong.push(format!("{v}: {s}"));
@@ -250,6 +304,51 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
         wrong.join("\n")
     );
     Ok(())
+}
+
+/// A table design set per table (as `pgshift.toml`'s `[table."sales.orders"]` sets it): the target and its staging
+/// table are created with it, a misspelt column fails the plan by name, and its statements are returned for sqlglot.
+async fn designed(source: &str, stage: &str) -> Result<Vec<String>> {
+    let over: TableOverride = toml::from_str(
+        "distkey = \"id\"\nsortkey = [\"placed\", \"id\"]\nencode = { note = \"zstd\", amount = \"AZ64\" }",
+    )?;
+    let req = |over: TableOverride| PlanRequest {
+        tables: vec!["sales.orders".into()],
+        overrides: [("sales.orders".to_string(), over)].into(),
+        stage: stage.to_string(),
+        ..PlanRequest::default()
+    };
+    let plan = plan_and_extract_request(source, req(over.clone()), Arc::new(UrlStages::default())).await?;
+    let wh = Arc::new(DryRunWarehouse::of(WAREHOUSE, &[])?);
+    let load = LoadRequest {
+        plan_url: plan_url(&plan),
+        ..LoadRequest::default()
+    };
+    let txs = pgshift::load::dry_run(Arc::new(UrlStages::default()), wh, load).await?;
+    let flat: Vec<String> = txs.into_iter().flat_map(|t| t.statements).collect();
+    let creates: Vec<&String> = flat.iter().filter(|s| s.starts_with("CREATE TABLE")).collect();
+    for table in [r#""sales"."orders" ("#, r#""sales"."orders__pgshift_"#] {
+        let create = creates
+            .iter()
+            .find(|s| s.contains(table))
+            .with_context(|| format!("{table}: {creates:#?}"))?;
+        for says in [
+            r#""amount" DECIMAL(12,2) ENCODE AZ64 NOT NULL"#,
+            r#""note" VARCHAR(256) ENCODE ZSTD"#,
+            r#") DISTSTYLE KEY DISTKEY ("id") SORTKEY ("placed", "id")"#,
+        ] {
+            assert!(create.contains(says), "{says} in {create}");
+        }
+    }
+    let bad: TableOverride = toml::from_str("sortkey = [\"placd\"]")?;
+    let err = plan_and_extract_request(source, req(bad), Arc::new(UrlStages::default()))
+        .await
+        .expect_err("a misspelt sortkey column fails the plan");
+    assert!(
+        format!("{err:#}").contains(r#"[table."sales.orders"]: sortkey column "placd" is not a column"#),
+        "{err:#}"
+    );
+    Ok(flat)
 }
 
 /// Redshift's `MERGE` and its guard are PostgreSQL's too (15+): run as the dry run printed them against a target with

@@ -71,10 +71,6 @@ pub(crate) async fn plan_and_extract(
     stage: &str,
     stages: Arc<UrlStages>,
 ) -> Result<Plan> {
-    let pctx = PlanContext {
-        source: Arc::new(PgConnector::new(source)?),
-        stages: stages.clone(),
-    };
     let req = PlanRequest {
         tables: tables.iter().map(|t| t.to_string()).collect(),
         settings: PlanSettings {
@@ -83,6 +79,15 @@ pub(crate) async fn plan_and_extract(
         },
         stage: stage.to_string(),
         ..PlanRequest::default()
+    };
+    plan_and_extract_request(source, req, stages).await
+}
+
+/// Plans `req` and runs every extraction task.
+pub(crate) async fn plan_and_extract_request(source: &str, req: PlanRequest, stages: Arc<UrlStages>) -> Result<Plan> {
+    let pctx = PlanContext {
+        source: Arc::new(PgConnector::new(source)?),
+        stages: stages.clone(),
     };
     let (plan, _) = pgshift::plan::handle(&pctx, req).await?;
     let ectx = pgshift::ExtractContext {

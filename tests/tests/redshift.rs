@@ -262,6 +262,21 @@ async fn a_statement_past_its_deadline_is_cancelled() -> Result<()> {
     Ok(())
 }
 
+/// The slices a provisioned cluster has, from STV_SLICES; Serverless has none to ask (no STV tables), and asks nothing.
+#[tokio::test]
+async fn a_clusters_slices_are_read_from_stv_slices_and_serverless_asks_nothing() -> Result<()> {
+    let api = DataApi::new();
+    api.answer(|s| s.contains("stv_slices"), vec![vec![Field::LongValue(8)]]);
+    let wh = warehouse(&api);
+    assert_eq!(wh.slices().await?, Some((8, "stv_slices".to_string())));
+    let serverless = RedshiftTarget::parse("redshift-serverless://etl/dev?iam_role=r&secret_arn=s")?;
+    let api = DataApi::new();
+    let wh = RedshiftWarehouse::new(api.client(), serverless, fast());
+    assert_eq!(wh.slices().await?, None);
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+    Ok(())
+}
+
 #[tokio::test]
 async fn serverless_workgroups_and_urls() -> Result<()> {
     let t = RedshiftTarget::parse(

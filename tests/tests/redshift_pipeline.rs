@@ -229,6 +229,19 @@ impl Run {
         out
     }
 
+    /// The two catalog reads that decide a replace by rename (the fake's empty answers: nothing blocks it, the
+    /// loading user owns the target, no grant to carry).
+    fn rename_reads(&self, table: &str) -> Result<Vec<Vec<String>>> {
+        let t = &self.table(table).table;
+        let reads = pgshift::warehouse::rename_redshift::reads(t, &self.staging(t), None)?;
+        Ok(reads.into_iter().map(|r| vec![r]).collect())
+    }
+
+    /// The statistics asked for once `table` committed, on their own.
+    fn analyze(&self, table: &str) -> Vec<String> {
+        vec![format!("ANALYZE {} PREDICATE COLUMNS", q(&self.table(table).table))]
+    }
+
     /// COPY (from the table's manifest) and reconcile of `table`, whose parts hold `rows`.
     fn copy_and_reconcile(&self, table: &str, rows: u64) -> Result<Vec<String>> {
         let t = self.table(table);
@@ -270,7 +283,16 @@ impl Run {
                 t.table.name
             ),
         ];
+        let rename = mode == LoadMode::Replace && select.is_none();
+        if rename {
+            // Replace by rename: the old target dropped, the staging table (COPYed and reconciled) renamed to it.
+            out.extend([
+                format!("DROP TABLE {target}"),
+                format!("ALTER TABLE {staging} RENAME TO \"{}\"", t.table.name),
+            ]);
+        }
         match mode {
+            LoadMode::Replace if rename => {}
             LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
             LoadMode::Append => {}
             LoadMode::Merge => {
@@ -304,7 +326,7 @@ impl Run {
             LoadMode::Append => "append",
             LoadMode::Merge => "merge",
         };
-        if mode != LoadMode::Merge {
+        if mode != LoadMode::Merge && !rename {
             out.push(format!(
                 "INSERT INTO {target} ({columns}) SELECT {} FROM {staging}",
                 select.unwrap_or(&columns)
@@ -324,6 +346,10 @@ impl Run {
             format!("DROP TABLE {staging}"),
             Self::unregister(&self.staging(&t.table)),
         ]);
+        if rename {
+            // The staging table is the target now: nothing to drop.
+            out.retain(|s| *s != format!("DROP TABLE {staging}"));
+        }
         out
     }
 
@@ -335,8 +361,9 @@ impl Run {
     }
 }
 
+/// `note` sized from the data: its longest value, with headroom, at least 256 bytes.
 const ORDERS_COLUMNS: &str =
-    "\"id\" BIGINT NOT NULL, \"amount\" DECIMAL(12,2) NOT NULL, \"note\" VARCHAR(65535), \"placed\" TIMESTAMPTZ NOT NULL";
+    "\"id\" BIGINT NOT NULL, \"amount\" DECIMAL(12,2) NOT NULL, \"note\" VARCHAR(256), \"placed\" TIMESTAMPTZ NOT NULL";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()> {
@@ -350,7 +377,9 @@ async fn the_state_machine_waits_on_a_redshift_load_and_checks_it() -> Result<()
     // Every statement of the run, in order. COPY, reconcile and swap are one batch: one transaction. The target is
     // locked after the COPY, before the swap, so a second run loading it waits instead of doubling it.
     let mut expected = run.before_load("sales.orders", ORDERS_COLUMNS, ORDERS_COLUMNS);
+    expected.extend(run.rename_reads("sales.orders")?);
     expected.push(run.load("sales.orders", LoadMode::Replace, 20_000, None)?);
+    expected.push(run.analyze("sales.orders"));
     let sent: Vec<Vec<String>> = api.submitted().into_iter().map(|s| s.sqls).collect();
     assert_eq!(sent, expected);
     assert!(api.submitted().iter().all(|s| s.target == cluster_target()));
@@ -480,12 +509,12 @@ async fn an_empty_table_loads_without_a_copy_and_still_empties_its_target() -> R
     let run = Run::read(&stage, &out)?;
     let (_, load) = the_load(&api);
     assert_eq!(load, run.load("sales.gone", LoadMode::Replace, 0, None)?);
-    assert_eq!(load[4], "DELETE FROM \"sales\".\"gone\"");
+    assert_eq!(load[4], "DROP TABLE \"sales\".\"gone\"");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn long_bytea_loads_into_varbyte_and_text_gets_varchars_maximum() -> Result<()> {
+async fn long_bytea_loads_into_varbyte_and_text_is_sized_from_the_data() -> Result<()> {
     // A 100 kB bytea: more than VARCHAR's 65,535, well within VARBYTE's 1,024,000.
     let source = super::db(
         "rsbytea",
@@ -498,8 +527,9 @@ async fn long_bytea_loads_into_varbyte_and_text_gets_varchars_maximum() -> Resul
     let (out, stage) = run_redshift(&source, &["sales.blobs"], &api, "rsbytea", |_| {}).await?;
     out.output.as_ref().map_err(|f| anyhow!("{f}"))?;
     let run = Run::read(&stage, &out)?;
-    // The first run's values are one byte long; the columns are sized for any later run's.
-    let columns = "\"id\" BIGINT NOT NULL, \"body\" VARBYTE(16777216), \"note\" VARCHAR(65535)";
+    // bytea gets VARBYTE's maximum (only a VARCHAR can be widened later); the text's values are one byte long, and
+    // it gets the narrowest width pgshift gives (a later run's longer values widen it first).
+    let columns = "\"id\" BIGINT NOT NULL, \"body\" VARBYTE(16777216), \"note\" VARCHAR(256)";
     let setups: Vec<Vec<String>> = api
         .batches()
         .into_iter()
@@ -634,12 +664,13 @@ async fn json_as_super_copies_text_into_varchar_staging_and_parses_it_in_the_swa
     let run = Run::read(&stage, &out)?;
     // The target's JSON columns are SUPER; staging holds the same columns as VARCHAR text.
     let target = "\"id\" BIGINT NOT NULL, \"doc\" SUPER NOT NULL, \"raw\" SUPER";
-    let staging = "\"id\" BIGINT NOT NULL, \"doc\" VARCHAR(65535) NOT NULL, \"raw\" VARCHAR(65535)";
+    let staging = "\"id\" BIGINT NOT NULL, \"doc\" VARCHAR(256) NOT NULL, \"raw\" VARCHAR(256)";
     let mut expected = run.before_load("j.docs", target, staging);
     // No SERIALIZETOJSON in the COPY; a string inserted into SUPER stays a string, so the swap parses each document
     // (replaced by rows, not renamed).
     let select = "\"id\", JSON_PARSE(\"doc\"), JSON_PARSE(\"raw\")";
     expected.push(run.load("j.docs", LoadMode::Replace, 50, Some(select))?);
+    expected.push(run.analyze("j.docs"));
     let sent: Vec<Vec<String>> = api.submitted().into_iter().map(|s| s.sqls).collect();
     assert_eq!(sent, expected);
     Ok(())

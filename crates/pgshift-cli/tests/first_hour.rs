@@ -355,6 +355,12 @@ fn the_summary_fits_a_screen_and_the_commands_it_prints_paste() -> anyhow::Resul
         "{said}"
     );
     assert!(!said.contains(" bytes"), "sizes in kB/MB: {said}");
+    // The design each Redshift target gets, and the slices the parts were rounded to (none asked: 1).
+    assert!(said.contains("redshift design: diststyle auto, "), "{said}");
+    assert!(
+        said.contains("note: slices: 1 (the warehouse's count was not asked"),
+        "{said}"
+    );
     Ok(())
 }
 

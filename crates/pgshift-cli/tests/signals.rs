@@ -216,13 +216,20 @@ fn a_run_stopped_mid_copy_resumes_at_once_from_an_empty_staging_table() -> anyho
     })?;
     let root = std::env::temp_dir().join(format!("pgshift-midcopy-{}", std::process::id()));
     for how in ["KILL", "INT"] {
-        let wh = rt.block_on(cluster().create_db("midcopywh"))?;
+        let wh = rt.block_on(async {
+            let wh = cluster().create_db("midcopywh").await?;
+            connect(&wh).await?.batch_execute(STALL_ONE_STREAM).await?;
+            anyhow::Ok(wh)
+        })?;
         let stage = root.join(format!("stage-{how}"));
         std::fs::create_dir_all(&stage)?;
         let run_id = format!("midcopy-{}", how.to_lowercase());
         let first = start(&src, &wh, &stage, &run_id)?;
         let staged = rt.block_on(committed_share(&wh))?;
         signal(&first, how)?;
+        // The stalled stream's backend sleeps on, holding its lock; its client is gone, so it is ended as a server
+        // whose client vanished mid-COPY would end it.
+        rt.block_on(end_the_stall(&wh))?;
         let _ = first.wait_with_output()?;
         assert!(
             staged > 0 && staged < 1_000_000,
@@ -260,6 +267,56 @@ fn a_run_stopped_mid_copy_resumes_at_once_from_an_empty_staging_table() -> anyho
     }
     let _ = std::fs::remove_dir_all(root);
     Ok(())
+}
+
+/// Makes the load's COPY deterministic to stop midway: the first row with id 999999 that any staging table of
+/// `sales.orders` receives stalls its COPY stream (once: a sequence, not rolled back, counts it), so that the other
+/// streams commit their shares while that one never does until [`end_the_stall`].
+const STALL_ONE_STREAM: &str = r#"
+CREATE SEQUENCE public.stalls;
+CREATE FUNCTION public.stall() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF pg_catalog.nextval('public.stalls') = 1 THEN PERFORM pg_catalog.pg_sleep(300); END IF;
+  RETURN NEW;
+END $$;
+CREATE FUNCTION public.stall_staging() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT c.oid FROM pg_catalog.pg_event_trigger_ddl_commands() d JOIN pg_catalog.pg_class c ON c.oid = d.objid
+           WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND c.relkind = 'r'
+             AND c.relname LIKE 'orders\_\_pgshift%' LOOP
+    EXECUTE pg_catalog.format('CREATE TRIGGER stall BEFORE INSERT ON %s FOR EACH ROW WHEN (NEW.id = 999999) '
+                              'EXECUTE FUNCTION public.stall()', r.oid::pg_catalog.regclass);
+  END LOOP;
+END $$;
+CREATE EVENT TRIGGER stall_staging ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS')
+  EXECUTE FUNCTION public.stall_staging();"#;
+
+/// Ends the stall of [`STALL_ONE_STREAM`]: no stream stalls from now on (one that had not reached the stalling row
+/// yet, its data still buffered, nor the resumed run's), the backend that sleeps is ended, and this waits until no
+/// COPY of the stopped run is left on the warehouse.
+async fn end_the_stall(wh: &str) -> anyhow::Result<()> {
+    let c = connect(wh).await?;
+    c.batch_execute("SELECT pg_catalog.setval('public.stalls', 1)").await?;
+    let t0 = Instant::now();
+    loop {
+        let left = c
+            .query_one(
+                "SELECT count(CASE WHEN wait_event = 'PgSleep' THEN pg_catalog.pg_terminate_backend(pid) END), \
+                 count(*) FROM pg_catalog.pg_stat_activity \
+                 WHERE datname = pg_catalog.current_database() AND query LIKE 'COPY %' AND state = 'active'",
+                &[],
+            )
+            .await?;
+        if left.get::<_, i64>(1) == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "a COPY of the stopped run lives on"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until a COPY stream's share is committed in a staging table of `sales.orders`: its row count.

@@ -139,7 +139,8 @@ pub(crate) struct PlanFlags {
     /// Source MiB per part, 1 or more (default 512).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Planning")]
     pub(crate) target_part_mib: Option<u64>,
-    /// Redshift slices, 1 or more (part counts above it are rounded to a multiple; default 1).
+    /// Redshift slices, 1 or more (part counts above it are rounded to a multiple; default: the cluster's own count,
+    /// read from stv_slices by `run`, else 1).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Planning")]
     pub(crate) slices: Option<u32>,
     /// The most parts a table is split into, 1 or more (default 256).

@@ -112,6 +112,7 @@ fn explain(t: &TablePlan, actual: Option<&[u64]>) {
         pgshift::report::thousands(t.parts.first().map_or(0, |p| p.rows)),
         pgshift::contract::plan::human_bytes(t.parts.first().map_or(0, |p| p.bytes)),
     );
+    out!("  redshift design: {}", t.design.describe(&t.key));
     for n in &t.notes {
         out!("  note: {n}");
     }

@@ -194,6 +194,14 @@ async fn local_run(args: &RunArgs, resolved: Resolved) -> Result<LocalRun> {
         .map_err(|e| usage(format!("--warehouse: {e}")))?;
     // What the planner checks the run against (Redshift: 40 statements a transaction, case-folded names).
     request.warehouse = wh.dialect().limits();
+    if request.settings.slices == 0 {
+        // Not set: the warehouse's own count, where it says (a provisioned Redshift cluster).
+        match wh.slices().await {
+            Ok(Some((n, from))) => (request.settings.slices, request.settings.slices_from) = (n, Some(from)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "the warehouse's slices not read; parts are not rounded to them"),
+        }
+    }
     let input = run_input(args, &request)?;
     let restore = pgshift::contract::snapshot::RestoreSettings {
         instance_class: args.restore_class.clone(),

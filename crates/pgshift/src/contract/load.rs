@@ -268,6 +268,9 @@ pub struct TableLoad {
     /// only), so they stay even when the load then fails; the report says so.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evolved: Vec<String>,
+    /// `ANALYZE … PREDICATE COLUMNS` was submitted after the table's commit (Redshift).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub analyzed: bool,
 }
 
 /// How a `replace` load changed its target.
@@ -306,6 +309,7 @@ impl TableLoad {
             swap_note: None,
             created_target: false,
             evolved: Vec::new(),
+            analyzed: false,
         }
     }
 
@@ -546,56 +550,7 @@ pub struct LoadProgress {
     pub summary: LoadSummary,
 }
 
-/// What the state machine's cleanup step hands the loader: the whole state at the failure (the plan, a load in
-/// progress and the error, as far as the run got).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CleanupRequest {
-    #[serde(default)]
-    pub state: serde_json::Value,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CleanupResult {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    /// Staging tables dropped.
-    pub dropped: Vec<String>,
-    /// Warehouse statements cancelled.
-    pub cancelled: Vec<String>,
-    /// `<stage>/<run>/status.json`, marking the run failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_url: Option<String>,
-    /// `<stage>/<run>/plan.json`: the run's record is read by it (a run that failed before planning has none, and
-    /// its record is its `status.json`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan_url: Option<String>,
-    /// What could not be cleaned (cleanup never fails on them: the run has failed already).
-    pub notes: Vec<String>,
-    /// Every table's outcome as the warehouse holds it: the load's record, corrected from the warehouse's load log
-    /// where a commit landed that the record missed (its write after the commit failed, or the run died between).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tables: Vec<TableLoad>,
-}
-
-/// The run the pre-flight checks are for: its stage and run directory.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PreflightRequest {
-    pub plan_url: String,
-}
-
-/// What the pre-flight checks reached.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PreflightResult {
-    /// The warehouse answered and took a write (the pgshift schema).
-    pub warehouse: String,
-    /// The object written to the stage and read back.
-    pub stage_object: String,
-    pub seconds: f64,
-}
-
-pub use super::loader::{FinishRequest, LoaderInput};
+pub use super::loader::{CleanupRequest, CleanupResult, FinishRequest, LoaderInput, PreflightRequest, PreflightResult};
 
 #[cfg(test)]
 mod tests {

@@ -62,3 +62,52 @@ pub struct FinishRequest {
     #[serde(default)]
     pub state: serde_json::Value,
 }
+
+/// What the state machine's cleanup step hands the loader: the whole state at the failure (the plan, a load in
+/// progress and the error, as far as the run got).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupRequest {
+    #[serde(default)]
+    pub state: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanupResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Staging tables dropped.
+    pub dropped: Vec<String>,
+    /// Warehouse statements cancelled.
+    pub cancelled: Vec<String>,
+    /// `<stage>/<run>/status.json`, marking the run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
+    /// `<stage>/<run>/plan.json`: the run's record is read by it (a run that failed before planning has none, and
+    /// its record is its `status.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_url: Option<String>,
+    /// What could not be cleaned (cleanup never fails on them: the run has failed already).
+    pub notes: Vec<String>,
+    /// Every table's outcome as the warehouse holds it: the load's record, corrected from the warehouse's load log
+    /// where a commit landed that the record missed (its write after the commit failed, or the run died between).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableLoad>,
+}
+
+/// The run the pre-flight checks are for: its stage and run directory.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightRequest {
+    pub plan_url: String,
+}
+
+/// What the pre-flight checks reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreflightResult {
+    /// The warehouse answered and took a write (the pgshift schema).
+    pub warehouse: String,
+    /// The object written to the stage and read back.
+    pub stage_object: String,
+    pub seconds: f64,
+}

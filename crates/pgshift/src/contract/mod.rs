@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod code;
+pub mod design;
 pub mod events;
 pub mod layout;
 pub mod ledger;

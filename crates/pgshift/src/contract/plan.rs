@@ -160,6 +160,29 @@ pub struct TableOverride {
     pub policies: Option<TypePolicies>,
     /// A fixed number of parts (still capped by the maxima).
     pub parts: Option<u32>,
+    /// The Redshift target's design (see [`crate::contract::design::TableDesign`]): `auto`, `even`, `all`, `key`.
+    pub diststyle: Option<crate::contract::design::DistStyle>,
+    pub distkey: Option<String>,
+    /// `"auto"` or a compound key's columns in order.
+    pub sortkey: Option<crate::contract::design::SortKey>,
+    /// Column → encoding (`zstd`, `az64`, …).
+    pub encode: BTreeMap<String, String>,
+}
+
+impl TableOverride {
+    /// The target's design these settings give it.
+    pub fn design(&self) -> crate::contract::design::TableDesign {
+        crate::contract::design::TableDesign {
+            diststyle: self.diststyle,
+            distkey: self.distkey.clone(),
+            sortkey: self.sortkey.clone(),
+            encode: self
+                .encode
+                .iter()
+                .map(|(c, e)| (c.clone(), e.to_ascii_lowercase()))
+                .collect(),
+        }
+    }
 }
 
 /// The knobs of the partition count. Defaults: Lambda's 15 minutes with a 2× margin, a conservative extractor
@@ -174,8 +197,12 @@ pub struct PlanSettings {
     pub min_part_bytes: u64,
     pub max_parts_per_table: u32,
     pub max_parts_per_run: u32,
-    /// Redshift slices: with more parts than slices, the part count is rounded up to a multiple of them.
+    /// Redshift slices: with more parts than slices, the part count is rounded up to a multiple of them. 0: the
+    /// warehouse's own count where the run can ask it (`pgshift run` on a provisioned cluster), else 1.
     pub slices: u32,
+    /// Where `slices` came from when the warehouse was asked (`stv_slices`), recorded in the plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices_from: Option<String>,
     /// Extractors running at once (the Map state's MaxConcurrency), to protect the source.
     pub max_concurrency: u32,
     /// Expected extractor throughput in source bytes per second.
@@ -211,7 +238,8 @@ impl Default for PlanSettings {
             min_part_bytes: 64 * 1024 * 1024,
             max_parts_per_table: 256,
             max_parts_per_run: 4096,
-            slices: 1,
+            slices: 0,
+            slices_from: None,
             max_concurrency: 16,
             throughput_bytes_per_sec: 40 * 1000 * 1000,
             part_seconds_budget: 450,
@@ -314,6 +342,9 @@ pub struct TablePlan {
     pub parts: Vec<PartEstimate>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The Redshift target's design as the user set it (unset: the defaults).
+    #[serde(default, skip_serializing_if = "crate::contract::design::TableDesign::is_default")]
+    pub design: crate::contract::design::TableDesign,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

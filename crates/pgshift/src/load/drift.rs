@@ -59,6 +59,8 @@ pub(super) fn compare(
         };
         match fit(t, c, r.observed_bytes) {
             Fit::Same => {}
+            // A VARCHAR sized from an earlier run's data: widened whatever the policy (never truncated, never failed).
+            Fit::Longer => changes.push(Change::Widen(c.name.clone())),
             Fit::Widens if evolve => changes.push(Change::Widen(c.name.clone())),
             Fit::Widens => problems.push(format!(
                 "{table}.{}: the source has {}, the target {}; loading would cast every value into the narrower \
@@ -106,6 +108,8 @@ fn loses_hint(table: &TableRef, t: &WarehouseColumn) -> String {
 
 enum Fit {
     Same,
+    /// The target's VARCHAR is narrower than this run's longest value.
+    Longer,
     Widens,
     Loses,
 }
@@ -162,6 +166,7 @@ fn fit(target: &WarehouseColumn, run: &WarehouseColumn, observed_bytes: Option<u
     if is_text(&target.data_type) && is_text(&run.data_type) {
         // Redshift sizes VARCHAR from the data (bytes): what matters is whether this run's values fit.
         return match (target.char_length, observed_bytes) {
+            (Some(n), Some(seen)) if seen as i64 > n && target.data_type == "character varying" => Fit::Longer,
             (Some(n), Some(seen)) if seen as i64 > n => Fit::Widens,
             _ if target.data_type == "character" && run.data_type != "character" => Fit::Loses,
             _ => Fit::Same,
@@ -272,10 +277,16 @@ mod tests {
             check(vec![num.clone()], vec![num.clone()], SchemaEvolution::Refuse),
             Ok(vec![])
         );
-        // Text: only values longer than the target's width need widening.
+        // Text: only values longer than the target's width need widening, and a VARCHAR is widened whatever the
+        // policy (its width came from an earlier run's data); a CHAR is not (it pads: its width is its meaning).
         let v4 = col("note", "character varying", None, None, Some(4));
         let v64 = col("note", "character varying", None, None, Some(64));
-        assert!(check(vec![v4], vec![v64.clone()], SchemaEvolution::Refuse).is_err());
+        assert_eq!(
+            check(vec![v4], vec![v64.clone()], SchemaEvolution::Refuse),
+            Ok(vec![Change::Widen("note".into())])
+        );
+        let c4 = col("note", "character", None, None, Some(4));
+        assert!(check(vec![c4], vec![v64.clone()], SchemaEvolution::Refuse).is_err());
         assert_eq!(check(vec![v64.clone()], vec![v64], SchemaEvolution::Refuse), Ok(vec![]));
         let ts = col("amount", "timestamp without time zone", None, None, None);
         assert!(check(vec![ts], vec![int], SchemaEvolution::AddAndWiden).is_err());

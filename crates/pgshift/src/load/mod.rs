@@ -8,6 +8,7 @@
 //!
 //! The warehouse is a port ([`Warehouse`](crate::warehouse::Warehouse)); `postgres` streams the Parquet parts into staging with binary COPY.
 
+mod analyze;
 mod cleanup;
 mod context;
 mod drift;

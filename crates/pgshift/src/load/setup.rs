@@ -140,8 +140,15 @@ async fn set_up_table<'a>(
             Some("rows replaced, not renamed: JSON columns are parsed into SUPER".into()),
         );
     } else if c.options.mode == LoadMode::Replace && already < 0 {
-        let (kind, note, facts) = replace_swap(c.wh, &t.table, &staging).await?;
+        let (kind, note, facts) = replace_swap(c.wh, t, &staging).await?;
         (load.swap, load.swap_note, rename) = (Some(kind), note, facts);
+    } else if existed && already < 0 && t.design.sets_keys() && dialect == warehouse::Dialect::Redshift {
+        // Append and merge keep the table: a design of other keys than it has would need a deep copy.
+        if let Some(f) = warehouse::rename_facts(c.wh, &t.table, &staging, true).await? {
+            if f.keys_differ {
+                return Err(design_refused(&t.table, "append and merge keep the existing table"));
+            }
+        }
     }
     if already >= 0 {
         tracing::info!(table = %t.table, rows = already, "already loaded by this plan");
@@ -160,23 +167,41 @@ async fn set_up_table<'a>(
     })
 }
 
-/// How `replace` will swap a table in: by rename where the warehouse can and the target would lose nothing (with
-/// the facts the rename carries over), else by replacing its rows, and why.
+/// How `replace` will swap a table in: by rename where the target would lose nothing (with the facts the rename
+/// carries over), else by replacing its rows, and why. A design the user set that the target does not have yet is
+/// applied by the rename; where a rename is not possible, the load is refused rather than keep the old design.
 async fn replace_swap(
     wh: &dyn Warehouse,
-    target: &TableRef,
+    t: &TablePlan,
     staging: &TableRef,
 ) -> Result<(SwapKind, Option<String>, Option<warehouse::RenameFacts>), LoadError> {
-    Ok(match warehouse::rename_facts(wh, target, staging).await? {
+    let target = &t.table;
+    let keys_set = t.design.sets_keys();
+    Ok(match warehouse::rename_facts(wh, target, staging, keys_set).await? {
         None => (SwapKind::Rows, None, None),
         Some(f) => match f.blocker.clone() {
             None => (SwapKind::Rename, None, Some(f)),
+            Some(why) if keys_set && f.keys_differ => {
+                return Err(design_refused(
+                    target,
+                    &format!("the new table cannot replace it by rename: {why}"),
+                ))
+            }
             Some(why) => {
                 tracing::info!(table = %target, reason = %why, "replace by DELETE + INSERT: a rename would lose something");
                 (SwapKind::Rows, Some(format!("rows replaced, not renamed: {why}")), None)
             }
         },
     })
+}
+
+/// The design set for a table differs from its existing target's, and this load cannot make the table anew.
+fn design_refused(table: &TableRef, why: &str) -> LoadError {
+    LoadError::InvalidRequest(format!(
+        "{table}: the diststyle, distkey or sortkey set for it differ from the existing target's, and {why}; load it \
+         once with --mode replace (the new table gets the design), or recreate the target with the design, or drop \
+         the setting from pgshift.toml"
+    ))
 }
 
 /// An existing target against the run's columns (the staging table made from them): the changes the schema-evolution
@@ -205,7 +230,8 @@ async fn evolve_target(
         .iter()
         .map(|col| drift::RunColumn {
             column: col,
-            observed_bytes: observed_of(&col.name),
+            // Only Redshift sizes VARCHAR from the data (in bytes); PostgreSQL's lengths are characters, declared.
+            observed_bytes: observed_of(&col.name).filter(|_| dialect == warehouse::Dialect::Redshift),
         })
         .collect();
     let changes =
@@ -219,7 +245,7 @@ async fn evolve_target(
         let Some(spec) = spec_of(name) else {
             continue;
         };
-        let bytes = varchar_bytes(spec, observed_of(name).unwrap_or(0)) as u32;
+        let bytes = varchar_bytes(spec, observed_of(name).unwrap_or(0), &t.design) as u32;
         let ty = dialect.column_type(spec, bytes, json_as_super);
         let sql = match change {
             drift::Change::Add(_) => format!("ALTER TABLE {} ADD COLUMN {} {ty}", qualified(&t.table)?, ident(name)?),

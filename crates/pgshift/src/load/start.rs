@@ -189,6 +189,7 @@ async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span
     span.record("rows", summary.rows);
     span.record("bytes", summary.bytes);
     let mut result = result;
+    super::analyze::after_commit(wh, &mut result).await;
     super::parts::delete_after_commit(stage.as_ref(), &mut result, &req.options).await;
     // The record says what the warehouse committed, failed tables included, before any error is reported.
     let recorded = record(stage.as_ref(), &result).await;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::error::LoadError;
 use super::setup::Prepared;
+use crate::contract::design::{TableDesign, NOT_WIDENABLE};
 use crate::contract::load::{LoadMode, LoadOptions};
 use crate::contract::model::{ColumnSpec, TableRef};
 use crate::contract::plan::{Plan, TablePlan};
@@ -14,12 +15,16 @@ use crate::contract::types::{char_length, oid, Mapping};
 use crate::warehouse::{Dialect, RenameFacts};
 
 /// The byte width of a Redshift VARCHAR or VARBYTE column. A declared `varchar(n)`/`char(n)` gets room for n
-/// characters in UTF-8 (4 bytes each); unbounded text gets VARCHAR's maximum (65,535) and bytea VARBYTE's
-/// (1,024,000), never the longest value of the first run: a later run's longer values must fit the target it made,
-/// and a target cannot reliably widen later (Redshift alters only a VARCHAR's size, outside a transaction, and not in
-/// every column: <https://docs.aws.amazon.com/redshift/latest/dg/r_ALTER_TABLE.html>). VARCHAR's declared width costs
-/// no storage (it holds the bytes of each value); it bounds the memory of some query steps.
-pub(crate) fn varchar_bytes(c: &ColumnSpec, observed: u64) -> u64 {
+/// characters in UTF-8 (4 bytes each). Unbounded text is sized from the data: the longest value this run extracted
+/// (bytes; the extractors record it per column per part) with half again as much headroom, rounded up to a power of
+/// two, at least 256 and at most VARCHAR's 65,535. Redshift's own guidance is the smallest possible column size: it
+/// allocates memory for sorts and hashes at the declared width
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/c_best-practices-smallest-column-size.html>); the declared width
+/// costs no storage. A later run with longer values widens the target first (`ALTER COLUMN … TYPE`, outside the
+/// load transaction), which Redshift refuses under some encodings: a column the user encodes so is sized at the
+/// maximum from the start ([`NOT_WIDENABLE`]). bytea gets VARBYTE's maximum (only a VARCHAR can be altered:
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_ALTER_TABLE.html>).
+pub(crate) fn varchar_bytes(c: &ColumnSpec, observed: u64, design: &TableDesign) -> u64 {
     if c.mapping == Mapping::Binary {
         return VARBYTE_MAX;
     }
@@ -27,8 +32,18 @@ pub(crate) fn varchar_bytes(c: &ColumnSpec, observed: u64) -> u64 {
         oid::VARCHAR | oid::BPCHAR => char_length(c.pg_type.typmod).map(|n| n as u64 * 4),
         _ => None,
     };
-    declared.unwrap_or(VARCHAR_MAX).max(observed).clamp(1, VARCHAR_MAX)
+    let fixed = design
+        .encoding_of(&c.name)
+        .is_some_and(|e| NOT_WIDENABLE.contains(&e.as_str()));
+    let sized = match fixed {
+        true => VARCHAR_MAX,
+        false => (observed + observed / 2).max(MIN_VARCHAR).next_power_of_two(),
+    };
+    declared.unwrap_or(sized).max(observed).clamp(1, VARCHAR_MAX)
 }
+
+/// The narrowest width pgshift gives an unbounded text column.
+const MIN_VARCHAR: u64 = 256;
 
 use crate::contract::types::{REDSHIFT_VARBYTE_MAX as VARBYTE_MAX, REDSHIFT_VARCHAR_MAX as VARCHAR_MAX};
 
@@ -247,15 +262,19 @@ pub(super) fn setup_sql(
 ) -> Result<Vec<String>, LoadError> {
     let (mut cols, mut staging_cols) = (Vec::new(), Vec::new());
     for c in &t.columns {
-        let bytes = varchar_bytes(c, observed.get(c.name.as_str()).copied().unwrap_or(0)) as u32;
+        let bytes = varchar_bytes(c, observed.get(c.name.as_str()).copied().unwrap_or(0), &t.design) as u32;
         let not_null = if c.nullable { "" } else { " NOT NULL" };
         let name = ident(&c.name)?;
+        let encode = dialect.encode_clause(&t.design, &c.name);
         cols.push(format!(
-            "{name} {}{not_null}",
+            "{name} {}{encode}{not_null}",
             dialect.column_type(c, bytes, json_as_super)
         ));
         // Staging holds JSON as the text it is in the Parquet part; the swap parses it into the target's SUPER.
-        staging_cols.push(format!("{name} {}{not_null}", dialect.column_type(c, bytes, false)));
+        staging_cols.push(format!(
+            "{name} {}{encode}{not_null}",
+            dialect.column_type(c, bytes, false)
+        ));
     }
     let key = t
         .key
@@ -264,7 +283,9 @@ pub(super) fn setup_sql(
         .collect::<Result<Vec<_>, _>>()?
         .join(", ");
     let target_extra = dialect.key_constraint(&key);
-    let table_extra = dialect.table_clause(&key);
+    let table_extra = dialect
+        .table_clause(&t.design, &t.key, &t.columns)
+        .map_err(LoadError::InvalidRequest)?;
     let schema = ident(&t.table.schema)?;
     let target = qualified(&t.table)?;
     let staging_ref = staging;
@@ -495,15 +516,8 @@ pub(super) fn rename_sql(target: &TableRef, staging: &TableRef, f: &RenameFacts)
     if let Some(owner) = &f.owner {
         out.push(format!("ALTER TABLE {new} OWNER TO {}", ident(owner)?));
     }
-    let role = |r: &str| {
-        if r.is_empty() {
-            Ok("PUBLIC".to_string())
-        } else {
-            ident(r)
-        }
-    };
     for r in &f.staging_grantees {
-        out.push(format!("REVOKE ALL ON {new} FROM {}", role(r)?));
+        out.push(format!("REVOKE ALL ON {new} FROM {r}"));
     }
     let mut grants: BTreeMap<(&str, bool), Vec<&str>> = BTreeMap::new();
     for g in &f.grants {
@@ -511,11 +525,7 @@ pub(super) fn rename_sql(target: &TableRef, staging: &TableRef, f: &RenameFacts)
     }
     for ((grantee, grantable), privileges) in grants {
         let with = if grantable { " WITH GRANT OPTION" } else { "" };
-        out.push(format!(
-            "GRANT {} ON {new} TO {}{with}",
-            privileges.join(", "),
-            role(grantee)?
-        ));
+        out.push(format!("GRANT {} ON {new} TO {grantee}{with}", privileges.join(", ")));
     }
     Ok(out)
 }
@@ -565,16 +575,29 @@ mod tests {
     }
 
     #[test]
-    fn widths_never_come_from_the_first_runs_longest_value() {
-        // Unbounded text: the maximum, whatever the first run saw (a later run's longer values must fit).
-        assert_eq!(varchar_bytes(&col(oid::TEXT, -1, Mapping::Text), 3), 65_535);
+    fn unbounded_text_is_sized_from_the_data_with_headroom_and_declared_widths_hold_their_characters() {
+        let d = TableDesign::default();
+        // Unbounded text: the longest value and half again, a power of two, at least 256, at most 65,535.
+        assert_eq!(varchar_bytes(&col(oid::TEXT, -1, Mapping::Text), 3, &d), 256);
+        assert_eq!(varchar_bytes(&col(oid::TEXT, -1, Mapping::Text), 0, &d), 256);
+        assert_eq!(varchar_bytes(&col(oid::TEXT, -1, Mapping::Text), 1000, &d), 2048);
+        assert_eq!(varchar_bytes(&col(oid::TEXT, -1, Mapping::Text), 1400, &d), 4096);
+        assert_eq!(varchar_bytes(&col(oid::TEXT, -1, Mapping::Text), 50_000, &d), 65_535);
+        assert_eq!(varchar_bytes(&col(oid::TEXT, -1, Mapping::Text), 65_535, &d), 65_535);
+        // An encoding that ALTER COLUMN … TYPE refuses: the maximum from the start.
+        let mut fixed = TableDesign::default();
+        fixed.encode.insert("c".into(), "bytedict".into());
+        assert_eq!(varchar_bytes(&col(oid::TEXT, -1, Mapping::Text), 3, &fixed), 65_535);
         // varchar(10): 10 characters of up to 4 bytes; char(20) likewise.
-        assert_eq!(varchar_bytes(&col(oid::VARCHAR, 10 + 4, Mapping::Text), 3), 40);
-        assert_eq!(varchar_bytes(&col(oid::BPCHAR, 20 + 4, Mapping::Text), 80), 80);
+        assert_eq!(varchar_bytes(&col(oid::VARCHAR, 10 + 4, Mapping::Text), 3, &d), 40);
+        assert_eq!(varchar_bytes(&col(oid::BPCHAR, 20 + 4, Mapping::Text), 80, &d), 80);
         // varchar(20000): 80,000 bytes would be more than VARCHAR holds.
-        assert_eq!(varchar_bytes(&col(oid::VARCHAR, 20_000 + 4, Mapping::Text), 3), 65_535);
+        assert_eq!(
+            varchar_bytes(&col(oid::VARCHAR, 20_000 + 4, Mapping::Text), 3, &d),
+            65_535
+        );
         // bytea: VARBYTE's own maximum, not VARCHAR's.
-        assert_eq!(varchar_bytes(&col(oid::BYTEA, -1, Mapping::Binary), 10), 16_777_216);
+        assert_eq!(varchar_bytes(&col(oid::BYTEA, -1, Mapping::Binary), 10, &d), 16_777_216);
         assert_eq!(Mapping::Binary.redshift_type(16_777_216), "VARBYTE(16777216)");
     }
 }

@@ -207,6 +207,12 @@ fn plan_notes(
 ) -> Vec<String> {
     let mut notes = vec![consistency(&req.settings).to_string()];
     notes.extend(run_note);
+    let s = &req.settings;
+    notes.push(match (&s.slices_from, s.slices) {
+        (Some(from), n) => format!("parts are rounded to multiples of the warehouse's {n} slices (from {from})"),
+        (None, 0) => "slices: 1 (the warehouse's count was not asked or not known; --slices sets it)".to_string(),
+        (None, n) => format!("parts are rounded to multiples of {n} slices (--slices)"),
+    });
     let views = select::skipped_views(relations, req);
     if !views.is_empty() {
         notes.push(format!(
@@ -333,7 +339,6 @@ fn check_settings(s: &PlanSettings) -> Result<(), PlanError> {
     }
     let zero: Vec<&str> = [
         ("target_part_bytes (--target-part-mib)", s.target_part_bytes == 0),
-        ("slices (--slices)", s.slices == 0),
         (
             "max_parts_per_table (--max-parts-per-table)",
             s.max_parts_per_table == 0,

@@ -51,9 +51,15 @@ pub(super) async fn plan_table(cx: TableContext<'_>) -> Result<(TablePlan, Vec<E
         );
     }
     let key = over.key.clone().unwrap_or_else(|| cx.catalog.key.clone());
+    let design = over.design();
+    design
+        .check(&table.to_string(), &columns)
+        .map_err(PlanError::InvalidRequest)?;
     let key_types = checked_key(&cx, &key).await?;
     let split = split(&cx, &key, &key_types, &mut notes).await?;
-    Ok(assemble(&cx, columns, key, split, notes))
+    let (mut plan, tasks) = assemble(&cx, columns, key, split, notes);
+    plan.design = design;
+    Ok((plan, tasks))
 }
 
 /// The key's types, each column checked to hold no NULL (a key column the catalog allows NULLs in is counted).
@@ -262,6 +268,7 @@ fn assemble(
         },
         parts,
         notes,
+        design: Default::default(),
     };
     (plan, tasks)
 }

@@ -28,6 +28,8 @@ pub struct DryRunWarehouse {
     /// The catalog query of each table it knows (assumed, or created by a recorded statement), and its rows.
     assumed: Mutex<Vec<(String, Vec<Vec<Cell>>)>>,
     recorded: Mutex<Vec<Transaction>>,
+    /// Every read the loader asked, in order (the catalog queries a real load would send).
+    reads: Mutex<Vec<String>>,
 }
 
 impl DryRunWarehouse {
@@ -78,7 +80,13 @@ impl DryRunWarehouse {
             iam_role,
             assumed: Mutex::new(answers),
             recorded: Mutex::new(Vec::new()),
+            reads: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Every read asked so far, in order.
+    pub fn reads(&self) -> Vec<String> {
+        self.reads.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// Every transaction submitted so far, in order.
@@ -228,6 +236,9 @@ impl Warehouse for DryRunWarehouse {
 
     fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>> {
         Box::pin(async move {
+            if let Ok(mut r) = self.reads.lock() {
+                r.push(sql.clone());
+            }
             let known = self.assumed.lock().map(|a| a.clone()).unwrap_or_default();
             Ok(known
                 .iter()

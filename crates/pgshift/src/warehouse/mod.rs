@@ -6,6 +6,7 @@ pub mod dryrun;
 pub mod postgres;
 pub mod redshift;
 mod rename;
+pub mod rename_redshift;
 
 pub(crate) use rename::{rename_facts, RenameFacts};
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use crate::contract::design::TableDesign;
 use crate::contract::model::{ColumnSpec, StagedFile, TableRef};
 use crate::contract::sql;
 use crate::stage::{Stage, StageError};
@@ -167,12 +169,20 @@ impl Dialect {
         }
     }
 
-    /// What follows a table's definition: distribution and sort keys where the warehouse has them.
-    pub fn table_clause(self, key: &str) -> String {
-        match (self, key.is_empty()) {
-            (Dialect::Redshift, false) => format!(" DISTSTYLE AUTO SORTKEY ({key})"),
-            (Dialect::Redshift, true) => " DISTSTYLE AUTO".to_string(),
-            (Dialect::Postgres, _) => String::new(),
+    /// What follows a table's definition: distribution and sort keys where the warehouse has them (the user's
+    /// design, else `DISTSTYLE AUTO` and the key as sort key); PostgreSQL has neither.
+    pub fn table_clause(self, design: &TableDesign, key: &[String], columns: &[ColumnSpec]) -> Result<String, String> {
+        match self {
+            Dialect::Redshift => design.clause(key, columns),
+            Dialect::Postgres => Ok(String::new()),
+        }
+    }
+
+    /// A column's `ENCODE` clause where the user set one (Redshift only).
+    pub fn encode_clause(self, design: &TableDesign, column: &str) -> String {
+        match (self, design.encoding_of(column)) {
+            (Dialect::Redshift, Some(e)) => format!(" ENCODE {}", e.to_uppercase()),
+            _ => String::new(),
         }
     }
 
@@ -304,6 +314,10 @@ pub trait Warehouse: Send + Sync {
     /// named at once. A warehouse reached through an API has nothing to open: `Ok`.
     fn reach(&self) -> BoxFuture<'_, Result<(), WarehouseError>> {
         Box::pin(async { Ok(()) })
+    }
+    /// The warehouse's slice count and where it was read, where it has slices and says how many.
+    fn slices(&self) -> BoxFuture<'_, Result<Option<(u32, String)>, WarehouseError>> {
+        Box::pin(async { Ok(None) })
     }
     /// What bills the load (the ledger's `warehouse`): `postgres`, `redshift` (a provisioned cluster) or
     /// `redshift-serverless`.
@@ -581,9 +595,13 @@ mod tests {
         let (pg, rs) = (Dialect::Postgres, Dialect::Redshift);
         assert_eq!(pg.key_constraint("\"id\""), ", PRIMARY KEY (\"id\")");
         assert_eq!(rs.key_constraint("\"id\""), "");
-        assert_eq!(rs.table_clause("\"id\""), " DISTSTYLE AUTO SORTKEY (\"id\")");
-        assert_eq!(rs.table_clause(""), " DISTSTYLE AUTO");
-        assert_eq!(pg.table_clause("\"id\""), "");
+        let (d, id) = (TableDesign::default(), ["id".to_string()]);
+        assert_eq!(
+            rs.table_clause(&d, &id, &[]).unwrap(),
+            " DISTSTYLE AUTO SORTKEY (\"id\")"
+        );
+        assert_eq!(rs.table_clause(&d, &[], &[]).unwrap(), " DISTSTYLE AUTO");
+        assert_eq!(pg.table_clause(&d, &id, &[]).unwrap(), "");
         assert!(pg.setup_lock().is_some_and(|s| s.contains("pg_advisory_xact_lock")));
         assert_eq!(rs.setup_lock(), None);
         assert_eq!(

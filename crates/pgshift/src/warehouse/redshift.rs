@@ -387,6 +387,21 @@ impl Warehouse for RedshiftWarehouse {
         }
     }
 
+    /// A provisioned cluster's slices from `STV_SLICES` (<https://docs.aws.amazon.com/redshift/latest/dg/r_STV_SLICES.html>).
+    /// Serverless has no STV tables and no fixed slices (its capacity is RPUs:
+    /// <https://docs.aws.amazon.com/redshift/latest/mgmt/serverless-monitoring.html>): none, and the plan says so. A
+    /// Parquet file is split across slices by COPY itself, so the count tunes the parts rather than gates them
+    /// (<https://docs.aws.amazon.com/redshift/latest/dg/c_best-practices-use-multiple-files.html>).
+    fn slices(&self) -> BoxFuture<'_, Result<Option<(u32, String)>, WarehouseError>> {
+        Box::pin(async move {
+            if self.target.workgroup_name.is_some() {
+                return Ok(None);
+            }
+            let n = super::count(self, "SELECT pg_catalog.count(*) FROM pg_catalog.stv_slices".into()).await?;
+            Ok((n > 0).then(|| (n as u32, "stv_slices".to_string())))
+        })
+    }
+
     fn query(&self, sql: String) -> BoxFuture<'_, Result<Vec<Vec<Cell>>, WarehouseError>> {
         Box::pin(async move {
             let rows = self.rows(&sql).await?;

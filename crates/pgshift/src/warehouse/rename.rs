@@ -12,6 +12,8 @@ use crate::contract::sql;
 /// A target's facts that decide and shape a swap by rename.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RenameFacts {
+    /// Whether the target's distribution or sort keys differ from the run's (Redshift).
+    pub(crate) keys_differ: bool,
     /// Why a rename would lose something of the target (`None`: nothing would be lost).
     pub(crate) blocker: Option<String>,
     /// The target's owner when it is not the loading user (the staging table is given to it).
@@ -20,13 +22,15 @@ pub(crate) struct RenameFacts {
     pub(crate) primary_key: Option<(String, Vec<String>)>,
     /// The target's grants to others than its owner, to give the staging table.
     pub(crate) grants: Vec<Grant>,
-    /// Roles the staging table was granted to at its creation (default privileges), to take back first.
+    /// Roles the staging table was granted to at its creation (default privileges), to take back first, as a GRANT
+    /// names them.
     pub(crate) staging_grantees: Vec<String>,
 }
 
-/// One privilege of a role (`""`: PUBLIC) on a table.
+/// One privilege of a grantee on a table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Grant {
+    /// As a GRANT names it: `PUBLIC`, a quoted role, or (Redshift) `GROUP "g"` / `ROLE "r"`.
     pub(crate) grantee: String,
     pub(crate) privilege: String,
     pub(crate) grantable: bool,
@@ -44,14 +48,17 @@ const PRIVILEGES: [&str; 8] = [
     "MAINTAIN",
 ];
 
-/// The target's facts, where the warehouse swaps by rename (PostgreSQL); `None` elsewhere (Redshift replaces rows).
+/// The target's facts that decide a swap by rename (`keys_set`: the user set the table's design, Redshift).
 pub(crate) async fn rename_facts(
     wh: &dyn Warehouse,
     target: &TableRef,
     staging: &TableRef,
+    keys_set: bool,
 ) -> Result<Option<RenameFacts>, WarehouseError> {
-    if wh.dialect() != Dialect::Postgres {
-        return Ok(None);
+    if wh.dialect() == Dialect::Redshift {
+        return super::rename_redshift::facts(wh, target, staging, keys_set)
+            .await
+            .map(Some);
     }
     let (t, s) = (regclass(target)?, regclass(staging)?);
     let row = wh.query(facts_sql(&t, &s)).await?;
@@ -68,7 +75,11 @@ pub(crate) async fn rename_facts(
     let mut staging_grantees = Vec::new();
     for row in wh.query(acl_sql(&t, &s)).await? {
         if let [of, grantee, privilege, grantable] = row.as_slice() {
-            let (grantee, privilege) = (grantee.text().unwrap_or("").to_string(), privilege.text().unwrap_or(""));
+            let grantee = match grantee.text().unwrap_or("") {
+                "" => "PUBLIC".to_string(),
+                name => sql::ident(name).map_err(WarehouseError::Invalid)?,
+            };
+            let privilege = privilege.text().unwrap_or("");
             if of.text() == Some("staging") {
                 staging_grantees.push(grantee);
             } else if PRIVILEGES.contains(&privilege) {
@@ -87,6 +98,7 @@ pub(crate) async fn rename_facts(
     }
     staging_grantees.dedup();
     Ok(Some(RenameFacts {
+        keys_differ: false,
         blocker,
         owner,
         primary_key: pk_name.map(|n| (n, pk_columns)),
