@@ -18,6 +18,9 @@ INSERT INTO sales.orders SELECT g, g / 100.0, 'n' || g FROM generate_series(1, 5
 CREATE TABLE public.nocols ();
 CREATE TABLE public.geo (id int4 PRIMARY KEY, location point);
 INSERT INTO public.geo VALUES (1, point(1, 2));
+CREATE TABLE public.nokey (v text);
+INSERT INTO public.nokey VALUES ('a');
+CREATE TABLE public.\"MixedCase\" (id int4 PRIMARY KEY);
 ANALYZE;";
 
 /// One case: its name, the arguments (with `{src}`, `{wh}`, `{stage}`, `{dir}` filled in), and what its error must
@@ -263,6 +266,33 @@ fn cases() -> Vec<Case> {
             "plan --config {dir}/zero.toml --source {src} --stage {stage} --tables sales.orders",
             &["target_part_bytes (--target-part-mib) is 0", "give 1 or more"],
         ),
+        // The Redshift table design, checked at plan time against the columns.
+        case(
+            "a design naming a column the table lacks",
+            "plan --config {dir}/design.toml --source {src} --stage {stage} --tables sales.orders",
+            &[
+                "[table.\"sales.orders\"]",
+                "sortkey column \"placed\" is not a column of the table (its columns: id, amount, note)",
+                "diststyle = \"key\" needs a distkey",
+            ],
+        )
+        .exits(2),
+        case(
+            "a table section naming no table, cased otherwise",
+            "plan --config {dir}/cased.toml --source {src} --stage {stage} --tables sales.orders",
+            &[
+                "[table.\"public.mixedcase\"] in the settings names no table of the source",
+                "did you mean [table.\"public.MixedCase\"]",
+            ],
+        )
+        .exits(2),
+        // A merge matches by key: a keyless table is refused before anything is extracted or changed.
+        case(
+            "merge of a table without a key",
+            "run --source {src} --stage {stage} --warehouse {wh} --progress none --tables public.nokey --mode merge",
+            &["public.nokey", "--mode merge matches rows by key", "has no primary key", "--mode replace"],
+        )
+        .exits(2),
         case(
             "a writer typo in the config file",
             "plan --config {dir}/writer.toml --source {src} --stage {stage} --tables sales.orders",
@@ -584,6 +614,11 @@ fn files(dir: &Path) -> anyhow::Result<()> {
     write("typo.toml", "[settings]\nslice = 4\n")?;
     write("zero.toml", "[settings]\ntarget_part_bytes = 0\n")?;
     write("writer.toml", "[writer]\ncompresion = \"snappy\"\n")?;
+    write(
+        "design.toml",
+        "[table.\"sales.orders\"]\ndiststyle = \"key\"\nsortkey = [\"placed\"]\n",
+    )?;
+    write("cased.toml", "[table.\"public.mixedcase\"]\nparts = 2\n")?;
     write("mode.toml", "[load]\nmode = \"upsert\"\n")?;
     write("cast.toml", "[table.\"sales.orders\"]\ncasts = { note = \"float\" }\n")?;
     write("whatever.txt", "x")?;

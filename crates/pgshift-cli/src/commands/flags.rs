@@ -231,7 +231,8 @@ pub(crate) struct LoadFlags {
     /// Tables loaded side by side (load transactions at once, 1 or more; default 8): protects the warehouse.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Load")]
     pub(crate) load_concurrency: Option<u32>,
-    /// Cut text longer than Redshift's VARCHAR(65535) instead of failing.
+    /// Cut text longer than 65,535 bytes instead of failing (PostgreSQL warehouses only: a Redshift COPY from Parquet
+    /// cannot cut values, so it is refused there and the load fails by column).
     #[arg(long, help_heading = "Load")]
     pub(crate) truncate_long_text: bool,
     /// Redshift: load json and jsonb columns into SUPER instead of VARCHAR.

@@ -32,7 +32,9 @@ pub(crate) struct LoadArgs {
     dry_run: bool,
     /// With --dry-run: the existing targets' columns, as information_schema.columns has them, in a JSON file:
     /// {"sales.orders": [{"name": "id", "data_type": "bigint"}, {"name": "note", "data_type": "character varying",
-    /// "char_length": 256}]} (also precision, scale).
+    /// "char_length": 256}]} (also precision, scale). Only columns: the dry run cannot see a target's distribution
+    /// and sort keys, grants or dependent views, so it shows a replace by rename and no refused design change where
+    /// the real load might replace rows (and say why) or refuse.
     #[arg(long, requires = "dry_run", value_name = "FILE")]
     assume_target: Option<std::path::PathBuf>,
 }
@@ -92,6 +94,13 @@ async fn dry_run(url: &str, assume: Option<&std::path::Path>, req: LoadRequest) 
         Err(e) => bail!("{e} [{}]", e.name()),
     };
     for (i, t) in txs.iter().enumerate() {
+        if let [one] = t.statements.as_slice() {
+            // Sent on its own (the Data API's ExecuteStatement): no transaction block, which some statements refuse
+            // (ALTER COLUMN … TYPE) or are never put in (ANALYZE).
+            out!("-- {} of {}: one statement, on its own", i + 1, txs.len());
+            out!("{one};\n");
+            continue;
+        }
         out!(
             "-- transaction {} of {}: {} statements",
             i + 1,
@@ -154,13 +163,27 @@ fn committed_of(tables: &[pgshift::contract::load::TableLoad]) -> String {
         .filter(|t| t.status.is_committed())
         .map(|t| format!("{} ({} rows)", t.table, t.committed_rows.unwrap_or(0)))
         .collect();
-    match committed.as_slice() {
-        [] => "nothing of this run was committed: the warehouse is as it was".to_string(),
+    let evolved: Vec<String> = tables
+        .iter()
+        .flat_map(|t| t.evolved.iter().map(move |s| format!("{}: {s}", t.table)))
+        .collect();
+    let rows = match committed.as_slice() {
+        [] if !evolved.is_empty() => {
+            "no table of this run was committed: every table holds the rows it held".to_string()
+        }
+        [] => return "nothing of this run was committed: the warehouse is as it was".to_string(),
         c => format!(
-            "committed before the failure: {} of {} tables, {}; every other table is as it was",
+            "committed before the failure: {} of {} tables, {}; every other table holds the rows it held",
             c.len(),
             tables.len(),
             pgshift::contract::code::first_few(c, ", ")
+        ),
+    };
+    match evolved.is_empty() {
+        true => rows,
+        false => format!(
+            "{rows}; changed before the load transaction, and kept: {}",
+            pgshift::contract::code::first_few(&evolved, "; ")
         ),
     }
 }

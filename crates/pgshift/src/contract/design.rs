@@ -15,14 +15,38 @@ use super::model::ColumnSpec;
 use super::sql;
 use super::types::Mapping;
 
-/// How rows are spread over the slices.
+/// How rows are spread over the slices (any case: `key`, `KEY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum DistStyle {
     Auto,
     Even,
     All,
     Key,
+}
+
+impl TryFrom<String> for DistStyle {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(DistStyle::Auto),
+            "even" => Ok(DistStyle::Even),
+            "all" => Ok(DistStyle::All),
+            "key" => Ok(DistStyle::Key),
+            _ => Err(format!("diststyle {s:?}: one of auto, even, all, key")),
+        }
+    }
+}
+
+impl DistStyle {
+    fn word(self) -> &'static str {
+        match self {
+            DistStyle::Auto => "auto",
+            DistStyle::Even => "even",
+            DistStyle::All => "all",
+            DistStyle::Key => "key",
+        }
+    }
 }
 
 /// The sort key: `auto`, or a compound key of columns in order.
@@ -183,15 +207,23 @@ impl TableDesign {
         let mut problems = Vec::new();
         let has = |c: &str| columns.iter().any(|s| s.name == c);
         let setting = format!("[table.\"{table}\"]");
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        let not_a_column = |what: String| {
+            format!(
+                "{what} is not a column of the table (its columns: {})",
+                names.join(", ")
+            )
+        };
         match (self.diststyle, &self.distkey) {
             (Some(DistStyle::Key), None) => problems.push("diststyle = \"key\" needs a distkey".to_string()),
-            (Some(s), Some(_)) if s != DistStyle::Key => {
-                problems.push(format!("a distkey needs diststyle = \"key\" (or none), not {s:?}"))
-            }
+            (Some(s), Some(_)) if s != DistStyle::Key => problems.push(format!(
+                "a distkey needs diststyle = \"key\" (or none), not {:?}",
+                s.word()
+            )),
             _ => {}
         }
         if let Some(k) = self.distkey.as_ref().filter(|k| !has(k)) {
-            problems.push(format!("distkey {k:?} is not a column of the table"));
+            problems.push(not_a_column(format!("distkey {k:?}")));
         }
         if let Some(k) = self.distkey.as_ref().filter(|k| is_varbyte(columns, k)) {
             problems.push(format!("distkey {k:?} is VARBYTE, which cannot be a distribution key"));
@@ -201,7 +233,12 @@ impl TableDesign {
                 problems.push("a sortkey names 1 to 400 columns, or is \"auto\"".into());
             }
             for c in cols.iter().filter(|c| !has(c)) {
-                problems.push(format!("sortkey column {c:?} is not a column of the table"));
+                problems.push(not_a_column(format!("sortkey column {c:?}")));
+            }
+            for (i, c) in cols.iter().enumerate() {
+                if cols[..i].contains(c) {
+                    problems.push(format!("sortkey names {c:?} twice"));
+                }
             }
             for c in cols.iter().filter(|c| is_varbyte(columns, c)) {
                 problems.push(format!("sortkey column {c:?} is VARBYTE, which cannot be a sort key"));
@@ -209,7 +246,7 @@ impl TableDesign {
         }
         for (col, enc) in &self.encode {
             let Some(spec) = columns.iter().find(|s| &s.name == col) else {
-                problems.push(format!("encode: {col:?} is not a column of the table"));
+                problems.push(not_a_column(format!("encode: {col:?}")));
                 continue;
             };
             let fam = family(&spec.mapping);
@@ -221,7 +258,7 @@ impl TableDesign {
                 )),
                 Some((e, types)) if !types.unwrap_or(all_but_varbyte).contains(&fam) => problems.push(format!(
                     "encode: {e} does not apply to {col:?} ({})",
-                    spec.mapping.redshift_type(256)
+                    spec.mapping.redshift_type(256).split('(').next().unwrap_or_default()
                 )),
                 _ => {}
             }
@@ -238,12 +275,14 @@ impl TableDesign {
     }
 
     /// What follows the column list of a Redshift CREATE TABLE: distribution and sort keys (defaults: `DISTSTYLE
-    /// AUTO`, the table's key as a compound sort key unless it has a VARBYTE column), and `ENCODE AUTO` where some
-    /// columns' encodings are set, so that Redshift still chooses the others' (and keeps the ones set: CREATE TABLE).
+    /// AUTO`, the table's key as a compound sort key unless it has a VARBYTE column). No `ENCODE AUTO` beside
+    /// encodings the user set: under it Redshift may later change them (CREATE TABLE), and an encoding set is meant to
+    /// stay (a width's sizing depends on it). A table with any encoding set is no longer ENCODE AUTO; its other columns
+    /// get Redshift's defaults for an encoded table.
     pub fn clause(&self, key: &[String], columns: &[ColumnSpec]) -> Result<String, String> {
         let mut out = match (self.diststyle, &self.distkey) {
             (_, Some(k)) => format!(" DISTSTYLE KEY DISTKEY ({})", sql::ident(k)?),
-            (Some(s), None) => format!(" DISTSTYLE {}", format!("{s:?}").to_uppercase()),
+            (Some(s), None) => format!(" DISTSTYLE {}", s.word().to_uppercase()),
             (None, None) => " DISTSTYLE AUTO".to_string(),
         };
         let sort: Option<Vec<String>> = match &self.sortkey {
@@ -259,9 +298,6 @@ impl TableDesign {
             let cols = cols.iter().map(|c| sql::ident(c)).collect::<Result<Vec<_>, _>>()?;
             out.push_str(&format!(" SORTKEY ({})", cols.join(", ")));
         }
-        if !self.encode.is_empty() {
-            out.push_str(" ENCODE AUTO");
-        }
         Ok(out)
     }
 
@@ -269,7 +305,7 @@ impl TableDesign {
     pub fn describe(&self, key: &[String]) -> String {
         let dist = match (self.diststyle, &self.distkey) {
             (_, Some(k)) => format!("distributed by key {k}"),
-            (Some(s), None) => format!("diststyle {}", format!("{s:?}").to_lowercase()),
+            (Some(s), None) => format!("diststyle {}", s.word()),
             (None, None) => "diststyle auto".into(),
         };
         let sort = match &self.sortkey {
@@ -282,7 +318,7 @@ impl TableDesign {
             true => "encode auto".to_string(),
             false => {
                 let list: Vec<String> = self.encode.iter().map(|(c, e)| format!("{c} {e}")).collect();
-                format!("encode {} (the others ENCODE AUTO)", list.join(", "))
+                format!("encode {} (the others Redshift's defaults)", list.join(", "))
             }
         };
         format!("{dist}, {sort}, {enc}")
@@ -323,7 +359,7 @@ mod tests {
             toml::from_str("distkey = \"id\"\nsortkey = [\"note\", \"id\"]\nencode = { note = \"zstd\" }").unwrap();
         assert_eq!(
             d.clause(&key, &cols).unwrap(),
-            r#" DISTSTYLE KEY DISTKEY ("id") SORTKEY ("note", "id") ENCODE AUTO"#
+            r#" DISTSTYLE KEY DISTKEY ("id") SORTKEY ("note", "id")"#
         );
         assert!(d.check("s.t", &cols).is_ok());
         assert_eq!(d.encoding_of("note").as_deref(), Some("zstd"));
@@ -337,13 +373,22 @@ mod tests {
         for says in [
             "[table.\"s.t\"]",
             "needs a distkey",
-            "\"nope\" is not a column",
+            "\"nope\" is not a column of the table (its columns: id, note)",
             "text255 does not apply to \"id\"",
             "\"auto\" for \"note\" is not a Redshift column encoding",
         ] {
             assert!(err.contains(says), "{says:?} in {err}");
         }
         assert!(toml::from_str::<TableDesign>("diststyle = \"round\"").is_err());
+        let upper: TableDesign = toml::from_str("diststyle = \"EVEN\"").unwrap();
+        assert_eq!(upper.clause(&[], &cols).unwrap(), " DISTSTYLE EVEN");
+        let twice: TableDesign = toml::from_str("sortkey = [\"id\", \"id\"]").unwrap();
+        assert!(twice
+            .check("s.t", &cols)
+            .unwrap_err()
+            .contains("sortkey names \"id\" twice"));
+        let even: TableDesign = toml::from_str("diststyle = \"even\"\ndistkey = \"id\"").unwrap();
+        assert!(even.check("s.t", &cols).unwrap_err().contains("not \"even\""));
         // Per type, as the encodings' table has it: MOSTLY32 is for 64-bit integers, TEXT255 for VARCHAR only.
         let typed = [
             col("small", Mapping::Int32),

@@ -308,25 +308,37 @@ async fn drop_staging(
     Ok(())
 }
 
-/// Each staging table that is there dropped in its own transaction: the way back when the bounded way failed.
+/// Each staging table that is there dropped in its own transaction: the way back when the bounded way failed. The
+/// same error for several tables (an unreachable warehouse) is noted once, naming them all.
 async fn drop_one_by_one(
     wh: &dyn Warehouse,
     candidates: Vec<TableRef>,
     out: &mut CleanupResult,
 ) -> Result<(), LoadError> {
+    let mut failed: Vec<(String, Vec<String>)> = Vec::new();
+    let mut note = |what: &str, staging: &TableRef, e: &dyn std::fmt::Display| {
+        let key = format!("{what}: {e}");
+        match failed.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, tables)) => tables.push(staging.to_string()),
+            None => failed.push((key, vec![staging.to_string()])),
+        }
+    };
     for staging in candidates {
         match crate::warehouse::columns(wh, &staging).await {
             Ok(cols) if cols.is_empty() => continue,
             Ok(_) => {}
             Err(e) => {
-                out.notes.push(format!("looking for {staging}: {e}"));
+                note("looking for it", &staging, &e);
                 continue;
             }
         }
         match crate::warehouse::execute(wh, drop_staging_sql(&staging)?).await {
             Ok(()) => out.dropped.push(staging.to_string()),
-            Err(e) => out.notes.push(format!("dropping {staging}: {e}")),
+            Err(e) => note("dropping it", &staging, &e),
         }
+    }
+    for (error, tables) in failed {
+        out.notes.push(format!("{} ({error})", tables.join(", ")));
     }
     Ok(())
 }

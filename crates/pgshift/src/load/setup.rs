@@ -119,10 +119,6 @@ async fn set_up_table<'a>(
     let existed = !warehouse::columns(c.wh, &t.table).await?.is_empty();
     warehouse::execute(c.wh, setup_sql(dialect, c.plan, t, &staging, &observed, json_as_super)?).await?;
     refuse_older_data(c, &t.table).await?;
-    let evolved = match existed {
-        true => evolve_target(c, t, &staging, &observed).await?,
-        false => Vec::new(),
-    };
     let already = match warehouse::count(c.wh, logged_sql(c.plan, &t.table, "count(*)")?).await? {
         0 => -1,
         _ => warehouse::count(c.wh, logged_sql(c.plan, &t.table, "max(rows)")?).await?,
@@ -130,7 +126,6 @@ async fn set_up_table<'a>(
     let mut load = facts.table_load();
     load.loaded = already < 0;
     load.created_target = !existed;
-    load.evolved = evolved;
     let mut rename = None;
     let super_columns = json_as_super && t.columns.iter().any(warehouse::is_json);
     if c.options.mode == LoadMode::Replace && already < 0 && super_columns {
@@ -149,6 +144,12 @@ async fn set_up_table<'a>(
                 return Err(design_refused(&t.table, "append and merge keep the existing table"));
             }
         }
+    }
+    if existed {
+        // The target's drift is checked either way; its ALTERs are made only where its rows stay: a replace by
+        // rename makes a new table of the run's columns and widths, and a table already loaded is left as it is.
+        let apply = rename.is_none() && already < 0;
+        load.evolved = evolve_target(c, t, &staging, &observed, apply).await?;
     }
     if already >= 0 {
         tracing::info!(table = %t.table, rows = already, "already loaded by this plan");
@@ -211,6 +212,7 @@ async fn evolve_target(
     t: &TablePlan,
     staging: &TableRef,
     observed: &BTreeMap<&str, u64>,
+    apply: bool,
 ) -> Result<Vec<String>, LoadError> {
     let dialect = c.wh.dialect();
     // The catalog's names are the warehouse's (Redshift's folded to lower case); the plan's are the source's.
@@ -238,7 +240,7 @@ async fn evolve_target(
         drift::compare(&t.table, &target, &run_columns, c.options.schema_evolution).map_err(LoadError::SchemaDrift)?;
     let json_as_super = c.options.json_as_super && dialect.has_super();
     let mut applied = Vec::new();
-    for change in changes {
+    for change in changes.into_iter().filter(|_| apply) {
         let name = match &change {
             drift::Change::Add(n) | drift::Change::Widen(n) => n,
         };

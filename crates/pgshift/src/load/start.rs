@@ -133,6 +133,18 @@ async fn save_queue(
     Ok(())
 }
 
+/// Before any set-up changes a target (schema evolution commits its ALTERs first): a merge needs every table's key.
+fn check_keys(plan: &Plan, options: &LoadOptions) -> Result<(), LoadError> {
+    match (options.mode, plan.tables.iter().find(|t| t.key.is_empty())) {
+        (LoadMode::Merge, Some(t)) => Err(LoadError::InvalidRequest(format!(
+            "merge needs a key; {} has none: load it with --mode replace or append, or plan it with a key \
+             ([table.\"{}\"] key = […] in pgshift.toml)",
+            t.table, t.table
+        ))),
+        _ => Ok(()),
+    }
+}
+
 async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span) -> Result<LoadProgress, LoadError> {
     let started = Instant::now();
     let started_at = crate::contract::clock::unix_now();
@@ -152,7 +164,7 @@ async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span
     verify::check_file_keys(stage.as_ref(), &plan, &by_part)?;
     verify::verify_parts(stage.as_ref(), &by_part).await?;
     let wh = ctx.warehouse.as_ref();
-    check_options(wh, &req.options)?;
+    check_options(wh, &req.options).and(check_keys(&plan, &req.options))?;
     let hooked = triggers::check(wh, &plan, &mut req.options).await?;
     let deadline = req.deadline().map_err(LoadError::InvalidRequest)?;
     let mut facts = Vec::new();

@@ -35,10 +35,10 @@ pub(crate) fn varchar_bytes(c: &ColumnSpec, observed: u64, design: &TableDesign)
     let fixed = design
         .encoding_of(&c.name)
         .is_some_and(|e| NOT_WIDENABLE.contains(&e.as_str()));
-    let sized = match fixed {
-        true => VARCHAR_MAX,
-        false => (observed + observed / 2).max(MIN_VARCHAR).next_power_of_two(),
-    };
+    if fixed {
+        return VARCHAR_MAX;
+    }
+    let sized = (observed + observed / 2).max(MIN_VARCHAR).next_power_of_two();
     declared.unwrap_or(sized).max(observed).clamp(1, VARCHAR_MAX)
 }
 
@@ -588,6 +588,11 @@ mod tests {
         let mut fixed = TableDesign::default();
         fixed.encode.insert("c".into(), "bytedict".into());
         assert_eq!(varchar_bytes(&col(oid::TEXT, -1, Mapping::Text), 3, &fixed), 65_535);
+        // Declared too: a source that later widens varchar(10) could not widen the target.
+        assert_eq!(
+            varchar_bytes(&col(oid::VARCHAR, 10 + 4, Mapping::Text), 3, &fixed),
+            65_535
+        );
         // varchar(10): 10 characters of up to 4 bytes; char(20) likewise.
         assert_eq!(varchar_bytes(&col(oid::VARCHAR, 10 + 4, Mapping::Text), 3, &d), 40);
         assert_eq!(varchar_bytes(&col(oid::BPCHAR, 20 + 4, Mapping::Text), 80, &d), 80);

@@ -130,7 +130,11 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
         created_at,
         source,
         stage: req.stage.trim_end_matches('/').to_string(),
-        settings: settings.clone(),
+        // The slices the parts were sized to (0, "not asked", sizes as 1).
+        settings: PlanSettings {
+            slices: settings.slices.max(1),
+            ..settings.clone()
+        },
         load: req.load.clone(),
         snapshot: req.snapshot.clone(),
         tables,
@@ -208,10 +212,16 @@ fn plan_notes(
     let mut notes = vec![consistency(&req.settings).to_string()];
     notes.extend(run_note);
     let s = &req.settings;
+    let fixed = match s.parts {
+        Some(_) => " (a part count set by --parts is kept as it is)",
+        None => "",
+    };
     notes.push(match (&s.slices_from, s.slices) {
-        (Some(from), n) => format!("parts are rounded to multiples of the warehouse's {n} slices (from {from})"),
+        (Some(from), n) => {
+            format!("part counts are rounded up to multiples of the warehouse's {n} slices (from {from}){fixed}")
+        }
         (None, 0) => "slices: 1 (the warehouse's count was not asked or not known; --slices sets it)".to_string(),
-        (None, n) => format!("parts are rounded to multiples of {n} slices (--slices)"),
+        (None, n) => format!("part counts are rounded up to multiples of {n} slices (--slices){fixed}"),
     });
     let views = select::skipped_views(relations, req);
     if !views.is_empty() {

@@ -166,6 +166,7 @@ pub(super) fn select<'a>(relations: &'a [Relation], req: &PlanRequest) -> Result
             }
         }
     }
+    check_overrides(relations, req)?;
     if let Some(r) = selected.iter().find(|r| !r.can_select) {
         return Err(SourceError::PermissionDenied {
             table: r.table.clone(),
@@ -174,6 +175,30 @@ pub(super) fn select<'a>(relations: &'a [Relation], req: &PlanRequest) -> Result
         .into());
     }
     Ok(selected)
+}
+
+/// Every per-table section of the settings (`[table."schema.name"]`) names a table of the source, as the plan names
+/// it: a misspelt or differently cased name would otherwise be ignored, and its key or design silently not applied.
+fn check_overrides(relations: &[Relation], req: &PlanRequest) -> Result<(), PlanError> {
+    for name in req.overrides.keys() {
+        if relations.iter().any(|r| r.table.to_string() == *name) {
+            continue;
+        }
+        let hint = TableRef::parse(name)
+            .map(|t| did_you_mean(relations, &t))
+            .unwrap_or_default();
+        let lower = name.to_lowercase();
+        let cased = relations
+            .iter()
+            .find(|r| r.table.to_string().to_lowercase() == lower)
+            .map(|r| format!("; did you mean [table.\"{}\"] (names are case-sensitive)?", r.table))
+            .unwrap_or(hint);
+        return Err(PlanError::InvalidRequest(format!(
+            "[table.\"{name}\"] in the settings names no table of the source, so its settings would apply to \
+             nothing{cased}"
+        )));
+    }
+    Ok(())
 }
 
 /// The views and materialized views a wildcard matched and [`select`] left out (`include_views` off): the plan says

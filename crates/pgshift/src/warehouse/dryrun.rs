@@ -64,7 +64,8 @@ impl DryRunWarehouse {
                         _ => (None, None),
                     };
                     vec![
-                        Cell::Text(c.name.clone()),
+                        // As the warehouse's catalog lists it: Redshift folds names to lower case.
+                        Cell::Text(dialect.fold(&c.name)),
                         Cell::Text(c.data_type.clone()),
                         int(c.char_length),
                         int(c.precision.or(p)),
@@ -122,7 +123,16 @@ impl DryRunWarehouse {
         let Ok(query) = columns_sql(&table, self.dialect) else {
             return;
         };
-        let rows: Vec<Vec<Cell>> = cols.iter().map(|c| catalog_row(c)).collect();
+        let rows: Vec<Vec<Cell>> = cols
+            .iter()
+            .map(|c| {
+                let mut row = catalog_row(c);
+                if let Some(Cell::Text(name)) = row.first_mut() {
+                    *name = self.dialect.fold(name);
+                }
+                row
+            })
+            .collect();
         if let Ok(mut a) = self.assumed.lock() {
             match a.iter().position(|(q, _)| *q == query) {
                 Some(_) if if_not_exists => {}
@@ -190,7 +200,12 @@ fn catalog_row(def: &str) -> Vec<Cell> {
     let Some((name, rest)) = quoted(def) else {
         return Vec::new();
     };
+    // The type alone: a column's ENCODE clause and NOT NULL are not part of it.
     let ty = rest.trim().trim_end_matches("NOT NULL").trim().to_uppercase();
+    let ty = match ty.split_once(" ENCODE ") {
+        Some((t, _)) => t.trim().to_string(),
+        None => ty,
+    };
     let (base, args) = match ty.split_once('(') {
         Some((b, a)) => (b.trim().to_string(), a.trim_end_matches(')').to_string()),
         None => (ty.clone(), String::new()),

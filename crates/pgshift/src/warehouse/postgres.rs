@@ -122,6 +122,13 @@ fn pg(e: tokio_postgres::Error) -> WarehouseError {
     // No server error: the connection broke, which a retry may mend.
     let retryable = e.code().is_none_or(crate::pgclient::transient);
     let detail = match e.as_db_error() {
+        // An append of rows whose key the target holds already: the user's mode, not a fault to retry.
+        Some(db) if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => format!(
+            "{} (SQLSTATE {}): the run writes rows whose key the target holds already; load with --mode merge to \
+             update them, or --mode replace",
+            db.message(),
+            db.code().code()
+        ),
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         None => e.to_string(),
     };
