@@ -207,6 +207,34 @@ async fn every_mode_leaves_the_target_equal_to_the_source() -> Result<()> {
         fingerprint(&target, &run3, "sales.orders", false).await?,
         fingerprint(&source, &run3, "sales.orders", true).await?
     );
+    // A merge by a key that is not unique in the run's rows (a key set in pgshift.toml) is refused by name, on
+    // PostgreSQL as on Redshift, and changes nothing.
+    let by_amount = PlanRequest {
+        tables: vec!["sales.orders".into()],
+        overrides: [(
+            "sales.orders".to_string(),
+            pgshift::contract::plan::TableOverride {
+                // 1.50: the order with id 150, and the one inserted above.
+                key: Some(vec!["amount".into()]),
+                ..Default::default()
+            },
+        )]
+        .into(),
+        stage: stage.clone(),
+        ..PlanRequest::default()
+    };
+    let run_by_amount = plan_and_extract_request(&source, by_amount, Arc::new(UrlStages::default())).await?;
+    let e = load(wh.clone(), &run_by_amount, LoadMode::Merge, Atomicity::Table)
+        .await
+        .expect_err("amount 1.50 is in two rows");
+    assert!(
+        e.to_string().contains("a key is in the run's rows more than once"),
+        "{e}"
+    );
+    assert_eq!(
+        fingerprint(&target, &run3, "sales.orders", false).await?,
+        fingerprint(&source, &run3, "sales.orders", true).await?
+    );
 
     // A failure after the swap's statements ran, with every table in one transaction: nothing changes.
     src.batch_execute("DELETE FROM sales.orders WHERE id <= 100; DELETE FROM sales.items WHERE order_id <= 100;")

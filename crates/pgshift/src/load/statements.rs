@@ -375,8 +375,10 @@ fn swap_parts(
                     p.plan.table
                 )));
             }
+            // Either warehouse: a key twice in the run's rows would make a merge ambiguous (MERGE) or duplicate the
+            // key (DELETE … USING + INSERT).
+            out.push(unique_keys_guard(p, &staging)?);
             if dialect == Dialect::Redshift {
-                out.push(unique_keys_guard(p, &staging)?);
                 let post = vec![
                     log_sql(dialect, mode, plan, p)?,
                     format!("DROP TABLE {staging}"),

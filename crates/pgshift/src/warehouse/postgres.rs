@@ -124,8 +124,8 @@ fn pg(e: tokio_postgres::Error) -> WarehouseError {
     let detail = match e.as_db_error() {
         // An append of rows whose key the target holds already: the user's mode, not a fault to retry.
         Some(db) if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => format!(
-            "{} (SQLSTATE {}): the run writes rows whose key the target holds already; load with --mode merge to \
-             update them, or --mode replace",
+            "{} (SQLSTATE {}): a key of the run's rows is in the target already (an append: --mode merge updates \
+             such rows), or twice in the run's rows (a key set for the table in pgshift.toml that is not unique)",
             db.message(),
             db.code().code()
         ),
@@ -210,7 +210,15 @@ async fn run_step(wh: &PgWarehouse, tx: &Transaction<'_>, step: Step<'_>) -> Res
         }
         Step::Sql(s) => {
             tracing::debug!(sql = %s, "warehouse");
-            tx.batch_execute(&s).await.map_err(pg)
+            tx.batch_execute(&s).await.map_err(|e| match super::guard_named(&s) {
+                Some(why) if e.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO) => {
+                    WarehouseError::Sql {
+                        detail: why.to_string(),
+                        retryable: false,
+                    }
+                }
+                _ => pg(e),
+            })
         }
         Step::Written { table, sql, expected } => {
             tracing::debug!(sql = %sql, "warehouse");

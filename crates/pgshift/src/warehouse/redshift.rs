@@ -458,6 +458,11 @@ impl Warehouse for RedshiftWarehouse {
                         .or(d.error())
                         .unwrap_or("no error text")
                         .to_string();
+                    // A guard of the load's (it divides by zero to abort): what it means, then Redshift's words.
+                    let detail = match sub.and_then(|s| s.query_string()).and_then(super::guard_named) {
+                        Some(why) => format!("{why} ({detail})"),
+                        None => detail,
+                    };
                     let query_id = sub
                         .map(|s| s.redshift_query_id())
                         .or(Some(d.redshift_query_id()))
