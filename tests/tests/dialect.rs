@@ -184,6 +184,7 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
     let before = list_files(&dir);
     let mut all = Vec::new();
     let mut merged: Vec<String> = Vec::new();
+    let mut appended: Option<String> = None;
     for c in cases() {
         let wh = Arc::new(DryRunWarehouse::of(WAREHOUSE, &c.assumed)?);
         let req = LoadRequest {
@@ -248,7 +249,16 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
                         .map(|s| s.to_string()),
                 );
             }
-            _ => assert!(!has("DELETE FROM \"sales\""), "{name}: an append deletes nothing"),
+            _ => {
+                assert!(!has("DELETE FROM \"sales\""), "{name}: an append deletes nothing");
+                // Redshift enforces no key: a keyed append is guarded against leaving a key twice.
+                let guards: Vec<&&String> = flat
+                    .iter()
+                    .filter(|s| s.contains("AS new_keys_to_append") && s.contains("\"sales\".\"orders\" t"))
+                    .collect();
+                assert_eq!(guards.len(), 1, "{name}: {flat:#?}");
+                appended = Some(guards[0].to_string());
+            }
         }
         if name == "atomic run" {
             let copies = txs
@@ -289,6 +299,7 @@ async fn the_dry_runs_redshift_sql_for_every_mode_is_what_the_docs_allow_and_wri
     assert_eq!(list_files(&dir), before, "a dry run writes nothing to the stage");
     all.extend(designed(&source, &stage).await?);
     merge_runs_on_postgres(&source, &merged).await?;
+    append_guard_runs_on_postgres(&appended.context("the append's guard")?).await?;
 
     // The second opinion: every distinct statement parsed with sqlglot's Redshift dialect.
     all.sort();
@@ -392,6 +403,39 @@ async fn designed(source: &str, stage: &str) -> Result<Vec<String>> {
         "{err:#}"
     );
     Ok(flat)
+}
+
+/// The append's key guard, as the dry run printed it, run on PostgreSQL: it passes while the run's keys are new and
+/// once each, and fails when one is in the target already or twice among the run's rows.
+async fn append_guard_runs_on_postgres(guard: &str) -> Result<()> {
+    let staging = guard
+        .split(" JOIN ")
+        .nth(1)
+        .and_then(|r| r.split(" s ON ").next())
+        .context("the staging table")?
+        .to_string();
+    let wh = db(
+        "appendwh",
+        &format!(
+            "CREATE SCHEMA sales; CREATE TABLE sales.orders (id int8, note text); \
+             INSERT INTO sales.orders SELECT g, 'old' FROM generate_series(5001, 5010) g; \
+             CREATE TABLE {staging} (LIKE sales.orders); \
+             INSERT INTO {staging} SELECT g, 'new' FROM generate_series(1, 3000) g;"
+        ),
+    )
+    .await?;
+    let c = pgshift_tests::connect(&wh).await?;
+    c.batch_execute(guard).await.context("new keys, once each")?;
+    for bad in [
+        format!("INSERT INTO {staging} VALUES (5001, 'in the target')"),
+        format!("DELETE FROM {staging} WHERE id = 5001; INSERT INTO {staging} VALUES (1, 'twice')"),
+    ] {
+        c.batch_execute(&bad).await?;
+        let e = c.batch_execute(guard).await.expect_err(&bad);
+        let said = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+        assert!(said.contains("division by zero"), "{bad}: {e:?}");
+    }
+    Ok(())
 }
 
 /// Redshift's `MERGE` and its guard are PostgreSQL's too (15+): run as the dry run printed them against a target with

@@ -294,6 +294,17 @@ impl Run {
         match mode {
             LoadMode::Replace if rename => {}
             LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
+            LoadMode::Append if !t.key.is_empty() => {
+                // Redshift enforces no key: a guard refuses an append that would leave a key twice.
+                let key: Vec<String> = t.key.iter().map(|k| format!("\"{k}\"")).collect();
+                let on: Vec<String> = key.iter().map(|k| format!("t.{k} = s.{k}")).collect();
+                out.push(format!(
+                    "SELECT 1 / (CASE WHEN EXISTS (SELECT 1 FROM {target} t JOIN {staging} s ON {}) OR EXISTS (SELECT 1 \
+                     FROM {staging} GROUP BY {} HAVING COUNT(*) > 1) THEN 0 ELSE 1 END) AS new_keys_to_append",
+                    on.join(" AND "),
+                    key.join(", ")
+                ));
+            }
             LoadMode::Append => {}
             LoadMode::Merge => {
                 // Redshift's MERGE (docs/state-machine.md): a guard against a key twice in staging, then one MERGE

@@ -94,21 +94,25 @@ pub(crate) async fn run(args: PlanArgs) -> Result<()> {
 }
 
 fn explain(t: &TablePlan, actual: Option<&[u64]>) {
+    let key = match t.key.is_empty() {
+        true => "no key".to_string(),
+        false => format!("key ({})", t.key.join(", ")),
+    };
     out!(
-        "\n{}  ({}{})  key ({})",
+        "\n{}  ({}{})  {key}",
         t.table,
         t.kind,
         if t.unlogged { ", unlogged" } else { "" },
-        t.key.join(", ")
     );
     out!("  strategy: {}", t.strategy.describe());
     out!("  {}", t.reason);
     out!(
-        "  estimated {} rows, {} ({} B/row) in {} parts of ~{} rows / {}",
+        "  estimated {} rows, {} ({} B/row) in {} part{} of ~{} rows / {}",
         pgshift::report::thousands(t.estimates.rows),
         pgshift::contract::plan::human_bytes(t.estimates.bytes),
         t.estimates.avg_row_bytes,
         t.parts.len(),
+        if t.parts.len() == 1 { "" } else { "s" },
         pgshift::report::thousands(t.parts.first().map_or(0, |p| p.rows)),
         pgshift::contract::plan::human_bytes(t.parts.first().map_or(0, |p| p.bytes)),
     );

@@ -367,6 +367,9 @@ fn swap_parts(
     }
     match mode {
         LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
+        LoadMode::Append if dialect == Dialect::Redshift && !p.plan.key.is_empty() => {
+            out.push(new_keys_guard(p, &target, &staging)?)
+        }
         LoadMode::Append => {}
         LoadMode::Merge => {
             if p.plan.key.is_empty() {
@@ -459,6 +462,25 @@ fn unique_keys_guard(p: &Prepared, staging: &str) -> Result<String, LoadError> {
     Ok(format!(
         "SELECT 1 / (CASE WHEN EXISTS (SELECT 1 FROM {staging} GROUP BY {key} HAVING COUNT(*) > 1) THEN 0 ELSE 1 END) \
          AS unique_keys_to_merge"
+    ))
+}
+
+/// `append` of a keyed table on Redshift, which enforces no key
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/t_Defining_constraints.html>): fails the transaction when a key
+/// of the run's rows is in the target already or twice among them, as PostgreSQL's primary key would, instead of
+/// leaving the key twice in the target. It costs a join of the run's keys with the target's, on the key the target is
+/// sorted by by default.
+fn new_keys_guard(p: &Prepared, target: &str, staging: &str) -> Result<String, LoadError> {
+    let key: Vec<String> = p.plan.key.iter().map(|k| ident(k)).collect::<Result<_, _>>()?;
+    let on = key
+        .iter()
+        .map(|k| format!("t.{k} = s.{k}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    Ok(format!(
+        "SELECT 1 / (CASE WHEN EXISTS (SELECT 1 FROM {target} t JOIN {staging} s ON {on}) OR EXISTS (SELECT 1 FROM \
+         {staging} GROUP BY {} HAVING COUNT(*) > 1) THEN 0 ELSE 1 END) AS new_keys_to_append",
+        key.join(", ")
     ))
 }
 

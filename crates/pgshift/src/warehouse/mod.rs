@@ -3,10 +3,12 @@
 //! Redshift (Data API) warehouses behind it.
 
 pub mod dryrun;
+mod guards;
 pub mod postgres;
 pub mod redshift;
 mod rename;
 pub mod rename_redshift;
+pub(crate) use guards::guard_named;
 
 pub(crate) use rename::{rename_facts, RenameFacts};
 
@@ -245,15 +247,6 @@ impl Dialect {
             Dialect::Redshift => format!("LOCK \"pgshift\".\"load_log\", \"pgshift\".\"staging\", {target}"),
         }
     }
-}
-
-/// What a guard statement of the load means when it fails (it divides by zero to abort the transaction): named by
-/// the alias the loader gives it, so that both warehouses say why, not "division by zero".
-pub(crate) fn guard_named(sql: &str) -> Option<&'static str> {
-    sql.contains("AS unique_keys_to_merge").then_some(
-        "a key is in the run's rows more than once, and a merge matches one target row per key: make the table's key \
-         unique (its primary key, or [table] key in pgshift.toml), or load it with --mode replace; nothing was changed",
-    )
 }
 
 /// The advisory lock key of warehouse set-up ("pgsh").
