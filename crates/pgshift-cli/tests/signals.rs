@@ -57,11 +57,21 @@ fn signal(child: &Child, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops a run by `name` mid-extraction; checks what it left and how it ended.
+/// Stops a run by `name` mid-extraction; checks what it left and how it ended. Mid-extraction for certain, whatever
+/// the machine's speed: once a range has landed, the test takes an exclusive lock on the source table (granted when
+/// the range being read, if any, is done), so no later range can start reading before the signal; the lock is let go
+/// once the signal is sent.
 fn stopped_by(src: &str, wh: &str, stage: &Path, run_id: &str, name: &str, code: i32) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let child = start(src, wh, stage, run_id)?;
     wait_for_a_result(stage)?;
+    let held = rt.block_on(async {
+        let c = connect(src).await?;
+        c.batch_execute("BEGIN; LOCK TABLE sales.orders IN ACCESS EXCLUSIVE MODE").await?;
+        anyhow::Ok(c)
+    })?;
     signal(&child, name)?;
+    rt.block_on(held.batch_execute("COMMIT"))?;
     let out = child.wait_with_output()?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "{name}: {err}");
