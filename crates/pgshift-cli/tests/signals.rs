@@ -67,7 +67,8 @@ fn stopped_by(src: &str, wh: &str, stage: &Path, run_id: &str, name: &str, code:
     wait_for_a_result(stage)?;
     let held = rt.block_on(async {
         let c = connect(src).await?;
-        c.batch_execute("BEGIN; LOCK TABLE sales.orders IN ACCESS EXCLUSIVE MODE").await?;
+        c.batch_execute("BEGIN; LOCK TABLE sales.orders IN ACCESS EXCLUSIVE MODE")
+            .await?;
         anyhow::Ok(c)
     })?;
     signal(&child, name)?;
