@@ -46,6 +46,26 @@ async fn storage_item(dir: &std::path::Path, run: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// One local run of `tables` (3 parts each) as `run_id`, with `load` options, into `target`.
+async fn run_as(
+    source: &str,
+    (stage, tables): (&str, &[&str]),
+    run_id: &str,
+    load: Option<LoadOptions>,
+    target: &str,
+) -> Result<pgshift::entry::local::RunOutcome> {
+    let mut req = request(stage, tables, 3);
+    req.run_id = Some(run_id.into());
+    req.load = load;
+    run_local(
+        source,
+        req,
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(target)?),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_runs_parts_are_deleted_and_billed_until_then_unless_kept() -> Result<()> {
     let source = db("partssrc", SALES).await?;
@@ -55,15 +75,7 @@ async fn a_committed_runs_parts_are_deleted_and_billed_until_then_unless_kept() 
 
     // By default: deleted once both tables committed; the results still name them; the bill says until when.
     let target = cluster().create_db("partswh").await?;
-    let mut req = request(&stage, &tables, 3);
-    req.run_id = Some("deleted".into());
-    let out = run_local(
-        &source,
-        req,
-        Arc::new(UrlStages::default()),
-        Arc::new(PgWarehouse::new(&target)?),
-    )
-    .await?;
+    let out = run_as(&source, (&stage, &tables), "deleted", None, &target).await?;
     assert!(out.output.is_ok() && out.report.reconciled(), "{}", out.report.render());
     let files = list_files(&dir);
     assert_eq!(parquet(&files, "deleted"), 0, "{files:?}");
@@ -94,19 +106,11 @@ async fn a_committed_runs_parts_are_deleted_and_billed_until_then_unless_kept() 
 
     // keep_parts: every part stays, billed for the lifecycle rule's days.
     let target = cluster().create_db("partswh").await?;
-    let mut req = request(&stage, &tables, 3);
-    req.run_id = Some("kept".into());
-    req.load = Some(LoadOptions {
+    let keep = LoadOptions {
         keep_parts: true,
         ..LoadOptions::default()
-    });
-    let out = run_local(
-        &source,
-        req,
-        Arc::new(UrlStages::default()),
-        Arc::new(PgWarehouse::new(&target)?),
-    )
-    .await?;
+    };
+    let out = run_as(&source, (&stage, &tables), "kept", Some(keep), &target).await?;
     assert!(out.output.is_ok());
     assert_eq!(parquet(&list_files(&dir), "kept"), named_by_results(&dir, "kept")?);
     let items = storage_item(&dir, "kept").await?;
@@ -126,19 +130,11 @@ async fn a_committed_runs_parts_are_deleted_and_billed_until_then_unless_kept() 
              sku text NOT NULL, PRIMARY KEY (order_id, line))",
         )
         .await?;
-    let mut req = request(&stage, &tables, 3);
-    req.run_id = Some("failed".into());
-    req.load = Some(LoadOptions {
+    let append = LoadOptions {
         mode: LoadMode::Append,
         ..LoadOptions::default()
-    });
-    let out = run_local(
-        &source,
-        req,
-        Arc::new(UrlStages::default()),
-        Arc::new(PgWarehouse::new(&target)?),
-    )
-    .await?;
+    };
+    let out = run_as(&source, (&stage, &tables), "failed", Some(append), &target).await?;
     assert!(out.output.is_err(), "the CHECK fails the load of sales.items");
     assert_eq!(
         parquet(&list_files(&dir), "failed"),

@@ -99,69 +99,50 @@ pub struct TableDesign {
     pub encode: BTreeMap<String, String>,
 }
 
-/// Redshift's column encodings, and the Redshift types each applies to (`None`: every type but VARBYTE), from the
-/// compression encodings' table (<https://docs.aws.amazon.com/redshift/latest/dg/c_Compression_encodings.html>). A
-/// column takes no `ENCODE AUTO`: that is a table attribute.
-const ENCODINGS: [(&str, Option<&[&str]>); 13] = [
-    ("raw", Some(ALL)),
+/// The Redshift types an encoding applies to, by the families of [`family`].
+#[derive(Clone, Copy)]
+enum Applies {
+    All,
+    AllBut(&'static [&'static str]),
+    Only(&'static [&'static str]),
+}
+
+impl Applies {
+    fn to(self, family: &str) -> bool {
+        match self {
+            Applies::All => true,
+            Applies::AllBut(not) => !not.contains(&family),
+            Applies::Only(only) => only.contains(&family),
+        }
+    }
+}
+
+/// Redshift's column encodings and the types each applies to, from the compression encodings' table
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/c_Compression_encodings.html>). A column takes no `ENCODE AUTO`:
+/// that is a table attribute.
+const ENCODINGS: [(&str, Applies); 13] = [
+    ("raw", Applies::All),
     (
         "az64",
-        Some(&["int2", "int4", "int8", "decimal", "date", "timestamp", "timestamptz"]),
+        Applies::Only(&["int2", "int4", "int8", "decimal", "date", "timestamp", "timestamptz"]),
+    ),
+    ("bytedict", Applies::AllBut(&["bool", "binary"])),
+    (
+        "delta",
+        Applies::Only(&["int2", "int4", "int8", "date", "timestamp", "decimal"]),
     ),
     (
-        "bytedict",
-        Some(&[
-            "int2",
-            "int4",
-            "int8",
-            "decimal",
-            "float",
-            "char",
-            "varchar",
-            "date",
-            "timestamp",
-            "timestamptz",
-        ]),
+        "delta32k",
+        Applies::Only(&["int4", "int8", "date", "timestamp", "decimal"]),
     ),
-    ("delta", Some(&["int2", "int4", "int8", "date", "timestamp", "decimal"])),
-    ("delta32k", Some(&["int4", "int8", "date", "timestamp", "decimal"])),
-    (
-        "lzo",
-        Some(&[
-            "int2",
-            "int4",
-            "int8",
-            "decimal",
-            "char",
-            "varchar",
-            "date",
-            "timestamp",
-            "timestamptz",
-            "binary",
-        ]),
-    ),
-    ("mostly8", Some(&["int2", "int4", "int8", "decimal"])),
-    ("mostly16", Some(&["int4", "int8", "decimal"])),
-    ("mostly32", Some(&["int8", "decimal"])),
-    ("runlength", None),
-    ("text255", Some(&["varchar"])),
-    ("text32k", Some(&["varchar"])),
-    ("zstd", None),
-];
-
-const ALL: &[&str] = &[
-    "bool",
-    "int2",
-    "int4",
-    "int8",
-    "decimal",
-    "float",
-    "char",
-    "varchar",
-    "date",
-    "timestamp",
-    "timestamptz",
-    "binary",
+    ("lzo", Applies::AllBut(&["bool", "float"])),
+    ("mostly8", Applies::Only(&["int2", "int4", "int8", "decimal"])),
+    ("mostly16", Applies::Only(&["int4", "int8", "decimal"])),
+    ("mostly32", Applies::Only(&["int8", "decimal"])),
+    ("runlength", Applies::AllBut(&["binary"])),
+    ("text255", Applies::Only(&["varchar"])),
+    ("text32k", Applies::Only(&["varchar"])),
+    ("zstd", Applies::AllBut(&["binary"])),
 ];
 
 /// Encodings a VARCHAR column cannot be widened under (ALTER COLUMN … TYPE refuses them:
@@ -250,13 +231,12 @@ impl TableDesign {
                 continue;
             };
             let fam = family(&spec.mapping);
-            let all_but_varbyte: &[&str] = &ALL[..ALL.len() - 1];
             match ENCODINGS.iter().find(|(e, _)| e.eq_ignore_ascii_case(enc)) {
                 None => problems.push(format!(
                     "encode: {enc:?} for {col:?} is not a Redshift column encoding (one of {})",
                     ENCODINGS.map(|(e, _)| e).join(", ")
                 )),
-                Some((e, types)) if !types.unwrap_or(all_but_varbyte).contains(&fam) => problems.push(format!(
+                Some((e, applies)) if !applies.to(fam) => problems.push(format!(
                     "encode: {e} does not apply to {col:?} ({})",
                     spec.mapping.redshift_type(256).split('(').next().unwrap_or_default()
                 )),

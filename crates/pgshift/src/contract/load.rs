@@ -76,6 +76,18 @@ impl WarehouseLimits {
 
 /// Refuses `atomic: run` for more tables than one transaction of the warehouse can hold (`limit` statements), before
 /// anything is extracted; the error says what to change.
+/// The one rule of a merge's key, asked by the planner (before anything is extracted), the loader (before any set-up)
+/// and the swap: a merge matches rows by key, so a table without one is refused, saying what to do.
+pub fn keyless_merge(mode: LoadMode, table: &TableRef, key: &[String]) -> Option<String> {
+    (mode == LoadMode::Merge && key.is_empty()).then(|| {
+        format!(
+            "{table}: --mode merge matches rows by key, and {table} has no primary key: set its key in pgshift.toml \
+             ([table.\"{table}\"] key = [\"column\", …], a column or columns unique in every row) and plan it again, or \
+             load it with --mode replace or append"
+        )
+    })
+}
+
 pub fn check_batch(options: &LoadOptions, tables: usize, limit: Option<u32>) -> Result<(), String> {
     let (Atomicity::Run, Some(limit)) = (options.atomic, limit) else {
         return Ok(());

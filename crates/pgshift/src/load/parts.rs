@@ -6,9 +6,22 @@ use crate::contract::layout::table_dir;
 use crate::contract::load::{LoadOptions, LoadResult, PartsDeleted};
 use crate::stage::Stage;
 
+/// What follows the commits a load call recorded, in both of the loader's commit paths (the one-call start and the
+/// polled check): each committed table's statistics asked for ([`super::analyze`]), then, once every table
+/// committed, the parts deleted.
+pub(super) async fn after_commit(
+    wh: &dyn crate::warehouse::Warehouse,
+    stage: &dyn Stage,
+    result: &mut LoadResult,
+    options: &LoadOptions,
+) {
+    super::analyze::after_commit(wh, result).await;
+    delete_after_commit(stage, result, options).await;
+}
+
 /// Deletes the parts of a done load whose every table committed, and records it in `result`. Best effort: a part
 /// that cannot be deleted is logged and left to the stage's lifecycle rule.
-pub(super) async fn delete_after_commit(stage: &dyn Stage, result: &mut LoadResult, options: &LoadOptions) {
+async fn delete_after_commit(stage: &dyn Stage, result: &mut LoadResult, options: &LoadOptions) {
     let all_committed = !result.tables.is_empty() && result.tables.iter().all(|t| t.status.is_committed());
     if options.keep_parts || !result.done || !all_committed || result.parts_deleted.is_some() {
         return;

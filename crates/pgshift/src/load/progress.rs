@@ -293,8 +293,7 @@ async fn record_outcomes(ctx: &LoadContext, progress: &mut LoadProgress, ended: 
         result.billed.push(billed);
         progress.summary.loaded = result.tables.iter().filter(|t| t.loaded).count();
         let stage = stage_of(ctx, &progress.plan_url).await?;
-        super::analyze::after_commit(ctx.warehouse.as_ref(), &mut result).await;
-        super::parts::delete_after_commit(stage.as_ref(), &mut result, &progress.options).await;
+        super::parts::after_commit(ctx.warehouse.as_ref(), stage.as_ref(), &mut result, &progress.options).await;
         record(stage.as_ref(), &result).await
     }
 }

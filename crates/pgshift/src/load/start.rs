@@ -135,13 +135,13 @@ async fn save_queue(
 
 /// Before any set-up changes a target (schema evolution commits its ALTERs first): a merge needs every table's key.
 fn check_keys(plan: &Plan, options: &LoadOptions) -> Result<(), LoadError> {
-    match (options.mode, plan.tables.iter().find(|t| t.key.is_empty())) {
-        (LoadMode::Merge, Some(t)) => Err(LoadError::InvalidRequest(format!(
-            "merge needs a key; {} has none: load it with --mode replace or append, or plan it with a key \
-             ([table.\"{}\"] key = […] in pgshift.toml)",
-            t.table, t.table
-        ))),
-        _ => Ok(()),
+    match plan
+        .tables
+        .iter()
+        .find_map(|t| keyless_merge(options.mode, &t.table, &t.key))
+    {
+        Some(why) => Err(LoadError::InvalidRequest(why)),
+        None => Ok(()),
     }
 }
 
@@ -201,8 +201,7 @@ async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span
     span.record("rows", summary.rows);
     span.record("bytes", summary.bytes);
     let mut result = result;
-    super::analyze::after_commit(wh, &mut result).await;
-    super::parts::delete_after_commit(stage.as_ref(), &mut result, &req.options).await;
+    super::parts::after_commit(wh, stage.as_ref(), &mut result, &req.options).await;
     // The record says what the warehouse committed, failed tables included, before any error is reported.
     let recorded = record(stage.as_ref(), &result).await;
     if let Some(e) = failure.or(recorded.err()) {

@@ -276,13 +276,7 @@ pub(super) fn setup_sql(
             dialect.column_type(c, bytes, false)
         ));
     }
-    let key = t
-        .key
-        .iter()
-        .map(|k| ident(k))
-        .collect::<Result<Vec<_>, _>>()?
-        .join(", ");
-    let target_extra = dialect.key_constraint(&key);
+    let target_extra = dialect.key_constraint(&key_list(&t.key)?);
     let table_extra = dialect
         .table_clause(&t.design, &t.key, &t.columns)
         .map_err(LoadError::InvalidRequest)?;
@@ -372,11 +366,8 @@ fn swap_parts(
         }
         LoadMode::Append => {}
         LoadMode::Merge => {
-            if p.plan.key.is_empty() {
-                return Err(LoadError::InvalidRequest(format!(
-                    "merge needs a key; {} has none",
-                    p.plan.table
-                )));
+            if let Some(why) = crate::contract::load::keyless_merge(mode, &p.plan.table, &p.plan.key) {
+                return Err(LoadError::InvalidRequest(why));
             }
             // Either warehouse: a key twice in the run's rows would make a merge ambiguous (MERGE) or duplicate the
             // key (DELETE … USING + INSERT).
@@ -389,13 +380,7 @@ fn swap_parts(
                 ];
                 return Ok((out, Some(merge_sql(p, &target, &staging)?), post));
             }
-            let on = p
-                .plan
-                .key
-                .iter()
-                .map(|k| ident(k).map(|k| format!("{target}.{k} = {staging}.{k}")))
-                .collect::<Result<Vec<_>, _>>()?
-                .join(" AND ");
+            let on = key_match(&p.plan.key, &target, &staging)?;
             out.push(format!("DELETE FROM {target} USING {staging} WHERE {on}"));
         }
     }
@@ -408,16 +393,26 @@ fn swap_parts(
     Ok((out, Some(insert), post))
 }
 
+/// The key's columns, quoted, separated by commas.
+fn key_list(key: &[String]) -> Result<String, LoadError> {
+    Ok(key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?.join(", "))
+}
+
+/// `left.k = right.k AND …` over the key's columns, quoted: how two relations' rows are matched by key.
+fn key_match(key: &[String], left: &str, right: &str) -> Result<String, LoadError> {
+    let on: Vec<String> = key
+        .iter()
+        .map(|k| ident(k).map(|k| format!("{left}.{k} = {right}.{k}")))
+        .collect::<Result<_, _>>()?;
+    Ok(on.join(" AND "))
+}
+
 /// `merge` on Redshift: one `MERGE` (<https://docs.aws.amazon.com/redshift/latest/dg/r_MERGE.html>): each staging row
 /// updates the target's row of its key, or is inserted. Every row is written once, and rows the run does not touch
 /// are not rewritten, as a delete-then-insert's are. The same statement runs on PostgreSQL 15+, where the tests run it.
 fn merge_sql(p: &Prepared, target: &str, staging: &str) -> Result<String, LoadError> {
     let key: Vec<String> = p.plan.key.iter().map(|k| ident(k)).collect::<Result<_, _>>()?;
-    let on = key
-        .iter()
-        .map(|k| format!("{target}.{k} = s.{k}"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let on = key_match(&p.plan.key, target, "s")?;
     let cols: Vec<(String, String)> = p
         .plan
         .columns
@@ -452,13 +447,7 @@ fn merge_sql(p: &Prepared, target: &str, staging: &str) -> Result<String, LoadEr
 /// key, which a live source can give (a row whose key moved between ranges while they were read): a `MERGE` would
 /// match one target row with both, which the load refuses rather than pick one.
 fn unique_keys_guard(p: &Prepared, staging: &str) -> Result<String, LoadError> {
-    let key = p
-        .plan
-        .key
-        .iter()
-        .map(|k| ident(k))
-        .collect::<Result<Vec<_>, _>>()?
-        .join(", ");
+    let key = key_list(&p.plan.key)?;
     Ok(format!(
         "SELECT 1 / (CASE WHEN EXISTS (SELECT 1 FROM {staging} GROUP BY {key} HAVING COUNT(*) > 1) THEN 0 ELSE 1 END) \
          AS unique_keys_to_merge"
@@ -471,16 +460,11 @@ fn unique_keys_guard(p: &Prepared, staging: &str) -> Result<String, LoadError> {
 /// leaving the key twice in the target. It costs a join of the run's keys with the target's, on the key the target is
 /// sorted by by default.
 fn new_keys_guard(p: &Prepared, target: &str, staging: &str) -> Result<String, LoadError> {
-    let key: Vec<String> = p.plan.key.iter().map(|k| ident(k)).collect::<Result<_, _>>()?;
-    let on = key
-        .iter()
-        .map(|k| format!("t.{k} = s.{k}"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let on = key_match(&p.plan.key, "t", "s")?;
     Ok(format!(
         "SELECT 1 / (CASE WHEN EXISTS (SELECT 1 FROM {target} t JOIN {staging} s ON {on}) OR EXISTS (SELECT 1 FROM \
          {staging} GROUP BY {} HAVING COUNT(*) > 1) THEN 0 ELSE 1 END) AS new_keys_to_append",
-        key.join(", ")
+        key_list(&p.plan.key)?
     ))
 }
 

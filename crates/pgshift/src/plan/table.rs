@@ -51,18 +51,11 @@ pub(super) async fn plan_table(cx: TableContext<'_>) -> Result<(TablePlan, Vec<E
         );
     }
     let key = over.key.clone().unwrap_or_else(|| cx.catalog.key.clone());
-    if key.is_empty()
-        && cx
-            .req
-            .load
-            .as_ref()
-            .is_some_and(|l| l.mode == crate::contract::load::LoadMode::Merge)
-    {
-        // Refused before anything is extracted or changed: a merge matches rows by key.
+    // Refused before anything is extracted or changed.
+    let mode = cx.req.load.as_ref().map(|l| l.mode).unwrap_or_default();
+    if let Some(why) = crate::contract::load::keyless_merge(mode, table, &key) {
         return Err(PlanError::InvalidRequest(format!(
-            "{table}: --mode merge matches rows by key, and {table} has no primary key: set its key in pgshift.toml \
-             ([table.\"{table}\"] key = [\"column\", …], a column or columns unique in every row), or load it \
-             with --mode replace or append (leave it out of this run with --exclude {table})"
+            "{why} (or leave it out of this run with --exclude {table})"
         )));
     }
     let design = over.design();
