@@ -410,11 +410,18 @@ pub async fn staging_tables(url: &str) -> Result<i64> {
 
 /// A fresh empty directory for a test's stage.
 pub fn stage_dir(name: &str) -> PathBuf {
+    fresh_dir(name)
+}
+
+/// A fresh empty directory for a test (its stage, its HOME, its files): unique per call, never what an earlier run
+/// left, since process ids repeat from one CI container to the next and `/tmp` may outlive them. It sits below this
+/// process's cluster directory, so the next test binary removes it once this process is gone.
+pub fn fresh_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir()
         .join("pgshift-test")
         .join(format!("cluster-{}-stages", std::process::id()))
         .join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("creating a stage directory");
+    std::fs::create_dir_all(&dir).expect("creating a test directory");
     dir
 }
 
@@ -538,5 +545,32 @@ impl S3Server {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with(".upload"))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// No test names its directory by the process id alone: ids repeat from one CI container to the next, and a
+    /// directory an earlier run left (its stage, its runs) once failed a run id as "exists on the stage already".
+    #[test]
+    fn no_test_directory_is_named_by_the_process_id_alone() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut dirs = vec![root.join("tests/tests")];
+        for e in std::fs::read_dir(root.join("crates")).into_iter().flatten().flatten() {
+            dirs.push(e.path().join("tests"));
+        }
+        let mut found = Vec::new();
+        for dir in dirs {
+            for f in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                for (i, line) in text.lines().enumerate() {
+                    if line.contains("temp_dir()") && line.contains("process::id()") {
+                        found.push(format!("{}:{}", f.path().display(), i + 1));
+                    }
+                }
+            }
+        }
+        assert!(found.is_empty(), "use pgshift_tests::fresh_dir instead: {found:?}");
+        assert_ne!(super::fresh_dir("a"), super::fresh_dir("a"));
     }
 }

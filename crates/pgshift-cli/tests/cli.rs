@@ -5,7 +5,7 @@ use std::process::Command;
 
 #[test]
 fn a_failure_is_printed_once_without_colour_codes_when_stderr_is_not_a_terminal() {
-    let stage = std::env::temp_dir().join(format!("pgshift-cli-test-{}", std::process::id()));
+    let stage = pgshift_tests::fresh_dir("cli-test");
     let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
         .args([
             "plan",
@@ -34,8 +34,7 @@ fn a_failure_is_printed_once_without_colour_codes_when_stderr_is_not_a_terminal(
 
 #[test]
 fn run_id_with_an_event_is_refused_before_anything_runs() {
-    let dir = std::env::temp_dir().join(format!("pgshift-cli-event-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = pgshift_tests::fresh_dir("cli-event");
     let event = dir.join("event.json");
     std::fs::write(
         &event,
@@ -90,7 +89,7 @@ fn a_failed_load_says_what_it_committed() -> anyhow::Result<()> {
             .await?;
         anyhow::Ok((src, cluster().create_db("saidwh1").await?, wh2))
     })?;
-    let dir = std::env::temp_dir().join(format!("pgshift-cli-said-{}", std::process::id()));
+    let dir = pgshift_tests::fresh_dir("cli-said");
     let stage = format!("file://{}", dir.display());
     let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
         .args(["run", "--source", &src, "--warehouse", &wh1, "--stage", &stage])

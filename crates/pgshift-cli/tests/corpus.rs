@@ -669,8 +669,7 @@ fn every_bad_input_fails_fast_by_name_without_a_panic_and_touches_nothing() -> a
         anyhow::Ok((src, wh))
     })?;
     let srv = src.rsplit_once('/').map(|(s, _)| s.to_string()).unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!("pgshift-corpus-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = pgshift_tests::fresh_dir("corpus");
     files(&dir)?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let silent = listener.local_addr()?.port();

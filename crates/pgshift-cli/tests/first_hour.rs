@@ -60,8 +60,7 @@ fn setup(name: &str) -> anyhow::Result<Setup> {
         cluster().password_role(ROLE, PASSWORD).await?;
         anyhow::Ok(src)
     })?;
-    let home = std::env::temp_dir().join(format!("pgshift-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&home)?;
+    let home = pgshift_tests::fresh_dir(name);
     Ok(Setup { rt, src, home })
 }
 

@@ -31,7 +31,7 @@ fn two_local_runs_are_listed_and_billed_item_by_item_adding_up() -> anyhow::Resu
         connect(&src).await?.batch_execute(SOURCE).await?;
         anyhow::Ok((src, cluster().create_db("ledgerwh").await?))
     })?;
-    let dir = std::env::temp_dir().join(format!("pgshift-ledger-{}", std::process::id()));
+    let dir = pgshift_tests::fresh_dir("ledger");
     let stage = format!("file://{}", dir.display());
     for id in ["ledger-1", "ledger-2"] {
         let said = pgshift(&[
@@ -193,7 +193,7 @@ fn an_unreadable_ledger_record_is_named_and_every_readable_run_still_listed_and_
             .await?;
         anyhow::Ok((src, cluster().create_db("brokenwh").await?))
     })?;
-    let dir = std::env::temp_dir().join(format!("pgshift-broken-ledger-{}", std::process::id()));
+    let dir = pgshift_tests::fresh_dir("broken-ledger");
     let stage = format!("file://{}", dir.display());
     pgshift(&[
         "run",
@@ -257,7 +257,7 @@ fn hostile_prices_and_impossible_records_are_refused_by_name() -> anyhow::Result
             .await?;
         anyhow::Ok((src, cluster().create_db("hostilewh").await?))
     })?;
-    let dir = std::env::temp_dir().join(format!("pgshift-hostile-ledger-{}", std::process::id()));
+    let dir = pgshift_tests::fresh_dir("hostile-ledger");
     let stage = format!("file://{}", dir.display());
     pgshift(&[
         "run",
@@ -405,7 +405,7 @@ fn every_view_of_a_run_prints_the_same_bill_for_a_run_that_succeeded_and_one_tha
             .await?;
         anyhow::Ok((src, wh))
     })?;
-    let dir = std::env::temp_dir().join(format!("pgshift-onebill-{}", std::process::id()));
+    let dir = pgshift_tests::fresh_dir("onebill");
     let stage = format!("file://{}", dir.display());
     let common = [
         "--warehouse",
@@ -501,7 +501,7 @@ fn a_run_planned_by_pgshift_plan_is_run_by_the_same_settings_on_pgshift_run() ->
         connect(&src).await?.batch_execute(SOURCE).await?;
         anyhow::Ok((src, cluster().create_db("plannedwh").await?))
     })?;
-    let dir = std::env::temp_dir().join(format!("pgshift-planned-{}", std::process::id()));
+    let dir = pgshift_tests::fresh_dir("planned");
     let stage = format!("file://{}", dir.display());
     let common = [
         "--source", &src, "--stage", &stage, "--tables", "sales.*", "--parts", "2", "--run-id", "p1",

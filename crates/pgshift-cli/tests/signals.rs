@@ -123,7 +123,7 @@ fn a_run_stopped_by_a_signal_cleans_up_exits_by_the_signal_and_resumes_by_its_ru
         connect(&src).await?.batch_execute(SOURCE).await?;
         anyhow::Ok((src, cluster().create_db("sigwh").await?))
     })?;
-    let root = std::env::temp_dir().join(format!("pgshift-signals-{}", std::process::id()));
+    let root = pgshift_tests::fresh_dir("signals");
     let stage = root.join("stage");
     std::fs::create_dir_all(&stage)?;
     stopped_by(&src, &wh, &stage, "sig-int", "INT", 130)?;
@@ -173,7 +173,7 @@ fn a_second_run_of_a_run_id_held_by_a_live_process_is_refused_at_once() -> anyho
         connect(&src).await?.batch_execute(SOURCE).await?;
         anyhow::Ok((src, cluster().create_db("dupwh").await?))
     })?;
-    let root = std::env::temp_dir().join(format!("pgshift-dup-{}", std::process::id()));
+    let root = pgshift_tests::fresh_dir("dup");
     let stage = root.join("stage");
     std::fs::create_dir_all(&stage)?;
     let first = start(&src, &wh, &stage, "dup")?;
@@ -225,7 +225,7 @@ fn a_run_stopped_mid_copy_resumes_at_once_from_an_empty_staging_table() -> anyho
         connect(&src).await?.batch_execute(SOURCE).await?;
         anyhow::Ok(src)
     })?;
-    let root = std::env::temp_dir().join(format!("pgshift-midcopy-{}", std::process::id()));
+    let root = pgshift_tests::fresh_dir("midcopy");
     for how in ["KILL", "INT"] {
         let wh = rt.block_on(async {
             let wh = cluster().create_db("midcopywh").await?;

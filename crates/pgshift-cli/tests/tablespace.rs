@@ -20,7 +20,7 @@ fn server_owner() -> Option<(u32, u32)> {
 #[test]
 fn a_server_with_a_user_tablespace_is_refused_up_front_naming_it() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let dir = std::env::temp_dir().join(format!("pgshift-tablespace-{}", std::process::id()));
+    let dir = pgshift_tests::fresh_dir("tablespace");
     let location = dir.join("ts");
     std::fs::create_dir_all(&location)?;
     if let Some((uid, gid)) = server_owner() {
