@@ -23,6 +23,7 @@ mod faults;
 mod fuzz;
 mod grants;
 mod hooked;
+mod incremental;
 mod load;
 mod parts;
 mod pipeline;

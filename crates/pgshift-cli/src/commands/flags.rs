@@ -30,6 +30,8 @@ pub(crate) struct RunConfig {
     pub(crate) warehouse: Option<String>,
     run_id: Option<String>,
     concurrency: Option<u32>,
+    /// `diff` or `full` for every table (each table's section may say otherwise).
+    incremental: Option<pgshift::contract::incremental::Incremental>,
     pub(crate) load: Option<LoadOptions>,
     settings: Option<PlanSettings>,
     writer: Option<WriterSettings>,
@@ -150,6 +152,11 @@ pub(crate) struct PlanFlags {
     /// may then be read in parallel ctid ranges.
     #[arg(long, help_heading = "Planning")]
     pub(crate) static_source: bool,
+    /// diff: after a first full load, move only the key ranges whose rows changed since the last committed run,
+    /// deletes included (a run from a snapshot, or --static-source; docs/incremental.md); full (the default): move
+    /// every table whole. Per table: `incremental = "diff"` in its pgshift.toml section.
+    #[arg(long, value_parser = parse_incremental, help_heading = "Planning")]
+    pub(crate) incremental: Option<pgshift::contract::incremental::Incremental>,
     /// Plan the views and materialized views a wildcard matches (by default they are left out, and the plan says so).
     #[arg(long, help_heading = "Selection")]
     pub(crate) include_views: bool,
@@ -157,6 +164,10 @@ pub(crate) struct PlanFlags {
     pub(crate) types: TypeArgs,
     #[command(flatten)]
     pub(crate) writer: WriterArgs,
+}
+
+fn parse_incremental(s: &str) -> Result<pgshift::contract::incremental::Incremental, String> {
+    s.parse()
 }
 
 /// Inserts `v` under `k` when there is one.
@@ -179,6 +190,7 @@ impl PlanFlags {
         put(&mut m, "stage", self.stage.as_ref().map(|s| json!(s)));
         put(&mut m, "run_id", self.run_id.as_ref().map(|s| json!(s)));
         put(&mut m, "restart", self.restart.then_some(json!(true)));
+        put(&mut m, "incremental", self.incremental.map(|i| json!(i)));
         let mut s = Map::new();
         put(&mut s, "max_concurrency", self.concurrency.map(|c| json!(c)));
         put(&mut s, "parts", self.parts.map(|p| json!(p)));
@@ -311,6 +323,7 @@ fn config_fields(c: RunConfig) -> Result<Map<String, Value>> {
     put(&mut m, "exclude", (!c.exclude.is_empty()).then(|| json!(c.exclude)));
     put(&mut m, "stage", c.stage.map(|s| json!(s)));
     put(&mut m, "run_id", c.run_id.map(|s| json!(s)));
+    put(&mut m, "incremental", c.incremental.map(|i| json!(i)));
     let mut settings = match c.settings {
         Some(s) => serde_json::to_value(s)?,
         None => json!({}),
@@ -483,6 +496,7 @@ mod tests {
             "slices",
             "max-parts-per-table",
             "static-source",
+            "incremental",
             "include-views",
             "cast",
             "numeric-as-text",

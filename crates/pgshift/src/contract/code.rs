@@ -37,6 +37,8 @@ pub enum Code {
     FatalTargetTriggers,
     /// A local run stopped by SIGINT or SIGTERM (its Cleanup ran; `--run-id` resumes it).
     FatalInterrupted,
+    /// An incremental load's target is not what its last committed run left (changed by hand, loaded by another run).
+    FatalTargetChanged,
 }
 
 impl Code {
@@ -72,6 +74,7 @@ impl Code {
         Code::FatalLoadTimeout,
         Code::FatalTargetTriggers,
         Code::FatalInterrupted,
+        Code::FatalTargetChanged,
     ];
 
     /// The names the definition raises itself (a Pass state into Cleanup), not a handler: a snapshot pgshift cannot
@@ -114,6 +117,7 @@ impl Code {
             Code::FatalLoadTimeout => "Pipeline.Fatal.LoadTimeout",
             Code::FatalTargetTriggers => "Pipeline.Fatal.TargetTriggers",
             Code::FatalInterrupted => "Pipeline.Fatal.Interrupted",
+            Code::FatalTargetChanged => "Pipeline.Fatal.TargetChanged",
         }
     }
 

@@ -23,6 +23,12 @@ pub fn run_prefix(run_id: &str) -> String {
     format!("{}/", key_segment(run_id))
 }
 
+/// `.state/<schema>/<table>/sync.json`: the sync state of a target loaded incrementally, outside every run's prefix
+/// (no run id's key segment starts with a dot, [`key_segment`]), rewritten by every run that commits the table.
+pub fn state_key(t: &TableRef) -> String {
+    format!(".state/{}/{}/sync.json", key_segment(&t.schema), key_segment(&t.name))
+}
+
 /// `<run>/plan.json`: the whole plan.
 pub fn plan_key(run_id: &str) -> String {
     format!("{}/plan.json", key_segment(run_id))

@@ -283,6 +283,9 @@ pub struct TableLoad {
     /// `ANALYZE … PREDICATE COLUMNS` was submitted after the table's commit (Redshift).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub analyzed: bool,
+    /// The table's sync state was written after its commit (`--incremental diff`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_written: bool,
 }
 
 /// How a `replace` load changed its target.
@@ -322,6 +325,7 @@ impl TableLoad {
             created_target: false,
             evolved: Vec::new(),
             analyzed: false,
+            state_written: false,
         }
     }
 

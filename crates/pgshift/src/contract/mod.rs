@@ -6,6 +6,7 @@ pub mod clock;
 pub mod code;
 pub mod design;
 pub mod events;
+pub mod incremental;
 pub mod layout;
 pub mod ledger;
 pub mod load;

@@ -53,6 +53,10 @@ pub struct PlanRequest {
     /// an interrupted local run); anything else is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restart: bool,
+    /// `diff`: after a first full load, each run moves only the key ranges that changed since the last committed run
+    /// (a snapshot's or a static source's; docs/incremental.md). Per table in `overrides`.
+    #[serde(default, skip_serializing_if = "crate::contract::plan::is_full")]
+    pub incremental: crate::contract::incremental::Incremental,
 }
 
 /// `over` merged into `base`: objects key by key, at every depth; anything else (a list, a value) replaced.
@@ -96,6 +100,11 @@ impl PlanRequest {
         }
         Ok(req)
     }
+}
+
+/// Whether a request's incremental mode is the default (left out of its JSON, so earlier requests keep their identity).
+pub(crate) fn is_full(m: &crate::contract::incremental::Incremental) -> bool {
+    *m == crate::contract::incremental::Incremental::Full
 }
 
 /// SHA-256 of a value's JSON, as 32 hex digits (its first 16 bytes): the identities of requests and plans.
@@ -167,6 +176,8 @@ pub struct TableOverride {
     pub sortkey: Option<crate::contract::design::SortKey>,
     /// Column → encoding (`zstd`, `az64`, …).
     pub encode: BTreeMap<String, String>,
+    /// `diff` or `full`, for this table (else the request's).
+    pub incremental: Option<crate::contract::incremental::Incremental>,
 }
 
 impl TableOverride {
@@ -345,6 +356,9 @@ pub struct TablePlan {
     /// The Redshift target's design as the user set it (unset: the defaults).
     #[serde(default, skip_serializing_if = "crate::contract::design::TableDesign::is_default")]
     pub design: crate::contract::design::TableDesign,
+    /// An incremental table's ranges and what changed in them (`--incremental diff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<crate::contract::incremental::TableIncremental>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

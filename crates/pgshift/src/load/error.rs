@@ -66,6 +66,12 @@ pub enum LoadError {
         /// The GRANT and ALTER TABLE … OWNER TO statements that give it.
         statements: Vec<String>,
     },
+    #[error(
+        "incremental targets are not what their last run left, nothing extracted or loaded: {}; their states are set \
+         aside, so the next run loads them in full: run it again",
+        first_few(.0, "; ")
+    )]
+    TargetChanged(Vec<String>),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
     #[error(transparent)]
@@ -85,6 +91,7 @@ impl LoadError {
             LoadError::Deadline { .. } => Code::FatalLoadTimeout,
             LoadError::OlderData { .. } => Code::FatalOlderData,
             LoadError::TargetTriggers(_) => Code::FatalTargetTriggers,
+            LoadError::TargetChanged(_) => Code::FatalTargetChanged,
             LoadError::Grants { .. } => Code::FatalPermissionDenied,
             LoadError::Warehouse(e) => e.code(),
             LoadError::Stage(e) => e.code(),

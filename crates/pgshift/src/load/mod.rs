@@ -14,6 +14,7 @@ mod context;
 mod drift;
 mod dryrun;
 mod error;
+mod incremental;
 pub mod gc;
 pub mod grants;
 mod parts;

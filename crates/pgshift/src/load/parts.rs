@@ -16,6 +16,7 @@ pub(super) async fn after_commit(
     options: &LoadOptions,
 ) {
     super::analyze::after_commit(wh, result).await;
+    super::incremental::after_commit(stage, result).await;
     delete_after_commit(stage, result, options).await;
 }
 

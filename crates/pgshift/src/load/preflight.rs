@@ -47,6 +47,7 @@ pub async fn preflight(ctx: &LoadContext, req: PreflightRequest) -> Result<Prefl
         .await
         .map_err(|e| LoadError::Warehouse(preflight_context(e)))?;
     triggers::check(wh, &plan, &mut LoadOptions::default()).await?;
+    super::incremental::preflight(wh, stage.as_ref(), &plan).await?;
     tracing::info!(stage = %put.url, "pre-flight: warehouse and stage reached and written");
     Ok(PreflightResult {
         warehouse: format!("{:?}", wh.dialect()),

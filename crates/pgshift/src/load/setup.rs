@@ -134,6 +134,17 @@ async fn set_up_table<'a>(
             Some(SwapKind::Rows),
             Some("rows replaced, not renamed: JSON columns are parsed into SUPER".into()),
         );
+    } else if let (Some(inc), true) = (super::incremental::ranged(t), already < 0) {
+        // Only the changed ranges' rows are replaced: the target stays the table it is.
+        (load.swap, load.swap_note) = (
+            Some(SwapKind::Rows),
+            Some(format!(
+                "incremental: {} of {} key range(s) replaced, {} skipped",
+                inc.changed.len(),
+                inc.ranges.len(),
+                inc.skipped()
+            )),
+        );
     } else if c.options.mode == LoadMode::Replace && already < 0 {
         let (kind, note, facts) = replace_swap(c.wh, t, &staging).await?;
         (load.swap, load.swap_note, rename) = (Some(kind), note, facts);

@@ -81,7 +81,7 @@ pub fn staging_table(target: &TableRef, run_id: &str) -> TableRef {
     TableRef::new(target.schema.clone(), format!("{name}{mark}{hash}"))
 }
 
-const LOG: &str = "\"pgshift\".\"load_log\"";
+pub(super) const LOG: &str = "\"pgshift\".\"load_log\"";
 
 /// Every staging table a load created and has not dropped yet, with the run and stage it belongs to: what garbage
 /// collection reads to find the staging tables of dead runs (a run killed, a load that failed without its Cleanup).
@@ -353,6 +353,18 @@ fn swap_parts(
     if !options.allow_older {
         out.push(newer_guard_sql(plan, &p.plan.table)?);
     }
+    if let Some(inc) = super::incremental::ranged(p.plan) {
+        // Only the changed ranges' rows replaced, once the target is as the state's run left it.
+        out.push(super::incremental::guard_sql(p.plan, inc)?);
+        out.extend(super::incremental::delete_sql(p.plan, inc)?);
+        let insert = (!p.files.is_empty()).then(|| format!("INSERT INTO {target} ({cols}) SELECT {values} FROM {staging}"));
+        let post = vec![
+            log_sql(dialect, mode, plan, p)?,
+            format!("DROP TABLE {staging}"),
+            unregister_sql(&p.staging)?,
+        ];
+        return Ok((out, insert, post));
+    }
     if let (LoadMode::Replace, Some(facts)) = (mode, &p.rename) {
         out.extend(rename_sql(&p.plan.table, &p.staging, facts)?);
         out.push(log_sql(dialect, mode, plan, p)?);
@@ -489,6 +501,7 @@ fn select_list(p: &Prepared) -> Result<String, LoadError> {
 /// The load log's row of a table's load.
 fn log_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<String, LoadError> {
     let mode_name = match mode {
+        _ if super::incremental::ranged(p.plan).is_some() => "diff",
         LoadMode::Replace => "replace",
         LoadMode::Append => "append",
         LoadMode::Merge => "merge",

@@ -244,7 +244,15 @@ fn group_steps<'a>(
             },
             SwapSql::Insert(sql) | SwapSql::Plain(sql) => Step::Sql(sql),
         }));
-        if c.options.mode == LoadMode::Replace
+        if let Some(inc) = super::incremental::ranged(prepared[i].plan) {
+            // The target holds the source's rows: the unchanged ranges' and the changed ones' (either warehouse).
+            steps.push(Step::Reconcile {
+                table: table.clone(),
+                staging: table.clone(),
+                expected: inc.source_rows(),
+            });
+            labels.push((table.clone(), StepKind::Reconcile));
+        } else if c.options.mode == LoadMode::Replace
             && c.wh.dialect().has_rules_and_triggers()
             && !c.options.allow_target_triggers
         {

@@ -80,27 +80,64 @@ pub(crate) fn coverage(plan: &Plan) -> Vec<String> {
     }
     let mut problems = Vec::new();
     for t in &plan.tables {
-        if !by_table.contains_key(&t.table) {
+        let ranged = t.incremental.as_ref().is_some_and(|i| i.base.is_some());
+        if !by_table.contains_key(&t.table) && !ranged {
             problems.push(format!("{}: the plan has no task for it", t.table));
         }
     }
+    for t in plan.tables.iter().filter(|t| !by_table.contains_key(&t.table)) {
+        problems.extend(t.incremental.iter().flat_map(|i| incremental_coverage(&t.table, i, &[])));
+    }
     for (table, mut tasks) in by_table {
-        if !plan.tables.iter().any(|t| &t.table == table) {
+        let Some(t) = plan.tables.iter().find(|t| &t.table == table) else {
             problems.push(format!("{table}: tasks for a table the plan does not describe"));
-        }
+            continue;
+        };
         tasks.sort_by_key(|t| t.range_index);
-        problems.extend(table_coverage(table, &tasks));
+        match &t.incremental {
+            // An incremental load of some ranges: its ranges tile the key space, its tasks are the changed ones.
+            Some(i) if i.base.is_some() && !(i.ranges.len() == 1 && i.ranges[0].bounds == Bounds::ALL) => {
+                problems.extend(incremental_coverage(table, i, &tasks))
+            }
+            _ => {
+                let ranges: Vec<(u32, &Bounds)> = tasks.iter().map(|t| (t.range_index, &t.bounds)).collect();
+                problems.extend(table_coverage(table, &ranges))
+            }
+        }
     }
     problems
 }
 
-fn table_coverage(table: &TableRef, tasks: &[&ExtractTask]) -> Vec<String> {
+/// An incremental table's ranges cover the key space, and its tasks are exactly its changed ranges, bound for bound.
+fn incremental_coverage(
+    table: &TableRef,
+    inc: &crate::contract::incremental::TableIncremental,
+    tasks: &[&ExtractTask],
+) -> Vec<String> {
+    let ranges: Vec<(u32, &Bounds)> = inc.ranges.iter().map(|r| (r.range_index, &r.bounds)).collect();
+    let mut problems = table_coverage(table, &ranges);
+    let wanted: Vec<(u32, &Bounds)> = inc
+        .changed
+        .iter()
+        .filter_map(|&i| inc.ranges.get(i as usize).map(|r| (i, &r.bounds)))
+        .collect();
+    let got: Vec<(u32, &Bounds)> = tasks.iter().map(|t| (t.range_index, &t.bounds)).collect();
+    if wanted != got {
+        problems.push(format!(
+            "{table}: the tasks are not the changed ranges ({:?} planned, {:?} listed)",
+            inc.changed,
+            tasks.iter().map(|t| t.range_index).collect::<Vec<_>>()
+        ));
+    }
+    problems
+}
+
+fn table_coverage(table: &TableRef, tasks: &[(u32, &Bounds)]) -> Vec<String> {
     let mut problems = Vec::new();
-    for (i, t) in tasks.iter().enumerate() {
-        if t.range_index as usize != i {
+    for (i, (index, _)) in tasks.iter().enumerate() {
+        if *index as usize != i {
             problems.push(format!(
-                "{table}: range {} where range {i} belongs (a range is missing or listed twice)",
-                t.range_index
+                "{table}: range {index} where range {i} belongs (a range is missing or listed twice)"
             ));
             return problems;
         }
@@ -108,7 +145,7 @@ fn table_coverage(table: &TableRef, tasks: &[&ExtractTask]) -> Vec<String> {
     let (Some(first), Some(last)) = (tasks.first(), tasks.last()) else {
         return problems;
     };
-    match (&first.bounds, &last.bounds) {
+    match (first.1, last.1) {
         (Bounds::Key { lower: Some(l), .. }, _) => {
             problems.push(format!("{table}: range 0 starts at {}, not open below", display_key(l)))
         }
@@ -117,20 +154,20 @@ fn table_coverage(table: &TableRef, tasks: &[&ExtractTask]) -> Vec<String> {
         }
         _ => {}
     }
-    match &last.bounds {
+    match last.1 {
         Bounds::Key { upper: Some(u), .. } => problems.push(format!(
             "{table}: range {} ends at {}, not open above",
-            last.range_index,
+            last.0,
             display_key(u)
         )),
         Bounds::Ctid { end_page: Some(p), .. } => problems.push(format!(
             "{table}: range {} ends at page {p}, not open above",
-            last.range_index
+            last.0
         )),
         _ => {}
     }
     for w in tasks.windows(2) {
-        let joined = match (&w[0].bounds, &w[1].bounds) {
+        let joined = match (w[0].1, w[1].1) {
             (Bounds::Key { upper: Some(u), .. }, Bounds::Key { lower: Some(l), .. }) => u == l,
             (Bounds::Ctid { end_page: Some(e), .. }, Bounds::Ctid { first_page, .. }) => e == first_page,
             _ => false,
@@ -138,7 +175,7 @@ fn table_coverage(table: &TableRef, tasks: &[&ExtractTask]) -> Vec<String> {
         if !joined {
             problems.push(format!(
                 "{table}: range {} does not end where range {} starts",
-                w[0].range_index, w[1].range_index
+                w[0].0, w[1].0
             ));
         }
     }
@@ -285,7 +322,7 @@ mod tests {
     }
 
     fn problems(tasks: &[ExtractTask]) -> Vec<String> {
-        let refs: Vec<&ExtractTask> = tasks.iter().collect();
+        let refs: Vec<(u32, &Bounds)> = tasks.iter().map(|t| (t.range_index, &t.bounds)).collect();
         table_coverage(&TableRef::new("s", "t"), &refs)
     }
 

@@ -9,6 +9,7 @@
 
 mod boundaries;
 mod catalog;
+pub(crate) mod incremental;
 mod parts;
 mod runs;
 mod select;
@@ -45,6 +46,17 @@ pub enum PlanError {
     NullKey { table: TableRef, column: String },
     #[error("run {run_id:?} exists on the stage already: {detail}")]
     RunExists { run_id: String, detail: String },
+    #[error(
+        "{table}: this run's data is from {}, older than what its last incremental run ({state_run}) loaded, from {}: \
+         refused, nothing extracted (pass --allow-older to load it anyway)",
+        crate::contract::clock::rfc3339(*instant), crate::contract::clock::rfc3339(*state_at)
+    )]
+    OlderData {
+        table: TableRef,
+        instant: i64,
+        state_at: i64,
+        state_run: String,
+    },
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -58,6 +70,7 @@ impl PlanError {
             PlanError::NoMatch { .. } | PlanError::NoTable { .. } => Code::FatalNotFound,
             PlanError::NullKey { .. } => Code::FatalInvalidInput,
             PlanError::RunExists { .. } => Code::FatalRunExists,
+            PlanError::OlderData { .. } => Code::FatalOlderData,
             PlanError::Source(e) => e.code(),
             PlanError::Stage(e) => e.code(),
         }
@@ -406,7 +419,8 @@ async fn write_plan(
         None => {
             let source = crate::source::connector_for(&ctx.source, req.source_endpoint.as_ref())?;
             let client = source.connect_first().await?;
-            plan(&client, &req).await?
+            let planned = plan(&client, &req).await?;
+            incremental::apply(&client, stage.as_ref(), &req, planned).await?
         }
     };
 

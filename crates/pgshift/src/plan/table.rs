@@ -276,6 +276,7 @@ fn assemble(
         parts,
         notes,
         design: Default::default(),
+        incremental: None,
     };
     (plan, tasks)
 }

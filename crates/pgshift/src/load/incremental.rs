@@ -1,0 +1,188 @@
+//! An incremental table's load (`--incremental diff`, docs/incremental.md): in its one transaction, once the target is
+//! locked, a guard that the target is what the state's run left (its row count, and the load log's last plan of it),
+//! the target's rows in the changed ranges deleted and the ranges' rows inserted, then the target's count checked
+//! against the source's. Before anything is extracted, the pre-flight asks the same of the target, so a target
+//! changed by hand fails in seconds and sets the state aside (the next run loads the table in full). After the
+//! commit, the state is written: the only place it is ever written, so a failed or resumed run never advances it.
+
+use bytes::Bytes;
+
+use crate::contract::incremental::{warehouse_predicate, Committed, TableIncremental};
+use crate::contract::layout::{plan_key, state_key};
+use crate::contract::plan::{Plan, TablePlan};
+use crate::stage::Stage;
+use crate::warehouse::{self, Warehouse};
+
+use super::error::LoadError;
+use super::statements::{qualified, text_literal, LOG};
+
+/// The incremental side of a table's plan, when the load builds on a state (only the changed ranges replaced).
+pub(super) fn ranged(t: &TablePlan) -> Option<&TableIncremental> {
+    t.incremental.as_ref().filter(|i| i.base.is_some())
+}
+
+/// The guard, inside the transaction: the target holds the state's rows, the load log has the state's plan's load
+/// of it, and no load of it since. Aggregates only (no `ORDER BY … LIMIT` in a subquery), the same on both warehouses.
+pub(super) fn guard_sql(t: &TablePlan, inc: &TableIncremental) -> Result<String, LoadError> {
+    let Some(base) = &inc.base else {
+        return Err(LoadError::InvalidRequest(format!("{}: no state to guard", t.table)));
+    };
+    Ok(format!(
+        "SELECT 1 / (CASE WHEN ({}) = {} AND ({}) = 1 AND ({}) = 0 THEN 1 ELSE 0 END) AS target_as_its_last_run_left_it",
+        count_sql(t)?,
+        base.target_rows,
+        base_logged_sql(t, &base.plan_id)?,
+        loads_since_sql(t, &base.plan_id)?
+    ))
+}
+
+fn count_sql(t: &TablePlan) -> Result<String, LoadError> {
+    Ok(format!("SELECT count(*) FROM {}", qualified(&t.table)?))
+}
+
+/// `this table in the load log`, as a WHERE clause's conditions on the alias `a`.
+fn logged(t: &TablePlan, a: &str) -> Result<String, LoadError> {
+    Ok(format!(
+        "{a}.schema_name = {} AND {a}.table_name = {}",
+        text_literal(&t.table.schema)?,
+        text_literal(&t.table.name)?
+    ))
+}
+
+/// 1 when the load log has the base plan's load of the table (0 when not).
+fn base_logged_sql(t: &TablePlan, plan_id: &str) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT CASE WHEN count(*) > 0 THEN 1 ELSE 0 END FROM {LOG} b WHERE {} AND b.plan_id = {}",
+        logged(t, "b")?,
+        text_literal(plan_id)?
+    ))
+}
+
+/// The loads of the table the log has since the base plan's (by another plan).
+fn loads_since_sql(t: &TablePlan, plan_id: &str) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT count(*) FROM {LOG} l WHERE {} AND l.plan_id <> {p} AND l.loaded_at >= (SELECT max(b.loaded_at) FROM \
+         {LOG} b WHERE {} AND b.plan_id = {p})",
+        logged(t, "l")?,
+        logged(t, "b")?,
+        p = text_literal(plan_id)?
+    ))
+}
+
+/// The target's rows in the changed ranges deleted (`None` when no range changed).
+pub(super) fn delete_sql(t: &TablePlan, inc: &TableIncremental) -> Result<Option<String>, LoadError> {
+    if inc.changed.is_empty() {
+        return Ok(None);
+    }
+    let mut ors = Vec::new();
+    for &i in &inc.changed {
+        let r = inc
+            .ranges
+            .get(i as usize)
+            .ok_or_else(|| LoadError::InvalidRequest(format!("{}: changed range {i} is not planned", t.table)))?;
+        let key: &[String] = if r.bounds == crate::contract::model::Bounds::ALL { &[] } else { &t.key };
+        match warehouse_predicate(key, &r.bounds).map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", t.table)))? {
+            Some(p) => ors.push(format!("({p})")),
+            // A range open at both ends: every row.
+            None => return Ok(Some(format!("DELETE FROM {}", qualified(&t.table)?))),
+        }
+    }
+    Ok(Some(format!("DELETE FROM {} WHERE {}", qualified(&t.table)?, ors.join(" OR "))))
+}
+
+/// The pre-flight's question, before anything is extracted: is each incremental target what its state says? A
+/// target that is not fails the run by name, and its state is set aside, so that the next run loads it in full.
+pub(super) async fn preflight(wh: &dyn Warehouse, stage: &dyn Stage, plan: &Plan) -> Result<(), LoadError> {
+    let mut changed = Vec::new();
+    for t in &plan.tables {
+        let Some(inc) = ranged(t) else { continue };
+        let Some(base) = &inc.base else { continue };
+        let exists = !warehouse::columns(wh, &t.table).await?.is_empty();
+        let why = match exists {
+            false => Some("it does not exist".to_string()),
+            true => target_problem(wh, t, base).await?,
+        };
+        if let Some(why) = why {
+            set_aside(stage, t).await;
+            changed.push(format!("{}: {why}", t.table));
+        }
+    }
+    match changed.is_empty() {
+        true => Ok(()),
+        false => Err(LoadError::TargetChanged(changed)),
+    }
+}
+
+/// What is wrong with an existing target, if anything, against the state's run.
+async fn target_problem(
+    wh: &dyn Warehouse,
+    t: &TablePlan,
+    base: &crate::contract::incremental::Base,
+) -> Result<Option<String>, LoadError> {
+    let rows = warehouse::count(wh, count_sql(t)?).await?;
+    if rows as u64 != base.target_rows {
+        return Ok(Some(format!(
+            "it holds {rows} rows where run {} left {}",
+            base.run_id, base.target_rows
+        )));
+    }
+    if warehouse::count(wh, base_logged_sql(t, &base.plan_id)?).await? != 1 {
+        return Ok(Some(format!("the load log has no load of it by run {}", base.run_id)));
+    }
+    if warehouse::count(wh, loads_since_sql(t, &base.plan_id)?).await? != 0 {
+        return Ok(Some(format!("another run loaded it after run {}", base.run_id)));
+    }
+    Ok(None)
+}
+
+/// The state renamed beside itself (`sync.json.set-aside-<time>`), so that the next run plans the table in full and
+/// the old state stays for whoever looks into it.
+async fn set_aside(stage: &dyn Stage, t: &TablePlan) {
+    let key = state_key(&t.table);
+    let moved = async {
+        let body = stage.get(&key).await?;
+        let aside = format!("{key}.set-aside-{}", crate::contract::clock::unix_now() as i64);
+        crate::stage::put(stage, &aside, body).await?;
+        stage.delete_prefix(&key).await
+    };
+    if let Err(e) = moved.await {
+        tracing::warn!(table = %t.table, error = %e, "the state could not be set aside");
+    }
+}
+
+/// After the commits: the state of each incremental table this plan committed, written (again, for a table already
+/// loaded by an earlier attempt of the same plan, whose state may not have been written).
+pub(super) async fn after_commit(stage: &dyn Stage, result: &mut crate::contract::load::LoadResult) {
+    let wanted = result.tables.iter().any(|t| t.status.is_committed() && !t.state_written);
+    if !wanted {
+        return;
+    }
+    let plan: Plan = match crate::stage::run::read_json(stage, &plan_key(&result.run_id)).await {
+        Ok(Some(p)) => p,
+        _ => return,
+    };
+    for load in result.tables.iter_mut() {
+        if !load.status.is_committed() || load.state_written {
+            continue;
+        }
+        let Some(t) = plan.tables.iter().find(|t| t.table == load.table) else { continue };
+        let Some(inc) = &t.incremental else { continue };
+        let state = inc.state(
+            &t.table,
+            &t.key,
+            &t.columns,
+            Committed {
+                run_id: &plan.run_id,
+                plan_id: &plan.plan_id,
+                data_at: plan.data_instant(),
+                committed_at: crate::contract::clock::unix_now(),
+            },
+        );
+        let body = Bytes::from(serde_json::to_vec_pretty(&state).unwrap_or_default());
+        match crate::stage::put(stage, &state_key(&t.table), body).await {
+            Ok(_) => load.state_written = true,
+            // The next run finds the target ahead of the state and loads it in full: slower, never wrong.
+            Err(e) => tracing::warn!(table = %t.table, error = %e, "the sync state was not written"),
+        }
+    }
+}

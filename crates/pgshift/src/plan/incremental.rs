@@ -1,0 +1,223 @@
+//! `--incremental diff` planned: each such table's ranges digested on the source (a count and a digest per range in
+//! SQL, no row leaving the server) and compared with the sync state its last committed run left on the stage; only
+//! changed ranges become tasks. A table with a usable state keeps that state's boundaries, so ranges compare; a table
+//! without one (the first run, a lost or unreadable state, a key or columns changed) is loaded in full, and says why.
+
+use tokio_postgres::Client;
+
+use super::PlanError;
+use crate::contract::incremental::{self, Base, Incremental, RangeDigest, SyncState, TableIncremental};
+use crate::contract::load::LoadMode;
+use crate::contract::model::{Bounds, ExtractTask};
+use crate::contract::plan::{Plan, PlanRequest, TablePlan};
+use crate::source::SourceError;
+use crate::stage::Stage;
+
+/// The table's incremental mode: its own section's, else the request's.
+pub(crate) fn mode_of(req: &PlanRequest, table: &TablePlan) -> Incremental {
+    req.overrides
+        .get(&table.table.to_string())
+        .and_then(|o| o.incremental)
+        .unwrap_or(req.incremental)
+}
+
+/// Refusals before anything is digested: a live source (two reads of it are two instants), a load that does not
+/// replace (the changed ranges replace the target's rows in them).
+fn check(req: &PlanRequest, table: &TablePlan) -> Result<(), PlanError> {
+    if !req.settings.static_source {
+        return Err(PlanError::InvalidRequest(format!(
+            "{}: --incremental diff compares the source at one instant with the last run's: run from a snapshot, or \
+             pass --static-source when nothing writes to the source during the run (or leave out --incremental)",
+            table.table
+        )));
+    }
+    let mode = req.load.as_ref().map(|l| l.mode).unwrap_or_default();
+    if mode != LoadMode::Replace {
+        return Err(PlanError::InvalidRequest(format!(
+            "{}: --incremental diff replaces the target's rows range by range; it does not combine with --mode {} \
+             (leave out one of them)",
+            table.table,
+            format!("{mode:?}").to_lowercase()
+        )));
+    }
+    Ok(())
+}
+
+/// Every `diff` table of `plan` digested and compared with its state; the plan sealed again.
+pub(super) async fn apply(client: &Client, stage: &dyn Stage, req: &PlanRequest, mut plan: Plan) -> Result<Plan, PlanError> {
+    if !plan.tables.iter().any(|t| mode_of(req, t) == Incremental::Diff) {
+        return Ok(plan);
+    }
+    let data_at = plan.data_instant();
+    let mut tasks = Vec::new();
+    for t in &mut plan.tables {
+        let mine: Vec<ExtractTask> = plan.tasks.iter().filter(|x| x.table == t.table).cloned().collect();
+        if mode_of(req, t) != Incremental::Diff {
+            tasks.extend(mine);
+            continue;
+        }
+        check(req, t)?;
+        let state = read_state(stage, t).await;
+        tasks.extend(plan_table(client, req, t, mine, state, data_at).await?);
+    }
+    plan.tasks = tasks;
+    plan.seal()
+        .map_err(|e| PlanError::InvalidRequest(format!("plan JSON: {e}")))
+}
+
+/// The table's state, or why there is none to build on.
+async fn read_state(stage: &dyn Stage, t: &TablePlan) -> Result<SyncState, String> {
+    let key = crate::contract::layout::state_key(&t.table);
+    match crate::stage::run::read_json::<SyncState>(stage, &key).await {
+        Ok(Some(s)) => match incremental::unusable(&s, &t.table, &t.key, &t.columns) {
+            None => Ok(s),
+            Some(why) => Err(why),
+        },
+        Ok(None) => Err("no state of a committed run on the stage (the first incremental run)".into()),
+        Err(e) => Err(format!("its state cannot be read ({e})")),
+    }
+}
+
+/// One table: its ranges digested; the tasks of the changed ones.
+async fn plan_table(
+    client: &Client,
+    req: &PlanRequest,
+    t: &mut TablePlan,
+    planned: Vec<ExtractTask>,
+    state: Result<SyncState, String>,
+    data_at: i64,
+) -> Result<Vec<ExtractTask>, PlanError> {
+    // A table split by heap pages (no usable key) is compared whole; its ranges cannot be found in the target.
+    let keyed = !t.key.is_empty() && planned.iter().all(|x| matches!(x.bounds, Bounds::Key { .. }));
+    let state = match (state, keyed) {
+        (Ok(s), true) => Ok(s),
+        (Ok(s), false) if s.ranges.len() == 1 && s.ranges[0].bounds == Bounds::ALL => Ok(s),
+        (Ok(_), false) => Err("its state's ranges do not fit a table compared whole".into()),
+        (Err(why), _) => Err(why),
+    };
+    if let Ok(s) = &state {
+        if data_at < s.data_at && !req.load.as_ref().is_some_and(|l| l.allow_older) {
+            return Err(PlanError::OlderData {
+                table: t.table.clone(),
+                instant: data_at,
+                state_at: s.data_at,
+                state_run: s.run_id.clone(),
+            });
+        }
+    }
+    let bounds: Vec<Bounds> = match (&state, keyed) {
+        (Ok(s), true) => s.ranges.iter().map(|r| r.bounds.clone()).collect(),
+        (_, true) => planned.iter().map(|x| x.bounds.clone()).collect(),
+        (_, false) => vec![Bounds::ALL],
+    };
+    let ranges = digest_ranges(client, t, &bounds).await?;
+    let (inc, tasks) = match state {
+        Ok(s) => with_base(t, planned, &s, ranges, keyed),
+        Err(why) => {
+            let changed = ranges.iter().map(|r| r.range_index).collect();
+            let inc = TableIncremental {
+                base: None,
+                full_because: Some(why),
+                ranges,
+                changed,
+            };
+            (inc, planned)
+        }
+    };
+    note(t, &inc);
+    t.incremental = Some(inc);
+    Ok(tasks)
+}
+
+/// A table with a usable state: the changed ranges' tasks (every planned task, for a table compared whole).
+fn with_base(
+    t: &mut TablePlan,
+    planned: Vec<ExtractTask>,
+    s: &SyncState,
+    ranges: Vec<RangeDigest>,
+    keyed: bool,
+) -> (TableIncremental, Vec<ExtractTask>) {
+    let changed = incremental::changed(&s.ranges, &ranges);
+    let base = Base {
+        run_id: s.run_id.clone(),
+        plan_id: s.plan_id.clone(),
+        target_rows: s.target_rows,
+        data_at: s.data_at,
+        changed_rows_before: s
+            .ranges
+            .iter()
+            .filter(|r| changed.contains(&r.range_index))
+            .map(|r| r.rows)
+            .sum(),
+    };
+    let tasks = match (keyed, changed.is_empty(), planned.first()) {
+        (_, true, _) | (_, _, None) => Vec::new(),
+        (false, false, _) => planned,
+        (true, false, Some(template)) => changed
+            .iter()
+            .map(|&i| ExtractTask {
+                range_index: i,
+                bounds: ranges[i as usize].bounds.clone(),
+                ..template.clone()
+            })
+            .collect(),
+    };
+    if keyed {
+        t.parts = ranges
+            .iter()
+            .map(|r| crate::contract::plan::PartEstimate {
+                range_index: r.range_index,
+                rows: r.rows,
+                bytes: t.estimates.avg_row_bytes.saturating_mul(r.rows),
+            })
+            .collect();
+    }
+    let inc = TableIncremental {
+        base: Some(base),
+        full_because: None,
+        ranges,
+        changed,
+    };
+    (inc, tasks)
+}
+
+/// Each range's count and digest, read on the planner's connection with the extraction's own predicate.
+async fn digest_ranges(client: &Client, t: &TablePlan, bounds: &[Bounds]) -> Result<Vec<RangeDigest>, PlanError> {
+    let only = t.kind == "table";
+    let key: &[String] = if bounds.iter().all(|b| *b == Bounds::ALL) { &[] } else { &t.key };
+    let mut out = Vec::with_capacity(bounds.len());
+    for (i, b) in bounds.iter().enumerate() {
+        let q = incremental::digest_sql(&t.table, &t.columns, key, b, only).map_err(PlanError::InvalidRequest)?;
+        let row = client
+            .query_one(&q, &[])
+            .await
+            .map_err(|e| SourceError::from_pg(&t.table, 0, e))?;
+        let rows: i64 = row.get(0);
+        let digest: Option<String> = row.get(1);
+        out.push(RangeDigest {
+            range_index: i as u32,
+            bounds: b.clone(),
+            rows: rows.max(0) as u64,
+            digest: digest.unwrap_or_else(|| "0".into()),
+        });
+    }
+    Ok(out)
+}
+
+/// The plan's words for the table: full and why, or how many ranges changed.
+fn note(t: &mut TablePlan, inc: &TableIncremental) {
+    let n = inc.ranges.len();
+    t.notes.push(match (&inc.base, &inc.full_because) {
+        (Some(b), _) => format!(
+            "incremental: {} of {n} range(s) changed since run {} ({} skipped); {} row(s) at the source",
+            inc.changed.len(),
+            b.run_id,
+            inc.skipped(),
+            inc.source_rows()
+        ),
+        (None, why) => format!(
+            "incremental: a full load, since {}; its {n} range(s) digested for the next run",
+            why.as_deref().unwrap_or("there is nothing to build on")
+        ),
+    });
+}

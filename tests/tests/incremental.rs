@@ -1,0 +1,205 @@
+//! `--incremental diff` through the definition run locally: after a first full load, a run moves only the key ranges
+//! whose rows changed (inserts, updates and deletes alike); an unchanged run moves no row; a lost state, a target
+//! changed by hand, a changed column fall back to a full load, by name; data older than the state's is refused.
+//! Every run is checked by what the warehouse holds: row count and a hash of every column's values in key order,
+//! computed by the tests' own SQL.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+use pgshift::contract::incremental::{Incremental, SyncState};
+use pgshift::contract::plan::{Plan, PlanRequest};
+use pgshift::warehouse::postgres::PgWarehouse;
+use pgshift::UrlStages;
+use pgshift_tests::{cluster, connect, stage_dir};
+
+use super::db;
+use super::load::fingerprint;
+use super::pipeline::{plan_of, request, run_local};
+
+const SOURCE: &str = "
+CREATE SCHEMA sales;
+CREATE TABLE sales.orders (id int8 PRIMARY KEY, amount numeric(12,2) NOT NULL, note text, at timestamptz);
+INSERT INTO sales.orders SELECT g, (g % 1000) / 10.0, CASE WHEN g % 7 = 0 THEN NULL ELSE 'note ' || g END,
+    timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute' FROM generate_series(1, 20000) g;
+CREATE TABLE sales.items (order_id int8, line int2, qty int4 NOT NULL, sku uuid NOT NULL, PRIMARY KEY (order_id, line));
+INSERT INTO sales.items SELECT g / 3, (g % 3)::int2, g % 7, md5('s' || g)::uuid FROM generate_series(3, 9002) g;
+CREATE TABLE public.events (at timestamptz NOT NULL, kind text);
+INSERT INTO public.events SELECT timestamptz '2025-01-01' + g * interval '1 second', 'k' || g % 5
+    FROM generate_series(1, 3000) g;
+ANALYZE;";
+
+const TABLES: [&str; 3] = ["sales.orders", "sales.items", "public.events"];
+
+/// The diff request of run `id`: a static source, four parts a table.
+fn diff(stage: &str, id: &str) -> PlanRequest {
+    let mut req = request(stage, &TABLES, 4);
+    req.run_id = Some(id.to_string());
+    req.incremental = Incremental::Diff;
+    req.settings.static_source = true;
+    req
+}
+
+/// Runs `req`; its plan, or the failure as text.
+async fn run(source: &str, target: &str, req: PlanRequest) -> Result<Result<Plan, String>> {
+    let out = run_local(
+        source,
+        req,
+        Arc::new(UrlStages::default()),
+        Arc::new(PgWarehouse::new(target)?),
+    )
+    .await?;
+    Ok(match out.output {
+        Ok(v) => Ok(plan_of(&v).await?),
+        Err(f) => Err(format!("{f}")),
+    })
+}
+
+/// Every table of the run holds what the source holds.
+async fn same(source: &str, target: &str, plan: &Plan) -> Result<()> {
+    for t in TABLES {
+        assert_eq!(
+            fingerprint(target, plan, t, false).await?,
+            fingerprint(source, plan, t, true).await?,
+            "{t}"
+        );
+    }
+    Ok(())
+}
+
+fn table<'a>(plan: &'a Plan, name: &str) -> &'a pgshift::contract::plan::TablePlan {
+    plan.tables.iter().find(|t| t.table.to_string() == name).expect("planned")
+}
+
+/// The rows the run's parts held for `name` (what it moved).
+fn moved(stage: &Path, plan: &Plan, name: &str) -> u64 {
+    let load: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(stage.join(&plan.run_id).join("load.json")).expect("load.json"))
+            .expect("json");
+    load["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .find(|t| format!("{}.{}", t["table"]["schema"].as_str().unwrap(), t["table"]["name"].as_str().unwrap()) == name)
+        .and_then(|t| t["rows"].as_u64())
+        .expect("rows")
+}
+
+fn state(stage: &Path, schema: &str, name: &str) -> Result<SyncState> {
+    Ok(serde_json::from_slice(&std::fs::read(
+        stage.join(".state").join(schema).join(name).join("sync.json"),
+    )?)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchanged_run_moves_nothing() -> Result<()> {
+    let source = db("incsrc", SOURCE).await?;
+    let target = cluster().create_db("incwh").await?;
+    let dir = stage_dir("incremental");
+    let stage = format!("file://{}", dir.display());
+
+    // The first run is full, and says why; it leaves a state per table.
+    let first = run(&source, &target, diff(&stage, "inc-1")).await?.map_err(anyhow::Error::msg)?;
+    same(&source, &target, &first).await?;
+    let orders = table(&first, "sales.orders").incremental.clone().expect("incremental");
+    assert!(orders.base.is_none() && orders.full_because.as_deref().unwrap_or("").contains("first"));
+    assert_eq!(moved(&dir, &first, "sales.orders"), 20000);
+    let s = state(&dir, "sales", "orders")?;
+    assert_eq!((s.target_rows, s.ranges.len(), s.run_id.as_str()), (20000, 4, "inc-1"));
+
+    // Updates in one range, deletes in another, inserts past the end; items unchanged; events (no key) changed.
+    connect(&source)
+        .await?
+        .batch_execute(
+            "UPDATE sales.orders SET amount = amount + 1, note = 'changed' WHERE id BETWEEN 100 AND 160;
+             DELETE FROM sales.orders WHERE id BETWEEN 9000 AND 9049;
+             INSERT INTO sales.orders SELECT g, 1.5, 'new', now() FROM generate_series(20001, 20100) g;
+             INSERT INTO public.events VALUES (timestamptz '2030-01-01', 'late');",
+        )
+        .await?;
+    let second = run(&source, &target, diff(&stage, "inc-2")).await?.map_err(anyhow::Error::msg)?;
+    same(&source, &target, &second).await?;
+    let orders = table(&second, "sales.orders").incremental.clone().expect("incremental");
+    assert_eq!(orders.base.as_ref().map(|b| b.run_id.as_str()), Some("inc-1"));
+    assert_eq!(orders.ranges.len(), 4, "the first run's boundaries kept");
+    assert!(
+        orders.changed.len() == 3 && orders.skipped() == 1,
+        "the range of 9000, the first and the last changed: {:?}",
+        orders.changed
+    );
+    assert!(moved(&dir, &second, "sales.orders") < 20050 * 3 / 4 + 100);
+    let items = table(&second, "sales.items").incremental.clone().expect("incremental");
+    assert!(items.changed.is_empty() && items.base.is_some());
+    assert_eq!(moved(&dir, &second, "sales.items"), 0);
+    assert!(second.tasks.iter().all(|t| t.table.name != "items"));
+    assert_eq!(moved(&dir, &second, "public.events"), 3001, "a table without a key is compared whole");
+    assert_eq!(state(&dir, "sales", "orders")?.target_rows, 20050);
+
+    // Nothing changed: no task, no row moved, the warehouse as the source.
+    let third = run(&source, &target, diff(&stage, "inc-3")).await?.map_err(anyhow::Error::msg)?;
+    assert!(third.tasks.is_empty(), "{:?}", third.tasks.len());
+    same(&source, &target, &third).await?;
+    for t in TABLES {
+        assert_eq!(moved(&dir, &third, t), 0, "{t}");
+    }
+    assert_eq!(state(&dir, "sales", "orders")?.run_id, "inc-3");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_changed_by_hand_fails_before_extracting_and_the_next_run_is_full() -> Result<()> {
+    let source = db("inchandsrc", SOURCE).await?;
+    let target = cluster().create_db("inchandwh").await?;
+    let dir = stage_dir("incremental-hand");
+    let stage = format!("file://{}", dir.display());
+    let first = run(&source, &target, diff(&stage, "hand-1")).await?.map_err(anyhow::Error::msg)?;
+    same(&source, &target, &first).await?;
+
+    connect(&target).await?.batch_execute("DELETE FROM sales.orders WHERE id = 42").await?;
+    connect(&source).await?.batch_execute("UPDATE sales.orders SET note = 'x' WHERE id = 19000").await?;
+    let edited = fingerprint(&target, &first, "sales.orders", false).await?;
+    let failed = run(&source, &target, diff(&stage, "hand-2")).await?;
+    let why = failed.expect_err("a target changed by hand");
+    assert!(
+        why.contains("Pipeline.Fatal.TargetChanged") && why.contains("sales.orders") && why.contains("19999 rows"),
+        "{why}"
+    );
+    assert_eq!(fingerprint(&target, &first, "sales.orders", false).await?, edited, "nothing loaded");
+    assert!(!dir.join("hand-2").join("sales").exists(), "nothing extracted");
+
+    // The state was set aside: the next run loads the table in full, and the warehouse equals the source again.
+    let third = run(&source, &target, diff(&stage, "hand-3")).await?.map_err(anyhow::Error::msg)?;
+    same(&source, &target, &third).await?;
+    let orders = table(&third, "sales.orders").incremental.clone().expect("incremental");
+    assert!(orders.base.is_none(), "full");
+    assert_eq!(moved(&dir, &third, "sales.orders"), 20000);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_state_loads_in_full_and_older_data_than_the_state_is_refused() -> Result<()> {
+    let source = db("inclostsrc", SOURCE).await?;
+    let target = cluster().create_db("inclostwh").await?;
+    let dir = stage_dir("incremental-lost");
+    let stage = format!("file://{}", dir.display());
+    run(&source, &target, diff(&stage, "lost-1")).await?.map_err(anyhow::Error::msg)?;
+
+    std::fs::remove_dir_all(dir.join(".state"))?;
+    connect(&source).await?.batch_execute("DELETE FROM sales.orders WHERE id < 10").await?;
+    let second = run(&source, &target, diff(&stage, "lost-2")).await?.map_err(anyhow::Error::msg)?;
+    same(&source, &target, &second).await?;
+    let orders = table(&second, "sales.orders").incremental.clone().expect("incremental");
+    assert!(orders.base.is_none() && orders.full_because.as_deref().unwrap_or("").contains("no state"));
+
+    // A state from the future: this run's data is older, refused by name before anything is extracted.
+    let key = dir.join(".state/sales/orders/sync.json");
+    let mut s: SyncState = serde_json::from_slice(&std::fs::read(&key)?)?;
+    s.data_at += 86_400;
+    std::fs::write(&key, serde_json::to_vec(&s)?)?;
+    let before = fingerprint(&target, &second, "sales.orders", false).await?;
+    let refused = run(&source, &target, diff(&stage, "lost-3")).await?.expect_err("older data");
+    assert!(refused.contains("Pipeline.Fatal.OlderData") && refused.contains("sales.orders"), "{refused}");
+    assert_eq!(fingerprint(&target, &second, "sales.orders", false).await?, before);
+    Ok(())
+}
