@@ -69,11 +69,14 @@ async fn same(source: &str, target: &str, plan: &Plan) -> Result<()> {
 }
 
 fn table<'a>(plan: &'a Plan, name: &str) -> &'a pgshift::contract::plan::TablePlan {
-    plan.tables.iter().find(|t| t.table.to_string() == name).expect("planned")
+    plan.tables
+        .iter()
+        .find(|t| t.table.to_string() == name)
+        .expect("planned")
 }
 
-/// The rows the run's parts held for `name` (what it moved).
-fn moved(stage: &Path, plan: &Plan, name: &str) -> u64 {
+/// The run's load record of table `name` (its `load.json` entry).
+fn load_of(stage: &Path, plan: &Plan, name: &str) -> serde_json::Value {
     let load: serde_json::Value =
         serde_json::from_slice(&std::fs::read(stage.join(&plan.run_id).join("load.json")).expect("load.json"))
             .expect("json");
@@ -81,9 +84,20 @@ fn moved(stage: &Path, plan: &Plan, name: &str) -> u64 {
         .as_array()
         .expect("tables")
         .iter()
-        .find(|t| format!("{}.{}", t["table"]["schema"].as_str().unwrap(), t["table"]["name"].as_str().unwrap()) == name)
-        .and_then(|t| t["rows"].as_u64())
-        .expect("rows")
+        .find(|t| {
+            format!(
+                "{}.{}",
+                t["table"]["schema"].as_str().unwrap(),
+                t["table"]["name"].as_str().unwrap()
+            ) == name
+        })
+        .cloned()
+        .expect("the table's load")
+}
+
+/// The rows the run's parts held for `name` (what it moved).
+fn moved(stage: &Path, plan: &Plan, name: &str) -> u64 {
+    load_of(stage, plan, name)["rows"].as_u64().expect("rows")
 }
 
 fn state(stage: &Path, schema: &str, name: &str) -> Result<SyncState> {
@@ -100,7 +114,9 @@ async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchan
     let stage = format!("file://{}", dir.display());
 
     // The first run is full, and says why; it leaves a state per table.
-    let first = run(&source, &target, diff(&stage, "inc-1")).await?.map_err(anyhow::Error::msg)?;
+    let first = run(&source, &target, diff(&stage, "inc-1"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
     same(&source, &target, &first).await?;
     let orders = table(&first, "sales.orders").incremental.clone().expect("incremental");
     assert!(orders.base.is_none() && orders.full_because.as_deref().unwrap_or("").contains("first"));
@@ -118,7 +134,9 @@ async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchan
              INSERT INTO public.events VALUES (timestamptz '2030-01-01', 'late');",
         )
         .await?;
-    let second = run(&source, &target, diff(&stage, "inc-2")).await?.map_err(anyhow::Error::msg)?;
+    let second = run(&source, &target, diff(&stage, "inc-2"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
     same(&source, &target, &second).await?;
     let orders = table(&second, "sales.orders").incremental.clone().expect("incremental");
     assert_eq!(orders.base.as_ref().map(|b| b.run_id.as_str()), Some("inc-1"));
@@ -128,16 +146,33 @@ async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchan
         "the range of 9000, the first and the last changed: {:?}",
         orders.changed
     );
-    assert!(moved(&dir, &second, "sales.orders") < 20050 * 3 / 4 + 100);
+    // Row by row: only the 61 updated rows, the 100 inserted and a row per each of the 50 deleted keys moved.
+    assert_eq!(moved(&dir, &second, "sales.orders"), 61 + 100 + 50);
+    let counts = load_of(&dir, &second, "sales.orders")["diff"].clone();
+    assert_eq!(
+        (
+            counts["inserted"].as_u64(),
+            counts["updated"].as_u64(),
+            counts["deleted"].as_u64()
+        ),
+        (Some(100), Some(61), Some(50)),
+        "{counts}"
+    );
     let items = table(&second, "sales.items").incremental.clone().expect("incremental");
     assert!(items.changed.is_empty() && items.base.is_some());
     assert_eq!(moved(&dir, &second, "sales.items"), 0);
     assert!(second.tasks.iter().all(|t| t.table.name != "items"));
-    assert_eq!(moved(&dir, &second, "public.events"), 3001, "a table without a key is compared whole");
+    assert_eq!(
+        moved(&dir, &second, "public.events"),
+        3001,
+        "a table without a key is compared whole"
+    );
     assert_eq!(state(&dir, "sales", "orders")?.target_rows, 20050);
 
     // Nothing changed: no task, no row moved, the warehouse as the source.
-    let third = run(&source, &target, diff(&stage, "inc-3")).await?.map_err(anyhow::Error::msg)?;
+    let third = run(&source, &target, diff(&stage, "inc-3"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
     assert!(third.tasks.is_empty(), "{:?}", third.tasks.len());
     same(&source, &target, &third).await?;
     for t in TABLES {
@@ -153,11 +188,19 @@ async fn a_target_changed_by_hand_fails_before_extracting_and_the_next_run_is_fu
     let target = cluster().create_db("inchandwh").await?;
     let dir = stage_dir("incremental-hand");
     let stage = format!("file://{}", dir.display());
-    let first = run(&source, &target, diff(&stage, "hand-1")).await?.map_err(anyhow::Error::msg)?;
+    let first = run(&source, &target, diff(&stage, "hand-1"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
     same(&source, &target, &first).await?;
 
-    connect(&target).await?.batch_execute("DELETE FROM sales.orders WHERE id = 42").await?;
-    connect(&source).await?.batch_execute("UPDATE sales.orders SET note = 'x' WHERE id = 19000").await?;
+    connect(&target)
+        .await?
+        .batch_execute("DELETE FROM sales.orders WHERE id = 42")
+        .await?;
+    connect(&source)
+        .await?
+        .batch_execute("UPDATE sales.orders SET note = 'x' WHERE id = 19000")
+        .await?;
     let edited = fingerprint(&target, &first, "sales.orders", false).await?;
     let failed = run(&source, &target, diff(&stage, "hand-2")).await?;
     let why = failed.expect_err("a target changed by hand");
@@ -165,11 +208,17 @@ async fn a_target_changed_by_hand_fails_before_extracting_and_the_next_run_is_fu
         why.contains("Pipeline.Fatal.TargetChanged") && why.contains("sales.orders") && why.contains("19999 rows"),
         "{why}"
     );
-    assert_eq!(fingerprint(&target, &first, "sales.orders", false).await?, edited, "nothing loaded");
+    assert_eq!(
+        fingerprint(&target, &first, "sales.orders", false).await?,
+        edited,
+        "nothing loaded"
+    );
     assert!(!dir.join("hand-2").join("sales").exists(), "nothing extracted");
 
     // The state was set aside: the next run loads the table in full, and the warehouse equals the source again.
-    let third = run(&source, &target, diff(&stage, "hand-3")).await?.map_err(anyhow::Error::msg)?;
+    let third = run(&source, &target, diff(&stage, "hand-3"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
     same(&source, &target, &third).await?;
     let orders = table(&third, "sales.orders").incremental.clone().expect("incremental");
     assert!(orders.base.is_none(), "full");
@@ -183,11 +232,18 @@ async fn a_lost_state_loads_in_full_and_older_data_than_the_state_is_refused() -
     let target = cluster().create_db("inclostwh").await?;
     let dir = stage_dir("incremental-lost");
     let stage = format!("file://{}", dir.display());
-    run(&source, &target, diff(&stage, "lost-1")).await?.map_err(anyhow::Error::msg)?;
+    run(&source, &target, diff(&stage, "lost-1"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
 
     std::fs::remove_dir_all(dir.join(".state"))?;
-    connect(&source).await?.batch_execute("DELETE FROM sales.orders WHERE id < 10").await?;
-    let second = run(&source, &target, diff(&stage, "lost-2")).await?.map_err(anyhow::Error::msg)?;
+    connect(&source)
+        .await?
+        .batch_execute("DELETE FROM sales.orders WHERE id < 10")
+        .await?;
+    let second = run(&source, &target, diff(&stage, "lost-2"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
     same(&source, &target, &second).await?;
     let orders = table(&second, "sales.orders").incremental.clone().expect("incremental");
     assert!(orders.base.is_none() && orders.full_because.as_deref().unwrap_or("").contains("no state"));
@@ -198,8 +254,13 @@ async fn a_lost_state_loads_in_full_and_older_data_than_the_state_is_refused() -
     s.data_at += 86_400;
     std::fs::write(&key, serde_json::to_vec(&s)?)?;
     let before = fingerprint(&target, &second, "sales.orders", false).await?;
-    let refused = run(&source, &target, diff(&stage, "lost-3")).await?.expect_err("older data");
-    assert!(refused.contains("Pipeline.Fatal.OlderData") && refused.contains("sales.orders"), "{refused}");
+    let refused = run(&source, &target, diff(&stage, "lost-3"))
+        .await?
+        .expect_err("older data");
+    assert!(
+        refused.contains("Pipeline.Fatal.OlderData") && refused.contains("sales.orders"),
+        "{refused}"
+    );
     assert_eq!(fingerprint(&target, &second, "sales.orders", false).await?, before);
     Ok(())
 }

@@ -78,6 +78,7 @@ async fn task_for(url: &str, table: &str, policies: &TypePolicies, casts: &[(Str
         writer: WriterSettings::default(),
         statement_timeout_secs: 60,
         source_endpoint: None,
+        diff: None,
     })
 }
 

@@ -198,5 +198,6 @@ pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs)
         writer: args.writer.settings(),
         statement_timeout_secs: args.statement_timeout,
         source_endpoint: None,
+        diff: None,
     })
 }

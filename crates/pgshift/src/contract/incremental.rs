@@ -56,13 +56,108 @@ impl FromStr for Incremental {
     }
 }
 
-/// One key range as a run saw it: its bounds, its rows, and the digest of its rows (`""` when not computed).
+/// One key range as a run saw it: its bounds, its rows, the digest of its rows, and the stage key of its key and
+/// row-hash file ([`keys_key`]; none for a table compared whole).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeDigest {
     pub range_index: u32,
     pub bounds: Bounds,
     pub rows: u64,
     pub digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<String>,
+}
+
+/// The row-by-row comparison of a changed range, on its extraction task: the extractor hashes each row's binary
+/// wire bytes, keeps only rows that are new or whose hash differs from `previous`'s, appends a row of each key of
+/// `previous` it did not see (a delete: the key's columns, every other column NULL, [`DELETED_COLUMN`] true), and
+/// writes every key and row hash it read to `keys_out`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowDiff {
+    /// The last committed run's key and row-hash file of this range; `None`: every row is written (and the load
+    /// replaces the range by its key bounds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    pub keys_out: String,
+    /// The parts carry [`DELETED_COLUMN`] (a load of changed ranges); a full load's parts are the table's columns
+    /// only, every row kept, and the key file written for the next run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flagged: bool,
+}
+
+/// What a row-by-row comparison found in a range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+}
+
+impl DiffCounts {
+    /// Both counts, added.
+    pub fn add(self, o: DiffCounts) -> DiffCounts {
+        DiffCounts {
+            inserted: self.inserted + o.inserted,
+            updated: self.updated + o.updated,
+            deleted: self.deleted + o.deleted,
+            unchanged: self.unchanged + o.unchanged,
+        }
+    }
+}
+
+/// The column the parts of a row-by-row comparison carry after the table's own: true for a deleted key's row.
+pub const DELETED_COLUMN: &str = "_pgshift_deleted";
+
+/// [`DELETED_COLUMN`] as a column of the parts.
+pub fn deleted_column() -> ColumnSpec {
+    ColumnSpec {
+        name: DELETED_COLUMN.into(),
+        pg_type: crate::contract::model::PgType {
+            name: "boolean".into(),
+            oid: crate::contract::types::oid::BOOL,
+            typmod: -1,
+            declared: None,
+        },
+        nullable: false,
+        cast: None,
+        mapping: crate::contract::types::Mapping::Bool,
+    }
+}
+
+/// The columns of a row-by-row comparison's parts: the table's, every one nullable but the key's (a delete's row
+/// holds its key only), then [`DELETED_COLUMN`].
+pub fn diff_columns(columns: &[ColumnSpec], key: &[String]) -> Vec<ColumnSpec> {
+    let mut out: Vec<ColumnSpec> = columns
+        .iter()
+        .map(|c| ColumnSpec {
+            nullable: c.nullable || !key.contains(&c.name),
+            ..c.clone()
+        })
+        .collect();
+    out.push(deleted_column());
+    out
+}
+
+/// `.state/<schema>/<table>/keys/<run>/range-<n>.keys`: a range's key and row-hash file, written by its extractor.
+pub fn keys_key(table: &TableRef, run_id: &str, range_index: u32) -> String {
+    use crate::contract::layout::key_segment;
+    format!(
+        ".state/{}/{}/keys/{}/range-{range_index:05}.keys",
+        key_segment(&table.schema),
+        key_segment(&table.name),
+        key_segment(run_id)
+    )
+}
+
+/// The directory of a table's key files: `.state/<schema>/<table>/keys/`.
+pub fn keys_dir(table: &TableRef) -> String {
+    use crate::contract::layout::key_segment;
+    format!(
+        ".state/{}/{}/keys/",
+        key_segment(&table.schema),
+        key_segment(&table.name)
+    )
 }
 
 /// What the last committed run of a target left: `.state/<schema>/<table>/sync.json` on the stage
@@ -96,8 +191,15 @@ pub struct TableIncremental {
     pub full_because: Option<String>,
     /// Every range of the table, as this run's source holds it.
     pub ranges: Vec<RangeDigest>,
-    /// The ranges extracted and replaced in the target (every range for a full load).
+    /// The ranges extracted (every range for a full load).
     pub changed: Vec<u32>,
+    /// The changed ranges the load replaces by their key bounds (no row-by-row comparison of them): every changed
+    /// range but those of a flagged table that the last run left a key file of.
+    #[serde(default)]
+    pub replaced: Vec<u32>,
+    /// The parts carry [`DELETED_COLUMN`]: the load deletes and upserts by key, row by row.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flagged: bool,
 }
 
 /// The committed run an incremental load builds on.
@@ -159,7 +261,10 @@ pub fn signature(key: &[String], columns: &[ColumnSpec]) -> String {
 /// Why a state cannot be built on for this table's plan, if it cannot: a full load follows.
 pub fn unusable(state: &SyncState, table: &TableRef, key: &[String], columns: &[ColumnSpec]) -> Option<String> {
     if state.version != STATE_VERSION {
-        return Some(format!("its state is of version {}, not {STATE_VERSION}", state.version));
+        return Some(format!(
+            "its state is of version {}, not {STATE_VERSION}",
+            state.version
+        ));
     }
     if &state.table != table {
         return Some(format!("its state is of {}", state.table));
@@ -174,7 +279,13 @@ pub fn unusable(state: &SyncState, table: &TableRef, key: &[String], columns: &[
     if state.signature != signature(key, columns) {
         return Some("its columns changed (added, dropped, retyped or cast differently)".into());
     }
-    if state.ranges.is_empty() || state.ranges.iter().enumerate().any(|(i, r)| r.range_index as usize != i) {
+    if state.ranges.is_empty()
+        || state
+            .ranges
+            .iter()
+            .enumerate()
+            .any(|(i, r)| r.range_index as usize != i)
+    {
         return Some("its state's ranges are not numbered 0, 1, …".into());
     }
     None
@@ -196,7 +307,13 @@ pub fn changed(base: &[RangeDigest], now: &[RangeDigest]) -> Vec<u32> {
 /// order-independent; `sum(int8)` is `numeric`, so it never overflows). The text form of every value is pinned by
 /// the session settings the source connection sets (`DateStyle`, `IntervalStyle`, `TimeZone`, `extra_float_digits`,
 /// `bytea_output`, `lc_monetary`, …). Built-ins are qualified.
-pub fn digest_sql(table: &TableRef, columns: &[ColumnSpec], key: &[String], bounds: &Bounds, only: bool) -> Result<String, String> {
+pub fn digest_sql(
+    table: &TableRef,
+    columns: &[ColumnSpec],
+    key: &[String],
+    bounds: &Bounds,
+    only: bool,
+) -> Result<String, String> {
     let list = columns
         .iter()
         .map(crate::contract::sql::select_expr)
@@ -227,7 +344,11 @@ pub fn warehouse_predicate(key: &[String], bounds: &Bounds) -> Result<Option<Str
     for (strict, last, bound) in [(">", ">=", lower), ("<", "<", upper)] {
         let Some(values) = bound else { continue };
         if values.len() != key.len() {
-            return Err(format!("a bound of {} value(s) for a key of {}", values.len(), key.len()));
+            return Err(format!(
+                "a bound of {} value(s) for a key of {}",
+                values.len(),
+                key.len()
+            ));
         }
         parts.push(expanded(key, values, strict, last)?);
     }
@@ -315,6 +436,7 @@ mod tests {
             bounds: Bounds::ALL,
             rows,
             digest: d.into(),
+            keys: None,
         };
         let base = vec![r(0, 10, "a"), r(1, 10, "b"), r(2, 10, "c")];
         let now = vec![r(0, 10, "a"), r(1, 10, "B"), r(2, 11, "c"), r(3, 1, "d")];
@@ -326,7 +448,10 @@ mod tests {
     fn modes_parse_and_cursor_is_named_as_not_yet_built() {
         assert_eq!("diff".parse::<Incremental>(), Ok(Incremental::Diff));
         assert_eq!("FULL".parse::<Incremental>(), Ok(Incremental::Full));
-        assert!("cursor=updated_at".parse::<Incremental>().unwrap_err().contains("not available yet"));
+        assert!("cursor=updated_at"
+            .parse::<Incremental>()
+            .unwrap_err()
+            .contains("not available yet"));
         assert!("sometimes".parse::<Incremental>().is_err());
     }
 }

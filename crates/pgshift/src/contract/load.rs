@@ -286,6 +286,9 @@ pub struct TableLoad {
     /// The table's sync state was written after its commit (`--incremental diff`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub state_written: bool,
+    /// What the row-by-row comparison of its ranges found (`--incremental diff`): `rows` counts a row per delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<crate::contract::incremental::DiffCounts>,
 }
 
 /// How a `replace` load changed its target.
@@ -326,6 +329,7 @@ impl TableLoad {
             evolved: Vec::new(),
             analyzed: false,
             state_written: false,
+            diff: None,
         }
     }
 

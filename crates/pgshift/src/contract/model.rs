@@ -338,6 +338,9 @@ pub struct ExtractTask {
     /// Where to read the range when not at the configured source: the instance restored from the run's snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_endpoint: Option<crate::contract::snapshot::Endpoint>,
+    /// `--incremental diff`: the range compared row by row with the last committed run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<crate::contract::incremental::RowDiff>,
 }
 
 impl ExtractTask {
@@ -417,6 +420,10 @@ pub struct ExtractResult {
     /// The requests the attempt made of the stage, counted as S3 bills them (its result's PUT included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<crate::contract::ledger::StageRequests>,
+    /// What the row-by-row comparison found (a task with `diff`): the files hold the inserted and updated rows and a
+    /// row per deleted key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<crate::contract::incremental::DiffCounts>,
 }
 
 impl ExtractResult {

@@ -237,13 +237,7 @@ async fn read_range(
     let stream = tx.copy_out(&query).await.map_err(pg)?;
     pin_mut!(stream);
 
-    let schema = Arc::new(types::arrow_schema(&task.columns));
-    let decoder = CopyDecoder::new(
-        schema.clone(),
-        &task.columns,
-        &task.key,
-        task.writer.batch_bytes as usize,
-    );
+    let (schema, decoder) = decoder_for(stage.as_ref(), task).await?;
     // The encoder thread: batches in, files out. `Done` is sent only after a clean end of stream, so an error on
     // this side (or a panic) makes the thread discard the file in progress instead of finishing it.
     let (tx_batches, rx_batches) = mpsc::channel::<Msg>(2);
@@ -278,9 +272,57 @@ async fn read_range(
         .await
         .map_err(|e| parquet_error(task, ParquetFailure::UploaderTask(e)))??;
     encoded.map_err(|e| write_error(table, e))?;
-    let (summary, source_bytes) = read.ok_or_else(|| parquet_error(task, ParquetFailure::EncoderStopped))?;
+    let (mut summary, source_bytes) = read.ok_or_else(|| parquet_error(task, ParquetFailure::EncoderStopped))?;
     tx.commit().await.map_err(pg)?;
-    result_of(task, files, summary, source_bytes, a)
+    // The key file lands before the result: a range with a result always has it.
+    let counts = match (summary.diff.take(), &task.diff) {
+        (Some((file, counts)), Some(d)) => {
+            crate::stage::put(stage.as_ref(), &d.keys_out, bytes::Bytes::from(file)).await?;
+            Some(counts)
+        }
+        _ => None,
+    };
+    let mut result = result_of(task, files, summary, source_bytes, a)?;
+    result.diff = counts;
+    Ok(result)
+}
+
+/// The Parquet schema and the decoder of a task: its columns; for a row-by-row comparison (`task.diff`), every one
+/// nullable but the key's and the deleted flag after them, with the previous run's key file read from the stage.
+async fn decoder_for(
+    stage: &dyn crate::stage::Stage,
+    task: &ExtractTask,
+) -> Result<(arrow_schema::SchemaRef, CopyDecoder), ExtractError> {
+    let batch = task.writer.batch_bytes as usize;
+    let Some(diff) = &task.diff else {
+        let schema = Arc::new(types::arrow_schema(&task.columns));
+        return Ok((
+            schema.clone(),
+            CopyDecoder::new(schema, &task.columns, &task.key, batch),
+        ));
+    };
+    let previous = match &diff.previous {
+        None => None,
+        Some(key) => Some(stage.get(key).await.map_err(|e| match e {
+            crate::stage::StageError::Missing { .. } => ExtractError::InvalidTask(format!(
+                "{} range {}: the last run's key file {key} is gone from the stage; run with --incremental full \
+                 to load the table whole (and start its comparisons anew)",
+                task.table, task.range_index
+            )),
+            other => other.into(),
+        })?),
+    };
+    let sieve = crate::source::sieve::Sieve::new(previous.as_deref())
+        .map_err(|e| ExtractError::InvalidTask(format!("{} range {}: {e}", task.table, task.range_index)))?;
+    let columns = match diff.flagged {
+        true => crate::contract::incremental::diff_columns(&task.columns, &task.key),
+        false => task.columns.clone(),
+    };
+    let schema = Arc::new(types::arrow_schema(&columns));
+    let decoder = CopyDecoder::new(schema.clone(), &columns, &task.key, batch)
+        .with_sieve(sieve, diff.flagged)
+        .map_err(|e| ExtractError::InvalidTask(format!("{}: {e}", task.table)))?;
+    Ok((schema, decoder))
 }
 
 /// The session and the snapshot the range is read in: `REPEATABLE READ READ ONLY` with the task's statement timeout.
@@ -386,6 +428,7 @@ fn result_of(
             a.started.elapsed().as_secs_f64(),
         )),
         requests: None,
+        diff: None,
     })
 }
 

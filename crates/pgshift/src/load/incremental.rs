@@ -7,14 +7,14 @@
 
 use bytes::Bytes;
 
-use crate::contract::incremental::{warehouse_predicate, Committed, TableIncremental};
+use crate::contract::incremental::{warehouse_predicate, Committed, TableIncremental, DELETED_COLUMN};
 use crate::contract::layout::{plan_key, state_key};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::stage::Stage;
 use crate::warehouse::{self, Warehouse};
 
 use super::error::LoadError;
-use super::statements::{qualified, text_literal, LOG};
+use super::statements::{ident, qualified, text_literal, LOG};
 
 /// The incremental side of a table's plan, when the load builds on a state (only the changed ranges replaced).
 pub(super) fn ranged(t: &TablePlan) -> Option<&TableIncremental> {
@@ -69,25 +69,63 @@ fn loads_since_sql(t: &TablePlan, plan_id: &str) -> Result<String, LoadError> {
     ))
 }
 
-/// The target's rows in the changed ranges deleted (`None` when no range changed).
-pub(super) fn delete_sql(t: &TablePlan, inc: &TableIncremental) -> Result<Option<String>, LoadError> {
-    if inc.changed.is_empty() {
+/// The statements that change the target, after the guard: the rows of the ranges replaced by their bounds deleted;
+/// for a row-by-row comparison, every staged key's row deleted (its deletes and its upserts); then the INSERT of
+/// the staged rows (not the deletes'), when any are staged.
+pub(super) fn change_sql(
+    t: &TablePlan,
+    inc: &TableIncremental,
+    staging: &str,
+    (cols, values): (&str, &str),
+    staged: bool,
+) -> Result<(Vec<String>, Option<String>), LoadError> {
+    let target = qualified(&t.table)?;
+    let mut out: Vec<String> = delete_sql(t, inc)?.into_iter().collect();
+    if !staged {
+        return Ok((out, None));
+    }
+    let mut only_rows = String::new();
+    if inc.flagged {
+        let on = t
+            .key
+            .iter()
+            .map(|k| ident(k).map(|k| format!("{target}.{k} = {staging}.{k}")))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(" AND ");
+        out.push(format!("DELETE FROM {target} USING {staging} WHERE {on}"));
+        only_rows = format!(" WHERE NOT {}", ident(DELETED_COLUMN)?);
+    }
+    let insert = format!("INSERT INTO {target} ({cols}) SELECT {values} FROM {staging}{only_rows}");
+    Ok((out, Some(insert)))
+}
+
+/// The target's rows in the ranges replaced by their bounds deleted (`None` when there are none).
+fn delete_sql(t: &TablePlan, inc: &TableIncremental) -> Result<Option<String>, LoadError> {
+    if inc.replaced.is_empty() {
         return Ok(None);
     }
     let mut ors = Vec::new();
-    for &i in &inc.changed {
+    for &i in &inc.replaced {
         let r = inc
             .ranges
             .get(i as usize)
             .ok_or_else(|| LoadError::InvalidRequest(format!("{}: changed range {i} is not planned", t.table)))?;
-        let key: &[String] = if r.bounds == crate::contract::model::Bounds::ALL { &[] } else { &t.key };
+        let key: &[String] = if r.bounds == crate::contract::model::Bounds::ALL {
+            &[]
+        } else {
+            &t.key
+        };
         match warehouse_predicate(key, &r.bounds).map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", t.table)))? {
             Some(p) => ors.push(format!("({p})")),
             // A range open at both ends: every row.
             None => return Ok(Some(format!("DELETE FROM {}", qualified(&t.table)?))),
         }
     }
-    Ok(Some(format!("DELETE FROM {} WHERE {}", qualified(&t.table)?, ors.join(" OR "))))
+    Ok(Some(format!(
+        "DELETE FROM {} WHERE {}",
+        qualified(&t.table)?,
+        ors.join(" OR ")
+    )))
 }
 
 /// The pre-flight's question, before anything is extracted: is each incremental target what its state says? A
@@ -153,7 +191,10 @@ async fn set_aside(stage: &dyn Stage, t: &TablePlan) {
 /// After the commits: the state of each incremental table this plan committed, written (again, for a table already
 /// loaded by an earlier attempt of the same plan, whose state may not have been written).
 pub(super) async fn after_commit(stage: &dyn Stage, result: &mut crate::contract::load::LoadResult) {
-    let wanted = result.tables.iter().any(|t| t.status.is_committed() && !t.state_written);
+    let wanted = result
+        .tables
+        .iter()
+        .any(|t| t.status.is_committed() && !t.state_written);
     if !wanted {
         return;
     }
@@ -165,7 +206,9 @@ pub(super) async fn after_commit(stage: &dyn Stage, result: &mut crate::contract
         if !load.status.is_committed() || load.state_written {
             continue;
         }
-        let Some(t) = plan.tables.iter().find(|t| t.table == load.table) else { continue };
+        let Some(t) = plan.tables.iter().find(|t| t.table == load.table) else {
+            continue;
+        };
         let Some(inc) = &t.incremental else { continue };
         let state = inc.state(
             &t.table,

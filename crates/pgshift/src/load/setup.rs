@@ -25,17 +25,20 @@ pub(crate) struct TableFacts {
     pub(super) rows: u64,
     pub(super) observed: BTreeMap<String, u64>,
     pub(super) manifest_url: String,
+    pub(super) diff: Option<crate::contract::incremental::DiffCounts>,
 }
 
 impl TableFacts {
     /// The table's load before its set-up: pending, nothing known of the warehouse yet.
     pub(super) fn table_load(&self) -> TableLoad {
         let bytes = self.files.iter().map(|f| f.bytes).sum();
-        TableLoad::pending(
+        let mut load = TableLoad::pending(
             self.table.clone(),
             (self.rows, self.files.len(), bytes),
             self.manifest_url.clone(),
-        )
+        );
+        load.diff = self.diff;
+        load
     }
 }
 
@@ -45,6 +48,8 @@ pub(super) struct Prepared<'a> {
     pub(super) staging: TableRef,
     pub(super) load: TableLoad,
     pub(super) files: &'a [StagedFile],
+    /// The parts' columns: the table's, and the deleted flag after them for a row-by-row comparison.
+    pub(super) columns: Vec<crate::contract::model::ColumnSpec>,
     /// The target's JSON columns are SUPER: staging holds their text, the swap parses it.
     pub(super) super_columns: bool,
     /// `replace` swaps the staging table in by rename, carrying these (PostgreSQL, when nothing would be lost).
@@ -174,6 +179,10 @@ async fn set_up_table<'a>(
         staging,
         load,
         files: &facts.files,
+        columns: match t.incremental.as_ref().is_some_and(|i| i.flagged) {
+            true => crate::contract::incremental::diff_columns(&t.columns, &t.key),
+            false => t.columns.clone(),
+        },
         super_columns,
         rename,
     })
@@ -231,6 +240,8 @@ async fn evolve_target(
     let observed_of = |name: &str| observed.iter().find(|(k, _)| dialect.fold(k) == name).map(|(_, n)| *n);
     let target = warehouse::columns(c.wh, &t.table).await?;
     let mut run = warehouse::columns(c.wh, staging).await?;
+    // The deleted flag of a row-by-row comparison is staging's own, never the target's.
+    run.retain(|col| col.name != dialect.fold(crate::contract::incremental::DELETED_COLUMN));
     if c.options.json_as_super && dialect.has_super() {
         // Staging holds JSON as text for the swap to parse: the run's column is the SUPER it becomes.
         for col in run.iter_mut() {

@@ -284,6 +284,7 @@ async fn table_facts(
     let manifest_url = write_manifest(stage, &plan.run_id, &t.table, &files).await?;
     Ok(TableFacts {
         table: t.table.clone(),
+        diff: parts.iter().filter_map(|r| r.diff).reduce(|a, b| a.add(b)),
         rows: parts.iter().map(|r| r.rows).sum(),
         files,
         observed,

@@ -261,9 +261,16 @@ pub(super) fn setup_sql(
     json_as_super: bool,
 ) -> Result<Vec<String>, LoadError> {
     let (mut cols, mut staging_cols) = (Vec::new(), Vec::new());
+    // A row-by-row comparison stages a row per deleted key (its key only) and the deleted flag.
+    let flagged = t.incremental.as_ref().is_some_and(|i| i.flagged);
     for c in &t.columns {
         let bytes = varchar_bytes(c, observed.get(c.name.as_str()).copied().unwrap_or(0), &t.design) as u32;
         let not_null = if c.nullable { "" } else { " NOT NULL" };
+        let staging_not_null = if flagged && !t.key.contains(&c.name) {
+            ""
+        } else {
+            not_null
+        };
         let name = ident(&c.name)?;
         let encode = dialect.encode_clause(&t.design, &c.name);
         cols.push(format!(
@@ -272,8 +279,16 @@ pub(super) fn setup_sql(
         ));
         // Staging holds JSON as the text it is in the Parquet part; the swap parses it into the target's SUPER.
         staging_cols.push(format!(
-            "{name} {}{encode}{not_null}",
+            "{name} {}{encode}{staging_not_null}",
             dialect.column_type(c, bytes, false)
+        ));
+    }
+    if flagged {
+        let flag = crate::contract::incremental::deleted_column();
+        staging_cols.push(format!(
+            "{} {} NOT NULL",
+            ident(&flag.name)?,
+            dialect.column_type(&flag, 0, false)
         ));
     }
     let target_extra = dialect.key_constraint(&key_list(&t.key)?);
@@ -356,8 +371,9 @@ fn swap_parts(
     if let Some(inc) = super::incremental::ranged(p.plan) {
         // Only the changed ranges' rows replaced, once the target is as the state's run left it.
         out.push(super::incremental::guard_sql(p.plan, inc)?);
-        out.extend(super::incremental::delete_sql(p.plan, inc)?);
-        let insert = (!p.files.is_empty()).then(|| format!("INSERT INTO {target} ({cols}) SELECT {values} FROM {staging}"));
+        let (changes, insert) =
+            super::incremental::change_sql(p.plan, inc, &staging, (&cols, &values), !p.files.is_empty())?;
+        out.extend(changes);
         let post = vec![
             log_sql(dialect, mode, plan, p)?,
             format!("DROP TABLE {staging}"),

@@ -213,7 +213,7 @@ fn group_steps<'a>(
         } else {
             Step::Copy(CopyJob {
                 staging: &p.staging,
-                columns: &p.plan.columns,
+                columns: &p.columns,
                 manifest_url: &p.load.manifest_url,
                 files: p.files,
                 stage: c.stage,
@@ -240,7 +240,8 @@ fn group_steps<'a>(
             SwapSql::Insert(sql) if !c.options.allow_target_triggers => Step::Written {
                 table: table.clone(),
                 sql,
-                expected: prepared[i].load.rows,
+                // A row per deleted key is staged, and not inserted.
+                expected: prepared[i].load.rows - prepared[i].load.diff.map_or(0, |d| d.deleted),
             },
             SwapSql::Insert(sql) | SwapSql::Plain(sql) => Step::Sql(sql),
         }));

@@ -86,7 +86,11 @@ pub(crate) fn coverage(plan: &Plan) -> Vec<String> {
         }
     }
     for t in plan.tables.iter().filter(|t| !by_table.contains_key(&t.table)) {
-        problems.extend(t.incremental.iter().flat_map(|i| incremental_coverage(&t.table, i, &[])));
+        problems.extend(
+            t.incremental
+                .iter()
+                .flat_map(|i| incremental_coverage(&t.table, i, &[])),
+        );
     }
     for (table, mut tasks) in by_table {
         let Some(t) = plan.tables.iter().find(|t| &t.table == table) else {
@@ -160,10 +164,9 @@ fn table_coverage(table: &TableRef, tasks: &[(u32, &Bounds)]) -> Vec<String> {
             last.0,
             display_key(u)
         )),
-        Bounds::Ctid { end_page: Some(p), .. } => problems.push(format!(
-            "{table}: range {} ends at page {p}, not open above",
-            last.0
-        )),
+        Bounds::Ctid { end_page: Some(p), .. } => {
+            problems.push(format!("{table}: range {} ends at page {p}, not open above", last.0))
+        }
         _ => {}
     }
     for w in tasks.windows(2) {

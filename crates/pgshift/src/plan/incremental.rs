@@ -6,7 +6,7 @@
 use tokio_postgres::Client;
 
 use super::PlanError;
-use crate::contract::incremental::{self, Base, Incremental, RangeDigest, SyncState, TableIncremental};
+use crate::contract::incremental::{self, Base, Incremental, RangeDigest, RowDiff, SyncState, TableIncremental};
 use crate::contract::load::LoadMode;
 use crate::contract::model::{Bounds, ExtractTask};
 use crate::contract::plan::{Plan, PlanRequest, TablePlan};
@@ -43,12 +43,28 @@ fn check(req: &PlanRequest, table: &TablePlan) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// What planning a table incrementally reads from and needs.
+#[derive(Clone, Copy)]
+struct Cx<'a> {
+    client: &'a Client,
+    stage: &'a dyn Stage,
+    req: &'a PlanRequest,
+    data_at: i64,
+    run_id: &'a str,
+}
+
 /// Every `diff` table of `plan` digested and compared with its state; the plan sealed again.
-pub(super) async fn apply(client: &Client, stage: &dyn Stage, req: &PlanRequest, mut plan: Plan) -> Result<Plan, PlanError> {
+pub(super) async fn apply(
+    client: &Client,
+    stage: &dyn Stage,
+    req: &PlanRequest,
+    mut plan: Plan,
+) -> Result<Plan, PlanError> {
     if !plan.tables.iter().any(|t| mode_of(req, t) == Incremental::Diff) {
         return Ok(plan);
     }
     let data_at = plan.data_instant();
+    let run_id = plan.run_id.clone();
     let mut tasks = Vec::new();
     for t in &mut plan.tables {
         let mine: Vec<ExtractTask> = plan.tasks.iter().filter(|x| x.table == t.table).cloned().collect();
@@ -58,7 +74,14 @@ pub(super) async fn apply(client: &Client, stage: &dyn Stage, req: &PlanRequest,
         }
         check(req, t)?;
         let state = read_state(stage, t).await;
-        tasks.extend(plan_table(client, req, t, mine, state, data_at).await?);
+        let cx = Cx {
+            client,
+            stage,
+            req,
+            data_at,
+            run_id: &run_id,
+        };
+        tasks.extend(plan_table(&cx, t, mine, state).await?);
     }
     plan.tasks = tasks;
     plan.seal()
@@ -80,13 +103,18 @@ async fn read_state(stage: &dyn Stage, t: &TablePlan) -> Result<SyncState, Strin
 
 /// One table: its ranges digested; the tasks of the changed ones.
 async fn plan_table(
-    client: &Client,
-    req: &PlanRequest,
+    cx: &Cx<'_>,
     t: &mut TablePlan,
     planned: Vec<ExtractTask>,
     state: Result<SyncState, String>,
-    data_at: i64,
 ) -> Result<Vec<ExtractTask>, PlanError> {
+    let Cx {
+        client,
+        stage,
+        req,
+        data_at,
+        run_id,
+    } = *cx;
     // A table split by heap pages (no usable key) is compared whole; its ranges cannot be found in the target.
     let keyed = !t.key.is_empty() && planned.iter().all(|x| matches!(x.bounds, Bounds::Key { .. }));
     let state = match (state, keyed) {
@@ -111,22 +139,105 @@ async fn plan_table(
         (_, false) => vec![Bounds::ALL],
     };
     let ranges = digest_ranges(client, t, &bounds).await?;
+    let compared = keyed
+        && t.key
+            .iter()
+            .all(|k| t.columns.iter().any(|c| &c.name == k && c.cast.is_none()));
+    let state = match state {
+        Ok(s) if compared => match missing_keys(stage, &s).await {
+            Some(why) => Err(why),
+            None => Ok(s),
+        },
+        other => other,
+    };
     let (inc, tasks) = match state {
         Ok(s) => with_base(t, planned, &s, ranges, keyed),
         Err(why) => {
-            let changed = ranges.iter().map(|r| r.range_index).collect();
+            let changed: Vec<u32> = ranges.iter().map(|r| r.range_index).collect();
             let inc = TableIncremental {
                 base: None,
                 full_because: Some(why),
                 ranges,
+                replaced: changed.clone(),
                 changed,
+                flagged: false,
             };
             (inc, planned)
         }
     };
+    let (inc, tasks) = match compared {
+        true => row_by_row(t, inc, tasks, run_id),
+        false => (inc, tasks),
+    };
     note(t, &inc);
     t.incremental = Some(inc);
     Ok(tasks)
+}
+
+/// Why the state's key files cannot be compared with, when one is gone from the stage (its lifecycle expired it).
+async fn missing_keys(stage: &dyn Stage, s: &SyncState) -> Option<String> {
+    for r in &s.ranges {
+        let Some(key) = &r.keys else { continue };
+        match stage.head(key).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Some(format!(
+                    "the last run's key file of range {} is gone from the stage",
+                    r.range_index
+                ))
+            }
+            Err(e) => {
+                return Some(format!(
+                    "the last run's key file of range {} cannot be read ({e})",
+                    r.range_index
+                ))
+            }
+        }
+    }
+    None
+}
+
+/// The tasks compare row by row: each writes its range's key file for the next run; on a state, each compares with
+/// the last run's file of its range (where there is one) and its parts carry the deleted flag. The ranges' key files
+/// as the state will name them: this run's for the ranges it reads, the last run's for the others.
+fn row_by_row(
+    t: &TablePlan,
+    mut inc: TableIncremental,
+    tasks: Vec<ExtractTask>,
+    run_id: &str,
+) -> (TableIncremental, Vec<ExtractTask>) {
+    let flagged = inc.base.is_some();
+    let tasks = tasks
+        .into_iter()
+        .map(|mut x| {
+            let previous = match flagged {
+                true => inc.ranges.get(x.range_index as usize).and_then(|r| r.keys.clone()),
+                false => None,
+            };
+            x.diff = Some(RowDiff {
+                previous,
+                keys_out: incremental::keys_key(&t.table, run_id, x.range_index),
+                flagged,
+            });
+            x
+        })
+        .collect();
+    if flagged {
+        // Ranges the last run left no key file of are replaced by their bounds; the others row by row.
+        inc.flagged = true;
+        inc.replaced = inc
+            .changed
+            .iter()
+            .copied()
+            .filter(|&i| inc.ranges.get(i as usize).is_none_or(|r| r.keys.is_none()))
+            .collect();
+    }
+    for r in &mut inc.ranges {
+        if !flagged || inc.changed.contains(&r.range_index) {
+            r.keys = Some(incremental::keys_key(&t.table, run_id, r.range_index));
+        }
+    }
+    (inc, tasks)
 }
 
 /// A table with a usable state: the changed ranges' tasks (every planned task, for a table compared whole).
@@ -138,6 +249,10 @@ fn with_base(
     keyed: bool,
 ) -> (TableIncremental, Vec<ExtractTask>) {
     let changed = incremental::changed(&s.ranges, &ranges);
+    let mut ranges = ranges;
+    for r in &mut ranges {
+        r.keys = s.ranges.get(r.range_index as usize).and_then(|p| p.keys.clone());
+    }
     let base = Base {
         run_id: s.run_id.clone(),
         plan_id: s.plan_id.clone(),
@@ -176,7 +291,9 @@ fn with_base(
         base: Some(base),
         full_because: None,
         ranges,
+        replaced: changed.clone(),
         changed,
+        flagged: false,
     };
     (inc, tasks)
 }
@@ -184,7 +301,11 @@ fn with_base(
 /// Each range's count and digest, read on the planner's connection with the extraction's own predicate.
 async fn digest_ranges(client: &Client, t: &TablePlan, bounds: &[Bounds]) -> Result<Vec<RangeDigest>, PlanError> {
     let only = t.kind == "table";
-    let key: &[String] = if bounds.iter().all(|b| *b == Bounds::ALL) { &[] } else { &t.key };
+    let key: &[String] = if bounds.iter().all(|b| *b == Bounds::ALL) {
+        &[]
+    } else {
+        &t.key
+    };
     let mut out = Vec::with_capacity(bounds.len());
     for (i, b) in bounds.iter().enumerate() {
         let q = incremental::digest_sql(&t.table, &t.columns, key, b, only).map_err(PlanError::InvalidRequest)?;
@@ -199,6 +320,7 @@ async fn digest_ranges(client: &Client, t: &TablePlan, bounds: &[Bounds]) -> Res
             bounds: b.clone(),
             rows: rows.max(0) as u64,
             digest: digest.unwrap_or_else(|| "0".into()),
+            keys: None,
         });
     }
     Ok(out)

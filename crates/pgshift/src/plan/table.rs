@@ -249,6 +249,7 @@ fn assemble(
             writer: writer.clone(),
             statement_timeout_secs: cx.req.settings.statement_timeout_secs,
             source_endpoint: cx.req.source_endpoint.clone(),
+            diff: None,
         })
         .collect();
     let kind = match rel.kind {

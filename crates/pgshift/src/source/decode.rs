@@ -248,6 +248,9 @@ pub(crate) struct CopyDecoder {
     pub first_key: Option<Vec<KeyValue>>,
     last_key_raw: Vec<u8>,
     last_key_bounds: Vec<(usize, i32)>,
+    /// The fields a tuple has on the wire: every column's, but the deleted flag's of a row-by-row comparison.
+    wire: usize,
+    sieve: Option<super::sieve::Sieve>,
 }
 
 impl CopyDecoder {
@@ -284,7 +287,21 @@ impl CopyDecoder {
             first_key: None,
             last_key_raw: Vec::new(),
             last_key_bounds: Vec::new(),
+            wire: columns.len(),
+            sieve: None,
         }
+    }
+
+    /// Compares row by row through `sieve` (`--incremental diff`): the decoder's last column is then the deleted
+    /// flag ([`crate::contract::incremental::DELETED_COLUMN`]), not on the wire. Needs the key's fields in their
+    /// wire form (no cast on a key column).
+    pub(crate) fn with_sieve(mut self, sieve: super::sieve::Sieve, flagged: bool) -> Result<Self, String> {
+        if self.key_fields.is_empty() {
+            return Err("a row-by-row comparison needs the key's columns, uncast".into());
+        }
+        self.wire = self.columns.len() - usize::from(flagged);
+        self.sieve = Some(sieve);
+        Ok(self)
     }
 
     /// Feeds one chunk of the stream; calls `emit` for every full batch.
@@ -317,6 +334,10 @@ impl CopyDecoder {
                 self.carry.len()
             )));
         }
+        let diff = match self.sieve.take() {
+            Some(sieve) => Some(self.append_deletes(sieve)?),
+            None => None,
+        };
         let batch = if self.rows_in_batch > 0 {
             Some(self.take_batch()?)
         } else {
@@ -335,6 +356,7 @@ impl CopyDecoder {
                 first_key: self.first_key,
                 last_key,
                 max_value_bytes,
+                diff,
             },
         ))
     }
@@ -373,7 +395,15 @@ impl CopyDecoder {
             let Some(end) = self.frame_tuple(buf, pos, count)? else {
                 break;
             };
-            self.append_tuple(buf)?;
+            if let Some(sieve) = &mut self.sieve {
+                let fields = &self.fields;
+                let keys = self.key_fields.iter().map(|&(i, _)| slice(buf, fields[i]));
+                if !sieve.keep(&buf[pos..end], keys) {
+                    pos = end;
+                    continue;
+                }
+            }
+            self.append_tuple(buf, false)?;
             self.rows += 1;
             self.rows_in_batch += 1;
             self.bytes_in_batch += end - pos;
@@ -390,7 +420,7 @@ impl CopyDecoder {
     /// Returns where the tuple ends, or `None` when the buffer does not hold all of it yet.
     #[inline]
     fn frame_tuple(&mut self, buf: &[u8], pos: usize, count: i16) -> Result<Option<usize>, DecodeError> {
-        let ncols = self.columns.len();
+        let ncols = self.wire;
         if count as usize != ncols {
             return Err(DecodeError::Protocol(format!(
                 "tuple has {count} fields, expected {ncols}"
@@ -419,7 +449,14 @@ impl CopyDecoder {
 
     /// Converts the framed tuple's values into the column builders, and keeps its key when the range has one.
     #[inline]
-    fn append_tuple(&mut self, buf: &[u8]) -> Result<(), DecodeError> {
+    fn append_tuple(&mut self, buf: &[u8], deleted: bool) -> Result<(), DecodeError> {
+        if self.wire < self.columns.len() {
+            // The deleted flag, as its wire form would be (one byte).
+            let flag = [u8::from(deleted)];
+            if let Some(col) = self.columns.last_mut() {
+                col.append(&flag).map_err(DecodeError::Protocol)?;
+            }
+        }
         for (i, &(start, len)) in self.fields.iter().enumerate() {
             let col = &mut self.columns[i];
             if len < 0 {
@@ -436,6 +473,26 @@ impl CopyDecoder {
             self.remember_last_key(buf);
         }
         Ok(())
+    }
+
+    /// A row per key of the previous run the stream did not hold: the key's fields, every other column NULL, the
+    /// deleted flag set. The sieve's key file and counts.
+    fn append_deletes(
+        &mut self,
+        sieve: super::sieve::Sieve,
+    ) -> Result<(Vec<u8>, crate::contract::incremental::DiffCounts), DecodeError> {
+        let positions: Vec<usize> = self.key_fields.iter().map(|&(i, _)| i).collect();
+        for key in sieve.deleted() {
+            let tuple = super::sieve::delete_tuple(key, &positions, self.wire).map_err(DecodeError::Protocol)?;
+            let count = self.wire as i16;
+            if self.frame_tuple(&tuple, 0, count)?.is_none() {
+                return Err(DecodeError::Protocol("a deleted key's row does not frame".into()));
+            }
+            self.append_tuple(&tuple, true)?;
+            self.rows += 1;
+            self.rows_in_batch += 1;
+        }
+        sieve.finish().map_err(DecodeError::Protocol)
     }
 
     /// Keeps the raw key fields of the latest row (a copy of a few bytes into a reused buffer).
@@ -490,6 +547,8 @@ pub(crate) struct DecoderSummary {
     pub last_key: Option<Vec<KeyValue>>,
     /// Per output column, the longest value in bytes (0 for fixed-width columns).
     pub max_value_bytes: Vec<u64>,
+    /// A row-by-row comparison's key file (compressed) and counts.
+    pub diff: Option<(Vec<u8>, crate::contract::incremental::DiffCounts)>,
 }
 
 /// The length of the binary COPY header at the start of `buf` (signature, flags, extension), `None` while it is

@@ -13,6 +13,7 @@ use crate::contract::types::{default_mapping, mapping_for_cast, Cast, CatalogTyp
 
 pub(crate) mod decode;
 mod postgres;
+pub(crate) mod sieve;
 #[doc(hidden)]
 pub use decode::decode_chunks;
 pub use postgres::PgConnector;
