@@ -43,6 +43,11 @@ fn diff(stage: &str, id: &str) -> PlanRequest {
 
 /// Runs `req`; its plan, or the failure as text.
 async fn run(source: &str, target: &str, req: PlanRequest) -> Result<Result<Plan, String>> {
+    Ok(run_reported(source, target, req).await?.map(|(p, _)| p))
+}
+
+/// Runs `req`; its plan and its report as `pgshift run` prints it, or the failure as text.
+async fn run_reported(source: &str, target: &str, req: PlanRequest) -> Result<Result<(Plan, String), String>> {
     let out = run_local(
         source,
         req,
@@ -51,7 +56,7 @@ async fn run(source: &str, target: &str, req: PlanRequest) -> Result<Result<Plan
     )
     .await?;
     Ok(match out.output {
-        Ok(v) => Ok(plan_of(&v).await?),
+        Ok(v) => Ok((plan_of(&v).await?, out.report.render())),
         Err(f) => Err(format!("{f}")),
     })
 }
@@ -134,10 +139,19 @@ async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchan
              INSERT INTO public.events VALUES (timestamptz '2030-01-01', 'late');",
         )
         .await?;
-    let second = run(&source, &target, diff(&stage, "inc-2"))
+    let (second, report) = run_reported(&source, &target, diff(&stage, "inc-2"))
         .await?
         .map_err(anyhow::Error::msg)?;
     same(&source, &target, &second).await?;
+    assert!(
+        report.contains(
+            "sales.orders: incremental: 3 of 4 key range(s) changed, 1 skipped; 100 inserted, 61 updated, 50 deleted"
+        ) && report.contains("sales.items: incremental: 0 of 4 key range(s) changed, 4 skipped"),
+        "{report}"
+    );
+    // The first run's key files the state no longer names are gone; the unchanged range's stays.
+    let keys = |run: &str| pgshift_tests::list_files(&dir.join(".state/sales/orders/keys").join(run)).len();
+    assert_eq!((keys("inc-1"), keys("inc-2")), (1, 3));
     let orders = table(&second, "sales.orders").incremental.clone().expect("incremental");
     assert_eq!(orders.base.as_ref().map(|b| b.run_id.as_str()), Some("inc-1"));
     assert_eq!(orders.ranges.len(), 4, "the first run's boundaries kept");

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use crate::contract::incremental::{warehouse_predicate, Committed, TableIncremental, DELETED_COLUMN};
+use crate::contract::incremental::{warehouse_predicate, Committed, SyncState, TableIncremental, DELETED_COLUMN};
 use crate::contract::layout::{plan_key, state_key};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::stage::Stage;
@@ -128,6 +128,28 @@ fn delete_sql(t: &TablePlan, inc: &TableIncremental) -> Result<Option<String>, L
     )))
 }
 
+/// The table's line in the run's report: what changed, and what moved.
+pub(super) fn note(inc: &TableIncremental, diff: Option<crate::contract::incremental::DiffCounts>) -> String {
+    let ranges = format!(
+        "incremental: {} of {} key range(s) changed, {} skipped",
+        inc.changed.len(),
+        inc.ranges.len(),
+        inc.skipped()
+    );
+    match diff {
+        Some(d) => format!(
+            "{ranges}; {} inserted, {} updated, {} deleted, {} unchanged of the changed ranges' rows read; the target \
+             holds {} rows",
+            d.inserted,
+            d.updated,
+            d.deleted,
+            d.unchanged,
+            inc.source_rows()
+        ),
+        None => format!("{ranges}; the target holds {} rows", inc.source_rows()),
+    }
+}
+
 /// The pre-flight's question, before anything is extracted: is each incremental target what its state says? A
 /// target that is not fails the run by name, and its state is set aside, so that the next run loads it in full.
 pub(super) async fn preflight(wh: &dyn Warehouse, stage: &dyn Stage, plan: &Plan) -> Result<(), LoadError> {
@@ -221,11 +243,31 @@ pub(super) async fn after_commit(stage: &dyn Stage, result: &mut crate::contract
                 committed_at: crate::contract::clock::unix_now(),
             },
         );
+        let before: Option<SyncState> = crate::stage::run::read_json(stage, &state_key(&t.table))
+            .await
+            .ok()
+            .flatten();
         let body = Bytes::from(serde_json::to_vec_pretty(&state).unwrap_or_default());
         match crate::stage::put(stage, &state_key(&t.table), body).await {
             Ok(_) => load.state_written = true,
             // The next run finds the target ahead of the state and loads it in full: slower, never wrong.
             Err(e) => tracing::warn!(table = %t.table, error = %e, "the sync state was not written"),
+        }
+        if let (true, Some(before)) = (load.state_written, before) {
+            delete_superseded(stage, &before, &state).await;
+        }
+    }
+}
+
+/// The key files the state before named and this one does not, deleted (best effort). Only those: a concurrent run's
+/// files are never another state's, so they are never deleted here.
+async fn delete_superseded(stage: &dyn Stage, before: &SyncState, now: &SyncState) {
+    let kept: std::collections::BTreeSet<&String> = now.ranges.iter().filter_map(|r| r.keys.as_ref()).collect();
+    for key in before.ranges.iter().filter_map(|r| r.keys.as_ref()) {
+        if !kept.contains(key) {
+            if let Err(e) = stage.delete_prefix(key).await {
+                tracing::warn!(key = %key, error = %e, "a superseded key file was not deleted");
+            }
         }
     }
 }

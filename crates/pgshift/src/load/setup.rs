@@ -141,15 +141,7 @@ async fn set_up_table<'a>(
         );
     } else if let (Some(inc), true) = (super::incremental::ranged(t), already < 0) {
         // Only the changed ranges' rows are replaced: the target stays the table it is.
-        (load.swap, load.swap_note) = (
-            Some(SwapKind::Rows),
-            Some(format!(
-                "incremental: {} of {} key range(s) replaced, {} skipped",
-                inc.changed.len(),
-                inc.ranges.len(),
-                inc.skipped()
-            )),
-        );
+        (load.swap, load.swap_note) = (Some(SwapKind::Rows), Some(super::incremental::note(inc, load.diff)));
     } else if c.options.mode == LoadMode::Replace && already < 0 {
         let (kind, note, facts) = replace_swap(c.wh, t, &staging).await?;
         (load.swap, load.swap_note, rename) = (Some(kind), note, facts);
@@ -160,6 +152,13 @@ async fn set_up_table<'a>(
                 return Err(design_refused(&t.table, "append and merge keep the existing table"));
             }
         }
+    }
+    if let Some(why) = t.incremental.as_ref().and_then(|i| i.full_because.as_deref()) {
+        let full = format!("incremental: a full load, since {why}");
+        load.swap_note = Some(match load.swap_note.take() {
+            Some(n) => format!("{full}; {n}"),
+            None => full,
+        });
     }
     if existed {
         // The target's drift is checked either way; its ALTERs are made only where its rows stay: a replace by

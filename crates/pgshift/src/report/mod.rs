@@ -165,6 +165,10 @@ fn table_reports(results: &[ExtractResult], load: Option<&LoadResult>) -> Vec<Ta
     for r in results {
         by_table.entry(&r.table).or_default().push(r);
     }
+    // A table whose load read no range (an incremental one that did not change) is reported all the same.
+    for t in load.map(|l| l.tables.as_slice()).unwrap_or_default() {
+        by_table.entry(&t.table).or_default();
+    }
     by_table
         .into_iter()
         .map(|(table, mut rs)| {
