@@ -8,6 +8,7 @@
 //! | `PGSHIFT_SOURCE_SECRET_ARN` | planner, extractor | a Secrets Manager secret with `username`, `password` and optionally `host`, `port`, `dbname` (the RDS secret shape); overrides those parts of `PGSHIFT_SOURCE` |
 //! | `PGSHIFT_STAGE` | planner | default stage URL (`s3://bucket/prefix`) |
 //! | `PGSHIFT_TABLES`, `PGSHIFT_EXCLUDE` | planner | default table patterns, separated by spaces or commas |
+//! | `PGSHIFT_INCREMENTAL` | planner | `diff` or `full` (the default): every run moves only what changed since the last (docs/incremental.md) |
 //! | `PGSHIFT_MAX_CONCURRENCY`, `PGSHIFT_SLICES` | planner | extractors at once; Redshift slices |
 //! | `PGSHIFT_PLAN_DEFAULTS` | planner | a JSON plan request the variables above then override (settings, writer, load options) |
 //! | `PGSHIFT_WAREHOUSE` | loader | warehouse URL (`redshift://…`, `redshift-serverless://…`, `postgres://…`) |
@@ -250,6 +251,12 @@ pub fn plan_defaults(env: &dyn Env) -> Result<PlanRequest, ConfigError> {
     }
     if let Some(t) = env.get("PGSHIFT_EXCLUDE") {
         req.exclude = list(&t);
+    }
+    if let Some(m) = env.get("PGSHIFT_INCREMENTAL").filter(|m| !m.trim().is_empty()) {
+        req.incremental = m.parse().map_err(|reason| ConfigError::Invalid {
+            var: "PGSHIFT_INCREMENTAL",
+            reason,
+        })?;
     }
     for p in req.tables.iter().chain(&req.exclude) {
         crate::contract::model::TableRef::parse(p).map_err(|reason| ConfigError::Invalid {
@@ -519,9 +526,13 @@ mod tests {
             ),
             ("PGSHIFT_TABLES", "sales.*, public.orders"),
             ("PGSHIFT_MAX_CONCURRENCY", "8"),
+            ("PGSHIFT_INCREMENTAL", "diff"),
         ]);
         let d = plan_defaults(&env).expect("defaults");
         assert_eq!(d.tables, vec!["sales.*".to_string(), "public.orders".to_string()]);
+        assert_eq!(d.incremental, crate::contract::incremental::Incremental::Diff);
+        let bad = BTreeMap::from([("PGSHIFT_INCREMENTAL", "sometimes")]);
+        assert!(plan_defaults(&bad).unwrap_err().to_string().contains("PGSHIFT_INCREMENTAL"));
         assert_eq!(
             (d.stage.as_str(), d.settings.parts, d.settings.max_concurrency),
             ("s3://a/b", Some(4), 8)
