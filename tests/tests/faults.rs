@@ -435,15 +435,108 @@ async fn loader_and_cleanup_faults_resume_to_the_source_exactly() -> Result<()> 
     matrix(loader_faults(), "faultsrc2").await
 }
 
+/// The incremental points (`--incremental diff`): a second run, broken while it applies changes to a target its
+/// first run loaded, never advances the state; resumed, the target equals the source.
+fn incremental_faults() -> Vec<Fault> {
+    vec![
+        fault("incremental: a key file cannot be written", At::Create(".keys")),
+        fault("incremental: the changed rows' manifest", At::Create("orders/manifest")),
+        fault("incremental: mid-COPY of the changed rows", At::AfterCopy("orders")),
+        fault(
+            "incremental: after the deletes, before the insert",
+            At::After("DELETE FROM \"sales\".\"orders\" USING", ""),
+        ),
+    ]
+}
+
+/// One incremental point: a healthy first run, the source changed, the faulted second run, then resumed.
+async fn prove_incremental(source: &str, f: &Fault) -> Result<()> {
+    let tag = f.name.replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let target = cluster().create_db(&format!("f{}", &tag[..tag.len().min(20)])).await?;
+    let dir = stage_dir(&format!("fault-{tag}"));
+    let stage = format!("file://{}", dir.display());
+    let mut req = request(&stage, &["sales.*"], 3);
+    req.incremental = pgshift::contract::incremental::Incremental::Diff;
+    req.settings.static_source = true;
+    req.run_id = Some("base".into());
+    let switch = Arc::new(Switch::default());
+    let stages = fault_stages(f.at.clone(), switch.clone());
+    let wh = Arc::new(FaultWarehouse {
+        inner: PgWarehouse::new(&target)?,
+        at: f.at.clone(),
+        switch: switch.clone(),
+    });
+    let first = run_once(source, req.clone(), stages.clone(), wh.clone(), "base").await?;
+    first.output.map_err(|e| anyhow::anyhow!("the first run failed: {e}"))?;
+    connect(source)
+        .await?
+        .batch_execute(&format!(
+            "UPDATE sales.orders SET note = '{tag}' WHERE id % 97 = 0; DELETE FROM sales.orders WHERE id % 89 = 0;"
+        ))
+        .await?;
+    req.run_id = Some("second".into());
+    switch.armed.store(true, Ordering::SeqCst);
+    let faulted = run_once(source, req.clone(), stages.clone(), wh.clone(), "second").await?;
+    let missed = switch.missed(&f.at);
+    anyhow::ensure!(missed.is_empty(), "these faults never struck: {missed:?}");
+    anyhow::ensure!(faulted.output.is_err(), "the faulted run succeeded");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(".state/sales/orders/sync.json"))?)?;
+    anyhow::ensure!(
+        state["run_id"] == "base",
+        "a failed run advanced the state: {}",
+        state["run_id"]
+    );
+    switch.armed.store(false, Ordering::SeqCst);
+    let again = run_once(source, req, stages, wh, "second").await?;
+    let output = again
+        .output
+        .map_err(|e| anyhow::anyhow!("the resumed run failed: {e}"))?;
+    let plan = plan_of(&output).await?;
+    for t in TABLES {
+        let (got, want) = (
+            fingerprint(&target, &plan, t, false).await?,
+            fingerprint(source, &plan, t, true).await?,
+        );
+        anyhow::ensure!(got == want, "{t} differs from the source: {got:?} vs {want:?}");
+    }
+    let staging = staging_tables(&target).await?;
+    anyhow::ensure!(staging == 0, "{staging} staging tables left");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(".state/sales/orders/sync.json"))?)?;
+    anyhow::ensure!(
+        state["run_id"] == "second",
+        "the resumed run's state: {}",
+        state["run_id"]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_faults_never_advance_the_state_and_resume_to_the_source_exactly() -> Result<()> {
+    let mut failed = Vec::new();
+    for (i, f) in incremental_faults().iter().enumerate() {
+        // A source of its own per point: each point changes it.
+        let source = super::db(&format!("faultinc{i}"), SALES).await?;
+        if let Err(e) = prove_incremental(&source, f).await {
+            failed.push(format!("{}: {e:#}", f.name));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "incremental fault points failed:\n{}",
+        failed.join("\n")
+    );
+    Ok(())
+}
+
 #[test]
-fn the_matrix_has_twenty_three_distinct_points() {
+fn the_matrix_has_twenty_seven_distinct_points() {
     let names: std::collections::BTreeSet<&str> = planner_and_extractor_faults()
         .iter()
         .chain(loader_faults().iter())
+        .chain(incremental_faults().iter())
         .map(|f| f.name)
         .collect();
-    assert_eq!(names.len(), 23, "{names:?}");
-    assert_eq!(planner_and_extractor_faults().len() + loader_faults().len(), 23);
+    assert_eq!(names.len(), 27, "{names:?}");
 }
 
 /// A resumed run extracts only what did not land: the ranges whose results verify are kept as they are.

@@ -278,3 +278,49 @@ async fn a_lost_state_loads_in_full_and_older_data_than_the_state_is_refused() -
     assert_eq!(fingerprint(&target, &second, "sales.orders", false).await?, before);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_incremental_runs_of_one_target_at_once_never_both_apply_their_changes() -> Result<()> {
+    let source = db("inctwosrc", SOURCE).await?;
+    let target = cluster().create_db("inctwowh").await?;
+    let dir = stage_dir("incremental-two");
+    let stage = format!("file://{}", dir.display());
+    run(&source, &target, diff(&stage, "two-1"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    connect(&source)
+        .await?
+        .batch_execute(
+            "UPDATE sales.orders SET note = 'both' WHERE id % 50 = 0; DELETE FROM sales.items WHERE qty = 3;",
+        )
+        .await?;
+    let (a, b) = tokio::join!(
+        run(&source, &target, diff(&stage, "two-a")),
+        run(&source, &target, diff(&stage, "two-b"))
+    );
+    let (a, b) = (a?, b?);
+    let ok: Vec<&Plan> = [&a, &b].into_iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(
+        ok.len(),
+        1,
+        "one run applies its changes, the other is refused: {a:?} {b:?}"
+    );
+    for failed in [&a, &b].into_iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            failed.contains("last committed run left") || failed.contains("Pipeline.Fatal.TargetChanged"),
+            "the other run fails by name: {failed}"
+        );
+    }
+    same(&source, &target, ok[0]).await?;
+    // Whatever the order, the next run builds on what the warehouse holds and leaves it equal to the source.
+    let next = run(&source, &target, diff(&stage, "two-c")).await?;
+    let next = match next {
+        Ok(p) => p,
+        // The run that lost left the target ahead of its state: the next run after that is full.
+        Err(_) => run(&source, &target, diff(&stage, "two-d"))
+            .await?
+            .map_err(anyhow::Error::msg)?,
+    };
+    same(&source, &target, &next).await?;
+    Ok(())
+}

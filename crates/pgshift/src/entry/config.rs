@@ -532,7 +532,10 @@ mod tests {
         assert_eq!(d.tables, vec!["sales.*".to_string(), "public.orders".to_string()]);
         assert_eq!(d.incremental, crate::contract::incremental::Incremental::Diff);
         let bad = BTreeMap::from([("PGSHIFT_INCREMENTAL", "sometimes")]);
-        assert!(plan_defaults(&bad).unwrap_err().to_string().contains("PGSHIFT_INCREMENTAL"));
+        assert!(plan_defaults(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("PGSHIFT_INCREMENTAL"));
         assert_eq!(
             (d.stage.as_str(), d.settings.parts, d.settings.max_concurrency),
             ("s3://a/b", Some(4), 8)

@@ -160,6 +160,8 @@ pub(super) async fn preflight(wh: &dyn Warehouse, stage: &dyn Stage, plan: &Plan
         let exists = !warehouse::columns(wh, &t.table).await?.is_empty();
         let why = match exists {
             false => Some("it does not exist".to_string()),
+            // A resumed run whose earlier attempt committed the table: it is not loaded again.
+            true if warehouse::count(wh, base_logged_sql(t, &plan.plan_id)?).await? == 1 => None,
             true => target_problem(wh, t, base).await?,
         };
         if let Some(why) = why {

@@ -11,6 +11,13 @@ pub(crate) fn guard_named(sql: &str) -> Option<&'static str> {
              changed",
         );
     }
+    if sql.contains("AS target_as_its_last_run_left_it") {
+        return Some(
+            "an incremental target is not what its last committed run left (another run loaded it since, or it was \
+             changed by hand): nothing was changed; run again: the next run's pre-flight sets its state aside and \
+             loads it in full",
+        );
+    }
     sql.contains("AS new_keys_to_append").then_some(
         "a key of the run's rows is in the target already, or twice among them, and an append would leave it twice \
          (Redshift enforces no key): load with --mode merge to update such rows, or --mode replace; nothing was changed",
