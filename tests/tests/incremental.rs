@@ -324,3 +324,86 @@ async fn two_incremental_runs_of_one_target_at_once_never_both_apply_their_chang
     same(&source, &target, &next).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_deletes_keep_the_rows_the_source_lost_marked_with_the_data_instant() -> Result<()> {
+    let source = db("incsoftsrc", SOURCE).await?;
+    let target = cluster().create_db("incsoftwh").await?;
+    let dir = stage_dir("incremental-soft");
+    let stage = format!("file://{}", dir.display());
+    let soft = |id: &str| {
+        let mut req = diff(&stage, id);
+        req.load = Some(pgshift::contract::load::LoadOptions {
+            deletes: pgshift::contract::incremental::Deletes::Soft,
+            ..Default::default()
+        });
+        req
+    };
+    let tables = ["sales.orders", "sales.items"];
+    let mut req = soft("soft-1");
+    req.tables = tables.iter().map(|t| t.to_string()).collect();
+    run(&source, &target, req).await?.map_err(anyhow::Error::msg)?;
+    connect(&source)
+        .await?
+        .batch_execute(
+            "DELETE FROM sales.orders WHERE id BETWEEN 9000 AND 9049;
+             UPDATE sales.orders SET note = 'soft' WHERE id = 3;
+             DELETE FROM sales.items WHERE order_id = 5;",
+        )
+        .await?;
+    let mut req = soft("soft-2");
+    req.tables = tables.iter().map(|t| t.to_string()).collect();
+    let second = run(&source, &target, req).await?.map_err(anyhow::Error::msg)?;
+    let wh = connect(&target).await?;
+    // The live rows are the source's, by fingerprint (a view of them).
+    wh.batch_execute(
+        "CREATE VIEW sales.orders_live AS SELECT id, amount, note, at FROM sales.orders WHERE _pgshift_deleted_at IS NULL;
+         CREATE VIEW sales.items_live AS SELECT order_id, line, qty, sku FROM sales.items WHERE _pgshift_deleted_at IS NULL;",
+    )
+    .await?;
+    for (t, live) in [("sales.orders", "orders_live"), ("sales.items", "items_live")] {
+        let plan_table = table(&second, t);
+        let names: Vec<String> = plan_table.columns.iter().map(|c| c.name.clone()).collect();
+        let got =
+            pgshift_tests::fingerprint::fingerprint_of(&target, ("sales", live), &names, &plan_table.key, &[]).await?;
+        assert_eq!(got, fingerprint(&source, &second, t, true).await?, "{t}");
+    }
+    // The deleted rows stay, marked with the run's data instant, their values as they were.
+    let row = wh
+        .query_one(
+            "SELECT count(*), min(extract(epoch FROM _pgshift_deleted_at))::int8, max(note) FROM sales.orders \
+             WHERE _pgshift_deleted_at IS NOT NULL",
+            &[],
+        )
+        .await?;
+    assert_eq!(row.get::<_, i64>(0), 50);
+    assert_eq!(row.get::<_, i64>(1), second.data_instant());
+    assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("note 9049"));
+    let marked: i64 = wh
+        .query_one(
+            "SELECT count(*) FROM sales.items WHERE _pgshift_deleted_at IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(marked, 3);
+    // A deleted key that comes back is a live row again, once.
+    connect(&source)
+        .await?
+        .batch_execute("INSERT INTO sales.orders VALUES (9001, 1.0, 'back', now())")
+        .await?;
+    let mut req = soft("soft-3");
+    req.tables = tables.iter().map(|t| t.to_string()).collect();
+    run(&source, &target, req).await?.map_err(anyhow::Error::msg)?;
+    let rows: Vec<(Option<String>, bool)> = wh
+        .query(
+            "SELECT note, _pgshift_deleted_at IS NULL FROM sales.orders WHERE id = 9001",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![(Some("back".to_string()), true)]);
+    Ok(())
+}

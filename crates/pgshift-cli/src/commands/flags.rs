@@ -254,6 +254,11 @@ pub(crate) struct LoadFlags {
     /// results, ledger and report stay).
     #[arg(long, help_heading = "Load")]
     pub(crate) keep_parts: bool,
+    /// What becomes of a target's row whose key the source no longer holds [default: hard]: hard (deleted), or soft
+    /// (kept, with _pgshift_deleted_at set to the instant of the run's data; live rows have it NULL). Keyed tables,
+    /// --mode replace.
+    #[arg(long, value_enum, help_heading = "Load")]
+    pub(crate) deletes: Option<pgshift::contract::incremental::Deletes>,
     #[command(flatten)]
     pub(crate) guards: GuardArgs,
 }
@@ -301,6 +306,7 @@ impl LoadFlags {
         );
         put(&mut m, "warehouse_dialect", self.guards.warehouse_dialect.map(value_of));
         put(&mut m, "keep_parts", self.keep_parts.then_some(json!(true)));
+        put(&mut m, "deletes", self.deletes.map(value_of));
         m
     }
 
@@ -517,6 +523,7 @@ mod tests {
             "allow-older",
             "warehouse-dialect",
             "allow-target-triggers",
+            "deletes",
         ];
         for (subs, names) in [
             (&["plan", "run", "start"][..], &planner[..]),

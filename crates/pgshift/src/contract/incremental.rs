@@ -56,6 +56,51 @@ impl FromStr for Incremental {
     }
 }
 
+/// What a load does with a target's row whose key the source no longer holds (`--deletes`).
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deletes {
+    /// Deleted from the target.
+    #[default]
+    Hard,
+    /// Kept, with [`DELETED_AT_COLUMN`] set to the instant of the run's data (the snapshot's); live rows have it NULL.
+    Soft,
+}
+
+impl Deletes {
+    pub fn is_hard(&self) -> bool {
+        *self == Deletes::Hard
+    }
+}
+
+/// Why `--deletes soft` cannot load a table, if it cannot: a soft delete is found by key, and kept by a `replace`.
+pub fn soft_refusal(
+    deletes: Deletes,
+    mode: crate::contract::load::LoadMode,
+    table: &TableRef,
+    key: &[String],
+) -> Option<String> {
+    if deletes.is_hard() {
+        return None;
+    }
+    if mode != crate::contract::load::LoadMode::Replace {
+        return Some(format!(
+            "--deletes soft marks the rows a replace would delete; it does not combine with --mode {} ({table})",
+            format!("{mode:?}").to_lowercase()
+        ));
+    }
+    key.is_empty().then(|| {
+        format!(
+            "{table} has no key, and --deletes soft finds deleted rows by key: give it one in pgshift.toml \
+             ([table.\"{table}\"] key = [...]) or leave it out with --exclude {table}"
+        )
+    })
+}
+
+/// The target's column of a soft delete's instant (`--deletes soft`).
+pub const DELETED_AT_COLUMN: &str = "_pgshift_deleted_at";
+
 /// One key range as a run saw it: its bounds, its rows, the digest of its rows, and the stage key of its key and
 /// row-hash file ([`keys_key`]; none for a table compared whole).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -156,6 +156,10 @@ pub struct LoadOptions {
     /// Keep the Parquet parts once every table committed (`--keep-parts`); else they are deleted then. Always
     /// serialized: the Load state passes it on by path.
     pub keep_parts: bool,
+    /// `soft`: a row whose key the source no longer holds stays in the target, marked by
+    /// [`crate::contract::incremental::DELETED_AT_COLUMN`] (`--deletes soft`); `hard` (the default) deletes it.
+    #[serde(skip_serializing_if = "crate::contract::incremental::Deletes::is_hard")]
+    pub deletes: crate::contract::incremental::Deletes,
 }
 
 /// A warehouse whose value limits a load can apply on another (`--warehouse-dialect`).

@@ -23,21 +23,26 @@ pub(super) fn ranged(t: &TablePlan) -> Option<&TableIncremental> {
 
 /// The guard, inside the transaction: the target holds the state's rows, the load log has the state's plan's load
 /// of it, and no load of it since. Aggregates only (no `ORDER BY … LIMIT` in a subquery), the same on both warehouses.
-pub(super) fn guard_sql(t: &TablePlan, inc: &TableIncremental) -> Result<String, LoadError> {
+pub(super) fn guard_sql(t: &TablePlan, inc: &TableIncremental, soft: bool) -> Result<String, LoadError> {
     let Some(base) = &inc.base else {
         return Err(LoadError::InvalidRequest(format!("{}: no state to guard", t.table)));
     };
     Ok(format!(
         "SELECT 1 / (CASE WHEN ({}) = {} AND ({}) = 1 AND ({}) = 0 THEN 1 ELSE 0 END) AS target_as_its_last_run_left_it",
-        count_sql(t)?,
+        count_sql(t, soft)?,
         base.target_rows,
         base_logged_sql(t, &base.plan_id)?,
         loads_since_sql(t, &base.plan_id)?
     ))
 }
 
-fn count_sql(t: &TablePlan) -> Result<String, LoadError> {
-    Ok(format!("SELECT count(*) FROM {}", qualified(&t.table)?))
+/// The target's rows (its live rows, under soft deletes).
+fn count_sql(t: &TablePlan, soft: bool) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT count(*) FROM {}{}",
+        qualified(&t.table)?,
+        super::soft::live_only(soft)?
+    ))
 }
 
 /// `this table in the load log`, as a WHERE clause's conditions on the alias `a`.
@@ -69,38 +74,67 @@ fn loads_since_sql(t: &TablePlan, plan_id: &str) -> Result<String, LoadError> {
     ))
 }
 
-/// The statements that change the target, after the guard: the rows of the ranges replaced by their bounds deleted;
-/// for a row-by-row comparison, every staged key's row deleted (its deletes and its upserts); then the INSERT of
-/// the staged rows (not the deletes'), when any are staged.
+/// How the target's changes are made: its staging table, the INSERT's column lists, whether any row is staged, and
+/// under soft deletes the instant deleted rows are marked with.
+pub(super) struct Changes<'a> {
+    pub(super) staging: &'a str,
+    pub(super) cols: &'a str,
+    pub(super) values: &'a str,
+    pub(super) staged: bool,
+    pub(super) soft_at: Option<i64>,
+}
+
+/// The statements that change the target, after the guard: the ranges replaced by their bounds emptied (or, soft,
+/// their rows the staging table does not hold marked); for a row-by-row comparison, every staged key's row deleted
+/// (soft: the deletes' marked and the upserts' deleted); then the INSERT of the staged rows (not the deletes').
 pub(super) fn change_sql(
     t: &TablePlan,
     inc: &TableIncremental,
-    staging: &str,
-    (cols, values): (&str, &str),
-    staged: bool,
+    c: &Changes<'_>,
 ) -> Result<(Vec<String>, Option<String>), LoadError> {
     let target = qualified(&t.table)?;
-    let mut out: Vec<String> = delete_sql(t, inc)?.into_iter().collect();
-    if !staged {
+    let mut out = Vec::new();
+    match (replaced_where(t, inc)?, c.soft_at) {
+        (None, _) => {}
+        (Some(w), None) => out.push(match w {
+            Some(p) => format!("DELETE FROM {target} WHERE {p}"),
+            None => format!("DELETE FROM {target}"),
+        }),
+        (Some(w), Some(at)) => out.push(super::soft::mark_missing_sql(
+            &t.table,
+            c.staging,
+            &t.key,
+            w.as_deref(),
+            at,
+        )?),
+    }
+    if !c.staged {
         return Ok((out, None));
     }
-    let mut only_rows = String::new();
-    if inc.flagged {
-        let on = t
-            .key
-            .iter()
-            .map(|k| ident(k).map(|k| format!("{target}.{k} = {staging}.{k}")))
-            .collect::<Result<Vec<_>, _>>()?
-            .join(" AND ");
-        out.push(format!("DELETE FROM {target} USING {staging} WHERE {on}"));
-        only_rows = format!(" WHERE NOT {}", ident(DELETED_COLUMN)?);
+    match (inc.flagged, c.soft_at) {
+        (true, Some(at)) => {
+            out.push(super::soft::mark_flagged_sql(&t.table, c.staging, &t.key, at)?);
+            out.push(super::soft::delete_staged_sql(&t.table, c.staging, &t.key, true)?);
+        }
+        (true, None) => out.push(super::soft::delete_staged_sql(&t.table, c.staging, &t.key, false)?),
+        // Replaced by bounds, soft: the rows whose keys come back replace their marked rows.
+        (false, Some(_)) => out.push(super::soft::delete_staged_sql(&t.table, c.staging, &t.key, false)?),
+        (false, None) => {}
     }
-    let insert = format!("INSERT INTO {target} ({cols}) SELECT {values} FROM {staging}{only_rows}");
+    let only_rows = match inc.flagged {
+        true => format!(" WHERE NOT {}", ident(DELETED_COLUMN)?),
+        false => String::new(),
+    };
+    let insert = format!(
+        "INSERT INTO {target} ({}) SELECT {} FROM {}{only_rows}",
+        c.cols, c.values, c.staging
+    );
     Ok((out, Some(insert)))
 }
 
-/// The target's rows in the ranges replaced by their bounds deleted (`None` when there are none).
-fn delete_sql(t: &TablePlan, inc: &TableIncremental) -> Result<Option<String>, LoadError> {
+/// The rows of the ranges replaced by their bounds: `None` when no range is, `Some(None)` for every row (a range
+/// open at both ends), else the predicate.
+fn replaced_where(t: &TablePlan, inc: &TableIncremental) -> Result<Option<Option<String>>, LoadError> {
     if inc.replaced.is_empty() {
         return Ok(None);
     }
@@ -117,15 +151,10 @@ fn delete_sql(t: &TablePlan, inc: &TableIncremental) -> Result<Option<String>, L
         };
         match warehouse_predicate(key, &r.bounds).map_err(|e| LoadError::InvalidRequest(format!("{}: {e}", t.table)))? {
             Some(p) => ors.push(format!("({p})")),
-            // A range open at both ends: every row.
-            None => return Ok(Some(format!("DELETE FROM {}", qualified(&t.table)?))),
+            None => return Ok(Some(None)),
         }
     }
-    Ok(Some(format!(
-        "DELETE FROM {} WHERE {}",
-        qualified(&t.table)?,
-        ors.join(" OR ")
-    )))
+    Ok(Some(Some(ors.join(" OR "))))
 }
 
 /// The table's line in the run's report: what changed, and what moved.
@@ -154,6 +183,7 @@ pub(super) fn note(inc: &TableIncremental, diff: Option<crate::contract::increme
 /// target that is not fails the run by name, and its state is set aside, so that the next run loads it in full.
 pub(super) async fn preflight(wh: &dyn Warehouse, stage: &dyn Stage, plan: &Plan) -> Result<(), LoadError> {
     let mut changed = Vec::new();
+    let soft = plan.load.as_ref().is_some_and(|l| !l.deletes.is_hard());
     for t in &plan.tables {
         let Some(inc) = ranged(t) else { continue };
         let Some(base) = &inc.base else { continue };
@@ -162,7 +192,7 @@ pub(super) async fn preflight(wh: &dyn Warehouse, stage: &dyn Stage, plan: &Plan
             false => Some("it does not exist".to_string()),
             // A resumed run whose earlier attempt committed the table: it is not loaded again.
             true if warehouse::count(wh, base_logged_sql(t, &plan.plan_id)?).await? == 1 => None,
-            true => target_problem(wh, t, base).await?,
+            true => target_problem(wh, t, base, soft).await?,
         };
         if let Some(why) = why {
             set_aside(stage, t).await;
@@ -180,8 +210,9 @@ async fn target_problem(
     wh: &dyn Warehouse,
     t: &TablePlan,
     base: &crate::contract::incremental::Base,
+    soft: bool,
 ) -> Result<Option<String>, LoadError> {
-    let rows = warehouse::count(wh, count_sql(t)?).await?;
+    let rows = warehouse::count(wh, count_sql(t, soft)?).await?;
     if rows as u64 != base.target_rows {
         return Ok(Some(format!(
             "it holds {rows} rows where run {} left {}",

@@ -21,6 +21,7 @@ mod parts;
 mod preflight;
 mod progress;
 mod setup;
+mod soft;
 mod start;
 mod statements;
 mod submit;

@@ -142,6 +142,12 @@ async fn set_up_table<'a>(
     } else if let (Some(inc), true) = (super::incremental::ranged(t), already < 0) {
         // Only the changed ranges' rows are replaced: the target stays the table it is.
         (load.swap, load.swap_note) = (Some(SwapKind::Rows), Some(super::incremental::note(inc, load.diff)));
+    } else if c.options.mode == LoadMode::Replace && already < 0 && !c.options.deletes.is_hard() {
+        // Soft deletes keep the target and its marked rows.
+        (load.swap, load.swap_note) = (
+            Some(SwapKind::Rows),
+            Some("soft deletes: rows the source no longer holds are kept, marked in _pgshift_deleted_at".into()),
+        );
     } else if c.options.mode == LoadMode::Replace && already < 0 {
         let (kind, note, facts) = replace_swap(c.wh, t, &staging).await?;
         (load.swap, load.swap_note, rename) = (Some(kind), note, facts);
@@ -185,6 +191,27 @@ async fn set_up_table<'a>(
         super_columns,
         rename,
     })
+}
+
+/// Under soft deletes, an existing target without `_pgshift_deleted_at` gets it (committed on its own, as schema
+/// evolution is); the column is then left out of the target's columns the drift check compares.
+async fn soft_column(
+    c: &PrepareContext<'_>,
+    t: &TablePlan,
+    target: &mut Vec<warehouse::WarehouseColumn>,
+) -> Result<(), LoadError> {
+    let name = c.wh.dialect().fold(crate::contract::incremental::DELETED_AT_COLUMN);
+    let had = target.iter().any(|col| col.name == name);
+    target.retain(|col| col.name != name);
+    if !had && !target.is_empty() {
+        let sql = format!(
+            "ALTER TABLE {} ADD COLUMN {} TIMESTAMPTZ",
+            qualified(&t.table)?,
+            ident(crate::contract::incremental::DELETED_AT_COLUMN)?
+        );
+        warehouse::execute(c.wh, vec![sql]).await?;
+    }
+    Ok(())
 }
 
 /// How `replace` will swap a table in: by rename where the target would lose nothing (with the facts the rename
@@ -238,6 +265,11 @@ async fn evolve_target(
     let spec_of = |name: &str| t.columns.iter().find(|s| dialect.fold(&s.name) == name);
     let observed_of = |name: &str| observed.iter().find(|(k, _)| dialect.fold(k) == name).map(|(_, n)| *n);
     let target = warehouse::columns(c.wh, &t.table).await?;
+    let mut target = target;
+    if !c.options.deletes.is_hard() {
+        // The soft deletes' column is the target's own, never the run's.
+        soft_column(c, t, &mut target).await?;
+    }
     let mut run = warehouse::columns(c.wh, staging).await?;
     // The deleted flag of a row-by-row comparison is staging's own, never the target's.
     run.retain(|col| col.name != dialect.fold(crate::contract::incremental::DELETED_COLUMN));

@@ -165,6 +165,10 @@ async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span
     verify::verify_parts(stage.as_ref(), &by_part).await?;
     let wh = ctx.warehouse.as_ref();
     check_options(wh, &req.options).and(check_keys(&plan, &req.options))?;
+    // What the run's request said of deletes holds whatever the Load state passed on (it passes the plan's by path).
+    if let Some(l) = plan.load.as_ref().filter(|_| req.options.deletes.is_hard()) {
+        req.options.deletes = l.deletes;
+    }
     let hooked = triggers::check(wh, &plan, &mut req.options).await?;
     let deadline = req.deadline().map_err(LoadError::InvalidRequest)?;
     let mut facts = Vec::new();

@@ -291,6 +291,13 @@ pub(super) fn setup_sql(
             dialect.column_type(&flag, 0, false)
         ));
     }
+    if plan.load.as_ref().is_some_and(|l| !l.deletes.is_hard()) {
+        // Soft deletes: the instant a row left the source (NULL while it is live).
+        cols.push(format!(
+            "{} TIMESTAMPTZ",
+            ident(crate::contract::incremental::DELETED_AT_COLUMN)?
+        ));
+    }
     let target_extra = dialect.key_constraint(&key_list(&t.key)?);
     let table_extra = dialect
         .table_clause(&t.design, &t.key, &t.columns)
@@ -370,9 +377,16 @@ fn swap_parts(
     }
     if let Some(inc) = super::incremental::ranged(p.plan) {
         // Only the changed ranges' rows replaced, once the target is as the state's run left it.
-        out.push(super::incremental::guard_sql(p.plan, inc)?);
-        let (changes, insert) =
-            super::incremental::change_sql(p.plan, inc, &staging, (&cols, &values), !p.files.is_empty())?;
+        let soft_at = (!options.deletes.is_hard()).then(|| plan.data_instant());
+        out.push(super::incremental::guard_sql(p.plan, inc, soft_at.is_some())?);
+        let changes = super::incremental::Changes {
+            staging: &staging,
+            cols: &cols,
+            values: &values,
+            staged: !p.files.is_empty(),
+            soft_at,
+        };
+        let (changes, insert) = super::incremental::change_sql(p.plan, inc, &changes)?;
         out.extend(changes);
         let post = vec![
             log_sql(dialect, mode, plan, p)?,
@@ -388,6 +402,23 @@ fn swap_parts(
         return Ok((out, None, Vec::new()));
     }
     match mode {
+        // Soft deletes: the rows the run does not hold are marked, the others replaced; the target stays.
+        LoadMode::Replace if !options.deletes.is_hard() => {
+            let at = plan.data_instant();
+            out.push(super::soft::mark_missing_sql(
+                &p.plan.table,
+                &staging,
+                &p.plan.key,
+                None,
+                at,
+            )?);
+            out.push(super::soft::delete_staged_sql(
+                &p.plan.table,
+                &staging,
+                &p.plan.key,
+                false,
+            )?);
+        }
         LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
         LoadMode::Append if dialect == Dialect::Redshift && !p.plan.key.is_empty() => {
             out.push(new_keys_guard(p, &target, &staging)?)

@@ -245,7 +245,13 @@ fn group_steps<'a>(
             },
             SwapSql::Insert(sql) | SwapSql::Plain(sql) => Step::Sql(sql),
         }));
-        if let Some(inc) = super::incremental::ranged(prepared[i].plan) {
+        let ranged = super::incremental::ranged(prepared[i].plan);
+        if !c.options.deletes.is_hard() && c.options.mode == LoadMode::Replace {
+            // Soft deletes: the target's live rows are the source's (marked rows stay beside them).
+            let expected = ranged.map_or(prepared[i].load.rows, |inc| inc.source_rows());
+            steps.push(Step::Sql(super::soft::live_rows_sql(table, expected)?));
+            labels.push((table.clone(), StepKind::Reconcile));
+        } else if let Some(inc) = ranged {
             // The target holds the source's rows: the unchanged ranges' and the changed ones' (either warehouse).
             steps.push(Step::Reconcile {
                 table: table.clone(),

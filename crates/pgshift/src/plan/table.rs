@@ -53,6 +53,10 @@ pub(super) async fn plan_table(cx: TableContext<'_>) -> Result<(TablePlan, Vec<E
     let key = over.key.clone().unwrap_or_else(|| cx.catalog.key.clone());
     // Refused before anything is extracted or changed.
     let mode = cx.req.load.as_ref().map(|l| l.mode).unwrap_or_default();
+    let deletes = cx.req.load.as_ref().map(|l| l.deletes).unwrap_or_default();
+    if let Some(why) = crate::contract::incremental::soft_refusal(deletes, mode, table, &key) {
+        return Err(PlanError::InvalidRequest(why));
+    }
     if let Some(why) = crate::contract::load::keyless_merge(mode, table, &key) {
         return Err(PlanError::InvalidRequest(format!(
             "{why} (or leave it out of this run with --exclude {table})"
