@@ -194,6 +194,7 @@ async fn the_warehouses_parquet_read_back_never_panics_on_a_damaged_part() -> Re
         statement_timeout_secs: 60,
         source_endpoint: None,
         diff: None,
+        since: None,
     };
     pgshift::extract(&ctx(&url), task).await?;
     let file = list_files(&dir)

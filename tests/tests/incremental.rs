@@ -407,3 +407,102 @@ async fn soft_deletes_keep_the_rows_the_source_lost_marked_with_the_data_instant
     assert_eq!(rows, vec![(Some("back".to_string()), true)]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_mode_reads_a_row_whose_transaction_commits_after_the_run_in_the_next_run() -> Result<()> {
+    let source = db(
+        "inccursrc",
+        "CREATE SCHEMA sales;
+         CREATE TABLE sales.orders (id int8 PRIMARY KEY, note text, updated_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO sales.orders SELECT g, 'n' || g, now() - interval '1 day' FROM generate_series(1, 5000) g;
+         CREATE INDEX ON sales.orders (updated_at);
+         ANALYZE;",
+    )
+    .await?;
+    let target = cluster().create_db("inccurwh").await?;
+    let dir = stage_dir("incremental-cursor");
+    let stage = format!("file://{}", dir.display());
+    let cursor = |id: &str| {
+        let mut req = request(&stage, &["sales.orders"], 2);
+        req.run_id = Some(id.to_string());
+        req.incremental = Incremental::Cursor("updated_at".into());
+        req
+    };
+    let first = run(&source, &target, cursor("cur-1"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let check = |plan: Plan| {
+        let target = target.clone();
+        let source = source.clone();
+        async move {
+            assert_eq!(
+                fingerprint(&target, &plan, "sales.orders", false).await?,
+                fingerprint(&source, &plan, "sales.orders", true).await?
+            );
+            anyhow::Ok(())
+        }
+    };
+    check(first).await?;
+
+    // A transaction opens and writes a row before the run, and commits only after it.
+    let late = connect(&source).await?;
+    late.batch_execute("BEGIN; INSERT INTO sales.orders VALUES (9001, 'late', now())")
+        .await?;
+    connect(&source)
+        .await?
+        .batch_execute("UPDATE sales.orders SET note = 'early', updated_at = now() WHERE id = 10")
+        .await?;
+    let second = run(&source, &target, cursor("cur-2"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let inc = table(&second, "sales.orders").incremental.clone().expect("incremental");
+    assert!(
+        inc.base.is_some() && second.tasks.len() == 1,
+        "one task of the rows since the watermark"
+    );
+    assert!(
+        table(&second, "sales.orders")
+            .notes
+            .iter()
+            .any(|n| n.contains("deletes are not seen")),
+        "the plan says what cursor mode does not see"
+    );
+    assert_eq!(moved(&dir, &second, "sales.orders"), 1, "only the updated row moved");
+    late.batch_execute("COMMIT").await?;
+    // Its cursor value is older than the largest the second run saw (a watermark of the largest value seen would
+    // skip it for ever), and not older than the second run's watermark: the third run reads it.
+    let watermark = inc.cursor.as_ref().expect("cursor").watermark.clone();
+    let row = connect(&source)
+        .await?
+        .query_one(
+            "SELECT $1::text::timestamptz <= l.updated_at, l.updated_at < e.updated_at FROM sales.orders l, \
+             sales.orders e WHERE l.id = 9001 AND e.id = 10",
+            &[&watermark],
+        )
+        .await?;
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, true));
+    let third = run(&source, &target, cursor("cur-3"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    check(third).await?;
+
+    // Deletes are not seen; --full-every 2 loads in full the run after, which removes them.
+    connect(&source)
+        .await?
+        .batch_execute("DELETE FROM sales.orders WHERE id = 5")
+        .await?;
+    let mut req = cursor("cur-4");
+    req.full_every = Some(2);
+    let fourth = run(&source, &target, req).await?.map_err(anyhow::Error::msg)?;
+    assert!(
+        table(&fourth, "sales.orders")
+            .incremental
+            .as_ref()
+            .unwrap()
+            .base
+            .is_none(),
+        "full"
+    );
+    check(fourth).await?;
+    Ok(())
+}

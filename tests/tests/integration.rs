@@ -79,6 +79,7 @@ async fn task_for(url: &str, table: &str, policies: &TypePolicies, casts: &[(Str
         statement_timeout_secs: 60,
         source_endpoint: None,
         diff: None,
+        since: None,
     })
 }
 

@@ -199,5 +199,6 @@ pub(crate) async fn build_task(source: &dyn SourceConnector, args: &ExtractArgs)
         statement_timeout_secs: args.statement_timeout,
         source_endpoint: None,
         diff: None,
+        since: None,
     })
 }

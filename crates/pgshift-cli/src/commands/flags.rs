@@ -155,8 +155,14 @@ pub(crate) struct PlanFlags {
     /// diff: after a first full load, move only the key ranges whose rows changed since the last committed run,
     /// deletes included (a run from a snapshot, or --static-source; docs/incremental.md); full (the default): move
     /// every table whole. Per table: `incremental = "diff"` in its pgshift.toml section.
+    /// cursor=COLUMN (a live source): after a first full load, merge by key the rows whose COLUMN (a timestamptz the
+    /// application sets on every write) is at or past the last run's watermark; deletes are not seen.
     #[arg(long, value_parser = parse_incremental, help_heading = "Planning")]
     pub(crate) incremental: Option<pgshift::contract::incremental::Incremental>,
+    /// Load incremental tables in full every N runs, 1 or more (cursor mode: what removes the rows the source
+    /// deleted).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Planning")]
+    pub(crate) full_every: Option<u32>,
     /// Plan the views and materialized views a wildcard matches (by default they are left out, and the plan says so).
     #[arg(long, help_heading = "Selection")]
     pub(crate) include_views: bool,
@@ -190,7 +196,8 @@ impl PlanFlags {
         put(&mut m, "stage", self.stage.as_ref().map(|s| json!(s)));
         put(&mut m, "run_id", self.run_id.as_ref().map(|s| json!(s)));
         put(&mut m, "restart", self.restart.then_some(json!(true)));
-        put(&mut m, "incremental", self.incremental.map(|i| json!(i)));
+        put(&mut m, "incremental", self.incremental.as_ref().map(|i| json!(i)));
+        put(&mut m, "full_every", self.full_every.map(|n| json!(n)));
         let mut s = Map::new();
         put(&mut s, "max_concurrency", self.concurrency.map(|c| json!(c)));
         put(&mut s, "parts", self.parts.map(|p| json!(p)));
@@ -503,6 +510,7 @@ mod tests {
             "max-parts-per-table",
             "static-source",
             "incremental",
+            "full-every",
             "include-views",
             "cast",
             "numeric-as-text",

@@ -14,29 +14,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::model::{Bounds, ColumnSpec, KeyType, KeyValue, TableRef};
 
-/// How a table is loaded from one run to the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// How a table is loaded from one run to the next; as text everywhere (`full`, `diff`, `cursor=updated_at`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Incremental {
     /// Every run moves the whole table (and keeps no state).
     #[default]
     Full,
-    /// After a first full load, each run moves only the key ranges whose rows changed since the last committed run.
+    /// After a first full load, each run moves only the rows that changed since the last committed run, deletes
+    /// included (a snapshot or a static source: one instant compared with the last).
     Diff,
-}
-
-impl Incremental {
-    pub fn name(self) -> &'static str {
-        match self {
-            Incremental::Full => "full",
-            Incremental::Diff => "diff",
-        }
-    }
+    /// After a first full load, each run merges by key the rows whose cursor column (a `timestamptz` or `timestamp`
+    /// the application sets on every write) is at or past the last run's watermark (a live source). Deletes are not
+    /// seen.
+    Cursor(String),
 }
 
 impl fmt::Display for Incremental {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            Incremental::Full => f.write_str("full"),
+            Incremental::Diff => f.write_str("diff"),
+            Incremental::Cursor(c) => write!(f, "cursor={c}"),
+        }
+    }
+}
+
+impl From<Incremental> for String {
+    fn from(i: Incremental) -> String {
+        i.to_string()
+    }
+}
+
+impl TryFrom<String> for Incremental {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 
@@ -44,14 +58,18 @@ impl FromStr for Incremental {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
+        let t = s.trim();
+        if let Some((mode, column)) = t.split_once('=') {
+            return match (mode.trim().eq_ignore_ascii_case("cursor"), column.trim()) {
+                (true, c) if !c.is_empty() => Ok(Incremental::Cursor(c.to_string())),
+                _ => Err(format!("--incremental {s:?}: use diff, full or cursor=COLUMN")),
+            };
+        }
+        match t.to_ascii_lowercase().as_str() {
             "full" | "" => Ok(Incremental::Full),
             "diff" => Ok(Incremental::Diff),
-            other if other.starts_with("cursor") => Err(format!(
-                "--incremental {s}: cursor mode is not available yet; use --incremental diff with a run from a \
-                 snapshot (or --static-source), or --incremental full"
-            )),
-            _ => Err(format!("--incremental {s:?}: use diff or full")),
+            "cursor" => Err("--incremental cursor needs its column: cursor=COLUMN (updated_at, …)".into()),
+            _ => Err(format!("--incremental {s:?}: use diff, full or cursor=COLUMN")),
         }
     }
 }
@@ -77,12 +95,18 @@ impl Deletes {
 /// Why `--deletes soft` cannot load a table, if it cannot: a soft delete is found by key, and kept by a `replace`.
 pub fn soft_refusal(
     deletes: Deletes,
-    mode: crate::contract::load::LoadMode,
+    (mode, incremental): (crate::contract::load::LoadMode, &Incremental),
     table: &TableRef,
     key: &[String],
 ) -> Option<String> {
     if deletes.is_hard() {
         return None;
+    }
+    if matches!(incremental, Incremental::Cursor(_)) {
+        return Some(format!(
+            "--deletes soft marks the rows the source deleted, which cursor mode does not see ({table}): use \
+             --incremental diff from a snapshot"
+        ));
     }
     if mode != crate::contract::load::LoadMode::Replace {
         return Some(format!(
@@ -222,6 +246,20 @@ pub struct SyncState {
     pub run_id: String,
     pub plan_id: String,
     pub committed_at: f64,
+    /// Cursor mode: the column and the watermark the next run reads from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<CursorMark>,
+    /// Incremental runs since the last full load (`--full-every`).
+    #[serde(default)]
+    pub runs_since_full: u32,
+}
+
+/// Cursor mode's mark: rows whose `column` is at or past `watermark` (a `timestamptz` in PostgreSQL's text form)
+/// are read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorMark {
+    pub column: String,
+    pub watermark: String,
 }
 
 pub const STATE_VERSION: u32 = 1;
@@ -245,6 +283,22 @@ pub struct TableIncremental {
     /// The parts carry [`DELETED_COLUMN`]: the load deletes and upserts by key, row by row.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub flagged: bool,
+    /// Cursor mode: the rows read since `from` (the last run's watermark; `None` on a full load), and the watermark
+    /// the next run reads from, taken at planning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<CursorPlan>,
+    /// Incremental runs since the last full load, this one included (0: this run is full).
+    #[serde(default)]
+    pub runs_since_full: u32,
+}
+
+/// A cursor table's read: its column, from where, and the next watermark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorPlan {
+    pub column: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub watermark: String,
 }
 
 /// The committed run an incremental load builds on.
@@ -282,6 +336,11 @@ impl TableIncremental {
             run_id: at.run_id.to_string(),
             plan_id: at.plan_id.to_string(),
             committed_at: at.committed_at,
+            cursor: self.cursor.as_ref().map(|c| CursorMark {
+                column: c.column.clone(),
+                watermark: c.watermark.clone(),
+            }),
+            runs_since_full: self.runs_since_full,
         }
     }
 }
@@ -324,13 +383,12 @@ pub fn unusable(state: &SyncState, table: &TableRef, key: &[String], columns: &[
     if state.signature != signature(key, columns) {
         return Some("its columns changed (added, dropped, retyped or cast differently)".into());
     }
-    if state.ranges.is_empty()
-        || state
-            .ranges
-            .iter()
-            .enumerate()
-            .any(|(i, r)| r.range_index as usize != i)
-    {
+    let numbered = state
+        .ranges
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.range_index as usize == i);
+    if state.cursor.is_none() && (state.ranges.is_empty() || !numbered) {
         return Some("its state's ranges are not numbered 0, 1, …".into());
     }
     None
@@ -490,13 +548,14 @@ mod tests {
     }
 
     #[test]
-    fn modes_parse_and_cursor_is_named_as_not_yet_built() {
+    fn modes_parse_and_a_cursor_names_its_column() {
         assert_eq!("diff".parse::<Incremental>(), Ok(Incremental::Diff));
         assert_eq!("FULL".parse::<Incremental>(), Ok(Incremental::Full));
-        assert!("cursor=updated_at"
-            .parse::<Incremental>()
-            .unwrap_err()
-            .contains("not available yet"));
+        assert_eq!(
+            "cursor=updated_at".parse::<Incremental>(),
+            Ok(Incremental::Cursor("updated_at".into()))
+        );
+        assert!("cursor".parse::<Incremental>().unwrap_err().contains("cursor=COLUMN"));
         assert!("sometimes".parse::<Incremental>().is_err());
     }
 }

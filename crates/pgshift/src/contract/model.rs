@@ -341,6 +341,9 @@ pub struct ExtractTask {
     /// `--incremental diff`: the range compared row by row with the last committed run's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<crate::contract::incremental::RowDiff>,
+    /// `--incremental cursor=COLUMN`: only the rows whose column is at or past the mark's watermark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<crate::contract::incremental::CursorMark>,
 }
 
 impl ExtractTask {

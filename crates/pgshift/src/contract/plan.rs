@@ -57,6 +57,10 @@ pub struct PlanRequest {
     /// (a snapshot's or a static source's; docs/incremental.md). Per table in `overrides`.
     #[serde(default, skip_serializing_if = "crate::contract::plan::is_full")]
     pub incremental: crate::contract::incremental::Incremental,
+    /// Incremental tables are loaded in full every this many runs (`--full-every N`): in cursor mode, what removes
+    /// the rows the source deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_every: Option<u32>,
 }
 
 /// `over` merged into `base`: objects key by key, at every depth; anything else (a list, a value) replaced.

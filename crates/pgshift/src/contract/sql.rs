@@ -92,6 +92,18 @@ pub fn select(
     bounds: &Bounds,
     only: bool,
 ) -> Result<String, String> {
+    select_since(table_ref, columns, (key, bounds), only, None)
+}
+
+/// [`select`], and of the rows only those whose cursor column is at or past the mark's watermark (cursor mode:
+/// a plain comparison of the column, which an index on it serves).
+pub fn select_since(
+    table_ref: &TableRef,
+    columns: &[ColumnSpec],
+    (key, bounds): (&[String], &Bounds),
+    only: bool,
+    since: Option<&crate::contract::incremental::CursorMark>,
+) -> Result<String, String> {
     let list = columns
         .iter()
         .map(select_expr)
@@ -99,9 +111,17 @@ pub fn select(
         .join(", ");
     let only = if only { "ONLY " } else { "" };
     let mut q = format!("SELECT {list} FROM {only}{}", table(table_ref)?);
-    if let Some(p) = predicate(key, bounds)? {
+    let mut conditions: Vec<String> = predicate(key, bounds)?.into_iter().collect();
+    if let Some(m) = since {
+        conditions.push(format!(
+            "{} >= {}::pg_catalog.timestamptz",
+            ident(&m.column)?,
+            text_literal(&m.watermark)?
+        ));
+    }
+    if !conditions.is_empty() {
         q.push_str(" WHERE ");
-        q.push_str(&p);
+        q.push_str(&conditions.join(" AND "));
     }
     Ok(q)
 }

@@ -230,8 +230,14 @@ async fn read_range(
     check_columns(&catalog, &task.columns)?;
     check_key(task, &catalog)?;
     let query = sql::copy_out(
-        &sql::select(table, &task.columns, &task.key, &task.bounds, catalog.kind == 'r')
-            .map_err(ExtractError::InvalidTask)?,
+        &sql::select_since(
+            table,
+            &task.columns,
+            (&task.key, &task.bounds),
+            catalog.kind == 'r',
+            task.since.as_ref(),
+        )
+        .map_err(ExtractError::InvalidTask)?,
     );
     tracing::debug!(%query, "copy");
     let stream = tx.copy_out(&query).await.map_err(pg)?;

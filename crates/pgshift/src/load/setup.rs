@@ -139,7 +139,7 @@ async fn set_up_table<'a>(
             Some(SwapKind::Rows),
             Some("rows replaced, not renamed: JSON columns are parsed into SUPER".into()),
         );
-    } else if let (Some(inc), true) = (super::incremental::ranged(t), already < 0) {
+    } else if let (Some(inc), true) = (super::incremental::on_state(t), already < 0) {
         // Only the changed ranges' rows are replaced: the target stays the table it is.
         (load.swap, load.swap_note) = (Some(SwapKind::Rows), Some(super::incremental::note(inc, load.diff)));
     } else if c.options.mode == LoadMode::Replace && already < 0 && !c.options.deletes.is_hard() {

@@ -360,7 +360,13 @@ fn swap_parts(
     plan: &Plan,
     p: &Prepared,
 ) -> Result<(Vec<String>, Option<String>, Vec<String>), LoadError> {
-    let mode = options.mode;
+    // A cursor table on a state merges its rows by key, whatever the run's mode.
+    let merged = super::incremental::merged(p.plan);
+    let mode = if merged.is_some() {
+        LoadMode::Merge
+    } else {
+        options.mode
+    };
     let target = qualified(&p.plan.table)?;
     let staging = qualified(&p.staging)?;
     let cols = p
@@ -374,6 +380,9 @@ fn swap_parts(
     let mut out = vec![dialect.lock_target(&target)];
     if !options.allow_older {
         out.push(newer_guard_sql(plan, &p.plan.table)?);
+    }
+    if let Some(inc) = merged {
+        out.push(super::incremental::guard_sql(p.plan, inc, false)?);
     }
     if let Some(inc) = super::incremental::ranged(p.plan) {
         // Only the changed ranges' rows replaced, once the target is as the state's run left it.
@@ -549,6 +558,7 @@ fn select_list(p: &Prepared) -> Result<String, LoadError> {
 fn log_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<String, LoadError> {
     let mode_name = match mode {
         _ if super::incremental::ranged(p.plan).is_some() => "diff",
+        _ if super::incremental::merged(p.plan).is_some() => "cursor",
         LoadMode::Replace => "replace",
         LoadMode::Append => "append",
         LoadMode::Merge => "merge",

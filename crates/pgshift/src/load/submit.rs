@@ -260,6 +260,7 @@ fn group_steps<'a>(
             });
             labels.push((table.clone(), StepKind::Reconcile));
         } else if c.options.mode == LoadMode::Replace
+            && super::incremental::merged(prepared[i].plan).is_none()
             && c.wh.dialect().has_rules_and_triggers()
             && !c.options.allow_target_triggers
         {

@@ -100,7 +100,11 @@ pub(crate) fn coverage(plan: &Plan) -> Vec<String> {
         tasks.sort_by_key(|t| t.range_index);
         match &t.incremental {
             // An incremental load of some ranges: its ranges tile the key space, its tasks are the changed ones.
-            Some(i) if i.base.is_some() && !(i.ranges.len() == 1 && i.ranges[0].bounds == Bounds::ALL) => {
+            Some(i)
+                if i.base.is_some()
+                    && i.cursor.is_none()
+                    && !(i.ranges.len() == 1 && i.ranges[0].bounds == Bounds::ALL) =>
+            {
                 problems.extend(incremental_coverage(table, i, &tasks))
             }
             _ => {

@@ -15,10 +15,15 @@ use crate::stage::Stage;
 
 /// The table's incremental mode: its own section's, else the request's.
 pub(crate) fn mode_of(req: &PlanRequest, table: &TablePlan) -> Incremental {
+    mode_of_table(req, &table.table)
+}
+
+/// [`mode_of`] by the table's name.
+pub(crate) fn mode_of_table(req: &PlanRequest, table: &crate::contract::model::TableRef) -> Incremental {
     req.overrides
-        .get(&table.table.to_string())
-        .and_then(|o| o.incremental)
-        .unwrap_or(req.incremental)
+        .get(&table.to_string())
+        .and_then(|o| o.incremental.clone())
+        .unwrap_or_else(|| req.incremental.clone())
 }
 
 /// Refusals before anything is digested: a live source (two reads of it are two instants), a load that does not
@@ -60,7 +65,7 @@ pub(super) async fn apply(
     req: &PlanRequest,
     mut plan: Plan,
 ) -> Result<Plan, PlanError> {
-    if !plan.tables.iter().any(|t| mode_of(req, t) == Incremental::Diff) {
+    if plan.tables.iter().all(|t| mode_of(req, t) == Incremental::Full) {
         return Ok(plan);
     }
     let data_at = plan.data_instant();
@@ -68,9 +73,16 @@ pub(super) async fn apply(
     let mut tasks = Vec::new();
     for t in &mut plan.tables {
         let mine: Vec<ExtractTask> = plan.tasks.iter().filter(|x| x.table == t.table).cloned().collect();
-        if mode_of(req, t) != Incremental::Diff {
-            tasks.extend(mine);
-            continue;
+        match mode_of(req, t) {
+            Incremental::Full => {
+                tasks.extend(mine);
+                continue;
+            }
+            Incremental::Cursor(column) => {
+                tasks.extend(super::cursor::plan_table((client, stage, req), t, mine, &column).await?);
+                continue;
+            }
+            Incremental::Diff => {}
         }
         check(req, t)?;
         let state = read_state(stage, t).await;
@@ -89,7 +101,7 @@ pub(super) async fn apply(
 }
 
 /// The table's state, or why there is none to build on.
-async fn read_state(stage: &dyn Stage, t: &TablePlan) -> Result<SyncState, String> {
+pub(super) async fn read_state(stage: &dyn Stage, t: &TablePlan) -> Result<SyncState, String> {
     let key = crate::contract::layout::state_key(&t.table);
     match crate::stage::run::read_json::<SyncState>(stage, &key).await {
         Ok(Some(s)) => match incremental::unusable(&s, &t.table, &t.key, &t.columns) {
@@ -122,6 +134,13 @@ async fn plan_table(
         (Ok(s), false) if s.ranges.len() == 1 && s.ranges[0].bounds == Bounds::ALL => Ok(s),
         (Ok(_), false) => Err("its state's ranges do not fit a table compared whole".into()),
         (Err(why), _) => Err(why),
+    };
+    let state = match (state, req.full_every) {
+        (Ok(s), Some(n)) if s.runs_since_full + 1 >= n => Err(format!(
+            "--full-every {n}: {} incremental run(s) since the last full load",
+            s.runs_since_full
+        )),
+        (other, _) => other,
     };
     if let Ok(s) = &state {
         if data_at < s.data_at && !req.load.as_ref().is_some_and(|l| l.allow_older) {
@@ -161,6 +180,8 @@ async fn plan_table(
                 replaced: changed.clone(),
                 changed,
                 flagged: false,
+                cursor: None,
+                runs_since_full: 0,
             };
             (inc, planned)
         }
@@ -294,6 +315,8 @@ fn with_base(
         replaced: changed.clone(),
         changed,
         flagged: false,
+        cursor: None,
+        runs_since_full: s.runs_since_full + 1,
     };
     (inc, tasks)
 }

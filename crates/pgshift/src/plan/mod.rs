@@ -9,6 +9,7 @@
 
 mod boundaries;
 mod catalog;
+mod cursor;
 pub(crate) mod incremental;
 mod parts;
 mod runs;

@@ -54,7 +54,8 @@ pub(super) async fn plan_table(cx: TableContext<'_>) -> Result<(TablePlan, Vec<E
     // Refused before anything is extracted or changed.
     let mode = cx.req.load.as_ref().map(|l| l.mode).unwrap_or_default();
     let deletes = cx.req.load.as_ref().map(|l| l.deletes).unwrap_or_default();
-    if let Some(why) = crate::contract::incremental::soft_refusal(deletes, mode, table, &key) {
+    let incremental = crate::plan::incremental::mode_of_table(cx.req, table);
+    if let Some(why) = crate::contract::incremental::soft_refusal(deletes, (mode, &incremental), table, &key) {
         return Err(PlanError::InvalidRequest(why));
     }
     if let Some(why) = crate::contract::load::keyless_merge(mode, table, &key) {
@@ -254,6 +255,7 @@ fn assemble(
             statement_timeout_secs: cx.req.settings.statement_timeout_secs,
             source_endpoint: cx.req.source_endpoint.clone(),
             diff: None,
+            since: None,
         })
         .collect();
     let kind = match rel.kind {
