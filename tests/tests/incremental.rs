@@ -92,8 +92,8 @@ fn load_of(stage: &Path, plan: &Plan, name: &str) -> serde_json::Value {
         .find(|t| {
             format!(
                 "{}.{}",
-                t["table"]["schema"].as_str().unwrap(),
-                t["table"]["name"].as_str().unwrap()
+                t["table"]["schema"].as_str().expect("schema"),
+                t["table"]["name"].as_str().expect("name")
             ) == name
         })
         .cloned()

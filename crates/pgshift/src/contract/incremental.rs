@@ -165,7 +165,7 @@ pub struct DiffCounts {
 
 impl DiffCounts {
     /// Both counts, added.
-    pub fn add(self, o: DiffCounts) -> DiffCounts {
+    pub fn plus(self, o: DiffCounts) -> DiffCounts {
         DiffCounts {
             inserted: self.inserted + o.inserted,
             updated: self.updated + o.updated,

@@ -182,6 +182,7 @@ mod tests {
                 current: 1,
             },
             LoadError::TargetTriggers(Vec::new()),
+            LoadError::TargetChanged(Vec::new()),
             LoadError::Deadline {
                 tables: Vec::new(),
                 hours: 23.5,

@@ -105,7 +105,7 @@ pub(super) struct Changes<'a> {
 /// The statements that change the target, after the guard: the ranges replaced by their bounds emptied (or, soft,
 /// their rows the staging table does not hold marked); for a row-by-row comparison, every staged key's row deleted
 /// (soft: the deletes' marked and the upserts' deleted); then the INSERT of the staged rows (not the deletes').
-pub(super) fn change_sql(
+fn change_sql(
     t: &TablePlan,
     inc: &TableIncremental,
     c: &Changes<'_>,
@@ -148,6 +148,19 @@ pub(super) fn change_sql(
         c.cols, c.values, c.staging
     );
     Ok((out, Some(insert)))
+}
+
+/// A ranged table's swap before the load log: the guard that the target is as the state's run left it, then its
+/// changes; and the INSERT, if any row is staged.
+pub(super) fn ranged_swap(
+    t: &TablePlan,
+    inc: &TableIncremental,
+    c: &Changes<'_>,
+) -> Result<(Vec<String>, Option<String>), LoadError> {
+    let mut out = vec![guard_sql(t, inc, c.soft_at.is_some())?];
+    let (changes, insert) = change_sql(t, inc, c)?;
+    out.extend(changes);
+    Ok((out, insert))
 }
 
 /// The rows of the ranges replaced by their bounds: `None` when no range is, `Some(None)` for every row (a range

@@ -17,6 +17,7 @@ mod error;
 pub mod gc;
 pub mod grants;
 mod incremental;
+mod keyed;
 mod parts;
 mod preflight;
 mod progress;

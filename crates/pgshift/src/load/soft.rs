@@ -72,6 +72,15 @@ pub(super) fn delete_staged_sql(
     ))
 }
 
+/// A `replace` under soft deletes: the live rows the run does not hold marked, then the rows of the keys it holds
+/// deleted (the INSERT follows); the target stays the table it is.
+pub(super) fn replace_sql(table: &TableRef, staging: &str, key: &[String], at: i64) -> Result<Vec<String>, LoadError> {
+    Ok(vec![
+        mark_missing_sql(table, staging, key, None, at)?,
+        delete_staged_sql(table, staging, key, false)?,
+    ])
+}
+
 /// The check that the target's live rows are the source's: a division by zero fails the transaction otherwise.
 pub(super) fn live_rows_sql(table: &TableRef, expected: u64) -> Result<String, LoadError> {
     Ok(format!(

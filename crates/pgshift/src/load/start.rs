@@ -145,6 +145,14 @@ fn check_keys(plan: &Plan, options: &LoadOptions) -> Result<(), LoadError> {
     }
 }
 
+/// What the run's request said of deletes holds whatever the Load state passed on (it passes the plan's other options
+/// by path).
+fn plan_options(plan: &Plan, options: &mut LoadOptions) {
+    if let Some(l) = plan.load.as_ref().filter(|_| options.deletes.is_hard()) {
+        options.deletes = l.deletes;
+    }
+}
+
 async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span) -> Result<LoadProgress, LoadError> {
     let started = Instant::now();
     let started_at = crate::contract::clock::unix_now();
@@ -165,10 +173,7 @@ async fn start_load(ctx: &LoadContext, mut req: LoadRequest, span: tracing::Span
     verify::verify_parts(stage.as_ref(), &by_part).await?;
     let wh = ctx.warehouse.as_ref();
     check_options(wh, &req.options).and(check_keys(&plan, &req.options))?;
-    // What the run's request said of deletes holds whatever the Load state passed on (it passes the plan's by path).
-    if let Some(l) = plan.load.as_ref().filter(|_| req.options.deletes.is_hard()) {
-        req.options.deletes = l.deletes;
-    }
+    plan_options(&plan, &mut req.options);
     let hooked = triggers::check(wh, &plan, &mut req.options).await?;
     let deadline = req.deadline().map_err(LoadError::InvalidRequest)?;
     let mut facts = Vec::new();
@@ -288,7 +293,7 @@ async fn table_facts(
     let manifest_url = write_manifest(stage, &plan.run_id, &t.table, &files).await?;
     Ok(TableFacts {
         table: t.table.clone(),
-        diff: parts.iter().filter_map(|r| r.diff).reduce(|a, b| a.add(b)),
+        diff: parts.iter().filter_map(|r| r.diff).reduce(|a, b| a.plus(b)),
         rows: parts.iter().map(|r| r.rows).sum(),
         files,
         observed,

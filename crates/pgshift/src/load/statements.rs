@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::error::LoadError;
+use super::keyed::{merge_sql, new_keys_guard, unique_keys_guard};
 use super::setup::Prepared;
 use crate::contract::design::{TableDesign, NOT_WIDENABLE};
 use crate::contract::load::{LoadMode, LoadOptions};
@@ -386,23 +387,16 @@ fn swap_parts(
     }
     if let Some(inc) = super::incremental::ranged(p.plan) {
         // Only the changed ranges' rows replaced, once the target is as the state's run left it.
-        let soft_at = (!options.deletes.is_hard()).then(|| plan.data_instant());
-        out.push(super::incremental::guard_sql(p.plan, inc, soft_at.is_some())?);
         let changes = super::incremental::Changes {
             staging: &staging,
             cols: &cols,
             values: &values,
             staged: !p.files.is_empty(),
-            soft_at,
+            soft_at: (!options.deletes.is_hard()).then(|| plan.data_instant()),
         };
-        let (changes, insert) = super::incremental::change_sql(p.plan, inc, &changes)?;
+        let (changes, insert) = super::incremental::ranged_swap(p.plan, inc, &changes)?;
         out.extend(changes);
-        let post = vec![
-            log_sql(dialect, mode, plan, p)?,
-            format!("DROP TABLE {staging}"),
-            unregister_sql(&p.staging)?,
-        ];
-        return Ok((out, insert, post));
+        return Ok((out, insert, post_sql(dialect, mode, plan, p)?));
     }
     if let (LoadMode::Replace, Some(facts)) = (mode, &p.rename) {
         out.extend(rename_sql(&p.plan.table, &p.staging, facts)?);
@@ -412,22 +406,12 @@ fn swap_parts(
     }
     match mode {
         // Soft deletes: the rows the run does not hold are marked, the others replaced; the target stays.
-        LoadMode::Replace if !options.deletes.is_hard() => {
-            let at = plan.data_instant();
-            out.push(super::soft::mark_missing_sql(
-                &p.plan.table,
-                &staging,
-                &p.plan.key,
-                None,
-                at,
-            )?);
-            out.push(super::soft::delete_staged_sql(
-                &p.plan.table,
-                &staging,
-                &p.plan.key,
-                false,
-            )?);
-        }
+        LoadMode::Replace if !options.deletes.is_hard() => out.extend(super::soft::replace_sql(
+            &p.plan.table,
+            &staging,
+            &p.plan.key,
+            plan.data_instant(),
+        )?),
         LoadMode::Replace => out.push(format!("DELETE FROM {target}")),
         LoadMode::Append if dialect == Dialect::Redshift && !p.plan.key.is_empty() => {
             out.push(new_keys_guard(p, &target, &staging)?)
@@ -441,99 +425,41 @@ fn swap_parts(
             // key (DELETE … USING + INSERT).
             out.push(unique_keys_guard(p, &staging)?);
             if dialect == Dialect::Redshift {
-                let post = vec![
-                    log_sql(dialect, mode, plan, p)?,
-                    format!("DROP TABLE {staging}"),
-                    unregister_sql(&p.staging)?,
-                ];
-                return Ok((out, Some(merge_sql(p, &target, &staging)?), post));
+                return Ok((
+                    out,
+                    Some(merge_sql(p, &target, &staging)?),
+                    post_sql(dialect, mode, plan, p)?,
+                ));
             }
             let on = key_match(&p.plan.key, &target, &staging)?;
             out.push(format!("DELETE FROM {target} USING {staging} WHERE {on}"));
         }
     }
     let insert = format!("INSERT INTO {target} ({cols}) SELECT {values} FROM {staging}");
-    let post = vec![
+    Ok((out, Some(insert), post_sql(dialect, mode, plan, p)?))
+}
+
+/// After a swap's INSERT: the load log's row, the staging table dropped and unregistered.
+fn post_sql(dialect: Dialect, mode: LoadMode, plan: &Plan, p: &Prepared) -> Result<Vec<String>, LoadError> {
+    Ok(vec![
         log_sql(dialect, mode, plan, p)?,
-        format!("DROP TABLE {staging}"),
+        format!("DROP TABLE {}", qualified(&p.staging)?),
         unregister_sql(&p.staging)?,
-    ];
-    Ok((out, Some(insert), post))
+    ])
 }
 
 /// The key's columns, quoted, separated by commas.
-fn key_list(key: &[String]) -> Result<String, LoadError> {
+pub(super) fn key_list(key: &[String]) -> Result<String, LoadError> {
     Ok(key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?.join(", "))
 }
 
 /// `left.k = right.k AND …` over the key's columns, quoted: how two relations' rows are matched by key.
-fn key_match(key: &[String], left: &str, right: &str) -> Result<String, LoadError> {
+pub(super) fn key_match(key: &[String], left: &str, right: &str) -> Result<String, LoadError> {
     let on: Vec<String> = key
         .iter()
         .map(|k| ident(k).map(|k| format!("{left}.{k} = {right}.{k}")))
         .collect::<Result<_, _>>()?;
     Ok(on.join(" AND "))
-}
-
-/// `merge` on Redshift: one `MERGE` (<https://docs.aws.amazon.com/redshift/latest/dg/r_MERGE.html>): each staging row
-/// updates the target's row of its key, or is inserted. Every row is written once, and rows the run does not touch
-/// are not rewritten, as a delete-then-insert's are. The same statement runs on PostgreSQL 15+, where the tests run it.
-fn merge_sql(p: &Prepared, target: &str, staging: &str) -> Result<String, LoadError> {
-    let key: Vec<String> = p.plan.key.iter().map(|k| ident(k)).collect::<Result<_, _>>()?;
-    let on = key_match(&p.plan.key, target, "s")?;
-    let cols: Vec<(String, String)> = p
-        .plan
-        .columns
-        .iter()
-        .map(|c| {
-            ident(&c.name).map(|n| {
-                let v = match p.super_columns && crate::warehouse::is_json(c) {
-                    true => format!("JSON_PARSE(s.{n})"),
-                    false => format!("s.{n}"),
-                };
-                (n, v)
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    // A table whose columns are all key columns has nothing to update: its key is set to itself.
-    let set: Vec<String> = match cols.iter().filter(|(n, _)| !key.contains(n)).collect::<Vec<_>>() {
-        rest if rest.is_empty() => vec![format!("{} = s.{}", key[0], key[0])],
-        rest => rest.iter().map(|(n, v)| format!("{n} = {v}")).collect(),
-    };
-    let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
-    let values: Vec<&str> = cols.iter().map(|(_, v)| v.as_str()).collect();
-    Ok(format!(
-        "MERGE INTO {target} USING {staging} AS s ON {on} WHEN MATCHED THEN UPDATE SET {} WHEN NOT MATCHED THEN \
-         INSERT ({}) VALUES ({})",
-        set.join(", "),
-        names.join(", "),
-        values.join(", ")
-    ))
-}
-
-/// Before a `MERGE`: the transaction fails (a division by zero, as the reconcile's) when two staging rows share a
-/// key, which a live source can give (a row whose key moved between ranges while they were read): a `MERGE` would
-/// match one target row with both, which the load refuses rather than pick one.
-fn unique_keys_guard(p: &Prepared, staging: &str) -> Result<String, LoadError> {
-    let key = key_list(&p.plan.key)?;
-    Ok(format!(
-        "SELECT 1 / (CASE WHEN EXISTS (SELECT 1 FROM {staging} GROUP BY {key} HAVING COUNT(*) > 1) THEN 0 ELSE 1 END) \
-         AS unique_keys_to_merge"
-    ))
-}
-
-/// `append` of a keyed table on Redshift, which enforces no key
-/// (<https://docs.aws.amazon.com/redshift/latest/dg/t_Defining_constraints.html>): fails the transaction when a key
-/// of the run's rows is in the target already or twice among them, as PostgreSQL's primary key would, instead of
-/// leaving the key twice in the target. It costs a join of the run's keys with the target's, on the key the target is
-/// sorted by by default.
-fn new_keys_guard(p: &Prepared, target: &str, staging: &str) -> Result<String, LoadError> {
-    let on = key_match(&p.plan.key, "t", "s")?;
-    Ok(format!(
-        "SELECT 1 / (CASE WHEN EXISTS (SELECT 1 FROM {target} t JOIN {staging} s ON {on}) OR EXISTS (SELECT 1 FROM \
-         {staging} GROUP BY {} HAVING COUNT(*) > 1) THEN 0 ELSE 1 END) AS new_keys_to_append",
-        key_list(&p.plan.key)?
-    ))
 }
 
 /// The staging columns as the target takes them: JSON text parsed into SUPER when the target's JSON columns are

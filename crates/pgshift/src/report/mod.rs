@@ -591,12 +591,9 @@ pub async fn html_of(
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n - 1).collect();
-        t.push('…');
-        t
+    match s.char_indices().nth(n.saturating_sub(1)) {
+        Some((i, _)) if s.chars().count() > n => format!("{}…", &s[..i]),
+        _ => s.to_string(),
     }
 }
 

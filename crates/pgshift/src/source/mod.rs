@@ -11,6 +11,7 @@ use tokio_postgres::{Client, GenericClient};
 use crate::contract::model::{ColumnSpec, KeyType, PgType, TableRef};
 use crate::contract::types::{default_mapping, mapping_for_cast, Cast, CatalogType, TypePolicies};
 
+mod datetime;
 pub(crate) mod decode;
 mod postgres;
 pub(crate) mod sieve;
