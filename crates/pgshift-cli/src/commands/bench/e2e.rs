@@ -59,15 +59,18 @@ pub(crate) struct BenchE2eArgs {
 /// One measured child: the pipe (`parallel` tables at once), or a whole run, or a load alone.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct E2eSample {
-    wall: f64,
-    client_cpu: f64,
-    server_cpu: Option<f64>,
-    peak_rss: u64,
+    pub(super) wall: f64,
+    pub(super) client_cpu: f64,
+    pub(super) server_cpu: Option<f64>,
+    pub(super) peak_rss: u64,
     /// Binary COPY bytes moved (pipe), or the run's source bytes.
-    bytes: u64,
-    rows: u64,
+    pub(super) bytes: u64,
+    pub(super) rows: u64,
     /// The run's extractors: billed seconds (the sum of their durations) at the configured memory.
-    extract_seconds: f64,
+    pub(super) extract_seconds: f64,
+    /// The run's Parquet parts, in bytes.
+    #[serde(default)]
+    pub(super) parquet_bytes: u64,
 }
 
 #[derive(Args)]
@@ -89,6 +92,9 @@ pub(crate) struct PipeArgs {
 pub(crate) struct RunOnceArgs {
     #[arg(long)]
     sample: PathBuf,
+    /// Where the run's results are counted (default: the whole stage, emptied before the run).
+    #[arg(long)]
+    totals_of: Option<PathBuf>,
     /// The `pgshift run` command line after `--`.
     #[arg(last = true, num_args = 1..)]
     run: Vec<String>,
@@ -178,7 +184,7 @@ async fn ensure_dataset(args: &BenchE2eArgs, name: &str) -> Result<Dataset> {
     Ok(ds)
 }
 
-fn psql_file(url: &str, sql: &Path, rows: u64) -> Result<()> {
+pub(super) fn psql_file(url: &str, sql: &Path, rows: u64) -> Result<()> {
     let status = Proc::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", &format!("rows={rows}"), "-f"])
         .arg(sql)
@@ -236,7 +242,7 @@ fn pipe_table(t: &str) -> Result<String> {
 }
 
 /// A child process that writes its sample to a file; its stdout is dropped.
-fn child(exe: &Path, args: &[String], sample: &Path) -> Result<E2eSample> {
+pub(super) fn child(exe: &Path, args: &[String], sample: &Path) -> Result<E2eSample> {
     let _ = std::fs::remove_file(sample);
     let out = Proc::new(exe).args(args).stdout(std::process::Stdio::null()).output()?;
     if !out.status.success() {
@@ -322,7 +328,7 @@ async fn load_alone(exe: &Path, args: &BenchE2eArgs, ds: &Dataset, stage_dir: &P
     child(exe, &argv, &sample)
 }
 
-fn median(samples: &[E2eSample]) -> E2eSample {
+pub(super) fn median(samples: &[E2eSample]) -> E2eSample {
     let of = |f: &dyn Fn(&E2eSample) -> f64| {
         let mut v: Vec<f64> = samples.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
@@ -334,8 +340,9 @@ fn median(samples: &[E2eSample]) -> E2eSample {
         server_cpu: samples[0].server_cpu.map(|_| of(&|s| s.server_cpu.unwrap_or(0.0))),
         peak_rss: of(&|s| s.peak_rss as f64) as u64,
         bytes: samples[0].bytes,
-        rows: samples[0].rows,
+        rows: of(&|s| s.rows as f64) as u64,
         extract_seconds: of(&|s| s.extract_seconds),
+        parquet_bytes: of(&|s| s.parquet_bytes as f64) as u64,
     }
 }
 
@@ -465,7 +472,10 @@ async fn pipe_table_once(args: &PipeArgs, table: &str) -> Result<(u64, u64)> {
 
 pub(crate) async fn run_once(args: RunOnceArgs) -> Result<()> {
     let line = RunLine::try_parse_from(std::iter::once("run".to_string()).chain(args.run.iter().cloned()))?;
-    let stage = stage_of(&args.run).context("the run's --stage")?;
+    let stage = match &args.totals_of {
+        Some(dir) => dir.clone(),
+        None => stage_of(&args.run).context("the run's --stage")?,
+    };
     let source = value_of(&args.run, "--source").context("the run's --source")?;
     let s = measure(&source, async {
         crate::commands::run::run(line.run).await?;
@@ -499,6 +509,7 @@ fn run_totals(stage: &Path) -> Result<E2eSample> {
                 let r: pgshift::ExtractResult = serde_json::from_slice(&std::fs::read(&p)?)?;
                 s.bytes += r.source_bytes;
                 s.rows += r.rows;
+                s.parquet_bytes += r.files.iter().map(|f| f.bytes).sum::<u64>();
                 s.extract_seconds += r.seconds;
             }
         }

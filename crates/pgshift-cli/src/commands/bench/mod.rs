@@ -5,6 +5,7 @@
 //! accounting of exited children (when the server runs on this machine).
 
 pub(crate) mod e2e;
+mod incremental;
 pub(crate) mod load;
 pub(crate) mod plan;
 
@@ -34,6 +35,8 @@ pub(crate) enum BenchCommand {
     Load(load::BenchLoadArgs),
     /// A whole `pgshift run` against a binary COPY pipe (source → warehouse) of the same tables, alternating.
     E2e(e2e::BenchE2eArgs),
+    /// `--incremental diff` against a full run of a table with 1% changed (updates, inserts, deletes), and unchanged.
+    Incremental(incremental::BenchIncrementalArgs),
     /// One measured run (used by `bench extract`).
     #[command(hide = true)]
     Once(OnceArgs),
@@ -114,6 +117,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Plan(args) => plan::run(args).await,
         BenchCommand::Load(args) => load::run(args).await,
         BenchCommand::E2e(args) => e2e::run(args).await,
+        BenchCommand::Incremental(args) => incremental::run(args).await,
         BenchCommand::E2ePipe(args) => e2e::pipe_once(args).await,
         BenchCommand::E2eRun(args) => e2e::run_once(args).await,
         BenchCommand::E2eLoad(args) => e2e::load_once(args).await,
