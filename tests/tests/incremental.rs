@@ -129,13 +129,15 @@ async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchan
     let s = state(&dir, "sales", "orders")?;
     assert_eq!((s.target_rows, s.ranges.len(), s.run_id.as_str()), (20000, 4, "inc-1"));
 
-    // Updates in one range, deletes in another, inserts past the end; items unchanged; events (no key) changed.
+    // Updates in one range, deletes in another, inserts past the end, a key changed (from the range of the deletes to
+    // past the end); items unchanged; events (no key) changed.
     connect(&source)
         .await?
         .batch_execute(
             "UPDATE sales.orders SET amount = amount + 1, note = 'changed' WHERE id BETWEEN 100 AND 160;
              DELETE FROM sales.orders WHERE id BETWEEN 9000 AND 9049;
              INSERT INTO sales.orders SELECT g, 1.5, 'new', now() FROM generate_series(20001, 20100) g;
+             UPDATE sales.orders SET id = 20500 WHERE id = 9500;
              INSERT INTO public.events VALUES (timestamptz '2030-01-01', 'late');",
         )
         .await?;
@@ -145,7 +147,7 @@ async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchan
     same(&source, &target, &second).await?;
     assert!(
         report.contains(
-            "sales.orders: incremental: 3 of 4 key range(s) changed, 1 skipped; 100 inserted, 61 updated, 50 deleted"
+            "sales.orders: incremental: 3 of 4 key range(s) changed, 1 skipped; 101 inserted, 61 updated, 51 deleted"
         ) && report.contains("sales.items: incremental: 0 of 4 key range(s) changed, 4 skipped"),
         "{report}"
     );
@@ -160,8 +162,9 @@ async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchan
         "the range of 9000, the first and the last changed: {:?}",
         orders.changed
     );
-    // Row by row: only the 61 updated rows, the 100 inserted and a row per each of the 50 deleted keys moved.
-    assert_eq!(moved(&dir, &second, "sales.orders"), 61 + 100 + 50);
+    // Row by row: only the 61 updated rows, the 101 inserted (the moved key's new one among them) and a row per each
+    // of the 51 deleted keys (its old one among them) moved.
+    assert_eq!(moved(&dir, &second, "sales.orders"), 61 + 101 + 51);
     let counts = load_of(&dir, &second, "sales.orders")["diff"].clone();
     assert_eq!(
         (
@@ -169,7 +172,7 @@ async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchan
             counts["updated"].as_u64(),
             counts["deleted"].as_u64()
         ),
-        (Some(100), Some(61), Some(50)),
+        (Some(101), Some(61), Some(51)),
         "{counts}"
     );
     let items = table(&second, "sales.items").incremental.clone().expect("incremental");
@@ -228,6 +231,11 @@ async fn a_target_changed_by_hand_fails_before_extracting_and_the_next_run_is_fu
         "nothing loaded"
     );
     assert!(!dir.join("hand-2").join("sales").exists(), "nothing extracted");
+    let aside = pgshift_tests::list_files(&dir.join(".state/sales/orders"));
+    assert!(
+        aside.iter().any(|f| f.starts_with("set-aside-")) && !aside.iter().any(|f| f == "sync.json"),
+        "the state set aside, kept beside it: {aside:?}"
+    );
 
     // The state was set aside: the next run loads the table in full, and the warehouse equals the source again.
     let third = run(&source, &target, diff(&stage, "hand-3"))
@@ -504,5 +512,60 @@ async fn cursor_mode_reads_a_row_whose_transaction_commits_after_the_run_in_the_
         "full"
     );
     check(fourth).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_replaced_by_hand_with_the_same_count_and_a_mode_switch_are_found() -> Result<()> {
+    let source = db("incsumsrc", SOURCE).await?;
+    let target = cluster().create_db("incsumwh").await?;
+    let dir = stage_dir("incremental-sum");
+    let stage = format!("file://{}", dir.display());
+    run(&source, &target, diff(&stage, "sum-1"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    // One row deleted and another inserted by hand: the count is the state's, the keys are not.
+    connect(&target)
+        .await?
+        .batch_execute(
+            "DELETE FROM sales.orders WHERE id = 42; INSERT INTO sales.orders VALUES (99999, 1, 'hand', now())",
+        )
+        .await?;
+    let why = run(&source, &target, diff(&stage, "sum-2"))
+        .await?
+        .expect_err("keys replaced by hand");
+    assert!(
+        why.contains("Pipeline.Fatal.TargetChanged") && why.contains("other keys"),
+        "{why}"
+    );
+    let third = run(&source, &target, diff(&stage, "sum-3"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    same(&source, &target, &third).await?;
+
+    // A cursor run's state is no base for a diff run: the switch is a full load, and says why.
+    let mut req = diff(&stage, "sum-4");
+    req.overrides.insert(
+        "sales.orders".into(),
+        pgshift::contract::plan::TableOverride {
+            incremental: Some(Incremental::Cursor("at".into())),
+            ..Default::default()
+        },
+    );
+    run(&source, &target, req).await?.map_err(anyhow::Error::msg)?;
+    connect(&source)
+        .await?
+        .batch_execute("DELETE FROM sales.orders WHERE id = 7")
+        .await?;
+    let fifth = run(&source, &target, diff(&stage, "sum-5"))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let orders = table(&fifth, "sales.orders").incremental.clone().expect("incremental");
+    assert!(
+        orders.base.is_none() && orders.full_because.as_deref().unwrap_or("").contains("cursor"),
+        "{:?}",
+        orders.full_because
+    );
+    same(&source, &target, &fifth).await?;
     Ok(())
 }

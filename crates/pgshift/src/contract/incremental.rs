@@ -135,6 +135,26 @@ pub struct RangeDigest {
     pub digest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<String>,
+    /// The sum of the range's keys, for a table keyed by one integer column: with the count, the target's guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_sum: Option<String>,
+}
+
+/// The one integer key column whose sum guards the target (both warehouses sum integers exactly), if any.
+pub fn key_sum_column<'a>(key: &'a [String], columns: &[ColumnSpec]) -> Option<&'a str> {
+    use crate::contract::types::oid;
+    let [k] = key else { return None };
+    let c = columns.iter().find(|c| &c.name == k)?;
+    (matches!(c.pg_type.oid, oid::INT2 | oid::INT4 | oid::INT8) && c.cast.is_none()).then_some(k.as_str())
+}
+
+/// The sum of the ranges' key sums, when every range has one.
+pub fn total_key_sum(ranges: &[RangeDigest]) -> Option<String> {
+    let mut total: i128 = 0;
+    for r in ranges {
+        total = total.checked_add(r.key_sum.as_deref()?.parse::<i128>().ok()?)?;
+    }
+    Some(total.to_string())
 }
 
 /// The row-by-row comparison of a changed range, on its extraction task: the extractor hashes each row's binary
@@ -252,6 +272,9 @@ pub struct SyncState {
     /// Incremental runs since the last full load (`--full-every`).
     #[serde(default)]
     pub runs_since_full: u32,
+    /// The target keeps soft deletes (`--deletes soft`): its counts are of live rows.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub soft: bool,
 }
 
 /// Cursor mode's mark: rows whose `column` is at or past `watermark` (a `timestamptz` in PostgreSQL's text form)
@@ -290,6 +313,12 @@ pub struct TableIncremental {
     /// Incremental runs since the last full load, this one included (0: this run is full).
     #[serde(default)]
     pub runs_since_full: u32,
+    /// [`signature`] of the key (with its columns' collations) and the columns, as this run planned them.
+    #[serde(default)]
+    pub signature: String,
+    /// The load deletes soft (`--deletes soft`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub soft: bool,
 }
 
 /// A cursor table's read: its column, from where, and the next watermark.
@@ -310,6 +339,9 @@ pub struct Base {
     pub data_at: i64,
     /// The rows the changed ranges held at the base (what the load deletes from the target).
     pub changed_rows_before: u64,
+    /// The sum of the target's keys the base left ([`key_sum_column`]), checked with its count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_sum: Option<String>,
 }
 
 impl TableIncremental {
@@ -324,12 +356,13 @@ impl TableIncremental {
     }
 
     /// The state to write once this run's load of the table committed.
-    pub fn state(&self, table: &TableRef, key: &[String], columns: &[ColumnSpec], at: Committed<'_>) -> SyncState {
+    pub fn state(&self, table: &TableRef, key: &[String], at: Committed<'_>) -> SyncState {
         SyncState {
             version: STATE_VERSION,
             table: table.clone(),
             key: key.to_vec(),
-            signature: signature(key, columns),
+            signature: self.signature.clone(),
+            soft: self.soft,
             ranges: self.ranges.clone(),
             data_at: at.data_at,
             target_rows: self.source_rows(),
@@ -353,17 +386,28 @@ pub struct Committed<'a> {
     pub committed_at: f64,
 }
 
-/// A hash of the key and of each column's name, type, cast and mapping: equal signatures compare range for range.
-pub fn signature(key: &[String], columns: &[ColumnSpec]) -> String {
+/// A hash of the key, its columns' collations (the order of the key ranges), and each column's name, type, cast and
+/// mapping: equal signatures compare range for range.
+pub fn signature(key: &[String], collations: &[String], columns: &[ColumnSpec]) -> String {
     let cols: Vec<_> = columns
         .iter()
         .map(|c| (&c.name, c.pg_type.oid, c.pg_type.typmod, &c.cast, &c.mapping))
         .collect();
-    crate::contract::plan::json_digest(&(key, cols))
+    crate::contract::plan::json_digest(&(key, collations, cols))
+}
+
+/// What a run wants of a state to build on it.
+pub struct Want<'a> {
+    pub table: &'a TableRef,
+    pub key: &'a [String],
+    pub signature: &'a str,
+    pub cursor: bool,
+    pub soft: bool,
 }
 
 /// Why a state cannot be built on for this table's plan, if it cannot: a full load follows.
-pub fn unusable(state: &SyncState, table: &TableRef, key: &[String], columns: &[ColumnSpec]) -> Option<String> {
+pub fn unusable(state: &SyncState, want: &Want<'_>) -> Option<String> {
+    let (table, key) = (want.table, want.key);
     if state.version != STATE_VERSION {
         return Some(format!(
             "its state is of version {}, not {STATE_VERSION}",
@@ -380,8 +424,24 @@ pub fn unusable(state: &SyncState, table: &TableRef, key: &[String], columns: &[
             key.join(", ")
         ));
     }
-    if state.signature != signature(key, columns) {
-        return Some("its columns changed (added, dropped, retyped or cast differently)".into());
+    if state.signature != want.signature {
+        return Some(
+            "its columns changed (added, dropped, retyped, cast differently, or the key's collation changed)".into(),
+        );
+    }
+    match (state.cursor.is_some(), want.cursor) {
+        (true, false) => {
+            return Some("its state is of cursor mode, and this run compares with --incremental diff".into())
+        }
+        (false, true) => return Some("its state is not of cursor mode".into()),
+        _ => {}
+    }
+    if state.soft != want.soft {
+        return Some(format!(
+            "its deletes changed ({} → {})",
+            if state.soft { "soft" } else { "hard" },
+            if want.soft { "soft" } else { "hard" }
+        ));
     }
     let numbered = state
         .ranges
@@ -413,10 +473,14 @@ pub fn changed(base: &[RangeDigest], now: &[RangeDigest]) -> Vec<u32> {
 pub fn digest_sql(
     table: &TableRef,
     columns: &[ColumnSpec],
-    key: &[String],
-    bounds: &Bounds,
+    (key, bounds): (&[String], &Bounds),
     only: bool,
+    key_sum: Option<&str>,
 ) -> Result<String, String> {
+    let key_sum = match key_sum {
+        Some(k) => format!("pg_catalog.sum({})::pg_catalog.text", crate::contract::sql::ident(k)?),
+        None => "NULL::pg_catalog.text".into(),
+    };
     let list = columns
         .iter()
         .map(crate::contract::sql::select_expr)
@@ -425,8 +489,8 @@ pub fn digest_sql(
     let only = if only { "ONLY " } else { "" };
     let mut q = format!(
         "SELECT pg_catalog.count(*), pg_catalog.sum(('x' OPERATOR(pg_catalog.||) pg_catalog.substr(pg_catalog.md5(\
-         ROW({list})::pg_catalog.text), 1, 15))::pg_catalog.bit(60)::pg_catalog.int8)::pg_catalog.text FROM \
-         {only}{} AS pgshift_row",
+         ROW({list})::pg_catalog.text), 1, 15))::pg_catalog.bit(60)::pg_catalog.int8)::pg_catalog.text, {key_sum} \
+         FROM {only}{} AS pgshift_row",
         crate::contract::sql::table(table)?
     );
     if let Some(p) = crate::contract::sql::predicate(key, bounds)? {
@@ -540,6 +604,7 @@ mod tests {
             rows,
             digest: d.into(),
             keys: None,
+            key_sum: None,
         };
         let base = vec![r(0, 10, "a"), r(1, 10, "b"), r(2, 10, "c")];
         let now = vec![r(0, 10, "a"), r(1, 10, "B"), r(2, 11, "c"), r(3, 1, "d")];

@@ -68,7 +68,8 @@ pub enum LoadError {
     },
     #[error(
         "incremental targets are not what their last run left, nothing extracted or loaded: {}; their states are set \
-         aside, so the next run loads them in full: run it again",
+         aside, so a new plan loads them in full: run again with --restart (or a new --run-id); this run's plan \
+         is sealed as incremental",
         first_few(.0, "; ")
     )]
     TargetChanged(Vec<String>),

@@ -7,7 +7,9 @@
 
 use bytes::Bytes;
 
-use crate::contract::incremental::{warehouse_predicate, Committed, SyncState, TableIncremental, DELETED_COLUMN};
+use crate::contract::incremental::{
+    key_sum_column, warehouse_predicate, Committed, SyncState, TableIncremental, DELETED_COLUMN,
+};
 use crate::contract::layout::{plan_key, state_key};
 use crate::contract::plan::{Plan, TablePlan};
 use crate::stage::Stage;
@@ -47,10 +49,24 @@ pub(super) fn guard_sql(t: &TablePlan, inc: &TableIncremental, soft: bool) -> Re
         Some(_) => String::new(),
         None => format!("({}) = {} AND ", count_sql(t, soft)?, base.target_rows),
     };
+    let count = match (&base.key_sum, key_sum_column(&t.key, &t.columns)) {
+        (Some(sum), Some(k)) if inc.cursor.is_none() => format!("{count}({}) = {sum} AND ", key_sum_sql(t, k, soft)?),
+        _ => count,
+    };
     Ok(format!(
         "SELECT 1 / (CASE WHEN {count}({}) = 1 AND ({}) = 0 THEN 1 ELSE 0 END) AS target_as_its_last_run_left_it",
         base_logged_sql(t, &base.plan_id)?,
         loads_since_sql(t, &base.plan_id)?
+    ))
+}
+
+/// The sum of the target's keys (its live rows', under soft deletes), 0 for none.
+fn key_sum_sql(t: &TablePlan, k: &str, soft: bool) -> Result<String, LoadError> {
+    Ok(format!(
+        "SELECT COALESCE(sum({}), 0) FROM {}{}",
+        ident(k)?,
+        qualified(&t.table)?,
+        super::soft::live_only(soft)?
     ))
 }
 
@@ -258,6 +274,17 @@ async fn target_problem(
             base.run_id, base.target_rows
         )));
     }
+    if let (Some(sum), Some(k), false) = (&base.key_sum, key_sum_column(&t.key, &t.columns), cursor) {
+        let now = first_text(wh, format!("SELECT ({})::text", key_sum_sql(t, k, soft)?)).await?;
+        if now.as_deref() != Some(sum.as_str()) {
+            return Ok(Some(format!(
+                "it holds the {rows} rows run {} left, but other keys (the sum of its {k} is {}, not {sum}): rows \
+                 were replaced by hand",
+                base.run_id,
+                now.unwrap_or_default()
+            )));
+        }
+    }
     if warehouse::count(wh, base_logged_sql(t, &base.plan_id)?).await? != 1 {
         return Ok(Some(format!("the load log has no load of it by run {}", base.run_id)));
     }
@@ -267,13 +294,25 @@ async fn target_problem(
     Ok(None)
 }
 
-/// The state renamed beside itself (`sync.json.set-aside-<time>`), so that the next run plans the table in full and
+/// The first column of the first row of a query, as text.
+async fn first_text(wh: &dyn Warehouse, sql: String) -> Result<Option<String>, LoadError> {
+    let rows = wh.query(sql).await?;
+    Ok(match rows.into_iter().next().and_then(|r| r.into_iter().next()) {
+        Some(warehouse::Cell::Text(s)) => Some(s),
+        Some(warehouse::Cell::Int(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// The state renamed beside itself (`set-aside-<time>.json`), so that the next run plans the table in full and
 /// the old state stays for whoever looks into it.
 async fn set_aside(stage: &dyn Stage, t: &TablePlan) {
     let key = state_key(&t.table);
     let moved = async {
         let body = stage.get(&key).await?;
-        let aside = format!("{key}.set-aside-{}", crate::contract::clock::unix_now() as i64);
+        // Beside it, not under its key (a prefix): deleting the state must not delete its copy.
+        let dir = key.trim_end_matches("sync.json");
+        let aside = format!("{dir}set-aside-{}.json", crate::contract::clock::unix_now() as i64);
         crate::stage::put(stage, &aside, body).await?;
         stage.delete_prefix(&key).await
     };
@@ -307,7 +346,6 @@ pub(super) async fn after_commit(stage: &dyn Stage, result: &mut crate::contract
         let state = inc.state(
             &t.table,
             &t.key,
-            &t.columns,
             Committed {
                 run_id: &plan.run_id,
                 plan_id: &plan.plan_id,

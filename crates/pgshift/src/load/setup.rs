@@ -269,6 +269,15 @@ async fn evolve_target(
     if !c.options.deletes.is_hard() {
         // The soft deletes' column is the target's own, never the run's.
         soft_column(c, t, &mut target).await?;
+    } else if target
+        .iter()
+        .any(|col| col.name == dialect.fold(crate::contract::incremental::DELETED_AT_COLUMN))
+    {
+        return Err(LoadError::SchemaDrift(vec![format!(
+            "{}: the target keeps soft deletes (_pgshift_deleted_at, with the rows the source deleted) and this run \
+             deletes hard: run with --deletes soft, or drop the column and its marked rows first",
+            t.table
+        )]));
     }
     let mut run = warehouse::columns(c.wh, staging).await?;
     // The deleted flag of a row-by-row comparison is staging's own, never the target's.

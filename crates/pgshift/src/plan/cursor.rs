@@ -7,14 +7,12 @@
 
 use tokio_postgres::Client;
 
-use super::incremental::read_state;
 use super::PlanError;
 use crate::contract::incremental::{Base, CursorMark, CursorPlan, SyncState, TableIncremental};
 use crate::contract::model::{Bounds, ExtractTask};
 use crate::contract::plan::{PlanRequest, TablePlan};
 use crate::contract::types::oid;
 use crate::source::SourceError;
-use crate::stage::Stage;
 
 /// The watermark of this run, as `timestamptz` text: now, or the start of the oldest transaction open or prepared
 /// on the server if earlier. Refused when the user cannot see every session's transaction (it would miss theirs).
@@ -49,13 +47,17 @@ async fn watermark(client: &Client, t: &TablePlan) -> Result<String, PlanError> 
 }
 
 /// The column is the table's, a timestamp, and the table has a key to merge by.
-fn check(t: &TablePlan, column: &str) -> Result<(), PlanError> {
+fn check(req: &PlanRequest, t: &TablePlan, column: &str) -> Result<(), PlanError> {
     let bad = |why: String| {
         Err(PlanError::InvalidRequest(format!(
             "{}: --incremental cursor={column}: {why}",
             t.table
         )))
     };
+    let mode = req.load.as_ref().map(|l| l.mode).unwrap_or_default();
+    if mode == crate::contract::load::LoadMode::Append {
+        return bad("cursor mode merges the rows by key; it does not combine with --mode append".into());
+    }
     let Some(c) = t.columns.iter().find(|c| c.name == column) else {
         return bad("no such column (the column names are case-sensitive)".into());
     };
@@ -74,16 +76,15 @@ fn check(t: &TablePlan, column: &str) -> Result<(), PlanError> {
 /// One cursor table: its watermark read; on a usable state (of this column, not due a full load), one task of the
 /// rows since the state's watermark, merged by key; else the planned tasks, a full load.
 pub(super) async fn plan_table(
-    (client, stage, req): (&Client, &dyn Stage, &PlanRequest),
+    (client, req): (&Client, &PlanRequest),
     t: &mut TablePlan,
     planned: Vec<ExtractTask>,
     column: &str,
+    state: Result<SyncState, String>,
 ) -> Result<Vec<ExtractTask>, PlanError> {
-    check(t, column)?;
+    check(req, t, column)?;
     let watermark = watermark(client, t).await?;
-    let state = read_state(stage, t)
-        .await
-        .and_then(|s| usable(s, column, req.full_every));
+    let state = state.and_then(|s| usable(s, column, req.full_every));
     let (inc, tasks) = match (state, planned.first()) {
         (Ok(s), Some(template)) => {
             let mark = s.cursor.clone().expect("checked");
@@ -131,6 +132,7 @@ fn since_state(s: &SyncState, column: &str, mark: CursorMark, watermark: String)
             target_rows: s.target_rows,
             data_at: s.data_at,
             changed_rows_before: 0,
+            key_sum: None,
         }),
         full_because: None,
         ranges: Vec::new(),
@@ -143,6 +145,8 @@ fn since_state(s: &SyncState, column: &str, mark: CursorMark, watermark: String)
             watermark,
         }),
         runs_since_full: s.runs_since_full + 1,
+        signature: String::new(),
+        soft: false,
     }
 }
 
@@ -160,6 +164,8 @@ fn full(column: &str, watermark: String, why: String, planned: &[ExtractTask]) -
             watermark,
         }),
         runs_since_full: 0,
+        signature: String::new(),
+        soft: false,
     }
 }
 

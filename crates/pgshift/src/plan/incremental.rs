@@ -6,7 +6,7 @@
 use tokio_postgres::Client;
 
 use super::PlanError;
-use crate::contract::incremental::{self, Base, Incremental, RangeDigest, RowDiff, SyncState, TableIncremental};
+use crate::contract::incremental::{self, Base, Incremental, RangeDigest, RowDiff, SyncState, TableIncremental, Want};
 use crate::contract::load::LoadMode;
 use crate::contract::model::{Bounds, ExtractTask};
 use crate::contract::plan::{Plan, PlanRequest, TablePlan};
@@ -73,38 +73,73 @@ pub(super) async fn apply(
     let mut tasks = Vec::new();
     for t in &mut plan.tables {
         let mine: Vec<ExtractTask> = plan.tasks.iter().filter(|x| x.table == t.table).cloned().collect();
-        match mode_of(req, t) {
-            Incremental::Full => {
-                tasks.extend(mine);
-                continue;
-            }
-            Incremental::Cursor(column) => {
-                tasks.extend(super::cursor::plan_table((client, stage, req), t, mine, &column).await?);
-                continue;
-            }
-            Incremental::Diff => {}
+        let mode = mode_of(req, t);
+        if mode == Incremental::Full {
+            tasks.extend(mine);
+            continue;
         }
-        check(req, t)?;
-        let state = read_state(stage, t).await;
-        let cx = Cx {
-            client,
-            stage,
-            req,
-            data_at,
-            run_id: &run_id,
+        let signature = incremental::signature(&t.key, &key_collations(client, t).await?, &t.columns);
+        let soft = req.load.as_ref().is_some_and(|l| !l.deletes.is_hard());
+        let want = Want {
+            table: &t.table.clone(),
+            key: &t.key.clone(),
+            signature: &signature,
+            cursor: matches!(mode, Incremental::Cursor(_)),
+            soft,
         };
-        tasks.extend(plan_table(&cx, t, mine, state).await?);
+        let state = read_state(stage, t, &want).await;
+        match &mode {
+            Incremental::Cursor(column) => {
+                tasks.extend(super::cursor::plan_table((client, req), t, mine, column, state).await?);
+            }
+            _ => {
+                check(req, t)?;
+                let cx = Cx {
+                    client,
+                    stage,
+                    req,
+                    data_at,
+                    run_id: &run_id,
+                };
+                tasks.extend(plan_table(&cx, t, mine, state).await?);
+            }
+        }
+        if let Some(inc) = t.incremental.as_mut() {
+            (inc.signature, inc.soft) = (signature, soft);
+        }
     }
     plan.tasks = tasks;
     plan.seal()
         .map_err(|e| PlanError::InvalidRequest(format!("plan JSON: {e}")))
 }
 
+/// The collations of the table's key columns, in key order (`""` for a type without one): they order its ranges.
+async fn key_collations(client: &Client, t: &TablePlan) -> Result<Vec<String>, PlanError> {
+    let name = crate::contract::sql::table(&t.table).map_err(PlanError::InvalidRequest)?;
+    let rows = client
+        .query(
+            "SELECT a.attname::pg_catalog.text, COALESCE(c.collname::pg_catalog.text, '') FROM pg_catalog.pg_attribute \
+             a LEFT JOIN pg_catalog.pg_collation c ON c.oid OPERATOR(pg_catalog.=) a.attcollation WHERE a.attrelid \
+             OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.regclass AND a.attnum OPERATOR(pg_catalog.>) 0 \
+             AND NOT a.attisdropped",
+            &[&name],
+        )
+        .await
+        .map_err(|e| SourceError::from_pg(&t.table, 0, e))?;
+    let of = |k: &String| {
+        rows.iter()
+            .find(|r| r.get::<_, String>(0) == *k)
+            .map(|r| r.get::<_, String>(1))
+            .unwrap_or_default()
+    };
+    Ok(t.key.iter().map(of).collect())
+}
+
 /// The table's state, or why there is none to build on.
-pub(super) async fn read_state(stage: &dyn Stage, t: &TablePlan) -> Result<SyncState, String> {
+pub(super) async fn read_state(stage: &dyn Stage, t: &TablePlan, want: &Want<'_>) -> Result<SyncState, String> {
     let key = crate::contract::layout::state_key(&t.table);
     match crate::stage::run::read_json::<SyncState>(stage, &key).await {
-        Ok(Some(s)) => match incremental::unusable(&s, &t.table, &t.key, &t.columns) {
+        Ok(Some(s)) => match incremental::unusable(&s, want) {
             None => Ok(s),
             Some(why) => Err(why),
         },
@@ -182,6 +217,8 @@ async fn plan_table(
                 flagged: false,
                 cursor: None,
                 runs_since_full: 0,
+                signature: String::new(),
+                soft: false,
             };
             (inc, planned)
         }
@@ -285,6 +322,7 @@ fn with_base(
             .filter(|r| changed.contains(&r.range_index))
             .map(|r| r.rows)
             .sum(),
+        key_sum: incremental::total_key_sum(&s.ranges),
     };
     let tasks = match (keyed, changed.is_empty(), planned.first()) {
         (_, true, _) | (_, _, None) => Vec::new(),
@@ -317,6 +355,8 @@ fn with_base(
         flagged: false,
         cursor: None,
         runs_since_full: s.runs_since_full + 1,
+        signature: String::new(),
+        soft: false,
     };
     (inc, tasks)
 }
@@ -331,7 +371,9 @@ async fn digest_ranges(client: &Client, t: &TablePlan, bounds: &[Bounds]) -> Res
     };
     let mut out = Vec::with_capacity(bounds.len());
     for (i, b) in bounds.iter().enumerate() {
-        let q = incremental::digest_sql(&t.table, &t.columns, key, b, only).map_err(PlanError::InvalidRequest)?;
+        let sum = incremental::key_sum_column(&t.key, &t.columns).filter(|_| !key.is_empty());
+        let q =
+            incremental::digest_sql(&t.table, &t.columns, (key, b), only, sum).map_err(PlanError::InvalidRequest)?;
         let row = client
             .query_one(&q, &[])
             .await
@@ -344,6 +386,7 @@ async fn digest_ranges(client: &Client, t: &TablePlan, bounds: &[Bounds]) -> Res
             rows: rows.max(0) as u64,
             digest: digest.unwrap_or_else(|| "0".into()),
             keys: None,
+            key_sum: sum.map(|_| row.get::<_, Option<String>>(2).unwrap_or_else(|| "0".into())),
         });
     }
     Ok(out)

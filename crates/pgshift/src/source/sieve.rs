@@ -13,6 +13,10 @@ use crate::contract::incremental::DiffCounts;
 
 const MAGIC: &[u8; 8] = b"PGSKEYS1";
 
+const NOT_UNIQUE: &str = "a key is in the last run's key file twice: the table's key is not unique, and a \
+                          row-by-row comparison needs one; make the key in pgshift.toml unique (or its primary key), \
+                          then load the table with --incremental full once";
+
 fn xxh64(bytes: &[u8]) -> u64 {
     let mut h = twox_hash::XxHash64::with_seed(0);
     h.write(bytes);
@@ -74,9 +78,12 @@ impl Sieve {
             let i = self.entries.len() as u32;
             self.entries.push((at, len as u32, hash));
             match self.index.entry(xxh64(key)) {
-                // A second key of one hash: found by its bytes.
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    self.overflow.insert(key.to_vec(), i);
+                // A second key of one hash: found by its bytes. The same key twice: the key is not unique.
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    let (at, n, _) = self.entries[*e.get() as usize];
+                    if &self.blob[at..at + n as usize] == key || self.overflow.insert(key.to_vec(), i).is_some() {
+                        return Err(NOT_UNIQUE.into());
+                    }
                 }
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(i);
@@ -221,6 +228,11 @@ mod tests {
             }
         );
         assert!(Sieve::new(Some(b"not zstd")).is_err());
+        let mut twice = Sieve::new(None).unwrap();
+        twice.keep(b"a", [Some(&b"1"[..])].into_iter());
+        twice.keep(b"b", [Some(&b"1"[..])].into_iter());
+        let (file, _) = twice.finish().unwrap();
+        assert!(Sieve::new(Some(&file)).err().unwrap_or_default().contains("not unique"));
     }
 
     #[test]

@@ -14,8 +14,8 @@ pub(crate) fn guard_named(sql: &str) -> Option<&'static str> {
     if sql.contains("AS target_as_its_last_run_left_it") {
         return Some(
             "an incremental target is not what its last committed run left (another run loaded it since, or it was \
-             changed by hand): nothing was changed; run again: the next run's pre-flight sets its state aside and \
-             loads it in full",
+             changed by hand): nothing was changed; run again with --restart (or a new --run-id): its pre-flight \
+             sets the state aside, and the run after that loads the table in full",
         );
     }
     sql.contains("AS new_keys_to_append").then_some(
