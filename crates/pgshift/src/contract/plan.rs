@@ -511,6 +511,10 @@ pub enum PlannerInput {
     },
     Plan {
         request: Box<PlanRequest>,
+        /// Plan the run again over its own plan (the `Plan anew` state, after the pre-flight set incremental states
+        /// aside): the run's lock and records stay; `plan.json` and `tasks.json` are written anew.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replan: bool,
     },
     /// A trigger input without `action`, as it was invoked.
     #[serde(skip)]

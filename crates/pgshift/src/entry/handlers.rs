@@ -39,7 +39,12 @@ pub async fn planner(
             let t = trigger(ctx, defaults, &input, execution.as_deref()).await?;
             return Ok(PlannerOutput::Triggered(Box::new(t)));
         }
-        PlannerInput::Plan { request } => *request,
+        PlannerInput::Plan { request, replan: true } => {
+            return Ok(PlannerOutput::Planned(Box::new(
+                crate::plan::replan(ctx, *request).await?.1,
+            )))
+        }
+        PlannerInput::Plan { request, .. } => *request,
         PlannerInput::Direct(input) => crate::entry::trigger::plan_request(&input, &defaults.request)?,
     };
     Ok(PlannerOutput::Planned(Box::new(crate::plan::handle(ctx, req).await?.1)))
@@ -385,7 +390,7 @@ mod tests {
             let what = match resource.as_str() {
                 "${PlannerFunctionArn}" => match planner_input(apply(params, &state, &context)) {
                     Ok(PlannerInput::Trigger { execution, .. }) => format!("trigger {}", execution.is_some()),
-                    Ok(PlannerInput::Plan { .. }) => "plan".into(),
+                    Ok(PlannerInput::Plan { replan, .. }) => format!("plan{}", if replan { " anew" } else { "" }),
                     Ok(PlannerInput::Direct(_)) => "direct".into(),
                     Err(e) => panic!("{name}: {e}"),
                 },
@@ -410,6 +415,7 @@ mod tests {
             ("Finish", "finish"),
             ("Load", "start"),
             ("Plan", "plan"),
+            ("Plan anew", "plan anew"),
             ("Preflight", "preflight"),
             ("Sweep", "sweep"),
             ("Trigger", "trigger true"),

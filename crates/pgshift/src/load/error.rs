@@ -67,9 +67,8 @@ pub enum LoadError {
         statements: Vec<String>,
     },
     #[error(
-        "incremental targets are not what their last run left, nothing extracted or loaded: {}; their states are set \
-         aside, so a new plan loads them in full: run again with --restart (or a new --run-id); this run's plan \
-         is sealed as incremental",
+        "incremental targets are not what their last run left, nothing extracted or loaded yet: {}; their states are \
+         set aside, and the run plans them again, in full (the Plan anew state)",
         first_few(.0, "; ")
     )]
     TargetChanged(Vec<String>),

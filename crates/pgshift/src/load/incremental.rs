@@ -249,7 +249,7 @@ pub(super) async fn preflight(wh: &dyn Warehouse, stage: &dyn Stage, plan: &Plan
             true => target_problem(wh, t, base, soft, inc.cursor.is_some()).await?,
         };
         if let Some(why) = why {
-            set_aside(stage, t).await;
+            set_aside(stage, t, &why).await;
             changed.push(format!("{}: {why}", t.table));
         }
     }
@@ -306,10 +306,12 @@ async fn first_text(wh: &dyn Warehouse, sql: String) -> Result<Option<String>, L
 
 /// The state renamed beside itself (`set-aside-<time>.json`), so that the next run plans the table in full and
 /// the old state stays for whoever looks into it.
-async fn set_aside(stage: &dyn Stage, t: &TablePlan) {
+async fn set_aside(stage: &dyn Stage, t: &TablePlan, why: &str) {
     let key = state_key(&t.table);
     let moved = async {
-        let body = stage.get(&key).await?;
+        let state: serde_json::Value = serde_json::from_slice(&stage.get(&key).await?).unwrap_or_default();
+        // Why, for the plan that loads the table in full to say.
+        let body = Bytes::from(serde_json::json!({"because": why, "state": state}).to_string());
         // Beside it, not under its key (a prefix): deleting the state must not delete its copy.
         let dir = key.trim_end_matches("sync.json");
         let aside = format!("{dir}set-aside-{}.json", crate::contract::clock::unix_now() as i64);

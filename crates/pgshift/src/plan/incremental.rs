@@ -135,6 +135,24 @@ async fn key_collations(client: &Client, t: &TablePlan) -> Result<Vec<String>, P
     Ok(t.key.iter().map(of).collect())
 }
 
+/// Why a pre-flight set the state at `key` aside, when it did (the newest `set-aside-<time>.json` beside it).
+async fn set_aside(stage: &dyn Stage, key: &str) -> Option<String> {
+    let dir = key.trim_end_matches("sync.json");
+    let listed = stage.list(dir).await.ok()?;
+    let newest = listed
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| k[dir.len().min(k.len())..].starts_with("set-aside-"))
+        .max()?;
+    let record: serde_json::Value = crate::stage::run::read_json(stage, newest).await.ok()??;
+    Some(
+        record["because"]
+            .as_str()
+            .unwrap_or("the target was not as the last run left it")
+            .to_string(),
+    )
+}
+
 /// The table's state, or why there is none to build on.
 pub(super) async fn read_state(stage: &dyn Stage, t: &TablePlan, want: &Want<'_>) -> Result<SyncState, String> {
     let key = crate::contract::layout::state_key(&t.table);
@@ -143,7 +161,10 @@ pub(super) async fn read_state(stage: &dyn Stage, t: &TablePlan, want: &Want<'_>
             None => Ok(s),
             Some(why) => Err(why),
         },
-        Ok(None) => Err("no state of a committed run on the stage (the first incremental run)".into()),
+        Ok(None) => Err(match set_aside(stage, &key).await {
+            Some(why) => format!("its state was set aside: the pre-flight found that {why}"),
+            None => "no state of a committed run on the stage (the first incremental run)".into(),
+        }),
         Err(e) => Err(format!("its state cannot be read ({e})")),
     }
 }

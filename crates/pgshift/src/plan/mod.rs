@@ -389,18 +389,26 @@ pub async fn handle(ctx: &PlanContext, req: PlanRequest) -> Result<(Plan, PlanSu
         ));
     }
     let span = tracing::info_span!("plan", tables = tracing::field::Empty, tasks = tracing::field::Empty);
-    tracing::Instrument::instrument(write_plan(ctx, req, span.clone()), span).await
+    tracing::Instrument::instrument(write_plan(ctx, req, span.clone(), false), span).await
+}
+
+/// The planner's handler for the `Plan anew` state: the run planned again over its own plan (its incremental tables
+/// whose states the pre-flight set aside are then loaded in full), its lock and records kept.
+pub async fn replan(ctx: &PlanContext, req: PlanRequest) -> Result<(Plan, PlanSummary), PlanError> {
+    let span = tracing::info_span!("replan", tables = tracing::field::Empty, tasks = tracing::field::Empty);
+    tracing::Instrument::instrument(write_plan(ctx, req, span.clone(), true), span).await
 }
 
 async fn write_plan(
     ctx: &PlanContext,
     req: PlanRequest,
     span: tracing::Span,
+    anew: bool,
 ) -> Result<(Plan, PlanSummary), PlanError> {
     let stage = ctx.stages.open(&req.stage).await?;
     let existing = match &req.run_id {
-        Some(id) => runs::existing_run(stage.as_ref(), id, &req).await?,
-        None => None,
+        Some(id) if !anew => runs::existing_run(stage.as_ref(), id, &req).await?,
+        _ => None,
     };
     let plan = match existing {
         Some(plan) => {
