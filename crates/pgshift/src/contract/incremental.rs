@@ -275,6 +275,9 @@ pub struct SyncState {
     /// The target keeps soft deletes (`--deletes soft`): its counts are of live rows.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub soft: bool,
+    /// The run that last loaded the table in full (what its incremental runs' bills compare with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_run: Option<String>,
 }
 
 /// Cursor mode's mark: rows whose `column` is at or past `watermark` (a `timestamptz` in PostgreSQL's text form)
@@ -342,6 +345,9 @@ pub struct Base {
     /// The sum of the target's keys the base left ([`key_sum_column`]), checked with its count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_sum: Option<String>,
+    /// The run that last loaded the table in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_run: Option<String>,
 }
 
 impl TableIncremental {
@@ -363,6 +369,10 @@ impl TableIncremental {
             key: key.to_vec(),
             signature: self.signature.clone(),
             soft: self.soft,
+            full_run: match &self.base {
+                Some(b) => b.full_run.clone(),
+                None => Some(at.run_id.to_string()),
+            },
             ranges: self.ranges.clone(),
             data_at: at.data_at,
             target_rows: self.source_rows(),

@@ -133,6 +133,7 @@ fn since_state(s: &SyncState, column: &str, mark: CursorMark, watermark: String)
             data_at: s.data_at,
             changed_rows_before: 0,
             key_sum: None,
+            full_run: s.full_run.clone(),
         }),
         full_because: None,
         ranges: Vec::new(),

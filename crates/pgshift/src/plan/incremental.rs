@@ -344,6 +344,7 @@ fn with_base(
             .map(|r| r.rows)
             .sum(),
         key_sum: incremental::total_key_sum(&s.ranges),
+        full_run: s.full_run.clone(),
     };
     let tasks = match (keyed, changed.is_empty(), planned.first()) {
         (_, true, _) | (_, _, None) => Vec::new(),

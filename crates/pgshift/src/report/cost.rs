@@ -160,6 +160,19 @@ pub struct RunCost {
     pub per_million_rows: Option<f64>,
     /// The price table's region and date.
     pub prices: String,
+    /// Incremental tables: what this run cost for each against what its last full load cost.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub baselines: Vec<Baseline>,
+}
+
+/// An incremental table's cost in this run against its last full load's (read from that run's ledger record, priced
+/// by the same table).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Baseline {
+    pub table: TableRef,
+    pub full_run: String,
+    pub full: f64,
+    pub now: f64,
 }
 
 impl RunCost {
@@ -397,6 +410,7 @@ pub fn run_cost(l: &Ledger, p: &PriceTable) -> RunCost {
         per_gb: (bytes > 0).then(|| total / (bytes as f64 / 1e9)),
         per_million_rows: (rows > 0).then(|| total / (rows as f64 / 1e6)),
         prices: p.describe(),
+        baselines: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+mod baseline;
 pub mod cost;
 pub mod events;
 pub mod html;
@@ -14,6 +15,8 @@ pub mod lineage;
 pub mod metrics;
 pub mod record;
 mod restore;
+mod words;
+pub use words::{shell_word, thousands};
 
 pub use restore::{rds_hourly_price, RestoreCost, StorageCost, RDS_MINIMUM_BILLED_SECONDS};
 
@@ -89,6 +92,7 @@ fn render_bill(o: &mut String, b: &cost::RunCost, stage: &str) {
         let basis = if *actual { "actual" } else { "estimated" };
         let _ = writeln!(o, "  {item:<48} ${dollars:>10.6}  ({basis})");
     }
+    baseline::render(o, &b.baselines);
     if !b.run_id.is_empty() && !stage.is_empty() {
         let _ = writeln!(
             o,
@@ -129,30 +133,6 @@ pub struct RunReport {
     /// The command that goes on from a failed run ([`record::RunRecord::resume_hint`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
-}
-
-/// A count with thousands separators: `3,000,000`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A word as a POSIX shell reads it back: as it is when it is plain, else in single quotes, so that a command the
-/// report suggests can be pasted.
-pub fn shell_word(s: &str) -> String {
-    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 /// The parts of a table a terminal summary lists one by one; more are summed up in a line (`pgshift report --parts`
@@ -261,6 +241,7 @@ impl RunReport {
                 per_gb: None,
                 per_million_rows: None,
                 prices: prices.describe(),
+                baselines: Vec::new(),
             },
             consistency: "nothing was read: the run ended before it had a plan".into(),
             stage: String::new(),
@@ -522,7 +503,9 @@ pub async fn read_run(
         .flatten()
         .filter(|l: &Ledger| l.impossible().is_empty());
     let l = written.unwrap_or_else(|| ledger::of(&rec, facts));
-    Ok((rec, cost::run_cost(&l, &PriceTable::default())))
+    let mut bill = cost::run_cost(&l, &PriceTable::default());
+    bill.baselines = baseline::of(stage.as_ref(), &rec, &bill).await;
+    Ok((rec, bill))
 }
 
 /// The report of a run read back from its stage, and what the stage lacks of it. `memory_mb` is the extractors'
@@ -567,7 +550,8 @@ pub async fn publish(
     if let Err(e) = ledger::put(stage.as_ref(), &l).await {
         tracing::warn!(error = %e, "could not write the run's ledger record");
     }
-    let bill = cost::run_cost(&l, &PriceTable::default());
+    let mut bill = cost::run_cost(&l, &PriceTable::default());
+    bill.baselines = baseline::of(stage.as_ref(), &rec, &bill).await;
     let html = Bytes::from(html::render(&rec, &bill));
     match crate::stage::put(stage.as_ref(), &report_key(&rec.plan.run_id), html).await {
         Ok(put) => tracing::info!(url = %put.url, "run report written"),
