@@ -26,11 +26,25 @@ pub(super) async fn of(stage: &dyn Stage, rec: &RunRecord, bill: &RunCost) -> Ve
             continue;
         };
         let full = cost::run_cost(&l, &PriceTable::default()).table_total(&t.table);
+        let bytes = |l: &Ledger| {
+            l.tables
+                .iter()
+                .filter(|x| x.table == t.table)
+                .map(|x| x.source_bytes)
+                .sum()
+        };
         out.push(Baseline {
             table: t.table.clone(),
             full_run,
             full,
             now: bill.table_total(&t.table),
+            full_bytes: bytes(&l),
+            now_bytes: rec
+                .results
+                .iter()
+                .filter(|r| r.table == t.table)
+                .map(|r| r.source_bytes)
+                .sum(),
         });
     }
     out
@@ -41,8 +55,14 @@ pub(super) fn render(o: &mut String, baselines: &[Baseline]) {
     for b in baselines {
         let _ = writeln!(
             o,
-            "  {}: ${:.6} in this run, against ${:.6} for its last full load (run {})",
-            b.table, b.now, b.full, b.full_run
+            "  {}: ${:.6} in this run, against ${:.6} for its last full load (run {}); {:.1} MB read from the source \
+             against {:.1} MB",
+            b.table,
+            b.now,
+            b.full,
+            b.full_run,
+            b.now_bytes as f64 / 1e6,
+            b.full_bytes as f64 / 1e6
         );
     }
 }

@@ -173,6 +173,9 @@ pub struct Baseline {
     pub full_run: String,
     pub full: f64,
     pub now: f64,
+    /// Bytes read from the source for the table: in that full load, and in this run.
+    pub full_bytes: u64,
+    pub now_bytes: u64,
 }
 
 impl RunCost {
