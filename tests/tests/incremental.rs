@@ -576,3 +576,54 @@ async fn rows_replaced_by_hand_with_the_same_count_and_a_mode_switch_are_found()
     same(&source, &target, &fifth).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_digests_run_on_the_source_and_differ_when_a_float_turns_negative_zero() -> Result<()> {
+    use pgshift::contract::incremental::{digest_sql, DigestHow};
+    use pgshift::contract::model::{Bounds, TableRef};
+    let source = db(
+        "incdigsrc",
+        "CREATE TABLE public.m (id int8 PRIMARY KEY, f float8, i interval, n numeric, t text);
+         INSERT INTO public.m SELECT g, 0.0, interval '1 day', 1.0, 't' || g FROM generate_series(1, 100) g;",
+    )
+    .await?;
+    let stage = stage_dir("incremental-digest");
+    let plan = super::load::plan_and_extract_request(
+        &source,
+        request(&format!("file://{}", stage.display()), &["public.m"], 1),
+        Arc::new(UrlStages::default()),
+    )
+    .await?;
+    let t = table(&plan, "public.m");
+    let c = connect(&source).await?;
+    let mut before = Vec::new();
+    for how in [DigestHow::Hash, DigestHow::Text] {
+        let q = digest_sql(
+            &TableRef::new("public", "m"),
+            &t.columns,
+            (&[], &Bounds::ALL),
+            (true, how),
+            None,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let row = c.query_one(&q, &[]).await?;
+        assert_eq!(row.get::<_, i64>(0), 100);
+        before.push(row.get::<_, Option<String>>(1));
+    }
+    // Values equal by their type's equality but written differently: each digest still sees them.
+    c.batch_execute("UPDATE public.m SET f = '-0' WHERE id = 1; UPDATE public.m SET i = interval '24 hours' WHERE id = 2; UPDATE public.m SET n = 1.00 WHERE id = 3")
+        .await?;
+    for (k, how) in [DigestHow::Hash, DigestHow::Text].into_iter().enumerate() {
+        let q = digest_sql(
+            &TableRef::new("public", "m"),
+            &t.columns,
+            (&[], &Bounds::ALL),
+            (true, how),
+            None,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let now: Option<String> = c.query_one(&q, &[]).await?.get(1);
+        assert_ne!(now, before[k], "{how:?}");
+    }
+    Ok(())
+}

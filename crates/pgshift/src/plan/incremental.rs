@@ -6,7 +6,9 @@
 use tokio_postgres::Client;
 
 use super::PlanError;
-use crate::contract::incremental::{self, Base, Incremental, RangeDigest, RowDiff, SyncState, TableIncremental, Want};
+use crate::contract::incremental::{
+    self, Base, DigestHow, Incremental, RangeDigest, RowDiff, SyncState, TableIncremental, Want,
+};
 use crate::contract::load::LoadMode;
 use crate::contract::model::{Bounds, ExtractTask};
 use crate::contract::plan::{Plan, PlanRequest, TablePlan};
@@ -56,6 +58,7 @@ struct Cx<'a> {
     req: &'a PlanRequest,
     data_at: i64,
     run_id: &'a str,
+    server_version_num: i32,
 }
 
 /// Every `diff` table of `plan` digested and compared with its state; the plan sealed again.
@@ -70,6 +73,7 @@ pub(super) async fn apply(
     }
     let data_at = plan.data_instant();
     let run_id = plan.run_id.clone();
+    let server_version_num = plan.source.server_version_num;
     let mut tasks = Vec::new();
     for t in &mut plan.tables {
         let mine: Vec<ExtractTask> = plan.tasks.iter().filter(|x| x.table == t.table).cloned().collect();
@@ -100,6 +104,7 @@ pub(super) async fn apply(
                     req,
                     data_at,
                     run_id: &run_id,
+                    server_version_num,
                 };
                 tasks.extend(plan_table(&cx, t, mine, state).await?);
             }
@@ -182,6 +187,7 @@ async fn plan_table(
         req,
         data_at,
         run_id,
+        ..
     } = *cx;
     // A table split by heap pages (no usable key) is compared whole; its ranges cannot be found in the target.
     let keyed = !t.key.is_empty() && planned.iter().all(|x| matches!(x.bounds, Bounds::Key { .. }));
@@ -213,7 +219,7 @@ async fn plan_table(
         (_, true) => planned.iter().map(|x| x.bounds.clone()).collect(),
         (_, false) => vec![Bounds::ALL],
     };
-    let ranges = digest_ranges(client, t, &bounds).await?;
+    let ranges = digest_ranges(client, t, &bounds, cx.server_version_num).await?;
     let compared = keyed
         && t.key
             .iter()
@@ -384,18 +390,29 @@ fn with_base(
 }
 
 /// Each range's count and digest, read on the planner's connection with the extraction's own predicate.
-async fn digest_ranges(client: &Client, t: &TablePlan, bounds: &[Bounds]) -> Result<Vec<RangeDigest>, PlanError> {
+async fn digest_ranges(
+    client: &Client,
+    t: &TablePlan,
+    bounds: &[Bounds],
+    server_version_num: i32,
+) -> Result<Vec<RangeDigest>, PlanError> {
     let only = t.kind == "table";
+    // hash_record_extended is PostgreSQL 14's.
+    let how = if server_version_num >= 140_000 {
+        DigestHow::Hash
+    } else {
+        DigestHow::Text
+    };
     let key: &[String] = if bounds.iter().all(|b| *b == Bounds::ALL) {
         &[]
     } else {
         &t.key
     };
+    let sum = incremental::key_sum_column(&t.key, &t.columns).filter(|_| !key.is_empty());
     let mut out = Vec::with_capacity(bounds.len());
     for (i, b) in bounds.iter().enumerate() {
-        let sum = incremental::key_sum_column(&t.key, &t.columns).filter(|_| !key.is_empty());
-        let q =
-            incremental::digest_sql(&t.table, &t.columns, (key, b), only, sum).map_err(PlanError::InvalidRequest)?;
+        let q = incremental::digest_sql(&t.table, &t.columns, (key, b), (only, how), sum)
+            .map_err(PlanError::InvalidRequest)?;
         let row = client
             .query_one(&q, &[])
             .await
@@ -406,7 +423,12 @@ async fn digest_ranges(client: &Client, t: &TablePlan, bounds: &[Bounds]) -> Res
             range_index: i as u32,
             bounds: b.clone(),
             rows: rows.max(0) as u64,
-            digest: digest.unwrap_or_else(|| "0".into()),
+            // Marked by how it was made: a digest of the other kind never compares equal.
+            digest: format!(
+                "{}:{}",
+                if how == DigestHow::Hash { "h" } else { "t" },
+                digest.unwrap_or_default()
+            ),
             keys: None,
             key_sum: sum.map(|_| row.get::<_, Option<String>>(2).unwrap_or_else(|| "0".into())),
         });
