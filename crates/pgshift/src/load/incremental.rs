@@ -44,36 +44,35 @@ pub(super) fn guard_sql(t: &TablePlan, inc: &TableIncremental, soft: bool) -> Re
     let Some(base) = &inc.base else {
         return Err(LoadError::InvalidRequest(format!("{}: no state to guard", t.table)));
     };
-    // A cursor table's count is not known ahead (its merge inserts some rows, updates others).
-    let count = match inc.cursor {
-        Some(_) => String::new(),
-        None => format!("({}) = {} AND ", count_sql(t, soft)?, base.target_rows),
-    };
-    let count = match (&base.key_sum, key_sum_column(&t.key, &t.columns)) {
-        (Some(sum), Some(k)) if inc.cursor.is_none() => format!("{count}({}) = {sum} AND ", key_sum_sql(t, k, soft)?),
-        _ => count,
+    // The target's count and key sum in one scan; a cursor table's are not known ahead (its merge inserts some
+    // rows, updates others).
+    let (checks, from) = match (inc.cursor.is_some(), &base.key_sum, key_sum_column(&t.key, &t.columns)) {
+        (true, _, _) => (String::new(), String::new()),
+        (false, Some(sum), Some(_)) => (
+            format!("c.n = {} AND c.s = {sum} AND ", base.target_rows),
+            format!(" FROM ({}) c", stats_sql(t, soft)?),
+        ),
+        (false, _, _) => (
+            format!("c.n = {} AND ", base.target_rows),
+            format!(" FROM ({}) c", stats_sql(t, soft)?),
+        ),
     };
     Ok(format!(
-        "SELECT 1 / (CASE WHEN {count}({}) = 1 AND ({}) = 0 THEN 1 ELSE 0 END) AS target_as_its_last_run_left_it",
+        "SELECT 1 / (CASE WHEN {checks}({}) = 1 AND ({}) = 0 THEN 1 ELSE 0 END) AS target_as_its_last_run_left_it{from}",
         base_logged_sql(t, &base.plan_id)?,
         loads_since_sql(t, &base.plan_id)?
     ))
 }
 
-/// The sum of the target's keys (its live rows', under soft deletes), 0 for none.
-fn key_sum_sql(t: &TablePlan, k: &str, soft: bool) -> Result<String, LoadError> {
+/// The target's rows (live rows, under soft deletes) `n` and, for a single integer key, the sum of its keys `s` (0
+/// otherwise), in one scan.
+fn stats_sql(t: &TablePlan, soft: bool) -> Result<String, LoadError> {
+    let sum = match key_sum_column(&t.key, &t.columns) {
+        Some(k) => format!("COALESCE(sum({}), 0)", ident(k)?),
+        None => "0".into(),
+    };
     Ok(format!(
-        "SELECT COALESCE(sum({}), 0) FROM {}{}",
-        ident(k)?,
-        qualified(&t.table)?,
-        super::soft::live_only(soft)?
-    ))
-}
-
-/// The target's rows (its live rows, under soft deletes).
-fn count_sql(t: &TablePlan, soft: bool) -> Result<String, LoadError> {
-    Ok(format!(
-        "SELECT count(*) FROM {}{}",
+        "SELECT count(*) AS n, {sum} AS s FROM {}{}",
         qualified(&t.table)?,
         super::soft::live_only(soft)?
     ))
@@ -267,7 +266,15 @@ async fn target_problem(
     soft: bool,
     cursor: bool,
 ) -> Result<Option<String>, LoadError> {
-    let rows = warehouse::count(wh, count_sql(t, soft)?).await?;
+    let stats = wh
+        .query(format!("SELECT n, s::text FROM ({}) c", stats_sql(t, soft)?))
+        .await?;
+    let cell = |i: usize| stats.first().and_then(|r| r.get(i)).cloned();
+    let rows = match cell(0) {
+        Some(warehouse::Cell::Int(n)) => n,
+        Some(warehouse::Cell::Text(n)) => n.parse().unwrap_or(-1),
+        _ => -1,
+    };
     if !cursor && rows as u64 != base.target_rows {
         return Ok(Some(format!(
             "it holds {rows} rows where run {} left {}",
@@ -275,7 +282,11 @@ async fn target_problem(
         )));
     }
     if let (Some(sum), Some(k), false) = (&base.key_sum, key_sum_column(&t.key, &t.columns), cursor) {
-        let now = first_text(wh, format!("SELECT ({})::text", key_sum_sql(t, k, soft)?)).await?;
+        let now = match cell(1) {
+            Some(warehouse::Cell::Text(s)) => Some(s),
+            Some(warehouse::Cell::Int(n)) => Some(n.to_string()),
+            _ => None,
+        };
         if now.as_deref() != Some(sum.as_str()) {
             return Ok(Some(format!(
                 "it holds the {rows} rows run {} left, but other keys (the sum of its {k} is {}, not {sum}): rows \
@@ -292,16 +303,6 @@ async fn target_problem(
         return Ok(Some(format!("another run loaded it after run {}", base.run_id)));
     }
     Ok(None)
-}
-
-/// The first column of the first row of a query, as text.
-async fn first_text(wh: &dyn Warehouse, sql: String) -> Result<Option<String>, LoadError> {
-    let rows = wh.query(sql).await?;
-    Ok(match rows.into_iter().next().and_then(|r| r.into_iter().next()) {
-        Some(warehouse::Cell::Text(s)) => Some(s),
-        Some(warehouse::Cell::Int(n)) => Some(n.to_string()),
-        _ => None,
-    })
 }
 
 /// The state renamed beside itself (`set-aside-<time>.json`), so that the next run plans the table in full and

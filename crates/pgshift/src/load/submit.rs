@@ -246,7 +246,9 @@ fn group_steps<'a>(
             SwapSql::Insert(sql) | SwapSql::Plain(sql) => Step::Sql(sql),
         }));
         let ranged = super::incremental::ranged(prepared[i].plan);
-        if !c.options.deletes.is_hard() && c.options.mode == LoadMode::Replace {
+        if ranged.is_some_and(|inc| inc.changed.is_empty()) {
+            // Nothing changed: the guard counted the target against the state, whose rows are the source's.
+        } else if !c.options.deletes.is_hard() && c.options.mode == LoadMode::Replace {
             // Soft deletes: the target's live rows are the source's (marked rows stay beside them).
             let expected = ranged.map_or(prepared[i].load.rows, |inc| inc.source_rows());
             steps.push(Step::Sql(super::soft::live_rows_sql(table, expected)?));

@@ -53,7 +53,7 @@ fn check(req: &PlanRequest, table: &TablePlan) -> Result<(), PlanError> {
 /// What planning a table incrementally reads from and needs.
 #[derive(Clone, Copy)]
 struct Cx<'a> {
-    client: &'a Client,
+    source: &'a dyn crate::source::SourceConnector,
     stage: &'a dyn Stage,
     req: &'a PlanRequest,
     data_at: i64,
@@ -63,7 +63,7 @@ struct Cx<'a> {
 
 /// Every `diff` table of `plan` digested and compared with its state; the plan sealed again.
 pub(super) async fn apply(
-    client: &Client,
+    (client, source): (&Client, &dyn crate::source::SourceConnector),
     stage: &dyn Stage,
     req: &PlanRequest,
     mut plan: Plan,
@@ -99,7 +99,7 @@ pub(super) async fn apply(
             _ => {
                 check(req, t)?;
                 let cx = Cx {
-                    client,
+                    source,
                     stage,
                     req,
                     data_at,
@@ -182,7 +182,6 @@ async fn plan_table(
     state: Result<SyncState, String>,
 ) -> Result<Vec<ExtractTask>, PlanError> {
     let Cx {
-        client,
         stage,
         req,
         data_at,
@@ -219,7 +218,7 @@ async fn plan_table(
         (_, true) => planned.iter().map(|x| x.bounds.clone()).collect(),
         (_, false) => vec![Bounds::ALL],
     };
-    let ranges = digest_ranges(client, t, &bounds, cx.server_version_num).await?;
+    let ranges = digest_ranges(cx.source, t, &bounds, cx.server_version_num).await?;
     let compared = keyed
         && t.key
             .iter()
@@ -389,14 +388,17 @@ fn with_base(
     (inc, tasks)
 }
 
-/// Each range's count and digest, read on the planner's connection with the extraction's own predicate.
+/// Sessions the range digests of a table are read on at once.
+const DIGEST_SESSIONS: usize = 4;
+
+/// Each range's count and digest, read with the extraction's own predicate, on up to [`DIGEST_SESSIONS`] sessions at
+/// once (each with pgshift's pinned settings), in range order.
 async fn digest_ranges(
-    client: &Client,
+    source: &dyn crate::source::SourceConnector,
     t: &TablePlan,
     bounds: &[Bounds],
     server_version_num: i32,
 ) -> Result<Vec<RangeDigest>, PlanError> {
-    let only = t.kind == "table";
     // hash_record_extended is PostgreSQL 14's.
     let how = if server_version_num >= 140_000 {
         DigestHow::Hash
@@ -409,29 +411,54 @@ async fn digest_ranges(
         &t.key
     };
     let sum = incremental::key_sum_column(&t.key, &t.columns).filter(|_| !key.is_empty());
-    let mut out = Vec::with_capacity(bounds.len());
-    for (i, b) in bounds.iter().enumerate() {
-        let q = incremental::digest_sql(&t.table, &t.columns, (key, b), (only, how), sum)
-            .map_err(PlanError::InvalidRequest)?;
-        let row = client
-            .query_one(&q, &[])
-            .await
-            .map_err(|e| SourceError::from_pg(&t.table, 0, e))?;
-        let rows: i64 = row.get(0);
-        let digest: Option<String> = row.get(1);
-        out.push(RangeDigest {
+    let queries = bounds
+        .iter()
+        .map(|b| {
+            incremental::digest_sql(&t.table, &t.columns, (key, b), (t.kind == "table", how), sum)
+                .map_err(PlanError::InvalidRequest)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let sessions = DIGEST_SESSIONS.min(queries.len()).max(1);
+    let chunks: Vec<Vec<(usize, &String)>> = (0..sessions)
+        .map(|s| queries.iter().enumerate().filter(|(i, _)| i % sessions == s).collect())
+        .collect();
+    let read =
+        futures_util::future::try_join_all(chunks.into_iter().map(|chunk| digest_chunk(source, t, chunk))).await?;
+    let mut rows: Vec<(usize, tokio_postgres::Row)> = read.into_iter().flatten().collect();
+    rows.sort_by_key(|(i, _)| *i);
+    Ok(rows
+        .into_iter()
+        .map(|(i, row)| RangeDigest {
             range_index: i as u32,
-            bounds: b.clone(),
-            rows: rows.max(0) as u64,
+            bounds: bounds[i].clone(),
+            rows: row.get::<_, i64>(0).max(0) as u64,
             // Marked by how it was made: a digest of the other kind never compares equal.
             digest: format!(
                 "{}:{}",
                 if how == DigestHow::Hash { "h" } else { "t" },
-                digest.unwrap_or_default()
+                row.get::<_, Option<String>>(1).unwrap_or_default()
             ),
             keys: None,
             key_sum: sum.map(|_| row.get::<_, Option<String>>(2).unwrap_or_else(|| "0".into())),
-        });
+        })
+        .collect())
+}
+
+/// Some ranges' digest queries, one after another on a session of their own.
+async fn digest_chunk(
+    source: &dyn crate::source::SourceConnector,
+    t: &TablePlan,
+    chunk: Vec<(usize, &String)>,
+) -> Result<Vec<(usize, tokio_postgres::Row)>, PlanError> {
+    let err = |e| PlanError::from(SourceError::from_pg(&t.table, 0, e));
+    let client = source.connect().await?;
+    client
+        .batch_execute(crate::source::SESSION_SETTINGS)
+        .await
+        .map_err(err)?;
+    let mut out = Vec::with_capacity(chunk.len());
+    for (i, q) in chunk {
+        out.push((i, client.query_one(q.as_str(), &[]).await.map_err(err)?));
     }
     Ok(out)
 }

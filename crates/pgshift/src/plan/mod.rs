@@ -429,7 +429,7 @@ async fn write_plan(
             let source = crate::source::connector_for(&ctx.source, req.source_endpoint.as_ref())?;
             let client = source.connect_first().await?;
             let planned = plan(&client, &req).await?;
-            incremental::apply(&client, stage.as_ref(), &req, planned).await?
+            incremental::apply((&client, source.as_ref()), stage.as_ref(), &req, planned).await?
         }
     };
 
