@@ -578,7 +578,7 @@ async fn rows_replaced_by_hand_with_the_same_count_and_a_mode_switch_are_found()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_digests_run_on_the_source_and_differ_when_a_float_turns_negative_zero() -> Result<()> {
+async fn every_digest_runs_on_the_source_and_differs_when_a_float_turns_negative_zero() -> Result<()> {
     use pgshift::contract::incremental::{digest_sql, DigestHow};
     use pgshift::contract::model::{Bounds, TableRef};
     let source = db(
@@ -597,7 +597,7 @@ async fn both_digests_run_on_the_source_and_differ_when_a_float_turns_negative_z
     let t = table(&plan, "public.m");
     let c = connect(&source).await?;
     let mut before = Vec::new();
-    for how in [DigestHow::Hash, DigestHow::Text] {
+    for how in [DigestHow::Hash, DigestHow::Text, DigestHow::Versions] {
         let q = digest_sql(
             &TableRef::new("public", "m"),
             &t.columns,
@@ -613,7 +613,10 @@ async fn both_digests_run_on_the_source_and_differ_when_a_float_turns_negative_z
     // Values equal by their type's equality but written differently: each digest still sees them.
     c.batch_execute("UPDATE public.m SET f = '-0' WHERE id = 1; UPDATE public.m SET i = interval '24 hours' WHERE id = 2; UPDATE public.m SET n = 1.00 WHERE id = 3")
         .await?;
-    for (k, how) in [DigestHow::Hash, DigestHow::Text].into_iter().enumerate() {
+    for (k, how) in [DigestHow::Hash, DigestHow::Text, DigestHow::Versions]
+        .into_iter()
+        .enumerate()
+    {
         let q = digest_sql(
             &TableRef::new("public", "m"),
             &t.columns,

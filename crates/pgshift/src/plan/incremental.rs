@@ -399,11 +399,11 @@ async fn digest_ranges(
     bounds: &[Bounds],
     server_version_num: i32,
 ) -> Result<Vec<RangeDigest>, PlanError> {
-    // hash_record_extended is PostgreSQL 14's.
-    let how = if server_version_num >= 140_000 {
-        DigestHow::Hash
-    } else {
-        DigestHow::Text
+    // hash_record_extended is PostgreSQL 14's; row versions are a table's (a view's rows have none).
+    let how = match (server_version_num >= 140_000, t.kind.as_str()) {
+        (true, "table" | "partitioned table" | "materialized view") => DigestHow::Versions,
+        (true, _) => DigestHow::Hash,
+        (false, _) => DigestHow::Text,
     };
     let key: &[String] = if bounds.iter().all(|b| *b == Bounds::ALL) {
         &[]
@@ -435,7 +435,11 @@ async fn digest_ranges(
             // Marked by how it was made: a digest of the other kind never compares equal.
             digest: format!(
                 "{}:{}",
-                if how == DigestHow::Hash { "h" } else { "t" },
+                match how {
+                    DigestHow::Versions => "v",
+                    DigestHow::Hash => "h",
+                    DigestHow::Text => "t",
+                },
                 row.get::<_, Option<String>>(1).unwrap_or_default()
             ),
             keys: None,
