@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod code;
 pub mod design;
+pub mod digest;
 pub mod events;
 pub mod incremental;
 pub mod layout;
