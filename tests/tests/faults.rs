@@ -279,13 +279,7 @@ async fn prove(source: &str, f: &Fault) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("the resumed run failed: {e}"))?;
     anyhow::ensure!(again.report.reconciled(), "the resumed run does not reconcile");
     let plan = plan_of(&output).await?;
-    for t in TABLES {
-        let (got, want) = (
-            fingerprint(&target, &plan, t, false).await?,
-            fingerprint(source, &plan, t, true).await?,
-        );
-        anyhow::ensure!(got == want, "{t} differs from the source: {got:?} vs {want:?}");
-    }
+    same_as_source(source, &target, &plan).await?;
     let wh = connect(&target).await?;
     let row = wh
         .query_one("SELECT count(*), count(DISTINCT id) FROM sales.orders", &[])
@@ -312,6 +306,18 @@ async fn prove(source: &str, f: &Fault) -> Result<()> {
     let loaded_now: u64 = again.report.tables.iter().map(|t| t.rows).sum();
     anyhow::ensure!(loaded_now == 50_000, "the report counts {loaded_now} rows of 50000");
     anyhow::ensure!(reported == 50_000, "the report says {reported} rows committed of 50000");
+    Ok(())
+}
+
+/// Every table of the run holds what the source holds, by fingerprint.
+async fn same_as_source(source: &str, target: &str, plan: &pgshift::contract::plan::Plan) -> Result<()> {
+    for t in TABLES {
+        let (got, want) = (
+            fingerprint(target, plan, t, false).await?,
+            fingerprint(source, plan, t, true).await?,
+        );
+        anyhow::ensure!(got == want, "{t} differs from the source: {got:?} vs {want:?}");
+    }
     Ok(())
 }
 
@@ -492,13 +498,7 @@ async fn prove_incremental(source: &str, f: &Fault) -> Result<()> {
         .output
         .map_err(|e| anyhow::anyhow!("the resumed run failed: {e}"))?;
     let plan = plan_of(&output).await?;
-    for t in TABLES {
-        let (got, want) = (
-            fingerprint(&target, &plan, t, false).await?,
-            fingerprint(source, &plan, t, true).await?,
-        );
-        anyhow::ensure!(got == want, "{t} differs from the source: {got:?} vs {want:?}");
-    }
+    same_as_source(source, &target, &plan).await?;
     let staging = staging_tables(&target).await?;
     anyhow::ensure!(staging == 0, "{staging} staging tables left");
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(".state/sales/orders/sync.json"))?)?;

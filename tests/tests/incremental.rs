@@ -41,6 +41,21 @@ fn diff(stage: &str, id: &str) -> PlanRequest {
     req
 }
 
+/// A source database made by `sql`, an empty warehouse database and a fresh stage (its directory and URL), named
+/// after `name`.
+async fn setup(name: &str, sql: &str) -> Result<(String, String, std::path::PathBuf, String)> {
+    let source = db(&format!("{name}src"), sql).await?;
+    let target = cluster().create_db(&format!("{name}wh")).await?;
+    let dir = stage_dir(name);
+    let stage = format!("file://{}", dir.display());
+    Ok((source, target, dir, stage))
+}
+
+/// Runs `req`, which must succeed; its plan.
+async fn committed(source: &str, target: &str, req: PlanRequest) -> Result<Plan> {
+    run(source, target, req).await?.map_err(anyhow::Error::msg)
+}
+
 /// Runs `req`; its plan, or the failure as text.
 async fn run(source: &str, target: &str, req: PlanRequest) -> Result<Result<Plan, String>> {
     Ok(run_reported(source, target, req).await?.map(|(p, _)| p))
@@ -113,15 +128,10 @@ fn state(stage: &Path, schema: &str, name: &str) -> Result<SyncState> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchanged_run_moves_nothing() -> Result<()> {
-    let source = db("incsrc", SOURCE).await?;
-    let target = cluster().create_db("incwh").await?;
-    let dir = stage_dir("incremental");
-    let stage = format!("file://{}", dir.display());
+    let (source, target, dir, stage) = setup("inc", SOURCE).await?;
 
     // The first run is full, and says why; it leaves a state per table.
-    let first = run(&source, &target, diff(&stage, "inc-1"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let first = committed(&source, &target, diff(&stage, "inc-1")).await?;
     same(&source, &target, &first).await?;
     let orders = table(&first, "sales.orders").incremental.clone().expect("incremental");
     assert!(orders.base.is_none() && orders.full_because.as_deref().unwrap_or("").contains("first"));
@@ -188,9 +198,7 @@ async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchan
     assert_eq!(state(&dir, "sales", "orders")?.target_rows, 20050);
 
     // Nothing changed: no task, no row moved, the warehouse as the source.
-    let third = run(&source, &target, diff(&stage, "inc-3"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let third = committed(&source, &target, diff(&stage, "inc-3")).await?;
     assert!(third.tasks.is_empty(), "{:?}", third.tasks.len());
     same(&source, &target, &third).await?;
     for t in TABLES {
@@ -202,13 +210,8 @@ async fn a_diff_run_moves_only_the_changed_ranges_deletes_included_and_an_unchan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_changed_by_hand_is_found_before_extracting_and_loaded_in_full_in_the_same_run() -> Result<()> {
-    let source = db("inchandsrc", SOURCE).await?;
-    let target = cluster().create_db("inchandwh").await?;
-    let dir = stage_dir("incremental-hand");
-    let stage = format!("file://{}", dir.display());
-    let first = run(&source, &target, diff(&stage, "hand-1"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let (source, target, dir, stage) = setup("inchand", SOURCE).await?;
+    let first = committed(&source, &target, diff(&stage, "hand-1")).await?;
     same(&source, &target, &first).await?;
 
     connect(&target)
@@ -250,22 +253,15 @@ async fn a_target_changed_by_hand_is_found_before_extracting_and_loaded_in_full_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_state_loads_in_full_and_older_data_than_the_state_is_refused() -> Result<()> {
-    let source = db("inclostsrc", SOURCE).await?;
-    let target = cluster().create_db("inclostwh").await?;
-    let dir = stage_dir("incremental-lost");
-    let stage = format!("file://{}", dir.display());
-    run(&source, &target, diff(&stage, "lost-1"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let (source, target, dir, stage) = setup("inclost", SOURCE).await?;
+    committed(&source, &target, diff(&stage, "lost-1")).await?;
 
     std::fs::remove_dir_all(dir.join(".state"))?;
     connect(&source)
         .await?
         .batch_execute("DELETE FROM sales.orders WHERE id < 10")
         .await?;
-    let second = run(&source, &target, diff(&stage, "lost-2"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let second = committed(&source, &target, diff(&stage, "lost-2")).await?;
     same(&source, &target, &second).await?;
     let orders = table(&second, "sales.orders").incremental.clone().expect("incremental");
     assert!(orders.base.is_none() && orders.full_because.as_deref().unwrap_or("").contains("no state"));
@@ -289,13 +285,8 @@ async fn a_lost_state_loads_in_full_and_older_data_than_the_state_is_refused() -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_incremental_runs_of_one_target_at_once_never_both_apply_their_changes() -> Result<()> {
-    let source = db("inctwosrc", SOURCE).await?;
-    let target = cluster().create_db("inctwowh").await?;
-    let dir = stage_dir("incremental-two");
-    let stage = format!("file://{}", dir.display());
-    run(&source, &target, diff(&stage, "two-1"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let (source, target, _, stage) = setup("inctwo", SOURCE).await?;
+    committed(&source, &target, diff(&stage, "two-1")).await?;
     connect(&source)
         .await?
         .batch_execute(
@@ -333,9 +324,7 @@ async fn two_incremental_runs_of_one_target_at_once_never_both_apply_their_chang
     let next = match next {
         Ok(p) => p,
         // The run that lost left the target ahead of its state: the next run after that is full.
-        Err(_) => run(&source, &target, diff(&stage, "two-d"))
-            .await?
-            .map_err(anyhow::Error::msg)?,
+        Err(_) => committed(&source, &target, diff(&stage, "two-d")).await?,
     };
     same(&source, &target, &next).await?;
     Ok(())
@@ -343,10 +332,7 @@ async fn two_incremental_runs_of_one_target_at_once_never_both_apply_their_chang
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soft_deletes_keep_the_rows_the_source_lost_marked_with_the_data_instant() -> Result<()> {
-    let source = db("incsoftsrc", SOURCE).await?;
-    let target = cluster().create_db("incsoftwh").await?;
-    let dir = stage_dir("incremental-soft");
-    let stage = format!("file://{}", dir.display());
+    let (source, target, _, stage) = setup("incsoft", SOURCE).await?;
     let soft = |id: &str| {
         let mut req = diff(&stage, id);
         req.load = Some(pgshift::contract::load::LoadOptions {
@@ -358,7 +344,7 @@ async fn soft_deletes_keep_the_rows_the_source_lost_marked_with_the_data_instant
     let tables = ["sales.orders", "sales.items"];
     let mut req = soft("soft-1");
     req.tables = tables.iter().map(|t| t.to_string()).collect();
-    run(&source, &target, req).await?.map_err(anyhow::Error::msg)?;
+    committed(&source, &target, req).await?;
     connect(&source)
         .await?
         .batch_execute(
@@ -369,7 +355,7 @@ async fn soft_deletes_keep_the_rows_the_source_lost_marked_with_the_data_instant
         .await?;
     let mut req = soft("soft-2");
     req.tables = tables.iter().map(|t| t.to_string()).collect();
-    let second = run(&source, &target, req).await?.map_err(anyhow::Error::msg)?;
+    let second = committed(&source, &target, req).await?;
     let wh = connect(&target).await?;
     // The live rows are the source's, by fingerprint (a view of them).
     wh.batch_execute(
@@ -410,7 +396,7 @@ async fn soft_deletes_keep_the_rows_the_source_lost_marked_with_the_data_instant
         .await?;
     let mut req = soft("soft-3");
     req.tables = tables.iter().map(|t| t.to_string()).collect();
-    run(&source, &target, req).await?.map_err(anyhow::Error::msg)?;
+    committed(&source, &target, req).await?;
     let rows: Vec<(Option<String>, bool)> = wh
         .query(
             "SELECT note, _pgshift_deleted_at IS NULL FROM sales.orders WHERE id = 9001",
@@ -426,8 +412,8 @@ async fn soft_deletes_keep_the_rows_the_source_lost_marked_with_the_data_instant
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursor_mode_reads_a_row_whose_transaction_commits_after_the_run_in_the_next_run() -> Result<()> {
-    let source = db(
-        "inccursrc",
+    let (source, target, dir, stage) = setup(
+        "inccur",
         "CREATE SCHEMA sales;
          CREATE TABLE sales.orders (id int8 PRIMARY KEY, note text, updated_at timestamptz NOT NULL DEFAULT now());
          INSERT INTO sales.orders SELECT g, 'n' || g, now() - interval '1 day' FROM generate_series(1, 5000) g;
@@ -435,18 +421,13 @@ async fn cursor_mode_reads_a_row_whose_transaction_commits_after_the_run_in_the_
          ANALYZE;",
     )
     .await?;
-    let target = cluster().create_db("inccurwh").await?;
-    let dir = stage_dir("incremental-cursor");
-    let stage = format!("file://{}", dir.display());
     let cursor = |id: &str| {
         let mut req = request(&stage, &["sales.orders"], 2);
         req.run_id = Some(id.to_string());
         req.incremental = Incremental::Cursor("updated_at".into());
         req
     };
-    let first = run(&source, &target, cursor("cur-1"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let first = committed(&source, &target, cursor("cur-1")).await?;
     let check = |plan: Plan| {
         let target = target.clone();
         let source = source.clone();
@@ -468,9 +449,7 @@ async fn cursor_mode_reads_a_row_whose_transaction_commits_after_the_run_in_the_
         .await?
         .batch_execute("UPDATE sales.orders SET note = 'early', updated_at = now() WHERE id = 10")
         .await?;
-    let second = run(&source, &target, cursor("cur-2"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let second = committed(&source, &target, cursor("cur-2")).await?;
     let inc = table(&second, "sales.orders").incremental.clone().expect("incremental");
     assert!(
         inc.base.is_some() && second.tasks.len() == 1,
@@ -497,9 +476,7 @@ async fn cursor_mode_reads_a_row_whose_transaction_commits_after_the_run_in_the_
         )
         .await?;
     assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, true));
-    let third = run(&source, &target, cursor("cur-3"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let third = committed(&source, &target, cursor("cur-3")).await?;
     check(third).await?;
 
     // Deletes are not seen; --full-every 2 loads in full the run after, which removes them.
@@ -509,7 +486,7 @@ async fn cursor_mode_reads_a_row_whose_transaction_commits_after_the_run_in_the_
         .await?;
     let mut req = cursor("cur-4");
     req.full_every = Some(2);
-    let fourth = run(&source, &target, req).await?.map_err(anyhow::Error::msg)?;
+    let fourth = committed(&source, &target, req).await?;
     assert!(
         table(&fourth, "sales.orders")
             .incremental
@@ -525,13 +502,8 @@ async fn cursor_mode_reads_a_row_whose_transaction_commits_after_the_run_in_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_replaced_by_hand_with_the_same_count_and_a_mode_switch_are_found() -> Result<()> {
-    let source = db("incsumsrc", SOURCE).await?;
-    let target = cluster().create_db("incsumwh").await?;
-    let dir = stage_dir("incremental-sum");
-    let stage = format!("file://{}", dir.display());
-    run(&source, &target, diff(&stage, "sum-1"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let (source, target, _, stage) = setup("incsum", SOURCE).await?;
+    committed(&source, &target, diff(&stage, "sum-1")).await?;
     // One row deleted and another inserted by hand: the count is the state's, the keys are not.
     connect(&target)
         .await?
@@ -539,9 +511,7 @@ async fn rows_replaced_by_hand_with_the_same_count_and_a_mode_switch_are_found()
             "DELETE FROM sales.orders WHERE id = 42; INSERT INTO sales.orders VALUES (99999, 1, 'hand', now())",
         )
         .await?;
-    let second = run(&source, &target, diff(&stage, "sum-2"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let second = committed(&source, &target, diff(&stage, "sum-2")).await?;
     same(&source, &target, &second).await?;
     let orders = table(&second, "sales.orders").incremental.clone().expect("incremental");
     assert!(
@@ -559,14 +529,12 @@ async fn rows_replaced_by_hand_with_the_same_count_and_a_mode_switch_are_found()
             ..Default::default()
         },
     );
-    run(&source, &target, req).await?.map_err(anyhow::Error::msg)?;
+    committed(&source, &target, req).await?;
     connect(&source)
         .await?
         .batch_execute("DELETE FROM sales.orders WHERE id = 7")
         .await?;
-    let fifth = run(&source, &target, diff(&stage, "sum-5"))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let fifth = committed(&source, &target, diff(&stage, "sum-5")).await?;
     let orders = table(&fifth, "sales.orders").incremental.clone().expect("incremental");
     assert!(
         orders.base.is_none() && orders.full_because.as_deref().unwrap_or("").contains("cursor"),
