@@ -152,7 +152,7 @@ async fn change(args: &BenchIncrementalArgs, round: usize) -> Result<()> {
 
 fn print(args: &BenchIncrementalArgs, [plain, full, diff, same]: [&E2eSample; 4]) {
     out!(
-        "  {:<34} {:>8} {:>9} {:>9} {:>10} {:>11} {:>12} {:>9}",
+        "  {:<34} {:>8} {:>9} {:>9} {:>10} {:>11} {:>12} {:>9} {:>9}",
         "run",
         "wall s",
         "client s",
@@ -160,7 +160,8 @@ fn print(args: &BenchIncrementalArgs, [plain, full, diff, same]: [&E2eSample; 4]
         "source MB",
         "Parquet MB",
         "rows moved",
-        "GB-s"
+        "GB-s",
+        "peak MiB"
     );
     let gbs = |s: &E2eSample| s.extract_seconds * args.extractor_memory_mb as f64 / 1024.0;
     for (label, s) in [
@@ -170,14 +171,15 @@ fn print(args: &BenchIncrementalArgs, [plain, full, diff, same]: [&E2eSample; 4]
         ("diff, nothing changed", same),
     ] {
         out!(
-            "  {label:<34} {:>8.2} {:>9.2} {:>9} {:>10.1} {:>11.2} {:>12} {:>9.1}",
+            "  {label:<34} {:>8.2} {:>9.2} {:>9} {:>10.1} {:>11.2} {:>12} {:>9.1} {:>9.1}",
             s.wall,
             s.client_cpu,
             s.server_cpu.map(|c| format!("{c:.2}")).unwrap_or("n/a".into()),
             s.bytes as f64 / 1e6,
             s.parquet_bytes as f64 / 1e6,
             s.rows,
-            gbs(s)
+            gbs(s),
+            s.peak_rss as f64 / 1048576.0
         );
     }
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
