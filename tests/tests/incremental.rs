@@ -314,7 +314,7 @@ async fn two_incremental_runs_of_one_target_at_once_never_both_apply_their_chang
     assert!(on_base <= 1, "both applied their changes: {a:?} {b:?}");
     for failed in [&a, &b].into_iter().filter_map(|r| r.as_ref().err()) {
         assert!(
-            failed.contains("last committed run left"),
+            failed.contains("loaded by another run since its state's"),
             "the other run fails by name: {failed}"
         );
     }
@@ -596,5 +596,147 @@ async fn every_digest_runs_on_the_source_and_differs_when_a_float_turns_negative
         let now: Option<String> = c.query_one(&q, &[]).await?.get(1);
         assert_ne!(now, before[k], "{how:?}");
     }
+    Ok(())
+}
+
+/// The bytes the run's extraction of `name` read from the source, per range (its results' `source_bytes`).
+fn source_bytes(stage: &Path, plan: &Plan, name: &str) -> Vec<u64> {
+    let (schema, table) = name.split_once('.').expect("schema.table");
+    let mut out: Vec<(u32, u64)> = plan
+        .tasks
+        .iter()
+        .filter(|t| t.table.to_string() == name)
+        .map(|t| {
+            let path = stage
+                .join(&plan.run_id)
+                .join(schema)
+                .join(table)
+                .join(format!("part-{:05}.result.json", t.range_index));
+            let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("result")).expect("json");
+            (t.range_index, r["source_bytes"].as_u64().expect("source_bytes"))
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, b)| b).collect()
+}
+
+/// One table's source and warehouse databases, and its stage, for runs one after another.
+struct Runs<'a> {
+    source: &'a str,
+    target: &'a str,
+    dir: &'a Path,
+    stage: &'a str,
+}
+
+impl Runs<'_> {
+    /// Runs `changes` on the source (each on its own), then diff run `id`, which must leave the warehouse equal to
+    /// the source having moved `rows` rows of sales.orders: the bytes its ranges read from the source.
+    async fn run(&self, changes: &[&str], id: &str, rows: u64) -> Result<Vec<u64>> {
+        let db = connect(self.source).await?;
+        for c in changes {
+            db.batch_execute(c).await?;
+        }
+        let plan = committed(self.source, self.target, diff(self.stage, id)).await?;
+        same(self.source, self.target, &plan).await?;
+        assert_eq!(moved(self.dir, &plan, "sales.orders"), rows, "{id}");
+        Ok(source_bytes(self.dir, &plan, "sales.orders"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spread_updates_read_keys_and_versions_and_then_only_the_changed_rows() -> Result<()> {
+    let (source, target, dir, stage) = setup("incspread", SOURCE).await?;
+    // Rows of about 300 bytes, as an OLTP table's are: a key and a version (about 32 bytes) are a tenth of one.
+    let db = connect(&source).await?;
+    db.batch_execute("UPDATE sales.orders SET note = repeat('n', 250) || id WHERE note IS NOT NULL")
+        .await?;
+    let first = committed(&source, &target, diff(&stage, "spread-1")).await?;
+    let full = source_bytes(&dir, &first, "sales.orders");
+    assert_eq!(full.len(), 4);
+
+    // A few rows updated in every range: each range changed, and only its keys and versions, then its 2 changed
+    // rows by their tuple ids, are read.
+    let runs = Runs {
+        source: &source,
+        target: &target,
+        dir: &dir,
+        stage: &stage,
+    };
+    let update = "UPDATE sales.orders SET note = 'spread' WHERE id % 2500 = 7";
+    let read = runs.run(&[update], "spread-2", 8).await?;
+    assert!(
+        read.iter().zip(&full).all(|(r, f)| r * 3 < *f),
+        "a range read whole: {read:?} against {full:?}"
+    );
+
+    // A rewritten table: every row has a new version, so each range is read whole (once), and still only what
+    // changed moves.
+    let rewrite = [
+        "VACUUM FULL sales.orders",
+        "UPDATE sales.orders SET amount = 0 WHERE id = 42; DELETE FROM sales.orders WHERE id = 43;",
+    ];
+    let read = runs.run(&rewrite, "spread-3", 2).await?;
+    assert!(
+        read.len() == 4 && read.iter().zip(&full).all(|(r, f)| r * 3 > *f * 2),
+        "{read:?} against {full:?}"
+    );
+
+    // Its key files keep the new versions: the next change is read by tuple ids again. (19999's note is NULL
+    // already: a new version of the same values, read and not moved.)
+    let update = "UPDATE sales.orders SET note = NULL WHERE id IN (5, 19998, 19999)";
+    let read = runs.run(&[update], "spread-4", 2).await?;
+    // Ranges 0 and 3 changed.
+    assert!(
+        read.len() == 2 && read[0] * 3 < full[0] && read[1] * 3 < full[3],
+        "{read:?} against {full:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_changed_by_hand_during_the_load_fails_it_after_its_changes_and_nothing_commits() -> Result<()> {
+    use super::hooked::{is_sql, Edit, Hooked};
+    use pgshift::warehouse::Step;
+    let (source, target, dir, stage) = setup("incrace", SOURCE).await?;
+    let first = committed(&source, &target, diff(&stage, "race-1")).await?;
+    connect(&source)
+        .await?
+        .batch_execute("UPDATE sales.orders SET note = 'x' WHERE id = 19000")
+        .await?;
+    let before = fingerprint(&target, &first, "sales.orders", false).await?;
+    // A change by hand after the pre-flight, before the changes: a key replaced, the row count kept.
+    let edit: Edit = Box::new(|steps| {
+        let guard = steps
+            .iter()
+            .position(|s| is_sql(s, "SELECT 1 / (CASE WHEN", "b.table_name = 'orders'"));
+        if let Some(i) = guard {
+            steps.insert(
+                i + 1,
+                Step::Sql("UPDATE sales.orders SET id = 900000 WHERE id = 5".into()),
+            );
+        }
+    });
+    let out = run_local(
+        &source,
+        diff(&stage, "race-2"),
+        Arc::new(UrlStages::default()),
+        Arc::new(Hooked::new(PgWarehouse::new(&target)?, edit)),
+    )
+    .await?;
+    let err = match out.output {
+        Ok(_) => anyhow::bail!("the run was not refused"),
+        Err(f) => format!("{f}"),
+    };
+    assert!(err.contains("key sum is not the source's"), "{err}");
+    assert_eq!(
+        fingerprint(&target, &first, "sales.orders", false).await?,
+        before,
+        "nothing of the run or the change committed"
+    );
+    assert_eq!(
+        state(&dir, "sales", "orders")?.run_id,
+        "race-1",
+        "the state did not advance"
+    );
     Ok(())
 }

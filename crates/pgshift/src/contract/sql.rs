@@ -42,6 +42,14 @@ pub fn select_expr(c: &ColumnSpec) -> Result<String, String> {
     })
 }
 
+fn select_list(columns: &[ColumnSpec]) -> Result<String, String> {
+    Ok(columns
+        .iter()
+        .map(select_expr)
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", "))
+}
+
 /// The range predicate: a plain comparison of the key columns against literals (row-value comparison for composite
 /// keys), which the primary-key btree serves as an index range. No function is ever applied to the key.
 pub fn predicate(key: &[String], bounds: &Bounds) -> Result<Option<String>, String> {
@@ -104,11 +112,7 @@ pub fn select_since(
     only: bool,
     since: Option<&crate::contract::incremental::CursorMark>,
 ) -> Result<String, String> {
-    let list = columns
-        .iter()
-        .map(select_expr)
-        .collect::<Result<Vec<_>, _>>()?
-        .join(", ");
+    let list = select_list(columns)?;
     let only = if only { "ONLY " } else { "" };
     let mut q = format!("SELECT {list} FROM {only}{}", table(table_ref)?);
     let mut conditions: Vec<String> = predicate(key, bounds)?.into_iter().collect();
@@ -124,6 +128,53 @@ pub fn select_since(
         q.push_str(&conditions.join(" AND "));
     }
     Ok(q)
+}
+
+/// The row version columns a versioned row-by-row comparison reads after a row's own (`--incremental diff` on a
+/// plain table, docs/incremental.md): where the row is and which transaction wrote it. System columns: no user
+/// column can have these names.
+pub const VERSION_COLUMNS: &str = "ctid, xmin";
+
+/// A plain table's range as [`select`] reads it, each row followed by its version ([`VERSION_COLUMNS`]).
+pub fn select_versioned(
+    table_ref: &TableRef,
+    columns: &[ColumnSpec],
+    (key, bounds): (&[String], &Bounds),
+) -> Result<String, String> {
+    let list = format!("{}, {VERSION_COLUMNS}", select_list(columns)?);
+    let mut q = format!("SELECT {list} FROM ONLY {}", table(table_ref)?);
+    if let Some(p) = predicate(key, bounds)? {
+        q.push_str(" WHERE ");
+        q.push_str(&p);
+    }
+    Ok(q)
+}
+
+/// The first pass of a versioned comparison: a plain table's range, of each row only its key (uncast, as the
+/// extraction reads it) and its version.
+pub fn select_key_versions(table_ref: &TableRef, key: &[String], bounds: &Bounds) -> Result<String, String> {
+    let cols = key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?.join(", ");
+    let mut q = format!("SELECT {cols}, {VERSION_COLUMNS} FROM ONLY {}", table(table_ref)?);
+    if let Some(p) = predicate(key, bounds)? {
+        q.push_str(" WHERE ");
+        q.push_str(&p);
+    }
+    Ok(q)
+}
+
+/// A plain table's rows at these tuple ids, read as [`select_versioned`] reads them: a TID scan, one page fetch a row.
+/// The ids are numbers this process formats (read from the server in the same snapshot), never user text.
+pub fn select_tids(table_ref: &TableRef, columns: &[ColumnSpec], tids: &[(u32, u16)]) -> Result<String, String> {
+    let list = select_list(columns)?;
+    let mut array = String::with_capacity(tids.len() * 16);
+    for (i, (page, item)) in tids.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        write!(array, "{sep}\"({page},{item})\"").map_err(|e| e.to_string())?;
+    }
+    Ok(format!(
+        "SELECT {list}, {VERSION_COLUMNS} FROM ONLY {} WHERE ctid = ANY ('{{{array}}}'::pg_catalog.tid[])",
+        table(table_ref)?
+    ))
 }
 
 /// `COPY (<select>) TO STDOUT (FORMAT binary)`.

@@ -17,8 +17,9 @@ use tracing::Instrument;
 
 use crate::contract::layout::{attempt_key, file_key_prefix, kept_key, result_key};
 use crate::contract::model::{display_key, Bounds, ExtractResult, ExtractTask, FailedAttempt, KeyType, StagedFile};
-use crate::contract::{sql, types};
+use crate::contract::types;
 mod error;
+mod versions;
 
 use crate::source::decode::{CopyDecoder, DecodeError, DecoderSummary};
 use crate::source::{check_columns, describe_table, key_columns, SourceConnector, SourceError, SESSION_SETTINGS};
@@ -229,21 +230,8 @@ async fn read_range(
     let catalog = describe_table(&tx, table).await?;
     check_columns(&catalog, &task.columns)?;
     check_key(task, &catalog)?;
-    let query = sql::copy_out(
-        &sql::select_since(
-            table,
-            &task.columns,
-            (&task.key, &task.bounds),
-            catalog.kind == 'r',
-            task.since.as_ref(),
-        )
-        .map_err(ExtractError::InvalidTask)?,
-    );
-    tracing::debug!(%query, "copy");
-    let stream = tx.copy_out(&query).await.map_err(pg)?;
-    pin_mut!(stream);
-
-    let (schema, decoder) = decoder_for(stage.as_ref(), task).await?;
+    let (schema, mut decoder) = decoder_for(stage.as_ref(), task, versions::versioned(task, catalog.kind)).await?;
+    let reads = versions::reads(&tx, task, &mut decoder, catalog.kind).await?;
     // The encoder thread: batches in, files out. `Done` is sent only after a clean end of stream, so an error on
     // this side (or a panic) makes the thread discard the file in progress instead of finishing it.
     let (tx_batches, rx_batches) = mpsc::channel::<Msg>(2);
@@ -253,7 +241,7 @@ async fn read_range(
         .map_err(|e| write_error(table, e))?;
     let encoder = tokio::task::spawn_blocking(move || encode(writer, rx_batches));
 
-    let read = pump(stream.as_mut(), decoder, &tx_batches, task).await;
+    let read = pump(&tx, &reads.queries, decoder, &tx_batches, task).await;
     let read = match read {
         Ok(Some(r)) => {
             let _ = tx_batches.send(Msg::Done).await;
@@ -279,6 +267,7 @@ async fn read_range(
         .map_err(|e| parquet_error(task, ParquetFailure::UploaderTask(e)))??;
     encoded.map_err(|e| write_error(table, e))?;
     let (mut summary, source_bytes) = read.ok_or_else(|| parquet_error(task, ParquetFailure::EncoderStopped))?;
+    let source_bytes = source_bytes + reads.screened_bytes;
     tx.commit().await.map_err(pg)?;
     // The key file lands before the result: a range with a result always has it.
     let counts = match (summary.diff.take(), &task.diff) {
@@ -294,10 +283,12 @@ async fn read_range(
 }
 
 /// The Parquet schema and the decoder of a task: its columns; for a row-by-row comparison (`task.diff`), every one
-/// nullable but the key's and the deleted flag after them, with the previous run's key file read from the stage.
+/// nullable but the key's and the deleted flag after them, with the previous run's key file read from the stage;
+/// `versioned`: each row is read with its version ([`versions`]).
 async fn decoder_for(
     stage: &dyn crate::stage::Stage,
     task: &ExtractTask,
+    versioned: bool,
 ) -> Result<(arrow_schema::SchemaRef, CopyDecoder), ExtractError> {
     let batch = task.writer.batch_bytes as usize;
     let Some(diff) = &task.diff else {
@@ -318,15 +309,22 @@ async fn decoder_for(
             other => other.into(),
         })?),
     };
-    let sieve = crate::source::sieve::Sieve::new(previous.as_deref())
-        .map_err(|e| ExtractError::InvalidTask(format!("{} range {}: {e}", task.table, task.range_index)))?;
+    let sieve = crate::source::sieve::Sieve::new(previous.as_deref(), versioned).map_err(|e| {
+        ExtractError::InvalidTask(format!(
+            "{} range {}: the last run's key file {}: {e}; run with --incremental full to load the table whole \
+                 (and start its comparisons anew)",
+            task.table,
+            task.range_index,
+            diff.previous.as_deref().unwrap_or_default()
+        ))
+    })?;
     let columns = match diff.flagged {
         true => crate::contract::incremental::diff_columns(&task.columns, &task.key),
         false => task.columns.clone(),
     };
     let schema = Arc::new(types::arrow_schema(&columns));
     let decoder = CopyDecoder::new(schema.clone(), &columns, &task.key, batch)
-        .with_sieve(sieve, diff.flagged)
+        .with_sieve(sieve, diff.flagged, versioned)
         .map_err(|e| ExtractError::InvalidTask(format!("{}: {e}", task.table)))?;
     Ok((schema, decoder))
 }
@@ -352,10 +350,11 @@ async fn begin<'c>(client: &'c mut Client, task: &ExtractTask) -> Result<Transac
     Ok(tx)
 }
 
-/// Reads the COPY stream through the decoder into the encoder's channel: the decoder's summary and the bytes read,
-/// or `None` when the encoder stopped first (its error is the one to report).
+/// Reads the COPY streams of `queries`, one after the other, through the decoder into the encoder's channel: the
+/// decoder's summary and the bytes read, or `None` when the encoder stopped first (its error is the one to report).
 async fn pump(
-    mut stream: std::pin::Pin<&mut tokio_postgres::CopyOutStream>,
+    tx: &Transaction<'_>,
+    queries: &[String],
     mut decoder: CopyDecoder,
     batches: &mpsc::Sender<Msg>,
     task: &ExtractTask,
@@ -363,18 +362,29 @@ async fn pump(
     let pg = |e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e));
     let mut source_bytes = 0u64;
     let mut pending = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(pg)?;
-        source_bytes += chunk.len() as u64;
-        decoder
-            .feed(&chunk, &mut |b| {
-                pending.push(b);
-                Ok(())
-            })
-            .map_err(|e| decode_error(task, e))?;
-        for b in pending.drain(..) {
-            if batches.send(Msg::Batch(b)).await.is_err() {
-                return Ok(None);
+    if queries.is_empty() {
+        decoder.no_stream();
+    }
+    for (i, query) in queries.iter().enumerate() {
+        if i > 0 {
+            decoder.next_stream().map_err(|e| decode_error(task, e))?;
+        }
+        tracing::debug!(query = %query.get(..300).unwrap_or(query), "copy");
+        let stream = tx.copy_out(query).await.map_err(pg)?;
+        pin_mut!(stream);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(pg)?;
+            source_bytes += chunk.len() as u64;
+            decoder
+                .feed(&chunk, &mut |b| {
+                    pending.push(b);
+                    Ok(())
+                })
+                .map_err(|e| decode_error(task, e))?;
+            for b in pending.drain(..) {
+                if batches.send(Msg::Batch(b)).await.is_err() {
+                    return Ok(None);
+                }
             }
         }
     }

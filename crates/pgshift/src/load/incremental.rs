@@ -1,9 +1,10 @@
 //! An incremental table's load (`--incremental diff`, docs/incremental.md): in its one transaction, once the target is
-//! locked, a guard that the target is what the state's run left (its row count, and the load log's last plan of it),
-//! the target's rows in the changed ranges deleted and the ranges' rows inserted, then the target's count checked
-//! against the source's. Before anything is extracted, the pre-flight asks the same of the target, so a target
-//! changed by hand fails in seconds and sets the state aside (the next run loads the table in full). After the
-//! commit, the state is written: the only place it is ever written, so a failed or resumed run never advances it.
+//! locked, a guard that no other run loaded it since the state's (the load log), the target's rows in the changed
+//! ranges deleted and the ranges' rows inserted, then the target's count and key sum checked against the source's.
+//! Before anything is extracted, the pre-flight checks the target against the state (its count and key sum, and the
+//! load log), so a target changed by hand fails in seconds and sets the state aside (the run plans that table again,
+//! in full). After the commit, the state is written: the only place it is ever written, so a failed or resumed run
+//! never advances it.
 
 use bytes::Bytes;
 
@@ -38,29 +39,37 @@ pub(super) fn on_state(t: &TablePlan) -> Option<&TableIncremental> {
     t.incremental.as_ref().filter(|i| i.base.is_some())
 }
 
-/// The guard, inside the transaction: the target holds the state's rows, the load log has the state's plan's load
-/// of it, and no load of it since. Aggregates only (no `ORDER BY … LIMIT` in a subquery), the same on both warehouses.
-pub(super) fn guard_sql(t: &TablePlan, inc: &TableIncremental, soft: bool) -> Result<String, LoadError> {
+/// The guard, inside the transaction, before any change: the load log has the state's plan's load of the table,
+/// and no load of it since (another run's). What the target holds was counted by the pre-flight, and is checked
+/// after the changes by [`holds_source_sql`]: one scan of the target in the transaction, not two. Aggregates only
+/// (no `ORDER BY … LIMIT` in a subquery), the same on both warehouses.
+pub(super) fn guard_sql(t: &TablePlan, inc: &TableIncremental) -> Result<String, LoadError> {
     let Some(base) = &inc.base else {
         return Err(LoadError::InvalidRequest(format!("{}: no state to guard", t.table)));
     };
-    // The target's count and key sum in one scan; a cursor table's are not known ahead (its merge inserts some
-    // rows, updates others).
-    let (checks, from) = match (inc.cursor.is_some(), &base.key_sum, key_sum_column(&t.key, &t.columns)) {
-        (true, _, _) => (String::new(), String::new()),
-        (false, Some(sum), Some(_)) => (
-            format!("c.n = {} AND c.s = {sum} AND ", base.target_rows),
-            format!(" FROM ({}) c", stats_sql(t, soft)?),
-        ),
-        (false, _, _) => (
-            format!("c.n = {} AND ", base.target_rows),
-            format!(" FROM ({}) c", stats_sql(t, soft)?),
-        ),
-    };
     Ok(format!(
-        "SELECT 1 / (CASE WHEN {checks}({}) = 1 AND ({}) = 0 THEN 1 ELSE 0 END) AS target_as_its_last_run_left_it{from}",
+        "SELECT 1 / (CASE WHEN ({}) = 1 AND ({}) = 0 THEN 1 ELSE 0 END) AS target_as_its_last_run_left_it",
         base_logged_sql(t, &base.plan_id)?,
         loads_since_sql(t, &base.plan_id)?
+    ))
+}
+
+/// After a ranged table's changes, in the same transaction: the target holds the source's rows, its count (live
+/// rows, under soft deletes) and, for a single integer key, the sum of its keys, in one scan. A target changed
+/// since the pre-flight (by hand, or by a writer other than pgshift) fails the transaction here, before anything
+/// commits: a count or key sum off by what was changed cannot come out right after the changes.
+pub(super) fn holds_source_sql(t: &TablePlan, inc: &TableIncremental, soft: bool) -> Result<String, LoadError> {
+    let sum = match (
+        crate::contract::incremental::total_key_sum(&inc.ranges),
+        key_sum_column(&t.key, &t.columns),
+    ) {
+        (Some(s), Some(_)) => format!(" AND c.s = {s}"),
+        _ => String::new(),
+    };
+    Ok(format!(
+        "SELECT 1 / (CASE WHEN c.n = {}{sum} THEN 1 ELSE 0 END) AS target_holds_the_source_rows FROM ({}) c",
+        inc.source_rows(),
+        stats_sql(t, soft)?
     ))
 }
 
@@ -172,7 +181,7 @@ pub(super) fn ranged_swap(
     inc: &TableIncremental,
     c: &Changes<'_>,
 ) -> Result<(Vec<String>, Option<String>), LoadError> {
-    let mut out = vec![guard_sql(t, inc, c.soft_at.is_some())?];
+    let mut out = vec![guard_sql(t, inc)?];
     let (changes, insert) = change_sql(t, inc, c)?;
     out.extend(changes);
     Ok((out, insert))

@@ -383,7 +383,7 @@ fn swap_parts(
         out.push(newer_guard_sql(plan, &p.plan.table)?);
     }
     if let Some(inc) = merged {
-        out.push(super::incremental::guard_sql(p.plan, inc, false)?);
+        out.push(super::incremental::guard_sql(p.plan, inc)?);
     }
     if let Some(inc) = super::incremental::ranged(p.plan) {
         // Only the changed ranges' rows replaced, once the target is as the state's run left it.

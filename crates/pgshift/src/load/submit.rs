@@ -246,20 +246,21 @@ fn group_steps<'a>(
             SwapSql::Insert(sql) | SwapSql::Plain(sql) => Step::Sql(sql),
         }));
         let ranged = super::incremental::ranged(prepared[i].plan);
+        let soft = !c.options.deletes.is_hard();
         if ranged.is_some_and(|inc| inc.changed.is_empty()) {
-            // Nothing changed: the guard counted the target against the state, whose rows are the source's.
-        } else if !c.options.deletes.is_hard() && c.options.mode == LoadMode::Replace {
-            // Soft deletes: the target's live rows are the source's (marked rows stay beside them).
-            let expected = ranged.map_or(prepared[i].load.rows, |inc| inc.source_rows());
-            steps.push(Step::Sql(super::soft::live_rows_sql(table, expected)?));
-            labels.push((table.clone(), StepKind::Reconcile));
+            // Nothing changed: the pre-flight counted the target against the state, whose rows are the source's;
+            // nothing writes it here.
         } else if let Some(inc) = ranged {
             // The target holds the source's rows: the unchanged ranges' and the changed ones' (either warehouse).
-            steps.push(Step::Reconcile {
-                table: table.clone(),
-                staging: table.clone(),
-                expected: inc.source_rows(),
-            });
+            steps.push(Step::Sql(super::incremental::holds_source_sql(
+                prepared[i].plan,
+                inc,
+                soft,
+            )?));
+            labels.push((table.clone(), StepKind::Reconcile));
+        } else if soft && c.options.mode == LoadMode::Replace {
+            // Soft deletes: the target's live rows are the source's (marked rows stay beside them).
+            steps.push(Step::Sql(super::soft::live_rows_sql(table, prepared[i].load.rows)?));
             labels.push((table.clone(), StepKind::Reconcile));
         } else if c.options.mode == LoadMode::Replace
             && super::incremental::merged(prepared[i].plan).is_none()

@@ -14,6 +14,7 @@ use crate::contract::types::{default_mapping, mapping_for_cast, Cast, CatalogTyp
 mod datetime;
 pub(crate) mod decode;
 mod postgres;
+pub(crate) mod screen;
 pub(crate) mod sieve;
 #[doc(hidden)]
 pub use decode::decode_chunks;

@@ -13,9 +13,16 @@ pub(crate) fn guard_named(sql: &str) -> Option<&'static str> {
     }
     if sql.contains("AS target_as_its_last_run_left_it") {
         return Some(
-            "an incremental target is not what its last committed run left (another run loaded it since, or it was \
-             changed by hand): nothing was changed; run again with --restart (or a new --run-id): its pre-flight \
-             sets the state aside, and the run after that loads the table in full",
+            "an incremental target was loaded by another run since its state's (two runs of one target at once): \
+             nothing was changed; run again with --restart (or a new --run-id): its pre-flight sets the state aside, \
+             and the table is loaded in full",
+        );
+    }
+    if sql.contains("AS target_holds_the_source_rows") {
+        return Some(
+            "after an incremental table's changes, the target's row count or key sum is not the source's: the target \
+             was changed during the load (by hand, or by a writer other than pgshift); nothing was changed; run again \
+             with --restart (or a new --run-id): its pre-flight sets the state aside, and the table is loaded in full",
         );
     }
     sql.contains("AS new_keys_to_append").then_some(

@@ -15,6 +15,8 @@ use crate::contract::model::{ColumnSpec, KeyType, KeyValue};
 use crate::contract::pgtext::{self, NumericWire};
 use crate::contract::types::{InfinityPolicy, Mapping};
 
+mod sieved;
+
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 /// Why decoding stopped.
@@ -231,6 +233,8 @@ pub(crate) struct CopyDecoder {
     last_key_bounds: Vec<(usize, i32)>,
     /// The fields a tuple has on the wire: every column's, but the deleted flag's of a row-by-row comparison.
     wire: usize,
+    /// Fields after the wire's columns: a versioned comparison's two version fields.
+    extra: usize,
     sieve: Option<super::sieve::Sieve>,
 }
 
@@ -269,20 +273,36 @@ impl CopyDecoder {
             last_key_raw: Vec::new(),
             last_key_bounds: Vec::new(),
             wire: columns.len(),
+            extra: 0,
             sieve: None,
         }
     }
 
-    /// Compares row by row through `sieve` (`--incremental diff`): the decoder's last column is then the deleted
-    /// flag ([`crate::contract::incremental::DELETED_COLUMN`]), not on the wire. Needs the key's fields in their
-    /// wire form (no cast on a key column).
-    pub(crate) fn with_sieve(mut self, sieve: super::sieve::Sieve, flagged: bool) -> Result<Self, String> {
-        if self.key_fields.is_empty() {
-            return Err("a row-by-row comparison needs the key's columns, uncast".into());
+    /// Ends one COPY stream of several: it must have ended with its trailer; the next one starts with its header.
+    pub(crate) fn next_stream(&mut self) -> Result<(), DecodeError> {
+        self.check_ended()?;
+        self.header_done = false;
+        self.trailer_seen = false;
+        Ok(())
+    }
+
+    /// No stream to read: a first pass of keys and versions decided every row of the range (the deletes remain).
+    pub(crate) fn no_stream(&mut self) {
+        self.header_done = true;
+        self.trailer_seen = true;
+    }
+
+    fn check_ended(&self) -> Result<(), DecodeError> {
+        if !self.trailer_seen {
+            return Err(DecodeError::Protocol("the stream ended before the COPY trailer".into()));
         }
-        self.wire = self.columns.len() - usize::from(flagged);
-        self.sieve = Some(sieve);
-        Ok(self)
+        if !self.carry.is_empty() {
+            return Err(DecodeError::Protocol(format!(
+                "{} bytes follow the COPY trailer",
+                self.carry.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Feeds one chunk of the stream; calls `emit` for every full batch.
@@ -306,15 +326,7 @@ impl CopyDecoder {
 
     /// Ends the stream: checks the trailer arrived and nothing follows it, and returns the last partial batch.
     pub(crate) fn finish(mut self) -> Result<(Option<RecordBatch>, DecoderSummary), DecodeError> {
-        if !self.trailer_seen {
-            return Err(DecodeError::Protocol("the stream ended before the COPY trailer".into()));
-        }
-        if !self.carry.is_empty() {
-            return Err(DecodeError::Protocol(format!(
-                "{} bytes follow the COPY trailer",
-                self.carry.len()
-            )));
-        }
+        self.check_ended()?;
         let diff = match self.sieve.take() {
             Some(sieve) => Some(self.append_deletes(sieve)?),
             None => None,
@@ -379,7 +391,8 @@ impl CopyDecoder {
             if let Some(sieve) = &mut self.sieve {
                 let fields = &self.fields;
                 let keys = self.key_fields.iter().map(|&(i, _)| slice(buf, fields[i]));
-                if !sieve.keep(&buf[pos..end], keys) {
+                let versions_at = (self.extra > 0).then(|| fields[self.wire].0 - 4 - pos);
+                if !sieve.keep(&buf[pos..end], versions_at, keys) {
                     pos = end;
                     continue;
                 }
@@ -401,7 +414,7 @@ impl CopyDecoder {
     /// Returns where the tuple ends, or `None` when the buffer does not hold all of it yet.
     #[inline]
     fn frame_tuple(&mut self, buf: &[u8], pos: usize, count: i16) -> Result<Option<usize>, DecodeError> {
-        let ncols = self.wire;
+        let ncols = self.wire + self.extra;
         if count as usize != ncols {
             return Err(DecodeError::Protocol(format!(
                 "tuple has {count} fields, expected {ncols}"
@@ -438,7 +451,7 @@ impl CopyDecoder {
                 col.append(&flag).map_err(DecodeError::Protocol)?;
             }
         }
-        for (i, &(start, len)) in self.fields.iter().enumerate() {
+        for (i, &(start, len)) in self.fields.iter().take(self.wire).enumerate() {
             let col = &mut self.columns[i];
             if len < 0 {
                 col.append_null();
@@ -454,26 +467,6 @@ impl CopyDecoder {
             self.remember_last_key(buf);
         }
         Ok(())
-    }
-
-    /// A row per key of the previous run the stream did not hold: the key's fields, every other column NULL, the
-    /// deleted flag set. The sieve's key file and counts.
-    fn append_deletes(
-        &mut self,
-        sieve: super::sieve::Sieve,
-    ) -> Result<(Vec<u8>, crate::contract::incremental::DiffCounts), DecodeError> {
-        let positions: Vec<usize> = self.key_fields.iter().map(|&(i, _)| i).collect();
-        for key in sieve.deleted() {
-            let tuple = super::sieve::delete_tuple(key, &positions, self.wire).map_err(DecodeError::Protocol)?;
-            let count = self.wire as i16;
-            if self.frame_tuple(&tuple, 0, count)?.is_none() {
-                return Err(DecodeError::Protocol("a deleted key's row does not frame".into()));
-            }
-            self.append_tuple(&tuple, true)?;
-            self.rows += 1;
-            self.rows_in_batch += 1;
-        }
-        sieve.finish().map_err(DecodeError::Protocol)
     }
 
     /// Keeps the raw key fields of the latest row (a copy of a few bytes into a reused buffer).
@@ -534,7 +527,7 @@ pub(crate) struct DecoderSummary {
 
 /// The length of the binary COPY header at the start of `buf` (signature, flags, extension), `None` while it is
 /// incomplete.
-fn header_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+pub(super) fn header_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
     if buf.len() < 19 {
         return Ok(None);
     }
