@@ -72,13 +72,10 @@ pub fn digest_sql(
         ),
     };
     let only = if only { "ONLY " } else { "" };
-    let mut q = format!(
-        "SELECT pg_catalog.count(*), {digest}, {key_sum} FROM {only}{} AS pgshift_row",
-        crate::contract::sql::table(table)?
-    );
-    if let Some(p) = crate::contract::sql::predicate(key, bounds)? {
-        q.push_str(" WHERE ");
-        q.push_str(&p);
-    }
-    Ok(q)
+    crate::contract::sql::select_range(
+        &format!("pg_catalog.count(*), {digest}, {key_sum}"),
+        &format!("{only}{} AS pgshift_row", crate::contract::sql::table(table)?),
+        (key, bounds),
+        Vec::new(),
+    )
 }

@@ -112,10 +112,8 @@ pub fn select_since(
     only: bool,
     since: Option<&crate::contract::incremental::CursorMark>,
 ) -> Result<String, String> {
-    let list = select_list(columns)?;
     let only = if only { "ONLY " } else { "" };
-    let mut q = format!("SELECT {list} FROM {only}{}", table(table_ref)?);
-    let mut conditions: Vec<String> = predicate(key, bounds)?.into_iter().collect();
+    let mut conditions = Vec::new();
     if let Some(m) = since {
         conditions.push(format!(
             "{} >= {}::pg_catalog.timestamptz",
@@ -123,6 +121,19 @@ pub fn select_since(
             text_literal(&m.watermark)?
         ));
     }
+    let from = format!("{only}{}", table(table_ref)?);
+    select_range(&select_list(columns)?, &from, (key, bounds), conditions)
+}
+
+/// `SELECT <list> FROM <from>` of a key range: its predicate ([`predicate`]) and any further `conditions`.
+pub fn select_range(
+    list: &str,
+    from: &str,
+    (key, bounds): (&[String], &Bounds),
+    mut conditions: Vec<String>,
+) -> Result<String, String> {
+    let mut q = format!("SELECT {list} FROM {from}");
+    conditions.splice(0..0, predicate(key, bounds)?);
     if !conditions.is_empty() {
         q.push_str(" WHERE ");
         q.push_str(&conditions.join(" AND "));
@@ -142,24 +153,15 @@ pub fn select_versioned(
     (key, bounds): (&[String], &Bounds),
 ) -> Result<String, String> {
     let list = format!("{}, {VERSION_COLUMNS}", select_list(columns)?);
-    let mut q = format!("SELECT {list} FROM ONLY {}", table(table_ref)?);
-    if let Some(p) = predicate(key, bounds)? {
-        q.push_str(" WHERE ");
-        q.push_str(&p);
-    }
-    Ok(q)
+    select_range(&list, &format!("ONLY {}", table(table_ref)?), (key, bounds), Vec::new())
 }
 
 /// The first pass of a versioned comparison: a plain table's range, of each row only its key (uncast, as the
 /// extraction reads it) and its version.
 pub fn select_key_versions(table_ref: &TableRef, key: &[String], bounds: &Bounds) -> Result<String, String> {
     let cols = key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?.join(", ");
-    let mut q = format!("SELECT {cols}, {VERSION_COLUMNS} FROM ONLY {}", table(table_ref)?);
-    if let Some(p) = predicate(key, bounds)? {
-        q.push_str(" WHERE ");
-        q.push_str(&p);
-    }
-    Ok(q)
+    let from = format!("ONLY {}", table(table_ref)?);
+    select_range(&format!("{cols}, {VERSION_COLUMNS}"), &from, (key, bounds), Vec::new())
 }
 
 /// A plain table's rows at these tuple ids, read as [`select_versioned`] reads them: a TID scan, one page fetch a row.

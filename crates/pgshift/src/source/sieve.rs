@@ -197,9 +197,9 @@ impl Sieve {
     /// The first pass: a row's key (its key fields' wire bytes) and version ([`version_of`]). `false`: the row is
     /// the previous run's row version, unchanged and done; `true`: it must be read whole ([`Self::keep`]).
     pub(crate) fn screen(&mut self, key: &[u8], version: Version) -> bool {
-        match self.find(key) {
-            Some(i) if self.hash_and_version(i).1 == version => {
-                let hash = self.hash_and_version(i).0;
+        let found = self.find(key).map(|i| (i, self.hash_and_version(i)));
+        match found {
+            Some((i, (hash, v))) if v == version => {
                 self.seen[i as usize] = true;
                 self.counts.unchanged += 1;
                 write_entry(&mut self.out, key, hash, Some(&version));

@@ -46,14 +46,32 @@ pub(crate) struct BenchE2eArgs {
     parallel: u32,
     #[arg(long, default_value = "scripts/demo-schema.sql")]
     demo_sql: PathBuf,
+    #[command(flatten)]
+    runs: RunsFlags,
+}
+
+/// The flags of the benches that time whole pgshift runs over the orders table (`bench e2e`, `bench incremental`).
+#[derive(Args)]
+pub(crate) struct RunsFlags {
+    /// The SQL that builds the orders table.
     #[arg(long, default_value = "../shared/bench/orders.sql")]
-    orders_sql: PathBuf,
-    /// Where pgshift's stage lives (emptied before every run).
+    pub(crate) orders_sql: PathBuf,
+    /// Where pgshift's stage lives (emptied before the runs; a directory under the system's temporary one by
+    /// default).
     #[arg(long)]
-    stage_dir: Option<PathBuf>,
-    /// Lambda memory (MB) the GB-s per GB of source assumes for the extractors.
+    pub(crate) stage_dir: Option<PathBuf>,
+    /// Lambda memory (MB) the extractors' GB-s assume.
     #[arg(long, default_value_t = 2048)]
-    extractor_memory_mb: u32,
+    pub(crate) extractor_memory_mb: u32,
+}
+
+impl RunsFlags {
+    /// The stage directory: `--stage-dir`, else `name` under the system's temporary directory.
+    pub(crate) fn stage_dir(&self, name: &str) -> PathBuf {
+        self.stage_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(name))
+    }
 }
 
 /// One measured child: the pipe (`parallel` tables at once), or a whole run, or a load alone.
@@ -114,10 +132,7 @@ struct Dataset {
 
 pub(crate) async fn run(args: BenchE2eArgs) -> Result<()> {
     let exe = std::env::current_exe()?;
-    let stage_dir = args
-        .stage_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("pgshift-bench-e2e"));
+    let stage_dir = args.runs.stage_dir("pgshift-bench-e2e");
     out!(
         "pgshift bench e2e: {} alternating rounds, medians; parallel pipe and pgshift --concurrency {}\n",
         args.rounds,
@@ -164,7 +179,7 @@ async fn ensure_dataset(args: &BenchE2eArgs, name: &str) -> Result<Dataset> {
             },
             "public.orders",
             args.rows,
-            &args.orders_sql,
+            &args.runs.orders_sql,
             args.rows,
         ),
         other => bail!("--datasets: unknown data set {other:?}; use demo and/or orders"),
@@ -387,8 +402,8 @@ fn print_dataset(args: &BenchE2eArgs, ds: &Dataset, [seq, par, ours]: [&E2eSampl
         ours.wall / seq.wall,
         ours.wall / par.wall,
         load.peak_rss as f64 / 1048576.0,
-        ours.extract_seconds * args.extractor_memory_mb as f64 / 1024.0 / gb.max(1e-9),
-        args.extractor_memory_mb,
+        ours.extract_seconds * args.runs.extractor_memory_mb as f64 / 1024.0 / gb.max(1e-9),
+        args.runs.extractor_memory_mb,
     );
 }
 

@@ -6,13 +6,13 @@
 //! postmaster's children's. Before each run both databases are settled ([`settle`]), so that no autovacuum or
 //! checkpoint of an earlier run's writes lands in a timed one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use pgshift::source::{PgConnector, SourceConnector};
 
-use super::e2e::{child, psql_file, E2eSample};
+use super::e2e::{child, psql_file, E2eSample, RunsFlags};
 
 #[derive(Args)]
 pub(crate) struct BenchIncrementalArgs {
@@ -33,22 +33,13 @@ pub(crate) struct BenchIncrementalArgs {
     /// pgshift's --concurrency (extractors at once).
     #[arg(long, default_value_t = 4)]
     concurrency: u32,
-    #[arg(long, default_value = "../shared/bench/orders.sql")]
-    orders_sql: PathBuf,
-    /// Where the runs' stage lives (emptied first).
-    #[arg(long)]
-    stage_dir: Option<PathBuf>,
-    /// Lambda memory (MB) the extractors' GB-s assume.
-    #[arg(long, default_value_t = 2048)]
-    extractor_memory_mb: u32,
+    #[command(flatten)]
+    runs: RunsFlags,
 }
 
 pub(crate) async fn run(args: BenchIncrementalArgs) -> Result<()> {
     let exe = std::env::current_exe()?;
-    let stage = args
-        .stage_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("pgshift-bench-incremental"));
+    let stage = args.runs.stage_dir("pgshift-bench-incremental");
     let _ = std::fs::remove_dir_all(&stage);
     ensure_orders(&args).await?;
     out!(
@@ -108,9 +99,9 @@ async fn ensure_orders(args: &BenchIncrementalArgs) -> Result<()> {
         eprintln!(
             "building public.orders ({} rows) from {} ...",
             args.rows,
-            args.orders_sql.display()
+            args.runs.orders_sql.display()
         );
-        psql_file(&args.source, &args.orders_sql, args.rows)?;
+        psql_file(&args.source, &args.runs.orders_sql, args.rows)?;
     }
     Ok(())
 }
@@ -187,7 +178,7 @@ fn print(args: &BenchIncrementalArgs, [plain, full, diff, same]: [&E2eSample; 4]
         "GB-s",
         "peak MiB"
     );
-    let gbs = |s: &E2eSample| s.extract_seconds * args.extractor_memory_mb as f64 / 1024.0;
+    let gbs = |s: &E2eSample| s.extract_seconds * args.runs.extractor_memory_mb as f64 / 1024.0;
     for (label, s) in [
         ("full (--incremental full)", plain),
         ("full (diff, first run: digests, keys)", full),
