@@ -6,11 +6,12 @@ use crate::contract::model::{Bounds, ColumnSpec, TableRef};
 /// How a range's rows are digested on the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DigestHow {
-    /// A hash of each row version's identity: its table, its place (`ctid`) and the transaction that wrote it
-    /// (`xmin`). A row version never changes, so a range whose versions are the same holds the same rows; any insert,
-    /// update or delete makes a new version or removes one. No column is read, so it costs little more than a scan of
-    /// the tuple headers. A table rewritten (`VACUUM FULL`, `CLUSTER`, a dump and restore) has new versions of the
-    /// same rows: its ranges then read as changed, and the row-by-row comparison finds no change in them.
+    /// A hash of each row version's identity: its place (`ctid`) seeded by the transaction that wrote it (`xmin`)
+    /// and its table ([`VERSION_SEED`]). A row version never changes, so a range whose versions are the same holds
+    /// the same rows; any insert, update or delete makes a new version or removes one. No column is read, so it costs
+    /// little more than a scan of the tuple headers. A table rewritten (`VACUUM FULL`, `CLUSTER`, a dump and restore)
+    /// has new versions of the same rows: its ranges then read as changed, and the row-by-row comparison finds no
+    /// change in them.
     Versions,
     /// `hash_record_extended` (PostgreSQL 14+) over the row's values: no value is rendered as text, which is what a
     /// digest's time goes to. A column whose type's equality is not the identity of its values (a float's -0 and 0,
@@ -20,6 +21,19 @@ pub enum DigestHow {
     /// MD5 of the row's text form, 60 bits of it (any server).
     Text,
 }
+
+/// The seed of a row version's hash: the 32 bits of its `xmin` (the raw transaction id, which freezing keeps) below
+/// its table's OID. An `xid` has no cast to a number, and its text costs as much as the rest of the digest, so the
+/// number is read through `age`: `age(xmin)` is the transaction's distance back from the reference the whole
+/// statement shares (the next transaction id, fixed per transaction), `age('3')` the distance back to transaction 3,
+/// so `age('3') + 3 - age(xmin)` is `xmin` modulo 2^32. Two and a half times cheaper than `hash_record_extended`
+/// of the row of the three (docs/bench-incremental-2026-12-06.txt). A special xmin (frozen by a server before 9.4,
+/// or bootstrap) has an age of 2^31 - 1 whatever its value: such rows' seeds move with the reference, so a range
+/// holding one reads as changed every run and is compared row by row, never wrongly skipped.
+pub(crate) const VERSION_SEED: &str =
+    "(((SELECT pg_catalog.age('3'::pg_catalog.xid)::pg_catalog.int8 OPERATOR(pg_catalog.+) 3) \
+     OPERATOR(pg_catalog.-) pg_catalog.age(pgshift_row.xmin)::pg_catalog.int8) OPERATOR(pg_catalog.&) 4294967295) \
+     OPERATOR(pg_catalog.|) (pgshift_row.tableoid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)";
 
 /// Whether a column's values hash exactly as they are: equal hashes of its type mean equal values, written alike.
 fn hashes_exactly(c: &ColumnSpec) -> bool {
@@ -62,9 +76,9 @@ pub fn digest_sql(
         .collect::<Result<Vec<_>, String>>()?
         .join(", ");
     let digest = match how {
-        DigestHow::Versions => "pg_catalog.sum(pg_catalog.hash_record_extended(ROW(pgshift_row.tableoid, \
-                                pgshift_row.ctid, pgshift_row.xmin), 0))::pg_catalog.text"
-            .to_string(),
+        DigestHow::Versions => {
+            format!("pg_catalog.sum(pg_catalog.hashtidextended(pgshift_row.ctid, {VERSION_SEED}))::pg_catalog.text")
+        }
         DigestHow::Hash => format!("pg_catalog.sum(pg_catalog.hash_record_extended(ROW({exprs}), 0))::pg_catalog.text"),
         DigestHow::Text => format!(
             "pg_catalog.sum(('x' OPERATOR(pg_catalog.||) pg_catalog.substr(pg_catalog.md5(ROW({exprs})::pg_catalog.\

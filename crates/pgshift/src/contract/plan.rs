@@ -283,6 +283,8 @@ pub enum Strategy {
     CtidPages { pages: u64 },
     /// One task for the whole table.
     Single,
+    /// `--incremental diff` on a state: the boundaries of the committed run `run_id`, kept so that ranges compare.
+    Kept { run_id: String },
 }
 
 impl Strategy {
@@ -293,6 +295,7 @@ impl Strategy {
             Strategy::KeyPageProbes { .. } => "key_page_probes",
             Strategy::CtidPages { .. } => "ctid_pages",
             Strategy::Single => "single",
+            Strategy::Kept { .. } => "kept",
         }
     }
 
@@ -304,10 +307,14 @@ impl Strategy {
                 sample_percent,
             } => format!("quantiles of the key, from a sample of {sampled_rows} rows ({sample_percent}% of the pages)"),
             Strategy::KeyPageProbes { pages, correlation } => format!(
-                "the first key on evenly spaced heap pages (the key is physically ordered: correlation {correlation:.2};                  {pages} pages)"
+                "the first key on evenly spaced heap pages (the key is physically ordered: correlation \
+                 {correlation:.2}; {pages} pages)"
             ),
             Strategy::CtidPages { pages } => format!("equal ranges of heap pages by ctid ({pages} pages)"),
             Strategy::Single => "one part: the whole table".into(),
+            Strategy::Kept { run_id } => {
+                format!("the boundaries of run {run_id}, kept so that its ranges compare (--incremental diff)")
+            }
         }
     }
 }

@@ -164,6 +164,45 @@ pub fn select_key_versions(table_ref: &TableRef, key: &[String], bounds: &Bounds
     select_range(&format!("{cols}, {VERSION_COLUMNS}"), &from, (key, bounds), Vec::new())
 }
 
+/// A windowed first pass ([`crate::source::sieve::Sieve::window_since`]): [`select_key_versions`] of only the rows
+/// written by a transaction since `since` (the low 32 bits of an id, which this process formats): `age(xmin)` is a
+/// row's distance back from the next id, `age(since)` the window's length.
+pub fn select_recent_versions(
+    table_ref: &TableRef,
+    key: &[String],
+    bounds: &Bounds,
+    since: u32,
+) -> Result<String, String> {
+    let cols = key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?.join(", ");
+    let from = format!("ONLY {}", table(table_ref)?);
+    let recent = format!(
+        "pg_catalog.age(xmin) OPERATOR(pg_catalog.>=) 0 AND pg_catalog.age(xmin) OPERATOR(pg_catalog.<=) \
+         pg_catalog.age('{since}'::pg_catalog.xid)"
+    );
+    select_range(
+        &format!("{cols}, {VERSION_COLUMNS}"),
+        &from,
+        (key, bounds),
+        vec![recent],
+    )
+}
+
+/// A plain table's range, of each row only its key: the pass that tells which keys of a windowed comparison are gone.
+pub fn select_keys(table_ref: &TableRef, key: &[String], bounds: &Bounds) -> Result<String, String> {
+    let cols = key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?.join(", ");
+    select_range(&cols, &format!("ONLY {}", table(table_ref)?), (key, bounds), Vec::new())
+}
+
+/// The rows of a plain table's range, counted.
+pub fn count_range(table_ref: &TableRef, key: &[String], bounds: &Bounds) -> Result<String, String> {
+    select_range(
+        "pg_catalog.count(*)",
+        &format!("ONLY {}", table(table_ref)?),
+        (key, bounds),
+        Vec::new(),
+    )
+}
+
 /// A plain table's rows at these tuple ids, read as [`select_versioned`] reads them: a TID scan, one page fetch a row.
 /// The ids are numbers this process formats (read from the server in the same snapshot), never user text.
 pub fn select_tids(table_ref: &TableRef, columns: &[ColumnSpec], tids: &[(u32, u16)]) -> Result<String, String> {

@@ -230,7 +230,11 @@ async fn read_range(
     let catalog = describe_table(&tx, table).await?;
     check_columns(&catalog, &task.columns)?;
     check_key(task, &catalog)?;
-    let (schema, mut decoder) = decoder_for(stage.as_ref(), task, versions::versioned(task, catalog.kind)).await?;
+    let horizon = match versions::versioned(task, catalog.kind) {
+        true => Some(versions::horizon(&tx, task, catalog.oid).await?),
+        false => None,
+    };
+    let (schema, mut decoder) = decoder_for(stage.as_ref(), task, horizon).await?;
     let reads = versions::reads(&tx, task, &mut decoder, catalog.kind).await?;
     // The encoder thread: batches in, files out. `Done` is sent only after a clean end of stream, so an error on
     // this side (or a panic) makes the thread discard the file in progress instead of finishing it.
@@ -284,11 +288,11 @@ async fn read_range(
 
 /// The Parquet schema and the decoder of a task: its columns; for a row-by-row comparison (`task.diff`), every one
 /// nullable but the key's and the deleted flag after them, with the previous run's key file read from the stage;
-/// `versioned`: each row is read with its version ([`versions`]).
+/// `horizon`: each row is read with its version ([`versions`]), in a snapshot of this horizon.
 async fn decoder_for(
     stage: &dyn crate::stage::Stage,
     task: &ExtractTask,
-    versioned: bool,
+    horizon: Option<crate::source::sieve::Horizon>,
 ) -> Result<(arrow_schema::SchemaRef, CopyDecoder), ExtractError> {
     let batch = task.writer.batch_bytes as usize;
     let Some(diff) = &task.diff else {
@@ -309,7 +313,7 @@ async fn decoder_for(
             other => other.into(),
         })?),
     };
-    let sieve = crate::source::sieve::Sieve::new(previous.as_deref(), versioned).map_err(|e| {
+    let sieve = crate::source::sieve::Sieve::new(previous.as_deref(), horizon).map_err(|e| {
         ExtractError::InvalidTask(format!(
             "{} range {}: the last run's key file {}: {e}; run with --incremental full to load the table whole \
                  (and start its comparisons anew)",
@@ -324,7 +328,7 @@ async fn decoder_for(
     };
     let schema = Arc::new(types::arrow_schema(&columns));
     let decoder = CopyDecoder::new(schema.clone(), &columns, &task.key, batch)
-        .with_sieve(sieve, diff.flagged, versioned)
+        .with_sieve(sieve, diff.flagged, horizon.is_some())
         .map_err(|e| ExtractError::InvalidTask(format!("{}: {e}", task.table)))?;
     Ok((schema, decoder))
 }

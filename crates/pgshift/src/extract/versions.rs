@@ -11,7 +11,7 @@ use crate::contract::model::{Bounds, ExtractTask};
 use crate::contract::sql;
 use crate::source::decode::CopyDecoder;
 use crate::source::screen::Screen;
-use crate::source::sieve::Sieve;
+use crate::source::sieve::{Horizon, Sieve};
 use crate::source::SourceError;
 
 use super::ExtractError;
@@ -61,7 +61,13 @@ pub(super) async fn reads(
             screened_bytes: 0,
         });
     };
-    let (screen, screened_bytes) = screen(tx, task, sieve).await?;
+    let (screen, screened_bytes) = match sieve.window_since() {
+        Some(since) => windowed(tx, task, sieve, since).await?,
+        None => {
+            let query = sql::select_key_versions(&task.table, &task.key, &task.bounds).map_err(invalid)?;
+            pass(tx, task, sieve, &query, Screen::new(task.key.len())).await?
+        }
+    };
     tracing::debug!(
         rows = screen.rows,
         to_read = screen.tids.len(),
@@ -86,20 +92,83 @@ pub(super) async fn reads(
     })
 }
 
-/// The first pass: the range's keys and versions, screened by the sieve; what is left to read, and the bytes read.
-async fn screen(tx: &Transaction<'_>, task: &ExtractTask, sieve: &mut Sieve) -> Result<(Screen, u64), ExtractError> {
+/// The transaction ids of the read's snapshot (the transaction's: `REPEATABLE READ`), with their epochs: they bound
+/// which row versions may be new since the last run's read ([`crate::source::sieve`]).
+pub(super) async fn horizon(tx: &Transaction<'_>, task: &ExtractTask, table_oid: u32) -> Result<Horizon, ExtractError> {
+    let pg = |e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e));
+    // txid_current_snapshot is on every supported server (pg_current_snapshot, its successor, from 13 on). The
+    // system identifier only where this role may read it (the subquery runs only then: no error ends the snapshot).
+    let row = tx
+        .query_one(
+            "SELECT pg_catalog.txid_snapshot_xmin(s), pg_catalog.txid_snapshot_xmax(s), CASE WHEN \
+             pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE') THEN (SELECT \
+             c.system_identifier::pg_catalog.text FROM pg_catalog.pg_control_system() c) END, (SELECT d.oid FROM \
+             pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) FROM \
+             pg_catalog.txid_current_snapshot() AS s",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    let id = |i| row.get::<_, i64>(i).max(0) as u64;
+    let system: Option<String> = row.get(2);
+    let database: u32 = row.get(3);
+    Ok(Horizon {
+        xmin: id(0),
+        xmax: id(1),
+        lineage: system.map_or(0, |s| crate::source::sieve::lineage(&s, database, table_oid)),
+    })
+}
+
+/// A windowed first pass ([`Sieve::window_since`]): the range counted, then only its rows written since the last
+/// run's read, by keys and versions; when the count says keys are gone, a pass of the range's keys alone finds them
+/// (unless the range will be read whole anyway).
+async fn windowed(
+    tx: &Transaction<'_>,
+    task: &ExtractTask,
+    sieve: &mut Sieve,
+    since: u32,
+) -> Result<(Screen, u64), ExtractError> {
+    let pg = |e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e));
+    let (table, key, bounds) = (&task.table, &task.key, &task.bounds);
+    let count = sql::count_range(table, key, bounds).map_err(ExtractError::InvalidTask)?;
+    let rows = tx
+        .query_one(count.as_str(), &[])
+        .await
+        .map_err(pg)?
+        .get::<_, i64>(0)
+        .max(0) as u64;
+    let query = sql::select_recent_versions(table, key, bounds, since).map_err(ExtractError::InvalidTask)?;
+    let (mut screen, mut bytes) = pass(tx, task, sieve, &query, Screen::new(key.len())).await?;
+    screen.rows = rows;
+    let gone = sieve.settle_window(rows).map_err(|detail| ExtractError::Protocol {
+        table: table.clone(),
+        detail,
+    })?;
+    tracing::debug!(rows, recent = screen.tids.len(), gone, "window screened");
+    if gone > 0 && screen.tids.len() as u64 * WHOLE_RANGE_SHARE <= rows {
+        let query = sql::select_keys(table, key, bounds).map_err(ExtractError::InvalidTask)?;
+        bytes += pass(tx, task, sieve, &query, Screen::keys_only(key.len())).await?.1;
+    }
+    Ok((screen, bytes))
+}
+
+/// A first pass (keys and versions, or keys alone) through the sieve: what is left to read, and the bytes read.
+async fn pass(
+    tx: &Transaction<'_>,
+    task: &ExtractTask,
+    sieve: &mut Sieve,
+    select: &str,
+    mut screen: Screen,
+) -> Result<(Screen, u64), ExtractError> {
     let pg = |e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e));
     let protocol = |detail| ExtractError::Protocol {
         table: task.table.clone(),
         detail,
     };
-    let query = sql::copy_out(
-        &sql::select_key_versions(&task.table, &task.key, &task.bounds).map_err(ExtractError::InvalidTask)?,
-    );
+    let query = sql::copy_out(select);
     tracing::debug!(%query, "copy keys and versions");
     let stream = tx.copy_out(&query).await.map_err(pg)?;
     pin_mut!(stream);
-    let mut screen = Screen::new(task.key.len());
     let mut bytes = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(pg)?;

@@ -10,7 +10,7 @@ use crate::contract::incremental::{
     self, Base, DigestHow, Incremental, RangeDigest, RowDiff, SyncState, TableIncremental, Want,
 };
 use crate::contract::load::LoadMode;
-use crate::contract::model::{Bounds, ExtractTask};
+use crate::contract::model::{Bounds, ExtractTask, TableRef};
 use crate::contract::plan::{Plan, PlanRequest, TablePlan};
 use crate::source::SourceError;
 use crate::stage::Stage;
@@ -21,7 +21,7 @@ pub(crate) fn mode_of(req: &PlanRequest, table: &TablePlan) -> Incremental {
 }
 
 /// [`mode_of`] by the table's name.
-pub(crate) fn mode_of_table(req: &PlanRequest, table: &crate::contract::model::TableRef) -> Incremental {
+pub(crate) fn mode_of_table(req: &PlanRequest, table: &TableRef) -> Incremental {
     req.overrides
         .get(&table.to_string())
         .and_then(|o| o.incremental.clone())
@@ -82,7 +82,7 @@ pub(super) async fn apply(
             tasks.extend(mine);
             continue;
         }
-        let signature = incremental::signature(&t.key, &key_collations(client, t).await?, &t.columns);
+        let signature = incremental::signature(&t.key, &key_collations(client, &t.table, &t.key).await?, &t.columns);
         let soft = req.load.as_ref().is_some_and(|l| !l.deletes.is_hard());
         let want = Want {
             table: &t.table.clone(),
@@ -91,7 +91,7 @@ pub(super) async fn apply(
             cursor: matches!(mode, Incremental::Cursor(_)),
             soft,
         };
-        let state = read_state(stage, t, &want).await;
+        let state = read_state(stage, &t.table, &want).await;
         match &mode {
             Incremental::Cursor(column) => {
                 tasks.extend(super::cursor::plan_table((client, req), t, mine, column, state).await?);
@@ -119,8 +119,8 @@ pub(super) async fn apply(
 }
 
 /// The collations of the table's key columns, in key order (`""` for a type without one): they order its ranges.
-async fn key_collations(client: &Client, t: &TablePlan) -> Result<Vec<String>, PlanError> {
-    let name = crate::contract::sql::table(&t.table).map_err(PlanError::InvalidRequest)?;
+async fn key_collations(client: &Client, table: &TableRef, key: &[String]) -> Result<Vec<String>, PlanError> {
+    let name = crate::contract::sql::table(table).map_err(PlanError::InvalidRequest)?;
     let rows = client
         .query(
             "SELECT a.attname::pg_catalog.text, COALESCE(c.collname::pg_catalog.text, '') FROM pg_catalog.pg_attribute \
@@ -130,14 +130,40 @@ async fn key_collations(client: &Client, t: &TablePlan) -> Result<Vec<String>, P
             &[&name],
         )
         .await
-        .map_err(|e| SourceError::from_pg(&t.table, 0, e))?;
+        .map_err(|e| SourceError::from_pg(table, 0, e))?;
     let of = |k: &String| {
         rows.iter()
             .find(|r| r.get::<_, String>(0) == *k)
             .map(|r| r.get::<_, String>(1))
             .unwrap_or_default()
     };
-    Ok(t.key.iter().map(of).collect())
+    Ok(key.iter().map(of).collect())
+}
+
+/// The state a `diff` table's run will build on, read before its boundaries are planned: when there is one, the
+/// planner keeps its boundaries and reads no key quantiles ([`apply`] then compares with the same state). `None`
+/// when the table is not `diff`, has no usable state, or is due a full load (`--full-every`): its boundaries are
+/// planned anew.
+pub(super) async fn kept_state(
+    (client, stage): (&Client, &dyn Stage),
+    req: &PlanRequest,
+    (table, key, columns): (&TableRef, &[String], &[crate::contract::model::ColumnSpec]),
+) -> Option<SyncState> {
+    if mode_of_table(req, table) != Incremental::Diff || key.is_empty() || !req.settings.static_source {
+        return None;
+    }
+    let signature = incremental::signature(key, &key_collations(client, table, key).await.ok()?, columns);
+    let want = Want {
+        table,
+        key,
+        signature: &signature,
+        cursor: false,
+        soft: req.load.as_ref().is_some_and(|l| !l.deletes.is_hard()),
+    };
+    let s = read_state(stage, table, &want).await.ok()?;
+    let due = req.full_every.is_some_and(|n| s.runs_since_full + 1 >= n);
+    let keyed = !s.ranges.is_empty() && s.ranges.iter().all(|r| matches!(r.bounds, Bounds::Key { .. }));
+    (keyed && !due).then_some(s)
 }
 
 /// Why a pre-flight set the state at `key` aside, when it did (the newest `set-aside-<time>.json` beside it).
@@ -159,8 +185,8 @@ async fn set_aside(stage: &dyn Stage, key: &str) -> Option<String> {
 }
 
 /// The table's state, or why there is none to build on.
-pub(super) async fn read_state(stage: &dyn Stage, t: &TablePlan, want: &Want<'_>) -> Result<SyncState, String> {
-    let key = crate::contract::layout::state_key(&t.table);
+async fn read_state(stage: &dyn Stage, table: &TableRef, want: &Want<'_>) -> Result<SyncState, String> {
+    let key = crate::contract::layout::state_key(table);
     match crate::stage::run::read_json::<SyncState>(stage, &key).await {
         Ok(Some(s)) => match incremental::unusable(&s, want) {
             None => Ok(s),
@@ -436,7 +462,7 @@ async fn digest_ranges(
             digest: format!(
                 "{}:{}",
                 match how {
-                    DigestHow::Versions => "v",
+                    DigestHow::Versions => "x",
                     DigestHow::Hash => "h",
                     DigestHow::Text => "t",
                 },

@@ -32,7 +32,7 @@ use crate::contract::plan::{
 };
 use crate::contract::sql;
 use crate::source::{describe_tables, CatalogTable, SourceConnector, SourceError, SESSION_SETTINGS};
-use crate::stage::StageOpener;
+use crate::stage::{Stage, StageOpener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -91,6 +91,12 @@ pub struct PlanContext {
 
 /// Plans a run: reads the catalog, computes boundaries, and returns the plan (nothing is written).
 pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError> {
+    plan_on(client, None, req).await
+}
+
+/// [`plan`], with the stage its `--incremental diff` tables' states are read from: a table with a usable state keeps
+/// its boundaries, and no key quantiles are read for it.
+async fn plan_on(client: &Client, stage: Option<&dyn Stage>, req: &PlanRequest) -> Result<Plan, PlanError> {
     let started = Instant::now();
     if req.tables.is_empty() {
         return Err(PlanError::InvalidRequest("no table patterns".into()));
@@ -131,6 +137,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
     let mut notes = plan_notes(req, &relations, &selected, run_note);
     let each = Each {
         client,
+        stage,
         req,
         run_id: &run_id,
         source: &source,
@@ -169,6 +176,7 @@ pub async fn plan(client: &Client, req: &PlanRequest) -> Result<Plan, PlanError>
 /// What planning every table shares.
 struct Each<'a> {
     client: &'a Client,
+    stage: Option<&'a dyn Stage>,
     req: &'a PlanRequest,
     run_id: &'a str,
     source: &'a SourceInfo,
@@ -200,6 +208,7 @@ async fn plan_tables(
             source: each.source,
             low_cardinality: low_cardinality.remove(&rel.oid).unwrap_or_default(),
             over_budget,
+            stage: each.stage,
         })
         .await?;
         spent += usize::from(over_budget && t.strategy.kind() == "ctid_pages" && !t.key.is_empty());
@@ -428,7 +437,7 @@ async fn write_plan(
         None => {
             let source = crate::source::connector_for(&ctx.source, req.source_endpoint.as_ref())?;
             let client = source.connect_first().await?;
-            let planned = plan(&client, &req).await?;
+            let planned = plan_on(&client, Some(stage.as_ref()), &req).await?;
             incremental::apply((&client, source.as_ref()), stage.as_ref(), &req, planned).await?
         }
     };

@@ -6,8 +6,10 @@ use crate::contract::plan::{PlanRequest, PlanSettings};
 
 /// The number of parts for a table of `bytes`: by size, raised so a part finishes inside the time budget at the
 /// expected throughput, raised again to spread a large table over the extractors that run at once (the run lasts as
-/// long as its largest table, and Lambda bills the same GB-s for the same bytes in more, shorter parts), rounded up to
-/// a multiple of the slices when there are more parts than slices, capped.
+/// long as its largest table, and Lambda bills the same GB-s for the same bytes in more, shorter parts); with more
+/// parts than extractors at once, rounded up to whole waves of them (5 parts on 4 extractors would run a second wave
+/// of one part, as long as the first: 8 smaller parts run two full waves, each shorter); rounded up to a multiple of
+/// the slices when there are more parts than slices; capped.
 pub(crate) fn part_count(bytes: u64, s: &PlanSettings) -> (u32, Option<String>) {
     if bytes == 0 {
         return (1, None);
@@ -19,6 +21,10 @@ pub(crate) fn part_count(bytes: u64, s: &PlanSettings) -> (u32, Option<String>) 
     let by_time = bytes.div_ceil((s.throughput_bytes_per_sec.max(1)).saturating_mul(s.part_seconds_budget.max(1)));
     let by_spread = (bytes / s.min_part_bytes.max(1)).min(s.max_concurrency.max(1) as u64);
     let mut p = by_size.max(by_time).max(by_spread).max(1);
+    let wave = s.max_concurrency.max(1) as u64;
+    if p > wave {
+        p = p.div_ceil(wave) * wave;
+    }
     let slices = s.slices.max(1) as u64;
     if p > slices && slices > 1 {
         p = p.div_ceil(slices) * slices;
@@ -108,7 +114,18 @@ mod tests {
             part_seconds_budget: 50,
             ..s.clone()
         };
-        assert_eq!(part_count(1000, &slow).0, 20, "raised to finish inside the time budget");
+        assert_eq!(
+            part_count(1000, &slow).0,
+            32,
+            "raised to finish inside the time budget (20), then to two full waves of 16 extractors"
+        );
+        let waves = PlanSettings {
+            max_concurrency: 4,
+            ..s.clone()
+        };
+        assert_eq!(part_count(500, &waves).0, 8, "5 parts on 4 extractors: two full waves");
+        assert_eq!(part_count(400, &waves).0, 4, "one full wave stays");
+        assert_eq!(part_count(300, &waves).0, 3, "fewer parts than extractors stay");
         let sliced = PlanSettings { slices: 4, ..s.clone() };
         assert_eq!(
             part_count(1000, &sliced).0,

@@ -27,6 +27,8 @@ pub(super) struct TableContext<'a> {
     pub(super) low_cardinality: Vec<String>,
     /// The planning budget is spent ([`crate::contract::plan::PlanSettings::planning_budget_seconds`]).
     pub(super) over_budget: bool,
+    /// Where `--incremental diff` states are read, to keep their boundaries ([`super::incremental::kept_state`]).
+    pub(super) stage: Option<&'a dyn crate::stage::Stage>,
 }
 
 /// How a table is split: the strategy, the ranges, why, and the rows they hold in all.
@@ -68,7 +70,7 @@ pub(super) async fn plan_table(cx: TableContext<'_>) -> Result<(TablePlan, Vec<E
         .check(&table.to_string(), &columns)
         .map_err(PlanError::InvalidRequest)?;
     let key_types = checked_key(&cx, &key).await?;
-    let split = split(&cx, &key, &key_types, &mut notes).await?;
+    let split = split(&cx, (&key, &key_types), &columns, &mut notes).await?;
     let (mut plan, tasks) = assemble(&cx, columns, key, split, notes);
     plan.design = design;
     Ok((plan, tasks))
@@ -106,8 +108,8 @@ async fn checked_key(cx: &TableContext<'_>, key: &[String]) -> Result<Vec<KeyTyp
 /// The table's split: chosen from its statistics, with its boundaries read from the source for key ranges.
 async fn split(
     cx: &TableContext<'_>,
-    key: &[String],
-    key_types: &[KeyType],
+    (key, key_types): (&[String], &[KeyType]),
+    columns: &[ColumnSpec],
     notes: &mut Vec<String>,
 ) -> Result<Split, PlanError> {
     let rel = cx.rel;
@@ -139,8 +141,28 @@ async fn split(
             reason,
             rows: rows_est,
         }),
-        Choice::KeyRanges => key_split(cx, &shape, key, notes).await,
+        Choice::KeyRanges => match kept(cx, key, columns).await {
+            Some(split) => Ok(split),
+            None => key_split(cx, &shape, key, notes).await,
+        },
     }
+}
+
+/// A `diff` table with a usable state: that state's boundaries, kept so that ranges compare (no key quantiles read).
+async fn kept(cx: &TableContext<'_>, key: &[String], columns: &[ColumnSpec]) -> Option<Split> {
+    let stage = cx.stage?;
+    let s = super::incremental::kept_state((cx.client, stage), cx.req, (&cx.rel.table, key, columns)).await?;
+    Some(Split {
+        reason: format!(
+            "{} ⇒ the {} range(s) of run {}, kept so that they compare",
+            crate::contract::plan::human_bytes(cx.rel.bytes),
+            s.ranges.len(),
+            s.run_id
+        ),
+        rows: s.ranges.iter().map(|r| r.rows).sum(),
+        bounds: s.ranges.into_iter().map(|r| r.bounds).collect(),
+        strategy: Strategy::Kept { run_id: s.run_id },
+    })
 }
 
 /// Key ranges: boundaries at the first keys of evenly spaced pages for a physically ordered key, else at quantiles

@@ -5,9 +5,11 @@
 use super::decode::{header_len, DecodeError};
 use super::sieve::{version_of, Sieve};
 
-/// The first pass's parser: `keys` key fields, then `ctid` and `xmin`, per tuple.
+/// The first pass's parser: `keys` key fields, then `ctid` and `xmin`, per tuple; or the key fields alone, for a pass
+/// that tells the sieve which keys the range holds ([`Screen::keys_only`]).
 pub(crate) struct Screen {
     keys: usize,
+    versions: bool,
     header_done: bool,
     trailer_seen: bool,
     carry: Vec<u8>,
@@ -21,11 +23,20 @@ impl Screen {
     pub(crate) fn new(keys: usize) -> Self {
         Screen {
             keys,
+            versions: true,
             header_done: false,
             trailer_seen: false,
             carry: Vec::new(),
             tids: Vec::new(),
             rows: 0,
+        }
+    }
+
+    /// A pass of keys alone: each key is one the range holds ([`Sieve::present`]).
+    pub(crate) fn keys_only(keys: usize) -> Self {
+        Screen {
+            versions: false,
+            ..Screen::new(keys)
         }
     }
 
@@ -64,17 +75,19 @@ impl Screen {
                 pos += 2;
                 break;
             }
-            if count as usize != self.keys + 2 {
+            if count as usize != self.fields() {
                 return Err(format!(
                     "a key and version tuple has {count} fields, expected {}",
-                    self.keys + 2
+                    self.fields()
                 ));
             }
             let Some(f) = self.frame(buf, pos)? else {
                 break;
             };
             self.rows += 1;
-            if sieve.screen(&buf[pos + 2..f.versions_at], version_of(&buf[f.versions_at..f.end])) {
+            if !self.versions {
+                sieve.present(&buf[pos + 2..f.end]);
+            } else if sieve.screen(&buf[pos + 2..f.versions_at], version_of(&buf[f.versions_at..f.end])) {
                 self.tids.push(f.tid);
             }
             pos = f.end;
@@ -82,12 +95,16 @@ impl Screen {
         Ok(pos)
     }
 
+    fn fields(&self) -> usize {
+        self.keys + if self.versions { 2 } else { 0 }
+    }
+
     /// The tuple at `pos`, or `None` while the buffer does not hold all of it.
     fn frame(&self, buf: &[u8], pos: usize) -> Result<Option<Framed>, String> {
         let mut p = pos + 2;
         let mut versions_at = p;
         let mut tid = (0, 0);
-        for i in 0..self.keys + 2 {
+        for i in 0..self.fields() {
             let Some(len) = buf.get(p..p + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])) else {
                 return Ok(None);
             };
@@ -140,6 +157,14 @@ fn protocol(e: DecodeError) -> String {
 mod tests {
     use super::*;
     use crate::source::sieve::tests::tuple;
+    use crate::source::sieve::Horizon;
+
+    /// Rows written by transaction 5, before every read.
+    const HORIZON: Horizon = Horizon {
+        xmin: 6,
+        xmax: 7,
+        lineage: 0,
+    };
 
     fn stream(rows: &[(&[u8], [u8; 6])]) -> Vec<u8> {
         let mut out = b"PGCOPY\n\xff\r\n\0".to_vec();
@@ -154,7 +179,7 @@ mod tests {
     #[test]
     fn the_first_pass_leaves_the_rows_whose_version_changed_however_the_stream_is_split() {
         let (a, b) = ([0, 0, 0, 3, 0, 1], [0, 0, 1, 0, 0, 2]);
-        let mut first = Sieve::new(None, true).unwrap();
+        let mut first = Sieve::new(None, Some(HORIZON)).unwrap();
         for k in [b"1", b"2"] {
             let row = tuple(&[k, &a, &[0, 0, 0, 5]]);
             first.keep(&row, Some(2 + 4 + k.len()), [Some(&k[..])].into_iter());
@@ -162,7 +187,7 @@ mod tests {
         let (file, _) = first.finish().unwrap();
         let bytes = stream(&[(b"1", a), (b"2", b), (b"3", b)]);
         for split in [1, 7, 19, 20, 33, bytes.len()] {
-            let mut sieve = Sieve::new(Some(&file), true).unwrap();
+            let mut sieve = Sieve::new(Some(&file), Some(HORIZON)).unwrap();
             let mut s = Screen::new(1);
             for chunk in bytes.chunks(split) {
                 s.feed(&mut sieve, chunk).unwrap();
@@ -170,7 +195,7 @@ mod tests {
             s.finish().unwrap();
             assert_eq!((s.rows, s.tids.clone()), (3, vec![(256, 2), (256, 2)]), "split {split}");
         }
-        let mut sieve = Sieve::new(Some(&file), true).unwrap();
+        let mut sieve = Sieve::new(Some(&file), Some(HORIZON)).unwrap();
         let mut s = Screen::new(1);
         s.feed(&mut sieve, &bytes[..bytes.len() - 2]).unwrap();
         assert!(s.finish().unwrap_err().contains("before the COPY trailer"));

@@ -139,6 +139,7 @@ async fn shape_line(b: &Bench, name: &str, stride: Option<&str>) -> Result<()> {
         Strategy::KeyPageProbes { correlation, .. } => ("page_probes", format!("corr {correlation:.3}")),
         Strategy::CtidPages { pages } => ("ctid_pages", format!("{pages} pages")),
         Strategy::Single => ("single", String::new()),
+        Strategy::Kept { run_id } => ("kept", run_id.clone()),
     };
     let (stride_skew, stride_min) = match stride {
         Some(expr) => {
