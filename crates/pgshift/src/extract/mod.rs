@@ -230,12 +230,17 @@ async fn read_range(
     let catalog = describe_table(&tx, table).await?;
     check_columns(&catalog, &task.columns)?;
     check_key(task, &catalog)?;
-    let horizon = match versions::versioned(task, catalog.kind) {
-        true => Some(versions::horizon(&tx, task, catalog.oid).await?),
+    let point = match versions::versioned(task, catalog.kind) {
+        true => Some(versions::read_point(&tx, task, catalog.oid).await?),
         false => None,
     };
-    let (schema, mut decoder) = decoder_for(stage.as_ref(), task, horizon).await?;
-    let reads = versions::reads(&tx, task, &mut decoder, catalog.kind).await?;
+    let (schema, mut decoder) = decoder_for(stage.as_ref(), task, point.as_ref().map(|p| p.horizon)).await?;
+    let known = versions::Known {
+        kind: catalog.kind,
+        unique_key: catalog.key == task.key,
+        point: point.as_ref(),
+    };
+    let reads = versions::reads(&tx, task, &mut decoder, known).await?;
     // The encoder thread: batches in, files out. `Done` is sent only after a clean end of stream, so an error on
     // this side (or a panic) makes the thread discard the file in progress instead of finishing it.
     let (tx_batches, rx_batches) = mpsc::channel::<Msg>(2);

@@ -16,10 +16,15 @@
 //! window is read whole and compared by its hash; with 2^32 ids or more since the last read, every row is.
 //!
 //! The window also decides without reading: a row whose `xmin` is outside it was written before the last read and
-//! still is that version, so it is in the last key file as it is now. When the file and this read are of the same
-//! table of the same database (its [`Horizon::lineage`]), the first pass asks the server for only the rows in the
-//! window ([`Sieve::window_since`]); every other key of the file is kept as it was, unless the range's count says
-//! keys are gone, and then a pass of keys alone finds which ([`Sieve::settle_window`]).
+//! still is that version, so it is in the last key file as it is now. That holds only along one server's own
+//! history: a snapshot restored is a new server whose transactions that were in flight at the snapshot are rolled
+//! back (in the source they may commit later, with ids below that copy's snapshot `xmin`), and which may spend ids
+//! of its own that the source spends again. So when the file and this read are of the same table of the same
+//! database on the same running server (its [`Horizon::lineage`]: a static source read run after run, not a
+//! restored copy), the first pass asks the server for only the rows in the window ([`Sieve::window_since`]); every
+//! other key of the file is kept as it was, unless the range's count says keys are gone, and then a pass of keys
+//! alone finds which ([`Sieve::settle_window`]). Elsewhere versions are only compared for equality, which no
+//! rolled-back or re-spent id can fake: a row version of the source's is never one of the copy's.
 //!
 //! Lookups follow the previous file's order first: a range is read in the same order from run to run (its index's,
 //! or its heap's), so the row after the last one found is nearly always the next one read, and the memory is read
@@ -41,8 +46,9 @@ const MAGIC_HORIZON: &[u8; 8] = b"PGSKEYS3";
 
 /// The transaction ids of a read's snapshot (`txid_current_snapshot`, 64 bits with the epoch): `xmin`, every id
 /// below which had ended; `xmax`, the first id not yet assigned. `lineage`: a hash of the cluster's system
-/// identifier, the database's and the table's OIDs (0: unknown), which a physical copy (an RDS snapshot restored, a
-/// replica) keeps and any other database changes: transaction ids compare only within one lineage.
+/// identifier, the server's start time, the database's and the table's OIDs (0: unknown). It is the same only on the
+/// same running server: a restored snapshot, a replica, a restart or another database each change it, and
+/// transaction ids are compared by order only within one lineage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Horizon {
     pub(crate) xmin: u64,
@@ -50,12 +56,36 @@ pub(crate) struct Horizon {
     pub(crate) lineage: u64,
 }
 
+impl Sieve {
+    /// This run's key file records no lineage (its read is not known to be durable): the next run's first pass
+    /// reads every key and version of the range.
+    pub(crate) fn forget_lineage(&mut self) {
+        if self.out.starts_with(MAGIC_HORIZON) {
+            self.out[16..24].copy_from_slice(&0u64.to_le_bytes());
+        }
+    }
+
+    /// The keys of the last run's file not seen: after a windowed pass's pass of keys, as many as
+    /// [`Self::settle_window`] counted gone, or the source changed while it was read.
+    pub(crate) fn check_gone(&self, gone: u64) -> Result<(), String> {
+        let unseen = self.seen.iter().filter(|s| !**s).count() as u64;
+        match unseen == gone {
+            true => Ok(()),
+            false => Err(format!(
+                "the range's count says {gone} key(s) of the last run's key file are gone, its keys say {unseen}: \
+                 the source changed while it was read, or its key is not unique"
+            )),
+        }
+    }
+}
+
 /// The longest window the first pass filters on the server: `age()` is a 32-bit signed distance.
 const SERVER_WINDOW: u64 = 1 << 30;
 
-/// A lineage from its parts ([`Horizon::lineage`]): never 0.
-pub(crate) fn lineage(system_identifier: &str, database: u32, table: u32) -> u64 {
-    xxh64(format!("{system_identifier}/{database}/{table}").as_bytes()).max(1)
+/// A lineage from its parts ([`Horizon::lineage`]): `server`, the system identifier and the server's start time;
+/// never 0.
+pub(crate) fn lineage(server: &str, database: u32, table: u32) -> u64 {
+    xxh64(format!("{server}/{database}/{table}").as_bytes()).max(1)
 }
 
 const NOT_UNIQUE: &str = "a key is in the last run's key file twice: the table's key is not unique, and a \
@@ -311,6 +341,8 @@ impl Sieve {
         match found {
             Some((i, (hash, v))) if v == version && !self.recent(&version) => {
                 self.seen[i as usize] = true;
+                // Written here: a windowed pass's finish must not keep it again.
+                self.touched[i as usize] = true;
                 self.counts.unchanged += 1;
                 write_entry(&mut self.out, key, hash, Some(&version));
                 false
@@ -759,13 +791,25 @@ pub(crate) mod tests {
             (1, 1, 1, 2)
         );
 
-        // Nothing since: no row in the window, the count as before; the file is kept whole.
+        // Nothing since; the server's filter also sent key 1, an old row whose 32-bit xmin came round into its
+        // window (the filter's end is the next id when it ran, past the snapshot's): its version stands, and the
+        // file holds it once.
         let mut s = Sieve::new(Some(&file), Some(at((30, 31)))).unwrap();
         assert_eq!(s.window_since(), Some(20));
+        assert!(!s.screen(&wire(b"1"), version_of(&[wire(&old), wire(&xmin_old)].concat())));
         assert_eq!(s.settle_window(4), Ok(0));
         assert!(s.deleted().is_empty());
         let (file, counts) = s.finish().unwrap();
         assert_eq!((counts.unchanged, counts.deleted), (4, 0));
+        let again = Sieve::new(Some(&file), Some(at((40, 41)))).unwrap();
+        assert_eq!(again.entries.len(), 4, "each key once");
+        // A pass of keys that finds fewer gone than counted: the source changed, or the key is not unique.
+        let mut s = Sieve::new(Some(&file), Some(at((40, 41)))).unwrap();
+        assert_eq!(s.settle_window(3), Ok(1));
+        for k in [b"1", b"2", b"3", b"5"] {
+            s.present(&wire(k));
+        }
+        assert!(s.check_gone(1).is_err());
         let mut s = Sieve::new(Some(&file), Some(at((40, 41)))).unwrap();
         assert!(
             s.settle_window(5).is_err(),
