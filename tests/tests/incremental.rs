@@ -552,6 +552,36 @@ async fn rows_replaced_by_hand_with_the_same_count_and_a_mode_switch_are_found()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enum_whose_labels_are_renamed_is_loaded_in_full() -> Result<()> {
+    let sql = format!(
+        "{SOURCE}
+         CREATE TYPE sales.mood AS ENUM ('sad', 'ok', 'happy');
+         ALTER TABLE sales.orders ADD COLUMN mood sales.mood;
+         UPDATE sales.orders SET mood = (ARRAY['sad', 'ok', 'happy']::sales.mood[])[1 + id % 3];
+         ANALYZE sales.orders;"
+    );
+    let (source, target, _, stage) = setup("incenum", &sql).await?;
+    committed(&source, &target, diff(&stage, "enum-1")).await?;
+    // A renamed label changes the value of every row that holds it, and no row's version.
+    connect(&source)
+        .await?
+        .batch_execute("ALTER TYPE sales.mood RENAME VALUE 'sad' TO 'blue'")
+        .await?;
+    let second = committed(&source, &target, diff(&stage, "enum-2")).await?;
+    let orders = table(&second, "sales.orders").incremental.clone().expect("incremental");
+    assert!(
+        orders.base.is_none() && orders.full_because.as_deref().unwrap_or("").contains("enum"),
+        "{:?}",
+        orders.full_because
+    );
+    same(&source, &target, &second).await?;
+    // The tables without an enum keep their states.
+    let items = table(&second, "sales.items").incremental.clone().expect("incremental");
+    assert!(items.base.is_some(), "{:?}", items.full_because);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_digest_runs_on_the_source_and_differs_when_a_float_turns_negative_zero() -> Result<()> {
     use pgshift::contract::incremental::{digest_sql, DigestHow};
     use pgshift::contract::model::{Bounds, TableRef};

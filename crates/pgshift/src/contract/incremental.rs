@@ -397,14 +397,23 @@ pub struct Committed<'a> {
     pub committed_at: f64,
 }
 
-/// A hash of the key, its columns' collations (the order of the key ranges), and each column's name, type, cast and
-/// mapping: equal signatures compare range for range.
-pub fn signature(key: &[String], collations: &[String], columns: &[ColumnSpec]) -> String {
+/// A hash of the key, its columns' collations (the order of the key ranges), each column's name, type, cast and
+/// mapping, and the labels of its enum columns: equal signatures compare range for range, and row for row.
+pub fn signature(
+    key: &[String],
+    collations: &[String],
+    columns: &[ColumnSpec],
+    enum_labels: &[(String, Vec<String>)],
+) -> String {
     let cols: Vec<_> = columns
         .iter()
         .map(|c| (&c.name, c.pg_type.oid, c.pg_type.typmod, &c.cast, &c.mapping))
         .collect();
-    crate::contract::plan::json_digest(&(key, collations, cols))
+    // A table without enum columns signs as it did before enum labels were signed: its state stays usable.
+    match enum_labels.is_empty() {
+        true => crate::contract::plan::json_digest(&(key, collations, cols)),
+        false => crate::contract::plan::json_digest(&(key, collations, cols, enum_labels)),
+    }
 }
 
 /// What a run wants of a state to build on it.
@@ -437,7 +446,9 @@ pub fn unusable(state: &SyncState, want: &Want<'_>) -> Option<String> {
     }
     if state.signature != want.signature {
         return Some(
-            "its columns changed (added, dropped, retyped, cast differently, or the key's collation changed)".into(),
+            "its columns changed (added, dropped, retyped, cast differently, an enum's labels renamed, or the key's \
+             collation changed)"
+                .into(),
         );
     }
     match (state.cursor.is_some(), want.cursor) {

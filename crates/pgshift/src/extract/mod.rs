@@ -230,15 +230,14 @@ async fn read_range(
     let catalog = describe_table(&tx, table).await?;
     check_columns(&catalog, &task.columns)?;
     check_key(task, &catalog)?;
-    let point = match versions::versioned(task, catalog.kind) {
-        true => Some(versions::read_point(&tx, task, catalog.oid).await?),
+    let horizon = match versions::versioned(task, catalog.kind) {
+        true => Some(versions::horizon(&tx, task, catalog.oid).await?),
         false => None,
     };
-    let (schema, mut decoder) = decoder_for(stage.as_ref(), task, point.as_ref().map(|p| p.horizon)).await?;
+    let (schema, mut decoder) = decoder_for(stage.as_ref(), task, horizon).await?;
     let known = versions::Known {
         kind: catalog.kind,
         unique_key: catalog.key == task.key,
-        point: point.as_ref(),
     };
     let reads = versions::reads(&tx, task, &mut decoder, known).await?;
     // The encoder thread: batches in, files out. `Done` is sent only after a clean end of stream, so an error on

@@ -34,13 +34,11 @@ pub(super) fn versioned(task: &ExtractTask, kind: char) -> bool {
     task.diff.is_some() && kind == 'r' && matches!(task.bounds, Bounds::Key { .. }) && !task.key.is_empty()
 }
 
-/// What the read knows of its table and snapshot: the relation's `relkind`; whether the task's key is the table's
-/// primary key or unique index (a windowed pass needs one row per key); and the read's [`ReadPoint`], on a
-/// versioned read.
-pub(super) struct Known<'a> {
+/// What the read knows of its table: the relation's `relkind`, and whether the task's key is the table's primary
+/// key or unique index (a windowed pass needs one row per key).
+pub(super) struct Known {
     pub(super) kind: char,
     pub(super) unique_key: bool,
-    pub(super) point: Option<&'a ReadPoint>,
 }
 
 /// The reads of a task's range; a first pass of keys and versions runs here when the decoder's sieve can use it.
@@ -48,17 +46,8 @@ pub(super) async fn reads(
     tx: &Transaction<'_>,
     task: &ExtractTask,
     decoder: &mut CopyDecoder,
-    known: Known<'_>,
+    known: Known,
 ) -> Result<Reads, ExtractError> {
-    if let (Some(lsn), Some(sieve)) = (known.point.and_then(|p| p.lsn.as_deref()), decoder.sieve_mut()) {
-        if !durable(tx, task, lsn).await? {
-            tracing::info!(
-                lsn,
-                "the snapshot's data is not yet flushed: the key file records no lineage"
-            );
-            sieve.forget_lineage();
-        }
-    }
     let (invalid, kind) = (ExtractError::InvalidTask, known.kind);
     let versioned = versioned(task, kind);
     let whole = || match versioned {
@@ -109,21 +98,10 @@ pub(super) async fn reads(
     })
 }
 
-/// The read's snapshot as a versioned comparison needs it: its [`Horizon`], and the WAL position every commit it
-/// sees is before (`None` on a standby, whose data is the primary's flushed WAL, or a server before 10).
-pub(super) struct ReadPoint {
-    pub(super) horizon: Horizon,
-    lsn: Option<String>,
-}
-
 /// The transaction ids of the read's snapshot (the transaction's: `REPEATABLE READ`), with their epochs: they bound
 /// which row versions may be new since the last run's read ([`crate::source::sieve`]). Its lineage where this role
 /// may read the system identifier, on PostgreSQL 10 or later; else none (0).
-pub(super) async fn read_point(
-    tx: &Transaction<'_>,
-    task: &ExtractTask,
-    table_oid: u32,
-) -> Result<ReadPoint, ExtractError> {
+pub(super) async fn horizon(tx: &Transaction<'_>, task: &ExtractTask, table_oid: u32) -> Result<Horizon, ExtractError> {
     let pg = |e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e));
     // txid_current_snapshot is on every server (pg_current_snapshot, its successor, from 13 on); functions newer
     // than that only in the second statement, on a server that has them (a name is resolved even in a branch not
@@ -140,57 +118,30 @@ pub(super) async fn read_point(
         .map_err(pg)?;
     let id = |i| row.get::<_, i64>(i).max(0) as u64;
     let (version, database): (i32, u32) = (row.get(2), row.get(3));
-    let (mut horizon, mut lsn) = (
-        Horizon {
-            xmin: id(0),
-            xmax: id(1),
-            lineage: 0,
-        },
-        None,
-    );
+    let mut horizon = Horizon {
+        xmin: id(0),
+        xmax: id(1),
+        lineage: 0,
+    };
     if version >= 100_000 {
-        // The server's identity with its start time: ids are ordered only along one running server's history
-        // (the sieve's docs); the insert position bounds every commit this snapshot sees.
+        // The server's identity, its start time, and when its shared statistics were last reset, which a
+        // crash-restart does (the postmaster, and its start time, stay): ids are ordered only along one running
+        // server's history (the sieve's docs). NULL, and no lineage, where any of them cannot be read.
         let row = tx
             .query_one(
                 "SELECT CASE WHEN pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE') \
                  THEN (SELECT c.system_identifier::pg_catalog.text OPERATOR(pg_catalog.||) '/' \
-                 OPERATOR(pg_catalog.||) pg_catalog.pg_postmaster_start_time()::pg_catalog.text FROM \
-                 pg_catalog.pg_control_system() c) END, CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE \
-                 pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text END",
+                 OPERATOR(pg_catalog.||) pg_catalog.pg_postmaster_start_time()::pg_catalog.text \
+                 OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) (SELECT b.stats_reset::pg_catalog.text FROM \
+                 pg_catalog.pg_stat_bgwriter b) FROM pg_catalog.pg_control_system() c) END",
                 &[],
             )
             .await
             .map_err(pg)?;
         let server: Option<String> = row.get(0);
         horizon.lineage = server.map_or(0, |s| crate::source::sieve::lineage(&s, database, table_oid));
-        lsn = row.get(1);
     }
-    Ok(ReadPoint { horizon, lsn })
-}
-
-/// Whether every commit the snapshot sees is flushed (its WAL up to `lsn`), waiting up to 2 s for an asynchronous
-/// commit's: a crash can then roll back nothing this read saw, so its ids stay ordered for the next run's window.
-async fn durable(tx: &Transaction<'_>, task: &ExtractTask, lsn: &str) -> Result<bool, ExtractError> {
-    let pg = |e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e));
-    for attempt in 0..5 {
-        if attempt > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-        }
-        let flushed: bool = tx
-            .query_one(
-                "SELECT pg_catalog.pg_current_wal_flush_lsn() OPERATOR(pg_catalog.>=) \
-                 $1::pg_catalog.text::pg_catalog.pg_lsn",
-                &[&lsn],
-            )
-            .await
-            .map_err(pg)?
-            .get(0);
-        if flushed {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    Ok(horizon)
 }
 
 /// A windowed first pass ([`Sieve::window_since`]): the range counted, then only its rows written since the last

@@ -82,7 +82,7 @@ pub(super) async fn apply(
             tasks.extend(mine);
             continue;
         }
-        let signature = incremental::signature(&t.key, &key_collations(client, &t.table, &t.key).await?, &t.columns);
+        let signature = table_signature(client, (&t.table, &t.key, &t.columns)).await?;
         let soft = req.load.as_ref().is_some_and(|l| !l.deletes.is_hard());
         let want = Want {
             table: &t.table.clone(),
@@ -118,26 +118,44 @@ pub(super) async fn apply(
         .map_err(|e| PlanError::InvalidRequest(format!("plan JSON: {e}")))
 }
 
-/// The collations of the table's key columns, in key order (`""` for a type without one): they order its ranges.
-async fn key_collations(client: &Client, table: &TableRef, key: &[String]) -> Result<Vec<String>, PlanError> {
+/// Per column of the table: its collation (`""` for a type without one) and, for an enum (or an array or domain of
+/// one), its labels in order. A relabel (`ALTER TYPE … RENAME VALUE`) changes the values' wire bytes and no row's
+/// version.
+const COLUMN_FACTS_SQL: &str = "SELECT a.attname::pg_catalog.text, COALESCE(c.collname::pg_catalog.text, ''), \
+     COALESCE((SELECT pg_catalog.array_agg(e.enumlabel::pg_catalog.text ORDER BY e.enumtypid, e.enumsortorder) \
+     FROM pg_catalog.pg_enum e WHERE e.enumtypid OPERATOR(pg_catalog.=) ANY (ARRAY[t.oid, t.typelem, \
+     t.typbasetype, b.typelem])), '{}') FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid \
+     OPERATOR(pg_catalog.=) a.atttypid LEFT JOIN pg_catalog.pg_type b ON b.oid OPERATOR(pg_catalog.=) \
+     t.typbasetype LEFT JOIN pg_catalog.pg_collation c ON c.oid OPERATOR(pg_catalog.=) a.attcollation WHERE \
+     a.attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.regclass AND a.attnum OPERATOR(pg_catalog.>) 0 \
+     AND NOT a.attisdropped";
+
+/// The table's [`incremental::signature`] as the catalog has it now: the key's collations (they order its ranges)
+/// and the labels of the enum columns read.
+async fn table_signature(
+    client: &Client,
+    (table, key, columns): (&TableRef, &[String], &[crate::contract::model::ColumnSpec]),
+) -> Result<String, PlanError> {
     let name = crate::contract::sql::table(table).map_err(PlanError::InvalidRequest)?;
     let rows = client
-        .query(
-            "SELECT a.attname::pg_catalog.text, COALESCE(c.collname::pg_catalog.text, '') FROM pg_catalog.pg_attribute \
-             a LEFT JOIN pg_catalog.pg_collation c ON c.oid OPERATOR(pg_catalog.=) a.attcollation WHERE a.attrelid \
-             OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.regclass AND a.attnum OPERATOR(pg_catalog.>) 0 \
-             AND NOT a.attisdropped",
-            &[&name],
-        )
+        .query(COLUMN_FACTS_SQL, &[&name])
         .await
         .map_err(|e| SourceError::from_pg(table, 0, e))?;
+    let facts: Vec<(String, String, Vec<String>)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
     let of = |k: &String| {
-        rows.iter()
-            .find(|r| r.get::<_, String>(0) == *k)
-            .map(|r| r.get::<_, String>(1))
+        facts
+            .iter()
+            .find(|f| f.0 == *k)
+            .map(|f| f.1.clone())
             .unwrap_or_default()
     };
-    Ok(key.iter().map(of).collect())
+    let collations: Vec<String> = key.iter().map(of).collect();
+    let labels: Vec<(String, Vec<String>)> = columns
+        .iter()
+        .filter_map(|c| facts.iter().find(|f| f.0 == c.name && !f.2.is_empty()))
+        .map(|f| (f.0.clone(), f.2.clone()))
+        .collect();
+    Ok(incremental::signature(key, &collations, columns, &labels))
 }
 
 /// The state a `diff` table's run will build on, read before its boundaries are planned: when there is one, the
@@ -152,7 +170,7 @@ pub(super) async fn kept_state(
     if mode_of_table(req, table) != Incremental::Diff || key.is_empty() || !req.settings.static_source {
         return None;
     }
-    let signature = incremental::signature(key, &key_collations(client, table, key).await.ok()?, columns);
+    let signature = table_signature(client, (table, key, columns)).await.ok()?;
     let want = Want {
         table,
         key,

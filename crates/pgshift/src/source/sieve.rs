@@ -46,9 +46,10 @@ const MAGIC_HORIZON: &[u8; 8] = b"PGSKEYS3";
 
 /// The transaction ids of a read's snapshot (`txid_current_snapshot`, 64 bits with the epoch): `xmin`, every id
 /// below which had ended; `xmax`, the first id not yet assigned. `lineage`: a hash of the cluster's system
-/// identifier, the server's start time, the database's and the table's OIDs (0: unknown). It is the same only on the
-/// same running server: a restored snapshot, a replica, a restart or another database each change it, and
-/// transaction ids are compared by order only within one lineage.
+/// identifier, the server's start time, when its shared statistics were last reset (a crash-restart resets them),
+/// the database's and the table's OIDs (0: unknown). It is the same only on the same running server: a restored
+/// snapshot, a replica, a restart, a crash or another database each change it, and transaction ids are compared by
+/// order only within one lineage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Horizon {
     pub(crate) xmin: u64,
@@ -57,14 +58,6 @@ pub(crate) struct Horizon {
 }
 
 impl Sieve {
-    /// This run's key file records no lineage (its read is not known to be durable): the next run's first pass
-    /// reads every key and version of the range.
-    pub(crate) fn forget_lineage(&mut self) {
-        if self.out.starts_with(MAGIC_HORIZON) {
-            self.out[16..24].copy_from_slice(&0u64.to_le_bytes());
-        }
-    }
-
     /// The keys of the last run's file not seen: after a windowed pass's pass of keys, as many as
     /// [`Self::settle_window`] counted gone, or the source changed while it was read.
     pub(crate) fn check_gone(&self, gone: u64) -> Result<(), String> {
@@ -82,8 +75,8 @@ impl Sieve {
 /// The longest window the first pass filters on the server: `age()` is a 32-bit signed distance.
 const SERVER_WINDOW: u64 = 1 << 30;
 
-/// A lineage from its parts ([`Horizon::lineage`]): `server`, the system identifier and the server's start time;
-/// never 0.
+/// A lineage from its parts ([`Horizon::lineage`]): `server`, the system identifier, the server's start time and
+/// its statistics' reset time; never 0.
 pub(crate) fn lineage(server: &str, database: u32, table: u32) -> u64 {
     xxh64(format!("{server}/{database}/{table}").as_bytes()).max(1)
 }
