@@ -159,9 +159,23 @@ pub fn select_versioned(
 /// The first pass of a versioned comparison: a plain table's range, of each row only its key (uncast, as the
 /// extraction reads it) and its version.
 pub fn select_key_versions(table_ref: &TableRef, key: &[String], bounds: &Bounds) -> Result<String, String> {
-    let cols = key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?.join(", ");
-    let from = format!("ONLY {}", table(table_ref)?);
-    select_range(&format!("{cols}, {VERSION_COLUMNS}"), &from, (key, bounds), Vec::new())
+    let list = format!("{}, {VERSION_COLUMNS}", key_list(key)?);
+    select_only(&list, table_ref, (key, bounds), Vec::new())
+}
+
+/// The key columns, quoted, as a SELECT list.
+fn key_list(key: &[String]) -> Result<String, String> {
+    Ok(key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?.join(", "))
+}
+
+/// [`select_range`] of a plain table's own rows (`ONLY`: no child table's).
+fn select_only(
+    list: &str,
+    table_ref: &TableRef,
+    range: (&[String], &Bounds),
+    conditions: Vec<String>,
+) -> Result<String, String> {
+    select_range(list, &format!("ONLY {}", table(table_ref)?), range, conditions)
 }
 
 /// A windowed first pass ([`crate::source::sieve::Sieve::window_since`]): [`select_key_versions`] of only the rows
@@ -173,34 +187,22 @@ pub fn select_recent_versions(
     bounds: &Bounds,
     since: u32,
 ) -> Result<String, String> {
-    let cols = key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?.join(", ");
-    let from = format!("ONLY {}", table(table_ref)?);
     let recent = format!(
         "pg_catalog.age(xmin) OPERATOR(pg_catalog.>=) 0 AND pg_catalog.age(xmin) OPERATOR(pg_catalog.<=) \
          pg_catalog.age('{since}'::pg_catalog.xid)"
     );
-    select_range(
-        &format!("{cols}, {VERSION_COLUMNS}"),
-        &from,
-        (key, bounds),
-        vec![recent],
-    )
+    let list = format!("{}, {VERSION_COLUMNS}", key_list(key)?);
+    select_only(&list, table_ref, (key, bounds), vec![recent])
 }
 
 /// A plain table's range, of each row only its key: the pass that tells which keys of a windowed comparison are gone.
 pub fn select_keys(table_ref: &TableRef, key: &[String], bounds: &Bounds) -> Result<String, String> {
-    let cols = key.iter().map(|k| ident(k)).collect::<Result<Vec<_>, _>>()?.join(", ");
-    select_range(&cols, &format!("ONLY {}", table(table_ref)?), (key, bounds), Vec::new())
+    select_only(&key_list(key)?, table_ref, (key, bounds), Vec::new())
 }
 
 /// The rows of a plain table's range, counted.
 pub fn count_range(table_ref: &TableRef, key: &[String], bounds: &Bounds) -> Result<String, String> {
-    select_range(
-        "pg_catalog.count(*)",
-        &format!("ONLY {}", table(table_ref)?),
-        (key, bounds),
-        Vec::new(),
-    )
+    select_only("pg_catalog.count(*)", table_ref, (key, bounds), Vec::new())
 }
 
 /// A plain table's rows at these tuple ids, read as [`select_versioned`] reads them: a TID scan, one page fetch a row.

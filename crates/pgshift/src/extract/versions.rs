@@ -165,18 +165,12 @@ async fn windowed(
     let query = sql::select_recent_versions(table, key, bounds, since).map_err(ExtractError::InvalidTask)?;
     let (mut screen, mut bytes) = pass(tx, task, sieve, &query, Screen::new(key.len())).await?;
     screen.rows = rows;
-    let gone = sieve.settle_window(rows).map_err(|detail| ExtractError::Protocol {
-        table: table.clone(),
-        detail,
-    })?;
+    let gone = sieve.settle_window(rows).map_err(protocol(task))?;
     tracing::debug!(rows, recent = screen.tids.len(), gone, "window screened");
     if gone > 0 && screen.tids.len() as u64 * WHOLE_RANGE_SHARE <= rows {
         let query = sql::select_keys(table, key, bounds).map_err(ExtractError::InvalidTask)?;
         bytes += pass(tx, task, sieve, &query, Screen::keys_only(key.len())).await?.1;
-        sieve.check_gone(gone).map_err(|detail| ExtractError::Protocol {
-            table: table.clone(),
-            detail,
-        })?;
+        sieve.check_gone(gone).map_err(protocol(task))?;
     }
     Ok((screen, bytes))
 }
@@ -190,10 +184,7 @@ async fn pass(
     mut screen: Screen,
 ) -> Result<(Screen, u64), ExtractError> {
     let pg = |e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e));
-    let protocol = |detail| ExtractError::Protocol {
-        table: task.table.clone(),
-        detail,
-    };
+    let protocol = protocol(task);
     let query = sql::copy_out(select);
     tracing::debug!(%query, "copy keys and versions");
     let stream = tx.copy_out(&query).await.map_err(pg)?;
@@ -202,8 +193,16 @@ async fn pass(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(pg)?;
         bytes += chunk.len() as u64;
-        screen.feed(sieve, &chunk).map_err(protocol)?;
+        screen.feed(sieve, &chunk).map_err(&protocol)?;
     }
-    screen.finish().map_err(protocol)?;
+    screen.finish().map_err(&protocol)?;
     Ok((screen, bytes))
+}
+
+/// A first pass's stream or counts that cannot be, as the task's error.
+fn protocol(task: &ExtractTask) -> impl Fn(String) -> ExtractError + '_ {
+    |detail| ExtractError::Protocol {
+        table: task.table.clone(),
+        detail,
+    }
 }

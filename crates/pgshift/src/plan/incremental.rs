@@ -179,9 +179,19 @@ pub(super) async fn kept_state(
         soft: req.load.as_ref().is_some_and(|l| !l.deletes.is_hard()),
     };
     let s = read_state(stage, table, &want).await.ok()?;
-    let due = req.full_every.is_some_and(|n| s.runs_since_full + 1 >= n);
     let keyed = !s.ranges.is_empty() && s.ranges.iter().all(|r| matches!(r.bounds, Bounds::Key { .. }));
-    (keyed && !due).then_some(s)
+    (keyed && full_due(req, &s).is_none()).then_some(s)
+}
+
+/// Why this run loads the table in full though its state is usable: `--full-every` runs reached.
+fn full_due(req: &PlanRequest, s: &SyncState) -> Option<String> {
+    let n = req.full_every?;
+    (s.runs_since_full + 1 >= n).then(|| {
+        format!(
+            "--full-every {n}: {} incremental run(s) since the last full load",
+            s.runs_since_full
+        )
+    })
 }
 
 /// Why a pre-flight set the state at `key` aside, when it did (the newest `set-aside-<time>.json` beside it).
@@ -240,12 +250,12 @@ async fn plan_table(
         (Ok(_), false) => Err("its state's ranges do not fit a table compared whole".into()),
         (Err(why), _) => Err(why),
     };
-    let state = match (state, req.full_every) {
-        (Ok(s), Some(n)) if s.runs_since_full + 1 >= n => Err(format!(
-            "--full-every {n}: {} incremental run(s) since the last full load",
-            s.runs_since_full
-        )),
-        (other, _) => other,
+    let state = match state {
+        Ok(s) => match full_due(req, &s) {
+            Some(why) => Err(why),
+            None => Ok(s),
+        },
+        other => other,
     };
     if let Ok(s) = &state {
         if data_at < s.data_at && !req.load.as_ref().is_some_and(|l| l.allow_older) {

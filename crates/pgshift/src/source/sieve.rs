@@ -57,21 +57,6 @@ pub(crate) struct Horizon {
     pub(crate) lineage: u64,
 }
 
-impl Sieve {
-    /// The keys of the last run's file not seen: after a windowed pass's pass of keys, as many as
-    /// [`Self::settle_window`] counted gone, or the source changed while it was read.
-    pub(crate) fn check_gone(&self, gone: u64) -> Result<(), String> {
-        let unseen = self.seen.iter().filter(|s| !**s).count() as u64;
-        match unseen == gone {
-            true => Ok(()),
-            false => Err(format!(
-                "the range's count says {gone} key(s) of the last run's key file are gone, its keys say {unseen}: \
-                 the source changed while it was read, or its key is not unique"
-            )),
-        }
-    }
-}
-
 /// The longest window the first pass filters on the server: `age()` is a 32-bit signed distance.
 const SERVER_WINDOW: u64 = 1 << 30;
 
@@ -320,6 +305,31 @@ impl Sieve {
         }
     }
 
+    /// The keys of the last run's file not seen: after a windowed pass's pass of keys, as many as
+    /// [`Self::settle_window`] counted gone, or the source changed while it was read.
+    pub(crate) fn check_gone(&self, gone: u64) -> Result<(), String> {
+        let unseen = self.seen.iter().filter(|s| !**s).count() as u64;
+        match unseen == gone {
+            true => Ok(()),
+            false => Err(format!(
+                "the range's count says {gone} key(s) of the last run's key file are gone, its keys say {unseen}: \
+                 the source changed while it was read, or its key is not unique"
+            )),
+        }
+    }
+
+    /// A windowed pass's file: the entries of the keys still there that no row read whole replaced, as they were.
+    fn keep_untouched(&mut self) {
+        for i in 0..self.entries.len() {
+            if self.seen[i] && !self.touched[i] {
+                let at = self.entries[i] as usize;
+                let len = 4 + key_at(&self.raw, at as u32).len() + 18;
+                self.out.extend_from_slice(&self.raw[at..at + len]);
+                self.counts.unchanged += 1;
+            }
+        }
+    }
+
     /// Whether a version's `xmin` is in the window of ids that may have written since the previous read (or there
     /// is no window): then its version proves nothing.
     fn recent(&self, version: &Version) -> bool {
@@ -439,20 +449,6 @@ impl Sieve {
     }
 }
 
-impl Sieve {
-    /// A windowed pass's file: the entries of the keys still there that no row read whole replaced, as they were.
-    fn keep_untouched(&mut self) {
-        for i in 0..self.entries.len() {
-            if self.seen[i] && !self.touched[i] {
-                let at = self.entries[i] as usize;
-                let len = 4 + key_at(&self.raw, at as u32).len() + 18;
-                self.out.extend_from_slice(&self.raw[at..at + len]);
-                self.counts.unchanged += 1;
-            }
-        }
-    }
-}
-
 /// The ids that may have written a version between a read whose snapshot's `xmin` was `since` and a read of snapshot
 /// `now`, as 32-bit `xmin`s: from `since` (an id in progress then may have committed after) up to `now.xmax`. `None`
 /// when that is 2^32 ids or more: every 32-bit `xmin` is then in it.
@@ -547,6 +543,11 @@ pub(crate) mod tests {
         lineage: 0,
     };
 
+    /// Inserted, updated, deleted, unchanged.
+    fn tally(c: &DiffCounts) -> (u64, u64, u64, u64) {
+        (c.inserted, c.updated, c.deleted, c.unchanged)
+    }
+
     fn wire(v: &[u8]) -> Vec<u8> {
         let mut out = (v.len() as i32).to_be_bytes().to_vec();
         out.extend_from_slice(v);
@@ -637,10 +638,7 @@ pub(crate) mod tests {
         ));
         assert_eq!(s.deleted(), vec![wire(b"3").as_slice()]);
         let (file, counts) = s.finish().unwrap();
-        assert_eq!(
-            (counts.inserted, counts.updated, counts.deleted, counts.unchanged),
-            (1, 0, 1, 2)
-        );
+        assert_eq!(tally(&counts), (1, 0, 1, 2));
         // The new file has every row read, with its version: key 2's is its new one.
         let mut next = Sieve::new(Some(&file), Some(H2)).unwrap();
         assert!(!next.screen(&wire(b"2"), version(&ctid_b)));
@@ -779,10 +777,7 @@ pub(crate) mod tests {
         ));
         assert_eq!(s.deleted(), vec![wire(b"4").as_slice()]);
         let (file, counts) = s.finish().unwrap();
-        assert_eq!(
-            (counts.inserted, counts.updated, counts.deleted, counts.unchanged),
-            (1, 1, 1, 2)
-        );
+        assert_eq!(tally(&counts), (1, 1, 1, 2));
 
         // Nothing since; the server's filter also sent key 1, an old row whose 32-bit xmin came round into its
         // window (the filter's end is the next id when it ran, past the snapshot's): its version stands, and the
