@@ -62,6 +62,19 @@ pub fn snapshot_cluster() -> &'static Cluster {
     })
 }
 
+static QUIET_CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// A third cluster, for a test that needs a server no other test writes to while it runs (nothing commits between
+/// a run's planner and its extractors unless the test does).
+pub fn quiet_cluster() -> &'static Cluster {
+    QUIET_CLUSTER.get_or_init(|| {
+        std::thread::spawn(Cluster::start)
+            .join()
+            .expect("cluster start thread")
+            .expect("starting a throwaway PostgreSQL cluster for a quiet source")
+    })
+}
+
 /// The uid/gid to run the server as: `postgres` when we are root, ourselves otherwise.
 fn server_user() -> Option<(u32, u32)> {
     if !is_root() {

@@ -607,7 +607,7 @@ async fn every_digest_runs_on_the_source_and_differs_when_a_float_turns_negative
             &t.columns,
             (&[], &Bounds::ALL),
             (true, how),
-            None,
+            (None, None),
         )
         .map_err(anyhow::Error::msg)?;
         let row = c.query_one(&q, &[]).await?;
@@ -615,8 +615,11 @@ async fn every_digest_runs_on_the_source_and_differs_when_a_float_turns_negative
         before.push(row.get::<_, Option<String>>(1));
     }
     // Values equal by their type's equality but written differently: each digest still sees them.
-    c.batch_execute("UPDATE public.m SET f = '-0' WHERE id = 1; UPDATE public.m SET i = interval '24 hours' WHERE id = 2; UPDATE public.m SET n = 1.00 WHERE id = 3")
+    c.batch_execute("BEGIN; UPDATE public.m SET f = '-0' WHERE id = 1; UPDATE public.m SET i = interval '24 hours' WHERE id = 2; UPDATE public.m SET n = 1.00 WHERE id = 3")
         .await?;
+    // The updates' own transaction: the window of rows written since starts there (other tests' run alongside).
+    let since: i64 = c.query_one("SELECT pg_catalog.txid_current()", &[]).await?.get(0);
+    c.batch_execute("COMMIT").await?;
     for (k, how) in [DigestHow::Hash, DigestHow::Text, DigestHow::Versions]
         .into_iter()
         .enumerate()
@@ -626,12 +629,39 @@ async fn every_digest_runs_on_the_source_and_differs_when_a_float_turns_negative
             &t.columns,
             (&[], &Bounds::ALL),
             (true, how),
-            None,
+            (None, None),
         )
         .map_err(anyhow::Error::msg)?;
         let now: Option<String> = c.query_one(&q, &[]).await?.get(1);
         assert_ne!(now, before[k], "{how:?}");
     }
+    // The rows written since: the tuple ids of exactly the three rows updated, as the server's own ctid says.
+    let q = digest_sql(
+        &TableRef::new("public", "m"),
+        &t.columns,
+        (&[], &Bounds::ALL),
+        (true, DigestHow::Versions),
+        (None, Some(since as u32)),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let row = c.query_one(&q, &[]).await?;
+    let tids: Vec<u8> = row.get(5);
+    let mut listed: Vec<String> = tids
+        .chunks(6)
+        .map(|t| {
+            let block = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
+            format!("({block},{})", u16::from_be_bytes([t[4], t[5]]))
+        })
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = c
+        .query("SELECT ctid::text FROM public.m WHERE id IN (1, 2, 3)", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want);
     Ok(())
 }
 
@@ -728,6 +758,138 @@ async fn spread_updates_read_only_the_rows_written_since_the_last_run() -> Resul
         read.len() == 2 && read[0] * 3 < full[0] && read[1] * 3 < full[3],
         "{read:?} against {full:?}"
     );
+    Ok(())
+}
+
+/// The scans (sequential and by index) of `table` on the source so far, once every other session of its database
+/// has ended: a backend writes out its statistics before it leaves `pg_stat_activity`.
+async fn scans(url: &str, table: &str) -> Result<i64> {
+    let c = connect(url).await?;
+    while c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await?
+        .get::<_, i64>(0)
+        > 0
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(c.query_one(
+        "SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relid = $1::text::regclass",
+        &[&table],
+    )
+    .await?
+    .get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_quiet_source_the_extractors_take_the_planners_list_of_recent_rows_and_scan_nothing_again() -> Result<()> {
+    // A server of its own, autovacuum off before any row is written: nothing commits there between a run's planner
+    // and its extractors unless this test does.
+    let quiet = pgshift_tests::quiet_cluster();
+    let source = quiet.create_db("incquietsrc").await?;
+    let db = connect(&source).await?;
+    db.batch_execute("ALTER SYSTEM SET autovacuum = off").await?;
+    db.batch_execute("SELECT pg_catalog.pg_reload_conf()").await?;
+    while connect(&source)
+        .await?
+        .query_one("SHOW autovacuum", &[])
+        .await?
+        .get::<_, String>(0)
+        != "off"
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    db.batch_execute(SOURCE).await?;
+    // Sessions of the source's database end before its scans are counted ([`scans`]).
+    drop(db);
+    let target = cluster().create_db("incquietwh").await?;
+    let dir = stage_dir("incquiet");
+    let stage = format!("file://{}", dir.display());
+    committed(&source, &target, diff(&stage, "quiet-1")).await?;
+    let quiet_run = |changes: &'static str, id: &'static str| {
+        let (source, target, stage) = (source.clone(), target.clone(), stage.clone());
+        async move {
+            connect(&source).await?.batch_execute(changes).await?;
+            let before = scans(&source, "sales.orders").await?;
+            let plan = committed(&source, &target, diff(&stage, id)).await?;
+            let scanned = scans(&source, "sales.orders").await? - before;
+            same(&source, &target, &plan).await?;
+            anyhow::Ok((plan, scanned))
+        }
+    };
+
+    // Rows updated in every range, one inserted past the end, one deleted: the planner's digests list the rows
+    // written since, and each extractor, in the planner's very snapshot, reads them by tuple id and takes the
+    // planner's count. The digests are the table's only scans, but for the range that lost a row, which reads its
+    // keys to find which.
+    let changes = "UPDATE sales.orders SET note = 'q' WHERE id % 2500 = 7; DELETE FROM sales.orders WHERE id = 10001; \
+         INSERT INTO sales.orders VALUES (20001, 1, 'new', now())";
+    let (plan, scanned) = quiet_run(changes, "quiet-2").await?;
+    assert_eq!(moved(&dir, &plan, "sales.orders"), 10);
+    let tasks: Vec<_> = plan
+        .tasks
+        .iter()
+        .filter(|t| t.table.to_string() == "sales.orders")
+        .collect();
+    assert!(
+        tasks.len() == 4
+            && tasks
+                .iter()
+                .all(|t| t.diff.as_ref().is_some_and(|d| d.recent.is_some())),
+        "every changed range of sales.orders has the planner's list: {tasks:?}"
+    );
+    assert_eq!(
+        scanned,
+        4 + 1,
+        "the four digests and one pass of keys, and no other scan"
+    );
+
+    // One range changes, three are skipped; then one of those changes, listed from the mark its key file's run left.
+    let (plan, scanned) = quiet_run("UPDATE sales.orders SET amount = 2 WHERE id = 19000", "quiet-3").await?;
+    assert_eq!((moved(&dir, &plan, "sales.orders"), scanned), (1, 4));
+    let (plan, scanned) = quiet_run("UPDATE sales.orders SET amount = 3 WHERE id = 6000", "quiet-4").await?;
+    assert_eq!((moved(&dir, &plan, "sales.orders"), scanned), (1, 4));
+
+    // A transaction commits on the server once the planner has listed: no extractor reads in its snapshot, so each
+    // counts and scans its range for the rows written since, and the warehouse ends the same.
+    connect(&source)
+        .await?
+        .batch_execute(
+            "UPDATE sales.orders SET note = 'r' WHERE id % 2500 = 9; DELETE FROM sales.orders WHERE id = 10002",
+        )
+        .await?;
+    let before = scans(&source, "sales.orders").await?;
+    let once = std::sync::atomic::AtomicBool::new(false);
+    let (url, psql) = (source.clone(), quiet.bin.join("psql"));
+    let hook: pgshift_tests::hooked::Hook = Arc::new(move |key: &str| {
+        if key.contains("/recent/") && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let out = std::process::Command::new(&psql)
+                .args([url.as_str(), "-qAtc", "SELECT pg_catalog.txid_current()"])
+                .output()
+                .expect("psql");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    });
+    let stages = Arc::new(pgshift_tests::hooked::HookedStages::watched(
+        Arc::new(UrlStages::default()),
+        hook,
+    ));
+    let out = run_local(
+        &source,
+        diff(&stage, "quiet-5"),
+        stages,
+        Arc::new(PgWarehouse::new(&target)?),
+    )
+    .await?;
+    let plan = plan_of(&out.output.map_err(|f| anyhow::anyhow!("{f}"))?).await?;
+    let windowed = scans(&source, "sales.orders").await? - before;
+    same(&source, &target, &plan).await?;
+    assert_eq!(moved(&dir, &plan, "sales.orders"), 9);
+    // Per range a count and a windowed scan; the range that lost a row also reads its keys.
+    assert_eq!(windowed, 4 + 4 * 2 + 1, "digests, then each extractor's own scans");
     Ok(())
 }
 

@@ -35,6 +35,19 @@ pub(crate) const VERSION_SEED: &str =
      OPERATOR(pg_catalog.-) pg_catalog.age(pgshift_row.xmin)::pg_catalog.int8) OPERATOR(pg_catalog.&) 4294967295) \
      OPERATOR(pg_catalog.|) (pgshift_row.tableoid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)";
 
+/// The tuple ids of the rows written since `since` ([`crate::contract::sql::written_since`]), 6 bytes each
+/// (`tidsend`: block and item, big-endian), when they are at most a quarter of the range (more, and its extraction
+/// reads the range whole anyway); else NULL. The server gathers them while it digests: about 6 to 12 bytes of memory
+/// a row written since, whatever the range's size.
+fn recent_tids(since: u32) -> String {
+    let recent = crate::contract::sql::written_since("pgshift_row.xmin", since);
+    format!(
+        "CASE WHEN pg_catalog.count(*) FILTER (WHERE {recent}) OPERATOR(pg_catalog.*) 4 OPERATOR(pg_catalog.<=) \
+         pg_catalog.count(*) THEN COALESCE(pg_catalog.string_agg(pg_catalog.tidsend(pgshift_row.ctid), \
+         ''::pg_catalog.bytea) FILTER (WHERE {recent}), ''::pg_catalog.bytea) END"
+    )
+}
+
 /// Whether a column's values hash exactly as they are: equal hashes of its type mean equal values, written alike.
 fn hashes_exactly(c: &ColumnSpec) -> bool {
     use crate::contract::types::oid;
@@ -52,13 +65,14 @@ fn hashes_exactly(c: &ColumnSpec) -> bool {
 /// `int8` sum, which PostgreSQL accumulates in 128 bits and returns as `numeric`, so it never overflows; a cast of
 /// each hash to `numeric` would give the same sum three times slower, docs/bench-incremental-2026-12-06.txt) ([`DigestHow::Hash`]) or of the first 60 bits of the MD5 of its text form
 /// ([`DigestHow::Text`]). Text forms are pinned by the session settings the source connection sets (`DateStyle`,
-/// `IntervalStyle`, `TimeZone`, `extra_float_digits`, `bytea_output`, …). Built-ins are qualified.
+/// `IntervalStyle`, `TimeZone`, `extra_float_digits`, `bytea_output`, …). Built-ins are qualified. After those three:
+/// the statement's snapshot (its text, its `xmin`) and, with `since`, the rows written since ([`recent_tids`]).
 pub fn digest_sql(
     table: &TableRef,
     columns: &[ColumnSpec],
     (key, bounds): (&[String], &Bounds),
     (only, how): (bool, DigestHow),
-    key_sum: Option<&str>,
+    (key_sum, since): (Option<&str>, Option<u32>),
 ) -> Result<String, String> {
     let key_sum = match key_sum {
         Some(k) => format!("pg_catalog.sum({})::pg_catalog.text", crate::contract::sql::ident(k)?),
@@ -86,8 +100,15 @@ pub fn digest_sql(
         ),
     };
     let only = if only { "ONLY " } else { "" };
+    let recent = match since {
+        Some(since) => recent_tids(since),
+        None => "NULL::pg_catalog.bytea".into(),
+    };
     crate::contract::sql::select_range(
-        &format!("pg_catalog.count(*), {digest}, {key_sum}"),
+        &format!(
+            "pg_catalog.count(*), {digest}, {key_sum}, pg_catalog.txid_current_snapshot()::pg_catalog.text, \
+             pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()), {recent}"
+        ),
         &format!("{only}{} AS pgshift_row", crate::contract::sql::table(table)?),
         (key, bounds),
         Vec::new(),

@@ -139,6 +139,22 @@ pub struct RangeDigest {
     /// The sum of the range's keys, for a table keyed by one integer column: with the count, the target's guard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_sum: Option<String>,
+    /// The snapshot the planner digested the range in, on a plain table of PostgreSQL 14 or later: every row version
+    /// the range holds later that is not in its key file was written by a transaction at or after its `xmin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<ReadMark>,
+}
+
+/// Where and when a range was digested ([`RangeDigest::read`]): the `xmin` of the digest's snapshot (64 bits, with
+/// the epoch) and the server's lineage (as a key file records it: the same only on the same running server).
+///
+/// It bounds the rows a later run must look at. A version visible later whose `xmin` is below it had committed
+/// before the digest, so the range's extraction in that run, which reads after the planner, saw it: it is in the
+/// key file. A range left unchanged keeps its key file and the mark of the run that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMark {
+    pub xmin: u64,
+    pub lineage: u64,
 }
 
 /// The one integer key column whose sum guards the target (both warehouses sum integers exactly), if any.
@@ -173,6 +189,25 @@ pub struct RowDiff {
     /// only, every row kept, and the key file written for the next run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub flagged: bool,
+    /// The rows of the range written since the last run's digest, as the planner's digest found them: the extractor
+    /// reads only these first when it reads in the very same snapshot, on the same server (docs/incremental.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<RecentRows>,
+}
+
+/// The planner's list of a changed range's rows written since the last run's digest ([`ReadMark`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentRows {
+    /// The stage key of their tuple ids ([`recent_key`]): 6 bytes each, the block (`u32`) and the item (`u16`),
+    /// big-endian, as `tidsend` writes them.
+    pub tids: String,
+    /// The rows the range held in that snapshot.
+    pub rows: u64,
+    /// The snapshot (`txid_current_snapshot()`'s text) the list was read in: only a read in a snapshot equal to it
+    /// sees the same rows at the same tuple ids.
+    pub snapshot: String,
+    /// The lineage of the server it was read on ([`ReadMark::lineage`]).
+    pub lineage: u64,
 }
 
 /// What a row-by-row comparison found in a range.
@@ -237,6 +272,18 @@ pub fn keys_key(table: &TableRef, run_id: &str, range_index: u32) -> String {
         key_segment(&table.schema),
         key_segment(&table.name),
         key_segment(run_id)
+    )
+}
+
+/// `<run>/recent/<schema>/<table>/range-<n>.tids`: a changed range's [`RecentRows`], written by the planner, read by
+/// the range's extractor; in the run's prefix, gone with it.
+pub fn recent_key(table: &TableRef, run_id: &str, range_index: u32) -> String {
+    use crate::contract::layout::{key_segment, run_prefix};
+    format!(
+        "{}recent/{}/{}/range-{range_index:05}.tids",
+        run_prefix(run_id),
+        key_segment(&table.schema),
+        key_segment(&table.name)
     )
 }
 
@@ -592,6 +639,7 @@ mod tests {
             digest: d.into(),
             keys: None,
             key_sum: None,
+            read: None,
         };
         let base = vec![r(0, 10, "a"), r(1, 10, "b"), r(2, 10, "c")];
         let now = vec![r(0, 10, "a"), r(1, 10, "B"), r(2, 11, "c"), r(3, 1, "d")];

@@ -187,12 +187,38 @@ pub fn select_recent_versions(
     bounds: &Bounds,
     since: u32,
 ) -> Result<String, String> {
-    let recent = format!(
-        "pg_catalog.age(xmin) OPERATOR(pg_catalog.>=) 0 AND pg_catalog.age(xmin) OPERATOR(pg_catalog.<=) \
-         pg_catalog.age('{since}'::pg_catalog.xid)"
-    );
     let list = format!("{}, {VERSION_COLUMNS}", key_list(key)?);
-    select_only(&list, table_ref, (key, bounds), vec![recent])
+    select_only(&list, table_ref, (key, bounds), vec![written_since("xmin", since)])
+}
+
+/// Whether the row version whose `xmin` is `xmin` (a column reference) was written by a transaction at or after
+/// `since` (the low 32 bits of an id, which this process formats): `age(xmin)` is a row's distance back from the next
+/// id, `age(since)` the window's length.
+pub(crate) fn written_since(xmin: &str, since: u32) -> String {
+    format!(
+        "pg_catalog.age({xmin}) OPERATOR(pg_catalog.>=) 0 AND pg_catalog.age({xmin}) OPERATOR(pg_catalog.<=) \
+         pg_catalog.age('{since}'::pg_catalog.xid)"
+    )
+}
+
+/// The first pass of a range whose recent rows the planner listed ([`crate::contract::incremental::RecentRows`]):
+/// [`select_key_versions`] of the rows at these tuple ids (a TID scan; the ids are numbers this process formats).
+pub fn select_key_versions_at(table_ref: &TableRef, key: &[String], tids: &[(u32, u16)]) -> Result<String, String> {
+    let list = format!("{}, {VERSION_COLUMNS}", key_list(key)?);
+    at_tids(&list, table_ref, tids)
+}
+
+/// `SELECT <list> FROM ONLY <table> WHERE ctid = ANY (<the ids>)`.
+fn at_tids(list: &str, table_ref: &TableRef, tids: &[(u32, u16)]) -> Result<String, String> {
+    let mut array = String::with_capacity(tids.len() * 16);
+    for (i, (page, item)) in tids.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        write!(array, "{sep}\"({page},{item})\"").map_err(|e| e.to_string())?;
+    }
+    Ok(format!(
+        "SELECT {list} FROM ONLY {} WHERE ctid = ANY ('{{{array}}}'::pg_catalog.tid[])",
+        table(table_ref)?
+    ))
 }
 
 /// A plain table's range, of each row only its key: the pass that tells which keys of a windowed comparison are gone.
@@ -208,16 +234,11 @@ pub fn count_range(table_ref: &TableRef, key: &[String], bounds: &Bounds) -> Res
 /// A plain table's rows at these tuple ids, read as [`select_versioned`] reads them: a TID scan, one page fetch a row.
 /// The ids are numbers this process formats (read from the server in the same snapshot), never user text.
 pub fn select_tids(table_ref: &TableRef, columns: &[ColumnSpec], tids: &[(u32, u16)]) -> Result<String, String> {
-    let list = select_list(columns)?;
-    let mut array = String::with_capacity(tids.len() * 16);
-    for (i, (page, item)) in tids.iter().enumerate() {
-        let sep = if i == 0 { "" } else { "," };
-        write!(array, "{sep}\"({page},{item})\"").map_err(|e| e.to_string())?;
-    }
-    Ok(format!(
-        "SELECT {list}, {VERSION_COLUMNS} FROM ONLY {} WHERE ctid = ANY ('{{{array}}}'::pg_catalog.tid[])",
-        table(table_ref)?
-    ))
+    at_tids(
+        &format!("{}, {VERSION_COLUMNS}", select_list(columns)?),
+        table_ref,
+        tids,
+    )
 }
 
 /// `COPY (<select>) TO STDOUT (FORMAT binary)`.

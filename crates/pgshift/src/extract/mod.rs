@@ -234,10 +234,11 @@ async fn read_range(
         true => Some(versions::horizon(&tx, task, catalog.oid).await?),
         false => None,
     };
-    let (schema, mut decoder) = decoder_for(stage.as_ref(), task, horizon).await?;
+    let (schema, mut decoder) = decoder_for(stage.as_ref(), task, horizon.as_ref().map(|h| h.0)).await?;
     let known = versions::Known {
         kind: catalog.kind,
         unique_key: catalog.key == task.key,
+        listed: versions::listed(stage.as_ref(), task, horizon.as_ref()).await?,
     };
     let reads = versions::reads(&tx, task, &mut decoder, known).await?;
     // The encoder thread: batches in, files out. `Done` is sent only after a clean end of stream, so an error on

@@ -39,6 +39,56 @@ pub(super) fn versioned(task: &ExtractTask, kind: char) -> bool {
 pub(super) struct Known {
     pub(super) kind: char,
     pub(super) unique_key: bool,
+    /// The planner's list of the range's rows written since the last run's digest, when this read is in the
+    /// snapshot it was made in ([`listed`]).
+    pub(super) listed: Option<Listed>,
+}
+
+/// The planner's list of a range's recent rows ([`crate::contract::incremental::RecentRows`]), read from the stage.
+pub(super) struct Listed {
+    rows: u64,
+    tids: Vec<(u32, u16)>,
+}
+
+/// The planner's list of the task's recent rows, when the read is on the server and in the snapshot the list was
+/// made in (equal snapshots see the same rows at the same tuple ids); else `None`, and a windowed pass reads them.
+pub(super) async fn listed(
+    stage: &dyn crate::stage::Stage,
+    task: &ExtractTask,
+    read: Option<&(Horizon, String)>,
+) -> Result<Option<Listed>, ExtractError> {
+    let (Some(r), Some((horizon, snapshot))) = (task.diff.as_ref().and_then(|d| d.recent.as_ref()), read) else {
+        return Ok(None);
+    };
+    if horizon.lineage == 0 || horizon.lineage != r.lineage || *snapshot != r.snapshot {
+        tracing::debug!(planned = %r.snapshot, now = %snapshot, "the planner's list of recent rows is of another snapshot");
+        return Ok(None);
+    }
+    let bytes = match stage.get(&r.tids).await {
+        Ok(b) => b,
+        Err(crate::stage::StageError::Missing { .. }) => {
+            tracing::warn!(key = %r.tids, "the planner's list of recent rows is gone from the stage");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if bytes.len() % 6 != 0 {
+        return Err(protocol(task)(format!(
+            "the planner's list of recent rows {} has {} bytes, not 6 a row",
+            r.tids,
+            bytes.len()
+        )));
+    }
+    let tids = bytes
+        .chunks_exact(6)
+        .map(|t| {
+            (
+                u32::from_be_bytes([t[0], t[1], t[2], t[3]]),
+                u16::from_be_bytes([t[4], t[5]]),
+            )
+        })
+        .collect();
+    Ok(Some(Listed { rows: r.rows, tids }))
 }
 
 /// The reads of a task's range; a first pass of keys and versions runs here when the decoder's sieve can use it.
@@ -68,7 +118,7 @@ pub(super) async fn reads(
         });
     };
     let (screen, screened_bytes) = match sieve.window_since().filter(|_| known.unique_key) {
-        Some(since) => windowed(tx, task, sieve, since).await?,
+        Some(since) => windowed(tx, task, sieve, (since, known.listed)).await?,
         None => {
             let query = sql::select_key_versions(&task.table, &task.key, &task.bounds).map_err(invalid)?;
             pass(tx, task, sieve, &query, Screen::new(task.key.len())).await?
@@ -98,72 +148,46 @@ pub(super) async fn reads(
     })
 }
 
-/// The transaction ids of the read's snapshot (the transaction's: `REPEATABLE READ`), with their epochs: they bound
-/// which row versions may be new since the last run's read ([`crate::source::sieve`]). Its lineage where this role
-/// may read the system identifier, on PostgreSQL 10 or later; else none (0).
-pub(super) async fn horizon(tx: &Transaction<'_>, task: &ExtractTask, table_oid: u32) -> Result<Horizon, ExtractError> {
-    let pg = |e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e));
-    // txid_current_snapshot is on every server (pg_current_snapshot, its successor, from 13 on); functions newer
-    // than that only in the second statement, on a server that has them (a name is resolved even in a branch not
-    // taken, and an error would end the snapshot).
-    let row = tx
-        .query_one(
-            "SELECT pg_catalog.txid_snapshot_xmin(s), pg_catalog.txid_snapshot_xmax(s), \
-             pg_catalog.current_setting('server_version_num')::pg_catalog.int4, (SELECT d.oid FROM \
-             pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) FROM \
-             pg_catalog.txid_current_snapshot() AS s",
-            &[],
-        )
+/// The read's snapshot ([`crate::source::horizon`]: the transaction's, `REPEATABLE READ`) and its text.
+pub(super) async fn horizon(
+    tx: &Transaction<'_>,
+    task: &ExtractTask,
+    table_oid: u32,
+) -> Result<(Horizon, String), ExtractError> {
+    crate::source::horizon(tx, table_oid)
         .await
-        .map_err(pg)?;
-    let id = |i| row.get::<_, i64>(i).max(0) as u64;
-    let (version, database): (i32, u32) = (row.get(2), row.get(3));
-    let mut horizon = Horizon {
-        xmin: id(0),
-        xmax: id(1),
-        lineage: 0,
-    };
-    if version >= 100_000 {
-        // The server's identity, its start time, and when its shared statistics were last reset, which a
-        // crash-restart does (the postmaster, and its start time, stay): ids are ordered only along one running
-        // server's history (the sieve's docs). NULL, and no lineage, where any of them cannot be read.
-        let row = tx
-            .query_one(
-                "SELECT CASE WHEN pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE') \
-                 THEN (SELECT c.system_identifier::pg_catalog.text OPERATOR(pg_catalog.||) '/' \
-                 OPERATOR(pg_catalog.||) pg_catalog.pg_postmaster_start_time()::pg_catalog.text \
-                 OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) (SELECT b.stats_reset::pg_catalog.text FROM \
-                 pg_catalog.pg_stat_bgwriter b) FROM pg_catalog.pg_control_system() c) END",
-                &[],
-            )
-            .await
-            .map_err(pg)?;
-        let server: Option<String> = row.get(0);
-        horizon.lineage = server.map_or(0, |s| crate::source::sieve::lineage(&s, database, table_oid));
-    }
-    Ok(horizon)
+        .map_err(|e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e)))
 }
 
 /// A windowed first pass ([`Sieve::window_since`]): the range counted, then only its rows written since the last
-/// run's read, by keys and versions; when the count says keys are gone, a pass of the range's keys alone finds them
-/// (unless the range will be read whole anyway).
+/// run's read, by keys and versions (or the planner's count and list of them, [`Listed`]); when the count says keys
+/// are gone, a pass of the range's keys alone finds them (unless the range will be read whole anyway).
 async fn windowed(
     tx: &Transaction<'_>,
     task: &ExtractTask,
     sieve: &mut Sieve,
-    since: u32,
+    (since, listed): (u32, Option<Listed>),
 ) -> Result<(Screen, u64), ExtractError> {
     let pg = |e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e));
     let (table, key, bounds) = (&task.table, &task.key, &task.bounds);
-    let count = sql::count_range(table, key, bounds).map_err(ExtractError::InvalidTask)?;
-    let rows = tx
-        .query_one(count.as_str(), &[])
-        .await
-        .map_err(pg)?
-        .get::<_, i64>(0)
-        .max(0) as u64;
-    let query = sql::select_recent_versions(table, key, bounds, since).map_err(ExtractError::InvalidTask)?;
-    let (mut screen, mut bytes) = pass(tx, task, sieve, &query, Screen::new(key.len())).await?;
+    let (mut screen, mut bytes, rows) = match listed {
+        Some(l) => {
+            let (screen, bytes) = listed_pass(tx, task, sieve, &l.tids).await?;
+            (screen, bytes, l.rows)
+        }
+        None => {
+            let count = sql::count_range(table, key, bounds).map_err(ExtractError::InvalidTask)?;
+            let rows = tx
+                .query_one(count.as_str(), &[])
+                .await
+                .map_err(pg)?
+                .get::<_, i64>(0)
+                .max(0) as u64;
+            let query = sql::select_recent_versions(table, key, bounds, since).map_err(ExtractError::InvalidTask)?;
+            let (screen, bytes) = pass(tx, task, sieve, &query, Screen::new(key.len())).await?;
+            (screen, bytes, rows)
+        }
+    };
     screen.rows = rows;
     let gone = sieve.settle_window(rows).map_err(protocol(task))?;
     tracing::debug!(rows, recent = screen.tids.len(), gone, "window screened");
@@ -171,6 +195,23 @@ async fn windowed(
         let query = sql::select_keys(table, key, bounds).map_err(ExtractError::InvalidTask)?;
         bytes += pass(tx, task, sieve, &query, Screen::keys_only(key.len())).await?.1;
         sieve.check_gone(gone).map_err(protocol(task))?;
+    }
+    Ok((screen, bytes))
+}
+
+/// The first pass of the rows the planner listed: their keys and versions, by tuple id.
+async fn listed_pass(
+    tx: &Transaction<'_>,
+    task: &ExtractTask,
+    sieve: &mut Sieve,
+    tids: &[(u32, u16)],
+) -> Result<(Screen, u64), ExtractError> {
+    let (mut screen, mut bytes) = (Screen::new(task.key.len()), 0);
+    for ids in tids.chunks(TIDS_PER_READ) {
+        let query = sql::select_key_versions_at(&task.table, &task.key, ids).map_err(ExtractError::InvalidTask)?;
+        screen.next_stream();
+        let (s, b) = pass(tx, task, sieve, &query, screen).await?;
+        (screen, bytes) = (s, bytes + b);
     }
     Ok((screen, bytes))
 }

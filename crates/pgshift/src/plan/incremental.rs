@@ -6,9 +6,7 @@
 use tokio_postgres::Client;
 
 use super::PlanError;
-use crate::contract::incremental::{
-    self, Base, DigestHow, Incremental, RangeDigest, RowDiff, SyncState, TableIncremental, Want,
-};
+use crate::contract::incremental::{self, Base, Incremental, RangeDigest, RowDiff, SyncState, TableIncremental, Want};
 use crate::contract::load::LoadMode;
 use crate::contract::model::{Bounds, ExtractTask, TableRef};
 use crate::contract::plan::{Plan, PlanRequest, TablePlan};
@@ -53,6 +51,7 @@ fn check(req: &PlanRequest, table: &TablePlan) -> Result<(), PlanError> {
 /// What planning a table incrementally reads from and needs.
 #[derive(Clone, Copy)]
 struct Cx<'a> {
+    client: &'a Client,
     source: &'a dyn crate::source::SourceConnector,
     stage: &'a dyn Stage,
     req: &'a PlanRequest,
@@ -99,6 +98,7 @@ pub(super) async fn apply(
             _ => {
                 check(req, t)?;
                 let cx = Cx {
+                    client,
                     source,
                     stage,
                     req,
@@ -244,19 +244,7 @@ async fn plan_table(
     } = *cx;
     // A table split by heap pages (no usable key) is compared whole; its ranges cannot be found in the target.
     let keyed = !t.key.is_empty() && planned.iter().all(|x| matches!(x.bounds, Bounds::Key { .. }));
-    let state = match (state, keyed) {
-        (Ok(s), true) => Ok(s),
-        (Ok(s), false) if s.ranges.len() == 1 && s.ranges[0].bounds == Bounds::ALL => Ok(s),
-        (Ok(_), false) => Err("its state's ranges do not fit a table compared whole".into()),
-        (Err(why), _) => Err(why),
-    };
-    let state = match state {
-        Ok(s) => match full_due(req, &s) {
-            Some(why) => Err(why),
-            None => Ok(s),
-        },
-        other => other,
-    };
+    let state = usable(req, state, keyed);
     if let Ok(s) = &state {
         if data_at < s.data_at && !req.load.as_ref().is_some_and(|l| l.allow_older) {
             return Err(PlanError::OlderData {
@@ -272,7 +260,10 @@ async fn plan_table(
         (_, true) => planned.iter().map(|x| x.bounds.clone()).collect(),
         (_, false) => vec![Bounds::ALL],
     };
-    let ranges = digest_ranges(cx.source, t, &bounds, cx.server_version_num).await?;
+    let base = state.as_ref().ok().filter(|_| keyed);
+    let marks = super::digests::Marks::of(cx.client, t, base, cx.server_version_num).await?;
+    let (ranges, listed) =
+        super::digests::digest_ranges(cx.source, t, (&bounds, &marks), cx.server_version_num).await?;
     let compared = keyed
         && t.key
             .iter()
@@ -307,9 +298,24 @@ async fn plan_table(
         true => row_by_row(t, inc, tasks, run_id),
         false => (inc, tasks),
     };
+    let tasks = super::digests::hand_over(stage, (t, run_id), tasks, listed).await?;
     note(t, &inc);
     t.incremental = Some(inc);
     Ok(tasks)
+}
+
+/// The state, if this run can build on it: its ranges fit the table's split, and no full load is due.
+fn usable(req: &PlanRequest, state: Result<SyncState, String>, keyed: bool) -> Result<SyncState, String> {
+    let s = match (state, keyed) {
+        (Ok(s), true) => s,
+        (Ok(s), false) if s.ranges.len() == 1 && s.ranges[0].bounds == Bounds::ALL => s,
+        (Ok(_), false) => return Err("its state's ranges do not fit a table compared whole".into()),
+        (Err(why), _) => return Err(why),
+    };
+    match full_due(req, &s) {
+        Some(why) => Err(why),
+        None => Ok(s),
+    }
 }
 
 /// Why the state's key files cannot be compared with, when one is gone from the stage (its lifecycle expired it).
@@ -356,6 +362,7 @@ fn row_by_row(
                 previous,
                 keys_out: incremental::keys_key(&t.table, run_id, x.range_index),
                 flagged,
+                recent: None,
             });
             x
         })
@@ -389,7 +396,13 @@ fn with_base(
     let changed = incremental::changed(&s.ranges, &ranges);
     let mut ranges = ranges;
     for r in &mut ranges {
-        r.keys = s.ranges.get(r.range_index as usize).and_then(|p| p.keys.clone());
+        let last = s.ranges.get(r.range_index as usize);
+        r.keys = last.and_then(|p| p.keys.clone());
+        // A range left as it was keeps its key file, and the mark of the digest before the read that wrote it: the
+        // rows listed next time are then all those the file's own read may not have seen ([`ReadMark`]).
+        if !changed.contains(&r.range_index) {
+            r.read = last.and_then(|p| p.read);
+        }
     }
     let base = Base {
         run_id: s.run_id.clone(),
@@ -440,85 +453,6 @@ fn with_base(
         soft: false,
     };
     (inc, tasks)
-}
-
-/// Sessions the range digests of a table are read on at once.
-const DIGEST_SESSIONS: usize = 4;
-
-/// Each range's count and digest, read with the extraction's own predicate, on up to [`DIGEST_SESSIONS`] sessions at
-/// once (each with pgshift's pinned settings), in range order.
-async fn digest_ranges(
-    source: &dyn crate::source::SourceConnector,
-    t: &TablePlan,
-    bounds: &[Bounds],
-    server_version_num: i32,
-) -> Result<Vec<RangeDigest>, PlanError> {
-    // hash_record_extended is PostgreSQL 14's; row versions are a table's (a view's rows have none).
-    let how = match (server_version_num >= 140_000, t.kind.as_str()) {
-        (true, "table" | "partitioned table" | "materialized view") => DigestHow::Versions,
-        (true, _) => DigestHow::Hash,
-        (false, _) => DigestHow::Text,
-    };
-    let key: &[String] = if bounds.iter().all(|b| *b == Bounds::ALL) {
-        &[]
-    } else {
-        &t.key
-    };
-    let sum = incremental::key_sum_column(&t.key, &t.columns).filter(|_| !key.is_empty());
-    let queries = bounds
-        .iter()
-        .map(|b| {
-            incremental::digest_sql(&t.table, &t.columns, (key, b), (t.kind == "table", how), sum)
-                .map_err(PlanError::InvalidRequest)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let sessions = DIGEST_SESSIONS.min(queries.len()).max(1);
-    let chunks: Vec<Vec<(usize, &String)>> = (0..sessions)
-        .map(|s| queries.iter().enumerate().filter(|(i, _)| i % sessions == s).collect())
-        .collect();
-    let read =
-        futures_util::future::try_join_all(chunks.into_iter().map(|chunk| digest_chunk(source, t, chunk))).await?;
-    let mut rows: Vec<(usize, tokio_postgres::Row)> = read.into_iter().flatten().collect();
-    rows.sort_by_key(|(i, _)| *i);
-    Ok(rows
-        .into_iter()
-        .map(|(i, row)| RangeDigest {
-            range_index: i as u32,
-            bounds: bounds[i].clone(),
-            rows: row.get::<_, i64>(0).max(0) as u64,
-            // Marked by how it was made: a digest of the other kind never compares equal.
-            digest: format!(
-                "{}:{}",
-                match how {
-                    DigestHow::Versions => "x",
-                    DigestHow::Hash => "h",
-                    DigestHow::Text => "t",
-                },
-                row.get::<_, Option<String>>(1).unwrap_or_default()
-            ),
-            keys: None,
-            key_sum: sum.map(|_| row.get::<_, Option<String>>(2).unwrap_or_else(|| "0".into())),
-        })
-        .collect())
-}
-
-/// Some ranges' digest queries, one after another on a session of their own.
-async fn digest_chunk(
-    source: &dyn crate::source::SourceConnector,
-    t: &TablePlan,
-    chunk: Vec<(usize, &String)>,
-) -> Result<Vec<(usize, tokio_postgres::Row)>, PlanError> {
-    let err = |e| PlanError::from(SourceError::from_pg(&t.table, 0, e));
-    let client = source.connect().await?;
-    client
-        .batch_execute(crate::source::SESSION_SETTINGS)
-        .await
-        .map_err(err)?;
-    let mut out = Vec::with_capacity(chunk.len());
-    for (i, q) in chunk {
-        out.push((i, client.query_one(q.as_str(), &[]).await.map_err(err)?));
-    }
-    Ok(out)
 }
 
 /// The plan's words for the table: full and why, or how many ranges changed.

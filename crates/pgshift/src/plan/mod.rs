@@ -10,6 +10,7 @@
 mod boundaries;
 mod catalog;
 mod cursor;
+mod digests;
 pub(crate) mod incremental;
 mod parts;
 mod runs;

@@ -233,6 +233,53 @@ pub const SESSION_SETTINGS: &str = "SET search_path = pg_catalog; SET row_securi
      SET extra_float_digits = 3; SET bytea_output = 'hex'; SET statement_timeout = 0; SET lock_timeout = 0; \
      SET idle_in_transaction_session_timeout = 0";
 
+/// The transaction ids of the current snapshot (a `REPEATABLE READ` transaction's, or the next statement's), with
+/// their epochs, and its text (`txid_current_snapshot()`; two snapshots with equal text see the same rows); the
+/// lineage of the server, database and table (by OID) where this role may read the system identifier, on PostgreSQL
+/// 10 or later, else none (0). They bound which row versions may be new since a read ([`sieve`]).
+pub(crate) async fn horizon(
+    db: &impl GenericClient,
+    table_oid: u32,
+) -> Result<(sieve::Horizon, String), tokio_postgres::Error> {
+    // txid_current_snapshot is on every server (pg_current_snapshot, its successor, from 13 on); functions newer
+    // than that only in the second statement, on a server that has them (a name is resolved even in a branch not
+    // taken, and an error would end the snapshot).
+    let row = db
+        .query_one(
+            "SELECT pg_catalog.txid_snapshot_xmin(s), pg_catalog.txid_snapshot_xmax(s), \
+             pg_catalog.current_setting('server_version_num')::pg_catalog.int4, (SELECT d.oid FROM \
+             pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()), \
+             s::pg_catalog.text FROM pg_catalog.txid_current_snapshot() AS s",
+            &[],
+        )
+        .await?;
+    let id = |i| row.get::<_, i64>(i).max(0) as u64;
+    let (version, database): (i32, u32) = (row.get(2), row.get(3));
+    let mut horizon = sieve::Horizon {
+        xmin: id(0),
+        xmax: id(1),
+        lineage: 0,
+    };
+    if version >= 100_000 {
+        // The server's identity, its start time, and when its shared statistics were last reset, which a
+        // crash-restart does (the postmaster, and its start time, stay): ids are ordered only along one running
+        // server's history (the sieve's docs). NULL, and no lineage, where any of them cannot be read.
+        let server = db
+            .query_one(
+                "SELECT CASE WHEN pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE') \
+                 THEN (SELECT c.system_identifier::pg_catalog.text OPERATOR(pg_catalog.||) '/' \
+                 OPERATOR(pg_catalog.||) pg_catalog.pg_postmaster_start_time()::pg_catalog.text \
+                 OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) (SELECT b.stats_reset::pg_catalog.text FROM \
+                 pg_catalog.pg_stat_bgwriter b) FROM pg_catalog.pg_control_system() c) END",
+                &[],
+            )
+            .await?
+            .get::<_, Option<String>>(0);
+        horizon.lineage = server.map_or(0, |s| sieve::lineage(&s, database, table_oid));
+    }
+    Ok((horizon, row.get(4)))
+}
+
 /// A column as the catalog describes it.
 #[derive(Debug, Clone)]
 pub struct CatalogColumn {

@@ -50,6 +50,12 @@ impl Screen {
         Ok(())
     }
 
+    /// Readies the parser for another stream of the same pass (after [`Self::finish`] of the last one).
+    pub(crate) fn next_stream(&mut self) {
+        (self.header_done, self.trailer_seen) = (false, false);
+        self.carry.clear();
+    }
+
     /// Ends the stream: it must have ended with its trailer.
     pub(crate) fn finish(&self) -> Result<(), String> {
         match (self.trailer_seen, self.carry.is_empty()) {
@@ -201,5 +207,21 @@ mod tests {
         assert!(s.finish().unwrap_err().contains("before the COPY trailer"));
         let mut s = Screen::new(2);
         assert!(s.feed(&mut sieve, &bytes).unwrap_err().contains("expected 4"));
+    }
+
+    #[test]
+    fn one_pass_reads_several_streams_one_after_another() {
+        let (a, b) = ([0, 0, 0, 3, 0, 1], [0, 0, 1, 0, 0, 2]);
+        let mut sieve = Sieve::new(None, Some(HORIZON)).unwrap();
+        let mut s = Screen::new(1);
+        for part in [stream(&[(b"1", a), (b"2", b)]), stream(&[(b"3", b)])] {
+            s.next_stream();
+            s.feed(&mut sieve, &part).unwrap();
+            s.finish().unwrap();
+        }
+        assert_eq!((s.rows, s.tids.len()), (3, 3));
+        // A second stream without its header is not taken for rows.
+        s.feed(&mut sieve, &stream(&[(b"4", a)])).unwrap();
+        assert!(s.finish().is_err());
     }
 }
