@@ -20,6 +20,10 @@ const DIGEST_SESSIONS: usize = 4;
 /// windowed pass, [`crate::source::sieve`]).
 const LIST_WINDOW: u64 = 1 << 30;
 
+/// The bytes of tuple ids one digest session gathers for a table (four sessions: 64 MiB, against the planner's 512
+/// MB): past it, its next ranges list nothing and their extractors find their rows themselves.
+const LIST_BUDGET: usize = 16 << 20;
+
 /// What the planner knows of a plain table's last digests: its OID (none: a table whose digest is not of row
 /// versions, nothing is marked or listed) and each of the state's ranges' [`ReadMark`].
 #[derive(Default)]
@@ -66,10 +70,11 @@ struct Here {
 }
 
 impl Here {
-    /// The id range `i`'s recent rows are listed from: the state's mark of it, made on this server, close enough.
-    fn since(&self, marks: &Marks, i: usize) -> Option<u32> {
+    /// The id range `i`'s recent rows are listed from: the state's mark of it, made on this server, close enough,
+    /// while the session's lists (`listed` bytes so far) are within [`LIST_BUDGET`].
+    fn since(&self, marks: &Marks, i: usize, listed: usize) -> Option<u32> {
         let m = marks.state.get(i).copied().flatten()?;
-        let usable = !self.standby && self.lineage != 0 && m.lineage == self.lineage;
+        let usable = !self.standby && self.lineage != 0 && m.lineage == self.lineage && listed < LIST_BUDGET;
         (usable && self.xmax.saturating_sub(m.xmin) < LIST_WINDOW).then_some(m.xmin as u32)
     }
 }
@@ -206,13 +211,15 @@ async fn digest_chunk(
             standby: false,
         },
     };
-    let mut out = Vec::with_capacity(chunk.len());
+    let (mut out, mut listed) = (Vec::with_capacity(chunk.len()), 0);
     for (i, b) in chunk {
-        let since = here.since(d.marks, i);
+        let since = here.since(d.marks, i, listed);
         let only = (d.t.kind == "table", d.how);
         let q = incremental::digest_sql(&d.t.table, &d.t.columns, (d.key, b), only, (d.sum, since))
             .map_err(PlanError::InvalidRequest)?;
-        out.push((i, client.query_one(q.as_str(), &[]).await.map_err(err)?, here.lineage));
+        let row = client.query_one(q.as_str(), &[]).await.map_err(err)?;
+        listed += row.get::<_, Option<&[u8]>>(5).map_or(0, <[u8]>::len);
+        out.push((i, row, here.lineage));
     }
     Ok(out)
 }
@@ -244,4 +251,56 @@ pub(super) async fn hand_over(
     }
     futures_util::future::try_join_all(puts).await?;
     Ok(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_is_listed_from_its_mark_only_on_its_server_within_the_window_and_the_budget() {
+        let mark = |xmin, lineage| Some(ReadMark { xmin, lineage });
+        let marks = Marks {
+            oid: Some(1),
+            state: vec![mark(100, 7), mark(100, 8), None, mark((1 << 32) + 5, 7)],
+        };
+        let here = Here {
+            lineage: 7,
+            xmax: 1000,
+            standby: false,
+        };
+        assert_eq!(here.since(&marks, 0, 0), Some(100));
+        assert_eq!(here.since(&marks, 1, 0), None, "another server's mark");
+        assert_eq!(here.since(&marks, 2, 0), None, "no mark");
+        assert_eq!(here.since(&marks, 4, 0), None, "no such range");
+        assert_eq!(
+            here.since(&marks, 0, LIST_BUDGET),
+            None,
+            "the session's lists are spent"
+        );
+        let later = Here {
+            xmax: (1 << 32) + 5 + (1 << 30) - 1,
+            ..here
+        };
+        assert_eq!(later.since(&marks, 3, 0), Some(5), "the low 32 bits of the mark");
+        let too_late = Here {
+            xmax: (1 << 32) + 5 + (1 << 30),
+            ..here
+        };
+        assert_eq!(too_late.since(&marks, 3, 0), None, "2^30 ids or more since the mark");
+        let standby = Here { standby: true, ..here };
+        assert_eq!(standby.since(&marks, 0, 0), None, "a standby lists nothing");
+        let unknown = Here { lineage: 0, ..here };
+        assert_eq!(
+            unknown.since(
+                &Marks {
+                    state: vec![mark(100, 0)],
+                    ..marks
+                },
+                0,
+                0
+            ),
+            None
+        );
+    }
 }
