@@ -38,15 +38,20 @@ pub struct Cluster {
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
-/// The cluster of this test binary, started on first use.
-pub fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(|| {
+/// The cluster in `cell`, started on first use (`what` names it in a failure).
+fn started(cell: &'static OnceLock<Cluster>, what: &str) -> &'static Cluster {
+    cell.get_or_init(|| {
         // Started on a plain thread: the caller may be inside an async runtime.
         std::thread::spawn(Cluster::start)
             .join()
             .expect("cluster start thread")
-            .expect("starting a throwaway PostgreSQL cluster")
+            .unwrap_or_else(|e| panic!("starting a throwaway PostgreSQL cluster {what}: {e:#}"))
     })
+}
+
+/// The cluster of this test binary, started on first use.
+pub fn cluster() -> &'static Cluster {
+    started(&CLUSTER, "for the tests")
 }
 
 static SNAPSHOT_CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -54,12 +59,7 @@ static SNAPSHOT_CLUSTER: OnceLock<Cluster> = OnceLock::new();
 /// A second cluster, for the sources of snapshot tests: a local snapshot is a base backup of a whole cluster, so
 /// theirs holds only their own databases (tens of MB), not every other test's (1.7 GB a backup in the shared one).
 pub fn snapshot_cluster() -> &'static Cluster {
-    SNAPSHOT_CLUSTER.get_or_init(|| {
-        std::thread::spawn(Cluster::start)
-            .join()
-            .expect("cluster start thread")
-            .expect("starting a throwaway PostgreSQL cluster for snapshots")
-    })
+    started(&SNAPSHOT_CLUSTER, "for snapshots")
 }
 
 static QUIET_CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -67,12 +67,7 @@ static QUIET_CLUSTER: OnceLock<Cluster> = OnceLock::new();
 /// A third cluster, for a test that needs a server no other test writes to while it runs (nothing commits between
 /// a run's planner and its extractors unless the test does).
 pub fn quiet_cluster() -> &'static Cluster {
-    QUIET_CLUSTER.get_or_init(|| {
-        std::thread::spawn(Cluster::start)
-            .join()
-            .expect("cluster start thread")
-            .expect("starting a throwaway PostgreSQL cluster for a quiet source")
-    })
+    started(&QUIET_CLUSTER, "for a quiet source")
 }
 
 /// The uid/gid to run the server as: `postgres` when we are root, ourselves otherwise.

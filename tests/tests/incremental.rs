@@ -600,16 +600,19 @@ async fn every_digest_runs_on_the_source_and_differs_when_a_float_turns_negative
     .await?;
     let t = table(&plan, "public.m");
     let c = connect(&source).await?;
-    let mut before = Vec::new();
-    for how in [DigestHow::Hash, DigestHow::Text, DigestHow::Versions] {
-        let q = digest_sql(
+    let digest = |how, since| {
+        digest_sql(
             &TableRef::new("public", "m"),
             &t.columns,
             (&[], &Bounds::ALL),
             (true, how),
-            (None, None),
+            (None, since),
         )
-        .map_err(anyhow::Error::msg)?;
+        .map_err(anyhow::Error::msg)
+    };
+    let mut before = Vec::new();
+    for how in [DigestHow::Hash, DigestHow::Text, DigestHow::Versions] {
+        let q = digest(how, None)?;
         let row = c.query_one(&q, &[]).await?;
         assert_eq!(row.get::<_, i64>(0), 100);
         before.push(row.get::<_, Option<String>>(1));
@@ -624,26 +627,12 @@ async fn every_digest_runs_on_the_source_and_differs_when_a_float_turns_negative
         .into_iter()
         .enumerate()
     {
-        let q = digest_sql(
-            &TableRef::new("public", "m"),
-            &t.columns,
-            (&[], &Bounds::ALL),
-            (true, how),
-            (None, None),
-        )
-        .map_err(anyhow::Error::msg)?;
+        let q = digest(how, None)?;
         let now: Option<String> = c.query_one(&q, &[]).await?.get(1);
         assert_ne!(now, before[k], "{how:?}");
     }
     // The rows written since: the tuple ids of exactly the three rows updated, as the server's own ctid says.
-    let q = digest_sql(
-        &TableRef::new("public", "m"),
-        &t.columns,
-        (&[], &Bounds::ALL),
-        (true, DigestHow::Versions),
-        (None, Some(since as u32)),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let q = digest(DigestHow::Versions, Some(since as u32))?;
     let row = c.query_one(&q, &[]).await?;
     let tids: Vec<u8> = row.get(5);
     let mut listed: Vec<String> = tids

@@ -234,7 +234,7 @@ async fn read_range(
         true => Some(versions::horizon(&tx, task, catalog.oid).await?),
         false => None,
     };
-    let (schema, mut decoder) = decoder_for(stage.as_ref(), task, horizon.as_ref().map(|h| h.0)).await?;
+    let (schema, mut decoder) = decoder_for(stage.as_ref(), task, horizon.as_ref().map(|h| h.horizon)).await?;
     let known = versions::Known {
         kind: catalog.kind,
         unique_key: catalog.key == task.key,

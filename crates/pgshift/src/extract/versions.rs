@@ -11,7 +11,8 @@ use crate::contract::model::{Bounds, ExtractTask};
 use crate::contract::sql;
 use crate::source::decode::CopyDecoder;
 use crate::source::screen::Screen;
-use crate::source::sieve::{Horizon, Sieve};
+use crate::source::sieve::Sieve;
+use crate::source::Snapshot;
 use crate::source::SourceError;
 
 use super::ExtractError;
@@ -55,13 +56,14 @@ pub(super) struct Listed {
 pub(super) async fn listed(
     stage: &dyn crate::stage::Stage,
     task: &ExtractTask,
-    read: Option<&(Horizon, String)>,
+    read: Option<&Snapshot>,
 ) -> Result<Option<Listed>, ExtractError> {
-    let (Some(r), Some((horizon, snapshot))) = (task.diff.as_ref().and_then(|d| d.recent.as_ref()), read) else {
+    let (Some(r), Some(now)) = (task.diff.as_ref().and_then(|d| d.recent.as_ref()), read) else {
         return Ok(None);
     };
-    if horizon.lineage == 0 || horizon.lineage != r.lineage || *snapshot != r.snapshot {
-        tracing::debug!(planned = %r.snapshot, now = %snapshot, "the planner's list of recent rows is of another snapshot");
+    let lineage = now.horizon.lineage;
+    if lineage == 0 || lineage != r.lineage || now.standby || now.text != r.snapshot {
+        tracing::debug!(planned = %r.snapshot, now = %now.text, "the planner's list of recent rows is of another snapshot");
         return Ok(None);
     }
     let bytes = match stage.get(&r.tids).await {
@@ -148,12 +150,12 @@ pub(super) async fn reads(
     })
 }
 
-/// The read's snapshot ([`crate::source::horizon`]: the transaction's, `REPEATABLE READ`) and its text.
+/// The read's snapshot ([`crate::source::horizon`]: the transaction's, `REPEATABLE READ`).
 pub(super) async fn horizon(
     tx: &Transaction<'_>,
     task: &ExtractTask,
     table_oid: u32,
-) -> Result<(Horizon, String), ExtractError> {
+) -> Result<Snapshot, ExtractError> {
     crate::source::horizon(tx, table_oid)
         .await
         .map_err(|e| ExtractError::from(SourceError::from_pg(&task.table, task.statement_timeout_secs, e)))

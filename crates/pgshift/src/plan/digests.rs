@@ -61,8 +61,7 @@ impl Marks {
 }
 
 /// Where a digest session reads: its server's lineage (0: unknown), the next id, and whether the server is a
-/// standby. A standby's snapshot text leaves out the ids in progress (it holds them as subtransactions'), so two
-/// equal texts there may see different rows: its digests list nothing.
+/// standby, whose digests list nothing ([`crate::source::Snapshot::standby`]).
 struct Here {
     lineage: u64,
     xmax: u64,
@@ -193,16 +192,11 @@ async fn digest_chunk(
         .map_err(err)?;
     let here = match d.marks.oid {
         Some(oid) => {
-            let (h, _) = crate::source::horizon(&client, oid).await.map_err(err)?;
-            let standby: bool = client
-                .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
-                .await
-                .map_err(err)?
-                .get(0);
+            let now = crate::source::horizon(&client, oid).await.map_err(err)?;
             Here {
-                lineage: h.lineage,
-                xmax: h.xmax,
-                standby,
+                lineage: now.horizon.lineage,
+                xmax: now.horizon.xmax,
+                standby: now.standby,
             }
         }
         None => Here {

@@ -233,14 +233,21 @@ pub const SESSION_SETTINGS: &str = "SET search_path = pg_catalog; SET row_securi
      SET extra_float_digits = 3; SET bytea_output = 'hex'; SET statement_timeout = 0; SET lock_timeout = 0; \
      SET idle_in_transaction_session_timeout = 0";
 
+/// A read's snapshot as the server reports it ([`horizon`]).
+pub(crate) struct Snapshot {
+    pub(crate) horizon: sieve::Horizon,
+    /// `txid_current_snapshot()`'s text: on a primary, two snapshots with equal text see the same rows.
+    pub(crate) text: String,
+    /// The server is a standby, whose snapshot text leaves out the transactions in progress (it holds them as
+    /// subtransactions'): equal texts there prove nothing.
+    pub(crate) standby: bool,
+}
+
 /// The transaction ids of the current snapshot (a `REPEATABLE READ` transaction's, or the next statement's), with
-/// their epochs, and its text (`txid_current_snapshot()`; two snapshots with equal text see the same rows); the
-/// lineage of the server, database and table (by OID) where this role may read the system identifier, on PostgreSQL
-/// 10 or later, else none (0). They bound which row versions may be new since a read ([`sieve`]).
-pub(crate) async fn horizon(
-    db: &impl GenericClient,
-    table_oid: u32,
-) -> Result<(sieve::Horizon, String), tokio_postgres::Error> {
+/// their epochs, its text and whether the server is a standby ([`Snapshot`]); the lineage of the server, database
+/// and table (by OID) where this role may read the system identifier, on PostgreSQL 10 or later, else none (0).
+/// They bound which row versions may be new since a read ([`sieve`]).
+pub(crate) async fn horizon(db: &impl GenericClient, table_oid: u32) -> Result<Snapshot, tokio_postgres::Error> {
     // txid_current_snapshot is on every server (pg_current_snapshot, its successor, from 13 on); functions newer
     // than that only in the second statement, on a server that has them (a name is resolved even in a branch not
     // taken, and an error would end the snapshot).
@@ -249,7 +256,7 @@ pub(crate) async fn horizon(
             "SELECT pg_catalog.txid_snapshot_xmin(s), pg_catalog.txid_snapshot_xmax(s), \
              pg_catalog.current_setting('server_version_num')::pg_catalog.int4, (SELECT d.oid FROM \
              pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()), \
-             s::pg_catalog.text FROM pg_catalog.txid_current_snapshot() AS s",
+             s::pg_catalog.text, pg_catalog.pg_is_in_recovery() FROM pg_catalog.txid_current_snapshot() AS s",
             &[],
         )
         .await?;
@@ -277,7 +284,11 @@ pub(crate) async fn horizon(
             .get::<_, Option<String>>(0);
         horizon.lineage = server.map_or(0, |s| sieve::lineage(&s, database, table_oid));
     }
-    Ok((horizon, row.get(4)))
+    Ok(Snapshot {
+        horizon,
+        text: row.get(4),
+        standby: row.get(5),
+    })
 }
 
 /// A column as the catalog describes it.
